@@ -1,0 +1,1 @@
+//! Typed async client for the Manta HTTP API (not yet built).

@@ -1,0 +1,297 @@
+//! HTTP plumbing every service uses: the request-id and metrics middleware, `/ping` and
+//! `/metrics`, error responses, and a server loop with optional TLS and graceful shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use manta_types::{ErrorBody, ErrorCode, MantaError};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, warn};
+
+use crate::metrics::Metrics;
+
+/// The request id header, accepted from callers and forwarded on every internal hop.
+pub const REQUEST_ID: &str = "x-request-id";
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The request id of the request being handled by the current task, if any. Internal clients
+/// send it on as `x-request-id`, so one id follows a request across services.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Runs `fut` with `id` as the current request id (for background work done on behalf of a
+/// request, and for tests).
+pub async fn with_request_id<F: std::future::Future>(id: String, fut: F) -> F::Output {
+    CURRENT_REQUEST_ID.scope(id, fut).await
+}
+
+/// A route name a handler attaches to its response (as an extension) so metrics and logs use
+/// a stable, low-cardinality label even for catch-all routes.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteName(pub &'static str);
+
+/// What the observe middleware needs: the service name and its metrics.
+#[derive(Debug)]
+pub struct Observer {
+    /// Service name, shown in logs and the `server` header.
+    pub service: &'static str,
+    /// The service's registry.
+    pub metrics: Arc<Metrics>,
+}
+
+fn valid_request_id(h: &HeaderValue) -> Option<String> {
+    let s = h.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| s.to_owned())
+}
+
+/// Middleware: gives every request an id (the caller's `x-request-id` when well-formed), a
+/// tracing span, an access log line, `x-request-id` and `x-response-time` response headers, and
+/// request count and latency metrics labelled by route and status.
+pub async fn observe(State(obs): State<Arc<Observer>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(valid_request_id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = req.method().clone();
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        service = obs.service,
+        request_id = %id,
+        method = %method,
+        path = %req.uri().path(),
+    );
+    let mut resp = CURRENT_REQUEST_ID
+        .scope(id.clone(), next.run(req))
+        .instrument(span.clone())
+        .await;
+    let elapsed = start.elapsed();
+    let status = resp.status();
+    let route = resp
+        .extensions()
+        .get::<RouteName>()
+        .map(|r| r.0.to_owned())
+        .or(matched)
+        .unwrap_or_else(|| "other".to_owned());
+    let status_str = status.as_str().to_owned();
+    obs.metrics.inc(
+        "http_requests_total",
+        "HTTP requests by route, method and status.",
+        &[
+            ("route", &route),
+            ("method", method.as_str()),
+            ("status", &status_str),
+        ],
+    );
+    obs.metrics.observe(
+        "http_request_duration_seconds",
+        "Time to response headers, by route.",
+        &[("route", &route)],
+        elapsed.as_secs_f64(),
+    );
+    let ms = elapsed.as_millis() as u64;
+    span.in_scope(|| {
+        if status.is_server_error() {
+            warn!(status = status.as_u16(), route, ms, "request failed");
+        } else {
+            info!(status = status.as_u16(), route, ms, "handled");
+        }
+    });
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        h.insert(REQUEST_ID, v);
+    }
+    h.insert("x-response-time", HeaderValue::from(ms));
+    h.entry(header::SERVER)
+        .or_insert(HeaderValue::from_static("Manta"));
+    resp
+}
+
+/// Adds `/ping`, `/metrics` and the observe middleware to a service's router.
+pub fn with_observability(router: Router, obs: Arc<Observer>) -> Router {
+    let metrics = obs.metrics.clone();
+    router
+        .route(
+            "/ping",
+            get(|| async { axum::Json(serde_json::json!({"ok": true})) }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .layer(axum::middleware::from_fn_with_state(obs, observe))
+}
+
+/// Renders a [`MantaError`] as its status and `{"code","message"}` JSON body.
+pub fn error_response(err: &MantaError) -> Response {
+    error_response_parts(err.code, &err.message)
+}
+
+/// Renders a code and message as an error response.
+pub fn error_response_parts(code: ErrorCode, message: &str) -> Response {
+    let status =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ErrorBody::new(code, message).to_json();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// A wrapper so handlers can `?` a [`MantaError`] into a response.
+#[derive(Debug)]
+pub struct ApiError(pub MantaError);
+
+impl From<MantaError> for ApiError {
+    fn from(e: MantaError) -> ApiError {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(&self.0)
+    }
+}
+
+/// Reads a header as a trimmed string, if present and valid UTF-8.
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// How a server loop should end.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub drain: Duration,
+    /// TLS configuration; plain HTTP when absent.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            drain: Duration::from_secs(10),
+            tls: None,
+        }
+    }
+}
+
+/// The peer address of a connection, inserted into every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Whether a request arrived over TLS, inserted into every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Secure(pub bool);
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting, lets
+/// in-flight requests finish for up to `opts.drain`, and aborts what is left.
+///
+/// # Errors
+/// Only when the listener itself fails in a way that cannot be retried.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+) -> io::Result<()> {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
+                conns.spawn(async move {
+                    let secure = tls.is_some();
+                    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(PeerAddr(peer));
+                        req.extensions_mut().insert(Secure(secure));
+                        let app = app.clone();
+                        async move {
+                            use tower::ServiceExt as _;
+                            Ok::<_, Infallible>(app.oneshot(req.map(Body::new)).await.unwrap_or_else(|e| match e {}))
+                        }
+                    });
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60));
+                    let result = match tls {
+                        Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => watcher.watch(builder.serve_connection(TokioIo::new(s), svc)).await,
+                            Ok(Err(e)) => { tracing::debug!(%peer, error = %e, "TLS handshake failed"); return; }
+                            Err(_) => { tracing::debug!(%peer, "TLS handshake timed out"); return; }
+                        },
+                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await,
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            () = shutdown.cancelled() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(opts.drain) => {
+            warn!(drain = ?opts.drain, "requests still in flight after the drain deadline; aborting them");
+        }
+    }
+    conns.shutdown().await;
+    Ok(())
+}

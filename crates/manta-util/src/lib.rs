@@ -1,0 +1,72 @@
+//! What every service in the object store shares: logging set-up, request ids that follow a
+//! request across services, Prometheus metrics, `/ping` and `/metrics`, a graceful HTTP server
+//! loop (with optional TLS), signal handling, and the helper that keeps blocking work off the
+//! async runtime.
+//!
+//! # Layout
+//! - [`logging`]: `init(LogFormat)`, called once by each binary.
+//! - [`http`]: the `observe` middleware (request id, span, access log, metrics),
+//!   `with_observability` (adds `/ping` and `/metrics`), error responses, and `serve`.
+//! - [`metrics`]: a small labelled registry rendered in the Prometheus text format.
+//!
+//! # Guarantees
+//! - Every response carries `x-request-id`; the id is available to the handler's task through
+//!   [`http::current_request_id`], and internal clients forward it.
+//! - [`http::serve`] stops accepting on shutdown, drains in-flight requests for a bounded time,
+//!   then aborts the rest.
+//!
+//! # Example
+//! ```no_run
+//! # async fn f() -> std::io::Result<()> {
+//! use std::sync::Arc;
+//! use manta_util::{http, metrics::Metrics};
+//! let obs = Arc::new(http::Observer { service: "demo", metrics: Arc::new(Metrics::new()) });
+//! let app = http::with_observability(axum::Router::new(), obs);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! http::serve(listener, app, manta_util::shutdown_on_signals(), Default::default()).await
+//! # }
+//! ```
+
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod proc;
+
+use tokio_util::sync::CancellationToken;
+
+/// Runs blocking work (file I/O, fsync, hashing) on the blocking pool, never on a runtime worker.
+///
+/// # Errors
+/// The closure's error, or an error if the blocking task panicked.
+pub async fn blocking<T, F>(f: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> std::io::Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT: the root of a service's shutdown.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers; shutdown only by cancellation");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            () = t.cancelled() => return,
+        }
+        t.cancel();
+    });
+    token
+}

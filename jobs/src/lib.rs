@@ -1,0 +1,1 @@
+//! Jobs: map/reduce in containers next to the data (not yet built).

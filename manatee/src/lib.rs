@@ -1,0 +1,1 @@
+//! Manatee: replicated PostgreSQL with automatic failover (not yet built).

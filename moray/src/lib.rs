@@ -1,0 +1,1 @@
+//! Moray: key-value metadata over PostgreSQL (not yet built).

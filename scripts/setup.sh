@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs what the region and the test suite need and are missing: Debian packages and the
+# pinned Rust toolchain with its components. Sourced by ./region and ./run-tests; safe to run
+# again (it only installs what is absent) and says what it does.
+set -euo pipefail
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# Debian packages, by what needs them.
+#   postgresql        metadata tier (Moray over PostgreSQL 15; initdb, pg_basebackup, pg_rewind)
+#   etcd-server       coordination (shard state, shard ring, leader election)
+#   etcd-client       etcdctl, for operators
+#   protobuf-compiler the etcd client crate generates its gRPC code at build time
+#   runc              OCI runtime for job tasks
+#   util-linux        setpriv: run Postgres as an unprivileged user, bound to its parent
+#   iproute2          network namespaces in partition tests
+#   procps, psmisc    ps/kill for operators and tests
+#   ca-certificates, curl, openssl, pkg-config, gcc, make: builds and TLS tests
+MANTA_DEBIAN_PACKAGES=(
+    postgresql etcd-server etcd-client protobuf-compiler runc util-linux iproute2 procps psmisc
+    ca-certificates curl openssl pkg-config gcc make
+)
+
+missing_packages() {
+    local p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            printf '%s\n' "$p"
+        fi
+    done
+}
+
+ensure_packages() {
+    local missing
+    if ! command -v dpkg-query >/dev/null 2>&1; then
+        say "not a Debian system: make sure these are installed yourself: $*"
+        return 0
+    fi
+    mapfile -t missing < <(missing_packages "$@")
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        die "missing Debian packages: ${missing[*]}
+run as root, or install them first:  sudo apt-get install -y ${missing[*]}"
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    if [ -z "${MANTA_APT_UPDATED:-}" ]; then
+        apt-get update -q >&2 || die "apt-get update failed"
+        export MANTA_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
+        || die "apt-get install ${missing[*]} failed"
+}
+
+ensure_rust() {
+    local want have sysroot
+    command -v rustup >/dev/null 2>&1 || command -v cargo >/dev/null 2>&1 \
+        || die "no Rust toolchain: install rustup (https://rustup.rs), then run this again"
+    want="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$REPO_ROOT/rust-toolchain.toml")"
+    if command -v rustup >/dev/null 2>&1; then
+        if ! rustup run "$want" rustc --version >/dev/null 2>&1; then
+            say "installing Rust $want (pinned in rust-toolchain.toml)"
+            if ! rustup toolchain install "$want" --profile minimal -c clippy -c rustfmt >&2; then
+                # Offline: an installed stable of exactly that version serves under the pinned name.
+                have="$(rustup run stable rustc --version 2>/dev/null | awk '{print $2}')"
+                [ "$have" = "$want" ] || die "cannot install Rust $want and stable is $have"
+                sysroot="$(rustup run stable rustc --print sysroot)"
+                say "linking the installed stable toolchain ($have) as $want"
+                rustup toolchain link "$want" "$sysroot" >&2
+            fi
+        fi
+        for c in clippy rustfmt; do
+            if ! rustup component list --toolchain "$want" --installed 2>/dev/null | grep -q "^$c"; then
+                # A linked toolchain lists nothing; check the tool itself.
+                if ! (cd "$REPO_ROOT" && cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1); then
+                    say "adding Rust component $c"
+                    rustup component add "$c" --toolchain "$want" >&2 || die "cannot add $c"
+                fi
+            fi
+        done
+    fi
+}
+
+ensure_nextest() {
+    if ! (cd "$REPO_ROOT" && cargo nextest --version >/dev/null 2>&1); then
+        say "installing cargo-nextest (the test runner) from crates.io"
+        cargo install cargo-nextest --locked >&2 || die "cannot install cargo-nextest"
+    fi
+}

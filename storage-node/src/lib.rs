@@ -1,0 +1,1 @@
+//! Storage node: object bytes on a dataset (not yet built).

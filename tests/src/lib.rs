@@ -1,0 +1,1 @@
+//! End-to-end tests of a whole region live in `tests/tests/`.
