@@ -1,1 +1,59 @@
-//! Benchmarks with baselines measured in the same run.
+//! Benchmarks of the object store, each a binary in `src/bin/`, each measuring a baseline in the
+//! same run (raw disk write with fsync, raw hashing, a plain file copy, raw SQL) so results are
+//! reported as ratios on a noisy machine. Run one with
+//! `cargo run --release -p manta-bench --bin <name>`.
+//!
+//! This library holds what the benchmarks share: timing and percentile helpers.
+
+use std::time::Duration;
+
+/// Summary statistics of a set of latency samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    /// Number of samples.
+    pub n: usize,
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Mean.
+    pub mean: Duration,
+}
+
+/// Computes p50, p99 and mean (nearest-rank percentiles); `None` for no samples.
+pub fn stats(samples: &mut [Duration]) -> Option<Stats> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort();
+    let rank = |p: f64| {
+        let i = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i]
+    };
+    let total: Duration = samples.iter().sum();
+    Some(Stats { n: samples.len(), p50: rank(0.50), p99: rank(0.99), mean: total / samples.len() as u32 })
+}
+
+/// The median of a list of figures (e.g. MiB/s of repeated runs); `None` when empty.
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(|a, b| a.total_cmp(b));
+    Some(values[values.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles() {
+        let mut v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = stats(&mut v).unwrap();
+        assert_eq!(s.p50, Duration::from_millis(50));
+        assert_eq!(s.p99, Duration::from_millis(99));
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert!(stats(&mut []).is_none());
+    }
+}
