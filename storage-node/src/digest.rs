@@ -1,0 +1,288 @@
+//! Object checksums: computed while an upload streams, stored beside the bytes in an extended
+//! attribute of the object file, and checked again by GET headers, scrub and the front door.
+//!
+//! The attribute (`user.manta.digest`) holds a small versioned JSON document
+//! `{"v":1,"md5":"<base64>","sha256":"<hex>","size":N}`. Being an attribute of the inode, it is
+//! written to the temp file before the file is fsynced and renamed, so the bytes and their
+//! checksums appear together, atomically, and travel together through renames into the
+//! tombstone and quarantine areas.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use md5::{Digest as _, Md5};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// The extended attribute holding an object's [`Digests`].
+pub const XATTR_NAME: &str = "user.manta.digest";
+
+/// The version of the attribute's JSON layout this build writes and understands.
+const XATTR_VERSION: u32 = 1;
+
+/// MD5 and SHA-256 of an object's bytes, and their count.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digests {
+    /// MD5 (what `Content-MD5` and the metadata record carry).
+    pub md5: [u8; 16],
+    /// SHA-256 (stronger; what scrub trusts).
+    pub sha256: [u8; 32],
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Digests {
+    /// The digests of the empty object.
+    pub fn empty() -> Digests {
+        Hasher::new().finish()
+    }
+
+    /// MD5 as base64, the form of `Content-MD5` (RFC 1864).
+    pub fn md5_base64(&self) -> String {
+        B64.encode(self.md5)
+    }
+
+    /// SHA-256 as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        to_hex(&self.sha256)
+    }
+
+    /// Reads the digests stored on an open object file.
+    ///
+    /// # Errors
+    /// `NotFound`-kind error when the file has no attribute; `InvalidData` when the attribute
+    /// is not a document this build understands; other I/O errors as they come.
+    pub fn read_from(file: &File) -> io::Result<Digests> {
+        let mut buf = [0u8; 512];
+        let n = match rustix::fs::fgetxattr(file, XATTR_NAME, &mut buf[..]) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NODATA) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "object file has no checksum attribute",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Digests::decode(&buf[..n])
+    }
+
+    /// Stores the digests on an open (temp) file, replacing any previous value.
+    ///
+    /// # Errors
+    /// I/O errors, including `Unsupported` when the filesystem has no user xattrs.
+    pub fn write_to(&self, file: &File) -> io::Result<()> {
+        rustix::fs::fsetxattr(
+            file,
+            XATTR_NAME,
+            &self.encode(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// The attribute's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&Stored {
+            v: XATTR_VERSION,
+            md5: self.md5_base64(),
+            sha256: self.sha256_hex(),
+            size: self.size,
+        })
+        .expect("a struct of strings and numbers always serialises")
+    }
+
+    /// Parses the attribute's bytes.
+    ///
+    /// # Errors
+    /// `InvalidData` for anything but a well-formed version-1 document.
+    pub fn decode(bytes: &[u8]) -> io::Result<Digests> {
+        let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        let s: Stored = serde_json::from_slice(bytes)
+            .map_err(|e| bad(format!("checksum attribute is not valid JSON: {e}")))?;
+        if s.v != XATTR_VERSION {
+            return Err(bad(format!(
+                "checksum attribute version {} is not understood (expected {XATTR_VERSION})",
+                s.v
+            )));
+        }
+        let md5 = parse_md5_base64(&s.md5)
+            .ok_or_else(|| bad(format!("bad md5 {:?} in checksum attribute", s.md5)))?;
+        let sha256 = parse_hex32(&s.sha256)
+            .ok_or_else(|| bad(format!("bad sha256 {:?} in checksum attribute", s.sha256)))?;
+        Ok(Digests {
+            md5,
+            sha256,
+            size: s.size,
+        })
+    }
+}
+
+impl fmt::Debug for Digests {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Digests")
+            .field("md5", &self.md5_base64())
+            .field("sha256", &self.sha256_hex())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    v: u32,
+    md5: String,
+    sha256: String,
+    size: u64,
+}
+
+/// Running MD5 + SHA-256 + byte count over a stream of chunks.
+#[derive(Clone)]
+pub struct Hasher {
+    md5: Md5,
+    sha256: Sha256,
+    size: u64,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Hasher::new()
+    }
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hasher").field("size", &self.size).finish()
+    }
+}
+
+impl Hasher {
+    /// A hasher that has seen nothing.
+    pub fn new() -> Hasher {
+        Hasher {
+            md5: Md5::new(),
+            sha256: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// Feeds the next chunk. CPU-bound: call it off the async runtime for large chunks.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.md5.update(chunk);
+        self.sha256.update(chunk);
+        self.size += chunk.len() as u64;
+    }
+
+    /// Bytes seen so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The digests of everything fed.
+    pub fn finish(self) -> Digests {
+        Digests {
+            md5: self.md5.finalize().into(),
+            sha256: self.sha256.finalize().into(),
+            size: self.size,
+        }
+    }
+}
+
+/// An MD5 as base64 (the `Content-MD5` form).
+pub fn md5_base64(md5: &[u8; 16]) -> String {
+    B64.encode(md5)
+}
+
+/// Parses a `Content-MD5` value: base64 (with padding) of exactly 16 bytes.
+pub fn parse_md5_base64(s: &str) -> Option<[u8; 16]> {
+    let bytes = B64.decode(s.trim()).ok()?;
+    bytes.try_into().ok()
+}
+
+/// Lowercase hex of bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    s
+}
+
+/// Parses 64 hex digits (either case) into 32 bytes.
+pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = (nibble(s[2 * i])? << 4) | nibble(s[2 * i + 1])?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_digests() {
+        let d = Digests::empty();
+        assert_eq!(d.md5_base64(), "1B2M2Y8AsgTpgAmY7PhCfg==");
+        assert_eq!(
+            d.sha256_hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let mut h = Hasher::new();
+        h.update(b"hello ");
+        h.update(b"world");
+        let d = h.finish();
+        assert_eq!(d.size, 11);
+        assert_eq!(d.md5_base64(), "XrY7u+Ae7tCTyyK7j1rNww==");
+        assert_eq!(
+            d.sha256_hex(),
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+    }
+
+    #[test]
+    fn bad_attributes_are_refused() {
+        assert!(Digests::decode(b"").is_err());
+        assert!(Digests::decode(b"{}").is_err());
+        let mut v: serde_json::Value = serde_json::from_slice(&Digests::empty().encode()).unwrap();
+        v["v"] = 2.into();
+        assert!(Digests::decode(&serde_json::to_vec(&v).unwrap()).is_err());
+        assert!(parse_md5_base64("AAAA").is_none(), "3 bytes is not an MD5");
+        assert!(parse_md5_base64("not base64!").is_none());
+        assert!(parse_hex32(&"g".repeat(64)).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn attribute_round_trips(md5 in any::<[u8; 16]>(), sha in any::<[u8; 32]>(), size in any::<u64>()) {
+            let d = Digests { md5, sha256: sha, size };
+            prop_assert_eq!(Digests::decode(&d.encode()).unwrap(), d);
+            prop_assert_eq!(parse_md5_base64(&d.md5_base64()), Some(md5));
+            prop_assert_eq!(parse_hex32(&d.sha256_hex()), Some(sha));
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200), s in ".{0,80}") {
+            let _ = Digests::decode(&bytes);
+            let _ = parse_md5_base64(&s);
+            let _ = parse_hex32(&s);
+        }
+    }
+}

@@ -1,0 +1,760 @@
+//! The object files on a dataset: how uploads become durable files, how they are read back,
+//! and how GC and scrub move them aside.
+//!
+//! # Layout under the dataset root
+//! - `objects/<owner>/<objectId>`: the bytes of one object, with its [`Digests`] in the
+//!   `user.manta.digest` extended attribute.
+//! - `tmp/<uuid>`: uploads in progress. Removed when an upload fails or its client goes away,
+//!   and all of them at start-up (a crash mid-upload leaves one behind).
+//! - `tombstone/<YYYY-MM-DD>/<owner>/<objectId>`: objects GC has removed, kept until the grace
+//!   period passes.
+//! - `quarantine/<owner>/<objectId>` (+ `<objectId>.json`, why): copies scrub or a read found
+//!   corrupt.
+//!
+//! # Guarantees
+//! - A reader sees a complete object or none: bytes are written to `tmp/`, the checksums set,
+//!   the file fsynced, renamed into `objects/`, and the directory fsynced, in that order. Two
+//!   uploads of one id each write their own temp file; the last rename wins, whole.
+//! - An upload whose caller drops it (client disconnect, handler cancelled) leaves nothing: the
+//!   writer thread removes its temp file when the channel closes without a finish message.
+//! - No file I/O or hashing runs on the async runtime: each upload has a writer on the blocking
+//!   pool fed through a bounded channel (so a slow disk slows the client down: backpressure),
+//!   and each read has a reader on the blocking pool likewise.
+
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt as _};
+use manta_types::ObjectId;
+use manta_util::metrics::Metrics;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::dataset::dir::sync_dir;
+use crate::digest::{Digests, Hasher};
+use crate::error::Error;
+
+/// Objects live here, under the dataset root.
+pub const OBJECTS_DIR: &str = "objects";
+/// Uploads in progress.
+pub const TMP_DIR: &str = "tmp";
+/// Objects removed by GC, by day.
+pub const TOMBSTONE_DIR: &str = "tombstone";
+/// Corrupt copies set aside by scrub.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// Upload bytes are handed to the writer in chunks of about this size: large enough that a
+/// write syscall and a channel hop are cheap per byte, small enough that many concurrent
+/// uploads stay within a small memory budget.
+const WRITE_CHUNK: usize = 128 * 1024;
+/// Chunks in flight between an upload's receiver and its writer.
+const WRITE_QUEUE: usize = 2;
+/// Reads are done in chunks of this size.
+const READ_CHUNK: usize = 256 * 1024;
+/// Chunks in flight between a reader and the response body.
+const READ_QUEUE: usize = 2;
+
+/// Names one object on a node: `<owner>/<objectId>`, both canonical UUIDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// The account that created the object (the original calls it the creator).
+    pub owner: uuid::Uuid,
+    /// The object id.
+    pub id: ObjectId,
+}
+
+impl ObjectKey {
+    /// Parses the two path segments of `/<owner>/<objectId>`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPath`] unless both are canonical hyphenated UUIDs.
+    pub fn parse(owner: &str, id: &str) -> Result<ObjectKey, Error> {
+        let owner_id: ObjectId = owner.parse().map_err(|_| {
+            Error::InvalidPath(format!(
+                "owner {owner:?} is not an account uuid (expected /<owner uuid>/<object id>)"
+            ))
+        })?;
+        let id: ObjectId = id.parse().map_err(|_| {
+            Error::InvalidPath(format!(
+                "object id {id:?} is not a uuid (expected /<owner uuid>/<object id>)"
+            ))
+        })?;
+        Ok(ObjectKey {
+            owner: *owner_id.as_uuid(),
+            id,
+        })
+    }
+
+    /// `<owner>/<objectId>`, the object's path relative to an area.
+    pub fn rel_path(&self) -> PathBuf {
+        PathBuf::from(self.owner.hyphenated().to_string()).join(self.id.to_string())
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "/{}/{}", self.owner.hyphenated(), self.id)
+    }
+}
+
+/// Limits and expectations for one upload.
+#[derive(Debug, Clone)]
+pub struct PutOptions {
+    /// Refuse bodies larger than this.
+    pub max_size: u64,
+    /// Abandon the upload when no bytes arrive for this long.
+    pub idle_timeout: Duration,
+    /// The body's MD5 must equal this (`Content-MD5`).
+    pub expected_md5: Option<[u8; 16]>,
+    /// The declared `Content-Length`, checked against `max_size` before reading anything.
+    pub content_length: Option<u64>,
+}
+
+/// An object opened for reading.
+#[derive(Debug)]
+pub struct ObjectFile {
+    /// The open file (kept open, so a concurrent delete or replace does not disturb the read).
+    pub file: File,
+    /// Its stored checksums.
+    pub digests: Digests,
+    /// Its size.
+    pub size: u64,
+    /// Its modification time (when it was written).
+    pub mtime: SystemTime,
+}
+
+/// Why a copy was quarantined, stored beside it as `<objectId>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuarantineNote {
+    /// The object's owner.
+    pub owner: String,
+    /// The object id.
+    pub object_id: String,
+    /// What was wrong.
+    pub reason: String,
+    /// Stored SHA-256 (hex), when there was one.
+    pub expected_sha256: Option<String>,
+    /// SHA-256 of what was read (hex), when it could be read.
+    pub actual_sha256: Option<String>,
+    /// Size recorded at upload.
+    pub expected_size: Option<u64>,
+    /// Size found.
+    pub actual_size: Option<u64>,
+    /// When it was found, ms since the epoch.
+    pub detected_at: u64,
+}
+
+/// The object files of one dataset.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    metrics: Arc<Metrics>,
+}
+
+/// Removes a temp file when dropped, unless disarmed (after the rename).
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take()
+            && let Err(e) = fs::remove_file(&p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "cannot remove a temp file");
+        }
+    }
+}
+
+enum Msg {
+    Data(Bytes),
+    Finish,
+}
+
+impl Store {
+    /// Opens the store on a dataset root: creates the areas and removes every temp file left by
+    /// a previous run (uploads that never finished).
+    ///
+    /// # Errors
+    /// When the areas cannot be created or cleaned.
+    pub async fn open(root: &Path, metrics: Arc<Metrics>) -> Result<Store, Error> {
+        let r = root.to_owned();
+        let removed = manta_util::blocking(move || {
+            for d in [OBJECTS_DIR, TMP_DIR, TOMBSTONE_DIR, QUARANTINE_DIR] {
+                fs::create_dir_all(r.join(d))?;
+            }
+            let mut removed = 0u64;
+            for e in fs::read_dir(r.join(TMP_DIR))? {
+                let e = e?;
+                if e.file_type()?.is_dir() {
+                    fs::remove_dir_all(e.path())?;
+                } else {
+                    fs::remove_file(e.path())?;
+                }
+                removed += 1;
+            }
+            sync_dir(&r.join(TMP_DIR))?;
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::io("prepare the object store", e))?;
+        if removed > 0 {
+            tracing::info!(removed, "removed temp files of uploads interrupted by a restart");
+        }
+        Ok(Store {
+            root: root.to_owned(),
+            metrics,
+        })
+    }
+
+    /// The dataset root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where an object's file lives.
+    pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(OBJECTS_DIR).join(key.rel_path())
+    }
+
+    /// Where a quarantined copy lives.
+    pub fn quarantine_path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(QUARANTINE_DIR).join(key.rel_path())
+    }
+
+    /// Whether a copy of `key` sits in the quarantine area.
+    pub async fn is_quarantined(&self, key: &ObjectKey) -> bool {
+        let p = self.quarantine_path(key);
+        manta_util::blocking(move || Ok(p.exists()))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Streams `body` into the object `key`, durably, and returns its digests.
+    ///
+    /// Cancel safety: dropping the future abandons the upload; the temp file is removed by the
+    /// writer and no object appears.
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`], [`Error::IdleTimeout`], [`Error::Abandoned`] (body error),
+    /// [`Error::Md5Mismatch`], [`Error::NoSpace`], I/O errors. In every error case nothing is
+    /// left behind and an existing object of the same id is untouched.
+    pub async fn put<S, E>(&self, key: &ObjectKey, mut body: S, opts: &PutOptions) -> Result<Digests, Error>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        if let Some(len) = opts.content_length
+            && len > opts.max_size
+        {
+            return Err(Error::TooLarge { max: opts.max_size });
+        }
+        let tmp = self
+            .root
+            .join(TMP_DIR)
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let t2 = tmp.clone();
+        let file = manta_util::blocking(move || File::options().write(true).create_new(true).open(&t2))
+            .await
+            .map_err(|e| Error::io("create a temp file", e))?;
+        let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE);
+        let writer = Writer {
+            guard: TempGuard(Some(tmp)),
+            file,
+            final_path: self.object_path(key),
+            objects_dir: self.root.join(OBJECTS_DIR),
+            expected_md5: opts.expected_md5,
+            metrics: self.metrics.clone(),
+        };
+        let handle = tokio::task::spawn_blocking(move || writer.run(rx));
+
+        let mut received = 0u64;
+        let fed: Result<(), Error> = async {
+            let mut buf = BytesMut::new();
+            loop {
+                let next = tokio::time::timeout(opts.idle_timeout, body.next())
+                    .await
+                    .map_err(|_| Error::IdleTimeout(opts.idle_timeout))?;
+                let chunk = match next {
+                    None => break,
+                    Some(Err(e)) => return Err(Error::Abandoned(e.to_string())),
+                    Some(Ok(c)) => c,
+                };
+                received += chunk.len() as u64;
+                if received > opts.max_size {
+                    return Err(Error::TooLarge { max: opts.max_size });
+                }
+                let out = if buf.is_empty() && chunk.len() >= WRITE_CHUNK {
+                    Some(chunk)
+                } else {
+                    if buf.is_empty() {
+                        buf.reserve(WRITE_CHUNK);
+                    }
+                    buf.extend_from_slice(&chunk);
+                    (buf.len() >= WRITE_CHUNK).then(|| buf.split().freeze())
+                };
+                if let Some(out) = out
+                    && tx.send(Msg::Data(out)).await.is_err()
+                {
+                    // The writer stopped (a disk error): its result says why.
+                    return Ok(());
+                }
+            }
+            if !buf.is_empty() && tx.send(Msg::Data(buf.freeze())).await.is_err() {
+                return Ok(());
+            }
+            let _ = tx.send(Msg::Finish).await;
+            Ok(())
+        }
+        .await;
+        drop(tx);
+        self.metrics.inc_by(
+            "storage_bytes_in_total",
+            "Object bytes received by PUT (including failed uploads).",
+            &[],
+            received as f64,
+        );
+        let written = handle
+            .await
+            .map_err(|e| Error::Internal(format!("upload writer panicked: {e}")))?;
+        fed?;
+        written
+    }
+
+    /// Opens an object for reading, with its checksums and size.
+    ///
+    /// A file whose size differs from the size recorded at upload is quarantined on the spot
+    /// (it was truncated or extended behind our back) and reported as [`Error::Quarantined`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Quarantined`], or I/O errors.
+    pub async fn open_object(&self, key: &ObjectKey) -> Result<ObjectFile, Error> {
+        let path = self.object_path(key);
+        let qpath = self.quarantine_path(key);
+        let opened = manta_util::blocking(move || {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Ok(Err(qpath.exists()));
+                }
+                Err(e) => return Err(e),
+            };
+            let meta = file.metadata()?;
+            let digests = Digests::read_from(&file);
+            Ok(Ok((file, meta, digests)))
+        })
+        .await
+        .map_err(|e| Error::io("open an object", e))?;
+        let (file, meta, digests) = match opened {
+            Ok(x) => x,
+            Err(true) => return Err(Error::Quarantined),
+            Err(false) => return Err(Error::NotFound),
+        };
+        let problem = match &digests {
+            Ok(d) if d.size == meta.len() => None,
+            Ok(d) => Some(format!(
+                "file is {} bytes but {} were written",
+                meta.len(),
+                d.size
+            )),
+            Err(e) => Some(format!("checksum attribute unusable: {e}")),
+        };
+        if let Some(reason) = problem {
+            let d = digests.as_ref().ok();
+            let note = QuarantineNote {
+                owner: key.owner.to_string(),
+                object_id: key.id.to_string(),
+                reason,
+                expected_sha256: d.map(Digests::sha256_hex),
+                actual_sha256: None,
+                expected_size: d.map(|d| d.size),
+                actual_size: Some(meta.len()),
+                detected_at: manta_types::time::now_ms(),
+            };
+            self.quarantine(key, &note).await?;
+            return Err(Error::Quarantined);
+        }
+        let digests = digests.expect("checked above");
+        Ok(ObjectFile {
+            file,
+            digests,
+            size: meta.len(),
+            mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        })
+    }
+
+    /// Streams `len` bytes of `file` from `start`, read on the blocking pool in chunks.
+    /// Bytes sent are counted in `storage_bytes_out_total`. When the receiver goes away the
+    /// reader stops.
+    pub fn read_stream(
+        &self,
+        file: File,
+        start: u64,
+        len: u64,
+    ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
+        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE);
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let (mut off, end) = (start, start + len);
+            let mut sent = 0u64;
+            while off < end {
+                let n = (end - off).min(READ_CHUNK as u64) as usize;
+                let mut buf = vec![0u8; n];
+                let res = read_full_at(&file, &mut buf, off);
+                let item = match res {
+                    Ok(()) => {
+                        off += n as u64;
+                        sent += n as u64;
+                        Ok(Bytes::from(buf))
+                    }
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                if tx.blocking_send(item).is_err() || failed {
+                    break;
+                }
+            }
+            metrics.inc_by(
+                "storage_bytes_out_total",
+                "Object bytes read from the dataset for GET.",
+                &[],
+                sent as f64,
+            );
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+    }
+
+    /// Removes an object. Returns whether it existed.
+    ///
+    /// # Errors
+    /// I/O errors other than "not found".
+    pub async fn delete(&self, key: &ObjectKey) -> Result<bool, Error> {
+        let path = self.object_path(key);
+        manta_util::blocking(move || match fs::remove_file(&path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    sync_dir(dir)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        })
+        .await
+        .map_err(|e| Error::io("delete an object", e))
+    }
+
+    /// Moves an object into `tombstone/<day>/` (GC). Returns whether it existed.
+    ///
+    /// # Errors
+    /// I/O errors other than "not found".
+    pub async fn tombstone(&self, key: &ObjectKey, day: &str) -> Result<bool, Error> {
+        let from = self.object_path(key);
+        let to = self.root.join(TOMBSTONE_DIR).join(day).join(key.rel_path());
+        move_aside(from, to)
+            .await
+            .map_err(|e| Error::io("move an object to the tombstone area", e))
+    }
+
+    /// Moves a corrupt object into the quarantine area with a note saying why. Returns whether
+    /// the object was there to move.
+    ///
+    /// # Errors
+    /// I/O errors other than "not found".
+    pub async fn quarantine(&self, key: &ObjectKey, note: &QuarantineNote) -> Result<bool, Error> {
+        let from = self.object_path(key);
+        let to = self.quarantine_path(key);
+        let note_path = to.with_extension("json");
+        let note_bytes = serde_json::to_vec_pretty(note)
+            .map_err(|e| Error::Internal(format!("encode a quarantine note: {e}")))?;
+        let moved = move_aside(from, to)
+            .await
+            .map_err(|e| Error::io("move an object to quarantine", e))?;
+        if moved {
+            manta_util::blocking(move || {
+                let mut f = File::create(&note_path)?;
+                f.write_all(&note_bytes)?;
+                f.sync_all()
+            })
+            .await
+            .map_err(|e| Error::io("write a quarantine note", e))?;
+            tracing::error!(
+                object = %key,
+                reason = %note.reason,
+                "corrupt object copy quarantined; re-replicate it from another copy"
+            );
+            self.metrics.inc(
+                "storage_quarantined_total",
+                "Object copies moved to quarantine because they failed verification.",
+                &[],
+            );
+        }
+        Ok(moved)
+    }
+
+    /// The quarantine notes on this dataset (what an operator re-replicates).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn quarantined(&self) -> Result<Vec<QuarantineNote>, Error> {
+        let dir = self.root.join(QUARANTINE_DIR);
+        manta_util::blocking(move || {
+            let mut out = Vec::new();
+            for owner in fs::read_dir(&dir)? {
+                let owner = owner?;
+                if !owner.file_type()?.is_dir() {
+                    continue;
+                }
+                for e in fs::read_dir(owner.path())? {
+                    let p = e?.path();
+                    if p.extension().is_some_and(|x| x == "json")
+                        && let Ok(bytes) = fs::read(&p)
+                        && let Ok(note) = serde_json::from_slice(&bytes)
+                    {
+                        out.push(note);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::io("list the quarantine area", e))
+    }
+
+    /// Lists the owners that have objects (directory names under `objects/`). Blocking.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn list_owners_blocking(&self) -> io::Result<Vec<uuid::Uuid>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(self.root.join(OBJECTS_DIR))? {
+            let e = e?;
+            if let Some(u) = e.file_name().to_str().and_then(|s| s.parse::<ObjectId>().ok()) {
+                out.push(*u.as_uuid());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Lists the object ids of one owner. Blocking.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn list_objects_blocking(&self, owner: &uuid::Uuid) -> io::Result<Vec<ObjectId>> {
+        let dir = self.root.join(OBJECTS_DIR).join(owner.hyphenated().to_string());
+        let mut out = Vec::new();
+        let entries = match fs::read_dir(dir) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            if let Some(id) = e?.file_name().to_str().and_then(|s| s.parse().ok()) {
+                out.push(id);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes tombstone days older than `grace` (by the date in their name). Returns the
+    /// days removed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub async fn expire_tombstones(&self, now_ms: u64, grace: Duration) -> Result<Vec<String>, Error> {
+        let dir = self.root.join(TOMBSTONE_DIR);
+        manta_util::blocking(move || {
+            let mut removed = Vec::new();
+            for e in fs::read_dir(&dir)? {
+                let e = e?;
+                let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let Some(day_ms) = day_start_ms(&name) else {
+                    tracing::warn!(entry = %name, "unexpected entry in the tombstone area; left alone");
+                    continue;
+                };
+                // A day's directory may receive objects until its end.
+                let end_of_day = day_ms + 86_400_000;
+                if now_ms.saturating_sub(end_of_day) >= grace.as_millis() as u64 {
+                    fs::remove_dir_all(e.path())?;
+                    removed.push(name);
+                }
+            }
+            if !removed.is_empty() {
+                sync_dir(&dir)?;
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| Error::io("expire tombstones", e))
+    }
+}
+
+/// `YYYY-MM-DD` of a millisecond timestamp (UTC).
+pub fn day_of(ms: u64) -> String {
+    manta_types::time::iso8601_ms(ms)[..10].to_owned()
+}
+
+/// The start (ms, UTC) of a `YYYY-MM-DD` day; `None` for anything else.
+pub fn day_start_ms(day: &str) -> Option<u64> {
+    if day.len() != 10 {
+        return None;
+    }
+    manta_types::time::parse_iso8601_ms(&format!("{day}T00:00:00.000Z"))
+}
+
+fn read_full_at(file: &File, buf: &mut [u8], mut off: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], off) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "object file is shorter than recorded",
+                ));
+            }
+            Ok(n) => {
+                done += n;
+                off += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to` (creating `to`'s parents), fsyncing both directories. `Ok(false)`
+/// when `from` does not exist.
+async fn move_aside(from: PathBuf, to: PathBuf) -> io::Result<bool> {
+    manta_util::blocking(move || {
+        if !from.exists() {
+            return Ok(false);
+        }
+        let parent = to.parent().expect("area paths have parents");
+        fs::create_dir_all(parent)?;
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        sync_dir(parent)?;
+        if let Some(p) = from.parent() {
+            sync_dir(p)?;
+        }
+        Ok(true)
+    })
+    .await
+}
+
+/// The blocking half of an upload.
+struct Writer {
+    guard: TempGuard,
+    file: File,
+    final_path: PathBuf,
+    objects_dir: PathBuf,
+    expected_md5: Option<[u8; 16]>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> Result<Digests, Error> {
+        let mut hasher = Hasher::new();
+        loop {
+            match rx.blocking_recv() {
+                Some(Msg::Data(b)) => {
+                    hasher.update(&b);
+                    self.file
+                        .write_all(&b)
+                        .map_err(|e| Error::io("write an upload", e))?;
+                }
+                Some(Msg::Finish) => break,
+                // The upload was abandoned; the guard removes the temp file.
+                None => return Err(Error::Abandoned("upload cancelled".into())),
+            }
+        }
+        drop(rx);
+        let digests = hasher.finish();
+        if let Some(expected) = self.expected_md5
+            && expected != digests.md5
+        {
+            return Err(Error::Md5Mismatch {
+                expected: crate::digest::md5_base64(&expected),
+                computed: digests.md5_base64(),
+            });
+        }
+        digests
+            .write_to(&self.file)
+            .map_err(|e| Error::io("store checksums on an upload", e))?;
+        let t = Instant::now();
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io("fsync an upload", e))?;
+        self.observe_fsync("file", t);
+        let owner_dir = self.final_path.parent().expect("objects have a parent");
+        match fs::create_dir(owner_dir) {
+            Ok(()) => {
+                let t = Instant::now();
+                sync_dir(&self.objects_dir).map_err(|e| Error::io("fsync the objects directory", e))?;
+                self.observe_fsync("dir", t);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::io("create an owner directory", e)),
+        }
+        let tmp = self.guard.0.take().expect("the temp path is set until the rename");
+        if let Err(e) = fs::rename(&tmp, &self.final_path) {
+            self.guard.0 = Some(tmp);
+            return Err(Error::io("rename an upload into place", e));
+        }
+        let t = Instant::now();
+        sync_dir(owner_dir).map_err(|e| Error::io("fsync an owner directory", e))?;
+        self.observe_fsync("dir", t);
+        Ok(digests)
+    }
+
+    fn observe_fsync(&self, kind: &str, started: Instant) {
+        self.metrics.observe(
+            "storage_fsync_seconds",
+            "Time spent in fsync of object files and their directories.",
+            &[("kind", kind)],
+            started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        let o = "a5a2a7b6-4a0e-4a0f-9c39-2c1b1b0b8f11";
+        let i = "0b7a6f0e-3d7b-4c3e-8d7e-9a6d1e2f3a4b";
+        let k = ObjectKey::parse(o, i).unwrap();
+        assert_eq!(k.to_string(), format!("/{o}/{i}"));
+        assert_eq!(
+            ObjectKey::parse(&o.to_uppercase(), i).unwrap(),
+            k,
+            "upper case is the same uuid and maps to the same file"
+        );
+        assert!(matches!(ObjectKey::parse("jill", i), Err(Error::InvalidPath(_))));
+        assert!(matches!(ObjectKey::parse(o, ".."), Err(Error::InvalidPath(_))));
+    }
+
+    #[test]
+    fn days() {
+        assert_eq!(day_of(0), "1970-01-01");
+        assert_eq!(day_start_ms("1970-01-02"), Some(86_400_000));
+        assert_eq!(day_start_ms(&day_of(1_700_000_000_000)).map(|d| d <= 1_700_000_000_000), Some(true));
+        assert_eq!(day_start_ms("nonsense"), None);
+        assert_eq!(day_start_ms("2024-13-45"), None);
+    }
+}
