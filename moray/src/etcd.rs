@@ -1,0 +1,84 @@
+//! Connecting to etcd in a way that survives dead endpoints.
+//!
+//! `etcd-client` accepts a list of endpoints but does not fail over between them: with one of
+//! three members down, requests keep failing with `Unavailable` (platform notes §3). So we hold
+//! one client per endpoint and move to the next endpoint on any failure.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::error::Error;
+
+/// Per-request timeout for etcd calls.
+pub(crate) const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connects to the first endpoint (starting at `start`) that answers a status call.
+/// Returns the client and the index of the endpoint used.
+pub(crate) async fn connect_any(
+    endpoints: &[String],
+    start: usize,
+) -> Result<(Client, usize), Error> {
+    if endpoints.is_empty() {
+        return Err(Error::Ring {
+            message: "no etcd endpoints given".into(),
+            retryable: false,
+        });
+    }
+    let mut last = String::new();
+    for i in 0..endpoints.len() {
+        let idx = (start + i) % endpoints.len();
+        let ep = &endpoints[idx];
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(ETCD_TIMEOUT)
+            .with_timeout(ETCD_TIMEOUT);
+        match tokio::time::timeout(ETCD_TIMEOUT * 2, Client::connect([ep.as_str()], Some(opts)))
+            .await
+        {
+            Ok(Ok(mut c)) => match tokio::time::timeout(ETCD_TIMEOUT, c.status()).await {
+                Ok(Ok(_)) => return Ok((c, idx)),
+                Ok(Err(e)) => last = format!("{ep}: {e}"),
+                Err(_) => last = format!("{ep}: status timed out"),
+            },
+            Ok(Err(e)) => last = format!("{ep}: {e}"),
+            Err(_) => last = format!("{ep}: connect timed out"),
+        }
+    }
+    Err(Error::Ring {
+        message: format!("no etcd endpoint reachable (last: {last})"),
+        retryable: true,
+    })
+}
+
+/// Splits a comma-separated endpoint list, adding `http://` where no scheme is given.
+pub fn parse_endpoints(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            if e.contains("://") {
+                e.to_owned()
+            } else {
+                format!("http://{e}")
+            }
+        })
+        .collect()
+}
+
+pub(crate) fn etcd_err(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Ring {
+        message: format!("{what}: {e}"),
+        retryable: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn endpoints_get_a_scheme() {
+        assert_eq!(
+            super::parse_endpoints("127.0.0.1:2379, http://h:1,"),
+            vec!["http://127.0.0.1:2379", "http://h:1"]
+        );
+    }
+}

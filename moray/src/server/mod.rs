@@ -1,0 +1,1 @@
+//! The Moray server (being built).
