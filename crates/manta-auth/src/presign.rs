@@ -168,16 +168,10 @@ impl PresignRequest<'_> {
 
     /// The path and query of the finished URL, given the signature of [`PresignRequest::to_sign`].
     pub fn url_path(&self, params: &[(String, String)], signature_b64: &str) -> String {
-        let mut sorted: Vec<&(String, String)> = params.iter().collect();
-        sorted.sort_by(|a, b| a.0.to_lowercase().cmp(&b.0.to_lowercase()));
-        let q: Vec<String> = sorted
-            .iter()
-            .map(|(k, v)| format!("{}={}", rfc3986(k), rfc3986(v)))
-            .collect();
         format!(
             "{}?{}&signature={}",
             self.path,
-            q.join("&"),
+            encoded_query(params),
             rfc3986(signature_b64)
         )
     }
