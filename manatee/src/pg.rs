@@ -570,11 +570,8 @@ impl PgConn {
         let lsn = |i: usize| -> Option<Lsn> {
             row.get::<_, Option<String>>(i).and_then(|s| s.parse().ok())
         };
-        let replication = if row.get::<_, bool>(0) {
-            Vec::new()
-        } else {
-            self.replication().await?
-        };
+        // Standbys too: a cascading standby serves the next link of the chain.
+        let replication = self.replication().await?;
         Ok(Probe {
             in_recovery: row.get(0),
             current_wal: lsn(1),
