@@ -111,9 +111,13 @@ impl Presigned {
 
 /// The signed line for a presigned URL (see the module docs). `params` excludes `signature`.
 pub fn signing_line(methods: &str, host: &str, path: &str, params: &[(String, String)]) -> String {
+    format!("{methods}\n{host}\n{path}\n{}", encoded_query(params))
+}
+
+/// `k=v&...` with keys in the order the reference client signs them (a locale comparison,
+/// which for these ASCII parameter names is case-insensitive), each part RFC 3986-encoded.
+fn encoded_query(params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    // The reference client sorts with a locale comparison; for these ASCII parameter names
-    // that is a case-insensitive order.
     sorted.sort_by(|a, b| {
         a.0.to_lowercase()
             .cmp(&b.0.to_lowercase())
@@ -123,7 +127,7 @@ pub fn signing_line(methods: &str, host: &str, path: &str, params: &[(String, St
         .iter()
         .map(|(k, v)| format!("{}={}", rfc3986(k), rfc3986(v)))
         .collect();
-    format!("{methods}\n{host}\n{path}\n{}", query.join("&"))
+    query.join("&")
 }
 
 /// What a client needs to build a presigned URL.
