@@ -1,6 +1,8 @@
 //! Signing and verification with keys made by the real `ssh-keygen`, held in files and in a
 //! real `ssh-agent`, against the checks the front door runs.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
