@@ -136,8 +136,9 @@ error_codes! {
     InvalidParameter = ("InvalidParameter", 400),
     /// The path is not a valid resource name.
     InvalidResource = ("InvalidResource", 400),
-    /// A query argument is out of range (e.g. listing `limit`).
-    InvalidArgument = ("InvalidArgument", 409),
+    /// A query argument is out of range (e.g. listing `limit`). The wire name keeps the
+    /// original's `Error` suffix.
+    InvalidArgument = ("InvalidArgumentError", 400),
     /// A header is malformed.
     InvalidHeader = ("InvalidHeader", 400),
     /// The request body is malformed.
@@ -156,7 +157,7 @@ error_codes! {
     /// A link's source does not exist.
     SourceObjectNotFound = ("SourceObjectNotFound", 404),
     /// Links are disabled for this account.
-    SnaplinksDisabled = ("SnaplinksDisabled", 403),
+    SnaplinksDisabled = ("SnaplinksDisabledError", 403),
     // --- jobs and multipart uploads
     /// The job description is invalid.
     InvalidJob = ("InvalidJob", 400),
