@@ -371,14 +371,12 @@ impl Error {
         }
     }
 
-    #[allow(dead_code)] // used by the server, landing next
     pub(crate) fn no_peers(message: impl Into<String>) -> Error {
         Error::NoDatabasePeers {
             message: message.into(),
         }
     }
 
-    #[allow(dead_code)] // used by the server, landing next
     pub(crate) fn invalid_query(message: impl Into<String>) -> Error {
         Error::InvalidQuery {
             message: message.into(),

@@ -1,0 +1,568 @@
+//! The HTTP face of the server: one `POST /<method>` route per RPC, JSON in, JSON (or a JSON
+//! stream) out, errors as `{"name", "message", "context"}` with their status.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::buckets;
+use super::db::{Db, Op, OpError, Params, Primary, redact};
+use super::objects::{self, load_bucket, now_ms, parse_filter, record_json, validate_record};
+use super::query::{compile, order_by};
+use super::triggers::{self, TxnCtx};
+use crate::error::Error;
+use crate::types::{
+    API_VERSION, CountResult, DEFAULT_FIND_LIMIT, EtagCondition, PutResult, VersionInfo, req,
+};
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub primary: Arc<Primary>,
+}
+
+/// The RPC routes (without `/ping` and `/metrics`, which `with_observability` adds).
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/createBucket", post(create_bucket))
+        .route("/getBucket", post(get_bucket))
+        .route("/listBuckets", post(list_buckets))
+        .route("/updateBucket", post(update_bucket))
+        .route("/delBucket", post(del_bucket))
+        .route("/putObject", post(put_object))
+        .route("/getObject", post(get_object))
+        .route("/delObject", post(del_object))
+        .route("/findObjects", post(find_objects))
+        .route("/updateObjects", post(update_objects))
+        .route("/deleteMany", post(delete_many))
+        .route("/batch", post(batch))
+        .route("/reindexObjects", post(reindex_objects))
+        .route("/sql", post(sql))
+        .route("/ping", post(ping))
+        .route("/version", post(version))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+    serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_argument(format!("bad request body: {e}")))
+}
+
+pub(crate) fn error_response(e: &Error) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::warn!(name = e.name(), error = %e, "request failed");
+    } else {
+        tracing::info!(name = e.name(), error = %e, "request refused");
+    }
+    let body = serde_json::to_vec(&e.to_wire()).unwrap_or_default();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn raw_json(body: String) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn json_response<T: Serialize>(v: &T) -> Result<Response, Error> {
+    serde_json::to_string(v)
+        .map(raw_json)
+        .map_err(|e| Error::internal(format!("encode response: {e}")))
+}
+
+fn respond(r: Result<Response, Error>) -> Response {
+    r.unwrap_or_else(|e| error_response(&e))
+}
+
+/// Runs a database operation against the current primary: bounded by the query timeout,
+/// run again on a deadlock or serialization failure, and with a fresh bucket schema when the
+/// cached one turned out stale.
+async fn run_op<T, F, Fut>(st: &AppState, mut f: F) -> Result<T, Error>
+where
+    F: FnMut(Arc<Db>) -> Fut,
+    Fut: std::future::Future<Output = Op<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        let db = st.primary.get()?;
+        match db.bounded(f(db.clone())).await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 3 && e.is_transient() => {
+                tracing::info!(attempt, "transaction conflict; running it again");
+            }
+            Err(e) if attempt < 2 && e.is_stale_schema() => {
+                tracing::info!("bucket schema changed under us; reloading it");
+                db.forget_all_buckets();
+            }
+            Err(e) => return Err(e.into_error()),
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(5 * (attempt as u64 + 1))).await;
+    }
+}
+
+async fn create_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::PutBucket = parse(&body)?;
+            let r = &r;
+            let b = run_op(&st, |db| async move {
+                buckets::create(&db, &r.name, &r.config).await
+            })
+            .await?;
+            json_response(&b)
+        }
+        .await,
+    )
+}
+
+async fn get_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::Name = parse(&body)?;
+            let r = &r;
+            let b = run_op(&st, |db| async move {
+                db.ensure_catalog().await?;
+                let conn = db.conn().await?;
+                buckets::load(&*conn, &r.name).await?.ok_or_else(|| {
+                    OpError::Moray(Error::BucketNotFound {
+                        bucket: r.name.clone(),
+                    })
+                })
+            })
+            .await?;
+            json_response(&b.to_bucket())
+        }
+        .await,
+    )
+}
+
+async fn list_buckets(State(st): State<Arc<AppState>>) -> Response {
+    respond(
+        async {
+            let v = run_op(&st, |db| async move { buckets::list(&db).await }).await?;
+            json_response(&v)
+        }
+        .await,
+    )
+}
+
+async fn update_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::PutBucket = parse(&body)?;
+            let r = &r;
+            // Index builds on big tables take as long as they take; the DDL itself never
+            // waits on a lock for long (see buckets::update).
+            let db = st.primary.get()?;
+            let b = db
+                .bounded_for(
+                    Duration::from_secs(3600),
+                    buckets::update(&db, &r.name, &r.config, r.no_reindex),
+                )
+                .await
+                .map_err(OpError::into_error)?;
+            json_response(&b)
+        }
+        .await,
+    )
+}
+
+async fn del_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::Name = parse(&body)?;
+            let r = &r;
+            run_op(&st, |db| async move { buckets::delete(&db, &r.name).await }).await?;
+            json_response(&json!({}))
+        }
+        .await,
+    )
+}
+
+async fn put_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::PutObject = parse(&body)?;
+            validate_record(&r.key, &r.value)?;
+            let r = &r;
+            let vnode = r.vnode.and_then(|v| i64::try_from(v).ok());
+            let etag = run_op(&st, |db| async move {
+                let mut conn = db.conn().await?;
+                let s = load_bucket(&db, &*conn, &r.bucket).await?;
+                if s.config.post.is_empty() && r.options.etag == EtagCondition::Any {
+                    // Nothing to check and nothing to trigger: one upsert, no transaction.
+                    let w = objects::write_row(
+                        &*conn,
+                        &s,
+                        &r.key,
+                        &r.value,
+                        &EtagCondition::Any,
+                        vnode,
+                        now_ms(),
+                        false,
+                    )
+                    .await?;
+                    return Ok(w.etag);
+                }
+                let txn = conn.transaction().await?;
+                let mut ctx = TxnCtx::new(now_ms());
+                let etag = objects::put(
+                    &db,
+                    &txn,
+                    &r.bucket,
+                    &r.key,
+                    &r.value,
+                    &r.options.etag,
+                    vnode,
+                    &mut ctx,
+                )
+                .await?;
+                triggers::finish(&db, &txn, &mut ctx).await?;
+                txn.commit().await?;
+                Ok(etag)
+            })
+            .await?;
+            json_response(&PutResult { etag })
+        }
+        .await,
+    )
+}
+
+async fn get_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::GetObject = parse(&body)?;
+            let r = &r;
+            let json = run_op(&st, |db| async move {
+                objects::get(&db, &r.bucket, &r.key).await
+            })
+            .await?;
+            Ok(raw_json(json))
+        }
+        .await,
+    )
+}
+
+async fn del_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::DelObject = parse(&body)?;
+            let r = &r;
+            run_op(&st, |db| async move {
+                let mut conn = db.conn().await?;
+                let s = load_bucket(&db, &*conn, &r.bucket).await?;
+                if s.config.post.is_empty() {
+                    objects::delete_row(&*conn, &s, &r.key, &r.options.etag).await?;
+                    return Ok(());
+                }
+                let txn = conn.transaction().await?;
+                let mut ctx = TxnCtx::new(now_ms());
+                objects::del(&db, &txn, &r.bucket, &r.key, &r.options.etag, &mut ctx).await?;
+                triggers::finish(&db, &txn, &mut ctx).await?;
+                txn.commit().await?;
+                Ok(())
+            })
+            .await?;
+            json_response(&json!({}))
+        }
+        .await,
+    )
+}
+
+async fn update_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::UpdateObjects = parse(&body)?;
+            let r = &r;
+            let c = run_op(&st, |db| async move {
+                let mut conn = db.conn().await?;
+                let txn = conn.transaction().await?;
+                let c = objects::update_many(&db, &txn, &r.bucket, &r.fields, &r.filter, now_ms())
+                    .await?;
+                txn.commit().await?;
+                Ok(c)
+            })
+            .await?;
+            json_response(&c)
+        }
+        .await,
+    )
+}
+
+async fn delete_many(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::DeleteMany = parse(&body)?;
+            let r = &r;
+            let c: CountResult = run_op(&st, |db| async move {
+                let mut conn = db.conn().await?;
+                let txn = conn.transaction().await?;
+                let mut ctx = TxnCtx::new(now_ms());
+                let c = objects::delete_many(&db, &txn, &r.bucket, &r.filter, r.limit, &mut ctx)
+                    .await?;
+                triggers::finish(&db, &txn, &mut ctx).await?;
+                txn.commit().await?;
+                Ok(c)
+            })
+            .await?;
+            json_response(&c)
+        }
+        .await,
+    )
+}
+
+async fn batch(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::Batch = parse(&body)?;
+            for op in &r.requests {
+                if let crate::types::BatchOp::Put { key, value, .. } = op {
+                    validate_record(key, value)?;
+                }
+            }
+            let r = &r;
+            let res = run_op(&st, |db| async move {
+                let mut conn = db.conn().await?;
+                let txn = conn.transaction().await?;
+                let mut ctx = TxnCtx::new(now_ms());
+                let res = objects::batch(&db, &txn, &r.requests, &r.vnodes, &mut ctx).await?;
+                triggers::finish(&db, &txn, &mut ctx).await?;
+                txn.commit().await?;
+                Ok(res)
+            })
+            .await?;
+            json_response(&res)
+        }
+        .await,
+    )
+}
+
+async fn reindex_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::Reindex = parse(&body)?;
+            let r = &r;
+            let res = run_op(&st, |db| async move {
+                let mut conn = db.conn().await?;
+                let txn = conn.transaction().await?;
+                let res = objects::reindex(&db, &txn, &r.bucket, r.count).await?;
+                txn.commit().await?;
+                Ok(res)
+            })
+            .await?;
+            json_response(&res)
+        }
+        .await,
+    )
+}
+
+async fn sql(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::Sql = parse(&body)?;
+            let r = &r;
+            let rows = run_op(&st, |db| async move {
+                super::sql::run(&db, &r.statement, &r.values).await
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Internal { message } => Error::invalid_query(message),
+                other => other,
+            })?;
+            json_response(&rows)
+        }
+        .await,
+    )
+}
+
+async fn ping(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    respond(
+        async {
+            let r: req::Ping = parse(&body)?;
+            if r.deep {
+                let read_only = run_op(&st, |db| async move {
+                    let conn = db.conn().await?;
+                    let row = conn
+                        .query_typed(
+                            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                            &[],
+                        )
+                        .await?;
+                    Ok(row.first().map(|r| r.try_get::<_, bool>(0)).transpose()?.unwrap_or(true))
+                })
+                .await?;
+                if read_only {
+                    return Err(Error::no_peers("the primary is read-only (not yet writable)"));
+                }
+            }
+            json_response(&json!({"ok": true}))
+        }
+        .await,
+    )
+}
+
+async fn version() -> Response {
+    respond(json_response(&VersionInfo {
+        version: API_VERSION,
+        server: env!("CARGO_PKG_VERSION").to_owned(),
+    }))
+}
+
+async fn status(State(st): State<Arc<AppState>>) -> Response {
+    let (primary, pool) = match st.primary.get() {
+        Ok(db) => {
+            let (conns, idle) = db.pool_state();
+            (
+                Value::String(redact(&db.url)),
+                json!({"connections": conns, "idle": idle}),
+            )
+        }
+        Err(_) => (Value::Null, Value::Null),
+    };
+    respond(json_response(&json!({"primary": primary, "pool": pool})))
+}
+
+fn error_line(e: &Error) -> Bytes {
+    let mut s = serde_json::to_string(&json!({"error": e.to_wire()})).unwrap_or_default();
+    s.push('\n');
+    Bytes::from(s)
+}
+
+fn row_line(
+    bucket: &str,
+    row: &tokio_postgres::Row,
+    with_count: bool,
+) -> Result<Bytes, tokio_postgres::Error> {
+    let id: i64 = row.try_get(0)?;
+    let key: &str = row.try_get(1)?;
+    let value: &str = row.try_get(2)?;
+    let etag: &str = row.try_get(3)?;
+    let mtime: i64 = row.try_get(4)?;
+    let count = if with_count {
+        Some(row.try_get::<_, i64>(5)?)
+    } else {
+        None
+    };
+    let mut s = record_json(bucket, key, value, id, etag, mtime, count);
+    s.push('\n');
+    Ok(Bytes::from(s))
+}
+
+/// `findObjects`: the query starts, and its first row (or error) arrives, before the response
+/// does, so a bad filter or a dead database gets a proper error status. Later rows stream as
+/// JSON lines; a failure after the first row ends the stream with an `{"error": ...}` line.
+async fn find_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let r: req::FindObjects = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let filter = match parse_filter(&r.filter) {
+        Ok(f) => f,
+        Err(e) => return error_response(&e),
+    };
+    let with_count = !r.options.no_count;
+    let (r, filter) = (&r, &filter);
+    let started = run_op(&st, |db| async move {
+        let conn = db.conn().await?;
+        let s = load_bucket(&db, &*conn, &r.bucket).await?;
+        let mut p = Params::new();
+        let w = compile(&s, filter, &mut p)?;
+        let order = order_by(&s, &r.options.sort)?;
+        let limit = p.int(i64::try_from(r.options.limit.unwrap_or(DEFAULT_FIND_LIMIT)).unwrap_or(i64::MAX));
+        let offset = p.int(i64::try_from(r.options.offset.unwrap_or(0)).unwrap_or(i64::MAX));
+        let count = if with_count { ", count(*) OVER ()" } else { "" };
+        let sql = format!(
+            "SELECT _id, _key, _value, _etag, _mtime{count} FROM {} WHERE {w}{order} LIMIT {limit} OFFSET {offset}",
+            s.table()
+        );
+        let stream = conn.query_typed_raw(&sql, p.into_typed()).await?;
+        let mut stream = Box::pin(stream);
+        let first = stream.next().await.transpose()?;
+        Ok((conn, stream, first, db))
+    })
+    .await;
+    let (conn, rows, first, db) = match started {
+        Ok(x) => x,
+        Err(e) => return error_response(&e),
+    };
+    let bucket = r.bucket.clone();
+    let first_line = match first.as_ref().map(|row| row_line(&bucket, row, with_count)) {
+        Some(Err(e)) => return error_response(&super::db::pg_error(&e)),
+        Some(Ok(b)) => Some(b),
+        None => None,
+    };
+    let timeout = db.settings.query_timeout;
+    // The connection stays checked out until the stream ends, so nothing else queues behind
+    // this query on it.
+    // No first row means the query is already complete: never poll the finished stream again.
+    let empty = first_line.is_none();
+    let state = (Some(conn), rows, first_line, db, empty);
+    let body = futures_util::stream::unfold(state, move |(conn, mut rows, first, db, done)| {
+        let bucket = bucket.clone();
+        async move {
+            if done {
+                return None;
+            }
+            if let Some(b) = first {
+                return Some((
+                    Ok::<_, std::convert::Infallible>(b),
+                    (conn, rows, None, db, false),
+                ));
+            }
+            let next = db
+                .bounded_for(timeout, async { Ok(rows.next().await.transpose()?) })
+                .await;
+            match next {
+                Ok(Some(row)) => match row_line(&bucket, &row, with_count) {
+                    Ok(b) => Some((Ok(b), (conn, rows, None, db, false))),
+                    Err(e) => Some((
+                        Ok(error_line(&super::db::pg_error(&e))),
+                        (None, rows, None, db, true),
+                    )),
+                },
+                Ok(None) => None,
+                Err(e) => {
+                    let e = e.into_error();
+                    tracing::warn!(error = %e, "findObjects stream failed after it started");
+                    Some((Ok(error_line(&e)), (None, rows, None, db, true)))
+                }
+            }
+        }
+    })
+    .ready_chunks(128)
+    .map(|chunk| {
+        let mut buf = Vec::new();
+        for b in chunk.into_iter().flatten() {
+            buf.extend_from_slice(&b);
+        }
+        Ok::<_, std::convert::Infallible>(Bytes::from(buf))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-json-stream"),
+    );
+    resp
+}

@@ -1,0 +1,1074 @@
+//! Every RPC and its errors, over HTTP against a real Postgres.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::Env;
+use moray::types::*;
+use moray::{Error, MorayClient};
+use serde_json::{Value, json};
+
+fn cfg() -> BucketConfig {
+    BucketConfig::new(1)
+        .with_index("name", IndexSpec::new(IndexType::String))
+        .with_index("size", IndexSpec::new(IndexType::Number))
+        .with_index("hot", IndexSpec::new(IndexType::Boolean))
+        .with_index("tags", IndexSpec::new(IndexType::StringArray))
+        .with_index("email", IndexSpec::unique(IndexType::String))
+}
+
+async fn raw(client: &MorayClient, method: &str, body: &str) -> (u16, Value) {
+    let url = format!("{}/{method}", client.urls()[0]);
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-request-id", "test-req-1")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    assert_eq!(resp.headers()["x-request-id"], "test-req-1");
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn buckets_create_get_list_delete() {
+    let env = Env::start().await;
+    let c = &env.client;
+    let b = c.create_bucket("things", cfg()).await.unwrap();
+    assert_eq!(b.name, "things");
+    assert_eq!(b.index["email"], IndexSpec::unique(IndexType::String));
+    assert_eq!(c.get_bucket("things").await.unwrap().config(), cfg());
+    assert!(matches!(
+        c.create_bucket("things", cfg()).await,
+        Err(Error::BucketConflict { .. })
+    ));
+    c.create_bucket("others", BucketConfig::new(0))
+        .await
+        .unwrap();
+    let names: Vec<String> = c
+        .list_buckets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(names, vec!["others", "things"]);
+    c.put_object("things", "k", json!({"name": "x"}), PutOptions::any())
+        .await
+        .unwrap();
+    c.del_bucket("things").await.unwrap();
+    assert!(matches!(
+        c.get_bucket("things").await,
+        Err(Error::BucketNotFound { .. })
+    ));
+    assert!(matches!(
+        c.get_object("things", "k").await,
+        Err(Error::BucketNotFound { .. })
+    ));
+    assert!(matches!(
+        c.del_bucket("things").await,
+        Err(Error::BucketNotFound { .. })
+    ));
+    // Gone from Postgres too.
+    let pg = env.sql().await;
+    let n: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'things'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // put_bucket is idempotent and creates what is missing.
+    c.put_bucket("things", cfg()).await.unwrap();
+    c.put_bucket("things", cfg()).await.unwrap();
+    assert_eq!(c.get_bucket("things").await.unwrap().options.version, 1);
+}
+
+#[tokio::test]
+async fn bad_bucket_names_and_configs_are_refused() {
+    let env = Env::start().await;
+    let c = &env.client;
+    for name in [
+        "",
+        "1abc",
+        "a-b",
+        "x\"; DROP TABLE buckets_config; --",
+        "moray_x",
+        "buckets_config",
+    ] {
+        let e = c
+            .create_bucket(name, BucketConfig::new(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidBucketName { .. }),
+            "{name}: {e:?}"
+        );
+        assert_eq!(e.http_status(), 400);
+    }
+    let bad = BucketConfig::new(1).with_index("a\"b", IndexSpec::new(IndexType::String));
+    assert!(matches!(
+        c.create_bucket("b1", bad).await,
+        Err(Error::InvalidBucketConfig { .. })
+    ));
+    assert!(matches!(
+        c.create_bucket("b1", BucketConfig::new(1).with_post("no_such_trigger"))
+            .await,
+        Err(Error::InvalidBucketConfig { .. })
+    ));
+    // An unknown index type never reaches the server's logic: the body is refused as a whole.
+    let (status, body) = raw(
+        c,
+        "createBucket",
+        r#"{"name": "b2", "config": {"index": {"a": {"type": "blob"}}}}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["name"], "InvalidArgumentError");
+    assert!(body["message"].as_str().unwrap().contains("blob"));
+    assert!(c.list_buckets().await.unwrap().is_empty());
+    // The catalog survived the injection attempt.
+    let pg = env.sql().await;
+    pg.query_one("SELECT count(*) FROM buckets_config", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn objects_put_get_delete_with_etags() {
+    let env = Env::start().await;
+    let c = &env.client;
+    c.create_bucket("b", cfg()).await.unwrap();
+    let v = json!({"name": "n1", "size": 10, "nested": {"deep": [1, 2, 3]}, "unicode": "é漢"});
+    let put = c
+        .put_object("b", "/a/k1", v.clone(), PutOptions::any())
+        .await
+        .unwrap();
+    let want_etag = format!(
+        "{:08X}",
+        crc32fast_hash(&serde_json::to_string(&v).unwrap())
+    );
+    assert_eq!(put.etag, want_etag);
+    let got = c.get_object("b", "/a/k1").await.unwrap();
+    assert_eq!(got.value, v);
+    assert_eq!(got.etag, put.etag);
+    assert_eq!((got.bucket.as_str(), got.key.as_str()), ("b", "/a/k1"));
+    assert!(got.mtime > 1_600_000_000_000);
+    assert!(got.id > 0);
+
+    // Must-not-exist on an existing key.
+    let e = c
+        .put_object("b", "/a/k1", json!({}), PutOptions::must_not_exist())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::EtagConflict {
+            bucket: "b".into(),
+            key: "/a/k1".into(),
+            expected: None,
+            actual: Some(put.etag.clone())
+        }
+    );
+    assert_eq!(e.http_status(), 409);
+    // Wrong etag.
+    let e = c
+        .put_object("b", "/a/k1", json!({}), PutOptions::if_match("DEADBEEF"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::EtagConflict { expected: Some(x), actual: Some(a), .. } if x == "DEADBEEF" && *a == put.etag),
+        "{e:?}"
+    );
+    // Etag on a missing key.
+    let e = c
+        .put_object("b", "/a/nope", json!({}), PutOptions::if_match("DEADBEEF"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::EtagConflict { actual: None, .. }),
+        "{e:?}"
+    );
+    // Nothing changed.
+    assert_eq!(c.get_object("b", "/a/k1").await.unwrap().value, v);
+    // Right etag replaces; the id moves on.
+    let put2 = c
+        .put_object(
+            "b",
+            "/a/k1",
+            json!({"name": "n2"}),
+            PutOptions::if_match(&put.etag),
+        )
+        .await
+        .unwrap();
+    assert_ne!(put2.etag, put.etag);
+    let got2 = c.get_object("b", "/a/k1").await.unwrap();
+    assert!(got2.id > got.id);
+    assert_eq!(got2.value, json!({"name": "n2"}));
+
+    // Deletes.
+    let e = c
+        .del_object("b", "/a/k1", DelOptions::if_match(&put.etag))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::EtagConflict { .. }));
+    c.get_object("b", "/a/k1").await.unwrap();
+    c.del_object("b", "/a/k1", DelOptions::if_match(&put2.etag))
+        .await
+        .unwrap();
+    let e = c.get_object("b", "/a/k1").await.unwrap_err();
+    assert_eq!(
+        e,
+        Error::ObjectNotFound {
+            bucket: "b".into(),
+            key: "/a/k1".into()
+        }
+    );
+    assert_eq!(e.http_status(), 404);
+    assert!(matches!(
+        c.del_object("b", "/a/k1", DelOptions::default()).await,
+        Err(Error::ObjectNotFound { .. })
+    ));
+    assert!(matches!(
+        c.put_object("nobucket", "k", json!({}), PutOptions::any())
+            .await,
+        Err(Error::BucketNotFound { .. })
+    ));
+}
+
+fn crc32fast_hash(s: &str) -> u32 {
+    // Reference CRC-32 (IEEE), bit by bit, independent of the server's implementation.
+    let mut crc = 0xFFFF_FFFFu32;
+    for b in s.bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let env = Env::start().await;
+    let c = &env.client;
+    c.create_bucket("b", cfg()).await.unwrap();
+    let e = c
+        .put_object("b", "k", json!([1, 2]), PutOptions::any())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    let e = c
+        .put_object("b", "", json!({}), PutOptions::any())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    let (status, body) = raw(c, "putObject", "{not json").await;
+    assert_eq!(status, 400);
+    assert_eq!(body["name"], "InvalidArgumentError");
+    assert!(body.get("context").is_some());
+    let (status, body) = raw(c, "getObject", r#"{"bucket": "b"}"#).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = raw(c, "getObject", r#"{"bucket": "b", "key": "missing"}"#).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        json!({"name": "ObjectNotFoundError", "message": "b::missing does not exist", "context": {"bucket": "b", "key": "missing"}})
+    );
+    // A number index given a value that is not a number stores NULL (the record is kept).
+    c.put_object("b", "k2", json!({"size": "big"}), PutOptions::any())
+        .await
+        .unwrap();
+    assert_eq!(c.get_object("b", "k2").await.unwrap().value["size"], "big");
+    let found = c
+        .find_objects("b", "(size>=0)", FindOptions::default())
+        .await
+        .unwrap();
+    assert!(found.is_empty());
+    // An unknown method.
+    let (status, _) = raw(c, "frobnicate", "{}").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn unique_indexes_are_enforced() {
+    let env = Env::start().await;
+    let c = &env.client;
+    c.create_bucket("b", cfg()).await.unwrap();
+    c.put_object("b", "u1", json!({"email": "a@x"}), PutOptions::any())
+        .await
+        .unwrap();
+    let e = c
+        .put_object("b", "u2", json!({"email": "a@x"}), PutOptions::any())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::UniqueAttribute { bucket, .. } if bucket == "b"),
+        "{e:?}"
+    );
+    assert_eq!(e.http_status(), 409);
+    assert!(matches!(
+        c.get_object("b", "u2").await,
+        Err(Error::ObjectNotFound { .. })
+    ));
+    // Overwriting the holder with the same value is fine.
+    c.put_object(
+        "b",
+        "u1",
+        json!({"email": "a@x", "v": 2}),
+        PutOptions::any(),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn exactly_one_of_many_racing_creates_wins() {
+    let env = Env::start().await;
+    let c = &env.client;
+    c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
+    for round in 0..3 {
+        let key = format!("race{round}");
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let c = c.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                c.put_object(
+                    "b",
+                    &key,
+                    json!({"writer": i}),
+                    PutOptions::must_not_exist(),
+                )
+                .await
+            }));
+        }
+        let mut winners = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await.unwrap() {
+                Ok(p) => winners.push((i, p.etag)),
+                Err(Error::EtagConflict {
+                    expected: None,
+                    actual: Some(_),
+                    ..
+                }) => {}
+                Err(e) => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        let got = c.get_object("b", &key).await.unwrap();
+        assert_eq!(got.value["writer"], winners[0].0);
+        assert_eq!(got.etag, winners[0].1);
+    }
+}
+
+#[tokio::test]
+async fn conditional_updates_serialise() {
+    // N writers each do read-modify-write with if-match, retrying on conflict: no increment is
+    // lost.
+    let env = Env::start().await;
+    let c = &env.client;
+    c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
+    c.put_object("b", "ctr", json!({"n": 0}), PutOptions::any())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                loop {
+                    let cur = c.get_object("b", "ctr").await.unwrap();
+                    let n = cur.value["n"].as_i64().unwrap();
+                    match c
+                        .put_object(
+                            "b",
+                            "ctr",
+                            json!({"n": n + 1}),
+                            PutOptions::if_match(cur.etag),
+                        )
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(Error::EtagConflict { .. }) => continue,
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(c.get_object("b", "ctr").await.unwrap().value["n"], 40);
+}
+
+async fn seed(c: &MorayClient) {
+    c.create_bucket("b", cfg()).await.unwrap();
+    for i in 0..20 {
+        let v = json!({
+            "name": format!("n{i:02}"),
+            "size": i,
+            "hot": i % 2 == 0,
+            "tags": if i % 3 == 0 { json!(["red", "blue"]) } else { json!(["green"]) },
+            "other": "not indexed",
+        });
+        c.put_object("b", &format!("k{i:02}"), v, PutOptions::any())
+            .await
+            .unwrap();
+    }
+    // A record without most fields.
+    c.put_object("b", "bare", json!({"misc": 1}), PutOptions::any())
+        .await
+        .unwrap();
+}
+
+async fn keys(c: &MorayClient, filter: &str) -> Vec<String> {
+    let opts = FindOptions {
+        sort: vec![Sort::asc("_key")],
+        no_count: true,
+        ..FindOptions::default()
+    };
+    c.find_objects("b", filter, opts)
+        .await
+        .unwrap_or_else(|e| panic!("{filter}: {e}"))
+        .into_iter()
+        .map(|r| r.key)
+        .collect()
+}
+
+#[tokio::test]
+async fn find_objects_filters() {
+    let env = Env::start().await;
+    let c = &env.client;
+    seed(c).await;
+    assert_eq!(keys(c, "(name=n05)").await, vec!["k05"]);
+    // Numbers compare as numbers, not strings.
+    assert_eq!(keys(c, "(size>=18)").await, vec!["k18", "k19"]);
+    assert_eq!(keys(c, "(&(size>=9)(size<=10))").await, vec!["k09", "k10"]);
+    assert_eq!(keys(c, "(size=7)").await, vec!["k07"]);
+    assert_eq!(
+        keys(c, "(&(hot=true)(size<=4))").await,
+        vec!["k00", "k02", "k04"]
+    );
+    assert_eq!(keys(c, "(|(name=n01)(name=n03))").await, vec!["k01", "k03"]);
+    // Negation includes records without the field.
+    let not_hot = keys(c, "(!(hot=true))").await;
+    assert_eq!(not_hot.len(), 11);
+    assert!(not_hot.contains(&"bare".to_owned()));
+    assert_eq!(keys(c, "(name=*)").await.len(), 20);
+    assert_eq!(keys(c, "(!(name=*))").await, vec!["bare"]);
+    assert_eq!(keys(c, "(name=n1*)").await.len(), 10);
+    assert_eq!(keys(c, "(name=*9)").await, vec!["k09", "k19"]);
+    assert_eq!(
+        keys(c, "(name=n*1*)").await,
+        vec![
+            "k01", "k10", "k11", "k12", "k13", "k14", "k15", "k16", "k17", "k18", "k19"
+        ]
+    );
+    // Arrays match on any element.
+    assert_eq!(
+        keys(c, "(tags=blue)").await,
+        vec!["k00", "k03", "k06", "k09", "k12", "k15", "k18"]
+    );
+    assert_eq!(
+        keys(c, "(&(tags=red)(tags=blue)(size<=3))").await,
+        vec!["k00", "k03"]
+    );
+    // Moray's own columns.
+    assert_eq!(keys(c, "(_key=k07)").await, vec!["k07"]);
+    assert_eq!(keys(c, "(_key=k1*)").await.len(), 10);
+    let k07 = c.get_object("b", "k07").await.unwrap();
+    assert_eq!(keys(c, &format!("(_id={})", k07.id)).await, vec!["k07"]);
+    assert_eq!(keys(c, &format!("(_etag={})", k07.etag)).await, vec!["k07"]);
+    assert!(
+        !keys(c, &format!("(_mtime>={})", k07.mtime))
+            .await
+            .is_empty()
+    );
+    // Escaped specials are literal.
+    c.put_object(
+        "b",
+        "weird",
+        json!({"name": "a(b)*c\\d"}),
+        PutOptions::any(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        keys(c, &format!("(name={})", moray::filter::escape("a(b)*c\\d"))).await,
+        vec!["weird"]
+    );
+    assert_eq!(keys(c, r"(name=a\(b\)\**)").await, vec!["weird"]);
+    // LIKE wildcards in values are literal too.
+    c.put_object("b", "pct", json!({"name": "100%_x"}), PutOptions::any())
+        .await
+        .unwrap();
+    assert_eq!(keys(c, "(name=100%_*)").await, vec!["pct"]);
+    assert!(keys(c, "(name=1%)").await.is_empty());
+}
+
+#[tokio::test]
+async fn find_objects_sort_limit_offset_count() {
+    let env = Env::start().await;
+    let c = &env.client;
+    seed(c).await;
+    let opts = FindOptions {
+        limit: Some(3),
+        offset: Some(2),
+        sort: vec![Sort::desc("size")],
+        no_count: false,
+    };
+    let r = c.find_objects("b", "(size>=0)", opts).await.unwrap();
+    let sizes: Vec<i64> = r
+        .iter()
+        .map(|r| r.value["size"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![17, 16, 15]);
+    assert!(r.iter().all(|r| r.count == Some(20)));
+    // Two sort keys.
+    let opts = FindOptions {
+        sort: vec![Sort::asc("hot"), Sort::desc("size")],
+        limit: Some(3),
+        no_count: true,
+        ..Default::default()
+    };
+    let r = c.find_objects("b", "(size>=0)", opts).await.unwrap();
+    let sizes: Vec<i64> = r
+        .iter()
+        .map(|r| r.value["size"].as_i64().unwrap())
+        .collect();
+    assert_eq!(sizes, vec![19, 17, 15]);
+    assert!(r.iter().all(|r| r.count.is_none()));
+    // Default limit is 1000; the stream delivers everything.
+    c.create_bucket(
+        "many",
+        BucketConfig::new(1).with_index("i", IndexSpec::new(IndexType::Number)),
+    )
+    .await
+    .unwrap();
+    let ops: Vec<BatchOp> = (0..1500)
+        .map(|i| BatchOp::Put {
+            bucket: "many".into(),
+            key: format!("m{i}"),
+            value: json!({"i": i, "pad": "x".repeat(100)}),
+            options: PutOptions::any(),
+        })
+        .collect();
+    c.batch(ops).await.unwrap();
+    let all = c
+        .find_objects("many", "(i>=0)", FindOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1000);
+    assert_eq!(all[0].count, Some(1500));
+    let opts = FindOptions {
+        limit: Some(5000),
+        ..Default::default()
+    };
+    let all = c.find_objects("many", "(i>=0)", opts).await.unwrap();
+    let distinct: BTreeSet<String> = all.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(distinct.len(), 1500);
+    // The wire form is a JSON stream.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/findObjects", c.urls()[0]))
+        .body(r#"{"bucket": "many", "filter": "(i<=1)", "options": {"sort": {"attribute": "i"}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-json-stream");
+    let text = resp.text().await.unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["value"]["i"], 1);
+    assert_eq!(lines[1]["_count"], 2);
+}
+
+#[tokio::test]
+async fn find_objects_refuses_unindexed_fields_and_bad_filters() {
+    let env = Env::start().await;
+    let c = &env.client;
+    seed(c).await;
+    for f in [
+        "(other=x)",
+        "(&(name=n01)(other=not indexed))",
+        "(|(other=*)(size=1))",
+        "(!(other=a))",
+    ] {
+        let e = c
+            .find_objects("b", f, FindOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::NotIndexed { attribute, .. } if attribute == "other"),
+            "{f}: {e:?}"
+        );
+        assert_eq!(e.http_status(), 400);
+    }
+    let opts = FindOptions {
+        sort: vec![Sort::asc("other")],
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.find_objects("b", "(size>=0)", opts).await,
+        Err(Error::NotIndexed { .. })
+    ));
+    for f in [
+        "",
+        "name=x",
+        "(name=x",
+        "(size>=abc)",
+        "(hot=maybe)",
+        "(tags=a*)",
+        "(_id=x)",
+        "(&)",
+    ] {
+        let e = c
+            .find_objects("b", f, FindOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidQuery { .. }), "{f}: {e:?}");
+        assert_eq!(e.http_status(), 400);
+    }
+    assert!(matches!(
+        c.find_objects("nob", "(a=1)", FindOptions::default()).await,
+        Err(Error::BucketNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn sql_injection_attempts_are_inert() {
+    let env = Env::start().await;
+    let c = &env.client;
+    seed(c).await;
+    let evil = [
+        "x'; DROP TABLE b; --",
+        "x\"; DROP TABLE b; --",
+        "') OR 1=1 --",
+        "$1",
+        "\\'; DELETE FROM b; --",
+    ];
+    for v in evil {
+        let f = format!("(name={})", moray::filter::escape(v));
+        assert!(keys(c, &f).await.is_empty(), "{v}");
+        // Stored and found back verbatim.
+        c.put_object("b", v, json!({"name": v}), PutOptions::any())
+            .await
+            .unwrap();
+        assert_eq!(keys(c, &f).await, vec![v.to_owned()]);
+        assert_eq!(c.get_object("b", v).await.unwrap().value["name"], v);
+    }
+    // Field names cannot carry SQL: they are either refused by the parser or unknown.
+    for f in [
+        "(name;drop=1)",
+        "(name\"=1)",
+        "(name)or(1=1)",
+        "(1=1) OR (1=1)",
+    ] {
+        let e = c
+            .find_objects("b", f, FindOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidQuery { .. } | Error::NotIndexed { .. }),
+            "{f}: {e:?}"
+        );
+    }
+    let e = c
+        .find_objects("b", "(name--=1)", FindOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotIndexed { .. }), "{e:?}");
+    // Sort attributes too.
+    let opts = FindOptions {
+        sort: vec![Sort::asc("name; DROP TABLE b")],
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.find_objects("b", "(size>=0)", opts).await,
+        Err(Error::NotIndexed { .. })
+    ));
+    // Everything is still there.
+    assert_eq!(keys(c, "(size>=0)").await.len(), 20);
+}
+
+#[tokio::test]
+async fn batch_is_atomic() {
+    let env = Env::start().await;
+    let c = &env.client;
+    seed(c).await;
+    let before = c.get_object("b", "k01").await.unwrap();
+    let res = c
+        .batch(vec![
+            BatchOp::Put {
+                bucket: "b".into(),
+                key: "new1".into(),
+                value: json!({"name": "new1"}),
+                options: PutOptions::must_not_exist(),
+            },
+            BatchOp::Put {
+                bucket: "b".into(),
+                key: "k01".into(),
+                value: json!({"name": "changed"}),
+                options: PutOptions::if_match(&before.etag),
+            },
+            BatchOp::Delete {
+                bucket: "b".into(),
+                key: "k02".into(),
+                options: DelOptions::default(),
+            },
+            BatchOp::Update {
+                bucket: "b".into(),
+                fields: json!({"hot": false}).as_object().unwrap().clone(),
+                filter: "(size<=1)".into(),
+            },
+            BatchOp::DeleteMany {
+                bucket: "b".into(),
+                filter: "(size>=19)".into(),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(res.results.len(), 5);
+    assert!(res.results[0].etag.is_some());
+    assert_eq!(res.results[3].count, Some(1));
+    assert_eq!(res.results[4].count, Some(1));
+    assert_eq!(
+        c.get_object("b", "k01").await.unwrap().value,
+        json!({"name": "changed"})
+    );
+    assert!(matches!(
+        c.get_object("b", "k02").await,
+        Err(Error::ObjectNotFound { .. })
+    ));
+    assert!(matches!(
+        c.get_object("b", "k19").await,
+        Err(Error::ObjectNotFound { .. })
+    ));
+    assert_eq!(c.get_object("b", "k00").await.unwrap().value["hot"], false);
+
+    // One failing operation (a stale etag, last) rolls everything back.
+    let snapshot = keys(c, "(_key=*)").await;
+    let k03 = c.get_object("b", "k03").await.unwrap();
+    for failing in [
+        BatchOp::Put {
+            bucket: "b".into(),
+            key: "k04".into(),
+            value: json!({}),
+            options: PutOptions::if_match("00000000"),
+        },
+        BatchOp::Delete {
+            bucket: "b".into(),
+            key: "no-such-key".into(),
+            options: DelOptions::default(),
+        },
+        BatchOp::Put {
+            bucket: "nobucket".into(),
+            key: "x".into(),
+            value: json!({}),
+            options: PutOptions::any(),
+        },
+        BatchOp::DeleteMany {
+            bucket: "b".into(),
+            filter: "(other=x)".into(),
+        },
+    ] {
+        let e = c
+            .batch(vec![
+                BatchOp::Put {
+                    bucket: "b".into(),
+                    key: "new2".into(),
+                    value: json!({"name": "new2"}),
+                    options: PutOptions::any(),
+                },
+                BatchOp::Put {
+                    bucket: "b".into(),
+                    key: "k03".into(),
+                    value: json!({"name": "overwritten"}),
+                    options: PutOptions::any(),
+                },
+                BatchOp::Delete {
+                    bucket: "b".into(),
+                    key: "k05".into(),
+                    options: DelOptions::default(),
+                },
+                BatchOp::DeleteMany {
+                    bucket: "b".into(),
+                    filter: "(size<=8)".into(),
+                },
+                failing.clone(),
+            ])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::EtagConflict { .. }
+                    | Error::ObjectNotFound { .. }
+                    | Error::BucketNotFound { .. }
+                    | Error::NotIndexed { .. }
+            ),
+            "{failing:?}: {e:?}"
+        );
+        assert_eq!(keys(c, "(_key=*)").await, snapshot, "{failing:?}");
+        assert_eq!(c.get_object("b", "k03").await.unwrap(), k03);
+    }
+}
+
+#[tokio::test]
+async fn update_objects_and_delete_many() {
+    let env = Env::start().await;
+    let c = &env.client;
+    seed(c).await;
+    let before = c.get_object("b", "k01").await.unwrap();
+    let fields = json!({"name": "renamed", "hot": true})
+        .as_object()
+        .unwrap()
+        .clone();
+    let r = c.update_objects("b", fields, "(size<=2)").await.unwrap();
+    assert_eq!(r.count, 3);
+    let after = c.get_object("b", "k01").await.unwrap();
+    assert_eq!(after.value["name"], "renamed");
+    assert_eq!(after.value["other"], "not indexed");
+    assert_ne!(after.etag, before.etag);
+    assert_eq!(
+        keys(c, "(&(name=renamed)(hot=true))").await,
+        vec!["k00", "k01", "k02"]
+    );
+    let bad = json!({"other": 1}).as_object().unwrap().clone();
+    assert!(matches!(
+        c.update_objects("b", bad, "(size<=2)").await,
+        Err(Error::NotIndexed { .. })
+    ));
+
+    let r = c.delete_many("b", "(size>=10)", Some(4)).await.unwrap();
+    assert_eq!(r.count, 4);
+    assert_eq!(keys(c, "(size>=10)").await.len(), 6);
+    let r = c.delete_many("b", "(size>=10)", None).await.unwrap();
+    assert_eq!(r.count, 6);
+    assert!(keys(c, "(size>=10)").await.is_empty());
+}
+
+#[tokio::test]
+async fn update_bucket_versions_and_reindexing() {
+    let env = Env::start().await;
+    let c = &env.client;
+    let v1 = BucketConfig::new(1).with_index("a", IndexSpec::new(IndexType::String));
+    c.create_bucket("b", v1.clone()).await.unwrap();
+    for i in 0..25 {
+        c.put_object(
+            "b",
+            &format!("k{i}"),
+            json!({"a": "x", "n": i}),
+            PutOptions::any(),
+        )
+        .await
+        .unwrap();
+    }
+    let v2 = v1
+        .clone()
+        .with_index("n", IndexSpec::new(IndexType::Number));
+    // Same or lower version: refused.
+    let e = c
+        .update_bucket(
+            "b",
+            BucketConfig {
+                options: BucketOptions { version: 1 },
+                ..v2.clone()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        Error::BucketVersion {
+            bucket: "b".into(),
+            current: 1,
+            requested: 1
+        }
+    );
+    assert_eq!(e.http_status(), 409);
+    let v2 = BucketConfig {
+        options: BucketOptions { version: 2 },
+        ..v2
+    };
+    let b = c.update_bucket("b", v2.clone()).await.unwrap();
+    assert_eq!(b.reindexing, vec!["n"]);
+    // Not usable until reindexed: refusing beats returning only the new rows.
+    let e = c
+        .find_objects("b", "(n>=0)", FindOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NotIndexed { .. }), "{e:?}");
+    // New writes fill the column already.
+    c.put_object("b", "k100", json!({"a": "y", "n": 100}), PutOptions::any())
+        .await
+        .unwrap();
+    let mut total = 0;
+    loop {
+        let r = c.reindex_objects("b", 10).await.unwrap();
+        total += r.processed;
+        if r.processed == 0 {
+            assert_eq!(r.remaining, 0);
+            break;
+        }
+    }
+    assert_eq!(total, 25);
+    assert!(c.get_bucket("b").await.unwrap().reindexing.is_empty());
+    let found = c
+        .find_objects("b", "(n>=20)", FindOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 6);
+    // Removing an index drops it.
+    let v3 = BucketConfig::new(3).with_index("n", IndexSpec::new(IndexType::Number));
+    c.update_bucket("b", v3).await.unwrap();
+    assert!(matches!(
+        c.find_objects("b", "(a=x)", FindOptions::default()).await,
+        Err(Error::NotIndexed { .. })
+    ));
+    assert_eq!(
+        c.find_objects("b", "(n>=20)", FindOptions::default())
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+    // Changing an index's type is refused.
+    let v4 = BucketConfig::new(4).with_index("n", IndexSpec::new(IndexType::String));
+    assert!(matches!(
+        c.update_bucket("b", v4).await,
+        Err(Error::InvalidBucketConfig { .. })
+    ));
+    // no_reindex makes a new index usable at once.
+    let v5 = BucketConfig::new(5)
+        .with_index("n", IndexSpec::new(IndexType::Number))
+        .with_index("z", IndexSpec::new(IndexType::String));
+    let b = c.update_bucket_opts("b", v5, true).await.unwrap();
+    assert!(b.reindexing.is_empty());
+    assert!(
+        c.find_objects("b", "(z=1)", FindOptions::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        c.update_bucket("nob", BucketConfig::new(9)).await,
+        Err(Error::BucketNotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn update_bucket_never_queues_ahead_of_queries() {
+    // A long transaction holds a lock on the table. Adding a column needs an exclusive lock;
+    // it must not wait in the lock queue (where every later query would wait behind it), but
+    // give up quickly and retry, so reads and writes keep flowing meanwhile.
+    let env = Env::start().await;
+    let c = &env.client;
+    c.create_bucket("hot", BucketConfig::new(1)).await.unwrap();
+    c.put_object("hot", "k", json!({"a": 1}), PutOptions::any())
+        .await
+        .unwrap();
+    let mut blocker = env.sql().await;
+    let txn = blocker.transaction().await.unwrap();
+    txn.query("SELECT * FROM hot", &[]).await.unwrap();
+    let c2 = c.clone();
+    let update = tokio::spawn(async move {
+        c2.update_bucket(
+            "hot",
+            BucketConfig::new(2).with_index("a", IndexSpec::new(IndexType::Number)),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !update.is_finished(),
+        "the schema change cannot finish while the table is locked"
+    );
+    // Queries still run (with a client timeout far below the blocker's lifetime).
+    let quick = MorayClient::builder(c.urls()[0].clone())
+        .timeout(Duration::from_secs(5))
+        .retries(0)
+        .build()
+        .unwrap();
+    for i in 0..5 {
+        quick.get_object("hot", "k").await.unwrap();
+        quick
+            .put_object("hot", &format!("k{i}"), json!({"a": i}), PutOptions::any())
+            .await
+            .unwrap();
+    }
+    assert!(!update.is_finished());
+    txn.rollback().await.unwrap();
+    let b = update.await.unwrap().unwrap();
+    assert_eq!(b.options.version, 2);
+}
+
+#[tokio::test]
+async fn sql_ping_version() {
+    let env = Env::start().await;
+    let c = &env.client;
+    c.ping().await.unwrap();
+    c.ping_opts(false).await.unwrap();
+    let v = c.version().await.unwrap();
+    assert_eq!(v.version, API_VERSION);
+    let rows = c
+        .sql("SELECT $1::int + 1 AS n, $2::text AS s, 1.50::numeric AS d, NULL::text AS z, ARRAY['a','b'] AS arr", vec![json!(41), json!("hi")])
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![json!({"n": 42, "s": "hi", "d": 1.50, "z": null, "arr": ["a", "b"]})]
+    );
+    c.sql("CREATE TABLE t (x int)", vec![]).await.unwrap();
+    c.sql("INSERT INTO t VALUES ($1)", vec![json!("7")])
+        .await
+        .unwrap();
+    assert_eq!(
+        c.sql("SELECT x FROM t", vec![]).await.unwrap(),
+        vec![json!({"x": 7})]
+    );
+    let e = c.sql("SELEKT 1", vec![]).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidQuery { .. }), "{e:?}");
+    // /ping and /metrics from the shared observability layer.
+    let base = &c.urls()[0];
+    let ping = reqwest::get(format!("{base}/ping")).await.unwrap();
+    assert_eq!(ping.status(), 200);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("http_requests_total"), "{metrics}");
+    let status: Value = reqwest::get(format!("{base}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["primary"]
+            .as_str()
+            .unwrap()
+            .starts_with("postgresql://")
+    );
+}
