@@ -64,6 +64,9 @@ pub enum ConfRole {
         /// Its upstream.
         upstream: Peer,
     },
+    /// A standby with no upstream: replays the local WAL and waits. Used to finish a crashed
+    /// primary's recovery without writing any WAL before `pg_rewind` looks at it.
+    Recover,
 }
 
 fn quote(v: &str) -> String {
@@ -139,6 +142,11 @@ impl PgSetup {
                 );
                 set("primary_conninfo", quote(""));
             }
+            ConfRole::Recover => {
+                set("synchronous_standby_names", quote(""));
+                set("default_transaction_read_only", "on".into());
+                set("primary_conninfo", quote(""));
+            }
             ConfRole::Standby { upstream } => {
                 set("synchronous_standby_names", quote(""));
                 set("default_transaction_read_only", "on".into());
@@ -181,6 +189,24 @@ impl PgSetup {
     /// # Errors
     /// When a file cannot be written.
     pub fn write_conf(&self, role: &ConfRole) -> io::Result<()> {
+        self.write_settings(role)?;
+        let signal = self.data().join("standby.signal");
+        match role {
+            ConfRole::Standby { .. } | ConfRole::Recover => write_file(&signal, "")?,
+            ConfRole::Primary { .. } => match fs::remove_file(&signal) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            },
+        }
+        self.own_files(&[signal])
+    }
+
+    /// Like [`PgSetup::write_conf`] but leaves `standby.signal` alone: used just before a
+    /// promotion, which removes the file itself (and fails if it is already gone).
+    ///
+    /// # Errors
+    /// When a file cannot be written.
+    pub fn write_settings(&self, role: &ConfRole) -> io::Result<()> {
         let data = self.data();
         write_file(&data.join("manatee.conf"), &self.conf_text(role))?;
         write_file(&data.join("pg_hba.conf"), &self.hba_text())?;
@@ -190,18 +216,26 @@ impl PgSetup {
         if !text.lines().any(|l| l.trim() == "include 'manatee.conf'") {
             write_file(&main, &format!("{text}\ninclude 'manatee.conf'\n"))?;
         }
-        let signal = data.join("standby.signal");
-        match role {
-            ConfRole::Standby { .. } => write_file(&signal, "")?,
-            ConfRole::Primary { .. } => match fs::remove_file(&signal) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            },
-        }
-        self.own(&data)
+        self.own_files(&[
+            data.join("manatee.conf"),
+            data.join("pg_hba.conf"),
+            data.join("postgresql.auto.conf"),
+            main,
+        ])
     }
 
-    /// Gives a path to the Postgres user when we run as root.
+    /// Gives the files the sitter writes to the Postgres user when we run as root.
+    fn own_files(&self, paths: &[PathBuf]) -> io::Result<()> {
+        if proc::is_root() {
+            let (uid, gid) = proc::user_ids(PG_USER)?;
+            for p in paths.iter().filter(|p| p.exists()) {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives a whole tree to the Postgres user when we run as root.
     fn own(&self, path: &Path) -> io::Result<()> {
         if proc::is_root() {
             proc::chown_tree(path, PG_USER)?;
@@ -324,7 +358,8 @@ impl PgSetup {
     }
 
     /// Rewinds the data dir (a former primary's) onto `source`'s timeline: only the blocks that
-    /// diverged are copied. The server must be stopped; pg_rewind finishes its crash recovery.
+    /// diverged are copied. The server must be stopped cleanly (see
+    /// [`PgSetup::single_user_recovery`]).
     ///
     /// # Errors
     /// When pg_rewind fails (the caller falls back to a base backup).
@@ -332,12 +367,6 @@ impl PgSetup {
         let me = self.clone();
         let source = source.clone();
         manta_util::blocking(move || {
-            // Crash recovery in single-user mode refuses standby.signal; the neutral primary
-            // configuration is read-only and names no sync.
-            me.write_conf(&ConfRole::Primary {
-                sync: None,
-                read_only: true,
-            })?;
             let mut args = vec![
                 "-D".into(),
                 me.data().to_string_lossy().into_owned(),
@@ -352,24 +381,122 @@ impl PgSetup {
         .map_err(|e| Error::io("pg_rewind", e))
     }
 
-    /// The database system identifier of the local data dir (None without data).
-    pub async fn system_id(&self) -> Option<String> {
+    /// `Database cluster state` from `pg_controldata` (`in production`, `shut down`, ...).
+    pub async fn cluster_state(&self) -> Option<String> {
+        self.controldata("Database cluster state:").await
+    }
+
+    async fn controldata(&self, field: &'static str) -> Option<String> {
         if !self.has_data() {
             return None;
         }
         let me = self.clone();
         let out = manta_util::blocking(move || {
-            me.tool(
-                "pg_controldata",
-                &["-D".into(), me.data().to_string_lossy().into_owned()],
-            )
-            .map_err(io::Error::other)
+            me.tool("pg_controldata", &["-D".into(), me.data().to_string_lossy().into_owned()])
+                .map_err(io::Error::other)
         })
         .await
         .ok()?;
         out.lines()
-            .find_map(|l| l.strip_prefix("Database system identifier:"))
+            .find_map(|l| l.strip_prefix(field))
             .map(|v| v.trim().to_owned())
+    }
+
+    /// Replays the local WAL to its end without writing any WAL, and stops: the data dir is
+    /// started as a standby with no upstream (standbys never write WAL), and stopped once its
+    /// startup process waits for more ("shut down in recovery"). Returns where the local WAL
+    /// ends. pg_rewind's own way (crash recovery in single-user mode) appends a checkpoint
+    /// record, which is itself a divergence when the old primary's WAL ended exactly where the
+    /// new timeline forked.
+    ///
+    /// # Errors
+    /// When the server cannot be started or stopped.
+    pub async fn replay_local_wal(&self) -> Result<Lsn, Error> {
+        let me = self.clone();
+        manta_util::blocking(move || me.write_conf(&ConfRole::Recover))
+            .await
+            .map_err(|e| Error::io("write the configuration", e))?;
+        let pm = self.spawn().await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let result = loop {
+            if let Some(how) = pm.exited() {
+                break Err(Error::Command(format!("postgres exited during recovery ({how})")));
+            }
+            if let Ok(c) = self.connect_local().await
+                && let Ok(row) = c
+                    .client
+                    .query_one(
+                        "SELECT coalesce((SELECT wait_event FROM pg_stat_activity WHERE backend_type = 'startup'), ''),
+                                pg_last_wal_replay_lsn()::text",
+                        &[],
+                    )
+                    .await
+            {
+                // The startup process waits for more WAL once it has replayed what it has.
+                let ev: String = row.get(0);
+                if ev == "RecoveryRetrieveRetryInterval" || ev == "RecoveryWalStream" {
+                    let end: Option<String> = row.get(1);
+                    break end
+                        .and_then(|e| e.parse::<Lsn>().ok())
+                        .ok_or_else(|| Error::Command("no replay position after recovery".into()));
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                break Err(Error::Timeout("replaying the local WAL".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        pm.stop(rustix::process::Signal::INT, Duration::from_secs(30)).await;
+        result
+    }
+
+    /// The newest timeline the local data dir knows (from the history files in `pg_wal`).
+    pub fn local_timeline(&self) -> u32 {
+        fs::read_dir(self.data().join("pg_wal"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let tli = name.strip_suffix(".history")?;
+                u32::from_str_radix(tli, 16).ok()
+            })
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Crash recovery as a primary in single-user mode (what pg_rewind would do itself): ends
+    /// with a checkpoint record at the end of the local WAL, so pg_rewind sees the divergence.
+    ///
+    /// # Errors
+    /// When postgres fails.
+    pub async fn single_user_recovery(&self) -> Result<(), Error> {
+        let me = self.clone();
+        manta_util::blocking(move || {
+            me.write_conf(&ConfRole::Primary {
+                sync: None,
+                read_only: true,
+            })?;
+            me.tool(
+                "postgres",
+                &[
+                    "--single".into(),
+                    "-F".into(),
+                    "-D".into(),
+                    me.data().to_string_lossy().into_owned(),
+                    "template1".into(),
+                ],
+            )
+            .map(drop)
+            .map_err(io::Error::other)
+        })
+        .await
+        .map_err(|e| Error::io("single-user recovery", e))
+    }
+
+    /// The database system identifier of the local data dir (None without data).
+    pub async fn system_id(&self) -> Option<String> {
+        self.controldata("Database system identifier:").await
     }
 
     /// Starts the postmaster. It is spawned from a thread of its own that lives exactly as long
@@ -584,6 +711,59 @@ impl PgConn {
             timeline: row.get::<_, Option<i32>>(8).map(i64::from),
             replication,
         })
+    }
+
+    /// Where this server's history left timeline `tli`: `Ok(None)` when `tli` is its current
+    /// timeline, `Ok(Some(lsn))` when it forked off at `lsn`.
+    ///
+    /// # Errors
+    /// When the query fails, or `tli` is not in this server's history (another lineage).
+    pub async fn fork_point(&self, tli: u32) -> Result<Option<Lsn>, Error> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+                &[],
+            )
+            .await?;
+        let current = row.get::<_, i32>(0) as u32;
+        if current == tli {
+            return Ok(None);
+        }
+        let file = format!("pg_wal/{current:08X}.history");
+        let row = self
+            .client
+            .query_one("SELECT pg_read_file($1)", &[&file])
+            .await?;
+        let text: String = row.get(0);
+        for line in text.lines() {
+            let mut f = line.split_whitespace();
+            if let (Some(parent), Some(lsn)) = (f.next(), f.next())
+                && parent.parse::<u32>().ok() == Some(tli)
+            {
+                return lsn
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| Error::Command(format!("bad history line {line:?}")));
+            }
+        }
+        Err(Error::Command(format!(
+            "timeline {tli} is not in the history of timeline {current}"
+        )))
+    }
+
+    /// The server's current WAL position (a primary).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn current_wal(&self) -> Result<Lsn, Error> {
+        let row = self
+            .client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await?;
+        let s: String = row.get(0);
+        s.parse()
+            .map_err(|_| Error::Command(format!("bad WAL position {s:?}")))
     }
 
     /// The rows of `pg_stat_replication`: who streams from this server, and how far they are.

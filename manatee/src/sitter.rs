@@ -522,9 +522,15 @@ impl Sitter {
                 let _ = self.set_last_ran_as("nothing");
             }
         }
+        let mut role = role;
         match role {
             Role::Primary => self.as_primary(&v, &snap).await,
-            Role::Sync => self.as_sync(&v, &snap).await,
+            Role::Sync => {
+                if self.as_sync(&v, &snap).await {
+                    // Registered from now on as the primary it has become.
+                    role = Role::Primary;
+                }
+            }
             Role::Async(_) | Role::Deposed | Role::Unassigned => {
                 let upstream = v.state.upstream_of(&self.me.id).cloned();
                 if let Some(up) = upstream {
@@ -720,14 +726,15 @@ impl Sitter {
         }
     }
 
-    async fn as_sync(&mut self, v: &Versioned, snap: &Snapshot) {
+    /// Returns true when this peer took over.
+    async fn as_sync(&mut self, v: &Versioned, snap: &Snapshot) -> bool {
         let st = &v.state;
         self.ensure_standby(st, &st.primary).await;
         let (Mode::Standby { .. }, Some(probe)) = (&self.mode, &self.last_probe) else {
-            return;
+            return false;
         };
         if !probe.in_recovery {
-            return;
+            return false;
         }
         let mut live: BTreeMap<String, Peer> = snap.live();
         live.insert(self.me.id.clone(), self.me.clone());
@@ -745,6 +752,7 @@ impl Sitter {
                     if let Err(e) = self.promote(&next).await {
                         self.trouble("promote", &e);
                     }
+                    return true;
                 }
                 Ok(false) => {}
                 Err(e) => self.trouble("write the takeover", &e),
@@ -756,6 +764,7 @@ impl Sitter {
                 }
             }
         }
+        false
     }
 
     /// Writes the primary configuration and reloads, waiting until new sessions see it.
@@ -806,7 +815,7 @@ impl Sitter {
             sync: sync.clone(),
             read_only: true,
         };
-        manta_util::blocking(move || s.write_conf(&role))
+        manta_util::blocking(move || s.write_settings(&role))
             .await
             .map_err(|e| Error::io("write the configuration", e))?;
         let conn = self.setup.connect_local().await?;
@@ -1012,25 +1021,7 @@ impl Sitter {
             return self.full_rebuild(primary).await;
         }
         if self.last_ran_as().as_deref() == Some("primary") {
-            self.note(format!(
-                "data last ran as a primary: pg_rewind from {}",
-                primary.id
-            ));
-            match self.setup.rewind(primary).await {
-                Ok(out) => {
-                    self.bump_rebuilds("rewind");
-                    self.set_last_ran_as("standby")?;
-                    self.note(format!(
-                        "rewound: {}",
-                        out.lines().last().unwrap_or("done").trim()
-                    ));
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.trouble("pg_rewind failed; rebuilding with a base backup", &e);
-                    return self.full_rebuild(primary).await;
-                }
-            }
+            return self.rejoin_former_primary(primary).await;
         }
         // The data was a standby's: it may start as one, unless it is another database.
         if let Ok(Ok(c)) =
@@ -1054,6 +1045,71 @@ impl Sitter {
             }
         }
         Ok(())
+    }
+
+    /// Data that last ran as a primary may hold WAL that no other peer has (writes that were
+    /// never acknowledged). Its WAL is replayed to the end without writing any, then compared
+    /// with where the primary's timeline forked from it:
+    /// - it ends at or before the fork: nothing diverged, it starts as a standby as it is;
+    /// - it ends after the fork: pg_rewind (after a single-user recovery, so pg_rewind sees
+    ///   the divergence), and a base backup when pg_rewind fails or finds nothing to do;
+    /// - another lineage, or the primary unreachable: base backup (or wait).
+    async fn rejoin_former_primary(&mut self, primary: &Peer) -> Result<(), Error> {
+        let source = tokio::time::timeout(Duration::from_secs(3), PgConn::to_peer(primary))
+            .await
+            .map_err(|_| Error::Timeout(format!("connect to the primary {}", primary.id)))??;
+        let end = self.setup.replay_local_wal().await?;
+        let tli = self.setup.local_timeline();
+        let fork = match source.fork_point(tli).await {
+            Ok(Some(fork)) => fork,
+            Ok(None) => {
+                // Same timeline: fine only if the primary has all of our WAL.
+                let theirs = source.current_wal().await?;
+                if end <= theirs {
+                    self.set_last_ran_as("standby")?;
+                    self.note(format!("former primary on the primary's timeline, WAL {end} <= {theirs}: rejoining as it is"));
+                    return Ok(());
+                }
+                self.note(format!("former primary ahead of the primary on the same timeline ({end} > {theirs}): base backup"));
+                return self.full_rebuild(primary).await;
+            }
+            Err(e) => {
+                self.note(format!("former primary's timeline {tli} is not in the primary's history ({e}): base backup"));
+                return self.full_rebuild(primary).await;
+            }
+        };
+        if end <= fork {
+            self.set_last_ran_as("standby")?;
+            self.note(format!(
+                "former primary: local WAL ends at {end}, timeline {tli} forked at {fork}: nothing diverged, rejoining as it is"
+            ));
+            return Ok(());
+        }
+        self.note(format!(
+            "former primary diverged (local WAL ends at {end}, fork at {fork}): pg_rewind from {}",
+            primary.id
+        ));
+        let rewound = async {
+            self.setup.single_user_recovery().await?;
+            self.setup.rewind(primary).await
+        }
+        .await;
+        match rewound {
+            Ok(out) if !out.contains("no rewind required") => {
+                self.bump_rebuilds("rewind");
+                self.set_last_ran_as("standby")?;
+                self.note(format!("rewound: {}", out.lines().last().unwrap_or("done").trim()));
+                Ok(())
+            }
+            Ok(_) => {
+                self.trouble("pg_rewind found nothing to rewind", &"the local WAL diverged all the same; rebuilding with a base backup");
+                self.full_rebuild(primary).await
+            }
+            Err(e) => {
+                self.trouble("pg_rewind failed; rebuilding with a base backup", &e);
+                self.full_rebuild(primary).await
+            }
+        }
     }
 
     async fn full_rebuild(&mut self, source: &Peer) -> Result<(), Error> {

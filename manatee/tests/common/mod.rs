@@ -278,7 +278,7 @@ pub async fn connect(peer: &Peer) -> Result<manatee::pg::PgConn> {
 /// time, and records which inserts were acknowledged. Errors (read-only primary, dead server)
 /// are retried on the next id after re-reading the state.
 pub struct Writer {
-    pub acked: Arc<Mutex<Vec<(i64, Instant)>>>,
+    pub acked: Arc<Mutex<Vec<(i64, Instant, String)>>>,
     pub attempts: Arc<Mutex<u64>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -309,7 +309,7 @@ impl Writer {
                         continue;
                     }
                 }
-                let (_, c) = conn.as_ref().expect("connected");
+                let (on, c) = conn.as_ref().expect("connected");
                 let id = next;
                 next += 1;
                 *n.lock().unwrap() += 1;
@@ -319,7 +319,7 @@ impl Writer {
                 )
                 .await;
                 match r {
-                    Ok(Ok(_)) => a.lock().unwrap().push((id, Instant::now())),
+                    Ok(Ok(_)) => a.lock().unwrap().push((id, Instant::now(), on.clone())),
                     _ => {
                         conn = None;
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -339,8 +339,9 @@ impl Writer {
         self.acked.lock().unwrap().len()
     }
 
-    /// Waits until a write issued after `since` is acknowledged; returns when it was.
-    pub async fn wait_ack_after(&self, since: Instant, timeout: Duration) -> Result<Instant> {
+    /// Waits until a write is acknowledged after `since` by a primary other than `not_on`;
+    /// returns when it was.
+    pub async fn wait_ack_after(&self, since: Instant, not_on: Option<&str>, timeout: Duration) -> Result<Instant> {
         let acked = self.acked.clone();
         wait_until("a write acknowledged after the fault", timeout, || {
             let acked = acked.clone();
@@ -349,8 +350,8 @@ impl Writer {
                     .lock()
                     .unwrap()
                     .iter()
-                    .find(|(_, t)| *t > since)
-                    .map(|(_, t)| *t)
+                    .find(|(_, t, on)| *t > since && Some(on.as_str()) != not_on)
+                    .map(|(_, t, _)| *t)
                     .context("none yet")
             }
         })
@@ -360,7 +361,7 @@ impl Writer {
     pub async fn stop(self) -> Vec<i64> {
         self.stop.cancel();
         let _ = self.task.await;
-        self.acked.lock().unwrap().iter().map(|(i, _)| *i).collect()
+        self.acked.lock().unwrap().iter().map(|(i, _, _)| *i).collect()
     }
 }
 
