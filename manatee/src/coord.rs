@@ -272,6 +272,12 @@ impl Coord {
         Ok(out)
     }
 
+    /// True when `e` says the lease no longer exists (it expired while we could not renew it).
+    pub fn lease_gone(e: &Error) -> bool {
+        matches!(e, Error::Etcd(etcd_client::Error::GRpcStatus(s)) if s.message().contains("lease not found"))
+            || matches!(e, Error::Etcd(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("lease not found"))
+    }
+
     /// Grants a lease of `ttl`.
     ///
     /// # Errors

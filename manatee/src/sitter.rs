@@ -357,6 +357,12 @@ async fn keep_lease(
                     wake.notify_one();
                     continue;
                 }
+                Ok(Err(e)) if Coord::lease_gone(&e) => {
+                    warn!(lease = id, "lease expired; taking a new one");
+                    lease.lock().expect("lease lock").id = None;
+                    wake.notify_one();
+                    continue;
+                }
                 Ok(Err(e)) => debug!(error = %e, "lease renewal failed"),
                 Err(_) => debug!("lease renewal timed out"),
             },
@@ -606,7 +612,15 @@ impl Sitter {
                             debug!(ready, role = role.name(), "registered");
                             self.registered = Some((lease, reg));
                         }
-                        Err(e) => self.trouble("register", &e),
+                        Err(e) => {
+                            if Coord::lease_gone(&e) {
+                                let mut l = self.lease.lock().expect("lease lock");
+                                if l.id == Some(lease) {
+                                    l.id = None;
+                                }
+                            }
+                            self.trouble("register", &e)
+                        }
                     }
                 }
             }

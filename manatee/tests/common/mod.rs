@@ -286,6 +286,11 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(coord_endpoint: String, shard: String, first_id: i64) -> Writer {
+        Writer::start_to(coord_endpoint, shard, first_id, None)
+    }
+
+    /// Like [`Writer::start`], but always to `fixed` when given (without asking etcd).
+    pub fn start_to(coord_endpoint: String, shard: String, first_id: i64, fixed: Option<Peer>) -> Writer {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(Mutex::new(0));
         let stop = CancellationToken::new();
@@ -295,6 +300,15 @@ impl Writer {
             let mut next = first_id;
             let mut conn: Option<(String, manatee::pg::PgConn)> = None;
             while !s.is_cancelled() {
+                if conn.is_none() && let Some(p) = &fixed {
+                    match tokio::time::timeout(Duration::from_secs(2), manatee::pg::PgConn::to_peer(p)).await {
+                        Ok(Ok(c)) => conn = Some((p.id.clone(), c)),
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    }
+                }
                 if conn.is_none() {
                     if let Ok(Some(v)) = coord.state().await
                         && let Ok(Ok(c)) = tokio::time::timeout(
