@@ -167,8 +167,24 @@ fn parse_json(s: &str) -> Result<Value> {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Moray's own errors print in their wire form, so scripts can branch on the name.
+            match e.downcast_ref::<moray::Error>() {
+                Some(me) => eprintln!(
+                    "{}",
+                    serde_json::to_string(&me.to_wire()).unwrap_or_else(|_| me.to_string())
+                ),
+                None => eprintln!("moray-cli: {e:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
     let c = MorayClient::new(&args.url)?;
     match args.cmd {
         Cmd::Putbucket {
