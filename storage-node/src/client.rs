@@ -230,7 +230,11 @@ impl StorageClient {
         if let Some(md5) = put.content_md5 {
             r = r.header("content-md5", crate::digest::md5_base64(&md5));
         }
-        let resp = r.body(put.body).send().await.map_err(ClientError::Transport)?;
+        let resp = r
+            .body(put.body)
+            .send()
+            .await
+            .map_err(ClientError::Transport)?;
         let resp = check(resp).await?;
         let h = resp.headers();
         let md5 = header(h, COMPUTED_MD5_HEADER)
@@ -251,7 +255,11 @@ impl StorageClient {
     /// # Errors
     /// [`ClientError::NotFound`], [`ClientError::Quarantined`],
     /// [`ClientError::RangeNotSatisfiable`], transport errors.
-    pub async fn get(&self, key: &ObjectKey, range: Option<ByteRange>) -> Result<GetResponse, ClientError> {
+    pub async fn get(
+        &self,
+        key: &ObjectKey,
+        range: Option<ByteRange>,
+    ) -> Result<GetResponse, ClientError> {
         let mut r = self.req(reqwest::Method::GET, self.url(key));
         if let Some(range) = range {
             r = r.header(reqwest::header::RANGE, range.to_string());

@@ -56,7 +56,9 @@ pub enum Error {
     #[error("object not found")]
     NotFound,
     /// The copy on this node failed verification and was moved aside.
-    #[error("the copy of this object on this storage node is quarantined (checksum mismatch); read another copy")]
+    #[error(
+        "the copy of this object on this storage node is quarantined (checksum mismatch); read another copy"
+    )]
     Quarantined,
     /// A malformed `Range`.
     #[error("{0}")]
@@ -92,7 +94,10 @@ pub enum Error {
 impl Error {
     /// Wraps an I/O error, classifying a full disk as [`Error::NoSpace`].
     pub fn io(what: &'static str, source: io::Error) -> Error {
-        if matches!(source.raw_os_error(), Some(28 /* ENOSPC */ | 122 /* EDQUOT */)) {
+        if matches!(
+            source.raw_os_error(),
+            Some(28 /* ENOSPC */ | 122 /* EDQUOT */)
+        ) {
             Error::NoSpace(source)
         } else {
             Error::Io { what, source }

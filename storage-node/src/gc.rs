@@ -109,7 +109,11 @@ impl Gc {
             if let Err(e) = self.shard_pass(shard, &shards, &mut report, cancel).await {
                 match e {
                     Error::Internal(_) => {
-                        self.metrics.inc("storage_gc_errors_total", "GC passes interrupted by a Moray error.", &[]);
+                        self.metrics.inc(
+                            "storage_gc_errors_total",
+                            "GC passes interrupted by a Moray error.",
+                            &[],
+                        );
                         tracing::warn!(shard = ?shard.urls(), error = %e, "GC skipped a shard");
                     }
                     e => return Err(e),
@@ -143,7 +147,8 @@ impl Gc {
         report: &mut GcReport,
         cancel: &CancellationToken,
     ) -> Result<(), Error> {
-        let cutoff = manta_types::time::now_ms().saturating_sub(self.config.min_age.as_millis() as u64);
+        let cutoff =
+            manta_types::time::now_ms().saturating_sub(self.config.min_age.as_millis() as u64);
         let filter = format!(
             "(&(sharks={})(_mtime<={cutoff}))",
             moray::filter::escape(&self.storage_id)
@@ -219,11 +224,23 @@ impl Gc {
         }
         if referenced {
             report.still_referenced += 1;
-            self.metrics.inc("storage_gc_kept_total", "Delete-log entries whose object is still referenced (bytes kept).", &[]);
+            self.metrics.inc(
+                "storage_gc_kept_total",
+                "Delete-log entries whose object is still referenced (bytes kept).",
+                &[],
+            );
             tracing::debug!(object = %key, "object still referenced; bytes kept");
-        } else if self.store.tombstone(&key, &day_of(manta_types::time::now_ms())).await? {
+        } else if self
+            .store
+            .tombstone(&key, &day_of(manta_types::time::now_ms()))
+            .await?
+        {
             report.tombstoned += 1;
-            self.metrics.inc("storage_gc_tombstoned_total", "Objects moved to the tombstone area by GC.", &[]);
+            self.metrics.inc(
+                "storage_gc_tombstoned_total",
+                "Objects moved to the tombstone area by GC.",
+                &[],
+            );
             tracing::debug!(object = %key, "object moved to the tombstone area");
         } else {
             report.missing += 1;
@@ -247,7 +264,12 @@ impl Gc {
                     .await
             } else {
                 shard
-                    .put_object(bucket, &entry.key, value, PutOptions::if_match(entry.etag.clone()))
+                    .put_object(
+                        bucket,
+                        &entry.key,
+                        value,
+                        PutOptions::if_match(entry.etag.clone()),
+                    )
                     .await
                     .map(drop)
             };

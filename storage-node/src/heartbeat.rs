@@ -63,11 +63,20 @@ pub async fn record(ds: &dyn Dataset, me: &Identity) -> Result<Value, Error> {
 ///
 /// # Errors
 /// When capacity cannot be read or Moray refuses the write.
-pub async fn beat(moray: &ShardedClient, ds: &dyn Dataset, me: &Identity, metrics: &Metrics) -> Result<Value, Error> {
+pub async fn beat(
+    moray: &ShardedClient,
+    ds: &dyn Dataset,
+    me: &Identity,
+    metrics: &Metrics,
+) -> Result<Value, Error> {
     let value = record(ds, me).await?;
     if let Some(c) = value.get("capacity") {
         for (k, name, help) in [
-            ("available", "storage_available_bytes", "Bytes this node may still write."),
+            (
+                "available",
+                "storage_available_bytes",
+                "Bytes this node may still write.",
+            ),
             ("used", "storage_used_bytes", "Bytes in use on the dataset."),
             ("total", "storage_total_bytes", "Size of the dataset."),
         ] {
@@ -110,14 +119,22 @@ pub async fn run(
         };
         match res {
             Ok(_) => {
-                metrics.inc("storage_heartbeats_total", "Capacity heartbeats by result.", &[("result", "ok")]);
+                metrics.inc(
+                    "storage_heartbeats_total",
+                    "Capacity heartbeats by result.",
+                    &[("result", "ok")],
+                );
                 if failing {
                     tracing::info!("heartbeats to Moray work again");
                     failing = false;
                 }
             }
             Err(e) => {
-                metrics.inc("storage_heartbeats_total", "Capacity heartbeats by result.", &[("result", "error")]);
+                metrics.inc(
+                    "storage_heartbeats_total",
+                    "Capacity heartbeats by result.",
+                    &[("result", "error")],
+                );
                 if !failing {
                     tracing::warn!(error = %e, "heartbeat failed; the front door will stop placing objects here if this lasts");
                     failing = true;

@@ -48,7 +48,12 @@ pub async fn ensure_bucket(system: &MorayClient) -> Result<(), Error> {
 ///
 /// # Errors
 /// The first failing Moray call.
-pub async fn sync(system: &MorayClient, store: &Store, storage_id: &str, datacenter: &str) -> Result<usize, Error> {
+pub async fn sync(
+    system: &MorayClient,
+    store: &Store,
+    storage_id: &str,
+    datacenter: &str,
+) -> Result<usize, Error> {
     let notes = store.quarantined().await?;
     for n in &notes {
         record(system, storage_id, datacenter, n).await?;
@@ -60,7 +65,12 @@ pub async fn sync(system: &MorayClient, store: &Store, storage_id: &str, datacen
 ///
 /// # Errors
 /// Moray's error.
-pub async fn record(system: &MorayClient, storage_id: &str, datacenter: &str, n: &QuarantineNote) -> Result<(), Error> {
+pub async fn record(
+    system: &MorayClient,
+    storage_id: &str,
+    datacenter: &str,
+    n: &QuarantineNote,
+) -> Result<(), Error> {
     let key = format!("/{storage_id}/{}/{}", n.owner, n.object_id);
     let mut value = serde_json::to_value(n).map_err(|e| Error::Internal(e.to_string()))?;
     if let Some(obj) = value.as_object_mut() {

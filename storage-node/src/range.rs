@@ -139,8 +139,17 @@ mod tests {
         assert_eq!(r("bytes=-5"), Ok(ByteRange::Suffix(5)));
         assert_eq!(r(" Bytes = 1 - 2 "), Ok(ByteRange::FromTo(1, 2)));
         for bad in [
-            "", "bytes", "bytes=", "bytes=-", "bytes=a-b", "bytes=5-2", "items=0-1", "bytes=1-2-3",
-            "bytes=+1-2", "bytes=0x1-2", "bytes=99999999999999999999999-",
+            "",
+            "bytes",
+            "bytes=",
+            "bytes=-",
+            "bytes=a-b",
+            "bytes=5-2",
+            "items=0-1",
+            "bytes=1-2-3",
+            "bytes=+1-2",
+            "bytes=0x1-2",
+            "bytes=99999999999999999999999-",
         ] {
             assert_eq!(r(bad), Err(RangeError::Malformed(bad.into())), "{bad:?}");
         }
@@ -163,7 +172,10 @@ mod tests {
         assert_eq!(res(ByteRange::Suffix(1), 0), None);
         assert_eq!(res(ByteRange::From(0), 0), None);
         assert_eq!(
-            ByteRange::FromTo(2, 4).resolve(10).unwrap().content_range(10),
+            ByteRange::FromTo(2, 4)
+                .resolve(10)
+                .unwrap()
+                .content_range(10),
             "bytes 2-4/10"
         );
     }

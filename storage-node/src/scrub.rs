@@ -84,7 +84,12 @@ enum Verdict {
     Gone,
 }
 
-fn verify(store_key: ObjectKey, path: std::path::PathBuf, pacer: &mut Pacer, cancel: &CancellationToken) -> io::Result<Verdict> {
+fn verify(
+    store_key: ObjectKey,
+    path: std::path::PathBuf,
+    pacer: &mut Pacer,
+    cancel: &CancellationToken,
+) -> io::Result<Verdict> {
     let mut file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Verdict::Gone),
@@ -104,8 +109,16 @@ fn verify(store_key: ObjectKey, path: std::path::PathBuf, pacer: &mut Pacer, can
     };
     let digests = match Digests::read_from(&file) {
         Ok(d) => d,
-        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidData) => {
-            return Ok(Verdict::Corrupt(note(format!("checksum attribute unusable: {e}"), None, None), ino));
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::InvalidData
+            ) =>
+        {
+            return Ok(Verdict::Corrupt(
+                note(format!("checksum attribute unusable: {e}"), None, None),
+                ino,
+            ));
         }
         Err(e) => return Err(e),
     };
@@ -114,7 +127,10 @@ fn verify(store_key: ObjectKey, path: std::path::PathBuf, pacer: &mut Pacer, can
     let mut total = 0u64;
     loop {
         if cancel.is_cancelled() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "scrub cancelled"));
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "scrub cancelled",
+            ));
         }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
@@ -122,7 +138,10 @@ fn verify(store_key: ObjectKey, path: std::path::PathBuf, pacer: &mut Pacer, can
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             // An EIO while reading is the disk telling us the bytes are gone: corrupt.
             Err(e) if e.raw_os_error() == Some(5) => {
-                return Ok(Verdict::Corrupt(note(format!("read error: {e}"), Some(&digests), None), ino));
+                return Ok(Verdict::Corrupt(
+                    note(format!("read error: {e}"), Some(&digests), None),
+                    ino,
+                ));
             }
             Err(e) => return Err(e),
         };
@@ -133,13 +152,21 @@ fn verify(store_key: ObjectKey, path: std::path::PathBuf, pacer: &mut Pacer, can
     let actual: [u8; 32] = sha.finalize().into();
     if total != digests.size {
         return Ok(Verdict::Corrupt(
-            note(format!("{total} bytes read but {} were written", digests.size), Some(&digests), Some(to_hex(&actual))),
+            note(
+                format!("{total} bytes read but {} were written", digests.size),
+                Some(&digests),
+                Some(to_hex(&actual)),
+            ),
             ino,
         ));
     }
     if actual != digests.sha256 {
         return Ok(Verdict::Corrupt(
-            note("SHA-256 of the bytes differs from the one stored at upload".into(), Some(&digests), Some(to_hex(&actual))),
+            note(
+                "SHA-256 of the bytes differs from the one stored at upload".into(),
+                Some(&digests),
+                Some(to_hex(&actual)),
+            ),
             ino,
         ));
     }
@@ -190,14 +217,29 @@ pub async fn scrub_pass(
                 Ok(Verdict::Good(n)) => {
                     report.checked += 1;
                     report.bytes += n;
-                    metrics.inc("storage_scrub_objects_total", "Objects verified by scrub.", &[]);
-                    metrics.inc_by("storage_scrub_bytes_total", "Bytes read by scrub.", &[], n as f64);
+                    metrics.inc(
+                        "storage_scrub_objects_total",
+                        "Objects verified by scrub.",
+                        &[],
+                    );
+                    metrics.inc_by(
+                        "storage_scrub_bytes_total",
+                        "Bytes read by scrub.",
+                        &[],
+                        n as f64,
+                    );
                 }
                 Ok(Verdict::Gone) => {}
                 Ok(Verdict::Corrupt(note, ino)) => {
                     report.checked += 1;
-                    metrics.inc("storage_scrub_objects_total", "Objects verified by scrub.", &[]);
-                    if still_same_file(store, &key, ino).await && store.quarantine(&key, &note).await? {
+                    metrics.inc(
+                        "storage_scrub_objects_total",
+                        "Objects verified by scrub.",
+                        &[],
+                    );
+                    if still_same_file(store, &key, ino).await
+                        && store.quarantine(&key, &note).await?
+                    {
                         metrics.inc(
                             "storage_scrub_corrupt_total",
                             "Corrupt object copies found by scrub.",
@@ -209,7 +251,11 @@ pub async fn scrub_pass(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(report),
                 Err(e) => {
                     report.errors += 1;
-                    metrics.inc("storage_scrub_errors_total", "Objects scrub could not read.", &[]);
+                    metrics.inc(
+                        "storage_scrub_errors_total",
+                        "Objects scrub could not read.",
+                        &[],
+                    );
                     tracing::warn!(object = %key, error = %e, "scrub could not read an object");
                 }
             }

@@ -108,12 +108,13 @@ async fn put_object(
             ))
         })?),
     };
-    let content_length = match header_str(&headers, header::CONTENT_LENGTH.as_str()) {
-        None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            Error::InvalidHeader(format!("Content-Length {v:?} is not a number"))
-        })?),
-    };
+    let content_length =
+        match header_str(&headers, header::CONTENT_LENGTH.as_str()) {
+            None => None,
+            Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                Error::InvalidHeader(format!("Content-Length {v:?} is not a number"))
+            })?),
+        };
     let chunked = header_str(&headers, header::TRANSFER_ENCODING.as_str())
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
     if content_length.is_none() && !chunked {

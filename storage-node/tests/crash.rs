@@ -2,6 +2,8 @@
 //! partial object and cleans its temp files at the next start; acknowledged objects survive;
 //! SIGTERM stops it gracefully.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::path::Path;
@@ -36,7 +38,11 @@ async fn spawn(dir: &Path, log: &str) -> Proc {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(ok, "storage-node did not answer /ping:\n{}", child.log_tail(30));
+    assert!(
+        ok,
+        "storage-node did not answer /ping:\n{}",
+        child.log_tail(30)
+    );
     Proc {
         child,
         client,
@@ -52,34 +58,59 @@ async fn sigkill_mid_upload_leaves_no_partial_object() {
     // An acknowledged object from before the crash.
     let done = key();
     let body = data(3 * 1024 * 1024, 11);
-    p.client.put(&done, PutRequest::bytes(body.clone())).await.unwrap();
+    p.client
+        .put(&done, PutRequest::bytes(body.clone()))
+        .await
+        .unwrap();
 
     // An upload in flight: 32 MiB declared, 4 MiB sent.
     let k = key();
     let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     s.write_all(&data(4 * 1024 * 1024, 12)).await.unwrap();
     let tmp = dir.path().join("data/tmp");
     assert!(
-        eventually(Duration::from_secs(10), || list(&tmp).iter().any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))).await,
+        eventually(Duration::from_secs(10), || list(&tmp)
+            .iter()
+            .any(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0)))
+        .await,
         "the upload never reached its temp file"
     );
     p.child.kill();
     drop(s);
 
     // Killed: the partial upload is only a temp file, never an object.
-    assert!(!list(&tmp).is_empty(), "expected the killed upload's temp file");
+    assert!(
+        !list(&tmp).is_empty(),
+        "expected the killed upload's temp file"
+    );
     let obj = dir.path().join("data/objects").join(k.rel_path());
     assert!(!obj.exists());
 
     // Restarted on the same dataset: temp files are gone, the partial object is not served,
     // the acknowledged one is.
     let p2 = spawn(dir.path(), "second.log").await;
-    assert!(list(&tmp).is_empty(), "temp files left after restart: {:?}", list(&tmp));
-    assert!(matches!(p2.client.head(&k).await, Err(ClientError::NotFound)));
-    let got = p2.client.get(&done, None).await.unwrap().bytes().await.unwrap();
+    assert!(
+        list(&tmp).is_empty(),
+        "temp files left after restart: {:?}",
+        list(&tmp)
+    );
+    assert!(matches!(
+        p2.client.head(&k).await,
+        Err(ClientError::NotFound)
+    ));
+    let got = p2
+        .client
+        .get(&done, None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(got, body);
     let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
     assert!(log.contains("removed temp files"), "{log}");
@@ -90,7 +121,10 @@ async fn sigterm_stops_gracefully() {
     let dir = testkit::TestDir::new("stor-term").unwrap();
     let mut p = spawn(dir.path(), "node.log").await;
     p.child.signal(rustix::process::Signal::TERM).unwrap();
-    let status = p.child.wait_timeout(Duration::from_secs(15)).expect("exited after SIGTERM");
+    let status = p
+        .child
+        .wait_timeout(Duration::from_secs(15))
+        .expect("exited after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     let log = std::fs::read_to_string(dir.path().join("node.log")).unwrap();
     assert!(log.contains("SIGTERM"), "{log}");

@@ -1,6 +1,8 @@
 //! The dataset conformance suite on the `dir` backend (a temp directory on this machine's
 //! filesystem). The same suite runs on ZFS in tests/zfs.rs.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use storage_node::dataset::{self, Dataset, DatasetSpec, DirDataset, conformance};
 
 #[tokio::test]
@@ -25,7 +27,10 @@ async fn snapshots_survive_a_reopen_and_interrupted_ones_are_cleaned() {
     std::fs::create_dir_all(&partial).unwrap();
     let again = DirDataset::open(dir.path()).await.unwrap();
     assert!(again.snapshot_exists("s1").await.unwrap());
-    assert_eq!(std::fs::read(again.snapshot_dir("s1").join("objects/o/x")).unwrap(), b"x");
+    assert_eq!(
+        std::fs::read(again.snapshot_dir("s1").join("objects/o/x")).unwrap(),
+        b"x"
+    );
     assert!(!partial.exists(), "partial snapshot left behind");
     // Temp files and the snapshots themselves are not snapshotted.
     std::fs::create_dir_all(ds.root().join("tmp")).unwrap();

@@ -1,6 +1,8 @@
 //! Scrub against real files: a flipped byte, a truncated file and a lost checksum attribute
 //! are found, quarantined and reported; good objects are untouched.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::os::unix::fs::FileExt as _;
@@ -20,12 +22,21 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
     let stripped = key();
     let body = data(200_000, 21);
     for k in [good, flipped, truncated, stripped] {
-        node.client.put(&k, PutRequest::bytes(body.clone())).await.unwrap();
+        node.client
+            .put(&k, PutRequest::bytes(body.clone()))
+            .await
+            .unwrap();
     }
     // Damage three copies behind the store's back.
-    let f = std::fs::OpenOptions::new().write(true).open(node.store.object_path(&flipped)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(node.store.object_path(&flipped))
+        .unwrap();
     let mut b = [0u8; 1];
-    std::fs::File::open(node.store.object_path(&flipped)).unwrap().read_exact_at(&mut b, 123_456).unwrap();
+    std::fs::File::open(node.store.object_path(&flipped))
+        .unwrap()
+        .read_exact_at(&mut b, 123_456)
+        .unwrap();
     f.write_all_at(&[b[0] ^ 0x01], 123_456).unwrap();
     drop(f);
     std::fs::OpenOptions::new()
@@ -40,39 +51,90 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
         rate_bytes_per_sec: 0,
         interval: Duration::from_secs(3600),
     };
-    let report = scrub_pass(&node.store, &config, &node.metrics, &CancellationToken::new())
-        .await
-        .unwrap();
+    let report = scrub_pass(
+        &node.store,
+        &config,
+        &node.metrics,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let mut found: Vec<String> = report.corrupt.iter().map(|n| n.object_id.clone()).collect();
     found.sort();
-    let mut expected = vec![flipped.id.to_string(), truncated.id.to_string(), stripped.id.to_string()];
+    let mut expected = vec![
+        flipped.id.to_string(),
+        truncated.id.to_string(),
+        stripped.id.to_string(),
+    ];
     expected.sort();
     assert_eq!(found, expected, "{report:?}");
     assert_eq!(report.checked, 4);
-    let flip_note = report.corrupt.iter().find(|n| n.object_id == flipped.id.to_string()).unwrap();
+    let flip_note = report
+        .corrupt
+        .iter()
+        .find(|n| n.object_id == flipped.id.to_string())
+        .unwrap();
     assert!(flip_note.reason.contains("SHA-256"), "{flip_note:?}");
     assert_ne!(flip_note.actual_sha256, flip_note.expected_sha256);
 
     // The corrupt copies are never served again: 404 marked quarantined, so the front door
     // reads another copy. The good one is served as before.
     for k in [flipped, truncated, stripped] {
-        assert!(matches!(node.client.get(&k, None).await, Err(ClientError::Quarantined)), "{k}");
+        assert!(
+            matches!(
+                node.client.get(&k, None).await,
+                Err(ClientError::Quarantined)
+            ),
+            "{k}"
+        );
         let resp = reqwest::get(format!("{}{k}", node.url)).await.unwrap();
         assert_eq!(resp.status(), 404);
         assert_eq!(resp.headers()["x-manta-quarantined"], "true");
         assert!(node.store.quarantine_path(&k).exists());
     }
-    assert_eq!(node.client.get(&good, None).await.unwrap().bytes().await.unwrap(), body);
+    assert_eq!(
+        node.client
+            .get(&good, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        body
+    );
 
     // Counted on /metrics and listed for operators.
-    let metrics = reqwest::get(format!("{}/metrics", node.url)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("storage_scrub_corrupt_total 3"), "{metrics}");
-    assert!(metrics.contains("storage_scrub_objects_total 4"), "{metrics}");
-    let listed: Vec<serde_json::Value> = reqwest::get(format!("{}/quarantine", node.url)).await.unwrap().json().await.unwrap();
+    let metrics = reqwest::get(format!("{}/metrics", node.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("storage_scrub_corrupt_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("storage_scrub_objects_total 4"),
+        "{metrics}"
+    );
+    let listed: Vec<serde_json::Value> = reqwest::get(format!("{}/quarantine", node.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 3);
 
     // A second pass finds nothing new.
-    let again = scrub_pass(&node.store, &config, &node.metrics, &CancellationToken::new()).await.unwrap();
+    let again = scrub_pass(
+        &node.store,
+        &config,
+        &node.metrics,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert!(again.corrupt.is_empty());
     assert_eq!(again.checked, 1);
 }
@@ -81,9 +143,20 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
 async fn a_truncated_copy_is_quarantined_when_read() {
     let node = Node::start(|_| {}).await;
     let k = key();
-    node.client.put(&k, PutRequest::bytes(data(5000, 22))).await.unwrap();
-    std::fs::OpenOptions::new().write(true).open(node.store.object_path(&k)).unwrap().set_len(10).unwrap();
-    assert!(matches!(node.client.get(&k, None).await, Err(ClientError::Quarantined)));
+    node.client
+        .put(&k, PutRequest::bytes(data(5000, 22)))
+        .await
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(node.store.object_path(&k))
+        .unwrap()
+        .set_len(10)
+        .unwrap();
+    assert!(matches!(
+        node.client.get(&k, None).await,
+        Err(ClientError::Quarantined)
+    ));
     assert!(node.store.quarantine_path(&k).exists());
 }
 
@@ -91,7 +164,10 @@ async fn a_truncated_copy_is_quarantined_when_read() {
 async fn scrub_is_paced() {
     let node = Node::start(|_| {}).await;
     for i in 0..4 {
-        node.client.put(&key(), PutRequest::bytes(data(256 * 1024, 30 + i))).await.unwrap();
+        node.client
+            .put(&key(), PutRequest::bytes(data(256 * 1024, 30 + i)))
+            .await
+            .unwrap();
     }
     // 1 MiB at 4 MiB/s takes at least ~250 ms (a bound from below only: never a timed upper
     // bound in tests).
@@ -100,7 +176,18 @@ async fn scrub_is_paced() {
         interval: Duration::from_secs(3600),
     };
     let t = std::time::Instant::now();
-    let report = scrub_pass(&node.store, &config, &node.metrics, &CancellationToken::new()).await.unwrap();
+    let report = scrub_pass(
+        &node.store,
+        &config,
+        &node.metrics,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.bytes, 1024 * 1024);
-    assert!(t.elapsed() >= Duration::from_millis(240), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(240),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -1,6 +1,8 @@
 //! The object API over real HTTP: uploads, reads, ranges, bad input, abandoned and concurrent
 //! uploads. Each test runs its own node on a temp directory.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 mod common;
 
 use std::time::Duration;
@@ -32,8 +34,14 @@ async fn put_get_head_delete_round_trip() {
     let resp = http.put(&url).body(body.clone()).send().await.unwrap();
     assert_eq!(resp.status(), 201);
     let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5_of(&body));
-    assert_eq!(resp.headers()["x-joyent-computed-content-md5"], md5_b64.as_str());
-    assert_eq!(resp.headers()["x-manta-computed-sha256"], sha_hex(&body).as_str());
+    assert_eq!(
+        resp.headers()["x-joyent-computed-content-md5"],
+        md5_b64.as_str()
+    );
+    assert_eq!(
+        resp.headers()["x-manta-computed-sha256"],
+        sha_hex(&body).as_str()
+    );
     let j: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(j["md5"], md5_b64.as_str());
     assert_eq!(j["sha256"], sha_hex(&body).as_str());
@@ -65,14 +73,37 @@ async fn put_get_head_delete_round_trip() {
     assert_eq!(resp.status(), 404);
     let j: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(j["code"], "ResourceNotFound");
-    assert!(matches!(node.client.delete(&k).await, Err(ClientError::NotFound)));
-    assert!(matches!(node.client.head(&k).await, Err(ClientError::NotFound)));
+    assert!(matches!(
+        node.client.delete(&k).await,
+        Err(ClientError::NotFound)
+    ));
+    assert!(matches!(
+        node.client.head(&k).await,
+        Err(ClientError::NotFound)
+    ));
 
-    let metrics = http.get(format!("{}/metrics", node.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("storage_bytes_in_total"), "{metrics}");
     assert!(metrics.contains("storage_bytes_out_total"), "{metrics}");
-    assert!(metrics.contains("storage_fsync_seconds_bucket"), "{metrics}");
-    assert_eq!(http.get(format!("{}/ping", node.url)).send().await.unwrap().status(), 200);
+    assert!(
+        metrics.contains("storage_fsync_seconds_bucket"),
+        "{metrics}"
+    );
+    assert_eq!(
+        http.get(format!("{}/ping", node.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -89,7 +120,10 @@ async fn md5_mismatch_is_469_and_leaves_nothing() {
     assert!(matches!(err, ClientError::Md5Mismatch(_)), "{err:?}");
     let resp = reqwest::Client::new()
         .put(format!("{}{k}", node.url))
-        .header("content-md5", base64::engine::general_purpose::STANDARD.encode(wrong))
+        .header(
+            "content-md5",
+            base64::engine::general_purpose::STANDARD.encode(wrong),
+        )
         .body(good.clone())
         .send()
         .await
@@ -97,13 +131,19 @@ async fn md5_mismatch_is_469_and_leaves_nothing() {
     assert_eq!(resp.status().as_u16(), 469);
     let j: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(j["code"], "ContentMD5Mismatch");
-    assert!(matches!(node.client.head(&k).await, Err(ClientError::NotFound)));
+    assert!(matches!(
+        node.client.head(&k).await,
+        Err(ClientError::NotFound)
+    ));
     assert!(node.tmp_files().is_empty(), "{:?}", node.tmp_files());
 
     // The right MD5 is accepted; a later mismatching upload of the same id leaves it intact.
     let d = node
         .client
-        .put(&k, PutRequest::bytes(good.clone()).content_md5(md5_of(&good)))
+        .put(
+            &k,
+            PutRequest::bytes(good.clone()).content_md5(md5_of(&good)),
+        )
         .await
         .unwrap();
     assert_eq!(d.md5, md5_of(&good));
@@ -113,7 +153,16 @@ async fn md5_mismatch_is_469_and_leaves_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Md5Mismatch(_)));
-    assert_eq!(node.client.get(&k, None).await.unwrap().bytes().await.unwrap(), good);
+    assert_eq!(
+        node.client
+            .get(&k, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        good
+    );
     assert!(node.tmp_files().is_empty());
 
     // A Content-MD5 that is not an MD5 at all is a bad header, refused before the body.
@@ -132,7 +181,10 @@ async fn range_edge_cases() {
     let node = Node::start(|_| {}).await;
     let k = key();
     let body = data(1000, 4);
-    node.client.put(&k, PutRequest::bytes(body.clone())).await.unwrap();
+    node.client
+        .put(&k, PutRequest::bytes(body.clone()))
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let url = format!("{}{k}", node.url);
     let get = |range: &'static str| {
@@ -151,9 +203,16 @@ async fn range_edge_cases() {
         let resp = get(range).await;
         assert_eq!(resp.status(), 206, "{range}");
         let h = resp.headers().clone();
-        assert_eq!(h["content-range"], format!("bytes {start}-{end}/1000").as_str(), "{range}");
+        assert_eq!(
+            h["content-range"],
+            format!("bytes {start}-{end}/1000").as_str(),
+            "{range}"
+        );
         assert_eq!(h["content-length"], (end - start + 1).to_string().as_str());
-        assert!(!h.contains_key("content-md5"), "a slice must not carry the object's MD5");
+        assert!(
+            !h.contains_key("content-md5"),
+            "a slice must not carry the object's MD5"
+        );
         assert_eq!(h["x-manta-computed-sha256"], sha_hex(&body).as_str());
         assert_eq!(resp.bytes().await.unwrap(), &body[start..=end], "{range}");
     }
@@ -166,14 +225,24 @@ async fn range_edge_cases() {
     }
     let resp = get("bytes=0-1,5-6").await;
     assert_eq!(resp.status(), 501);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "NotImplemented");
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["code"],
+        "NotImplemented"
+    );
     for range in ["bytes=abc", "bytes=5-2", "items=0-1", "bytes=", "0-1"] {
         let resp = get(range).await;
         assert_eq!(resp.status(), 400, "{range}");
-        assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "InvalidHeader");
+        assert_eq!(
+            resp.json::<serde_json::Value>().await.unwrap()["code"],
+            "InvalidHeader"
+        );
     }
     // Typed client.
-    let r = node.client.get(&k, Some(ByteRange::Suffix(1))).await.unwrap();
+    let r = node
+        .client
+        .get(&k, Some(ByteRange::Suffix(1)))
+        .await
+        .unwrap();
     assert_eq!(r.range, Some((999, 999)));
     assert_eq!(r.info.size, 1000);
     assert_eq!(r.bytes().await.unwrap(), &body[999..]);
@@ -184,14 +253,23 @@ async fn range_edge_cases() {
 
     // The empty object: whole GET works, every range is unsatisfiable.
     let e = key();
-    let d = node.client.put(&e, PutRequest::bytes(Bytes::new())).await.unwrap();
+    let d = node
+        .client
+        .put(&e, PutRequest::bytes(Bytes::new()))
+        .await
+        .unwrap();
     assert_eq!(d.md5_base64(), "1B2M2Y8AsgTpgAmY7PhCfg==");
     let resp = http.get(format!("{}{e}", node.url)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-length"], "0");
     assert!(resp.bytes().await.unwrap().is_empty());
     for range in ["bytes=0-", "bytes=-1", "bytes=0-0"] {
-        let resp = http.get(format!("{}{e}", node.url)).header("range", range).send().await.unwrap();
+        let resp = http
+            .get(format!("{}{e}", node.url))
+            .header("range", range)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 416, "{range}");
         assert_eq!(resp.headers()["content-range"], "bytes */0");
     }
@@ -211,7 +289,12 @@ async fn bad_paths_and_methods_are_refused_with_json() {
         "/".to_owned(),
         format!("/{}/{}", k.owner, k.id.to_string().replace('-', "")),
     ] {
-        let resp = http.put(format!("{}{path}", node.url)).body("x").send().await.unwrap();
+        let resp = http
+            .put(format!("{}{path}", node.url))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 400, "{path}");
         let j: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(j["code"], "InvalidResource", "{path}");
@@ -219,7 +302,10 @@ async fn bad_paths_and_methods_are_refused_with_json() {
     }
     let resp = http.post(format!("{}{k}", node.url)).send().await.unwrap();
     assert_eq!(resp.status(), 405);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "MethodNotAllowed");
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["code"],
+        "MethodNotAllowed"
+    );
     assert!(node.tmp_files().is_empty());
     // Nothing was created under objects/.
     assert!(list(&node.root.join("objects")).is_empty());
@@ -231,33 +317,57 @@ async fn chunked_uploads_and_size_limits() {
     let k = key();
     // Chunked (no Content-Length), streamed in pieces.
     let body = data(1024 * 1024, 5);
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        body.chunks(10_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = body
+        .chunks(10_000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     let d = node
         .client
-        .put(&k, PutRequest::stream(futures_util::stream::iter(chunks), None))
+        .put(
+            &k,
+            PutRequest::stream(futures_util::stream::iter(chunks), None),
+        )
         .await
         .unwrap();
     assert_eq!(d.size, body.len() as u64);
-    assert_eq!(node.client.get(&k, None).await.unwrap().bytes().await.unwrap(), body);
+    assert_eq!(
+        node.client
+            .get(&k, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        body
+    );
 
     // One byte over the limit, chunked: 413 once the limit is crossed, nothing left.
     let big = key();
     let over = data(1024 * 1024 + 1, 6);
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        over.chunks(64 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> = over
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     let err = node
         .client
-        .put(&big, PutRequest::stream(futures_util::stream::iter(chunks), None))
+        .put(
+            &big,
+            PutRequest::stream(futures_util::stream::iter(chunks), None),
+        )
         .await;
     match err {
-        Err(ClientError::Status { status: 413, code, .. }) => assert_eq!(code, "MaxContentLengthExceeded"),
+        Err(ClientError::Status {
+            status: 413, code, ..
+        }) => assert_eq!(code, "MaxContentLengthExceeded"),
         // The node may answer and close before the client finished sending.
         Err(ClientError::Transport(_)) => {}
         other => panic!("expected 413, got {other:?}"),
     }
     assert!(eventually(Duration::from_secs(5), || node.tmp_files().is_empty()).await);
-    assert!(matches!(node.client.head(&big).await, Err(ClientError::NotFound)));
+    assert!(matches!(
+        node.client.head(&big).await,
+        Err(ClientError::NotFound)
+    ));
 
     // Declared too large: refused before the body, and `Expect: 100-continue` is not honoured.
     let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
@@ -267,7 +377,10 @@ async fn chunked_uploads_and_size_limits() {
     .await
     .unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let resp = String::from_utf8_lossy(&buf[..n]);
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert!(!resp.contains("100 Continue"), "{resp}");
@@ -290,7 +403,10 @@ async fn expect_100_continue_then_body() {
     .await
     .unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let first = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(first.starts_with("HTTP/1.1 100 Continue"), "{first}");
     s.write_all(b"hello").await.unwrap();
@@ -298,7 +414,16 @@ async fn expect_100_continue_then_body() {
     s.read_to_end(&mut rest).await.unwrap();
     let all = first + &String::from_utf8_lossy(&rest);
     assert!(all.contains("HTTP/1.1 201"), "{all}");
-    assert_eq!(node.client.get(&k, None).await.unwrap().bytes().await.unwrap(), "hello");
+    assert_eq!(
+        node.client
+            .get(&k, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        "hello"
+    );
 }
 
 #[tokio::test]
@@ -306,16 +431,24 @@ async fn idle_upload_times_out_with_408() {
     let node = Node::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
     let k = key();
     let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let resp = String::from_utf8_lossy(&out);
     assert_eq!(status_of(&resp), 408, "{resp}");
     assert_eq!(json_of(&resp)["code"], "UploadTimeout");
     assert!(node.tmp_files().is_empty());
-    assert!(matches!(node.client.head(&k).await, Err(ClientError::NotFound)));
+    assert!(matches!(
+        node.client.head(&k).await,
+        Err(ClientError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -323,9 +456,11 @@ async fn client_vanishing_mid_upload_leaves_no_file() {
     let node = Node::start(|_| {}).await;
     let k = key();
     let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     s.write_all(&data(1_000_000, 7)).await.unwrap();
     // The upload is under way: its temp file exists.
     assert!(eventually(Duration::from_secs(5), || !node.tmp_files().is_empty()).await);
@@ -335,8 +470,15 @@ async fn client_vanishing_mid_upload_leaves_no_file() {
         "temp file left: {:?}",
         node.tmp_files()
     );
-    assert!(matches!(node.client.head(&k).await, Err(ClientError::NotFound)));
-    assert!(list(&node.root.join("objects")).iter().all(|d| list(d).is_empty()));
+    assert!(matches!(
+        node.client.head(&k).await,
+        Err(ClientError::NotFound)
+    ));
+    assert!(
+        list(&node.root.join("objects"))
+            .iter()
+            .all(|d| list(d).is_empty())
+    );
 }
 
 #[tokio::test]
@@ -358,7 +500,10 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
                     Ok(r) => {
                         let sha = storage_node::digest::to_hex(&r.info.sha256);
                         let body = r.bytes().await.unwrap();
-                        assert!(versions.iter().any(|v| *v == body), "a partial or mixed object was served");
+                        assert!(
+                            versions.iter().any(|v| *v == body),
+                            "a partial or mixed object was served"
+                        );
                         assert_eq!(sha, sha_hex(&body));
                         seen += 1;
                     }
@@ -374,14 +519,19 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
         let client = node.client.clone();
         let v = v.clone();
         // Slow, chunked senders so the uploads overlap.
-        let chunks: Vec<Result<Bytes, std::io::Error>> =
-            v.chunks(256 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
-        let stream = futures_util::StreamExt::then(futures_util::stream::iter(chunks), |c| async move {
-            tokio::time::sleep(Duration::from_millis(15)).await;
-            c
-        });
+        let chunks: Vec<Result<Bytes, std::io::Error>> = v
+            .chunks(256 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let stream =
+            futures_util::StreamExt::then(futures_util::stream::iter(chunks), |c| async move {
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                c
+            });
         writers.push(tokio::spawn(async move {
-            client.put(&k, PutRequest::stream(stream, Some(v.len() as u64))).await
+            client
+                .put(&k, PutRequest::stream(stream, Some(v.len() as u64)))
+                .await
         }));
     }
     for w in writers {
@@ -389,9 +539,22 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
     }
     stop.cancel();
     let seen = reader.await.unwrap();
-    let final_body = node.client.get(&k, None).await.unwrap().bytes().await.unwrap();
-    let i = versions.iter().position(|v| *v == final_body).expect("the final object is one whole upload");
-    assert_eq!(node.client.head(&k).await.unwrap().sha256, storage_node::digest::parse_hex32(&shas[i]).unwrap());
+    let final_body = node
+        .client
+        .get(&k, None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let i = versions
+        .iter()
+        .position(|v| *v == final_body)
+        .expect("the final object is one whole upload");
+    assert_eq!(
+        node.client.head(&k).await.unwrap().sha256,
+        storage_node::digest::parse_hex32(&shas[i]).unwrap()
+    );
     assert!(node.tmp_files().is_empty());
     eprintln!("reader saw {seen} complete objects during the race");
 }
@@ -401,20 +564,51 @@ async fn snapshots_capacity_and_shutdown() {
     let node = Node::start(|_| {}).await;
     let http = reqwest::Client::new();
     let k = key();
-    node.client.put(&k, PutRequest::bytes("kept in the snapshot")).await.unwrap();
-    let resp = http.post(format!("{}/snapshots/before-delete", node.url)).send().await.unwrap();
+    node.client
+        .put(&k, PutRequest::bytes("kept in the snapshot"))
+        .await
+        .unwrap();
+    let resp = http
+        .post(format!("{}/snapshots/before-delete", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
-    let resp = http.post(format!("{}/snapshots/before-delete", node.url)).send().await.unwrap();
+    let resp = http
+        .post(format!("{}/snapshots/before-delete", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "EntityAlreadyExists");
-    let resp = http.post(format!("{}/snapshots/a@b", node.url)).send().await.unwrap();
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["code"],
+        "EntityAlreadyExists"
+    );
+    let resp = http
+        .post(format!("{}/snapshots/a@b", node.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(resp.json::<serde_json::Value>().await.unwrap()["code"], "InvalidParameter");
+    assert_eq!(
+        resp.json::<serde_json::Value>().await.unwrap()["code"],
+        "InvalidParameter"
+    );
     node.client.delete(&k).await.unwrap();
-    let snap = node.root.join("snapshots/before-delete/objects").join(k.rel_path());
+    let snap = node
+        .root
+        .join("snapshots/before-delete/objects")
+        .join(k.rel_path());
     assert_eq!(std::fs::read(snap).unwrap(), b"kept in the snapshot");
 
-    let cap: serde_json::Value = http.get(format!("{}/capacity", node.url)).send().await.unwrap().json().await.unwrap();
+    let cap: serde_json::Value = http
+        .get(format!("{}/capacity", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(cap["total"].as_u64().unwrap() > 0);
     assert!(cap["available"].as_u64().unwrap() <= cap["total"].as_u64().unwrap());
     assert!(cap["percentUsed"].as_u64().unwrap() <= 100);

@@ -5,6 +5,7 @@
 //! Run elsewhere (no `MANTA_ZFS_POOL`), each test says it was skipped and passes, so
 //! `cargo test --features zfs` stays usable on hosts without ZFS.
 #![cfg(feature = "zfs")]
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 mod common;
 
@@ -22,19 +23,31 @@ fn pool() -> Option<String> {
     match std::env::var("MANTA_ZFS_POOL") {
         Ok(p) if !p.is_empty() => Some(p),
         _ => {
-            eprintln!("SKIPPED: MANTA_ZFS_POOL is not set (the ZFS test tier runs this inside a qemu guest with a pool)");
+            eprintln!(
+                "SKIPPED: MANTA_ZFS_POOL is not set (the ZFS test tier runs this inside a qemu guest with a pool)"
+            );
             None
         }
     }
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 fn zfs_get(prop: &str, ds: &str) -> String {
-    let out = Command::new("zfs").args(["get", "-H", "-o", "value", prop, ds]).output().unwrap();
-    assert!(out.status.success(), "zfs get {prop} {ds}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("zfs")
+        .args(["get", "-H", "-o", "value", prop, ds])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "zfs get {prop} {ds}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -45,13 +58,18 @@ async fn zfs_backend_passes_the_conformance_suite() {
     let ds = ZfsDataset::open(&name).await.expect("create the dataset");
     // Created with compression and checksums on, as the properties say (read through
     // libzfs_core and, independently, through the zfs command).
-    let props = ds.properties(&["compression", "checksum", "mountpoint"]).await.unwrap();
+    let props = ds
+        .properties(&["compression", "checksum", "mountpoint"])
+        .await
+        .unwrap();
     assert_eq!(props["compression"], "lz4", "{props:?}");
     assert_eq!(props["checksum"], "on", "{props:?}");
     assert_eq!(zfs_get("compression", &name), "lz4");
     assert_eq!(zfs_get("checksum", &name), "on");
     assert_eq!(ds.root().to_str().unwrap(), props["mountpoint"]);
-    let dynds: Box<dyn Dataset> = dataset::open(&DatasetSpec::Zfs(name.clone())).await.unwrap();
+    let dynds: Box<dyn Dataset> = dataset::open(&DatasetSpec::Zfs(name.clone()))
+        .await
+        .unwrap();
     assert_eq!(dynds.kind(), "zfs");
     assert_eq!(dynds.name(), name);
     conformance::run_all(dynds.as_ref()).await.unwrap();
@@ -63,7 +81,11 @@ async fn zfs_backend_passes_the_conformance_suite() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
         .unwrap();
     let diff = cap.available.abs_diff(avail);
-    assert!(diff < 8 << 20, "libzfs_core says {} available, zfs get says {avail}", cap.available);
+    assert!(
+        diff < 8 << 20,
+        "libzfs_core says {} available, zfs get says {avail}",
+        cap.available
+    );
 }
 
 #[tokio::test]
@@ -83,21 +105,48 @@ async fn storage_node_serves_objects_from_a_zfs_dataset() {
     let k = key();
     let body = data(3 * 1024 * 1024 + 5, 41);
     let md5: [u8; 16] = md5::Md5::digest(&body).into();
-    let d = client.put(&k, PutRequest::bytes(body.clone()).content_md5(md5)).await.unwrap();
+    let d = client
+        .put(&k, PutRequest::bytes(body.clone()).content_md5(md5))
+        .await
+        .unwrap();
     assert_eq!(d.size, body.len() as u64);
-    assert!(root.join("objects").join(k.rel_path()).is_file(), "object file is on the ZFS mount");
-    assert_eq!(client.get(&k, None).await.unwrap().bytes().await.unwrap(), body);
-    let r = client.get(&k, Some(ByteRange::FromTo(10, 19))).await.unwrap();
+    assert!(
+        root.join("objects").join(k.rel_path()).is_file(),
+        "object file is on the ZFS mount"
+    );
+    assert_eq!(
+        client.get(&k, None).await.unwrap().bytes().await.unwrap(),
+        body
+    );
+    let r = client
+        .get(&k, Some(ByteRange::FromTo(10, 19)))
+        .await
+        .unwrap();
     assert_eq!(r.bytes().await.unwrap(), &body[10..20]);
 
     let http = reqwest::Client::new();
-    let cap: serde_json::Value = http.get(format!("{url}/capacity")).send().await.unwrap().json().await.unwrap();
+    let cap: serde_json::Value = http
+        .get(format!("{url}/capacity"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(cap["kind"], "zfs");
     assert_eq!(cap["dataset"], name.as_str());
-    let resp = http.post(format!("{url}/snapshots/after-put")).send().await.unwrap();
+    let resp = http
+        .post(format!("{url}/snapshots/after-put"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
     assert!(
-        Command::new("zfs").args(["list", "-t", "snapshot", &format!("{name}@after-put")]).status().unwrap().success(),
+        Command::new("zfs")
+            .args(["list", "-t", "snapshot", &format!("{name}@after-put")])
+            .status()
+            .unwrap()
+            .success(),
         "the snapshot exists in ZFS"
     );
     shutdown.cancel();
@@ -111,9 +160,17 @@ async fn storage_node_binary_on_zfs() {
     let dir = testkit::TestDir::new("zfs-bin").unwrap();
     let port = testkit::process::free_port().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_storage-node"));
-    cmd.args(["--dataset", &format!("zfs:{name}"), "--storage-id", "2.stor.zfs", "--scrub-rate", "0"])
-        .args(["--listen", &format!("127.0.0.1:{port}")]);
-    let _child = testkit::LoggedChild::spawn("storage-node", cmd, &dir.path().join("node.log")).unwrap();
+    cmd.args([
+        "--dataset",
+        &format!("zfs:{name}"),
+        "--storage-id",
+        "2.stor.zfs",
+        "--scrub-rate",
+        "0",
+    ])
+    .args(["--listen", &format!("127.0.0.1:{port}")]);
+    let _child =
+        testkit::LoggedChild::spawn("storage-node", cmd, &dir.path().join("node.log")).unwrap();
     let client = StorageClient::new(format!("http://127.0.0.1:{port}")).unwrap();
     let mut up = false;
     for _ in 0..300 {
@@ -126,7 +183,13 @@ async fn storage_node_binary_on_zfs() {
     assert!(up, "storage-node on ZFS did not come up");
     let k = key();
     let body = data(512 * 1024, 42);
-    client.put(&k, PutRequest::bytes(body.clone())).await.unwrap();
-    assert_eq!(client.get(&k, None).await.unwrap().bytes().await.unwrap(), body);
+    client
+        .put(&k, PutRequest::bytes(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.get(&k, None).await.unwrap().bytes().await.unwrap(),
+        body
+    );
     assert_eq!(zfs_get("compression", &name), "lz4");
 }

@@ -110,7 +110,9 @@ async fn main() -> Result<()> {
     logging::init(args.log_format);
     let config = Config::try_from(args)?;
     if config.moray.is_none() {
-        tracing::warn!("no Moray configured: no heartbeats (the front door will not place objects here) and no GC");
+        tracing::warn!(
+            "no Moray configured: no heartbeats (the front door will not place objects here) and no GC"
+        );
     }
     let shutdown = manta_util::shutdown_on_signals();
     storage_node::run(config, shutdown)

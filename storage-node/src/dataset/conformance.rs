@@ -77,8 +77,10 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn scratch(ds: &dyn Dataset, tag: &str) -> PathBuf {
-    ds.root()
-        .join(format!("conformance-{tag}-{}", uuid::Uuid::new_v4().simple()))
+    ds.root().join(format!(
+        "conformance-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -277,7 +279,9 @@ pub async fn check_reopen(ds: &dyn Dataset) -> Result<(), Failure> {
     const C: &str = "reopen";
     let p = scratch(ds, "reopen");
     fs::write(&p, b"still here").ctx(C, "write a file")?;
-    let again = super::open(&ds.spec()).await.ctx(C, "open the dataset again")?;
+    let again = super::open(&ds.spec())
+        .await
+        .ctx(C, "open the dataset again")?;
     ensure!(
         C,
         again.root() == ds.root(),
@@ -286,8 +290,13 @@ pub async fn check_reopen(ds: &dyn Dataset) -> Result<(), Failure> {
         ds.root().display()
     );
     let rel = p.strip_prefix(ds.root()).expect("under the root");
-    let back = fs::read(again.root().join(rel)).ctx(C, "read the file through the reopened dataset")?;
+    let back =
+        fs::read(again.root().join(rel)).ctx(C, "read the file through the reopened dataset")?;
     let _ = fs::remove_file(&p);
-    ensure!(C, back == b"still here", "reopened dataset sees other bytes");
+    ensure!(
+        C,
+        back == b"still here",
+        "reopened dataset sees other bytes"
+    );
     Ok(())
 }

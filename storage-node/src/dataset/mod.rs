@@ -263,7 +263,14 @@ mod tests {
             "zfs:tank/manta".parse::<DatasetSpec>(),
             Ok(DatasetSpec::Zfs("tank/manta".into()))
         );
-        for bad in ["", "dir:", "zfs:", "zfs:tank//x", "zfs:tank/a@b", "zfs:/tank"] {
+        for bad in [
+            "",
+            "dir:",
+            "zfs:",
+            "zfs:tank//x",
+            "zfs:tank/a@b",
+            "zfs:/tank",
+        ] {
             assert!(bad.parse::<DatasetSpec>().is_err(), "{bad:?}");
         }
     }

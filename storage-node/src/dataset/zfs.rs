@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use async_trait::async_trait;
-use zfs_core::Zfs;
 use nvpair::NvData;
+use zfs_core::Zfs;
 
 use super::{Capacity, Dataset, DatasetError, DatasetSpec, validate_name, validate_zfs_name};
 
@@ -106,7 +106,10 @@ impl ZfsDataset {
             .await
             .map_err(|e| zfs_err("zfs create", e))?
             .map_err(|e| zfs_err("zfs create", e))?;
-            tracing::info!(dataset = name, "created ZFS dataset (compression=lz4, checksum=on)");
+            tracing::info!(
+                dataset = name,
+                "created ZFS dataset (compression=lz4, checksum=on)"
+            );
         }
         let n = name.to_owned();
         let mountpoint = tokio::task::spawn_blocking(move || {
@@ -135,7 +138,10 @@ impl ZfsDataset {
     ///
     /// # Errors
     /// When the program fails or returns something unexpected.
-    pub async fn properties(&self, names: &[&str]) -> Result<BTreeMap<String, String>, DatasetError> {
+    pub async fn properties(
+        &self,
+        names: &[&str],
+    ) -> Result<BTreeMap<String, String>, DatasetError> {
         let mut program = format!("local ds = {}\nlocal out = {{}}\n", lua_str(&self.name));
         for p in names {
             validate_name(p)?;
@@ -145,7 +151,13 @@ impl ZfsDataset {
         let pool = self.pool();
         lzc("read properties", move |z| {
             let args = nvpair::NvList::new();
-            let out = z.channel_program_nosync(pool.as_str(), program.as_str(), 10_000_000, 10 << 20, &args)?;
+            let out = z.channel_program_nosync(
+                pool.as_str(),
+                program.as_str(),
+                10_000_000,
+                10 << 20,
+                &args,
+            )?;
             let ret = out.lookup_nvlist("return").map_err(|e| {
                 io::Error::other(format!("channel program returned no table ({e}): {out:?}"))
             })?;
@@ -225,7 +237,9 @@ impl Dataset for ZfsDataset {
         .await
         .map_err(|e| zfs_err("snapshot", e))?;
         match r {
-            Err(DatasetError::SnapshotExists(_)) => Err(DatasetError::SnapshotExists(name.to_owned())),
+            Err(DatasetError::SnapshotExists(_)) => {
+                Err(DatasetError::SnapshotExists(name.to_owned()))
+            }
             Err(e) => Err(e),
             Ok(()) => {
                 tracing::info!(snapshot = %full, "snapshot taken");

@@ -41,7 +41,9 @@ impl Node {
         config.scrub = None;
         config.drain = Duration::from_secs(2);
         tweak(&mut config);
-        let node = StorageNode::start(config).await.expect("start storage node");
+        let node = StorageNode::start(config)
+            .await
+            .expect("start storage node");
         let url = node.url();
         let shutdown = CancellationToken::new();
         let store = node.store();
