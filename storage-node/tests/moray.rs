@@ -1,0 +1,373 @@
+//! The storage node against a real Moray (run in-process from the moray crate) over a real
+//! PostgreSQL: capacity heartbeats, garbage collection with SnapLinks, tombstone expiry, and
+//! quarantine records.
+
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use moray::{MorayClient, PutOptions};
+use serde_json::{Value, json};
+use storage_node::MorayConfig;
+use storage_node::client::{ClientError, PutRequest};
+use storage_node::gc::{Gc, GcConfig};
+use storage_node::store::ObjectKey;
+use testkit::TestPostgres;
+use tokio_util::sync::CancellationToken;
+
+const ME: &str = "1.stor.test";
+const OTHER: &str = "2.stor.test";
+
+struct Env {
+    _pg: TestPostgres,
+    moray: moray::server::RunningServer,
+    mc: MorayClient,
+}
+
+async fn env() -> Env {
+    let pg = TestPostgres::start().await.unwrap();
+    let moray = moray::server::spawn(moray::server::Config::for_postgres(pg.url()))
+        .await
+        .unwrap();
+    let mc = moray.client().unwrap();
+    moray::schema::setup_manta_buckets(&mc).await.unwrap();
+    Env { _pg: pg, moray, mc }
+}
+
+/// A `manta` record of an object with copies on `sharks`.
+fn record(acct: &uuid::Uuid, name: &str, k: &ObjectKey, sharks: &[&str]) -> Value {
+    let dir = format!("/{acct}/stor");
+    json!({
+        "dirname": dir,
+        "key": format!("{dir}/{name}"),
+        "name": name,
+        "owner": acct.to_string(),
+        "creator": k.owner.to_string(),
+        "type": "object",
+        "objectId": k.id.to_string(),
+        "etag": k.id.to_string(),
+        "contentLength": 10,
+        "contentMD5": "",
+        "contentType": "application/octet-stream",
+        "mtime": manta_types::time::now_ms(),
+        "headers": {},
+        "roles": [],
+        "sharks": sharks.iter().enumerate().map(|(i, s)| json!({"datacenter": format!("dc{i}"), "manta_storage_id": s})).collect::<Vec<_>>(),
+    })
+}
+
+async fn log_entries(mc: &MorayClient, id: &ObjectKey) -> Vec<moray::ObjectRecord> {
+    mc.find_objects(
+        moray::schema::DELETE_LOG,
+        &format!("(objectId={})", id.id),
+        moray::FindOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
+    let e = env().await;
+    let node = Node::start(|c| {
+        c.storage_id = ME.into();
+        c.moray = Some(MorayConfig::Single(e.moray.url()));
+        // Background GC out of the way: this test runs passes itself.
+        c.gc.interval = Duration::from_secs(3600);
+    })
+    .await;
+    let gc = Gc {
+        store: node.store.clone(),
+        moray: moray::ShardedClient::single(&e.moray.url()).unwrap(),
+        storage_id: ME.into(),
+        config: GcConfig {
+            min_age: Duration::from_millis(800),
+            ..GcConfig::default()
+        },
+        metrics: node.metrics.clone(),
+    };
+    let acct = uuid::Uuid::new_v4();
+    let linked = ObjectKey {
+        owner: acct,
+        ..key()
+    };
+    let lone = ObjectKey {
+        owner: acct,
+        ..key()
+    };
+    for k in [linked, lone] {
+        node.client
+            .put(&k, PutRequest::bytes(data(10_000, 1)))
+            .await
+            .unwrap();
+    }
+    let put = |name: &str, k: ObjectKey, sharks: &[&str]| {
+        let mc = e.mc.clone();
+        let key = format!("/{acct}/stor/{name}");
+        let v = record(&acct, name, &k, sharks);
+        async move {
+            mc.put_object("manta", &key, v, PutOptions::any())
+                .await
+                .unwrap()
+        }
+    };
+    put("a", linked, &[ME, OTHER]).await;
+    put("link-to-a", linked, &[ME, OTHER]).await; // a SnapLink: same object id
+    put("b", lone, &[ME]).await;
+    e.mc.del_object("manta", &format!("/{acct}/stor/a"), Default::default())
+        .await
+        .unwrap();
+    e.mc.del_object("manta", &format!("/{acct}/stor/b"), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(log_entries(&e.mc, &linked).await.len(), 1);
+    assert_eq!(log_entries(&e.mc, &lone).await.len(), 1);
+
+    // Too young: nothing happens.
+    let r = gc.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(r.entries, 0, "{r:?}");
+    assert!(node.client.head(&lone).await.is_ok());
+
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = gc.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(r.entries, 2, "{r:?}");
+    assert_eq!(r.tombstoned, 1, "{r:?}");
+    assert_eq!(r.still_referenced, 1, "{r:?}");
+    // The lone object is gone from service, kept in today's tombstone; its entry is gone.
+    assert!(matches!(
+        node.client.head(&lone).await,
+        Err(ClientError::NotFound)
+    ));
+    let day = storage_node::store::day_of(manta_types::time::now_ms());
+    assert!(
+        node.root
+            .join("tombstone")
+            .join(&day)
+            .join(lone.rel_path())
+            .is_file()
+    );
+    assert!(log_entries(&e.mc, &lone).await.is_empty());
+    // The linked object's bytes stay; only this node left the entry.
+    assert!(node.client.head(&linked).await.is_ok());
+    let entries = log_entries(&e.mc, &linked).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].value["sharks"], json!([OTHER]));
+
+    // The link goes too: now nothing references the bytes.
+    e.mc.del_object(
+        "manta",
+        &format!("/{acct}/stor/link-to-a"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let r = gc.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(r.tombstoned, 1, "{r:?}");
+    assert!(matches!(
+        node.client.head(&linked).await,
+        Err(ClientError::NotFound)
+    ));
+    // Both entries of that object now only name the other node.
+    for entry in log_entries(&e.mc, &linked).await {
+        assert_eq!(entry.value["sharks"], json!([OTHER]), "{entry:?}");
+    }
+    // A pass with nothing to do does nothing.
+    let r = gc.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(r.entries, 0, "{r:?}");
+    let metrics = reqwest::get(format!("{}/metrics", node.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("storage_gc_tombstoned_total 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn gc_racing_nodes_both_leave_the_entry_and_it_is_deleted() {
+    let e = env().await;
+    let acct = uuid::Uuid::new_v4();
+    let k = ObjectKey {
+        owner: acct,
+        ..key()
+    };
+    let a = Node::start(|c| c.storage_id = ME.into()).await;
+    let b = Node::start(|c| c.storage_id = OTHER.into()).await;
+    for n in [&a, &b] {
+        n.client.put(&k, PutRequest::bytes("bytes")).await.unwrap();
+    }
+    e.mc.put_object(
+        "manta",
+        &format!("/{acct}/stor/x"),
+        record(&acct, "x", &k, &[ME, OTHER]),
+        PutOptions::any(),
+    )
+    .await
+    .unwrap();
+    e.mc.del_object("manta", &format!("/{acct}/stor/x"), Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let gc_of = |n: &Node, id: &str| Gc {
+        store: n.store.clone(),
+        moray: moray::ShardedClient::single(&e.moray.url()).unwrap(),
+        storage_id: id.into(),
+        config: GcConfig {
+            min_age: Duration::from_millis(500),
+            ..GcConfig::default()
+        },
+        metrics: n.metrics.clone(),
+    };
+    let (ga, gb) = (gc_of(&a, ME), gc_of(&b, OTHER));
+    let cancel = CancellationToken::new();
+    let (ra, rb) = tokio::join!(ga.pass(&cancel), gb.pass(&cancel));
+    assert_eq!(ra.unwrap().tombstoned, 1);
+    assert_eq!(rb.unwrap().tombstoned, 1);
+    assert!(
+        log_entries(&e.mc, &k).await.is_empty(),
+        "the entry is deleted once no node is left in it"
+    );
+}
+
+#[tokio::test]
+async fn old_tombstones_are_deleted_after_the_grace_period() {
+    let e = env().await;
+    let node = Node::start(|_| {}).await;
+    let old = node.root.join("tombstone/2001-02-03/o");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("x"), b"x").unwrap();
+    let today = node
+        .root
+        .join("tombstone")
+        .join(storage_node::store::day_of(manta_types::time::now_ms()));
+    std::fs::create_dir_all(&today).unwrap();
+    let gc = Gc {
+        store: node.store.clone(),
+        moray: moray::ShardedClient::single(&e.moray.url()).unwrap(),
+        storage_id: ME.into(),
+        config: GcConfig::default(),
+        metrics: node.metrics.clone(),
+    };
+    let r = gc.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(r.tombstone_days_removed, vec!["2001-02-03".to_owned()]);
+    assert!(!old.exists());
+    assert!(
+        today.exists(),
+        "today's tombstones are within the grace period"
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_reach_manta_storage() {
+    let e = env().await;
+    let node = Node::start(|c| {
+        c.storage_id = ME.into();
+        c.datacenter = "east-1".into();
+        c.moray = Some(MorayConfig::Single(e.moray.url()));
+        c.heartbeat_interval = Duration::from_millis(200);
+    })
+    .await;
+    let mut first = None;
+    for _ in 0..100 {
+        if let Ok(r) = e.mc.get_object(moray::schema::STORAGE, ME).await {
+            first = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let first = first.expect("a heartbeat arrived");
+    let v = &first.value;
+    assert_eq!(v["manta_storage_id"], ME);
+    assert_eq!(v["datacenter"], "east-1");
+    assert_eq!(v["url"], node.url.as_str());
+    assert_eq!(v["kind"], "dir");
+    assert!(v["availableMB"].as_u64().unwrap() > 0);
+    assert!(v["percentUsed"].as_u64().unwrap() <= 100);
+    assert!(!v["hostname"].as_str().unwrap().is_empty());
+    assert!(!v["filesystem"].as_str().unwrap().is_empty());
+    let ts = v["timestamp"].as_u64().unwrap();
+    assert!(ts.abs_diff(manta_types::time::now_ms()) < 60_000);
+    // Found by the front door's kind of query, and refreshed.
+    let found =
+        e.mc.find_objects(
+            moray::schema::STORAGE,
+            "(&(percentUsed<=100)(availableMB>=1))",
+            moray::FindOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let mut refreshed = false;
+    for _ in 0..100 {
+        let r = e.mc.get_object(moray::schema::STORAGE, ME).await.unwrap();
+        if r.value["timestamp"].as_u64().unwrap() > ts {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refreshed, "the heartbeat is repeated");
+}
+
+#[tokio::test]
+async fn scrub_records_quarantined_copies_in_moray() {
+    let e = env().await;
+    let node = Node::start(|c| {
+        c.storage_id = ME.into();
+        c.datacenter = "west-2".into();
+        c.moray = Some(MorayConfig::Single(e.moray.url()));
+        c.scrub = Some(storage_node::scrub::ScrubConfig {
+            rate_bytes_per_sec: 0,
+            interval: Duration::from_millis(200),
+        });
+    })
+    .await;
+    let k = key();
+    let body = data(40_000, 5);
+    node.client
+        .put(&k, PutRequest::bytes(body.clone()))
+        .await
+        .unwrap();
+    // Flip one byte behind the node's back.
+    use std::os::unix::fs::FileExt as _;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(node.store.object_path(&k))
+        .unwrap();
+    f.write_all_at(&[body[777] ^ 0x80], 777).unwrap();
+    drop(f);
+    // The background scrub finds it and records it in Moray.
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found =
+            e.mc.find_objects(
+                storage_node::quarantine::BUCKET,
+                &format!("(manta_storage_id={ME})"),
+                moray::FindOptions::default(),
+            )
+            .await
+            .unwrap_or_default();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 1, "no quarantine record arrived");
+    let v = &found[0].value;
+    assert_eq!(v["objectId"], k.id.to_string());
+    assert_eq!(v["owner"], k.owner.to_string());
+    assert_eq!(v["datacenter"], "west-2");
+    assert!(v["reason"].as_str().unwrap().contains("SHA-256"), "{v}");
+    assert_eq!(found[0].key, format!("/{ME}/{}/{}", k.owner, k.id));
+    assert!(matches!(
+        node.client.get(&k, None).await,
+        Err(ClientError::Quarantined)
+    ));
+}
