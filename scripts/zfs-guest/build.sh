@@ -265,7 +265,8 @@ debs=("linux-image-$KABI=$KVER" "linux-headers-$KABI=$KVER" "linux-headers-${KAB
     linux-kbuild-6.1 "zfs-dkms=$ZVER")
 for p in "${ZFS_BIN_PKGS[@]}"; do debs+=("$p=$ZVER"); done
 (cd "$work/debs" && apt-get -q -o APT::Sandbox::User=root download "${debs[@]}" >&2) ||
-    fallback_or_die "apt-get download ${debs[*]} failed (no network, or a package left the archive)"
+    fallback_or_die "cannot download the kernel and ZFS packages for the guest (no network, or a \
+package left the archive; apt-get's errors are above)"
 for d in "$work"/debs/*.deb; do dpkg -x "$d" "$work/tree"; done
 
 # Kernel headers, unpacked privately: the arch Makefile includes the common one by absolute

@@ -151,7 +151,7 @@ copy_in() {
         strip --strip-debug -o "$2" "$1" 2>/dev/null; then
         chmod --reference="$1" "$2"
     else
-        cp -a "$1" "$2"
+        cp -rL --preserve=mode,timestamps "$1" "$2"
     fi
 }
 
@@ -171,6 +171,14 @@ for spec in "${files[@]}"; do
     copy_in "$src" "$ov$dst"
     [ -f "$src" ] && add_libs "$src"
 done
+
+# The host's CA bundle, for HTTP clients that insist on loading system roots even when they only
+# talk plain HTTP over loopback (the guest has no network to verify anything against).
+ca=/etc/ssl/certs/ca-certificates.crt
+if [ -f "$ca" ] && [ -z "${in_base[$ca]:-}" ]; then
+    mkdir -p "$ov$(dirname "$ca")"
+    cp -L "$ca" "$ov$ca"
+fi
 
 # Arguments and values travel as single-quoted shell words.
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
@@ -253,14 +261,19 @@ if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
     reason="timed out after $timeout_s s"
 elif [ "$status" = broken ]; then
     reason="the guest could not set up ZFS"
+elif grep -q 'Kernel panic' "$console"; then
+    reason="the guest kernel panicked"
 else
     reason="qemu exited ($qrc) without reporting the program's status"
 fi
 {
-    echo "---- qemu stderr ----"
-    cat "$work/qemu.err"
+    if [ -s "$work/qemu.err" ]; then
+        echo "---- qemu stderr ----"
+        cat "$work/qemu.err"
+    fi
     echo "---- last 40 lines of the guest console ----"
-    tail -n 40 "$console"
+    # Without the firmware's terminal escapes.
+    tail -n 40 "$console" | sed 's/\x1b\[[0-9;?]*[A-Za-z]//g; s/\x1bc//g'
     echo "----"
 } >&2
 die "guest broken: $reason" "$EXIT_GUEST_BROKEN"

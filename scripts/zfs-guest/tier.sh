@@ -27,11 +27,15 @@ REPO="$(cd "$HERE/../.." && pwd)"
 test_args=("$@")
 per_run_timeout="${MANTA_ZFS_TIER_TIMEOUT:-600}"
 
+# A box of '#' around the message, folded at 90 columns, that no log reader can miss.
 banner() {
-    local msg="$1" width line
-    width=$((${#msg} + 4))
-    line="$(printf '%*s' "$width" '' | tr ' ' '#')"
-    printf '\n\033[1;31m%s\n# %s #\n%s\033[0m\n\n' "$line" "$msg" "$line"
+    local lines=() l width=0 edge
+    mapfile -t lines < <(printf '%s\n' "$1" | fold -s -w 90 | sed 's/ *$//')
+    for l in "${lines[@]}"; do [ "${#l}" -gt "$width" ] && width="${#l}"; done
+    edge="$(printf '%*s' $((width + 4)) '' | tr ' ' '#')"
+    printf '\n\033[1;31m%s\n' "$edge"
+    for l in "${lines[@]}"; do printf '# %-*s #\n' "$width" "$l"; done
+    printf '%s\033[0m\n\n' "$edge"
 }
 not_run() {
     banner "ZFS TIER NOT RUN: $1"
@@ -117,7 +121,7 @@ if ! (cd "$REPO" && cargo "${cargo_args[@]}" >"$json"); then
 fi
 # Test executables, and the storage-node binary in case a test starts it as a process (it is
 # then found in the guest at the same path as on the host).
-mapfile -t bins < <(grep '"reason":"compiler-artifact"' "$json" | grep '"test":true' |
+mapfile -t bins < <(grep '"reason":"compiler-artifact"' "$json" | grep '"kind":\["test"\]' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
 extra=()
 while IFS= read -r exe; do
