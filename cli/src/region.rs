@@ -120,6 +120,11 @@ impl Region {
         Ok(Region { dir, file })
     }
 
+    /// The URL of the region's Moray, once the region runs one.
+    pub fn moray_url(&self) -> Option<String> {
+        None
+    }
+
     /// The region's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context as _, Result, bail};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use frontdoor::accounts::AccountAdmin;
 use manta_cli::region::Region;
 
 /// Operate a region of the object store.
@@ -14,37 +15,226 @@ struct Args {
     cmd: Cmd,
 }
 
+#[derive(Debug, ClapArgs)]
+struct DirArg {
+    /// Directory holding the region's data, logs and pid files.
+    #[arg(long, env = "MANTA_REGION_DIR", default_value = ".region")]
+    dir: PathBuf,
+}
+
+/// Where the metadata tier is: an explicit Moray URL, etcd (the shard ring), or the region
+/// started by `manta-adm up` in `--dir`.
+#[derive(Debug, ClapArgs)]
+struct MorayTarget {
+    /// Moray URL of the system shard.
+    #[arg(long, env = "MANTA_MORAY", conflicts_with = "etcd")]
+    moray: Option<String>,
+    /// etcd endpoints holding the shard ring.
+    #[arg(long, env = "MANTA_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    #[command(flatten)]
+    region: DirArg,
+}
+
+impl MorayTarget {
+    /// Creates every bucket the object store uses (idempotent).
+    async fn setup(&self) -> Result<()> {
+        let sharded = if let Some(url) = &self.moray {
+            moray::ShardedClient::single(url)?
+        } else if !self.etcd.is_empty() {
+            moray::ShardedClient::from_etcd(self.etcd.clone()).await?
+        } else {
+            let region = Region::open(&self.region.dir)?;
+            let url = region
+                .moray_url()
+                .context("no --moray or --etcd given, and the region has no Moray")?;
+            moray::ShardedClient::single(&url)?
+        };
+        sharded
+            .setup_manta_buckets()
+            .await
+            .context("create the object store's buckets")?;
+        frontdoor::accounts::ensure_bucket(&sharded.system())
+            .await
+            .context("create the accounts bucket")?;
+        Ok(())
+    }
+
+    async fn admin(&self) -> Result<AccountAdmin> {
+        let client = if let Some(url) = &self.moray {
+            moray::MorayClient::new(url)?
+        } else if !self.etcd.is_empty() {
+            moray::ShardedClient::from_etcd(self.etcd.clone())
+                .await?
+                .system()
+        } else {
+            let region = Region::open(&self.region.dir)?;
+            let url = region.moray_url().with_context(|| {
+                format!(
+                    "no --moray or --etcd given, and the region in {} has no Moray",
+                    self.region.dir.display()
+                )
+            })?;
+            moray::MorayClient::new(&url)?
+        };
+        frontdoor::accounts::ensure_bucket(&client)
+            .await
+            .context("prepare the accounts bucket")?;
+        Ok(AccountAdmin::new(client))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Start every service of a region on this machine (again, with its data, if it ran before)
     /// and wait until each is healthy.
-    Up {
-        /// Directory holding the region's data, logs and pid files.
-        #[arg(long, env = "MANTA_REGION_DIR", default_value = ".region")]
-        dir: PathBuf,
-    },
+    Up(DirArg),
     /// Show every service of the region: pid, health, endpoint.
     Status {
-        /// Directory holding the region.
-        #[arg(long, env = "MANTA_REGION_DIR", default_value = ".region")]
-        dir: PathBuf,
+        #[command(flatten)]
+        dir: DirArg,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Stop every service of the region (its data stays).
-    Down {
-        /// Directory holding the region.
-        #[arg(long, env = "MANTA_REGION_DIR", default_value = ".region")]
-        dir: PathBuf,
+    Down(DirArg),
+    /// Create the metadata buckets the object store uses on every shard (safe to run again).
+    Setup(MorayTarget),
+    /// Manage accounts and their SSH keys.
+    #[command(subcommand)]
+    Account(AccountCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCmd {
+    /// Create an account with one or more SSH public keys.
+    Create {
+        /// The login.
+        login: String,
+        /// An SSH public key file (repeat for several).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[command(flatten)]
+        target: MorayTarget,
     },
+    /// List the accounts.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Show one account (JSON).
+    Get {
+        /// The login.
+        login: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Add an SSH public key to an account.
+    AddKey {
+        /// The login.
+        login: String,
+        /// The public key file.
+        key: PathBuf,
+        /// A name for the key (default: its comment).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Remove an SSH key from an account, by fingerprint (MD5 or SHA256 form).
+    RemoveKey {
+        /// The login.
+        login: String,
+        /// The key's fingerprint.
+        fingerprint: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+}
+
+fn read_key(path: &PathBuf) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'));
+    line.map(str::to_owned)
+        .with_context(|| format!("{} holds no key", path.display()))
+}
+
+async fn account(cmd: AccountCmd) -> Result<()> {
+    match cmd {
+        AccountCmd::Create {
+            login,
+            keys,
+            target,
+        } => {
+            let lines = keys.iter().map(read_key).collect::<Result<Vec<_>>>()?;
+            let a = target.admin().await?.create(&login, &lines).await?;
+            println!("created account {} ({})", a.login, a.uuid);
+            for k in &a.keys {
+                println!("  key {} ({})", k.fingerprint, k.name);
+            }
+        }
+        AccountCmd::List { json, target } => {
+            let accounts = target.admin().await?.list().await?;
+            if json {
+                let v: Vec<_> = accounts
+                    .iter()
+                    .map(|a| serde_json::json!({"login": a.login, "uuid": a.uuid, "keys": a.keys.len(), "blocked": a.blocked}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<24} {:<38} KEYS", "LOGIN", "UUID");
+                for a in accounts {
+                    println!("{:<24} {:<38} {}", a.login, a.uuid, a.keys.len());
+                }
+            }
+        }
+        AccountCmd::Get { login, target } => {
+            let (mut a, _) = target.admin().await?.get(&login).await?;
+            for k in &mut a.s3_keys {
+                k.secret_access_key = "(hidden)".into();
+            }
+            println!("{}", serde_json::to_string_pretty(&a)?);
+        }
+        AccountCmd::AddKey {
+            login,
+            key,
+            name,
+            target,
+        } => {
+            let k = target
+                .admin()
+                .await?
+                .add_key(&login, &read_key(&key)?, name.as_deref())
+                .await?;
+            println!("added key {} ({}) to {login}", k.fingerprint, k.name);
+        }
+        AccountCmd::RemoveKey {
+            login,
+            fingerprint,
+            target,
+        } => {
+            target
+                .admin()
+                .await?
+                .remove_key(&login, &fingerprint)
+                .await?;
+            println!("removed key {fingerprint} from {login}");
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     manta_util::logging::init(manta_util::logging::LogFormat::Plain);
     match Args::parse().cmd {
-        Cmd::Up { dir } => {
+        Cmd::Up(DirArg { dir }) => {
             let region = Region::open(&dir)?;
             println!("bringing up the region in {}", region.dir().display());
             region.up().await?;
@@ -54,7 +244,7 @@ async fn main() -> Result<()> {
             );
         }
         Cmd::Status { dir, json } => {
-            let region = Region::open(&dir)?;
+            let region = Region::open(&dir.dir)?;
             let rows = region.status().await?;
             if json {
                 let v: Vec<_> = rows
@@ -70,9 +260,18 @@ async fn main() -> Result<()> {
                 }
             }
         }
-        Cmd::Down { dir } => {
+        Cmd::Down(DirArg { dir }) => {
             let region = Region::open(&dir)?;
             region.down()?;
+        }
+        Cmd::Setup(target) => {
+            target.setup().await?;
+            println!("metadata buckets ready");
+        }
+        Cmd::Account(cmd) => {
+            if let Err(e) = account(cmd).await {
+                bail!("{e:#}");
+            }
         }
     }
     Ok(())

@@ -1,1 +1,47 @@
-//! The front door: the Manta HTTP API over Moray and the storage nodes (not yet built).
+//! The front door: the public face of the object store.
+//!
+//! It serves the Manta HTTP API (and, as they land, the S3 and jobs APIs): it authenticates
+//! callers (HTTP Signatures with SSH keys, presigned URLs, tokens), checks they may act on the
+//! path, reads and writes metadata through Moray (sharded by parent directory), places new
+//! objects on storage nodes from their capacity heartbeats, streams bodies to every copy at
+//! once, and serves reads from any copy. It keeps no state of its own: run as many as needed.
+//!
+//! # Layout
+//! - [`config`]: [`Config`], built once.
+//! - [`state`]: [`Frontdoor`] (the shared clients), [`start`] and [`run`].
+//! - [`api`]: routing, authorisation and the handlers (objects, directories, links, CORS,
+//!   conditional requests, headers).
+//! - [`data`]: the data path (fan-out writes, failover reads, checksums).
+//! - [`picker`]: placement from heartbeats.
+//! - [`shark`]: connections to storage nodes.
+//! - [`accounts`]: accounts in Moray, and the operator actions on them.
+//!
+//! # Guarantees
+//! - A 2xx to an object `PUT` means every requested copy is fsynced on its node and the record
+//!   is committed in Moray; no record ever points at bytes that were not stored.
+//! - Bytes are streamed, never held whole in memory; the client is read only as fast as the
+//!   slowest copy is written.
+//! - A read never completes from a copy whose MD5 differs from the record.
+//! - A conditional write (`If-Match`/`If-None-Match`) is atomic with the state it checked.
+//! - One account can never read, list or write another's private tree.
+//!
+//! # Example
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! use frontdoor::{Config, MoraySource};
+//! let cfg = Config::new("127.0.0.1:8080".parse()?, MoraySource::Single(vec!["http://127.0.0.1:2020".into()]));
+//! frontdoor::run(cfg, manta_util::shutdown_on_signals()).await
+//! # }
+//! ```
+
+pub mod accounts;
+pub mod api;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod picker;
+pub mod shark;
+pub mod state;
+
+pub use config::{Config, MoraySource, TlsFiles};
+pub use state::{Frontdoor, Running, run, start};

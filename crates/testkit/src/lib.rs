@@ -29,7 +29,9 @@
 pub mod etcd;
 pub mod postgres;
 pub mod process;
+pub mod region;
 
 pub use etcd::TestEtcd;
 pub use postgres::{PgOptions, TestPostgres};
 pub use process::{LoggedChild, TestDir};
+pub use region::{RegionOptions, TestAccount, TestRegion};

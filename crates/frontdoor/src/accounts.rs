@@ -1,0 +1,367 @@
+//! Accounts kept in Moray (bucket `manta_accounts` on the system shard), and the operator
+//! actions on them that `manta-adm account` runs.
+//!
+//! A record is the [`Account`] JSON plus a derived `s3AccessKeyIds` array so S3 requests find
+//! their account through an index. Logins are unique (a unique index); lookups are cached for a
+//! short time (`account_cache_ttl`) so each request does not cost a metadata round trip, which
+//! bounds how long a removed key keeps working.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use manta_auth::{Account, AccountKey, AccountStore, S3Key, StoreError};
+use moray::types::{BucketConfig, FindOptions, IndexSpec, IndexType, PutOptions};
+use moray::{EtagCondition, MorayClient};
+use serde_json::Value;
+
+/// The accounts bucket.
+pub const BUCKET: &str = "manta_accounts";
+
+/// The bucket's configuration.
+pub fn bucket_config() -> BucketConfig {
+    BucketConfig::new(1)
+        .with_index("login", IndexSpec::unique(IndexType::String))
+        .with_index("s3AccessKeyIds", IndexSpec::new(IndexType::StringArray))
+}
+
+/// Creates the accounts bucket if it is missing.
+///
+/// # Errors
+/// When Moray fails.
+pub async fn ensure_bucket(moray: &MorayClient) -> moray::Result<()> {
+    moray.put_bucket(BUCKET, bucket_config()).await.map(|_| ())
+}
+
+fn to_value(a: &Account) -> Value {
+    let mut v = serde_json::to_value(a).expect("accounts serialise");
+    v["s3AccessKeyIds"] = a
+        .s3_keys
+        .iter()
+        .map(|k| Value::String(k.access_key_id.clone()))
+        .collect();
+    v
+}
+
+fn from_value(v: Value) -> Result<Account, StoreError> {
+    serde_json::from_value(v).map_err(|e| StoreError(format!("malformed account record: {e}")))
+}
+
+/// The account store over Moray, with a short read cache.
+#[derive(Debug)]
+pub struct MorayAccounts {
+    moray: MorayClient,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Account)>>,
+}
+
+impl MorayAccounts {
+    /// A store over the system shard's client.
+    pub fn new(moray: MorayClient, ttl: Duration) -> MorayAccounts {
+        MorayAccounts {
+            moray,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, k: &str) -> Option<Account> {
+        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(k)
+            .filter(|(t, _)| t.elapsed() < self.ttl)
+            .map(|(_, a)| a.clone())
+    }
+
+    fn remember(&self, a: &Account) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() > 100_000 {
+            c.clear();
+        }
+        let now = Instant::now();
+        c.insert(format!("login:{}", a.login), (now, a.clone()));
+        c.insert(format!("uuid:{}", a.uuid), (now, a.clone()));
+    }
+
+    async fn find_one(&self, filter: &str) -> Result<Option<Account>, StoreError> {
+        let found = self
+            .moray
+            .find_objects(
+                BUCKET,
+                filter,
+                FindOptions {
+                    limit: Some(1),
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        match found.into_iter().next() {
+            Some(r) => {
+                let a = from_value(r.value)?;
+                self.remember(&a);
+                Ok(Some(a))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl AccountStore for MorayAccounts {
+    async fn by_login(&self, login: &str) -> Result<Option<Account>, StoreError> {
+        if let Some(a) = self.cached(&format!("login:{login}")) {
+            return Ok(Some(a));
+        }
+        self.find_one(&moray::filter::Filter::eq("login", login).to_string())
+            .await
+    }
+
+    async fn by_uuid(&self, uuid: &str) -> Result<Option<Account>, StoreError> {
+        if let Some(a) = self.cached(&format!("uuid:{uuid}")) {
+            return Ok(Some(a));
+        }
+        match self.moray.get_object(BUCKET, uuid).await {
+            Ok(r) => {
+                let a = from_value(r.value)?;
+                self.remember(&a);
+                Ok(Some(a))
+            }
+            Err(moray::Error::ObjectNotFound { .. }) => Ok(None),
+            Err(e) => Err(StoreError(e.to_string())),
+        }
+    }
+
+    async fn by_s3_key(&self, access_key_id: &str) -> Result<Option<Account>, StoreError> {
+        self.find_one(&moray::filter::Filter::eq("s3AccessKeyIds", access_key_id).to_string())
+            .await
+    }
+}
+
+/// Why an operator action on accounts failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The login is taken.
+    #[error("account {0} already exists")]
+    Exists(String),
+    /// No such account.
+    #[error("account {0} does not exist")]
+    NotFound(String),
+    /// The login breaks the naming rules.
+    #[error("{0}")]
+    InvalidLogin(String),
+    /// The key is not a supported SSH public key.
+    #[error("{0}")]
+    InvalidKey(String),
+    /// The account already has that key.
+    #[error("account {login} already has key {fingerprint}")]
+    DuplicateKey {
+        /// The account.
+        login: String,
+        /// The key.
+        fingerprint: String,
+    },
+    /// The account has no such key.
+    #[error("account {login} has no key {fingerprint}")]
+    NoSuchKey {
+        /// The account.
+        login: String,
+        /// The key asked for.
+        fingerprint: String,
+    },
+    /// Moray failed.
+    #[error("metadata tier: {0}")]
+    Moray(#[from] moray::Error),
+}
+
+/// Operator actions on accounts.
+#[derive(Debug, Clone)]
+pub struct AccountAdmin {
+    moray: MorayClient,
+}
+
+impl AccountAdmin {
+    /// Actions over the system shard's client.
+    pub fn new(moray: MorayClient) -> AccountAdmin {
+        AccountAdmin { moray }
+    }
+
+    /// Looks an account up by login.
+    ///
+    /// # Errors
+    /// [`AdminError::NotFound`] or a Moray failure.
+    pub async fn get(&self, login: &str) -> Result<(Account, String), AdminError> {
+        let found = self
+            .moray
+            .find_objects(
+                BUCKET,
+                &moray::filter::Filter::eq("login", login).to_string(),
+                FindOptions::default(),
+            )
+            .await?;
+        let r = found
+            .into_iter()
+            .next()
+            .ok_or_else(|| AdminError::NotFound(login.to_owned()))?;
+        let a = from_value(r.value)
+            .map_err(|e| AdminError::Moray(moray::Error::Internal { message: e.0 }))?;
+        Ok((a, r.etag))
+    }
+
+    /// Creates an account with the given SSH public keys (OpenSSH lines).
+    ///
+    /// # Errors
+    /// When the login is invalid or taken, or a key is not a supported SSH key.
+    pub async fn create(&self, login: &str, keys: &[String]) -> Result<Account, AdminError> {
+        manta_types::path::validate_login(login)
+            .map_err(|e| AdminError::InvalidLogin(e.to_string()))?;
+        let mut a = Account::new(login);
+        for k in keys {
+            let key = AccountKey::from_openssh(k, None)
+                .map_err(|e| AdminError::InvalidKey(e.to_string()))?;
+            if !a.keys.iter().any(|x| x.fingerprint == key.fingerprint) {
+                a.keys.push(key);
+            }
+        }
+        match self
+            .moray
+            .put_object(BUCKET, &a.uuid, to_value(&a), PutOptions::must_not_exist())
+            .await
+        {
+            Ok(_) => Ok(a),
+            Err(moray::Error::UniqueAttribute { .. }) => Err(AdminError::Exists(login.to_owned())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn update(
+        &self,
+        login: &str,
+        f: impl Fn(&mut Account) -> Result<(), AdminError>,
+    ) -> Result<Account, AdminError> {
+        loop {
+            let (mut a, etag) = self.get(login).await?;
+            f(&mut a)?;
+            let opts = PutOptions {
+                etag: EtagCondition::MustMatch(etag),
+            };
+            match self
+                .moray
+                .put_object(BUCKET, &a.uuid, to_value(&a), opts)
+                .await
+            {
+                Ok(_) => return Ok(a),
+                Err(moray::Error::EtagConflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Adds an SSH key.
+    ///
+    /// # Errors
+    /// When the account does not exist, the key is invalid or already present.
+    pub async fn add_key(
+        &self,
+        login: &str,
+        key_line: &str,
+        name: Option<&str>,
+    ) -> Result<AccountKey, AdminError> {
+        let key = AccountKey::from_openssh(key_line, name)
+            .map_err(|e| AdminError::InvalidKey(e.to_string()))?;
+        let k2 = key.clone();
+        self.update(login, move |a| {
+            if a.keys.iter().any(|x| x.fingerprint == k2.fingerprint) {
+                return Err(AdminError::DuplicateKey {
+                    login: a.login.clone(),
+                    fingerprint: k2.fingerprint.clone(),
+                });
+            }
+            a.keys.push(k2.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(key)
+    }
+
+    /// Removes an SSH key by fingerprint (MD5 or SHA-256 form).
+    ///
+    /// # Errors
+    /// When the account or key does not exist.
+    pub async fn remove_key(&self, login: &str, fingerprint: &str) -> Result<(), AdminError> {
+        self.update(login, |a| {
+            let fp = fingerprint.strip_prefix("MD5:").unwrap_or(fingerprint);
+            let before = a.keys.len();
+            a.keys
+                .retain(|k| !(k.fingerprint.eq_ignore_ascii_case(fp) || k.sha256 == fingerprint));
+            if a.keys.len() == before {
+                return Err(AdminError::NoSuchKey {
+                    login: a.login.clone(),
+                    fingerprint: fingerprint.to_owned(),
+                });
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates an S3 access key pair for the account.
+    ///
+    /// # Errors
+    /// When the account does not exist.
+    pub async fn create_s3_key(&self, login: &str) -> Result<S3Key, AdminError> {
+        use rand::RngExt as _;
+        let mut rng = rand::rng();
+        const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        const B64ISH: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let id: String = (0..16)
+            .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+            .collect();
+        let secret: String = (0..40)
+            .map(|_| B64ISH[rng.random_range(0..B64ISH.len())] as char)
+            .collect();
+        let key = S3Key {
+            access_key_id: format!("MK{id}"),
+            secret_access_key: secret,
+            created: manta_types::time::now_ms(),
+        };
+        let k2 = key.clone();
+        self.update(login, move |a| {
+            a.s3_keys.push(k2.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(key)
+    }
+
+    /// Every account, by login.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn list(&self) -> Result<Vec<Account>, AdminError> {
+        let found = self
+            .moray
+            .find_objects(
+                BUCKET,
+                "(login=*)",
+                FindOptions {
+                    limit: Some(100_000),
+                    sort: vec![moray::Sort::asc("login")],
+                    ..FindOptions::default()
+                },
+            )
+            .await?;
+        found
+            .into_iter()
+            .map(|r| {
+                from_value(r.value)
+                    .map_err(|e| AdminError::Moray(moray::Error::Internal { message: e.0 }))
+            })
+            .collect()
+    }
+}

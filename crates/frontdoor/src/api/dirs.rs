@@ -1,0 +1,341 @@
+//! Directories: create (idempotent), list (JSON lines, `Result-Set-Size`, paging by marker,
+//! sort by name or mtime), delete (only when empty); the account root's fixed listing; and
+//! `DELETE` of objects, which shares the "what is at this path" logic.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use manta_types::record::{DirectoryInfo, EntryKind, RECORD_VERSION};
+use manta_types::{Area, ErrorCode, MetadataRecord};
+use moray::filter::Filter;
+use moray::types::{FindOptions, Sort, SortOrder};
+use moray::{DelOptions, EtagCondition};
+use serde_json::json;
+
+use super::conditional::{self, Outcome};
+use super::objects::{ensure_parent, ensure_room, save};
+use super::{Ctx, Entry, cors, headers, load, no_content};
+use crate::error::{ApiResult, err, from_moray};
+use crate::state::Frontdoor;
+
+/// Content type of directory listings.
+pub const DIR_CONTENT_TYPE: &str = "application/x-json-stream; type=directory";
+
+/// The fixed mtime of the account root's entries.
+const ROOT_MTIME: &str = "2013-05-22T17:39:43.714Z";
+
+/// Number of entries in the directory with key `dirname` (0 when it has none).
+///
+/// # Errors
+/// When Moray fails.
+pub async fn entry_count(fd: &Frontdoor, dirname: &str) -> ApiResult<u64> {
+    match fd.moray.get_object("manta_directory_counts", dirname).await {
+        Ok(r) => Ok(r
+            .value
+            .get("entries")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)),
+        Err(moray::Error::ObjectNotFound { .. }) => Ok(0),
+        Err(e) => Err(from_moray(e, dirname)),
+    }
+}
+
+fn listing_response(
+    ctx: &Ctx,
+    count: u64,
+    lines: String,
+    stored: Option<&MetadataRecord>,
+) -> Response {
+    let mut resp = Response::new(if ctx.method == http::Method::HEAD {
+        Body::empty()
+    } else {
+        Body::from(lines)
+    });
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(DIR_CONTENT_TYPE),
+    );
+    h.insert("result-set-size", HeaderValue::from(count));
+    if let Some(rec) = stored {
+        h.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_str(&headers::http_date(rec.mtime))
+                .unwrap_or(HeaderValue::from_static("")),
+        );
+        cors::add_stored_headers(h, &rec.headers, ctx.header("origin"), ctx.method.as_str());
+    }
+    resp
+}
+
+/// `GET /:login`: the five areas as directories.
+///
+/// # Errors
+/// Never; the signature matches the other handlers.
+pub fn root_listing(ctx: &Ctx) -> ApiResult<Response> {
+    let marker = ctx.param("marker");
+    let mut lines = String::new();
+    let names: Vec<&str> = Area::ALL
+        .iter()
+        .map(|a| a.as_str())
+        .filter(|n| marker.is_none_or(|m| *n > m))
+        .collect();
+    for n in &names {
+        lines.push_str(&json!({"name": n, "type": "directory", "mtime": ROOT_MTIME}).to_string());
+        lines.push('\n');
+    }
+    Ok(listing_response(ctx, names.len() as u64, lines, None))
+}
+
+/// `GET`/`HEAD` of a directory (`entry` is `None` for the area roots, which have no record).
+///
+/// # Errors
+/// `InvalidArgumentError` for a bad `limit`, `InvalidParameter` for a bad mtime marker,
+/// Moray failures.
+pub async fn get_directory(ctx: &Ctx, entry: Option<Entry>) -> ApiResult<Response> {
+    if let Some(e) = &entry
+        && conditional::check(&ctx.method, &ctx.headers, Some(e), &ctx.path.to_string())?
+            == Outcome::NotModified
+    {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(r);
+    }
+    let limit = match ctx.param("limit") {
+        None => 256,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if (1..=1024).contains(&n) => n as u64,
+            _ => {
+                return Err(err(
+                    ErrorCode::InvalidArgument,
+                    format!("limit={l} is invalid: must be between [1, 1024]"),
+                ));
+            }
+        },
+    };
+    let dirkey = ctx.key();
+    let count = entry_count(&ctx.fd, &dirkey).await?;
+    if ctx.method == http::Method::HEAD {
+        return Ok(listing_response(
+            ctx,
+            count,
+            String::new(),
+            entry.as_ref().map(|e| &e.rec),
+        ));
+    }
+    let reverse = ctx.param("sort_order") == Some("reverse");
+    let by_mtime = ctx.param("sort") == Some("mtime");
+    let (attribute, order) = match (by_mtime, reverse) {
+        (true, false) => ("_mtime", SortOrder::Desc),
+        (true, true) => ("_mtime", SortOrder::Asc),
+        (false, false) => ("name", SortOrder::Asc),
+        (false, true) => ("name", SortOrder::Desc),
+    };
+    let mut terms = vec![
+        Filter::eq("owner", ctx.owner.uuid.as_str()),
+        Filter::eq("dirname", dirkey.as_str()),
+    ];
+    let has_dir = ctx.param("dir").is_some() || ctx.param("directory").is_some();
+    let has_obj = ctx.param("obj").is_some() || ctx.param("object").is_some();
+    if has_dir != has_obj {
+        terms.push(Filter::eq(
+            "type",
+            if has_dir { "directory" } else { "object" },
+        ));
+    }
+    if let Some(marker) = ctx.param("marker") {
+        let value = if by_mtime {
+            manta_types::time::parse_iso8601_ms(marker)
+                .or_else(|| {
+                    httpdate::parse_http_date(marker)
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_millis() as u64)
+                })
+                .ok_or_else(|| {
+                    err(
+                        ErrorCode::InvalidParameter,
+                        format!("\"{marker}\" is invalid for \"marker\""),
+                    )
+                })?
+                .to_string()
+        } else {
+            marker.to_owned()
+        };
+        terms.push(match order {
+            SortOrder::Asc => Filter::ge(attribute, value),
+            SortOrder::Desc => Filter::le(attribute, value),
+        });
+    }
+    let opts = FindOptions {
+        limit: Some(limit),
+        sort: vec![
+            Sort {
+                attribute: attribute.to_owned(),
+                order,
+            },
+            Sort {
+                attribute: "name".to_owned(),
+                order,
+            },
+        ],
+        no_count: true,
+        ..FindOptions::default()
+    };
+    let recs = ctx
+        .fd
+        .moray
+        .find_objects("manta", &Filter::and(terms).to_string(), &dirkey, opts)
+        .await
+        .map_err(|e| from_moray(e, &ctx.path.to_string()))?;
+    let mut lines = String::new();
+    for r in recs {
+        let Ok(rec) = MetadataRecord::from_value(r.value) else {
+            tracing::error!(key = %r.key, "unreadable metadata record skipped in a listing");
+            continue;
+        };
+        let mtime = manta_types::time::iso8601_ms(rec.mtime);
+        let line = match &rec.kind {
+            EntryKind::Directory(_) => {
+                json!({"name": rec.name, "type": "directory", "mtime": mtime})
+            }
+            EntryKind::Object(o) => json!({
+                "name": rec.name,
+                "etag": o.etag,
+                "size": o.content_length,
+                "type": "object",
+                "mtime": mtime,
+                "contentType": o.content_type,
+                "contentMD5": o.content_md5,
+                "durability": o.sharks.len(),
+            }),
+        };
+        lines.push_str(&line.to_string());
+        lines.push('\n');
+    }
+    Ok(listing_response(
+        ctx,
+        count,
+        lines,
+        entry.as_ref().map(|e| &e.rec),
+    ))
+}
+
+/// `PUT` of a directory: idempotent; replaces an object at the path, as the original does.
+///
+/// # Errors
+/// Missing or non-directory parent, preconditions, a full parent, Moray failures.
+pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
+    if super::is_virtual_dir(&ctx.path) {
+        // The area roots always exist; creating one again changes nothing.
+        return Ok(no_content());
+    }
+    let stored = headers::stored_headers(&ctx.headers)?;
+    let key = ctx.key();
+    let (existing, parent_ok) = tokio::join!(load(&ctx.fd, &key), ensure_parent(ctx));
+    let existing = existing?;
+    parent_ok?;
+    conditional::check(
+        &ctx.method,
+        &ctx.headers,
+        existing.as_ref(),
+        &ctx.path.to_string(),
+    )?;
+    if let Some(e) = &existing
+        && e.rec.is_directory()
+        && e.rec.headers == stored
+    {
+        return Ok(no_content());
+    }
+    if existing.is_none() {
+        ensure_room(ctx).await?;
+    }
+    let rec = MetadataRecord {
+        version: RECORD_VERSION,
+        dirname: manta_types::path::dirname(&key).to_owned(),
+        name: ctx.path.name().to_owned(),
+        key,
+        owner: ctx.owner.uuid.clone(),
+        creator: ctx.owner.uuid.clone(),
+        mtime: manta_types::time::now_ms(),
+        headers: stored,
+        roles: Vec::new(),
+        kind: EntryKind::Directory(DirectoryInfo::default()),
+        request_id: manta_util::http::current_request_id(),
+    };
+    save(
+        ctx,
+        &rec,
+        conditional::write_condition(&ctx.headers, existing.as_ref()),
+    )
+    .await?;
+    let mut resp = no_content();
+    resp.headers_mut().insert(
+        header::LAST_MODIFIED,
+        HeaderValue::from_str(&headers::http_date(rec.mtime))
+            .unwrap_or(HeaderValue::from_static("")),
+    );
+    Ok(resp)
+}
+
+/// `DELETE` of an object or an empty directory. Only metadata changes here: the bytes are
+/// reclaimed by the storage nodes' garbage collection from the delete log.
+///
+/// # Errors
+/// `ResourceNotFound`, `DirectoryNotEmpty`, preconditions, Moray failures.
+pub async fn delete_entry(ctx: &Ctx) -> ApiResult<Response> {
+    let key = ctx.key();
+    let Some(entry) = load(&ctx.fd, &key).await? else {
+        return Err(err(
+            ErrorCode::ResourceNotFound,
+            format!("{} was not found", ctx.path),
+        ));
+    };
+    conditional::check(
+        &ctx.method,
+        &ctx.headers,
+        Some(&entry),
+        &ctx.path.to_string(),
+    )?;
+    if entry.rec.is_directory() {
+        let filter = Filter::and(vec![
+            Filter::eq("owner", ctx.owner.uuid.as_str()),
+            Filter::eq("dirname", key.as_str()),
+        ]);
+        let children = ctx
+            .fd
+            .moray
+            .find_objects(
+                "manta",
+                &filter.to_string(),
+                &key,
+                FindOptions {
+                    limit: Some(1),
+                    no_count: true,
+                    ..FindOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| from_moray(e, &ctx.path.to_string()))?;
+        if !children.is_empty() {
+            return Err(err(
+                ErrorCode::DirectoryNotEmpty,
+                format!("{} is not empty", ctx.path),
+            ));
+        }
+    }
+    let cond = if conditional::is_conditional(&ctx.headers) {
+        EtagCondition::MustMatch(entry.etag.clone())
+    } else {
+        EtagCondition::Any
+    };
+    match ctx
+        .fd
+        .moray
+        .del_object("manta", &key, DelOptions { etag: cond })
+        .await
+    {
+        Ok(()) | Err(moray::Error::ObjectNotFound { .. }) => Ok(no_content()),
+        Err(e) => Err(from_moray(e, &ctx.path.to_string())),
+    }
+}

@@ -1,0 +1,128 @@
+//! SnapLinks: `PUT` with `Content-Type: application/json; type=link` and
+//! `Location: /:login/stor/source` gives the source's bytes a new name. The new record copies
+//! the source's (same object id, same copies, same checksum): no byte moves, and later changes
+//! to either name do not affect the other.
+
+use axum::response::Response;
+use http::{HeaderValue, Method, header};
+use manta_types::{ErrorCode, MantaPath, MetadataRecord};
+
+use super::conditional;
+use super::objects::{ensure_parent, ensure_room, save};
+use super::{Ctx, authorize, headers, is_virtual_dir, load, no_content};
+use crate::error::{ApiResult, err, from_store};
+use manta_auth::AccountStore as _;
+
+/// `PUT` of a link.
+///
+/// # Errors
+/// `LocationRequired`, `InvalidLink`, `SourceObjectNotFound`, `LinkNotObject`, and the
+/// errors of any write.
+pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
+    if is_virtual_dir(&ctx.path) {
+        return Err(err(
+            ErrorCode::OperationNotAllowedOnRootDirectory,
+            format!("PUT is not allowed on {}", ctx.path),
+        ));
+    }
+    let location = ctx.header("location").ok_or_else(|| {
+        err(
+            ErrorCode::LocationRequired,
+            "An HTTP Location header must be specified",
+        )
+    })?;
+    let expanded = manta_types::expand_tilde(location, ctx.caller_login());
+    let src = MantaPath::from_url_path(&expanded)
+        .ok()
+        .filter(|p| !p.is_account_root() && !is_virtual_dir(p))
+        .ok_or_else(|| {
+            err(
+                ErrorCode::InvalidLink,
+                format!("{location} is an invalid link"),
+            )
+        })?;
+    // The source's owner, and whether the caller may read there.
+    let src_owner = if src.login() == ctx.owner.login {
+        ctx.owner.clone()
+    } else {
+        ctx.fd
+            .accounts
+            .by_login(src.login())
+            .await
+            .map_err(from_store)?
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::SourceObjectNotFound,
+                    format!("{location} was not found"),
+                )
+            })?
+    };
+    authorize(&ctx.caller, &src_owner, &src, &Method::GET).map_err(|_| {
+        err(
+            ErrorCode::SourceObjectNotFound,
+            format!("{location} was not found"),
+        )
+    })?;
+    let source = load(&ctx.fd, &src.storage_key(&src_owner.uuid))
+        .await?
+        .ok_or_else(|| {
+            err(
+                ErrorCode::SourceObjectNotFound,
+                format!("{location} was not found"),
+            )
+        })?;
+    if source.rec.is_directory() {
+        return Err(err(
+            ErrorCode::LinkNotObject,
+            format!("{location} is not an object"),
+        ));
+    }
+
+    let key = ctx.key();
+    let (existing, parent_ok) = tokio::join!(load(&ctx.fd, &key), ensure_parent(ctx));
+    let existing = existing?;
+    parent_ok?;
+    if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
+        return Err(err(
+            ErrorCode::OperationNotAllowedOnDirectory,
+            format!("{} is a directory: PUT is not allowed", ctx.path),
+        ));
+    }
+    conditional::check(
+        &ctx.method,
+        &ctx.headers,
+        existing.as_ref(),
+        &ctx.path.to_string(),
+    )?;
+    if existing.is_none() {
+        ensure_room(ctx).await?;
+    }
+    let mut rec: MetadataRecord = source.rec.clone();
+    rec.dirname = manta_types::path::dirname(&key).to_owned();
+    rec.name = ctx.path.name().to_owned();
+    rec.key = key;
+    rec.owner = ctx.owner.uuid.clone();
+    rec.mtime = manta_types::time::now_ms();
+    rec.request_id = manta_util::http::current_request_id();
+    // Headers given with the link request add to (and override) the source's.
+    rec.headers.extend(headers::stored_headers(&ctx.headers)?);
+    if let manta_types::EntryKind::Object(o) = &mut rec.kind {
+        o.created_from = Some(source.rec.key.clone());
+    }
+    save(
+        ctx,
+        &rec,
+        conditional::write_condition(&ctx.headers, existing.as_ref()),
+    )
+    .await?;
+    let mut resp = no_content();
+    if let Some(o) = rec.object()
+        && let Ok(v) = HeaderValue::from_str(&o.etag)
+    {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&headers::http_date(rec.mtime)) {
+        resp.headers_mut().insert(header::LAST_MODIFIED, v);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,358 @@
+//! The Manta HTTP API: routing a request to its handler after authenticating the caller and
+//! checking that it may act on the path.
+//!
+//! Every request under `/:login/...` goes through [`handle`]: throttle, parse the path, find
+//! the owner account, authenticate (signature, presigned URL, token, or anonymous), authorise,
+//! then dispatch on method and content type to the handlers in [`objects`], [`dirs`] and
+//! [`links`].
+
+pub mod conditional;
+pub mod cors;
+pub mod dirs;
+pub mod headers;
+pub mod links;
+pub mod objects;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{HeaderMap, Method, StatusCode};
+use manta_auth::{Account, AccountStore as _, Caller, RequestInfo, Via};
+use manta_types::{Area, ErrorCode, HasErrorCode, MantaPath, MetadataRecord};
+use manta_util::http::{PeerAddr, RouteName, Secure, error_response};
+
+use crate::error::{ApiResult, err, from_moray, from_store};
+use crate::state::Frontdoor;
+
+/// What a handler knows about the request it serves.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The service.
+    pub fd: Arc<Frontdoor>,
+    /// The method.
+    pub method: Method,
+    /// The path, validated.
+    pub path: MantaPath,
+    /// Decoded query parameters.
+    pub query: Vec<(String, String)>,
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// Who is calling.
+    pub caller: Caller,
+    /// The account whose namespace the path is in.
+    pub owner: Account,
+}
+
+impl Ctx {
+    /// The metadata key of the path.
+    pub fn key(&self) -> String {
+        self.path.storage_key(&self.owner.uuid)
+    }
+
+    /// A query parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        manta_util::http::header_str(&self.headers, name)
+    }
+
+    /// The login of the caller, for messages.
+    pub fn caller_login(&self) -> &str {
+        self.caller
+            .account()
+            .map(|a| a.login.as_str())
+            .unwrap_or("anonymous")
+    }
+}
+
+/// A record with the Moray etag it was read at (for conditional writes).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The record.
+    pub rec: MetadataRecord,
+    /// Moray's etag of the stored record.
+    pub etag: String,
+}
+
+/// True for paths that always exist as directories without a record: `/:login/<area>` and
+/// `/:login/jobs/<id>/stor`.
+pub fn is_virtual_dir(p: &MantaPath) -> bool {
+    p.is_area_root()
+        || (p.area() == Some(Area::Jobs) && p.segments().len() == 2 && p.segments()[1] == "stor")
+}
+
+/// Reads the record of `key`, `None` when there is none.
+///
+/// # Errors
+/// When Moray fails or the record cannot be read.
+pub async fn load(fd: &Frontdoor, key: &str) -> ApiResult<Option<Entry>> {
+    match fd.moray.get_object("manta", key).await {
+        Ok(r) => {
+            let rec = MetadataRecord::from_value(r.value).map_err(|e| {
+                tracing::error!(key, error = %e, "unreadable metadata record");
+                err(ErrorCode::InternalError, "an unexpected error occurred")
+            })?;
+            Ok(Some(Entry { rec, etag: r.etag }))
+        }
+        Err(moray::Error::ObjectNotFound { .. }) => Ok(None),
+        Err(e) => Err(from_moray(e, key)),
+    }
+}
+
+fn decode_query(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(manta_auth::presign::parse_query)
+        .unwrap_or_default()
+}
+
+fn is_loopback(req: &Request) -> bool {
+    req.extensions()
+        .get::<PeerAddr>()
+        .is_some_and(|p| p.0.ip().is_loopback())
+}
+
+/// The entry point of every namespace request.
+pub async fn handle(State(fd): State<Arc<Frontdoor>>, req: Request) -> Response {
+    let Ok(_permit) = fd.throttle.clone().try_acquire_owned() else {
+        fd.metrics.inc(
+            "frontdoor_throttled_total",
+            "Requests refused at the concurrency limit.",
+            &[],
+        );
+        return error_response(&err(
+            ErrorCode::ThrottledError,
+            "manta throttled this request",
+        ));
+    };
+    let mut route = "other";
+    let result = dispatch(&fd, req, &mut route).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code == ErrorCode::InternalError {
+                tracing::error!(error = %e.message, route, "request failed");
+            }
+            error_response(&e)
+        }
+    };
+    resp.extensions_mut().insert(RouteName(route));
+    resp
+}
+
+async fn dispatch(
+    fd: &Arc<Frontdoor>,
+    req: Request,
+    route: &mut &'static str,
+) -> ApiResult<Response> {
+    let raw_path = req.uri().path().to_owned();
+    let raw_query = req.uri().query().map(str::to_owned);
+    let path = MantaPath::from_url_path(&raw_path).map_err(|e| err(e.code(), e.to_string()))?;
+    let method = req.method().clone();
+    let secure = req.extensions().get::<Secure>().is_some_and(|s| s.0);
+    let loopback = is_loopback(&req);
+
+    // Authenticate before anything about the namespace is revealed.
+    let info = RequestInfo {
+        method: method.as_str(),
+        path: &raw_path,
+        query: raw_query.as_deref(),
+        headers: req.headers(),
+    };
+    let caller = fd
+        .auth
+        .authenticate(&info, SystemTime::now())
+        .await
+        .map_err(|e| match e {
+            manta_auth::AuthError::Store(s) => from_store(s),
+            e => err(e.code(), e.to_string()),
+        })?;
+    let owner = match &caller {
+        Caller::Account { account, .. } if account.login == path.login() => account.clone(),
+        _ => fd
+            .accounts
+            .by_login(path.login())
+            .await
+            .map_err(from_store)?
+            .ok_or_else(|| {
+                err(
+                    ErrorCode::AccountDoesNotExist,
+                    format!("{} does not exist", path.login()),
+                )
+            })?,
+    };
+    let read_only = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let public_read = read_only && path.area() == Some(Area::Public);
+    let presigned = matches!(
+        &caller,
+        Caller::Account {
+            via: Via::Presigned,
+            ..
+        }
+    );
+    if !secure && !loopback && !fd.cfg.allow_insecure_http && !public_read && !presigned {
+        return Err(err(
+            ErrorCode::SecureTransportRequired,
+            "Manta requires a secure transport (SSL/TLS)",
+        ));
+    }
+    authorize(&caller, &owner, &path, &method)?;
+
+    let ctx = Ctx {
+        fd: fd.clone(),
+        method: method.clone(),
+        path,
+        query: decode_query(raw_query.as_deref()),
+        headers: req.headers().clone(),
+        caller,
+        owner,
+    };
+    let body = req.into_body();
+    match method {
+        Method::OPTIONS => {
+            *route = "OptionsStorage";
+            cors::options(&ctx).await
+        }
+        Method::GET | Method::HEAD => {
+            if ctx.path.is_account_root() {
+                *route = "GetRootDirectory";
+                return dirs::root_listing(&ctx);
+            }
+            if is_virtual_dir(&ctx.path) {
+                *route = "GetDirectory";
+                return dirs::get_directory(&ctx, None).await;
+            }
+            match load(fd, &ctx.key()).await? {
+                None => Err(err(
+                    ErrorCode::ResourceNotFound,
+                    format!("{} was not found", ctx.path),
+                )),
+                Some(e) if e.rec.is_directory() => {
+                    *route = "GetDirectory";
+                    dirs::get_directory(&ctx, Some(e)).await
+                }
+                Some(e) => {
+                    *route = "GetObject";
+                    objects::get_object(&ctx, e).await
+                }
+            }
+        }
+        Method::PUT => {
+            if ctx.path.is_account_root() {
+                return Err(err(
+                    ErrorCode::OperationNotAllowedOnRootDirectory,
+                    format!("PUT is not allowed on {}", ctx.path),
+                ));
+            }
+            if ctx.param("metadata") == Some("true") {
+                *route = "PutMetadata";
+                return objects::put_metadata(&ctx).await;
+            }
+            match headers::entry_type(&ctx.headers) {
+                headers::EntryType::Directory => {
+                    *route = "PutDirectory";
+                    dirs::put_directory(&ctx).await
+                }
+                headers::EntryType::Link => {
+                    *route = "PutLink";
+                    links::put_link(&ctx).await
+                }
+                headers::EntryType::Object => {
+                    *route = "PutObject";
+                    objects::put_object(&ctx, body).await
+                }
+            }
+        }
+        Method::DELETE => {
+            *route = "DeleteStorage";
+            if ctx.path.is_account_root() || is_virtual_dir(&ctx.path) {
+                return Err(err(
+                    ErrorCode::OperationNotAllowedOnRootDirectory,
+                    format!("DELETE is not allowed on {}", ctx.path),
+                ));
+            }
+            dirs::delete_entry(&ctx).await
+        }
+        m => Err(err(
+            ErrorCode::MethodNotAllowed,
+            format!("{m} is not allowed on {}", ctx.path),
+        )),
+    }
+}
+
+/// May `caller` perform `method` on `path` in `owner`'s namespace?
+///
+/// Anyone may read `/:login/public`. An account may do anything in its own namespace except
+/// write where only the system writes (`reports`, job outputs, the uploads tree). Nobody else
+/// may touch it.
+///
+/// # Errors
+/// `AuthorizationRequired` (401) for anonymous callers, `AuthorizationFailed` (403) otherwise.
+pub fn authorize(
+    caller: &Caller,
+    owner: &Account,
+    path: &MantaPath,
+    method: &Method,
+) -> ApiResult<()> {
+    let read_only = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if read_only && path.area() == Some(Area::Public) {
+        return Ok(());
+    }
+    let Some(account) = caller.account() else {
+        return Err(err(
+            ErrorCode::AuthorizationRequired,
+            "Authorization is required",
+        ));
+    };
+    if account.uuid != owner.uuid {
+        return Err(err(
+            ErrorCode::AuthorizationFailed,
+            format!("{} is not allowed to access {path}", account.login),
+        ));
+    }
+    if let Caller::Account {
+        methods: Some(allowed),
+        ..
+    } = caller
+        && !allowed.iter().any(|m| m == method.as_str())
+    {
+        return Err(err(
+            ErrorCode::InvalidQueryStringAuthentication,
+            format!("this URL does not allow {method}"),
+        ));
+    }
+    let restricted_write = *method == Method::PUT
+        && matches!(
+            path.area(),
+            Some(Area::Reports | Area::Jobs | Area::Uploads)
+        );
+    if restricted_write
+        && !matches!(
+            caller,
+            Caller::Account {
+                via: Via::Token,
+                ..
+            }
+        )
+    {
+        return Err(err(
+            ErrorCode::AuthorizationFailed,
+            format!("{} is not allowed to write {path}", account.login),
+        ));
+    }
+    Ok(())
+}
+
+/// A `204 No Content` response.
+pub fn no_content() -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}

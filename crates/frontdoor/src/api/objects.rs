@@ -1,0 +1,377 @@
+//! Objects: `PUT` (streamed to N storage nodes, then committed to Moray), `GET`/`HEAD` (from
+//! any copy, single ranges), and `PUT ?metadata=true` (new headers, same bytes).
+
+use axum::body::Body;
+use axum::response::Response;
+use http::{HeaderValue, StatusCode, header};
+use manta_types::record::RECORD_VERSION;
+use manta_types::record::{EntryKind, ObjectInfo};
+use manta_types::{ErrorCode, MetadataRecord, ObjectId};
+use moray::PutOptions;
+use storage_node::range::ByteRange;
+
+use super::conditional::{self, Outcome};
+use super::headers::{self, http_date};
+use super::{Ctx, Entry, cors, is_virtual_dir, load, no_content};
+use crate::error::{ApiResult, err, from_moray};
+
+/// The record of a new or replaced object at `ctx`'s path.
+fn object_record(
+    ctx: &Ctx,
+    info: ObjectInfo,
+    headers: std::collections::BTreeMap<String, String>,
+) -> MetadataRecord {
+    let key = ctx.key();
+    MetadataRecord {
+        version: RECORD_VERSION,
+        dirname: manta_types::path::dirname(&key).to_owned(),
+        name: ctx.path.name().to_owned(),
+        key,
+        owner: ctx.owner.uuid.clone(),
+        creator: ctx.owner.uuid.clone(),
+        mtime: manta_types::time::now_ms(),
+        headers,
+        roles: Vec::new(),
+        kind: EntryKind::Object(info),
+        request_id: manta_util::http::current_request_id(),
+    }
+}
+
+/// Checks the parent of `ctx`'s path: it must exist and be a directory.
+///
+/// # Errors
+/// `DirectoryDoesNotExist` or `ParentNotDirectory`.
+pub async fn ensure_parent(ctx: &Ctx) -> ApiResult<()> {
+    let parent = ctx
+        .path
+        .parent()
+        .expect("only the account root has no parent, and it is never written");
+    if is_virtual_dir(&parent) {
+        return Ok(());
+    }
+    match load(&ctx.fd, &parent.storage_key(&ctx.owner.uuid)).await? {
+        None => Err(err(
+            ErrorCode::DirectoryDoesNotExist,
+            format!("{parent} does not exist"),
+        )),
+        Some(e) if !e.rec.is_directory() => Err(err(
+            ErrorCode::ParentNotDirectory,
+            format!("{parent} is not a directory"),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Refuses a new entry in a full directory.
+///
+/// # Errors
+/// `DirectoryLimitExceeded` when the parent holds `max_dirents` entries.
+pub async fn ensure_room(ctx: &Ctx) -> ApiResult<()> {
+    let dirname = manta_types::path::dirname(&ctx.key()).to_owned();
+    let count = super::dirs::entry_count(&ctx.fd, &dirname).await?;
+    if count >= ctx.fd.cfg.max_dirents {
+        let parent = ctx.path.parent().map(|p| p.to_string()).unwrap_or_default();
+        return Err(err(
+            ErrorCode::DirectoryLimitExceeded,
+            format!("{parent} cannot exceed {} entries", ctx.fd.cfg.max_dirents),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `rec` at its key with `cond`; an unconditional write that races another is retried
+/// once, as the original does.
+///
+/// # Errors
+/// `ConcurrentRequest` when the condition fails; Moray failures.
+pub async fn save(ctx: &Ctx, rec: &MetadataRecord, cond: moray::EtagCondition) -> ApiResult<()> {
+    let opts = PutOptions { etag: cond };
+    match ctx
+        .fd
+        .moray
+        .put_object("manta", &rec.key, rec.to_value(), opts.clone())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(moray::Error::EtagConflict { .. }) if opts.etag == moray::EtagCondition::Any => ctx
+            .fd
+            .moray
+            .put_object("manta", &rec.key, rec.to_value(), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| from_moray(e, &ctx.path.to_string())),
+        Err(e) => Err(from_moray(e, &ctx.path.to_string())),
+    }
+}
+
+/// `PUT` of an object.
+///
+/// # Errors
+/// The API's errors for bad headers, missing parents, preconditions, placement and streaming.
+pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
+    if is_virtual_dir(&ctx.path) {
+        return Err(err(
+            ErrorCode::OperationNotAllowedOnRootDirectory,
+            format!("PUT is not allowed on {}", ctx.path),
+        ));
+    }
+    let copies = headers::durability(&ctx.headers, &ctx.fd.cfg)?;
+    let len = headers::body_length(&ctx.headers)?;
+    let md5 = headers::content_md5(&ctx.headers)?;
+    let mut stored_headers = headers::stored_headers(&ctx.headers)?;
+    if ctx.path.area() == Some(manta_types::Area::Public) {
+        stored_headers
+            .entry("access-control-allow-origin".into())
+            .or_insert_with(|| "*".into());
+    }
+    let content_type = ctx
+        .header("content-type")
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let content_disposition = stored_headers.get("content-disposition").cloned();
+
+    let key = ctx.key();
+    let (existing, parent_ok) = tokio::join!(load(&ctx.fd, &key), ensure_parent(ctx));
+    let existing = existing?;
+    parent_ok?;
+    if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
+        return Err(err(
+            ErrorCode::OperationNotAllowedOnDirectory,
+            format!("{} is a directory: PUT is not allowed", ctx.path),
+        ));
+    }
+    conditional::check(
+        &ctx.method,
+        &ctx.headers,
+        existing.as_ref(),
+        &ctx.path.to_string(),
+    )?;
+    if existing.is_none() {
+        ensure_room(ctx).await?;
+    }
+
+    let object_id = ObjectId::random();
+    let oid = object_id.to_string();
+    let stream = body.into_data_stream();
+    let stored = crate::data::store(
+        &ctx.fd,
+        &ctx.owner.uuid,
+        &oid,
+        copies,
+        len,
+        md5.as_deref(),
+        stream,
+    )
+    .await?;
+    let rec = object_record(
+        ctx,
+        ObjectInfo {
+            content_length: stored.size,
+            content_md5: stored.md5.clone(),
+            content_type,
+            content_disposition,
+            etag: oid.clone(),
+            object_id,
+            sharks: stored.sharks.clone(),
+            created_from: None,
+            sha256: stored.sha256.clone(),
+        },
+        stored_headers,
+    );
+    if let Err(e) = save(
+        ctx,
+        &rec,
+        conditional::write_condition(&ctx.headers, existing.as_ref()),
+    )
+    .await
+    {
+        // Nothing points at the new copies: take them back.
+        crate::data::discard_refs(&ctx.fd, &stored.sharks, &ctx.owner.uuid, &oid).await;
+        return Err(e);
+    }
+    let mut resp = no_content();
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, hv(&oid));
+    h.insert(header::LAST_MODIFIED, hv(&http_date(rec.mtime)));
+    h.insert("computed-md5", hv(&stored.md5));
+    Ok(resp)
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The headers every read of an object carries.
+pub fn object_headers(ctx: &Ctx, rec: &MetadataRecord, o: &ObjectInfo, out: &mut http::HeaderMap) {
+    out.insert(header::ETAG, hv(&o.etag));
+    out.insert(header::LAST_MODIFIED, hv(&http_date(rec.mtime)));
+    out.insert(header::CONTENT_TYPE, hv(&o.content_type));
+    out.insert("content-md5", hv(&o.content_md5));
+    out.insert("durability-level", HeaderValue::from(o.sharks.len()));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(sha) = &o.sha256 {
+        out.insert("x-manta-content-sha256", hv(sha));
+    }
+    cors::add_stored_headers(out, &rec.headers, ctx.header("origin"), ctx.method.as_str());
+}
+
+/// `GET`/`HEAD` of an object.
+///
+/// # Errors
+/// `PreconditionFailed`, `NotAcceptable`, `RequestedRangeNotSatisfiable`, `NotImplemented`
+/// (several ranges), `ServiceUnavailable` when no copy answers.
+pub async fn get_object(ctx: &Ctx, entry: Entry) -> ApiResult<Response> {
+    let Some(o) = entry.rec.object().cloned() else {
+        return Err(err(ErrorCode::InternalError, "not an object"));
+    };
+    let mut resp = Response::new(Body::empty());
+    object_headers(ctx, &entry.rec, &o, resp.headers_mut());
+    if conditional::check(
+        &ctx.method,
+        &ctx.headers,
+        Some(&entry),
+        &ctx.path.to_string(),
+    )? == Outcome::NotModified
+    {
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        resp.headers_mut().remove(header::CONTENT_TYPE);
+        return Ok(resp);
+    }
+    if !headers::accepts(ctx.header("accept"), &o.content_type) {
+        return Err(err(
+            ErrorCode::NotAcceptable,
+            format!("{} accepts {}", ctx.path, o.content_type),
+        ));
+    }
+    let total = o.content_length;
+    let range = match ctx.header("range") {
+        None => None,
+        Some(r) => match ByteRange::parse(r) {
+            Ok(br) => Some((r.to_owned(), br)),
+            Err(storage_node::range::RangeError::Multiple(_)) => {
+                return Err(err(
+                    ErrorCode::NotImplemented,
+                    "multiple ranges are not supported",
+                ));
+            }
+            // A malformed Range is ignored, as HTTP says.
+            Err(_) => None,
+        },
+    };
+    let resolved = match &range {
+        None => None,
+        Some((_, br)) => match br.resolve(total) {
+            Some(r) => Some(r),
+            None => {
+                let mut e = Response::new(Body::from(
+                    manta_types::ErrorBody::new(
+                        ErrorCode::RequestedRangeNotSatisfiable,
+                        format!(
+                            "{} is an invalid range",
+                            ctx.header("range").unwrap_or_default()
+                        ),
+                    )
+                    .to_json(),
+                ));
+                *e.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                e.headers_mut()
+                    .insert(header::CONTENT_RANGE, hv(&format!("bytes */{total}")));
+                e.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return Ok(e);
+            }
+        },
+    };
+    let length = resolved.as_ref().map(|r| r.len).unwrap_or(total);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    if let Some(r) = &resolved {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        resp.headers_mut()
+            .insert(header::CONTENT_RANGE, hv(&r.content_range(total)));
+    }
+    if ctx.method == http::Method::HEAD || length == 0 {
+        return Ok(resp);
+    }
+    let range_header = range.map(|(raw, _)| raw);
+    let (status, content_range, stream) =
+        crate::data::fetch(&ctx.fd, &o, &entry.rec.creator, range_header.as_deref()).await?;
+    if status == StatusCode::RANGE_NOT_SATISFIABLE {
+        return Err(err(
+            ErrorCode::RequestedRangeNotSatisfiable,
+            "the range is not satisfiable",
+        ));
+    }
+    if let Some(cr) = content_range {
+        resp.headers_mut().insert(header::CONTENT_RANGE, hv(&cr));
+    }
+    *resp.body_mut() = Body::from_stream(stream);
+    Ok(resp)
+}
+
+/// `PUT ?metadata=true`: replaces an entry's stored headers (and content type) without
+/// touching its bytes.
+///
+/// # Errors
+/// `ResourceNotFound`; `InvalidUpdate` for headers that describe the bytes.
+pub async fn put_metadata(ctx: &Ctx) -> ApiResult<Response> {
+    for forbidden in ["content-md5", "durability-level", "x-durability-level"] {
+        if ctx.headers.contains_key(forbidden) {
+            return Err(err(
+                ErrorCode::InvalidUpdate,
+                format!("overwrite of \"{forbidden}\" forbidden"),
+            ));
+        }
+    }
+    if ctx.header("content-length").is_some_and(|v| v != "0") {
+        return Err(err(
+            ErrorCode::InvalidUpdate,
+            "overwrite of \"content-length\" forbidden",
+        ));
+    }
+    if is_virtual_dir(&ctx.path) {
+        return Err(err(
+            ErrorCode::OperationNotAllowedOnRootDirectory,
+            format!("PUT is not allowed on {}", ctx.path),
+        ));
+    }
+    let Some(entry) = load(&ctx.fd, &ctx.key()).await? else {
+        return Err(err(
+            ErrorCode::ResourceNotFound,
+            format!("{} was not found", ctx.path),
+        ));
+    };
+    conditional::check(
+        &ctx.method,
+        &ctx.headers,
+        Some(&entry),
+        &ctx.path.to_string(),
+    )?;
+    let mut rec = entry.rec.clone();
+    rec.headers = headers::stored_headers(&ctx.headers)?;
+    rec.mtime = manta_types::time::now_ms();
+    rec.request_id = manta_util::http::current_request_id();
+    if let EntryKind::Object(o) = &mut rec.kind {
+        if let Some(ct) = ctx.header("content-type") {
+            o.content_type = ct.to_owned();
+        }
+        o.content_disposition = rec.headers.get("content-disposition").cloned();
+    }
+    // Always conditional on what was read: headers of a concurrently replaced object must not
+    // land on the new one.
+    save(
+        ctx,
+        &rec,
+        moray::EtagCondition::MustMatch(entry.etag.clone()),
+    )
+    .await?;
+    let mut resp = no_content();
+    if let Some(o) = rec.object() {
+        resp.headers_mut().insert(header::ETAG, hv(&o.etag));
+    }
+    resp.headers_mut()
+        .insert(header::LAST_MODIFIED, hv(&http_date(rec.mtime)));
+    Ok(resp)
+}

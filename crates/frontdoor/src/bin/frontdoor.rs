@@ -1,0 +1,95 @@
+//! `frontdoor`: the Manta HTTP API server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use frontdoor::{Config, MoraySource, TlsFiles};
+use manta_util::logging::{LogFormat, init};
+
+/// Serve the Manta HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "frontdoor", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MANTA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Moray URL of a one-shard metadata tier (repeat for several instances of the shard).
+    #[arg(long = "moray", env = "MANTA_MORAY", value_delimiter = ',')]
+    moray: Vec<String>,
+    /// etcd endpoints holding the shard ring (instead of --moray).
+    #[arg(long = "etcd", env = "MANTA_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// TLS certificate chain (PEM); plain HTTP without it.
+    #[arg(long, env = "MANTA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "MANTA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Copies when a request names none.
+    #[arg(long, env = "MANTA_DEFAULT_COPIES", default_value_t = 2)]
+    default_copies: u32,
+    /// Most copies a request may ask for.
+    #[arg(long, env = "MANTA_MAX_COPIES", default_value_t = 6)]
+    max_copies: u32,
+    /// Requests served at once before `ThrottledError`.
+    #[arg(long, env = "MANTA_MAX_CONCURRENCY", default_value_t = 2048)]
+    max_concurrency: usize,
+    /// Idle time after which an upload or download is cut.
+    #[arg(long, env = "MANTA_DATA_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
+    data_timeout: Duration,
+    /// How often storage node heartbeats are re-read for placement.
+    #[arg(long, env = "MANTA_PICKER_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
+    picker_refresh: Duration,
+    /// Heartbeats older than this take a node out of placement.
+    #[arg(long, env = "MANTA_HEARTBEAT_MAX_AGE", default_value = "60s", value_parser = humantime::parse_duration)]
+    heartbeat_max_age: Duration,
+    /// How long a looked-up account (and its keys) is reused before it is read again.
+    #[arg(long, env = "MANTA_ACCOUNT_CACHE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
+    account_cache_ttl: Duration,
+    /// File holding the secret for tokens issued to jobs (shared by all front doors).
+    #[arg(long, env = "MANTA_TOKEN_SECRET_FILE")]
+    token_secret_file: Option<PathBuf>,
+    /// Serve private data over plain HTTP to non-loopback clients (testing only).
+    #[arg(long, env = "MANTA_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
+    /// Log format: plain or json.
+    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    init(args.log_format);
+    let moray = match (args.moray.is_empty(), args.etcd.is_empty()) {
+        (false, true) => MoraySource::Single(args.moray),
+        (true, false) => MoraySource::Etcd(args.etcd),
+        _ => bail!("give exactly one of --moray or --etcd"),
+    };
+    let mut cfg = Config::new(args.listen, moray);
+    cfg.tls = args
+        .tls_cert
+        .zip(args.tls_key)
+        .map(|(cert, key)| TlsFiles { cert, key });
+    cfg.default_copies = args.default_copies;
+    cfg.max_copies = args.max_copies;
+    cfg.max_concurrency = args.max_concurrency;
+    cfg.data_timeout = args.data_timeout;
+    cfg.allow_insecure_http = args.allow_insecure_http;
+    cfg.picker_refresh = args.picker_refresh;
+    cfg.heartbeat_max_age = args.heartbeat_max_age;
+    cfg.account_cache_ttl = args.account_cache_ttl;
+    if let Some(f) = args.token_secret_file {
+        cfg.token_secret = std::fs::read(&f).with_context(|| format!("read {}", f.display()))?;
+        if cfg.token_secret.len() < 16 {
+            bail!("{} holds fewer than 16 bytes", f.display());
+        }
+    }
+    if cfg.default_copies == 0 || cfg.default_copies > cfg.max_copies {
+        bail!("--default-copies must be between 1 and --max-copies");
+    }
+    frontdoor::run(cfg, manta_util::shutdown_on_signals()).await
+}

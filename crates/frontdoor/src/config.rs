@@ -1,0 +1,89 @@
+//! The front door's configuration: one struct, built once at start-up and shared read-only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the metadata tier is.
+#[derive(Debug, Clone)]
+pub enum MoraySource {
+    /// One shard, one Moray URL (or several instances of that shard).
+    Single(Vec<String>),
+    /// The shard ring stored in etcd (`/manta/ring`).
+    Etcd(Vec<String>),
+}
+
+/// TLS certificate and key files (PEM).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Everything the front door needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the Manta API listener.
+    pub listen: SocketAddr,
+    /// TLS for the listener; plain HTTP without it.
+    pub tls: Option<TlsFiles>,
+    /// The metadata tier.
+    pub moray: MoraySource,
+    /// Copies when a request names none (`durability-level`).
+    pub default_copies: u32,
+    /// Most copies a request may ask for.
+    pub max_copies: u32,
+    /// Size assumed for placement of a chunked upload that gives no `max-content-length`;
+    /// also the largest such upload.
+    pub max_streaming_size: u64,
+    /// How long an upload or download may go without a byte before it is cut.
+    pub data_timeout: Duration,
+    /// Most entries in one directory.
+    pub max_dirents: u64,
+    /// Requests served at once; more are refused with `ThrottledError` (503).
+    pub max_concurrency: usize,
+    /// Storage nodes fuller than this percentage get no new objects.
+    pub max_utilization_pct: u32,
+    /// Heartbeats older than this take a node out of placement.
+    pub heartbeat_max_age: Duration,
+    /// How often the picker re-reads heartbeats.
+    pub picker_refresh: Duration,
+    /// Allowed difference between a signed request's `Date` and our clock.
+    pub clock_skew: Duration,
+    /// How long a looked-up account is reused before it is read again.
+    pub account_cache_ttl: Duration,
+    /// Secret for tokens the front door issues (jobs act for their owner with them).
+    pub token_secret: Vec<u8>,
+    /// Serve private data over plain HTTP to non-loopback clients (off: such requests get
+    /// `SecureTransportRequired`). Loopback clients may always use plain HTTP.
+    pub allow_insecure_http: bool,
+    /// How long in-flight requests may finish once shutdown begins.
+    pub drain: Duration,
+}
+
+impl Config {
+    /// A configuration with the original's defaults, listening on `listen`, over `moray`.
+    pub fn new(listen: SocketAddr, moray: MoraySource) -> Config {
+        Config {
+            listen,
+            tls: None,
+            moray,
+            default_copies: 2,
+            max_copies: 6,
+            max_streaming_size: 51_200 * 1024 * 1024,
+            data_timeout: Duration::from_secs(45),
+            max_dirents: 1_000_000,
+            max_concurrency: 2048,
+            max_utilization_pct: 90,
+            heartbeat_max_age: Duration::from_secs(60),
+            picker_refresh: Duration::from_secs(5),
+            clock_skew: Duration::from_secs(300),
+            account_cache_ttl: Duration::from_secs(2),
+            token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            allow_insecure_http: false,
+            drain: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! Placement: which storage nodes get the copies of a new object.
+//!
+//! The picker re-reads the nodes' capacity heartbeats (Moray bucket `manta_storage`) every few
+//! seconds. For a write of N copies it proposes up to three candidate sets of N nodes: nodes
+//! whose heartbeat is fresh, below the utilisation cap and with room for the object; each set
+//! spreads over as many failure domains (datacenters) as there are, and no node appears in two
+//! sets, so the front door can fall back to a disjoint set when a node of the first does not
+//! answer. Reads use the same table to find a node's address by its storage id (a node whose
+//! heartbeat is stale is still read from).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use manta_types::{ErrorCode, MantaError};
+use moray::MorayClient;
+use moray::types::FindOptions;
+use rand::seq::SliceRandom as _;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// One storage node as its heartbeat describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Node {
+    /// Stable id (what object records name).
+    #[serde(rename = "manta_storage_id")]
+    pub storage_id: String,
+    /// Failure domain.
+    pub datacenter: String,
+    /// Free space, MiB.
+    #[serde(rename = "availableMB")]
+    pub available_mb: u64,
+    /// Used space, percent.
+    pub percent_used: u32,
+    /// Heartbeat time, epoch ms.
+    pub timestamp: u64,
+    /// Base URL of its object API.
+    pub url: String,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    nodes: Vec<Node>,
+    by_id: HashMap<String, Node>,
+    loaded: bool,
+}
+
+/// Chooses storage nodes for writes and resolves them for reads.
+#[derive(Debug)]
+pub struct Picker {
+    moray: MorayClient,
+    table: RwLock<Arc<Table>>,
+    max_age: Duration,
+    max_utilization_pct: u32,
+}
+
+impl Picker {
+    /// A picker reading heartbeats from the system shard.
+    pub fn new(moray: MorayClient, max_age: Duration, max_utilization_pct: u32) -> Picker {
+        Picker {
+            moray,
+            table: RwLock::new(Arc::new(Table::default())),
+            max_age,
+            max_utilization_pct,
+        }
+    }
+
+    fn table(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads every heartbeat.
+    ///
+    /// # Errors
+    /// When Moray fails; the previous table stays in use.
+    pub async fn refresh(&self) -> moray::Result<()> {
+        let recs = self
+            .moray
+            .find_objects(
+                "manta_storage",
+                "(manta_storage_id=*)",
+                FindOptions {
+                    limit: Some(100_000),
+                    no_count: true,
+                    ..FindOptions::default()
+                },
+            )
+            .await?;
+        let mut nodes = Vec::with_capacity(recs.len());
+        for r in recs {
+            match serde_json::from_value::<Node>(r.value) {
+                Ok(n) => nodes.push(n),
+                Err(e) => warn!(key = %r.key, error = %e, "ignoring malformed heartbeat"),
+            }
+        }
+        let by_id = nodes
+            .iter()
+            .map(|n| (n.storage_id.clone(), n.clone()))
+            .collect();
+        debug!(nodes = nodes.len(), "picker refreshed");
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Table {
+            nodes,
+            by_id,
+            loaded: true,
+        });
+        Ok(())
+    }
+
+    /// Loads the table if it never was (the first request after start-up).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn ensure_loaded(&self) -> moray::Result<()> {
+        if self.table().loaded {
+            Ok(())
+        } else {
+            self.refresh().await
+        }
+    }
+
+    /// Refreshes every `every` until `shutdown`.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.refresh().await {
+                    warn!(error = %e, "cannot read storage heartbeats; keeping the last table");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        })
+    }
+
+    /// The node with this storage id, fresh or not.
+    pub fn node(&self, storage_id: &str) -> Option<Node> {
+        self.table().by_id.get(storage_id).cloned()
+    }
+
+    /// Every known node.
+    pub fn nodes(&self) -> Vec<Node> {
+        self.table().nodes.clone()
+    }
+
+    /// Up to three disjoint candidate sets of `copies` nodes with room for `size` bytes.
+    ///
+    /// # Errors
+    /// `NotEnoughSpace` (507) when not even one set can be formed.
+    pub fn choose(&self, copies: usize, size: u64) -> Result<Vec<Vec<Node>>, MantaError> {
+        let now = manta_types::time::now_ms();
+        let size_mb = size.div_ceil(1024 * 1024);
+        let max_age_ms = self.max_age.as_millis() as u64;
+        let table = self.table();
+        let mut by_dc: BTreeMap<String, Vec<Node>> = BTreeMap::new();
+        for n in &table.nodes {
+            let fresh = now.saturating_sub(n.timestamp) <= max_age_ms;
+            if fresh && n.percent_used <= self.max_utilization_pct && n.available_mb >= size_mb {
+                by_dc
+                    .entry(n.datacenter.clone())
+                    .or_default()
+                    .push(n.clone());
+            }
+        }
+        let usable: usize = by_dc.values().map(Vec::len).sum();
+        if copies == 0 || usable < copies {
+            return Err(MantaError::new(
+                ErrorCode::NotEnoughSpace,
+                format!(
+                    "not enough free space for {size_mb} MB on {copies} storage nodes ({usable} usable)"
+                ),
+            ));
+        }
+        let mut rng = rand::rng();
+        let mut dcs: Vec<Vec<Node>> = by_dc.into_values().collect();
+        for d in &mut dcs {
+            d.shuffle(&mut rng);
+        }
+        dcs.shuffle(&mut rng);
+        let mut sets = Vec::new();
+        while sets.len() < 3 {
+            // Round-robin over the failure domains, one node from each in turn.
+            let mut set = Vec::with_capacity(copies);
+            let mut progress = true;
+            while set.len() < copies && progress {
+                progress = false;
+                for d in dcs.iter_mut() {
+                    if set.len() == copies {
+                        break;
+                    }
+                    if let Some(n) = d.pop() {
+                        set.push(n);
+                        progress = true;
+                    }
+                }
+            }
+            if set.len() < copies {
+                break;
+            }
+            sets.push(set);
+            // Start the next set from another domain.
+            dcs.rotate_left(1);
+        }
+        Ok(sets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, dc: &str, mb: u64, pct: u32) -> Node {
+        Node {
+            storage_id: id.into(),
+            datacenter: dc.into(),
+            available_mb: mb,
+            percent_used: pct,
+            timestamp: manta_types::time::now_ms(),
+            url: format!("http://{id}"),
+        }
+    }
+
+    fn picker_with(nodes: Vec<Node>) -> Picker {
+        let p = Picker::new(
+            MorayClient::new("http://127.0.0.1:9").unwrap(),
+            Duration::from_secs(60),
+            90,
+        );
+        let by_id = nodes
+            .iter()
+            .map(|n| (n.storage_id.clone(), n.clone()))
+            .collect();
+        *p.table.write().unwrap() = Arc::new(Table {
+            nodes,
+            by_id,
+            loaded: true,
+        });
+        p
+    }
+
+    #[test]
+    fn spreads_copies_over_failure_domains_and_sets_are_disjoint() {
+        let p = picker_with(vec![
+            node("a1", "a", 1000, 10),
+            node("a2", "a", 1000, 10),
+            node("b1", "b", 1000, 10),
+            node("b2", "b", 1000, 10),
+            node("c1", "c", 1000, 10),
+            node("c2", "c", 1000, 10),
+        ]);
+        for _ in 0..50 {
+            let sets = p.choose(2, 10).unwrap();
+            assert_eq!(sets.len(), 3);
+            let mut seen = std::collections::HashSet::new();
+            for s in &sets {
+                assert_ne!(s[0].datacenter, s[1].datacenter, "{s:?}");
+                for n in s {
+                    assert!(seen.insert(n.storage_id.clone()), "node reused across sets");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn full_stale_and_small_nodes_are_skipped() {
+        let mut stale = node("s", "a", 10_000, 10);
+        stale.timestamp -= 3_600_000;
+        let p = picker_with(vec![
+            stale,
+            node("full", "b", 10_000, 95),
+            node("small", "c", 5, 10),
+            node("ok", "d", 10_000, 10),
+        ]);
+        let sets = p.choose(1, 100 * 1024 * 1024).unwrap();
+        assert!(sets.iter().all(|s| s[0].storage_id == "ok"), "{sets:?}");
+        let e = p.choose(2, 100 * 1024 * 1024).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotEnoughSpace);
+        // Reads still find the stale node.
+        assert!(p.node("s").is_some());
+    }
+
+    #[test]
+    fn more_copies_than_domains_still_places() {
+        let p = picker_with(vec![
+            node("a1", "a", 100, 1),
+            node("a2", "a", 100, 1),
+            node("b1", "b", 100, 1),
+        ]);
+        let sets = p.choose(3, 1).unwrap();
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].len(), 3);
+    }
+}

@@ -1,0 +1,193 @@
+//! The running service: its clients of the tiers below, its registry, and how it starts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use axum::Router;
+use manta_auth::{Authenticator, TokenKey};
+use manta_util::http::{Observer, ServeOptions, serve, with_observability};
+use manta_util::metrics::Metrics;
+use moray::ShardedClient;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::accounts::MorayAccounts;
+use crate::config::{Config, MoraySource};
+use crate::picker::Picker;
+use crate::shark::SharkClient;
+
+/// Everything a request handler needs, shared by all requests.
+#[derive(Debug)]
+pub struct Frontdoor {
+    /// Configuration.
+    pub cfg: Arc<Config>,
+    /// Metadata, routed to shards.
+    pub moray: ShardedClient,
+    /// Accounts.
+    pub accounts: Arc<MorayAccounts>,
+    /// Credential checks.
+    pub auth: Authenticator,
+    /// Placement and node addresses.
+    pub picker: Arc<Picker>,
+    /// Storage node connections.
+    pub sharks: SharkClient,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Concurrency limit.
+    pub throttle: Arc<Semaphore>,
+}
+
+async fn connect_moray(src: &MoraySource) -> Result<ShardedClient> {
+    Ok(match src {
+        MoraySource::Single(urls) => {
+            if urls.is_empty() {
+                anyhow::bail!("no Moray URL configured");
+            }
+            let shard = moray::ring::ShardInfo {
+                name: "1".into(),
+                urls: urls.clone(),
+            };
+            ShardedClient::from_ring(moray::ring::Ring::new(
+                moray::ring::DEFAULT_VNODES,
+                vec![shard],
+            )?)?
+        }
+        MoraySource::Etcd(endpoints) => ShardedClient::from_etcd(endpoints.clone()).await?,
+    })
+}
+
+impl Frontdoor {
+    /// Connects to the metadata tier and prepares its buckets, waiting up to `wait` for Moray to
+    /// answer (services of a region start together).
+    ///
+    /// # Errors
+    /// When Moray does not answer in time.
+    pub async fn new(cfg: Config, wait: Duration) -> Result<Arc<Frontdoor>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let moray = loop {
+            match connect_moray(&cfg.moray).await {
+                Ok(m) => match (
+                    m.setup_manta_buckets().await,
+                    crate::accounts::ensure_bucket(&m.system()).await,
+                ) {
+                    (Ok(()), Ok(())) => break m,
+                    (Err(e), _) | (_, Err(e)) => {
+                        if tokio::time::Instant::now() > deadline {
+                            return Err(e).context("prepare the metadata buckets");
+                        }
+                        warn!(error = %e, "metadata tier not ready; retrying");
+                    }
+                },
+                Err(e) => {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(e).context("connect to the metadata tier");
+                    }
+                    warn!(error = %e, "metadata tier not ready; retrying");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let system = moray.system();
+        let accounts = Arc::new(MorayAccounts::new(system.clone(), cfg.account_cache_ttl));
+        let mut auth =
+            Authenticator::new(accounts.clone()).with_tokens(TokenKey::new(&cfg.token_secret));
+        auth.max_skew = cfg.clock_skew;
+        let picker = Arc::new(Picker::new(
+            system,
+            cfg.heartbeat_max_age,
+            cfg.max_utilization_pct,
+        ));
+        Ok(Arc::new(Frontdoor {
+            throttle: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            cfg: Arc::new(cfg),
+            moray,
+            accounts,
+            auth,
+            picker,
+            sharks: SharkClient::default(),
+            metrics: Arc::new(Metrics::new()),
+        }))
+    }
+
+    /// The HTTP application: `/ping`, `/metrics`, and the Manta API for everything else.
+    pub fn router(self: &Arc<Self>) -> Router {
+        let api = Router::new()
+            .fallback(crate::api::handle)
+            .with_state(self.clone());
+        let obs = Arc::new(Observer {
+            service: "frontdoor",
+            metrics: self.metrics.clone(),
+        });
+        with_observability(api, obs)
+    }
+}
+
+fn tls_config(files: &crate::config::TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("read {}", files.cert.display()))?
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("parse certificates in {}", files.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("read key {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("build the TLS configuration")?;
+    Ok(Arc::new(cfg))
+}
+
+/// A started front door.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The service (for tests that look inside).
+    pub frontdoor: Arc<Frontdoor>,
+    /// Ends when the server has stopped.
+    pub task: tokio::task::JoinHandle<Result<()>>,
+}
+
+/// Binds the listener and serves until `shutdown` (returns once listening).
+///
+/// # Errors
+/// When the metadata tier does not answer, TLS files are bad, or the address cannot be bound.
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> {
+    let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
+    let drain = cfg.drain;
+    let refresh = cfg.picker_refresh;
+    let listen = cfg.listen;
+    let fd = Frontdoor::new(cfg, Duration::from_secs(60)).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    let addr = listener.local_addr()?;
+    let refresher = fd.picker.spawn_refresher(refresh, shutdown.clone());
+    let app = fd.router();
+    info!(%addr, tls = tls.is_some(), "front door listening");
+    let task = tokio::spawn(async move {
+        serve(listener, app, shutdown, ServeOptions { drain, tls }).await?;
+        refresher.abort();
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        frontdoor: fd,
+        task,
+    })
+}
+
+/// Runs the front door until `shutdown`.
+///
+/// # Errors
+/// As [`start`], or when serving fails.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
+    let running = start(cfg, shutdown).await?;
+    running.task.await.context("the server task panicked")?
+}

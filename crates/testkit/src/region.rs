@@ -1,0 +1,403 @@
+//! A whole region for end-to-end tests: real Postgres, Moray, storage nodes and a front door,
+//! each a real process of the workspace's binaries, on random loopback ports, in one temp dir.
+//!
+//! The binaries are found beside the running test (`target/<profile>/`); `cargo nextest run
+//! --workspace` builds them. A test gets a [`TestRegion`] with an account whose SSH key is a
+//! file in the region dir, and can kill and restart storage nodes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::postgres::TestPostgres;
+use crate::process::{LoggedChild, TestDir, free_port, guarded_command};
+
+/// Path of a workspace binary built beside the running test.
+///
+/// # Errors
+/// When it has not been built.
+pub fn binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locate the test binary")?;
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let mut dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join(name);
+    if path.exists() {
+        Ok(path)
+    } else {
+        bail!(
+            "{} is not built; run `cargo build --bins` (./run-tests builds every binary)",
+            path.display()
+        )
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct RegionOptions {
+    /// Storage nodes, each in its own failure domain (`dc1`, `dc2`, ...) unless
+    /// `datacenters` says otherwise.
+    pub storage_nodes: usize,
+    /// Failure domain of each storage node (cycled).
+    pub datacenters: Vec<String>,
+    /// Extra arguments for the front door.
+    pub frontdoor_args: Vec<String>,
+    /// Extra arguments for each storage node.
+    pub storage_args: Vec<String>,
+}
+
+impl Default for RegionOptions {
+    fn default() -> Self {
+        RegionOptions {
+            storage_nodes: 3,
+            datacenters: vec!["dc1".into(), "dc2".into(), "dc3".into()],
+            frontdoor_args: Vec::new(),
+            storage_args: Vec::new(),
+        }
+    }
+}
+
+/// A storage node of a test region.
+#[derive(Debug)]
+pub struct TestStorageNode {
+    /// Its storage id.
+    pub storage_id: String,
+    /// Its failure domain.
+    pub datacenter: String,
+    /// Its object API.
+    pub url: String,
+    /// Its dataset directory.
+    pub data: PathBuf,
+    port: u16,
+    args: Vec<String>,
+    child: Option<LoggedChild>,
+}
+
+/// An account of a test region, with its SSH key.
+#[derive(Debug, Clone)]
+pub struct TestAccount {
+    /// Login.
+    pub login: String,
+    /// Private key file (its `.pub` is beside it).
+    pub key: PathBuf,
+    /// MD5 fingerprint (what `MANTA_KEY_ID` holds).
+    pub key_id: String,
+}
+
+/// A running region.
+#[derive(Debug)]
+pub struct TestRegion {
+    /// Postgres (one shard).
+    pub pg: TestPostgres,
+    /// Moray's URL.
+    pub moray_url: String,
+    /// The storage nodes.
+    pub storage: Vec<TestStorageNode>,
+    /// The front door's URL.
+    pub url: String,
+    /// The account created for the test.
+    pub account: TestAccount,
+    moray: LoggedChild,
+    frontdoor: Option<LoggedChild>,
+    frontdoor_args: Vec<String>,
+    frontdoor_port: u16,
+    moray_port: u16,
+    dir: TestDir,
+}
+
+async fn wait_ping(url: &str, child: &mut LoggedChild, what: &str) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = child.exited() {
+            bail!("{what} exited with {st}; log:\n{}", child.log_tail(30));
+        }
+        if http
+            .get(format!("{url}/ping"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{what} did not answer /ping within 60 s; log:\n{}",
+                child.log_tail(30)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl TestStorageNode {
+    fn spawn(&mut self, moray_url: &str, dir: &Path) -> Result<()> {
+        let mut cmd = guarded_command(binary("storage-node")?, None);
+        cmd.arg("--dataset")
+            .arg(format!("dir:{}", self.data.display()))
+            .args([
+                "--storage-id",
+                &self.storage_id,
+                "--datacenter",
+                &self.datacenter,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--moray-url", moray_url, "--heartbeat-interval", "1s"])
+            .args(&self.args);
+        let log = dir.join(format!("{}.log", self.storage_id));
+        self.child = Some(LoggedChild::spawn(&self.storage_id, cmd, &log)?);
+        Ok(())
+    }
+
+    /// Kills the node with SIGKILL (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill();
+        }
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(LoggedChild::pid)
+    }
+}
+
+impl TestRegion {
+    /// Starts a region with default options.
+    ///
+    /// # Errors
+    /// When a service fails to start; its log tail is in the error.
+    pub async fn start() -> Result<TestRegion> {
+        TestRegion::start_with(RegionOptions::default()).await
+    }
+
+    /// Starts a region.
+    ///
+    /// # Errors
+    /// When a service fails to start; its log tail is in the error.
+    pub async fn start_with(opts: RegionOptions) -> Result<TestRegion> {
+        let pg = TestPostgres::start().await?;
+        let dir = TestDir::new("region")?;
+        let moray_port = free_port()?;
+        let moray_url = format!("http://127.0.0.1:{moray_port}");
+        let mut moray = spawn_moray(&pg, moray_port, dir.path())?;
+        wait_ping(&moray_url, &mut moray, "moray").await?;
+        let out = Command::new(binary("manta-adm")?)
+            .args(["setup", "--moray", &moray_url])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "manta-adm setup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        let mut storage = Vec::new();
+        for i in 0..opts.storage_nodes {
+            let dc = opts.datacenters[i % opts.datacenters.len().max(1)].clone();
+            let data = dir.path().join(format!("stor{}", i + 1));
+            std::fs::create_dir_all(&data)?;
+            let mut node = TestStorageNode {
+                storage_id: format!("{}.stor.test", i + 1),
+                datacenter: dc,
+                url: String::new(),
+                data,
+                port: free_port()?,
+                args: opts.storage_args.clone(),
+                child: None,
+            };
+            node.url = format!("http://127.0.0.1:{}", node.port);
+            node.spawn(&moray_url, dir.path())?;
+            storage.push(node);
+        }
+        for node in &mut storage {
+            let url = node.url.clone();
+            let id = node.storage_id.clone();
+            wait_ping(&url, node.child.as_mut().expect("just spawned"), &id).await?;
+        }
+        wait_heartbeats(&moray_url, storage.iter().map(|n| n.storage_id.as_str())).await?;
+
+        let account = make_account(dir.path(), &moray_url, "tester").await?;
+        let frontdoor_port = free_port()?;
+        let mut region = TestRegion {
+            pg,
+            moray_url,
+            storage,
+            url: format!("http://127.0.0.1:{frontdoor_port}"),
+            account,
+            moray,
+            frontdoor: None,
+            frontdoor_args: opts.frontdoor_args,
+            frontdoor_port,
+            moray_port,
+            dir,
+        };
+        region.start_frontdoor().await?;
+        Ok(region)
+    }
+
+    async fn start_frontdoor(&mut self) -> Result<()> {
+        let mut cmd = guarded_command(binary("frontdoor")?, None);
+        cmd.args(["--listen", &format!("127.0.0.1:{}", self.frontdoor_port)])
+            .args([
+                "--moray",
+                &self.moray_url,
+                "--picker-refresh",
+                "1s",
+                "--heartbeat-max-age",
+                "10s",
+            ])
+            .args(["--account-cache-ttl", "0s"])
+            .args(&self.frontdoor_args);
+        let mut child =
+            LoggedChild::spawn("frontdoor", cmd, &self.dir.path().join("frontdoor.log"))?;
+        wait_ping(&self.url, &mut child, "frontdoor").await?;
+        self.frontdoor = Some(child);
+        Ok(())
+    }
+
+    /// The region's temp dir (logs, datasets, keys).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Moray's port.
+    pub fn moray_port(&self) -> u16 {
+        self.moray_port
+    }
+
+    /// Moray's process id.
+    pub fn moray_pid(&self) -> u32 {
+        self.moray.pid()
+    }
+
+    /// Creates another account with its own key.
+    ///
+    /// # Errors
+    /// When `manta-adm` fails.
+    pub async fn add_account(&self, login: &str) -> Result<TestAccount> {
+        make_account(self.dir.path(), &self.moray_url, login).await
+    }
+
+    /// Restarts a killed storage node on the same port and dataset, and waits for it.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn restart_storage_node(&mut self, i: usize) -> Result<()> {
+        let moray = self.moray_url.clone();
+        let dir = self.dir.path().to_owned();
+        let node = &mut self.storage[i];
+        node.kill();
+        node.spawn(&moray, &dir)?;
+        let url = node.url.clone();
+        let id = node.storage_id.clone();
+        wait_ping(&url, node.child.as_mut().expect("just spawned"), &id).await
+    }
+
+    /// The front door's log so far.
+    pub fn frontdoor_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("frontdoor.log")).unwrap_or_default()
+    }
+
+    /// Environment for the `manta` command line tools (`MANTA_URL`, `MANTA_USER`,
+    /// `MANTA_KEY_ID`, and `HOME` pointing at a dir whose `.ssh` holds the key).
+    pub fn cli_env(&self, account: &TestAccount) -> Vec<(String, String)> {
+        let home = account
+            .key
+            .parent()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        vec![
+            ("MANTA_URL".into(), self.url.clone()),
+            ("MANTA_USER".into(), account.login.clone()),
+            ("MANTA_KEY_ID".into(), account.key_id.clone()),
+            ("HOME".into(), home.display().to_string()),
+            ("SSH_AUTH_SOCK".into(), String::new()),
+        ]
+    }
+}
+
+fn spawn_moray(pg: &TestPostgres, port: u16, dir: &Path) -> Result<LoggedChild> {
+    let mut cmd = guarded_command(binary("moray")?, None);
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--pg-url", &pg.url()]);
+    LoggedChild::spawn("moray", cmd, &dir.join("moray.log"))
+}
+
+async fn wait_heartbeats<'a>(moray_url: &str, ids: impl Iterator<Item = &'a str>) -> Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for id in ids {
+        loop {
+            let resp = http
+                .post(format!("{moray_url}/getObject"))
+                .json(&serde_json::json!({"bucket": "manta_storage", "key": id}))
+                .send()
+                .await;
+            if resp.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("storage node {id} never heartbeat into Moray");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Makes an SSH key (ed25519) under `<dir>/home-<login>/.ssh/id_ed25519` and an account for it
+/// through `manta-adm account create`.
+async fn make_account(dir: &Path, moray_url: &str, login: &str) -> Result<TestAccount> {
+    let ssh = dir.join(format!("home-{login}")).join(".ssh");
+    std::fs::create_dir_all(&ssh)?;
+    let key = ssh.join("id_ed25519");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", login, "-f"])
+        .arg(&key)
+        .status()
+        .context("run ssh-keygen")?;
+    if !st.success() {
+        bail!("ssh-keygen failed");
+    }
+    let out = Command::new(binary("manta-adm")?)
+        .args(["account", "create", login, "--moray", moray_url, "--key"])
+        .arg(key.with_extension("pub"))
+        .output()
+        .context("run manta-adm")?;
+    if !out.status.success() {
+        bail!(
+            "manta-adm account create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let fp = Command::new("ssh-keygen")
+        .args(["-E", "md5", "-l", "-f"])
+        .arg(key.with_extension("pub"))
+        .output()?;
+    let text = String::from_utf8_lossy(&fp.stdout);
+    let key_id = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.strip_prefix("MD5:"))
+        .context("read the key fingerprint")?
+        .to_owned();
+    Ok(TestAccount {
+        login: login.to_owned(),
+        key,
+        key_id,
+    })
+}
