@@ -72,6 +72,9 @@ pub enum Error {
         /// The object's size, for `Content-Range: bytes */size`.
         size: u64,
     },
+    /// Too many transfers in progress.
+    #[error("too many transfers in progress on this storage node; retry or use another copy")]
+    Throttled,
     /// The dataset is full.
     #[error("not enough space on this storage node: {0}")]
     NoSpace(io::Error),
@@ -118,6 +121,7 @@ impl HasErrorCode for Error {
             Error::NotFound | Error::Quarantined => ErrorCode::ResourceNotFound,
             Error::MultipleRanges(_) => ErrorCode::NotImplemented,
             Error::RangeNotSatisfiable { .. } => ErrorCode::RequestedRangeNotSatisfiable,
+            Error::Throttled => ErrorCode::ThrottledError,
             Error::NoSpace(_) => ErrorCode::NotEnoughSpace,
             Error::Dataset(DatasetError::InvalidName(_)) => ErrorCode::InvalidParameter,
             Error::Dataset(DatasetError::SnapshotExists(_)) => ErrorCode::EntityAlreadyExists,

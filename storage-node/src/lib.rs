@@ -99,6 +99,8 @@ pub struct Config {
     pub max_object_size: u64,
     /// An upload is abandoned when no bytes arrive for this long.
     pub idle_timeout: Duration,
+    /// Object transfers (uploads and downloads) served at once; more are refused with 503.
+    pub max_transfers: usize,
     /// How long in-flight requests may run on after shutdown begins.
     pub drain: Duration,
     /// Moray, for heartbeats, GC and quarantine records; without it the node only serves
@@ -114,7 +116,7 @@ pub struct Config {
 
 impl Config {
     /// A configuration with defaults: listen on 127.0.0.1:8081, datacenter `dc1`, 1 TiB
-    /// maximum object, 45 s idle timeout, heartbeats every 5 s, GC defaults, scrub at
+    /// maximum object, 45 s idle timeout, 1024 transfers at once, heartbeats every 5 s, GC defaults, scrub at
     /// 32 MiB/s hourly, no Moray.
     pub fn new(dataset: DatasetSpec, storage_id: impl Into<String>) -> Config {
         Config {
@@ -125,6 +127,7 @@ impl Config {
             public_url: None,
             max_object_size: 1 << 40,
             idle_timeout: Duration::from_secs(45),
+            max_transfers: 1024,
             drain: Duration::from_secs(10),
             moray: None,
             heartbeat_interval: Duration::from_secs(5),
@@ -250,6 +253,7 @@ impl StorageNode {
             dataset: self.dataset.clone(),
             max_object_size: self.config.max_object_size,
             idle_timeout: self.config.idle_timeout,
+            transfers: Arc::new(tokio::sync::Semaphore::new(self.config.max_transfers)),
         });
         let app = server::router(state, obs);
         let background = shutdown.child_token();

@@ -48,6 +48,18 @@ pub struct AppState {
     pub max_object_size: u64,
     /// Longest pause allowed in an upload body.
     pub idle_timeout: Duration,
+    /// Permits for object transfers (PUT bodies and GET bodies) in progress; when none is
+    /// left the node answers 503 `ThrottledError` at once rather than queueing without bound.
+    pub transfers: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    fn transfer_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Error> {
+        self.transfers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::Throttled)
+    }
 }
 
 /// The object API with `/ping`, `/metrics` and the request-id middleware.
@@ -120,6 +132,7 @@ async fn put_object(
     if content_length.is_none() && !chunked {
         return Err(Error::ContentLengthRequired);
     }
+    let _permit = st.transfer_permit()?;
     let opts = PutOptions {
         max_size: st.max_object_size,
         idle_timeout: st.idle_timeout,
@@ -200,7 +213,13 @@ async fn read_object(
         },
     };
     let body = if with_body && len > 0 {
-        Body::from_stream(st.store.read_stream(obj.file, start, len))
+        // The permit lives as long as the body stream.
+        let permit = st.transfer_permit()?;
+        let stream = st.store.read_stream(obj.file, start, len);
+        Body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
+            let _ = &permit;
+            chunk
+        }))
     } else {
         Body::empty()
     };

@@ -33,7 +33,6 @@ use futures_util::{Stream, StreamExt as _};
 use manta_types::ObjectId;
 use manta_util::metrics::Metrics;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use crate::dataset::dir::sync_dir;
 use crate::digest::{Digests, StreamHasher};
@@ -52,8 +51,6 @@ pub const QUARANTINE_DIR: &str = "quarantine";
 /// write syscall and a channel hop are cheap per byte, small enough that many concurrent
 /// uploads stay within a small memory budget.
 const WRITE_CHUNK: usize = 128 * 1024;
-/// Chunks in flight between an upload's receiver and its writer.
-const WRITE_QUEUE: usize = 2;
 /// Every this many bytes an upload asks the kernel to start writing the previous bytes out,
 /// so the disk works while the rest of the body streams in and is hashed, and the final fsync
 /// has little left to do (otherwise nothing reaches the disk before the fsync until the
@@ -61,8 +58,6 @@ const WRITE_QUEUE: usize = 2;
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 /// Reads are done in chunks of this size.
 const READ_CHUNK: usize = 256 * 1024;
-/// Chunks in flight between a reader and the response body.
-const READ_QUEUE: usize = 2;
 
 /// Names one object on a node: `<owner>/<objectId>`, both canonical UUIDs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -167,6 +162,27 @@ struct TempGuard(Option<PathBuf>);
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
+        let Some(p) = self.0.take() else { return };
+        let remove = move || {
+            if let Err(e) = fs::remove_file(&p)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a temp file");
+            }
+        };
+        // Possibly dropped on a runtime worker (an upload future cancelled between writes):
+        // unlink on the blocking pool. Error paths that answer the client remove the file
+        // themselves first ([`TempGuard::remove_now`]), so the answer never races the unlink.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(remove)),
+            Err(_) => remove(),
+        }
+    }
+}
+
+impl TempGuard {
+    /// Removes the file now (blocking), disarming the guard.
+    fn remove_now(&mut self) {
         if let Some(p) = self.0.take()
             && let Err(e) = fs::remove_file(&p)
             && e.kind() != io::ErrorKind::NotFound
@@ -176,9 +192,55 @@ impl Drop for TempGuard {
     }
 }
 
-enum Msg {
-    Data(Bytes),
-    Finish,
+type WriteTask = tokio::task::JoinHandle<(Writer, Result<(), Error>)>;
+
+/// An upload between chunks: the writer is either home or out writing one chunk on the
+/// blocking pool. No thread is held while waiting for the client.
+struct Upload {
+    writer: Option<Writer>,
+    inflight: Option<WriteTask>,
+}
+
+impl Upload {
+    /// Waits for the chunk being written, if any.
+    async fn settle(&mut self) -> Result<(), Error> {
+        if let Some(h) = self.inflight.take() {
+            let (w, r) = h
+                .await
+                .map_err(|e| Error::Internal(format!("upload writer panicked: {e}")))?;
+            self.writer = Some(w);
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Writes `chunk` in the background after the previous one.
+    async fn write(&mut self, chunk: Bytes) -> Result<(), Error> {
+        self.settle().await?;
+        let mut w = self.writer.take().expect("the writer is home once settled");
+        self.inflight = Some(tokio::task::spawn_blocking(move || {
+            let r = w.write(&chunk);
+            (w, r)
+        }));
+        Ok(())
+    }
+
+    /// Removes the temp file (on the blocking pool) and waits until it is gone, so an error
+    /// answer is only sent once nothing is left behind.
+    async fn discard(&mut self) {
+        if let Some(h) = self.inflight.take()
+            && let Ok((w, _)) = h.await
+        {
+            self.writer = Some(w);
+        }
+        if let Some(mut w) = self.writer.take() {
+            let _ = manta_util::blocking(move || {
+                w.guard.remove_now();
+                Ok(())
+            })
+            .await;
+        }
+    }
 }
 
 impl Store {
@@ -276,21 +338,25 @@ impl Store {
             manta_util::blocking(move || File::options().write(true).create_new(true).open(&t2))
                 .await
                 .map_err(|e| Error::io("create a temp file", e))?;
-        let (tx, rx) = mpsc::channel::<Msg>(WRITE_QUEUE);
-        let writer = Writer {
-            guard: TempGuard(Some(tmp)),
-            file,
-            final_path: self.object_path(key),
-            objects_dir: self.root.join(OBJECTS_DIR),
-            expected_md5: opts.expected_md5,
-            metrics: self.metrics.clone(),
+        let mut upload = Upload {
+            writer: Some(Writer {
+                guard: TempGuard(Some(tmp)),
+                file: Some(file),
+                hasher: StreamHasher::new(),
+                written: 0,
+                writeback_from: 0,
+                final_path: self.object_path(key),
+                objects_dir: self.root.join(OBJECTS_DIR),
+                expected_md5: opts.expected_md5,
+                metrics: self.metrics.clone(),
+            }),
+            inflight: None,
         };
-        let handle = tokio::task::spawn_blocking(move || writer.run(rx));
-
         let mut received = 0u64;
         let fed: Result<(), Error> = async {
             let mut buf = BytesMut::new();
             loop {
+                // The next body chunk arrives while the previous one is being written.
                 let next = tokio::time::timeout(opts.idle_timeout, body.next())
                     .await
                     .map_err(|_| Error::IdleTimeout(opts.idle_timeout))?;
@@ -312,32 +378,33 @@ impl Store {
                     buf.extend_from_slice(&chunk);
                     (buf.len() >= WRITE_CHUNK).then(|| buf.split().freeze())
                 };
-                if let Some(out) = out
-                    && tx.send(Msg::Data(out)).await.is_err()
-                {
-                    // The writer stopped (a disk error): its result says why.
-                    return Ok(());
+                if let Some(out) = out {
+                    upload.write(out).await?;
                 }
             }
-            if !buf.is_empty() && tx.send(Msg::Data(buf.freeze())).await.is_err() {
-                return Ok(());
+            if !buf.is_empty() {
+                upload.write(buf.freeze()).await?;
             }
-            let _ = tx.send(Msg::Finish).await;
-            Ok(())
+            upload.settle().await
         }
         .await;
-        drop(tx);
         self.metrics.inc_by(
             "storage_bytes_in_total",
             "Object bytes received by PUT (including failed uploads).",
             &[],
             received as f64,
         );
-        let written = handle
+        if let Err(e) = fed {
+            upload.discard().await;
+            return Err(e);
+        }
+        let w = upload
+            .writer
+            .take()
+            .expect("the writer is home once settled");
+        tokio::task::spawn_blocking(move || w.finish())
             .await
-            .map_err(|e| Error::Internal(format!("upload writer panicked: {e}")))?;
-        fed?;
-        written
+            .map_err(|e| Error::Internal(format!("upload writer panicked: {e}")))?
     }
 
     /// Opens an object for reading, with its checksums and size.
@@ -402,45 +469,64 @@ impl Store {
         })
     }
 
-    /// Streams `len` bytes of `file` from `start`, read on the blocking pool in chunks.
-    /// Bytes sent are counted in `storage_bytes_out_total`. When the receiver goes away the
-    /// reader stops.
+    /// Streams `len` bytes of `file` from `start`. Each chunk is read on the blocking pool,
+    /// one chunk ahead of the consumer; no thread waits on a slow client. Bytes sent are
+    /// counted in `storage_bytes_out_total`.
     pub fn read_stream(
         &self,
         file: File,
         start: u64,
         len: u64,
     ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE);
-        let metrics = self.metrics.clone();
-        tokio::task::spawn_blocking(move || {
-            let (mut off, end) = (start, start + len);
-            let mut sent = 0u64;
-            while off < end {
-                let n = (end - off).min(READ_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; n];
-                let res = read_full_at(&file, &mut buf, off);
-                let item = match res {
-                    Ok(()) => {
-                        off += n as u64;
-                        sent += n as u64;
-                        Ok(Bytes::from(buf))
-                    }
-                    Err(e) => Err(e),
-                };
-                let failed = item.is_err();
-                if tx.blocking_send(item).is_err() || failed {
-                    break;
+        struct State {
+            file: Arc<File>,
+            next: u64,
+            end: u64,
+            pending: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+            metrics: Arc<Metrics>,
+        }
+        impl State {
+            /// Starts reading the next chunk, if any is left.
+            fn read_ahead(&mut self) {
+                if self.next >= self.end {
+                    return;
                 }
+                let n = (self.end - self.next).min(READ_CHUNK as u64) as usize;
+                let (f, off) = (self.file.clone(), self.next);
+                self.next += n as u64;
+                self.pending = Some(tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; n];
+                    read_full_at(&f, &mut buf, off)?;
+                    Ok(Bytes::from(buf))
+                }));
             }
-            metrics.inc_by(
-                "storage_bytes_out_total",
-                "Object bytes read from the dataset for GET.",
-                &[],
-                sent as f64,
-            );
-        });
-        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+        }
+        let mut st = State {
+            file: Arc::new(file),
+            next: start,
+            end: start + len,
+            pending: None,
+            metrics: self.metrics.clone(),
+        };
+        st.read_ahead();
+        futures_util::stream::unfold(st, |mut st| async move {
+            let h = st.pending.take()?;
+            let item = h.await.unwrap_or_else(|e| Err(io::Error::other(e)));
+            match &item {
+                Ok(b) => {
+                    st.metrics.inc_by(
+                        "storage_bytes_out_total",
+                        "Object bytes read from the dataset for GET.",
+                        &[],
+                        b.len() as f64,
+                    );
+                    st.read_ahead();
+                }
+                // Stop after reporting the error.
+                Err(_) => st.next = st.end,
+            }
+            Some((item, st))
+        })
     }
 
     /// Removes an object. Returns whether it existed.
@@ -680,10 +766,14 @@ async fn move_aside(from: PathBuf, to: PathBuf) -> io::Result<bool> {
     .await
 }
 
-/// The blocking half of an upload.
+/// The blocking half of an upload: the temp file, the hashes, and the steps that make the
+/// object durable. Dropping it before [`Writer::finish`] renamed the file removes the file.
 struct Writer {
     guard: TempGuard,
-    file: File,
+    file: Option<File>,
+    hasher: StreamHasher,
+    written: u64,
+    writeback_from: u64,
     final_path: PathBuf,
     objects_dir: PathBuf,
     expected_md5: Option<[u8; 16]>,
@@ -691,37 +781,41 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> Result<Digests, Error> {
-        let mut hasher = StreamHasher::new();
-        let (mut written, mut started) = (0u64, 0u64);
-        loop {
-            match rx.blocking_recv() {
-                Some(Msg::Data(b)) => {
-                    hasher.update(&b);
-                    self.file
-                        .write_all(&b)
-                        .map_err(|e| Error::io("write an upload", e))?;
-                    written += b.len() as u64;
-                    if written - started >= WRITEBACK_WINDOW {
-                        // On Linux, DONTNEED starts asynchronous writeback of the dirty pages
-                        // in the range (and drops none of them until they are clean). Only a
-                        // hint: failure changes nothing but speed.
-                        let _ = rustix::fs::fadvise(
-                            &self.file,
-                            started,
-                            std::num::NonZeroU64::new(written - started),
-                            rustix::fs::Advice::DontNeed,
-                        );
-                        started = written;
-                    }
-                }
-                Some(Msg::Finish) => break,
-                // The upload was abandoned; the guard removes the temp file.
-                None => return Err(Error::Abandoned("upload cancelled".into())),
-            }
+    /// Hashes and writes one chunk (blocking).
+    fn write(&mut self, b: &Bytes) -> Result<(), Error> {
+        let file = self.file.as_mut().expect("the file is open until finish");
+        self.hasher.update(b);
+        file.write_all(b)
+            .map_err(|e| Error::io("write an upload", e))?;
+        self.written += b.len() as u64;
+        if self.written - self.writeback_from >= WRITEBACK_WINDOW {
+            // On Linux, DONTNEED starts asynchronous writeback of the dirty pages in the
+            // range (and drops none of them until they are clean). Only a hint: failure
+            // changes nothing but speed.
+            let _ = rustix::fs::fadvise(
+                &*file,
+                self.writeback_from,
+                std::num::NonZeroU64::new(self.written - self.writeback_from),
+                rustix::fs::Advice::DontNeed,
+            );
+            self.writeback_from = self.written;
         }
-        drop(rx);
-        let digests = hasher
+        Ok(())
+    }
+
+    /// Checks the MD5, stores the checksums, fsyncs, renames into place and fsyncs the
+    /// directory (blocking). On failure the temp file is gone when this returns.
+    fn finish(mut self) -> Result<Digests, Error> {
+        let r = self.try_finish();
+        if r.is_err() {
+            self.guard.remove_now();
+        }
+        r
+    }
+
+    fn try_finish(&mut self) -> Result<Digests, Error> {
+        let file = self.file.take().expect("the file is open until finish");
+        let digests = std::mem::take(&mut self.hasher)
             .finish()
             .map_err(|e| Error::io("hash an upload", e))?;
         if let Some(expected) = self.expected_md5
@@ -733,13 +827,13 @@ impl Writer {
             });
         }
         digests
-            .write_to(&self.file)
+            .write_to(&file)
             .map_err(|e| Error::io("store checksums on an upload", e))?;
         let t = Instant::now();
-        self.file
-            .sync_all()
+        file.sync_all()
             .map_err(|e| Error::io("fsync an upload", e))?;
         self.observe_fsync("file", t);
+        drop(file);
         let owner_dir = self.final_path.parent().expect("objects have a parent");
         match fs::create_dir(owner_dir) {
             Ok(()) => {

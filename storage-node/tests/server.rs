@@ -619,3 +619,43 @@ async fn snapshots_capacity_and_shutdown() {
     node.stop().await;
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn transfers_beyond_the_limit_are_refused_with_503() {
+    let node = Node::start(|c| c.max_transfers = 1).await;
+    let k = key();
+    // One upload in progress holds the only permit.
+    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    s.write_all(
+        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234").as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(eventually(Duration::from_secs(5), || !node.tmp_files().is_empty()).await);
+    let other = key();
+    match node.client.put(&other, PutRequest::bytes("x")).await {
+        Err(ClientError::Status {
+            status: 503, code, ..
+        }) => assert_eq!(code, "ThrottledError"),
+        r => panic!("expected 503, got {r:?}"),
+    }
+    // Finishing the first upload frees the permit.
+    s.write_all(b"56789").await.unwrap();
+    let mut out = vec![0u8; 1024];
+    let n = s.read(&mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out[..n]).starts_with("HTTP/1.1 201"));
+    node.client
+        .put(&other, PutRequest::bytes("x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        node.client
+            .get(&other, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+        "x"
+    );
+}

@@ -42,6 +42,9 @@ struct Args {
     /// Abandon an upload when no bytes arrive for this long.
     #[arg(long, env = "MANTA_IDLE_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     idle_timeout: Duration,
+    /// Object transfers (uploads and downloads) served at once; more are refused with 503.
+    #[arg(long, env = "MANTA_MAX_TRANSFERS", default_value_t = 1024)]
+    max_transfers: usize,
     /// Time between capacity heartbeats.
     #[arg(long, env = "MANTA_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
@@ -83,6 +86,10 @@ impl TryFrom<Args> for Config {
         c.public_url = a.public_url;
         c.max_object_size = a.max_object_size;
         c.idle_timeout = a.idle_timeout;
+        if a.max_transfers == 0 {
+            bail!("--max-transfers must be at least 1");
+        }
+        c.max_transfers = a.max_transfers;
         c.drain = a.drain;
         c.heartbeat_interval = a.heartbeat_interval;
         c.moray = match (a.moray_url, a.moray_etcd.is_empty()) {
