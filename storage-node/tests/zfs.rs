@@ -143,9 +143,10 @@ async fn storage_node_serves_objects_from_a_zfs_dataset() {
     assert_eq!(resp.status(), 201);
     assert!(
         Command::new("zfs")
-            .args(["list", "-t", "snapshot", &format!("{name}@after-put")])
-            .status()
+            .args(["list", "-H", "-t", "snapshot", &format!("{name}@after-put")])
+            .output()
             .unwrap()
+            .status
             .success(),
         "the snapshot exists in ZFS"
     );
