@@ -1,6 +1,7 @@
 //! The client and its calls.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,7 @@ use manta_types::{ErrorBody, MantaPath, expand_tilde};
 use serde::Deserialize;
 
 use crate::error::Error;
+use crate::transfer;
 
 /// Where the store is and who the client acts as.
 #[derive(Debug, Clone)]
@@ -21,22 +23,35 @@ pub struct ClientConfig {
     pub url: String,
     /// Account login (`MANTA_USER`).
     pub user: String,
-    /// Sub-user (`MANTA_SUBUSER`).
+    /// Sub-user (`MANTA_SUBUSER`): requests are signed as `/<user>/<subuser>/keys/<fp>`.
     pub subuser: Option<String>,
-    /// Key fingerprint (`MANTA_KEY_ID`); the first usable key when absent.
+    /// Key fingerprint (`MANTA_KEY_ID`, MD5 or SHA256 form); the first usable key when absent.
     pub key_id: Option<String>,
-    /// Accept any TLS certificate (`MANTA_TLS_INSECURE=1`).
+    /// Accept any TLS certificate (`MANTA_TLS_INSECURE=1`), for self-signed test regions.
     pub insecure: bool,
-    /// Where private keys are looked for (`~/.ssh`).
+    /// Where private keys are looked for (`~/.ssh`); `ssh-agent` is tried after.
     pub ssh_dir: PathBuf,
     /// Send no credentials (`MANTA_NO_AUTH`), e.g. for public reads.
     pub no_auth: bool,
-    /// Per-request timeout for everything but body transfer.
+    /// Longest wait for a connection or for the next bytes of an answer. Transfers may take
+    /// any time as long as bytes keep moving.
     pub timeout: Duration,
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// True for an environment flag that is set to anything but `0`/`false`/`no`/`off`.
+pub(crate) fn truthy(v: Option<&str>) -> bool {
+    v.is_some_and(|v| {
+        let v = v.trim();
+        !(v.is_empty()
+            || v == "0"
+            || v.eq_ignore_ascii_case("false")
+            || v.eq_ignore_ascii_case("no")
+            || v.eq_ignore_ascii_case("off"))
+    })
 }
 
 impl ClientConfig {
@@ -49,19 +64,40 @@ impl ClientConfig {
         let url = env("MANTA_URL").ok_or_else(|| Error::Config("MANTA_URL is not set".into()))?;
         let user =
             env("MANTA_USER").ok_or_else(|| Error::Config("MANTA_USER is not set".into()))?;
-        let truthy =
-            |v: Option<String>| v.is_some_and(|v| v != "0" && !v.eq_ignore_ascii_case("false"));
         let home = env("HOME").unwrap_or_else(|| "/".into());
         Ok(ClientConfig {
             url,
             user,
             subuser: env("MANTA_SUBUSER"),
             key_id: env("MANTA_KEY_ID"),
-            insecure: truthy(env("MANTA_TLS_INSECURE")),
+            insecure: truthy(env("MANTA_TLS_INSECURE").as_deref()),
             ssh_dir: PathBuf::from(home).join(".ssh"),
-            no_auth: truthy(env("MANTA_NO_AUTH")),
+            no_auth: truthy(env("MANTA_NO_AUTH").as_deref()),
             timeout: Duration::from_secs(60),
         })
+    }
+}
+
+/// A transfer progress callback: called with the number of bytes moved so far by the current
+/// attempt (it starts again from 0 when a request is retried).
+#[derive(Clone)]
+pub struct Progress(Arc<dyn Fn(u64) + Send + Sync>);
+
+impl Progress {
+    /// Wraps a callback.
+    pub fn new(f: impl Fn(u64) + Send + Sync + 'static) -> Progress {
+        Progress(Arc::new(f))
+    }
+
+    /// Reports a position.
+    pub fn report(&self, pos: u64) {
+        (self.0)(pos);
+    }
+}
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress(..)")
     }
 }
 
@@ -78,6 +114,8 @@ pub struct PutOptions {
     pub headers: Vec<(String, String)>,
     /// Body length when streaming (chunked encoding without it).
     pub content_length: Option<u64>,
+    /// Told how many bytes of the body have been read so far.
+    pub progress: Option<Progress>,
 }
 
 /// What a `PUT` answered.
@@ -130,6 +168,17 @@ pub struct DirEntry {
     pub content_md5: Option<String>,
     /// Number of copies (objects).
     pub durability: Option<u32>,
+    /// The listing line exactly as the server sent it (the tools print it with `-j`, keeping
+    /// every field, known or not, in the server's order).
+    #[serde(skip)]
+    pub raw: String,
+}
+
+impl DirEntry {
+    /// True for a directory.
+    pub fn is_dir(&self) -> bool {
+        self.kind == EntryType::Directory
+    }
 }
 
 /// Options of a listing page.
@@ -172,13 +221,74 @@ impl ObjectInfo {
     }
 }
 
-/// A body that can be sent again on retry, or a stream that cannot.
-enum Payload {
+/// A request body. Everything but a one-shot stream can be sent again when a request is
+/// retried.
+pub(crate) enum Payload {
+    /// In memory.
     Bytes(Bytes),
+    /// In memory, in pieces (sent without joining them).
+    Parts(Arc<[Bytes]>),
+    /// A local file, read again from the start on each attempt.
+    File {
+        path: PathBuf,
+        len: u64,
+        progress: Option<Progress>,
+    },
+    /// A stream that can be sent once.
     Stream(Option<reqwest::Body>),
 }
 
-/// The Manta API client.
+impl Payload {
+    fn empty() -> Payload {
+        Payload::Bytes(Bytes::new())
+    }
+
+    /// The body for the next attempt, and whether another attempt could send it again.
+    fn body(&mut self) -> (reqwest::Body, bool) {
+        match self {
+            Payload::Bytes(b) => (reqwest::Body::from(b.clone()), true),
+            Payload::Parts(parts) => {
+                let parts = parts.clone();
+                let s = futures_util::stream::iter(
+                    (0..parts.len()).map(move |i| Ok::<Bytes, std::io::Error>(parts[i].clone())),
+                );
+                (reqwest::Body::wrap_stream(s), true)
+            }
+            Payload::File {
+                path,
+                len,
+                progress,
+            } => (
+                transfer::file_body(path.clone(), *len, progress.clone()),
+                true,
+            ),
+            Payload::Stream(s) => (
+                s.take()
+                    .unwrap_or_else(|| reqwest::Body::from(Bytes::new())),
+                false,
+            ),
+        }
+    }
+}
+
+/// Delay before retry number `attempt` (1-based): 250 ms doubling to at most 4 s, with up to
+/// a quarter of jitter so clients that failed together do not retry together.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.saturating_sub(1).min(4));
+    let base = base.min(4000);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    Duration::from_millis(base + nanos % (base / 4 + 1))
+}
+
+/// Statuses worth another try of an idempotent request.
+fn retryable_status(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504)
+}
+
+/// The Manta API client. Cheap to clone (clones share the connection pool).
 #[derive(Debug, Clone)]
 pub struct MantaClient {
     http: reqwest::Client,
@@ -186,6 +296,7 @@ pub struct MantaClient {
     host: String,
     user: String,
     subuser: Option<String>,
+    roles: Vec<String>,
     signer: Option<Arc<KeySigner>>,
     retries: u32,
 }
@@ -217,14 +328,19 @@ impl MantaClient {
         let base = cfg.url.trim_end_matches('/').to_owned();
         let host = base
             .split_once("://")
+            .filter(|(scheme, _)| *scheme == "http" || *scheme == "https")
             .map(|(_, r)| r.split('/').next().unwrap_or(r).to_owned())
+            .filter(|h| !h.is_empty())
             .ok_or_else(|| {
                 Error::Config(format!("MANTA_URL {:?} is not an http(s) URL", cfg.url))
             })?;
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
             .read_timeout(cfg.timeout)
-            .danger_accept_invalid_certs(cfg.insecure)
+            .tls_danger_accept_invalid_certs(cfg.insecure)
+            // The API never redirects a client somewhere it should follow blindly.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("manta-rs/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
         Ok(MantaClient {
@@ -233,9 +349,28 @@ impl MantaClient {
             host,
             user: cfg.user,
             subuser: cfg.subuser,
+            roles: Vec::new(),
             signer,
             retries: 3,
         })
+    }
+
+    /// How many times an idempotent request is tried again after a connection failure or a
+    /// 500/502/503/504 answer (default 3; 0 disables retries).
+    pub fn with_retries(mut self, retries: u32) -> MantaClient {
+        self.retries = retries;
+        self
+    }
+
+    /// Roles to assume on every request (the `Role` header, `MANTA_ROLE`).
+    pub fn with_roles(mut self, roles: Vec<String>) -> MantaClient {
+        self.roles = roles;
+        self
+    }
+
+    /// The retry budget of idempotent requests.
+    pub fn retries(&self) -> u32 {
+        self.retries
     }
 
     /// The account login.
@@ -294,14 +429,7 @@ impl MantaClient {
         Ok(())
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &MantaPath,
-        query: &[(&str, String)],
-        headers: &[(String, String)],
-        mut payload: Payload,
-    ) -> Result<reqwest::Response, Error> {
+    fn url_for(&self, path: &MantaPath, query: &[(&str, String)]) -> String {
         let mut url = format!("{}{}", self.base, path.to_url_path());
         if !query.is_empty() {
             let q: Vec<String> = query
@@ -317,32 +445,49 @@ impl MantaClient {
             url.push('?');
             url.push_str(&q.join("&"));
         }
+        url
+    }
+
+    fn headers_for(&self, headers: &[(String, String)]) -> Result<HeaderMap, Error> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            let name = HeaderName::from_bytes(k.trim().as_bytes())
+                .map_err(|e| Error::Config(format!("header {k:?}: {e}")))?;
+            let value = HeaderValue::from_str(v.trim())
+                .map_err(|e| Error::Config(format!("header {k}: {e}")))?;
+            h.insert(name, value);
+        }
+        if !self.roles.is_empty() && !h.contains_key("role") {
+            let value = HeaderValue::from_str(&self.roles.join(","))
+                .map_err(|e| Error::Config(format!("role: {e}")))?;
+            h.insert("role", value);
+        }
+        Ok(h)
+    }
+
+    /// Sends a request, retrying what is safe to retry. Only 2xx and 304 answers are `Ok`.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &MantaPath,
+        query: &[(&str, String)],
+        headers: &[(String, String)],
+        mut payload: Payload,
+    ) -> Result<reqwest::Response, Error> {
+        let url = self.url_for(path, query);
+        let base_headers = self.headers_for(headers)?;
         let idempotent = matches!(
             method,
-            Method::GET | Method::HEAD | Method::DELETE | Method::PUT
+            Method::GET | Method::HEAD | Method::DELETE | Method::PUT | Method::OPTIONS
         );
         let mut attempt = 0;
+        // Set when an earlier attempt may have reached the server before failing.
+        let mut maybe_applied = false;
         loop {
             attempt += 1;
-            let mut h = HeaderMap::new();
-            for (k, v) in headers {
-                let name = HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| Error::Config(format!("header {k}: {e}")))?;
-                h.insert(
-                    name,
-                    HeaderValue::from_str(v)
-                        .map_err(|e| Error::Config(format!("header {k}: {e}")))?,
-                );
-            }
+            let mut h = base_headers.clone();
             self.sign_into(&mut h).await?;
-            let (body, replayable) = match &mut payload {
-                Payload::Bytes(b) => (reqwest::Body::from(b.clone()), true),
-                Payload::Stream(s) => (
-                    s.take()
-                        .unwrap_or_else(|| reqwest::Body::from(Bytes::new())),
-                    false,
-                ),
-            };
+            let (body, replayable) = payload.body();
             let result = self
                 .http
                 .request(method.clone(), &url)
@@ -350,7 +495,7 @@ impl MantaClient {
                 .body(body)
                 .send()
                 .await;
-            let retry = attempt <= self.retries && idempotent && replayable;
+            let may_retry = attempt <= self.retries && idempotent && replayable;
             match result {
                 Ok(resp)
                     if resp.status().is_success()
@@ -360,25 +505,21 @@ impl MantaClient {
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    if retry && status == 503 {
-                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                    if may_retry && retryable_status(status) {
+                        tracing::debug!(status, attempt, %url, "retrying");
+                        tokio::time::sleep(backoff(attempt)).await;
                         continue;
                     }
-                    let text = resp.text().await.unwrap_or_default();
-                    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-                        Ok(b) => (b.code, b.message),
-                        Err(_) => (format!("HTTP{status}"), text),
-                    };
-                    return Err(Error::Api {
-                        status,
-                        code,
-                        message,
-                        path: path.to_string(),
-                    });
+                    // A DELETE whose earlier attempt was cut off may have been applied already.
+                    if status == 404 && maybe_applied && method == Method::DELETE {
+                        return Ok(resp);
+                    }
+                    return Err(api_error(&method, status, resp, path).await);
                 }
-                Err(e) if retry && (e.is_connect() || e.is_timeout()) => {
-                    tracing::debug!(error = %e, attempt, "retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                Err(e) if may_retry && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                    tracing::debug!(error = %e, attempt, %url, "retrying");
+                    maybe_applied |= !e.is_connect();
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => {
                     return Err(Error::Http {
@@ -395,12 +536,14 @@ impl MantaClient {
         if let Some(c) = opts.copies {
             h.push(("durability-level".into(), c.to_string()));
         }
-        h.push((
-            "content-type".into(),
-            opts.content_type
-                .clone()
-                .unwrap_or_else(|| "application/octet-stream".into()),
-        ));
+        if !h.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            h.push((
+                "content-type".into(),
+                opts.content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".into()),
+            ));
+        }
         if let Some(m) = &opts.content_md5 {
             h.push(("content-md5".into(), m.clone()));
         }
@@ -449,6 +592,85 @@ impl MantaClient {
         Ok(Self::put_result(&resp))
     }
 
+    /// Writes an object from pieces held in memory, without joining them (retried when safe).
+    ///
+    /// # Errors
+    /// The server's refusal or a transport failure.
+    pub async fn put_parts(
+        &self,
+        path: &str,
+        parts: Vec<Bytes>,
+        opts: PutOptions,
+    ) -> Result<PutResult, Error> {
+        let p = self.path(path)?;
+        let mut opts = opts;
+        opts.content_length = Some(parts.iter().map(|b| b.len() as u64).sum());
+        let resp = self
+            .send(
+                Method::PUT,
+                &p,
+                &[],
+                &Self::put_headers(&opts),
+                Payload::Parts(parts.into()),
+            )
+            .await?;
+        Ok(Self::put_result(&resp))
+    }
+
+    /// Writes an object from a local file, streaming it from a reader thread. The length is
+    /// taken from the file when the upload starts; a file that shrinks meanwhile fails the
+    /// upload, one that grows is sent up to that length. Retried when safe, reading the file
+    /// again from the start.
+    ///
+    /// # Errors
+    /// The server's refusal, a transport failure, or the file cannot be read.
+    pub async fn put_file(
+        &self,
+        path: &str,
+        local: &Path,
+        opts: PutOptions,
+    ) -> Result<PutResult, Error> {
+        let p = self.path(path)?;
+        let local = local.to_owned();
+        let meta = {
+            let local = local.clone();
+            manta_util::blocking(move || std::fs::metadata(local)).await?
+        };
+        if !meta.is_file() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a file", local.display()),
+            )));
+        }
+        let mut opts = opts;
+        opts.content_length = Some(meta.len());
+        let payload = Payload::File {
+            path: local,
+            len: meta.len(),
+            progress: opts.progress.clone(),
+        };
+        let resp = self
+            .send(Method::PUT, &p, &[], &Self::put_headers(&opts), payload)
+            .await?;
+        Ok(Self::put_result(&resp))
+    }
+
+    /// Writes an object from anything readable (stdin, a pipe), read on a blocking thread and
+    /// streamed; chunked unless `opts.content_length` is given. Never retried: the bytes cannot
+    /// be read again.
+    ///
+    /// # Errors
+    /// The server's refusal, a transport failure, or a read error.
+    pub async fn put_reader(
+        &self,
+        path: &str,
+        reader: impl std::io::Read + Send + 'static,
+        opts: PutOptions,
+    ) -> Result<PutResult, Error> {
+        let body = transfer::reader_body(reader, opts.content_length, opts.progress.clone());
+        self.put_stream(path, body, opts).await
+    }
+
     /// Writes an object from a stream (never retried). Without `opts.content_length` the body is
     /// sent chunked.
     ///
@@ -483,8 +705,7 @@ impl MantaClient {
         if let Some(r) = opts.range {
             h.push(("range".into(), r));
         }
-        self.send(Method::GET, &p, &[], &h, Payload::Bytes(Bytes::new()))
-            .await
+        self.send(Method::GET, &p, &[], &h, Payload::empty()).await
     }
 
     /// Reads a whole object into memory (small objects, tests).
@@ -499,19 +720,51 @@ impl MantaClient {
         })
     }
 
-    /// `HEAD` of an entry.
+    /// `HEAD` of an entry. A failed `HEAD` carries no body; when its status alone does not
+    /// say what went wrong, the path is read with `GET` to learn the server's error code.
     ///
     /// # Errors
     /// The server's refusal (`ResourceNotFound`, ...) or a transport failure.
     pub async fn info(&self, path: &str) -> Result<ObjectInfo, Error> {
+        self.info_with(path, &[]).await
+    }
+
+    /// `HEAD` with extra headers (conditions, `role`).
+    ///
+    /// # Errors
+    /// As [`MantaClient::info`].
+    pub async fn info_with(
+        &self,
+        path: &str,
+        headers: &[(String, String)],
+    ) -> Result<ObjectInfo, Error> {
         let p = self.path(path)?;
-        let resp = self
-            .send(Method::HEAD, &p, &[], &[], Payload::Bytes(Bytes::new()))
-            .await?;
-        Ok(ObjectInfo {
-            path: p.to_string(),
-            headers: resp.headers().clone(),
-        })
+        match self
+            .send(Method::HEAD, &p, &[], headers, Payload::empty())
+            .await
+        {
+            Ok(resp) => Ok(ObjectInfo {
+                path: p.to_string(),
+                headers: resp.headers().clone(),
+            }),
+            Err(e @ Error::Api { .. }) if e.code().is_none() && e.status() != Some(304) => {
+                // Learn the code from a GET's body; keep the HEAD's error if that succeeds.
+                match self
+                    .send(
+                        Method::GET,
+                        &p,
+                        &[("limit", "1".into())],
+                        headers,
+                        Payload::empty(),
+                    )
+                    .await
+                {
+                    Err(g @ Error::Api { .. }) if g.code().is_some() => Err(g),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Creates a directory (succeeds when it exists).
@@ -528,35 +781,61 @@ impl MantaClient {
     /// The server's refusal or a transport failure.
     pub async fn mkdir_with(&self, path: &str, headers: &[(String, String)]) -> Result<(), Error> {
         let p = self.path(path)?;
+        self.mkdir_path(&p, headers).await
+    }
+
+    async fn mkdir_path(&self, p: &MantaPath, headers: &[(String, String)]) -> Result<(), Error> {
         let mut h = headers.to_vec();
         h.push((
             "content-type".into(),
             "application/json; type=directory".into(),
         ));
-        self.send(Method::PUT, &p, &[], &h, Payload::Bytes(Bytes::new()))
+        self.send(Method::PUT, p, &[], &h, Payload::empty())
             .await
             .map(|_| ())
     }
 
-    /// Creates a directory and any missing parents below the area root.
+    /// Creates a directory and any missing parents below the area root. The directory itself
+    /// is tried first, so an existing parent costs one request, not one per level.
     ///
     /// # Errors
     /// The server's refusal or a transport failure.
     pub async fn mkdirp(&self, path: &str) -> Result<(), Error> {
+        self.mkdirp_with(path, &[]).await
+    }
+
+    /// [`MantaClient::mkdirp`] with headers for the directory itself (parents get none).
+    ///
+    /// # Errors
+    /// The server's refusal or a transport failure.
+    pub async fn mkdirp_with(&self, path: &str, headers: &[(String, String)]) -> Result<(), Error> {
         let p = self.path(path)?;
-        let segs = p.segments().to_vec();
-        let Some(area) = p.area() else {
+        if p.is_account_root() {
             return Err(Error::InvalidPath(format!(
                 "{path}: cannot create an account root"
             )));
-        };
-        let mut cur =
-            MantaPath::area_root(p.login(), area).map_err(|e| Error::InvalidPath(e.to_string()))?;
-        for s in segs {
-            cur = cur
-                .join(&s)
-                .map_err(|e| Error::InvalidPath(e.to_string()))?;
-            self.mkdir(&cur.to_string()).await?;
+        }
+        // Walk up until a directory can be made, then come back down.
+        let mut missing = Vec::new();
+        let mut cur = p.clone();
+        loop {
+            if cur.is_area_root() {
+                break;
+            }
+            let h = if cur == p { headers } else { &[] };
+            match self.mkdir_path(&cur, h).await {
+                Ok(()) => break,
+                Err(e) if e.code_str() == Some("DirectoryDoesNotExist") => {
+                    let parent = cur.parent().ok_or(e)?;
+                    missing.push(cur);
+                    cur = parent;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        while let Some(dir) = missing.pop() {
+            let h = if dir == p { headers } else { &[] };
+            self.mkdir_path(&dir, h).await?;
         }
         Ok(())
     }
@@ -581,7 +860,7 @@ impl MantaClient {
             q.push(("sort_order", "reverse".into()));
         }
         let resp = self
-            .send(Method::GET, &p, &q, &[], Payload::Bytes(Bytes::new()))
+            .send(Method::GET, &p, &q, &[], Payload::empty())
             .await?;
         let total = resp
             .headers()
@@ -589,14 +868,28 @@ impl MantaClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        let is_dir = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("type=directory"));
+        if !is_dir {
+            return Err(Error::Api {
+                status: 400,
+                code: "NotADirectory".into(),
+                message: format!("{p} is not a directory"),
+                path: p.to_string(),
+            });
+        }
         let text = resp.text().await.map_err(|e| Error::Http {
             path: path.to_owned(),
             source: e,
         })?;
         let mut out = Vec::new();
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let e: DirEntry = serde_json::from_str(line)
+            let mut e: DirEntry = serde_json::from_str(line)
                 .map_err(|e| Error::Config(format!("malformed listing line {line:?}: {e}")))?;
+            e.raw = line.to_owned();
             out.push(e);
         }
         Ok((out, total))
@@ -637,7 +930,7 @@ impl MantaClient {
     /// The server's refusal or a transport failure.
     pub async fn rm(&self, path: &str) -> Result<(), Error> {
         let p = self.path(path)?;
-        self.send(Method::DELETE, &p, &[], &[], Payload::Bytes(Bytes::new()))
+        self.send(Method::DELETE, &p, &[], &[], Payload::empty())
             .await
             .map(|_| ())
     }
@@ -647,14 +940,26 @@ impl MantaClient {
     /// # Errors
     /// The server's refusal or a transport failure.
     pub async fn ln(&self, src: &str, dst: &str) -> Result<PutResult, Error> {
+        self.ln_with(src, dst, &[]).await
+    }
+
+    /// Makes `dst` a SnapLink of `src`, with extra headers (`if-none-match: *`, `role-tag`).
+    ///
+    /// # Errors
+    /// The server's refusal or a transport failure.
+    pub async fn ln_with(
+        &self,
+        src: &str,
+        dst: &str,
+        headers: &[(String, String)],
+    ) -> Result<PutResult, Error> {
         let s = self.path(src)?;
         let d = self.path(dst)?;
-        let h = vec![
-            ("content-type".into(), "application/json; type=link".into()),
-            ("location".into(), s.to_url_path()),
-        ];
+        let mut h = headers.to_vec();
+        h.push(("content-type".into(), "application/json; type=link".into()));
+        h.push(("location".into(), s.to_url_path()));
         let resp = self
-            .send(Method::PUT, &d, &[], &h, Payload::Bytes(Bytes::new()))
+            .send(Method::PUT, &d, &[], &h, Payload::empty())
             .await?;
         Ok(Self::put_result(&resp))
     }
@@ -670,7 +975,7 @@ impl MantaClient {
             &p,
             &[("metadata", "true".into())],
             headers,
-            Payload::Bytes(Bytes::new()),
+            Payload::empty(),
         )
         .await
         .map(|_| ())
@@ -725,5 +1030,70 @@ impl MantaClient {
         let p = self.path(path)?;
         self.send(method, &p, query, headers, Payload::Bytes(body))
             .await
+    }
+}
+
+/// Turns an error answer into [`Error::Api`], reading the `{code, message}` body when there is
+/// one.
+async fn api_error(
+    method: &Method,
+    status: u16,
+    resp: reqwest::Response,
+    path: &MantaPath,
+) -> Error {
+    let text = if *method == Method::HEAD {
+        String::new()
+    } else {
+        resp.text().await.unwrap_or_default()
+    };
+    let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(b) => (b.code, b.message),
+        Err(_) if status == 404 => ("ResourceNotFound".into(), format!("{path} was not found")),
+        Err(_) => {
+            let reason = http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("error");
+            let msg = if text.trim().is_empty() {
+                reason.to_owned()
+            } else {
+                text.trim().to_owned()
+            };
+            (format!("HTTP{status}"), msg)
+        }
+    };
+    Error::Api {
+        status,
+        code,
+        message,
+        path: path.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let first = backoff(1);
+        assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(313));
+        let third = backoff(3);
+        assert!(third >= Duration::from_millis(1000) && third <= Duration::from_millis(1251));
+        for n in 5..40 {
+            let d = backoff(n);
+            assert!(d >= Duration::from_millis(4000) && d <= Duration::from_millis(5001));
+        }
+    }
+
+    #[test]
+    fn truthy_flags() {
+        for v in ["1", "true", "yes", "TRUE", "on"] {
+            assert!(truthy(Some(v)), "{v}");
+        }
+        for v in ["", "0", "false", "False", "no", "off"] {
+            assert!(!truthy(Some(v)), "{v}");
+        }
+        assert!(!truthy(None));
     }
 }
