@@ -1,0 +1,320 @@
+//! The task's control socket: the only door out of the container. The agent serves it on a
+//! Unix socket bind-mounted at `/manta-agent/sock` for one task; the tools speak HTTP over it.
+//!
+//! Ordinary requests are forwarded to the front door with the job's token, so a task can do
+//! exactly what its owner may and nothing else. Requests marked `x-manta-stream: stdout`
+//! (`mpipe`, `msplit`) become task outputs stored on this node; `x-manta-reference: true`
+//! (`mcat`) emits an existing object as an output; `POST /_task/status` is lackey's report.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use futures_util::StreamExt as _;
+use http::{HeaderValue, Method, StatusCode};
+use manta_types::{ErrorCode, MantaError, MantaPath};
+use manta_util::http::error_response;
+use tokio::io::AsyncWriteExt as _;
+use tokio_util::sync::CancellationToken;
+
+use super::{Agent, TaskJob};
+use crate::tools::LackeyStatus;
+
+/// An output the task produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Object path.
+    pub path: String,
+    /// Reducer of the next phase, if routed.
+    pub r_idx: Option<u32>,
+}
+
+/// What the socket learned during the task.
+#[derive(Debug, Default)]
+pub struct CtlRecord {
+    /// Outputs emitted with `mpipe`/`msplit`/`mcat`.
+    pub outputs: Vec<Output>,
+    /// False once a tool emitted outputs itself (stdout is then not saved).
+    pub tools_used: bool,
+    /// Lackey's report.
+    pub status: Option<LackeyStatus>,
+    /// Failures storing outputs (the task then fails).
+    pub failures: Vec<String>,
+    auto: u32,
+}
+
+pub(super) struct Ctl {
+    pub agent: Arc<Agent>,
+    pub job: Arc<TaskJob>,
+    pub record: Mutex<CtlRecord>,
+}
+
+/// Starts serving the socket at `path` until `stop`.
+///
+/// # Errors
+/// When the socket cannot be bound.
+pub(super) fn serve(
+    ctl: Arc<Ctl>,
+    path: &Path,
+    stop: CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::UnixListener::bind(path)?;
+    // The container's root maps to an unprivileged host uid: it must be allowed to connect.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    let app = axum::Router::new().fallback(handle).with_state(ctl);
+    Ok(tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "task socket failed");
+        }
+    }))
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> Response {
+    error_response(&MantaError::new(code, msg))
+}
+
+fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn handle(State(ctl): State<Arc<Ctl>>, req: Request) -> Response {
+    let path = percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    if req.method() == Method::POST && path == "/_task/status" {
+        let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
+            Ok(b) => b,
+            Err(e) => return err(ErrorCode::InvalidArgument, e.to_string()),
+        };
+        return match serde_json::from_slice::<LackeyStatus>(&body) {
+            Ok(st) => {
+                ctl.record.lock().unwrap_or_else(|p| p.into_inner()).status = Some(st);
+                empty(StatusCode::NO_CONTENT)
+            }
+            Err(e) => err(ErrorCode::InvalidArgument, e.to_string()),
+        };
+    }
+    let reducer = match header(&req, "x-manta-reducer").map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(r)) => Some(r),
+        Some(Err(_)) => {
+            return err(
+                ErrorCode::InvalidArgument,
+                "x-manta-reducer must be a number",
+            );
+        }
+    };
+    if let Some(r) = reducer
+        && ctl.job.next_reducers.is_some_and(|n| u64::from(r) >= n)
+    {
+        return err(
+            ErrorCode::InvalidArgument,
+            format!(
+                "reducer {r} does not exist (the next phase has {})",
+                ctl.job.next_reducers.unwrap_or(0)
+            ),
+        );
+    }
+    if req.method() == Method::PUT && header(&req, "x-manta-stream") == Some("stdout") {
+        return output(&ctl, &path, reducer, req.into_body()).await;
+    }
+    if req.method() == Method::PUT && header(&req, "x-manta-reference") == Some("true") {
+        return reference(&ctl, &path, reducer).await;
+    }
+    proxy(&ctl, req).await
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
+}
+
+fn own_path(ctl: &Ctl, path: &str) -> Result<MantaPath, MantaError> {
+    let p = MantaPath::parse(path)
+        .map_err(|e| MantaError::new(ErrorCode::InvalidResource, e.to_string()))?;
+    if p.login() != ctl.job.job.login {
+        return Err(MantaError::new(
+            ErrorCode::AuthorizationFailed,
+            format!("a task may only emit outputs under /{}", ctl.job.job.login),
+        ));
+    }
+    Ok(p)
+}
+
+async fn output(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>, body: Body) -> Response {
+    let target = if path == "/_task/output" {
+        let mut rec = ctl.record.lock().unwrap_or_else(|p| p.into_inner());
+        rec.auto += 1;
+        if rec.auto == 1 {
+            ctl.job.base.clone()
+        } else {
+            format!("{}.{}", ctl.job.base, rec.auto - 1)
+        }
+    } else {
+        path.to_owned()
+    };
+    let p = match own_path(ctl, &target) {
+        Ok(p) => p,
+        Err(e) => return error_response(&e),
+    };
+    ctl.record
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .tools_used = true;
+    // The storage client wants a `Sync` stream; a duplex pipe turns the request body into one.
+    let (mut w, r) = tokio::io::duplex(256 * 1024);
+    let feed = tokio::spawn(async move {
+        let mut s = body.into_data_stream();
+        while let Some(chunk) = s.next().await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            w.write_all(&chunk).await?;
+        }
+        w.shutdown().await
+    });
+    let stream = tokio_util::io::ReaderStream::new(r);
+    let stored = ctl
+        .agent
+        .store_output(&ctl.job, &p.to_string(), stream, None)
+        .await;
+    let fed = feed.await;
+    match (stored, fed) {
+        (Ok(()), Ok(Ok(()))) => {
+            ctl.record
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .outputs
+                .push(Output {
+                    path: p.to_string(),
+                    r_idx,
+                });
+            empty(StatusCode::NO_CONTENT)
+        }
+        (Err(e), _) => {
+            let msg = format!("storing output {p}: {e:#}");
+            tracing::warn!(error = %msg, "task output failed");
+            ctl.record
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .failures
+                .push(msg.clone());
+            err(ErrorCode::InternalError, msg)
+        }
+        (_, Ok(Err(e))) => err(ErrorCode::InvalidArgument, format!("reading the body: {e}")),
+        (_, Err(e)) => err(ErrorCode::InternalError, e.to_string()),
+    }
+}
+
+async fn reference(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>) -> Response {
+    let p = match MantaPath::parse(path) {
+        Ok(p) => p,
+        Err(e) => return err(ErrorCode::InvalidResource, e.to_string()),
+    };
+    // The front door decides whether the owner may read it.
+    match ctl
+        .job
+        .fd
+        .send(ctl.job.fd.request(reqwest::Method::HEAD, &p.to_string()))
+        .await
+    {
+        Ok(_) => {
+            let mut rec = ctl.record.lock().unwrap_or_else(|p| p.into_inner());
+            rec.tools_used = true;
+            rec.outputs.push(Output {
+                path: p.to_string(),
+                r_idx,
+            });
+            empty(StatusCode::NO_CONTENT)
+        }
+        Err(crate::fdclient::FdError::Api {
+            status,
+            code,
+            message,
+        }) => {
+            let code = ErrorCode::from_wire(&code).unwrap_or(ErrorCode::InternalError);
+            let mut r = err(code, message);
+            *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            r
+        }
+        Err(e) => err(ErrorCode::ServiceUnavailable, e.to_string()),
+    }
+}
+
+const FORWARD: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-md5",
+    "durability-level",
+    "accept",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "cache-control",
+];
+
+async fn proxy(ctl: &Arc<Ctl>, req: Request) -> Response {
+    let method = match reqwest::Method::from_bytes(req.method().as_str().as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return err(ErrorCode::MethodNotAllowed, "bad method"),
+    };
+    let path = percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8_lossy()
+        .into_owned();
+    let mut b = ctl.job.fd.request_query(method, &path, req.uri().query());
+    for (k, v) in req.headers() {
+        let name = k.as_str();
+        if FORWARD.contains(&name) || name.starts_with("m-") {
+            b = b.header(name, v.as_bytes());
+        }
+    }
+    let has_body = req.headers().contains_key("content-length")
+        || req.headers().contains_key("transfer-encoding");
+    if has_body {
+        let (mut w, r) = tokio::io::duplex(256 * 1024);
+        let body = req.into_body();
+        tokio::spawn(async move {
+            let mut s = body.into_data_stream();
+            while let Some(Ok(chunk)) = s.next().await {
+                if w.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = w.shutdown().await;
+        });
+        b = b.body(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::new(r),
+        ));
+    }
+    match b.send().await {
+        Ok(resp) => {
+            let mut out = Response::new(Body::empty());
+            *out.status_mut() =
+                StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            for (k, v) in resp.headers() {
+                let n = k.as_str();
+                if matches!(n, "connection" | "transfer-encoding" | "keep-alive") {
+                    continue;
+                }
+                if let (Ok(name), Ok(val)) = (
+                    http::HeaderName::from_bytes(n.as_bytes()),
+                    HeaderValue::from_bytes(v.as_bytes()),
+                ) {
+                    out.headers_mut().append(name, val);
+                }
+            }
+            *out.body_mut() = Body::from_stream(resp.bytes_stream());
+            out
+        }
+        Err(e) => err(
+            ErrorCode::ServiceUnavailable,
+            format!("the front door did not answer: {e}"),
+        ),
+    }
+}

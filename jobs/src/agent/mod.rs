@@ -1,0 +1,1047 @@
+//! The agent: one per storage node. It heartbeats, claims the tasks the supervisor dispatched
+//! to its node, runs each in a fresh container ([`container`]) next to the data, serves the
+//! task's control socket ([`ctl`]), stores outputs on its own node (one copy) and commits their
+//! metadata, and records how each task ended.
+//!
+//! A task claimed by this agent carries its generation (new at every start). If the agent dies,
+//! the supervisor sees the generation change (or the heartbeat stop) and dispatches the task
+//! again, preferably on another copy. Containers left by a previous run are killed at start.
+
+pub mod container;
+pub mod ctl;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use futures_util::Stream;
+use manta_types::{EntryKind, MantaPath, MetadataRecord, ObjectId, ObjectInfo, SharkRef};
+use moray::ShardedClient;
+use moray::types::PutOptions;
+use storage_node::client::{PutRequest, StorageClient};
+use storage_node::store::ObjectKey;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument as _, info, warn};
+
+use crate::fdclient::FdClient;
+use crate::records::{
+    self, AGENTS, AgentBeat, ERRORS, ITEMS, Item, JOBS, Job, JobError, JobStore, Stored, TASKS,
+    Task, esc, item_state, now_ms, put_op, task_state,
+};
+use crate::spec::PhaseType;
+use crate::tools::LackeyStatus;
+
+/// The agent's configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Address for `/ping` and `/metrics`.
+    pub listen: SocketAddr,
+    /// The storage node this agent serves (its storage id).
+    pub storage_id: String,
+    /// The node's dataset directory (objects are `<dataset>/objects/<creator>/<id>`).
+    pub dataset: PathBuf,
+    /// The node's object API.
+    pub storage_url: String,
+    /// The front door.
+    pub frontdoor_url: String,
+    /// Moray (one shard URL).
+    pub moray_url: String,
+    /// Work directory (bundles, scratch, sockets, runtime state).
+    pub work_dir: PathBuf,
+    /// The OCI runtime.
+    pub runc: PathBuf,
+    /// The tools binary (`jobs-tool`).
+    pub tools_bin: PathBuf,
+    /// Tasks at once.
+    pub slots: usize,
+    /// First host uid of the containers' user namespace range.
+    pub uid_base: u32,
+    /// Most processes per task.
+    pub pids_limit: u64,
+    /// Wall-clock limit per task.
+    pub task_timeout: Duration,
+    /// How often to look for work.
+    pub poll: Duration,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults for everything but the node and addresses.
+    pub fn new(
+        storage_id: &str,
+        dataset: PathBuf,
+        storage_url: &str,
+        frontdoor_url: &str,
+        moray_url: &str,
+        work_dir: PathBuf,
+    ) -> AgentConfig {
+        AgentConfig {
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
+            storage_id: storage_id.to_owned(),
+            dataset,
+            storage_url: storage_url.to_owned(),
+            frontdoor_url: frontdoor_url.to_owned(),
+            moray_url: moray_url.to_owned(),
+            work_dir,
+            runc: "runc".into(),
+            tools_bin: default_tools_bin(),
+            slots: 4,
+            uid_base: 100_000,
+            pids_limit: 512,
+            task_timeout: Duration::from_secs(3600),
+            poll: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `jobs-tool` beside the running executable.
+pub fn default_tools_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("jobs-tool")))
+        .unwrap_or_else(|| "jobs-tool".into())
+}
+
+/// The job as a task needs it.
+pub(crate) struct TaskJob {
+    pub job: Job,
+    pub fd: FdClient,
+    /// Output base name: `/<login>/jobs/<id>/stor/<p0input or reduce>.<phase>.<taskId>`.
+    pub base: String,
+    /// Reducers of the next phase, if it is a reduce phase.
+    pub next_reducers: Option<u64>,
+}
+
+pub(crate) struct Agent {
+    cfg: AgentConfig,
+    store: JobStore,
+    moray: ShardedClient,
+    storage: StorageClient,
+    http: reqwest::Client,
+    datacenter: String,
+    generation: String,
+    made_dirs: Mutex<HashSet<String>>,
+    metrics: Arc<manta_util::metrics::Metrics>,
+    running: Mutex<HashMap<String, CancellationToken>>,
+}
+
+/// How a task ended, before it is committed.
+struct Finished {
+    ok: bool,
+    outputs: Vec<ctl::Output>,
+    error: Option<JobError>,
+}
+
+/// A failure of this node rather than the user's code: the task is released to run elsewhere.
+#[derive(Debug)]
+struct Infra(anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for Infra {
+    fn from(e: E) -> Infra {
+        Infra(e.into())
+    }
+}
+
+async fn runc(cfg: &AgentConfig, args: &[&str]) -> std::io::Result<std::process::Output> {
+    tokio::process::Command::new(&cfg.runc)
+        .arg("--root")
+        .arg(cfg.work_dir.join("runc"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+}
+
+/// Runs the agent until `shutdown`.
+///
+/// # Errors
+/// When the work directory cannot be prepared, the listener bound, or Moray never answers.
+pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Arc::new(manta_util::metrics::Metrics::new());
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("bind {}", cfg.listen))?;
+    let obs = Arc::new(manta_util::http::Observer {
+        service: "jobs-agent",
+        metrics: metrics.clone(),
+    });
+    let app = manta_util::http::with_observability(axum::Router::new(), obs);
+    let http_task = tokio::spawn(manta_util::http::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        manta_util::http::ServeOptions::default(),
+    ));
+    let agent = Arc::new(Agent::prepare(cfg, metrics, &shutdown).await?);
+    let result = agent.clone().work(shutdown.clone()).await;
+    let _ = http_task.await;
+    result
+}
+
+impl Agent {
+    async fn prepare(
+        cfg: AgentConfig,
+        metrics: Arc<manta_util::metrics::Metrics>,
+        shutdown: &CancellationToken,
+    ) -> Result<Agent> {
+        let work = cfg.work_dir.clone();
+        let tools = cfg.tools_bin.clone();
+        manta_util::blocking(move || {
+            container::make_skeleton(&work.join("rootfs"))?;
+            std::fs::create_dir_all(work.join("tasks"))?;
+            std::fs::create_dir_all(work.join("runc"))?;
+            let tdir = work.join("tools");
+            std::fs::create_dir_all(&tdir)?;
+            // A copy, not a link: the container sees only this directory.
+            let tmp = tdir.join(".jobs-tool.new");
+            std::fs::copy(&tools, &tmp)?;
+            std::fs::rename(&tmp, tdir.join("jobs-tool"))?;
+            for t in crate::tools::TOOLS {
+                let l = tdir.join(t);
+                if std::fs::symlink_metadata(&l).is_err() {
+                    std::os::unix::fs::symlink("jobs-tool", &l)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .with_context(|| format!("prepare {}", cfg.work_dir.display()))?;
+        // Containers of a previous run of this agent are orphans now: end them.
+        if let Ok(out) = runc(&cfg, &["list", "-q"]).await {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let id = id.trim();
+                if id.is_empty() {
+                    continue;
+                }
+                warn!(
+                    container = id,
+                    "removing a container left by a previous run"
+                );
+                let _ = runc(&cfg, &["kill", id, "KILL"]).await;
+                let _ = runc(&cfg, &["delete", "-f", id]).await;
+            }
+        }
+        let tasks = cfg.work_dir.join("tasks");
+        let _ = manta_util::blocking(move || {
+            for e in std::fs::read_dir(&tasks)?.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+            Ok(())
+        })
+        .await;
+        let moray = ShardedClient::single(&cfg.moray_url)?;
+        let store = JobStore::new(moray.system());
+        let datacenter = loop {
+            let r = async {
+                store.setup().await?;
+                let beat = moray
+                    .system()
+                    .get_object("manta_storage", &cfg.storage_id)
+                    .await?;
+                Ok::<_, anyhow::Error>(
+                    beat.value["datacenter"]
+                        .as_str()
+                        .unwrap_or("dc1")
+                        .to_owned(),
+                )
+            }
+            .await;
+            match r {
+                Ok(dc) => break dc,
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "waiting for Moray and this node's heartbeat")
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => bail!("shut down before start-up finished"),
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        };
+        Ok(Agent {
+            storage: StorageClient::new(&cfg.storage_url)?,
+            store,
+            moray,
+            http: FdClient::http(),
+            datacenter,
+            generation: uuid::Uuid::new_v4().to_string(),
+            made_dirs: Mutex::new(HashSet::new()),
+            metrics,
+            running: Mutex::new(HashMap::new()),
+            cfg,
+        })
+    }
+
+    async fn beat(&self) -> Result<()> {
+        let b = AgentBeat {
+            v: records::VERSION,
+            storage_id: self.cfg.storage_id.clone(),
+            generation: self.generation.clone(),
+            timestamp: now_ms(),
+        };
+        self.store
+            .put(AGENTS, &self.cfg.storage_id, &b, PutOptions::any())
+            .await?;
+        Ok(())
+    }
+
+    async fn work(self: Arc<Self>, shutdown: CancellationToken) -> Result<()> {
+        info!(storage_id = %self.cfg.storage_id, generation = %self.generation, "jobs agent started");
+        let me = self.clone();
+        let stop_beat = shutdown.clone();
+        let beats = tokio::spawn(async move {
+            loop {
+                if let Err(e) = me.beat().await {
+                    warn!(error = %format!("{e:#}"), "heartbeat failed");
+                }
+                tokio::select! {
+                    () = stop_beat.cancelled() => break,
+                    () = tokio::time::sleep(me.cfg.heartbeat) => {}
+                }
+            }
+        });
+        let mut tasks = JoinSet::new();
+        let mut last_cancel_check = tokio::time::Instant::now();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let busy = self.running.lock().unwrap_or_else(|p| p.into_inner()).len();
+            if busy < self.cfg.slots
+                && let Err(e) = self
+                    .claim(self.cfg.slots - busy, &mut tasks, &shutdown)
+                    .await
+            {
+                warn!(error = %format!("{e:#}"), "looking for tasks failed");
+            }
+            if last_cancel_check.elapsed() > Duration::from_millis(500) {
+                last_cancel_check = tokio::time::Instant::now();
+                if let Err(e) = self.check_cancelled().await {
+                    warn!(error = %format!("{e:#}"), "checking for cancelled tasks failed");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(self.cfg.poll) => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        // Running tasks are abandoned: the supervisor dispatches them again.
+        for t in self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            t.cancel();
+        }
+        while tasks.join_next().await.is_some() {}
+        beats.abort();
+        Ok(())
+    }
+
+    async fn claim(
+        self: &Arc<Self>,
+        n: usize,
+        tasks: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
+        let filter = format!(
+            "(&(server={})(state={}))",
+            esc(&self.cfg.storage_id),
+            task_state::DISPATCHED
+        );
+        let found = self.store.find::<Task>(TASKS, &filter, n as u64).await?;
+        for t in found {
+            let mut task = t.value.clone();
+            task.state = task_state::RUNNING.into();
+            task.agent_gen = Some(self.generation.clone());
+            task.time_started = Some(now_ms());
+            let etag = match self
+                .store
+                .put(TASKS, &t.key, &task, PutOptions::if_match(&t.etag))
+                .await
+            {
+                Ok(e) => e,
+                Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let cancel = shutdown.child_token();
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(task.task_id.clone(), cancel.clone());
+            let me = self.clone();
+            let span = tracing::info_span!("task", task = %task.task_id, job = %task.job_id, phase = task.phase);
+            let claimed = Stored {
+                key: t.key,
+                value: task,
+                etag,
+            };
+            tasks.spawn(
+                async move {
+                    let id = claimed.value.task_id.clone();
+                    me.clone().run_task(claimed, cancel).await;
+                    me.running
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                }
+                .instrument(span),
+            );
+        }
+        Ok(())
+    }
+
+    async fn check_cancelled(&self) -> Result<()> {
+        let ids: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            if let Some(t) = self.store.get::<Task>(TASKS, &id).await?
+                && (t.value.cancelled || t.value.agent_gen.as_deref() != Some(&self.generation))
+                && let Some(tok) = self
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+            {
+                tok.cancel();
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_task(self: Arc<Self>, claimed: Stored<Task>, cancel: CancellationToken) {
+        let task = claimed.value.clone();
+        let started = std::time::Instant::now();
+        let dir = self.cfg.work_dir.join("tasks").join(&task.task_id);
+        let outcome = self.execute(&task, &dir, &cancel).await;
+        let mut done = task.clone();
+        done.state = task_state::DONE.into();
+        done.time_done = Some(now_ms());
+        let mut ops = Vec::new();
+        match outcome {
+            Ok(None) => {
+                // Cancelled: the supervisor already finished the job; just stop.
+                done.result = Some("cancelled".into());
+            }
+            Ok(Some(f)) => {
+                done.result = Some(if f.ok { "ok" } else { "fail" }.into());
+                done.n_outputs = f.outputs.len() as u64;
+                if f.ok {
+                    match self.store.get::<Job>(JOBS, &task.job_id).await {
+                        Ok(Some(job)) => {
+                            let n = u32::try_from(job.value.phases.len()).unwrap_or(u32::MAX);
+                            for o in &f.outputs {
+                                let to = task.phase + 1;
+                                let it = Item {
+                                    v: records::VERSION,
+                                    job_id: task.job_id.clone(),
+                                    to_phase: to,
+                                    path: o.path.clone(),
+                                    p0input: task.p0input.clone(),
+                                    from_task: Some(task.task_id.clone()),
+                                    r_idx: o.r_idx,
+                                    state: if to >= n {
+                                        item_state::OUT
+                                    } else {
+                                        item_state::NEW
+                                    }
+                                    .into(),
+                                    time: now_ms(),
+                                };
+                                ops.push(put_op(
+                                    ITEMS,
+                                    &format!("{}:{}", task.task_id, o.path),
+                                    &it,
+                                    PutOptions::any(),
+                                ));
+                            }
+                        }
+                        other => {
+                            warn!(?other, "job vanished while its task ran");
+                            return;
+                        }
+                    }
+                }
+                if let Some(e) = f.error {
+                    ops.push(put_op(
+                        ERRORS,
+                        &uuid::Uuid::new_v4().to_string(),
+                        &e,
+                        PutOptions::must_not_exist(),
+                    ));
+                }
+            }
+            Err(Infra(e)) => {
+                warn!(error = %format!("{e:#}"), "task could not run here; releasing it");
+                done.result = Some("lost".into());
+            }
+        }
+        let result = done.result.clone().unwrap_or_default();
+        ops.insert(
+            0,
+            put_op(
+                TASKS,
+                &claimed.key,
+                &done,
+                PutOptions::if_match(&claimed.etag),
+            ),
+        );
+        match self.store.batch(ops).await {
+            Ok(()) => {
+                info!(result = %result, ms = started.elapsed().as_millis() as u64, "task finished")
+            }
+            Err(e) => warn!(error = %e, "task result not recorded (the task was taken back)"),
+        }
+        self.metrics.inc(
+            "jobs_agent_tasks_total",
+            "Tasks run, by result.",
+            &[("result", &result)],
+        );
+        let d = dir.clone();
+        let _ = manta_util::blocking(move || std::fs::remove_dir_all(&d)).await;
+    }
+
+    /// Stores `body` as the object `path` on this node (one copy) and commits its record.
+    pub(crate) async fn store_output<S, E>(
+        &self,
+        job: &TaskJob,
+        path: &str,
+        body: S,
+        len: Option<u64>,
+    ) -> Result<()>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let p = MantaPath::parse(path)?;
+        let parent = p.parent().ok_or_else(|| anyhow!("{path} has no parent"))?;
+        let parent_s = parent.to_string();
+        let known = self
+            .made_dirs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&parent_s);
+        if !known {
+            job.fd
+                .mkdirp(&parent_s)
+                .await
+                .with_context(|| format!("create {parent_s}"))?;
+            self.made_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(parent_s);
+        }
+        let owner = uuid::Uuid::parse_str(&job.job.owner)?;
+        let id = ObjectId::random();
+        let d = self
+            .storage
+            .put(&ObjectKey { owner, id }, PutRequest::stream(body, len))
+            .await
+            .context("write the output to this storage node")?;
+        let key = p.storage_key(&job.job.owner);
+        let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.md5);
+        let sha: String = d.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let rec = MetadataRecord {
+            version: manta_types::record::RECORD_VERSION,
+            dirname: manta_types::path::dirname(&key).to_owned(),
+            name: p.name().to_owned(),
+            key: key.clone(),
+            owner: job.job.owner.clone(),
+            creator: job.job.owner.clone(),
+            mtime: now_ms(),
+            headers: Default::default(),
+            roles: Vec::new(),
+            kind: EntryKind::Object(ObjectInfo {
+                content_length: d.size,
+                content_md5: md5,
+                content_type: "application/octet-stream".into(),
+                content_disposition: None,
+                etag: id.to_string(),
+                object_id: id,
+                sharks: vec![SharkRef {
+                    datacenter: self.datacenter.clone(),
+                    manta_storage_id: self.cfg.storage_id.clone(),
+                }],
+                created_from: None,
+                sha256: Some(sha),
+            }),
+            request_id: manta_util::http::current_request_id(),
+        };
+        self.moray
+            .put_object("manta", &key, rec.to_value(), PutOptions::any())
+            .await
+            .context("commit the output's metadata")?;
+        Ok(())
+    }
+
+    async fn store_file(&self, job: &TaskJob, path: &str, file: &Path) -> Result<()> {
+        let f = tokio::fs::File::open(file).await?;
+        let len = f.metadata().await?.len();
+        self.store_output(job, path, tokio_util::io::ReaderStream::new(f), Some(len))
+            .await
+    }
+
+    /// Where this node keeps the bytes of the map input `path`.
+    async fn input_file(
+        &self,
+        job: &Job,
+        path: &str,
+    ) -> std::result::Result<Result<PathBuf>, Infra> {
+        let p = MantaPath::parse(path)?;
+        let key = p.storage_key(&job.owner);
+        let rec = match self.moray.get_object("manta", &key).await {
+            Ok(r) => MetadataRecord::from_value(r.value)?,
+            Err(moray::Error::ObjectNotFound { .. }) => {
+                return Ok(Err(anyhow!("{path} was not found")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(o) = rec.object() else {
+            return Ok(Err(anyhow!("{path} is a directory")));
+        };
+        if o.sharks.is_empty() {
+            return Ok(Ok(PathBuf::new())); // zero bytes: nothing stored anywhere
+        }
+        if !o
+            .sharks
+            .iter()
+            .any(|s| s.manta_storage_id == self.cfg.storage_id)
+        {
+            return Err(Infra(anyhow!(
+                "{path} has no copy on {}",
+                self.cfg.storage_id
+            )));
+        }
+        let f = self
+            .cfg
+            .dataset
+            .join(storage_node::store::OBJECTS_DIR)
+            .join(&rec.creator)
+            .join(o.object_id.to_string());
+        if tokio::fs::metadata(&f).await.is_err() {
+            return Err(Infra(anyhow!(
+                "the copy of {path} is missing at {}",
+                f.display()
+            )));
+        }
+        Ok(Ok(f))
+    }
+
+    fn error(task: &Task, server: &str, code: &str, message: String) -> JobError {
+        JobError {
+            v: records::VERSION,
+            job_id: task.job_id.clone(),
+            task_id: Some(task.task_id.clone()),
+            phase_num: task.phase,
+            what: format!("phase {}: task", task.phase),
+            code: code.to_owned(),
+            message,
+            input: task.input.clone(),
+            p0input: Some(task.p0input.clone()),
+            stderr: None,
+            core: None,
+            server: Some(server.to_owned()),
+            time: now_ms(),
+        }
+    }
+
+    /// Runs the task. `Ok(None)`: cancelled. `Err(Infra)`: this node failed it.
+    async fn execute(
+        self: &Arc<Self>,
+        task: &Task,
+        dir: &Path,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<Option<Finished>, Infra> {
+        let job = self
+            .store
+            .get::<Job>(JOBS, &task.job_id)
+            .await?
+            .ok_or_else(|| anyhow!("job {} not found", task.job_id))?
+            .value;
+        let phase = job
+            .phases
+            .get(task.phase as usize)
+            .cloned()
+            .ok_or_else(|| anyhow!("job has no phase {}", task.phase))?;
+        let next_reducers = job
+            .phases
+            .get(task.phase as usize + 1)
+            .filter(|p| p.kind == PhaseType::Reduce)
+            .map(|p| p.reducers());
+        let p0 = if phase.kind == PhaseType::Reduce {
+            "reduce".to_owned()
+        } else {
+            task.p0input.trim_start_matches('/').to_owned()
+        };
+        let base = format!(
+            "/{}/jobs/{}/stor/{p0}.{}.{}",
+            job.login, job.job_id, task.phase, task.task_id
+        );
+        let tj = Arc::new(TaskJob {
+            fd: FdClient::new(self.http.clone(), &self.cfg.frontdoor_url, &job.token),
+            job: job.clone(),
+            base: base.clone(),
+            next_reducers,
+        });
+        let fail = |code: &str, msg: String| {
+            Ok(Some(Finished {
+                ok: false,
+                outputs: Vec::new(),
+                error: Some(Self::error(task, &self.cfg.storage_id, code, msg)),
+            }))
+        };
+
+        let d = dir.to_owned();
+        manta_util::blocking(move || {
+            std::fs::create_dir_all(d.join("bundle"))?;
+            std::fs::create_dir_all(d.join("ctl"))?;
+            std::fs::create_dir_all(d.join("assets"))?;
+            std::fs::set_permissions(
+                d.join("ctl"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+        })
+        .await?;
+
+        // The input.
+        let mut binds = Vec::new();
+        let input_file = match (&phase.kind, &task.input) {
+            (PhaseType::Map, Some(input)) => match self.input_file(&job, input).await? {
+                Ok(f) if f.as_os_str().is_empty() => {
+                    let empty = dir.join("empty");
+                    tokio::fs::write(&empty, b"").await.map_err(Infra::from)?;
+                    Some(empty)
+                }
+                Ok(f) => Some(f),
+                Err(e) => return fail("ResourceNotFoundError", e.to_string()),
+            },
+            _ => None,
+        };
+        if let (Some(f), Some(input)) = (&input_file, &task.input) {
+            binds.push(container::Bind {
+                source: f.clone(),
+                dest: format!("/manta{input}"),
+                rw: false,
+            });
+        }
+        // Assets.
+        for a in &phase.assets {
+            let dest = dir.join("assets").join(a.trim_start_matches('/'));
+            if let Err(e) = fetch(&tj.fd, a, &dest).await {
+                return fail("TaskInitError", format!("asset {a}: {e:#}"));
+            }
+        }
+        if !phase.assets.is_empty() {
+            binds.push(container::Bind {
+                source: dir.join("assets"),
+                dest: "/assets".into(),
+                rw: false,
+            });
+        }
+        binds.push(container::Bind {
+            source: self.cfg.work_dir.join("tools"),
+            dest: "/opt/manta/bin".into(),
+            rw: false,
+        });
+        binds.push(container::Bind {
+            source: dir.join("ctl"),
+            dest: "/manta-agent".into(),
+            rw: false,
+        });
+
+        // The control socket.
+        let ctl_state = Arc::new(ctl::Ctl {
+            agent: self.clone(),
+            job: tj.clone(),
+            record: Mutex::new(ctl::CtlRecord::default()),
+        });
+        let stop_ctl = CancellationToken::new();
+        let server = ctl::serve(
+            ctl_state.clone(),
+            &dir.join("ctl").join("sock"),
+            stop_ctl.clone(),
+        )
+        .map_err(Infra::from)?;
+
+        let mut env = vec![
+            "PATH=/opt/manta/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_owned(),
+            "HOME=/root".to_owned(),
+            "LANG=C".to_owned(),
+            format!("MANTA_USER={}", job.login),
+            format!("MANTA_JOB_ID={}", job.job_id),
+            format!("MANTA_OUTPUT_BASE={base}"),
+            format!("MANTA_EXEC={}", phase.exec),
+            format!("MANTA_INIT={}", phase.init.clone().unwrap_or_default()),
+            format!("{}=/manta-agent/sock", crate::tools::SOCKET_ENV),
+            "MANTA_NO_AUTH=true".to_owned(),
+            format!("MANTA_PHASE={}", task.phase),
+        ];
+        if let Some(n) = next_reducers {
+            env.push(format!("MANTA_NEXT_REDUCERS={n}"));
+        }
+        if let Some(input) = &task.input {
+            env.push(format!("MANTA_INPUT_OBJECT={input}"));
+            env.push(format!("MANTA_INPUT_FILE=/manta{input}"));
+        }
+        if let Some(r) = task.r_idx {
+            env.push(format!("MANTA_REDUCER={r}"));
+        }
+        let spec = container::Spec {
+            root: self.cfg.work_dir.join("rootfs"),
+            args: vec!["/opt/manta/bin/jobs-tool".into(), "lackey".into()],
+            env,
+            binds,
+            memory: phase.memory * 1024 * 1024,
+            disk: phase.disk * 1024 * 1024 * 1024,
+            pids: self.cfg.pids_limit,
+            uid_base: self.cfg.uid_base,
+            hostname: "task".into(),
+        };
+        let config = serde_json::to_vec_pretty(&spec.config()).map_err(Infra::from)?;
+        tokio::fs::write(dir.join("bundle").join("config.json"), config)
+            .await
+            .map_err(Infra::from)?;
+
+        // Run it.
+        let cid = format!("mj-{}", task.task_id);
+        let stdout = std::fs::File::create(dir.join("stdout")).map_err(Infra::from)?;
+        let stderr = std::fs::File::create(dir.join("stderr")).map_err(Infra::from)?;
+        let stdin = match &input_file {
+            Some(f) => Stdio::from(std::fs::File::open(f).map_err(Infra::from)?),
+            None if phase.kind == PhaseType::Reduce => Stdio::piped(),
+            None => Stdio::null(),
+        };
+        let started = std::time::Instant::now();
+        let mut child = tokio::process::Command::new(&self.cfg.runc)
+            .arg("--root")
+            .arg(self.cfg.work_dir.join("runc"))
+            .args(["run", "--bundle"])
+            .arg(dir.join("bundle"))
+            .arg(&cid)
+            .stdin(stdin)
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .context("start the OCI runtime")?;
+        let feeder = match (phase.kind, child.stdin.take()) {
+            (PhaseType::Reduce, Some(w)) => Some(tokio::spawn(feed_reducer(
+                self.store.clone(),
+                tj.fd.clone(),
+                task.clone(),
+                w,
+            ))),
+            _ => None,
+        };
+        enum End {
+            Exited(std::process::ExitStatus),
+            TimedOut,
+            Cancelled,
+        }
+        let end = tokio::select! {
+            st = child.wait() => End::Exited(st.map_err(Infra::from)?),
+            () = tokio::time::sleep(self.cfg.task_timeout) => End::TimedOut,
+            () = cancel.cancelled() => End::Cancelled,
+        };
+        if !matches!(end, End::Exited(_)) {
+            let _ = runc(&self.cfg, &["kill", &cid, "KILL"]).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+        }
+        let _ = runc(&self.cfg, &["delete", "-f", &cid]).await;
+        self.metrics.observe(
+            "jobs_agent_task_seconds",
+            "Container run time of tasks.",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        stop_ctl.cancel();
+        let _ = server.await;
+        let fed = match feeder {
+            Some(f) => f.await.map_err(Infra::from)?,
+            None => Ok(()),
+        };
+        let rec = std::mem::take(&mut *ctl_state.record.lock().unwrap_or_else(|p| p.into_inner()));
+
+        let status = match end {
+            End::Cancelled => return Ok(None),
+            End::TimedOut => {
+                let mut e = Self::error(
+                    task,
+                    &self.cfg.storage_id,
+                    "TaskKilledError",
+                    format!(
+                        "task exceeded its time limit of {} and was killed",
+                        humantime::format_duration(self.cfg.task_timeout)
+                    ),
+                );
+                e.stderr = self.save_stderr(&tj, task, dir).await;
+                return Ok(Some(Finished {
+                    ok: false,
+                    outputs: Vec::new(),
+                    error: Some(e),
+                }));
+            }
+            End::Exited(st) => st,
+        };
+        if let Err(e) = fed {
+            // Reading the previous phase's outputs failed: not the user's doing.
+            return Err(Infra(e.context("feed the reducer")));
+        }
+        let lackey = rec.status.clone();
+        let (code, message) = match &lackey {
+            Some(LackeyStatus {
+                init_failed: Some(c),
+                ..
+            }) => (
+                Some("TaskInitError"),
+                format!("user command \"init\" exited with code {c}"),
+            ),
+            Some(s) if s.code == Some(0) && status.success() => (None, String::new()),
+            Some(s) if s.oom_kills > 0 => (
+                Some("UserTaskError"),
+                format!(
+                    "user command ran out of memory (limit {} MB) and was killed",
+                    phase.memory
+                ),
+            ),
+            Some(LackeyStatus {
+                signal: Some(sig), ..
+            }) => (
+                Some("UserTaskError"),
+                format!("user command was killed by signal {sig}"),
+            ),
+            Some(LackeyStatus { code: Some(c), .. }) => (
+                Some("UserTaskError"),
+                format!("user command exited with code {c}"),
+            ),
+            _ => {
+                let err_text = tokio::fs::read_to_string(dir.join("stderr"))
+                    .await
+                    .unwrap_or_default();
+                if err_text.contains("runc run failed") || err_text.contains("container_linux.go") {
+                    return Err(Infra(anyhow!(
+                        "the container did not start: {}",
+                        err_text.trim()
+                    )));
+                }
+                // Lackey itself was killed (the memory limit is the usual cause).
+                (
+                    Some("UserTaskError"),
+                    match status.code() {
+                        Some(137) => format!(
+                            "task was killed (SIGKILL); it probably exceeded its memory limit of {} MB",
+                            phase.memory
+                        ),
+                        Some(c) => format!("task exited with code {c}"),
+                        None => "task was killed".to_owned(),
+                    },
+                )
+            }
+        };
+        if !rec.failures.is_empty() {
+            return Err(Infra(anyhow!("{}", rec.failures.join("; "))));
+        }
+        match code {
+            None => {
+                let mut outputs = rec.outputs;
+                if !rec.tools_used {
+                    self.store_file(&tj, &base, &dir.join("stdout"))
+                        .await
+                        .map_err(Infra)?;
+                    outputs.push(ctl::Output {
+                        path: base,
+                        r_idx: None,
+                    });
+                }
+                Ok(Some(Finished {
+                    ok: true,
+                    outputs,
+                    error: None,
+                }))
+            }
+            Some(code) => {
+                let mut e = Self::error(task, &self.cfg.storage_id, code, message);
+                e.stderr = self.save_stderr(&tj, task, dir).await;
+                Ok(Some(Finished {
+                    ok: false,
+                    outputs: rec.outputs,
+                    error: Some(e),
+                }))
+            }
+        }
+    }
+
+    async fn save_stderr(&self, tj: &TaskJob, task: &Task, dir: &Path) -> Option<String> {
+        let path = tj.base.replacen(
+            &format!(".{}.{}", task.phase, task.task_id),
+            &format!(".{}.err.{}", task.phase, task.task_id),
+            1,
+        );
+        match self.store_file(tj, &path, &dir.join("stderr")).await {
+            Ok(()) => Some(path),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "saving a failed task's stderr failed");
+                None
+            }
+        }
+    }
+}
+
+/// Downloads `path` to `dest` through the front door.
+async fn fetch(fd: &FdClient, path: &str, dest: &Path) -> Result<()> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    if let Some(p) = dest.parent() {
+        tokio::fs::create_dir_all(p).await?;
+    }
+    let resp = fd.get(path).await?;
+    let mut f = tokio::fs::File::create(dest).await?;
+    let mut s = resp.bytes_stream();
+    while let Some(chunk) = s.next().await {
+        f.write_all(&chunk?).await?;
+    }
+    f.flush().await?;
+    Ok(())
+}
+
+/// Streams the reducer's inputs, in arrival order, into its stdin.
+async fn feed_reducer(
+    store: JobStore,
+    fd: FdClient,
+    task: Task,
+    mut w: tokio::process::ChildStdin,
+) -> Result<()> {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let filter = format!(
+        "(&(jobId={})(toPhase={})(rIdx={}))",
+        esc(&task.job_id),
+        task.phase,
+        task.r_idx.unwrap_or(0)
+    );
+    let items = store.find_all::<Item>(ITEMS, &filter).await?;
+    for it in items {
+        let resp = fd.get(&it.value.path).await?;
+        let mut s = resp.bytes_stream();
+        while let Some(chunk) = s.next().await {
+            if w.write_all(&chunk?).await.is_err() {
+                // The reducer stopped reading (it may not need all its input).
+                return Ok(());
+            }
+        }
+    }
+    w.shutdown().await.ok();
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `jobs-agent`: runs job tasks in OCI containers on one storage node. See `jobs::agent`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use manta_util::logging::{self, LogFormat};
+
+/// The jobs agent of one storage node.
+#[derive(Debug, Parser)]
+#[command(name = "jobs-agent", version)]
+struct Args {
+    /// Address for /ping and /metrics.
+    #[arg(long, env = "MANTA_LISTEN", default_value = "127.0.0.1:8091")]
+    listen: SocketAddr,
+    /// The storage id of the node this agent runs beside.
+    #[arg(long, env = "MANTA_STORAGE_ID")]
+    storage_id: String,
+    /// The node's dataset directory (as given to storage-node --dataset dir:PATH).
+    #[arg(long, env = "MANTA_DATASET")]
+    dataset: PathBuf,
+    /// The node's object API URL.
+    #[arg(long, env = "MANTA_STORAGE_URL")]
+    storage_url: String,
+    /// The front door URL.
+    #[arg(long, env = "MANTA_FRONTDOOR_URL")]
+    frontdoor_url: String,
+    /// Moray URL of the system shard.
+    #[arg(long, env = "MANTA_MORAY_URL")]
+    moray_url: String,
+    /// Work directory: container bundles, task sockets, runtime state.
+    #[arg(long, env = "MANTA_WORK_DIR")]
+    work_dir: PathBuf,
+    /// The OCI runtime binary.
+    #[arg(long, env = "MANTA_RUNC", default_value = "runc")]
+    runc: PathBuf,
+    /// The in-container tools binary (default: jobs-tool beside this binary).
+    #[arg(long, env = "MANTA_TOOLS_BIN")]
+    tools_bin: Option<PathBuf>,
+    /// Tasks run at once.
+    #[arg(long, env = "MANTA_SLOTS", default_value_t = 4)]
+    slots: usize,
+    /// First host uid/gid of the containers' user namespace (65536 ids from it).
+    #[arg(long, env = "MANTA_UID_BASE", default_value_t = 100_000)]
+    uid_base: u32,
+    /// Most processes per task.
+    #[arg(long, env = "MANTA_PIDS_LIMIT", default_value_t = 512)]
+    pids_limit: u64,
+    /// Wall-clock limit per task.
+    #[arg(long, env = "MANTA_TASK_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    task_timeout: Duration,
+    /// How often to look for tasks.
+    #[arg(long, env = "MANTA_POLL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// Log format: plain or json.
+    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = Args::parse();
+    logging::init(a.log_format);
+    if a.slots == 0 || a.pids_limit < 8 {
+        bail!("--slots must be at least 1 and --pids-limit at least 8");
+    }
+    let mut cfg = jobs::agent::AgentConfig::new(
+        &a.storage_id,
+        a.dataset,
+        &a.storage_url,
+        &a.frontdoor_url,
+        &a.moray_url,
+        a.work_dir,
+    );
+    cfg.listen = a.listen;
+    cfg.runc = a.runc;
+    if let Some(t) = a.tools_bin {
+        cfg.tools_bin = t;
+    }
+    cfg.slots = a.slots;
+    cfg.uid_base = a.uid_base;
+    cfg.pids_limit = a.pids_limit;
+    cfg.task_timeout = a.task_timeout;
+    cfg.poll = a.poll;
+    jobs::agent::run(cfg, manta_util::shutdown_on_signals()).await
+}

@@ -1,0 +1,67 @@
+//! `jobs-supervisor`: drives map/reduce jobs; one of any number of instances leads (etcd
+//! election). See `jobs::supervisor`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Parser;
+use manta_util::logging::{self, LogFormat};
+
+/// The jobs supervisor.
+#[derive(Debug, Parser)]
+#[command(name = "jobs-supervisor", version)]
+struct Args {
+    /// Address for /ping and /metrics.
+    #[arg(long, env = "MANTA_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// Moray URL of the system shard (where the job records live).
+    #[arg(long, env = "MANTA_MORAY_URL")]
+    moray_url: String,
+    /// etcd endpoints for the leader election (comma-separated).
+    #[arg(long, env = "MANTA_ETCD", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The front door (archives are written through it with each job's token).
+    #[arg(long, env = "MANTA_FRONTDOOR_URL")]
+    frontdoor_url: String,
+    /// Name of this instance in the election (default: a random one).
+    #[arg(long, env = "MANTA_NAME")]
+    name: Option<String>,
+    /// How often each running job is looked at.
+    #[arg(long, env = "MANTA_POLL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// An agent whose heartbeat is older than this is considered gone.
+    #[arg(long, env = "MANTA_AGENT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    agent_timeout: Duration,
+    /// Leadership lease, seconds.
+    #[arg(long, env = "MANTA_LEASE_TTL", default_value_t = 3)]
+    lease_ttl: i64,
+    /// Attempts per task on infrastructure failures.
+    #[arg(long, env = "MANTA_MAX_ATTEMPTS", default_value_t = 3)]
+    max_attempts: u32,
+    /// Log format: plain or json.
+    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = Args::parse();
+    logging::init(a.log_format);
+    if a.etcd.is_empty() {
+        bail!("--etcd needs at least one endpoint");
+    }
+    if a.lease_ttl < 1 || a.max_attempts < 1 {
+        bail!("--lease-ttl and --max-attempts must be at least 1");
+    }
+    let mut cfg = jobs::supervisor::SupervisorConfig::new(&a.moray_url, a.etcd, &a.frontdoor_url);
+    cfg.listen = a.listen;
+    if let Some(n) = a.name {
+        cfg.name = n;
+    }
+    cfg.poll = a.poll;
+    cfg.agent_timeout = a.agent_timeout;
+    cfg.lease_ttl = a.lease_ttl;
+    cfg.max_attempts = a.max_attempts;
+    jobs::supervisor::run(cfg, manta_util::shutdown_on_signals()).await
+}

@@ -1,0 +1,748 @@
+//! The supervisor: one leader (elected through etcd) drives every running job from the records
+//! in Moray.
+//!
+//! Each pass over a running job:
+//! 1. turns new items into work: a map input becomes a task for the agent of a node that holds
+//!    a copy (a live agent, one not already failed for this task); a reduce input is assigned
+//!    to its reducer (`mpipe -r`, else a hash of its path);
+//! 2. finds tasks whose agent is gone (stale heartbeat, or a newer agent generation) and
+//!    dispatches them again on another copy, up to `max_attempts` in all; user failures are
+//!    never retried;
+//! 3. once a reduce phase's input is complete, dispatches its reducers;
+//! 4. when the last phase is complete (or the job was cancelled) marks the job done, then
+//!    archives it (`job.json`, `in.txt`, `out.txt`, `err.txt`, `fail.txt` under
+//!    `/:login/jobs/<id>/`) through the front door with the job's token.
+//!
+//! Every change is a conditional write (or one batch of them), so a supervisor that loses its
+//! lease mid-pass and a new leader can never both apply the same step.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use manta_types::{MantaPath, MetadataRecord};
+use moray::ShardedClient;
+use moray::types::PutOptions;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::JobsApi;
+use crate::fdclient::FdClient;
+use crate::records::{
+    self, AGENTS, AgentBeat, ERRORS, ITEMS, Item, JOBS, Job, JobError, JobStore, Stored, TASKS,
+    Task, esc, item_state, job_state, now_iso, now_ms, put_op, task_state,
+};
+use crate::spec::PhaseType;
+
+/// The supervisor's configuration.
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    /// Address for `/ping` and `/metrics`.
+    pub listen: SocketAddr,
+    /// Moray (one shard URL).
+    pub moray_url: String,
+    /// etcd endpoints for the election.
+    pub etcd: Vec<String>,
+    /// The front door (for archiving).
+    pub frontdoor_url: String,
+    /// This instance's name in the election.
+    pub name: String,
+    /// How often each job is looked at.
+    pub poll: Duration,
+    /// An agent whose heartbeat is older than this is gone.
+    pub agent_timeout: Duration,
+    /// Lease of the leadership, seconds (a dead leader is replaced after about this long).
+    pub lease_ttl: i64,
+    /// Attempts per task on infrastructure failures.
+    pub max_attempts: u32,
+}
+
+impl SupervisorConfig {
+    /// Defaults for everything but the addresses.
+    pub fn new(moray_url: &str, etcd: Vec<String>, frontdoor_url: &str) -> SupervisorConfig {
+        SupervisorConfig {
+            listen: "127.0.0.1:0".parse().expect("a valid address"),
+            moray_url: moray_url.to_owned(),
+            etcd,
+            frontdoor_url: frontdoor_url.to_owned(),
+            name: format!("supervisor-{}", uuid::Uuid::new_v4()),
+            poll: Duration::from_millis(200),
+            agent_timeout: Duration::from_secs(5),
+            lease_ttl: 3,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// The election's name in etcd.
+pub const ELECTION: &str = "/manta/jobs/supervisor";
+
+struct Sup {
+    cfg: SupervisorConfig,
+    store: JobStore,
+    moray: ShardedClient,
+    http: reqwest::Client,
+    metrics: Arc<manta_util::metrics::Metrics>,
+}
+
+/// Runs the supervisor until `shutdown`: serves `/ping` and `/metrics`, campaigns for
+/// leadership, and drives jobs while it leads.
+///
+/// # Errors
+/// When the listener cannot be bound or Moray never becomes reachable.
+pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<()> {
+    let metrics = Arc::new(manta_util::metrics::Metrics::new());
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("bind {}", cfg.listen))?;
+    let obs = Arc::new(manta_util::http::Observer {
+        service: "jobs-supervisor",
+        metrics: metrics.clone(),
+    });
+    let app = manta_util::http::with_observability(axum::Router::new(), obs);
+    let http_task = tokio::spawn(manta_util::http::serve(
+        listener,
+        app,
+        shutdown.clone(),
+        manta_util::http::ServeOptions::default(),
+    ));
+    let moray = ShardedClient::single(&cfg.moray_url)?;
+    let store = JobStore::new(moray.system());
+    loop {
+        match store.setup().await {
+            Ok(()) => break,
+            Err(e) => warn!(error = %e, "job buckets not ready; retrying"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    let sup = Arc::new(Sup {
+        cfg,
+        store,
+        moray,
+        http: FdClient::http(),
+        metrics,
+    });
+    while !shutdown.is_cancelled() {
+        if let Err(e) = sup.clone().lead(&shutdown).await {
+            warn!(error = %format!("{e:#}"), "leadership lost or not won; campaigning again");
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+    let _ = http_task.await;
+    Ok(())
+}
+
+impl Sup {
+    /// Campaigns, then works while the lease holds.
+    async fn lead(self: Arc<Self>, shutdown: &CancellationToken) -> Result<()> {
+        let mut client = etcd_client::Client::connect(&self.cfg.etcd, None)
+            .await
+            .context("connect to etcd")?;
+        let lease = client
+            .lease_grant(self.cfg.lease_ttl, None)
+            .await
+            .context("grant a lease")?
+            .id();
+        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+        let lost = CancellationToken::new();
+        let lost2 = lost.clone();
+        let every = Duration::from_millis(
+            u64::try_from(self.cfg.lease_ttl * 1000 / 3)
+                .unwrap_or(1000)
+                .max(100),
+        );
+        let keepalive = tokio::spawn(async move {
+            loop {
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match tokio::time::timeout(every * 2, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
+                    _ => break,
+                }
+                tokio::time::sleep(every).await;
+            }
+            lost2.cancel();
+        });
+        let leader = tokio::select! {
+            r = client.campaign(ELECTION, self.cfg.name.clone(), lease) => r.context("campaign")?,
+            () = shutdown.cancelled() => { keepalive.abort(); let _ = client.lease_revoke(lease).await; return Ok(()); }
+            () = lost.cancelled() => anyhow::bail!("lease lost while campaigning"),
+        };
+        info!(name = %self.cfg.name, "elected jobs supervisor");
+        self.metrics.set(
+            "jobs_supervisor_leader",
+            "1 while this supervisor leads.",
+            &[],
+            1.0,
+        );
+        let result = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                () = lost.cancelled() => break Err(anyhow::anyhow!("lease lost")),
+                () = tokio::time::sleep(self.cfg.poll) => {}
+            }
+            if let Err(e) = self.pass(&lost).await {
+                warn!(error = %format!("{e:#}"), "supervisor pass failed");
+            }
+        };
+        self.metrics.set(
+            "jobs_supervisor_leader",
+            "1 while this supervisor leads.",
+            &[],
+            0.0,
+        );
+        keepalive.abort();
+        if let Some(l) = leader.leader() {
+            let _ = client
+                .resign(Some(
+                    etcd_client::ResignOptions::new().with_leader(l.clone()),
+                ))
+                .await;
+        }
+        let _ = client.lease_revoke(lease).await;
+        result
+    }
+
+    async fn agents(&self) -> Result<HashMap<String, AgentBeat>> {
+        let beats = self
+            .store
+            .find_all::<AgentBeat>(AGENTS, "(storageId=*)")
+            .await?;
+        let now = now_ms();
+        let max = u64::try_from(self.cfg.agent_timeout.as_millis()).unwrap_or(u64::MAX);
+        Ok(beats
+            .into_iter()
+            .filter(|b| now.saturating_sub(b.value.timestamp) <= max)
+            .map(|b| (b.value.storage_id.clone(), b.value))
+            .collect())
+    }
+
+    async fn pass(&self, lost: &CancellationToken) -> Result<()> {
+        let agents = self.agents().await?;
+        let jobs = self
+            .store
+            .find_all::<Job>(JOBS, "(|(state=running)(state=done))")
+            .await?;
+        for job in jobs {
+            if lost.is_cancelled() {
+                break;
+            }
+            let id = job.value.job_id.clone();
+            let r = if job.value.state == job_state::DONE {
+                self.archive(job).await
+            } else {
+                self.drive(job, &agents).await
+            };
+            if let Err(e) = r {
+                warn!(job = %id, error = %format!("{e:#}"), "job step failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn count(&self, bucket: &'static str, filter: &str) -> Result<u64> {
+        let opts = moray::types::FindOptions {
+            limit: Some(1),
+            offset: None,
+            sort: Vec::new(),
+            no_count: false,
+        };
+        let r = self
+            .store
+            .moray()
+            .find_objects(bucket, filter, opts)
+            .await?;
+        Ok(r.first().and_then(|r| r.count).unwrap_or(0))
+    }
+
+    async fn any(&self, bucket: &'static str, filter: &str) -> Result<bool> {
+        Ok(!self
+            .store
+            .find::<serde_json::Value>(bucket, filter, 1)
+            .await?
+            .is_empty())
+    }
+
+    fn error(job: &Job, phase: u32, code: &str, message: String, input: Option<&str>) -> JobError {
+        JobError {
+            v: records::VERSION,
+            job_id: job.job_id.clone(),
+            task_id: None,
+            phase_num: phase,
+            what: format!("phase {phase}: input"),
+            code: code.to_owned(),
+            message,
+            input: input.map(str::to_owned),
+            p0input: input.map(str::to_owned),
+            stderr: None,
+            core: None,
+            server: None,
+            time: now_ms(),
+        }
+    }
+
+    /// Where an object's copies are, or why it cannot be an input.
+    async fn locate(
+        &self,
+        job: &Job,
+        path: &str,
+    ) -> Result<std::result::Result<Vec<String>, (String, String)>> {
+        let p = match MantaPath::parse(path) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(("InvalidArgumentError".into(), e.to_string()))),
+        };
+        if p.login() != job.login {
+            return Ok(Err((
+                "AuthorizationError".into(),
+                format!("{path}: inputs must be objects of {}", job.login),
+            )));
+        }
+        let key = p.storage_key(&job.owner);
+        match self.moray.get_object("manta", &key).await {
+            Ok(r) => {
+                let rec = MetadataRecord::from_value(r.value)?;
+                match rec.object() {
+                    Some(o) => Ok(Ok(o
+                        .sharks
+                        .iter()
+                        .map(|s| s.manta_storage_id.clone())
+                        .collect())),
+                    None => Ok(Err((
+                        "InvalidArgumentError".into(),
+                        format!("{path} is a directory"),
+                    ))),
+                }
+            }
+            Err(moray::Error::ObjectNotFound { .. }) => Ok(Err((
+                "ResourceNotFoundError".into(),
+                format!("{path} was not found"),
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A live agent among `candidates` (any live agent when empty), avoiding `excluded`.
+    fn pick(
+        agents: &HashMap<String, AgentBeat>,
+        candidates: &[String],
+        excluded: &[String],
+        salt: &str,
+    ) -> Option<String> {
+        let mut live: Vec<&String> = if candidates.is_empty() {
+            agents.keys().collect()
+        } else {
+            candidates
+                .iter()
+                .filter(|c| agents.contains_key(*c))
+                .collect()
+        };
+        live.sort();
+        let fresh: Vec<&String> = live
+            .iter()
+            .copied()
+            .filter(|c| !excluded.contains(c))
+            .collect();
+        let from = if fresh.is_empty() { &live } else { &fresh };
+        if from.is_empty() {
+            return None;
+        }
+        let i = usize::try_from(crc(salt)).unwrap_or(0) % from.len();
+        Some(from[i].clone())
+    }
+
+    fn new_task(job: &Job, phase: u32, server: String) -> Task {
+        Task {
+            v: records::VERSION,
+            task_id: uuid::Uuid::new_v4().to_string(),
+            job_id: job.job_id.clone(),
+            phase,
+            input: None,
+            p0input: "reduce".into(),
+            r_idx: None,
+            server,
+            excluded: Vec::new(),
+            attempt: 1,
+            state: task_state::DISPATCHED.into(),
+            result: None,
+            agent_gen: None,
+            cancelled: false,
+            time_dispatched: now_ms(),
+            time_started: None,
+            time_done: None,
+            n_outputs: 0,
+        }
+    }
+
+    async fn drive(&self, job: Stored<Job>, agents: &HashMap<String, AgentBeat>) -> Result<()> {
+        let j = &job.value;
+        let jf = format!("(jobId={})", esc(&j.job_id));
+        if j.cancelled {
+            return self.cancel(job).await;
+        }
+        // 1. New items.
+        let new_items = self
+            .store
+            .find::<Item>(ITEMS, &format!("(&{jf}(state={}))", item_state::NEW), 500)
+            .await?;
+        for it in new_items {
+            let Some(phase) = j.phases.get(it.value.to_phase as usize) else {
+                continue;
+            };
+            let mut item = it.value.clone();
+            match phase.kind {
+                PhaseType::Map => {
+                    let ops = match self.locate(j, &item.path).await? {
+                        Err((code, msg)) => {
+                            item.state = item_state::FAILED.into();
+                            let e = Self::error(j, item.to_phase, &code, msg, Some(&item.p0input));
+                            vec![
+                                put_op(ITEMS, &it.key, &item, PutOptions::if_match(&it.etag)),
+                                put_op(
+                                    ERRORS,
+                                    &uuid::Uuid::new_v4().to_string(),
+                                    &e,
+                                    PutOptions::must_not_exist(),
+                                ),
+                            ]
+                        }
+                        Ok(sharks) => {
+                            let Some(server) = Self::pick(agents, &sharks, &[], &item.path) else {
+                                continue; // no live agent holds a copy yet: try again later
+                            };
+                            let mut t = Self::new_task(j, item.to_phase, server);
+                            t.input = Some(item.path.clone());
+                            t.p0input = item.p0input.clone();
+                            item.state = item_state::DONE.into();
+                            vec![
+                                put_op(ITEMS, &it.key, &item, PutOptions::if_match(&it.etag)),
+                                put_op(TASKS, &t.task_id, &t, PutOptions::must_not_exist()),
+                            ]
+                        }
+                    };
+                    self.store.batch(ops).await?;
+                }
+                PhaseType::Reduce => {
+                    let n = phase.reducers();
+                    let r = item
+                        .r_idx
+                        .map(u64::from)
+                        .filter(|r| *r < n)
+                        .unwrap_or_else(|| crc(&item.path) % n);
+                    item.r_idx = Some(u32::try_from(r).unwrap_or(0));
+                    item.state = item_state::DONE.into();
+                    self.store
+                        .put(ITEMS, &it.key, &item, PutOptions::if_match(&it.etag))
+                        .await?;
+                }
+            }
+        }
+        // 2. Tasks whose agent is gone.
+        let open = self
+            .store
+            .find_all::<Task>(
+                TASKS,
+                &format!(
+                    "(&{jf}(|(state={})(state={})))",
+                    task_state::DISPATCHED,
+                    task_state::RUNNING
+                ),
+            )
+            .await?;
+        let lost_done = self
+            .store
+            .find_all::<Task>(
+                TASKS,
+                &format!("(&{jf}(state={})(result=lost))", task_state::DONE),
+            )
+            .await
+            .unwrap_or_default();
+        for t in open.iter().chain(lost_done.iter()) {
+            let beat = agents.get(&t.value.server);
+            let gone = match (&t.value.result, beat) {
+                (Some(r), _) if r == "lost" => true,
+                (_, None) => true,
+                (_, Some(b)) => {
+                    t.value.state == task_state::RUNNING
+                        && t.value.agent_gen.as_deref() != Some(b.generation.as_str())
+                }
+            };
+            if gone {
+                self.retry(j, t, agents).await?;
+            }
+        }
+        // 3. Phases: reducers and completion.
+        let mut prev_complete = j.input_done;
+        for (p, phase) in j.phases.iter().enumerate() {
+            let p32 = u32::try_from(p).unwrap_or(u32::MAX);
+            let input_complete = prev_complete
+                && !self
+                    .any(
+                        ITEMS,
+                        &format!("(&{jf}(toPhase={p32})(state={}))", item_state::NEW),
+                    )
+                    .await?;
+            let pending = self
+                .any(
+                    TASKS,
+                    &format!(
+                        "(&{jf}(phase={p32})(|(state={})(state={})))",
+                        task_state::DISPATCHED,
+                        task_state::RUNNING
+                    ),
+                )
+                .await?;
+            let mut complete = input_complete && !pending;
+            if phase.kind == PhaseType::Reduce {
+                let have = self.any(TASKS, &format!("(&{jf}(phase={p32}))")).await?;
+                if !have {
+                    complete = false;
+                    if input_complete {
+                        let mut ops = Vec::new();
+                        for r in 0..phase.reducers() {
+                            let Some(server) =
+                                Self::pick(agents, &[], &[], &format!("{}{r}", j.job_id))
+                            else {
+                                break;
+                            };
+                            let mut t = Self::new_task(j, p32, server);
+                            t.r_idx = Some(u32::try_from(r).unwrap_or(0));
+                            ops.push(put_op(TASKS, &t.task_id, &t, PutOptions::must_not_exist()));
+                        }
+                        if ops.len() as u64 == phase.reducers() {
+                            // One batch: all reducers of the phase exist or none does.
+                            self.store.batch(ops).await?;
+                        }
+                    }
+                }
+            }
+            prev_complete = complete;
+        }
+        // 4. Stats, and done.
+        let mut next = j.clone();
+        let n = j.phases.len();
+        next.stats.tasks = self.count(TASKS, &jf).await?;
+        next.stats.tasks_done = self
+            .count(TASKS, &format!("(&{jf}(state={}))", task_state::DONE))
+            .await?;
+        next.stats.errors = self.count(ERRORS, &jf).await?;
+        next.stats.outputs = self
+            .count(
+                ITEMS,
+                &format!("(&{jf}(toPhase={n})(state={}))", item_state::OUT),
+            )
+            .await?;
+        if prev_complete {
+            next.state = job_state::DONE.into();
+            next.time_done = Some(now_iso());
+            info!(job = %j.job_id, "job done");
+        }
+        if next != *j {
+            match self
+                .store
+                .put(JOBS, &job.key, &next, PutOptions::if_match(&job.etag))
+                .await
+            {
+                Ok(_) | Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    async fn retry(
+        &self,
+        job: &Job,
+        t: &Stored<Task>,
+        agents: &HashMap<String, AgentBeat>,
+    ) -> Result<()> {
+        let mut task = t.value.clone();
+        let mut ops = Vec::new();
+        if task.attempt >= self.cfg.max_attempts {
+            task.state = task_state::DONE.into();
+            task.result = Some("fail".into());
+            task.time_done = Some(now_ms());
+            let mut e = Self::error(
+                job,
+                task.phase,
+                "InternalError",
+                format!(
+                    "task failed on {} attempts: its node did not finish it",
+                    task.attempt
+                ),
+                task.input.as_deref(),
+            );
+            e.task_id = Some(task.task_id.clone());
+            e.p0input = Some(task.p0input.clone());
+            e.what = format!("phase {}: task", task.phase);
+            ops.push(put_op(
+                ERRORS,
+                &uuid::Uuid::new_v4().to_string(),
+                &e,
+                PutOptions::must_not_exist(),
+            ));
+        } else {
+            let candidates = match &task.input {
+                Some(input) => self.locate(job, input).await?.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let mut excluded = task.excluded.clone();
+            excluded.push(task.server.clone());
+            let Some(server) = Self::pick(agents, &candidates, &excluded, &task.task_id) else {
+                return Ok(()); // nobody can take it now; look again next pass
+            };
+            if server == task.server
+                && task.state == task_state::DISPATCHED
+                && task.result.is_none()
+            {
+                return Ok(()); // still waiting for the same (now live) agent
+            }
+            warn!(task = %task.task_id, from = %task.server, to = %server, "dispatching a lost task again");
+            task.excluded = excluded;
+            task.server = server;
+            task.attempt += 1;
+            task.state = task_state::DISPATCHED.into();
+            task.result = None;
+            task.agent_gen = None;
+            task.time_dispatched = now_ms();
+            task.time_started = None;
+            let mut j2 = job.clone();
+            j2.stats.retries += 1;
+            // The retry count rides on the job record; a conflict only loses the count.
+            let _ = self
+                .store
+                .put(JOBS, &job.job_id, &j2, PutOptions::any())
+                .await;
+        }
+        ops.insert(
+            0,
+            put_op(TASKS, &t.key, &task, PutOptions::if_match(&t.etag)),
+        );
+        match self.store.batch(ops).await {
+            Ok(()) | Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn cancel(&self, job: Stored<Job>) -> Result<()> {
+        let j = &job.value;
+        let open = self
+            .store
+            .find_all::<Task>(
+                TASKS,
+                &format!(
+                    "(&(jobId={})(|(state={})(state={})))",
+                    esc(&j.job_id),
+                    task_state::DISPATCHED,
+                    task_state::RUNNING
+                ),
+            )
+            .await?;
+        for t in open {
+            let mut task = t.value.clone();
+            if task.state == task_state::DISPATCHED {
+                task.state = task_state::DONE.into();
+                task.result = Some("cancelled".into());
+                task.time_done = Some(now_ms());
+            }
+            task.cancelled = true;
+            if task != t.value {
+                let _ = self
+                    .store
+                    .put(TASKS, &t.key, &task, PutOptions::if_match(&t.etag))
+                    .await;
+            }
+        }
+        let mut next = j.clone();
+        next.state = job_state::DONE.into();
+        next.time_done = Some(now_iso());
+        self.store
+            .put(JOBS, &job.key, &next, PutOptions::if_match(&job.etag))
+            .await?;
+        info!(job = %j.job_id, "job cancelled");
+        Ok(())
+    }
+
+    async fn archive(&self, job: Stored<Job>) -> Result<()> {
+        let mut j = job.value.clone();
+        let fd = FdClient::new(self.http.clone(), &self.cfg.frontdoor_url, &j.token);
+        let dir = format!("/{}/jobs/{}", j.login, j.job_id);
+        if j.time_archive_started.is_none() {
+            j.time_archive_started = Some(now_iso());
+        }
+        let views = JobsApi::views_of(&self.store, &j)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        fd.mkdirp(&dir).await?;
+        let lines = |v: &[String]| {
+            let mut s = v.join("\n");
+            if !s.is_empty() {
+                s.push('\n');
+            }
+            s
+        };
+        let mut err = String::new();
+        for e in &views.errors {
+            err.push_str(&e.public().to_string());
+            err.push('\n');
+        }
+        let mut done = j.clone();
+        done.state = job_state::ARCHIVED.into();
+        done.time_archive_done = Some(now_iso());
+        fd.put_bytes(&format!("{dir}/in.txt"), lines(&views.inputs), "text/plain")
+            .await?;
+        fd.put_bytes(
+            &format!("{dir}/out.txt"),
+            lines(&views.outputs),
+            "text/plain",
+        )
+        .await?;
+        fd.put_bytes(
+            &format!("{dir}/fail.txt"),
+            lines(&views.failures),
+            "text/plain",
+        )
+        .await?;
+        fd.put_bytes(
+            &format!("{dir}/err.txt"),
+            err,
+            "application/x-json-stream; type=job-error",
+        )
+        .await?;
+        fd.put_bytes(
+            &format!("{dir}/job.json"),
+            done.status().to_string(),
+            "application/json",
+        )
+        .await?;
+        self.store
+            .put(JOBS, &job.key, &done, PutOptions::if_match(&job.etag))
+            .await?;
+        info!(job = %j.job_id, "job archived");
+        Ok(())
+    }
+}
+
+/// A stable hash for spreading work (CRC-32 of the text).
+pub fn crc(s: &str) -> u64 {
+    let mut c: u32 = 0xffff_ffff;
+    for b in s.as_bytes() {
+        c ^= u32::from(*b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    u64::from(!c)
+}
