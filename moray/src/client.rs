@@ -450,10 +450,9 @@ impl MorayClient {
             options: opts,
         };
         let resp = self.send("findObjects", &body, Retry::Idempotent).await?;
-        Ok(Box::pin(json_lines(resp).map(|line| {
-            let v = line?;
-            record_from_line(v)
-        })))
+        Ok(Box::pin(
+            json_lines(resp).map(|line| record_from_line(&line?)),
+        ))
     }
 
     /// Runs operations in one transaction: all apply or none does.
@@ -595,52 +594,50 @@ async fn error_from_response(resp: reqwest::Response) -> Error {
     }
 }
 
-/// A record line, or the error line a server sends when a stream fails after it started.
-fn record_from_line(v: Value) -> Result<ObjectRecord> {
-    if let Some(e) = v.get("error") {
-        let w: WireError = serde_json::from_value(e.clone()).map_err(|e| Error::Protocol {
-            status: 200,
-            message: format!("undecodable error line: {e}"),
-        })?;
+/// A record line, or the error line a server sends when a stream fails after it started
+/// (`{"error": {...}}`; a record line always starts with `{"bucket"`).
+fn record_from_line(line: &[u8]) -> Result<ObjectRecord> {
+    if line.starts_with(b"{\"error\"") {
+        #[derive(serde::Deserialize)]
+        struct ErrorLine {
+            error: WireError,
+        }
+        let w = serde_json::from_slice::<ErrorLine>(line)
+            .map_err(|e| Error::Protocol {
+                status: 200,
+                message: format!("undecodable error line: {e}"),
+            })?
+            .error;
         let status = Error::from_wire(w.clone(), 500).http_status();
         return Err(Error::from_wire(w, status));
     }
-    serde_json::from_value(v).map_err(|e| Error::Protocol {
+    serde_json::from_slice(line).map_err(|e| Error::Protocol {
         status: 200,
         message: format!("undecodable record: {e}"),
     })
 }
 
-/// Splits a response body into JSON values, one per line.
-fn json_lines(resp: reqwest::Response) -> impl Stream<Item = Result<Value>> + Send {
+/// Splits a response body into lines (without the newline), skipping blank ones.
+fn json_lines(resp: reqwest::Response) -> impl Stream<Item = Result<Bytes>> + Send {
     let body = resp.bytes_stream();
     futures_util::stream::unfold(
         (Box::pin(body), BytesMut::new(), false),
         |(mut body, mut buf, mut done)| async move {
             loop {
                 if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-                    let line = buf.split_to(nl + 1);
-                    let line = &line[..nl];
+                    let mut line = buf.split_to(nl + 1);
+                    line.truncate(nl);
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    let item = serde_json::from_slice::<Value>(line).map_err(|e| Error::Protocol {
-                        status: 200,
-                        message: format!("undecodable line: {e}"),
-                    });
-                    return Some((item, (body, buf, done)));
+                    return Some((Ok(line.freeze()), (body, buf, done)));
                 }
                 if done {
                     if buf.iter().all(u8::is_ascii_whitespace) {
                         return None;
                     }
-                    let rest = buf.split();
-                    let item =
-                        serde_json::from_slice::<Value>(&rest).map_err(|e| Error::Protocol {
-                            status: 200,
-                            message: format!("undecodable last line: {e}"),
-                        });
-                    return Some((item, (body, buf, done)));
+                    let rest = buf.split().freeze();
+                    return Some((Ok(rest), (body, buf, done)));
                 }
                 match body.next().await {
                     Some(Ok(chunk)) => buf.extend_from_slice(&chunk),

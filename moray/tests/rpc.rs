@@ -1072,3 +1072,73 @@ async fn sql_ping_version() {
             .starts_with("postgresql://")
     );
 }
+
+#[tokio::test]
+async fn the_client_forwards_the_request_id_and_retries_only_safe_calls() {
+    use std::sync::{Arc, Mutex};
+    // A real HTTP server standing in for a Moray instance that is failing over: it records
+    // request ids and answers 503 NoDatabasePeersError twice, then succeeds.
+    type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let s = s.clone();
+        async move {
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let n = {
+                let mut g = s.lock().unwrap();
+                g.push((req.uri().path().to_owned(), id));
+                g.len()
+            };
+            if n <= 2 {
+                (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"name":"NoDatabasePeersError","message":"failing over","context":{}}"#,
+                )
+            } else {
+                (http::StatusCode::OK, r#"{"ok":true}"#)
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let c = MorayClient::builder(format!("http://{addr}"))
+        .backoff(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    manta_util::http::with_request_id("req-from-frontdoor".into(), async {
+        c.ping().await.unwrap();
+    })
+    .await;
+    {
+        let g = seen.lock().unwrap();
+        assert_eq!(g.len(), 3, "two retryable failures, then success");
+        assert!(
+            g.iter()
+                .all(|(p, id)| p == "/ping" && id.as_deref() == Some("req-from-frontdoor"))
+        );
+    }
+    // A conditional write is not repeated after it reached a server.
+    seen.lock().unwrap().clear();
+    let e = c
+        .put_object("b", "k", json!({}), PutOptions::must_not_exist())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NoDatabasePeers { .. }));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // A request that never reached a server (connection refused) is retried on the next URL.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    seen.lock().unwrap().clear();
+    let both = MorayClient::with_urls(&[dead_url, format!("http://{addr}")]).unwrap();
+    both.ping_opts(false).await.unwrap();
+    assert!(
+        !seen.lock().unwrap().is_empty(),
+        "the live instance was tried"
+    );
+}

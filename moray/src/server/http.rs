@@ -53,8 +53,18 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
-    let body: &[u8] = if body.is_empty() { b"{}" } else { body };
+/// Largest request body accepted (a batch of many records).
+pub(crate) const MAX_BODY: usize = 64 << 20;
+
+/// Reads and parses a request body, refusing oversized or malformed ones with
+/// `InvalidArgumentError`.
+async fn parse<T: DeserializeOwned>(body: Body) -> Result<T, Error> {
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        Error::invalid_argument(format!(
+            "request body unreadable or larger than {MAX_BODY} bytes: {e}"
+        ))
+    })?;
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
     serde_json::from_slice(body)
         .map_err(|e| Error::invalid_argument(format!("bad request body: {e}")))
 }
@@ -122,10 +132,10 @@ where
     }
 }
 
-async fn create_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn create_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::PutBucket = parse(&body)?;
+            let r: req::PutBucket = parse(body).await?;
             let r = &r;
             let b = run_op(&st, |db| async move {
                 buckets::create(&db, &r.name, &r.config).await
@@ -137,10 +147,10 @@ async fn create_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response
     )
 }
 
-async fn get_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn get_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::Name = parse(&body)?;
+            let r: req::Name = parse(body).await?;
             let r = &r;
             let b = run_op(&st, |db| async move {
                 db.ensure_catalog().await?;
@@ -168,10 +178,10 @@ async fn list_buckets(State(st): State<Arc<AppState>>) -> Response {
     )
 }
 
-async fn update_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn update_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::PutBucket = parse(&body)?;
+            let r: req::PutBucket = parse(body).await?;
             let r = &r;
             // Index builds on big tables take as long as they take; the DDL itself never
             // waits on a lock for long (see buckets::update).
@@ -189,10 +199,10 @@ async fn update_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response
     )
 }
 
-async fn del_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn del_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::Name = parse(&body)?;
+            let r: req::Name = parse(body).await?;
             let r = &r;
             run_op(&st, |db| async move { buckets::delete(&db, &r.name).await }).await?;
             json_response(&json!({}))
@@ -201,10 +211,10 @@ async fn del_bucket(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     )
 }
 
-async fn put_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn put_object(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::PutObject = parse(&body)?;
+            let r: req::PutObject = parse(body).await?;
             validate_record(&r.key, &r.value)?;
             let r = &r;
             let vnode = r.vnode.and_then(|v| i64::try_from(v).ok());
@@ -250,10 +260,10 @@ async fn put_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     )
 }
 
-async fn get_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn get_object(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::GetObject = parse(&body)?;
+            let r: req::GetObject = parse(body).await?;
             let r = &r;
             let json = run_op(&st, |db| async move {
                 objects::get(&db, &r.bucket, &r.key).await
@@ -265,10 +275,10 @@ async fn get_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     )
 }
 
-async fn del_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn del_object(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::DelObject = parse(&body)?;
+            let r: req::DelObject = parse(body).await?;
             let r = &r;
             run_op(&st, |db| async move {
                 let mut conn = db.conn().await?;
@@ -291,10 +301,10 @@ async fn del_object(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     )
 }
 
-async fn update_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn update_objects(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::UpdateObjects = parse(&body)?;
+            let r: req::UpdateObjects = parse(body).await?;
             let r = &r;
             let c = run_op(&st, |db| async move {
                 let mut conn = db.conn().await?;
@@ -311,10 +321,10 @@ async fn update_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Respons
     )
 }
 
-async fn delete_many(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn delete_many(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::DeleteMany = parse(&body)?;
+            let r: req::DeleteMany = parse(body).await?;
             let r = &r;
             let c: CountResult = run_op(&st, |db| async move {
                 let mut conn = db.conn().await?;
@@ -333,10 +343,10 @@ async fn delete_many(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     )
 }
 
-async fn batch(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn batch(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::Batch = parse(&body)?;
+            let r: req::Batch = parse(body).await?;
             for op in &r.requests {
                 if let crate::types::BatchOp::Put { key, value, .. } = op {
                     validate_record(key, value)?;
@@ -359,10 +369,10 @@ async fn batch(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     )
 }
 
-async fn reindex_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn reindex_objects(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::Reindex = parse(&body)?;
+            let r: req::Reindex = parse(body).await?;
             let r = &r;
             let res = run_op(&st, |db| async move {
                 let mut conn = db.conn().await?;
@@ -378,10 +388,10 @@ async fn reindex_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Respon
     )
 }
 
-async fn sql(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn sql(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::Sql = parse(&body)?;
+            let r: req::Sql = parse(body).await?;
             let r = &r;
             let rows = run_op(&st, |db| async move {
                 super::sql::run(&db, &r.statement, &r.values).await
@@ -397,10 +407,10 @@ async fn sql(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
     )
 }
 
-async fn ping(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn ping(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
-            let r: req::Ping = parse(&body)?;
+            let r: req::Ping = parse(body).await?;
             if r.deep {
                 let read_only = run_op(&st, |db| async move {
                     let conn = db.conn().await?;
@@ -473,8 +483,8 @@ fn row_line(
 /// `findObjects`: the query starts, and its first row (or error) arrives, before the response
 /// does, so a bad filter or a dead database gets a proper error status. Later rows stream as
 /// JSON lines; a failure after the first row ends the stream with an `{"error": ...}` line.
-async fn find_objects(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
-    let r: req::FindObjects = match parse(&body) {
+async fn find_objects(State(st): State<Arc<AppState>>, body: Body) -> Response {
+    let r: req::FindObjects = match parse(body).await {
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
