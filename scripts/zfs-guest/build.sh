@@ -24,7 +24,7 @@
 # Exit status: 0 built or cached, 3 cannot build (the reason is printed), 2 usage.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$HERE/common.sh"
 
 # Bump when the guest's layout changes in a way run.sh depends on: old caches are then rebuilt.
@@ -207,7 +207,7 @@ ensure_host_packages() {
     apt_update
     say "installing host packages: ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 ||
-        die "apt-get install ${missing[*]} failed" "$EXIT_NOT_BUILT"
+        fallback_or_die "apt-get install ${missing[*]} failed"
 }
 
 ensure_qemu() {
@@ -223,7 +223,7 @@ ensure_qemu() {
 
 ensure_contrib
 ensure_backports
-if ! resolve_versions; then
+if ! resolve_versions_cached; then
     apt_update
     resolve_versions || die "apt does not know linux-image-amd64 (6.1), zfs-dkms and zfsutils-linux \
 even after apt-get update: are the bookworm main and contrib sources configured?" "$EXIT_NOT_BUILT"

@@ -25,7 +25,7 @@
 # it (boot failure, module or pool failure, timeout, kernel panic), or 2 for a usage error.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$HERE/common.sh"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -41,7 +41,9 @@ verbose=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --env)
-            if [ $# -lt 2 ] || [[ "$2" != [A-Za-z_]*=* ]]; then die "--env needs K=V" "$EXIT_USAGE"; fi
+            if [ $# -lt 2 ] || ! [[ "$2" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
+                die "--env needs NAME=VALUE" "$EXIT_USAGE"
+            fi
             envs+=("$2")
             shift 2
             ;;
@@ -169,7 +171,7 @@ for spec in "${files[@]}"; do
     dst="$(guest_path "$dst")"
     mkdir -p "$ov$(dirname "$dst")"
     copy_in "$src" "$ov$dst"
-    [ -f "$src" ] && add_libs "$src"
+    if [ -f "$src" ]; then add_libs "$src"; fi
 done
 
 # The host's CA bundle, for HTTP clients that insist on loading system roots even when they only
