@@ -282,14 +282,14 @@ src="$(find "$work/tree/usr/src" -maxdepth 1 -type d -name 'zfs-*' | head -1)"
 [ -x "$src/configure" ] || die "zfs-dkms did not unpack a configurable source tree" "$EXIT_NOT_BUILT"
 jobs="$(nproc)"
 t="$(now)"
-say "configuring ZFS $ZVER for kernel $KABI (about 2 minutes on 2 cores; log: $work/configure.log)"
+say "configuring ZFS $ZVER for kernel $KABI (2 to 5 minutes on 2 cores; log: $work/configure.log)"
 if ! (cd "$src" && ./configure --with-config=kernel --with-linux="$common" --with-linux-obj="$hdr") \
     >"$work/configure.log" 2>&1; then
     tail -n 30 "$work/configure.log" >&2
     trap - EXIT
     die "configuring the ZFS modules failed (log kept: $work/configure.log)" "$EXIT_NOT_BUILT"
 fi
-say "configured in $(elapsed "$t") s; compiling the modules with make -j$jobs (about 4 minutes)"
+say "configured in $(elapsed "$t") s; compiling the modules with make -j$jobs (4 to 7 minutes)"
 t="$(now)"
 if ! make -C "$src/module" -j"$jobs" >"$work/make.log" 2>&1; then
     tail -n 30 "$work/make.log" >&2

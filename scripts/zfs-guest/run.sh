@@ -8,7 +8,7 @@
 #   --file HOST[:GUEST]    copy a host file into the guest, at GUEST or else the same path;
 #                          a dynamically linked executable brings its libraries too (repeatable)
 #   --timeout SECONDS      kill the guest after this long (default 600)
-#   --vdev-size SIZE       size of each of the pool's two mirrored file vdevs (default 384M)
+#   --vdev-size SIZE       size of each of the pool's two mirrored file vdevs (default 512M)
 #   --mem MIB              guest memory (default 2048)
 #   --no-strip             copy ELF files as they are (by default the copies lose their debug info)
 #   --show-pool            print `zpool status` and `zfs list` after the program
@@ -33,7 +33,7 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 envs=()
 files=()
 timeout_s=600
-vdev_size=384M
+vdev_size=512M
 mem=2048
 strip_prog=1
 show_pool=0

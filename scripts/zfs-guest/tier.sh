@@ -4,7 +4,7 @@
 #
 #   scripts/zfs-guest/tier.sh [-- TEST-ARGS...]
 #
-# 1. Makes sure the guest is built (build.sh: about 8 minutes the first time on a machine, then
+# 1. Makes sure the guest is built (build.sh: 7 to 13 minutes the first time on a machine, then
 #    cached under /var/cache/manta-zfs-guest).
 # 2. Runs the harness's own check (selftest.sh) in the guest: lz4 dataset, write, snapshot,
 #    `zfs get`, rollback.
