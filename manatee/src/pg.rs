@@ -392,8 +392,11 @@ impl PgSetup {
         }
         let me = self.clone();
         let out = manta_util::blocking(move || {
-            me.tool("pg_controldata", &["-D".into(), me.data().to_string_lossy().into_owned()])
-                .map_err(io::Error::other)
+            me.tool(
+                "pg_controldata",
+                &["-D".into(), me.data().to_string_lossy().into_owned()],
+            )
+            .map_err(io::Error::other)
         })
         .await
         .ok()?;
@@ -420,7 +423,9 @@ impl PgSetup {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         let result = loop {
             if let Some(how) = pm.exited() {
-                break Err(Error::Command(format!("postgres exited during recovery ({how})")));
+                break Err(Error::Command(format!(
+                    "postgres exited during recovery ({how})"
+                )));
             }
             if let Ok(c) = self.connect_local().await
                 && let Ok(row) = c
@@ -446,7 +451,8 @@ impl PgSetup {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        pm.stop(rustix::process::Signal::INT, Duration::from_secs(30)).await;
+        pm.stop(rustix::process::Signal::INT, Duration::from_secs(30))
+            .await;
         result
     }
 

@@ -35,7 +35,7 @@ use manta_util::metrics::Metrics;
 use rustix::process::Signal;
 use serde::Serialize;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+pub use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::Error;
@@ -1112,11 +1112,17 @@ impl Sitter {
             Ok(out) if !out.contains("no rewind required") => {
                 self.bump_rebuilds("rewind");
                 self.set_last_ran_as("standby")?;
-                self.note(format!("rewound: {}", out.lines().last().unwrap_or("done").trim()));
+                self.note(format!(
+                    "rewound: {}",
+                    out.lines().last().unwrap_or("done").trim()
+                ));
                 Ok(())
             }
             Ok(_) => {
-                self.trouble("pg_rewind found nothing to rewind", &"the local WAL diverged all the same; rebuilding with a base backup");
+                self.trouble(
+                    "pg_rewind found nothing to rewind",
+                    &"the local WAL diverged all the same; rebuilding with a base backup",
+                );
                 self.full_rebuild(primary).await
             }
             Err(e) => {

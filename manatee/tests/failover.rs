@@ -20,15 +20,23 @@ async fn primary_postmaster_kill_fails_over_and_the_old_primary_rejoins() -> Res
     let g0 = st.generation;
     create_table(&st.primary).await?;
     let writer = Writer::start(shard.etcd.endpoint(), "1".into(), 1);
-    writer.wait_ack_after(Instant::now(), None, Duration::from_secs(20)).await?;
+    writer
+        .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
+        .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // manatee-adm shows the shard for people and for scripts.
     let text = shard.adm(&["show"])?;
     assert!(text.contains(&format!("generation: {g0}")), "{text}");
-    assert!(text.contains(&format!("primary    {}", st.primary.id)), "{text}");
+    assert!(
+        text.contains(&format!("primary    {}", st.primary.id)),
+        "{text}"
+    );
     let json: Value = serde_json::from_str(&shard.adm(&["show", "--json"])?)?;
-    assert_eq!(json["state"]["primary"]["pgUrl"], st.primary.pg_url.as_str());
+    assert_eq!(
+        json["state"]["primary"]["pgUrl"],
+        st.primary.pg_url.as_str()
+    );
     let pg: Value = serde_json::from_str(&shard.adm(&["pg-status", "--json"])?)?;
     let rows = pg.as_array().expect("rows");
     assert_eq!(rows.len(), 3);
@@ -42,19 +50,35 @@ async fn primary_postmaster_kill_fails_over_and_the_old_primary_rejoins() -> Res
     // Kill the primary's postmaster.
     let old = shard.index_of(&st.primary.id);
     let sync_id = st.sync.clone().expect("sync").id;
-    let pid = shard.status(old).await?["postmasterPid"].as_u64().expect("pid") as u32;
+    let pid = shard.status(old).await?["postmasterPid"]
+        .as_u64()
+        .expect("pid") as u32;
     let killed_at = Instant::now();
     kill_pid(pid)?;
 
-    let acked_at = writer.wait_ack_after(killed_at, Some(&st.primary.id), Duration::from_secs(30)).await?;
+    let acked_at = writer
+        .wait_ack_after(killed_at, Some(&st.primary.id), Duration::from_secs(30))
+        .await?;
     let st2 = shard.state().await?;
-    ensure!(st2.generation > g0 && st2.primary.id == sync_id, "the sync took over: {st2:?}");
-    ensure!(st2.deposed.iter().any(|p| p.id == st.primary.id) || st2.role_of(&st.primary.id) != Role::Primary);
-    eprintln!("first acknowledged write on the new primary {:?} after the kill", acked_at - killed_at);
+    ensure!(
+        st2.generation > g0 && st2.primary.id == sync_id,
+        "the sync took over: {st2:?}"
+    );
+    ensure!(
+        st2.deposed.iter().any(|p| p.id == st.primary.id)
+            || st2.role_of(&st.primary.id) != Role::Primary
+    );
+    eprintln!(
+        "first acknowledged write on the new primary {:?} after the kill",
+        acked_at - killed_at
+    );
 
     // The deposed peer is rewound and rejoins by itself; the shard is whole again.
     let st3 = shard.wait_healthy(SETTLE).await?;
-    ensure!(matches!(st3.role_of(&st.primary.id), Role::Async(_) | Role::Sync), "{st3:?}");
+    ensure!(
+        matches!(st3.role_of(&st.primary.id), Role::Async(_) | Role::Sync),
+        "{st3:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acked = writer.stop().await;
     ensure!(acked.len() > 20, "writes went through: {}", acked.len());
@@ -62,8 +86,16 @@ async fn primary_postmaster_kill_fails_over_and_the_old_primary_rejoins() -> Res
 
     // History holds every generation.
     let hist: Value = serde_json::from_str(&shard.adm(&["history", "--json"])?)?;
-    let gens: Vec<u64> = hist.as_array().unwrap().iter().map(|e| e["state"]["generation"].as_u64().unwrap()).collect();
-    ensure!(gens.contains(&g0) && gens.contains(&st2.generation), "{gens:?}");
+    let gens: Vec<u64> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"]["generation"].as_u64().unwrap())
+        .collect();
+    ensure!(
+        gens.contains(&g0) && gens.contains(&st2.generation),
+        "{gens:?}"
+    );
     assert!(shard.adm(&["history"])?.contains(&sync_id));
     Ok(())
 }
@@ -74,24 +106,35 @@ async fn primary_sitter_kill_then_sync_kill_lose_nothing() -> Result<()> {
     let st = shard.wait_healthy(SETTLE).await?;
     create_table(&st.primary).await?;
     let writer = Writer::start(shard.etcd.endpoint(), "1".into(), 1);
-    writer.wait_ack_after(Instant::now(), None, Duration::from_secs(20)).await?;
+    writer
+        .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
+        .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // kill -9 of the primary's sitter: its Postgres dies with it (no orphaned primary), its
     // lease lapses, the sync takes over.
     let old = shard.index_of(&st.primary.id);
-    let pg_pid = shard.status(old).await?["postmasterPid"].as_u64().expect("pid") as u32;
+    let pg_pid = shard.status(old).await?["postmasterPid"]
+        .as_u64()
+        .expect("pid") as u32;
     let killed_at = Instant::now();
     shard.sitters[old].kill();
-    wait_until("the orphaned postmaster to die", Duration::from_secs(5), || async {
-        ensure!(!alive(pg_pid), "postmaster {pg_pid} still alive");
-        Ok(())
-    })
+    wait_until(
+        "the orphaned postmaster to die",
+        Duration::from_secs(5),
+        || async {
+            ensure!(!alive(pg_pid), "postmaster {pg_pid} still alive");
+            Ok(())
+        },
+    )
     .await?;
     let acked_at = writer
         .wait_ack_after(killed_at, Some(&st.primary.id), Duration::from_secs(30))
         .await?;
-    eprintln!("sitter kill: first acknowledged write on the new primary after {:?}", acked_at - killed_at);
+    eprintln!(
+        "sitter kill: first acknowledged write on the new primary after {:?}",
+        acked_at - killed_at
+    );
     let st2 = shard.state().await?;
     ensure!(st2.primary.id == st.sync.as_ref().unwrap().id, "{st2:?}");
     ensure!(st2.role_of(&st.primary.id) == Role::Deposed, "{st2:?}");
@@ -99,17 +142,27 @@ async fn primary_sitter_kill_then_sync_kill_lose_nothing() -> Result<()> {
     // The sitter comes back: it finds itself deposed, rewinds, and rejoins as an async.
     shard.sitters[old].restart()?;
     let st3 = shard.wait_healthy(SETTLE).await?;
-    ensure!(matches!(st3.role_of(&st.primary.id), Role::Async(_)), "{st3:?}");
+    ensure!(
+        matches!(st3.role_of(&st.primary.id), Role::Async(_)),
+        "{st3:?}"
+    );
 
     // kill -9 of the sync's postmaster: the primary names the async as its sync and writes go
     // on; the old sync's sitter brings it back as an async.
     let sync = st3.sync.clone().expect("sync");
     let si = shard.index_of(&sync.id);
-    let pid = shard.status(si).await?["postmasterPid"].as_u64().expect("pid") as u32;
+    let pid = shard.status(si).await?["postmasterPid"]
+        .as_u64()
+        .expect("pid") as u32;
     let killed_at = Instant::now();
     kill_pid(pid)?;
-    let acked_at = writer.wait_ack_after(killed_at, None, Duration::from_secs(30)).await?;
-    eprintln!("sync kill: first acknowledged write after {:?}", acked_at - killed_at);
+    let acked_at = writer
+        .wait_ack_after(killed_at, None, Duration::from_secs(30))
+        .await?;
+    eprintln!(
+        "sync kill: first acknowledged write after {:?}",
+        acked_at - killed_at
+    );
     let st4 = wait_until("a new sync", Duration::from_secs(30), || async {
         let s = shard.state().await?;
         ensure!(s.sync.as_ref().is_some_and(|p| p.id != sync.id), "{s:?}");
@@ -146,10 +199,16 @@ async fn freeze_stops_a_takeover_and_unfreeze_allows_it() -> Result<()> {
     // Well past the lease TTL: no takeover while frozen.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let frozen = shard.state().await?;
-    ensure!(frozen.generation == g && frozen.primary.id == st.primary.id, "{frozen:?}");
+    ensure!(
+        frozen.generation == g && frozen.primary.id == st.primary.id,
+        "{frozen:?}"
+    );
     let sync = shard.index_of(&st.sync.as_ref().unwrap().id);
     let s = shard.status(sync).await?;
-    ensure!(s["lastError"].as_str().unwrap_or("").contains("frozen"), "{s}");
+    ensure!(
+        s["lastError"].as_str().unwrap_or("").contains("frozen"),
+        "{s}"
+    );
 
     shard.adm(&["unfreeze"])?;
     let after = wait_until("the takeover", Duration::from_secs(20), || async {
@@ -165,7 +224,10 @@ async fn freeze_stops_a_takeover_and_unfreeze_allows_it() -> Result<()> {
     let reaped = shard.state().await?;
     ensure!(reaped.deposed.is_empty(), "{reaped:?}");
     // Bad input gets a clear error and changes nothing.
-    let err = shard.adm(&["reap", "--peer", "1.2.3.4:5:6"]).unwrap_err().to_string();
+    let err = shard
+        .adm(&["reap", "--peer", "1.2.3.4:5:6"])
+        .unwrap_err()
+        .to_string();
     ensure!(err.contains("not a deposed peer"), "{err}");
     let err = shard.adm(&["freeze", "-r", " "]).unwrap_err().to_string();
     ensure!(err.contains("needs a reason"), "{err}");
@@ -179,45 +241,66 @@ async fn planned_promotion_and_rebuild() -> Result<()> {
     let st = shard.wait_healthy(SETTLE).await?;
     create_table(&st.primary).await?;
     let writer = Writer::start(shard.etcd.endpoint(), "1".into(), 1);
-    writer.wait_ack_after(Instant::now(), None, Duration::from_secs(20)).await?;
+    writer
+        .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
+        .await?;
 
     // Promote the async to sync: primary unchanged, sync and async swap.
     let a0 = st.asyncs[0].clone();
     shard.adm(&["promote", "--peer", &a0.id])?;
-    let s1 = wait_until("the async to become sync", Duration::from_secs(20), || async {
-        let s = shard.state().await?;
-        ensure!(s.sync.as_ref() == Some(&a0), "{s:?}");
-        Ok(s)
-    })
+    let s1 = wait_until(
+        "the async to become sync",
+        Duration::from_secs(20),
+        || async {
+            let s = shard.state().await?;
+            ensure!(s.sync.as_ref() == Some(&a0), "{s:?}");
+            Ok(s)
+        },
+    )
     .await?;
     ensure!(s1.primary == st.primary && s1.promote.is_none());
 
     // Promote the sync: it becomes primary, the old primary is deposed, rewound, rejoins.
     shard.adm(&["promote", "--peer", &a0.id])?;
-    wait_until("the sync to become primary", Duration::from_secs(20), || async {
-        let s = shard.state().await?;
-        ensure!(s.primary == a0, "{s:?}");
-        Ok(())
-    })
+    wait_until(
+        "the sync to become primary",
+        Duration::from_secs(20),
+        || async {
+            let s = shard.state().await?;
+            ensure!(s.primary == a0, "{s:?}");
+            Ok(())
+        },
+    )
     .await?;
     let s2 = shard.wait_healthy(SETTLE).await?;
-    ensure!(matches!(s2.role_of(&st.primary.id), Role::Async(_) | Role::Sync), "{s2:?}");
-    let err = shard.adm(&["promote", "--peer", &a0.id]).unwrap_err().to_string();
+    ensure!(
+        matches!(s2.role_of(&st.primary.id), Role::Async(_) | Role::Sync),
+        "{s2:?}"
+    );
+    let err = shard
+        .adm(&["promote", "--peer", &a0.id])
+        .unwrap_err()
+        .to_string();
     ensure!(err.contains("already the primary"), "{err}");
 
     // Rebuild the last async from scratch through manatee-adm.
     let last = s2.asyncs.last().expect("an async").clone();
     let out = shard.adm(&["rebuild", "--peer", &last.id, "--wait", "60s"])?;
     ensure!(out.contains("rebuilt"), "{out}");
-    let err = shard.adm(&["rebuild", "--peer", &s2.primary.id]).unwrap_err().to_string();
+    let err = shard
+        .adm(&["rebuild", "--peer", &s2.primary.id])
+        .unwrap_err()
+        .to_string();
     ensure!(err.contains("primary cannot be rebuilt"), "{err}");
     let s3 = shard.wait_healthy(SETTLE).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let acked = writer.stop().await;
     assert_all_present(&s3.primary, &acked).await?;
-    wait_until("the rebuilt peer to catch up", Duration::from_secs(20), || async {
-        assert_all_present(&last, &acked).await
-    })
+    wait_until(
+        "the rebuilt peer to catch up",
+        Duration::from_secs(20),
+        || async { assert_all_present(&last, &acked).await },
+    )
     .await?;
     Ok(())
 }

@@ -43,7 +43,12 @@ impl Net {
         let pid = std::process::id();
         let prefix = format!("mtp{pid}");
         let subnet = format!("10.213.{}", 100 + pid % 100);
-        let mut net = Net { prefix: prefix.clone(), subnet: subnet.clone(), hosts: Vec::new(), route: false };
+        let mut net = Net {
+            prefix: prefix.clone(),
+            subnet: subnet.clone(),
+            hosts: Vec::new(),
+            route: false,
+        };
         ip(&["route", "add", "blackhole", &format!("{subnet}.0/24")])?;
         net.route = true;
         let sw = format!("{prefix}-sw");
@@ -58,10 +63,20 @@ impl Net {
             ip(&["netns", "add", &ns])?;
             net.hosts.push(ns.clone());
             let (inner, outer) = (format!("{prefix}{name}i"), format!("{prefix}{name}o"));
-            ip(&["link", "add", &inner, "type", "veth", "peer", "name", &outer])?;
+            ip(&[
+                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            ])?;
             ip(&["link", "set", &inner, "netns", &ns])?;
             ip(&["link", "set", &outer, "netns", &sw])?;
-            ip(&["-n", &ns, "addr", "add", &format!("{subnet}.{octet}/24"), "dev", &inner])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{subnet}.{octet}/24"),
+                "dev",
+                &inner,
+            ])?;
             ip(&["-n", &ns, "link", "set", &inner, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             ip(&["-n", &sw, "link", "set", &outer, "master", "br0"])?;
@@ -85,21 +100,39 @@ impl Drop for Net {
             let _ = ip(&["netns", "del", ns]);
         }
         if self.route {
-            let _ = ip(&["route", "del", "blackhole", &format!("{}.0/24", self.subnet)]);
+            let _ = ip(&[
+                "route",
+                "del",
+                "blackhole",
+                &format!("{}.0/24", self.subnet),
+            ]);
         }
     }
 }
 
 /// Removes namespaces and routes left by test processes that died without cleaning up.
 fn clean_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("mtp") else { continue };
-        let pid: u32 = rest.split('-').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let Some(rest) = name.strip_prefix("mtp") else {
+            continue;
+        };
+        let pid: u32 = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         if pid != 0 && !alive(pid) {
             let _ = ip(&["netns", "del", name]);
-            let _ = ip(&["route", "del", "blackhole", &format!("10.213.{}.0/24", 100 + pid % 100)]);
+            let _ = ip(&[
+                "route",
+                "del",
+                "blackhole",
+                &format!("10.213.{}.0/24", 100 + pid % 100),
+            ]);
         }
     }
 }
@@ -120,26 +153,44 @@ where
             Some(rustix::thread::LinkNameSpaceType::Network),
         )
         .context("setns")?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(body())
     })
 }
 
 fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
-    h.join().map_err(|_| anyhow::anyhow!("test thread panicked"))?
+    h.join()
+        .map_err(|_| anyhow::anyhow!("test thread panicked"))?
 }
 
 async fn status(http: &reqwest::Client, p: &Peer) -> Result<Value> {
-    Ok(http.get(format!("{}/status", p.backup_url)).send().await?.json().await?)
+    Ok(http
+        .get(format!("{}/status", p.backup_url))
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 async fn whole(coord: &Coord, http: &reqwest::Client, n: usize) -> Result<ClusterState> {
     let st = coord.state().await?.context("no state")?.state;
-    ensure!(st.peers().len() == n && st.deposed.is_empty(), "not all placed: {st:?}");
-    ensure!(status(http, &st.primary).await?["writable"] == true, "primary not writable");
+    ensure!(
+        st.peers().len() == n && st.deposed.is_empty(),
+        "not all placed: {st:?}"
+    );
+    ensure!(
+        status(http, &st.primary).await?["writable"] == true,
+        "primary not writable"
+    );
     for (p, _) in st.peers().iter().skip(1) {
         let s = status(http, p).await?;
-        ensure!(s["mode"] == "standby" && s["registered"] == true, "{} not streaming", p.id);
+        ensure!(
+            s["mode"] == "standby" && s["registered"] == true,
+            "{} not streaming",
+            p.id
+        );
     }
     Ok(st)
 }
@@ -157,11 +208,27 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
     let etcd_url = format!("http://{etcd_ip}:2379");
     let mut etcd_cmd = guarded_command("ip", None);
     etcd_cmd
-        .args(["netns", "exec", &net.ns("e"), "etcd", "--name", "t", "--data-dir"])
+        .args([
+            "netns",
+            "exec",
+            &net.ns("e"),
+            "etcd",
+            "--name",
+            "t",
+            "--data-dir",
+        ])
         .arg(dir.path().join("etcd"))
-        .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+        .args([
+            "--listen-client-urls",
+            &etcd_url,
+            "--advertise-client-urls",
+            &etcd_url,
+        ])
         .args(["--listen-peer-urls", &format!("http://{etcd_ip}:2380")])
-        .args(["--initial-advertise-peer-urls", &format!("http://{etcd_ip}:2380")])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://{etcd_ip}:2380"),
+        ])
         .args(["--initial-cluster", &format!("t=http://{etcd_ip}:2380")])
         .args(["--listen-metrics-urls", &format!("http://{etcd_ip}:2381")])
         .args(["--log-level", "warn"]);
@@ -190,24 +257,40 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
         let etcd_url = etcd_url.clone();
         move || async move {
             let coord = Coord::new(&[etcd_url.clone()], "1", Duration::from_secs(1))?;
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
-            let st = wait_until("the shard to be whole", Duration::from_secs(90), || whole(&coord, &http, 3)).await?;
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?;
+            let st = wait_until("the shard to be whole", Duration::from_secs(90), || {
+                whole(&coord, &http, 3)
+            })
+            .await?;
             create_table(&st.primary).await?;
-            let pid = status(&http, &st.primary).await?["postmasterPid"].as_u64().context("pid")? as u32;
+            let pid = status(&http, &st.primary).await?["postmasterPid"]
+                .as_u64()
+                .context("pid")? as u32;
             Ok((st, pid))
         }
     });
     let (st, old_pid) = join(client)?;
     let old = st.primary.clone();
-    let old_host = format!("p{}", sitters.iter().position(|s| s.id() == old.id).expect("peer"));
+    let old_host = format!(
+        "p{}",
+        sitters.iter().position(|s| s.id() == old.id).expect("peer")
+    );
 
     // Writers: one on the majority side through the state, one beside the isolated primary.
     let (cut_tx, cut_rx) = std::sync::mpsc::channel::<Instant>();
     let iso = in_netns(&net.ns(&old_host), {
         let old = old.clone();
         move || async move {
-            let w = Writer::start_to("http://127.0.0.1:9".into(), "1".into(), 1_000_000_000, Some(old));
-            w.wait_ack_after(Instant::now(), None, Duration::from_secs(20)).await?;
+            let w = Writer::start_to(
+                "http://127.0.0.1:9".into(),
+                "1".into(),
+                1_000_000_000,
+                Some(old),
+            );
+            w.wait_ack_after(Instant::now(), None, Duration::from_secs(20))
+                .await?;
             let cut_at = tokio::task::spawn_blocking(move || cut_rx.recv()).await??;
             tokio::time::sleep(Duration::from_secs(8)).await;
             let acked = w.acked.lock().unwrap().clone();
@@ -222,28 +305,57 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
         let outer = format!("{}{}o", net.prefix, old_host);
         move || async move {
             let coord = Coord::new(&[etcd_url.clone()], "1", Duration::from_secs(1))?;
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()?;
             let w = Writer::start(etcd_url.clone(), "1".into(), 1);
-            w.wait_ack_after(Instant::now(), None, Duration::from_secs(20)).await?;
+            w.wait_ack_after(Instant::now(), None, Duration::from_secs(20))
+                .await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let cut_at = Instant::now();
             ip(&["-n", &net_sw, "link", "set", &outer, "down"])?;
             cut_tx.send(cut_at)?;
-            let acked_at = w.wait_ack_after(cut_at, Some(&old.id), Duration::from_secs(30)).await?;
-            eprintln!("partition: first acknowledged write on the new primary {:?} after the cut", acked_at - cut_at);
+            let acked_at = w
+                .wait_ack_after(cut_at, Some(&old.id), Duration::from_secs(30))
+                .await?;
+            eprintln!(
+                "partition: first acknowledged write on the new primary {:?} after the cut",
+                acked_at - cut_at
+            );
             let st2 = coord.state().await?.context("state")?.state;
-            ensure!(st2.primary.id != old.id && st2.role_of(&old.id) == Role::Deposed, "{st2:?}");
+            ensure!(
+                st2.primary.id != old.id && st2.role_of(&old.id) == Role::Deposed,
+                "{st2:?}"
+            );
             // The isolated primary fences itself: its Postgres is gone within about a lease TTL.
-            wait_until("the isolated primary to fence itself", Duration::from_secs(8), || async {
-                ensure!(!alive(old_pid), "postmaster {old_pid} of the isolated primary still runs");
-                Ok(())
-            })
+            wait_until(
+                "the isolated primary to fence itself",
+                Duration::from_secs(8),
+                || async {
+                    ensure!(
+                        !alive(old_pid),
+                        "postmaster {old_pid} of the isolated primary still runs"
+                    );
+                    Ok(())
+                },
+            )
             .await?;
-            eprintln!("partition: isolated primary fenced {:?} after the cut", cut_at.elapsed());
+            eprintln!(
+                "partition: isolated primary fenced {:?} after the cut",
+                cut_at.elapsed()
+            );
             tokio::time::sleep(Duration::from_secs(7)).await;
             ip(&["-n", &net_sw, "link", "set", &outer, "up"])?;
-            let st3 = wait_until("the shard to be whole again", Duration::from_secs(90), || whole(&coord, &http, 3)).await?;
-            ensure!(matches!(st3.role_of(&old.id), Role::Async(_) | Role::Sync), "{st3:?}");
+            let st3 = wait_until(
+                "the shard to be whole again",
+                Duration::from_secs(90),
+                || whole(&coord, &http, 3),
+            )
+            .await?;
+            ensure!(
+                matches!(st3.role_of(&old.id), Role::Async(_) | Role::Sync),
+                "{st3:?}"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
             let acked = w.stop().await;
             Ok((st3, acked, cut_at))
@@ -251,8 +363,16 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
     });
     let (st3, acked, cut_at) = join(main)?;
     let (iso_acked, _) = join(iso)?;
-    let late: Vec<_> = iso_acked.iter().filter(|(_, t, _)| *t > cut_at + Duration::from_millis(500)).collect();
-    ensure!(late.is_empty(), "the isolated primary acknowledged {} writes after the cut: {:?}", late.len(), &late[..late.len().min(5)]);
+    let late: Vec<_> = iso_acked
+        .iter()
+        .filter(|(_, t, _)| *t > cut_at + Duration::from_millis(500))
+        .collect();
+    ensure!(
+        late.is_empty(),
+        "the isolated primary acknowledged {} writes after the cut: {:?}",
+        late.len(),
+        &late[..late.len().min(5)]
+    );
     let iso_ids: Vec<i64> = iso_acked.iter().map(|(i, _, _)| *i).collect();
     let check = in_netns(&e_ns, move || async move {
         assert_all_present(&st3.primary, &acked).await?;

@@ -94,7 +94,12 @@ impl SitterSpec {
             .arg("false")
             .arg("--initdb-from")
             .arg(template()?)
-            .args(["--pg-setting", "shared_buffers=16MB", "--pg-setting", "max_connections=40"]);
+            .args([
+                "--pg-setting",
+                "shared_buffers=16MB",
+                "--pg-setting",
+                "max_connections=40",
+            ]);
         if let Some(t) = &self.trust {
             cmd.arg("--trust").arg(t);
         }
@@ -290,18 +295,31 @@ impl Writer {
     }
 
     /// Like [`Writer::start`], but always to `fixed` when given (without asking etcd).
-    pub fn start_to(coord_endpoint: String, shard: String, first_id: i64, fixed: Option<Peer>) -> Writer {
+    pub fn start_to(
+        coord_endpoint: String,
+        shard: String,
+        first_id: i64,
+        fixed: Option<Peer>,
+    ) -> Writer {
         let acked = Arc::new(Mutex::new(Vec::new()));
         let attempts = Arc::new(Mutex::new(0));
         let stop = CancellationToken::new();
         let (a, n, s) = (acked.clone(), attempts.clone(), stop.clone());
         let task = tokio::spawn(async move {
-            let coord = Coord::new(&[coord_endpoint], &shard, Duration::from_secs(1)).expect("coord");
+            let coord =
+                Coord::new(&[coord_endpoint], &shard, Duration::from_secs(1)).expect("coord");
             let mut next = first_id;
             let mut conn: Option<(String, manatee::pg::PgConn)> = None;
             while !s.is_cancelled() {
-                if conn.is_none() && let Some(p) = &fixed {
-                    match tokio::time::timeout(Duration::from_secs(2), manatee::pg::PgConn::to_peer(p)).await {
+                if conn.is_none()
+                    && let Some(p) = &fixed
+                {
+                    match tokio::time::timeout(
+                        Duration::from_secs(2),
+                        manatee::pg::PgConn::to_peer(p),
+                    )
+                    .await
+                    {
                         Ok(Ok(c)) => conn = Some((p.id.clone(), c)),
                         _ => {
                             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -355,7 +373,12 @@ impl Writer {
 
     /// Waits until a write is acknowledged after `since` by a primary other than `not_on`;
     /// returns when it was.
-    pub async fn wait_ack_after(&self, since: Instant, not_on: Option<&str>, timeout: Duration) -> Result<Instant> {
+    pub async fn wait_ack_after(
+        &self,
+        since: Instant,
+        not_on: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Instant> {
         let acked = self.acked.clone();
         wait_until("a write acknowledged after the fault", timeout, || {
             let acked = acked.clone();
@@ -375,19 +398,28 @@ impl Writer {
     pub async fn stop(self) -> Vec<i64> {
         self.stop.cancel();
         let _ = self.task.await;
-        self.acked.lock().unwrap().iter().map(|(i, _, _)| *i).collect()
+        self.acked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(i, _, _)| *i)
+            .collect()
     }
 }
 
 /// Creates the test table on the primary (retrying while it is still read-only).
 pub async fn create_table(primary: &Peer) -> Result<()> {
-    wait_until("the table to be created", Duration::from_secs(30), || async {
-        let c = connect(primary).await?;
-        c.client
-            .batch_execute("CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY)")
-            .await?;
-        Ok(())
-    })
+    wait_until(
+        "the table to be created",
+        Duration::from_secs(30),
+        || async {
+            let c = connect(primary).await?;
+            c.client
+                .batch_execute("CREATE TABLE IF NOT EXISTS t (id bigint PRIMARY KEY)")
+                .await?;
+            Ok(())
+        },
+    )
     .await
 }
 
@@ -396,7 +428,11 @@ pub async fn assert_all_present(peer: &Peer, acked: &[i64]) -> Result<()> {
     let c = connect(peer).await?;
     let rows = c.client.query("SELECT id FROM t", &[]).await?;
     let present: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
-    let missing: Vec<i64> = acked.iter().filter(|i| !present.contains(i)).copied().collect();
+    let missing: Vec<i64> = acked
+        .iter()
+        .filter(|i| !present.contains(i))
+        .copied()
+        .collect();
     if !missing.is_empty() {
         bail!(
             "{} acknowledged writes missing on {} (of {}): {:?}",
