@@ -50,6 +50,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/ping", post(ping))
         .route("/version", post(version))
         .route("/status", get(status))
+        .route("/health", get(health))
         .with_state(state)
 }
 
@@ -407,25 +408,49 @@ async fn sql(State(st): State<Arc<AppState>>, body: Body) -> Response {
     )
 }
 
+/// `GET /health`: 200 when a writable primary answers, else the error (503 while failing
+/// over). What a supervisor polls; `GET /ping` only says the process is up.
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    respond(
+        async {
+            deep_ping(&st)
+                .await
+                .and_then(|()| json_response(&json!({"ok": true})))
+        }
+        .await,
+    )
+}
+
+async fn deep_ping(st: &AppState) -> Result<(), Error> {
+    let read_only = run_op(st, |db| async move {
+        let conn = db.conn().await?;
+        let row = conn
+            .query_typed(
+                "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                &[],
+            )
+            .await?;
+        Ok(row
+            .first()
+            .map(|r| r.try_get::<_, bool>(0))
+            .transpose()?
+            .unwrap_or(true))
+    })
+    .await?;
+    if read_only {
+        return Err(Error::no_peers(
+            "the primary is read-only (not yet writable)",
+        ));
+    }
+    Ok(())
+}
+
 async fn ping(State(st): State<Arc<AppState>>, body: Body) -> Response {
     respond(
         async {
             let r: req::Ping = parse(body).await?;
             if r.deep {
-                let read_only = run_op(&st, |db| async move {
-                    let conn = db.conn().await?;
-                    let row = conn
-                        .query_typed(
-                            "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
-                            &[],
-                        )
-                        .await?;
-                    Ok(row.first().map(|r| r.try_get::<_, bool>(0)).transpose()?.unwrap_or(true))
-                })
-                .await?;
-                if read_only {
-                    return Err(Error::no_peers("the primary is read-only (not yet writable)"));
-                }
+                deep_ping(&st).await?;
             }
             json_response(&json!({"ok": true}))
         }

@@ -419,4 +419,101 @@ mod tests {
             "TextArray(None)"
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn attr() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("s".to_owned()),
+                Just("n".to_owned()),
+                Just("t".to_owned()),
+                Just("a".to_owned()),
+                Just("_key".to_owned()),
+                Just("_id".to_owned()),
+                "[a-z_]{1,8}",
+            ]
+        }
+
+        fn leaf() -> impl Strategy<Value = Filter> {
+            (attr(), ".{0,24}", 0..5u8).prop_map(|(a, v, op)| match op {
+                0 => Filter::eq(a, v),
+                1 => Filter::ge(a, v),
+                2 => Filter::le(a, v),
+                3 => Filter::present(a),
+                _ => Filter::Substring {
+                    attr: a,
+                    initial: Some(v),
+                    any: vec![],
+                    fin: None,
+                },
+            })
+        }
+
+        fn filter() -> impl Strategy<Value = Filter> {
+            leaf().prop_recursive(3, 16, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 1..4).prop_map(Filter::And),
+                    proptest::collection::vec(inner.clone(), 1..4).prop_map(Filter::Or),
+                    inner.prop_map(Filter::negate),
+                ]
+            })
+        }
+
+        /// Everything in the SQL besides placeholders, casts, column names and the fixed
+        /// keywords: must be nothing.
+        fn residue(sql: &str) -> String {
+            let mut s = sql.to_owned();
+            for w in [
+                "\"s\"",
+                "\"n\"",
+                "\"t\"",
+                "\"a\"",
+                "_key",
+                "_id",
+                "_mtime",
+                "_etag",
+                "_vnode",
+                "::numeric",
+                "::boolean",
+                "NOT COALESCE",
+                "FALSE",
+                "IS NOT NULL",
+                "LIKE",
+                "ESCAPE '\\'",
+                "EXISTS (SELECT 1 FROM unnest",
+                "AS _e WHERE _e",
+                "ARRAY[",
+                "AND",
+                "OR",
+                "@>",
+                ">=",
+                "<=",
+                "=",
+            ] {
+                s = s.replace(w, " ");
+            }
+            s.chars()
+                .filter(|c| !c.is_ascii_digit() && !matches!(c, '$' | '(' | ')' | ']' | ',' | ' '))
+                .collect()
+        }
+
+        #[test]
+        fn residue_sees_embedded_text() {
+            assert_eq!(residue("((\"s\" = $1) AND (_id >= $2))"), "");
+            assert_ne!(residue("(\"s\" = 'x')"), "");
+            assert_ne!(residue("(\"s\" = $1) OR 1=1; DROP TABLE b"), "");
+        }
+
+        proptest! {
+            #[test]
+            fn compiled_sql_never_contains_input_text(f in filter()) {
+                let mut p = Params::new();
+                if let Ok(sql) = compile(&schema(), &f, &mut p) {
+                    prop_assert_eq!(residue(&sql), "", "{}", sql);
+                }
+            }
+        }
+    }
 }
