@@ -256,7 +256,7 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
     let client = in_netns(&e_ns, {
         let etcd_url = etcd_url.clone();
         move || async move {
-            let coord = Coord::new(&[etcd_url.clone()], "1", Duration::from_secs(1))?;
+            let coord = Coord::new(std::slice::from_ref(&etcd_url), "1", Duration::from_secs(1))?;
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?;
@@ -293,7 +293,7 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
                 .await?;
             let cut_at = tokio::task::spawn_blocking(move || cut_rx.recv()).await??;
             tokio::time::sleep(Duration::from_secs(8)).await;
-            let acked = w.acked.lock().unwrap().clone();
+            let acked = w.acked.lock().expect("writer lock").clone();
             let _ = w.stop().await;
             Ok((acked, cut_at))
         }
@@ -304,7 +304,7 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
         let net_sw = net.ns("sw");
         let outer = format!("{}{}o", net.prefix, old_host);
         move || async move {
-            let coord = Coord::new(&[etcd_url.clone()], "1", Duration::from_secs(1))?;
+            let coord = Coord::new(std::slice::from_ref(&etcd_url), "1", Duration::from_secs(1))?;
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()?;

@@ -91,8 +91,12 @@ fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let coord = Coord::new(&[args.etcd.clone()], &args.shard, Duration::from_secs(3))
-        .context("etcd endpoints")?;
+    let coord = Coord::new(
+        std::slice::from_ref(&args.etcd),
+        &args.shard,
+        Duration::from_secs(3),
+    )
+    .context("etcd endpoints")?;
     match args.cmd {
         Cmd::Show { json: j } => {
             let s = adm::show(&coord).await.context("read the state")?;

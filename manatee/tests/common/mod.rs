@@ -344,14 +344,18 @@ impl Writer {
                 let (on, c) = conn.as_ref().expect("connected");
                 let id = next;
                 next += 1;
-                *n.lock().unwrap() += 1;
+                *n.lock().expect("writer lock") += 1;
                 let r = tokio::time::timeout(
                     Duration::from_secs(3),
                     c.client.execute("INSERT INTO t (id) VALUES ($1)", &[&id]),
                 )
                 .await;
                 match r {
-                    Ok(Ok(_)) => a.lock().unwrap().push((id, Instant::now(), on.clone())),
+                    Ok(Ok(_)) => {
+                        a.lock()
+                            .expect("writer lock")
+                            .push((id, Instant::now(), on.clone()))
+                    }
                     _ => {
                         conn = None;
                         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -368,7 +372,7 @@ impl Writer {
     }
 
     pub fn acked_count(&self) -> usize {
-        self.acked.lock().unwrap().len()
+        self.acked.lock().expect("writer lock").len()
     }
 
     /// Waits until a write is acknowledged after `since` by a primary other than `not_on`;
@@ -385,7 +389,7 @@ impl Writer {
             async move {
                 acked
                     .lock()
-                    .unwrap()
+                    .expect("writer lock")
                     .iter()
                     .find(|(_, t, on)| *t > since && Some(on.as_str()) != not_on)
                     .map(|(_, t, _)| *t)
@@ -400,7 +404,7 @@ impl Writer {
         let _ = self.task.await;
         self.acked
             .lock()
-            .unwrap()
+            .expect("writer lock")
             .iter()
             .map(|(i, _, _)| *i)
             .collect()
