@@ -197,6 +197,8 @@ struct Sitter {
     last_probe: Option<Probe>,
     retry_after: Option<Instant>,
     force_rebuild: bool,
+    /// Since when a standby has not been streaming although its upstream is alive.
+    not_streaming_since: Option<Instant>,
     status: Arc<Mutex<Status>>,
     metrics: Arc<Metrics>,
     last_warning: String,
@@ -281,6 +283,7 @@ pub async fn run(cfg: SitterConfig, shutdown: CancellationToken) -> Result<(), E
         last_probe: None,
         retry_after: None,
         force_rebuild: false,
+        not_streaming_since: None,
         status,
         metrics,
         last_warning: String::new(),
@@ -395,6 +398,9 @@ async fn watch_shard(coord: Arc<Coord>, wake: Arc<Notify>, stop: CancellationTok
         }
     }
 }
+
+/// How long a standby may fail to stream from a live upstream before it is rebuilt.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
 
 /// The data dir's history: data that last ran as a primary must be rewound before it may run
 /// as a standby (its WAL may hold writes no other peer has).
@@ -528,6 +534,7 @@ impl Sitter {
                 let _ = self.set_last_ran_as("nothing");
             }
         }
+        self.watch_stuck_standby(&snap);
         let mut role = role;
         match role {
             Role::Primary => self.as_primary(&v, &snap).await,
@@ -545,6 +552,36 @@ impl Sitter {
             }
         }
         self.register(Some(&v.state), role).await;
+    }
+
+    /// A standby that cannot follow its live upstream for [`STUCK_AFTER`] (its WAL belongs to
+    /// another history, or its upstream no longer has the WAL it needs) is rebuilt from the
+    /// primary, instead of wedging the chain (or, as the sync, every write).
+    fn watch_stuck_standby(&mut self, snap: &Snapshot) {
+        let Mode::Standby { upstream } = &self.mode else {
+            self.not_streaming_since = None;
+            return;
+        };
+        let streaming = self
+            .last_probe
+            .as_ref()
+            .is_some_and(|p| p.receiver.as_deref() == Some("streaming"));
+        if streaming || !snap.live().contains_key(upstream) {
+            self.not_streaming_since = None;
+            return;
+        }
+        let since = *self.not_streaming_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > STUCK_AFTER {
+            self.trouble(
+                "standby cannot follow its live upstream",
+                &format!(
+                    "not streaming from {upstream} for {:?}; rebuilding from the primary",
+                    since.elapsed()
+                ),
+            );
+            self.not_streaming_since = None;
+            self.force_rebuild = true;
+        }
     }
 
     /// Probes the local server; two failures in a row count as unhealthy.
