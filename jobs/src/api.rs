@@ -234,9 +234,14 @@ impl JobsApi {
         Ok(r)
     }
 
-    async fn list(&self, req: &JobsRequest) -> Result<Response<Body>, MantaError> {
-        let mut filter = format!("(owner={})", esc(&req.owner.uuid));
-        match req.param("state") {
+    async fn list(
+        &self,
+        owner: &Account,
+        state: Option<String>,
+        name: Option<String>,
+    ) -> Result<Response<Body>, MantaError> {
+        let mut filter = format!("(owner={})", esc(&owner.uuid));
+        match state.as_deref() {
             None | Some("") | Some("all") => {}
             Some("running" | "live" | "queued") => {
                 filter = format!("(&{filter}(state={}))", job_state::RUNNING);
@@ -267,7 +272,7 @@ impl JobsApi {
             .find_objects(JOBS, &filter, opts)
             .await
             .map_err(internal)?;
-        let name_filter = req.param("name").filter(|s| !s.is_empty());
+        let name_filter = name.as_deref().filter(|s| !s.is_empty());
         let mut lines = Vec::new();
         for r in recs {
             let Ok(j) = serde_json::from_value::<Job>(r.value) else {
@@ -448,7 +453,11 @@ pub async fn handle(api: &JobsApi, req: JobsRequest) -> Result<Response<Body>, M
     let method = req.method.clone();
     match (method.as_str(), s.as_slice()) {
         ("POST", []) => api.create(req).await,
-        ("GET", []) => api.list(&req).await,
+        ("GET", []) => {
+            let state = req.param("state").map(str::to_owned);
+            let name = req.param("name").map(str::to_owned);
+            api.list(&req.owner, state, name).await
+        }
         ("POST", [id, "live", "in"]) => api.add_inputs(req, id).await,
         ("POST", [id, "live", "in", "end"]) => {
             api.end_input(&req.owner, id).await?;

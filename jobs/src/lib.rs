@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod api;
 pub mod fdclient;
+pub mod gateway;
 pub mod records;
 pub mod spec;
 pub mod supervisor;

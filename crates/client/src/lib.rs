@@ -51,13 +51,14 @@
 
 mod client;
 mod error;
+mod jobs;
 mod store;
 mod transfer;
 mod walk;
 
 pub use client::{
-    ClientConfig, DirEntry, EntryType, GetOptions, ListOptions, MantaClient, ObjectInfo,
-    Progress, PutOptions, PutResult,
+    ClientConfig, DirEntry, EntryType, GetOptions, ListOptions, MantaClient, ObjectInfo, Progress,
+    PutOptions, PutResult,
 };
 pub use error::Error;
 pub use store::MantaStore;

@@ -1,0 +1,60 @@
+//! `jobs-api`: the jobs API as its own server in front of a front door (see `jobs::gateway`):
+//! jobs routes are served here, everything else is passed to the front door.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use manta_util::logging::{self, LogFormat};
+
+/// The jobs API gateway.
+#[derive(Debug, Parser)]
+#[command(name = "jobs-api", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MANTA_LISTEN", default_value = "127.0.0.1:8089")]
+    listen: SocketAddr,
+    /// Moray URL of the system shard.
+    #[arg(long, env = "MANTA_MORAY_URL")]
+    moray_url: String,
+    /// The front door everything but the jobs routes goes to.
+    #[arg(long, env = "MANTA_FRONTDOOR_URL")]
+    frontdoor_url: String,
+    /// The front doors' token secret file (tokens issued to jobs must verify there).
+    #[arg(long, env = "MANTA_TOKEN_SECRET_FILE")]
+    token_secret_file: PathBuf,
+    /// Log format: plain or json.
+    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a = Args::parse();
+    logging::init(a.log_format);
+    let secret = std::fs::read(&a.token_secret_file)
+        .with_context(|| format!("read {}", a.token_secret_file.display()))?;
+    if secret.len() < 16 {
+        bail!("the token secret must be at least 16 bytes");
+    }
+    let moray = moray::ShardedClient::single(&a.moray_url)?;
+    let tokens = manta_auth::TokenKey::new(&secret);
+    let api = jobs::api::JobsApi::new(moray.clone(), tokens.clone());
+    api.setup().await.context("create the job buckets")?;
+    let store = std::sync::Arc::new(jobs::gateway::MorayAccountStore::new(moray.system()));
+    let auth = manta_auth::Authenticator::new(store).with_tokens(tokens);
+    let gw = jobs::gateway::Gateway::new(api, auth, &a.frontdoor_url);
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("bind {}", a.listen))?;
+    tracing::info!(addr = %a.listen, "jobs API listening");
+    manta_util::http::serve(
+        listener,
+        gw.router(),
+        manta_util::shutdown_on_signals(),
+        manta_util::http::ServeOptions::default(),
+    )
+    .await?;
+    Ok(())
+}
