@@ -122,22 +122,34 @@ where
         .ensure_loaded()
         .await
         .map_err(|e| crate::error::from_moray(e, "manta_storage"))?;
-    let sets = fd.picker.choose(copies as usize, limit)?;
     let mut streams = None;
-    for set in sets {
+    let mut excluded = std::collections::HashSet::new();
+    for _attempt in 0..3 {
+        let set = match fd.picker.choose(copies as usize, limit, &excluded) {
+            Ok(s) => s,
+            // Nodes were left out because they failed: that is unavailability, not space.
+            Err(_) if !excluded.is_empty() => break,
+            Err(e) => return Err(e),
+        };
         let attempts = futures_util::future::join_all(set.iter().map(|n| {
             fd.sharks
                 .start_put(n, creator, object_id, len.exact, content_md5)
         }))
         .await;
-        let (ok, failed): (Vec<_>, Vec<_>) = attempts.into_iter().partition(Result::is_ok);
-        let ok: Vec<PutStream> = ok.into_iter().filter_map(Result::ok).collect();
-        if failed.is_empty() {
+        let mut ok = Vec::new();
+        for (node, a) in set.iter().zip(attempts) {
+            match a {
+                Ok(s) => ok.push(s),
+                Err(e) => {
+                    warn!(error = %e, node = %node.storage_id, "storage node unavailable; placing elsewhere");
+                    fd.picker.mark_down(&node.storage_id);
+                    excluded.insert(node.storage_id.clone());
+                }
+            }
+        }
+        if ok.len() == set.len() {
             streams = Some(ok);
             break;
-        }
-        for f in failed.into_iter().filter_map(Result::err) {
-            warn!(error = %f, "storage node unavailable; trying another set");
         }
         abort_all(ok).await;
     }
@@ -187,12 +199,15 @@ where
         let sent =
             futures_util::future::join_all(streams.iter().map(|s| s.send(chunk.clone()))).await;
         if sent.iter().any(Result::is_err) {
-            // A node failed mid-stream; its own result says why.
-            let results =
-                futures_util::future::join_all(streams.into_iter().map(PutStream::finish)).await;
-            for r in results.into_iter().filter_map(Result::err) {
-                warn!(error = %r, "storage node failed mid-upload");
-            }
+            // A node failed mid-stream. Abort every copy (ending the bodies normally would
+            // let the others commit a short object), and remove anything one committed anyway.
+            let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
+            warn!(
+                object_id,
+                "a storage node failed mid-upload; aborting every copy"
+            );
+            abort_all(streams).await;
+            discard(fd, &nodes, creator, object_id).await;
             return Err(err(
                 ErrorCode::ServiceUnavailable,
                 "a storage node failed during the upload; retry",

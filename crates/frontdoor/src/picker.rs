@@ -1,16 +1,17 @@
 //! Placement: which storage nodes get the copies of a new object.
 //!
 //! The picker re-reads the nodes' capacity heartbeats (Moray bucket `manta_storage`) every few
-//! seconds. For a write of N copies it proposes up to three candidate sets of N nodes: nodes
-//! whose heartbeat is fresh, below the utilisation cap and with room for the object; each set
-//! spreads over as many failure domains (datacenters) as there are, and no node appears in two
-//! sets, so the front door can fall back to a disjoint set when a node of the first does not
-//! answer. Reads use the same table to find a node's address by its storage id (a node whose
-//! heartbeat is stale is still read from).
+//! seconds. For a write of N copies it proposes a set of N nodes whose heartbeat is fresh, that
+//! are below the utilisation cap and have room for the object, spread over as many failure
+//! domains (datacenters) as there are. When a node of the set does not answer, the front door
+//! asks again without it (up to three sets in all), and the picker keeps it out of placement
+//! for a short while, so one dead node costs one failed connect rather than failed writes until
+//! its heartbeat ages out. Reads use the same table to find a node's address by its storage id
+//! (a node whose heartbeat is stale is still read from).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use manta_types::{ErrorCode, MantaError};
 use moray::MorayClient;
@@ -54,7 +55,12 @@ pub struct Picker {
     table: RwLock<Arc<Table>>,
     max_age: Duration,
     max_utilization_pct: u32,
+    /// Nodes that recently refused a connection, and when.
+    down: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a node that refused a connection stays out of placement.
+pub const DOWN_FOR: Duration = Duration::from_secs(15);
 
 impl Picker {
     /// A picker reading heartbeats from the system shard.
@@ -64,6 +70,7 @@ impl Picker {
             table: RwLock::new(Arc::new(Table::default())),
             max_age,
             max_utilization_pct,
+            down: Mutex::new(HashMap::new()),
         }
     }
 
@@ -150,19 +157,45 @@ impl Picker {
         self.table().nodes.clone()
     }
 
-    /// Up to three disjoint candidate sets of `copies` nodes with room for `size` bytes.
+    /// Keeps `storage_id` out of placement for [`DOWN_FOR`] (it refused a connection).
+    pub fn mark_down(&self, storage_id: &str) {
+        self.down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(storage_id.to_owned(), Instant::now());
+    }
+
+    fn recently_down(&self) -> HashSet<String> {
+        let mut d = self.down.lock().unwrap_or_else(|p| p.into_inner());
+        d.retain(|_, t| t.elapsed() < DOWN_FOR);
+        d.keys().cloned().collect()
+    }
+
+    /// A set of `copies` nodes with room for `size` bytes, none of them in `exclude` or
+    /// recently down, spread over the failure domains.
     ///
     /// # Errors
-    /// `NotEnoughSpace` (507) when not even one set can be formed.
-    pub fn choose(&self, copies: usize, size: u64) -> Result<Vec<Vec<Node>>, MantaError> {
+    /// `NotEnoughSpace` (507) when no such set exists.
+    pub fn choose(
+        &self,
+        copies: usize,
+        size: u64,
+        exclude: &HashSet<String>,
+    ) -> Result<Vec<Node>, MantaError> {
         let now = manta_types::time::now_ms();
         let size_mb = size.div_ceil(1024 * 1024);
         let max_age_ms = self.max_age.as_millis() as u64;
+        let down = self.recently_down();
         let table = self.table();
         let mut by_dc: BTreeMap<String, Vec<Node>> = BTreeMap::new();
         for n in &table.nodes {
             let fresh = now.saturating_sub(n.timestamp) <= max_age_ms;
-            if fresh && n.percent_used <= self.max_utilization_pct && n.available_mb >= size_mb {
+            let usable = fresh
+                && n.percent_used <= self.max_utilization_pct
+                && n.available_mb >= size_mb
+                && !exclude.contains(&n.storage_id)
+                && !down.contains(&n.storage_id);
+            if usable {
                 by_dc
                     .entry(n.datacenter.clone())
                     .or_default()
@@ -184,31 +217,19 @@ impl Picker {
             d.shuffle(&mut rng);
         }
         dcs.shuffle(&mut rng);
-        let mut sets = Vec::new();
-        while sets.len() < 3 {
-            // Round-robin over the failure domains, one node from each in turn.
-            let mut set = Vec::with_capacity(copies);
-            let mut progress = true;
-            while set.len() < copies && progress {
-                progress = false;
-                for d in dcs.iter_mut() {
-                    if set.len() == copies {
-                        break;
-                    }
-                    if let Some(n) = d.pop() {
-                        set.push(n);
-                        progress = true;
-                    }
+        // Round-robin over the failure domains, one node from each in turn.
+        let mut set = Vec::with_capacity(copies);
+        while set.len() < copies {
+            for d in dcs.iter_mut() {
+                if set.len() == copies {
+                    break;
+                }
+                if let Some(n) = d.pop() {
+                    set.push(n);
                 }
             }
-            if set.len() < copies {
-                break;
-            }
-            sets.push(set);
-            // Start the next set from another domain.
-            dcs.rotate_left(1);
         }
-        Ok(sets)
+        Ok(set)
     }
 }
 
@@ -246,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn spreads_copies_over_failure_domains_and_sets_are_disjoint() {
+    fn spreads_copies_over_failure_domains_and_avoids_failed_nodes() {
         let p = picker_with(vec![
             node("a1", "a", 1000, 10),
             node("a2", "a", 1000, 10),
@@ -255,16 +276,18 @@ mod tests {
             node("c1", "c", 1000, 10),
             node("c2", "c", 1000, 10),
         ]);
+        let none = HashSet::new();
         for _ in 0..50 {
-            let sets = p.choose(2, 10).unwrap();
-            assert_eq!(sets.len(), 3);
-            let mut seen = std::collections::HashSet::new();
-            for s in &sets {
-                assert_ne!(s[0].datacenter, s[1].datacenter, "{s:?}");
-                for n in s {
-                    assert!(seen.insert(n.storage_id.clone()), "node reused across sets");
-                }
-            }
+            let s = p.choose(3, 10, &none).unwrap();
+            let dcs: HashSet<_> = s.iter().map(|n| n.datacenter.clone()).collect();
+            assert_eq!(dcs.len(), 3, "{s:?}");
+        }
+        let exclude: HashSet<String> = ["a1".to_string(), "b1".to_string()].into();
+        p.mark_down("c1");
+        for _ in 0..20 {
+            let s = p.choose(3, 10, &exclude).unwrap();
+            let ids: HashSet<_> = s.iter().map(|n| n.storage_id.as_str()).collect();
+            assert_eq!(ids, ["a2", "b2", "c2"].into());
         }
     }
 
@@ -278,9 +301,10 @@ mod tests {
             node("small", "c", 5, 10),
             node("ok", "d", 10_000, 10),
         ]);
-        let sets = p.choose(1, 100 * 1024 * 1024).unwrap();
-        assert!(sets.iter().all(|s| s[0].storage_id == "ok"), "{sets:?}");
-        let e = p.choose(2, 100 * 1024 * 1024).unwrap_err();
+        let none = HashSet::new();
+        let set = p.choose(1, 100 * 1024 * 1024, &none).unwrap();
+        assert_eq!(set[0].storage_id, "ok");
+        let e = p.choose(2, 100 * 1024 * 1024, &none).unwrap_err();
         assert_eq!(e.code, ErrorCode::NotEnoughSpace);
         // Reads still find the stale node.
         assert!(p.node("s").is_some());
@@ -293,8 +317,7 @@ mod tests {
             node("a2", "a", 100, 1),
             node("b1", "b", 100, 1),
         ]);
-        let sets = p.choose(3, 1).unwrap();
-        assert_eq!(sets.len(), 1);
-        assert_eq!(sets[0].len(), 3);
+        let set = p.choose(3, 1, &HashSet::new()).unwrap();
+        assert_eq!(set.len(), 3);
     }
 }

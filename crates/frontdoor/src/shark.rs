@@ -141,9 +141,12 @@ impl PutStream {
 
     /// Aborts the upload: the node sees a broken body and keeps nothing.
     pub async fn abort(self) {
-        let _ = self.tx.send(Err(io::Error::other("upload aborted"))).await;
+        // Never wait on a stalled node: queue the error if there is room, then drop the
+        // request, which closes the connection in the middle of the body.
+        let _ = self.tx.try_send(Err(io::Error::other("upload aborted")));
         drop(self.tx);
         self.done.abort();
+        let _ = self.done.await;
     }
 
     /// Ends the body and waits for the node's answer.

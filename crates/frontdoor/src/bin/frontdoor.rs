@@ -40,6 +40,9 @@ struct Args {
     /// Idle time after which an upload or download is cut.
     #[arg(long, env = "MANTA_DATA_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     data_timeout: Duration,
+    /// Most entries in one directory.
+    #[arg(long, env = "MANTA_MAX_DIRENTS", default_value_t = 1_000_000)]
+    max_dirents: u64,
     /// How often storage node heartbeats are re-read for placement.
     #[arg(long, env = "MANTA_PICKER_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
     picker_refresh: Duration,
@@ -80,6 +83,7 @@ async fn main() -> Result<()> {
     cfg.data_timeout = args.data_timeout;
     cfg.allow_insecure_http = args.allow_insecure_http;
     cfg.picker_refresh = args.picker_refresh;
+    cfg.max_dirents = args.max_dirents;
     cfg.heartbeat_max_age = args.heartbeat_max_age;
     cfg.account_cache_ttl = args.account_cache_ttl;
     if let Some(f) = args.token_secret_file {
