@@ -1,6 +1,8 @@
 //! What users see when parts of the region fail or overflow: storage nodes killed before and
 //! during writes and reads, a concurrency limit reached, a full directory, no room anywhere.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use std::time::Duration;

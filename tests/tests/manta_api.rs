@@ -1,6 +1,8 @@
 //! The Manta HTTP API end to end: a real region (Postgres, Moray, three storage nodes in three
 //! failure domains, the front door), driven over HTTP with signed requests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 mod common;
 
 use common::{anonymous, client, code, object_files, raw, signed_headers};

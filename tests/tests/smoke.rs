@@ -1,5 +1,7 @@
 //! The whole chain comes up and serves one object.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
 use manta_client::{ClientConfig, MantaClient};
 use testkit::TestRegion;
 
