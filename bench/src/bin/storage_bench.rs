@@ -430,10 +430,10 @@ async fn main() -> Result<()> {
             100.0 * r.ours / r.base
         );
     }
+    let floor = median(&mut hashes).unwrap_or(f64::NAN);
     println!();
     println!(
-        "CPU floor: MD5+SHA-256 on one thread {:.0} MiB/s (median); load average at the end: {}",
-        median(&mut hashes).unwrap_or(f64::NAN),
+        "CPU floor: MD5+SHA-256 on one thread {floor:.0} MiB/s (median); load average at the end: {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .split_whitespace()
@@ -443,6 +443,13 @@ async fn main() -> Result<()> {
     );
     for n in &cpu_notes {
         println!("{n}");
+    }
+    for r in rows.iter().filter(|r| r.case.starts_with("PUT")) {
+        println!(
+            "{}: {:.0}% of the one-thread hashing floor",
+            r.case,
+            100.0 * r.ours / floor
+        );
     }
     if !cold_ok {
         println!("(cold reads skipped: dropping the page cache needs root)");
