@@ -908,14 +908,16 @@ impl Agent {
                 Some("TaskInitError"),
                 format!("user command \"init\" exited with code {c}"),
             ),
-            Some(s) if s.code == Some(0) && status.success() => (None, String::new()),
+            // A process killed at the memory limit fails the task even when the command
+            // carried on: its output is likely incomplete.
             Some(s) if s.oom_kills > 0 => (
                 Some("UserTaskError"),
                 format!(
-                    "user command ran out of memory (limit {} MB) and was killed",
+                    "user command ran out of memory (limit {} MB): a process was killed",
                     phase.memory
                 ),
             ),
+            Some(s) if s.code == Some(0) && status.success() => (None, String::new()),
             Some(LackeyStatus {
                 signal: Some(sig), ..
             }) => (

@@ -20,11 +20,12 @@ pub struct Env {
     /// The gateway (jobs API + pass-through to the front door).
     pub url: String,
     pub client: MantaClient,
-    pub dir: tempfile::TempDir,
     pub supervisors: Vec<Option<LoggedChild>>,
     pub agents: Vec<Option<LoggedChild>>,
     pub agent_args: Vec<String>,
     shutdown: CancellationToken,
+    /// Last, so the processes (and their log tails) go before their logs do.
+    pub dir: tempfile::TempDir,
 }
 
 impl Drop for Env {

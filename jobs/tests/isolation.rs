@@ -1,0 +1,184 @@
+//! What a task cannot do: read another account's objects or another task's files, reach any
+//! network address, write the root file system, use more memory than its phase allows (it is
+//! killed and the error reported), or fork past the pids limit. The node is unharmed: a normal
+//! job runs fine afterwards on the same agents.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, Options};
+use manta_client::{ClientConfig, MantaClient};
+
+async fn one(env: &Env, exec: &str, input: &str, memory: Option<u64>) -> String {
+    let mut phase = serde_json::json!({"type": "map", "exec": exec});
+    if let Some(m) = memory {
+        phase["memory"] = m.into();
+    }
+    let job = serde_json::json!({"name": "iso", "phases": [phase]});
+    env.submit(job, &[input.to_owned()]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_isolated_and_limited() {
+    let env = Env::start_with(Options {
+        agent_args: vec!["--pids-limit".into(), "48".into()],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let login = env.region.account.login.clone();
+    let input = env
+        .upload("iso", vec![("in.txt".into(), "one two three\n".into())])
+        .await
+        .unwrap()
+        .remove(0);
+
+    // Another account with a private object.
+    let other = env.region.add_account("other").await.unwrap();
+    let oc = MantaClient::new(ClientConfig {
+        url: env.region.url.clone(),
+        user: other.login.clone(),
+        subuser: None,
+        key_id: Some(other.key_id.clone()),
+        insecure: false,
+        ssh_dir: other.key.parent().unwrap().to_owned(),
+        no_auth: false,
+        timeout: Duration::from_secs(30),
+    })
+    .await
+    .unwrap();
+    oc.put_bytes("~~/stor/secret.txt", "TOP SECRET\n", Default::default())
+        .await
+        .unwrap();
+    let fd_port = env.region.url.rsplit(':').next().unwrap().to_owned();
+    let agent_dir = env.agent_work_dir(0).display().to_string();
+    let store_dir = env.region.storage[0].data.display().to_string();
+
+    let checks = [
+        (
+            "other-account",
+            "mget /other/stor/secret.txt; echo rc=$?; mget /$MANTA_USER/stor/iso/in.txt".to_owned(),
+            None,
+        ),
+        (
+            "files",
+            format!(
+                "find /manta -type f; test -e {agent_dir} && echo SEES-AGENT; test -e {store_dir} && echo SEES-STORE; ls /manta-agent; echo done"
+            ),
+            None,
+        ),
+        (
+            "network",
+            format!(
+                "(exec 3<>/dev/tcp/127.0.0.1/{fd_port}) 2>/dev/null && echo CONNECTED || echo BLOCKED; grep -c : /proc/net/dev"
+            ),
+            None,
+        ),
+        (
+            "rootfs",
+            "for f in /x /usr/x /etc/x /bin/x; do touch $f 2>/dev/null && echo WROTE $f; done; echo hi > /tmp/ok && cat /tmp/ok; id -u".to_owned(),
+            None,
+        ),
+        ("memory", "head -c 400000000 /dev/zero | tail > /dev/null; echo survived".to_owned(), Some(128)),
+        (
+            "forkbomb",
+            "b() { b | b & }; (b) 2>/dev/null; read -t 3 x < /dev/zero 2>/dev/null; read c < /sys/fs/cgroup/pids/pids.current; read m < /sys/fs/cgroup/pids/pids.max; echo pids=$c max=$m".to_owned(),
+            None,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (name, exec, mem) in &checks {
+        ids.push((*name, one(&env, exec, &input, *mem).await));
+    }
+    let mut results = std::collections::HashMap::new();
+    for (name, id) in &ids {
+        let st = env.wait(id, Duration::from_secs(120)).await.unwrap();
+        let out = env.output_text(id).await.unwrap().join("");
+        let errs = env.client.job_errors(id).await.unwrap();
+        results.insert(*name, (st, out, errs));
+    }
+
+    let (_, out, errs) = &results["other-account"];
+    assert!(errs.is_empty(), "{errs:?}");
+    assert!(!out.contains("TOP SECRET"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(
+        out.contains("one two three"),
+        "own objects stay readable: {out}"
+    );
+
+    let (_, out, _) = &results["files"];
+    let files: Vec<&str> = out.lines().filter(|l| l.starts_with("/manta/")).collect();
+    assert_eq!(
+        files,
+        vec![format!("/manta/{login}/stor/iso/in.txt")],
+        "{out}"
+    );
+    assert!(!out.contains("SEES-"), "{out}");
+    assert!(out.contains("sock"), "{out}");
+
+    let (_, out, _) = &results["network"];
+    assert!(out.contains("BLOCKED"), "{out}");
+    // /proc/net/dev: two header lines without a colon-terminated name, one line for `lo`.
+    assert_eq!(out.lines().nth(1), Some("1"), "only lo: {out}");
+
+    let (_, out, _) = &results["rootfs"];
+    assert!(!out.contains("WROTE"), "{out}");
+    assert!(out.contains("hi"), "{out}");
+    assert_eq!(
+        out.lines().last(),
+        Some("0"),
+        "root inside, mapped outside: {out}"
+    );
+
+    let (st, out, errs) = &results["memory"];
+    assert_eq!(st["stats"]["errors"], 1, "{st}");
+    assert!(
+        out.is_empty(),
+        "a failed task's stdout is not an output: {out}"
+    );
+    assert_eq!(errs[0]["code"], "UserTaskError");
+    assert!(
+        errs[0]["message"].as_str().unwrap().contains("memory"),
+        "{errs:?}"
+    );
+    let stderr_path = errs[0]["stderr"].as_str().unwrap();
+    assert!(stderr_path.contains(".0.err."), "{stderr_path}");
+    assert_eq!(
+        env.client.job_failures(&ids[4].1).await.unwrap(),
+        vec![input.clone()]
+    );
+
+    let (_, out, errs) = &results["forkbomb"];
+    assert!(errs.is_empty(), "{errs:?}");
+    let pids: u64 = out
+        .split("pids=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(pids <= 48, "{out}");
+    assert!(out.contains("max=48"), "{out}");
+
+    // The node is unharmed: an ordinary job still runs on the same agents.
+    let id = one(&env, "wc -w", &input, None).await;
+    env.wait(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(env.output_text(&id).await.unwrap(), vec!["3\n".to_owned()]);
+    // No container is left behind.
+    for i in 0..3 {
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(env.agent_work_dir(i).join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout.is_empty(),
+            "agent {i} left containers: {:?}",
+            out
+        );
+    }
+}
