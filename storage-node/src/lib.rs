@@ -276,6 +276,15 @@ impl StorageNode {
                 metrics: self.metrics.clone(),
             };
             tasks.spawn(gc.run(background.clone()));
+            // Copies quarantined on read (or while Moray was down) are recorded here too,
+            // also when scrub is off.
+            tasks.spawn(quarantine_reporter(
+                self.store.clone(),
+                self.moray.as_ref().map(moray::ShardedClient::system),
+                me.clone(),
+                self.config.gc.interval,
+                background.clone(),
+            ));
         }
         if let Some(sc) = self.config.scrub.clone() {
             tasks.spawn(scrub_loop(
@@ -296,6 +305,35 @@ impl StorageNode {
         while tasks.join_next().await.is_some() {}
         tracing::info!("storage node stopped");
         served.map_err(|e| Error::io("serve", e))
+    }
+}
+
+/// Re-sends the quarantine records every `interval` until `shutdown`.
+async fn quarantine_reporter(
+    store: Arc<Store>,
+    moray: Option<moray::MorayClient>,
+    me: heartbeat::Identity,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let Some(m) = moray else { return };
+    let mut bucket_ready = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+        let res = async {
+            if !bucket_ready {
+                quarantine::ensure_bucket(&m).await?;
+                bucket_ready = true;
+            }
+            quarantine::sync(&m, &store, &me.storage_id, &me.datacenter).await
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "cannot record quarantined copies in Moray yet");
+        }
     }
 }
 

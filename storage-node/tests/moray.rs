@@ -371,3 +371,54 @@ async fn scrub_records_quarantined_copies_in_moray() {
         Err(ClientError::Quarantined)
     ));
 }
+
+#[tokio::test]
+async fn copies_quarantined_on_read_are_recorded_even_without_scrub() {
+    let e = env().await;
+    let node = Node::start(|c| {
+        c.storage_id = ME.into();
+        c.moray = Some(MorayConfig::Single(e.moray.url()));
+        c.scrub = None;
+        c.gc.interval = Duration::from_millis(200);
+    })
+    .await;
+    let k = key();
+    node.client
+        .put(&k, PutRequest::bytes(data(4000, 6)))
+        .await
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(node.store.object_path(&k))
+        .unwrap()
+        .set_len(3)
+        .unwrap();
+    assert!(matches!(
+        node.client.get(&k, None).await,
+        Err(ClientError::Quarantined)
+    ));
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found =
+            e.mc.find_objects(
+                storage_node::quarantine::BUCKET,
+                &format!("(objectId={})", k.id),
+                moray::FindOptions::default(),
+            )
+            .await
+            .unwrap_or_default();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(found.len(), 1, "no quarantine record arrived");
+    assert!(
+        found[0].value["reason"]
+            .as_str()
+            .unwrap()
+            .contains("3 bytes"),
+        "{}",
+        found[0].value
+    );
+}
