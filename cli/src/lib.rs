@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`region`]: the services of a one-machine region, their data, logs and pid files under one
 //!   directory; `up`, `status`, `down`.
+//! - [`tools`]: the `manta` multi-call binary (`mput`, `mget`, `mls`, `mfind`, `msync`, ...).
 //!
 //! # Guarantees
 //! - `up` is idempotent: running services are left alone, stopped ones restart with their data
@@ -12,3 +13,4 @@
 //! - `down` stops services in reverse start order and never leaves one running silently.
 
 pub mod region;
+pub mod tools;

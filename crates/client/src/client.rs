@@ -536,7 +536,10 @@ impl MantaClient {
         if let Some(c) = opts.copies {
             h.push(("durability-level".into(), c.to_string()));
         }
-        if !h.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if !h
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             h.push((
                 "content-type".into(),
                 opts.content_type

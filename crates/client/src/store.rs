@@ -161,11 +161,7 @@ fn location_of(root: &str, full: &str) -> Path {
 fn to_os(e: Error, location: &Path) -> object_store::Error {
     let path = location.to_string();
     match (&e, e.status(), e.code_str()) {
-        (
-            _,
-            _,
-            Some("ResourceNotFound" | "DirectoryDoesNotExist" | "SourceObjectNotFound"),
-        )
+        (_, _, Some("ResourceNotFound" | "DirectoryDoesNotExist" | "SourceObjectNotFound"))
         | (_, Some(404), _) => object_store::Error::NotFound {
             path,
             source: Box::new(e),
@@ -209,10 +205,13 @@ fn put_options(mode: &PutMode, attributes: &Attributes) -> object_store::Result<
             if v.version.is_some() {
                 return Err(not_supported("a versioned update"));
             }
-            let etag = v.e_tag.clone().ok_or_else(|| object_store::Error::Generic {
-                store: STORE,
-                source: "PutMode::Update needs an e_tag".into(),
-            })?;
+            let etag = v
+                .e_tag
+                .clone()
+                .ok_or_else(|| object_store::Error::Generic {
+                    store: STORE,
+                    source: "PutMode::Update needs an e_tag".into(),
+                })?;
             opts.headers.push(("if-match".into(), etag));
         }
     }
@@ -412,11 +411,7 @@ impl ObjectStore for MantaStore {
                 )
                 .await
                 .map_err(|e| to_os(e, location))?;
-            (
-                resp.headers().clone(),
-                resp.status().as_u16(),
-                Some(resp),
-            )
+            (resp.headers().clone(), resp.status().as_u16(), Some(resp))
         };
         if status == 304 {
             return Err(object_store::Error::NotModified {
@@ -681,13 +676,22 @@ mod tests {
 
     #[test]
     fn locations_round_trip_through_full_paths() {
-        for rel in ["a", "a/b/c.parquet", "foo bar/x y", "%Q.parquet", "🇦🇺/$x@@~.txt"] {
+        for rel in [
+            "a",
+            "a/b/c.parquet",
+            "foo bar/x y",
+            "%Q.parquet",
+            "🇦🇺/$x@@~.txt",
+        ] {
             let loc = Path::parse(rel).unwrap();
             let full = full_path("/jill/stor/lake", &loc);
             assert_eq!(full, format!("/jill/stor/lake/{rel}"));
             assert_eq!(location_of("/jill/stor/lake", &full), loc);
         }
-        assert_eq!(full_path("/jill/stor/lake", &Path::default()), "/jill/stor/lake");
+        assert_eq!(
+            full_path("/jill/stor/lake", &Path::default()),
+            "/jill/stor/lake"
+        );
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct DownloadOptions {
     pub progress: Option<Progress>,
     /// Do not compare the MD5 of the bytes received with the object's `Content-MD5`.
     pub skip_md5_check: bool,
+    /// Fail with `OperationNotAllowedOnDirectory` when the path is a directory, instead of
+    /// writing its listing.
+    pub objects_only: bool,
 }
 
 /// What a download moved.
@@ -130,9 +133,7 @@ pub struct Download {
 }
 
 fn header(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 impl MantaClient {
@@ -258,6 +259,16 @@ impl MantaClient {
             let meta = match &first {
                 None => {
                     let h = resp.headers();
+                    if opts.objects_only
+                        && header(h, "content-type").is_some_and(|c| c.contains("type=directory"))
+                    {
+                        return Err(Error::Api {
+                            status: 400,
+                            code: "OperationNotAllowedOnDirectory".into(),
+                            message: format!("{path} is a directory"),
+                            path: path.to_owned(),
+                        });
+                    }
                     let f = Fetched {
                         length: header(h, "content-length").and_then(|v| v.parse().ok()),
                         md5: header(h, "content-md5"),

@@ -56,9 +56,11 @@ struct Walker {
 
 impl Walker {
     async fn list(&self, dir: &str) -> Result<Vec<DirEntry>, Error> {
-        let _permit = self.permits.acquire().await.map_err(|_| {
-            Error::Config("the walk was shut down".into())
-        })?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Config("the walk was shut down".into()))?;
         self.client.ls_all(dir).await
     }
 
@@ -119,7 +121,11 @@ impl MantaClient {
     /// order and each directory right before its contents. A listing that fails is yielded as
     /// an error and the walk continues with the rest. One directory's listing is held in
     /// memory at a time per level (plus up to `parallel` prefetched siblings).
-    pub fn walk(&self, dir: &str, opts: WalkOptions) -> BoxStream<'static, Result<WalkEntry, Error>> {
+    pub fn walk(
+        &self,
+        dir: &str,
+        opts: WalkOptions,
+    ) -> BoxStream<'static, Result<WalkEntry, Error>> {
         let root = match self.path(dir) {
             Ok(p) => p.to_string(),
             Err(e) => return stream::once(async move { Err(e) }).boxed(),
@@ -159,9 +165,10 @@ fn rm_tree(
 ) -> futures_util::future::BoxFuture<'static, Result<(), Error>> {
     Box::pin(async move {
         let entries = {
-            let _p = permits.acquire().await.map_err(|_| {
-                Error::Config("the removal was shut down".into())
-            })?;
+            let _p = permits
+                .acquire()
+                .await
+                .map_err(|_| Error::Config("the removal was shut down".into()))?;
             c.ls_all(&dir).await?
         };
         stream::iter(entries)
@@ -173,9 +180,10 @@ fn rm_tree(
                     if e.is_dir() {
                         rm_tree(c, child, permits, parallel).await
                     } else {
-                        let _p = permits.acquire().await.map_err(|_| {
-                            Error::Config("the removal was shut down".into())
-                        })?;
+                        let _p = permits
+                            .acquire()
+                            .await
+                            .map_err(|_| Error::Config("the removal was shut down".into()))?;
                         c.rm(&child).await
                     }
                 }

@@ -1,0 +1,1026 @@
+//! The `manta` tools driven as a user drives them: the built binary, through the links
+//! `manta install-links` makes and as `manta <tool>`, against a whole real region (Postgres,
+//! Moray, three storage nodes, the front door; real processes). Each test starts its own
+//! region (a few seconds) and checks output formats, exit codes and error messages.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use testkit::TestRegion;
+use tokio::io::AsyncWriteExt as _;
+
+/// What a tool run gave.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    bytes: Vec<u8>,
+}
+
+impl Out {
+    #[track_caller]
+    fn ok(&self) -> &str {
+        assert_eq!(self.code, 0, "expected success; stderr: {}", self.stderr);
+        &self.stdout
+    }
+
+    #[track_caller]
+    fn fails(&self) -> &str {
+        assert_eq!(
+            self.code, 1,
+            "expected exit 1; stdout: {} stderr: {}",
+            self.stdout, self.stderr
+        );
+        &self.stderr
+    }
+
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+}
+
+/// A region, a `bin` dir of tool links, a scratch dir, and the environment the tools run in.
+struct Cli {
+    region: TestRegion,
+    bin: tempfile::TempDir,
+    work: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Cli {
+    async fn start() -> Cli {
+        let region = TestRegion::start().await.unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_manta"))
+            .arg("install-links")
+            .arg(bin.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut env = region.cli_env(&region.account);
+        env.push(("TZ".into(), "UTC".into()));
+        env.push(("PATH".into(), "/usr/bin:/bin".into()));
+        Cli {
+            region,
+            bin,
+            work: tempfile::tempdir().unwrap(),
+            env,
+        }
+    }
+
+    fn user(&self) -> &str {
+        &self.region.account.login
+    }
+
+    fn work(&self) -> &Path {
+        self.work.path()
+    }
+
+    async fn exec(
+        &self,
+        program: &Path,
+        args: &[&str],
+        stdin: Option<&[u8]>,
+        extra: &[(&str, &str)],
+    ) -> Out {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().copied())
+            .current_dir(self.work())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(data) = stdin {
+            let mut w = child.stdin.take().unwrap();
+            let data = data.to_vec();
+            tokio::spawn(async move {
+                let _ = w.write_all(&data).await;
+            });
+        }
+        let out = child.wait_with_output().await.unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            bytes: out.stdout,
+        }
+    }
+
+    /// Runs a tool through its link.
+    async fn run(&self, tool: &str, args: &[&str]) -> Out {
+        self.exec(&self.bin.path().join(tool), args, None, &[])
+            .await
+    }
+
+    async fn run_env(&self, tool: &str, args: &[&str], extra: &[(&str, &str)]) -> Out {
+        self.exec(&self.bin.path().join(tool), args, None, extra)
+            .await
+    }
+
+    async fn run_stdin(&self, tool: &str, args: &[&str], stdin: &[u8]) -> Out {
+        self.exec(&self.bin.path().join(tool), args, Some(stdin), &[])
+            .await
+    }
+
+    /// Runs `manta <args>`.
+    async fn manta(&self, args: &[&str]) -> Out {
+        self.exec(Path::new(env!("CARGO_BIN_EXE_manta")), args, None, &[])
+            .await
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Every file under `root`, relative, with its bytes.
+fn read_tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everyday_commands_formats_and_errors() {
+    let cli = Cli::start().await;
+    let u = cli.user().to_owned();
+
+    // The links exist for every tool and point at the one binary.
+    for tool in [
+        "mput", "mget", "mls", "mfind", "msync", "mjob", "mchattr", "msign",
+    ] {
+        let link = cli.bin.path().join(tool);
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{tool}"
+        );
+    }
+    // Installing again replaces the links.
+    cli.manta(&["install-links", cli.bin.path().to_str().unwrap()])
+        .await
+        .ok();
+
+    // mmkdir -p, then mls of the parent.
+    cli.run("mmkdir", &["-p", "~~/stor/a/b/c"]).await.ok();
+    assert_eq!(cli.run("mls", &["~~/stor/a/b"]).await.ok(), "c/\n");
+    // Without -p a missing parent is an error naming the code.
+    let e = cli.run("mmkdir", &["~~/stor/nope/x"]).await;
+    assert!(
+        e.fails().starts_with("mmkdir: DirectoryDoesNotExist: "),
+        "{}",
+        e.stderr
+    );
+
+    // mput from a file, into a directory (the file's name is kept), and from stdin.
+    let hello = cli.work().join("hello.txt");
+    write(&hello, b"hello world\n");
+    cli.run("mput", &["-f", hello.to_str().unwrap(), "~~/stor/a"])
+        .await
+        .ok();
+    cli.run_stdin(
+        "mput",
+        &["-H", "m-color: blue", "-c", "3", "~~/stor/a/piped.bin"],
+        &noise(1, 300_000),
+    )
+    .await
+    .ok();
+    let e = cli.run_stdin("mput", &["~~/stor/a"], b"x").await;
+    assert_eq!(e.fails(), "cannot infer name without -f\n");
+    let e = cli
+        .run_stdin("mput", &["~~/stor/missing/dir/x"], b"x")
+        .await;
+    assert!(
+        e.fails().starts_with("mput: DirectoryDoesNotExist: "),
+        "{}",
+        e.stderr
+    );
+    cli.run_stdin("mput", &["-p", "~~/stor/made/by/mput/x"], b"x")
+        .await
+        .ok();
+    cli.run(
+        "mput",
+        &[
+            "-p",
+            "-m",
+            "-f",
+            hello.to_str().unwrap(),
+            "~~/stor/made/too/h.txt",
+        ],
+    )
+    .await
+    .ok();
+
+    // minfo shows the status line and headers; the type was guessed from the name.
+    let info = cli.run("minfo", &["~~/stor/a/hello.txt"]).await;
+    let text = info.ok();
+    assert!(text.starts_with("HTTP/1.1 200 OK\n"), "{text}");
+    assert!(text.contains("content-type: text/plain\n"), "{text}");
+    assert!(text.contains("content-length: 12\n"), "{text}");
+    let j: serde_json::Value =
+        serde_json::from_str(cli.run("minfo", &["-j", "~~/stor/a/piped.bin"]).await.ok()).unwrap();
+    assert_eq!(j["statusCode"], 200);
+    assert_eq!(j["m-color"], "blue");
+    assert_eq!(j["durability-level"], "3");
+    assert_eq!(j["content-length"], "300000");
+
+    // mget to stdout, to a file (-o), under the remote name (-O), several concatenated.
+    assert_eq!(
+        cli.run("mget", &["~~/stor/a/hello.txt"]).await.ok(),
+        "hello world\n"
+    );
+    let got = cli.run("mget", &["~~/stor/a/piped.bin"]).await;
+    assert_eq!(got.code, 0);
+    assert_eq!(got.bytes, noise(1, 300_000));
+    assert_eq!(got.stderr, "", "no progress bar into a pipe");
+    let outfile = cli.work().join("out.bin");
+    cli.run(
+        "mget",
+        &["-o", outfile.to_str().unwrap(), "~~/stor/a/piped.bin"],
+    )
+    .await
+    .ok();
+    assert_eq!(std::fs::read(&outfile).unwrap(), noise(1, 300_000));
+    cli.run("mget", &["-O", "~~/stor/a/hello.txt"]).await.ok();
+    assert_eq!(
+        std::fs::read(cli.work().join("hello.txt")).unwrap(),
+        b"hello world\n"
+    );
+    let two = cli
+        .run("mget", &["~~/stor/a/hello.txt", "~~/stor/made/too/h.txt"])
+        .await;
+    assert_eq!(two.ok(), "hello world\nhello world\n");
+    // Errors name the code and the path; nothing is left under the target's name.
+    let e = cli
+        .run(
+            "mget",
+            &[
+                "-o",
+                cli.work().join("never").to_str().unwrap(),
+                "~~/stor/nope",
+            ],
+        )
+        .await;
+    assert_eq!(
+        e.fails(),
+        format!("mget: ResourceNotFound: /{u}/stor/nope was not found\n")
+    );
+    assert!(!cli.work().join("never").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(cli.work())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".mget-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let e = cli.run("mget", &["~~/stor/a"]).await;
+    assert!(
+        e.fails()
+            .starts_with("mget: OperationNotAllowedOnDirectory: "),
+        "{}",
+        e.stderr
+    );
+    // --progress forces a bar even into a pipe.
+    let bar = cli
+        .run(
+            "mget",
+            &[
+                "--progress",
+                "-o",
+                outfile.to_str().unwrap(),
+                "~~/stor/a/piped.bin",
+            ],
+        )
+        .await;
+    bar.ok();
+    assert!(bar.stderr.contains("100%"), "{}", bar.stderr);
+
+    // mls: names, long format, human sizes, JSON, type filter, reverse, marker, an object.
+    assert_eq!(
+        cli.run("mls", &["~~/stor/a"]).await.ok(),
+        "b/\nhello.txt\npiped.bin\n"
+    );
+    assert_eq!(
+        cli.run("mls", &["-r", "~~/stor/a"]).await.ok(),
+        "piped.bin\nhello.txt\nb/\n"
+    );
+    assert_eq!(
+        cli.run("mls", &["--type", "o", "~~/stor/a"]).await.ok(),
+        "hello.txt\npiped.bin\n"
+    );
+    assert_eq!(
+        cli.run("mls", &["-m", "hello.txt", "~~/stor/a"]).await.ok(),
+        "hello.txt\npiped.bin\n"
+    );
+    assert_eq!(
+        cli.run("mls", &["a"]).await.ok(),
+        "b/\nhello.txt\npiped.bin\n",
+        "relative to ~~/stor"
+    );
+    let long = cli.run("mls", &["-l", "~~/stor/a"]).await;
+    let lines = long.lines();
+    assert_eq!(lines.len(), 3, "{}", long.stdout);
+    let dir_line = regex::Regex::new(&format!(
+        r"^drwxr-xr-x 1 {u} +0 [A-Z][a-z]{{2}} \d\d \d\d:\d\d b$"
+    ))
+    .unwrap();
+    assert!(dir_line.is_match(lines[0]), "{}", lines[0]);
+    assert!(
+        lines[2].starts_with(&format!("-rwxr-xr-x 1 {u}        300000 ")),
+        "{}",
+        lines[2]
+    );
+    let human = cli.run("mls", &["-lh", "~~/stor/a"]).await;
+    assert!(
+        human.lines()[2].starts_with(&format!("-rwxr-xr-x 1 {u}       292.97K ")),
+        "{}",
+        human.stdout
+    );
+    let json = cli.run("mls", &["-j", "~~/stor/a"]).await;
+    let rows: Vec<serde_json::Value> = json
+        .lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1]["name"], "hello.txt");
+    assert_eq!(rows[1]["type"], "object");
+    assert_eq!(rows[1]["size"], 12);
+    assert_eq!(rows[1]["parent"], format!("/{u}/stor/a"));
+    assert_eq!(rows[0]["type"], "directory");
+    assert_eq!(
+        cli.run("mls", &["~~/stor/a/hello.txt"]).await.ok(),
+        "hello.txt\n"
+    );
+    let e = cli.run("mls", &["~~/stor/nope"]).await;
+    assert_eq!(
+        e.fails(),
+        format!("mls: ResourceNotFound: /{u}/stor/nope was not found\n")
+    );
+    // Newest first with -t.
+    cli.run_stdin("mput", &["~~/stor/a/newest"], b"n")
+        .await
+        .ok();
+    assert_eq!(
+        cli.run("mls", &["-t", "--type", "o", "~~/stor/a"])
+            .await
+            .lines()[0],
+        "newest"
+    );
+    // The account root lists the areas; the default is ~~/stor.
+    assert!(cli.run("mls", &["~~"]).await.ok().contains("stor/\n"));
+    assert!(cli.run("mls", &[]).await.ok().contains("a/\n"));
+
+    // mln: a SnapLink reads the same bytes; mchattr replaces the stored headers.
+    cli.run("mln", &["~~/stor/a/hello.txt", "~~/stor/a/link.txt"])
+        .await
+        .ok();
+    assert_eq!(
+        cli.run("mget", &["~~/stor/a/link.txt"]).await.ok(),
+        "hello world\n"
+    );
+    let e = cli.run("mln", &["~~/stor/a/nothing", "~~/stor/a/l2"]).await;
+    assert!(
+        e.fails().starts_with("mln: SourceObjectNotFound: "),
+        "{}",
+        e.stderr
+    );
+    cli.run("mchattr", &["-H", "m-flavor: mint", "~~/stor/a/piped.bin"])
+        .await
+        .ok();
+    let j: serde_json::Value =
+        serde_json::from_str(cli.run("minfo", &["-j", "~~/stor/a/piped.bin"]).await.ok()).unwrap();
+    assert_eq!(j["m-flavor"], "mint");
+    assert!(j.get("m-color").is_none(), "{j}");
+    let e = cli
+        .run("mchattr", &["-H", "nocolon", "~~/stor/a/piped.bin"])
+        .await;
+    assert!(
+        e.fails().contains("header must be in the form of"),
+        "{}",
+        e.stderr
+    );
+
+    // mrm / mrmdir refuse the wrong kind of entry; mrm -r removes a tree.
+    let e = cli.run("mrm", &["~~/stor/a/b"]).await;
+    assert_eq!(e.fails(), format!("mrm: /{u}/stor/a/b is not an object\n"));
+    let e = cli.run("mrmdir", &["~~/stor/a/hello.txt"]).await;
+    assert_eq!(
+        e.fails(),
+        format!("mrmdir: /{u}/stor/a/hello.txt is not a directory\n")
+    );
+    let e = cli.run("mrmdir", &["~~/stor/a"]).await;
+    assert!(
+        e.fails().starts_with("mrmdir: DirectoryNotEmpty: "),
+        "{}",
+        e.stderr
+    );
+    cli.run("mrmdir", &["~~/stor/a/b/c"]).await.ok();
+    cli.run("mrm", &["~~/stor/a/link.txt", "~~/stor/a/newest"])
+        .await
+        .ok();
+    cli.run("mrm", &["-r", "~~/stor/a"]).await.ok();
+    let e = cli.run("minfo", &["~~/stor/a"]).await;
+    assert_eq!(
+        e.fails(),
+        format!("minfo: ResourceNotFound: /{u}/stor/a was not found\n")
+    );
+
+    // `manta <tool>` works like the link; usage errors and unknown tools exit 1.
+    assert!(cli.manta(&["mls", "~~"]).await.ok().contains("public/\n"));
+    assert!(cli.manta(&["--help"]).await.ok().contains("msync"));
+    assert!(
+        cli.manta(&["nosuchtool"])
+            .await
+            .fails()
+            .contains("unknown tool")
+    );
+    assert!(
+        cli.run("mls", &["--bogus"])
+            .await
+            .fails()
+            .contains("--bogus")
+    );
+    assert!(cli.run("mput", &["--help"]).await.ok().contains("--copies"));
+    assert!(
+        cli.run("mls", &["--help"])
+            .await
+            .ok()
+            .contains("--human-readable")
+    );
+    let e = cli.run("mput", &["-m", "~~/stor/x"]).await;
+    assert_eq!(e.fails(), "mput: --md5 requires --file\n");
+    let e = cli.run("mls", &["/nobody-here/stor"]).await;
+    assert!(
+        e.fails().starts_with("mls: AccountDoesNotExist: "),
+        "{}",
+        e.stderr
+    );
+    let e = cli.run("mls", &["/x/notanarea"]).await;
+    assert!(
+        e.fails()
+            .starts_with("mls: InvalidPath: /x/notanarea is not a valid Manta path"),
+        "{}",
+        e.stderr
+    );
+    assert_eq!(
+        cli.run("mjob", &["list"]).await.fails(),
+        "mjob: jobs are not available in this build\n"
+    );
+
+    // Configuration: a sub-user signs as /<account>/<user>/keys/..., which this account lacks.
+    let e = cli
+        .run_env("mls", &["~~/stor"], &[("MANTA_SUBUSER", "bob")])
+        .await;
+    assert!(
+        e.fails().starts_with("mls: UserDoesNotExist: "),
+        "{}",
+        e.stderr
+    );
+    let e = cli.run_env("mls", &[], &[("MANTA_URL", "")]).await;
+    assert!(
+        e.fails().contains("url is a required argument"),
+        "{}",
+        e.stderr
+    );
+    let e = cli
+        .run_env(
+            "mls",
+            &[],
+            &[(
+                "MANTA_KEY_ID",
+                "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
+            )],
+        )
+        .await;
+    assert!(e.fails().contains("00:11:22"), "{}", e.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_transfers_find_and_sync() {
+    let cli = Cli::start().await;
+    let u = cli.user().to_owned();
+
+    // A local tree: nested dirs, an empty dir, an empty file, a 3 MiB file, odd names.
+    let src = cli.work().join("src");
+    write(&src.join("top.txt"), b"top\n");
+    write(&src.join("empty"), b"");
+    write(&src.join("big/blob.bin"), &noise(7, 3 * 1024 * 1024 + 17));
+    write(&src.join("big/deeper/x y.txt"), b"spaces and more\n");
+    write(&src.join("big/deeper/deepest/z.csv"), b"a,b\n1,2\n");
+    for i in 0..12 {
+        write(
+            &src.join(format!("many/f{i:02}")),
+            &noise(i, 1000 + i as usize),
+        );
+    }
+    std::fs::create_dir_all(src.join("hollow")).unwrap();
+
+    cli.run(
+        "mput",
+        &[
+            "-r",
+            "--parallel",
+            "4",
+            src.to_str().unwrap(),
+            "~~/stor/tree",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(
+        cli.run("mls", &["~~/stor/tree"]).await.ok(),
+        "big/\nempty\nhollow/\nmany/\ntop.txt\n"
+    );
+
+    // mget -r brings back exactly the same bytes (and the empty directory).
+    let back = cli.work().join("back");
+    cli.run(
+        "mget",
+        &[
+            "-r",
+            "-p",
+            "4",
+            "-o",
+            back.to_str().unwrap(),
+            "~~/stor/tree",
+        ],
+    )
+    .await
+    .ok();
+    assert_eq!(read_tree(&back), read_tree(&src));
+    assert!(back.join("hollow").is_dir());
+    // Without -o it lands in ./<name>.
+    cli.run("mget", &["-r", "~~/stor/tree/big"]).await.ok();
+    assert_eq!(
+        read_tree(&cli.work().join("big")),
+        read_tree(&src.join("big"))
+    );
+
+    // mfind: everything, by name, by type, by size, by depth, limited, as JSON.
+    let all = cli.run("mfind", &["~~/stor/tree"]).await;
+    assert_eq!(all.lines().len(), 22, "{}", all.stdout);
+    assert_eq!(all.lines()[0], format!("/{u}/stor/tree/big"));
+    assert_eq!(all.lines()[1], format!("/{u}/stor/tree/big/blob.bin"));
+    assert_eq!(
+        cli.run("mfind", &["-n", r"\.(csv|txt)$", "~~/stor/tree"])
+            .await
+            .ok(),
+        format!(
+            "/{u}/stor/tree/big/deeper/deepest/z.csv\n/{u}/stor/tree/big/deeper/x y.txt\n/{u}/stor/tree/top.txt\n"
+        )
+    );
+    assert_eq!(
+        cli.run("mfind", &["-t", "d", "~~/stor/tree"]).await.ok(),
+        format!(
+            "/{u}/stor/tree/big\n/{u}/stor/tree/big/deeper\n/{u}/stor/tree/big/deeper/deepest\n/{u}/stor/tree/hollow\n/{u}/stor/tree/many\n"
+        )
+    );
+    assert_eq!(
+        cli.run("mfind", &["-t", "o", "-s", "1000000", "~~/stor/tree"])
+            .await
+            .ok(),
+        format!("/{u}/stor/tree/big/blob.bin\n")
+    );
+    assert_eq!(
+        cli.run("mfind", &["--maxdepth", "1", "-t", "o", "~~/stor/tree"])
+            .await
+            .ok(),
+        format!("/{u}/stor/tree/empty\n/{u}/stor/tree/top.txt\n")
+    );
+    assert_eq!(
+        cli.run("mfind", &["--mindepth", "2", "-t", "o", "~~/stor/tree/big"])
+            .await
+            .ok(),
+        format!("/{u}/stor/tree/big/deeper/deepest/z.csv\n")
+    );
+    assert_eq!(
+        cli.run("mfind", &["-l", "2", "~~/stor/tree"])
+            .await
+            .lines()
+            .len(),
+        2
+    );
+    let j = cli.run("mfind", &["-j", "-n", "^z", "~~/stor/tree"]).await;
+    let v: serde_json::Value = serde_json::from_str(j.ok().trim()).unwrap();
+    assert_eq!(v["name"], "z.csv");
+    assert_eq!(v["parent"], format!("/{u}/stor/tree/big/deeper/deepest"));
+    assert_eq!(v["depth"], 3);
+    assert_eq!(v["size"], 8);
+    assert_eq!(
+        cli.run("mfind", &["~~/stor/tree/top.txt"]).await.ok(),
+        format!("/{u}/stor/tree/top.txt\n"),
+        "an object finds itself"
+    );
+    let e = cli.run("mfind", &["~~/stor/nothing"]).await;
+    assert_eq!(
+        e.fails(),
+        format!("mfind: in /{u}/stor/nothing: ResourceNotFound: /{u}/stor/nothing was not found\n")
+    );
+
+    // msync: a fresh copy sends everything; a second run sends nothing.
+    let sync = cli
+        .run("msync", &[src.to_str().unwrap(), "~~/stor/mirror"])
+        .await;
+    let out = sync.ok();
+    assert!(
+        out.contains("source file list built, 17 files found"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sync list built, 17 files staged for syncing"),
+        "{out}"
+    );
+    assert!(
+        out.contains("17 files (3.16 MB) synced successfully, 0 files failed to sync"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "/{u}/stor/mirror/top.txt... not found, adding to sync list"
+        )),
+        "{out}"
+    );
+    let again = cli
+        .run("msync", &[src.to_str().unwrap(), "~~/stor/mirror"])
+        .await;
+    assert!(
+        again
+            .ok()
+            .contains("sync list built, 0 files staged for syncing"),
+        "{}",
+        again.stdout
+    );
+
+    // Change a size, change content at the same size, add one, remove one.
+    write(&src.join("top.txt"), b"top, longer now\n");
+    write(&src.join("many/f00"), &noise(99, 1000));
+    write(&src.join("new/file"), b"new");
+    std::fs::remove_file(src.join("many/f01")).unwrap();
+    // Size comparison misses the same-size change; a dry run changes nothing.
+    let dry = cli
+        .run(
+            "msync",
+            &["-n", "-d", src.to_str().unwrap(), "~~/stor/mirror"],
+        )
+        .await;
+    let out = dry.ok();
+    assert!(out.starts_with("== dryrun ==\n"), "{out}");
+    assert!(
+        out.contains(&format!("/{u}/stor/mirror/top.txt... size is different")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("/{u}/stor/mirror/new/file... synced (dryrun)")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("/{u}/stor/mirror/many/f01... deleted (dryrun)")),
+        "{out}"
+    );
+    assert!(!out.contains("many/f00"), "{out}");
+    assert_eq!(
+        cli.run("mget", &["~~/stor/mirror/top.txt"]).await.ok(),
+        "top\n"
+    );
+    // With -m the same-size change is found too; -d deletes what the source lost.
+    let real = cli
+        .run(
+            "msync",
+            &[
+                "-m",
+                "-d",
+                "-p",
+                "4",
+                src.to_str().unwrap(),
+                "~~/stor/mirror",
+            ],
+        )
+        .await;
+    let out = real.ok();
+    assert!(
+        out.contains("sync list built, 3 files staged for syncing"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("/{u}/stor/mirror/many/f00... md5 is different")),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 files deleted successfully, 0 files failed to delete"),
+        "{out}"
+    );
+    assert!(out.ends_with("done\n"), "{out}");
+    let mirror = cli.work().join("mirror");
+    cli.run(
+        "mget",
+        &["-r", "-o", mirror.to_str().unwrap(), "~~/stor/mirror"],
+    )
+    .await
+    .ok();
+    assert_eq!(read_tree(&mirror), read_tree(&src));
+
+    // Reverse: Manta to local, into a stale copy with an extra file, deleting it.
+    let local = cli.work().join("local");
+    write(&local.join("stale"), b"old");
+    write(&local.join("top.txt"), b"wrong");
+    let rev = cli
+        .run(
+            "msync",
+            &["-r", "-d", "-q", "~~/stor/mirror", local.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(rev.ok(), "", "-q prints nothing");
+    assert_eq!(read_tree(&local), read_tree(&src));
+    // Excluded files are neither sent nor compared.
+    write(&src.join("skip.tmp"), b"tmp");
+    let x = cli
+        .run(
+            "msync",
+            &["-x", "*.tmp", src.to_str().unwrap(), "~~/stor/mirror"],
+        )
+        .await;
+    assert!(x.ok().contains("0 files staged"), "{}", x.stdout);
+    // A source that is not there is an error.
+    let e = cli
+        .run("msync", &["/does/not/exist", "~~/stor/mirror"])
+        .await;
+    assert!(
+        e.fails()
+            .starts_with("msync: failed to walk files in /does/not/exist"),
+        "{}",
+        e.stderr
+    );
+
+    // mrm -r of a big tree, in parallel.
+    cli.run("mrm", &["-r", "-p", "8", "~~/stor/tree", "~~/stor/mirror"])
+        .await
+        .ok();
+    assert_eq!(cli.run("mls", &["~~/stor"]).await.ok(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_urls_open_only_what_they_sign() {
+    let cli = Cli::start().await;
+    let u = cli.user().to_owned();
+    cli.run_stdin("mput", &["~~/stor/secret.txt"], b"for your eyes only")
+        .await
+        .ok();
+    let http = reqwest::Client::new();
+
+    // Anonymous access to a private object is refused.
+    let anon = http
+        .get(format!("{}/{u}/stor/secret.txt", cli.region.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anon.status(), 401);
+
+    // A URL signed for an hour opens it.
+    let url = cli
+        .run("msign", &["-E", "1h", "~~/stor/secret.txt"])
+        .await
+        .ok()
+        .trim()
+        .to_owned();
+    assert!(
+        url.starts_with(&format!("{}/{u}/stor/secret.txt?", cli.region.url)),
+        "{url}"
+    );
+    for p in ["algorithm=", "expires=", "keyId=", "signature="] {
+        assert!(url.contains(p), "{url}");
+    }
+    let resp = http.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "for your eyes only");
+    // ... but not another method, and not once tampered with.
+    assert_eq!(http.delete(&url).send().await.unwrap().status(), 403);
+    let tampered = url.replace("secret.txt", "other.txt");
+    assert_eq!(http.get(&tampered).send().await.unwrap().status(), 403);
+
+    // -m names the methods; -e an absolute expiry.
+    let url = cli
+        .run("msign", &["-m", "get", "-m", "HEAD", "~~/stor/secret.txt"])
+        .await
+        .ok()
+        .trim()
+        .to_owned();
+    assert_eq!(http.head(&url).send().await.unwrap().status(), 200);
+    let past = cli
+        .run("msign", &["-e", "1000", "~~/stor/secret.txt"])
+        .await
+        .ok()
+        .trim()
+        .to_owned();
+    assert_eq!(
+        http.get(&past).send().await.unwrap().status(),
+        403,
+        "expired"
+    );
+    let future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let url = cli
+        .run("msign", &["-e", &future.to_string(), "~~/stor/secret.txt"])
+        .await
+        .ok()
+        .trim()
+        .to_owned();
+    assert!(url.contains(&format!("expires={future}")), "{url}");
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+
+    // Several paths give one URL each.
+    assert_eq!(
+        cli.run("msign", &["~~/stor/a", "~~/stor/b"])
+            .await
+            .lines()
+            .len(),
+        2
+    );
+    // Bad input is refused with the original's words.
+    assert_eq!(
+        cli.run("msign", &["-E", "1x", "~~/stor/a"]).await.fails(),
+        "msign: invalid expires: 1x\n"
+    );
+    assert_eq!(
+        cli.run("msign", &["-e", "5", "-E", "1h", "~~/stor/a"])
+            .await
+            .fails(),
+        "msign: -e and -E cannot be specified together\n"
+    );
+    assert_eq!(
+        cli.run("msign", &["-m", "FETCH", "~~/stor/a"])
+            .await
+            .fails(),
+        "msign: method invalid: FETCH\n"
+    );
+    // A specific key file signs too.
+    let key = cli.region.account.key.to_str().unwrap().to_owned();
+    let url = cli
+        .run("msign", &["-f", &key, "~~/stor/secret.txt"])
+        .await
+        .ok()
+        .trim()
+        .to_owned();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+}
+
+/// Makes a self-signed certificate for 127.0.0.1 with openssl; returns (cert, key).
+fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=manta-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (cert, key)
+}
+
+/// Starts a second front door over the region's metadata, speaking TLS with `cert`/`key`;
+/// returns it (killed on drop) and its https URL.
+async fn tls_frontdoor(
+    region: &TestRegion,
+    cert: &Path,
+    key: &Path,
+) -> (testkit::LoggedChild, String) {
+    let port = testkit::process::free_port().unwrap();
+    let mut cmd =
+        testkit::process::guarded_command(testkit::region::binary("frontdoor").unwrap(), None);
+    cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--moray",
+            &region.moray_url,
+            "--picker-refresh",
+            "1s",
+            "--heartbeat-max-age",
+            "10s",
+        ])
+        .args(["--account-cache-ttl", "0s"])
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key);
+    let mut child = testkit::LoggedChild::spawn(
+        "frontdoor-tls",
+        cmd,
+        &region.dir().join("frontdoor-tls.log"),
+    )
+    .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    for _ in 0..300 {
+        assert!(child.exited().is_none(), "{}", child.log_tail(20));
+        if http
+            .get(format!("{url}/ping"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return (child, url);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the TLS front door never answered: {}", child.log_tail(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_insecure_accepts_a_self_signed_front_door() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(certs.path());
+    let mut cli = Cli::start().await;
+    let (_fd, url) = tls_frontdoor(&cli.region, &cert, &key).await;
+    for (k, v) in &mut cli.env {
+        if k == "MANTA_URL" {
+            v.clone_from(&url);
+        }
+    }
+    let e = cli.run("mls", &["~~"]).await;
+    assert!(
+        e.fails().to_lowercase().contains("certificate"),
+        "{}",
+        e.stderr
+    );
+    let ok = cli
+        .run_env("mls", &["~~"], &[("MANTA_TLS_INSECURE", "1")])
+        .await;
+    assert!(ok.ok().contains("stor/"), "{}", ok.stderr);
+    assert!(cli.run("mls", &["-i", "~~"]).await.ok().contains("stor/"));
+    // A false value does not turn checking off.
+    let e = cli
+        .run_env("mls", &["~~"], &[("MANTA_TLS_INSECURE", "false")])
+        .await;
+    e.fails();
+    // Transfers work over TLS too.
+    cli.run_stdin("mput", &["-i", "~~/stor/over-tls"], &noise(3, 100_000))
+        .await
+        .ok();
+    assert_eq!(
+        cli.run("mget", &["-i", "~~/stor/over-tls"]).await.bytes,
+        noise(3, 100_000)
+    );
+}
