@@ -1,0 +1,140 @@
+//! The real npm `manta` client's `mjob` (5.4.2) against the jobs API: create with inputs on
+//! stdin, watch and print the outputs (`-o`), then `get`, `list`, `inputs`, `outputs`,
+//! `errors`, `failures`.
+//!
+//! Needs node and the npm package: `MANTA_NPM_DIR` (default
+//! `/tmp/npmmanta/node_modules/manta`, installed by `scripts/setup.sh`). Without it the test
+//! says so and passes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::Env;
+
+fn npm_dir() -> Option<PathBuf> {
+    let d = PathBuf::from(
+        std::env::var("MANTA_NPM_DIR")
+            .unwrap_or_else(|_| "/tmp/npmmanta/node_modules/manta".into()),
+    );
+    d.join("bin/mjob").exists().then_some(d)
+}
+
+fn mjob(env: &Env, npm: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut cmd = Command::new("node");
+    cmd.arg(npm.join("bin/mjob")).args(args);
+    let mut vars = env.region.cli_env(&env.region.account);
+    // node-manta would try to reach an agent at an empty SSH_AUTH_SOCK; the key is a file.
+    vars.retain(|(k, _)| k != "SSH_AUTH_SOCK");
+    for (k, v) in vars.iter_mut() {
+        if k == "MANTA_URL" {
+            *v = env.url.clone();
+        }
+    }
+    cmd.env_remove("SSH_AUTH_SOCK")
+        .envs(vars)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_npm_mjob_client_runs_a_job() {
+    let Some(npm) = npm_dir() else {
+        eprintln!("skipped: the npm manta client is not installed (set MANTA_NPM_DIR)");
+        return;
+    };
+    let env = Env::start().await.unwrap();
+    let ins = env
+        .upload(
+            "npm",
+            (0..5)
+                .map(|i| (format!("n{i}"), "a b c\n".repeat(i + 1)))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let stdin = ins.join("\n") + "\n";
+    let env2 = std::sync::Arc::new(env);
+    let e = env2.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        mjob(
+            &e,
+            &npm,
+            &[
+                "create",
+                "-o",
+                "-m",
+                "wc -w",
+                "-r",
+                "awk '{s+=$1} END {print s}'",
+            ],
+            &stdin,
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "mjob create failed: {out}\n{err}");
+    // 3 words per line, 1+2+3+4+5 lines.
+    assert_eq!(out.trim(), "45", "stderr: {err}");
+
+    let jobs = env2.client.list_jobs(None).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    let id = jobs[0].0.clone();
+    let npm = npm_dir().unwrap();
+    let run = |args: Vec<String>| {
+        let e = env2.clone();
+        let npm = npm.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                mjob(&e, &npm, &a, "")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let (ok, out, err) = run(vec!["get".into(), id.clone()]).await;
+    assert!(ok, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["state"], "done");
+    assert_eq!(st["stats"]["tasks"], 6);
+
+    let (ok, out, err) = run(vec!["list".into()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), format!("{id}/"));
+
+    let (ok, out, err) = run(vec!["inputs".into(), id.clone()]).await;
+    assert!(ok, "{err}");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    assert_eq!(got, ins.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let (ok, out, err) = run(vec!["outputs".into(), id.clone()]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 1);
+    assert!(out.contains("/reduce.1."), "{out}");
+
+    let (ok, out, err) = run(vec!["errors".into(), id.clone()]).await;
+    assert!(ok && out.trim().is_empty(), "{out} {err}");
+    let (ok, out, err) = run(vec!["failures".into(), id.clone()]).await;
+    assert!(ok && out.trim().is_empty(), "{out} {err}");
+    drop(env2);
+}
