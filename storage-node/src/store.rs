@@ -155,6 +155,9 @@ pub struct QuarantineNote {
 pub struct Store {
     root: PathBuf,
     metrics: Arc<Metrics>,
+    /// An exclusive `flock` on `<root>/.lock`, held while the store is open: a second node on
+    /// the same dataset would delete the first one's uploads in progress when it cleans `tmp/`.
+    _lock: File,
 }
 
 /// Removes a temp file when dropped, unless disarmed (after the rename).
@@ -251,6 +254,28 @@ impl Store {
     /// When the areas cannot be created or cleaned.
     pub async fn open(root: &Path, metrics: Arc<Metrics>) -> Result<Store, Error> {
         let r = root.to_owned();
+        let lock = manta_util::blocking(move || {
+            let f = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(r.join(".lock"))?;
+            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => Ok(Ok(f)),
+                Err(rustix::io::Errno::WOULDBLOCK) => Ok(Err(())),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+        .map_err(|e| Error::io("lock the dataset", e))?
+        .map_err(|()| {
+            Error::Internal(format!(
+                "dataset {} is in use by another storage node (it holds {}/.lock)",
+                root.display(),
+                root.display()
+            ))
+        })?;
+        let r = root.to_owned();
         let removed = manta_util::blocking(move || {
             for d in [OBJECTS_DIR, TMP_DIR, TOMBSTONE_DIR, QUARANTINE_DIR] {
                 fs::create_dir_all(r.join(d))?;
@@ -279,6 +304,7 @@ impl Store {
         Ok(Store {
             root: root.to_owned(),
             metrics,
+            _lock: lock,
         })
     }
 

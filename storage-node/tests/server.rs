@@ -659,3 +659,25 @@ async fn transfers_beyond_the_limit_are_refused_with_503() {
         "x"
     );
 }
+
+#[tokio::test]
+async fn a_second_node_on_the_same_dataset_is_refused() {
+    let node = Node::start(|_| {}).await;
+    let mut config = storage_node::Config::new(
+        storage_node::dataset::DatasetSpec::Dir(node.root.clone()),
+        "2.stor.test",
+    );
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.scrub = None;
+    let err = storage_node::StorageNode::start(config).await.unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another storage node"),
+        "{err}"
+    );
+    // The first node is unaffected.
+    let k = key();
+    node.client
+        .put(&k, PutRequest::bytes("still mine"))
+        .await
+        .unwrap();
+}

@@ -19,7 +19,7 @@ use super::{Capacity, Dataset, DatasetError, DatasetSpec, blocking, validate_nam
 /// The directory (under the root) holding `dir` snapshots.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 /// Top-level entries never copied into a snapshot.
-const NOT_SNAPSHOTTED: &[&str] = &[SNAPSHOTS_DIR, crate::store::TMP_DIR];
+const NOT_SNAPSHOTTED: &[&str] = &[SNAPSHOTS_DIR, crate::store::TMP_DIR, ".lock"];
 
 /// A dataset that is a directory.
 #[derive(Debug, Clone)]
