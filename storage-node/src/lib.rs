@@ -26,8 +26,10 @@
 //! - No reader ever sees a partial object: not while an upload streams, not after the client
 //!   vanishes, not after the process is killed mid-write (temp files are removed at start-up).
 //! - A body that does not match its `Content-MD5` is refused with 469 and leaves nothing.
-//! - Memory per upload is bounded (a few chunks), whatever the object's size; a slow disk
-//!   slows the sender down.
+//! - Memory per upload is bounded (a few 128 KiB chunks), whatever the object's size; a slow
+//!   disk slows the sender down. At most `max_transfers` uploads and downloads run at once
+//!   (more get 503 `ThrottledError`), and no blocking-pool thread waits on a slow client.
+//! - One node per dataset: the store holds an exclusive lock on `<dataset>/.lock`.
 //! - GC never removes bytes a metadata record (including a SnapLink) still references, and
 //!   keeps removed bytes in a tombstone area for a grace period.
 //! - A copy failing verification is answered with 404 (`x-manta-quarantined: true`), never
