@@ -9,7 +9,8 @@
 //!   read).
 //!
 //! Each operation is timed one at a time from one client (latency), and with 8 concurrent
-//! clients (throughput). `cargo run --release -p manta-bench --bin moray_bench`
+//! clients (throughput). A last line times findObjects read as raw bytes over HTTP (no
+//! client-side decoding), to show how much of the cost is the client library's JSON decoding. `cargo run --release -p manta-bench --bin moray_bench`
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -346,6 +347,56 @@ async fn main() -> Result<()> {
     .await?;
     lines.push(Line {
         name: "findObjects",
+        moray: m,
+        raw: r,
+        moray_tput: mt,
+        raw_tput: rt,
+    });
+
+    // The same findObjects read as bytes only (no client-side JSON decoding), to split Moray's
+    // cost between the server and the client library.
+    let http = reqwest::Client::new();
+    let find_url = format!("{}/findObjects", srv.url());
+    let body = |i: usize| {
+        format!(
+            r#"{{"bucket":"bench","filter":"(grp={})","options":{{"limit":1000}}}}"#,
+            i % GROUPS
+        )
+    };
+    let m = time_seq(args.finds, |i| {
+        let (http, url, b) = (http.clone(), find_url.clone(), body(i));
+        async move {
+            let bytes = http
+                .post(url)
+                .body(b)
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            anyhow::ensure!(bytes.len() > 100, "short body");
+            Ok(())
+        }
+    })
+    .await?;
+    let (h2, u2) = (http.clone(), find_url.clone());
+    let mt = time_par(args.finds, args.concurrency, move |_, i| {
+        let (http, url, b) = (h2.clone(), u2.clone(), body(i));
+        async move {
+            http.post(url)
+                .body(b)
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let (r, rt) = (lines[2].raw, lines[2].raw_tput);
+    lines.push(Line {
+        name: "find, bytes",
         moray: m,
         raw: r,
         moray_tput: mt,
