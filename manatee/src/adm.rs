@@ -208,7 +208,7 @@ pub async fn pg_status(coord: &Coord) -> Result<Vec<PeerPgStatus>, Error> {
 /// `pg-status` for people.
 pub fn render_pg_status(rows: &[PeerPgStatus]) -> String {
     let mut o = format!(
-        "{:<9} {:<26} {:<8} {:<9} {:<12} {:<12} {:<12} {:<12} {:<10}\n",
+        "{:<9} {:<26} {:<8} {:<15} {:<12} {:<12} {:<12} {:<12} {:<10}\n",
         "ROLE", "PEER", "PID", "REPL", "SENT", "WRITE", "FLUSH", "REPLAY", "LAG"
     );
     for r in rows {
@@ -241,7 +241,7 @@ pub fn render_pg_status(rows: &[PeerPgStatus]) -> String {
         };
         let _ = writeln!(
             o,
-            "{:<9} {:<26} {:<8} {:<9} {:<12} {:<12} {:<12} {:<12} {:<10}",
+            "{:<9} {:<26} {:<8} {:<15} {:<12} {:<12} {:<12} {:<12} {:<10}",
             r.role,
             r.peer,
             pid,

@@ -197,6 +197,8 @@ struct Sitter {
     last_probe: Option<Probe>,
     retry_after: Option<Instant>,
     force_rebuild: bool,
+    /// When Postgres last became the primary (started or promoted).
+    primary_since: Instant,
     /// Since when a standby has not been streaming although its upstream is alive.
     not_streaming_since: Option<Instant>,
     status: Arc<Mutex<Status>>,
@@ -284,6 +286,7 @@ pub async fn run(cfg: SitterConfig, shutdown: CancellationToken) -> Result<(), E
         retry_after: None,
         force_rebuild: false,
         not_streaming_since: None,
+        primary_since: Instant::now(),
         status,
         metrics,
         last_warning: String::new(),
@@ -398,6 +401,9 @@ async fn watch_shard(coord: Arc<Coord>, wake: Arc<Notify>, stop: CancellationTok
         }
     }
 }
+
+/// How long a new primary waits for its first sync to stream before replacing it.
+const SYNC_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a standby may fail to stream from a live upstream before it is rebuilt.
 const STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -765,7 +771,9 @@ impl Sitter {
                 let mut live = snap.live();
                 // Our own registration may not be written yet; we are alive.
                 live.insert(self.me.id.clone(), self.me.clone());
-                if let Some(next) = st.primary_upkeep(&live, wal, SystemTime::now()) {
+                // Until its sync has streamed once, a new primary gives it time to be built.
+                let grace_over = writable || self.primary_since.elapsed() > SYNC_GRACE;
+                if let Some(next) = st.primary_upkeep(&live, wal, SystemTime::now(), grace_over) {
                     let what = describe_change(st, &next);
                     match self.coord.cas(v.revision, &next).await {
                         Ok(true) => self.note(what),
@@ -885,6 +893,7 @@ impl Sitter {
             sync: sync.clone(),
             writable: false,
         };
+        self.primary_since = Instant::now();
         self.metrics.inc(
             "manatee_promotions_total",
             "Standby promotions done by this sitter.",
@@ -935,6 +944,7 @@ impl Sitter {
             sync,
             writable: false,
         };
+        self.primary_since = Instant::now();
         self.note(format!(
             "postgres started as primary of generation {} (read-only until the sync streams)",
             st.generation
@@ -1232,6 +1242,7 @@ fn router(
 ) -> Router {
     let app = Router::new()
         .route("/status", get(status_handler))
+        .route("/ready", get(ready_handler))
         .route("/rebuild", post(rebuild_handler))
         .with_state(HttpState {
             status,
@@ -1250,6 +1261,18 @@ fn router(
 async fn status_handler(State(h): State<HttpState>) -> Response {
     let st = h.status.lock().expect("status lock").clone();
     axum::Json(st).into_response()
+}
+
+/// 200 while the peer serves in its role (registered: its Postgres answers as the primary or a
+/// standby the shard counts on), 503 otherwise; the body is `/status` either way.
+async fn ready_handler(State(h): State<HttpState>) -> Response {
+    let st = h.status.lock().expect("status lock").clone();
+    let code = if st.registered && st.role != "none" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(st)).into_response()
 }
 
 async fn rebuild_handler(State(h): State<HttpState>) -> Response {

@@ -362,17 +362,24 @@ impl ClusterState {
     /// - dead asyncs are dropped, live newcomers and rebuilt deposed peers are appended.
     ///
     /// Returns `None` when nothing changes (and always when frozen).
+    ///
+    /// With `sync_grace_over` false the sync may still be on its way (a new primary waiting for
+    /// its first sync to be built): it is kept even while not registered.
     pub fn primary_upkeep(
         &self,
         live: &BTreeMap<String, Peer>,
         wal: Lsn,
         now: SystemTime,
+        sync_grace_over: bool,
     ) -> Option<ClusterState> {
         if self.freeze.is_some() {
             return None;
         }
         let mut next = self.clone();
-        let sync_alive = self.sync.as_ref().is_some_and(|s| live.contains_key(&s.id));
+        let sync_alive = self
+            .sync
+            .as_ref()
+            .is_some_and(|s| live.contains_key(&s.id) || !sync_grace_over);
         let first_live_async = self.asyncs.iter().position(|a| live.contains_key(&a.id));
         if !sync_alive && let Some(i) = first_live_async {
             let new_sync = next.asyncs.remove(i);
@@ -564,12 +571,12 @@ mod tests {
         let now = SystemTime::now();
         let s = ClusterState::bootstrap(&[p(1), p(2), p(3), p(4)]);
         assert_eq!(
-            s.primary_upkeep(&live(&[&p(1), &p(2), &p(3), &p(4)]), Lsn(5), now),
+            s.primary_upkeep(&live(&[&p(1), &p(2), &p(3), &p(4)]), Lsn(5), now, true),
             None
         );
         // Dead sync: async[0] takes its place, new generation.
         let n = s
-            .primary_upkeep(&live(&[&p(1), &p(3), &p(4)]), Lsn(5), now)
+            .primary_upkeep(&live(&[&p(1), &p(3), &p(4)]), Lsn(5), now, true)
             .unwrap();
         assert_eq!(
             (n.generation, n.sync.clone(), n.asyncs.clone()),
@@ -578,29 +585,42 @@ mod tests {
         assert_eq!(n.init_wal, Lsn(5));
         // Dead sync and no live async: nothing to do (writes wait for the sync).
         assert_eq!(
-            s.primary_upkeep(&live(&[&p(1)]), Lsn(5), now)
+            s.primary_upkeep(&live(&[&p(1)]), Lsn(5), now, true)
                 .map(|n| n.sync),
             Some(Some(p(2)))
         );
         // Dead async dropped, newcomer appended, same generation.
         let n = s
-            .primary_upkeep(&live(&[&p(1), &p(2), &p(4), &p(9)]), Lsn(5), now)
+            .primary_upkeep(&live(&[&p(1), &p(2), &p(4), &p(9)]), Lsn(5), now, true)
             .unwrap();
         assert_eq!((n.generation, n.asyncs.clone()), (1, vec![p(4), p(9)]));
         // A rebuilt deposed peer rejoins at the end.
         let mut d = s.clone();
         d.deposed = vec![p(8)];
         let n = d
-            .primary_upkeep(&live(&[&p(1), &p(2), &p(3), &p(4), &p(8)]), Lsn(5), now)
+            .primary_upkeep(
+                &live(&[&p(1), &p(2), &p(3), &p(4), &p(8)]),
+                Lsn(5),
+                now,
+                true,
+            )
             .unwrap();
         assert!(n.deposed.is_empty());
         assert_eq!(n.asyncs.last(), Some(&p(8)));
+        // A first sync still being built is kept while the grace lasts.
+        assert_eq!(
+            s.primary_upkeep(&live(&[&p(1), &p(3), &p(4)]), Lsn(5), now, false),
+            None
+        );
         let mut f = s.clone();
         f.freeze = Some(Freeze {
             date: String::new(),
             reason: String::new(),
         });
-        assert_eq!(f.primary_upkeep(&live(&[&p(1), &p(3)]), Lsn(5), now), None);
+        assert_eq!(
+            f.primary_upkeep(&live(&[&p(1), &p(3)]), Lsn(5), now, true),
+            None
+        );
     }
 
     proptest! {
@@ -616,7 +636,7 @@ mod tests {
             for (i, a) in alive.iter().enumerate() {
                 if *a { l.insert(peers[i].id.clone(), peers[i].clone()); }
             }
-            let n = s.primary_upkeep(&l, Lsn(1), SystemTime::now()).unwrap_or(s.clone());
+            let n = s.primary_upkeep(&l, Lsn(1), SystemTime::now(), true).unwrap_or(s.clone());
             prop_assert_eq!(&n.primary, &peers[0]);
             let ids: Vec<&str> = n.peers().iter().map(|(p, _)| p.id.as_str()).collect();
             let mut dedup = ids.clone();
