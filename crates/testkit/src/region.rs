@@ -48,6 +48,8 @@ pub struct RegionOptions {
     pub frontdoor_args: Vec<String>,
     /// Extra arguments for each storage node.
     pub storage_args: Vec<String>,
+    /// Serve the front door over TLS with a self-signed certificate (made with `openssl`).
+    pub tls: bool,
 }
 
 impl Default for RegionOptions {
@@ -57,6 +59,7 @@ impl Default for RegionOptions {
             datacenters: vec!["dc1".into(), "dc2".into(), "dc3".into()],
             frontdoor_args: Vec::new(),
             storage_args: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -112,6 +115,7 @@ pub struct TestRegion {
 async fn wait_ping(url: &str, child: &mut LoggedChild, what: &str) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
+        .tls_danger_accept_invalid_certs(true)
         .build()?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -230,15 +234,28 @@ impl TestRegion {
 
         let account = make_account(dir.path(), &moray_url, "tester").await?;
         let frontdoor_port = free_port()?;
+        let mut frontdoor_args = opts.frontdoor_args;
+        let scheme = if opts.tls {
+            let (cert, key) = self_signed_cert(dir.path())?;
+            frontdoor_args.extend([
+                "--tls-cert".into(),
+                cert.display().to_string(),
+                "--tls-key".into(),
+                key.display().to_string(),
+            ]);
+            "https"
+        } else {
+            "http"
+        };
         let mut region = TestRegion {
             pg,
             moray_url,
             storage,
-            url: format!("http://127.0.0.1:{frontdoor_port}"),
+            url: format!("{scheme}://127.0.0.1:{frontdoor_port}"),
             account,
             moray,
             frontdoor: None,
-            frontdoor_args: opts.frontdoor_args,
+            frontdoor_args,
             frontdoor_port,
             moray_port,
             dir,
@@ -325,8 +342,52 @@ impl TestRegion {
             ("MANTA_KEY_ID".into(), account.key_id.clone()),
             ("HOME".into(), home.display().to_string()),
             ("SSH_AUTH_SOCK".into(), String::new()),
+            (
+                "MANTA_TLS_INSECURE".into(),
+                if self.url.starts_with("https") {
+                    "1".into()
+                } else {
+                    String::new()
+                },
+            ),
         ]
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost.
+fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .context("run openssl (is the openssl package installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((cert, key))
 }
 
 fn spawn_moray(pg: &TestPostgres, port: u16, dir: &Path) -> Result<LoggedChild> {
