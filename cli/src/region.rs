@@ -1,21 +1,32 @@
 //! A whole region on one machine, under one directory: what `manta-adm up|status|down` manage.
 //!
-//! Each service is a detached process with its own subdirectory holding its data, its log
-//! (`<name>.log`) and its pid file. Ports are chosen on the first `up` and kept in
-//! `region.json`, so running `up` again restarts the same region, with its data, on the same
-//! endpoints.
+//! The region is etcd, one metadata shard of three Manatee peers (each a sitter running its own
+//! Postgres), two Moray instances following the shard's primary, the shard ring in etcd, three
+//! storage nodes in three failure domains, and the front door. Each service is a detached
+//! process with its own subdirectory holding its data, its log (`<name>.log`) and its pid file.
+//! Ports are chosen on the first `up` and kept in `region.json`, so running `up` again restarts
+//! the same region, with its data, on the same endpoints.
 
 use std::ffi::OsString;
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use manta_util::proc::{Lifetime, PG_USER, alive, chown_tree, command, is_root, signal};
+use manta_util::proc::{alive, signal};
 use serde::{Deserialize, Serialize};
+
+/// Format version of `region.json`.
+const REGION_VERSION: u32 = 2;
+/// Number of Manatee peers, storage nodes and Moray instances.
+const PEERS: usize = 3;
+const STORAGE_NODES: usize = 3;
+const MORAYS: usize = 2;
+/// The metadata shard's name.
+const SHARD: &str = "1";
 
 /// Ports of the region's services, fixed at the first `up`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,8 +37,16 @@ pub struct Ports {
     pub etcd_peer: u16,
     /// etcd metrics port.
     pub etcd_metrics: u16,
-    /// Postgres port.
-    pub postgres: u16,
+    /// Postgres port of each Manatee peer.
+    pub pg: Vec<u16>,
+    /// HTTP port of each Manatee sitter.
+    pub sitter: Vec<u16>,
+    /// Each Moray instance.
+    pub moray: Vec<u16>,
+    /// Each storage node.
+    pub storage: Vec<u16>,
+    /// The front door's Manta API.
+    pub frontdoor: u16,
 }
 
 /// The persistent description of a region: written once, read on every later command.
@@ -37,6 +56,9 @@ pub struct RegionFile {
     pub version: u32,
     /// The ports.
     pub ports: Ports,
+    /// The account made for the local user.
+    #[serde(default)]
+    pub login: Option<String>,
 }
 
 /// How to tell that a service is ready.
@@ -44,8 +66,6 @@ pub struct RegionFile {
 pub enum Health {
     /// `GET url` answers 2xx.
     Http(String),
-    /// A Postgres connection on this loopback port answers `SELECT 1`.
-    Postgres(u16),
 }
 
 /// One service of the region.
@@ -55,11 +75,24 @@ pub struct Service {
     pub name: String,
     /// Program and arguments.
     pub argv: Vec<OsString>,
-    /// The OS user to run as when we are root.
-    pub run_as: Option<&'static str>,
     /// Readiness check.
     pub health: Health,
     /// What `status` shows as its endpoint.
+    pub endpoint: String,
+    /// How long it may take to become ready.
+    pub ready_within: Duration,
+}
+
+/// One row of `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// The service.
+    pub service: String,
+    /// Its pid, when running.
+    pub pid: Option<u32>,
+    /// `healthy`, `unhealthy` or `stopped`.
+    pub state: &'static str,
+    /// Where it answers.
     pub endpoint: String,
 }
 
@@ -68,61 +101,74 @@ pub struct Service {
 pub struct Region {
     dir: PathBuf,
     file: RegionFile,
+    bin: PathBuf,
 }
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Finds the newest PostgreSQL bin dir.
-fn pg_bindir() -> Result<PathBuf> {
-    if let Ok(d) = std::env::var("MANTA_PG_BINDIR") {
-        return Ok(d.into());
-    }
-    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
-        .filter(|(_, p): &(u32, PathBuf)| p.join("postgres").exists())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|(_, p)| p)
-        .context("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin)")
+fn ports(n: usize) -> Result<Vec<u16>> {
+    (0..n).map(|_| free_port()).collect()
+}
+
+fn os(v: &[&str]) -> Vec<OsString> {
+    v.iter().map(OsString::from).collect()
 }
 
 impl Region {
     /// Opens the region at `dir`, creating its description (with fresh ports) on first use.
     ///
     /// # Errors
-    /// When the directory or its description cannot be read or written.
+    /// When the directory or its description cannot be read or written, or was written by an
+    /// incompatible version.
     pub fn open(dir: &Path) -> Result<Region> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let dir = dir.canonicalize()?;
         let path = dir.join("region.json");
         let file = if path.exists() {
-            serde_json::from_slice(&fs::read(&path)?).context("read region.json")?
+            let f: RegionFile =
+                serde_json::from_slice(&fs::read(&path)?).context("read region.json")?;
+            if f.version != REGION_VERSION {
+                bail!(
+                    "{} describes a region of layout {} (this manta-adm writes {REGION_VERSION}); \
+                     stop it and move the directory away to start afresh",
+                    path.display(),
+                    f.version
+                );
+            }
+            f
         } else {
             let file = RegionFile {
-                version: 1,
+                version: REGION_VERSION,
                 ports: Ports {
                     etcd_client: free_port()?,
                     etcd_peer: free_port()?,
                     etcd_metrics: free_port()?,
-                    postgres: free_port()?,
+                    pg: ports(PEERS)?,
+                    sitter: ports(PEERS)?,
+                    moray: ports(MORAYS)?,
+                    storage: ports(STORAGE_NODES)?,
+                    frontdoor: free_port()?,
                 },
+                login: None,
             };
             fs::write(&path, serde_json::to_vec_pretty(&file)?)?;
             file
         };
-        Ok(Region { dir, file })
+        let bin = std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("locate manta-adm's directory")?;
+        Ok(Region { dir, file, bin })
     }
 
-    /// The URL of the region's Moray, once the region runs one.
-    pub fn moray_url(&self) -> Option<String> {
-        None
+    fn save(&self) -> Result<()> {
+        fs::write(
+            self.dir.join("region.json"),
+            serde_json::to_vec_pretty(&self.file)?,
+        )?;
+        Ok(())
     }
 
     /// The region's directory.
@@ -130,24 +176,47 @@ impl Region {
         &self.dir
     }
 
+    /// The etcd endpoint.
+    pub fn etcd(&self) -> String {
+        format!("http://127.0.0.1:{}", self.file.ports.etcd_client)
+    }
+
+    /// The URL of the region's first Moray.
+    pub fn moray_url(&self) -> Option<String> {
+        self.file
+            .ports
+            .moray
+            .first()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+    }
+
+    /// The front door's URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.file.ports.frontdoor)
+    }
+
+    fn exe(&self, name: &str) -> OsString {
+        self.bin.join(name).into_os_string()
+    }
+
     /// The services in start order.
-    pub fn services(&self) -> Result<Vec<Service>> {
+    pub fn services(&self) -> Vec<Service> {
         let p = &self.file.ports;
-        let etcd_dir = self.dir.join("etcd");
-        let client = format!("http://127.0.0.1:{}", p.etcd_client);
+        let d = |s: &str| self.dir.join(s).display().to_string();
+        let etcd = self.etcd();
         let peer = format!("http://127.0.0.1:{}", p.etcd_peer);
-        let etcd = Service {
+        let mut out = vec![Service {
             name: "etcd".into(),
-            argv: [
+            argv: os(&[
                 "etcd",
                 "--name",
                 "region",
                 "--data-dir",
-                &etcd_dir.join("data").to_string_lossy(),
+                &format!("{}/data", d("etcd")),
                 "--listen-client-urls",
-                &client,
+                &etcd,
                 "--advertise-client-urls",
-                &client,
+                &etcd,
                 "--listen-peer-urls",
                 &peer,
                 "--initial-advertise-peer-urls",
@@ -160,33 +229,97 @@ impl Region {
                 "warn",
                 "--logger",
                 "zap",
-            ]
-            .map(OsString::from)
-            .to_vec(),
-            run_as: None,
-            health: Health::Http(format!("{client}/health")),
-            endpoint: client.clone(),
-        };
-        let pg_dir = self.dir.join("postgres");
-        let bindir = pg_bindir()?;
-        let postgres = Service {
-            name: "postgres".into(),
-            argv: vec![
-                bindir.join("postgres").into(),
-                "-D".into(),
-                pg_dir.join("data").into(),
-                "-k".into(),
-                pg_dir.clone().into(),
-                "-p".into(),
-                p.postgres.to_string().into(),
-                "-c".into(),
-                "listen_addresses=127.0.0.1".into(),
-            ],
-            run_as: Some(PG_USER),
-            health: Health::Postgres(p.postgres),
-            endpoint: format!("postgresql://postgres@127.0.0.1:{}/postgres", p.postgres),
-        };
-        Ok(vec![etcd, postgres])
+            ]),
+            health: Health::Http(format!("{etcd}/health")),
+            endpoint: etcd.clone(),
+            ready_within: Duration::from_secs(30),
+        }];
+        for i in 0..PEERS {
+            let name = format!("manatee{}", i + 1);
+            let mut argv = vec![self.exe("manatee-sitter")];
+            argv.extend(os(&[
+                "--etcd",
+                &etcd,
+                "--shard",
+                SHARD,
+                "--data-dir",
+                &d(&name),
+                "--pg-port",
+                &p.pg[i].to_string(),
+                "--sitter-port",
+                &p.sitter[i].to_string(),
+            ]));
+            out.push(Service {
+                name,
+                argv,
+                health: Health::Http(format!("http://127.0.0.1:{}/ping", p.sitter[i])),
+                endpoint: format!(
+                    "postgres 127.0.0.1:{}, sitter http://127.0.0.1:{}",
+                    p.pg[i], p.sitter[i]
+                ),
+                ready_within: Duration::from_secs(60),
+            });
+        }
+        for (i, port) in p.moray.iter().enumerate() {
+            let mut argv = vec![self.exe("moray")];
+            argv.extend(os(&[
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--manatee-etcd",
+                &etcd,
+                "--manatee-shard",
+                SHARD,
+            ]));
+            out.push(Service {
+                name: format!("moray{}", i + 1),
+                argv,
+                // Ready when the shard has a writable primary, which takes a first start's initdb
+                // and base backups.
+                health: Health::Http(format!("http://127.0.0.1:{port}/health")),
+                endpoint: format!("http://127.0.0.1:{port}"),
+                ready_within: Duration::from_secs(180),
+            });
+        }
+        for (i, port) in p.storage.iter().enumerate() {
+            let name = format!("storage{}", i + 1);
+            let mut argv = vec![self.exe("storage-node")];
+            argv.extend(os(&[
+                "--dataset",
+                &format!("dir:{}/data", d(&name)),
+                "--storage-id",
+                &format!("{}.stor.local", i + 1),
+                "--datacenter",
+                &format!("dc{}", i + 1),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--moray-etcd",
+                &etcd,
+            ]));
+            out.push(Service {
+                name,
+                argv,
+                health: Health::Http(format!("http://127.0.0.1:{port}/ping")),
+                endpoint: format!("http://127.0.0.1:{port}"),
+                ready_within: Duration::from_secs(30),
+            });
+        }
+        let mut argv = vec![self.exe("frontdoor")];
+        argv.extend(os(&[
+            "--listen",
+            &format!("127.0.0.1:{}", p.frontdoor),
+            "--etcd",
+            &etcd,
+            "--token-secret-file",
+            &format!("{}/token-secret", d("frontdoor")),
+        ]));
+        out.push(Service {
+            name: "frontdoor".into(),
+            argv,
+            health: Health::Http(format!("{}/ping", self.url())),
+            endpoint: self.url(),
+            ready_within: Duration::from_secs(90),
+        });
+        out
     }
 
     fn service_dir(&self, s: &Service) -> PathBuf {
@@ -202,41 +335,22 @@ impl Region {
         alive(pid).then_some(pid)
     }
 
-    /// Prepares what a service needs before its first start (e.g. `initdb`).
     fn prepare(&self, s: &Service) -> Result<()> {
         let sdir = self.service_dir(s);
         fs::create_dir_all(&sdir)?;
-        if s.name == "postgres" && !sdir.join("data").join("PG_VERSION").exists() {
-            if is_root() {
-                chown_tree(&sdir, PG_USER)?;
+        if s.name == "frontdoor" {
+            let secret = sdir.join("token-secret");
+            if !secret.exists() {
+                let bytes: Vec<u8> = uuid::Uuid::new_v4()
+                    .as_bytes()
+                    .iter()
+                    .chain(uuid::Uuid::new_v4().as_bytes())
+                    .copied()
+                    .collect();
+                fs::write(&secret, bytes)?;
+                use std::os::unix::fs::PermissionsExt as _;
+                fs::set_permissions(&secret, fs::Permissions::from_mode(0o600))?;
             }
-            println!("  initialising the Postgres data directory (initdb --data-checksums)");
-            let out = command(
-                pg_bindir()?.join("initdb"),
-                Some(PG_USER),
-                Lifetime::Detached,
-            )
-            .arg("-D")
-            .arg(sdir.join("data"))
-            .args([
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--data-checksums",
-            ])
-            .output()
-            .context("run initdb")?;
-            if !out.status.success() {
-                bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-        }
-        if is_root()
-            && let Some(user) = s.run_as
-        {
-            chown_tree(&sdir, user)?;
         }
         Ok(())
     }
@@ -248,7 +362,7 @@ impl Region {
             .create(true)
             .append(true)
             .open(&log_path)?;
-        let mut cmd = command(&s.argv[0], s.run_as, Lifetime::Detached);
+        let mut cmd = Command::new(&s.argv[0]);
         cmd.args(&s.argv[1..])
             .current_dir(&sdir)
             .stdin(Stdio::null())
@@ -256,133 +370,342 @@ impl Region {
             .stderr(log)
             // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
             .process_group(0);
-        let child = cmd.spawn().with_context(|| format!("start {}", s.name))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("start {} ({:?})", s.name, s.argv[0]))?;
         let pid = child.id();
         fs::write(sdir.join("pid"), pid.to_string())?;
         Ok(pid)
     }
 
     async fn healthy(&self, s: &Service) -> bool {
-        match &s.health {
-            Health::Http(url) => {
-                let Ok(client) = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(2))
-                    .build()
-                else {
-                    return false;
-                };
-                client
-                    .get(url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-            Health::Postgres(port) => {
-                let conn = tokio_postgres::connect(
-                    &format!(
-                        "host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
-                    ),
-                    tokio_postgres::NoTls,
-                )
-                .await;
-                match conn {
-                    Ok((client, conn)) => {
-                        let task = tokio::spawn(conn);
-                        let ok = client.simple_query("SELECT 1").await.is_ok();
-                        task.abort();
-                        ok
-                    }
-                    Err(_) => false,
-                }
-            }
-        }
+        let Health::Http(url) = &s.health;
+        let Ok(client) = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+        else {
+            return false;
+        };
+        client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
     }
 
-    /// Starts every service that is not running and waits until each is healthy.
-    ///
-    /// # Errors
-    /// When a service cannot start or does not become healthy in time (its log tail is shown).
-    pub async fn up(&self) -> Result<()> {
-        for s in self.services()? {
-            if let Some(pid) = self.pid_of(&s) {
-                println!("{:<12} already running (pid {pid})", s.name);
-                continue;
+    fn log_tail(&self, s: &Service, n: usize) -> String {
+        let log = self.service_dir(s).join(format!("{}.log", s.name));
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        format!(
+            "last lines of {}:\n{}",
+            log.display(),
+            lines[lines.len().saturating_sub(n)..].join("\n")
+        )
+    }
+
+    async fn start_and_wait(&self, batch: &[Service]) -> Result<()> {
+        let mut started = Vec::new();
+        for s in batch {
+            if let Some(pid) = self.pid_of(s) {
+                println!("  {:<12} already running (pid {pid})", s.name);
+            } else {
+                self.prepare(s)?;
+                let pid = self.spawn(s)?;
+                println!("  {:<12} started (pid {pid})", s.name);
             }
-            self.prepare(&s)?;
-            let pid = self.spawn(&s)?;
-            print!(
-                "{:<12} started (pid {pid}), waiting until healthy ... ",
-                s.name
-            );
-            let deadline = Instant::now() + Duration::from_secs(60);
+            started.push(s);
+        }
+        for s in started {
+            let deadline = Instant::now() + s.ready_within;
             loop {
-                if self.healthy(&s).await {
-                    println!("ok");
+                if self.healthy(s).await {
+                    println!("  {:<12} healthy", s.name);
                     break;
                 }
-                if !alive(pid) || Instant::now() > deadline {
-                    println!("FAILED");
-                    let log = self.service_dir(&s).join(format!("{}.log", s.name));
-                    let text = fs::read_to_string(&log).unwrap_or_default();
-                    let tail: Vec<&str> = text.lines().rev().take(20).collect();
-                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                if self.pid_of(s).is_none() {
+                    bail!("{} exited; {}", s.name, self.log_tail(s, 25));
+                }
+                if Instant::now() > deadline {
                     bail!(
-                        "{} did not become healthy; last lines of {}:\n{}",
+                        "{} not healthy after {:?}; {}",
                         s.name,
-                        log.display(),
-                        tail.join("\n")
+                        s.ready_within,
+                        self.log_tail(s, 25)
                     );
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
         Ok(())
     }
 
-    /// One line per service: name, pid, state, endpoint.
-    pub async fn status(&self) -> Result<Vec<(String, Option<u32>, &'static str, String)>> {
+    /// Starts every service that is not running, waits until each is healthy, prepares the
+    /// metadata (ring, buckets) and the local user's account, and writes `env.sh`.
+    ///
+    /// # Errors
+    /// When a service cannot start or does not become healthy in time (its log tail is shown).
+    pub async fn up(&mut self) -> Result<()> {
+        let services = self.services();
+        let group = |prefix: &str| -> Vec<Service> {
+            services
+                .iter()
+                .filter(|s| s.name.starts_with(prefix))
+                .cloned()
+                .collect()
+        };
+        println!("coordination:");
+        self.start_and_wait(&group("etcd")).await?;
+        println!("metadata shard {SHARD} (Manatee: primary, sync, async):");
+        self.start_and_wait(&group("manatee")).await?;
+        println!("metadata service (Moray, following the shard's primary):");
+        self.start_and_wait(&group("moray")).await?;
+        self.prepare_metadata().await?;
+        println!("storage nodes (one per failure domain):");
+        self.start_and_wait(&group("storage")).await?;
+        println!("front door:");
+        self.start_and_wait(&group("frontdoor")).await?;
+        let (login, key_id) = self.ensure_account().await?;
+        self.file.login = Some(login.clone());
+        self.save()?;
+        self.write_env(&login, &key_id)?;
+        Ok(())
+    }
+
+    async fn prepare_metadata(&self) -> Result<()> {
+        let store = moray::ring::RingStore::new(vec![self.etcd()]);
+        if store.load().await.context("read the shard ring")?.is_none() {
+            let urls = self
+                .file
+                .ports
+                .moray
+                .iter()
+                .map(|p| format!("http://127.0.0.1:{p}"))
+                .collect();
+            let ring = moray::ring::Ring::new(
+                moray::ring::DEFAULT_VNODES,
+                vec![moray::ring::ShardInfo {
+                    name: SHARD.into(),
+                    urls,
+                }],
+            )?;
+            store.create(&ring).await.context("store the shard ring")?;
+            println!(
+                "  shard ring created ({} vnodes on shard {SHARD})",
+                moray::ring::DEFAULT_VNODES
+            );
+        }
+        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
+        sharded
+            .setup_manta_buckets()
+            .await
+            .context("create the metadata buckets")?;
+        frontdoor::accounts::ensure_bucket(&sharded.system())
+            .await
+            .context("create the accounts bucket")?;
+        println!("  metadata buckets ready");
+        Ok(())
+    }
+
+    /// The local user's login and SSH public key (generating `~/.ssh/id_ed25519` if the user has
+    /// no key), and an account for them.
+    async fn ensure_account(&self) -> Result<(String, String)> {
+        let login = match &self.file.login {
+            Some(l) => l.clone(),
+            None => local_login(),
+        };
+        let home = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()));
+        let ssh = home.join(".ssh");
+        let existing = ["id_ed25519", "id_ecdsa", "id_rsa"]
+            .iter()
+            .map(|n| ssh.join(format!("{n}.pub")))
+            .find(|p| p.exists() && p.with_extension("").exists());
+        let pubkey = match existing {
+            Some(p) => p,
+            None => {
+                fs::create_dir_all(&ssh)?;
+                let key = ssh.join("id_ed25519");
+                println!("  no SSH key found: generating {}", key.display());
+                let st = Command::new("ssh-keygen")
+                    .args([
+                        "-q",
+                        "-t",
+                        "ed25519",
+                        "-N",
+                        "",
+                        "-C",
+                        &format!("{login}@manta"),
+                        "-f",
+                    ])
+                    .arg(&key)
+                    .status()
+                    .context("run ssh-keygen (is openssh-client installed?)")?;
+                if !st.success() {
+                    bail!("ssh-keygen failed");
+                }
+                key.with_extension("pub")
+            }
+        };
+        let line = fs::read_to_string(&pubkey)?;
+        let key = manta_auth::AccountKey::from_openssh(line.trim(), None)?;
+        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
+        let admin = frontdoor::accounts::AccountAdmin::new(sharded.system());
+        match admin.get(&login).await {
+            Ok((a, _)) => {
+                if !a.keys.iter().any(|k| k.fingerprint == key.fingerprint) {
+                    admin.add_key(&login, line.trim(), None).await?;
+                    println!("  added {} to account {login}", pubkey.display());
+                }
+            }
+            Err(frontdoor::accounts::AdminError::NotFound(_)) => {
+                admin.create(&login, &[line.trim().to_owned()]).await?;
+                println!("  created account {login} with key {}", pubkey.display());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok((login, key.fingerprint))
+    }
+
+    fn write_env(&self, login: &str, key_id: &str) -> Result<()> {
+        let bin = self.dir.join("bin");
+        let manta = self.bin.join("manta");
+        if manta.exists() {
+            let st = Command::new(&manta)
+                .arg("install-links")
+                .arg(&bin)
+                .stdout(Stdio::null())
+                .status();
+            if !st.is_ok_and(|s| s.success()) {
+                eprintln!(
+                    "warning: could not make the mput/mget/... links in {}",
+                    bin.display()
+                );
+            }
+        }
+        let env = format!(
+            "# Source this file to use the region in {dir}:  . {dir}/env.sh\n\
+             export MANTA_URL={url}\n\
+             export MANTA_USER={login}\n\
+             export MANTA_KEY_ID={key_id}\n\
+             export MANTA_REGION_DIR={dir}\n\
+             export PATH=\"{bin}:{tools}:$PATH\"\n",
+            dir = self.dir.display(),
+            url = self.url(),
+            bin = bin.display(),
+            tools = self.bin.display(),
+        );
+        fs::write(self.dir.join("env.sh"), env)?;
+        Ok(())
+    }
+
+    /// One row per service.
+    pub async fn status(&self) -> Vec<ServiceStatus> {
         let mut rows = Vec::new();
-        for s in self.services()? {
+        for s in self.services() {
             let pid = self.pid_of(&s);
             let state = match pid {
                 None => "stopped",
                 Some(_) if self.healthy(&s).await => "healthy",
                 Some(_) => "unhealthy",
             };
-            rows.push((s.name.clone(), pid, state, s.endpoint.clone()));
+            rows.push(ServiceStatus {
+                service: s.name.clone(),
+                pid,
+                state,
+                endpoint: s.endpoint.clone(),
+            });
         }
-        Ok(rows)
+        rows
     }
 
-    /// Stops every service, in reverse start order: SIGTERM, then SIGKILL after 15 s.
-    ///
-    /// # Errors
-    /// When the service list cannot be built.
-    pub fn down(&self) -> Result<()> {
-        for s in self.services()?.iter().rev() {
+    /// The shard's roles and replication, as `manatee-adm pg-status` shows them.
+    pub fn shard_status(&self) -> Option<String> {
+        let out = Command::new(self.bin.join("manatee-adm"))
+            .args(["--etcd", &self.etcd(), "--shard", SHARD, "pg-status"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Each storage node's capacity heartbeat: id, datacenter, available MiB, percent used,
+    /// heartbeat age in seconds.
+    pub async fn capacity(&self) -> Vec<(String, String, u64, u64, u64)> {
+        let Some(url) = self.moray_url() else {
+            return Vec::new();
+        };
+        let Ok(c) = moray::MorayClient::new(&url) else {
+            return Vec::new();
+        };
+        let opts = moray::FindOptions {
+            limit: Some(1000),
+            ..moray::FindOptions::default()
+        };
+        let Ok(recs) = c
+            .find_objects("manta_storage", "(manta_storage_id=*)", opts)
+            .await
+        else {
+            return Vec::new();
+        };
+        let now = manta_types::time::now_ms();
+        let mut rows: Vec<_> = recs
+            .into_iter()
+            .map(|r| {
+                let v = &r.value;
+                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+                let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                (
+                    s("manta_storage_id"),
+                    s("datacenter"),
+                    n("availableMB"),
+                    n("percentUsed"),
+                    now.saturating_sub(n("timestamp")) / 1000,
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Stops every service, in reverse start order: SIGTERM, then SIGKILL after 20 s.
+    pub fn down(&self) {
+        for s in self.services().iter().rev() {
             let Some(pid) = self.pid_of(s) else {
                 println!("{:<12} not running", s.name);
                 continue;
             };
-            // Postgres: SIGINT is its "fast" shutdown (SIGTERM waits for clients to leave).
-            let sig = if s.name == "postgres" {
-                rustix::process::Signal::INT
-            } else {
-                rustix::process::Signal::TERM
-            };
-            let _ = signal(pid, sig);
-            let deadline = Instant::now() + Duration::from_secs(15);
+            let _ = signal(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
             while alive(pid) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if alive(pid) {
                 let _ = signal(pid, rustix::process::Signal::KILL);
-                println!("{:<12} killed (did not stop within 15 s)", s.name);
+                println!("{:<12} killed (did not stop within 20 s)", s.name);
             } else {
                 println!("{:<12} stopped", s.name);
             }
             let _ = fs::remove_file(self.service_dir(s).join("pid"));
         }
-        Ok(())
+    }
+}
+
+/// The local user's name as a valid login (`manta` when it is not one).
+fn local_login() -> String {
+    let name = std::env::var("USER")
+        .ok()
+        .or_else(|| {
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        })
+        .unwrap_or_default();
+    if manta_types::path::validate_login(&name).is_ok() {
+        name
+    } else {
+        "manta".into()
     }
 }

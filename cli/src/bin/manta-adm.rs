@@ -235,34 +235,54 @@ async fn main() -> Result<()> {
     manta_util::logging::init(manta_util::logging::LogFormat::Plain);
     match Args::parse().cmd {
         Cmd::Up(DirArg { dir }) => {
-            let region = Region::open(&dir)?;
+            let mut region = Region::open(&dir)?;
             println!("bringing up the region in {}", region.dir().display());
             region.up().await?;
+            let d = region.dir().display();
+            println!("\nthe region is up: the Manta API is at {}", region.url());
             println!(
-                "\nthe region is up; `manta-adm status --dir {}` shows it",
-                region.dir().display()
+                "to use it from a shell:\n\n    . {d}/env.sh\n    mmkdir ~~/stor/hello && echo hi | mput ~~/stor/hello/world && mls ~~/stor/hello\n"
+            );
+            println!(
+                "`manta-adm status --dir {d}` shows every service; `manta-adm down --dir {d}` stops them"
             );
         }
         Cmd::Status { dir, json } => {
             let region = Region::open(&dir.dir)?;
-            let rows = region.status().await?;
+            let rows = region.status().await;
+            let capacity = region.capacity().await;
             if json {
-                let v: Vec<_> = rows
+                let nodes: Vec<_> = capacity
                     .iter()
-                    .map(|(n, pid, st, ep)| serde_json::json!({"service": n, "pid": pid, "state": st, "endpoint": ep}))
+                    .map(|(id, dc, mb, pct, age)| {
+                        serde_json::json!({"storage_id": id, "datacenter": dc, "availableMB": mb, "percentUsed": pct, "heartbeatAgeSeconds": age})
+                    })
                     .collect();
+                let v = serde_json::json!({"services": rows, "storage": nodes});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("{:<12} {:>8}  {:<10} ENDPOINT", "SERVICE", "PID", "STATE");
-                for (n, pid, st, ep) in rows {
-                    let pid = pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                    println!("{n:<12} {pid:>8}  {st:<10} {ep}");
+                for r in &rows {
+                    let pid = r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+                    println!("{:<12} {pid:>8}  {:<10} {}", r.service, r.state, r.endpoint);
+                }
+                if let Some(shard) = region.shard_status() {
+                    println!("\nmetadata shard:\n{shard}");
+                }
+                if !capacity.is_empty() {
+                    println!(
+                        "\n{:<16} {:<6} {:>12} {:>6} {:>14}",
+                        "STORAGE NODE", "DC", "AVAILABLE MB", "USED%", "HEARTBEAT AGE"
+                    );
+                    for (id, dc, mb, pct, age) in capacity {
+                        println!("{id:<16} {dc:<6} {mb:>12} {pct:>5}% {age:>13}s");
+                    }
                 }
             }
         }
         Cmd::Down(DirArg { dir }) => {
             let region = Region::open(&dir)?;
-            region.down()?;
+            region.down();
         }
         Cmd::Setup(target) => {
             target.setup().await?;
