@@ -22,6 +22,17 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The S3 API's listener.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// Address of the S3 listener.
+    pub listen: SocketAddr,
+    /// Domain for virtual-hosted-style requests (`<bucket>.<domain>`); path style only without.
+    pub domain: Option<String>,
+    /// Region name reported by `GetBucketLocation` and expected in SigV4 scopes.
+    pub region: String,
+}
+
 /// Everything the front door needs to know.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -61,6 +72,8 @@ pub struct Config {
     pub allow_insecure_http: bool,
     /// How long in-flight requests may finish once shutdown begins.
     pub drain: Duration,
+    /// The S3 API, when enabled.
+    pub s3: Option<S3Config>,
 }
 
 impl Config {
@@ -84,6 +97,7 @@ impl Config {
             token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
             allow_insecure_http: false,
             drain: Duration::from_secs(10),
+            s3: None,
         }
     }
 }

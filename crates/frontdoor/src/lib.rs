@@ -40,8 +40,9 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod picker;
+pub mod s3;
 pub mod shark;
 pub mod state;
 
-pub use config::{Config, MoraySource, TlsFiles};
+pub use config::{Config, MoraySource, S3Config, TlsFiles};
 pub use state::{Frontdoor, Running, run, start};

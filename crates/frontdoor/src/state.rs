@@ -148,6 +148,8 @@ fn tls_config(files: &crate::config::TlsFiles) -> Result<Arc<rustls::ServerConfi
 pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where the S3 API listens, when enabled.
+    pub s3_addr: Option<SocketAddr>,
     /// The service (for tests that look inside).
     pub frontdoor: Arc<Frontdoor>,
     /// Ends when the server has stopped.
@@ -163,21 +165,51 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
     let drain = cfg.drain;
     let refresh = cfg.picker_refresh;
     let listen = cfg.listen;
+    let s3_listen = cfg.s3.as_ref().map(|s| s.listen);
     let fd = Frontdoor::new(cfg, Duration::from_secs(60)).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind {listen}"))?;
     let addr = listener.local_addr()?;
+    let s3_listener = match s3_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("bind the S3 listener {a}"))?,
+        ),
+        None => None,
+    };
+    let s3_addr = s3_listener
+        .as_ref()
+        .map(tokio::net::TcpListener::local_addr)
+        .transpose()?;
     let refresher = fd.picker.spawn_refresher(refresh, shutdown.clone());
     let app = fd.router();
-    info!(%addr, tls = tls.is_some(), "front door listening");
+    info!(%addr, tls = tls.is_some(), "front door listening (Manta API)");
+    let s3_task = s3_listener.map(|l| {
+        info!(addr = ?s3_addr, "front door listening (S3 API)");
+        let obs = Arc::new(Observer {
+            service: "frontdoor-s3",
+            metrics: fd.metrics.clone(),
+        });
+        let app = with_observability(crate::s3::router(fd.clone()), obs);
+        let opts = ServeOptions {
+            drain,
+            tls: tls.clone(),
+        };
+        tokio::spawn(serve(l, app, shutdown.clone(), opts))
+    });
     let task = tokio::spawn(async move {
         serve(listener, app, shutdown, ServeOptions { drain, tls }).await?;
+        if let Some(t) = s3_task {
+            t.await.context("the S3 server task panicked")??;
+        }
         refresher.abort();
         Ok(())
     });
     Ok(Running {
         addr,
+        s3_addr,
         frontdoor: fd,
         task,
     })

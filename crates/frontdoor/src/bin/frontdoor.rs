@@ -22,6 +22,15 @@ struct Args {
     /// etcd endpoints holding the shard ring (instead of --moray).
     #[arg(long = "etcd", env = "MANTA_ETCD", value_delimiter = ',')]
     etcd: Vec<String>,
+    /// Address of the S3 API listener (no S3 API without it).
+    #[arg(long, env = "MANTA_S3_LISTEN")]
+    s3_listen: Option<SocketAddr>,
+    /// Domain for virtual-hosted-style S3 requests (`<bucket>.<domain>`).
+    #[arg(long, env = "MANTA_S3_DOMAIN", requires = "s3_listen")]
+    s3_domain: Option<String>,
+    /// Region name of the S3 API.
+    #[arg(long, env = "MANTA_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
     /// TLS certificate chain (PEM); plain HTTP without it.
     #[arg(long, env = "MANTA_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -83,6 +92,11 @@ async fn main() -> Result<()> {
     cfg.data_timeout = args.data_timeout;
     cfg.allow_insecure_http = args.allow_insecure_http;
     cfg.picker_refresh = args.picker_refresh;
+    cfg.s3 = args.s3_listen.map(|listen| frontdoor::S3Config {
+        listen,
+        domain: args.s3_domain,
+        region: args.s3_region,
+    });
     cfg.max_dirents = args.max_dirents;
     cfg.heartbeat_max_age = args.heartbeat_max_age;
     cfg.account_cache_ttl = args.account_cache_ttl;
