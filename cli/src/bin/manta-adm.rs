@@ -104,6 +104,63 @@ enum Cmd {
     /// Manage accounts and their SSH keys.
     #[command(subcommand)]
     Account(AccountCmd),
+    /// Manage S3 access keys.
+    #[command(subcommand, name = "s3-key")]
+    S3Key(S3KeyCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum S3KeyCmd {
+    /// Create an access key pair for an account (the secret is shown once).
+    Create {
+        /// The login.
+        login: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// List an account's access key ids.
+    List {
+        /// The login.
+        login: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+}
+
+async fn s3_key(cmd: S3KeyCmd) -> Result<()> {
+    match cmd {
+        S3KeyCmd::Create {
+            login,
+            json,
+            target,
+        } => {
+            let k = target.admin().await?.create_s3_key(&login).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"accessKeyId": k.access_key_id, "secretAccessKey": k.secret_access_key})
+                );
+            } else {
+                println!("access key id:     {}", k.access_key_id);
+                println!("secret access key: {}", k.secret_access_key);
+            }
+        }
+        S3KeyCmd::List { login, target } => {
+            let (a, _) = target.admin().await?.get(&login).await?;
+            println!("{:<24} CREATED", "ACCESS KEY ID");
+            for k in a.s3_keys {
+                println!(
+                    "{:<24} {}",
+                    k.access_key_id,
+                    manta_types::time::iso8601_ms(k.created)
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]
@@ -287,6 +344,11 @@ async fn main() -> Result<()> {
         Cmd::Setup(target) => {
             target.setup().await?;
             println!("metadata buckets ready");
+        }
+        Cmd::S3Key(cmd) => {
+            if let Err(e) = s3_key(cmd).await {
+                bail!("{e:#}");
+            }
         }
         Cmd::Account(cmd) => {
             if let Err(e) = account(cmd).await {
