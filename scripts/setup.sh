@@ -19,9 +19,11 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   iproute2          network namespaces in partition tests
 #   procps, psmisc    ps/kill for operators and tests
 #   ca-certificates, curl, openssl, pkg-config, gcc, make: builds and TLS tests
+#   openssh-client    ssh-keygen: the region's account key, and keys in tests
+#   libzfslinux-dev   the storage node's ZFS backend (cargo feature zfs; Debian contrib)
 MANTA_DEBIAN_PACKAGES=(
     postgresql etcd-server etcd-client protobuf-compiler runc util-linux iproute2 procps psmisc
-    ca-certificates curl openssl pkg-config gcc make
+    ca-certificates curl openssl pkg-config gcc make openssh-client libzfslinux-dev
 )
 
 missing_packages() {
@@ -52,6 +54,36 @@ run as root, or install them first:  sudo apt-get install -y ${missing[*]}"
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
         || die "apt-get install ${missing[*]} failed"
+}
+
+# zfs-dkms, zfsutils-linux and libzfslinux-dev live in Debian's contrib component.
+ensure_contrib() {
+    local f=/etc/apt/sources.list.d/debian.sources
+    [ -f "$f" ] && [ "$(id -u)" -eq 0 ] || return 0
+    if grep '^Components:' "$f" | grep -vq '\bcontrib\b'; then
+        say "enabling the contrib component in $f (for the ZFS packages)"
+        sed -i '/^Components:/{/\bcontrib\b/!s/$/ contrib/}' "$f"
+        unset MANTA_APT_UPDATED
+    fi
+}
+
+# Node.js runs the original manta npm client in the compatibility tests.
+ensure_node() {
+    if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+        return 0
+    fi
+    ensure_packages nodejs npm
+}
+
+# The original manta command line client, for the compatibility tests (target/node-manta).
+ensure_node_manta() {
+    local dir="$REPO_ROOT/target/node-manta"
+    if [ ! -x "$dir/node_modules/manta/bin/mput" ]; then
+        say "installing the original manta npm client (manta@5.4.2) into target/node-manta"
+        mkdir -p "$dir"
+        npm install --no-audit --no-fund --silent --prefix "$dir" manta@5.4.2 >&2 \
+            || die "npm install manta@5.4.2 failed"
+    fi
 }
 
 ensure_rust() {
