@@ -32,6 +32,11 @@
 //!   start as a standby, and the primary appends rebuilt peers to the async chain.
 //! - `freeze` stops every automatic transition; `unfreeze` allows them again.
 //!
+//! # The sitter's HTTP API (`backupUrl`)
+//! `/ping`, `/metrics`, `/status` (role, mode, writable, postmaster pid, WAL positions, who
+//! streams from it), `/ready` (200 while the peer serves in its role, else 503), and
+//! `POST /rebuild` (discard a standby's database and take a new base backup).
+//!
 //! # Example
 //! ```no_run
 //! # async fn f() -> Result<(), manatee::Error> {

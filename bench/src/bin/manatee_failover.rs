@@ -35,14 +35,17 @@ struct Shard {
     coord: Coord,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Sitters run as processes (to kill one as a crash would), when the binary is there.
+    procs: Vec<testkit::LoggedChild>,
     peers: Vec<manatee::Peer>,
 }
 
-async fn start_shard(template: &Path) -> Result<Shard> {
+async fn start_shard(template: &Path, sitter_bin: Option<&Path>) -> Result<Shard> {
     let etcd = TestEtcd::start().await?;
     let dir = TestDir::new("bench-manatee")?;
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
+    let mut procs = Vec::new();
     let mut peers = Vec::new();
     for i in 0..3 {
         let mut cfg = SitterConfig::new(
@@ -57,12 +60,31 @@ async fn start_shard(template: &Path) -> Result<Shard> {
         cfg.initdb_from = Some(template.to_owned());
         cfg.pg_settings = vec![("shared_buffers".into(), "32MB".into())];
         peers.push(cfg.peer());
-        let s = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = run(cfg, s).await {
-                eprintln!("sitter failed: {e}");
+        match sitter_bin {
+            Some(bin) => {
+                std::fs::create_dir_all(&cfg.data_dir)?;
+                let mut cmd = testkit::process::guarded_command(bin, None);
+                cmd.arg("--etcd")
+                    .arg(etcd.endpoint())
+                    .args(["--shard", "1", "--data-dir"])
+                    .arg(&cfg.data_dir)
+                    .args(["--pg-port", &cfg.pg_port.to_string()])
+                    .args(["--sitter-port", &cfg.sitter_port.to_string()])
+                    .arg("--initdb-from")
+                    .arg(template)
+                    .args(["--pg-setting", "shared_buffers=32MB"]);
+                let log = cfg.data_dir.join("sitter.log");
+                procs.push(testkit::LoggedChild::spawn("sitter", cmd, &log)?);
             }
-        }));
+            None => {
+                let s = stop.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = run(cfg, s).await {
+                        eprintln!("sitter failed: {e}");
+                    }
+                }));
+            }
+        }
         if i == 0 {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -74,6 +96,7 @@ async fn start_shard(template: &Path) -> Result<Shard> {
         coord,
         stop,
         tasks,
+        procs,
         peers,
     })
 }
@@ -113,8 +136,12 @@ async fn wait_whole(shard: &Shard, http: &reqwest::Client) -> Result<manatee::Cl
 }
 
 /// One failover: returns (kill -> first ack on the new primary, normal write latencies).
-async fn one_run(template: &Path, http: &reqwest::Client) -> Result<(Duration, Vec<Duration>)> {
-    let shard = start_shard(template).await?;
+async fn one_run(
+    template: &Path,
+    http: &reqwest::Client,
+    sitter_bin: Option<&Path>,
+) -> Result<(Duration, Vec<Duration>)> {
+    let mut shard = start_shard(template, sitter_bin).await?;
     let st = wait_whole(&shard, http).await?;
     let c = PgConn::to_peer(&st.primary).await?;
     c.client
@@ -178,11 +205,20 @@ async fn one_run(template: &Path, http: &reqwest::Client) -> Result<(Duration, V
         .as_u64()
         .context("pid")? as u32;
     let killed = Instant::now();
-    let st_kill = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()?;
-    if !st_kill.success() {
-        bail!("kill -9 {pid} failed");
+    if shard.procs.is_empty() {
+        let st_kill = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()?;
+        if !st_kill.success() {
+            bail!("kill -9 {pid} failed");
+        }
+    } else {
+        let i = shard
+            .peers
+            .iter()
+            .position(|p| p.id == st.primary.id)
+            .context("primary")?;
+        shard.procs[i].kill();
     }
     let deadline = killed + Duration::from_secs(60);
     let took = loop {
@@ -291,42 +327,67 @@ async fn main() -> Result<()> {
     let template = tdir.path().join("data");
     testkit::postgres::initdb(&testkit::postgres::pg_bindir()?, &template)?;
 
+    // The sitter binary, when built next to this benchmark (cargo build --release -p manatee).
+    let sitter_bin = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("manatee-sitter"))
+        .filter(|b| b.exists());
+
     let mut failovers = Vec::new();
+    let mut crashes = Vec::new();
     let mut writes = Vec::new();
     let mut promotes = Vec::new();
     for i in 0..args.runs {
-        let (took, mut lat) = one_run(&template, &http).await?;
+        let (took, mut lat) = one_run(&template, &http, None).await?;
         println!(
-            "run {}: kill -> first acknowledged write on the new primary {:.0} ms",
+            "run {}: kill -9 postmaster -> first acknowledged write on the new primary {:.0} ms",
             i + 1,
             took.as_secs_f64() * 1e3
         );
         failovers.push(took);
         writes.append(&mut lat);
+        if let Some(bin) = &sitter_bin {
+            let (took, _) = one_run(&template, &http, Some(bin)).await?;
+            println!(
+                "run {}: kill -9 sitter (lease expiry) -> first acknowledged write on the new primary {:.0} ms",
+                i + 1,
+                took.as_secs_f64() * 1e3
+            );
+            crashes.push(took);
+        }
         promotes.push(bare_promote().await?);
     }
     let f = stats(&mut failovers).context("no runs")?;
     let w = stats(&mut writes).context("no writes")?;
     let p = stats(&mut promotes).context("no promotes")?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!();
     println!(
-        "failover (kill -9 postmaster -> first ack on new primary): median {:.0} ms, max {:.0} ms over {} runs",
-        f.p50.as_secs_f64() * 1e3,
-        failovers.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        "failover, kill -9 of the primary's postmaster -> first ack on the new primary: median {:.0} ms (max {:.0} ms, {} runs)",
+        ms(f.p50),
+        failovers.last().map_or(0.0, |d| ms(*d)),
         f.n
     );
+    match stats(&mut crashes) {
+        Some(c) => println!(
+            "failover, kill -9 of the primary's sitter (lease TTL 2 s) -> first ack on the new primary: median {:.0} ms (max {:.0} ms, {} runs)",
+            ms(c.p50),
+            crashes.last().map_or(0.0, |d| ms(*d)),
+            c.n
+        ),
+        None => println!(
+            "(sitter-kill runs skipped: build target/release/manatee-sitter with `cargo build --release -p manatee`)"
+        ),
+    }
     println!(
-        "baseline: normal write (sync commit) median {:.2} ms (p99 {:.2} ms, {} writes)",
-        w.p50.as_secs_f64() * 1e3,
-        w.p99.as_secs_f64() * 1e3,
+        "baseline: normal write (synchronous commit) median {:.2} ms (p99 {:.2} ms, {} writes)",
+        ms(w.p50),
+        ms(w.p99),
         w.n
     );
+    println!("baseline: bare pg_ctl promote median {:.0} ms", ms(p.p50));
     println!(
-        "baseline: bare pg_ctl promote median {:.0} ms",
-        p.p50.as_secs_f64() * 1e3
-    );
-    println!(
-        "ratio: failover / bare promote = {:.1}x; failover / normal write = {:.0}x",
+        "ratio: postmaster-kill failover / bare promote = {:.1}x; / normal write = {:.0}x",
         f.p50.as_secs_f64() / p.p50.as_secs_f64(),
         f.p50.as_secs_f64() / w.p50.as_secs_f64()
     );
