@@ -432,8 +432,13 @@ impl Agent {
         let mut ops = Vec::new();
         match outcome {
             Ok(None) => {
-                // Cancelled: the supervisor already finished the job; just stop.
-                done.result = Some("cancelled".into());
+                // Stopped early: because the job was cancelled, or because this agent is
+                // shutting down or lost the task; then it must run again elsewhere.
+                let cancelled = matches!(
+                    self.store.get::<Task>(TASKS, &task.task_id).await,
+                    Ok(Some(t)) if t.value.cancelled
+                );
+                done.result = Some(if cancelled { "cancelled" } else { "lost" }.into());
             }
             Ok(Some(f)) => {
                 done.result = Some(if f.ok { "ok" } else { "fail" }.into());

@@ -1,0 +1,340 @@
+//! A map of `wc` over 1,000 objects of 64 KiB through the whole jobs system, beside the
+//! baseline `xargs -P2 wc` over the same bytes as local files, in the same run; and container
+//! start latency (`runc run` of `/bin/true` with the agent's own bundle) beside a plain
+//! `sh -c true` spawn.
+//!
+//! Everything runs for real: a testkit region (Postgres, Moray, 3 storage nodes, front door),
+//! etcd, the `jobs-api` gateway, a supervisor and an agent per node. Build first:
+//! `cargo build --release --bins && target/release/jobs_wc` (root, `runc` installed).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Parser;
+use manta_bench::{median, stats};
+use manta_client::{ClientConfig, MantaClient};
+use testkit::process::{LoggedChild, free_port, guarded_command};
+use testkit::region::binary;
+use testkit::{RegionOptions, TestEtcd, TestRegion};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Objects to map over.
+    #[arg(long, default_value_t = 1000)]
+    objects: usize,
+    /// Object size, bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    size: usize,
+    /// Runs of the job (the median is reported).
+    #[arg(long, default_value_t = 1)]
+    job_runs: usize,
+    /// Runs of the local baseline.
+    #[arg(long, default_value_t = 3)]
+    baseline_runs: usize,
+    /// Container starts to time.
+    #[arg(long, default_value_t = 100)]
+    starts: usize,
+    /// Task slots per agent.
+    #[arg(long, default_value_t = 4)]
+    slots: usize,
+}
+
+fn body(i: usize, size: usize) -> String {
+    let words = [
+        "manta", "job", "object", "store", "map", "reduce", "node", "copy",
+    ];
+    let mut s = String::with_capacity(size);
+    let mut k = i;
+    while s.len() < size {
+        k = k.wrapping_mul(31).wrapping_add(7);
+        s.push_str(words[k % words.len()]);
+        s.push(if k % 9 == 0 { '\n' } else { ' ' });
+    }
+    s.truncate(size);
+    s
+}
+
+async fn wait_ping(url: &str) -> Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if http
+            .get(format!("{url}/ping"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not answer /ping")
+}
+
+fn container_starts(dir: &Path, n: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let root = dir.join("rootfs");
+    jobs::agent::container::make_skeleton(&root)?;
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    let spec = jobs::agent::container::Spec {
+        root,
+        args: vec!["/bin/true".into()],
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        binds: Vec::new(),
+        memory: 256 << 20,
+        disk: 1 << 30,
+        pids: 64,
+        uid_base: 300_000,
+        hostname: "bench".into(),
+    };
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&spec.config())?,
+    )?;
+    let state = dir.join("runc-state");
+    let (mut rt, mut sh) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let t = Instant::now();
+        let st = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "--bundle"])
+            .arg(&bundle)
+            .arg(format!("bench-{i}"))
+            .stdin(Stdio::null())
+            .status()?;
+        rt.push(t.elapsed());
+        if !st.success() {
+            bail!("runc run failed: {st}");
+        }
+        let t = Instant::now();
+        Command::new("sh").args(["-c", "true"]).status()?;
+        sh.push(t.elapsed());
+    }
+    Ok((rt, sh))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::Builder::new().prefix("jobs-wc").tempdir()?;
+    let secret = tmp.path().join("secret");
+    std::fs::write(&secret, uuid::Uuid::new_v4().simple().to_string())?;
+
+    eprintln!("starting a region with jobs ...");
+    let region = TestRegion::start_with(RegionOptions {
+        frontdoor_args: vec!["--token-secret-file".into(), secret.display().to_string()],
+        ..RegionOptions::default()
+    })
+    .await?;
+    let etcd = TestEtcd::start().await?;
+    let mut children: Vec<LoggedChild> = Vec::new();
+    let api_port = free_port()?;
+    let api_url = format!("http://127.0.0.1:{api_port}");
+    let mut cmd = guarded_command(binary("jobs-api")?, None);
+    cmd.args(["--listen", &format!("127.0.0.1:{api_port}")])
+        .args([
+            "--moray-url",
+            &region.moray_url,
+            "--frontdoor-url",
+            &region.url,
+        ])
+        .arg("--token-secret-file")
+        .arg(&secret);
+    children.push(LoggedChild::spawn(
+        "jobs-api",
+        cmd,
+        &tmp.path().join("api.log"),
+    )?);
+    wait_ping(&api_url).await?;
+    let mut cmd = guarded_command(binary("jobs-supervisor")?, None);
+    cmd.args(["--listen", &format!("127.0.0.1:{}", free_port()?)])
+        .args([
+            "--moray-url",
+            &region.moray_url,
+            "--frontdoor-url",
+            &region.url,
+        ])
+        .args(["--etcd", &etcd.endpoint(), "--poll", "50ms"]);
+    children.push(LoggedChild::spawn(
+        "supervisor",
+        cmd,
+        &tmp.path().join("sup.log"),
+    )?);
+    for (i, node) in region.storage.iter().enumerate() {
+        let port = free_port()?;
+        let mut cmd = guarded_command(binary("jobs-agent")?, None);
+        cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--storage-id", &node.storage_id])
+            .arg("--dataset")
+            .arg(&node.data)
+            .args(["--storage-url", &node.url, "--frontdoor-url", &region.url])
+            .args(["--moray-url", &region.moray_url])
+            .arg("--work-dir")
+            .arg(tmp.path().join(format!("agent{i}")))
+            .args(["--slots", &args.slots.to_string(), "--poll", "50ms"])
+            .args(["--uid-base", &(100_000 + 65_536 * i).to_string()]);
+        children.push(LoggedChild::spawn(
+            &format!("agent{i}"),
+            cmd,
+            &tmp.path().join(format!("agent{i}.log")),
+        )?);
+        wait_ping(&format!("http://127.0.0.1:{port}")).await?;
+    }
+
+    let acct = &region.account;
+    let client = MantaClient::new(ClientConfig {
+        url: api_url.clone(),
+        user: acct.login.clone(),
+        subuser: None,
+        key_id: Some(acct.key_id.clone()),
+        insecure: false,
+        ssh_dir: acct.key.parent().context("key dir")?.to_owned(),
+        no_auth: false,
+        timeout: Duration::from_secs(60),
+    })
+    .await?;
+
+    eprintln!(
+        "uploading {} objects of {} bytes ...",
+        args.objects, args.size
+    );
+    let local = tmp.path().join("local");
+    std::fs::create_dir_all(&local)?;
+    client.mkdirp("~~/stor/wc").await?;
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    let mut inputs = Vec::new();
+    for i in 0..args.objects {
+        let b = body(i, args.size);
+        std::fs::write(local.join(format!("o{i:04}")), &b)?;
+        let path = format!("/{}/stor/wc/o{i:04}", acct.login);
+        inputs.push(path.clone());
+        let (c, sem) = (client.clone(), sem.clone());
+        set.spawn(async move {
+            let _p = sem.acquire().await;
+            c.put_bytes(&path, b, Default::default()).await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r??;
+    }
+
+    // Baseline: the same bytes as local files, `wc` two at a time.
+    let mut base = Vec::new();
+    for _ in 0..args.baseline_runs {
+        let t = Instant::now();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg("ls | xargs -P2 -n1 wc > /dev/null")
+            .current_dir(&local)
+            .status()?;
+        if !st.success() {
+            bail!("baseline failed");
+        }
+        base.push(t.elapsed().as_secs_f64());
+    }
+
+    // The job: map `wc` over every object.
+    let mut runs = Vec::new();
+    let mut task_ms = Vec::new();
+    for _ in 0..args.job_runs {
+        let t = Instant::now();
+        let id = client
+            .create_job(
+                &serde_json::json!({"name": "wc", "phases": [{"type": "map", "exec": "wc"}]}),
+            )
+            .await?;
+        for chunk in inputs.chunks(500) {
+            client.add_job_inputs(&id, chunk, false).await?;
+        }
+        client.end_job_input(&id).await?;
+        let st = loop {
+            let st = client.job_status(&id).await?;
+            if st["state"] == "done" {
+                break st;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        runs.push(t.elapsed().as_secs_f64());
+        if st["stats"]["errors"] != 0 || st["stats"]["outputs"] != args.objects {
+            bail!("job did not complete cleanly: {st}");
+        }
+        let moray = moray::ShardedClient::single(&region.moray_url)?;
+        let recs = moray
+            .system()
+            .find_objects(
+                "jobs_tasks_v1",
+                &format!("(jobId={id})"),
+                moray::types::FindOptions {
+                    limit: Some(100_000),
+                    ..Default::default()
+                },
+            )
+            .await?;
+        for r in recs {
+            if let (Some(a), Some(b)) = (
+                r.value["timeStarted"].as_u64(),
+                r.value["timeDone"].as_u64(),
+            ) {
+                task_ms.push(Duration::from_millis(b.saturating_sub(a)));
+            }
+        }
+    }
+
+    eprintln!("timing {} container starts ...", args.starts);
+    let (mut rt, mut sh) = tokio::task::spawn_blocking({
+        let d = tmp.path().join("starts");
+        let n = args.starts;
+        move || container_starts(&d, n)
+    })
+    .await??;
+
+    let b = median(&mut base).unwrap_or(0.0);
+    let j = median(&mut runs).unwrap_or(0.0);
+    println!(
+        "jobs_wc: {} objects x {} KiB, 3 storage nodes, {} slots each (2 cores)",
+        args.objects,
+        args.size / 1024,
+        args.slots
+    );
+    println!(
+        "  baseline  xargs -P2 wc (local files)     median {b:8.3} s  ({} runs)",
+        base.len()
+    );
+    println!(
+        "  job       map wc (containers, end to end) median {j:8.3} s  ({} runs)",
+        runs.len()
+    );
+    println!(
+        "  ratio     job / baseline                  {:8.1}x",
+        j / b.max(1e-9)
+    );
+    if let Some(s) = stats(&mut task_ms) {
+        println!(
+            "  per task  claim to commit                 p50 {:6.1} ms  p99 {:6.1} ms  (n={})",
+            s.p50.as_secs_f64() * 1e3,
+            s.p99.as_secs_f64() * 1e3,
+            s.n
+        );
+    }
+    if let (Some(r), Some(s)) = (stats(&mut rt), stats(&mut sh)) {
+        println!(
+            "  container runc run /bin/true              p50 {:6.1} ms  p99 {:6.1} ms  (n={})",
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.n
+        );
+        println!(
+            "  baseline  sh -c true                      p50 {:6.1} ms  p99 {:6.1} ms  (ratio p50 {:.1}x)",
+            s.p50.as_secs_f64() * 1e3,
+            s.p99.as_secs_f64() * 1e3,
+            r.p50.as_secs_f64() / s.p50.as_secs_f64().max(1e-9)
+        );
+    }
+    drop(children);
+    Ok(())
+}
