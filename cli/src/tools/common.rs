@@ -12,12 +12,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manta_client::{ClientConfig, MantaClient, Progress};
 use manta_types::MantaPath;
 
+/// The help section of the connection options.
+const CONN: &str = "Manta connection options";
+
 /// Connection options every tool takes (the original's names and environment variables).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Manta connection options")]
 pub struct Conn {
     /// Manta account (login name).
     #[arg(
+        help_heading = CONN,
         short = 'a',
         long = "account",
         env = "MANTA_USER",
@@ -26,6 +29,7 @@ pub struct Conn {
     pub account: Option<String>,
     /// Manta sub-user (login name).
     #[arg(
+        help_heading = CONN,
         long = "user",
         visible_alias = "subuser",
         env = "MANTA_SUBUSER",
@@ -34,6 +38,7 @@ pub struct Conn {
     pub subuser: Option<String>,
     /// Assume a role (repeat, or give a comma-separated list).
     #[arg(
+        help_heading = CONN,
         long = "role",
         env = "MANTA_ROLE",
         value_delimiter = ',',
@@ -41,18 +46,18 @@ pub struct Conn {
     )]
     pub role: Vec<String>,
     /// Do not validate the server's TLS certificate.
-    #[arg(short = 'i', long = "insecure", env = "MANTA_TLS_INSECURE",
+    #[arg(help_heading = CONN, short = 'i', long = "insecure", env = "MANTA_TLS_INSECURE",
           value_parser = FalseyValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub insecure: bool,
     /// SSH key fingerprint (MD5 or SHA256); the first key found in ~/.ssh or ssh-agent
     /// when absent.
-    #[arg(short = 'k', long = "keyId", env = "MANTA_KEY_ID", value_name = "FP")]
+    #[arg(help_heading = CONN, short = 'k', long = "keyId", env = "MANTA_KEY_ID", value_name = "FP")]
     pub key_id: Option<String>,
     /// Manta URL.
-    #[arg(short = 'u', long = "url", env = "MANTA_URL", value_name = "URL")]
+    #[arg(help_heading = CONN, short = 'u', long = "url", env = "MANTA_URL", value_name = "URL")]
     pub url: Option<String>,
     /// Verbose logging to stderr (repeat for more).
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    #[arg(help_heading = CONN, short = 'v', long = "verbose", action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
 

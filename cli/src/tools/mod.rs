@@ -136,18 +136,12 @@ fn dispatch(tool: &str, args: Vec<String>) -> ExitCode {
         "mln" => simple::mln(args),
         "mchattr" => simple::mchattr(args),
         "msync" => sync::main(args),
-        "mjob" => mjob(args),
+        "mjob" => crate::mjob::main(args),
         other => {
             eprintln!("manta: unknown tool {other:?}\n\n{}", usage());
             ExitCode::from(1)
         }
     }
-}
-
-/// Jobs live in their own module, written with the jobs service.
-fn mjob(_args: Vec<String>) -> ExitCode {
-    eprintln!("mjob: jobs are not available in this build");
-    ExitCode::from(1)
 }
 
 /// `manta install-links DIR`: a symlink per tool in DIR pointing at this binary. Existing
