@@ -49,6 +49,7 @@
 //! ```
 
 pub mod client;
+pub mod concat;
 pub mod dataset;
 pub mod digest;
 pub mod error;

@@ -6,6 +6,7 @@
 //! | GET, HEAD | `/<owner>/<objectId>` | 200 or 206 (one `Range`), 416, 501 for several ranges |
 //! | DELETE | `/<owner>/<objectId>` | 204 |
 //! | POST | `/snapshots/<name>` | 201, a snapshot of the dataset |
+//! | POST | `/mpu/commit` | 201 (200 if done before), parts joined into a new object ([`crate::concat`]) |
 //! | GET | `/capacity` | the dataset's space figures |
 //! | GET | `/quarantine` | the copies scrub set aside |
 //! | GET | `/ping`, `/metrics` | health and Prometheus metrics |
@@ -74,6 +75,7 @@ pub fn router(state: Arc<AppState>, obs: Arc<Observer>) -> Router {
                 .fallback(method_not_allowed),
         )
         .route("/snapshots/{name}", post(take_snapshot))
+        .route("/mpu/commit", post(crate::concat::commit))
         .route("/capacity", get(capacity))
         .route("/quarantine", get(quarantine))
         .fallback(not_an_object_path)

@@ -1,0 +1,324 @@
+//! Joining stored objects into a new object on the node itself: how an S3 multipart upload
+//! becomes one object without its bytes crossing the network again, and how an S3 copy is made
+//! next to its source.
+//!
+//! `POST /mpu/commit` with the JSON body
+//! `{"owner": "<uuid>", "objectId": "<new uuid>", "parts": ["<uuid>", ...]}` writes the parts'
+//! bytes, in the order given, into the new object `<owner>/<objectId>` and answers 201 with
+//! `{"md5","sha256","size"}` (and the same digests in the `x-joyent-computed-content-md5` and
+//! `x-manta-computed-sha256` headers), exactly like a PUT of those bytes would.
+//!
+//! # Guarantees
+//! - Atomic: the result is written to `tmp/`, its checksums set, fsynced, renamed into
+//!   `objects/` and the directory fsynced, as an upload is; a reader sees the whole object or
+//!   none, and a failure leaves nothing behind.
+//! - Idempotent: when `<owner>/<objectId>` already exists (a retried commit), its digests are
+//!   answered and nothing is written. Object ids are never reused for other bytes, so the
+//!   existing file is the result of an earlier identical commit.
+//! - Verified: every part is checked against the SHA-256 stored beside it while it is copied.
+//!   A part that fails is quarantined (like a failed read) and the commit answers 404 with
+//!   `x-manta-quarantined: true`, so a corrupt part never becomes part of a good-looking object.
+//! - The parts are left in place: the metadata tier logs them for garbage collection when their
+//!   records go.
+//! - All file work runs on the blocking pool, in 1 MiB chunks; the commit holds one transfer
+//!   permit (503 `ThrottledError` when none is left).
+//!
+//! Errors: a malformed body is 400 `InvalidParameter`; a missing part 404 `ResourceNotFound`.
+
+use std::fs::{self, File};
+use std::io::{self, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use manta_types::ErrorCode;
+use serde::{Deserialize, Serialize};
+use sha2::Digest as _;
+
+use crate::dataset::dir::sync_dir;
+use crate::digest::{Digests, StreamHasher};
+use crate::error::Error;
+use crate::server::{AppState, COMPUTED_MD5_HEADER, COMPUTED_SHA256_HEADER};
+use crate::store::{OBJECTS_DIR, ObjectKey, QuarantineNote, TMP_DIR};
+
+/// Most parts one commit may join (S3's limit on the parts of an upload).
+pub const MAX_PARTS: usize = 10_000;
+
+/// Largest request body accepted (10 000 ids fit in well under half of it).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Bytes read and written at a time.
+const CHUNK: usize = 1024 * 1024;
+
+/// The body of `POST /mpu/commit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitRequest {
+    /// Account the parts and the result belong to (the directory under `objects/`).
+    pub owner: String,
+    /// Id of the object to create.
+    pub object_id: String,
+    /// Ids of the objects to join, in order; an id may appear more than once.
+    pub parts: Vec<String>,
+}
+
+/// The answer to a commit: the digests of the result, as a PUT answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitResult {
+    /// Base64 MD5.
+    pub md5: String,
+    /// Hex SHA-256.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+fn bad_request(message: &str) -> Response {
+    manta_util::http::error_response_parts(ErrorCode::InvalidParameter, message)
+}
+
+/// Why a blocking join stopped.
+enum JoinError {
+    /// A part's bytes differ from its stored SHA-256 (or its size from the recorded size):
+    /// the part and why it is to be quarantined.
+    Corrupt(ObjectKey, Box<QuarantineNote>),
+    /// Anything else.
+    Other(Error),
+}
+
+impl From<Error> for JoinError {
+    fn from(e: Error) -> Self {
+        JoinError::Other(e)
+    }
+}
+
+/// `POST /mpu/commit`.
+///
+/// # Errors
+/// As the module docs say.
+pub async fn commit(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    if body.len() > MAX_BODY {
+        return bad_request(&format!("a commit body is at most {MAX_BODY} bytes"));
+    }
+    let req: CommitRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&format!("malformed commit request: {e}")),
+    };
+    if req.parts.is_empty() || req.parts.len() > MAX_PARTS {
+        return bad_request(&format!("a commit joins 1 to {MAX_PARTS} parts"));
+    }
+    let target = match ObjectKey::parse(&req.owner, &req.object_id) {
+        Ok(k) => k,
+        Err(e) => return bad_request(&e.to_string()),
+    };
+    let mut parts = Vec::with_capacity(req.parts.len());
+    for p in &req.parts {
+        match ObjectKey::parse(&req.owner, p) {
+            Ok(k) if k == target => {
+                return bad_request("the new object cannot be one of its own parts");
+            }
+            Ok(k) => parts.push(k),
+            Err(e) => return bad_request(&e.to_string()),
+        }
+    }
+    match run(&st, target, parts).await {
+        Ok((d, created)) => answer(&d, created),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn answer(d: &Digests, created: bool) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (
+        status,
+        axum::Json(CommitResult {
+            md5: d.md5_base64(),
+            sha256: d.sha256_hex(),
+            size: d.size,
+        }),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&d.md5_base64()) {
+        h.insert(COMPUTED_MD5_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&d.sha256_hex()) {
+        h.insert(COMPUTED_SHA256_HEADER, v);
+    }
+    resp
+}
+
+/// Joins `parts` into `target`; `Ok((digests, true))` when it was written now, `false` when it
+/// already existed.
+async fn run(
+    st: &AppState,
+    target: ObjectKey,
+    parts: Vec<ObjectKey>,
+) -> Result<(Digests, bool), Error> {
+    let _permit = st
+        .transfers
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::Throttled)?;
+    match st.store.open_object(&target).await {
+        Ok(existing) => return Ok((existing.digests, false)),
+        Err(Error::NotFound) => {}
+        Err(e) => return Err(e),
+    }
+    let root = st.store.root().to_owned();
+    let started = std::time::Instant::now();
+    let joined = tokio::task::spawn_blocking(move || join_blocking(&root, &target, &parts))
+        .await
+        .map_err(|e| Error::Internal(format!("commit worker panicked: {e}")))?;
+    match joined {
+        Ok(d) => {
+            tracing::info!(
+                object = %target,
+                size = d.size,
+                ms = started.elapsed().as_millis() as u64,
+                "parts joined into a new object"
+            );
+            Ok((d, true))
+        }
+        Err(JoinError::Other(e)) => Err(e),
+        Err(JoinError::Corrupt(key, note)) => {
+            st.store.quarantine(&key, &note).await?;
+            Err(Error::Quarantined)
+        }
+    }
+}
+
+/// Removes the temp file unless disarmed.
+struct Temp(Option<PathBuf>);
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take()
+            && let Err(e) = fs::remove_file(&p)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "cannot remove a temp file");
+        }
+    }
+}
+
+/// A corrupt part: `expected` and `actual` are (SHA-256 hex, size) when known.
+fn corrupt(
+    key: &ObjectKey,
+    reason: String,
+    expected: Option<(String, u64)>,
+    actual: Option<(String, u64)>,
+) -> JoinError {
+    let (expected_sha256, expected_size) = expected.unzip();
+    let (actual_sha256, actual_size) = actual.unzip();
+    JoinError::Corrupt(
+        *key,
+        Box::new(QuarantineNote {
+            owner: key.owner.to_string(),
+            object_id: key.id.to_string(),
+            reason: format!("{reason} (found while joining parts)"),
+            expected_sha256,
+            actual_sha256,
+            expected_size,
+            actual_size,
+            detected_at: manta_types::time::now_ms(),
+        }),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    crate::digest::to_hex(bytes)
+}
+
+/// The blocking half: copy, verify, hash, make durable, rename.
+fn join_blocking(
+    root: &Path,
+    target: &ObjectKey,
+    parts: &[ObjectKey],
+) -> Result<Digests, JoinError> {
+    let objects = root.join(OBJECTS_DIR);
+    let tmp_path = root.join(TMP_DIR).join(uuid::Uuid::new_v4().to_string());
+    let mut guard = Temp(Some(tmp_path.clone()));
+    let mut out = File::create(&tmp_path).map_err(|e| Error::io("create a temp file", e))?;
+    let mut whole = StreamHasher::new();
+    for key in parts {
+        let path = objects.join(key.rel_path());
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound.into()),
+            Err(e) => return Err(Error::io("open a part", e).into()),
+        };
+        let stored = Digests::read_from(&f)
+            .map_err(|e| corrupt(key, format!("checksum attribute unusable: {e}"), None, None))?;
+        let mut sha = sha2::Sha256::new();
+        let mut size = 0u64;
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let n = read_some(&mut f, &mut buf).map_err(|e| Error::io("read a part", e))?;
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            let chunk = Bytes::from(buf);
+            sha.update(&chunk);
+            whole.update(&chunk);
+            out.write_all(&chunk)
+                .map_err(|e| Error::io("write a joined object", e))?;
+            size += n as u64;
+        }
+        let actual: [u8; 32] = sha.finalize().into();
+        if actual != stored.sha256 || size != stored.size {
+            return Err(corrupt(
+                key,
+                "part bytes do not match their stored checksum".into(),
+                Some((hex(&stored.sha256), stored.size)),
+                Some((hex(&actual), size)),
+            ));
+        }
+    }
+    let digests = whole
+        .finish()
+        .map_err(|e| Error::io("hash a joined object", e))?;
+    digests
+        .write_to(&out)
+        .map_err(|e| Error::io("store checksums on a joined object", e))?;
+    out.sync_all()
+        .map_err(|e| Error::io("fsync a joined object", e))?;
+    drop(out);
+    let final_path = objects.join(target.rel_path());
+    let owner_dir = final_path
+        .parent()
+        .expect("object paths have an owner directory")
+        .to_owned();
+    match fs::create_dir(&owner_dir) {
+        Ok(()) => sync_dir(&objects).map_err(|e| Error::io("fsync the objects directory", e))?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io("create an owner directory", e).into()),
+    }
+    fs::rename(&tmp_path, &final_path)
+        .map_err(|e| Error::io("rename a joined object into place", e))?;
+    guard.0 = None;
+    sync_dir(&owner_dir).map_err(|e| Error::io("fsync an owner directory", e))?;
+    Ok(digests)
+}
+
+fn read_some(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    // Fill the buffer as far as the file allows, so chunks stay large.
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
