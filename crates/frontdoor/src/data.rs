@@ -102,21 +102,7 @@ where
     let cfg = &fd.cfg;
     let limit = len.exact.or(len.max).unwrap_or(cfg.max_streaming_size);
     if len.exact == Some(0) {
-        if content_md5.is_some_and(|m| m != EMPTY_MD5) {
-            return Err(err(
-                ErrorCode::ContentMD5Mismatch,
-                format!(
-                    "Content-MD5 expected {}, but was {EMPTY_MD5}",
-                    content_md5.unwrap_or_default()
-                ),
-            ));
-        }
-        return Ok(Stored {
-            sharks: Vec::new(),
-            md5: EMPTY_MD5.into(),
-            size: 0,
-            sha256: Some(EMPTY_SHA256.into()),
-        });
+        return empty_upload(content_md5);
     }
     fd.picker
         .ensure_loaded()
@@ -159,7 +145,100 @@ where
             "No storage nodes available for this request",
         ));
     };
+    pump(fd, streams, creator, object_id, len, limit, content_md5, body).await
+}
 
+/// What an upload of zero bytes stores: nothing, anywhere.
+fn empty_upload(content_md5: Option<&str>) -> ApiResult<Stored> {
+    if content_md5.is_some_and(|m| m != EMPTY_MD5) {
+        return Err(err(
+            ErrorCode::ContentMD5Mismatch,
+            format!(
+                "Content-MD5 expected {}, but was {EMPTY_MD5}",
+                content_md5.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(Stored {
+        sharks: Vec::new(),
+        md5: EMPTY_MD5.into(),
+        size: 0,
+        sha256: Some(EMPTY_SHA256.into()),
+    })
+}
+
+/// Like [`store`], but on exactly `nodes` (no other set is tried): the S3 API's multipart
+/// parts, which must all live on the nodes chosen when the upload began so that each node can
+/// join them locally.
+///
+/// # Errors
+/// `ServiceUnavailable` when any of `nodes` cannot be reached or fails mid-stream (the nodes
+/// that were reached are told to drop what they have); otherwise as [`store`].
+pub async fn store_on<S, E>(
+    fd: &Arc<Frontdoor>,
+    nodes: &[crate::picker::Node],
+    creator: &str,
+    object_id: &str,
+    len: BodyLength,
+    content_md5: Option<&str>,
+    body: S,
+) -> ApiResult<Stored>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let limit = len
+        .exact
+        .or(len.max)
+        .unwrap_or(fd.cfg.max_streaming_size);
+    if len.exact == Some(0) {
+        return empty_upload(content_md5);
+    }
+    let attempts = futures_util::future::join_all(
+        nodes
+            .iter()
+            .map(|n| fd.sharks.start_put(n, creator, object_id, len.exact, content_md5)),
+    )
+    .await;
+    let mut ok = Vec::new();
+    let mut failed = None;
+    for (node, a) in nodes.iter().zip(attempts) {
+        match a {
+            Ok(s) => ok.push(s),
+            Err(e) => {
+                warn!(error = %e, node = %node.storage_id, "storage node of a fixed set unavailable");
+                fd.picker.mark_down(&node.storage_id);
+                failed = Some(node.storage_id.clone());
+            }
+        }
+    }
+    if let Some(node) = failed {
+        abort_all(ok).await;
+        return Err(err(
+            ErrorCode::ServiceUnavailable,
+            format!("storage node {node} is unavailable; retry"),
+        ));
+    }
+    pump(fd, ok, creator, object_id, len, limit, content_md5, body).await
+}
+
+/// Streams `body` to every node of `streams` (already connected) and collects the outcome.
+#[allow(clippy::too_many_arguments)]
+async fn pump<S, E>(
+    fd: &Arc<Frontdoor>,
+    streams: Vec<PutStream>,
+    creator: &str,
+    object_id: &str,
+    len: BodyLength,
+    limit: u64,
+    content_md5: Option<&str>,
+    body: S,
+) -> ApiResult<Stored>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let cfg = &fd.cfg;
     let hasher = Hasher::start();
     let mut body = body;
     let mut total = 0u64;
