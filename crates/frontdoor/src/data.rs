@@ -145,7 +145,17 @@ where
             "No storage nodes available for this request",
         ));
     };
-    pump(fd, streams, creator, object_id, len, limit, content_md5, body).await
+    pump(
+        fd,
+        streams,
+        creator,
+        object_id,
+        len,
+        limit,
+        content_md5,
+        body,
+    )
+    .await
 }
 
 /// What an upload of zero bytes stores: nothing, anywhere.
@@ -187,18 +197,14 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let limit = len
-        .exact
-        .or(len.max)
-        .unwrap_or(fd.cfg.max_streaming_size);
+    let limit = len.exact.or(len.max).unwrap_or(fd.cfg.max_streaming_size);
     if len.exact == Some(0) {
         return empty_upload(content_md5);
     }
-    let attempts = futures_util::future::join_all(
-        nodes
-            .iter()
-            .map(|n| fd.sharks.start_put(n, creator, object_id, len.exact, content_md5)),
-    )
+    let attempts = futures_util::future::join_all(nodes.iter().map(|n| {
+        fd.sharks
+            .start_put(n, creator, object_id, len.exact, content_md5)
+    }))
     .await;
     let mut ok = Vec::new();
     let mut failed = None;
