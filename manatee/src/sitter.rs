@@ -1151,6 +1151,10 @@ impl Sitter {
             primary.id
         ));
         let rewound = async {
+            // pg_rewind reads the source's timeline from its control file, which a just
+            // promoted primary updates only at its next checkpoint: without one, pg_rewind
+            // sees one timeline and reports that nothing needs rewinding.
+            source.client.batch_execute("CHECKPOINT").await?;
             self.setup.single_user_recovery().await?;
             self.setup.rewind(primary).await
         }
