@@ -356,6 +356,13 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
                 matches!(st3.role_of(&old.id), Role::Async(_) | Role::Sync),
                 "{st3:?}"
             );
+            // Its WAL held the isolated side's unacknowledged writes: it was rewound (or
+            // rebuilt), not started as it was.
+            let s = status(&http, &old).await?;
+            ensure!(
+                s["rebuilds"].as_u64().unwrap_or(0) >= 1,
+                "the old primary was not repaired: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(300)).await;
             let acked = w.stop().await;
             Ok((st3, acked, cut_at))
