@@ -287,12 +287,26 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
                 "http://127.0.0.1:9".into(),
                 "1".into(),
                 1_000_000_000,
-                Some(old),
+                Some(old.clone()),
             );
             w.wait_ack_after(Instant::now(), None, Duration::from_secs(20))
                 .await?;
             let cut_at = tokio::task::spawn_blocking(move || cut_rx.recv()).await??;
-            tokio::time::sleep(Duration::from_secs(8)).await;
+            // A write started after the cut: it reaches the isolated primary's WAL (so its
+            // data diverges from the new timeline) but is never acknowledged.
+            let late = async {
+                let c = manatee::pg::PgConn::to_peer(&old).await?;
+                c.client
+                    .execute("INSERT INTO t (id) VALUES (2000000000)", &[])
+                    .await?;
+                anyhow::Ok(())
+            };
+            let r = tokio::time::timeout(Duration::from_secs(6), late).await;
+            ensure!(
+                !matches!(r, Ok(Ok(()))),
+                "a write on the isolated primary was acknowledged"
+            );
+            tokio::time::sleep(Duration::from_secs(3)).await;
             let acked = w.acked.lock().expect("writer lock").clone();
             let _ = w.stop().await;
             Ok((acked, cut_at))
