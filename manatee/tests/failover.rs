@@ -245,6 +245,16 @@ async fn planned_promotion_and_rebuild() -> Result<()> {
         .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
         .await?;
 
+    // Every sitter serves /ping, /ready (registered in its role) and Prometheus /metrics.
+    for (p, _) in st.peers() {
+        let get = |path: &str| shard.http.get(format!("{}{path}", p.backup_url)).send();
+        assert!(get("/ping").await?.status().is_success());
+        assert_eq!(get("/ready").await?.status(), 200);
+        let m = get("/metrics").await?.text().await?;
+        assert!(m.contains("manatee_generation"), "{m}");
+        assert!(m.contains("http_requests_total"), "{m}");
+    }
+
     // Promote the async to sync: primary unchanged, sync and async swap.
     let a0 = st.asyncs[0].clone();
     shard.adm(&["promote", "--peer", &a0.id])?;
