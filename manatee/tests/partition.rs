@@ -403,6 +403,8 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
     });
     let n = join(check)?;
     ensure!(n > 20, "the majority side wrote: {n}");
+    let pids: Vec<u32> = sitters.iter().filter_map(Sitter::pid).collect();
     drop(sitters);
+    wait_children_gone(&pids);
     Ok(())
 }

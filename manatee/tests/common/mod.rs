@@ -151,11 +151,48 @@ impl Sitter {
 
 /// A shard of `n` sitters on loopback with its own etcd.
 pub struct Shard {
-    pub etcd: TestEtcd,
-    pub dir: TestDir,
+    // Dropped in this order: sitters (and with them their Postgres) first, the dir last.
     pub sitters: Vec<Sitter>,
     pub coord: Coord,
     pub http: reqwest::Client,
+    pub etcd: TestEtcd,
+    pub dir: TestDir,
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        let pids: Vec<u32> = self.sitters.iter().filter_map(Sitter::pid).collect();
+        for s in &mut self.sitters {
+            s.kill();
+        }
+        // Postgres follows its sitter (parent-death signal); let it go before the dir does.
+        wait_children_gone(&pids);
+    }
+}
+
+/// Waits (up to 5 s) until no process has one of `parents` as its parent.
+pub fn wait_children_gone(parents: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let any = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+                    let ppid = st
+                        .rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().nth(1));
+                    ppid.and_then(|p| p.parse::<u32>().ok())
+                        .is_some_and(|p| parents.contains(&p))
+                })
+            });
+        if !any {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Shard {
