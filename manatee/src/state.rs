@@ -649,6 +649,19 @@ mod tests {
         }
 
         #[test]
+        fn peer_ids_round_trip(ip in any::<[u8; 4]>(), v6 in any::<[u16; 8]>(), six in any::<bool>(), pg in any::<u16>(), sitter in any::<u16>()) {
+            let addr: IpAddr = if six { std::net::Ipv6Addr::from(v6).into() } else { IpAddr::from(ip) };
+            let peer = Peer::new(addr, pg, sitter);
+            prop_assert_eq!(Peer::from_id(&peer.id), Ok(peer.clone()));
+            prop_assert_eq!(peer.pg_port(), pg);
+        }
+
+        #[test]
+        fn peer_id_parse_never_panics(s in "\\PC{0,60}") {
+            let _ = Peer::from_id(&s);
+        }
+
+        #[test]
         fn state_json_never_panics(s in "\\PC{0,200}") {
             let _ = serde_json::from_str::<ClusterState>(&s);
         }
