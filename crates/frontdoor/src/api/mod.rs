@@ -152,6 +152,11 @@ async fn dispatch(
     req: Request,
     route: &mut &'static str,
 ) -> ApiResult<Response> {
+    // S3 buckets, read-only (`/:login/buckets/...`): an area MantaPath does not know, served
+    // by the S3 module with the same authentication.
+    if crate::s3::manta::is_buckets_path(req.uri().path()) {
+        return crate::s3::manta::handle(fd, req, route).await;
+    }
     let raw_path = req.uri().path().to_owned();
     let raw_query = req.uri().query().map(str::to_owned);
     let path = MantaPath::from_url_path(&raw_path).map_err(|e| err(e.code(), e.to_string()))?;

@@ -1,0 +1,242 @@
+//! Who is calling, and whether they may touch the bucket: the `s3s` authentication hook
+//! (the secret of an access key, from the account that holds it) and access hook (an
+//! account reaches only the buckets it owns).
+//!
+//! Signatures are verified by `s3s` with the secret [`Keys`] returns. A looked-up account is
+//! reused for `account_cache_ttl` (the same bound on how long a removed key keeps working as
+//! the Manta API has); [`Owners`] then maps the verified key to its account from that cache
+//! (a key never moves between accounts), so a request costs one account lookup at most.
+//!
+//! [`Owners::check`] runs for every operation: unsigned requests are refused (`AccessDenied`;
+//! there are no public buckets), a bucket that does not exist is `NoSuchBucket`, one owned by
+//! another account `AccessDenied`. It leaves the [`Caller`] and the [`BucketRef`] in the
+//! request's extensions for the operation, and names the operation for the metrics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use manta_auth::{Account, AccountStore as _};
+use s3s::S3ErrorCode;
+use s3s::access::{S3Access, S3AccessContext};
+use s3s::auth::{S3Auth, SecretKey};
+use s3s::path::S3Path;
+
+use super::error::{S3Result, access_denied, no_such_bucket, s3err, unavailable};
+use super::meta::{BucketRecord, BucketState, Meta, Versioned};
+use crate::state::Frontdoor;
+
+/// The authenticated account of a request (in the request extensions).
+#[derive(Debug, Clone)]
+pub struct Caller(pub Account);
+
+/// The bucket a request addresses, as read by the access check (in the request extensions).
+#[derive(Debug, Clone)]
+pub struct BucketRef(pub Versioned<BucketRecord>);
+
+/// Where the access check writes the operation name, for the metrics label.
+#[derive(Debug, Clone, Default)]
+pub struct OpSlot(pub Arc<Mutex<Option<&'static str>>>);
+
+impl OpSlot {
+    /// The operation name, once known.
+    pub fn get(&self) -> Option<&'static str> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set(&self, name: &'static str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(name);
+    }
+}
+
+/// The operations this service implements, by name (a fixed set of labels for the metrics;
+/// anything else is `S3Other`).
+pub const OPERATIONS: &[&str] = &[
+    "AbortMultipartUpload",
+    "CompleteMultipartUpload",
+    "CopyObject",
+    "CreateBucket",
+    "CreateMultipartUpload",
+    "DeleteBucket",
+    "DeleteObject",
+    "DeleteObjects",
+    "GetBucketLocation",
+    "GetBucketVersioning",
+    "GetObject",
+    "HeadBucket",
+    "HeadObject",
+    "ListBuckets",
+    "ListMultipartUploads",
+    "ListObjectVersions",
+    "ListObjects",
+    "ListObjectsV2",
+    "ListParts",
+    "PostObject",
+    "PutObject",
+    "UploadPart",
+    "UploadPartCopy",
+];
+
+/// The static label of an operation name.
+pub fn static_op(name: &str) -> &'static str {
+    OPERATIONS
+        .iter()
+        .find(|o| **o == name)
+        .copied()
+        .unwrap_or("S3Other")
+}
+
+/// Accounts by access key id, with the time they were read.
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    map: Mutex<HashMap<String, (Instant, Account)>>,
+}
+
+impl KeyCache {
+    /// The account holding `access_key`, read again when the cached one is older than
+    /// `max_age`.
+    ///
+    /// # Errors
+    /// `ServiceUnavailable` when the account store fails.
+    pub async fn account(
+        &self,
+        fd: &Frontdoor,
+        access_key: &str,
+        max_age: Duration,
+    ) -> S3Result<Option<Account>> {
+        if let Some((t, a)) = self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(access_key)
+            && t.elapsed() <= max_age
+        {
+            return Ok(Some(a.clone()));
+        }
+        let found = fd
+            .accounts
+            .by_s3_key(access_key)
+            .await
+            .map_err(|e| unavailable(format!("account store: {e}")))?;
+        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 100_000 {
+            m.clear();
+        }
+        match &found {
+            Some(a) => {
+                m.insert(access_key.to_owned(), (Instant::now(), a.clone()));
+            }
+            None => {
+                m.remove(access_key);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The authentication hook: access key id to secret.
+#[derive(Debug)]
+pub struct Keys {
+    /// The service.
+    pub fd: Arc<Frontdoor>,
+    /// Shared with [`Owners`].
+    pub cache: Arc<KeyCache>,
+}
+
+#[async_trait]
+impl S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<SecretKey> {
+        let account = self
+            .cache
+            .account(&self.fd, access_key, self.fd.cfg.account_cache_ttl)
+            .await?
+            .ok_or_else(|| {
+                s3err(
+                    S3ErrorCode::InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                )
+            })?;
+        if account.blocked {
+            return Err(access_denied("This account is blocked"));
+        }
+        let key = account
+            .s3_keys
+            .iter()
+            .find(|k| k.access_key_id == access_key)
+            .ok_or_else(|| {
+                s3err(
+                    S3ErrorCode::InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                )
+            })?;
+        Ok(SecretKey::from(key.secret_access_key.as_str()))
+    }
+}
+
+/// The access hook: bucket ownership.
+#[derive(Debug)]
+pub struct Owners {
+    /// The service.
+    pub fd: Arc<Frontdoor>,
+    /// Shared with [`Keys`].
+    pub cache: Arc<KeyCache>,
+    /// Bucket records.
+    pub meta: Arc<Meta>,
+}
+
+/// How old a cached key-to-account mapping may be for the access check: the signature was
+/// just verified against a fresh enough copy, and a key never changes account.
+const MAPPING_MAX_AGE: Duration = Duration::from_secs(60);
+
+#[async_trait]
+impl S3Access for Owners {
+    async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
+        let op = static_op(cx.s3_op().name());
+        if let Some(slot) = cx.extensions_mut().get::<OpSlot>() {
+            slot.set(op);
+        }
+        let Some(cred) = cx.credentials() else {
+            return Err(access_denied(
+                "Anonymous access is forbidden for this operation",
+            ));
+        };
+        let access_key = cred.access_key.clone();
+        let account = self
+            .cache
+            .account(&self.fd, &access_key, MAPPING_MAX_AGE)
+            .await?
+            .ok_or_else(|| {
+                s3err(
+                    S3ErrorCode::InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records.",
+                )
+            })?;
+        let bucket = match cx.s3_path() {
+            S3Path::Root => None,
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),
+        };
+        let uuid = account.uuid.clone();
+        cx.extensions_mut().insert(Caller(account));
+        let Some(bucket) = bucket else {
+            return Ok(());
+        };
+        if op == "CreateBucket" {
+            // Whether the name is free is the operation's answer to give.
+            return Ok(());
+        }
+        let b = self
+            .meta
+            .bucket(&bucket)
+            .await?
+            .ok_or_else(|| no_such_bucket(&bucket))?;
+        if b.rec.owner != uuid {
+            return Err(access_denied("Access Denied"));
+        }
+        if b.rec.state == BucketState::Deleting && op != "DeleteBucket" {
+            return Err(no_such_bucket(&bucket));
+        }
+        cx.extensions_mut().insert(BucketRef(b));
+        Ok(())
+    }
+}

@@ -1,0 +1,342 @@
+//! Conditional requests as S3 evaluates them (RFC 9110 order), at one-second precision.
+//!
+//! - Reads (`GET`, `HEAD`): a failed `If-Match` or `If-Unmodified-Since` is 412
+//!   `PreconditionFailed`; a matching `If-None-Match` or an `If-Modified-Since` the object is
+//!   not newer than is 304 `NotModified`. `If-Unmodified-Since` is ignored when `If-Match`
+//!   is given, `If-Modified-Since` when `If-None-Match` is.
+//! - Copy sources (`x-amz-copy-source-if-*`): the same tests, every failure a 412.
+//! - Writes (`PUT`, `CompleteMultipartUpload`): `If-None-Match: *` means "only if absent",
+//!   `If-Match: <etag>` "only if present with that ETag"; a missing object fails `If-Match`
+//!   with 404 `NoSuchKey`. The caller makes the write itself conditional on the Moray etag
+//!   of the state checked here ([`WriteCondition`]), so the check and the write are atomic.
+
+use s3s::S3ErrorCode;
+use s3s::dto::{ETagCondition, Timestamp};
+
+use super::error::{S3Result, no_such_key, precondition_failed, s3err};
+
+/// The state a condition is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Current<'a> {
+    /// The object's ETag (without quotes).
+    pub etag: &'a str,
+    /// Last modification, epoch ms.
+    pub mtime_ms: u64,
+}
+
+/// What a read should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Serve it.
+    Proceed,
+    /// Answer 304.
+    NotModified,
+}
+
+/// The `If-*` headers of a request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conditions<'a> {
+    /// `If-Match`.
+    pub if_match: Option<&'a ETagCondition>,
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a ETagCondition>,
+    /// `If-Modified-Since`.
+    pub if_modified_since: Option<&'a Timestamp>,
+    /// `If-Unmodified-Since`.
+    pub if_unmodified_since: Option<&'a Timestamp>,
+}
+
+/// Seconds since the epoch of a timestamp.
+pub fn epoch_secs(t: &Timestamp) -> Option<u64> {
+    let mut buf = Vec::new();
+    t.format(s3s::dto::TimestampFormat::HttpDate, &mut buf)
+        .ok()?;
+    let s = String::from_utf8(buf).ok()?;
+    let st = httpdate::parse_http_date(&s).ok()?;
+    st.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+/// A timestamp from epoch milliseconds.
+pub fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+fn matches(cond: &ETagCondition, etag: &str) -> bool {
+    match cond {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => e.value() == etag,
+    }
+}
+
+/// The tests shared by reads and copy sources: `Err(true)` for "412", `Err(false)` for "304".
+fn evaluate(c: &Current<'_>, cond: &Conditions<'_>) -> Result<(), bool> {
+    let secs = c.mtime_ms / 1000;
+    if let Some(m) = cond.if_match {
+        if !matches(m, c.etag) {
+            return Err(true);
+        }
+    } else if let Some(t) = cond.if_unmodified_since.and_then(epoch_secs)
+        && secs > t
+    {
+        return Err(true);
+    }
+    if let Some(m) = cond.if_none_match {
+        if matches(m, c.etag) {
+            return Err(false);
+        }
+    } else if let Some(t) = cond.if_modified_since.and_then(epoch_secs)
+        && secs <= t
+    {
+        return Err(false);
+    }
+    Ok(())
+}
+
+/// Checks a read's conditions.
+///
+/// # Errors
+/// `PreconditionFailed` (412).
+pub fn check_read(c: &Current<'_>, cond: &Conditions<'_>) -> S3Result<ReadOutcome> {
+    match evaluate(c, cond) {
+        Ok(()) => Ok(ReadOutcome::Proceed),
+        Err(false) => Ok(ReadOutcome::NotModified),
+        Err(true) => Err(precondition_failed()),
+    }
+}
+
+/// Checks `x-amz-copy-source-if-*`.
+///
+/// # Errors
+/// `PreconditionFailed` (412) for any failed test.
+pub fn check_copy_source(c: &Current<'_>, cond: &Conditions<'_>) -> S3Result<()> {
+    evaluate(c, cond).map_err(|_| precondition_failed())
+}
+
+/// How a write must be conditioned on the state that was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// No condition.
+    Any,
+    /// Only if still absent.
+    Absent,
+    /// Only if the record is still the one read at this Moray etag.
+    Unchanged(String),
+}
+
+impl WriteCondition {
+    /// The Moray condition.
+    pub fn moray(&self) -> moray::EtagCondition {
+        match self {
+            WriteCondition::Any => moray::EtagCondition::Any,
+            WriteCondition::Absent => moray::EtagCondition::MustNotExist,
+            WriteCondition::Unchanged(e) => moray::EtagCondition::MustMatch(e.clone()),
+        }
+    }
+}
+
+/// Checks a write's `If-Match`/`If-None-Match` against the current object (`None` when
+/// absent; with its Moray etag) and says how to condition the write.
+///
+/// # Errors
+/// `PreconditionFailed` (412), `NoSuchKey` for `If-Match` on a missing object, `NotImplemented`
+/// for `If-None-Match` with an ETag (S3 accepts only `*` on writes).
+pub fn check_write(
+    current: Option<(&Current<'_>, &str)>,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    key: &str,
+) -> S3Result<WriteCondition> {
+    let mut cond = WriteCondition::Any;
+    if let Some(n) = if_none_match {
+        if !n.is_any() {
+            return Err(s3err(
+                S3ErrorCode::NotImplemented,
+                "A header you provided implies functionality that is not implemented: If-None-Match accepts only *",
+            ));
+        }
+        if current.is_some() {
+            return Err(precondition_failed());
+        }
+        cond = WriteCondition::Absent;
+    }
+    if let Some(m) = if_match {
+        match current {
+            None => return Err(no_such_key(key)),
+            Some((c, moray_etag)) => {
+                if !matches(m, c.etag) {
+                    return Err(precondition_failed());
+                }
+                cond = WriteCondition::Unchanged(moray_etag.to_owned());
+            }
+        }
+    }
+    Ok(cond)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use s3s::dto::ETag;
+
+    const MTIME: u64 = 1_700_000_000_500;
+
+    fn cur() -> Current<'static> {
+        Current {
+            etag: "abc",
+            mtime_ms: MTIME,
+        }
+    }
+
+    fn tag(s: &str) -> ETagCondition {
+        ETagCondition::ETag(ETag::Strong(s.into()))
+    }
+
+    fn secs(s: u64) -> Timestamp {
+        timestamp(s * 1000)
+    }
+
+    #[test]
+    fn timestamps_round_to_seconds() {
+        assert_eq!(epoch_secs(&timestamp(MTIME)), Some(MTIME / 1000));
+    }
+
+    #[test]
+    fn reads() {
+        let c = cur();
+        let t = MTIME / 1000;
+        let ok = |cond: Conditions<'_>| check_read(&c, &cond);
+        assert_eq!(ok(Conditions::default()).unwrap(), ReadOutcome::Proceed);
+        let m = tag("abc");
+        let other = tag("zzz");
+        let any = ETagCondition::Any;
+        assert_eq!(
+            ok(Conditions {
+                if_match: Some(&m),
+                ..Conditions::default()
+            })
+            .unwrap(),
+            ReadOutcome::Proceed
+        );
+        assert_eq!(
+            ok(Conditions {
+                if_match: Some(&other),
+                ..Conditions::default()
+            })
+            .unwrap_err()
+            .code()
+            .as_str(),
+            "PreconditionFailed"
+        );
+        assert_eq!(
+            ok(Conditions {
+                if_none_match: Some(&any),
+                ..Conditions::default()
+            })
+            .unwrap(),
+            ReadOutcome::NotModified
+        );
+        let same = secs(t);
+        let before = secs(t - 1);
+        assert_eq!(
+            ok(Conditions {
+                if_modified_since: Some(&same),
+                ..Conditions::default()
+            })
+            .unwrap(),
+            ReadOutcome::NotModified
+        );
+        assert_eq!(
+            ok(Conditions {
+                if_modified_since: Some(&before),
+                ..Conditions::default()
+            })
+            .unwrap(),
+            ReadOutcome::Proceed
+        );
+        assert!(
+            ok(Conditions {
+                if_unmodified_since: Some(&before),
+                ..Conditions::default()
+            })
+            .is_err()
+        );
+        // If-Match true wins over a failing If-Unmodified-Since; If-None-Match false over a
+        // "not modified" If-Modified-Since.
+        assert_eq!(
+            ok(Conditions {
+                if_match: Some(&m),
+                if_unmodified_since: Some(&before),
+                ..Conditions::default()
+            })
+            .unwrap(),
+            ReadOutcome::Proceed
+        );
+        assert_eq!(
+            ok(Conditions {
+                if_none_match: Some(&other),
+                if_modified_since: Some(&same),
+                ..Conditions::default()
+            })
+            .unwrap(),
+            ReadOutcome::Proceed
+        );
+    }
+
+    #[test]
+    fn copy_sources_fail_with_412_only() {
+        let c = cur();
+        let any = ETagCondition::Any;
+        let e = check_copy_source(
+            &c,
+            &Conditions {
+                if_none_match: Some(&any),
+                ..Conditions::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.code().as_str(), "PreconditionFailed");
+    }
+
+    #[test]
+    fn writes() {
+        let c = cur();
+        let any = ETagCondition::Any;
+        let m = tag("abc");
+        let other = tag("nope");
+        assert_eq!(
+            check_write(None, None, Some(&any), "k").unwrap(),
+            WriteCondition::Absent
+        );
+        assert_eq!(
+            check_write(Some((&c, "E1")), None, Some(&any), "k")
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "PreconditionFailed"
+        );
+        assert_eq!(
+            check_write(Some((&c, "E1")), Some(&m), None, "k").unwrap(),
+            WriteCondition::Unchanged("E1".into())
+        );
+        assert_eq!(
+            check_write(Some((&c, "E1")), Some(&other), None, "k")
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "PreconditionFailed"
+        );
+        assert_eq!(
+            check_write(None, Some(&m), None, "k")
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "NoSuchKey"
+        );
+        assert_eq!(
+            check_write(Some((&c, "E1")), None, None, "k").unwrap(),
+            WriteCondition::Any
+        );
+    }
+}

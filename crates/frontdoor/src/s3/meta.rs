@@ -1,0 +1,670 @@
+//! The S3 API's metadata in Moray: which buckets exist, the object records, and multipart
+//! uploads with their parts (see the module docs of [`crate::s3`] for the layout).
+//!
+//! The three Moray buckets are created (or brought up to date) idempotently before the first
+//! request that needs them, on every shard; a failure is retried by the next request.
+
+use std::collections::BTreeMap;
+
+use manta_types::MetadataRecord;
+use moray::filter::Filter;
+use moray::types::{
+    BatchOp, BucketConfig, DelOptions, FindOptions, IndexSpec, IndexType, PutOptions, Sort,
+};
+use moray::{EtagCondition, ShardedClient};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::error::{S3Result, from_moray, internal};
+use super::names;
+
+/// Bucket records (system shard), keyed by bucket name.
+pub const BUCKETS: &str = "manta_s3_buckets";
+/// Object records, keyed `<bucket>/<key>`.
+pub const OBJECTS: &str = "manta_s3_objects";
+/// Multipart uploads and parts, keyed `<bucket>/<uploadId>[/<part>]`.
+pub const UPLOADS: &str = "manta_s3_uploads";
+
+/// The record type of an upload in [`UPLOADS`] (parts are `object`).
+pub const UPLOAD_TYPE: &str = "upload";
+
+/// The version of bucket and upload records this code writes.
+pub const S3_RECORD_VERSION: u32 = 1;
+
+/// The configuration of [`BUCKETS`].
+pub fn buckets_config() -> BucketConfig {
+    BucketConfig::new(1).with_index("owner", IndexSpec::new(IndexType::String))
+}
+
+/// The configuration of [`OBJECTS`]: the `manta` bucket's indexes (so the same filters work)
+/// and the delete-log trigger (so GC reclaims replaced and deleted objects).
+pub fn objects_config() -> BucketConfig {
+    let s = || IndexSpec::new(IndexType::String);
+    BucketConfig::new(1)
+        .with_index("dirname", s())
+        .with_index("name", s())
+        .with_index("owner", s())
+        .with_index("objectId", s())
+        .with_index("type", s())
+        .with_post(moray::schema::TRIGGER_DELETE_LOG)
+}
+
+/// The configuration of [`UPLOADS`]: as [`objects_config`] plus the upload id and bucket,
+/// with the delete-log trigger so parts that are replaced, aborted or joined are reclaimed.
+pub fn uploads_config() -> BucketConfig {
+    let s = || IndexSpec::new(IndexType::String);
+    objects_config()
+        .with_index("uploadId", s())
+        .with_index("bucket", s())
+}
+
+/// The lifecycle state of a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketState {
+    /// In use.
+    #[default]
+    Active,
+    /// `DeleteBucket` is checking that it is empty: new writes are refused.
+    Deleting,
+}
+
+/// A bucket, as stored in [`BUCKETS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketRecord {
+    /// Record version.
+    #[serde(rename = "v", default = "one")]
+    pub version: u32,
+    /// The bucket name (also the key).
+    pub name: String,
+    /// Uuid of the owning account.
+    pub owner: String,
+    /// Login of the owning account when the bucket was made (for listings).
+    pub owner_login: String,
+    /// Creation time, epoch ms.
+    pub created: u64,
+    /// Region the bucket was created in.
+    pub region: String,
+    /// Lifecycle state.
+    #[serde(default)]
+    pub state: BucketState,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A multipart upload, as stored in [`UPLOADS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRecord {
+    /// Record version.
+    #[serde(rename = "v", default = "one")]
+    pub version: u32,
+    /// Always [`UPLOAD_TYPE`].
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The S3 bucket (indexed as `bucket` and, like objects, `dirname`).
+    pub bucket: String,
+    /// Same as `bucket` (objects list by `dirname`; uploads do too).
+    pub dirname: String,
+    /// The key of the object the upload will make.
+    pub name: String,
+    /// The upload id.
+    pub upload_id: String,
+    /// Uuid of the owning account (and creator of the part files).
+    pub owner: String,
+    /// Login of the owner when the upload began.
+    pub owner_login: String,
+    /// Start time, epoch ms.
+    pub initiated: u64,
+    /// Storage ids of the nodes every part is written to.
+    pub sharks: Vec<manta_types::SharkRef>,
+    /// `Content-Type` for the object.
+    pub content_type: String,
+    /// Headers stored with the object (user metadata, content headers).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A record with the Moray etag it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The record.
+    pub rec: T,
+    /// Moray's etag of it (for conditional writes).
+    pub etag: String,
+}
+
+/// Access to the S3 API's Moray buckets.
+#[derive(Debug)]
+pub struct Meta {
+    moray: ShardedClient,
+    ready: OnceCell<()>,
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(v: Value, what: &str) -> S3Result<T> {
+    serde_json::from_value(v).map_err(|e| internal(format!("unreadable {what} record: {e}")))
+}
+
+/// Reads an object record.
+///
+/// # Errors
+/// `InternalError` when it cannot be read.
+pub fn object_record(v: Value) -> S3Result<MetadataRecord> {
+    MetadataRecord::from_value(v).map_err(|e| internal(format!("unreadable object record: {e}")))
+}
+
+impl Meta {
+    /// Access over `moray`; the buckets are created before first use.
+    pub fn new(moray: ShardedClient) -> Meta {
+        Meta {
+            moray,
+            ready: OnceCell::new(),
+        }
+    }
+
+    /// Read access over `moray` that never creates anything: buckets that do not exist yet
+    /// read as empty (for the Manta API's view, which may run before any S3 request).
+    pub fn existing(moray: ShardedClient) -> Meta {
+        Meta {
+            moray,
+            ready: OnceCell::new_with(Some(())),
+        }
+    }
+
+    /// The sharded client.
+    pub fn moray(&self) -> &ShardedClient {
+        &self.moray
+    }
+
+    /// Creates the buckets if needed (once per process; retried after a failure).
+    ///
+    /// # Errors
+    /// `ServiceUnavailable`/`InternalError` when Moray fails.
+    pub async fn ensure(&self) -> S3Result<()> {
+        self.ready
+            .get_or_try_init(|| async {
+                self.moray
+                    .system()
+                    .put_bucket(BUCKETS, buckets_config())
+                    .await?;
+                // The delete-log trigger writes into manta_delete_log, which the front door
+                // creates at start-up (Frontdoor::new) before any request is served.
+                self.moray.put_bucket(OBJECTS, objects_config()).await?;
+                self.moray.put_bucket(UPLOADS, uploads_config()).await?;
+                Ok::<(), moray::Error>(())
+            })
+            .await
+            .map(|_| ())
+            .map_err(from_moray)
+    }
+
+    // ---- buckets -------------------------------------------------------------------------
+
+    /// A bucket by name.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn bucket(&self, name: &str) -> S3Result<Option<Versioned<BucketRecord>>> {
+        self.ensure().await?;
+        match self.moray.system().get_object(BUCKETS, name).await {
+            Ok(r) => Ok(Some(Versioned {
+                rec: parse(r.value, "bucket")?,
+                etag: r.etag,
+            })),
+            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Writes a bucket record on condition `cond`; `Ok(false)` when the condition failed.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn put_bucket(&self, rec: &BucketRecord, cond: EtagCondition) -> S3Result<bool> {
+        self.ensure().await?;
+        let value = serde_json::to_value(rec).map_err(internal)?;
+        match self
+            .moray
+            .system()
+            .put_object(BUCKETS, &rec.name, value, PutOptions { etag: cond })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Deletes a bucket record read at `etag`; `Ok(false)` when it changed or went.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn delete_bucket(&self, name: &str, etag: &str) -> S3Result<bool> {
+        match self
+            .moray
+            .system()
+            .del_object(BUCKETS, name, DelOptions::if_match(etag))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// The buckets of an account, by name.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn buckets_of(&self, owner: &str) -> S3Result<Vec<BucketRecord>> {
+        self.ensure().await?;
+        let found = self
+            .moray
+            .system()
+            .find_objects(
+                BUCKETS,
+                &Filter::eq("owner", owner).to_string(),
+                FindOptions {
+                    limit: Some(100_000),
+                    sort: vec![Sort::asc("_key")],
+                    no_count: true,
+                    ..FindOptions::default()
+                },
+            )
+            .await;
+        let found = match found {
+            Ok(f) => f,
+            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
+            Err(e) => return Err(from_moray(e)),
+        };
+        found
+            .into_iter()
+            .map(|r| parse(r.value, "bucket"))
+            .collect()
+    }
+
+    // ---- objects -------------------------------------------------------------------------
+
+    /// An object record.
+    ///
+    /// # Errors
+    /// When Moray fails or the record is unreadable.
+    pub async fn object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<Option<Versioned<MetadataRecord>>> {
+        self.ensure().await?;
+        match self
+            .moray
+            .get_object(OBJECTS, &names::object_key(bucket, key))
+            .await
+        {
+            Ok(r) => Ok(Some(Versioned {
+                rec: object_record(r.value)?,
+                etag: r.etag,
+            })),
+            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Writes an object record on condition `cond`; `Ok(false)` when the condition failed.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn put_object(&self, rec: &MetadataRecord, cond: EtagCondition) -> S3Result<bool> {
+        self.ensure().await?;
+        match self
+            .moray
+            .put_object(OBJECTS, &rec.key, rec.to_value(), PutOptions { etag: cond })
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Deletes an object record (on condition `cond`). `Ok(false)` when there was nothing to
+    /// delete or the condition failed.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        cond: EtagCondition,
+    ) -> S3Result<bool> {
+        self.ensure().await?;
+        match self
+            .moray
+            .del_object(
+                OBJECTS,
+                &names::object_key(bucket, key),
+                DelOptions { etag: cond },
+            )
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Up to `limit` object records of `bucket` with keys `>= from` that start with `prefix`,
+    /// in key order (bytewise).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn scan(
+        &self,
+        bucket: &str,
+        from: &str,
+        prefix: &str,
+        limit: u64,
+    ) -> S3Result<Vec<MetadataRecord>> {
+        self.ensure().await?;
+        let mut parts = vec![Filter::eq("dirname", bucket)];
+        if !from.is_empty() {
+            parts.push(Filter::ge("name", from));
+        }
+        if !prefix.is_empty() {
+            parts.push(Filter::Substring {
+                attr: "name".into(),
+                initial: Some(prefix.to_owned()),
+                any: Vec::new(),
+                fin: None,
+            });
+        }
+        let found = self
+            .moray
+            .find_objects(
+                OBJECTS,
+                &Filter::and(parts).to_string(),
+                bucket,
+                FindOptions {
+                    limit: Some(limit),
+                    sort: vec![Sort::asc("name")],
+                    no_count: true,
+                    ..FindOptions::default()
+                },
+            )
+            .await;
+        let found = match found {
+            Ok(f) => f,
+            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
+            Err(e) => return Err(from_moray(e)),
+        };
+        found.into_iter().map(|r| object_record(r.value)).collect()
+    }
+
+    /// True when the bucket holds at least one object.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn has_objects(&self, bucket: &str) -> S3Result<bool> {
+        Ok(!self.scan(bucket, "", "", 1).await?.is_empty())
+    }
+
+    // ---- uploads -------------------------------------------------------------------------
+
+    /// An upload record.
+    ///
+    /// # Errors
+    /// When Moray fails or the record is unreadable.
+    pub async fn upload(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+    ) -> S3Result<Option<Versioned<UploadRecord>>> {
+        self.ensure().await?;
+        if !names::valid_upload_id(upload_id) {
+            return Ok(None);
+        }
+        match self
+            .moray
+            .get_object(UPLOADS, &names::upload_key(bucket, upload_id))
+            .await
+        {
+            Ok(r) => Ok(Some(Versioned {
+                rec: parse(r.value, "upload")?,
+                etag: r.etag,
+            })),
+            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Creates an upload record (must not exist).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn create_upload(&self, rec: &UploadRecord) -> S3Result<()> {
+        self.ensure().await?;
+        let value = serde_json::to_value(rec).map_err(internal)?;
+        self.moray
+            .put_object(
+                UPLOADS,
+                &names::upload_key(&rec.bucket, &rec.upload_id),
+                value,
+                PutOptions::must_not_exist(),
+            )
+            .await
+            .map(drop)
+            .map_err(from_moray)
+    }
+
+    /// Records a part, in one transaction with a rewrite of the (unchanged) upload record
+    /// conditional on `upload.etag`: a part can never be added to an upload that has been
+    /// completed or aborted. `Ok(false)` when the upload is gone.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn put_part(
+        &self,
+        upload: &Versioned<UploadRecord>,
+        part: &MetadataRecord,
+        part_number: u32,
+    ) -> S3Result<bool> {
+        let u = &upload.rec;
+        let mut value = part.to_value();
+        value["uploadId"] = Value::String(u.upload_id.clone());
+        value["bucket"] = Value::String(u.bucket.clone());
+        value["partNumber"] = Value::from(part_number);
+        let ops = vec![
+            BatchOp::Put {
+                bucket: UPLOADS.into(),
+                key: names::upload_key(&u.bucket, &u.upload_id),
+                value: serde_json::to_value(u).map_err(internal)?,
+                options: PutOptions::if_match(upload.etag.clone()),
+            },
+            BatchOp::Put {
+                bucket: UPLOADS.into(),
+                key: part.key.clone(),
+                value,
+                options: PutOptions::any(),
+            },
+        ];
+        match self.moray.batch(ops).await {
+            Ok(_) => Ok(true),
+            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
+                Ok(false)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Every part record of an upload, in part order.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn parts(&self, bucket: &str, upload_id: &str) -> S3Result<Vec<MetadataRecord>> {
+        let f = Filter::and(vec![
+            Filter::eq("uploadId", upload_id),
+            Filter::eq("type", "object"),
+        ]);
+        let found = self
+            .moray
+            .find_objects(
+                UPLOADS,
+                &f.to_string(),
+                bucket,
+                FindOptions {
+                    limit: Some(names::MAX_PART_NUMBER.unsigned_abs().into()),
+                    sort: vec![Sort::asc("_key")],
+                    no_count: true,
+                    ..FindOptions::default()
+                },
+            )
+            .await;
+        let found = match found {
+            Ok(f) => f,
+            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
+            Err(e) => return Err(from_moray(e)),
+        };
+        found.into_iter().map(|r| object_record(r.value)).collect()
+    }
+
+    /// The uploads in progress in `bucket` whose keys start with `prefix`, by key then
+    /// initiation (at most `limit`).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn uploads(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        limit: u64,
+    ) -> S3Result<Vec<UploadRecord>> {
+        self.ensure().await?;
+        let mut parts = vec![
+            Filter::eq("bucket", bucket),
+            Filter::eq("type", UPLOAD_TYPE),
+        ];
+        if !prefix.is_empty() {
+            parts.push(Filter::Substring {
+                attr: "name".into(),
+                initial: Some(prefix.to_owned()),
+                any: Vec::new(),
+                fin: None,
+            });
+        }
+        let found = self
+            .moray
+            .find_objects(
+                UPLOADS,
+                &Filter::and(parts).to_string(),
+                bucket,
+                FindOptions {
+                    limit: Some(limit),
+                    sort: vec![Sort::asc("name"), Sort::asc("_id")],
+                    no_count: true,
+                    ..FindOptions::default()
+                },
+            )
+            .await;
+        let found = match found {
+            Ok(f) => f,
+            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
+            Err(e) => return Err(from_moray(e)),
+        };
+        found
+            .into_iter()
+            .map(|r| parse(r.value, "upload"))
+            .collect()
+    }
+
+    /// Ends an upload in one transaction: removes its record (if still at `upload.etag`) and
+    /// every part record (their bytes go to GC), and writes `object` (on condition `cond`)
+    /// when given. `Err(Ended::Upload)` when the upload was already ended,
+    /// `Err(Ended::Object)` when the object's condition failed.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn end_upload(
+        &self,
+        upload: &Versioned<UploadRecord>,
+        object: Option<(&MetadataRecord, EtagCondition)>,
+    ) -> S3Result<Result<(), Ended>> {
+        let u = &upload.rec;
+        let ukey = names::upload_key(&u.bucket, &u.upload_id);
+        let mut ops = vec![
+            BatchOp::Delete {
+                bucket: UPLOADS.into(),
+                key: ukey.clone(),
+                options: DelOptions::if_match(upload.etag.clone()),
+            },
+            BatchOp::DeleteMany {
+                bucket: UPLOADS.into(),
+                filter: Filter::and(vec![
+                    Filter::eq("uploadId", &u.upload_id),
+                    Filter::eq("type", "object"),
+                ])
+                .to_string(),
+            },
+        ];
+        if let Some((rec, cond)) = object {
+            ops.push(BatchOp::Put {
+                bucket: OBJECTS.into(),
+                key: rec.key.clone(),
+                value: rec.to_value(),
+                options: PutOptions { etag: cond },
+            });
+        }
+        match self.moray.batch(ops).await {
+            Ok(_) => Ok(Ok(())),
+            Err(
+                moray::Error::EtagConflict { bucket, .. }
+                | moray::Error::ObjectNotFound { bucket, .. },
+            ) => Ok(Err(if bucket == OBJECTS {
+                Ended::Object
+            } else {
+                Ended::Upload
+            })),
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Removes every upload and part record of a bucket (their bytes go to GC).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn drop_uploads(&self, bucket: &str) -> S3Result<u64> {
+        self.ensure().await?;
+        let (shard, _) = self.moray.shard_for_hashkey(bucket);
+        shard
+            .delete_many(UPLOADS, &Filter::eq("bucket", bucket).to_string(), None)
+            .await
+            .map(|c| c.count)
+            .map_err(from_moray)
+    }
+}
+
+/// Why [`Meta::end_upload`] wrote nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The upload was completed or aborted by another request.
+    Upload,
+    /// The object's condition (`If-Match`/`If-None-Match`) failed.
+    Object,
+}

@@ -1,0 +1,901 @@
+//! Multipart uploads: create, upload part, upload part copy, list parts, list uploads,
+//! complete, abort.
+//!
+//! Creating an upload chooses its storage nodes (as a PUT would, over failure domains) and
+//! records them; every part is streamed to exactly those nodes ([`crate::data::store_on`])
+//! under its own object id, and recorded in one transaction with a rewrite of the unchanged
+//! upload record conditional on its etag, so no part is ever added to an upload that has
+//! ended. Completing checks the list (ascending part numbers, known parts with matching
+//! ETags, every part but the last at least 5 MiB), asks each node to join the parts into the
+//! new object's file (`POST /mpu/commit` on the storage node; the bytes do not cross the
+//! network again), and then, in one Moray transaction, writes the object record, removes the
+//! upload record (conditional on its etag: an upload ends once) and every part record (their
+//! files are logged for GC). The ETag is S3's: the hex MD5 of the parts' binary MD5s, `-N`.
+//!
+//! Joins of more than [`KEEPALIVE_ABOVE`] bytes answer 200 at once and send whitespace until
+//! the result (or an error document) is ready, as S3 does, so clients do not time out.
+//!
+//! Uploads are never expired on their own: abort them (or delete the bucket) to reclaim
+//! their parts.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use manta_types::record::{EntryKind, ObjectInfo, RECORD_VERSION};
+use manta_types::{MetadataRecord, ObjectId, SharkRef};
+use md5::Digest as _;
+use s3s::dto::*;
+use s3s::{S3ErrorCode, S3Request, S3Response};
+use storage_node::concat::{CommitRequest, CommitResult};
+use tracing::warn;
+
+use super::buckets::owner as owner_el;
+use super::conditional::{self, Conditions, Current, WriteCondition, timestamp};
+use super::error::{
+    S3Result, from_manta, internal, invalid_argument, no_such_upload, s3err, unavailable,
+};
+use super::list::rollup;
+use super::meta::{Ended, S3_RECORD_VERSION, UPLOAD_TYPE, UploadRecord, Versioned};
+use super::names;
+use super::objects::{
+    ContentHeaders, DEFAULT_CONTENT_TYPE, body_length, body_stream, content_md5, md5_hex,
+    object_of, object_record, read_source, stored_headers,
+};
+use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
+use crate::api::headers::BodyLength;
+use crate::data;
+use crate::picker::Node;
+use crate::state::Frontdoor;
+
+/// Smallest part but the last, as S3.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// Free space a node must have to be chosen for an upload (its size is not known yet).
+pub const PLACEMENT_ESTIMATE: u64 = 64 * 1024 * 1024;
+
+/// Completions joining more bytes than this keep the connection alive while they run.
+pub const KEEPALIVE_ABOVE: u64 = 256 * 1024 * 1024;
+
+/// Longest wait for a node to join parts.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where a storage node's object API is (`host:port` of its URL).
+fn authority(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// The nodes of `sharks`, with their current addresses.
+///
+/// # Errors
+/// `ServiceUnavailable` when a node is unknown (no heartbeat was ever seen).
+pub async fn nodes_of(fd: &Frontdoor, sharks: &[SharkRef]) -> S3Result<Vec<Node>> {
+    if fd.picker.ensure_loaded().await.is_err() {
+        warn!("cannot read storage heartbeats; using the last known node addresses");
+    }
+    sharks
+        .iter()
+        .map(|s| {
+            fd.picker.node(&s.manta_storage_id).ok_or_else(|| {
+                unavailable(format!("storage node {} is unknown", s.manta_storage_id))
+            })
+        })
+        .collect()
+}
+
+/// Asks one node to join `parts` into `object_id`.
+async fn join_one(
+    fd: &Frontdoor,
+    node: &Node,
+    owner: &str,
+    object_id: &str,
+    parts: &[String],
+) -> Result<CommitResult, String> {
+    let addr = authority(&node.url).to_owned();
+    let tcp = tokio::time::timeout(
+        fd.sharks.connect_timeout,
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    .map_err(|_| format!("{}: connect timed out", node.storage_id))?
+    .map_err(|e| format!("{}: {e}", node.storage_id))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("{}: {e}", node.storage_id))?;
+    let conn = tokio::spawn(conn);
+    let body = serde_json::to_vec(&CommitRequest {
+        owner: owner.to_owned(),
+        object_id: object_id.to_owned(),
+        parts: parts.to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
+    let mut b = http::Request::post("/mpu/commit")
+        .header(http::header::HOST, &addr)
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(id) = manta_util::http::current_request_id() {
+        b = b.header(manta_util::http::REQUEST_ID, id);
+    }
+    let req = b
+        .body(http_body_util::Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let resp = tokio::time::timeout(JOIN_TIMEOUT, send.send_request(req))
+            .await
+            .map_err(|_| format!("{}: no answer in time", node.storage_id))?
+            .map_err(|e| format!("{}: {e}", node.storage_id))?;
+        let status = resp.status();
+        let bytes = tokio::time::timeout(fd.sharks.connect_timeout * 5, resp.into_body().collect())
+            .await
+            .map_err(|_| format!("{}: answer body timed out", node.storage_id))?
+            .map_err(|e| format!("{}: {e}", node.storage_id))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "{} answered {status}: {}",
+                node.storage_id,
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        serde_json::from_slice::<CommitResult>(&bytes)
+            .map_err(|e| format!("{}: unreadable answer: {e}", node.storage_id))
+    }
+    .await;
+    conn.abort();
+    result
+}
+
+/// Asks every node of `sharks` to join `parts` into `object_id` (in parallel); they must all
+/// succeed with the same result. On failure nothing is cleaned up here: the caller discards
+/// `object_id` on those nodes.
+///
+/// # Errors
+/// `ServiceUnavailable` when a node fails or is unknown, `InternalError` when nodes disagree.
+pub async fn join_on(
+    fd: &Arc<Frontdoor>,
+    sharks: &[SharkRef],
+    owner: &str,
+    object_id: &str,
+    parts: &[String],
+) -> S3Result<CommitResult> {
+    let nodes = nodes_of(fd, sharks).await?;
+    let results = futures_util::future::join_all(
+        nodes
+            .iter()
+            .map(|n| join_one(fd, n, owner, object_id, parts)),
+    )
+    .await;
+    let mut first: Option<CommitResult> = None;
+    for r in results {
+        let r = r.map_err(unavailable)?;
+        match &first {
+            None => first = Some(r),
+            Some(f) if *f == r => {}
+            Some(f) => {
+                return Err(internal(format!(
+                    "storage nodes joined different bytes ({} vs {})",
+                    f.md5, r.md5
+                )));
+            }
+        }
+    }
+    first.ok_or_else(|| internal("an upload without storage nodes"))
+}
+
+/// Reads an upload of `key` in `bucket`.
+async fn load(
+    api: &S3Api,
+    bucket: &str,
+    key: &str,
+    upload_id: &str,
+) -> S3Result<Versioned<UploadRecord>> {
+    api.meta
+        .upload(bucket, upload_id)
+        .await?
+        .filter(|u| u.rec.name == key)
+        .ok_or_else(|| no_such_upload(upload_id))
+}
+
+/// `CreateMultipartUpload`.
+///
+/// # Errors
+/// `InsufficientStorage` when no set of nodes has room; `MetadataTooLarge`; Moray failures.
+pub async fn create(
+    api: &S3Api,
+    req: S3Request<CreateMultipartUploadInput>,
+) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+    let acct = caller(&req)?.clone();
+    bucket_of(&req, &req.input.bucket)?;
+    let i = req.input;
+    names::check_key(&i.key)?;
+    let content = ContentHeaders {
+        cache_control: i.cache_control,
+        content_disposition: i.content_disposition,
+        content_encoding: i.content_encoding,
+        content_language: i.content_language,
+        expires: i.expires,
+    };
+    let headers = stored_headers(i.metadata.as_ref(), &content)?;
+    let fd = &api.fd;
+    fd.picker
+        .ensure_loaded()
+        .await
+        .map_err(|e| unavailable(format!("storage heartbeats: {e}")))?;
+    let nodes = fd
+        .picker
+        .choose(
+            fd.cfg.default_copies as usize,
+            PLACEMENT_ESTIMATE,
+            &HashSet::new(),
+        )
+        .map_err(from_manta)?;
+    let upload_id = names::new_upload_id();
+    let rec = UploadRecord {
+        version: S3_RECORD_VERSION,
+        kind: UPLOAD_TYPE.into(),
+        bucket: i.bucket.clone(),
+        dirname: i.bucket.clone(),
+        name: i.key.clone(),
+        upload_id: upload_id.clone(),
+        owner: acct.uuid.clone(),
+        owner_login: acct.login.clone(),
+        initiated: manta_types::time::now_ms(),
+        sharks: nodes
+            .iter()
+            .map(|n| SharkRef {
+                datacenter: n.datacenter.clone(),
+                manta_storage_id: n.storage_id.clone(),
+            })
+            .collect(),
+        content_type: i
+            .content_type
+            .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+        headers,
+    };
+    api.meta.create_upload(&rec).await?;
+    Ok(S3Response::new(CreateMultipartUploadOutput {
+        bucket: Some(i.bucket),
+        key: Some(i.key),
+        upload_id: Some(upload_id),
+        ..CreateMultipartUploadOutput::default()
+    }))
+}
+
+/// The record of a part just stored.
+fn part_record(
+    u: &UploadRecord,
+    part: u32,
+    stored: &data::Stored,
+    object_id: ObjectId,
+) -> MetadataRecord {
+    MetadataRecord {
+        version: RECORD_VERSION,
+        dirname: names::upload_key(&u.bucket, &u.upload_id),
+        key: names::part_key(&u.bucket, &u.upload_id, part),
+        name: names::part_name(part),
+        owner: u.owner.clone(),
+        creator: u.owner.clone(),
+        mtime: manta_types::time::now_ms(),
+        headers: BTreeMap::new(),
+        roles: Vec::new(),
+        kind: EntryKind::Object(ObjectInfo {
+            content_length: stored.size,
+            content_md5: stored.md5.clone(),
+            content_type: "application/octet-stream".into(),
+            content_disposition: None,
+            etag: md5_hex(&stored.md5),
+            object_id,
+            sharks: stored.sharks.clone(),
+            created_from: None,
+            sha256: stored.sha256.clone(),
+        }),
+        request_id: manta_util::http::current_request_id(),
+    }
+}
+
+/// Stores a part's bytes on the upload's nodes and records it.
+async fn store_part<S, E>(
+    api: &S3Api,
+    upload: &Versioned<UploadRecord>,
+    part: u32,
+    len: BodyLength,
+    md5: Option<&str>,
+    body: S,
+) -> S3Result<MetadataRecord>
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let u = &upload.rec;
+    let nodes = nodes_of(&api.fd, &u.sharks).await?;
+    let object_id = ObjectId::random();
+    let oid = object_id.to_string();
+    let stored = data::store_on(&api.fd, &nodes, &u.owner, &oid, len, md5, body)
+        .await
+        .map_err(from_manta)?;
+    let rec = part_record(u, part, &stored, object_id);
+    let recorded = api.meta.put_part(upload, &rec, part).await;
+    match recorded {
+        Ok(true) => Ok(rec),
+        Ok(false) => {
+            data::discard_refs(&api.fd, &stored.sharks, &u.owner, &oid).await;
+            Err(no_such_upload(&u.upload_id))
+        }
+        Err(e) => {
+            data::discard_refs(&api.fd, &stored.sharks, &u.owner, &oid).await;
+            Err(e)
+        }
+    }
+}
+
+/// `UploadPart`.
+///
+/// # Errors
+/// `NoSuchUpload`, `InvalidArgument` (part number), `BadDigest`, `EntityTooLarge`,
+/// `ServiceUnavailable` when one of the upload's nodes is down.
+pub async fn upload_part(
+    api: &S3Api,
+    req: S3Request<UploadPartInput>,
+) -> S3Result<S3Response<UploadPartOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = req.input;
+    let part = names::check_part_number(i.part_number)?;
+    let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
+    let md5 = content_md5(i.content_md5.as_deref())?;
+    let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
+    let rec = store_part(api, &upload, part, len, md5.as_deref(), body_stream(i.body)).await?;
+    Ok(S3Response::new(UploadPartOutput {
+        e_tag: Some(ETag::Strong(object_of(&rec)?.etag.clone())),
+        ..UploadPartOutput::default()
+    }))
+}
+
+/// `UploadPartCopy`: a part made from (a range of) an object of the caller's.
+///
+/// # Errors
+/// `NoSuchUpload`, `NoSuchKey`, `AccessDenied`, `PreconditionFailed`, `InvalidArgument`
+/// (malformed range), `InvalidRange` (outside the source).
+pub async fn upload_part_copy(
+    api: &S3Api,
+    req: S3Request<UploadPartCopyInput>,
+) -> S3Result<S3Response<UploadPartCopyOutput>> {
+    let owner = caller(&req)?.uuid.clone();
+    bucket_of(&req, &req.input.bucket)?;
+    let i = req.input;
+    let part = names::check_part_number(i.part_number)?;
+    let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
+    let cond = Conditions {
+        if_match: i.copy_source_if_match.as_ref(),
+        if_none_match: i.copy_source_if_none_match.as_ref(),
+        if_modified_since: i.copy_source_if_modified_since.as_ref(),
+        if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
+    };
+    let src = read_source(api, &owner, &i.copy_source, &cond).await?;
+    let so = object_of(&src.rec)?.clone();
+    let span = match i.copy_source_range.as_deref() {
+        None => 0..so.content_length,
+        Some(r) => {
+            let parsed = Range::parse(r).map_err(|_| {
+                invalid_argument(
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last",
+                )
+            })?;
+            let Range::Int {
+                first,
+                last: Some(last),
+            } = parsed
+            else {
+                return Err(invalid_argument(
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last",
+                ));
+            };
+            if last >= so.content_length {
+                return Err(s3err(
+                    S3ErrorCode::InvalidRange,
+                    format!(
+                        "Range specified is not valid for source object of size: {}",
+                        so.content_length
+                    ),
+                ));
+            }
+            first..last + 1
+        }
+    };
+    let len = span.end - span.start;
+    if len > MAX_OBJECT_SIZE {
+        return Err(s3err(
+            S3ErrorCode::EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed object size.",
+        ));
+    }
+    let exact = BodyLength {
+        exact: Some(len),
+        max: None,
+    };
+    let rec = if len == 0 {
+        store_part(
+            api,
+            &upload,
+            part,
+            exact,
+            None,
+            futures_util::stream::empty::<Result<Bytes, std::io::Error>>(),
+        )
+        .await?
+    } else {
+        let whole = span.start == 0 && len == so.content_length;
+        let range = (!whole).then(|| format!("bytes={}-{}", span.start, span.end - 1));
+        let (_, _, stream) = data::fetch(&api.fd, &so, &src.rec.creator, range.as_deref())
+            .await
+            .map_err(from_manta)?;
+        let md5 = whole.then_some(so.content_md5.as_str());
+        store_part(api, &upload, part, exact, md5, stream).await?
+    };
+    Ok(S3Response::new(UploadPartCopyOutput {
+        copy_part_result: Some(CopyPartResult {
+            e_tag: Some(ETag::Strong(object_of(&rec)?.etag.clone())),
+            last_modified: Some(timestamp(rec.mtime)),
+            ..CopyPartResult::default()
+        }),
+        ..UploadPartCopyOutput::default()
+    }))
+}
+
+/// The part number of a part record.
+fn number_of(rec: &MetadataRecord) -> u32 {
+    rec.name.parse().unwrap_or(0)
+}
+
+/// `ListParts`.
+///
+/// # Errors
+/// `NoSuchUpload`, `InvalidArgument` for bad markers or sizes.
+pub async fn list_parts(
+    api: &S3Api,
+    req: S3Request<ListPartsInput>,
+) -> S3Result<S3Response<ListPartsOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
+    let marker = match i.part_number_marker {
+        None => 0,
+        Some(n) if n < 0 => return Err(invalid_argument("part-number-marker must be >= 0")),
+        Some(n) => n.unsigned_abs(),
+    };
+    let max = match i.max_parts {
+        None => 1000,
+        Some(n) if n < 0 => return Err(invalid_argument("max-parts must be >= 0")),
+        Some(n) => n.min(1000) as usize,
+    };
+    let all = api.meta.parts(&i.bucket, &i.upload_id).await?;
+    let mut after: Vec<&MetadataRecord> = all.iter().filter(|p| number_of(p) > marker).collect();
+    let truncated = after.len() > max;
+    after.truncate(max);
+    let parts = after
+        .iter()
+        .map(|p| {
+            let o = object_of(p)?;
+            Ok(Part {
+                part_number: Some(number_of(p) as i32),
+                e_tag: Some(ETag::Strong(o.etag.clone())),
+                size: Some(i64::try_from(o.content_length).unwrap_or(i64::MAX)),
+                last_modified: Some(timestamp(p.mtime)),
+                ..Part::default()
+            })
+        })
+        .collect::<S3Result<Vec<_>>>()?;
+    let next = after.last().map(|p| number_of(p) as i32);
+    let u = &upload.rec;
+    let who = owner_el(&u.owner, &u.owner_login);
+    Ok(S3Response::new(ListPartsOutput {
+        bucket: Some(i.bucket.clone()),
+        key: Some(i.key.clone()),
+        upload_id: Some(i.upload_id.clone()),
+        part_number_marker: Some(marker as i32),
+        next_part_number_marker: next,
+        max_parts: Some(max as i32),
+        is_truncated: Some(truncated),
+        parts: Some(parts),
+        initiator: Some(Initiator {
+            id: who.id.clone(),
+            display_name: who.display_name.clone(),
+        }),
+        owner: Some(who),
+        storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+        ..ListPartsOutput::default()
+    }))
+}
+
+/// `ListMultipartUploads`: uploads in progress by key, then by start; up to 10 000 are
+/// considered per request.
+///
+/// # Errors
+/// `InvalidArgument` for bad parameters; Moray failures.
+pub async fn list_uploads(
+    api: &S3Api,
+    req: S3Request<ListMultipartUploadsInput>,
+) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    let max = match i.max_uploads {
+        None => 1000,
+        Some(n) if n < 0 => return Err(invalid_argument("max-uploads must be >= 0")),
+        Some(n) => n.min(1000) as usize,
+    };
+    let url = match i.encoding_type.as_ref().map(EncodingType::as_str) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case(EncodingType::URL) => true,
+        Some(_) => {
+            return Err(invalid_argument(
+                "Invalid Encoding Method specified in Request",
+            ));
+        }
+    };
+    let enc = |s: String| if url { names::url_encode(&s) } else { s };
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let delimiter = i.delimiter.as_deref().filter(|d| !d.is_empty());
+    let all = api.meta.uploads(&i.bucket, &prefix, 10_000).await?;
+    let key_marker = i.key_marker.clone().unwrap_or_default();
+    let id_marker = i.upload_id_marker.clone();
+    let mut uploads = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    let mut truncated = false;
+    let mut last: Option<(String, Option<String>)> = None;
+    let mut passed_id_marker = id_marker.is_none();
+    for u in all {
+        if !key_marker.is_empty() {
+            if u.name < key_marker {
+                continue;
+            }
+            if u.name == key_marker {
+                if passed_id_marker {
+                    continue;
+                }
+                if Some(&u.upload_id) == id_marker.as_ref() {
+                    passed_id_marker = true;
+                }
+                continue;
+            }
+        }
+        let cp = rollup(&u.name, &prefix, delimiter).map(str::to_owned);
+        if let Some(cp) = &cp
+            && prefixes.last() == Some(cp)
+        {
+            continue;
+        }
+        if uploads.len() + prefixes.len() == max {
+            truncated = true;
+            break;
+        }
+        match cp {
+            Some(cp) => {
+                last = Some((cp.clone(), None));
+                prefixes.push(cp);
+            }
+            None => {
+                last = Some((u.name.clone(), Some(u.upload_id.clone())));
+                let who = owner_el(&u.owner, &u.owner_login);
+                uploads.push(MultipartUpload {
+                    initiated: Some(timestamp(u.initiated)),
+                    initiator: Some(Initiator {
+                        id: who.id.clone(),
+                        display_name: who.display_name.clone(),
+                    }),
+                    key: Some(enc(u.name)),
+                    owner: Some(who),
+                    storage_class: Some(StorageClass::from_static(StorageClass::STANDARD)),
+                    upload_id: Some(u.upload_id),
+                    ..MultipartUpload::default()
+                });
+            }
+        }
+    }
+    let (next_key, next_id) = match last.filter(|_| truncated) {
+        Some((k, id)) => (Some(enc(k)), id),
+        None => (None, None),
+    };
+    Ok(S3Response::new(ListMultipartUploadsOutput {
+        bucket: Some(i.bucket.clone()),
+        common_prefixes: Some(
+            prefixes
+                .into_iter()
+                .map(|p| CommonPrefix {
+                    prefix: Some(enc(p)),
+                })
+                .collect(),
+        ),
+        delimiter: i.delimiter.clone().map(enc),
+        encoding_type: i.encoding_type.clone(),
+        is_truncated: Some(truncated),
+        key_marker: Some(enc(key_marker)),
+        max_uploads: Some(max as i32),
+        next_key_marker: next_key,
+        next_upload_id_marker: next_id,
+        prefix: Some(enc(prefix)),
+        upload_id_marker: i.upload_id_marker.clone(),
+        uploads: Some(uploads),
+        ..ListMultipartUploadsOutput::default()
+    }))
+}
+
+/// S3's ETag of a multipart object: hex MD5 of the concatenated binary MD5s of the parts,
+/// then `-` and the part count.
+pub fn composite_etag(part_md5s_b64: &[&str]) -> String {
+    use base64::Engine as _;
+    let mut h = md5::Md5::new();
+    for m in part_md5s_b64 {
+        if let Ok(d) = base64::engine::general_purpose::STANDARD.decode(m) {
+            h.update(d);
+        }
+    }
+    format!(
+        "{}-{}",
+        super::objects::hex(&h.finalize()),
+        part_md5s_b64.len()
+    )
+}
+
+/// What a completion has decided before any node works.
+struct Plan {
+    upload: Versioned<UploadRecord>,
+    bucket: String,
+    key: String,
+    cond: WriteCondition,
+    object_id: ObjectId,
+    /// Object ids of the non-empty parts, in order.
+    ids: Vec<String>,
+    total: u64,
+    etag: String,
+}
+
+/// `CompleteMultipartUpload`.
+///
+/// # Errors
+/// `MalformedXML` (no parts), `InvalidPartOrder`, `InvalidPart`, `EntityTooSmall`,
+/// `NoSuchUpload`, `PreconditionFailed`, `ServiceUnavailable` when a node cannot join.
+pub async fn complete(
+    api: &S3Api,
+    req: S3Request<CompleteMultipartUploadInput>,
+) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = req.input;
+    names::check_key(&i.key)?;
+    let listed = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+    if listed.is_empty() {
+        return Err(s3err(
+            S3ErrorCode::MalformedXML,
+            "The XML you provided was not well-formed or did not validate against our published schema: it names no parts",
+        ));
+    }
+    let mut prev = 0u32;
+    let mut wanted = Vec::with_capacity(listed.len());
+    for p in &listed {
+        let n = names::check_part_number(p.part_number.unwrap_or(0))?;
+        if n <= prev {
+            return Err(s3err(
+                S3ErrorCode::InvalidPartOrder,
+                "The list of parts was not in ascending order. The parts list must be specified in order by part number.",
+            ));
+        }
+        prev = n;
+        wanted.push((n, p.e_tag.as_ref().map(|e| e.value().to_owned())));
+    }
+    let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
+    let stored: BTreeMap<u32, MetadataRecord> = api
+        .meta
+        .parts(&i.bucket, &i.upload_id)
+        .await?
+        .into_iter()
+        .map(|r| (number_of(&r), r))
+        .collect();
+    let invalid_part = |n: u32| {
+        s3err(
+            S3ErrorCode::InvalidPart,
+            format!(
+                "One or more of the specified parts could not be found. The part may not have been uploaded, or the specified entity tag may not match the part's entity tag: part {n}"
+            ),
+        )
+    };
+    let mut chosen: Vec<&ObjectInfo> = Vec::with_capacity(wanted.len());
+    for (idx, (n, etag)) in wanted.iter().enumerate() {
+        let o = stored
+            .get(n)
+            .and_then(MetadataRecord::object)
+            .ok_or_else(|| invalid_part(*n))?;
+        if etag
+            .as_deref()
+            .is_some_and(|e| e.trim_matches('"') != o.etag)
+        {
+            return Err(invalid_part(*n));
+        }
+        if idx + 1 < wanted.len() && o.content_length < MIN_PART_SIZE {
+            return Err(s3err(
+                S3ErrorCode::EntityTooSmall,
+                format!(
+                    "Your proposed upload is smaller than the minimum allowed object size: part {n} has {} bytes, parts but the last need {MIN_PART_SIZE}",
+                    o.content_length
+                ),
+            ));
+        }
+        chosen.push(o);
+    }
+    let cond = if i.if_match.is_some() || i.if_none_match.is_some() {
+        let existing = api.meta.object(&i.bucket, &i.key).await?;
+        let cur = match &existing {
+            Some(e) => Some((
+                Current {
+                    etag: &object_of(&e.rec)?.etag,
+                    mtime_ms: e.rec.mtime,
+                },
+                e.etag.as_str(),
+            )),
+            None => None,
+        };
+        conditional::check_write(
+            cur.as_ref().map(|(c, e)| (c, *e)),
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            &i.key,
+        )?
+    } else {
+        WriteCondition::Any
+    };
+    let md5s: Vec<&str> = chosen.iter().map(|o| o.content_md5.as_str()).collect();
+    let plan = Plan {
+        etag: composite_etag(&md5s),
+        ids: chosen
+            .iter()
+            .filter(|o| o.content_length > 0)
+            .map(|o| o.object_id.to_string())
+            .collect(),
+        total: chosen.iter().map(|o| o.content_length).sum(),
+        upload,
+        bucket: i.bucket,
+        key: i.key,
+        cond,
+        object_id: ObjectId::random(),
+    };
+    if plan.total > KEEPALIVE_ABOVE {
+        // Answer 200 now and keep the connection alive while the nodes join.
+        let api = api.clone();
+        let id = manta_util::http::current_request_id().unwrap_or_default();
+        let fut = manta_util::http::with_request_id(id, async move { finish(&api, plan).await });
+        return Ok(S3Response::new(CompleteMultipartUploadOutput {
+            future: Some(Box::pin(fut)),
+            ..CompleteMultipartUploadOutput::default()
+        }));
+    }
+    Ok(S3Response::new(finish(api, plan).await?))
+}
+
+/// Joins the parts on the nodes and commits the object.
+async fn finish(api: &S3Api, plan: Plan) -> S3Result<CompleteMultipartUploadOutput> {
+    let u = &plan.upload.rec;
+    let oid = plan.object_id.to_string();
+    let (md5, sha256, sharks) = if plan.ids.is_empty() {
+        (
+            manta_types::record::EMPTY_MD5.to_owned(),
+            Some(data::EMPTY_SHA256.to_owned()),
+            Vec::new(),
+        )
+    } else {
+        let joined = match join_on(&api.fd, &u.sharks, &u.owner, &oid, &plan.ids).await {
+            Ok(j) => j,
+            Err(e) => {
+                data::discard_refs(&api.fd, &u.sharks, &u.owner, &oid).await;
+                return Err(e);
+            }
+        };
+        if joined.size != plan.total {
+            data::discard_refs(&api.fd, &u.sharks, &u.owner, &oid).await;
+            return Err(internal(format!(
+                "joined {} bytes, expected {}",
+                joined.size, plan.total
+            )));
+        }
+        (joined.md5, Some(joined.sha256), u.sharks.clone())
+    };
+    let disposition = u.headers.get("content-disposition").cloned();
+    let rec = object_record(
+        &plan.bucket,
+        &plan.key,
+        &u.owner,
+        ObjectInfo {
+            content_length: plan.total,
+            content_md5: md5,
+            content_type: u.content_type.clone(),
+            content_disposition: disposition,
+            etag: plan.etag.clone(),
+            object_id: plan.object_id,
+            sharks: sharks.clone(),
+            created_from: None,
+            sha256,
+        },
+        u.headers.clone(),
+    );
+    let ended = api
+        .meta
+        .end_upload(&plan.upload, Some((&rec, plan.cond.moray())))
+        .await;
+    let failure = match ended {
+        Ok(Ok(())) => None,
+        Ok(Err(Ended::Upload)) => Some(no_such_upload(&u.upload_id)),
+        Ok(Err(Ended::Object)) => Some(super::error::precondition_failed()),
+        Err(e) => Some(e),
+    };
+    if let Some(e) = failure {
+        data::discard_refs(&api.fd, &sharks, &u.owner, &oid).await;
+        return Err(e);
+    }
+    tracing::info!(
+        bucket = %plan.bucket,
+        key = %plan.key,
+        parts = plan.ids.len(),
+        size = plan.total,
+        "multipart upload completed"
+    );
+    Ok(CompleteMultipartUploadOutput {
+        bucket: Some(plan.bucket.clone()),
+        key: Some(plan.key.clone()),
+        e_tag: Some(ETag::Strong(plan.etag)),
+        location: Some(format!("/{}/{}", plan.bucket, plan.key)),
+        ..CompleteMultipartUploadOutput::default()
+    })
+}
+
+/// `AbortMultipartUpload`: the upload and its part records go in one transaction (the parts'
+/// files are logged for GC).
+///
+/// # Errors
+/// `NoSuchUpload`.
+pub async fn abort(
+    api: &S3Api,
+    req: S3Request<AbortMultipartUploadInput>,
+) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
+    match api.meta.end_upload(&upload, None).await? {
+        Ok(()) => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
+        Err(_) => Err(no_such_upload(&i.upload_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_etags_follow_s3() {
+        // Two parts whose MD5s are those of "" and "a".
+        let empty = "1B2M2Y8AsgTpgAmY7PhCfg==";
+        let a = "DMF1ucDxtqgxw5niaXcmYQ==";
+        let e = composite_etag(&[empty, a]);
+        let mut h = md5::Md5::new();
+        h.update(hex_to_bytes("d41d8cd98f00b204e9800998ecf8427e"));
+        h.update(hex_to_bytes("0cc175b9c0f1b6a831c399e269772661"));
+        assert_eq!(
+            e,
+            format!("{}-2", super::super::objects::hex(&h.finalize()))
+        );
+    }
+
+    fn hex_to_bytes(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn authorities() {
+        assert_eq!(authority("http://127.0.0.1:8081"), "127.0.0.1:8081");
+        assert_eq!(authority("http://n1:80/x"), "n1:80");
+    }
+}

@@ -1,0 +1,984 @@
+//! Object operations: put, get, head, delete, delete many, copy.
+//!
+//! Bytes go through the front door's data path ([`crate::data`]) exactly as Manta API
+//! uploads do; the record is written only once every copy is durable, conditional on what was
+//! checked. The ETag is the hex MD5 of the bytes (for multipart objects, S3's
+//! `md5-of-md5s-N`). User metadata (`x-amz-meta-*`, at most 2 KiB) and the content headers
+//! (`Cache-Control`, `Content-Disposition`, `Content-Encoding`, `Content-Language`,
+//! `Expires`) are kept in the record's headers and answered on reads.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt as _};
+use manta_types::record::{EntryKind, ObjectInfo, RECORD_VERSION};
+use manta_types::{MetadataRecord, ObjectId, SharkRef};
+use s3s::dto::*;
+use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
+use tracing::warn;
+
+use super::conditional::{self, Conditions, Current, ReadOutcome, WriteCondition, timestamp};
+use super::error::{
+    S3Result, from_manta, internal, invalid_argument, no_such_key, not_implemented,
+    precondition_failed, s3err,
+};
+use super::meta::Versioned;
+use super::names;
+use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
+use crate::api::headers::BodyLength;
+use crate::data::{self, Stored};
+use crate::state::Frontdoor;
+
+/// Most bytes of user metadata (keys and values) on one object, as S3.
+pub const MAX_USER_METADATA: usize = 2048;
+
+/// The prefix user metadata keys are stored under in the record's headers.
+pub const META_PREFIX: &str = "x-amz-meta-";
+
+/// `Content-Type` of objects stored without one, as S3.
+pub const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
+/// Content headers kept with an object and answered on reads.
+#[derive(Debug, Clone, Default)]
+pub struct ContentHeaders {
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `Expires` (HTTP date).
+    pub expires: Option<Timestamp>,
+}
+
+fn http_date(t: &Timestamp) -> Option<String> {
+    conditional::epoch_secs(t)
+        .map(|s| httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)))
+}
+
+/// The headers map of a record: user metadata under [`META_PREFIX`], then content headers.
+///
+/// # Errors
+/// `MetadataTooLarge` over [`MAX_USER_METADATA`].
+pub fn stored_headers(
+    metadata: Option<&Metadata>,
+    content: &ContentHeaders,
+) -> S3Result<BTreeMap<String, String>> {
+    let mut h = BTreeMap::new();
+    let mut size = 0usize;
+    if let Some(m) = metadata {
+        for (k, v) in m {
+            size += k.len() + v.len();
+            h.insert(
+                format!("{META_PREFIX}{}", k.to_ascii_lowercase()),
+                v.clone(),
+            );
+        }
+    }
+    if size > MAX_USER_METADATA {
+        return Err(s3err(
+            S3ErrorCode::MetadataTooLarge,
+            format!(
+                "Your metadata headers exceed the maximum allowed metadata size of {MAX_USER_METADATA} bytes"
+            ),
+        ));
+    }
+    let mut put = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            h.insert(k.to_owned(), v.clone());
+        }
+    };
+    put("cache-control", &content.cache_control);
+    put("content-disposition", &content.content_disposition);
+    put("content-encoding", &content.content_encoding);
+    put("content-language", &content.content_language);
+    if let Some(e) = content.expires.as_ref().and_then(http_date) {
+        h.insert("expires".into(), e);
+    }
+    Ok(h)
+}
+
+/// The user metadata of a record.
+pub fn user_metadata(rec: &MetadataRecord) -> Option<Metadata> {
+    let m: Metadata = rec
+        .headers
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(META_PREFIX)
+                .map(|k| (k.to_owned(), v.clone()))
+        })
+        .collect();
+    (!m.is_empty()).then_some(m)
+}
+
+/// The content headers of a record.
+pub fn content_headers(rec: &MetadataRecord) -> ContentHeaders {
+    let g = |k: &str| rec.headers.get(k).cloned();
+    ContentHeaders {
+        cache_control: g("cache-control"),
+        content_disposition: g("content-disposition"),
+        content_encoding: g("content-encoding"),
+        content_language: g("content-language"),
+        expires: g("expires")
+            .and_then(|e| httpdate::parse_http_date(&e).ok())
+            .map(Timestamp::from),
+    }
+}
+
+/// Hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// The hex MD5 of a base64 MD5 (the S3 ETag of single-part bytes).
+pub fn md5_hex(b64: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map(|d| hex(&d))
+        .unwrap_or_default()
+}
+
+/// Checks `Content-MD5`: the base64 of 16 bytes.
+///
+/// # Errors
+/// `InvalidDigest`.
+pub fn content_md5(v: Option<&str>) -> S3Result<Option<String>> {
+    use base64::Engine as _;
+    let Some(v) = v else { return Ok(None) };
+    match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
+        Ok(d) if d.len() == 16 => Ok(Some(v.trim().to_owned())),
+        _ => Err(s3err(
+            S3ErrorCode::InvalidDigest,
+            "The Content-MD5 you specified is not valid.",
+        )),
+    }
+}
+
+/// How many bytes a request body has (exact, or at most `max`).
+///
+/// # Errors
+/// `EntityTooLarge` above `max`, `InvalidArgument` for a negative length.
+pub fn body_length(content_length: Option<i64>, max: u64) -> S3Result<BodyLength> {
+    match content_length {
+        Some(n) if n < 0 => Err(invalid_argument("Content-Length must not be negative")),
+        Some(n) if n.unsigned_abs() > max => Err(s3err(
+            S3ErrorCode::EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed object size.",
+        )),
+        Some(n) => Ok(BodyLength {
+            exact: Some(n.unsigned_abs()),
+            max: None,
+        }),
+        None => Ok(BodyLength {
+            exact: None,
+            max: Some(max),
+        }),
+    }
+}
+
+/// A request body as the data path takes it.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, s3s::StdError>> + Send>>;
+
+/// The body of a request, empty when there is none.
+pub fn body_stream(b: Option<StreamingBlob>) -> BodyStream {
+    match b {
+        Some(b) => Box::pin(b),
+        None => Box::pin(futures_util::stream::empty()),
+    }
+}
+
+/// A new object record for `bucket`/`key` owned (and created) by `owner`.
+pub fn object_record(
+    bucket: &str,
+    key: &str,
+    owner: &str,
+    info: ObjectInfo,
+    headers: BTreeMap<String, String>,
+) -> MetadataRecord {
+    MetadataRecord {
+        version: RECORD_VERSION,
+        dirname: bucket.to_owned(),
+        key: names::object_key(bucket, key),
+        name: key.to_owned(),
+        owner: owner.to_owned(),
+        creator: owner.to_owned(),
+        mtime: manta_types::time::now_ms(),
+        headers,
+        roles: Vec::new(),
+        kind: EntryKind::Object(info),
+        request_id: manta_util::http::current_request_id(),
+    }
+}
+
+/// The object fields of bytes just stored.
+pub fn info_of(
+    stored: &Stored,
+    object_id: ObjectId,
+    etag: String,
+    content_type: String,
+    content_disposition: Option<String>,
+) -> ObjectInfo {
+    ObjectInfo {
+        content_length: stored.size,
+        content_md5: stored.md5.clone(),
+        content_type,
+        content_disposition,
+        etag,
+        object_id,
+        sharks: stored.sharks.clone(),
+        created_from: None,
+        sha256: stored.sha256.clone(),
+    }
+}
+
+/// The object fields of a record.
+///
+/// # Errors
+/// `InternalError` for a record that is not an object.
+pub fn object_of(rec: &MetadataRecord) -> S3Result<&ObjectInfo> {
+    rec.object()
+        .ok_or_else(|| internal(format!("{} is not an object record", rec.key)))
+}
+
+fn current(rec: &MetadataRecord) -> S3Result<Current<'_>> {
+    Ok(Current {
+        etag: &object_of(rec)?.etag,
+        mtime_ms: rec.mtime,
+    })
+}
+
+fn check_version(v: Option<&str>) -> S3Result<()> {
+    match v {
+        None | Some("null") => Ok(()),
+        Some(_) => Err(invalid_argument("Invalid version id specified")),
+    }
+}
+
+/// Stores `body` for a new object and writes its record on condition `cond`. The bytes are
+/// dropped again when the record cannot be written.
+async fn store_object(
+    api: &S3Api,
+    bucket: &str,
+    key: &str,
+    owner: &str,
+    body: BodyStream,
+    len: BodyLength,
+    md5: Option<&str>,
+    meta: (String, BTreeMap<String, String>),
+    cond: &WriteCondition,
+) -> S3Result<(MetadataRecord, String)> {
+    let object_id = ObjectId::random();
+    let oid = object_id.to_string();
+    let stored = data::store(
+        &api.fd,
+        owner,
+        &oid,
+        api.fd.cfg.default_copies,
+        len,
+        md5,
+        body,
+    )
+    .await
+    .map_err(from_manta)?;
+    let etag = md5_hex(&stored.md5);
+    let (content_type, headers) = meta;
+    let disposition = headers.get("content-disposition").cloned();
+    let rec = object_record(
+        bucket,
+        key,
+        owner,
+        info_of(&stored, object_id, etag.clone(), content_type, disposition),
+        headers,
+    );
+    let written = api.meta.put_object(&rec, cond.moray()).await;
+    match written {
+        Ok(true) => Ok((rec, etag)),
+        Ok(false) => {
+            data::discard_refs(&api.fd, &stored.sharks, owner, &oid).await;
+            Err(precondition_failed())
+        }
+        Err(e) => {
+            data::discard_refs(&api.fd, &stored.sharks, owner, &oid).await;
+            Err(e)
+        }
+    }
+}
+
+/// `PutObject`.
+///
+/// # Errors
+/// `PreconditionFailed`, `BadDigest`, `InvalidDigest`, `EntityTooLarge`, `IncompleteBody`,
+/// `MetadataTooLarge`, `NoSuchKey` (`If-Match` on nothing), `ServiceUnavailable`, ...
+pub async fn put_object(
+    api: &S3Api,
+    req: S3Request<PutObjectInput>,
+) -> S3Result<S3Response<PutObjectOutput>> {
+    let owner = caller(&req)?.uuid.clone();
+    bucket_of(&req, &req.input.bucket)?;
+    let i = req.input;
+    names::check_key(&i.key)?;
+    let content = ContentHeaders {
+        cache_control: i.cache_control,
+        content_disposition: i.content_disposition,
+        content_encoding: i.content_encoding,
+        content_language: i.content_language,
+        expires: i.expires,
+    };
+    let headers = stored_headers(i.metadata.as_ref(), &content)?;
+    let content_type = i
+        .content_type
+        .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned());
+    let md5 = content_md5(i.content_md5.as_deref())?;
+    let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
+    let cond = if i.if_match.is_some() || i.if_none_match.is_some() {
+        let existing = api.meta.object(&i.bucket, &i.key).await?;
+        let cur = match &existing {
+            Some(e) => Some((current(&e.rec)?, e.etag.as_str())),
+            None => None,
+        };
+        conditional::check_write(
+            cur.as_ref().map(|(c, e)| (c, *e)),
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            &i.key,
+        )?
+    } else {
+        WriteCondition::Any
+    };
+    let (rec, etag) = store_object(
+        api,
+        &i.bucket,
+        &i.key,
+        &owner,
+        body_stream(i.body),
+        len,
+        md5.as_deref(),
+        (content_type, headers),
+        &cond,
+    )
+    .await?;
+    let size = object_of(&rec)?.content_length;
+    Ok(S3Response::new(PutObjectOutput {
+        e_tag: Some(ETag::Strong(etag)),
+        size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
+        ..PutObjectOutput::default()
+    }))
+}
+
+/// A byte stream that is `Sync` (as `s3s` bodies must be) by owning its inner stream behind
+/// a mutex that is never contended: polling takes `&mut self`.
+struct SyncStream(std::sync::Mutex<data::ByteStream>);
+
+impl Stream for SyncStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let inner = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner());
+        inner.as_mut().poll_next(cx)
+    }
+}
+
+/// A 304 with the object's validators.
+fn not_modified(rec: &MetadataRecord, etag: &str) -> S3Error {
+    let mut e = S3Error::new(S3ErrorCode::NotModified);
+    let mut h = http::HeaderMap::new();
+    if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+        h.insert(http::header::ETAG, v);
+    }
+    if let Ok(v) = http::HeaderValue::from_str(&crate::api::headers::http_date(rec.mtime)) {
+        h.insert(http::header::LAST_MODIFIED, v);
+    }
+    e.set_headers(h);
+    super::error::tag(&mut e);
+    e
+}
+
+/// Reads the record for a GET or HEAD and applies the conditions and the range: the entry
+/// and the byte range to serve (`None`: all of it).
+async fn read_entry(
+    api: &S3Api,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    cond: &Conditions<'_>,
+    range: Option<&Range>,
+    part_number: Option<i32>,
+) -> S3Result<(Versioned<MetadataRecord>, Option<std::ops::Range<u64>>)> {
+    check_version(version)?;
+    let entry = api
+        .meta
+        .object(bucket, key)
+        .await?
+        .ok_or_else(|| no_such_key(key))?;
+    let o = object_of(&entry.rec)?;
+    if conditional::check_read(&current(&entry.rec)?, cond)? == ReadOutcome::NotModified {
+        return Err(not_modified(&entry.rec, &o.etag));
+    }
+    match part_number {
+        None => {}
+        Some(1) if !o.etag.contains('-') => {}
+        Some(_) => return Err(not_implemented("Reading one part of a multipart object")),
+    }
+    let total = o.content_length;
+    let span = match range {
+        None => None,
+        Some(r) => match r.check(total) {
+            Ok(span) => Some(span),
+            Err(_) => {
+                let mut e = s3err(
+                    S3ErrorCode::InvalidRange,
+                    "The requested range is not satisfiable",
+                );
+                let mut h = http::HeaderMap::new();
+                if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{total}")) {
+                    h.insert(http::header::CONTENT_RANGE, v);
+                }
+                if let Ok(v) = http::HeaderValue::from_str("application/xml") {
+                    h.insert(http::header::CONTENT_TYPE, v);
+                }
+                e.set_headers(h);
+                return Err(e);
+            }
+        },
+    };
+    Ok((entry, span))
+}
+
+/// `GetObject`: one range at most; the copy's MD5 is checked as a full read streams.
+///
+/// # Errors
+/// `NoSuchKey`, `PreconditionFailed`, `NotModified` (304), `InvalidRange`,
+/// `ServiceUnavailable` when no copy answers.
+pub async fn get_object(
+    api: &S3Api,
+    req: S3Request<GetObjectInput>,
+) -> S3Result<S3Response<GetObjectOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    let cond = Conditions {
+        if_match: i.if_match.as_ref(),
+        if_none_match: i.if_none_match.as_ref(),
+        if_modified_since: i.if_modified_since.as_ref(),
+        if_unmodified_since: i.if_unmodified_since.as_ref(),
+    };
+    let (entry, span) = read_entry(
+        api,
+        &i.bucket,
+        &i.key,
+        i.version_id.as_deref(),
+        &cond,
+        i.range.as_ref(),
+        i.part_number,
+    )
+    .await?;
+    let rec = entry.rec;
+    let o = object_of(&rec)?.clone();
+    let total = o.content_length;
+    let (len, content_range) = match &span {
+        Some(r) => (
+            r.end - r.start,
+            Some(format!("bytes {}-{}/{total}", r.start, r.end - 1)),
+        ),
+        None => (total, None),
+    };
+    let body = if len == 0 {
+        StreamingBlob::wrap(futures_util::stream::empty::<io::Result<Bytes>>())
+    } else {
+        let range_header = span
+            .as_ref()
+            .map(|r| format!("bytes={}-{}", r.start, r.end - 1));
+        let (_status, _cr, stream) =
+            data::fetch(&api.fd, &o, &rec.creator, range_header.as_deref())
+                .await
+                .map_err(from_manta)?;
+        StreamingBlob::wrap(SyncStream(std::sync::Mutex::new(stream)))
+    };
+    let ch = content_headers(&rec);
+    Ok(S3Response::new(GetObjectOutput {
+        body: Some(body),
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+        content_range,
+        content_type: Some(o.content_type.clone()),
+        e_tag: Some(ETag::Strong(o.etag.clone())),
+        last_modified: Some(timestamp(rec.mtime)),
+        metadata: user_metadata(&rec),
+        cache_control: ch.cache_control,
+        content_disposition: ch.content_disposition,
+        content_encoding: ch.content_encoding,
+        content_language: ch.content_language,
+        expires: ch.expires,
+        storage_class: None,
+        parts_count: parts_count(&o.etag),
+        ..GetObjectOutput::default()
+    }))
+}
+
+/// The part count of a multipart ETag (`...-N`).
+fn parts_count(etag: &str) -> Option<i32> {
+    etag.rsplit_once('-').and_then(|(_, n)| n.parse().ok())
+}
+
+/// `HeadObject`.
+///
+/// # Errors
+/// As [`get_object`], without reading bytes.
+pub async fn head_object(
+    api: &S3Api,
+    req: S3Request<HeadObjectInput>,
+) -> S3Result<S3Response<HeadObjectOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    let cond = Conditions {
+        if_match: i.if_match.as_ref(),
+        if_none_match: i.if_none_match.as_ref(),
+        if_modified_since: i.if_modified_since.as_ref(),
+        if_unmodified_since: i.if_unmodified_since.as_ref(),
+    };
+    let (entry, span) = read_entry(
+        api,
+        &i.bucket,
+        &i.key,
+        i.version_id.as_deref(),
+        &cond,
+        i.range.as_ref(),
+        i.part_number,
+    )
+    .await?;
+    let rec = entry.rec;
+    let o = object_of(&rec)?;
+    let total = o.content_length;
+    let (len, content_range) = match &span {
+        Some(r) => (
+            r.end - r.start,
+            Some(format!("bytes {}-{}/{total}", r.start, r.end - 1)),
+        ),
+        None => (total, None),
+    };
+    let ch = content_headers(&rec);
+    Ok(S3Response::new(HeadObjectOutput {
+        accept_ranges: Some("bytes".into()),
+        content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+        content_range,
+        content_type: Some(o.content_type.clone()),
+        e_tag: Some(ETag::Strong(o.etag.clone())),
+        last_modified: Some(timestamp(rec.mtime)),
+        metadata: user_metadata(&rec),
+        cache_control: ch.cache_control,
+        content_disposition: ch.content_disposition,
+        content_encoding: ch.content_encoding,
+        content_language: ch.content_language,
+        expires: ch.expires,
+        parts_count: parts_count(&o.etag),
+        ..HeadObjectOutput::default()
+    }))
+}
+
+/// Deletes one key: `Ok(())` whether or not it existed (as S3).
+async fn delete_key(
+    api: &S3Api,
+    bucket: &str,
+    key: &str,
+    if_match: Option<&ETagCondition>,
+) -> S3Result<()> {
+    names::check_key(key)?;
+    let cond = match if_match {
+        None => moray::EtagCondition::Any,
+        Some(m) => {
+            let e = api
+                .meta
+                .object(bucket, key)
+                .await?
+                .ok_or_else(|| no_such_key(key))?;
+            let c = current(&e.rec)?;
+            if let ETagCondition::ETag(t) = m
+                && t.value() != c.etag
+            {
+                return Err(precondition_failed());
+            }
+            moray::EtagCondition::MustMatch(e.etag)
+        }
+    };
+    let conditional = !matches!(cond, moray::EtagCondition::Any);
+    if !api.meta.delete_object(bucket, key, cond).await? && conditional {
+        return Err(precondition_failed());
+    }
+    Ok(())
+}
+
+/// `DeleteObject`: 204 whether or not the key existed; `VersionId` may only be "null".
+///
+/// # Errors
+/// `InvalidArgument` for another version id, `PreconditionFailed` for a failed `If-Match`.
+pub async fn delete_object(
+    api: &S3Api,
+    req: S3Request<DeleteObjectInput>,
+) -> S3Result<S3Response<DeleteObjectOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    check_version(i.version_id.as_deref())?;
+    delete_key(api, &i.bucket, &i.key, i.if_match.as_ref()).await?;
+    Ok(S3Response::new(DeleteObjectOutput {
+        version_id: i.version_id.clone(),
+        ..DeleteObjectOutput::default()
+    }))
+}
+
+/// Most keys in one `DeleteObjects`.
+pub const MAX_DELETE_KEYS: usize = 1000;
+
+/// `DeleteObjects`: up to 1000 keys, 16 at a time; a `VersionId` of "null" (and the
+/// bypass-governance header) is accepted and ignored. With `Quiet`, only failures are listed.
+///
+/// # Errors
+/// `MalformedXML` for no keys or more than 1000.
+pub async fn delete_objects(
+    api: &S3Api,
+    req: S3Request<DeleteObjectsInput>,
+) -> S3Result<S3Response<DeleteObjectsOutput>> {
+    bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    let objects = &i.delete.objects;
+    if objects.is_empty() || objects.len() > MAX_DELETE_KEYS {
+        return Err(s3err(
+            S3ErrorCode::MalformedXML,
+            format!("A delete request names 1 to {MAX_DELETE_KEYS} keys"),
+        ));
+    }
+    let quiet = i.delete.quiet.unwrap_or(false);
+    let bucket = i.bucket.as_str();
+    let results: Vec<(ObjectIdentifier, S3Result<()>)> =
+        futures_util::stream::iter(objects.iter().cloned())
+            .map(|o| async move {
+                let r = match check_version(o.version_id.as_deref()) {
+                    Ok(()) => delete_key(api, bucket, &o.key, None).await,
+                    Err(e) => Err(e),
+                };
+                (o, r)
+            })
+            .buffered(16)
+            .collect()
+            .await;
+    let mut deleted = Vec::new();
+    let mut errors = Vec::new();
+    for (o, r) in results {
+        match r {
+            Ok(()) => {
+                if !quiet {
+                    deleted.push(DeletedObject {
+                        key: Some(o.key),
+                        version_id: o.version_id,
+                        ..DeletedObject::default()
+                    });
+                }
+            }
+            Err(e) => errors.push(Error {
+                code: Some(e.code().as_str().to_owned()),
+                key: Some(o.key),
+                message: e.message().map(str::to_owned),
+                version_id: o.version_id,
+            }),
+        }
+    }
+    Ok(S3Response::new(DeleteObjectsOutput {
+        deleted: Some(deleted),
+        errors: (!errors.is_empty()).then_some(errors),
+        request_charged: None,
+    }))
+}
+
+/// The bucket and key of a copy source (`<bucket>/<key>`; a version id only if "null").
+///
+/// # Errors
+/// `NotImplemented` for access point sources, `InvalidArgument` for other version ids.
+pub fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+    match src {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
+            check_version(version_id.as_deref())?;
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(not_implemented("Copying from an access point")),
+    }
+}
+
+/// Reads a copy source the caller may read: its bucket must be the caller's.
+///
+/// # Errors
+/// `NoSuchBucket`, `AccessDenied`, `NoSuchKey`, `PreconditionFailed`.
+pub async fn read_source(
+    api: &S3Api,
+    owner: &str,
+    src: &CopySource,
+    cond: &Conditions<'_>,
+) -> S3Result<Versioned<MetadataRecord>> {
+    let (bucket, key) = copy_source(src)?;
+    let b = api
+        .meta
+        .bucket(&bucket)
+        .await?
+        .ok_or_else(|| super::error::no_such_bucket(&bucket))?;
+    if b.rec.owner != owner {
+        return Err(super::error::access_denied("Access Denied"));
+    }
+    let entry = api
+        .meta
+        .object(&bucket, &key)
+        .await?
+        .ok_or_else(|| no_such_key(&key))?;
+    conditional::check_copy_source(&current(&entry.rec)?, cond)?;
+    Ok(entry)
+}
+
+/// Copies the bytes of `src` into a new object id: each node holding a copy makes its own
+/// copy next to it (a one-part join, no bytes through the front door); when any of them
+/// cannot, the copies made are dropped and the bytes are streamed through the front door to
+/// newly placed nodes instead.
+///
+/// # Errors
+/// As the data path.
+pub async fn copy_bytes(
+    fd: &Arc<Frontdoor>,
+    src: &ObjectInfo,
+    src_creator: &str,
+    owner: &str,
+) -> S3Result<(ObjectId, Stored)> {
+    let object_id = ObjectId::random();
+    let oid = object_id.to_string();
+    if src.content_length == 0 || src.sharks.is_empty() {
+        return Ok((
+            object_id,
+            Stored {
+                sharks: Vec::new(),
+                md5: manta_types::record::EMPTY_MD5.into(),
+                size: 0,
+                sha256: Some(data::EMPTY_SHA256.into()),
+            },
+        ));
+    }
+    if src_creator == owner {
+        let parts = [src.object_id.to_string()];
+        match super::multipart::join_on(fd, &src.sharks, owner, &oid, &parts).await {
+            Ok(d) if d.md5 == src.content_md5 => {
+                return Ok((
+                    object_id,
+                    Stored {
+                        sharks: src.sharks.clone(),
+                        md5: d.md5,
+                        size: d.size,
+                        sha256: Some(d.sha256),
+                    },
+                ));
+            }
+            Ok(d) => {
+                data::discard_refs(fd, &src.sharks, owner, &oid).await;
+                warn!(expected = %src.content_md5, got = %d.md5, "a node-local copy differs from its source; streaming instead");
+            }
+            Err(e) => {
+                data::discard_refs(fd, &src.sharks, owner, &oid).await;
+                warn!(error = %e, "node-local copy failed; streaming instead");
+            }
+        }
+    }
+    let (_, _, stream) = data::fetch(fd, src, src_creator, None)
+        .await
+        .map_err(from_manta)?;
+    let len = BodyLength {
+        exact: Some(src.content_length),
+        max: None,
+    };
+    let stored = data::store(
+        fd,
+        owner,
+        &oid,
+        fd.cfg.default_copies,
+        len,
+        Some(&src.content_md5),
+        stream,
+    )
+    .await
+    .map_err(from_manta)?;
+    Ok((object_id, stored))
+}
+
+/// `CopyObject`: metadata is copied (`COPY`, the default) or taken from the request
+/// (`REPLACE`). Copying an object onto itself needs `REPLACE` and rewrites only the record.
+///
+/// # Errors
+/// `InvalidRequest` (a self-copy that changes nothing), `NoSuchKey`, `NoSuchBucket`,
+/// `AccessDenied` (another account's source), `PreconditionFailed`, data path errors.
+pub async fn copy_object(
+    api: &S3Api,
+    req: S3Request<CopyObjectInput>,
+) -> S3Result<S3Response<CopyObjectOutput>> {
+    let owner = caller(&req)?.uuid.clone();
+    bucket_of(&req, &req.input.bucket)?;
+    let i = req.input;
+    names::check_key(&i.key)?;
+    let cond = Conditions {
+        if_match: i.copy_source_if_match.as_ref(),
+        if_none_match: i.copy_source_if_none_match.as_ref(),
+        if_modified_since: i.copy_source_if_modified_since.as_ref(),
+        if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
+    };
+    let src = read_source(api, &owner, &i.copy_source, &cond).await?;
+    let (src_bucket, src_key) = copy_source(&i.copy_source)?;
+    let replace = match i.metadata_directive.as_ref().map(MetadataDirective::as_str) {
+        None => false,
+        Some(d) if d.eq_ignore_ascii_case(MetadataDirective::COPY) => false,
+        Some(d) if d.eq_ignore_ascii_case(MetadataDirective::REPLACE) => true,
+        Some(_) => return Err(invalid_argument("Unknown metadata directive.")),
+    };
+    let so = object_of(&src.rec)?.clone();
+    let (content_type, headers) = if replace {
+        let content = ContentHeaders {
+            cache_control: i.cache_control,
+            content_disposition: i.content_disposition,
+            content_encoding: i.content_encoding,
+            content_language: i.content_language,
+            expires: i.expires,
+        };
+        (
+            i.content_type
+                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+            stored_headers(i.metadata.as_ref(), &content)?,
+        )
+    } else {
+        (so.content_type.clone(), src.rec.headers.clone())
+    };
+    let same = src_bucket == i.bucket && src_key == i.key;
+    if same {
+        if !replace {
+            return Err(s3err(
+                S3ErrorCode::InvalidRequest,
+                "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.",
+            ));
+        }
+        let mut rec = src.rec.clone();
+        rec.mtime = manta_types::time::now_ms();
+        rec.request_id = manta_util::http::current_request_id();
+        rec.headers = headers;
+        if let EntryKind::Object(o) = &mut rec.kind {
+            o.content_type = content_type;
+            o.content_disposition = rec.headers.get("content-disposition").cloned();
+        }
+        if !api
+            .meta
+            .put_object(&rec, moray::EtagCondition::MustMatch(src.etag.clone()))
+            .await?
+        {
+            return Err(s3err(
+                S3ErrorCode::OperationAborted,
+                "A conflicting operation is in progress against this object. Please try again.",
+            ));
+        }
+        return Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(so.etag.clone())),
+                last_modified: Some(timestamp(rec.mtime)),
+                ..CopyObjectResult::default()
+            }),
+            ..CopyObjectOutput::default()
+        }));
+    }
+    let (object_id, stored) = copy_bytes(&api.fd, &so, &src.rec.creator, &owner).await?;
+    let etag = md5_hex(&stored.md5);
+    let disposition = headers.get("content-disposition").cloned();
+    let rec = object_record(
+        &i.bucket,
+        &i.key,
+        &owner,
+        info_of(&stored, object_id, etag.clone(), content_type, disposition),
+        headers,
+    );
+    if let Err(e) = api.meta.put_object(&rec, moray::EtagCondition::Any).await {
+        data::discard_refs(&api.fd, &stored.sharks, &owner, &object_id.to_string()).await;
+        return Err(e);
+    }
+    Ok(S3Response::new(CopyObjectOutput {
+        copy_object_result: Some(CopyObjectResult {
+            e_tag: Some(ETag::Strong(etag)),
+            last_modified: Some(timestamp(rec.mtime)),
+            ..CopyObjectResult::default()
+        }),
+        ..CopyObjectOutput::default()
+    }))
+}
+
+/// The storage nodes of a record, for logs.
+pub fn shark_ids(sharks: &[SharkRef]) -> Vec<&str> {
+    sharks.iter().map(|s| s.manta_storage_id.as_str()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_limits_and_round_trip() {
+        let mut m = Metadata::new();
+        m.insert("Color".into(), "blue".into());
+        let content = ContentHeaders {
+            cache_control: Some("no-cache".into()),
+            expires: Some(timestamp(1_700_000_000_000)),
+            ..ContentHeaders::default()
+        };
+        let h = stored_headers(Some(&m), &content).unwrap();
+        assert_eq!(h["x-amz-meta-color"], "blue");
+        assert_eq!(h["cache-control"], "no-cache");
+        assert_eq!(h["expires"], "Tue, 14 Nov 2023 22:13:20 GMT");
+        let mut big = Metadata::new();
+        big.insert("k".into(), "v".repeat(MAX_USER_METADATA));
+        assert_eq!(
+            stored_headers(Some(&big), &ContentHeaders::default())
+                .unwrap_err()
+                .code()
+                .as_str(),
+            "MetadataTooLarge"
+        );
+    }
+
+    #[test]
+    fn digests_and_lengths() {
+        assert_eq!(
+            md5_hex("1B2M2Y8AsgTpgAmY7PhCfg=="),
+            "d41d8cd98f00b204e9800998ecf8427e"
+        );
+        assert!(content_md5(Some("1B2M2Y8AsgTpgAmY7PhCfg==")).is_ok());
+        for bad in ["nope", "AAAA", "1B2M2Y8AsgTpgAmY7PhCfg"] {
+            assert_eq!(
+                content_md5(Some(bad)).unwrap_err().code().as_str(),
+                "InvalidDigest",
+                "{bad}"
+            );
+        }
+        assert_eq!(body_length(Some(5), 10).unwrap().exact, Some(5));
+        assert_eq!(body_length(None, 10).unwrap().max, Some(10));
+        assert_eq!(
+            body_length(Some(11), 10).unwrap_err().code().as_str(),
+            "EntityTooLarge"
+        );
+        assert_eq!(parts_count("abc-12"), Some(12));
+        assert_eq!(parts_count("abc"), None);
+    }
+}

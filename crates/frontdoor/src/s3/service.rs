@@ -1,0 +1,427 @@
+//! The axum side of the S3 listener: limits `s3s` does not apply, then the `s3s` service
+//! (parsing, signatures, the operations in [`S3Api`]), then response touches (request id
+//! header, route name for metrics, empty 304 bodies).
+//!
+//! Limits, checked before any work: the front door's concurrency limit (`SlowDown` 503),
+//! presigned URL lifetimes (`X-Amz-Expires` 1 s to 7 days, else `AccessDenied` 403, as AWS),
+//! and declared body sizes (`EntityTooLarge` above 5 GiB); XML bodies are capped by `s3s`
+//! at [`XML_MAX_BODY`] and browser-form uploads at [`POST_OBJECT_MAX`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode};
+use manta_util::http::RouteName;
+use s3s::dto::*;
+use s3s::host::{S3Host, VirtualHost};
+use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3, S3ErrorCode, S3Request, S3Response};
+
+use super::auth::{BucketRef, Caller, KeyCache, Keys, OpSlot, Owners};
+use super::error::{S3Result, s3err};
+use super::meta::{BucketRecord, Meta, Versioned};
+use super::{buckets, multipart, objects};
+use crate::state::Frontdoor;
+
+/// Largest single PUT (and part), as S3.
+pub const MAX_OBJECT_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Largest XML request body (a `CompleteMultipartUpload` of 10 000 parts is under 1 MiB).
+pub const XML_MAX_BODY: usize = 4 * 1024 * 1024;
+/// Largest browser-form (`POST` object) upload: `s3s` holds such a file in memory.
+pub const POST_OBJECT_MAX: u64 = 16 * 1024 * 1024;
+/// Longest presigned URL lifetime (7 days), as AWS.
+pub const MAX_PRESIGNED_SECS: u64 = 7 * 24 * 3600;
+
+/// The operations: the `s3s::S3` implementation over the front door.
+#[derive(Debug, Clone)]
+pub struct S3Api {
+    /// The front door (data path, placement, accounts, configuration).
+    pub fd: Arc<Frontdoor>,
+    /// The S3 metadata.
+    pub meta: Arc<Meta>,
+}
+
+impl S3Api {
+    /// The region this service reports.
+    pub fn region(&self) -> &str {
+        self.fd
+            .cfg
+            .s3
+            .as_ref()
+            .map(|c| c.region.as_str())
+            .unwrap_or("us-east-1")
+    }
+}
+
+/// The authenticated account of a request.
+///
+/// # Errors
+/// `AccessDenied` when the access check did not run (never for routed operations).
+pub fn caller<T>(req: &S3Request<T>) -> S3Result<&manta_auth::Account> {
+    req.extensions
+        .get::<Caller>()
+        .map(|c| &c.0)
+        .ok_or_else(|| s3err(S3ErrorCode::AccessDenied, "Access Denied"))
+}
+
+/// The bucket a request addresses, as the access check read it.
+///
+/// # Errors
+/// `NoSuchBucket` when the access check did not find it.
+pub fn bucket_of<T>(req: &S3Request<T>, name: &str) -> S3Result<Versioned<BucketRecord>> {
+    req.extensions
+        .get::<BucketRef>()
+        .map(|b| b.0.clone())
+        .ok_or_else(|| super::error::no_such_bucket(name))
+}
+
+/// Virtual-hosted-style addressing under one domain: `<bucket>.<domain>[:port]` names a
+/// bucket; the domain itself, IP addresses and any other host (e.g. `localhost`) are
+/// path-style.
+#[derive(Debug)]
+struct DomainHost {
+    domain: String,
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |h| &host[..=h.len()]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+impl S3Host for DomainHost {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<VirtualHost<'a>> {
+        let h = strip_port(host).to_ascii_lowercase();
+        if let Some(b) = h
+            .strip_suffix(self.domain.as_str())
+            .and_then(|x| x.strip_suffix('.'))
+            .filter(|b| !b.is_empty())
+        {
+            return Ok(VirtualHost::new(self.domain.as_str()).with_bucket(b.to_owned()));
+        }
+        Ok(VirtualHost::new(host))
+    }
+}
+
+struct Adapter {
+    fd: Arc<Frontdoor>,
+    service: S3Service,
+}
+
+/// The S3 application: every path goes to `s3s`.
+pub fn router(fd: Arc<Frontdoor>) -> Router {
+    let meta = Arc::new(Meta::new(fd.moray.clone()));
+    let api = S3Api {
+        fd: fd.clone(),
+        meta: meta.clone(),
+    };
+    let cache = Arc::new(KeyCache::default());
+    let mut b = S3ServiceBuilder::new(api);
+    b.set_auth(Keys {
+        fd: fd.clone(),
+        cache: cache.clone(),
+    });
+    b.set_access(Owners {
+        fd: fd.clone(),
+        cache,
+        meta,
+    });
+    if let Some(domain) = fd.cfg.s3.as_ref().and_then(|c| c.domain.as_deref()) {
+        b.set_host(DomainHost {
+            domain: strip_port(domain).to_ascii_lowercase(),
+        });
+    }
+    let mut conf = s3s::config::S3Config::default();
+    conf.xml_max_body_size = XML_MAX_BODY;
+    conf.post_object_max_file_size = POST_OBJECT_MAX;
+    conf.form_max_fields_size = 1024 * 1024;
+    b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        conf,
+    ))));
+    let adapter = Arc::new(Adapter {
+        fd,
+        service: b.build(),
+    });
+    Router::new().fallback(handle).with_state(adapter)
+}
+
+fn error_response(e: s3s::S3Error) -> Response {
+    let mut e = e;
+    super::error::tag(&mut e);
+    match e.to_http_response() {
+        Ok(r) => r.map(axum::body::Body::new),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Refuses what must not reach `s3s`: presigned URLs living 0 s or over 7 days, bodies
+/// declared over the size limit.
+fn precheck(req: &Request) -> Option<s3s::S3Error> {
+    if let Some(q) = req.uri().query() {
+        for (k, v) in manta_auth::presign::parse_query(q) {
+            if k == "X-Amz-Expires" {
+                return match v.parse::<u64>() {
+                    Ok(n) if (1..=MAX_PRESIGNED_SECS).contains(&n) => None,
+                    Ok(_) => Some(s3err(
+                        S3ErrorCode::AccessDenied,
+                        format!("X-Amz-Expires must be between 1 and {MAX_PRESIGNED_SECS} seconds"),
+                    )),
+                    Err(_) => Some(s3err(
+                        S3ErrorCode::AuthorizationQueryParametersError,
+                        "X-Amz-Expires should be a number",
+                    )),
+                };
+            }
+        }
+    }
+    let declared = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let size = declared("x-amz-decoded-content-length").or_else(|| declared("content-length"));
+    // aws-chunked framing adds a little to Content-Length; the decoded length is exact.
+    if size.is_some_and(|n| n > MAX_OBJECT_SIZE + 64 * 1024 * 1024) {
+        return Some(s3err(
+            S3ErrorCode::EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed object size.",
+        ));
+    }
+    None
+}
+
+async fn handle(State(st): State<Arc<Adapter>>, mut req: Request) -> Response {
+    let Ok(_permit) = st.fd.throttle.clone().try_acquire_owned() else {
+        st.fd.metrics.inc(
+            "frontdoor_throttled_total",
+            "Requests refused at the concurrency limit.",
+            &[],
+        );
+        let mut r = error_response(s3err(
+            S3ErrorCode::SlowDown,
+            "Please reduce your request rate.",
+        ));
+        r.extensions_mut().insert(RouteName("S3Throttled"));
+        return r;
+    };
+    if let Some(e) = precheck(&req) {
+        let mut r = error_response(e);
+        r.extensions_mut().insert(RouteName("S3Refused"));
+        return r;
+    }
+    let slot = OpSlot::default();
+    req.extensions_mut().insert(slot.clone());
+    let req = req.map(s3s::Body::http_body_unsync);
+    let mut resp = match st.service.call(req).await {
+        Ok(r) => r.map(axum::body::Body::new),
+        Err(e) => {
+            let err: s3s::StdError = e.into();
+            error_response(super::error::internal(err))
+        }
+    };
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        *resp.body_mut() = axum::body::Body::empty();
+        resp.headers_mut().remove(http::header::CONTENT_LENGTH);
+        resp.headers_mut().remove(http::header::CONTENT_TYPE);
+    }
+    if let Some(id) = manta_util::http::current_request_id()
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    resp.extensions_mut()
+        .insert(RouteName(slot.get().unwrap_or("S3Unrouted")));
+    resp
+}
+
+#[async_trait]
+impl S3 for S3Api {
+    async fn list_buckets(
+        &self,
+        req: S3Request<ListBucketsInput>,
+    ) -> s3s::S3Result<S3Response<ListBucketsOutput>> {
+        buckets::list_buckets(self, req).await
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> s3s::S3Result<S3Response<CreateBucketOutput>> {
+        buckets::create_bucket(self, req).await
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> s3s::S3Result<S3Response<HeadBucketOutput>> {
+        buckets::head_bucket(self, req).await
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> s3s::S3Result<S3Response<DeleteBucketOutput>> {
+        buckets::delete_bucket(self, req).await
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> s3s::S3Result<S3Response<GetBucketLocationOutput>> {
+        buckets::get_bucket_location(self, req).await
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        _req: S3Request<GetBucketVersioningInput>,
+    ) -> s3s::S3Result<S3Response<GetBucketVersioningOutput>> {
+        // Versioning is never enabled: the empty configuration says so.
+        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> s3s::S3Result<S3Response<ListObjectsOutput>> {
+        buckets::list_objects(self, req).await
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> s3s::S3Result<S3Response<ListObjectsV2Output>> {
+        buckets::list_objects_v2(self, req).await
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> s3s::S3Result<S3Response<ListObjectVersionsOutput>> {
+        buckets::list_object_versions(self, req).await
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> s3s::S3Result<S3Response<PutObjectOutput>> {
+        objects::put_object(self, req).await
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> s3s::S3Result<S3Response<GetObjectOutput>> {
+        objects::get_object(self, req).await
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> s3s::S3Result<S3Response<HeadObjectOutput>> {
+        objects::head_object(self, req).await
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> s3s::S3Result<S3Response<DeleteObjectOutput>> {
+        objects::delete_object(self, req).await
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> s3s::S3Result<S3Response<DeleteObjectsOutput>> {
+        objects::delete_objects(self, req).await
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> s3s::S3Result<S3Response<CopyObjectOutput>> {
+        objects::copy_object(self, req).await
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> s3s::S3Result<S3Response<CreateMultipartUploadOutput>> {
+        multipart::create(self, req).await
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> s3s::S3Result<S3Response<UploadPartOutput>> {
+        multipart::upload_part(self, req).await
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<UploadPartCopyInput>,
+    ) -> s3s::S3Result<S3Response<UploadPartCopyOutput>> {
+        multipart::upload_part_copy(self, req).await
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> s3s::S3Result<S3Response<ListPartsOutput>> {
+        multipart::list_parts(self, req).await
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> s3s::S3Result<S3Response<ListMultipartUploadsOutput>> {
+        multipart::list_uploads(self, req).await
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> s3s::S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        multipart::complete(self, req).await
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> s3s::S3Result<S3Response<AbortMultipartUploadOutput>> {
+        multipart::abort(self, req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_hosts() {
+        let h = DomainHost {
+            domain: "s3.example.test".into(),
+        };
+        let b = |host: &str| {
+            h.parse_host_header(host)
+                .unwrap()
+                .bucket()
+                .map(str::to_owned)
+        };
+        assert_eq!(b("s3.example.test"), None);
+        assert_eq!(b("s3.example.test:9000"), None);
+        assert_eq!(b("photos.s3.example.test:9000").as_deref(), Some("photos"));
+        assert_eq!(b("Photos.S3.Example.Test").as_deref(), Some("photos"));
+        assert_eq!(b("localhost:9000"), None);
+        assert_eq!(b("127.0.0.1:9000"), None);
+        assert_eq!(b("[::1]:9000"), None);
+        assert_eq!(strip_port("[::1]:9000"), "[::1]");
+    }
+}
