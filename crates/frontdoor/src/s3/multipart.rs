@@ -702,8 +702,9 @@ pub async fn complete(
             ),
         )
     };
+    // Every part must exist with its ETag before sizes are looked at (as S3 reports).
     let mut chosen: Vec<&ObjectInfo> = Vec::with_capacity(wanted.len());
-    for (idx, (n, etag)) in wanted.iter().enumerate() {
+    for (n, etag) in &wanted {
         let o = stored
             .get(n)
             .and_then(MetadataRecord::object)
@@ -714,6 +715,9 @@ pub async fn complete(
         {
             return Err(invalid_part(*n));
         }
+        chosen.push(o);
+    }
+    for (idx, ((n, _), o)) in wanted.iter().zip(&chosen).enumerate() {
         if idx + 1 < wanted.len() && o.content_length < MIN_PART_SIZE {
             return Err(s3err(
                 S3ErrorCode::EntityTooSmall,
@@ -723,7 +727,6 @@ pub async fn complete(
                 ),
             ));
         }
-        chosen.push(o);
     }
     let cond = if i.if_match.is_some() || i.if_none_match.is_some() {
         let existing = api.meta.object(&i.bucket, &i.key).await?;

@@ -19,6 +19,7 @@ use s3s::dto::*;
 use s3s::host::{S3Host, VirtualHost};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{S3, S3ErrorCode, S3Request, S3Response};
+use tracing::instrument::WithSubscriber as _;
 
 use super::auth::{BucketRef, Caller, KeyCache, Keys, OpSlot, Owners};
 use super::error::{S3Result, s3err};
@@ -113,6 +114,80 @@ impl S3Host for DomainHost {
 struct Adapter {
     fd: Arc<Frontdoor>,
     service: S3Service,
+    /// The process's subscriber minus `s3s`'s own error lines (see [`QuietS3s`]).
+    logs: tracing::Dispatch,
+}
+
+/// A subscriber that forwards everything to `inner` except `ERROR` events of the `s3s`
+/// crate. `s3s` logs every failed operation at `ERROR`, client mistakes (a missing key, a
+/// bad signature) included; here a 4xx is not an error. The request's own access line (from
+/// the observe middleware) says what was answered, and failures on our side are logged with
+/// their cause where they are turned into `InternalError`.
+struct QuietS3s {
+    inner: tracing::Dispatch,
+    /// The most verbose level the process logs (so this subscriber does not widen it).
+    max: tracing::level_filters::LevelFilter,
+}
+
+impl QuietS3s {
+    fn muted(m: &tracing::Metadata<'_>) -> bool {
+        *m.level() == tracing::Level::ERROR && m.target().starts_with("s3s")
+    }
+}
+
+impl tracing::Subscriber for QuietS3s {
+    fn register_callsite(
+        &self,
+        m: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if Self::muted(m) {
+            tracing::subscriber::Interest::never()
+        } else {
+            self.inner.register_callsite(m)
+        }
+    }
+
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        !Self::muted(m) && self.inner.enabled(m)
+    }
+
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(self.max)
+    }
+
+    fn new_span(&self, attrs: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.inner.new_span(attrs)
+    }
+
+    fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        self.inner.record(span, values);
+    }
+
+    fn record_follows_from(&self, span: &tracing::span::Id, follows: &tracing::span::Id) {
+        self.inner.record_follows_from(span, follows);
+    }
+
+    fn event(&self, e: &tracing::Event<'_>) {
+        if !Self::muted(e.metadata()) {
+            self.inner.event(e);
+        }
+    }
+
+    fn enter(&self, span: &tracing::span::Id) {
+        self.inner.enter(span);
+    }
+
+    fn exit(&self, span: &tracing::span::Id) {
+        self.inner.exit(span);
+    }
+
+    fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
+        self.inner.clone_span(id)
+    }
+
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        self.inner.try_close(id)
+    }
 }
 
 /// The S3 application: every path goes to `s3s`.
@@ -145,9 +220,14 @@ pub fn router(fd: Arc<Frontdoor>) -> Router {
     b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         conf,
     ))));
+    let inner = tracing::dispatcher::get_default(Clone::clone);
     let adapter = Arc::new(Adapter {
         fd,
         service: b.build(),
+        logs: tracing::Dispatch::new(QuietS3s {
+            inner,
+            max: tracing::level_filters::LevelFilter::current(),
+        }),
     });
     Router::new().fallback(handle).with_state(adapter)
 }
@@ -220,7 +300,8 @@ async fn handle(State(st): State<Arc<Adapter>>, mut req: Request) -> Response {
     let slot = OpSlot::default();
     req.extensions_mut().insert(slot.clone());
     let req = req.map(s3s::Body::http_body_unsync);
-    let mut resp = match st.service.call(req).await {
+    let call = st.service.call(req).with_subscriber(st.logs.clone());
+    let mut resp = match call.await {
         Ok(r) => r.map(axum::body::Body::new),
         Err(e) => {
             let err: s3s::StdError = e.into();

@@ -1,0 +1,237 @@
+//! Helpers for the S3 API tests: a region whose front door serves S3, access keys made with
+//! `manta-adm`, an `aws-sdk-s3` client, SigV4 presigning by hand (for URLs the SDK refuses to
+//! make), deterministic data.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use testkit::{RegionOptions, TestRegion};
+
+/// A region with the S3 listener, and an access key of its account.
+pub struct S3Region {
+    /// The region (its account is `region.account`).
+    pub region: TestRegion,
+    /// `http://127.0.0.1:<port>` of the S3 listener.
+    pub endpoint: String,
+    /// Access key id of `region.account`.
+    pub access_key: String,
+    /// Its secret.
+    pub secret_key: String,
+}
+
+/// Starts a region serving S3 (extra front door and storage node arguments allowed).
+pub async fn start_with(frontdoor_args: &[&str], storage_args: &[&str]) -> S3Region {
+    let port = testkit::process::free_port().unwrap();
+    let mut args: Vec<String> = vec!["--s3-listen".into(), format!("127.0.0.1:{port}")];
+    args.extend(frontdoor_args.iter().map(|s| (*s).to_owned()));
+    let region = TestRegion::start_with(RegionOptions {
+        frontdoor_args: args,
+        storage_args: storage_args.iter().map(|s| (*s).to_owned()).collect(),
+        ..RegionOptions::default()
+    })
+    .await
+    .unwrap();
+    let (access_key, secret_key) = s3_key(&region, &region.account.login.clone());
+    S3Region {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        region,
+        access_key,
+        secret_key,
+    }
+}
+
+/// Starts a region serving S3.
+pub async fn start() -> S3Region {
+    start_with(&[], &[]).await
+}
+
+/// A new access key for `login`, made by `manta-adm s3-key create`.
+pub fn s3_key(region: &TestRegion, login: &str) -> (String, String) {
+    let out = Command::new(testkit::region::binary("manta-adm").unwrap())
+        .args([
+            "s3-key",
+            "create",
+            login,
+            "--moray",
+            &region.moray_url,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "manta-adm s3-key create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (
+        v["accessKeyId"].as_str().unwrap().to_owned(),
+        v["secretAccessKey"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// An `aws-sdk-s3` client (path style) for `endpoint` with the given key.
+pub fn sdk(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    let creds = Credentials::new(access_key, secret_key, None, None, "test");
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+impl S3Region {
+    /// An SDK client as the region's account.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        sdk(&self.endpoint, &self.access_key, &self.secret_key)
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Hex MD5.
+pub fn md5_hex(b: &[u8]) -> String {
+    use md5::Digest as _;
+    hex(&md5::Md5::digest(b))
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Percent-encoding as SigV4 wants it (unreserved kept; `/` kept in paths).
+pub fn uri_encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/');
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A SigV4 presigned URL for `method` on `/<bucket>/<key>` at `endpoint`, made at `now`
+/// and valid `expires` seconds (any value: this is how the tests make URLs the SDKs refuse).
+pub fn presign(
+    endpoint: &str,
+    method: &str,
+    bucket: &str,
+    key: &str,
+    access_key: &str,
+    secret_key: &str,
+    expires: u64,
+    now: SystemTime,
+) -> String {
+    let iso = manta_types::time::iso8601_ms(
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64,
+    );
+    // 2024-01-02T03:04:05.678Z -> 20240102T030405Z
+    let amz_date = format!(
+        "{}{}{}T{}{}{}Z",
+        &iso[0..4],
+        &iso[5..7],
+        &iso[8..10],
+        &iso[11..13],
+        &iso[14..16],
+        &iso[17..19]
+    );
+    let date = &amz_date[..8];
+    let region = "us-east-1";
+    let scope = format!("{date}/{region}/s3/aws4_request");
+    let host = endpoint.trim_start_matches("http://");
+    let path = format!("/{bucket}/{}", uri_encode(key, true));
+    let mut q = [
+        ("X-Amz-Algorithm".to_owned(), "AWS4-HMAC-SHA256".to_owned()),
+        (
+            "X-Amz-Credential".to_owned(),
+            uri_encode(&format!("{access_key}/{scope}"), false),
+        ),
+        ("X-Amz-Date".to_owned(), amz_date.clone()),
+        ("X-Amz-Expires".to_owned(), expires.to_string()),
+        ("X-Amz-SignedHeaders".to_owned(), "host".to_owned()),
+    ];
+    q.sort();
+    let query = q
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let canonical = format!("{method}\n{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    );
+    let k_date = hmac(format!("AWS4{secret_key}").as_bytes(), date.as_bytes());
+    let k_region = hmac(&k_date, region.as_bytes());
+    let k_service = hmac(&k_region, b"s3");
+    let k_signing = hmac(&k_service, b"aws4_request");
+    let sig = hex(&hmac(&k_signing, to_sign.as_bytes()));
+    format!("{endpoint}{path}?{query}&X-Amz-Signature={sig}")
+}
+
+/// Polls `f` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every object file under a storage node's `objects/` area.
+pub fn object_files(dataset: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let root = dataset.join("objects");
+    for owner in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(owner.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(f.path());
+        }
+    }
+    out
+}
