@@ -85,6 +85,8 @@ struct Sup {
     moray: ShardedClient,
     http: reqwest::Client,
     metrics: Arc<manta_util::metrics::Metrics>,
+    /// When each job's stats were last recounted (counting is the costliest query).
+    counted: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 /// Runs the supervisor until `shutdown`: serves `/ping` and `/metrics`, campaigns for
@@ -126,6 +128,7 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
         moray,
         http: FdClient::http(),
         metrics,
+        counted: std::sync::Mutex::new(HashMap::new()),
     });
     while !shutdown.is_cancelled() {
         if let Err(e) = sup.clone().lead(&shutdown).await {
@@ -526,9 +529,22 @@ impl Sup {
             }
             prev_complete = complete;
         }
-        // 4. Stats, and done.
+        // 4. Stats (at most once a second, and at the end), and done.
         let mut next = j.clone();
         let n = j.phases.len();
+        let recount = {
+            let mut c = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+            let due = c
+                .get(&j.job_id)
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if due || prev_complete {
+                c.insert(j.job_id.clone(), tokio::time::Instant::now());
+            }
+            due || prev_complete
+        };
+        if !recount {
+            return Ok(());
+        }
         next.stats.tasks = self.count(TASKS, &jf).await?;
         next.stats.tasks_done = self
             .count(TASKS, &format!("(&{jf}(state={}))", task_state::DONE))
@@ -543,6 +559,10 @@ impl Sup {
         if prev_complete {
             next.state = job_state::DONE.into();
             next.time_done = Some(now_iso());
+            self.counted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&j.job_id);
             info!(job = %j.job_id, "job done");
         }
         if next != *j {
