@@ -31,7 +31,12 @@ pub fn stats(samples: &mut [Duration]) -> Option<Stats> {
         samples[i]
     };
     let total: Duration = samples.iter().sum();
-    Some(Stats { n: samples.len(), p50: rank(0.50), p99: rank(0.99), mean: total / samples.len() as u32 })
+    Some(Stats {
+        n: samples.len(),
+        p50: rank(0.50),
+        p99: rank(0.99),
+        mean: total / samples.len() as u32,
+    })
 }
 
 /// The median of a list of figures (e.g. MiB/s of repeated runs); `None` when empty.

@@ -46,9 +46,12 @@ pub struct Config {
     pub default_copies: u32,
     /// Most copies a request may ask for.
     pub max_copies: u32,
-    /// Size assumed for placement of a chunked upload that gives no `max-content-length`;
-    /// also the largest such upload.
+    /// The largest chunked upload that gives no `max-content-length`.
     pub max_streaming_size: u64,
+    /// Free space a node needs to be chosen for a chunked upload that gives no
+    /// `max-content-length` (the upload may then grow to the smallest free space among the
+    /// nodes chosen, up to `max_streaming_size`).
+    pub chunked_reserve: u64,
     /// How long an upload or download may go without a byte before it is cut.
     pub data_timeout: Duration,
     /// Most entries in one directory.
@@ -86,6 +89,7 @@ impl Config {
             default_copies: 2,
             max_copies: 6,
             max_streaming_size: 51_200 * 1024 * 1024,
+            chunked_reserve: 1024 * 1024 * 1024,
             data_timeout: Duration::from_secs(45),
             max_dirents: 1_000_000,
             max_concurrency: 2048,

@@ -100,7 +100,13 @@ where
     E: std::fmt::Display,
 {
     let cfg = &fd.cfg;
-    let limit = len.exact.or(len.max).unwrap_or(cfg.max_streaming_size);
+    let mut limit = len.exact.or(len.max).unwrap_or(cfg.max_streaming_size);
+    // A body of unknown length is placed where at least `chunked_reserve` is free, and may then
+    // grow to the free space of the fullest node chosen (and no further than the limit).
+    let placement = len
+        .exact
+        .or(len.max)
+        .unwrap_or(cfg.chunked_reserve.min(limit));
     if len.exact == Some(0) {
         return empty_upload(content_md5);
     }
@@ -111,7 +117,7 @@ where
     let mut streams = None;
     let mut excluded = std::collections::HashSet::new();
     for _attempt in 0..3 {
-        let set = match fd.picker.choose(copies as usize, limit, &excluded) {
+        let set = match fd.picker.choose(copies as usize, placement, &excluded) {
             Ok(s) => s,
             // Nodes were left out because they failed: that is unavailability, not space.
             Err(_) if !excluded.is_empty() => break,
@@ -134,6 +140,14 @@ where
             }
         }
         if ok.len() == set.len() {
+            if len.exact.is_none() && len.max.is_none() {
+                let room = set
+                    .iter()
+                    .map(|n| n.available_mb.saturating_mul(1024 * 1024))
+                    .min()
+                    .unwrap_or(0);
+                limit = limit.min(room);
+            }
             streams = Some(ok);
             break;
         }

@@ -89,20 +89,36 @@ pub enum SharkError {
     },
 }
 
-/// Connection settings for storage nodes.
+/// Connection settings for storage nodes, and the pool reads use.
 #[derive(Debug, Clone)]
 pub struct SharkClient {
     /// Limit on establishing a connection.
     pub connect_timeout: Duration,
     /// Limit on waiting for response headers once a request (and its body) is sent.
     pub response_timeout: Duration,
+    /// Kept-alive connections for reads and deletes. Writes open their own connections so they
+    /// know every node accepted one before the client's body is read.
+    pool: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<Bytes>,
+    >,
 }
 
 impl Default for SharkClient {
     fn default() -> Self {
+        let connect_timeout = Duration::from_secs(2);
+        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let pool =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .build(connector);
         SharkClient {
-            connect_timeout: Duration::from_secs(2),
+            connect_timeout,
             response_timeout: Duration::from_secs(120),
+            pool,
         }
     }
 }
@@ -279,7 +295,8 @@ impl SharkClient {
         })
     }
 
-    /// `GET /<owner>/<object_id>` (with an optional `Range`) from one node.
+    /// `GET /<owner>/<object_id>` (with an optional `Range`) from one node, over a pooled
+    /// connection.
     ///
     /// # Errors
     /// When the node cannot be reached or does not answer 200/206/416 in time.
@@ -290,27 +307,26 @@ impl SharkClient {
         object_id: &str,
         range: Option<&str>,
     ) -> Result<http::Response<Incoming>, SharkError> {
-        let mut send = connect(node, self.connect_timeout).await?;
-        let mut b = Request::get(format!("/{owner}/{object_id}"))
-            .header(http::header::HOST, authority(&node.url));
-        b = with_request_id(b);
+        let mut b = with_request_id(Request::get(format!(
+            "{}/{owner}/{object_id}",
+            node.url.trim_end_matches('/')
+        )));
         if let Some(r) = range {
             b = b.header(http::header::RANGE, r);
         }
-        let (_tx, rx) = mpsc::channel(1);
         let req = b
-            .body(ChannelBody { rx, len: Some(0) })
+            .body(http_body_util::Empty::new())
             .map_err(|e| SharkError::Io {
                 node: node.storage_id.clone(),
                 reason: e.to_string(),
             })?;
-        let resp = tokio::time::timeout(self.connect_timeout * 5, send.send_request(req))
+        let resp = tokio::time::timeout(self.connect_timeout * 5, self.pool.request(req))
             .await
             .map_err(|_| SharkError::Io {
                 node: node.storage_id.clone(),
                 reason: "no answer in time".into(),
             })?
-            .map_err(|e| SharkError::Io {
+            .map_err(|e| SharkError::Connect {
                 node: node.storage_id.clone(),
                 reason: e.to_string(),
             })?;
@@ -327,16 +343,12 @@ impl SharkClient {
 
     /// `DELETE /<owner>/<object_id>` on one node, best effort (cleaning up after a failed PUT).
     pub async fn delete(&self, node: &Node, owner: &str, object_id: &str) {
-        let Ok(mut send) = connect(node, self.connect_timeout).await else {
-            return;
-        };
-        let (_tx, rx) = mpsc::channel(1);
-        let b = with_request_id(
-            Request::delete(format!("/{owner}/{object_id}"))
-                .header(http::header::HOST, authority(&node.url)),
-        );
-        if let Ok(req) = b.body(ChannelBody { rx, len: Some(0) }) {
-            let _ = tokio::time::timeout(self.connect_timeout * 5, send.send_request(req)).await;
+        let b = with_request_id(Request::delete(format!(
+            "{}/{owner}/{object_id}",
+            node.url.trim_end_matches('/')
+        )));
+        if let Ok(req) = b.body(http_body_util::Empty::new()) {
+            let _ = tokio::time::timeout(self.connect_timeout * 5, self.pool.request(req)).await;
         }
     }
 }

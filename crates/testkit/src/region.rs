@@ -275,8 +275,15 @@ impl TestRegion {
                 "--heartbeat-max-age",
                 "10s",
             ])
-            .args(["--account-cache-ttl", "0s"])
             .args(&self.frontdoor_args);
+        // Tests see account and key changes at once, unless they ask for caching.
+        if !self
+            .frontdoor_args
+            .iter()
+            .any(|a| a == "--account-cache-ttl")
+        {
+            cmd.args(["--account-cache-ttl", "0s"]);
+        }
         let mut child =
             LoggedChild::spawn("frontdoor", cmd, &self.dir.path().join("frontdoor.log"))?;
         wait_ping(&self.url, &mut child, "frontdoor").await?;
@@ -297,6 +304,11 @@ impl TestRegion {
     /// Moray's process id.
     pub fn moray_pid(&self) -> u32 {
         self.moray.pid()
+    }
+
+    /// The front door's process id.
+    pub fn frontdoor_pid(&self) -> Option<u32> {
+        self.frontdoor.as_ref().map(LoggedChild::pid)
     }
 
     /// Creates another account with its own key.

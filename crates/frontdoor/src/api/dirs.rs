@@ -13,7 +13,7 @@ use moray::{DelOptions, EtagCondition};
 use serde_json::json;
 
 use super::conditional::{self, Outcome};
-use super::objects::{ensure_parent, ensure_room, save};
+use super::objects::{WriteTarget, save};
 use super::{Ctx, Entry, cors, headers, load, no_content};
 use crate::error::{ApiResult, err, from_moray};
 use crate::state::Frontdoor;
@@ -232,9 +232,8 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
     }
     let stored = headers::stored_headers(&ctx.headers)?;
     let key = ctx.key();
-    let (existing, parent_ok) = tokio::join!(load(&ctx.fd, &key), ensure_parent(ctx));
-    let existing = existing?;
-    parent_ok?;
+    let target = WriteTarget::read(ctx).await?;
+    let existing = target.existing.clone();
     conditional::check(
         &ctx.method,
         &ctx.headers,
@@ -247,9 +246,7 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
     {
         return Ok(no_content());
     }
-    if existing.is_none() {
-        ensure_room(ctx).await?;
-    }
+    target.ensure_room(ctx)?;
     let rec = MetadataRecord {
         version: RECORD_VERSION,
         dirname: manta_types::path::dirname(&key).to_owned(),

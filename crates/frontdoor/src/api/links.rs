@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, header};
 use manta_types::{ErrorCode, MantaPath, MetadataRecord};
 
 use super::conditional;
-use super::objects::{ensure_parent, ensure_room, save};
+use super::objects::{WriteTarget, save};
 use super::{Ctx, authorize, headers, is_virtual_dir, load, no_content};
 use crate::error::{ApiResult, err, from_store};
 use manta_auth::AccountStore as _;
@@ -79,9 +79,8 @@ pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
     }
 
     let key = ctx.key();
-    let (existing, parent_ok) = tokio::join!(load(&ctx.fd, &key), ensure_parent(ctx));
-    let existing = existing?;
-    parent_ok?;
+    let target = WriteTarget::read(ctx).await?;
+    let existing = target.existing.clone();
     if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
         return Err(err(
             ErrorCode::OperationNotAllowedOnDirectory,
@@ -94,9 +93,7 @@ pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
         existing.as_ref(),
         &ctx.path.to_string(),
     )?;
-    if existing.is_none() {
-        ensure_room(ctx).await?;
-    }
+    target.ensure_room(ctx)?;
     let mut rec: MetadataRecord = source.rec.clone();
     rec.dirname = manta_types::path::dirname(&key).to_owned();
     rec.name = ctx.path.name().to_owned();

@@ -62,21 +62,49 @@ pub async fn ensure_parent(ctx: &Ctx) -> ApiResult<()> {
     }
 }
 
-/// Refuses a new entry in a full directory.
-///
-/// # Errors
-/// `DirectoryLimitExceeded` when the parent holds `max_dirents` entries.
-pub async fn ensure_room(ctx: &Ctx) -> ApiResult<()> {
-    let dirname = manta_types::path::dirname(&ctx.key()).to_owned();
-    let count = super::dirs::entry_count(&ctx.fd, &dirname).await?;
-    if count >= ctx.fd.cfg.max_dirents {
-        let parent = ctx.path.parent().map(|p| p.to_string()).unwrap_or_default();
-        return Err(err(
-            ErrorCode::DirectoryLimitExceeded,
-            format!("{parent} cannot exceed {} entries", ctx.fd.cfg.max_dirents),
-        ));
+/// What a write needs to know about its path, read in one round of parallel lookups: the
+/// entry there now (if any), whether the parent is a directory, and how full the parent is.
+#[derive(Debug)]
+pub struct WriteTarget {
+    /// The entry at the path now.
+    pub existing: Option<Entry>,
+    dir_count: u64,
+}
+
+impl WriteTarget {
+    /// Reads the entry, checks the parent and counts the parent's entries, all at once.
+    ///
+    /// # Errors
+    /// `DirectoryDoesNotExist`, `ParentNotDirectory`, Moray failures.
+    pub async fn read(ctx: &Ctx) -> ApiResult<WriteTarget> {
+        let key = ctx.key();
+        let dirname = manta_types::path::dirname(&key).to_owned();
+        let (existing, parent, count) = tokio::join!(
+            load(&ctx.fd, &key),
+            ensure_parent(ctx),
+            super::dirs::entry_count(&ctx.fd, &dirname)
+        );
+        parent?;
+        Ok(WriteTarget {
+            existing: existing?,
+            dir_count: count?,
+        })
     }
-    Ok(())
+
+    /// Refuses a new entry in a full directory (replacing an entry is always allowed).
+    ///
+    /// # Errors
+    /// `DirectoryLimitExceeded` when the parent holds `max_dirents` entries.
+    pub fn ensure_room(&self, ctx: &Ctx) -> ApiResult<()> {
+        if self.existing.is_none() && self.dir_count >= ctx.fd.cfg.max_dirents {
+            let parent = ctx.path.parent().map(|p| p.to_string()).unwrap_or_default();
+            return Err(err(
+                ErrorCode::DirectoryLimitExceeded,
+                format!("{parent} cannot exceed {} entries", ctx.fd.cfg.max_dirents),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Writes `rec` at its key with `cond`; an unconditional write that races another is retried
@@ -130,10 +158,8 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         .to_owned();
     let content_disposition = stored_headers.get("content-disposition").cloned();
 
-    let key = ctx.key();
-    let (existing, parent_ok) = tokio::join!(load(&ctx.fd, &key), ensure_parent(ctx));
-    let existing = existing?;
-    parent_ok?;
+    let target = WriteTarget::read(ctx).await?;
+    let existing = target.existing.clone();
     if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
         return Err(err(
             ErrorCode::OperationNotAllowedOnDirectory,
@@ -146,9 +172,7 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         existing.as_ref(),
         &ctx.path.to_string(),
     )?;
-    if existing.is_none() {
-        ensure_room(ctx).await?;
-    }
+    target.ensure_room(ctx)?;
 
     let object_id = ObjectId::random();
     let oid = object_id.to_string();

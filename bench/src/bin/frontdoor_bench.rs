@@ -1,0 +1,283 @@
+//! Front door throughput and latency, with the storage node's own figures as the baseline.
+//!
+//! Starts a real region (release binaries: run `cargo build --release --bins` first), then for
+//! 4 KiB, 1 MiB and 256 MiB objects at concurrency 1 and 16 measures PUT (durability 2) and GET
+//! through the front door, and the same PUT/GET straight to one storage node in the same run.
+//! Prints MiB/s (median of rounds), p50/p99 latency and the ratio front door / storage node.
+//! Finally it measures the front door's peak RSS while it serves 64 concurrent 256 MiB uploads.
+//!
+//! `cargo run --release -p manta-bench --bin frontdoor_bench [-- --quick]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use manta_auth::KeySigner;
+use manta_bench::{median, stats};
+use manta_client::{ClientConfig, MantaClient, PutOptions};
+use testkit::TestRegion;
+
+const MIB: usize = 1024 * 1024;
+
+/// A body of `size` bytes streamed from one shared 1 MiB chunk (no big allocation).
+fn body(size: usize) -> reqwest::Body {
+    let chunk = Bytes::from(vec![0x5a; MIB.min(size.max(1))]);
+    let n = size / chunk.len();
+    let rest = size % chunk.len();
+    let mut parts: Vec<Result<Bytes, std::io::Error>> = (0..n).map(|_| Ok(chunk.clone())).collect();
+    if rest > 0 {
+        parts.push(Ok(chunk.slice(..rest)));
+    }
+    reqwest::Body::wrap_stream(futures_util::stream::iter(parts))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    FrontDoor,
+    StorageNode,
+}
+
+struct Ctx {
+    client: MantaClient,
+    http: reqwest::Client,
+    node_url: String,
+}
+
+async fn put(ctx: &Ctx, t: Target, name: &str, size: usize) -> Result<()> {
+    match t {
+        Target::FrontDoor => {
+            let opts = PutOptions {
+                copies: Some(2),
+                content_length: Some(size as u64),
+                ..PutOptions::default()
+            };
+            ctx.client
+                .put_stream(&format!("~~/stor/bench/{name}"), body(size), opts)
+                .await?;
+        }
+        Target::StorageNode => {
+            let r = ctx
+                .http
+                .put(format!(
+                    "{}/{}/{}",
+                    ctx.node_url,
+                    uuid::Uuid::nil(),
+                    name_to_id(name)
+                ))
+                .header("content-length", size)
+                .body(body(size))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "storage node PUT: {}", r.status());
+        }
+    }
+    Ok(())
+}
+
+async fn get(ctx: &Ctx, t: Target, name: &str) -> Result<u64> {
+    use futures_util::StreamExt as _;
+    let resp = match t {
+        Target::FrontDoor => {
+            ctx.client
+                .get(&format!("~~/stor/bench/{name}"), Default::default())
+                .await?
+        }
+        Target::StorageNode => {
+            let r = ctx
+                .http
+                .get(format!(
+                    "{}/{}/{}",
+                    ctx.node_url,
+                    uuid::Uuid::nil(),
+                    name_to_id(name)
+                ))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status().is_success(), "storage node GET: {}", r.status());
+            r
+        }
+    };
+    let mut n = 0u64;
+    let mut s = resp.bytes_stream();
+    while let Some(b) = s.next().await {
+        n += b?.len() as u64;
+    }
+    Ok(n)
+}
+
+fn name_to_id(name: &str) -> uuid::Uuid {
+    use md5::Digest as _;
+    uuid::Uuid::from_bytes(md5::Md5::digest(name.as_bytes()).into())
+}
+
+/// Runs `count` operations with `conc` in flight; returns (MiB/s, per-op latencies).
+async fn run<F, Fut>(count: usize, conc: usize, size: usize, op: F) -> Result<(f64, Vec<Duration>)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let op = op.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(((count * size) as f64 / MIB as f64 / secs, all))
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let region = TestRegion::start()
+        .await
+        .context("start a region (did you `cargo build --release --bins`?)")?;
+    let acct = &region.account;
+    let cfg = ClientConfig {
+        url: region.url.clone(),
+        user: acct.login.clone(),
+        subuser: None,
+        key_id: Some(acct.key_id.clone()),
+        insecure: false,
+        ssh_dir: acct.key.parent().context("key dir")?.to_owned(),
+        no_auth: false,
+        timeout: Duration::from_secs(600),
+    };
+    let client = MantaClient::with_signer(cfg, Some(Arc::new(KeySigner::from_file(&acct.key)?)))?;
+    client.mkdir("~~/stor/bench").await?;
+    let ctx = Arc::new(Ctx {
+        client,
+        http: reqwest::Client::new(),
+        node_url: region.storage[0].url.clone(),
+    });
+
+    println!(
+        "front door vs storage node, durability 2 through the front door, one copy on the node"
+    );
+    println!(
+        "{:>8} {:>4} {:>5} | {:>10} {:>9} {:>9} | {:>10} {:>9} {:>9} | {:>6}",
+        "size",
+        "conc",
+        "op",
+        "door MiB/s",
+        "p50 ms",
+        "p99 ms",
+        "node MiB/s",
+        "p50 ms",
+        "p99 ms",
+        "ratio"
+    );
+    let sizes: &[(usize, &str, usize)] = if quick {
+        &[(4096, "4KiB", 200), (MIB, "1MiB", 64)]
+    } else {
+        &[
+            (4096, "4KiB", 1000),
+            (MIB, "1MiB", 200),
+            (256 * MIB, "256MiB", 8),
+        ]
+    };
+    for &(size, label, count) in sizes {
+        for conc in [1usize, 16] {
+            let count = if size >= 256 * MIB && conc == 16 {
+                16
+            } else {
+                count
+            };
+            let rounds = if size >= 256 * MIB { 1 } else { 3 };
+            for op in ["PUT", "GET"] {
+                let mut figures = Vec::new();
+                for t in [Target::FrontDoor, Target::StorageNode] {
+                    let mut mibs = Vec::new();
+                    let mut lats = Vec::new();
+                    for round in 0..rounds {
+                        let c = ctx.clone();
+                        let prefix = format!("{label}-c{conc}-r{round}");
+                        let (rate, lat) = if op == "PUT" {
+                            run(count, conc, size, move |i| {
+                                let c = c.clone();
+                                let name = format!("{prefix}-{i}");
+                                async move { put(&c, t, &name, size).await }
+                            })
+                            .await?
+                        } else {
+                            // Read what the PUT of round 0 wrote.
+                            let prefix0 = format!("{label}-c{conc}-r0");
+                            run(count, conc, size, move |i| {
+                                let c = c.clone();
+                                let name = format!("{prefix0}-{i}");
+                                async move {
+                                    let n = get(&c, t, &name).await?;
+                                    anyhow::ensure!(n as usize == size, "short read: {n}");
+                                    Ok(())
+                                }
+                            })
+                            .await?
+                        };
+                        mibs.push(rate);
+                        lats.extend(lat);
+                    }
+                    let s = stats(&mut lats).context("no samples")?;
+                    figures.push((median(&mut mibs).unwrap_or(0.0), s.p50, s.p99));
+                }
+                let (d, n) = (figures[0], figures[1]);
+                println!(
+                    "{label:>8} {conc:>4} {op:>5} | {:>10.1} {:>9.2} {:>9.2} | {:>10.1} {:>9.2} {:>9.2} | {:>5.0}%",
+                    d.0,
+                    d.1.as_secs_f64() * 1e3,
+                    d.2.as_secs_f64() * 1e3,
+                    n.0,
+                    n.1.as_secs_f64() * 1e3,
+                    n.2.as_secs_f64() * 1e3,
+                    d.0 / n.0 * 100.0
+                );
+            }
+        }
+    }
+
+    if !quick {
+        let pid = region.frontdoor_pid().context("front door pid")?;
+        let before = vm_hwm_kib(pid).unwrap_or(0);
+        let c = ctx.clone();
+        let (rate, _) = run(64, 64, 256 * MIB, move |i| {
+            let c = c.clone();
+            async move { put(&c, Target::FrontDoor, &format!("rss-{i}"), 256 * MIB).await }
+        })
+        .await?;
+        let after = vm_hwm_kib(pid).unwrap_or(0);
+        println!(
+            "\n64 concurrent 256 MiB uploads (durability 2): {rate:.1} MiB/s; front door peak RSS {:.1} MiB (before: {:.1} MiB); goal < 150 MiB",
+            after as f64 / 1024.0,
+            before as f64 / 1024.0
+        );
+    }
+    Ok(())
+}
