@@ -396,44 +396,66 @@ impl Sup {
             .store
             .find::<Item>(ITEMS, &format!("(&{jf}(state={}))", item_state::NEW), 500)
             .await?;
-        for it in new_items {
+        // Look the map inputs up several at a time, then write in a few batches.
+        let located: Vec<_> = {
+            use futures_util::StreamExt as _;
+            futures_util::stream::iter(new_items.iter().map(|it| async move {
+                let is_map = j
+                    .phases
+                    .get(it.value.to_phase as usize)
+                    .is_some_and(|p| p.kind == PhaseType::Map);
+                if is_map {
+                    Some(self.locate(j, &it.value.path).await)
+                } else {
+                    None
+                }
+            }))
+            .buffered(8)
+            .collect()
+            .await
+        };
+        let mut ops = Vec::new();
+        for (it, loc) in new_items.iter().zip(located) {
             let Some(phase) = j.phases.get(it.value.to_phase as usize) else {
                 continue;
             };
             let mut item = it.value.clone();
-            match phase.kind {
-                PhaseType::Map => {
-                    let ops = match self.locate(j, &item.path).await? {
-                        Err((code, msg)) => {
-                            item.state = item_state::FAILED.into();
-                            let e = Self::error(j, item.to_phase, &code, msg, Some(&item.p0input));
-                            vec![
-                                put_op(ITEMS, &it.key, &item, PutOptions::if_match(&it.etag)),
-                                put_op(
-                                    ERRORS,
-                                    &uuid::Uuid::new_v4().to_string(),
-                                    &e,
-                                    PutOptions::must_not_exist(),
-                                ),
-                            ]
-                        }
-                        Ok(sharks) => {
-                            let Some(server) = Self::pick(agents, &sharks, &[], &item.path) else {
-                                continue; // no live agent holds a copy yet: try again later
-                            };
-                            let mut t = Self::new_task(j, item.to_phase, server);
-                            t.input = Some(item.path.clone());
-                            t.p0input = item.p0input.clone();
-                            item.state = item_state::DONE.into();
-                            vec![
-                                put_op(ITEMS, &it.key, &item, PutOptions::if_match(&it.etag)),
-                                put_op(TASKS, &t.task_id, &t, PutOptions::must_not_exist()),
-                            ]
-                        }
-                    };
-                    self.store.batch(ops).await?;
-                }
-                PhaseType::Reduce => {
+            match (phase.kind, loc) {
+                (PhaseType::Map, Some(loc)) => match loc? {
+                    Err((code, msg)) => {
+                        item.state = item_state::FAILED.into();
+                        let e = Self::error(j, item.to_phase, &code, msg, Some(&item.p0input));
+                        ops.push(put_op(
+                            ITEMS,
+                            &it.key,
+                            &item,
+                            PutOptions::if_match(&it.etag),
+                        ));
+                        ops.push(put_op(
+                            ERRORS,
+                            &uuid::Uuid::new_v4().to_string(),
+                            &e,
+                            PutOptions::must_not_exist(),
+                        ));
+                    }
+                    Ok(sharks) => {
+                        let Some(server) = Self::pick(agents, &sharks, &[], &item.path) else {
+                            continue; // no live agent holds a copy yet: try again later
+                        };
+                        let mut t = Self::new_task(j, item.to_phase, server);
+                        t.input = Some(item.path.clone());
+                        t.p0input = item.p0input.clone();
+                        item.state = item_state::DONE.into();
+                        ops.push(put_op(
+                            ITEMS,
+                            &it.key,
+                            &item,
+                            PutOptions::if_match(&it.etag),
+                        ));
+                        ops.push(put_op(TASKS, &t.task_id, &t, PutOptions::must_not_exist()));
+                    }
+                },
+                _ => {
                     let n = phase.reducers();
                     let r = item
                         .r_idx
@@ -442,12 +464,19 @@ impl Sup {
                         .unwrap_or_else(|| crc(&item.path) % n);
                     item.r_idx = Some(u32::try_from(r).unwrap_or(0));
                     item.state = item_state::DONE.into();
-                    self.store
-                        .put(ITEMS, &it.key, &item, PutOptions::if_match(&it.etag))
-                        .await?;
+                    ops.push(put_op(
+                        ITEMS,
+                        &it.key,
+                        &item,
+                        PutOptions::if_match(&it.etag),
+                    ));
                 }
             }
+            if ops.len() >= 100 {
+                self.store.batch(std::mem::take(&mut ops)).await?;
+            }
         }
+        self.store.batch(ops).await?;
         // 2. Tasks whose agent is gone.
         let open = self
             .store

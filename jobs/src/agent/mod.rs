@@ -131,6 +131,8 @@ pub(crate) struct Agent {
     made_dirs: Mutex<HashSet<String>>,
     metrics: Arc<manta_util::metrics::Metrics>,
     running: Mutex<HashMap<String, CancellationToken>>,
+    /// Job records by id (what a task needs of a job never changes after creation).
+    jobs: Mutex<HashMap<String, Job>>,
 }
 
 /// How a task ended, before it is committed.
@@ -275,8 +277,25 @@ impl Agent {
             made_dirs: Mutex::new(HashSet::new()),
             metrics,
             running: Mutex::new(HashMap::new()),
+            jobs: Mutex::new(HashMap::new()),
             cfg,
         })
+    }
+
+    /// The job (phases, owner, token), read once per job.
+    async fn job(&self, id: &str) -> Result<Option<Job>> {
+        if let Some(j) = self.jobs.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(Some(j.clone()));
+        }
+        let Some(j) = self.store.get::<Job>(JOBS, id).await? else {
+            return Ok(None);
+        };
+        let mut cache = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 1000 {
+            cache.clear();
+        }
+        cache.insert(id.to_owned(), j.value.clone());
+        Ok(Some(j.value))
     }
 
     async fn beat(&self) -> Result<()> {
@@ -444,9 +463,9 @@ impl Agent {
                 done.result = Some(if f.ok { "ok" } else { "fail" }.into());
                 done.n_outputs = f.outputs.len() as u64;
                 if f.ok {
-                    match self.store.get::<Job>(JOBS, &task.job_id).await {
+                    match self.job(&task.job_id).await {
                         Ok(Some(job)) => {
-                            let n = u32::try_from(job.value.phases.len()).unwrap_or(u32::MAX);
+                            let n = u32::try_from(job.phases.len()).unwrap_or(u32::MAX);
                             for o in &f.outputs {
                                 let to = task.phase + 1;
                                 let it = Item {
@@ -670,11 +689,9 @@ impl Agent {
         cancel: &CancellationToken,
     ) -> std::result::Result<Option<Finished>, Infra> {
         let job = self
-            .store
-            .get::<Job>(JOBS, &task.job_id)
+            .job(&task.job_id)
             .await?
-            .ok_or_else(|| anyhow!("job {} not found", task.job_id))?
-            .value;
+            .ok_or_else(|| anyhow!("job {} not found", task.job_id))?;
         let phase = job
             .phases
             .get(task.phase as usize)
