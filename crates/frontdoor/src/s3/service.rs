@@ -247,17 +247,23 @@ fn precheck(req: &Request) -> Option<s3s::S3Error> {
     if let Some(q) = req.uri().query() {
         for (k, v) in manta_auth::presign::parse_query(q) {
             if k == "X-Amz-Expires" {
-                return match v.parse::<u64>() {
-                    Ok(n) if (1..=MAX_PRESIGNED_SECS).contains(&n) => None,
-                    Ok(_) => Some(s3err(
-                        S3ErrorCode::AccessDenied,
-                        format!("X-Amz-Expires must be between 1 and {MAX_PRESIGNED_SECS} seconds"),
-                    )),
-                    Err(_) => Some(s3err(
-                        S3ErrorCode::AuthorizationQueryParametersError,
-                        "X-Amz-Expires should be a number",
-                    )),
-                };
+                match v.parse::<u64>() {
+                    Ok(n) if (1..=MAX_PRESIGNED_SECS).contains(&n) => {}
+                    Ok(_) => {
+                        return Some(s3err(
+                            S3ErrorCode::AccessDenied,
+                            format!(
+                                "X-Amz-Expires must be between 1 and {MAX_PRESIGNED_SECS} seconds"
+                            ),
+                        ));
+                    }
+                    Err(_) => {
+                        return Some(s3err(
+                            S3ErrorCode::AuthorizationQueryParametersError,
+                            "X-Amz-Expires should be a number",
+                        ));
+                    }
+                }
             }
         }
     }
@@ -278,24 +284,100 @@ fn precheck(req: &Request) -> Option<s3s::S3Error> {
     None
 }
 
-async fn handle(State(st): State<Arc<Adapter>>, mut req: Request) -> Response {
+/// Messages for errors `s3s` raises without one (signature checks, request parsing).
+fn default_message(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "SignatureDoesNotMatch" => {
+            "The request signature we calculated does not match the signature you provided. Check your key and signing method."
+        }
+        "InvalidAccessKeyId" => "The AWS Access Key Id you provided does not exist in our records.",
+        "AccessDenied" => "Access Denied",
+        "InvalidBucketName" => "The specified bucket is not valid.",
+        "KeyTooLongError" => "Your key is too long",
+        "InvalidURI" => "Couldn't parse the specified URI.",
+        "MissingContentLength" => "You must provide the Content-Length HTTP header.",
+        "MalformedXML" => {
+            "The XML you provided was not well-formed or did not validate against our published schema"
+        }
+        "RequestTimeTooSkewed" => {
+            "The difference between the request time and the server's time is too large."
+        }
+        "NotImplemented" => "A header you provided implies functionality that is not implemented",
+        "MethodNotAllowed" => "The specified method is not allowed against this resource.",
+        "InvalidRequest" => "Invalid Request",
+        "InvalidArgument" => "Invalid Argument",
+        _ => return None,
+    })
+}
+
+/// Gives an error document made inside `s3s` (before any operation ran) what ours have: a
+/// `<Message>` and the `<RequestId>` (clients and operators match it with the logs).
+async fn complete_error_document(resp: Response) -> Response {
+    const MAX: usize = 64 * 1024;
+    let is_xml = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("xml"));
+    if !is_xml {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let mut doc = text.to_owned();
+    if doc.contains("<Error>") {
+        if !doc.contains("<Message>")
+            && let Some(code) = doc
+                .split_once("<Code>")
+                .and_then(|(_, r)| r.split_once("</Code>"))
+                .map(|(c, _)| c.to_owned())
+            && let Some(m) = default_message(&code)
+        {
+            doc = doc.replacen("</Code>", &format!("</Code><Message>{m}</Message>"), 1);
+        }
+        if !doc.contains("<RequestId>")
+            && let Some(id) = manta_util::http::current_request_id()
+        {
+            doc = doc.replacen(
+                "</Error>",
+                &format!("<RequestId>{id}</RequestId></Error>"),
+                1,
+            );
+        }
+    }
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(doc))
+}
+
+async fn handle(State(st): State<Arc<Adapter>>, req: Request) -> Response {
+    let (mut resp, route) = serve(&st, req).await;
+    if let Some(id) = manta_util::http::current_request_id()
+        && let Ok(v) = HeaderValue::from_str(&id)
+    {
+        resp.headers_mut().insert("x-amz-request-id", v);
+    }
+    resp.extensions_mut().insert(RouteName(route));
+    resp
+}
+
+/// The response, and the route name for the metrics.
+async fn serve(st: &Adapter, mut req: Request) -> (Response, &'static str) {
     let Ok(_permit) = st.fd.throttle.clone().try_acquire_owned() else {
         st.fd.metrics.inc(
             "frontdoor_throttled_total",
             "Requests refused at the concurrency limit.",
             &[],
         );
-        let mut r = error_response(s3err(
-            S3ErrorCode::SlowDown,
-            "Please reduce your request rate.",
-        ));
-        r.extensions_mut().insert(RouteName("S3Throttled"));
-        return r;
+        let e = s3err(S3ErrorCode::SlowDown, "Please reduce your request rate.");
+        return (error_response(e), "S3Throttled");
     };
     if let Some(e) = precheck(&req) {
-        let mut r = error_response(e);
-        r.extensions_mut().insert(RouteName("S3Refused"));
-        return r;
+        return (error_response(e), "S3Refused");
     }
     let slot = OpSlot::default();
     req.extensions_mut().insert(slot.clone());
@@ -308,19 +390,15 @@ async fn handle(State(st): State<Arc<Adapter>>, mut req: Request) -> Response {
             error_response(super::error::internal(err))
         }
     };
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        resp = complete_error_document(resp).await;
+    }
     if resp.status() == StatusCode::NOT_MODIFIED {
         *resp.body_mut() = axum::body::Body::empty();
         resp.headers_mut().remove(http::header::CONTENT_LENGTH);
         resp.headers_mut().remove(http::header::CONTENT_TYPE);
     }
-    if let Some(id) = manta_util::http::current_request_id()
-        && let Ok(v) = HeaderValue::from_str(&id)
-    {
-        resp.headers_mut().insert("x-amz-request-id", v);
-    }
-    resp.extensions_mut()
-        .insert(RouteName(slot.get().unwrap_or("S3Unrouted")));
-    resp
+    (resp, slot.get().unwrap_or("S3Unrouted"))
 }
 
 #[async_trait]

@@ -1,0 +1,366 @@
+//! S3 credentials against a real region: access keys from `manta-adm`, accounts kept apart,
+//! bad and missing signatures, presigned URLs (and their lifetime bounds), and the exact
+//! XML error documents clients parse.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod s3_common;
+
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::error::ProvideErrorMetadata;
+use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::primitives::ByteStream;
+use s3_common::*;
+
+fn code_of<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
+    r: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16) {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+            (e.code().unwrap_or("<none>").to_owned(), status)
+        }
+    }
+}
+
+/// Status, `x-amz-request-id` and body of a plain request.
+async fn raw(resp: reqwest::Response) -> (u16, String, String) {
+    let status = resp.status().as_u16();
+    let id = resp
+        .headers()
+        .get("x-amz-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, id, resp.text().await.unwrap())
+}
+
+/// The `<Code>` of an S3 error document, checking its shape on the way.
+fn xml_code(body: &str, request_id: &str) -> String {
+    assert!(body.starts_with("<?xml"), "{body}");
+    assert!(body.contains("<Error>"), "{body}");
+    assert!(
+        body.contains(&format!("<RequestId>{request_id}</RequestId>")),
+        "request id {request_id} missing in {body}"
+    );
+    let start = body.find("<Code>").unwrap() + 6;
+    let end = body.find("</Code>").unwrap();
+    body[start..end].to_owned()
+}
+
+#[tokio::test]
+async fn accounts_keys_signatures_and_presigned_urls() {
+    let s3 = start().await;
+    let c = s3.client();
+    c.create_bucket().bucket("private").send().await.unwrap();
+    c.put_object()
+        .bucket("private")
+        .key("secret.txt")
+        .body(ByteStream::from_static(b"for my eyes"))
+        .send()
+        .await
+        .unwrap();
+
+    // Another account, with its own key, reaches none of it.
+    s3.region.add_account("other").await.unwrap();
+    let (ak, sk) = s3_key(&s3.region, "other");
+    let o = sdk(&s3.endpoint, &ak, &sk);
+    for r in [
+        code_of(o.head_bucket().bucket("private").send().await),
+        code_of(
+            o.get_object()
+                .bucket("private")
+                .key("secret.txt")
+                .send()
+                .await,
+        ),
+        code_of(o.list_objects_v2().bucket("private").send().await),
+        code_of(
+            o.put_object()
+                .bucket("private")
+                .key("planted")
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await,
+        ),
+        code_of(
+            o.delete_object()
+                .bucket("private")
+                .key("secret.txt")
+                .send()
+                .await,
+        ),
+        code_of(o.delete_bucket().bucket("private").send().await),
+    ] {
+        assert_eq!(r.1, 403, "{r:?}");
+    }
+    assert_eq!(
+        code_of(
+            o.delete_object()
+                .bucket("private")
+                .key("secret.txt")
+                .send()
+                .await
+        )
+        .0,
+        "AccessDenied"
+    );
+    // Not even as a copy source.
+    o.create_bucket().bucket("theirs").send().await.unwrap();
+    assert_eq!(
+        code_of(
+            o.copy_object()
+                .bucket("theirs")
+                .key("stolen")
+                .copy_source("private/secret.txt")
+                .send()
+                .await
+        ),
+        ("AccessDenied".into(), 403)
+    );
+    // Bucket names are unique in the region.
+    assert_eq!(
+        code_of(o.create_bucket().bucket("private").send().await),
+        ("BucketAlreadyExists".into(), 409)
+    );
+    let mine: Vec<_> = o
+        .list_buckets()
+        .send()
+        .await
+        .unwrap()
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name().map(str::to_owned))
+        .collect();
+    assert_eq!(mine, ["theirs"]);
+    // Still there for the owner.
+    c.head_object()
+        .bucket("private")
+        .key("secret.txt")
+        .send()
+        .await
+        .unwrap();
+
+    // Wrong secret, unknown key.
+    let bad = sdk(&s3.endpoint, &s3.access_key, "not-the-secret");
+    assert_eq!(
+        code_of(bad.list_buckets().send().await),
+        ("SignatureDoesNotMatch".into(), 403)
+    );
+    let unknown = sdk(&s3.endpoint, "MKNOSUCHKEY0000000", "whatever");
+    assert_eq!(
+        code_of(unknown.list_buckets().send().await),
+        ("InvalidAccessKeyId".into(), 403)
+    );
+
+    // Unsigned requests reach nothing; error documents carry the request id.
+    let http = reqwest::Client::new();
+    let (status, id, body) = raw(http
+        .get(format!("{}/private/secret.txt", s3.endpoint))
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(xml_code(&body, &id), "AccessDenied");
+
+    // Presigned GET and PUT made by the SDK.
+    let cfg = PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
+    let g = c
+        .get_object()
+        .bucket("private")
+        .key("secret.txt")
+        .presigned(cfg.clone())
+        .await
+        .unwrap();
+    let r = http.get(g.uri()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "for my eyes");
+    let p = c
+        .put_object()
+        .bucket("private")
+        .key("via-url.txt")
+        .presigned(cfg)
+        .await
+        .unwrap();
+    let mut put = http.put(p.uri()).body("uploaded with a URL");
+    for (k, v) in p.headers() {
+        put = put.header(k, v);
+    }
+    assert_eq!(put.send().await.unwrap().status(), 200);
+    let got = c
+        .get_object()
+        .bucket("private")
+        .key("via-url.txt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.body.collect().await.unwrap().into_bytes().as_ref(),
+        b"uploaded with a URL"
+    );
+    // A presigned URL with a tampered path fails its signature.
+    let tampered = g.uri().replace("secret.txt", "via-url.txt");
+    let (status, id, body) = raw(http.get(&tampered).send().await.unwrap()).await;
+    assert_eq!(status, 403);
+    assert_eq!(xml_code(&body, &id), "SignatureDoesNotMatch");
+
+    // Lifetimes: 1 s to 7 days, as AWS; 0 and over 7 days are 403, as is an expired URL.
+    let now = SystemTime::now();
+    let url = |expires: u64, at: SystemTime| {
+        presign(
+            &s3.endpoint,
+            "GET",
+            "private",
+            "secret.txt",
+            &s3.access_key,
+            &s3.secret_key,
+            expires,
+            at,
+        )
+    };
+    let ok = http.get(url(604_800, now)).send().await.unwrap();
+    assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
+    for expires in [0, 604_801, 10_000_000] {
+        let (status, id, body) = raw(http.get(url(expires, now)).send().await.unwrap()).await;
+        assert_eq!(status, 403, "X-Amz-Expires={expires}: {body}");
+        assert_eq!(xml_code(&body, &id), "AccessDenied");
+    }
+    let two_hours_ago = now - Duration::from_secs(7200);
+    let (status, id, body) = raw(http.get(url(3600, two_hours_ago)).send().await.unwrap()).await;
+    assert_eq!(status, 403);
+    assert_eq!(xml_code(&body, &id), "AccessDenied");
+    assert!(body.contains("expired"), "{body}");
+    // The other account's key cannot presign our objects either.
+    let theirs = presign(
+        &s3.endpoint,
+        "GET",
+        "private",
+        "secret.txt",
+        &ak,
+        &sk,
+        300,
+        now,
+    );
+    assert_eq!(http.get(theirs).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn error_documents() {
+    let s3 = start().await;
+    let c = s3.client();
+    c.create_bucket().bucket("errs").send().await.unwrap();
+    let http = reqwest::Client::new();
+    let signed = |method: &str, key: &str| {
+        presign(
+            &s3.endpoint,
+            method,
+            "errs",
+            key,
+            &s3.access_key,
+            &s3.secret_key,
+            300,
+            SystemTime::now(),
+        )
+    };
+    // NoSuchKey as XML with the request id of the response.
+    let (status, id, body) = raw(http.get(signed("GET", "missing")).send().await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert_eq!(xml_code(&body, &id), "NoSuchKey");
+    // HEAD errors have no body.
+    let r = http.head(signed("HEAD", "missing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.bytes().await.unwrap().is_empty());
+    // Unknown or malformed upload ids.
+    assert_eq!(
+        code_of(
+            c.abort_multipart_upload()
+                .bucket("errs")
+                .key("k")
+                .upload_id("0123456789abcdef0123456789abcdef")
+                .send()
+                .await
+        ),
+        ("NoSuchUpload".into(), 404)
+    );
+    assert_eq!(
+        code_of(
+            c.upload_part()
+                .bucket("errs")
+                .key("k")
+                .upload_id("../../etc")
+                .part_number(1)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+        ),
+        ("NoSuchUpload".into(), 404)
+    );
+    assert_eq!(
+        code_of(
+            c.list_objects_v2()
+                .bucket("errs")
+                .continuation_token("!!not-ours!!")
+                .send()
+                .await
+        ),
+        ("InvalidArgument".into(), 400)
+    );
+    assert_eq!(
+        code_of(
+            c.put_object()
+                .bucket("errs")
+                .key("k")
+                .body(ByteStream::from_static(b"x"))
+                .content_md5("not base64")
+                .send()
+                .await
+        ),
+        ("InvalidDigest".into(), 400)
+    );
+    let long = "k".repeat(1025);
+    assert_eq!(
+        code_of(
+            c.put_object()
+                .bucket("errs")
+                .key(&long)
+                .body(ByteStream::from_static(b"x"))
+                .send()
+                .await
+        ),
+        ("KeyTooLongError".into(), 400)
+    );
+    assert_eq!(
+        code_of(
+            c.delete_object()
+                .bucket("errs")
+                .key("k")
+                .version_id("3sL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY")
+                .send()
+                .await
+        ),
+        ("InvalidArgument".into(), 400)
+    );
+    assert_eq!(
+        code_of(c.create_bucket().bucket("192.168.1.1").send().await),
+        ("InvalidBucketName".into(), 400)
+    );
+    // Declared sizes over 5 GiB are refused before any byte is read.
+    let (status, id, body) = raw(http
+        .put(signed("PUT", "huge"))
+        .header("content-length", "0")
+        .header("x-amz-decoded-content-length", "6000000000")
+        .send()
+        .await
+        .unwrap())
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(xml_code(&body, &id), "EntityTooLarge");
+    // Operations this service does not offer say so.
+    assert_eq!(
+        code_of(c.get_bucket_policy().bucket("errs").send().await),
+        ("NotImplemented".into(), 501)
+    );
+}
