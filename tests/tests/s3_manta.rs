@@ -1,0 +1,374 @@
+//! S3 objects beyond the S3 API: read through the Manta API (`/:login/buckets/...`), stored
+//! as copies on the storage nodes, and reclaimed by the storage nodes' garbage collection when
+//! they are replaced, deleted, joined from parts or aborted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod s3_common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use s3_common::*;
+
+async fn manta_get(
+    s3: &S3Region,
+    acct: &testkit::TestAccount,
+    method: reqwest::Method,
+    path: impl AsRef<str>,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut b =
+        reqwest::Client::new().request(method, format!("{}{}", s3.region.url, path.as_ref()));
+    for (k, v) in common::signed_headers(acct).await {
+        b = b.header(k, v);
+    }
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.send().await.unwrap()
+}
+
+fn lines(body: &str) -> Vec<serde_json::Value> {
+    body.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn buckets_read_through_the_manta_api() {
+    let s3 = start().await;
+    let c = s3.client();
+    let login = s3.region.account.login.clone();
+    let me = s3.region.account.clone();
+    c.create_bucket().bucket("data").send().await.unwrap();
+    for (k, v) in [
+        ("logs/a.txt", "hello world"),
+        ("logs/b.txt", "second"),
+        ("top.txt", "top"),
+        ("x/y z", "odd"),
+    ] {
+        c.put_object()
+            .bucket("data")
+            .key(k)
+            .body(ByteStream::from(v.as_bytes().to_vec()))
+            .metadata("color", "red")
+            .content_type("text/plain")
+            .send()
+            .await
+            .unwrap();
+    }
+    let get = |path: String| manta_get(&s3, &me, reqwest::Method::GET, path, &[]);
+
+    let r = get(format!("/{login}/buckets")).await;
+    assert_eq!(r.status(), 200);
+    let l = lines(&r.text().await.unwrap());
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (l[0]["name"].as_str(), l[0]["type"].as_str()),
+        (Some("data"), Some("bucket"))
+    );
+
+    let r = get(format!("/{login}/buckets/data/objects?delimiter=/")).await;
+    assert_eq!(r.status(), 200);
+    let l = lines(&r.text().await.unwrap());
+    let got: Vec<(String, String)> = l
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_owned(),
+                e["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("logs/".to_owned(), "group".to_owned()),
+            ("top.txt".to_owned(), "bucketobject".to_owned()),
+            ("x/".to_owned(), "group".to_owned()),
+        ]
+    );
+    let r = get(format!(
+        "/{login}/buckets/data/objects?prefix=logs/&limit=1"
+    ))
+    .await;
+    assert_eq!(r.headers()["next-marker"], "logs/a.txt");
+    let l = lines(&r.text().await.unwrap());
+    assert_eq!(l[0]["size"], 11);
+    assert_eq!(l[0]["contentType"], "text/plain");
+    let r = get(format!(
+        "/{login}/buckets/data/objects?prefix=logs/&marker=logs/a.txt"
+    ))
+    .await;
+    let l = lines(&r.text().await.unwrap());
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0]["name"], "logs/b.txt");
+
+    // The bytes, with Manta's headers; keys are the rest of the path, percent-decoded.
+    let r = get(format!("/{login}/buckets/data/objects/logs/a.txt")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["m-color"], "red");
+    assert_eq!(r.headers()["durability-level"], "2");
+    assert_eq!(r.headers()["etag"], md5_hex(b"hello world").as_str());
+    assert_eq!(r.text().await.unwrap(), "hello world");
+    let r = get(format!("/{login}/buckets/data/objects/x%2Fy%20z")).await;
+    assert_eq!(r.text().await.unwrap(), "odd");
+    let r = manta_get(
+        &s3,
+        &me,
+        reqwest::Method::GET,
+        &format!("/{login}/buckets/data/objects/logs/a.txt"),
+        &[("range", "bytes=6-")],
+    )
+    .await;
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.text().await.unwrap(), "world");
+    let r = manta_get(
+        &s3,
+        &me,
+        reqwest::Method::HEAD,
+        &format!("/{login}/buckets/data/objects/top.txt"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "3");
+
+    // Missing things, writes, and other accounts.
+    let r = get(format!("/{login}/buckets/data/objects/nope")).await;
+    assert_eq!(r.status(), 404);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["code"], "ResourceNotFound");
+    assert_eq!(
+        get(format!("/{login}/buckets/nobucket/objects"))
+            .await
+            .status(),
+        404
+    );
+    let r = manta_get(
+        &s3,
+        &me,
+        reqwest::Method::PUT,
+        &format!("/{login}/buckets/data/objects/new"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 405);
+    let other = s3.region.add_account("nosy").await.unwrap();
+    let r = manta_get(
+        &s3,
+        &other,
+        reqwest::Method::GET,
+        &format!("/{login}/buckets/data/objects/top.txt"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let r = reqwest::get(format!("{}/{login}/buckets", s3.region.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+/// Object files per storage node (index in the region).
+fn files(s3: &S3Region) -> Vec<usize> {
+    s3.region
+        .storage
+        .iter()
+        .map(|n| object_files(&n.data).len())
+        .collect()
+}
+
+async fn settles(s3: &S3Region, want: usize) -> bool {
+    eventually(Duration::from_secs(40), || async {
+        files(s3).iter().sum::<usize>() == want
+    })
+    .await
+}
+
+#[tokio::test]
+async fn garbage_collection_reclaims_replaced_deleted_joined_and_aborted_bytes() {
+    let s3 = start_with(&[], &["--gc-interval", "1s", "--gc-min-age", "1s"]).await;
+    let c = s3.client();
+    c.create_bucket().bucket("gc-test").send().await.unwrap();
+    let put = |k: &'static str, b: Vec<u8>| {
+        c.put_object()
+            .bucket("gc-test")
+            .key(k)
+            .body(ByteStream::from(b))
+            .send()
+    };
+    put("a", data(300_000, 1)).await.unwrap();
+    assert_eq!(files(&s3).iter().sum::<usize>(), 2, "two copies");
+    // Replaced: the old copies go.
+    put("a", data(300_000, 2)).await.unwrap();
+    assert!(
+        settles(&s3, 2).await,
+        "old copies of a replaced object stay: {:?}",
+        files(&s3)
+    );
+
+    // A copy is made on the nodes holding the source, under its own id: deleting the source
+    // reclaims only the source's bytes.
+    let before: BTreeMap<usize, usize> = files(&s3).into_iter().enumerate().collect();
+    c.copy_object()
+        .bucket("gc-test")
+        .key("b")
+        .copy_source("gc-test/a")
+        .send()
+        .await
+        .unwrap();
+    let after: BTreeMap<usize, usize> = files(&s3).into_iter().enumerate().collect();
+    for (i, n) in &before {
+        let want = if *n > 0 { n * 2 } else { 0 };
+        assert_eq!(
+            after[i], want,
+            "the copy lives beside the source: {before:?} -> {after:?}"
+        );
+    }
+    c.delete_object()
+        .bucket("gc-test")
+        .key("a")
+        .send()
+        .await
+        .unwrap();
+    assert!(settles(&s3, 2).await, "{:?}", files(&s3));
+    let b = c
+        .get_object()
+        .bucket("gc-test")
+        .key("b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        b.body.collect().await.unwrap().into_bytes().as_ref(),
+        data(300_000, 2).as_slice()
+    );
+
+    // Multipart: parts are joined on the nodes, then the parts' files go.
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let up = c
+        .create_multipart_upload()
+        .bucket("gc-test")
+        .key("m")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let mut parts = Vec::new();
+    for (n, len) in [(1, 5 * 1024 * 1024), (2, 1000)] {
+        let e = c
+            .upload_part()
+            .bucket("gc-test")
+            .key("m")
+            .upload_id(id)
+            .part_number(n)
+            .body(ByteStream::from(data(len, n as u64)))
+            .send()
+            .await
+            .unwrap();
+        parts.push(
+            CompletedPart::builder()
+                .part_number(n)
+                .e_tag(e.e_tag().unwrap())
+                .build(),
+        );
+    }
+    // Part 2 again: the replaced part's copies go too.
+    let e = c
+        .upload_part()
+        .bucket("gc-test")
+        .key("m")
+        .upload_id(id)
+        .part_number(2)
+        .body(ByteStream::from(data(1000, 9)))
+        .send()
+        .await
+        .unwrap();
+    parts[1] = CompletedPart::builder()
+        .part_number(2)
+        .e_tag(e.e_tag().unwrap())
+        .build();
+    assert_eq!(files(&s3).iter().sum::<usize>(), 2 + 6);
+    c.complete_multipart_upload()
+        .bucket("gc-test")
+        .key("m")
+        .upload_id(id)
+        .multipart_upload(
+            CompletedMultipartUpload::builder()
+                .set_parts(Some(parts))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(settles(&s3, 4).await, "part copies stay: {:?}", files(&s3));
+    let m = c
+        .get_object()
+        .bucket("gc-test")
+        .key("m")
+        .send()
+        .await
+        .unwrap();
+    let whole = [data(5 * 1024 * 1024, 1), data(1000, 9)].concat();
+    assert!(m.body.collect().await.unwrap().into_bytes().as_ref() == whole.as_slice());
+
+    // Aborted uploads leave nothing.
+    let up = c
+        .create_multipart_upload()
+        .bucket("gc-test")
+        .key("n")
+        .send()
+        .await
+        .unwrap();
+    c.upload_part()
+        .bucket("gc-test")
+        .key("n")
+        .upload_id(up.upload_id().unwrap())
+        .part_number(1)
+        .body(ByteStream::from(data(2000, 3)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(files(&s3).iter().sum::<usize>(), 6);
+    c.abort_multipart_upload()
+        .bucket("gc-test")
+        .key("n")
+        .upload_id(up.upload_id().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(settles(&s3, 4).await, "{:?}", files(&s3));
+
+    // Deleting everything leaves no bytes; a bucket with an upload in progress can go, and
+    // takes the upload's parts with it.
+    let up = c
+        .create_multipart_upload()
+        .bucket("gc-test")
+        .key("o")
+        .send()
+        .await
+        .unwrap();
+    c.upload_part()
+        .bucket("gc-test")
+        .key("o")
+        .upload_id(up.upload_id().unwrap())
+        .part_number(1)
+        .body(ByteStream::from(data(2000, 4)))
+        .send()
+        .await
+        .unwrap();
+    for k in ["b", "m"] {
+        c.delete_object()
+            .bucket("gc-test")
+            .key(k)
+            .send()
+            .await
+            .unwrap();
+    }
+    c.delete_bucket().bucket("gc-test").send().await.unwrap();
+    assert!(settles(&s3, 0).await, "{:?}", files(&s3));
+}
