@@ -1,0 +1,270 @@
+//! Everyday S3 tools against a real region: boto3 (from PyPI, installed into a virtualenv
+//! under `target/` on first use), s3cmd and rclone (Debian packages `s3cmd`, `rclone`,
+//! `python3-venv`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod s3_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use s3_common::*;
+
+/// `target/` (beside the test binary's `debug/deps/`).
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .find(|p| p.file_name().is_some_and(|n| n == "target"))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| exe.parent().unwrap().to_owned())
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: install the Debian package {package} (./run-tests does)"
+    );
+}
+
+/// A virtualenv with boto3, made once under `target/` (serialised with a lock file so
+/// parallel tests share it).
+fn boto3_python() -> PathBuf {
+    let venv = target_dir().join("s3-tools-venv");
+    let python = venv.join("bin/python");
+    let ready = venv.join(".boto3-ready");
+    let lock = target_dir().join("s3-tools-venv.lock");
+    run(Command::new("flock").arg(&lock).arg("sh").arg("-c").arg(format!(
+        "test -e {ready} || {{ python3 -m venv {venv} && {venv}/bin/pip install --quiet --disable-pip-version-check 'boto3>=1.34' && touch {ready}; }}",
+        ready = ready.display(),
+        venv = venv.display(),
+    )));
+    python
+}
+
+const BOTO3_SCRIPT: &str = r#"
+import os, sys, hashlib, io
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+s3 = boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT"],
+                  aws_access_key_id=os.environ["S3_KEY"],
+                  aws_secret_access_key=os.environ["S3_SECRET"],
+                  region_name="us-east-1",
+                  config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+
+def code(f):
+    try:
+        f()
+    except ClientError as e:
+        return e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]
+    raise AssertionError("expected an error")
+
+s3.create_bucket(Bucket="boto-bucket")
+assert code(lambda: s3.create_bucket(Bucket="boto-bucket")) == ("BucketAlreadyOwnedByYou", 409)
+keys = ["plain", "dir/a", "dir/b", "sp ace", "plus+sign", "amp&er", "pct%25", "uni/\u00e9t\u00e9"]
+for k in keys:
+    s3.put_object(Bucket="boto-bucket", Key=k, Body=k.encode(), Metadata={"origin": "boto"})
+for k in keys:
+    o = s3.get_object(Bucket="boto-bucket", Key=k)
+    assert o["Body"].read() == k.encode(), k
+    assert o["Metadata"] == {"origin": "boto"}, o["Metadata"]
+
+# boto3 asks for EncodingType=url and decodes: keys come back exactly.
+listed = [o["Key"] for o in s3.list_objects(Bucket="boto-bucket")["Contents"]]
+assert listed == sorted(keys), listed
+v2 = s3.list_objects_v2(Bucket="boto-bucket", Delimiter="/")
+assert [p["Prefix"] for p in v2["CommonPrefixes"]] == ["dir/", "uni/"], v2
+# Asked for explicitly, the encoding is echoed and applied (and not decoded by boto3).
+raw = s3.list_objects(Bucket="boto-bucket", Delimiter="/", EncodingType="url")
+assert raw["EncodingType"] == "url"
+assert "plus%2Bsign" in [o["Key"] for o in raw["Contents"]], raw["Contents"]
+assert "sp%20ace" in [o["Key"] for o in raw["Contents"]], raw["Contents"]
+
+# Managed transfer: multipart above 5 MiB.
+blob = os.urandom(12 * 1024 * 1024 + 5)
+cfg = TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024)
+s3.upload_fileobj(io.BytesIO(blob), "boto-bucket", "big.bin", Config=cfg)
+head = s3.head_object(Bucket="boto-bucket", Key="big.bin")
+assert head["ContentLength"] == len(blob)
+assert head["ETag"].endswith('-3"'), head["ETag"]
+out = io.BytesIO()
+s3.download_fileobj("boto-bucket", "big.bin", out, Config=cfg)
+assert out.getvalue() == blob
+rng = s3.get_object(Bucket="boto-bucket", Key="big.bin", Range="bytes=100-199")["Body"].read()
+assert rng == blob[100:200]
+
+s3.copy_object(Bucket="boto-bucket", Key="copy", CopySource={"Bucket": "boto-bucket", "Key": "plain"})
+assert s3.get_object(Bucket="boto-bucket", Key="copy")["Body"].read() == b"plain"
+assert code(lambda: s3.get_object(Bucket="boto-bucket", Key="nope")) == ("NoSuchKey", 404)
+assert code(lambda: s3.delete_bucket(Bucket="boto-bucket")) == ("BucketNotEmpty", 409)
+
+# Clean up the way test suites do: every version, then the bucket.
+versions = s3.list_object_versions(Bucket="boto-bucket")
+objs = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions.get("Versions", [])]
+assert all(o["VersionId"] == "null" for o in objs)
+assert len(objs) == len(keys) + 2
+r = s3.delete_objects(Bucket="boto-bucket", Delete={"Objects": objs}, BypassGovernanceRetention=True)
+assert len(r["Deleted"]) == len(objs) and not r.get("Errors"), r
+s3.delete_bucket(Bucket="boto-bucket")
+assert code(lambda: s3.head_bucket(Bucket="boto-bucket"))[1] == 404
+print("boto3 ok")
+"#;
+
+#[tokio::test]
+async fn boto3() {
+    let s3 = start().await;
+    let python = tokio::task::spawn_blocking(boto3_python).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        run(Command::new(python)
+            .arg("-c")
+            .arg(BOTO3_SCRIPT)
+            .env("S3_ENDPOINT", &s3.endpoint)
+            .env("S3_KEY", &s3.access_key)
+            .env("S3_SECRET", &s3.secret_key)
+            .env_remove("AWS_PROFILE"))
+    })
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("boto3 ok"));
+}
+
+#[tokio::test]
+async fn s3cmd() {
+    require("s3cmd", "s3cmd");
+    let s3 = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = s3.endpoint.trim_start_matches("http://").to_owned();
+    let cfg = dir.path().join("s3cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\naccess_key = {}\nsecret_key = {}\nhost_base = {host}\nhost_bucket = {host}\nuse_https = False\nbucket_location = us-east-1\nsignature_v2 = False\n",
+            s3.access_key, s3.secret_key
+        ),
+    )
+    .unwrap();
+    let small = dir.path().join("small.txt");
+    std::fs::write(&small, b"hello from s3cmd").unwrap();
+    let big = dir.path().join("big.bin");
+    let big_data = data(12 * 1024 * 1024 + 3, 11);
+    std::fs::write(&big, &big_data).unwrap();
+    let back = dir.path().join("back.bin");
+    let cfg2 = cfg.clone();
+    let s3cmd = move |args: &[&str]| {
+        let mut c = Command::new("s3cmd");
+        c.arg("-c").arg(&cfg2).args(args);
+        run(&mut c)
+    };
+    let (small_s, big_s, back_s) = (
+        small.display().to_string(),
+        big.display().to_string(),
+        back.display().to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        s3cmd(&["mb", "s3://s3cmd-bucket"]);
+        s3cmd(&["put", &small_s, "s3://s3cmd-bucket/docs/small.txt"]);
+        s3cmd(&[
+            "put",
+            "--multipart-chunk-size-mb=5",
+            &big_s,
+            "s3://s3cmd-bucket/big.bin",
+        ]);
+        let ls = String::from_utf8(s3cmd(&["ls", "-r", "s3://s3cmd-bucket"]).stdout).unwrap();
+        assert!(ls.contains("s3://s3cmd-bucket/docs/small.txt"), "{ls}");
+        assert!(ls.contains("s3://s3cmd-bucket/big.bin"), "{ls}");
+        let top = String::from_utf8(s3cmd(&["ls", "s3://s3cmd-bucket"]).stdout).unwrap();
+        assert!(top.contains("DIR"), "{top}");
+        s3cmd(&["get", "s3://s3cmd-bucket/big.bin", &back_s]);
+        assert!(std::fs::read(&back_s).unwrap() == big_data);
+        s3cmd(&[
+            "cp",
+            "s3://s3cmd-bucket/docs/small.txt",
+            "s3://s3cmd-bucket/copy.txt",
+        ]);
+        s3cmd(&["del", "s3://s3cmd-bucket/docs/small.txt"]);
+        s3cmd(&[
+            "del",
+            "s3://s3cmd-bucket/copy.txt",
+            "s3://s3cmd-bucket/big.bin",
+        ]);
+        s3cmd(&["rb", "s3://s3cmd-bucket"]);
+        let buckets = String::from_utf8(s3cmd(&["ls"]).stdout).unwrap();
+        assert!(!buckets.contains("s3cmd-bucket"), "{buckets}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rclone() {
+    require("rclone", "rclone");
+    let s3 = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("a.txt"), b"alpha").unwrap();
+    std::fs::write(src.join("sub/b c.txt"), b"bravo charlie").unwrap();
+    std::fs::write(src.join("sub/deeper/big.bin"), data(11 * 1024 * 1024, 12)).unwrap();
+    let dst = dir.path().join("dst");
+    let endpoint = s3.endpoint.clone();
+    let (ak, sk) = (s3.access_key.clone(), s3.secret_key.clone());
+    let conf = dir.path().join("rclone.conf");
+    std::fs::write(&conf, "").unwrap();
+    tokio::task::spawn_blocking(move || {
+        let rclone = |args: &[&str]| {
+            let mut c = Command::new("rclone");
+            c.args(args)
+                .arg("--config")
+                .arg(&conf)
+                .args(["--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M"])
+                .env("RCLONE_CONFIG_M_TYPE", "s3")
+                .env("RCLONE_CONFIG_M_PROVIDER", "Other")
+                .env("RCLONE_CONFIG_M_ACCESS_KEY_ID", &ak)
+                .env("RCLONE_CONFIG_M_SECRET_ACCESS_KEY", &sk)
+                .env("RCLONE_CONFIG_M_ENDPOINT", &endpoint)
+                .env("RCLONE_CONFIG_M_REGION", "us-east-1")
+                .env("RCLONE_CONFIG_M_FORCE_PATH_STYLE", "true")
+                // rclone 1.60 fails when AWS_CA_BUNDLE is set (as on this machine).
+                .env_remove("AWS_CA_BUNDLE");
+            run(&mut c)
+        };
+        rclone(&["mkdir", "m:rclone-bucket"]);
+        rclone(&["copy", &src.display().to_string(), "m:rclone-bucket/tree"]);
+        let ls = String::from_utf8(rclone(&["ls", "m:rclone-bucket"]).stdout).unwrap();
+        assert!(ls.contains("tree/sub/b c.txt"), "{ls}");
+        assert!(ls.contains("tree/sub/deeper/big.bin"), "{ls}");
+        let lsd = String::from_utf8(rclone(&["lsd", "m:rclone-bucket/tree"]).stdout).unwrap();
+        assert!(lsd.contains("sub"), "{lsd}");
+        // check compares sizes and MD5s (multipart objects by size): all must match.
+        rclone(&["check", &src.display().to_string(), "m:rclone-bucket/tree"]);
+        rclone(&["copy", "m:rclone-bucket/tree", &dst.display().to_string()]);
+        assert_eq!(
+            std::fs::read(dst.join("sub/deeper/big.bin")).unwrap(),
+            std::fs::read(src.join("sub/deeper/big.bin")).unwrap()
+        );
+        rclone(&["purge", "m:rclone-bucket"]);
+        let out = String::from_utf8(rclone(&["lsd", "m:"]).stdout).unwrap();
+        assert!(!out.contains("rclone-bucket"), "{out}");
+    })
+    .await
+    .unwrap();
+}
