@@ -84,6 +84,47 @@ async fn run(cmd: &mut tokio::process::Command) -> Result<()> {
     Ok(())
 }
 
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat` (in clock
+/// ticks of 10 ms, the Linux default).
+fn self_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may contain spaces); utime and stime are the
+    // 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Runs `cmd` under `/usr/bin/time`; returns its wall time and the CPU time it used.
+async fn run_timed(cmd: &mut tokio::process::Command, work: &Path) -> Result<(Duration, Duration)> {
+    let report = work.join("time.txt");
+    let inner = cmd.as_std();
+    let mut wrapped = tokio::process::Command::new("/usr/bin/time");
+    wrapped
+        .arg("-f")
+        .arg("%U %S")
+        .arg("-o")
+        .arg(&report)
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .env_clear()
+        .envs(inner.get_envs().filter_map(|(k, v)| Some((k, v?))));
+    let wall = timed(run(&mut wrapped)).await?;
+    let text = std::fs::read_to_string(&report)?;
+    let secs: f64 = text
+        .split_whitespace()
+        .filter_map(|x| x.parse::<f64>().ok())
+        .sum();
+    Ok((wall, Duration::from_secs_f64(secs)))
+}
+
+/// A report line: name, wall times, client CPU times.
+type Row<'a> = (&'a str, &'a [Duration], Option<&'a [Duration]>);
+
 fn mib_s(size: u64, d: Duration) -> f64 {
     size as f64 / MIB as f64 / d.as_secs_f64()
 }
@@ -133,6 +174,9 @@ async fn main() -> Result<()> {
 
     let (mut cp, mut mput, mut mget, mut lib_put, mut lib_get) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // CPU time of the client side: the tool's process, or this one for the library.
+    let (mut mput_cpu, mut mget_cpu, mut put_cpu, mut get_cpu) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.repeat {
         let copy = work.path().join("copy.bin");
         cp.push(
@@ -147,15 +191,17 @@ async fn main() -> Result<()> {
         std::fs::remove_file(&copy)?;
 
         let remote = format!("~~/stor/bench-{round}");
-        mput.push(
-            timed(run(tool("mput")
-                .args(["-q", "-c", &copies, "-f"])
-                .arg(&src)
-                .arg(&remote)))
-            .await?,
-        );
+        let mut put = tool("mput");
+        put.args(["-q", "-c", &copies, "-f"]).arg(&src).arg(&remote);
+        let (t, cpu) = run_timed(&mut put, work.path()).await?;
+        mput.push(t);
+        mput_cpu.push(cpu);
         let out = work.path().join("mget.bin");
-        mget.push(timed(run(tool("mget").args(["-q", "-o"]).arg(&out).arg(&remote))).await?);
+        let mut get = tool("mget");
+        get.args(["-q", "-o"]).arg(&out).arg(&remote);
+        let (t, cpu) = run_timed(&mut get, work.path()).await?;
+        mget.push(t);
+        mget_cpu.push(cpu);
         if std::fs::metadata(&out)?.len() != size {
             bail!("mget wrote the wrong size");
         }
@@ -166,8 +212,11 @@ async fn main() -> Result<()> {
             copies: Some(args.copies),
             ..PutOptions::default()
         };
+        let before = self_cpu();
         lib_put.push(timed(async { Ok(client.put_file(&remote_lib, &src, opts).await?) }).await?);
+        put_cpu.push(self_cpu().saturating_sub(before));
         let out = work.path().join("lib.bin");
+        let before = self_cpu();
         lib_get.push(
             timed(async {
                 let f = std::fs::File::create(&out)?;
@@ -180,6 +229,7 @@ async fn main() -> Result<()> {
             })
             .await?,
         );
+        get_cpu.push(self_cpu().saturating_sub(before));
         std::fs::remove_file(&out)?;
         client.rm(&remote).await?;
         client.rm(&remote_lib).await?;
@@ -190,21 +240,35 @@ async fn main() -> Result<()> {
         let mut r: Vec<f64> = v.iter().map(|d| mib_s(size, *d)).collect();
         median(&mut r).unwrap_or(0.0)
     };
+    let gib = size as f64 / (1024.0 * MIB as f64);
+    let cpu = |v: &[Duration]| {
+        let mut r: Vec<f64> = v.iter().map(|d| d.as_secs_f64() / gib).collect();
+        median(&mut r).unwrap_or(0.0)
+    };
     let base = rate(&cp);
     println!(
         "\n{} MiB file, {} copies per object, medians of {} runs:",
         args.size_mib, args.copies, args.repeat
     );
-    println!("{:<34} {:>10} {:>14}", "", "MiB/s", "vs cp+fsync");
-    for (name, v) in [
-        ("cp + fsync (baseline)", &cp),
-        ("mput -f (manta binary)", &mput),
-        ("mget -o (manta binary)", &mget),
-        ("MantaClient::put_file", &lib_put),
-        ("MantaClient::get_to_writer + fsync", &lib_get),
-    ] {
+    println!(
+        "{:<36} {:>8} {:>12} {:>18}",
+        "", "MiB/s", "vs cp+fsync", "client CPU s/GiB"
+    );
+    let rows: [Row<'_>; 5] = [
+        ("cp + fsync (baseline)", &cp, None),
+        ("mput -f (manta binary)", &mput, Some(&mput_cpu)),
+        ("mget -o (manta binary)", &mget, Some(&mget_cpu)),
+        ("MantaClient::put_file", &lib_put, Some(&put_cpu)),
+        (
+            "MantaClient::get_to_writer + fsync",
+            &lib_get,
+            Some(&get_cpu),
+        ),
+    ];
+    for (name, v, c) in rows {
         let r = rate(v);
-        println!("{name:<34} {r:>10.1} {:>13.2}x", r / base);
+        let c = c.map(|c| format!("{:.2}", cpu(c))).unwrap_or_default();
+        println!("{name:<36} {r:>8.1} {:>11.2}x {c:>18}", r / base);
     }
     println!(
         "mput vs client: {:.2}x, mget vs client: {:.2}x",

@@ -253,7 +253,7 @@ pub fn fail(tool: &str, e: &anyhow::Error) -> ExitCode {
 }
 
 /// Runs a tool's async body on a small runtime; errors are printed as `<tool>: <error>` and
-/// give exit code 1.
+/// give exit code 1, an interrupt (Ctrl-C) exit code 130.
 pub fn run<F>(tool: &str, fut: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<ExitCode>>,
@@ -267,9 +267,21 @@ where
         Ok(rt) => rt,
         Err(e) => return fail(tool, &e),
     };
-    match rt.block_on(fut) {
-        Ok(code) => code,
-        Err(e) => fail(tool, &e),
+    // Ctrl-C drops the work in progress, so temporary download files are removed on the way
+    // out instead of being left behind.
+    let interrupted = rt.block_on(async {
+        tokio::select! {
+            r = fut => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    match interrupted {
+        Some(Ok(code)) => code,
+        Some(Err(e)) => fail(tool, &e),
+        None => {
+            eprintln!("{tool}: interrupted");
+            ExitCode::from(130)
+        }
     }
 }
 

@@ -292,18 +292,41 @@ impl MantaClient {
             };
             let mut body = resp.bytes_stream();
             let mut broken = None;
-            while let Some(item) = body.next().await {
-                match item {
-                    Ok(chunk) => {
-                        pos += chunk.len() as u64;
-                        if tx.send(chunk).await.is_err() {
+            // The socket yields small frames; handing each to the writer thread would cost a
+            // wake-up per few KiB. Gather them into blocks of about CHUNK bytes instead.
+            let mut block = BytesMut::new();
+            loop {
+                let item = body.next().await;
+                let full = match &item {
+                    Some(Ok(frame)) => {
+                        if block.is_empty() && frame.len() >= CHUNK {
+                            // Already big enough: pass it on without copying.
+                        } else {
+                            block.extend_from_slice(frame);
+                        }
+                        block.len() >= CHUNK || frame.len() >= CHUNK
+                    }
+                    _ => true,
+                };
+                if full {
+                    let out = match &item {
+                        Some(Ok(frame)) if block.is_empty() => frame.clone(),
+                        _ => block.split().freeze(),
+                    };
+                    if !out.is_empty() {
+                        pos += out.len() as u64;
+                        if tx.send(out).await.is_err() {
                             return Ok(meta);
                         }
                     }
-                    Err(e) => {
+                }
+                match item {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
                         broken = Some(e);
                         break;
                     }
+                    None => break,
                 }
             }
             let Some(e) = broken else {
