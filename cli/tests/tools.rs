@@ -910,6 +910,78 @@ async fn signed_urls_open_only_what_they_sign() {
         .trim()
         .to_owned();
     assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+
+    // A key held only by ssh-agent signs requests and URLs (no key file under ~/.ssh).
+    let agent = Agent::start(&cli.region.account.key);
+    let empty_home = tempfile::tempdir().unwrap();
+    let sock = agent.sock.to_str().unwrap();
+    let home = empty_home.path().to_str().unwrap();
+    let via_agent = [("HOME", home), ("SSH_AUTH_SOCK", sock)];
+    let ls = cli.run_env("mls", &["~~/stor"], &via_agent).await;
+    assert_eq!(ls.ok(), "secret.txt\n");
+    let url = cli
+        .run_env("msign", &["~~/stor/secret.txt"], &via_agent)
+        .await
+        .ok()
+        .trim()
+        .to_owned();
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    // Without the agent there is no key at all.
+    let e = cli
+        .run_env(
+            "mls",
+            &["~~/stor"],
+            &[("HOME", home), ("SSH_AUTH_SOCK", "")],
+        )
+        .await;
+    assert!(e.fails().contains("ssh-agent"), "{}", e.stderr);
+}
+
+/// An `ssh-agent` holding one key, stopped on drop.
+struct Agent {
+    child: std::process::Child,
+    sock: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start(key: &Path) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let st = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &sock)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "ssh-add failed");
+        Agent {
+            child,
+            sock,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
