@@ -704,4 +704,34 @@ mod tests {
         h.insert("content-range", "bytes 2-4/10".parse().unwrap());
         assert_eq!(content_range(&h), Some((2..5, 10)));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn content_range_round_trips(a in 0u64..1 << 40, len in 1u64..1 << 30, extra in 0u64..1000) {
+            let b = a + len - 1;
+            let mut h = HeaderMap::new();
+            h.insert("content-range", format!("bytes {a}-{b}/{}", b + 1 + extra).parse().unwrap());
+            proptest::prop_assert_eq!(content_range(&h), Some((a..b + 1, b + 1 + extra)));
+            let header = range_header(&GetRange::Bounded(a..b + 1)).unwrap();
+            proptest::prop_assert_eq!(header, format!("bytes={a}-{b}"));
+        }
+
+        #[test]
+        fn content_range_never_panics(v in "[ -~]{0,40}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = v.parse() {
+                h.insert("content-range", v);
+            }
+            let _ = content_range(&h);
+        }
+
+        #[test]
+        fn locations_round_trip(parts in proptest::collection::vec("[a-zA-Z0-9 _=.-]{1,12}", 1..5)) {
+            let rel = parts.join("/");
+            if let Ok(loc) = Path::parse(&rel) {
+                let full = full_path("/jill/stor/lake", &loc);
+                proptest::prop_assert_eq!(location_of("/jill/stor/lake", &full), loc);
+            }
+        }
+    }
 }
