@@ -2,9 +2,8 @@
 //! stdin, watch and print the outputs (`-o`), then `get`, `list`, `inputs`, `outputs`,
 //! `errors`, `failures`.
 //!
-//! Needs node and the npm package: `MANTA_NPM_DIR` (default
-//! `/tmp/npmmanta/node_modules/manta`, installed by `scripts/setup.sh`). Without it the test
-//! says so and passes.
+//! Needs node and the npm package, which `./run-tests` installs into `target/node-manta`
+//! (`MANTA_NODE_CLIENT` may point at another `node_modules/manta`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,12 +15,23 @@ use std::process::{Command, Stdio};
 
 use common::Env;
 
-fn npm_dir() -> Option<PathBuf> {
-    let d = PathBuf::from(
-        std::env::var("MANTA_NPM_DIR")
-            .unwrap_or_else(|_| "/tmp/npmmanta/node_modules/manta".into()),
-    );
-    d.join("bin/mjob").exists().then_some(d)
+fn npm_dir() -> PathBuf {
+    let candidates = [
+        std::env::var_os("MANTA_NODE_CLIENT").map(PathBuf::from),
+        Some(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/node-manta/node_modules/manta"),
+        ),
+        Some(PathBuf::from("/tmp/npmmanta/node_modules/manta")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|d| d.join("bin/mjob").exists())
+        .expect(
+            "the manta npm client is not installed: run ./run-tests, which installs manta@5.4.2 \
+             into target/node-manta (or set MANTA_NODE_CLIENT to its node_modules/manta)",
+        )
 }
 
 fn mjob(env: &Env, npm: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
@@ -57,10 +67,7 @@ fn mjob(env: &Env, npm: &std::path::Path, args: &[&str], stdin: &str) -> (bool, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_npm_mjob_client_runs_a_job() {
-    let Some(npm) = npm_dir() else {
-        eprintln!("skipped: the npm manta client is not installed (set MANTA_NPM_DIR)");
-        return;
-    };
+    let npm = npm_dir();
     let env = Env::start().await.unwrap();
     let ins = env
         .upload(
@@ -98,7 +105,7 @@ async fn the_npm_mjob_client_runs_a_job() {
     let jobs = env2.client.list_jobs(None).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let id = jobs[0].0.clone();
-    let npm = npm_dir().unwrap();
+    let npm = npm_dir();
     let run = |args: Vec<String>| {
         let e = env2.clone();
         let npm = npm.clone();
