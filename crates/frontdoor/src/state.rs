@@ -38,6 +38,8 @@ pub struct Frontdoor {
     pub metrics: Arc<Metrics>,
     /// Concurrency limit.
     pub throttle: Arc<Semaphore>,
+    /// The jobs API (job state lives in Moray's system shard).
+    pub jobs: jobs::api::JobsApi,
 }
 
 async fn connect_moray(src: &MoraySource) -> Result<ShardedClient> {
@@ -95,6 +97,11 @@ impl Frontdoor {
         let mut auth =
             Authenticator::new(accounts.clone()).with_tokens(TokenKey::new(&cfg.token_secret));
         auth.max_skew = cfg.clock_skew;
+        let jobs = jobs::api::JobsApi::new(moray.clone(), TokenKey::new(&cfg.token_secret));
+        jobs.setup()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("create the job buckets")?;
         let picker = Arc::new(Picker::new(
             system,
             cfg.heartbeat_max_age,
@@ -102,6 +109,7 @@ impl Frontdoor {
         ));
         Ok(Arc::new(Frontdoor {
             throttle: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            jobs,
             cfg: Arc::new(cfg),
             moray,
             accounts,

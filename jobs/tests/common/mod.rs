@@ -1,5 +1,5 @@
 //! A region with jobs: testkit's region (Postgres, Moray, 3 storage nodes, a front door that
-//! accepts job tokens), etcd, the jobs API gateway in-process, a supervisor and one agent per
+//! accepts job tokens and serves the jobs API), etcd, a supervisor and one agent per
 //! storage node as processes of this crate's binaries.
 
 #![allow(dead_code, clippy::unwrap_used)]
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Env {
     pub region: TestRegion,
     pub etcd: TestEtcd,
-    /// The gateway (jobs API + pass-through to the front door).
+    /// The front door (Manta API and jobs API).
     pub url: String,
     pub client: MantaClient,
     pub supervisors: Vec<Option<LoggedChild>>,
@@ -64,23 +64,12 @@ impl Env {
         .await?;
         let etcd = TestEtcd::start().await?;
 
-        // The jobs API gateway, in-process.
+        // The front door serves the jobs API; make its job buckets exist before agents poll.
         let moray = moray::ShardedClient::single(&region.moray_url)?;
         let tokens = manta_auth::TokenKey::new(&std::fs::read(&secret)?);
-        let api = jobs::api::JobsApi::new(moray.clone(), tokens.clone());
-        api.setup().await?;
-        let store = Arc::new(jobs::gateway::MorayAccountStore::new(moray.system()));
-        let auth = manta_auth::Authenticator::new(store).with_tokens(tokens);
-        let gw = jobs::gateway::Gateway::new(api, auth, &region.url);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
+        jobs::api::JobsApi::new(moray, tokens).setup().await?;
+        let url = region.url.clone();
         let shutdown = CancellationToken::new();
-        tokio::spawn(manta_util::http::serve(
-            listener,
-            gw.router(),
-            shutdown.clone(),
-            manta_util::http::ServeOptions::default(),
-        ));
         let client = MantaClient::new(ClientConfig {
             url: url.clone(),
             user: region.account.login.clone(),

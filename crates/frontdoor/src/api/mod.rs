@@ -210,6 +210,27 @@ async fn dispatch(
     }
     authorize(&caller, &owner, &path, &method)?;
 
+    // The jobs API: /:login/jobs (create, list) and /:login/jobs/<id>/live/*.
+    if path.area() == Some(Area::Jobs) && jobs::api::is_jobs_route(&method, path.segments()) {
+        // Only the owner may use its jobs API (authorize() already refused everyone else).
+        if caller.account().map(|a| a.uuid.as_str()) != Some(owner.uuid.as_str()) {
+            return Err(err(
+                ErrorCode::AuthorizationRequired,
+                "Authorization is required",
+            ));
+        }
+        *route = "Jobs";
+        let jreq = jobs::api::JobsRequest {
+            method: method.clone(),
+            owner: owner.clone(),
+            segments: path.segments().to_vec(),
+            query: decode_query(raw_query.as_deref()),
+            headers: req.headers().clone(),
+            body: req.into_body(),
+        };
+        return jobs::api::handle(&fd.jobs, jreq).await;
+    }
+
     let ctx = Ctx {
         fd: fd.clone(),
         method: method.clone(),
