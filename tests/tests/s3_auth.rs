@@ -215,8 +215,7 @@ async fn accounts_keys_signatures_and_presigned_urls() {
             "GET",
             "private",
             "secret.txt",
-            &s3.access_key,
-            &s3.secret_key,
+            (&s3.access_key, &s3.secret_key),
             expires,
             at,
         )
@@ -239,8 +238,7 @@ async fn accounts_keys_signatures_and_presigned_urls() {
         "GET",
         "private",
         "secret.txt",
-        &ak,
-        &sk,
+        (&ak, &sk),
         300,
         now,
     );
@@ -259,8 +257,7 @@ async fn error_documents() {
             method,
             "errs",
             key,
-            &s3.access_key,
-            &s3.secret_key,
+            (&s3.access_key, &s3.secret_key),
             300,
             SystemTime::now(),
         )
@@ -363,4 +360,56 @@ async fn error_documents() {
         code_of(c.get_bucket_policy().bucket("errs").send().await),
         ("NotImplemented".into(), 501)
     );
+}
+
+#[tokio::test]
+async fn virtual_hosted_style_under_a_domain() {
+    let s3 = start_with(&["--s3-domain", "s3.test"], &[]).await;
+    let c = s3.client();
+    c.create_bucket().bucket("vhost").send().await.unwrap();
+    c.put_object()
+        .bucket("vhost")
+        .key("dir/file.txt")
+        .body(ByteStream::from_static(b"virtual"))
+        .send()
+        .await
+        .unwrap();
+    let addr: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let port = addr.port();
+    let http = reqwest::Client::builder()
+        .resolve("vhost.s3.test", addr)
+        .resolve("s3.test", addr)
+        .build()
+        .unwrap();
+    let get = |base: String, path: &'static str| {
+        let url = Presign {
+            base: &base,
+            method: "GET",
+            path,
+            access_key: &s3.access_key,
+            secret_key: &s3.secret_key,
+            expires: 300,
+            now: SystemTime::now(),
+        }
+        .url();
+        http.get(url).send()
+    };
+    // The bucket in the host name.
+    let r = get(format!("http://vhost.s3.test:{port}"), "/dir/file.txt")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "virtual");
+    // The domain itself (and IP addresses, as the SDK client above) are path-style.
+    let r = get(format!("http://s3.test:{port}"), "/vhost/dir/file.txt")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "virtual");
+    let r = get(format!("http://vhost.s3.test:{port}"), "/missing")
+        .await
+        .unwrap();
+    let (status, id, body) = raw(r).await;
+    assert_eq!(status, 404);
+    assert_eq!(xml_code(&body, &id), "NoSuchKey");
 }

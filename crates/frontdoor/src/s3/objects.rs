@@ -267,13 +267,11 @@ fn check_version(v: Option<&str>) -> S3Result<()> {
     }
 }
 
-/// Stores `body` for a new object and writes its record on condition `cond`. The bytes are
-/// dropped again when the record cannot be written.
+/// Stores `body` for a new object (bucket, key, owner) and writes its record on condition
+/// `cond`. The bytes are dropped again when the record cannot be written.
 async fn store_object(
     api: &S3Api,
-    bucket: &str,
-    key: &str,
-    owner: &str,
+    (bucket, key, owner): (&str, &str, &str),
     body: BodyStream,
     len: BodyLength,
     md5: Option<&str>,
@@ -360,9 +358,7 @@ pub async fn put_object(
     };
     let (rec, etag) = store_object(
         api,
-        &i.bucket,
-        &i.key,
-        &owner,
+        (&i.bucket, &i.key, &owner),
         body_stream(i.body),
         len,
         md5.as_deref(),
