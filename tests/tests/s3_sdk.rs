@@ -850,3 +850,119 @@ async fn multipart_uploads() {
             .is_empty()
     );
 }
+
+/// Completing more than 64 MiB answers 200 at once and keeps the connection alive while the
+/// nodes join the parts; the result (or an error) comes in the body, which SDKs read.
+#[tokio::test]
+async fn large_completions_keep_the_connection_alive() {
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    use futures_util::StreamExt as _;
+    let mut s3 = start().await;
+    let c = s3.client();
+    c.create_bucket().bucket("huge").send().await.unwrap();
+    let part = data(5 * 1024 * 1024, 42);
+    c.put_object()
+        .bucket("huge")
+        .key("five")
+        .body(ByteStream::from(part.clone()))
+        .send()
+        .await
+        .unwrap();
+    // 14 parts of 5 MiB (70 MiB), copied server-side from one object.
+    let upload = |key: &'static str| {
+        let c = c.clone();
+        async move {
+            let id = c
+                .create_multipart_upload()
+                .bucket("huge")
+                .key(key)
+                .send()
+                .await
+                .unwrap()
+                .upload_id()
+                .unwrap()
+                .to_owned();
+            let parts: Vec<CompletedPart> = futures_util::stream::iter(1..=14)
+                .map(|n| {
+                    let c = c.clone();
+                    let id = id.clone();
+                    async move {
+                        let e = c
+                            .upload_part_copy()
+                            .bucket("huge")
+                            .key(key)
+                            .upload_id(&id)
+                            .part_number(n)
+                            .copy_source("huge/five")
+                            .send()
+                            .await
+                            .unwrap();
+                        CompletedPart::builder()
+                            .part_number(n)
+                            .e_tag(e.copy_part_result().unwrap().e_tag().unwrap())
+                            .build()
+                    }
+                })
+                .buffered(4)
+                .collect()
+                .await;
+            (
+                id,
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+        }
+    };
+    let (id, parts) = upload("joined").await;
+    let out = c
+        .complete_multipart_upload()
+        .bucket("huge")
+        .key("joined")
+        .upload_id(&id)
+        .multipart_upload(parts)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.e_tag().unwrap().ends_with("-14\""));
+    let h = c
+        .head_object()
+        .bucket("huge")
+        .key("joined")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.content_length(), Some(14 * 5 * 1024 * 1024));
+    let r = c
+        .get_object()
+        .bucket("huge")
+        .key("joined")
+        .range(format!(
+            "bytes={}-{}",
+            13 * 5 * 1024 * 1024,
+            13 * 5 * 1024 * 1024 + 99
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.body.collect().await.unwrap().into_bytes().as_ref(),
+        &part[..100]
+    );
+
+    // When the join fails after the 200 went out, the error is in the body.
+    let (id, parts) = upload("doomed").await;
+    s3.region.storage[0].kill();
+    s3.region.storage[1].kill();
+    let (code, status) = code_of(
+        c.complete_multipart_upload()
+            .bucket("huge")
+            .key("doomed")
+            .upload_id(&id)
+            .multipart_upload(parts)
+            .send()
+            .await,
+    );
+    assert_eq!(code, "ServiceUnavailable");
+    assert_eq!(status, 200);
+}

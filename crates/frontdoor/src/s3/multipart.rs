@@ -57,7 +57,7 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const PLACEMENT_ESTIMATE: u64 = 64 * 1024 * 1024;
 
 /// Completions joining more bytes than this keep the connection alive while they run.
-pub const KEEPALIVE_ABOVE: u64 = 256 * 1024 * 1024;
+pub const KEEPALIVE_ABOVE: u64 = 64 * 1024 * 1024;
 
 /// Longest wait for a node to join parts.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(3600);

@@ -398,7 +398,37 @@ async fn serve(st: &Adapter, mut req: Request) -> (Response, &'static str) {
         resp.headers_mut().remove(http::header::CONTENT_LENGTH);
         resp.headers_mut().remove(http::header::CONTENT_TYPE);
     }
-    (resp, slot.get().unwrap_or("S3Unrouted"))
+    let op = slot.get().unwrap_or("S3Unrouted");
+    if op == "CompleteMultipartUpload" && resp.status() == StatusCode::OK {
+        let (parts, body) = resp.into_parts();
+        resp = Response::from_parts(parts, drop_late_declaration(body));
+    }
+    (resp, op)
+}
+
+/// A long completion answers 200, an XML declaration, whitespace while the nodes work, then
+/// the result or an error document. `s3s` writes error documents with their own declaration,
+/// and a second declaration makes the whole answer malformed XML (clients then cannot read the
+/// error code): this drops any declaration after the first.
+fn drop_late_declaration(body: axum::body::Body) -> axum::body::Body {
+    use futures_util::StreamExt as _;
+    let mut seen = false;
+    let stream = body.into_data_stream().map(move |chunk| {
+        chunk.map(|c| {
+            let start = c
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(c.len());
+            if c[start..].starts_with(b"<?xml") {
+                if seen && let Some(end) = c[start..].windows(2).position(|w| w == b"?>") {
+                    return c.slice(start + end + 2..);
+                }
+                seen = true;
+            }
+            c
+        })
+    });
+    axum::body::Body::from_stream(stream)
 }
 
 #[async_trait]
