@@ -11,6 +11,7 @@
 //! - [`ids`]: [`ObjectId`] and [`Etag`].
 //! - [`record`]: [`MetadataRecord`], the versioned metadata record of one entry.
 //! - [`time`]: millisecond timestamps and their ISO 8601 rendering.
+//! - [`s3`]: where objects written through the S3 API are kept, for readers outside it.
 //!
 //! # Guarantees
 //! - A [`MantaPath`] value is always valid; parsing is the only way to get one.
@@ -31,6 +32,7 @@ pub mod error;
 pub mod ids;
 pub mod path;
 pub mod record;
+pub mod s3;
 pub mod time;
 
 pub use error::{ErrorBody, ErrorCode, HasErrorCode, MantaError};

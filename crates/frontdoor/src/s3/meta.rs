@@ -22,7 +22,7 @@ use super::names;
 /// Bucket records (system shard), keyed by bucket name.
 pub const BUCKETS: &str = "manta_s3_buckets";
 /// Object records, keyed `<bucket>/<key>`.
-pub const OBJECTS: &str = "manta_s3_objects";
+pub const OBJECTS: &str = manta_types::s3::OBJECTS_BUCKET;
 /// Multipart uploads and parts, keyed `<bucket>/<uploadId>[/<part>]`.
 pub const UPLOADS: &str = "manta_s3_uploads";
 

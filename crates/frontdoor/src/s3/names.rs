@@ -42,7 +42,7 @@ pub fn valid_bucket_name(name: &str) -> bool {
 
 /// The Moray key of an object.
 pub fn object_key(bucket: &str, key: &str) -> String {
-    format!("{bucket}/{key}")
+    manta_types::s3::object_key(bucket, key)
 }
 
 /// A new upload id: 32 lower-case hex digits (random).
