@@ -47,6 +47,12 @@ pub struct Ports {
     pub storage: Vec<u16>,
     /// The front door's Manta API.
     pub frontdoor: u16,
+    /// The jobs supervisor (added after the first layout: filled in on open when missing).
+    #[serde(default)]
+    pub jobs_supervisor: u16,
+    /// One jobs agent beside each storage node.
+    #[serde(default)]
+    pub jobs_agents: Vec<u16>,
 }
 
 /// The persistent description of a region: written once, read on every later command.
@@ -150,6 +156,8 @@ impl Region {
                     moray: ports(MORAYS)?,
                     storage: ports(STORAGE_NODES)?,
                     frontdoor: free_port()?,
+                    jobs_supervisor: free_port()?,
+                    jobs_agents: ports(STORAGE_NODES)?,
                 },
                 login: None,
             };
@@ -160,7 +168,15 @@ impl Region {
             .parent()
             .map(Path::to_path_buf)
             .context("locate manta-adm's directory")?;
-        Ok(Region { dir, file, bin })
+        let mut region = Region { dir, file, bin };
+        // Services added since the region was made get their ports now, once.
+        let p = &mut region.file.ports;
+        if p.jobs_supervisor == 0 || p.jobs_agents.len() != STORAGE_NODES {
+            p.jobs_supervisor = free_port()?;
+            p.jobs_agents = ports(STORAGE_NODES)?;
+            region.save()?;
+        }
+        Ok(region)
     }
 
     fn save(&self) -> Result<()> {
@@ -319,6 +335,54 @@ impl Region {
             endpoint: self.url(),
             ready_within: Duration::from_secs(90),
         });
+        let moray = self.moray_url().unwrap_or_default();
+        let mut argv = vec![self.exe("jobs-supervisor")];
+        argv.extend(os(&[
+            "--listen",
+            &format!("127.0.0.1:{}", p.jobs_supervisor),
+            "--moray-url",
+            &moray,
+            "--etcd",
+            &etcd,
+            "--frontdoor-url",
+            &self.url(),
+        ]));
+        out.push(Service {
+            name: "jobs-supervisor".into(),
+            argv,
+            health: Health::Http(format!("http://127.0.0.1:{}/ping", p.jobs_supervisor)),
+            endpoint: format!("http://127.0.0.1:{}", p.jobs_supervisor),
+            ready_within: Duration::from_secs(30),
+        });
+        for (i, port) in p.jobs_agents.iter().enumerate() {
+            let name = format!("jobs-agent{}", i + 1);
+            let mut argv = vec![self.exe("jobs-agent")];
+            argv.extend(os(&[
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--storage-id",
+                &format!("{}.stor.local", i + 1),
+                "--dataset",
+                &format!("{}/data", d(&format!("storage{}", i + 1))),
+                "--storage-url",
+                &format!("http://127.0.0.1:{}", p.storage[i]),
+                "--frontdoor-url",
+                &self.url(),
+                "--moray-url",
+                &moray,
+                "--work-dir",
+                &d(&name),
+                "--uid-base",
+                &(100_000 + 65_536 * i as u32).to_string(),
+            ]));
+            out.push(Service {
+                name,
+                argv,
+                health: Health::Http(format!("http://127.0.0.1:{port}/ping")),
+                endpoint: format!("http://127.0.0.1:{port}"),
+                ready_within: Duration::from_secs(30),
+            });
+        }
         out
     }
 
@@ -465,6 +529,8 @@ impl Region {
         self.start_and_wait(&group("storage")).await?;
         println!("front door:");
         self.start_and_wait(&group("frontdoor")).await?;
+        println!("jobs (a supervisor, and an agent beside each storage node):");
+        self.start_and_wait(&group("jobs-")).await?;
         let (login, key_id) = self.ensure_account().await?;
         self.file.login = Some(login.clone());
         self.save()?;

@@ -1,6 +1,7 @@
 //! `manta-adm up`, `status`, `down` and `up` again, for real, in a temp dir: the whole region
-//! (etcd, a 3-peer Manatee shard, two Morays, three storage nodes, the front door) serves
-//! objects with the account and key `env.sh` names, and keeps them across a restart.
+//! (etcd, a 3-peer Manatee shard, two Morays, three storage nodes, the front door, the jobs
+//! supervisor and agents) serves a shell session that sources `env.sh` and uses every tool
+//! (and a job, and the original npm client), and keeps the data across a restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -120,11 +121,93 @@ async fn up_status_down_up_keeps_data() {
 
     let env = env_sh(&dir);
     assert_eq!(env["MANTA_USER"], "regiontest");
-    let c = client(&dir, &home).await;
-    c.mkdir("~~/stor/kept").await.unwrap();
-    c.put_bytes("~~/stor/kept/obj", "survives restarts", Default::default())
-        .await
+
+    // A user's session: source env.sh, then the tools by their usual names.
+    let script = r#"
+        set -e
+        . "$REGION/env.sh"
+        mmkdir -p ~~/stor/kept/deep
+        echo 'survives restarts' | mput ~~/stor/kept/obj
+        printf 'one two three\nfour five\n' > words.txt
+        mput -f words.txt ~~/stor/kept/deep/words.txt
+        mls ~~/stor/kept
+        mls -l ~~/stor/kept/deep
+        mget ~~/stor/kept/obj
+        minfo ~~/stor/kept/obj | grep -i '^etag:'
+        mln ~~/stor/kept/obj ~~/stor/kept/link
+        mchattr -H 'm-color: teal' ~~/stor/kept/link
+        minfo ~~/stor/kept/link | grep -i 'm-color: teal'
+        mfind -t o ~~/stor/kept
+        curl -sf "$(msign -E 1h ~~/stor/kept/obj)"
+        echo ~~/stor/kept/deep/words.txt | mjob create -o -m 'wc -w'
+        mkdir -p tree/sub && echo a > tree/a && echo b > tree/sub/b
+        mput -r tree ~~/stor/tree && mget -r -o copy ~~/stor/tree && diff -r tree copy
+        mrm -r ~~/stor/tree
+        mrm ~~/stor/kept/link
+        mmkdir ~~/stor/empty && mrmdir ~~/stor/empty
+    "#;
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(&work)
+        .env("REGION", &dir)
+        .env("HOME", &home)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the CLI session failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.lines().any(|l| l == "deep/"), "{stdout}");
+    assert!(stdout.contains("words.txt"), "{stdout}");
+    assert_eq!(
+        stdout.matches("survives restarts").count(),
+        2,
+        "mget and the presigned URL: {stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim() == "5"),
+        "the job's word count: {stdout}"
+    );
+    assert!(
+        stdout.contains("/stor/kept/deep/words.txt"),
+        "mfind: {stdout}"
+    );
+
+    // The original npm client works with the same env.sh.
+    let node_client = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/node-manta/node_modules/manta/bin/mls");
+    assert!(
+        node_client.exists(),
+        "the manta npm client is not installed (./run-tests installs it)"
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". \"$REGION/env.sh\" && node {} ~~/stor/kept",
+            node_client.display()
+        ))
+        .env("REGION", &dir)
+        .env("HOME", &home)
+        .env_remove("SSH_AUTH_SOCK")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["deep/", "obj"]
+    );
 
     let (ok, text) = adm(&dir, &home, &["down"]);
     assert!(ok, "{text}");
@@ -142,6 +225,10 @@ async fn up_status_down_up_keeps_data() {
     let c = client(&dir, &home).await;
     assert_eq!(
         c.get_bytes("~~/stor/kept/obj").await.unwrap(),
-        "survives restarts"
+        "survives restarts\n"
+    );
+    assert_eq!(
+        c.get_bytes("~~/stor/kept/deep/words.txt").await.unwrap(),
+        "one two three\nfour five\n"
     );
 }
