@@ -1,6 +1,12 @@
 //! The axum side of the S3 listener: limits `s3s` does not apply, then the `s3s` service
-//! (parsing, signatures, the operations in [`S3Api`]), then response touches (request id
-//! header, route name for metrics, empty 304 bodies).
+//! (parsing, signatures, the operations in [`S3Api`]), then response touches: the
+//! `x-amz-request-id` header, the operation as the metrics route label, empty 304 bodies,
+//! a message and `<RequestId>` in error documents `s3s` made itself, and a well-formed body
+//! for long multipart completions that fail after their 200.
+//!
+//! `s3s` logs every failed operation at `ERROR`, client mistakes included; it runs under a
+//! subscriber that drops those lines ([`QuietS3s`]), since the access line already records
+//! each answer and failures on our side are logged where they become `InternalError`.
 //!
 //! Limits, checked before any work: the front door's concurrency limit (`SlowDown` 503),
 //! presigned URL lifetimes (`X-Amz-Expires` 1 s to 7 days, else `AccessDenied` 403, as AWS),
