@@ -5,7 +5,7 @@
 //! for long multipart completions that fail after their 200.
 //!
 //! `s3s` logs every failed operation at `ERROR`, client mistakes included; it runs under a
-//! subscriber that drops those lines ([`QuietS3s`]), since the access line already records
+//! subscriber that drops those lines (`QuietS3s`), since the access line already records
 //! each answer and failures on our side are logged where they become `InternalError`.
 //!
 //! Limits, checked before any work: the front door's concurrency limit (`SlowDown` 503),
