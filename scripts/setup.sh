@@ -21,9 +21,11 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   ca-certificates, curl, openssl, pkg-config, gcc, make: builds and TLS tests
 #   openssh-client    ssh-keygen: the region's account key, and keys in tests
 #   libzfslinux-dev   the storage node's ZFS backend (cargo feature zfs; Debian contrib)
+#   s3cmd, rclone, python3-venv   S3 clients the tests drive (boto3 comes from PyPI into a venv)
 MANTA_DEBIAN_PACKAGES=(
     postgresql etcd-server etcd-client protobuf-compiler runc util-linux iproute2 procps psmisc
     ca-certificates curl openssl pkg-config gcc make openssh-client libzfslinux-dev
+    s3cmd rclone python3-venv
 )
 
 missing_packages() {

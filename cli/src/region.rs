@@ -27,6 +27,8 @@ const STORAGE_NODES: usize = 3;
 const MORAYS: usize = 2;
 /// The metadata shard's name.
 const SHARD: &str = "1";
+/// The region name the S3 API answers to (and signatures are scoped to).
+const S3_REGION: &str = "us-east-1";
 
 /// Ports of the region's services, fixed at the first `up`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +55,9 @@ pub struct Ports {
     /// One jobs agent beside each storage node.
     #[serde(default)]
     pub jobs_agents: Vec<u16>,
+    /// The front door's S3 API (added after the first layout: filled in on open when missing).
+    #[serde(default)]
+    pub s3: u16,
 }
 
 /// The persistent description of a region: written once, read on every later command.
@@ -158,6 +163,7 @@ impl Region {
                     frontdoor: free_port()?,
                     jobs_supervisor: free_port()?,
                     jobs_agents: ports(STORAGE_NODES)?,
+                    s3: free_port()?,
                 },
                 login: None,
             };
@@ -174,6 +180,10 @@ impl Region {
         if p.jobs_supervisor == 0 || p.jobs_agents.len() != STORAGE_NODES {
             p.jobs_supervisor = free_port()?;
             p.jobs_agents = ports(STORAGE_NODES)?;
+            region.save()?;
+        }
+        if region.file.ports.s3 == 0 {
+            region.file.ports.s3 = free_port()?;
             region.save()?;
         }
         Ok(region)
@@ -209,6 +219,11 @@ impl Region {
     /// The front door's URL.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.file.ports.frontdoor)
+    }
+
+    /// The front door's S3 endpoint.
+    pub fn s3_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.file.ports.s3)
     }
 
     fn exe(&self, name: &str) -> OsString {
@@ -327,12 +342,16 @@ impl Region {
             &etcd,
             "--token-secret-file",
             &format!("{}/token-secret", d("frontdoor")),
+            "--s3-listen",
+            &format!("127.0.0.1:{}", p.s3),
+            "--s3-region",
+            S3_REGION,
         ]));
         out.push(Service {
             name: "frontdoor".into(),
             argv,
             health: Health::Http(format!("{}/ping", self.url())),
-            endpoint: self.url(),
+            endpoint: format!("{} (S3: {})", self.url(), self.s3_url()),
             ready_within: Duration::from_secs(90),
         });
         let moray = self.moray_url().unwrap_or_default();
@@ -534,8 +553,25 @@ impl Region {
         let (login, key_id) = self.ensure_account().await?;
         self.file.login = Some(login.clone());
         self.save()?;
-        self.write_env(&login, &key_id)?;
+        let s3 = self.ensure_s3_key(&login).await?;
+        self.write_env(&login, &key_id, &s3)?;
         Ok(())
+    }
+
+    /// The account's first S3 access key, made on the first `up`.
+    async fn ensure_s3_key(&self, login: &str) -> Result<manta_auth::S3Key> {
+        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
+        let admin = frontdoor::accounts::AccountAdmin::new(sharded.system());
+        let (account, _) = admin.get(login).await?;
+        if let Some(k) = account.s3_keys.first() {
+            return Ok(k.clone());
+        }
+        let k = admin.create_s3_key(login).await?;
+        println!(
+            "  created S3 access key {} for {login} (also in env.sh)",
+            k.access_key_id
+        );
+        Ok(k)
     }
 
     async fn prepare_metadata(&self) -> Result<()> {
@@ -632,7 +668,7 @@ impl Region {
         Ok((login, key.fingerprint))
     }
 
-    fn write_env(&self, login: &str, key_id: &str) -> Result<()> {
+    fn write_env(&self, login: &str, key_id: &str, s3: &manta_auth::S3Key) -> Result<()> {
         let bin = self.dir.join("bin");
         let manta = self.bin.join("manta");
         if manta.exists() {
@@ -654,9 +690,18 @@ impl Region {
              export MANTA_USER={login}\n\
              export MANTA_KEY_ID={key_id}\n\
              export MANTA_REGION_DIR={dir}\n\
-             export PATH=\"{bin}:{tools}:$PATH\"\n",
+             export PATH=\"{bin}:{tools}:$PATH\"\n\
+             # The S3 API of the same store (aws, boto3, rclone, s3cmd and the SDKs read these).\n\
+             export AWS_ENDPOINT_URL={s3url}\n\
+             export AWS_ACCESS_KEY_ID={akid}\n\
+             export AWS_SECRET_ACCESS_KEY={secret}\n\
+             export AWS_REGION={S3_REGION}\n\
+             export AWS_DEFAULT_REGION={S3_REGION}\n",
             dir = self.dir.display(),
             url = self.url(),
+            s3url = self.s3_url(),
+            akid = s3.access_key_id,
+            secret = s3.secret_access_key,
             bin = bin.display(),
             tools = self.bin.display(),
         );

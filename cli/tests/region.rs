@@ -1,7 +1,8 @@
 //! `manta-adm up`, `status`, `down` and `up` again, for real, in a temp dir: the whole region
 //! (etcd, a 3-peer Manatee shard, two Morays, three storage nodes, the front door, the jobs
 //! supervisor and agents) serves a shell session that sources `env.sh` and uses every tool
-//! (and a job, and the original npm client), and keeps the data across a restart.
+//! (and a job, the original npm client, and s3cmd on the S3 endpoint and key from `env.sh`),
+//! and keeps the data across a restart.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -124,7 +125,7 @@ async fn up_status_down_up_keeps_data() {
 
     // A user's session: source env.sh, then the tools by their usual names.
     let script = r#"
-        set -e
+        set -eo pipefail
         . "$REGION/env.sh"
         mmkdir -p ~~/stor/kept/deep
         echo 'survives restarts' | mput ~~/stor/kept/obj
@@ -145,6 +146,14 @@ async fn up_status_down_up_keeps_data() {
         mrm -r ~~/stor/tree
         mrm ~~/stor/kept/link
         mmkdir ~~/stor/empty && mrmdir ~~/stor/empty
+        # The S3 API with the endpoint and key from env.sh, and the same bytes through Manta.
+        host=${AWS_ENDPOINT_URL#http://}
+        printf '[default]\nhost_base = %s\nhost_bucket = %s\nuse_https = False\n' "$host" "$host" > s3cfg
+        s3() { s3cmd -c s3cfg --access_key="$AWS_ACCESS_KEY_ID" --secret_key="$AWS_SECRET_ACCESS_KEY" --region="$AWS_REGION" "$@"; }
+        s3 mb s3://region-bucket
+        s3 put words.txt s3://region-bucket/from/s3.txt
+        s3 ls -r s3://region-bucket
+        mget ~~/buckets/region-bucket/objects/from/s3.txt | sed 's/^/via-manta: /'
     "#;
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -177,6 +186,14 @@ async fn up_status_down_up_keeps_data() {
     assert!(
         stdout.contains("/stor/kept/deep/words.txt"),
         "mfind: {stdout}"
+    );
+    assert!(
+        stdout.contains("s3://region-bucket/from/s3.txt"),
+        "s3cmd ls: {stdout}"
+    );
+    assert!(
+        stdout.contains("via-manta: one two three"),
+        "an S3 object read through the Manta API: {stdout}"
     );
 
     // The original npm client works with the same env.sh.

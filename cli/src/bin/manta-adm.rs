@@ -296,9 +296,14 @@ async fn main() -> Result<()> {
             println!("bringing up the region in {}", region.dir().display());
             region.up().await?;
             let d = region.dir().display();
-            println!("\nthe region is up: the Manta API is at {}", region.url());
             println!(
-                "to use it from a shell:\n\n    . {d}/env.sh\n    mmkdir ~~/stor/hello && echo hi | mput ~~/stor/hello/world && mls ~~/stor/hello\n"
+                "\nthe region is up: the Manta API is at {}, the S3 API at {}",
+                region.url(),
+                region.s3_url()
+            );
+            println!(
+                "to use it from a shell:\n\n    . {d}/env.sh\n    mmkdir ~~/stor/hello && echo hi | mput ~~/stor/hello/world && mls ~~/stor/hello\n\n\
+                 env.sh also sets AWS_ENDPOINT_URL and an access key for S3 tools and SDKs.\n"
             );
             println!(
                 "`manta-adm status --dir {d}` shows every service; `manta-adm down --dir {d}` stops them"

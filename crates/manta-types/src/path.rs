@@ -34,6 +34,9 @@ pub enum Area {
     Reports,
     /// Multipart upload part directories.
     Uploads,
+    /// S3 buckets, read through the Manta API (`/:login/buckets/<bucket>/objects/<key>`; see
+    /// [`crate::s3`]). Not listed in the account root, which shows the Manta areas.
+    Buckets,
 }
 
 impl Area {
@@ -54,6 +57,7 @@ impl Area {
             Area::Jobs => "jobs",
             Area::Reports => "reports",
             Area::Uploads => "uploads",
+            Area::Buckets => "buckets",
         }
     }
 
@@ -65,6 +69,7 @@ impl Area {
             "jobs" => Area::Jobs,
             "reports" => Area::Reports,
             "uploads" => Area::Uploads,
+            "buckets" => Area::Buckets,
             _ => return None,
         })
     }

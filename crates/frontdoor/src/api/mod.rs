@@ -152,8 +152,8 @@ async fn dispatch(
     req: Request,
     route: &mut &'static str,
 ) -> ApiResult<Response> {
-    // S3 buckets, read-only (`/:login/buckets/...`): an area MantaPath does not know, served
-    // by the S3 module with the same authentication.
+    // S3 buckets, read-only (`/:login/buckets/...`): kept apart from the directory tree and
+    // served by the S3 module with the same authentication.
     if crate::s3::manta::is_buckets_path(req.uri().path()) {
         return crate::s3::manta::handle(fd, req, route).await;
     }
