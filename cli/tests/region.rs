@@ -154,6 +154,7 @@ async fn up_status_down_up_keeps_data() {
         s3 put words.txt s3://region-bucket/from/s3.txt
         s3 ls -r s3://region-bucket
         mget ~~/buckets/region-bucket/objects/from/s3.txt | sed 's/^/via-manta: /'
+        echo ~~/buckets/region-bucket/objects/from/s3.txt | mjob create -o -m 'wc -l' | sed 's/^/s3-job: /'
     "#;
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
@@ -194,6 +195,10 @@ async fn up_status_down_up_keeps_data() {
     assert!(
         stdout.contains("via-manta: one two three"),
         "an S3 object read through the Manta API: {stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.trim() == "s3-job: 2"),
+        "a job over an S3 object (wc -l): {stdout}"
     );
 
     // The original npm client works with the same env.sh.

@@ -325,6 +325,12 @@ impl JobsApi {
                     format!("input {line:?} is not an object path: {e}"),
                 )
             })?;
+            if records::input_record(&p, "").is_none() {
+                return Err(err(
+                    ErrorCode::InvalidResource,
+                    format!("input {line:?} is not an object path: a bucket names no object"),
+                ));
+            }
             items.push(p.to_string());
         }
         let now = now_ms();

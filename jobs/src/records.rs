@@ -564,3 +564,48 @@ pub fn now_ms() -> u64 {
 pub fn now_iso() -> String {
     manta_types::time::iso8601_ms(now_ms())
 }
+
+/// Where the metadata record of the map input `path` lives: the Moray bucket and key. Objects
+/// of the directory tree are in `manta` under their owner's storage key; S3 objects
+/// (`/:login/buckets/<bucket>/objects/<key>`) in the S3 objects bucket under `<bucket>/<key>`,
+/// whose owner the caller must still compare with the job's (bucket names are region-wide).
+/// `None` when `path` names a bucket or bucket directory rather than an object.
+pub fn input_record(p: &manta_types::MantaPath, owner: &str) -> Option<(&'static str, String)> {
+    if p.area() == Some(manta_types::path::Area::Buckets) {
+        let b = manta_types::s3::BucketObjectPath::parse(&p.to_string())?;
+        Some((manta_types::s3::OBJECTS_BUCKET, b.record_key()))
+    } else {
+        Some(("manta", p.storage_key(owner)))
+    }
+}
+
+#[cfg(test)]
+mod input_record_tests {
+    use super::input_record;
+    use manta_types::MantaPath;
+
+    #[test]
+    fn tree_objects_and_bucket_objects() {
+        let owner = "6f1c2d0e-0000-4000-8000-000000000001";
+        let p = MantaPath::parse("/jill/stor/a/b.txt").unwrap();
+        assert_eq!(
+            input_record(&p, owner),
+            Some(("manta", p.storage_key(owner)))
+        );
+        let p = MantaPath::parse("/jill/buckets/logs/objects/2024/a.txt").unwrap();
+        assert_eq!(
+            input_record(&p, owner),
+            Some(("manta_s3_objects", "logs/2024/a.txt".to_owned()))
+        );
+        for not_object in [
+            "/jill/buckets",
+            "/jill/buckets/logs",
+            "/jill/buckets/logs/objects",
+        ] {
+            assert_eq!(
+                input_record(&MantaPath::parse(not_object).unwrap(), owner),
+                None
+            );
+        }
+    }
+}

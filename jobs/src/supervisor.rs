@@ -309,10 +309,22 @@ impl Sup {
                 format!("{path}: inputs must be objects of {}", job.login),
             )));
         }
-        let key = p.storage_key(&job.owner);
-        match self.moray.get_object("manta", &key).await {
+        let Some((bucket, key)) = records::input_record(&p, &job.owner) else {
+            return Ok(Err((
+                "InvalidArgumentError".into(),
+                format!("{path} is not an object"),
+            )));
+        };
+        match self.moray.get_object(bucket, &key).await {
             Ok(r) => {
                 let rec = MetadataRecord::from_value(r.value)?;
+                if rec.owner != job.owner {
+                    // A bucket of another account (bucket names are region-wide).
+                    return Ok(Err((
+                        "AuthorizationError".into(),
+                        format!("{path}: inputs must be objects of {}", job.login),
+                    )));
+                }
                 match rec.object() {
                     Some(o) => Ok(Ok(o
                         .sharks
@@ -325,10 +337,12 @@ impl Sup {
                     ))),
                 }
             }
-            Err(moray::Error::ObjectNotFound { .. }) => Ok(Err((
-                "ResourceNotFoundError".into(),
-                format!("{path} was not found"),
-            ))),
+            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
+                Ok(Err((
+                    "ResourceNotFoundError".into(),
+                    format!("{path} was not found"),
+                )))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -624,14 +624,19 @@ impl Agent {
         path: &str,
     ) -> std::result::Result<Result<PathBuf>, Infra> {
         let p = MantaPath::parse(path)?;
-        let key = p.storage_key(&job.owner);
-        let rec = match self.moray.get_object("manta", &key).await {
+        let Some((bucket, key)) = records::input_record(&p, &job.owner) else {
+            return Ok(Err(anyhow!("{path} is not an object")));
+        };
+        let rec = match self.moray.get_object(bucket, &key).await {
             Ok(r) => MetadataRecord::from_value(r.value)?,
-            Err(moray::Error::ObjectNotFound { .. }) => {
+            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
                 return Ok(Err(anyhow!("{path} was not found")));
             }
             Err(e) => return Err(e.into()),
         };
+        if rec.owner != job.owner {
+            return Ok(Err(anyhow!("{path} is not an object of the job's owner")));
+        }
         let Some(o) = rec.object() else {
             return Ok(Err(anyhow!("{path} is a directory")));
         };
