@@ -14,7 +14,13 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays the initramfs's own (memory-backed too) when the run put files there: a program
+# built in a checkout under /tmp is copied to the same path, and a tmpfs would hide it.
+if [ -z "$(ls -A /tmp 2>/dev/null)" ]; then
+    mount -t tmpfs -o mode=1777 tmpfs /tmp
+else
+    chmod 1777 /tmp
+fi
 mount -t tmpfs -o mode=0755 tmpfs /run
 # Raw: no newline translation or echo on the program's output channel.
 stty -F "$OUT" raw -echo 2>/dev/null
