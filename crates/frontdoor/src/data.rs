@@ -54,6 +54,11 @@ enum Digest {
 }
 
 /// Hashes chunks on the blocking pool, off the async workers.
+/// Body chunks (each up to a socket read, a few hundred KiB) waiting for the hashing thread.
+/// With [`crate::shark::NODE_QUEUE`] this bounds an upload's memory: the front door holds
+/// about a megabyte per upload in flight, however fast the client and however slow a node.
+const HASH_QUEUE: usize = 2;
+
 struct Hasher {
     tx: tokio::sync::mpsc::Sender<Bytes>,
     done: tokio::task::JoinHandle<String>,
@@ -61,7 +66,7 @@ struct Hasher {
 
 impl Hasher {
     fn start(kind: Digest) -> Hasher {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
         let done = tokio::task::spawn_blocking(move || match kind {
             Digest::Md5 => {
                 use base64::Engine as _;

@@ -23,6 +23,11 @@ use tracing::debug;
 
 use crate::picker::Node;
 
+/// Body chunks queued for one storage node's connection. Small on purpose: chunks are socket
+/// reads of up to a few hundred KiB, and with many uploads at once the queues are most of
+/// the front door's memory; the node's TCP window keeps the pipe full beyond them.
+pub const NODE_QUEUE: usize = 2;
+
 /// A body fed from a channel; an `Err` item aborts the request.
 #[derive(Debug)]
 pub struct ChannelBody {
@@ -235,7 +240,7 @@ impl SharkClient {
         content_md5: Option<&str>,
     ) -> Result<PutStream, SharkError> {
         let mut send = connect(node, self.connect_timeout).await?;
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(NODE_QUEUE);
         let mut b = Request::put(format!("/{owner}/{object_id}"))
             .header(http::header::HOST, authority(&node.url));
         b = with_request_id(b);

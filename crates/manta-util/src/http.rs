@@ -26,6 +26,11 @@ use crate::metrics::Metrics;
 /// The request id header, accepted from callers and forwarded on every internal hop.
 pub const REQUEST_ID: &str = "x-request-id";
 
+/// Largest socket read of a connection's request bytes (hyper's default is about 400 KiB).
+/// Large enough that a body costs few reads, small enough that hundreds of uploads at once
+/// hold little memory.
+pub const READ_BUF: usize = 128 * 1024;
+
 tokio::task_local! {
     static CURRENT_REQUEST_ID: String;
 }
@@ -267,7 +272,9 @@ pub async fn serve(
                         }
                     });
                     let mut builder = hyper::server::conn::http1::Builder::new();
-                    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60));
+                    // Request bodies arrive in socket reads of at most READ_BUF bytes: with the
+                    // services' short queues this is what bounds memory per upload in flight.
+                    builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60)).max_buf_size(READ_BUF);
                     let result = match tls {
                         Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                             Ok(Ok(s)) => watcher.watch(builder.serve_connection(TokioIo::new(s), svc)).await,
