@@ -327,12 +327,38 @@ where
                 object_id,
                 "a storage node failed mid-upload; aborting every copy"
             );
-            abort_all(streams).await;
+            // A failed node has already answered (its body channel is closed): a full disk
+            // is the client's NotEnoughSpace, and the node is left out of placement a while.
+            let mut full = false;
+            let mut rest = Vec::new();
+            for (s, r) in streams.into_iter().zip(&sent) {
+                if r.is_err() {
+                    let node = s.node.storage_id.clone();
+                    if let Ok(Err(SharkError::Status { status, .. })) =
+                        tokio::time::timeout(std::time::Duration::from_secs(1), s.finish()).await
+                        && status == StatusCode::INSUFFICIENT_STORAGE
+                    {
+                        warn!(node, "storage node is full");
+                        fd.picker.mark_down(&node);
+                        full = true;
+                    }
+                } else {
+                    rest.push(s);
+                }
+            }
+            abort_all(rest).await;
             discard(fd, &nodes, creator, object_id).await;
-            return Err(err(
-                ErrorCode::ServiceUnavailable,
-                "a storage node failed during the upload; retry",
-            ));
+            return Err(if full {
+                err(
+                    ErrorCode::NotEnoughSpace,
+                    "a storage node ran out of space during the upload",
+                )
+            } else {
+                err(
+                    ErrorCode::ServiceUnavailable,
+                    "a storage node failed during the upload; retry",
+                )
+            });
         }
         fd.metrics.inc_by(
             "frontdoor_bytes_in_total",
@@ -375,6 +401,16 @@ where
                         "Content-MD5 expected {}, but was {md5}",
                         content_md5.unwrap_or_default()
                     ),
+                ));
+            }
+            Err(SharkError::Status { node, status })
+                if *status == StatusCode::INSUFFICIENT_STORAGE =>
+            {
+                warn!(node, "storage node is full");
+                fd.picker.mark_down(node);
+                failure = Some(err(
+                    ErrorCode::NotEnoughSpace,
+                    "a storage node ran out of space during the upload",
                 ));
             }
             Err(e) => {
