@@ -123,7 +123,12 @@ impl KeySigner {
     pub fn from_pem(text: &str) -> Result<KeySigner, SignerError> {
         let unsupported = || SignerError::Unsupported(PathBuf::from("key"));
         if text.contains("BEGIN OPENSSH PRIVATE KEY") {
-            let key = ssh_key::PrivateKey::from_openssh(text).map_err(|_| unsupported())?;
+            let key = match ssh_key::PrivateKey::from_openssh(text) {
+                Ok(k) => k,
+                // ssh-key 0.6 refuses an ECDSA scalar shorter than the curve (OpenSSH writes a
+                // minimal integer, so about one P-256 key in 256 has one): read those here.
+                Err(_) => return openssh_ecdsa(text).ok_or_else(unsupported),
+            };
             if key.is_encrypted() {
                 return Err(SignerError::Encrypted(PathBuf::from("key")));
             }
@@ -468,5 +473,114 @@ pub mod agent {
                 }
             }
         }
+    }
+}
+
+/// Reads an unencrypted OpenSSH-format ECDSA private key directly: the `openssh-key-v1`
+/// container, one key, its private section (`check, check, type, curve, Q, d, comment`). The
+/// scalar `d` is a minimal big-endian integer, so it may be shorter than the curve's size.
+fn openssh_ecdsa(text: &str) -> Option<KeySigner> {
+    use base64::Engine as _;
+    struct R<'a>(&'a [u8]);
+    impl<'a> R<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            Some(a)
+        }
+        fn u32(&mut self) -> Option<u32> {
+            self.take(4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+        fn string(&mut self) -> Option<&'a [u8]> {
+            let n = usize::try_from(self.u32()?).ok()?;
+            self.take(n)
+        }
+    }
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()?;
+    let mut r = R(blob.strip_prefix(b"openssh-key-v1\0")?);
+    if r.string()? != b"none" || r.string()? != b"none" {
+        return None; // encrypted keys are reported before this is reached
+    }
+    r.string()?; // kdf options
+    if r.u32()? != 1 {
+        return None;
+    }
+    let public_blob = r.string()?;
+    let mut p = R(r.string()?);
+    if p.u32()? != p.u32()? {
+        return None;
+    }
+    let kind = std::str::from_utf8(p.string()?).ok()?.to_owned();
+    p.string()?; // curve name
+    let q = p.string()?;
+    let d = p.string()?;
+    let d = &d[d.iter().position(|&b| b != 0)?..];
+    let padded = |size: usize| -> Option<Vec<u8>> {
+        (d.len() <= size).then(|| {
+            let mut v = vec![0u8; size - d.len()];
+            v.extend_from_slice(d);
+            v
+        })
+    };
+    // The scalar must be the one behind the public point the file names.
+    let secret = match kind.as_str() {
+        "ecdsa-sha2-nistp256" => {
+            let sk = p256::ecdsa::SigningKey::from_slice(&padded(32)?).ok()?;
+            (sk.verifying_key().to_encoded_point(false).as_bytes() == q)
+                .then_some(Secret::P256(sk))?
+        }
+        "ecdsa-sha2-nistp384" => {
+            let sk = p384::ecdsa::SigningKey::from_slice(&padded(48)?).ok()?;
+            (sk.verifying_key().to_encoded_point(false).as_bytes() == q)
+                .then_some(Secret::P384(sk))?
+        }
+        _ => return None,
+    };
+    let line = format!(
+        "{kind} {}",
+        base64::engine::general_purpose::STANDARD.encode(public_blob)
+    );
+    let public = SshPublicKey::parse(&line).ok()?;
+    Some(KeySigner { secret, public })
+}
+
+#[cfg(test)]
+mod short_scalar_tests {
+    use super::KeySigner;
+
+    /// A P-256 key made by ssh-keygen whose private scalar has a leading zero byte, so OpenSSH
+    /// stored it in 31 bytes (a test key, made for this test only).
+    const SHORT_SCALAR_P256: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\n\
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAaAAAABNlY2RzYS\n\
+1zaGEyLW5pc3RwMjU2AAAACG5pc3RwMjU2AAAAQQQYwCxysDsIRHFqB2u/RKUKl8TGDHKe\n\
+Zc94GDEJlhahB2tkl/pqBVDaLYHLMyemmMA9M43YPy6Bdpb9v0PJY8hpAAAAqHLYCgty2A\n\
+oLAAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBjALHKwOwhEcWoH\n\
+a79EpQqXxMYMcp5lz3gYMQmWFqEHa2SX+moFUNotgcszJ6aYwD0zjdg/LoF2lv2/Q8ljyG\n\
+kAAAAfPI7AWUdb7VDOsoCKmfqO7BlEVdH5Ik5wk6LViqrMHgAAAA1rMTc5LWVjZHNhMjU2\n\
+AQIDBA==\n\
+-----END OPENSSH PRIVATE KEY-----\n";
+
+    #[test]
+    fn an_ecdsa_key_with_a_short_scalar_loads_and_signs() {
+        let s = KeySigner::from_pem(SHORT_SCALAR_P256).unwrap();
+        assert!(
+            s.public_key()
+                .to_openssh()
+                .starts_with("ecdsa-sha2-nistp256 ")
+        );
+        // A damaged scalar is refused rather than signing for the wrong key.
+        let damaged = SHORT_SCALAR_P256.replacen("kAAAAfPI7", "kAAAAfPI8", 1);
+        assert!(KeySigner::from_pem(&damaged).is_err());
     }
 }

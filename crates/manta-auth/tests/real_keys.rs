@@ -452,3 +452,28 @@ async fn find_picks_the_key_named_by_its_fingerprint() {
     let err = KeySigner::find(Some("00:11:22"), dir).await.unwrap_err();
     assert!(err.to_string().contains("00:11:22"), "{err}");
 }
+
+/// Private scalars come in every length: OpenSSH stores them as minimal big-endian integers, so
+/// one ECDSA key in many is shorter than the curve's size (leading zero bytes dropped) or
+/// longer (a zero byte added before a high bit). Every one of many fresh keys must load and
+/// sign for the public key it claims.
+#[test]
+fn every_fresh_ecdsa_key_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        for (kind, bits) in [("ecdsa", "256"), ("ecdsa", "384")] {
+            let name = format!("k{i}-{kind}{bits}");
+            let path = keygen(dir.path(), &name, &["-t", kind, "-b", bits]);
+            let line = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+            let key = AccountKey::from_openssh(&line, None).unwrap();
+            let signer = KeySigner::from_file(&path).unwrap_or_else(|e| {
+                panic!("{name}: {e}\n{}", std::fs::read_to_string(&path).unwrap())
+            });
+            assert_eq!(
+                signer.public_key().md5_fingerprint(),
+                key.fingerprint,
+                "{name}"
+            );
+        }
+    }
+}
