@@ -3,9 +3,55 @@
 //! reported as ratios on a noisy machine. Run one with
 //! `cargo run --release -p manta-bench --bin <name>`.
 //!
-//! This library holds what the benchmarks share: timing and percentile helpers.
+//! This library holds what the benchmarks share: timing and percentile helpers, and a
+//! closed-loop load generator.
 
-use std::time::Duration;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Runs `op(0..count)` from `conc` workers, each taking the next index as soon as its last
+/// operation ends (closed loop). Answers the wall time of the whole run and every operation's
+/// latency; the first error stops the run.
+///
+/// # Errors
+/// The first error an operation returns.
+pub async fn closed_loop<F, Fut>(
+    count: usize,
+    conc: usize,
+    op: F,
+) -> anyhow::Result<(Duration, Vec<Duration>)>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let op = op.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok((start.elapsed(), all))
+}
 
 /// Summary statistics of a set of latency samples.
 #[derive(Debug, Clone, Copy)]

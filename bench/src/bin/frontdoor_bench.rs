@@ -9,7 +9,7 @@
 //! `cargo run --release -p manta-bench --bin frontdoor_bench [-- --quick]`
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -117,32 +117,8 @@ where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<()>> + Send,
 {
-    let op = Arc::new(op);
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..conc {
-        let op = op.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if i >= count {
-                    return Ok::<_, anyhow::Error>(lat);
-                }
-                let t = Instant::now();
-                op(i).await?;
-                lat.push(t.elapsed());
-            }
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    Ok(((count * size) as f64 / MIB as f64 / secs, all))
+    let (took, lat) = manta_bench::closed_loop(count, conc, op).await?;
+    Ok(((count * size) as f64 / MIB as f64 / took.as_secs_f64(), lat))
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
