@@ -149,6 +149,16 @@ fn parse<T: for<'de> Deserialize<'de>>(v: Value, what: &str) -> S3Result<T> {
     serde_json::from_value(v).map_err(|e| internal(format!("unreadable {what} record: {e}")))
 }
 
+/// A listing's records; none when the Moray bucket does not exist yet (nothing was ever
+/// written there).
+fn none_if_no_bucket<T>(found: Result<Vec<T>, moray::Error>) -> S3Result<Vec<T>> {
+    match found {
+        Ok(f) => Ok(f),
+        Err(moray::Error::BucketNotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(from_moray(e)),
+    }
+}
+
 /// Reads an object record.
 ///
 /// # Errors
@@ -282,11 +292,7 @@ impl Meta {
                 },
             )
             .await;
-        let found = match found {
-            Ok(f) => f,
-            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
-            Err(e) => return Err(from_moray(e)),
-        };
+        let found = none_if_no_bucket(found)?;
         found
             .into_iter()
             .map(|r| parse(r.value, "bucket"))
@@ -408,11 +414,7 @@ impl Meta {
                 },
             )
             .await;
-        let found = match found {
-            Ok(f) => f,
-            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
-            Err(e) => return Err(from_moray(e)),
-        };
+        let found = none_if_no_bucket(found)?;
         found.into_iter().map(|r| object_record(r.value)).collect()
     }
 
@@ -537,11 +539,7 @@ impl Meta {
                 },
             )
             .await;
-        let found = match found {
-            Ok(f) => f,
-            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
-            Err(e) => return Err(from_moray(e)),
-        };
+        let found = none_if_no_bucket(found)?;
         found.into_iter().map(|r| object_record(r.value)).collect()
     }
 
@@ -583,11 +581,7 @@ impl Meta {
                 },
             )
             .await;
-        let found = match found {
-            Ok(f) => f,
-            Err(moray::Error::BucketNotFound { .. }) => Vec::new(),
-            Err(e) => return Err(from_moray(e)),
-        };
+        let found = none_if_no_bucket(found)?;
         found
             .into_iter()
             .map(|r| parse(r.value, "upload"))
