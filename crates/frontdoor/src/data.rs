@@ -98,6 +98,19 @@ impl Hasher {
     }
 }
 
+/// A node answered that its disk is full: leave it out of placement for a while.
+fn node_full(fd: &Frontdoor, node: &str) {
+    warn!(node, "storage node is full");
+    fd.picker.mark_down(node);
+}
+
+fn out_of_space() -> manta_types::MantaError {
+    err(
+        ErrorCode::NotEnoughSpace,
+        "a storage node ran out of space during the upload",
+    )
+}
+
 async fn abort_all(streams: Vec<PutStream>) {
     futures_util::future::join_all(streams.into_iter().map(PutStream::abort)).await;
 }
@@ -338,8 +351,7 @@ where
                         tokio::time::timeout(std::time::Duration::from_secs(1), s.finish()).await
                         && status == StatusCode::INSUFFICIENT_STORAGE
                     {
-                        warn!(node, "storage node is full");
-                        fd.picker.mark_down(&node);
+                        node_full(fd, &node);
                         full = true;
                     }
                 } else {
@@ -349,10 +361,7 @@ where
             abort_all(rest).await;
             discard(fd, &nodes, creator, object_id).await;
             return Err(if full {
-                err(
-                    ErrorCode::NotEnoughSpace,
-                    "a storage node ran out of space during the upload",
-                )
+                out_of_space()
             } else {
                 err(
                     ErrorCode::ServiceUnavailable,
@@ -406,12 +415,8 @@ where
             Err(SharkError::Status { node, status })
                 if *status == StatusCode::INSUFFICIENT_STORAGE =>
             {
-                warn!(node, "storage node is full");
-                fd.picker.mark_down(node);
-                failure = Some(err(
-                    ErrorCode::NotEnoughSpace,
-                    "a storage node ran out of space during the upload",
-                ));
+                node_full(fd, node);
+                failure = Some(out_of_space());
             }
             Err(e) => {
                 warn!(error = %e, "storage node failed to store its copy");
