@@ -550,18 +550,21 @@ impl Region {
         self.start_and_wait(&group("frontdoor")).await?;
         println!("jobs (a supervisor, and an agent beside each storage node):");
         self.start_and_wait(&group("jobs-")).await?;
-        let (login, key_id) = self.ensure_account().await?;
+        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
+        let admin = frontdoor::accounts::AccountAdmin::new(sharded.system());
+        let (login, key_id) = self.ensure_account(&admin).await?;
         self.file.login = Some(login.clone());
         self.save()?;
-        let s3 = self.ensure_s3_key(&login).await?;
+        let s3 = Self::ensure_s3_key(&admin, &login).await?;
         self.write_env(&login, &key_id, &s3)?;
         Ok(())
     }
 
     /// The account's first S3 access key, made on the first `up`.
-    async fn ensure_s3_key(&self, login: &str) -> Result<manta_auth::S3Key> {
-        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
-        let admin = frontdoor::accounts::AccountAdmin::new(sharded.system());
+    async fn ensure_s3_key(
+        admin: &frontdoor::accounts::AccountAdmin,
+        login: &str,
+    ) -> Result<manta_auth::S3Key> {
         let (account, _) = admin.get(login).await?;
         if let Some(k) = account.s3_keys.first() {
             return Ok(k.clone());
@@ -611,7 +614,10 @@ impl Region {
 
     /// The local user's login and SSH public key (generating `~/.ssh/id_ed25519` if the user has
     /// no key), and an account for them.
-    async fn ensure_account(&self) -> Result<(String, String)> {
+    async fn ensure_account(
+        &self,
+        admin: &frontdoor::accounts::AccountAdmin,
+    ) -> Result<(String, String)> {
         let login = match &self.file.login {
             Some(l) => l.clone(),
             None => local_login(),
@@ -650,8 +656,6 @@ impl Region {
         };
         let line = fs::read_to_string(&pubkey)?;
         let key = manta_auth::AccountKey::from_openssh(line.trim(), None)?;
-        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
-        let admin = frontdoor::accounts::AccountAdmin::new(sharded.system());
         match admin.get(&login).await {
             Ok((a, _)) => {
                 if !a.keys.iter().any(|k| k.fingerprint == key.fingerprint) {
