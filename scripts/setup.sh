@@ -9,24 +9,34 @@ die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# Debian packages, by what needs them.
+# Debian packages, by what needs them. Only these are installed, and without their
+# "Recommends": whatever the project uses must be named here or come with one of these through
+# a Depends. scripts/check-packages.py (run by ./run-tests) checks that for every system file the
+# build, the region and the tests use.
+#   gcc, libc6-dev    crates that compile C (aws-lc-sys, ...): the compiler, and the C library
+#                     headers (only a Recommends of gcc, so they must be named)
+#   protobuf-compiler, libprotobuf-dev   the etcd client crate generates its gRPC code at build
+#                     time: protoc, and the well-known .proto files it imports (google/protobuf)
+#   pkg-config, libzfslinux-dev   the storage node's ZFS backend (cargo feature zfs; Debian contrib)
 #   postgresql        metadata tier (Moray over PostgreSQL 15; initdb, pg_basebackup, pg_rewind)
 #   etcd-server       coordination (shard state, shard ring, leader election)
 #   etcd-client       etcdctl, for operators
-#   protobuf-compiler the etcd client crate generates its gRPC code at build time
 #   runc              OCI runtime for job tasks
-#   util-linux        setpriv: run Postgres as an unprivileged user, bound to its parent
+#   util-linux        setpriv: run Postgres as an unprivileged user, bound to its parent; flock
 #   iproute2          network namespaces in partition tests
-#   procps, psmisc    ps/kill for operators and tests
-#   ca-certificates, curl, openssl, pkg-config, gcc, make: builds and TLS tests
+#   procps            kill, ps: tests and operators signal services
 #   openssh-client    ssh-keygen: the region's account key, and keys in tests
-#   libzfslinux-dev   the storage node's ZFS backend (cargo feature zfs; Debian contrib)
+#   ca-certificates, curl, openssl   TLS trust for downloads, presigned URLs and certificates in tests
 #   s3cmd, rclone, python3-venv   S3 clients the tests drive (boto3 comes from PyPI into a venv)
+#   time              /usr/bin/time: the CLI benchmark's CPU accounting
 MANTA_DEBIAN_PACKAGES=(
-    postgresql etcd-server etcd-client protobuf-compiler runc util-linux iproute2 procps psmisc
-    ca-certificates curl openssl pkg-config gcc make openssh-client libzfslinux-dev
-    s3cmd rclone python3-venv
+    gcc libc6-dev protobuf-compiler libprotobuf-dev pkg-config libzfslinux-dev
+    postgresql etcd-server etcd-client runc util-linux iproute2 procps openssh-client
+    ca-certificates curl openssl s3cmd rclone python3-venv time
 )
+# Node.js and npm, for the original npm client in the compatibility tests (ensure_node installs
+# them only when no `node` and `npm` are on PATH).
+MANTA_NODE_PACKAGES=(nodejs npm)
 
 missing_packages() {
     local p
@@ -74,7 +84,7 @@ ensure_node() {
     if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
         return 0
     fi
-    ensure_packages nodejs npm
+    ensure_packages "${MANTA_NODE_PACKAGES[@]}"
 }
 
 # The original manta command line client, for the compatibility tests (target/node-manta).
@@ -122,4 +132,15 @@ ensure_nextest() {
         say "installing cargo-nextest (the test runner) from crates.io"
         cargo install cargo-nextest --locked >&2 || die "cannot install cargo-nextest"
     fi
+}
+
+# Fails when a system file the project uses does not come from a package installed above.
+check_packages() {
+    command -v dpkg-query >/dev/null 2>&1 || return 0
+    local node=()
+    mapfile -t node < <(for p in "${MANTA_NODE_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' && echo "$p"
+    done)
+    python3 "$REPO_ROOT/scripts/check-packages.py" "${MANTA_DEBIAN_PACKAGES[@]}" "${node[@]}" \
+        || die "a file the build or the tests use does not come from a package scripts/setup.sh installs (above)"
 }

@@ -6,6 +6,15 @@
 //! process with its own subdirectory holding its data, its log (`<name>.log`) and its pid file.
 //! Ports are chosen on the first `up` and kept in `region.json`, so running `up` again restarts
 //! the same region, with its data, on the same endpoints.
+//!
+//! Some services' data must be reachable by users other than the one running `up`: Postgres
+//! runs as the unprivileged `postgres` user (when `up` runs as root), and job tasks run in
+//! user namespaces whose root is an unprivileged host uid, with the input objects and the
+//! agent's files bind-mounted in. When those users cannot reach the region's directory (a
+//! checkout in a 0700 home such as `/root`, or any `mktemp -d`), the Manatee peers', storage
+//! nodes' and jobs agents' data are kept under `/var/lib/manta/regions/<region id>/<service>`
+//! instead, linked from each service's subdirectory as `data`; logs, pids, `region.json` and
+//! `env.sh` stay in the region's directory, and `destroy` removes both.
 
 use std::ffi::OsString;
 use std::fs;
@@ -15,8 +24,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::PermissionsExt as _;
+
 use anyhow::{Context, Result, bail};
-use manta_util::proc::{alive, signal};
+use manta_util::proc::{PG_USER, alive, signal};
 use serde::{Deserialize, Serialize};
 
 /// Format version of `region.json`.
@@ -70,13 +81,33 @@ pub struct RegionFile {
     /// The account made for the local user.
     #[serde(default)]
     pub login: Option<String>,
+    /// The region's id (names its Postgres files when they live outside the directory).
+    #[serde(default = "uuid::Uuid::new_v4")]
+    pub id: uuid::Uuid,
+    /// Where the services whose data other users must reach keep it, when those users cannot
+    /// reach the region's directory; decided on the first `up` and kept.
+    #[serde(default)]
+    pub data_root: Option<PathBuf>,
 }
+
+/// Where services' data goes when the users that must reach it cannot reach the region's
+/// directory.
+const DATA_ROOT_BASE: &str = "/var/lib/manta/regions";
+/// The host uid that the first jobs agent maps its containers' root to (the next agents use
+/// the following 65,536-uid ranges).
+const CONTAINER_UID_BASE: u32 = 100_000;
 
 /// How to tell that a service is ready.
 #[derive(Debug, Clone)]
 pub enum Health {
     /// `GET url` answers 2xx.
     Http(String),
+    /// A Manatee sitter: ready when its Postgres serves in its role (`/ready` answers 2xx);
+    /// `/status` says why not.
+    Sitter {
+        /// The sitter's base URL.
+        base: String,
+    },
 }
 
 /// One service of the region.
@@ -135,6 +166,26 @@ impl Region {
     /// incompatible version.
     pub fn open(dir: &Path) -> Result<Region> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        Self::load(dir)
+    }
+
+    /// Opens the region at `dir`, which a `manta-adm up` must have made.
+    ///
+    /// # Errors
+    /// When there is no region there, or as [`Region::open`].
+    pub fn open_existing(dir: &Path) -> Result<Region> {
+        if !dir.join("region.json").exists() && !dir.join("region.json").is_symlink() {
+            bail!(
+                "no region in {} (no region.json): start one with `manta-adm up --dir {}`, or \
+                 name its directory with --dir or MANTA_REGION_DIR",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Self::load(dir)
+    }
+
+    fn load(dir: &Path) -> Result<Region> {
         let dir = dir.canonicalize()?;
         let path = dir.join("region.json");
         let file = if path.exists() {
@@ -166,6 +217,8 @@ impl Region {
                     s3: free_port()?,
                 },
                 login: None,
+                id: uuid::Uuid::new_v4(),
+                data_root: None,
             };
             fs::write(&path, serde_json::to_vec_pretty(&file)?)?;
             file
@@ -267,6 +320,7 @@ impl Region {
         }];
         for i in 0..PEERS {
             let name = format!("manatee{}", i + 1);
+            let data = self.data_dir(&name);
             let mut argv = vec![self.exe("manatee-sitter")];
             argv.extend(os(&[
                 "--etcd",
@@ -274,7 +328,7 @@ impl Region {
                 "--shard",
                 SHARD,
                 "--data-dir",
-                &d(&name),
+                &data.display().to_string(),
                 "--pg-port",
                 &p.pg[i].to_string(),
                 "--sitter-port",
@@ -283,12 +337,15 @@ impl Region {
             out.push(Service {
                 name,
                 argv,
-                health: Health::Http(format!("http://127.0.0.1:{}/ping", p.sitter[i])),
+                health: Health::Sitter {
+                    base: format!("http://127.0.0.1:{}", p.sitter[i]),
+                },
                 endpoint: format!(
                     "postgres 127.0.0.1:{}, sitter http://127.0.0.1:{}",
                     p.pg[i], p.sitter[i]
                 ),
-                ready_within: Duration::from_secs(60),
+                // A first start runs initdb on the primary and base backups on the others.
+                ready_within: Duration::from_secs(120),
             });
         }
         for (i, port) in p.moray.iter().enumerate() {
@@ -316,7 +373,7 @@ impl Region {
             let mut argv = vec![self.exe("storage-node")];
             argv.extend(os(&[
                 "--dataset",
-                &format!("dir:{}/data", d(&name)),
+                &format!("dir:{}", self.dataset(&name).display()),
                 "--storage-id",
                 &format!("{}.stor.local", i + 1),
                 "--datacenter",
@@ -382,7 +439,10 @@ impl Region {
                 "--storage-id",
                 &format!("{}.stor.local", i + 1),
                 "--dataset",
-                &format!("{}/data", d(&format!("storage{}", i + 1))),
+                &self
+                    .dataset(&format!("storage{}", i + 1))
+                    .display()
+                    .to_string(),
                 "--storage-url",
                 &format!("http://127.0.0.1:{}", p.storage[i]),
                 "--frontdoor-url",
@@ -390,9 +450,9 @@ impl Region {
                 "--moray-url",
                 &moray,
                 "--work-dir",
-                &d(&name),
+                &self.data_dir(&name).display().to_string(),
                 "--uid-base",
-                &(100_000 + 65_536 * i as u32).to_string(),
+                &(CONTAINER_UID_BASE + 65_536 * i as u32).to_string(),
             ]));
             out.push(Service {
                 name,
@@ -407,6 +467,77 @@ impl Region {
 
     fn service_dir(&self, s: &Service) -> PathBuf {
         self.dir.join(&s.name)
+    }
+
+    /// Where the service `name` keeps its data: its own subdirectory, or its directory under
+    /// the data root when the region has one.
+    fn data_dir(&self, name: &str) -> PathBuf {
+        match &self.file.data_root {
+            Some(root) => root.join(name),
+            None => self.dir.join(name),
+        }
+    }
+
+    /// The storage node `name`'s dataset.
+    fn dataset(&self, name: &str) -> PathBuf {
+        self.data_dir(name).join("data")
+    }
+
+    /// Decides, on the first `up`, where the data that other users must reach goes: in the
+    /// region's directory when the Postgres user and the containers' uids can reach it (or we
+    /// are not root, so both run as us), else under [`DATA_ROOT_BASE`]. Says so when it goes
+    /// elsewhere.
+    fn place_data(&mut self) -> Result<()> {
+        let container_uid = CONTAINER_UID_BASE.to_string();
+        let reach = |dir: &Path| {
+            manta_util::proc::check_user_reaches(PG_USER, dir)
+                .and_then(|()| manta_util::proc::check_user_reaches(&container_uid, dir))
+        };
+        if self.file.data_root.is_none()
+            && let Err(why) = reach(&self.dir)
+        {
+            // Short: job tasks' sockets live a few levels below (at most 107 bytes in all).
+            let mut id = self.file.id.simple().to_string();
+            id.truncate(12);
+            let root = Path::new(DATA_ROOT_BASE).join(id);
+            println!(
+                "  this directory is out of reach of the users that Postgres and job tasks run \
+                 as:\n    {why}\n  so the Manatee peers', storage nodes' and jobs agents' data \
+                 go to {} (linked as */data; `manta-adm destroy` removes it)",
+                root.display()
+            );
+            self.file.data_root = Some(root);
+            self.save()?;
+        }
+        let Some(root) = self.file.data_root.clone() else {
+            return Ok(());
+        };
+        // Every directory on the way must let those users through; each service makes (and
+        // keeps private) its own directory below.
+        for d in root.ancestors().collect::<Vec<_>>().into_iter().rev() {
+            match fs::create_dir(d) {
+                Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o755))?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("create {}", d.display())),
+            }
+        }
+        reach(&root).map_err(|why| {
+            anyhow::anyhow!("cannot keep the region's data in {}: {why}", root.display())
+        })?;
+        for s in self.services() {
+            let own = self.data_dir(&s.name);
+            if !own.starts_with(&root) {
+                continue;
+            }
+            fs::create_dir_all(&own).with_context(|| format!("create {}", own.display()))?;
+            let link = self.service_dir(&s).join("data");
+            fs::create_dir_all(self.service_dir(&s))?;
+            if fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(&own, &link)
+                    .with_context(|| format!("link {}", link.display()))?;
+            }
+        }
+        Ok(())
     }
 
     fn pid_of(&self, s: &Service) -> Option<u32> {
@@ -430,9 +561,7 @@ impl Region {
                     .chain(uuid::Uuid::new_v4().as_bytes())
                     .copied()
                     .collect();
-                fs::write(&secret, bytes)?;
-                use std::os::unix::fs::PermissionsExt as _;
-                fs::set_permissions(&secret, fs::Permissions::from_mode(0o600))?;
+                manta_util::write_private(&secret, &bytes)?;
             }
         }
         Ok(())
@@ -462,7 +591,10 @@ impl Region {
     }
 
     async fn healthy(&self, s: &Service) -> bool {
-        let Health::Http(url) = &s.health;
+        let url = match &s.health {
+            Health::Http(url) => url.clone(),
+            Health::Sitter { base } => format!("{base}/ready"),
+        };
         let Ok(client) = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -476,15 +608,79 @@ impl Region {
             .is_ok_and(|r| r.status().is_success())
     }
 
-    fn log_tail(&self, s: &Service, n: usize) -> String {
-        let log = self.service_dir(s).join(format!("{}.log", s.name));
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "last lines of {}:\n{}",
-            log.display(),
-            lines[lines.len().saturating_sub(n)..].join("\n")
-        )
+    /// What the service itself says is wrong, when it can say (a sitter's last error).
+    async fn own_complaint(&self, s: &Service) -> Option<String> {
+        let Health::Sitter { base } = &s.health else {
+            return None;
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let st: serde_json::Value = client
+            .get(format!("{base}/status"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        st.get("lastError")
+            .and_then(|e| e.as_str())
+            .map(|e| format!("{} reports: {e}", s.name))
+    }
+
+    /// The service's own account of a failure: the error lines near the end of its log (or
+    /// its last lines when none looks like an error), and for a Manatee peer the same of
+    /// Postgres's log.
+    fn log_errors(&self, s: &Service) -> String {
+        let mut logs = vec![self.service_dir(s).join(format!("{}.log", s.name))];
+        if s.name.starts_with("manatee") {
+            logs.push(self.data_dir(&s.name).join("postgres.log"));
+        }
+        let mut out = String::new();
+        for log in logs {
+            let Ok(text) = fs::read_to_string(&log) else {
+                continue;
+            };
+            let lines: Vec<&str> = text.lines().collect();
+            let recent = &lines[lines.len().saturating_sub(200)..];
+            // A program that gave up says why last (`Error: ...` and its causes): show that
+            // whole; else the lines that look like errors.
+            let errors: Vec<&str> = match recent.iter().rposition(|l| l.starts_with("Error: ")) {
+                Some(at) => recent[at..]
+                    .iter()
+                    .copied()
+                    .take_while(|l| !l.starts_with("Stack backtrace:"))
+                    .filter(|l| !l.trim().is_empty())
+                    .take(10)
+                    .collect(),
+                None => recent
+                    .iter()
+                    .copied()
+                    .filter(|l| looks_like_error(l))
+                    .collect(),
+            };
+            let (what, shown) = if errors.is_empty() {
+                ("last lines", &recent[recent.len().saturating_sub(10)..])
+            } else if errors[0].starts_with("Error: ") {
+                ("its error, from", &errors[..])
+            } else {
+                ("last errors", &errors[errors.len().saturating_sub(10)..])
+            };
+            if shown.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "\n{what} of {}:\n  {}",
+                log.display(),
+                shown.join("\n  ")
+            ));
+        }
+        if out.is_empty() {
+            out.push_str(" (its log is empty)");
+        }
+        out
     }
 
     async fn start_and_wait(&self, batch: &[Service]) -> Result<()> {
@@ -499,24 +695,39 @@ impl Region {
             }
             started.push(s);
         }
-        for s in started {
-            let deadline = Instant::now() + s.ready_within;
-            loop {
+        // Wait for the whole batch together, so that whichever service fails first is the one
+        // reported, at once, with its own error.
+        let since = Instant::now();
+        let mut waiting: Vec<&Service> = started;
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for s in waiting {
                 if self.healthy(s).await {
                     println!("  {:<12} healthy", s.name);
-                    break;
-                }
-                if self.pid_of(s).is_none() {
-                    bail!("{} exited; {}", s.name, self.log_tail(s, 25));
-                }
-                if Instant::now() > deadline {
+                } else if self.pid_of(s).is_none() {
                     bail!(
-                        "{} not healthy after {:?}; {}",
+                        "{} failed to start: it exited{}",
+                        s.name,
+                        self.log_errors(s)
+                    );
+                } else if since.elapsed() > s.ready_within {
+                    let said = self
+                        .own_complaint(s)
+                        .await
+                        .map(|c| format!("\n{c}"))
+                        .unwrap_or_default();
+                    bail!(
+                        "{} failed to start: not ready after {:?}{said}{}",
                         s.name,
                         s.ready_within,
-                        self.log_tail(s, 25)
+                        self.log_errors(s)
                     );
+                } else {
+                    still.push(s);
                 }
+            }
+            waiting = still;
+            if !waiting.is_empty() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -529,6 +740,7 @@ impl Region {
     /// # Errors
     /// When a service cannot start or does not become healthy in time (its log tail is shown).
     pub async fn up(&mut self) -> Result<()> {
+        self.place_data()?;
         let services = self.services();
         let group = |prefix: &str| -> Vec<Service> {
             services
@@ -688,28 +900,38 @@ impl Region {
                 );
             }
         }
+        let q = |p: &Path| shell_quote(&p.display().to_string());
+        let etcd = self.etcd();
+        let moray = self.moray_url().unwrap_or_default();
         let env = format!(
             "# Source this file to use the region in {dir}:  . {dir}/env.sh\n\
              export MANTA_URL={url}\n\
              export MANTA_USER={login}\n\
              export MANTA_KEY_ID={key_id}\n\
+             export PATH={bin}:{tools}:\"$PATH\"\n\
+             # Operators' tools: manta-adm (this region without --dir), manatee-adm, moray-cli.\n\
              export MANTA_REGION_DIR={dir}\n\
-             export PATH=\"{bin}:{tools}:$PATH\"\n\
+             export MANTA_ETCD={etcd}\n\
+             export MANATEE_ETCD={etcd}\n\
+             export MANATEE_SHARD={SHARD}\n\
+             export MORAY_URL={moray}\n\
+             export MANTA_MORAY_ETCD={etcd}\n\
              # The S3 API of the same store (aws, boto3, rclone, s3cmd and the SDKs read these).\n\
              export AWS_ENDPOINT_URL={s3url}\n\
              export AWS_ACCESS_KEY_ID={akid}\n\
              export AWS_SECRET_ACCESS_KEY={secret}\n\
              export AWS_REGION={S3_REGION}\n\
              export AWS_DEFAULT_REGION={S3_REGION}\n",
-            dir = self.dir.display(),
+            dir = q(&self.dir),
             url = self.url(),
             s3url = self.s3_url(),
             akid = s3.access_key_id,
             secret = s3.secret_access_key,
-            bin = bin.display(),
-            tools = self.bin.display(),
+            bin = q(&bin),
+            tools = q(&self.bin),
         );
-        fs::write(self.dir.join("env.sh"), env)?;
+        // It holds the S3 secret: only its owner may read it.
+        manta_util::write_private(&self.dir.join("env.sh"), env.as_bytes())?;
         Ok(())
     }
 
@@ -783,6 +1005,22 @@ impl Region {
         rows
     }
 
+    /// Stops every service and deletes the region: its directory, and the Postgres files kept
+    /// outside it.
+    ///
+    /// # Errors
+    /// When something cannot be deleted.
+    pub fn destroy(&self) -> Result<()> {
+        self.down();
+        if let Some(root) = &self.file.data_root {
+            remove_tree(root)?;
+            println!("removed {}", root.display());
+        }
+        remove_tree(&self.dir)?;
+        println!("removed {}", self.dir.display());
+        Ok(())
+    }
+
     /// Stops every service, in reverse start order: SIGTERM, then SIGKILL after 20 s.
     pub fn down(&self) {
         for s in self.services().iter().rev() {
@@ -804,6 +1042,35 @@ impl Region {
             let _ = fs::remove_file(self.service_dir(s).join("pid"));
         }
     }
+}
+
+fn remove_tree(p: &Path) -> Result<()> {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove {}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `s` as one word for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// True for a log line that reports a problem (our services' `WARN`/`ERROR` lines, Postgres's
+/// `FATAL`/`PANIC`, a Rust panic, a tool's `error:`).
+fn looks_like_error(line: &str) -> bool {
+    const MARKS: [&str; 9] = [
+        "ERROR", "WARN", "FATAL", "PANIC", "panicked", "error:", "Error:", "failed", "denied",
+    ];
+    MARKS.iter().any(|m| line.contains(m))
 }
 
 /// The local user's name as a valid login (`manta` when it is not one).

@@ -44,12 +44,173 @@ fn env_sh(dir: &Path) -> HashMap<String, String> {
         .collect()
 }
 
-/// Stops the region even when an assertion fails, so no daemon outlives the test.
+/// Stops the region even when an assertion fails, so no daemon outlives the test, and deletes
+/// it (with any Postgres files kept outside its directory) unless `MANTA_TEST_KEEP=1`.
 struct Down<'a>(&'a Path, &'a Path);
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        let _ = adm(self.0, self.1, &["down"]);
+        if std::env::var("MANTA_TEST_KEEP").is_ok_and(|v| v == "1") {
+            let _ = adm(self.0, self.1, &["down"]);
+        } else {
+            let _ = adm(self.0, self.1, &["destroy", "--yes"]);
+        }
     }
+}
+
+/// Runs a bash script in a shell that has sourced the region's `env.sh` (and nothing else of
+/// this test's environment that names the region): (success, stdout, stderr).
+fn sourced(dir: &Path, home: &Path, script: &str) -> (bool, String, String) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(". \"$REGION/env.sh\" && {script}"))
+        .current_dir(home)
+        .env("REGION", dir)
+        .env("HOME", home)
+        .env_remove("SSH_AUTH_SOCK")
+        .env_remove("MANTA_REGION_DIR")
+        .env_remove("MANATEE_ETCD")
+        .env_remove("MORAY_URL")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run bash");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A temp dir that only its owner may enter (as `mktemp -d` makes, or a home such as `/root`).
+fn private_tmp() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::Builder::new()
+        .prefix("manta-test-region-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    tmp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_in_a_private_directory_stores_and_reads() {
+    let tmp = private_tmp();
+    let dir = tmp.path().join("region");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let _down = Down(&dir, &home);
+
+    let (ok, text) = adm(&dir, &home, &["up"]);
+    assert!(ok, "up in a 0700 directory failed:\n{text}");
+    if manta_util::proc::is_root() {
+        // Postgres runs as `postgres`, which cannot enter the directory: its files live
+        // elsewhere, linked from the peer's directory.
+        let link = dir.join("manatee1/data");
+        let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{link:?}: {e}\n{text}"));
+        assert!(!target.starts_with(tmp.path()), "{target:?}");
+        assert!(target.join("pgdata/PG_VERSION").exists(), "{target:?}");
+    }
+    let (ok, out, err) = sourced(
+        &dir,
+        &home,
+        "echo 'kept private' | mput ~~/stor/private.txt && mget ~~/stor/private.txt",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "kept private\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_sh_is_private_and_drives_every_operator_tool() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = private_tmp();
+    let dir = tmp.path().join("region");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let _down = Down(&dir, &home);
+    let (ok, text) = adm(&dir, &home, &["up"]);
+    assert!(ok, "up failed:\n{text}");
+
+    let mode = std::fs::metadata(dir.join("env.sh"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "env.sh holds the S3 secret: {mode:o}");
+
+    // manatee-adm finds the region's etcd and shard from env.sh alone.
+    let (ok, out, err) = sourced(&dir, &home, "manatee-adm pg-status --json");
+    assert!(ok, "manatee-adm pg-status: {err}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let mut roles: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sitter"]["role"].as_str().unwrap())
+        .collect();
+    roles.sort_unstable();
+    assert_eq!(roles, ["async", "primary", "sync"], "{out}");
+
+    // moray-cli finds Moray; manta-adm finds the region without --dir.
+    let (ok, out, err) = sourced(&dir, &home, "moray-cli listbuckets");
+    assert!(
+        ok && out.contains("manta"),
+        "moray-cli listbuckets: {out}{err}"
+    );
+    let (ok, out, err) = sourced(&dir, &home, "cd / && manta-adm status --json");
+    assert!(ok, "manta-adm status without --dir: {err}");
+    assert!(out.contains("frontdoor"), "{out}");
+    let (ok, out, err) = sourced(&dir, &home, "manta-adm account get \"$MANTA_USER\"");
+    assert!(
+        ok && out.contains("regiontest"),
+        "manta-adm account get: {out}{err}"
+    );
+
+    // A reader that stops early ends every tool quietly.
+    let (_, out, err) = sourced(
+        &dir,
+        &home,
+        "manta-adm status | head -1; manatee-adm pg-status | head -1; \
+         moray-cli listbuckets | head -1; mls ~~ | head -1; true",
+    );
+    assert!(out.starts_with("SERVICE"), "{out}");
+    assert!(
+        !err.contains("panicked") && !err.contains("Broken pipe") && !err.contains("os error 32"),
+        "a closed pipe made a tool complain:\n{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_that_cannot_start_is_named_with_its_own_error_at_once() {
+    let tmp = private_tmp();
+    let dir = tmp.path().join("region");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let _down = Down(&dir, &home);
+    let (ok, text) = adm(&dir, &home, &["up"]);
+    assert!(ok, "up failed:\n{text}");
+    let (ok, text) = adm(&dir, &home, &["down"]);
+    assert!(ok, "{text}");
+
+    // Something else holds the front door's port: the next `up` must say so, not time out.
+    let region: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("region.json")).unwrap()).unwrap();
+    let port = region["ports"]["frontdoor"].as_u64().unwrap();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port as u16)).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, text) = adm(&dir, &home, &["up"]);
+    let took = started.elapsed();
+    assert!(
+        !ok,
+        "up succeeded with the front door's port taken:\n{text}"
+    );
+    assert!(text.contains("frontdoor failed to start"), "{text}");
+    assert!(
+        text.contains("Address already in use"),
+        "the front door's own error: {text}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "took {took:?}:\n{text}"
+    );
 }
 
 async fn client(dir: &Path, home: &Path) -> manta_client::MantaClient {
@@ -69,10 +230,7 @@ async fn client(dir: &Path, home: &Path) -> manta_client::MantaClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_status_down_up_keeps_data() {
-    let tmp = tempfile::Builder::new()
-        .prefix("manta-test-region-")
-        .tempdir()
-        .unwrap();
+    let tmp = private_tmp();
     let dir = tmp.path().join("region");
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();

@@ -667,6 +667,9 @@ pub fn main(name: &str, args: &[String]) -> ExitCode {
     };
     match r {
         Ok(code) => ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)),
+        Err(e) if manta_util::cli::is_broken_pipe(&e) => {
+            ExitCode::from(manta_util::cli::CLOSED_PIPE_STATUS as u8)
+        }
         Err(e) => {
             eprintln!("{name}: {e}");
             ExitCode::from(1)

@@ -230,6 +230,15 @@ pub async fn run(cfg: SitterConfig, shutdown: CancellationToken) -> Result<(), E
         manta_util::blocking(move || s.prepare_dirs())
             .await
             .map_err(|e| Error::io("create the data dir", e))?;
+        // Postgres runs as its own user when we are root: a data dir that user cannot reach
+        // would fail initdb, base backups and every start, over and over. Refuse at once.
+        let base = setup.base.clone();
+        manta_util::blocking(move || {
+            manta_util::proc::check_user_reaches(manta_util::proc::PG_USER, &base)
+                .map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("data dir {}: {e}", setup.base.display())))?;
     }
     let coord = Arc::new(Coord::new(&cfg.etcd, &cfg.shard, cfg.etcd_timeout)?);
     let metrics = Arc::new(Metrics::new());

@@ -314,3 +314,42 @@ async fn planned_promotion_and_rebuild() -> Result<()> {
     .await?;
     Ok(())
 }
+
+/// A sitter whose data dir the Postgres user cannot reach (a 0700 directory of root's, such as
+/// a checkout under `/root`) exits at once naming the directory in the way, instead of failing
+/// initdb over and over while its `/ping` answers.
+#[test]
+fn a_data_dir_postgres_cannot_reach_is_refused_at_once() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !testkit::process::is_root() {
+        eprintln!("not root: Postgres runs as this user, which reaches its own directories");
+        return Ok(());
+    }
+    let private = tempfile::Builder::new()
+        .prefix("manatee-private-")
+        .tempdir()?;
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700))?;
+    let data = private.path().join("peer");
+    let started = Instant::now();
+    let out = std::process::Command::new(SITTER)
+        .arg("--etcd")
+        .arg("http://127.0.0.1:9")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--pg-port")
+        .arg(testkit::process::free_port()?.to_string())
+        .arg("--sitter-port")
+        .arg(testkit::process::free_port()?.to_string())
+        .env_remove("RUST_BACKTRACE")
+        .output()?;
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "the sitter ran: {err}");
+    ensure!(took < Duration::from_secs(10), "took {took:?}");
+    ensure!(
+        err.contains("postgres user cannot reach")
+            && err.contains(&private.path().display().to_string()),
+        "the error names the directory postgres cannot enter: {err}"
+    );
+    Ok(())
+}

@@ -44,7 +44,7 @@ impl MorayTarget {
         } else if !self.etcd.is_empty() {
             moray::ShardedClient::from_etcd(self.etcd.clone()).await?
         } else {
-            let region = Region::open(&self.region.dir)?;
+            let region = Region::open_existing(&self.region.dir)?;
             let url = region
                 .moray_url()
                 .context("no --moray or --etcd given, and the region has no Moray")?;
@@ -68,7 +68,7 @@ impl MorayTarget {
                 .await?
                 .system()
         } else {
-            let region = Region::open(&self.region.dir)?;
+            let region = Region::open_existing(&self.region.dir)?;
             let url = region.moray_url().with_context(|| {
                 format!(
                     "no --moray or --etcd given, and the region in {} has no Moray",
@@ -99,6 +99,14 @@ enum Cmd {
     },
     /// Stop every service of the region (its data stays).
     Down(DirArg),
+    /// Stop the region and delete it: its directory and the Postgres files kept outside it.
+    Destroy {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Really delete everything.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Create the metadata buckets the object store uses on every shard (safe to run again).
     Setup(MorayTarget),
     /// Manage accounts and their SSH keys.
@@ -289,6 +297,7 @@ async fn account(cmd: AccountCmd) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    manta_util::cli::exit_quietly_on_closed_pipe();
     manta_util::logging::init(manta_util::logging::LogFormat::Plain);
     match Args::parse().cmd {
         Cmd::Up(DirArg { dir }) => {
@@ -310,7 +319,7 @@ async fn main() -> Result<()> {
             );
         }
         Cmd::Status { dir, json } => {
-            let region = Region::open(&dir.dir)?;
+            let region = Region::open_existing(&dir.dir)?;
             let rows = region.status().await;
             let capacity = region.capacity().await;
             if json {
@@ -343,8 +352,19 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::Down(DirArg { dir }) => {
-            let region = Region::open(&dir)?;
+            let region = Region::open_existing(&dir)?;
             region.down();
+        }
+        Cmd::Destroy { dir, yes } => {
+            let region = Region::open_existing(&dir.dir)?;
+            if !yes {
+                bail!(
+                    "this stops the region in {} and deletes it with all its data; run again \
+                     with --yes to do it",
+                    region.dir().display()
+                );
+            }
+            region.destroy()?;
         }
         Cmd::Setup(target) => {
             target.setup().await?;

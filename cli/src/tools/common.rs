@@ -248,6 +248,10 @@ pub fn describe_client(e: &manta_client::Error) -> String {
 
 /// Prints `<tool>: <error>` to stderr and returns exit code 1.
 pub fn fail(tool: &str, e: &anyhow::Error) -> ExitCode {
+    if manta_util::cli::is_broken_pipe(e.as_ref()) {
+        // The reader went away (`mget obj | head`): end quietly, as Unix tools do.
+        return ExitCode::from(manta_util::cli::CLOSED_PIPE_STATUS as u8);
+    }
     eprintln!("{tool}: {}", describe(e));
     ExitCode::from(1)
 }

@@ -8,6 +8,8 @@
 //! - [`http`]: the `observe` middleware (request id, span, access log, metrics),
 //!   `with_observability` (adds `/ping` and `/metrics`), error responses, and `serve`.
 //! - [`metrics`]: a small labelled registry rendered in the Prometheus text format.
+//! - [`proc`]: child processes as an unprivileged user, bound to the parent's life.
+//! - [`cli`]: what every command-line tool shares (a closed stdout ends it quietly).
 //!
 //! # Guarantees
 //! - Every response carries `x-request-id`; the id is available to the handler's task through
@@ -27,6 +29,7 @@
 //! # }
 //! ```
 
+pub mod cli;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -69,4 +72,27 @@ pub fn shutdown_on_signals() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+/// Writes a file only its owner may read (mode 0600, from its creation on), replacing any
+/// earlier one atomically: for secrets such as keys, tokens and `env.sh`.
+///
+/// # Errors
+/// When the file cannot be written or renamed into place.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)
 }

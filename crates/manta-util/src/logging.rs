@@ -24,12 +24,15 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Installs the global subscriber: level from `RUST_LOG` (default `info`), written to stderr.
+/// Installs the global subscriber: level from `RUST_LOG` (default `info`), written to stderr,
+/// with colours only when stderr is a terminal (a log file gets plain text that `grep` reads).
 /// A second call is a no-op, so tests running several services in one process may all call it.
 pub fn init(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),

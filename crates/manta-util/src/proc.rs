@@ -110,3 +110,55 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) -> io::Result<()> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pid 0"))?;
     rustix::process::kill_process(pid, sig).map_err(io::Error::from)
 }
+
+/// Checks that `user` (a name, or a bare uid with no groups, such as the host uid a container's
+/// root maps to) can reach `dir`: search permission on it and on every directory above it, as
+/// the kernel decides (ACLs included), found by running `test -x` as that user. Only meaningful
+/// when we are root (only then do children run as another user); otherwise `Ok`.
+///
+/// # Errors
+/// A message naming the first directory on the path that `user` may not search, and what to do
+/// about it.
+pub fn check_user_reaches(user: &str, dir: &Path) -> Result<(), String> {
+    if !is_root() {
+        return Ok(());
+    }
+    let groups = if user.parse::<u32>().is_ok() {
+        "--clear-groups"
+    } else {
+        "--init-groups"
+    };
+    let searchable = |p: &Path| -> Result<bool, String> {
+        let st = Command::new("setpriv")
+            .args(["--reuid", user, "--regid", user, groups, "--", "test", "-x"])
+            .arg(p)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("run setpriv (util-linux) to check {}: {e}", p.display()))?;
+        Ok(st.success())
+    };
+    if searchable(dir)? {
+        return Ok(());
+    }
+    let who = if groups == "--clear-groups" {
+        format!("uid {user}")
+    } else {
+        format!("the {user} user")
+    };
+    let mut at = std::path::PathBuf::new();
+    for part in dir.components() {
+        at.push(part);
+        if !searchable(&at)? {
+            return Err(format!(
+                "{who} cannot reach {} (no search permission on {}); keep the data under a \
+                 directory it can reach, or grant it search permission there \
+                 (setfacl -m u:{user}:x {})",
+                dir.display(),
+                at.display(),
+                at.display()
+            ));
+        }
+    }
+    Err(format!("{who} cannot reach {}", dir.display()))
+}

@@ -194,6 +194,22 @@ impl Agent {
         metrics: Arc<manta_util::metrics::Metrics>,
         shutdown: &CancellationToken,
     ) -> Result<Agent> {
+        // Each task's control socket lives at tasks/<task id>/ctl/sock: a Unix socket path has
+        // at most 107 bytes, so a deep work dir would fail every task. Refuse it now instead.
+        let longest = cfg
+            .work_dir
+            .join("tasks")
+            .join(uuid::Uuid::nil().to_string())
+            .join("ctl")
+            .join("sock");
+        if longest.as_os_str().len() > 107 {
+            bail!(
+                "--work-dir {} is too long: task sockets under it would exceed the 107 bytes a \
+                 Unix socket path may have; use a work dir of at most {} bytes",
+                cfg.work_dir.display(),
+                107 - (longest.as_os_str().len() - cfg.work_dir.as_os_str().len())
+            );
+        }
         let work = cfg.work_dir.clone();
         let tools = cfg.tools_bin.clone();
         manta_util::blocking(move || {

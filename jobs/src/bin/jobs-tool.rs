@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    manta_util::cli::exit_quietly_on_closed_pipe();
     let mut args: Vec<String> = std::env::args().collect();
     let argv0 = args.first().cloned().unwrap_or_default();
     let name = std::path::Path::new(&argv0)

@@ -90,6 +90,7 @@ fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    manta_util::cli::exit_quietly_on_closed_pipe();
     let args = Args::parse();
     let coord = Coord::new(
         std::slice::from_ref(&args.etcd),

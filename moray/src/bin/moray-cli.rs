@@ -168,8 +168,12 @@ fn parse_json(s: &str) -> Result<Value> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    manta_util::cli::exit_quietly_on_closed_pipe();
     match run(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if manta_util::cli::is_broken_pipe(e.as_ref()) => {
+            std::process::ExitCode::from(manta_util::cli::CLOSED_PIPE_STATUS as u8)
+        }
         Err(e) => {
             // Moray's own errors print in their wire form, so scripts can branch on the name.
             match e.downcast_ref::<moray::Error>() {
