@@ -51,16 +51,7 @@ pub struct FdClient {
     token: String,
 }
 
-/// Percent-encodes a Manta path for a URL (segments keep their `/`).
-pub fn url_path(path: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-    percent_encoding::utf8_percent_encode(path, SET).to_string()
-}
+use manta_types::path::encode_url_path as url_path;
 
 impl FdClient {
     /// A client of the front door at `base` using `token`.

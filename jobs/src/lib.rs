@@ -2,7 +2,9 @@
 //! the data, so the bytes of a map input never cross the network.
 //!
 //! Who calls what: the front door serves the jobs HTTP API through [`api::handle`] (users and
-//! the `mjob` tools create jobs and add inputs); the **supervisor** (`jobs-supervisor`, one
+//! the `mjob` tools create jobs and add inputs; the spec, the records and the handlers are the
+//! `manta-jobs-api` crate, re-exported here, so the front door does not link what follows);
+//! the **supervisor** (`jobs-supervisor`, one
 //! leader elected through etcd) turns inputs into tasks and drives every job to its end; an
 //! **agent** (`jobs-agent`) beside each storage node runs the tasks dispatched to its node in
 //! fresh OCI containers (`runc`); inside a container the tools of `jobs-tool` (`mcat`,
@@ -10,9 +12,8 @@
 //! the agent serves for that task. All of them coordinate only through records in Moray.
 //!
 //! # Layout
-//! - [`spec`]: the job JSON users submit, parsed and validated.
-//! - [`records`]: job state in Moray (jobs, items, tasks, errors, agent heartbeats).
-//! - [`api`]: the jobs HTTP API the front door calls ([`api::JobsApi`], [`api::handle`]).
+//! - [`spec`], [`records`], [`api`]: from `manta-jobs-api` (the job JSON, job state in Moray,
+//!   the HTTP handlers).
 //! - [`supervisor`]: the leader-elected supervisor.
 //! - [`agent`]: the per-node agent; [`agent::container`] the OCI bundle; [`agent::ctl`] the
 //!   task's control socket.
@@ -48,10 +49,9 @@
 //! ```
 
 pub mod agent;
-pub mod api;
 pub mod fdclient;
 pub mod gateway;
-pub mod records;
-pub mod spec;
 pub mod supervisor;
 pub mod tools;
+
+pub use manta_jobs_api::{api, records, spec};

@@ -1,6 +1,7 @@
 //! The front door: the public face of the object store.
 //!
-//! It serves the Manta HTTP API (and, as they land, the S3 and jobs APIs): it authenticates
+//! It serves the Manta HTTP API, the jobs API (`/:login/jobs`, through `manta-jobs-api`) and,
+//! on a port of its own, the S3 API: it authenticates
 //! callers (HTTP Signatures with SSH keys, presigned URLs, tokens), checks they may act on the
 //! path, reads and writes metadata through Moray (sharded by parent directory), places new
 //! objects on storage nodes from their capacity heartbeats, streams bodies to every copy at
@@ -10,11 +11,15 @@
 //! - [`config`]: [`Config`], built once.
 //! - [`state`]: [`Frontdoor`] (the shared clients), [`start`] and [`run`].
 //! - [`api`]: routing, authorisation and the handlers (objects, directories, links, CORS,
-//!   conditional requests, headers).
+//!   conditional requests, headers); jobs routes go to `manta_jobs_api::api::handle`.
+//! - [`s3`]: the S3 API (its own listener, SigV4/SigV2, buckets, objects, multipart), over the
+//!   same data path and metadata.
+//! - [`error`]: errors of the front door and how they map to the Manta error codes.
 //! - [`data`]: the data path (fan-out writes, failover reads, checksums).
 //! - [`picker`]: placement from heartbeats.
 //! - [`shark`]: connections to storage nodes.
-//! - [`accounts`]: accounts in Moray, and the operator actions on them.
+//!
+//! Accounts come from `manta-accounts` (the metadata layer), not from here.
 //!
 //! # Guarantees
 //! - A 2xx to an object `PUT` means every requested copy is fsynced on its node and the record
@@ -34,7 +39,6 @@
 //! # }
 //! ```
 
-pub mod accounts;
 pub mod api;
 pub mod config;
 pub mod data;

@@ -14,10 +14,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::accounts::MorayAccounts;
 use crate::config::{Config, MoraySource};
 use crate::picker::Picker;
 use crate::shark::SharkClient;
+use manta_accounts::MorayAccounts;
 
 /// Everything a request handler needs, shared by all requests.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub struct Frontdoor {
     /// Concurrency limit.
     pub throttle: Arc<Semaphore>,
     /// The jobs API (job state lives in Moray's system shard).
-    pub jobs: jobs::api::JobsApi,
+    pub jobs: manta_jobs_api::api::JobsApi,
 }
 
 async fn connect_moray(src: &MoraySource) -> Result<ShardedClient> {
@@ -73,7 +73,7 @@ impl Frontdoor {
             match connect_moray(&cfg.moray).await {
                 Ok(m) => match (
                     m.setup_manta_buckets().await,
-                    crate::accounts::ensure_bucket(&m.system()).await,
+                    manta_accounts::ensure_bucket(&m.system()).await,
                 ) {
                     (Ok(()), Ok(())) => break m,
                     (Err(e), _) | (_, Err(e)) => {
@@ -97,7 +97,8 @@ impl Frontdoor {
         let mut auth =
             Authenticator::new(accounts.clone()).with_tokens(TokenKey::new(&cfg.token_secret));
         auth.max_skew = cfg.clock_skew;
-        let jobs = jobs::api::JobsApi::new(moray.clone(), TokenKey::new(&cfg.token_secret));
+        let jobs =
+            manta_jobs_api::api::JobsApi::new(moray.clone(), TokenKey::new(&cfg.token_secret));
         jobs.setup()
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))

@@ -370,6 +370,13 @@ pub const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// Percent-encodes a path (a Manta path, an S3 key) for a URL: everything but RFC 3986
+/// unreserved characters and `/` (a space becomes `%20`, `+` becomes `%2B`).
+pub fn encode_url_path(path: &str) -> String {
+    const PATH: &AsciiSet = &SEGMENT.remove(b'/');
+    utf8_percent_encode(path, PATH).to_string()
+}
+
 /// Percent-decodes a raw URL path into UTF-8.
 ///
 /// # Errors

@@ -96,3 +96,37 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
     drop(f);
     std::fs::rename(&tmp, path)
 }
+
+/// A loopback TCP port that is free now, for a service that will bind it later (a region's
+/// layout, a test's server).
+///
+/// It is drawn at random from below the kernel's ephemeral range (`ip_local_port_range`), so
+/// the source port of some outgoing connection cannot take it before the service binds it, and
+/// two callers choosing at the same moment rarely pick the same one.
+///
+/// # Errors
+/// When no free port is found after many tries.
+pub fn unused_port() -> std::io::Result<u16> {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = if ephemeral_low > 12_000 {
+        (10_000u16, ephemeral_low)
+    } else {
+        // An unusual range: fall back to ports the kernel hands out itself.
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        return Ok(l.local_addr()?.port());
+    };
+    for _ in 0..1000 {
+        let r = uuid::Uuid::new_v4().as_u128();
+        let port = low + (r % u128::from(high - low)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free loopback port below the ephemeral range",
+    ))
+}

@@ -2,7 +2,6 @@
 //! and reported (log tail) when the test that owns them fails.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -16,8 +15,7 @@ pub use manta_util::proc::{PG_USER, is_root};
 /// # Errors
 /// When no port can be bound.
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind an ephemeral port")?;
-    Ok(l.local_addr()?.port())
+    manta_util::unused_port().context("find a free port")
 }
 
 /// Gives a path (recursively) to `user`, so a process running as that user can use it.

@@ -211,7 +211,9 @@ async fn dispatch(
     authorize(&caller, &owner, &path, &method)?;
 
     // The jobs API: /:login/jobs (create, list) and /:login/jobs/<id>/live/*.
-    if path.area() == Some(Area::Jobs) && jobs::api::is_jobs_route(&method, path.segments()) {
+    if path.area() == Some(Area::Jobs)
+        && manta_jobs_api::api::is_jobs_route(&method, path.segments())
+    {
         // Only the owner may use its jobs API (authorize() already refused everyone else).
         if caller.account().map(|a| a.uuid.as_str()) != Some(owner.uuid.as_str()) {
             return Err(err(
@@ -220,7 +222,7 @@ async fn dispatch(
             ));
         }
         *route = "Jobs";
-        let jreq = jobs::api::JobsRequest {
+        let jreq = manta_jobs_api::api::JobsRequest {
             method: method.clone(),
             owner: owner.clone(),
             segments: path.segments().to_vec(),
@@ -228,7 +230,7 @@ async fn dispatch(
             headers: req.headers().clone(),
             body: req.into_body(),
         };
-        return jobs::api::handle(&fd.jobs, jreq).await;
+        return manta_jobs_api::api::handle(&fd.jobs, jreq).await;
     }
 
     let ctx = Ctx {

@@ -90,13 +90,7 @@ pub fn check_part_number(n: i32) -> S3Result<u32> {
 /// `EncodingType=url`: percent-encodes everything but unreserved characters and `/`
 /// (a space becomes `%20`, `+` becomes `%2B`), as S3 does in listings.
 pub fn url_encode(s: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~')
-        .remove(b'/');
-    percent_encoding::utf8_percent_encode(s, SET).to_string()
+    manta_types::path::encode_url_path(s)
 }
 
 #[cfg(test)]

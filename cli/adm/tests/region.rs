@@ -361,7 +361,7 @@ async fn up_status_down_up_keeps_data() {
 
     // The original npm client works with the same env.sh.
     let node_client = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/node-manta/node_modules/manta/bin/mls");
+        .join("../../target/node-manta/node_modules/manta/bin/mls");
     assert!(
         node_client.exists(),
         "the manta npm client is not installed (./run-tests installs it)"

@@ -1,11 +1,16 @@
-//! `manta-adm`: operate a region.
+//! `manta-adm`: operate a region. `up`, `status`, `down` and `destroy` run a whole region on
+//! this machine ([`region`]); `setup`, `account` and `s3-key` act on any region's metadata
+//! through Moray (accounts through the `manta-accounts` crate). It links the metadata layer, not
+//! the front door or the storage nodes, whose binaries it only starts.
+
+mod region;
 
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use frontdoor::accounts::AccountAdmin;
-use manta_cli::region::Region;
+use manta_accounts::AccountAdmin;
+use region::Region;
 
 /// Operate a region of the object store.
 #[derive(Debug, Parser)]
@@ -54,7 +59,7 @@ impl MorayTarget {
             .setup_manta_buckets()
             .await
             .context("create the object store's buckets")?;
-        frontdoor::accounts::ensure_bucket(&sharded.system())
+        manta_accounts::ensure_bucket(&sharded.system())
             .await
             .context("create the accounts bucket")?;
         Ok(())
@@ -77,7 +82,7 @@ impl MorayTarget {
             })?;
             moray::MorayClient::new(&url)?
         };
-        frontdoor::accounts::ensure_bucket(&client)
+        manta_accounts::ensure_bucket(&client)
             .await
             .context("prepare the accounts bucket")?;
         Ok(AccountAdmin::new(client))

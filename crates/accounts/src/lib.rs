@@ -1,5 +1,8 @@
-//! Accounts kept in Moray (bucket `manta_accounts` on the system shard), and the operator
-//! actions on them that `manta-adm account` runs.
+//! Accounts at the metadata layer: kept in Moray (bucket `manta_accounts` on the system
+//! shard), read by the front door through [`MorayAccounts`] (the `AccountStore` it
+//! authenticates against), and changed by operators through [`AccountAdmin`] (what
+//! `manta-adm account` and `manta-adm s3-key` run). It depends only on Moray and the account
+//! types of `manta-auth`, so operator tools need not link the front door.
 //!
 //! A record is the [`Account`] JSON plus a derived `s3AccessKeyIds` array so S3 requests find
 //! their account through an index. Logins are unique (a unique index); lookups are cached for a

@@ -1,4 +1,5 @@
-//! A whole region on one machine, under one directory: what `manta-adm up|status|down` manage.
+//! A whole region on one machine, under one directory: what `manta-adm up|status|down|destroy`
+//! manage.
 //!
 //! The region is etcd, one metadata shard of three Manatee peers (each a sitter running its own
 //! Postgres), two Moray instances following the shard's primary, the shard ring in etcd, three
@@ -18,7 +19,6 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -147,7 +147,7 @@ pub struct Region {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(manta_util::unused_port()?)
 }
 
 fn ports(n: usize) -> Result<Vec<u16>> {
@@ -662,17 +662,17 @@ impl Region {
                     .collect(),
             };
             let (what, shown) = if errors.is_empty() {
-                ("last lines", &recent[recent.len().saturating_sub(10)..])
+                ("last lines of", &recent[recent.len().saturating_sub(10)..])
             } else if errors[0].starts_with("Error: ") {
-                ("its error, from", &errors[..])
+                ("its error, in", &errors[..])
             } else {
-                ("last errors", &errors[errors.len().saturating_sub(10)..])
+                ("last errors in", &errors[errors.len().saturating_sub(10)..])
             };
             if shown.is_empty() {
                 continue;
             }
             out.push_str(&format!(
-                "\n{what} of {}:\n  {}",
+                "\n{what} {}:\n  {}",
                 log.display(),
                 shown.join("\n  ")
             ));
@@ -763,7 +763,7 @@ impl Region {
         println!("jobs (a supervisor, and an agent beside each storage node):");
         self.start_and_wait(&group("jobs-")).await?;
         let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
-        let admin = frontdoor::accounts::AccountAdmin::new(sharded.system());
+        let admin = manta_accounts::AccountAdmin::new(sharded.system());
         let (login, key_id) = self.ensure_account(&admin).await?;
         self.file.login = Some(login.clone());
         self.save()?;
@@ -774,7 +774,7 @@ impl Region {
 
     /// The account's first S3 access key, made on the first `up`.
     async fn ensure_s3_key(
-        admin: &frontdoor::accounts::AccountAdmin,
+        admin: &manta_accounts::AccountAdmin,
         login: &str,
     ) -> Result<manta_auth::S3Key> {
         let (account, _) = admin.get(login).await?;
@@ -817,7 +817,7 @@ impl Region {
             .setup_manta_buckets()
             .await
             .context("create the metadata buckets")?;
-        frontdoor::accounts::ensure_bucket(&sharded.system())
+        manta_accounts::ensure_bucket(&sharded.system())
             .await
             .context("create the accounts bucket")?;
         println!("  metadata buckets ready");
@@ -828,7 +828,7 @@ impl Region {
     /// no key), and an account for them.
     async fn ensure_account(
         &self,
-        admin: &frontdoor::accounts::AccountAdmin,
+        admin: &manta_accounts::AccountAdmin,
     ) -> Result<(String, String)> {
         let login = match &self.file.login {
             Some(l) => l.clone(),
@@ -875,7 +875,7 @@ impl Region {
                     println!("  added {} to account {login}", pubkey.display());
                 }
             }
-            Err(frontdoor::accounts::AdminError::NotFound(_)) => {
+            Err(manta_accounts::AdminError::NotFound(_)) => {
                 admin.create(&login, &[line.trim().to_owned()]).await?;
                 println!("  created account {login} with key {}", pubkey.display());
             }

@@ -228,7 +228,7 @@ impl JobsApi {
         let loc = format!("/{}/jobs/{id}", req.owner.login);
         r.headers_mut().insert(
             header::LOCATION,
-            HeaderValue::from_str(&crate::fdclient::url_path(&loc))
+            HeaderValue::from_str(&manta_types::path::encode_url_path(&loc))
                 .expect("encoded paths are valid header values"),
         );
         Ok(r)
