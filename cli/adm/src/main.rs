@@ -55,14 +55,7 @@ impl MorayTarget {
                 .context("no --moray or --etcd given, and the region has no Moray")?;
             moray::ShardedClient::single(&url)?
         };
-        sharded
-            .setup_manta_buckets()
-            .await
-            .context("create the object store's buckets")?;
-        manta_accounts::ensure_bucket(&sharded.system())
-            .await
-            .context("create the accounts bucket")?;
-        Ok(())
+        region::setup_buckets(&sharded).await
     }
 
     async fn admin(&self) -> Result<AccountAdmin> {

@@ -813,13 +813,7 @@ impl Region {
             );
         }
         let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
-        sharded
-            .setup_manta_buckets()
-            .await
-            .context("create the metadata buckets")?;
-        manta_accounts::ensure_bucket(&sharded.system())
-            .await
-            .context("create the accounts bucket")?;
+        setup_buckets(&sharded).await?;
         println!("  metadata buckets ready");
         Ok(())
     }
@@ -1042,6 +1036,21 @@ impl Region {
             let _ = fs::remove_file(self.service_dir(s).join("pid"));
         }
     }
+}
+
+/// Creates every Moray bucket the object store uses, accounts included (safe to run again).
+///
+/// # Errors
+/// When Moray refuses.
+pub async fn setup_buckets(sharded: &moray::ShardedClient) -> Result<()> {
+    sharded
+        .setup_manta_buckets()
+        .await
+        .context("create the object store's buckets")?;
+    manta_accounts::ensure_bucket(&sharded.system())
+        .await
+        .context("create the accounts bucket")?;
+    Ok(())
 }
 
 fn remove_tree(p: &Path) -> Result<()> {

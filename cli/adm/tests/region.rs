@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn adm(dir: &Path, home: &Path, args: &[&str]) -> (bool, String) {
@@ -44,19 +44,6 @@ fn env_sh(dir: &Path) -> HashMap<String, String> {
         .collect()
 }
 
-/// Stops the region even when an assertion fails, so no daemon outlives the test, and deletes
-/// it (with any Postgres files kept outside its directory) unless `MANTA_TEST_KEEP=1`.
-struct Down<'a>(&'a Path, &'a Path);
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        if std::env::var("MANTA_TEST_KEEP").is_ok_and(|v| v == "1") {
-            let _ = adm(self.0, self.1, &["down"]);
-        } else {
-            let _ = adm(self.0, self.1, &["destroy", "--yes"]);
-        }
-    }
-}
-
 /// Runs a bash script in a shell that has sourced the region's `env.sh` (and nothing else of
 /// this test's environment that names the region): (success, stdout, stderr).
 fn sourced(dir: &Path, home: &Path, script: &str) -> (bool, String, String) {
@@ -80,38 +67,68 @@ fn sourced(dir: &Path, home: &Path, script: &str) -> (bool, String, String) {
     )
 }
 
-/// A temp dir that only its owner may enter (as `mktemp -d` makes, or a home such as `/root`).
-fn private_tmp() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let tmp = tempfile::Builder::new()
-        .prefix("manta-test-region-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    tmp
+/// A region in a temp dir that only its owner may enter (as `mktemp -d` makes, or a home such
+/// as `/root`), with a home of its own for the user's SSH key. Dropping it stops the region
+/// even when an assertion failed, so no daemon outlives the test, and deletes it (with any
+/// data kept outside its directory) unless `MANTA_TEST_KEEP=1`.
+struct TestRegion {
+    tmp: tempfile::TempDir,
+    dir: PathBuf,
+    home: PathBuf,
+}
+
+impl TestRegion {
+    /// Brings the region up; panics with `up`'s output when that fails.
+    fn up() -> TestRegion {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::Builder::new()
+            .prefix("manta-test-region-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let r = TestRegion {
+            dir: tmp.path().join("region"),
+            home: tmp.path().join("home"),
+            tmp,
+        };
+        std::fs::create_dir_all(&r.home).unwrap();
+        let (ok, text) = adm(&r.dir, &r.home, &["up"]);
+        assert!(ok, "up in a 0700 directory failed:\n{text}");
+        r
+    }
+}
+
+impl Drop for TestRegion {
+    fn drop(&mut self) {
+        if std::env::var("MANTA_TEST_KEEP").is_ok_and(|v| v == "1") {
+            let _ = adm(&self.dir, &self.home, &["down"]);
+            eprintln!(
+                "keeping {}",
+                std::mem::replace(&mut self.tmp, tempfile::tempdir().unwrap())
+                    .keep()
+                    .display()
+            );
+        } else {
+            let _ = adm(&self.dir, &self.home, &["destroy", "--yes"]);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_in_a_private_directory_stores_and_reads() {
-    let tmp = private_tmp();
-    let dir = tmp.path().join("region");
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let _down = Down(&dir, &home);
-
-    let (ok, text) = adm(&dir, &home, &["up"]);
-    assert!(ok, "up in a 0700 directory failed:\n{text}");
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
     if manta_util::proc::is_root() {
         // Postgres runs as `postgres`, which cannot enter the directory: its files live
         // elsewhere, linked from the peer's directory.
         let link = dir.join("manatee1/data");
-        let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{link:?}: {e}\n{text}"));
-        assert!(!target.starts_with(tmp.path()), "{target:?}");
+        let target = std::fs::read_link(&link).unwrap_or_else(|e| panic!("{link:?}: {e}"));
+        assert!(!target.starts_with(r.tmp.path()), "{target:?}");
         assert!(target.join("pgdata/PG_VERSION").exists(), "{target:?}");
     }
     let (ok, out, err) = sourced(
-        &dir,
-        &home,
+        dir,
+        home,
         "echo 'kept private' | mput ~~/stor/private.txt && mget ~~/stor/private.txt",
     );
     assert!(ok, "{err}");
@@ -121,13 +138,8 @@ async fn a_region_in_a_private_directory_stores_and_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_sh_is_private_and_drives_every_operator_tool() {
     use std::os::unix::fs::PermissionsExt as _;
-    let tmp = private_tmp();
-    let dir = tmp.path().join("region");
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let _down = Down(&dir, &home);
-    let (ok, text) = adm(&dir, &home, &["up"]);
-    assert!(ok, "up failed:\n{text}");
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
 
     let mode = std::fs::metadata(dir.join("env.sh"))
         .unwrap()
@@ -136,7 +148,7 @@ async fn env_sh_is_private_and_drives_every_operator_tool() {
     assert_eq!(mode & 0o777, 0o600, "env.sh holds the S3 secret: {mode:o}");
 
     // manatee-adm finds the region's etcd and shard from env.sh alone.
-    let (ok, out, err) = sourced(&dir, &home, "manatee-adm pg-status --json");
+    let (ok, out, err) = sourced(dir, home, "manatee-adm pg-status --json");
     assert!(ok, "manatee-adm pg-status: {err}");
     let rows: serde_json::Value =
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -150,15 +162,15 @@ async fn env_sh_is_private_and_drives_every_operator_tool() {
     assert_eq!(roles, ["async", "primary", "sync"], "{out}");
 
     // moray-cli finds Moray; manta-adm finds the region without --dir.
-    let (ok, out, err) = sourced(&dir, &home, "moray-cli listbuckets");
+    let (ok, out, err) = sourced(dir, home, "moray-cli listbuckets");
     assert!(
         ok && out.contains("manta"),
         "moray-cli listbuckets: {out}{err}"
     );
-    let (ok, out, err) = sourced(&dir, &home, "cd / && manta-adm status --json");
+    let (ok, out, err) = sourced(dir, home, "cd / && manta-adm status --json");
     assert!(ok, "manta-adm status without --dir: {err}");
     assert!(out.contains("frontdoor"), "{out}");
-    let (ok, out, err) = sourced(&dir, &home, "manta-adm account get \"$MANTA_USER\"");
+    let (ok, out, err) = sourced(dir, home, "manta-adm account get \"$MANTA_USER\"");
     assert!(
         ok && out.contains("regiontest"),
         "manta-adm account get: {out}{err}"
@@ -166,8 +178,8 @@ async fn env_sh_is_private_and_drives_every_operator_tool() {
 
     // A reader that stops early ends every tool quietly.
     let (_, out, err) = sourced(
-        &dir,
-        &home,
+        dir,
+        home,
         "manta-adm status | head -1; manatee-adm pg-status | head -1; \
          moray-cli listbuckets | head -1; mls ~~ | head -1; true",
     );
@@ -180,14 +192,9 @@ async fn env_sh_is_private_and_drives_every_operator_tool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_that_cannot_start_is_named_with_its_own_error_at_once() {
-    let tmp = private_tmp();
-    let dir = tmp.path().join("region");
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let _down = Down(&dir, &home);
-    let (ok, text) = adm(&dir, &home, &["up"]);
-    assert!(ok, "up failed:\n{text}");
-    let (ok, text) = adm(&dir, &home, &["down"]);
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
+    let (ok, text) = adm(dir, home, &["down"]);
     assert!(ok, "{text}");
 
     // Something else holds the front door's port: the next `up` must say so, not time out.
@@ -196,7 +203,7 @@ async fn a_service_that_cannot_start_is_named_with_its_own_error_at_once() {
     let port = region["ports"]["frontdoor"].as_u64().unwrap();
     let _squatter = std::net::TcpListener::bind(("127.0.0.1", port as u16)).unwrap();
     let started = std::time::Instant::now();
-    let (ok, text) = adm(&dir, &home, &["up"]);
+    let (ok, text) = adm(dir, home, &["up"]);
     let took = started.elapsed();
     assert!(
         !ok,
@@ -230,19 +237,13 @@ async fn client(dir: &Path, home: &Path) -> manta_client::MantaClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_status_down_up_keeps_data() {
-    let tmp = private_tmp();
-    let dir = tmp.path().join("region");
-    let home = tmp.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let _down = Down(&dir, &home);
-
-    let (ok, text) = adm(&dir, &home, &["up"]);
-    assert!(ok, "up failed:\n{text}");
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
     assert!(
         home.join(".ssh/id_ed25519").exists(),
         "no key was generated for the user"
     );
-    let st = status(&dir, &home);
+    let st = status(dir, home);
     let services = st["services"].as_array().unwrap();
     let names: Vec<&str> = services
         .iter()
@@ -272,13 +273,13 @@ async fn up_status_down_up_keeps_data() {
         .map(|n| n["datacenter"].as_str().unwrap())
         .collect();
     assert_eq!(dcs.len(), 3, "three failure domains: {st}");
-    let (_, people) = adm(&dir, &home, &["status"]);
+    let (_, people) = adm(dir, home, &["status"]);
     assert!(
         people.contains("primary") && people.contains("sync") && people.contains("async"),
         "{people}"
     );
 
-    let env = env_sh(&dir);
+    let env = env_sh(dir);
     assert_eq!(env["MANTA_USER"], "regiontest");
 
     // A user's session: source env.sh, then the tools by their usual names.
@@ -314,14 +315,14 @@ async fn up_status_down_up_keeps_data() {
         mget ~~/buckets/region-bucket/objects/from/s3.txt | sed 's/^/via-manta: /'
         echo ~~/buckets/region-bucket/objects/from/s3.txt | mjob create -o -m 'wc -l' | sed 's/^/s3-job: /'
     "#;
-    let work = tmp.path().join("work");
+    let work = r.tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let out = Command::new("bash")
         .arg("-c")
         .arg(script)
         .current_dir(&work)
-        .env("REGION", &dir)
-        .env("HOME", &home)
+        .env("REGION", dir)
+        .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
@@ -372,8 +373,8 @@ async fn up_status_down_up_keeps_data() {
             ". \"$REGION/env.sh\" && node {} ~~/stor/kept",
             node_client.display()
         ))
-        .env("REGION", &dir)
-        .env("HOME", &home)
+        .env("REGION", dir)
+        .env("HOME", home)
         .env_remove("SSH_AUTH_SOCK")
         .output()
         .unwrap();
@@ -389,20 +390,20 @@ async fn up_status_down_up_keeps_data() {
         ["deep/", "obj"]
     );
 
-    let (ok, text) = adm(&dir, &home, &["down"]);
+    let (ok, text) = adm(dir, home, &["down"]);
     assert!(ok, "{text}");
-    for s in status(&dir, &home)["services"].as_array().unwrap() {
+    for s in status(dir, home)["services"].as_array().unwrap() {
         assert_eq!(s["state"], "stopped");
     }
 
-    let (ok, text) = adm(&dir, &home, &["up"]);
+    let (ok, text) = adm(dir, home, &["up"]);
     assert!(ok, "second up failed:\n{text}");
     assert_eq!(
-        env_sh(&dir)["MANTA_URL"],
+        env_sh(dir)["MANTA_URL"],
         env["MANTA_URL"],
         "the region moved to a new port"
     );
-    let c = client(&dir, &home).await;
+    let c = client(dir, home).await;
     assert_eq!(
         c.get_bytes("~~/stor/kept/obj").await.unwrap(),
         "survives restarts\n"
