@@ -34,10 +34,10 @@ impl FdError {
         }
     }
 
-    /// Worth retrying (transport failure or 5xx).
+    /// Worth retrying (a transport failure, or a status the one retry rule names).
     pub fn is_retryable(&self) -> bool {
         match self {
-            FdError::Api { status, .. } => *status >= 500,
+            FdError::Api { status, .. } => manta_types::error::retryable_status(*status),
             FdError::Transport(_) => true,
         }
     }
@@ -120,7 +120,7 @@ impl FdClient {
             },
             None => FdError::Api {
                 status,
-                code: "InternalError".into(),
+                code: ErrorCode::InternalError.as_str().into(),
                 message: String::from_utf8_lossy(&body).into_owned(),
             },
         })

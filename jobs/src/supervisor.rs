@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use manta_types::{MantaPath, MetadataRecord};
+use manta_types::{JobErrorCode, MantaPath, MetadataRecord};
 use moray::ShardedClient;
 use moray::types::PutOptions;
 use tokio_util::sync::CancellationToken;
@@ -275,14 +275,20 @@ impl Sup {
             .is_empty())
     }
 
-    fn error(job: &Job, phase: u32, code: &str, message: String, input: Option<&str>) -> JobError {
+    fn error(
+        job: &Job,
+        phase: u32,
+        code: JobErrorCode,
+        message: String,
+        input: Option<&str>,
+    ) -> JobError {
         JobError {
             v: records::VERSION,
             job_id: job.job_id.clone(),
             task_id: None,
             phase_num: phase,
             what: format!("phase {phase}: input"),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message,
             input: input.map(str::to_owned),
             p0input: input.map(str::to_owned),
@@ -298,20 +304,20 @@ impl Sup {
         &self,
         job: &Job,
         path: &str,
-    ) -> Result<std::result::Result<Vec<String>, (String, String)>> {
+    ) -> Result<std::result::Result<Vec<String>, (JobErrorCode, String)>> {
         let p = match MantaPath::parse(path) {
             Ok(p) => p,
-            Err(e) => return Ok(Err(("InvalidArgumentError".into(), e.to_string()))),
+            Err(e) => return Ok(Err((JobErrorCode::InvalidArgument, e.to_string()))),
         };
         if p.login() != job.login {
             return Ok(Err((
-                "AuthorizationError".into(),
+                JobErrorCode::Authorization,
                 format!("{path}: inputs must be objects of {}", job.login),
             )));
         }
         let Some((bucket, key)) = records::input_record(&p, &job.owner) else {
             return Ok(Err((
-                "InvalidArgumentError".into(),
+                JobErrorCode::InvalidArgument,
                 format!("{path} is not an object"),
             )));
         };
@@ -321,7 +327,7 @@ impl Sup {
                 if rec.owner != job.owner {
                     // A bucket of another account (bucket names are region-wide).
                     return Ok(Err((
-                        "AuthorizationError".into(),
+                        JobErrorCode::Authorization,
                         format!("{path}: inputs must be objects of {}", job.login),
                     )));
                 }
@@ -332,14 +338,14 @@ impl Sup {
                         .map(|s| s.manta_storage_id.clone())
                         .collect())),
                     None => Ok(Err((
-                        "InvalidArgumentError".into(),
+                        JobErrorCode::InvalidArgument,
                         format!("{path} is a directory"),
                     ))),
                 }
             }
             Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
                 Ok(Err((
-                    "ResourceNotFoundError".into(),
+                    JobErrorCode::ResourceNotFound,
                     format!("{path} was not found"),
                 )))
             }
@@ -438,7 +444,7 @@ impl Sup {
                 (PhaseType::Map, Some(loc)) => match loc? {
                     Err((code, msg)) => {
                         item.state = item_state::FAILED.into();
-                        let e = Self::error(j, item.to_phase, &code, msg, Some(&item.p0input));
+                        let e = Self::error(j, item.to_phase, code, msg, Some(&item.p0input));
                         ops.push(put_op(
                             ITEMS,
                             &it.key,
@@ -636,7 +642,7 @@ impl Sup {
             let mut e = Self::error(
                 job,
                 task.phase,
-                "InternalError",
+                JobErrorCode::Internal,
                 format!(
                     "task failed on {} attempts: its node did not finish it",
                     task.attempt

@@ -226,12 +226,9 @@ impl Error {
     /// True when the same call may succeed if made again a little later (no primary yet,
     /// server unreachable). Conflicts and bad requests are not retryable.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::NoDatabasePeers { .. } | Error::Unavailable { .. } => true,
-            Error::Ring { retryable, .. } => *retryable,
-            Error::Other { status, .. } => *status == 503,
-            _ => false,
-        }
+        // One table: a failure is retryable exactly when its code says the service is
+        // unavailable.
+        self.code() == ErrorCode::ServiceUnavailable
     }
 
     /// The structured context sent beside the message.

@@ -283,10 +283,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + nanos % (base / 4 + 1))
 }
 
-/// Statuses worth another try of an idempotent request.
-fn retryable_status(status: u16) -> bool {
-    matches!(status, 500 | 502 | 503 | 504)
-}
+use manta_types::error::retryable_status;
 
 /// The Manta API client. Cheap to clone (clones share the connection pool).
 #[derive(Debug, Clone)]

@@ -96,7 +96,7 @@ impl Error {
     /// True when trying the same request again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Api { status, .. } => matches!(*status, 500 | 502 | 503 | 504),
+            Error::Api { status, .. } => manta_types::error::retryable_status(*status),
             Error::Http { source, .. } => {
                 source.is_connect() || source.is_timeout() || source.is_request()
             }

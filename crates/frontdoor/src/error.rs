@@ -17,23 +17,24 @@ pub fn err(code: ErrorCode, message: impl Into<String>) -> MantaError {
 /// metadata tier the retryable `ServiceUnavailable`; anything else is logged and reported as
 /// `InternalError` without its details.
 pub fn from_moray(e: moray::Error, path: &str) -> MantaError {
-    use moray::Error as E;
-    match e {
-        E::ObjectNotFound { .. } => {
+    // Moray's own table (`HasErrorCode`) says what kind of failure it is; this only words it
+    // for the path at hand and keeps internal details out of the answer.
+    match manta_types::HasErrorCode::code(&e) {
+        ErrorCode::ResourceNotFound => {
             err(ErrorCode::ResourceNotFound, format!("{path} was not found"))
         }
-        E::EtagConflict { .. } | E::UniqueAttribute { .. } => err(
+        ErrorCode::ConcurrentRequest => err(
             ErrorCode::ConcurrentRequest,
             format!("{path} was being concurrently updated"),
         ),
-        e if e.is_retryable() => {
+        ErrorCode::ServiceUnavailable => {
             warn!(error = %e, path, "metadata tier unavailable");
             err(
                 ErrorCode::ServiceUnavailable,
                 "manta is unable to serve this request",
             )
         }
-        e => {
+        _ => {
             warn!(error = %e, path, "metadata tier failed");
             err(ErrorCode::InternalError, "an unexpected error occurred")
         }

@@ -19,7 +19,7 @@ macro_rules! error_codes {
         }
 
         impl ErrorCode {
-            /// Every code, in declaration order (used to render `docs/error-codes.md`).
+            /// Every code, in declaration order.
             pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )* ];
 
             /// The wire name, as it appears in the `code` field of an error body.
@@ -171,6 +171,76 @@ error_codes! {
     InvalidMultipartUploadState = ("InvalidMultipartUploadState", 409),
 }
 
+/// Why a job's task or input failed: the `code` of a job error (`live/err`, `err.txt`), as
+/// the original's job tools report and branch on them. A table apart from [`ErrorCode`]: these
+/// are never an HTTP answer, and some share a name with a request error only by history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobErrorCode {
+    /// The phase's `init` command failed, or an asset could not be fetched.
+    TaskInit,
+    /// The user's command failed (non-zero exit, a signal, out of memory).
+    UserTask,
+    /// The task ran past its time limit and was killed.
+    TaskKilled,
+    /// The system failed the task (its node did not finish it after every retry).
+    Internal,
+    /// An input does not exist.
+    ResourceNotFound,
+    /// An input belongs to another account.
+    Authorization,
+    /// An input is not an object (a directory, a malformed path).
+    InvalidArgument,
+}
+
+impl JobErrorCode {
+    /// Every code.
+    pub const ALL: &'static [JobErrorCode] = &[
+        JobErrorCode::TaskInit,
+        JobErrorCode::UserTask,
+        JobErrorCode::TaskKilled,
+        JobErrorCode::Internal,
+        JobErrorCode::ResourceNotFound,
+        JobErrorCode::Authorization,
+        JobErrorCode::InvalidArgument,
+    ];
+
+    /// The wire name, as in the `code` field of a job error.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobErrorCode::TaskInit => "TaskInitError",
+            JobErrorCode::UserTask => "UserTaskError",
+            JobErrorCode::TaskKilled => "TaskKilledError",
+            JobErrorCode::Internal => "InternalError",
+            JobErrorCode::ResourceNotFound => "ResourceNotFoundError",
+            JobErrorCode::Authorization => "AuthorizationError",
+            JobErrorCode::InvalidArgument => "InvalidArgumentError",
+        }
+    }
+
+    /// Looks a wire name up (the inverse of [`JobErrorCode::as_str`]).
+    pub fn from_wire(name: &str) -> Option<JobErrorCode> {
+        JobErrorCode::ALL
+            .iter()
+            .copied()
+            .find(|c| c.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for JobErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The one retry rule for HTTP answers between our services and from our clients: a request
+/// that got one of these statuses may be sent again unchanged (if it is idempotent) and may then
+/// succeed. Transport failures (refused connections, timeouts) are retryable too; every other
+/// status is an answer that the same request will get again.
+pub const fn retryable_status(status: u16) -> bool {
+    matches!(status, 500 | 502 | 503 | 504)
+}
+
 impl ErrorCode {
     /// True when a client may retry the same request later and expect it to succeed.
     pub const fn is_retryable(self) -> bool {
@@ -273,6 +343,17 @@ impl HasErrorCode for MantaError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn job_error_codes_round_trip() {
+        let mut names = std::collections::HashSet::new();
+        for c in JobErrorCode::ALL {
+            assert!(names.insert(c.as_str()), "{c} twice");
+            assert_eq!(JobErrorCode::from_wire(c.as_str()), Some(*c));
+        }
+        assert_eq!(JobErrorCode::from_wire("NoSuchError"), None);
+    }
+
     use super::*;
 
     /// The table of the original's REST codes and statuses, transcribed from the public API

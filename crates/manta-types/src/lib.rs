@@ -35,7 +35,7 @@ pub mod record;
 pub mod s3;
 pub mod time;
 
-pub use error::{ErrorBody, ErrorCode, HasErrorCode, MantaError};
+pub use error::{ErrorBody, ErrorCode, HasErrorCode, JobErrorCode, MantaError};
 pub use ids::{Etag, InvalidId, ObjectId};
 pub use path::{Area, MantaPath, PathError, expand_tilde};
 pub use record::{DirectoryInfo, EntryKind, MetadataRecord, ObjectInfo, RecordError, SharkRef};

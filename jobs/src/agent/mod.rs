@@ -20,7 +20,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use futures_util::Stream;
-use manta_types::{EntryKind, MantaPath, MetadataRecord, ObjectId, ObjectInfo, SharkRef};
+use manta_types::{
+    EntryKind, JobErrorCode, MantaPath, MetadataRecord, ObjectId, ObjectInfo, SharkRef,
+};
 use moray::ShardedClient;
 use moray::types::PutOptions;
 use storage_node::client::{PutRequest, StorageClient};
@@ -684,14 +686,14 @@ impl Agent {
         Ok(Ok(f))
     }
 
-    fn error(task: &Task, server: &str, code: &str, message: String) -> JobError {
+    fn error(task: &Task, server: &str, code: JobErrorCode, message: String) -> JobError {
         JobError {
             v: records::VERSION,
             job_id: task.job_id.clone(),
             task_id: Some(task.task_id.clone()),
             phase_num: task.phase,
             what: format!("phase {}: task", task.phase),
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message,
             input: task.input.clone(),
             p0input: Some(task.p0input.clone()),
@@ -738,7 +740,7 @@ impl Agent {
             base: base.clone(),
             next_reducers,
         });
-        let fail = |code: &str, msg: String| {
+        let fail = |code: JobErrorCode, msg: String| {
             Ok(Some(Finished {
                 ok: false,
                 outputs: Vec::new(),
@@ -768,7 +770,7 @@ impl Agent {
                     Some(empty)
                 }
                 Ok(f) => Some(f),
-                Err(e) => return fail("ResourceNotFoundError", e.to_string()),
+                Err(e) => return fail(JobErrorCode::ResourceNotFound, e.to_string()),
             },
             _ => None,
         };
@@ -783,7 +785,7 @@ impl Agent {
         for a in &phase.assets {
             let dest = dir.join("assets").join(a.trim_start_matches('/'));
             if let Err(e) = fetch(&tj.fd, a, &dest).await {
-                return fail("TaskInitError", format!("asset {a}: {e:#}"));
+                return fail(JobErrorCode::TaskInit, format!("asset {a}: {e:#}"));
             }
         }
         if !phase.assets.is_empty() {
@@ -923,7 +925,7 @@ impl Agent {
                 let mut e = Self::error(
                     task,
                     &self.cfg.storage_id,
-                    "TaskKilledError",
+                    JobErrorCode::TaskKilled,
                     format!(
                         "task exceeded its time limit of {} and was killed",
                         humantime::format_duration(self.cfg.task_timeout)
@@ -948,13 +950,13 @@ impl Agent {
                 init_failed: Some(c),
                 ..
             }) => (
-                Some("TaskInitError"),
+                Some(JobErrorCode::TaskInit),
                 format!("user command \"init\" exited with code {c}"),
             ),
             // A process killed at the memory limit fails the task even when the command
             // carried on: its output is likely incomplete.
             Some(s) if s.oom_kills > 0 => (
-                Some("UserTaskError"),
+                Some(JobErrorCode::UserTask),
                 format!(
                     "user command ran out of memory (limit {} MB): a process was killed",
                     phase.memory
@@ -964,11 +966,11 @@ impl Agent {
             Some(LackeyStatus {
                 signal: Some(sig), ..
             }) => (
-                Some("UserTaskError"),
+                Some(JobErrorCode::UserTask),
                 format!("user command was killed by signal {sig}"),
             ),
             Some(LackeyStatus { code: Some(c), .. }) => (
-                Some("UserTaskError"),
+                Some(JobErrorCode::UserTask),
                 format!("user command exited with code {c}"),
             ),
             _ => {
@@ -983,7 +985,7 @@ impl Agent {
                 }
                 // Lackey itself was killed (the memory limit is the usual cause).
                 (
-                    Some("UserTaskError"),
+                    Some(JobErrorCode::UserTask),
                     match status.code() {
                         Some(137) => format!(
                             "task was killed (SIGKILL); it probably exceeded its memory limit of {} MB",

@@ -49,10 +49,10 @@ pub fn unavailable(cause: impl std::fmt::Display) -> S3Error {
 /// Maps a Moray failure that the caller did not expect (conditions are handled where they
 /// are made).
 pub fn from_moray(e: moray::Error) -> S3Error {
-    if e.is_retryable() {
-        unavailable(e)
-    } else {
-        internal(e)
+    // Moray's own table (`HasErrorCode`) decides; S3 has no codes for the rest.
+    match manta_types::HasErrorCode::code(&e) {
+        ErrorCode::ServiceUnavailable => unavailable(e),
+        _ => internal(e),
     }
 }
 
