@@ -23,7 +23,7 @@ use clap::Parser;
 use manta_client::MantaClient;
 use serde_json::{Value, json};
 
-use crate::tools::common::{Conn, parse, resolve, run};
+use crate::tools::common::{Conn, parse, parse_and_run, resolve, run};
 
 const USAGE: &str = "usage: mjob COMMAND [OPTIONS] [ARGS]
 
@@ -335,11 +335,7 @@ fn create(args: Vec<String>) -> ExitCode {
 }
 
 fn addinputs(args: Vec<String>) -> ExitCode {
-    let a: JobArgs = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mjob", async move {
+    parse_and_run("mjob", args, |a: JobArgs| async move {
         let account = a.conn.account()?.to_owned();
         let c = a.conn.client().await?;
         let inputs = read_inputs(&account)?;
@@ -405,11 +401,7 @@ fn one_job(cmd: &str, args: Vec<String>) -> ExitCode {
 }
 
 fn list(args: Vec<String>) -> ExitCode {
-    let a: ListArgs = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mjob", async move {
+    parse_and_run("mjob", args, |a: ListArgs| async move {
         let c = a.conn.client().await?;
         let mut out = std::io::stdout().lock();
         for (id, _) in c.list_jobs(a.state.as_deref()).await? {

@@ -289,6 +289,20 @@ where
     }
 }
 
+/// A tool's whole `main`: parses its arguments (as [`parse`] does), then runs `body` with them
+/// (as [`run`] does).
+pub fn parse_and_run<P, F, Fut>(tool: &str, args: Vec<String>, body: F) -> ExitCode
+where
+    P: clap::Parser,
+    F: FnOnce(P) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode>>,
+{
+    match parse::<P>(args) {
+        Ok(a) => run(tool, body(a)),
+        Err(code) => code,
+    }
+}
+
 /// Parses a tool's arguments; `--help`/`--version` print and exit 0, bad usage prints the
 /// problem and the usage and exits 1 (as the original tools do).
 ///

@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use manta_client::{EntryType, WalkEntry, WalkOptions};
 use regex::Regex;
 
-use super::common::{Conn, describe_client, parse, resolve, run};
+use super::common::{Conn, describe_client, parse_and_run, resolve};
 use super::ls::{ignore_broken_pipe, json_object};
 
 /// Walk Manta directory trees, printing the entries that match.
@@ -53,11 +53,7 @@ struct Args {
 
 /// `mfind`.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let a: Args = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mfind", async move { mfind(a).await })
+    parse_and_run("mfind", args, |a: Args| async move { mfind(a).await })
 }
 
 struct Filter {

@@ -11,7 +11,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use manta_client::{DownloadOptions, MantaClient, WalkEntry, WalkOptions};
 
 use super::common::{
-    Conn, bar_progress, describe_client, parse, parse_headers, progress_bar, resolve, run,
+    Conn, bar_progress, describe_client, parse_and_run, parse_headers, progress_bar, resolve,
     want_progress,
 };
 use super::put::shared_progress;
@@ -51,11 +51,7 @@ struct Args {
 
 /// `mget`.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let a: Args = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mget", async move {
+    parse_and_run("mget", args, |a: Args| async move {
         let r = if a.recursive {
             get_tree(a).await
         } else {

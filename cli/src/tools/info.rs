@@ -7,7 +7,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http::Method;
 
-use super::common::{Conn, describe_client, parse, resolve, run};
+use super::common::{Conn, describe_client, parse_and_run, resolve};
 use super::ls::json_object;
 
 /// Show the HTTP headers of Manta objects and directories.
@@ -26,11 +26,7 @@ struct Args {
 
 /// `minfo`.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let a: Args = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("minfo", async move { minfo(a).await })
+    parse_and_run("minfo", args, |a: Args| async move { minfo(a).await })
 }
 
 fn version(v: http::Version) -> &'static str {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Datelike as _, Local, TimeZone as _, Timelike as _, Utc};
 use clap::{ArgAction, Parser};
 use manta_client::{DirEntry, EntryType, ListOptions, MantaClient, ObjectInfo};
 
-use super::common::{Conn, human_size, parse, resolve, run};
+use super::common::{Conn, human_size, parse_and_run, resolve};
 
 /// List Manta directories (an object's path lists the object).
 #[derive(Debug, Parser)]
@@ -50,11 +50,7 @@ struct Args {
 
 /// `mls`.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let a: Args = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mls", async move { mls(a).await })
+    parse_and_run("mls", args, |a: Args| async move { mls(a).await })
 }
 
 /// What one printed line needs.

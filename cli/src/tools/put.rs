@@ -15,8 +15,8 @@ use manta_client::{MantaClient, Progress, PutOptions};
 use md5::{Digest as _, Md5};
 
 use super::common::{
-    Conn, bar_progress, describe_client, parse, parse_headers, progress_bar, resolve, role_tag,
-    run, want_progress,
+    Conn, bar_progress, describe_client, parse_and_run, parse_headers, progress_bar, resolve,
+    role_tag, want_progress,
 };
 use super::mime::content_type_for;
 
@@ -65,11 +65,7 @@ struct Args {
 
 /// `mput`.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let a: Args = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mput", async move {
+    parse_and_run("mput", args, |a: Args| async move {
         if a.recursive {
             put_tree(a).await
         } else {

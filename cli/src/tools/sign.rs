@@ -11,7 +11,7 @@ use clap::Parser;
 use manta_auth::KeySigner;
 use manta_client::MantaClient;
 
-use super::common::{Conn, parse, resolve, run};
+use super::common::{Conn, parse_and_run, resolve};
 
 /// Make presigned URLs for Manta objects (valid for an hour unless -e/-E say otherwise).
 #[derive(Debug, Parser)]
@@ -45,11 +45,7 @@ struct Args {
 
 /// `msign`.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let a: Args = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("msign", async move { msign(a).await })
+    parse_and_run("msign", args, |a: Args| async move { msign(a).await })
 }
 
 const METHODS: [&str; 6] = ["GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"];

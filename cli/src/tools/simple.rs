@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Parser;
 
-use super::common::{Conn, parse, parse_headers, resolve, role_tag, run};
+use super::common::{Conn, parse_and_run, parse_headers, resolve, role_tag};
 
 fn resolve_all(paths: &[String], conn: &Conn) -> Result<Vec<String>> {
     let account = conn.account()?.to_owned();
@@ -50,11 +50,7 @@ struct MkdirArgs {
 
 /// `mmkdir`.
 pub fn mmkdir(args: Vec<String>) -> ExitCode {
-    let a: MkdirArgs = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mmkdir", async move {
+    parse_and_run("mmkdir", args, |a: MkdirArgs| async move {
         let paths = resolve_all(&a.paths, &a.conn)?;
         let mut headers = parse_headers(&a.header)?;
         headers.extend(role_tag(&a.role_tag));
@@ -86,11 +82,7 @@ struct RmdirArgs {
 
 /// `mrmdir`.
 pub fn mrmdir(args: Vec<String>) -> ExitCode {
-    let a: RmdirArgs = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mrmdir", async move {
+    parse_and_run("mrmdir", args, |a: RmdirArgs| async move {
         interactive_ok(a.interactive)?;
         let paths = resolve_all(&a.paths, &a.conn)?;
         let client = a.conn.client().await?;
@@ -131,11 +123,7 @@ struct RmArgs {
 
 /// `mrm`.
 pub fn mrm(args: Vec<String>) -> ExitCode {
-    let a: RmArgs = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mrm", async move {
+    parse_and_run("mrm", args, |a: RmArgs| async move {
         interactive_ok(a.interactive)?;
         let paths = resolve_all(&a.paths, &a.conn)?;
         let client = a.conn.client().await?;
@@ -181,11 +169,7 @@ struct LnArgs {
 
 /// `mln`.
 pub fn mln(args: Vec<String>) -> ExitCode {
-    let a: LnArgs = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mln", async move {
+    parse_and_run("mln", args, |a: LnArgs| async move {
         let paths = resolve_all(&[a.source.clone(), a.dest.clone()], &a.conn)?;
         let headers: Vec<(String, String)> = role_tag(&a.role_tag).into_iter().collect();
         let client = a.conn.client().await?;
@@ -210,11 +194,7 @@ struct ChattrArgs {
 
 /// `mchattr`.
 pub fn mchattr(args: Vec<String>) -> ExitCode {
-    let a: ChattrArgs = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("mchattr", async move {
+    parse_and_run("mchattr", args, |a: ChattrArgs| async move {
         let paths = resolve_all(&a.paths, &a.conn)?;
         let headers = parse_headers(&a.header)?;
         let client = a.conn.client().await?;

@@ -15,7 +15,7 @@ use futures_util::StreamExt as _;
 use manta_client::{DownloadOptions, EntryType, MantaClient, PutOptions, WalkOptions};
 use md5::{Digest as _, Md5};
 
-use super::common::{Conn, describe_client, parse, parse_headers, resolve, run, si_size};
+use super::common::{Conn, describe_client, parse_and_run, parse_headers, resolve, si_size};
 use super::get::{persist, temp_beside};
 use super::mime::content_type_for;
 use super::put::scan_local;
@@ -71,11 +71,7 @@ struct Args {
 
 /// `msync`.
 pub fn main(args: Vec<String>) -> ExitCode {
-    let a: Args = match parse(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    run("msync", async move { msync(a).await })
+    parse_and_run("msync", args, |a: Args| async move { msync(a).await })
 }
 
 /// An `--exclude` pattern: the part before the first `*` must start the relative path, the

@@ -24,6 +24,21 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// The logging options every service takes, for its `Args` to flatten in.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log format: plain or json.
+    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber in the chosen format (see [`init`]).
+    pub fn init(&self) {
+        init(self.log_format);
+    }
+}
+
 /// Installs the global subscriber: level from `RUST_LOG` (default `info`), written to stderr,
 /// with colours only when stderr is a terminal (a log file gets plain text that `grep` reads).
 /// A second call is a no-op, so tests running several services in one process may all call it.

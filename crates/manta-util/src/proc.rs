@@ -162,3 +162,35 @@ pub fn check_user_reaches(user: &str, dir: &Path) -> Result<(), String> {
     }
     Err(format!("{who} cannot reach {}", dir.display()))
 }
+
+/// The directory of the newest installed PostgreSQL's programs (`initdb`, `postgres`,
+/// `pg_basebackup`, ...): the highest `/usr/lib/postgresql/<version>/bin` that has them (where
+/// Debian puts them), else a directory on `PATH` that has `initdb`.
+///
+/// # Errors
+/// `NotFound`, saying so, when PostgreSQL is not installed.
+pub fn pg_bindir() -> io::Result<std::path::PathBuf> {
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").exists() && bin.join("postgres").exists()).then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        if Path::new(dir).join("initdb").exists() {
+            return Ok(std::path::PathBuf::from(dir));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or on PATH)",
+    ))
+}

@@ -23,28 +23,8 @@ pub fn pg_bindir() -> Result<PathBuf> {
     if let Ok(dir) = std::env::var("MANTA_PG_BINDIR") {
         return Ok(PathBuf::from(dir));
     }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((v, bin))
-        })
-        .collect();
-    versions.sort();
-    if let Some((_, bin)) = versions.pop() {
-        return Ok(bin);
-    }
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        if Path::new(dir).join("initdb").exists() {
-            return Ok(PathBuf::from(dir));
-        }
-    }
-    bail!(
-        "PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or on PATH); run the README's test command, which installs it"
-    )
+    manta_util::proc::pg_bindir()
+        .context("run the README's test command, which installs PostgreSQL")
 }
 
 fn run(mut cmd: Command, what: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use manta_util::logging::{self, LogFormat};
+use manta_util::logging::LogArgs;
 
 /// The jobs agent of one storage node.
 #[derive(Debug, Parser)]
@@ -54,15 +54,14 @@ struct Args {
     /// How often to look for tasks.
     #[arg(long, env = "MANTA_POLL", default_value = "100ms", value_parser = humantime::parse_duration)]
     poll: Duration,
-    /// Log format: plain or json.
-    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    logging::init(a.log_format);
+    a.log.init();
     if a.slots == 0 || a.pids_limit < 8 {
         bail!("--slots must be at least 1 and --pids-limit at least 8");
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use manta_util::logging::{self, LogFormat};
+use manta_util::logging::LogArgs;
 
 /// The jobs API gateway.
 #[derive(Debug, Parser)]
@@ -24,15 +24,14 @@ struct Args {
     /// The front doors' token secret file (tokens issued to jobs must verify there).
     #[arg(long, env = "MANTA_TOKEN_SECRET_FILE")]
     token_secret_file: PathBuf,
-    /// Log format: plain or json.
-    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    logging::init(a.log_format);
+    a.log.init();
     let secret = std::fs::read(&a.token_secret_file)
         .with_context(|| format!("read {}", a.token_secret_file.display()))?;
     if secret.len() < 16 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use manta_util::logging::{self, LogFormat};
+use manta_util::logging::LogArgs;
 
 /// The jobs supervisor.
 #[derive(Debug, Parser)]
@@ -39,15 +39,14 @@ struct Args {
     /// Attempts per task on infrastructure failures.
     #[arg(long, env = "MANTA_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
-    /// Log format: plain or json.
-    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    logging::init(a.log_format);
+    a.log.init();
     if a.etcd.is_empty() {
         bail!("--etcd needs at least one endpoint");
     }

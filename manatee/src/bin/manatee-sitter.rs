@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use manta_util::logging::{self, LogFormat};
+use manta_util::logging::LogArgs;
 
 /// Runs one PostgreSQL peer (as its child, under the `postgres` user) and keeps it in the
 /// shard's primary -> sync -> async chain, failing over automatically.
@@ -58,9 +58,8 @@ struct Args {
     /// An initdb'd data dir to copy instead of running initdb for the shard's first database.
     #[arg(long, env = "MANTA_INITDB_FROM")]
     initdb_from: Option<PathBuf>,
-    /// Log format: plain or json.
-    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn parse_setting(s: &str) -> Result<(String, String), String> {
@@ -78,34 +77,16 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-fn pg_bindir() -> Result<PathBuf> {
-    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v: u32 = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("postgres").exists().then_some((v, bin))
-        })
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .map(|(_, b)| b)
-        .context("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin); pass --pg-bindir")
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    logging::init(args.log_format);
+    args.log.init();
     if args.lease_ttl < Duration::from_secs(1) || args.keepalive * 2 > args.lease_ttl {
         bail!("--lease-ttl must be at least 1s and at least twice --keepalive");
     }
     let bindir = match args.pg_bindir {
         Some(b) => b,
-        None => pg_bindir()?,
+        None => manta_util::proc::pg_bindir().context("pass --pg-bindir")?,
     };
     let mut cfg = manatee::sitter::SitterConfig::new(
         args.etcd.split(',').map(str::to_owned).collect(),

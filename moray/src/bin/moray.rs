@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use manta_util::logging::{self, LogFormat};
+use manta_util::logging::LogArgs;
 use moray::server::{Config, DatabaseSource};
 
 /// Moray: buckets of JSON records over PostgreSQL, for one metadata shard.
@@ -39,9 +39,8 @@ struct Args {
     /// Time in-flight requests get to finish on SIGTERM.
     #[arg(long, env = "MANTA_DRAIN", default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
-    /// Log format: plain or json.
-    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn config(args: Args) -> Result<Config> {
@@ -73,7 +72,7 @@ fn config(args: Args) -> Result<Config> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    logging::init(args.log_format);
+    args.log.init();
     let config = config(args)?;
     moray::server::run(config, manta_util::shutdown_on_signals()).await?;
     Ok(())

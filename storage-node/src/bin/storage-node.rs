@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use manta_util::logging::{self, LogFormat};
+use manta_util::logging::LogArgs;
 use storage_node::dataset::DatasetSpec;
 use storage_node::{Config, MorayConfig, gc, scrub};
 
@@ -66,9 +66,8 @@ struct Args {
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "MANTA_DRAIN", default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
-    /// Log format: plain or json.
-    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 impl TryFrom<Args> for Config {
@@ -114,7 +113,7 @@ impl TryFrom<Args> for Config {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    logging::init(args.log_format);
+    args.log.init();
     let config = Config::try_from(args)?;
     if config.moray.is_none() {
         tracing::warn!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use frontdoor::{Config, MoraySource, TlsFiles};
-use manta_util::logging::{LogFormat, init};
+use manta_util::logging::LogArgs;
 
 /// Serve the Manta HTTP API.
 #[derive(Debug, Parser)]
@@ -67,15 +67,14 @@ struct Args {
     /// Serve private data over plain HTTP to non-loopback clients (testing only).
     #[arg(long, env = "MANTA_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
-    /// Log format: plain or json.
-    #[arg(long, env = "MANTA_LOG_FORMAT", default_value = "plain")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    init(args.log_format);
+    args.log.init();
     let moray = match (args.moray.is_empty(), args.etcd.is_empty()) {
         (false, true) => MoraySource::Single(args.moray),
         (true, false) => MoraySource::Etcd(args.etcd),
