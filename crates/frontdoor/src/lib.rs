@@ -13,7 +13,8 @@
 //!   conditional requests, headers).
 //! - [`data`]: the data path (fan-out writes, failover reads, checksums).
 //! - [`picker`]: placement from heartbeats.
-//! - [`shark`]: connections to storage nodes.
+//! - Storage nodes are reached through the `storage-api` crate's client; [`Frontdoor`]
+//!   holds its connector (settings and connection pool).
 //! - [`accounts`]: accounts in Moray, and the operator actions on them.
 //!
 //! # Guarantees
@@ -41,7 +42,6 @@ pub mod data;
 pub mod error;
 pub mod picker;
 pub mod s3;
-pub mod shark;
 pub mod state;
 
 pub use config::{Config, MoraySource, S3Config, TlsFiles};

@@ -53,6 +53,9 @@ use crate::{
 /// beyond them.
 pub const NODE_QUEUE: usize = 2;
 
+/// The chunks of an object's bytes as a node sends them.
+pub type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>;
+
 /// The body of a pooled request.
 type ReqBody = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -262,8 +265,8 @@ impl GetResponse {
     }
 
     /// The body as a stream of chunks, each within the read timeout of the one before.
-    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
-        body_stream(self.body, self.read_timeout)
+    pub fn into_stream(self) -> BodyStream {
+        Box::pin(body_stream(self.body, self.read_timeout))
     }
 
     /// The whole body in memory (small objects and tests only).
@@ -401,11 +404,7 @@ impl StorageClient {
 
     /// `host:port` of the node.
     fn authority(&self) -> &str {
-        let rest = self
-            .base
-            .strip_prefix("http://")
-            .unwrap_or(self.base.as_str());
-        rest.split('/').next().unwrap_or(rest)
+        authority(&self.base)
     }
 
     /// A request to `path` over the pool (absolute URI), with the request id.
@@ -711,6 +710,15 @@ impl StorageClient {
     }
 }
 
+/// Where a storage node's object API is (`host:port` of its URL).
+fn authority(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    rest.split('/').next().unwrap_or(rest)
+}
+
 /// Adds the request id of the current request, if any (and if it is a valid header value).
 fn with_request_id(mut b: http::request::Builder) -> http::request::Builder {
     if let Some(id) = manta_util::http::current_request_id()
@@ -777,4 +785,15 @@ fn info_of(
         },
         None,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities() {
+        assert_eq!(authority("http://127.0.0.1:8081"), "127.0.0.1:8081");
+        assert_eq!(authority("http://n1:80/x"), "n1:80");
+    }
 }
