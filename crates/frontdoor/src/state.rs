@@ -31,7 +31,7 @@ pub struct Frontdoor {
     pub auth: Authenticator,
     /// Placement and node addresses.
     pub picker: Arc<Picker>,
-    /// Storage node connections.
+    /// How storage nodes are reached: the settings and pool every node's client shares.
     pub sharks: storage_api::Connector,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
