@@ -174,11 +174,6 @@ impl Connector {
             base,
         }
     }
-
-    /// The limit on establishing a connection.
-    pub fn connect_timeout(&self) -> Duration {
-        self.timeouts.connect
-    }
 }
 
 /// An upload for [`StorageClient::put`]: the body and what is known about it up front.
@@ -435,7 +430,7 @@ impl StorageClient {
     ) -> Result<Response<Incoming>, ClientError> {
         let req = req
             .body(body)
-            .map_err(|e| ClientError::InvalidResponse(format!("cannot build the request: {e}")))?;
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
         let fut = self.conn.pool.request(req);
         let res = match timeout {
             Some(t) => tokio::time::timeout(t, fut)
@@ -546,7 +541,7 @@ impl StorageClient {
             rx,
             len: content_length,
         })
-        .map_err(|e| ClientError::InvalidResponse(format!("cannot build the request: {e}")))?;
+        .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
         let client = self.clone();
         let done = tokio::spawn(async move {
             let resp = send
@@ -644,15 +639,14 @@ impl StorageClient {
     /// # Errors
     /// [`ClientError::Status`] for a refused join, [`ClientError::Timeout`], transport errors.
     pub async fn commit(&self, req: &CommitRequest) -> Result<CommitResult, ClientError> {
-        let body = serde_json::to_vec(req).map_err(|e| {
-            ClientError::InvalidResponse(format!("cannot encode the commit request: {e}"))
-        })?;
+        let body =
+            serde_json::to_vec(req).map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
         let mut send = self.connect::<http_body_util::Full<Bytes>>().await?;
         let req = self
             .direct(Method::POST, COMMIT_PATH)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(http_body_util::Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::InvalidResponse(format!("cannot build the request: {e}")))?;
+            .map_err(|e| ClientError::InvalidRequest(e.to_string()))?;
         let resp = tokio::time::timeout(self.conn.timeouts.commit, send.send_request(req))
             .await
             .map_err(|_| ClientError::Timeout("answer"))?

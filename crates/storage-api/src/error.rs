@@ -57,6 +57,9 @@ pub enum ClientError {
     /// The node answered something this client does not understand.
     #[error("unexpected answer from the storage node: {0}")]
     InvalidResponse(String),
+    /// The request could not be built (a header value that HTTP does not allow).
+    #[error("cannot build the request to the storage node: {0}")]
+    InvalidRequest(String),
 }
 
 impl ClientError {
@@ -76,13 +79,9 @@ impl ClientError {
             | ClientError::Quarantined
             | ClientError::Md5Mismatch(_)
             | ClientError::RangeNotSatisfiable { .. }
-            | ClientError::InvalidResponse(_) => false,
+            | ClientError::InvalidResponse(_)
+            | ClientError::InvalidRequest(_) => false,
         }
-    }
-
-    /// Whether the node said its disk is full (507 `NotEnoughSpace`).
-    pub fn is_node_full(&self) -> bool {
-        matches!(self, ClientError::Status { status: 507, .. })
     }
 }
 
@@ -102,7 +101,9 @@ impl HasErrorCode for ClientError {
             | ClientError::Timeout(_)
             | ClientError::Transport(_)
             | ClientError::Closed => ErrorCode::ServiceUnavailable,
-            ClientError::InvalidResponse(_) => ErrorCode::InternalError,
+            ClientError::InvalidResponse(_) | ClientError::InvalidRequest(_) => {
+                ErrorCode::InternalError
+            }
         }
     }
 }
@@ -135,7 +136,6 @@ mod tests {
     #[test]
     fn codes() {
         assert_eq!(status(507, "Unknown").code(), ErrorCode::NotEnoughSpace);
-        assert!(status(507, "Unknown").is_node_full());
         assert_eq!(
             status(503, "ThrottledError").code(),
             ErrorCode::ThrottledError
