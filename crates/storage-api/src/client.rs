@@ -783,11 +783,105 @@ fn info_of(
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
 
     #[test]
     fn authorities() {
         assert_eq!(authority("http://127.0.0.1:8081"), "127.0.0.1:8081");
         assert_eq!(authority("http://n1:80/x"), "n1:80");
+    }
+
+    const SHA: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    /// A node that takes one request (head and `Content-Length` body), answers `answer`,
+    /// and hands back the request as text.
+    async fn node_once(answer: String) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the client closed before the whole request");
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            s.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(req).unwrap()
+        });
+        (url, served)
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey::parse(
+            "a5a2a7b6-4a0e-4a0f-9c39-2c1b1b0b8f11",
+            "0b7a6f0e-3d7b-4c3e-8d7e-9a6d1e2f3a4b",
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upload_on_its_own_connection_forwards_the_request_id() {
+        let body = r#"{"size":5}"#;
+        let (url, served) = node_once(format!(
+            "HTTP/1.1 201 Created\r\n{COMPUTED_MD5_HEADER}: XUFAKrxLKna5cZ2REBfFkg==\r\n\
+             {COMPUTED_SHA256_HEADER}: {SHA}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await;
+        let node = StorageClient::new(url).unwrap();
+        let stored = manta_util::http::with_request_id("req-1".into(), async {
+            let put = node.start_put(&key(), Some(5), None).await.unwrap();
+            put.send(Bytes::from_static(b"hello")).await.unwrap();
+            put.finish().await
+        })
+        .await
+        .unwrap();
+        assert_eq!(stored.size, 5);
+        assert_eq!(stored.md5_base64(), "XUFAKrxLKna5cZ2REBfFkg==");
+        let req = served.await.unwrap();
+        assert!(
+            req.starts_with(&format!("PUT {} HTTP/1.1\r\n", key())),
+            "{req}"
+        );
+        assert!(
+            req.to_ascii_lowercase().contains("x-request-id: req-1\r\n"),
+            "{req}"
+        );
+        assert!(req.ends_with("\r\n\r\nhello"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn a_pooled_read_forwards_the_request_id_and_knows_a_quarantined_copy() {
+        let body = r#"{"code":"ResourceNotFound","message":"quarantined"}"#;
+        let (url, served) = node_once(format!(
+            "HTTP/1.1 404 Not Found\r\n{QUARANTINED_HEADER}: true\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await;
+        let node = StorageClient::new(url).unwrap();
+        let got = manta_util::http::with_request_id(
+            "req-2".into(),
+            node.get(&key(), Some(ByteRange::FromTo(0, 9))),
+        )
+        .await;
+        assert!(matches!(got, Err(ClientError::Quarantined)), "{got:?}");
+        let req = served.await.unwrap().to_ascii_lowercase();
+        assert!(req.contains("x-request-id: req-2\r\n"), "{req}");
+        assert!(req.contains("range: bytes=0-9\r\n"), "{req}");
     }
 }
