@@ -3,8 +3,8 @@
 //! reported as ratios on a noisy machine. Run one with
 //! `cargo run --release -p manta-bench --bin <name>`.
 //!
-//! This library holds what the benchmarks share: timing and percentile helpers, and a
-//! closed-loop load generator.
+//! This library holds what the benchmarks share: timing and percentile helpers, a
+//! closed-loop load generator, and incompressible test data.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -92,6 +92,20 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     }
     values.sort_by(|a, b| a.total_cmp(b));
     Some(values[values.len() / 2])
+}
+
+/// Fills `buf` with pseudo-random, incompressible bytes from the xorshift state `x` (which
+/// moves on, so successive calls continue the sequence; a zero state is replaced by one).
+pub fn fill_noise(buf: &mut [u8], x: &mut u64) {
+    if *x == 0 {
+        *x = 1;
+    }
+    for chunk in buf.chunks_mut(8) {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
 }
 
 #[cfg(test)]

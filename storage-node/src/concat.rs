@@ -35,14 +35,17 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 use manta_types::ErrorCode;
-use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use crate::dataset::dir::sync_dir;
-use crate::digest::{Digests, StreamHasher};
+use crate::digest::{Digests, DigestsExt as _, StreamHasher};
 use crate::error::Error;
-use crate::server::{AppState, COMPUTED_MD5_HEADER, COMPUTED_SHA256_HEADER};
-use crate::store::{OBJECTS_DIR, ObjectKey, QuarantineNote, TMP_DIR};
+use crate::server::AppState;
+use crate::store::{QuarantineNote, TMP_DIR};
+use storage_api::{
+    COMPUTED_MD5_HEADER, COMPUTED_SHA256_HEADER, CommitRequest, CommitResult, OBJECTS_DIR,
+    ObjectKey,
+};
 
 /// Most parts one commit may join (S3's limit on the parts of an upload).
 pub const MAX_PARTS: usize = 10_000;
@@ -56,29 +59,6 @@ const CHUNK: usize = 1024 * 1024;
 /// How far ahead parts are read, and how often the joined bytes are pushed to disk (a
 /// multiple of [`CHUNK`]).
 const READAHEAD: u64 = 8 * 1024 * 1024;
-
-/// The body of `POST /mpu/commit`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CommitRequest {
-    /// Account the parts and the result belong to (the directory under `objects/`).
-    pub owner: String,
-    /// Id of the object to create.
-    pub object_id: String,
-    /// Ids of the objects to join, in order; an id may appear more than once.
-    pub parts: Vec<String>,
-}
-
-/// The answer to a commit: the digests of the result, as a PUT answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommitResult {
-    /// Base64 MD5.
-    pub md5: String,
-    /// Hex SHA-256.
-    pub sha256: String,
-    /// Size in bytes.
-    pub size: u64,
-}
 
 fn bad_request(message: &str) -> Response {
     manta_util::http::error_response_parts(ErrorCode::InvalidParameter, message)

@@ -11,11 +11,10 @@ use std::fmt;
 use std::fs::File;
 use std::io;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use md5::{Digest as _, Md5};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+pub(crate) use storage_api::digest::{Digests, md5_base64, parse_hex32, parse_md5_base64, to_hex};
 
 /// The extended attribute holding an object's [`Digests`].
 pub const XATTR_NAME: &str = "user.manta.digest";
@@ -23,39 +22,40 @@ pub const XATTR_NAME: &str = "user.manta.digest";
 /// The version of the attribute's JSON layout this build writes and understands.
 const XATTR_VERSION: u32 = 1;
 
-/// MD5 and SHA-256 of an object's bytes, and their count.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Digests {
-    /// MD5 (what `Content-MD5` and the metadata record carry).
-    pub md5: [u8; 16],
-    /// SHA-256 (stronger; what scrub trusts).
-    pub sha256: [u8; 32],
-    /// Size in bytes.
-    pub size: u64,
-}
-
-impl Digests {
+/// Reading and writing [`Digests`] as the object file's extended attribute.
+pub trait DigestsExt: Sized {
     /// The digests of the empty object.
-    pub fn empty() -> Digests {
-        Hasher::new().finish()
-    }
-
-    /// MD5 as base64, the form of `Content-MD5` (RFC 1864).
-    pub fn md5_base64(&self) -> String {
-        B64.encode(self.md5)
-    }
-
-    /// SHA-256 as lowercase hex.
-    pub fn sha256_hex(&self) -> String {
-        to_hex(&self.sha256)
-    }
+    fn empty() -> Self;
 
     /// Reads the digests stored on an open object file.
     ///
     /// # Errors
     /// `NotFound`-kind error when the file has no attribute; `InvalidData` when the attribute
     /// is not a document this build understands; other I/O errors as they come.
-    pub fn read_from(file: &File) -> io::Result<Digests> {
+    fn read_from(file: &File) -> io::Result<Self>;
+
+    /// Stores the digests on an open (temp) file, replacing any previous value.
+    ///
+    /// # Errors
+    /// I/O errors, including `Unsupported` when the filesystem has no user xattrs.
+    fn write_to(&self, file: &File) -> io::Result<()>;
+
+    /// The attribute's bytes.
+    fn encode(&self) -> Vec<u8>;
+
+    /// Parses the attribute's bytes.
+    ///
+    /// # Errors
+    /// `InvalidData` for anything but a well-formed version-1 document.
+    fn decode(bytes: &[u8]) -> io::Result<Self>;
+}
+
+impl DigestsExt for Digests {
+    fn empty() -> Digests {
+        Hasher::new().finish()
+    }
+
+    fn read_from(file: &File) -> io::Result<Digests> {
         let mut buf = [0u8; 512];
         let n = match rustix::fs::fgetxattr(file, XATTR_NAME, &mut buf[..]) {
             Ok(n) => n,
@@ -70,11 +70,7 @@ impl Digests {
         Digests::decode(&buf[..n])
     }
 
-    /// Stores the digests on an open (temp) file, replacing any previous value.
-    ///
-    /// # Errors
-    /// I/O errors, including `Unsupported` when the filesystem has no user xattrs.
-    pub fn write_to(&self, file: &File) -> io::Result<()> {
+    fn write_to(&self, file: &File) -> io::Result<()> {
         rustix::fs::fsetxattr(
             file,
             XATTR_NAME,
@@ -84,8 +80,7 @@ impl Digests {
         .map_err(io::Error::from)
     }
 
-    /// The attribute's bytes.
-    pub fn encode(&self) -> Vec<u8> {
+    fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(&Stored {
             v: XATTR_VERSION,
             md5: self.md5_base64(),
@@ -95,11 +90,7 @@ impl Digests {
         .expect("a struct of strings and numbers always serialises")
     }
 
-    /// Parses the attribute's bytes.
-    ///
-    /// # Errors
-    /// `InvalidData` for anything but a well-formed version-1 document.
-    pub fn decode(bytes: &[u8]) -> io::Result<Digests> {
+    fn decode(bytes: &[u8]) -> io::Result<Digests> {
         let bad = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
         let s: Stored = serde_json::from_slice(bytes)
             .map_err(|e| bad(format!("checksum attribute is not valid JSON: {e}")))?;
@@ -118,16 +109,6 @@ impl Digests {
             sha256,
             size: s.size,
         })
-    }
-}
-
-impl fmt::Debug for Digests {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Digests")
-            .field("md5", &self.md5_base64())
-            .field("sha256", &self.sha256_hex())
-            .field("size", &self.size)
-            .finish()
     }
 }
 
@@ -189,11 +170,6 @@ impl Hasher {
             size: self.size,
         }
     }
-}
-
-/// An MD5 as base64 (the `Content-MD5` form).
-pub fn md5_base64(md5: &[u8; 16]) -> String {
-    B64.encode(md5)
 }
 
 /// Uploads larger than this hash their MD5 on a helper thread (see [`StreamHasher`]).
@@ -300,42 +276,6 @@ impl StreamHasher {
             size: self.size,
         })
     }
-}
-
-/// Parses a `Content-MD5` value: base64 (with padding) of exactly 16 bytes.
-pub fn parse_md5_base64(s: &str) -> Option<[u8; 16]> {
-    let bytes = B64.decode(s.trim()).ok()?;
-    bytes.try_into().ok()
-}
-
-/// Lowercase hex of bytes.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
-/// Parses 64 hex digits (either case) into 32 bytes.
-pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let s = s.as_bytes();
-    if s.len() != 64 {
-        return None;
-    }
-    let nibble = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = (nibble(s[2 * i])? << 4) | nibble(s[2 * i + 1])?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

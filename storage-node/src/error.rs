@@ -7,17 +7,9 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use manta_types::{ErrorCode, HasErrorCode};
 
+use storage_api::{InvalidObjectKey, MD5_MISMATCH_STATUS, QUARANTINED_HEADER};
+
 use crate::dataset::DatasetError;
-
-/// The status a storage node answers when the body does not match `Content-MD5`. Not a
-/// standard status: the original storage node answered 469 so the front door can tell "the
-/// client sent other bytes than it promised" from every other 4xx, and the front door maps it
-/// to `ContentMD5Mismatch` (400) for the user.
-pub const MD5_MISMATCH_STATUS: u16 = 469;
-
-/// Header set on the 404 for an object whose copy here was quarantined, so operators and the
-/// front door can tell "corrupt here, read another copy" from "never stored here".
-pub const QUARANTINED_HEADER: &str = "x-manta-quarantined";
 
 /// What can go wrong serving objects.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +97,12 @@ impl Error {
         } else {
             Error::Io { what, source }
         }
+    }
+}
+
+impl From<InvalidObjectKey> for Error {
+    fn from(e: InvalidObjectKey) -> Error {
+        Error::InvalidPath(e.0)
     }
 }
 

@@ -15,9 +15,9 @@
 //! - [`dataset`]: the [`Dataset`](dataset::Dataset) trait with its `dir` and `zfs` backends and
 //!   their shared [`conformance`](dataset::conformance) suite.
 //! - [`digest`]: MD5 + SHA-256 computed while streaming, stored in an extended attribute.
-//! - [`range`]: the `Range` header.
 //! - [`heartbeat`], [`gc`], [`scrub`], [`quarantine`]: the background work.
-//! - [`client`]: a typed client of the object API.
+//! - The wire API (types, headers, the `Range` header, the object key layout) and its client
+//!   are the `storage-api` crate, which callers of a node depend on instead of this one.
 //! - [`Config`], [`StorageNode`], [`run`]: the service.
 //!
 //! # Guarantees
@@ -48,7 +48,6 @@
 //! # }
 //! ```
 
-pub mod client;
 pub mod concat;
 pub mod dataset;
 pub mod digest;
@@ -56,7 +55,6 @@ pub mod error;
 pub mod gc;
 pub mod heartbeat;
 pub mod quarantine;
-pub mod range;
 pub mod scrub;
 pub mod server;
 pub mod store;

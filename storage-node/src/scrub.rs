@@ -19,7 +19,7 @@ use manta_util::metrics::Metrics;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::digest::{Digests, to_hex};
+use crate::digest::{Digests, DigestsExt as _, to_hex};
 use crate::error::Error;
 use crate::store::{ObjectKey, QuarantineNote, Store};
 

@@ -29,14 +29,9 @@ use manta_util::http::{Observer, header_str, with_observability};
 use crate::dataset::Dataset;
 use crate::digest::{Digests, parse_md5_base64};
 use crate::error::Error;
-use crate::range::{ByteRange, RangeError};
 use crate::store::{ObjectKey, PutOptions, Store};
-
-/// The response header carrying the MD5 of an uploaded body (base64), as the original's
-/// storage node named it.
-pub const COMPUTED_MD5_HEADER: &str = "x-joyent-computed-content-md5";
-/// The response header carrying an object's SHA-256 (hex).
-pub const COMPUTED_SHA256_HEADER: &str = "x-manta-computed-sha256";
+use storage_api::range::{ByteRange, RangeError, Resolved};
+use storage_api::{COMPUTED_MD5_HEADER, COMPUTED_SHA256_HEADER};
 
 /// What the handlers share.
 #[derive(Debug)]
@@ -235,7 +230,7 @@ async fn read_object(
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
-        let cr = crate::range::Resolved { start, len }.content_range(size);
+        let cr = Resolved { start, len }.content_range(size);
         h.insert(
             header::CONTENT_RANGE,
             HeaderValue::from_str(&cr).expect("digits and punctuation are a valid header value"),

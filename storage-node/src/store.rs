@@ -35,11 +35,10 @@ use manta_util::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::dir::sync_dir;
-use crate::digest::{Digests, StreamHasher};
+use crate::digest::{Digests, DigestsExt as _, StreamHasher};
 use crate::error::Error;
+pub(crate) use storage_api::{OBJECTS_DIR, ObjectKey};
 
-/// Objects live here, under the dataset root.
-pub const OBJECTS_DIR: &str = "objects";
 /// Uploads in progress.
 pub const TMP_DIR: &str = "tmp";
 /// Objects removed by GC, by day.
@@ -58,49 +57,6 @@ const WRITE_CHUNK: usize = 128 * 1024;
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 /// Reads are done in chunks of this size.
 const READ_CHUNK: usize = 256 * 1024;
-
-/// Names one object on a node: `<owner>/<objectId>`, both canonical UUIDs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    /// The account that created the object (the original calls it the creator).
-    pub owner: uuid::Uuid,
-    /// The object id.
-    pub id: ObjectId,
-}
-
-impl ObjectKey {
-    /// Parses the two path segments of `/<owner>/<objectId>`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidPath`] unless both are canonical hyphenated UUIDs.
-    pub fn parse(owner: &str, id: &str) -> Result<ObjectKey, Error> {
-        let owner_id: ObjectId = owner.parse().map_err(|_| {
-            Error::InvalidPath(format!(
-                "owner {owner:?} is not an account uuid (expected /<owner uuid>/<object id>)"
-            ))
-        })?;
-        let id: ObjectId = id.parse().map_err(|_| {
-            Error::InvalidPath(format!(
-                "object id {id:?} is not a uuid (expected /<owner uuid>/<object id>)"
-            ))
-        })?;
-        Ok(ObjectKey {
-            owner: *owner_id.as_uuid(),
-            id,
-        })
-    }
-
-    /// `<owner>/<objectId>`, the object's path relative to an area.
-    pub fn rel_path(&self) -> PathBuf {
-        PathBuf::from(self.owner.hyphenated().to_string()).join(self.id.to_string())
-    }
-}
-
-impl std::fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "/{}/{}", self.owner.hyphenated(), self.id)
-    }
-}
 
 /// Limits and expectations for one upload.
 #[derive(Debug, Clone)]
@@ -912,11 +868,11 @@ mod tests {
             "upper case is the same uuid and maps to the same file"
         );
         assert!(matches!(
-            ObjectKey::parse("jill", i),
+            ObjectKey::parse("jill", i).map_err(Error::from),
             Err(Error::InvalidPath(_))
         ));
         assert!(matches!(
-            ObjectKey::parse(o, ".."),
+            ObjectKey::parse(o, "..").map_err(Error::from),
             Err(Error::InvalidPath(_))
         ));
     }

@@ -8,11 +8,11 @@ mod common;
 
 use common::*;
 use md5::Digest as _;
-use storage_node::concat::CommitRequest;
-use storage_node::store::ObjectKey;
+use storage_api::CommitRequest;
+use storage_api::ObjectKey;
 
 fn sha_hex(data: &[u8]) -> String {
-    storage_node::digest::to_hex(&sha2::Sha256::digest(data))
+    storage_api::digest::to_hex(&sha2::Sha256::digest(data))
 }
 
 fn md5_b64(data: &[u8]) -> String {

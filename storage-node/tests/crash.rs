@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use storage_node::client::{ClientError, PutRequest, StorageClient};
+use storage_api::{ClientError, PutRequest, StorageClient};
 use testkit::LoggedChild;
 use tokio::io::AsyncWriteExt as _;
 

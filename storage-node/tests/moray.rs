@@ -11,10 +11,10 @@ use std::time::Duration;
 use common::*;
 use moray::{MorayClient, PutOptions};
 use serde_json::{Value, json};
+use storage_api::ObjectKey;
+use storage_api::{ClientError, PutRequest};
 use storage_node::MorayConfig;
-use storage_node::client::{ClientError, PutRequest};
 use storage_node::gc::{Gc, GcConfig};
-use storage_node::store::ObjectKey;
 use testkit::TestPostgres;
 use tokio_util::sync::CancellationToken;
 

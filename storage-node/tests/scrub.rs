@@ -9,7 +9,7 @@ use std::os::unix::fs::FileExt as _;
 use std::time::Duration;
 
 use common::*;
-use storage_node::client::{ClientError, PutRequest};
+use storage_api::{ClientError, PutRequest};
 use storage_node::scrub::{ScrubConfig, scrub_pass};
 use tokio_util::sync::CancellationToken;
 

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
 use md5::Digest as _;
-use storage_node::client::{ClientError, PutRequest};
-use storage_node::range::ByteRange;
+use storage_api::ByteRange;
+use storage_api::{ClientError, PutRequest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 fn md5_of(data: &[u8]) -> [u8; 16] {
@@ -20,7 +20,7 @@ fn md5_of(data: &[u8]) -> [u8; 16] {
 }
 
 fn sha_hex(data: &[u8]) -> String {
-    storage_node::digest::to_hex(&sha2::Sha256::digest(data))
+    storage_api::digest::to_hex(&sha2::Sha256::digest(data))
 }
 
 #[tokio::test]
@@ -498,7 +498,7 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
             while !stop.is_cancelled() {
                 match client.get(&k, None).await {
                     Ok(r) => {
-                        let sha = storage_node::digest::to_hex(&r.info.sha256);
+                        let sha = storage_api::digest::to_hex(&r.info.sha256);
                         let body = r.bytes().await.unwrap();
                         assert!(
                             versions.iter().any(|v| *v == body),
@@ -553,7 +553,7 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
         .expect("the final object is one whole upload");
     assert_eq!(
         node.client.head(&k).await.unwrap().sha256,
-        storage_node::digest::parse_hex32(&shas[i]).unwrap()
+        storage_api::digest::parse_hex32(&shas[i]).unwrap()
     );
     assert!(node.tmp_files().is_empty());
     eprintln!("reader saw {seen} complete objects during the race");

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use common::{data, key};
 use md5::Digest as _;
-use storage_node::client::{PutRequest, StorageClient};
+use storage_api::ByteRange;
+use storage_api::{PutRequest, StorageClient};
 use storage_node::dataset::{self, Dataset, DatasetSpec, ZfsDataset, conformance};
-use storage_node::range::ByteRange;
 use storage_node::{Config, StorageNode};
 
 fn pool() -> Option<String> {

@@ -48,12 +48,7 @@ fn make_file(path: &Path, size: u64) -> Result<()> {
     let mut buf = vec![0u8; MIB as usize];
     let mut left = size;
     while left > 0 {
-        for chunk in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-        }
+        manta_bench::fill_noise(&mut buf, &mut x);
         let n = left.min(MIB) as usize;
         f.write_all(&buf[..n])?;
         left -= n as u64;

@@ -20,9 +20,8 @@ use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt as _;
-use manta_bench::median;
-use storage_node::client::{PutRequest, StorageClient};
-use storage_node::store::ObjectKey;
+use manta_bench::{fill_noise, median};
+use storage_api::{ObjectKey, PutRequest, StorageClient};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -75,10 +74,10 @@ impl Node {
             .stderr(log)
             .spawn()
             .with_context(|| format!("start {}", bin.display()))?;
-        let http = reqwest::Client::builder()
+        let client = storage_api::ClientBuilder::new()
             .pool_max_idle_per_host(128)
-            .build()?;
-        let client = StorageClient::with_http(http, format!("http://127.0.0.1:{port}"));
+            .build()
+            .node(format!("http://127.0.0.1:{port}"));
         for _ in 0..500 {
             if client.ping().await.is_ok() {
                 return Ok(Node {
@@ -336,7 +335,9 @@ async fn main() -> Result<()> {
         args.repeat
     );
     let node = Node::start(&bin, work.path()).await?;
-    let block = Bytes::from(storage_node::dataset::conformance::noise(MIB as usize, 99));
+    let mut block = vec![0u8; MIB as usize];
+    fill_noise(&mut block, &mut 99);
+    let block = Bytes::from(block);
     let mut rows = Vec::new();
     let mut cpu_notes = Vec::new();
     let mut hashes: Vec<f64> = (0..args.repeat)

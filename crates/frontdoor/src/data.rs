@@ -18,16 +18,16 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use http::StatusCode;
-use http_body_util::BodyExt as _;
 use manta_types::record::{EMPTY_MD5, ObjectInfo};
-use manta_types::{ErrorCode, SharkRef};
+use manta_types::{ErrorCode, HasErrorCode as _, MantaError, SharkRef};
 use md5::Digest as _;
 use rand::seq::SliceRandom as _;
+use storage_api::{ByteRange, ClientError, ObjectKey, PutStream};
 use tracing::{error, warn};
 
 use crate::api::headers::BodyLength;
 use crate::error::{ApiResult, err};
-use crate::shark::{PutStream, SharkError};
+use crate::picker::Node;
 use crate::state::Frontdoor;
 
 /// What a successful upload stored.
@@ -55,7 +55,7 @@ enum Digest {
 
 /// Hashes chunks on the blocking pool, off the async workers.
 /// Body chunks (each up to a socket read, a few hundred KiB) waiting for the hashing thread.
-/// With [`crate::shark::NODE_QUEUE`] this bounds an upload's memory: the front door holds
+/// With [`storage_api::client::NODE_QUEUE`] this bounds an upload's memory: the front door holds
 /// about a megabyte per upload in flight, however fast the client and however slow a node.
 const HASH_QUEUE: usize = 2;
 
@@ -111,8 +111,80 @@ fn out_of_space() -> manta_types::MantaError {
     )
 }
 
-async fn abort_all(streams: Vec<PutStream>) {
-    futures_util::future::join_all(streams.into_iter().map(PutStream::abort)).await;
+/// An upload to one node in progress.
+struct NodeUpload {
+    node: Node,
+    put: PutStream,
+}
+
+async fn abort_all(streams: Vec<NodeUpload>) {
+    futures_util::future::join_all(streams.into_iter().map(|s| s.put.abort())).await;
+}
+
+/// The key of object `object_id` of account `creator` on a storage node.
+fn object_key(creator: &str, object_id: &str) -> ApiResult<ObjectKey> {
+    ObjectKey::parse(creator, object_id).map_err(|e| err(ErrorCode::InternalError, e.0))
+}
+
+/// Connects to every node of `nodes` and starts the upload of `key` on each; the failures are
+/// returned beside the uploads started.
+async fn start_all(
+    fd: &Frontdoor,
+    nodes: &[Node],
+    key: &ObjectKey,
+    len: BodyLength,
+    content_md5: Option<&str>,
+) -> (Vec<NodeUpload>, Vec<(Node, ClientError)>) {
+    let attempts = futures_util::future::join_all(nodes.iter().map(|n| async move {
+        fd.sharks
+            .node(&n.url)
+            .start_put(key, len.exact, content_md5)
+            .await
+    }))
+    .await;
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    for (node, a) in nodes.iter().zip(attempts) {
+        match a {
+            Ok(put) => ok.push(NodeUpload {
+                node: node.clone(),
+                put,
+            }),
+            Err(e) => failed.push((node.clone(), e)),
+        }
+    }
+    (ok, failed)
+}
+
+/// What a node's failure to store its copy means for the client: the one place the front
+/// door turns a storage client error into an API error. `md5` is what the body hashed to.
+fn upload_failure(
+    fd: &Frontdoor,
+    node: &Node,
+    e: &ClientError,
+    md5: &str,
+    content_md5: Option<&str>,
+) -> MantaError {
+    match e.code() {
+        ErrorCode::ContentMD5Mismatch => err(
+            ErrorCode::ContentMD5Mismatch,
+            format!(
+                "Content-MD5 expected {}, but was {md5}",
+                content_md5.unwrap_or_default()
+            ),
+        ),
+        ErrorCode::NotEnoughSpace => {
+            node_full(fd, &node.storage_id);
+            out_of_space()
+        }
+        _ => {
+            warn!(error = %e, node = %node.storage_id, "storage node failed to store its copy");
+            err(
+                ErrorCode::ServiceUnavailable,
+                "a storage node failed during the upload; retry",
+            )
+        }
+    }
 }
 
 /// Streams `body` to `copies` storage nodes as object `object_id` of account `creator`.
@@ -145,6 +217,7 @@ where
     if len.exact == Some(0) {
         return empty_upload(content_md5);
     }
+    let key = object_key(creator, object_id)?;
     fd.picker
         .ensure_loaded()
         .await
@@ -158,23 +231,13 @@ where
             Err(_) if !excluded.is_empty() => break,
             Err(e) => return Err(e),
         };
-        let attempts = futures_util::future::join_all(set.iter().map(|n| {
-            fd.sharks
-                .start_put(n, creator, object_id, len.exact, content_md5)
-        }))
-        .await;
-        let mut ok = Vec::new();
-        for (node, a) in set.iter().zip(attempts) {
-            match a {
-                Ok(s) => ok.push(s),
-                Err(e) => {
-                    warn!(error = %e, node = %node.storage_id, "storage node unavailable; placing elsewhere");
-                    fd.picker.mark_down(&node.storage_id);
-                    excluded.insert(node.storage_id.clone());
-                }
-            }
+        let (ok, failed) = start_all(fd, &set, &key, len, content_md5).await;
+        for (node, e) in &failed {
+            warn!(error = %e, node = %node.storage_id, "storage node unavailable; placing elsewhere");
+            fd.picker.mark_down(&node.storage_id);
+            excluded.insert(node.storage_id.clone());
         }
-        if ok.len() == set.len() {
+        if failed.is_empty() {
             if len.exact.is_none() && len.max.is_none() {
                 let room = set
                     .iter()
@@ -194,17 +257,7 @@ where
             "No storage nodes available for this request",
         ));
     };
-    pump(
-        fd,
-        streams,
-        creator,
-        object_id,
-        len,
-        limit,
-        content_md5,
-        body,
-    )
-    .await
+    pump(fd, streams, &key, len, limit, content_md5, body).await
 }
 
 /// What an upload of zero bytes stores: nothing, anywhere.
@@ -250,40 +303,27 @@ where
     if len.exact == Some(0) {
         return empty_upload(content_md5);
     }
-    let attempts = futures_util::future::join_all(nodes.iter().map(|n| {
-        fd.sharks
-            .start_put(n, creator, object_id, len.exact, content_md5)
-    }))
-    .await;
-    let mut ok = Vec::new();
-    let mut failed = None;
-    for (node, a) in nodes.iter().zip(attempts) {
-        match a {
-            Ok(s) => ok.push(s),
-            Err(e) => {
-                warn!(error = %e, node = %node.storage_id, "storage node of a fixed set unavailable");
-                fd.picker.mark_down(&node.storage_id);
-                failed = Some(node.storage_id.clone());
-            }
-        }
+    let key = object_key(creator, object_id)?;
+    let (ok, failed) = start_all(fd, nodes, &key, len, content_md5).await;
+    for (node, e) in &failed {
+        warn!(error = %e, node = %node.storage_id, "storage node of a fixed set unavailable");
+        fd.picker.mark_down(&node.storage_id);
     }
-    if let Some(node) = failed {
+    if let Some((node, _)) = failed.last() {
         abort_all(ok).await;
         return Err(err(
             ErrorCode::ServiceUnavailable,
-            format!("storage node {node} is unavailable; retry"),
+            format!("storage node {} is unavailable; retry", node.storage_id),
         ));
     }
-    pump(fd, ok, creator, object_id, len, limit, content_md5, body).await
+    pump(fd, ok, &key, len, limit, content_md5, body).await
 }
 
 /// Streams `body` to every node of `streams` (already connected) and collects the outcome.
-#[allow(clippy::too_many_arguments)]
 async fn pump<S, E>(
     fd: &Arc<Frontdoor>,
-    streams: Vec<PutStream>,
-    creator: &str,
-    object_id: &str,
+    streams: Vec<NodeUpload>,
+    key: &ObjectKey,
     len: BodyLength,
     limit: u64,
     content_md5: Option<&str>,
@@ -331,13 +371,13 @@ where
         }
         hasher.push(chunk.clone()).await;
         let sent =
-            futures_util::future::join_all(streams.iter().map(|s| s.send(chunk.clone()))).await;
+            futures_util::future::join_all(streams.iter().map(|s| s.put.send(chunk.clone()))).await;
         if sent.iter().any(Result::is_err) {
             // A node failed mid-stream. Abort every copy (ending the bodies normally would
             // let the others commit a short object), and remove anything one committed anyway.
             let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
             warn!(
-                object_id,
+                object_id = %key.id,
                 "a storage node failed mid-upload; aborting every copy"
             );
             // A failed node has already answered (its body channel is closed): a full disk
@@ -347,9 +387,10 @@ where
             for (s, r) in streams.into_iter().zip(&sent) {
                 if r.is_err() {
                     let node = s.node.storage_id.clone();
-                    if let Ok(Err(SharkError::Status { status, .. })) =
-                        tokio::time::timeout(std::time::Duration::from_secs(1), s.finish()).await
-                        && status == StatusCode::INSUFFICIENT_STORAGE
+                    if let Ok(Err(e)) =
+                        tokio::time::timeout(std::time::Duration::from_secs(1), s.put.finish())
+                            .await
+                        && e.code() == ErrorCode::NotEnoughSpace
                     {
                         node_full(fd, &node);
                         full = true;
@@ -359,7 +400,7 @@ where
                 }
             }
             abort_all(rest).await;
-            discard(fd, &nodes, creator, object_id).await;
+            discard_key(fd, &nodes, key).await;
             return Err(if full {
                 out_of_space()
             } else {
@@ -390,42 +431,28 @@ where
         .await
         .ok_or_else(|| err(ErrorCode::InternalError, "hashing failed"))?;
     let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
-    let results = futures_util::future::join_all(streams.into_iter().map(PutStream::finish)).await;
+    let results = futures_util::future::join_all(streams.into_iter().map(|s| s.put.finish())).await;
     let mut sha256 = None;
     let mut failure = None;
-    for r in &results {
+    for (node, r) in nodes.iter().zip(&results) {
         match r {
-            Ok(stored) if stored.md5 == md5 => sha256 = sha256.or(stored.sha256.clone()),
+            Ok(stored) if stored.md5_base64() == md5 => {
+                sha256 = sha256.or(Some(stored.sha256_hex()));
+            }
             Ok(stored) => {
-                error!(ours = %md5, theirs = %stored.md5, "a storage node stored different bytes than were sent");
+                error!(ours = %md5, theirs = %stored.md5_base64(), "a storage node stored different bytes than were sent");
                 failure = Some(err(
                     ErrorCode::InternalError,
                     "an unexpected error occurred",
                 ));
             }
-            Err(SharkError::Md5Mismatch { .. }) => {
-                failure = Some(err(
-                    ErrorCode::ContentMD5Mismatch,
-                    format!(
-                        "Content-MD5 expected {}, but was {md5}",
-                        content_md5.unwrap_or_default()
-                    ),
-                ));
-            }
-            Err(SharkError::Status { node, status })
-                if *status == StatusCode::INSUFFICIENT_STORAGE =>
-            {
-                node_full(fd, node);
-                failure = Some(out_of_space());
-            }
             Err(e) => {
-                warn!(error = %e, "storage node failed to store its copy");
-                failure.get_or_insert_with(|| {
-                    err(
-                        ErrorCode::ServiceUnavailable,
-                        "a storage node failed during the upload; retry",
-                    )
-                });
+                let f = upload_failure(fd, node, e, &md5, content_md5);
+                if f.code == ErrorCode::ServiceUnavailable {
+                    failure.get_or_insert(f);
+                } else {
+                    failure = Some(f);
+                }
             }
         }
     }
@@ -439,12 +466,12 @@ where
         ));
     }
     if let Some(f) = failure {
-        discard(fd, &nodes, creator, object_id).await;
+        discard_key(fd, &nodes, key).await;
         return Err(f);
     }
     if total == 0 {
         // A chunked upload that turned out empty stores no bytes, like a zero-length one.
-        discard(fd, &nodes, creator, object_id).await;
+        discard_key(fd, &nodes, key).await;
         return Ok(Stored {
             sharks: Vec::new(),
             md5: EMPTY_MD5.into(),
@@ -471,17 +498,17 @@ where
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Best-effort removal of copies that no record will point at.
-pub async fn discard(
-    fd: &Frontdoor,
-    nodes: &[crate::picker::Node],
-    creator: &str,
-    object_id: &str,
-) {
-    futures_util::future::join_all(
-        nodes
-            .iter()
-            .map(|n| fd.sharks.delete(n, creator, object_id)),
-    )
+pub async fn discard(fd: &Frontdoor, nodes: &[Node], creator: &str, object_id: &str) {
+    // A key the nodes cannot parse was never stored on them.
+    if let Ok(key) = ObjectKey::parse(creator, object_id) {
+        discard_key(fd, nodes, &key).await;
+    }
+}
+
+async fn discard_key(fd: &Frontdoor, nodes: &[Node], key: &ObjectKey) {
+    futures_util::future::join_all(nodes.iter().map(|n| async move {
+        let _ = fd.sharks.node(&n.url).delete(key).await;
+    }))
     .await;
 }
 
@@ -498,7 +525,7 @@ pub async fn discard_refs(fd: &Frontdoor, sharks: &[SharkRef], creator: &str, ob
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
 
 /// Opens a read of an object: the status (200, 206 or 416), the node's `Content-Range`, and
-/// the body. `range` is passed to the node as is.
+/// the body. `range` is passed to the node.
 ///
 /// # Errors
 /// `ServiceUnavailable` when no copy answers.
@@ -506,7 +533,7 @@ pub async fn fetch(
     fd: &Arc<Frontdoor>,
     obj: &ObjectInfo,
     creator: &str,
-    range: Option<&str>,
+    range: Option<ByteRange>,
 ) -> ApiResult<(StatusCode, Option<String>, ByteStream)> {
     let mut copies = obj.sharks.clone();
     copies.shuffle(&mut rand::rng());
@@ -514,20 +541,17 @@ pub async fn fetch(
         warn!("cannot read storage heartbeats; reads use the last known addresses");
     }
     let oid = obj.object_id.to_string();
+    let key = object_key(creator, &oid)?;
     let mut last = String::from("no copies");
     for s in copies {
         let Some(node) = fd.picker.node(&s.manta_storage_id) else {
             last = format!("{} is unknown", s.manta_storage_id);
             continue;
         };
-        match fd.sharks.get(&node, creator, &oid, range).await {
+        match fd.sharks.node(&node.url).get(&key, range).await {
             Ok(resp) => {
                 let status = resp.status();
-                let content_range = resp
-                    .headers()
-                    .get(http::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let content_range = resp.content_range();
                 let verify = range.is_none() && status == StatusCode::OK;
                 let expect = match &obj.sha256 {
                     Some(sha) => (Digest::Sha256, sha.clone()),
@@ -535,16 +559,22 @@ pub async fn fetch(
                 };
                 let body = verified_stream(
                     fd.clone(),
-                    resp.into_body(),
+                    resp.into_stream(),
                     verify.then_some(expect),
                     s.manta_storage_id.clone(),
                     oid.clone(),
                 );
                 return Ok((status, content_range, body));
             }
+            // The node's copy is shorter than the record says: no other copy will do better.
+            Err(ClientError::RangeNotSatisfiable { size }) => {
+                let content_range = size.map(|n| format!("bytes */{n}"));
+                let empty: ByteStream = Box::pin(futures_util::stream::empty());
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, content_range, empty));
+            }
             Err(e) => {
-                warn!(error = %e, "copy unavailable; trying another");
-                last = e.to_string();
+                warn!(error = %e, node = %s.manta_storage_id, "copy unavailable; trying another");
+                last = format!("{}: {e}", s.manta_storage_id);
             }
         }
     }
@@ -556,7 +586,7 @@ pub async fn fetch(
 
 /// State of a read in progress.
 struct Reading {
-    body: hyper::body::Incoming,
+    body: storage_api::client::BodyStream,
     hasher: Option<Hasher>,
     expect: Option<String>,
     /// The latest chunk, held back until the next one arrives (or, for the last chunk, until
@@ -570,7 +600,7 @@ struct Reading {
 
 fn verified_stream(
     fd: Arc<Frontdoor>,
-    body: hyper::body::Incoming,
+    body: storage_api::client::BodyStream,
     expect: Option<(Digest, String)>,
     node: String,
     object_id: String,
@@ -592,7 +622,7 @@ fn verified_stream(
         }
         let timeout = st.fd.cfg.data_timeout;
         loop {
-            match tokio::time::timeout(timeout, st.body.frame()).await {
+            match tokio::time::timeout(timeout, st.body.next()).await {
                 Err(_) => {
                     st.done = true;
                     return Some((Err(io::Error::other("storage node stalled")), st));
@@ -601,10 +631,7 @@ fn verified_stream(
                     st.done = true;
                     return Some((Err(io::Error::other(e.to_string())), st));
                 }
-                Ok(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
+                Ok(Some(Ok(data))) => {
                     if data.is_empty() {
                         continue;
                     }

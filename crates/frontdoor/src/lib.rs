@@ -17,7 +17,8 @@
 //! - [`error`]: errors of the front door and how they map to the Manta error codes.
 //! - [`data`]: the data path (fan-out writes, failover reads, checksums).
 //! - [`picker`]: placement from heartbeats.
-//! - [`shark`]: connections to storage nodes.
+//! - Storage nodes are reached through the `storage-api` crate's client; [`Frontdoor`]
+//!   holds its connector (settings and connection pool).
 //!
 //! Accounts come from `manta-accounts` (the metadata layer), not from here.
 //!
@@ -45,7 +46,6 @@ pub mod data;
 pub mod error;
 pub mod picker;
 pub mod s3;
-pub mod shark;
 pub mod state;
 
 pub use config::{Config, MoraySource, S3Config, TlsFiles};

@@ -16,7 +16,6 @@ use tracing::{info, warn};
 
 use crate::config::{Config, MoraySource};
 use crate::picker::Picker;
-use crate::shark::SharkClient;
 use manta_accounts::MorayAccounts;
 
 /// Everything a request handler needs, shared by all requests.
@@ -32,8 +31,8 @@ pub struct Frontdoor {
     pub auth: Authenticator,
     /// Placement and node addresses.
     pub picker: Arc<Picker>,
-    /// Storage node connections.
-    pub sharks: SharkClient,
+    /// How storage nodes are reached: the settings and pool every node's client shares.
+    pub sharks: storage_api::Connector,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// Concurrency limit.
@@ -108,6 +107,7 @@ impl Frontdoor {
             cfg.heartbeat_max_age,
             cfg.max_utilization_pct,
         ));
+        let sharks = storage_connector(&cfg);
         Ok(Arc::new(Frontdoor {
             throttle: Arc::new(Semaphore::new(cfg.max_concurrency)),
             jobs,
@@ -116,7 +116,7 @@ impl Frontdoor {
             accounts,
             auth,
             picker,
-            sharks: SharkClient::default(),
+            sharks,
             metrics: Arc::new(Metrics::new()),
         }))
     }
@@ -231,4 +231,19 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
     let running = start(cfg, shutdown).await?;
     running.task.await.context("the server task panicked")?
+}
+
+/// How the front door talks to storage nodes: 2 s to connect (a PUT tries the next set of
+/// nodes rather than wait), 10 s for a read's headers, the answer to a PUT (or the next chunk
+/// of a read) within 120 s or the upload data timeout if longer, an hour for a multipart join;
+/// up to 64 idle connections per node kept 30 s.
+fn storage_connector(cfg: &Config) -> storage_api::Connector {
+    storage_api::ClientBuilder::new()
+        .connect_timeout(Duration::from_secs(2))
+        .response_timeout(Duration::from_secs(10))
+        .read_timeout(Some(cfg.data_timeout.max(Duration::from_secs(120))))
+        .commit_timeout(Duration::from_secs(3600))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .build()
 }

@@ -25,8 +25,7 @@ use manta_types::{
 };
 use moray::ShardedClient;
 use moray::types::PutOptions;
-use storage_node::client::{PutRequest, StorageClient};
-use storage_node::store::ObjectKey;
+use storage_api::{ObjectKey, PutRequest, StorageClient};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, info, warn};
@@ -674,7 +673,7 @@ impl Agent {
         let f = self
             .cfg
             .dataset
-            .join(storage_node::store::OBJECTS_DIR)
+            .join(storage_api::OBJECTS_DIR)
             .join(&rec.creator)
             .join(o.object_id.to_string());
         if tokio::fs::metadata(&f).await.is_err() {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Dataset, DatasetError};
-use crate::digest::{Digests, Hasher};
+use crate::digest::{Digests, DigestsExt as _, Hasher};
 
 /// A failed conformance check.
 #[derive(Debug, thiserror::Error)]

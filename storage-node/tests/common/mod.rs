@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manta_util::metrics::Metrics;
-use storage_node::client::StorageClient;
+use storage_api::ObjectKey;
+use storage_api::StorageClient;
 use storage_node::dataset::DatasetSpec;
-use storage_node::store::{ObjectKey, Store};
+use storage_node::store::Store;
 use storage_node::{Config, StorageNode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;

@@ -8,7 +8,7 @@ use manta_types::record::RECORD_VERSION;
 use manta_types::record::{EntryKind, ObjectInfo};
 use manta_types::{ErrorCode, MetadataRecord, ObjectId};
 use moray::PutOptions;
-use storage_node::range::ByteRange;
+use storage_api::range::{ByteRange, RangeError};
 
 use super::conditional::{self, Outcome};
 use super::headers::{self, http_date};
@@ -272,7 +272,7 @@ pub async fn get_object(ctx: &Ctx, entry: Entry) -> ApiResult<Response> {
         None => None,
         Some(r) => match ByteRange::parse(r) {
             Ok(br) => Some((r.to_owned(), br)),
-            Err(storage_node::range::RangeError::Multiple(_)) => {
+            Err(RangeError::Multiple(_)) => {
                 return Err(err(
                     ErrorCode::NotImplemented,
                     "multiple ranges are not supported",
@@ -319,9 +319,8 @@ pub async fn get_object(ctx: &Ctx, entry: Entry) -> ApiResult<Response> {
     if ctx.method == http::Method::HEAD || length == 0 {
         return Ok(resp);
     }
-    let range_header = range.map(|(raw, _)| raw);
     let (status, content_range, stream) =
-        crate::data::fetch(&ctx.fd, &o, &entry.rec.creator, range_header.as_deref()).await?;
+        crate::data::fetch(&ctx.fd, &o, &entry.rec.creator, range.map(|(_, br)| br)).await?;
     if status == StatusCode::RANGE_NOT_SATISFIABLE {
         return Err(err(
             ErrorCode::RequestedRangeNotSatisfiable,

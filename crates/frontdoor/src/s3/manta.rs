@@ -25,7 +25,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use manta_auth::{AccountStore as _, Caller, RequestInfo, Via};
 use manta_types::{ErrorCode, HasErrorCode, MetadataRecord};
 use manta_util::http::{PeerAddr, Secure};
-use storage_node::range::ByteRange;
+use storage_api::range::{ByteRange, RangeError};
 
 use super::error::S3Result;
 use super::list::{self, Entry, Query};
@@ -409,8 +409,8 @@ async fn get_object(
     }
     let total = o.content_length;
     let resolved = match get("range").map(ByteRange::parse) {
-        None | Some(Err(storage_node::range::RangeError::Malformed(_))) => None,
-        Some(Err(storage_node::range::RangeError::Multiple(_))) => {
+        None | Some(Err(RangeError::Malformed(_))) => None,
+        Some(Err(RangeError::Multiple(_))) => {
             return Err(err(
                 ErrorCode::NotImplemented,
                 "multiple ranges are not supported",
@@ -439,8 +439,8 @@ async fn get_object(
     }
     let range = resolved
         .as_ref()
-        .map(|r| format!("bytes={}-{}", r.start, r.start + r.len - 1));
-    let (_, _, stream) = crate::data::fetch(fd, &o, &rec.creator, range.as_deref()).await?;
+        .map(|r| ByteRange::FromTo(r.start, r.last()));
+    let (_, _, stream) = crate::data::fetch(fd, &o, &rec.creator, range).await?;
     *resp.body_mut() = Body::from_stream(stream);
     Ok(resp)
 }

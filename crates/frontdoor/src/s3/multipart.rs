@@ -20,16 +20,14 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt as _;
 use manta_types::record::{EntryKind, ObjectInfo, RECORD_VERSION};
 use manta_types::{MetadataRecord, ObjectId, SharkRef};
 use md5::Digest as _;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
-use storage_node::concat::{CommitRequest, CommitResult};
+use storage_api::{ByteRange, CommitRequest, CommitResult};
 use tracing::warn;
 
 use super::buckets::owner as owner_el;
@@ -59,18 +57,6 @@ pub const PLACEMENT_ESTIMATE: u64 = 64 * 1024 * 1024;
 /// Completions joining more bytes than this keep the connection alive while they run.
 pub const KEEPALIVE_ABOVE: u64 = 64 * 1024 * 1024;
 
-/// Longest wait for a node to join parts.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// Where a storage node's object API is (`host:port` of its URL).
-fn authority(url: &str) -> &str {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .unwrap_or(url);
-    rest.split('/').next().unwrap_or(rest)
-}
-
 /// The nodes of `sharks`, with their current addresses.
 ///
 /// # Errors
@@ -97,58 +83,16 @@ async fn join_one(
     object_id: &str,
     parts: &[String],
 ) -> Result<CommitResult, String> {
-    let addr = authority(&node.url).to_owned();
-    let tcp = tokio::time::timeout(
-        fd.sharks.connect_timeout,
-        tokio::net::TcpStream::connect(&addr),
-    )
-    .await
-    .map_err(|_| format!("{}: connect timed out", node.storage_id))?
-    .map_err(|e| format!("{}: {e}", node.storage_id))?;
-    let _ = tcp.set_nodelay(true);
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("{}: {e}", node.storage_id))?;
-    let conn = tokio::spawn(conn);
-    let body = serde_json::to_vec(&CommitRequest {
+    let req = CommitRequest {
         owner: owner.to_owned(),
         object_id: object_id.to_owned(),
         parts: parts.to_vec(),
-    })
-    .map_err(|e| e.to_string())?;
-    let mut b = http::Request::post("/mpu/commit")
-        .header(http::header::HOST, &addr)
-        .header(http::header::CONTENT_TYPE, "application/json");
-    if let Some(id) = manta_util::http::current_request_id() {
-        b = b.header(manta_util::http::REQUEST_ID, id);
-    }
-    let req = b
-        .body(http_body_util::Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let result = async {
-        let resp = tokio::time::timeout(JOIN_TIMEOUT, send.send_request(req))
-            .await
-            .map_err(|_| format!("{}: no answer in time", node.storage_id))?
-            .map_err(|e| format!("{}: {e}", node.storage_id))?;
-        let status = resp.status();
-        let bytes = tokio::time::timeout(fd.sharks.connect_timeout * 5, resp.into_body().collect())
-            .await
-            .map_err(|_| format!("{}: answer body timed out", node.storage_id))?
-            .map_err(|e| format!("{}: {e}", node.storage_id))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!(
-                "{} answered {status}: {}",
-                node.storage_id,
-                String::from_utf8_lossy(&bytes)
-            ));
-        }
-        serde_json::from_slice::<CommitResult>(&bytes)
-            .map_err(|e| format!("{}: unreadable answer: {e}", node.storage_id))
-    }
-    .await;
-    conn.abort();
-    result
+    };
+    fd.sharks
+        .node(&node.url)
+        .commit(&req)
+        .await
+        .map_err(|e| format!("{}: {e}", node.storage_id))
 }
 
 /// Asks every node of `sharks` to join `parts` into `object_id` (in parallel); they must all
@@ -430,8 +374,8 @@ pub async fn upload_part_copy(
         .await?
     } else {
         let whole = span.start == 0 && len == so.content_length;
-        let range = (!whole).then(|| format!("bytes={}-{}", span.start, span.end - 1));
-        let (_, _, stream) = data::fetch(&api.fd, &so, &src.rec.creator, range.as_deref())
+        let range = (!whole).then_some(ByteRange::FromTo(span.start, span.end - 1));
+        let (_, _, stream) = data::fetch(&api.fd, &so, &src.rec.creator, range)
             .await
             .map_err(from_manta)?;
         let md5 = whole.then_some(so.content_md5.as_str());
@@ -894,11 +838,5 @@ mod tests {
             .step_by(2)
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
             .collect()
-    }
-
-    #[test]
-    fn authorities() {
-        assert_eq!(authority("http://127.0.0.1:8081"), "127.0.0.1:8081");
-        assert_eq!(authority("http://n1:80/x"), "n1:80");
     }
 }

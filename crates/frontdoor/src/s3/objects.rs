@@ -497,13 +497,12 @@ pub async fn get_object(
     let body = if len == 0 {
         StreamingBlob::wrap(futures_util::stream::empty::<io::Result<Bytes>>())
     } else {
-        let range_header = span
+        let range = span
             .as_ref()
-            .map(|r| format!("bytes={}-{}", r.start, r.end - 1));
-        let (_status, _cr, stream) =
-            data::fetch(&api.fd, &o, &rec.creator, range_header.as_deref())
-                .await
-                .map_err(from_manta)?;
+            .map(|r| storage_api::ByteRange::FromTo(r.start, r.end - 1));
+        let (_status, _cr, stream) = data::fetch(&api.fd, &o, &rec.creator, range)
+            .await
+            .map_err(from_manta)?;
         StreamingBlob::wrap(SyncStream(std::sync::Mutex::new(stream)))
     };
     let ch = content_headers(&rec);
