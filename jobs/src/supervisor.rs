@@ -405,13 +405,28 @@ impl Sup {
         }
     }
 
+    /// One pass over a running job: route its new inputs, retry tasks whose agent is gone,
+    /// start reducers and notice finished phases, then record its stats (and its end).
     async fn drive(&self, job: Stored<Job>, agents: &HashMap<String, AgentBeat>) -> Result<()> {
         let j = &job.value;
         let jf = format!("(jobId={})", esc(&j.job_id));
         if j.cancelled {
             return self.cancel(job).await;
         }
-        // 1. New items.
+        self.route_new_items(j, &jf, agents).await?;
+        self.retry_lost_tasks(j, &jf, agents).await?;
+        let complete = self.advance_phases(j, &jf, agents).await?;
+        self.record_progress(&job, &jf, complete).await
+    }
+
+    /// Step 1: each new item becomes a map task on a node holding a copy of its input (or a
+    /// job error when it cannot be an input), or is assigned to a reducer.
+    async fn route_new_items(
+        &self,
+        j: &Job,
+        jf: &str,
+        agents: &HashMap<String, AgentBeat>,
+    ) -> Result<()> {
         let new_items = self
             .store
             .find::<Item>(ITEMS, &format!("(&{jf}(state={}))", item_state::NEW), 500)
@@ -497,7 +512,17 @@ impl Sup {
             }
         }
         self.store.batch(ops).await?;
-        // 2. Tasks whose agent is gone.
+        Ok(())
+    }
+
+    /// Step 2: tasks whose agent is gone (or restarted, or reported them lost) run again
+    /// elsewhere.
+    async fn retry_lost_tasks(
+        &self,
+        j: &Job,
+        jf: &str,
+        agents: &HashMap<String, AgentBeat>,
+    ) -> Result<()> {
         let open = self
             .store
             .find_all::<Task>(
@@ -531,7 +556,17 @@ impl Sup {
                 self.retry(j, t, agents).await?;
             }
         }
-        // 3. Phases: reducers and completion.
+        Ok(())
+    }
+
+    /// Step 3: starts the reducers of a phase whose input is complete, and says whether every
+    /// phase is complete (the job is done).
+    async fn advance_phases(
+        &self,
+        j: &Job,
+        jf: &str,
+        agents: &HashMap<String, AgentBeat>,
+    ) -> Result<bool> {
         let mut prev_complete = j.input_done;
         for (p, phase) in j.phases.iter().enumerate() {
             let p32 = u32::try_from(p).unwrap_or(u32::MAX);
@@ -578,7 +613,17 @@ impl Sup {
             }
             prev_complete = complete;
         }
-        // 4. Stats (at most once a second, and at the end), and done.
+        Ok(prev_complete)
+    }
+
+    /// Step 4: the job's stats (at most once a second, and at the end), and its end.
+    async fn record_progress(
+        &self,
+        job: &Stored<Job>,
+        jf: &str,
+        prev_complete: bool,
+    ) -> Result<()> {
+        let j = &job.value;
         let mut next = j.clone();
         let n = j.phases.len();
         let recount = {
@@ -594,11 +639,11 @@ impl Sup {
         if !recount {
             return Ok(());
         }
-        next.stats.tasks = self.count(TASKS, &jf).await?;
+        next.stats.tasks = self.count(TASKS, jf).await?;
         next.stats.tasks_done = self
             .count(TASKS, &format!("(&{jf}(state={}))", task_state::DONE))
             .await?;
-        next.stats.errors = self.count(ERRORS, &jf).await?;
+        next.stats.errors = self.count(ERRORS, jf).await?;
         next.stats.outputs = self
             .count(
                 ITEMS,

@@ -943,63 +943,17 @@ impl Agent {
             // Reading the previous phase's outputs failed: not the user's doing.
             return Err(Infra(e.context("feed the reducer")));
         }
-        let lackey = rec.status.clone();
-        let (code, message) = match &lackey {
-            Some(LackeyStatus {
-                init_failed: Some(c),
-                ..
-            }) => (
-                Some(JobErrorCode::TaskInit),
-                format!("user command \"init\" exited with code {c}"),
-            ),
-            // A process killed at the memory limit fails the task even when the command
-            // carried on: its output is likely incomplete.
-            Some(s) if s.oom_kills > 0 => (
-                Some(JobErrorCode::UserTask),
-                format!(
-                    "user command ran out of memory (limit {} MB): a process was killed",
-                    phase.memory
-                ),
-            ),
-            Some(s) if s.code == Some(0) && status.success() => (None, String::new()),
-            Some(LackeyStatus {
-                signal: Some(sig), ..
-            }) => (
-                Some(JobErrorCode::UserTask),
-                format!("user command was killed by signal {sig}"),
-            ),
-            Some(LackeyStatus { code: Some(c), .. }) => (
-                Some(JobErrorCode::UserTask),
-                format!("user command exited with code {c}"),
-            ),
-            _ => {
-                let err_text = tokio::fs::read_to_string(dir.join("stderr"))
-                    .await
-                    .unwrap_or_default();
-                if err_text.contains("runc run failed") || err_text.contains("container_linux.go") {
-                    return Err(Infra(anyhow!(
-                        "the container did not start: {}",
-                        err_text.trim()
-                    )));
-                }
-                // Lackey itself was killed (the memory limit is the usual cause).
-                (
-                    Some(JobErrorCode::UserTask),
-                    match status.code() {
-                        Some(137) => format!(
-                            "task was killed (SIGKILL); it probably exceeded its memory limit of {} MB",
-                            phase.memory
-                        ),
-                        Some(c) => format!("task exited with code {c}"),
-                        None => "task was killed".to_owned(),
-                    },
-                )
-            }
-        };
+        let failure = verdict(
+            rec.status.as_ref(),
+            status,
+            phase.memory,
+            &dir.join("stderr"),
+        )
+        .await?;
         if !rec.failures.is_empty() {
             return Err(Infra(anyhow!("{}", rec.failures.join("; "))));
         }
-        match code {
+        match failure {
             None => {
                 let mut outputs = rec.outputs;
                 if !rec.tools_used {
@@ -1017,7 +971,7 @@ impl Agent {
                     error: None,
                 }))
             }
-            Some(code) => {
+            Some((code, message)) => {
                 let mut e = Self::error(task, &self.cfg.storage_id, code, message);
                 e.stderr = self.save_stderr(&tj, task, dir).await;
                 Ok(Some(Finished {
@@ -1090,4 +1044,146 @@ async fn feed_reducer(
     }
     w.shutdown().await.ok();
     Ok(())
+}
+
+/// What a finished container run means for its task: `None` when it succeeded, else the job
+/// error code and message for the user. `lackey` is what the container's first process
+/// reported (nothing when it did not get that far), `status` how `runc run` ended, `memory_mb`
+/// the phase's memory limit, `stderr` the file the task's stderr went to. A container that
+/// never started is not the user's failure: that is an infrastructure error, retried elsewhere.
+async fn verdict(
+    lackey: Option<&LackeyStatus>,
+    status: std::process::ExitStatus,
+    memory_mb: u64,
+    stderr: &Path,
+) -> Result<Option<(JobErrorCode, String)>, Infra> {
+    Ok(match lackey {
+        Some(LackeyStatus {
+            init_failed: Some(c),
+            ..
+        }) => Some((
+            JobErrorCode::TaskInit,
+            format!("user command \"init\" exited with code {c}"),
+        )),
+        // A process killed at the memory limit fails the task even when the command carried
+        // on: its output is likely incomplete.
+        Some(s) if s.oom_kills > 0 => Some((
+            JobErrorCode::UserTask,
+            format!("user command ran out of memory (limit {memory_mb} MB): a process was killed"),
+        )),
+        Some(s) if s.code == Some(0) && status.success() => None,
+        Some(LackeyStatus {
+            signal: Some(sig), ..
+        }) => Some((
+            JobErrorCode::UserTask,
+            format!("user command was killed by signal {sig}"),
+        )),
+        Some(LackeyStatus { code: Some(c), .. }) => Some((
+            JobErrorCode::UserTask,
+            format!("user command exited with code {c}"),
+        )),
+        _ => {
+            let err_text = tokio::fs::read_to_string(stderr).await.unwrap_or_default();
+            if err_text.contains("runc run failed") || err_text.contains("container_linux.go") {
+                return Err(Infra(anyhow!(
+                    "the container did not start: {}",
+                    err_text.trim()
+                )));
+            }
+            // Lackey itself was killed (the memory limit is the usual cause).
+            Some((
+                JobErrorCode::UserTask,
+                match status.code() {
+                    Some(137) => format!(
+                        "task was killed (SIGKILL); it probably exceeded its memory limit of {memory_mb} MB"
+                    ),
+                    Some(c) => format!("task exited with code {c}"),
+                    None => "task was killed".to_owned(),
+                },
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    fn exited(code: i32) -> std::process::ExitStatus {
+        std::process::ExitStatus::from_raw(code << 8)
+    }
+
+    fn lackey(code: Option<i32>, signal: Option<i32>) -> LackeyStatus {
+        LackeyStatus {
+            init_failed: None,
+            code,
+            signal,
+            oom_kills: 0,
+        }
+    }
+
+    async fn judge(
+        l: Option<&LackeyStatus>,
+        st: i32,
+        stderr: &str,
+    ) -> Option<(JobErrorCode, String)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr");
+        std::fs::write(&path, stderr).unwrap();
+        verdict(l, exited(st), 256, &path)
+            .await
+            .unwrap_or_else(|Infra(e)| panic!("infrastructure: {e}"))
+    }
+
+    #[tokio::test]
+    async fn a_clean_exit_is_a_success() {
+        assert_eq!(judge(Some(&lackey(Some(0), None)), 0, "").await, None);
+    }
+
+    #[tokio::test]
+    async fn user_failures_are_the_users_with_the_reason() {
+        let (code, msg) = judge(Some(&lackey(Some(3), None)), 0, "").await.unwrap();
+        assert_eq!(
+            (code, msg.as_str()),
+            (JobErrorCode::UserTask, "user command exited with code 3")
+        );
+        let (code, msg) = judge(Some(&lackey(None, Some(9))), 0, "").await.unwrap();
+        assert_eq!(
+            (code, msg.as_str()),
+            (
+                JobErrorCode::UserTask,
+                "user command was killed by signal 9"
+            )
+        );
+        let init = LackeyStatus {
+            init_failed: Some(2),
+            ..lackey(None, None)
+        };
+        let (code, _) = judge(Some(&init), 0, "").await.unwrap();
+        assert_eq!(code, JobErrorCode::TaskInit);
+        // Out of memory fails the task even when the command itself exited 0.
+        let oom = LackeyStatus {
+            oom_kills: 1,
+            ..lackey(Some(0), None)
+        };
+        let (code, msg) = judge(Some(&oom), 0, "").await.unwrap();
+        assert_eq!(code, JobErrorCode::UserTask);
+        assert!(msg.contains("out of memory (limit 256 MB)"), "{msg}");
+        // No report from inside: killed from outside, probably at the memory limit.
+        let (code, msg) = judge(None, 137, "").await.unwrap();
+        assert_eq!(code, JobErrorCode::UserTask);
+        assert!(msg.contains("memory limit of 256 MB"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_container_that_never_started_is_an_infrastructure_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stderr");
+        std::fs::write(&path, "time=... level=error msg=\"runc run failed: ...\"").unwrap();
+        let r = verdict(None, exited(1), 256, &path).await;
+        assert!(matches!(r, Err(Infra(_))), "{:?}", r.map_err(|Infra(e)| e));
+    }
 }
