@@ -180,10 +180,43 @@ fn write(path: &Path, data: &[u8]) {
     std::fs::write(path, data).unwrap();
 }
 
+impl Cli {
+    /// What the tests of reading, listing and changing objects start from: `~~/stor/a/b/c`,
+    /// `a/hello.txt` (12 bytes of text, from a file), `a/piped.bin` (300,000 bytes from stdin,
+    /// `m-color: blue`, 3 copies) and `made/too/h.txt` (the same text, parents made by mput).
+    async fn seed(&self) {
+        self.run("mmkdir", &["-p", "~~/stor/a/b/c"]).await.ok();
+        let hello = self.work().join("hello.txt");
+        write(&hello, b"hello world\n");
+        self.run("mput", &["-f", hello.to_str().unwrap(), "~~/stor/a"])
+            .await
+            .ok();
+        self.run_stdin(
+            "mput",
+            &["-H", "m-color: blue", "-c", "3", "~~/stor/a/piped.bin"],
+            &noise(1, 300_000),
+        )
+        .await
+        .ok();
+        self.run(
+            "mput",
+            &[
+                "-p",
+                "-f",
+                hello.to_str().unwrap(),
+                "~~/stor/made/too/h.txt",
+            ],
+        )
+        .await
+        .ok();
+        std::fs::remove_file(&hello).unwrap();
+    }
+}
+
+/// The links, `manta <tool>`, usage errors and help, and bad configuration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn everyday_commands_formats_and_errors() {
+async fn tool_links_usage_and_configuration_errors() {
     let cli = Cli::start().await;
-    let u = cli.user().to_owned();
 
     // The links exist for every tool and point at the one binary.
     for tool in [
@@ -202,6 +235,86 @@ async fn everyday_commands_formats_and_errors() {
     cli.manta(&["install-links", cli.bin.path().to_str().unwrap()])
         .await
         .ok();
+
+    // `manta <tool>` works like the link; usage errors and unknown tools exit 1.
+    assert!(cli.manta(&["mls", "~~"]).await.ok().contains("public/\n"));
+    assert!(cli.manta(&["--help"]).await.ok().contains("msync"));
+    assert!(
+        cli.manta(&["nosuchtool"])
+            .await
+            .fails()
+            .contains("unknown tool")
+    );
+    assert!(
+        cli.run("mls", &["--bogus"])
+            .await
+            .fails()
+            .contains("--bogus")
+    );
+    assert!(cli.run("mput", &["--help"]).await.ok().contains("--copies"));
+    assert!(
+        cli.run("mls", &["--help"])
+            .await
+            .ok()
+            .contains("--human-readable")
+    );
+    let e = cli.run("mput", &["-m", "~~/stor/x"]).await;
+    assert_eq!(e.fails(), "mput: --md5 requires --file\n");
+    let e = cli.run("mls", &["/nobody-here/stor"]).await;
+    assert!(
+        e.fails().starts_with("mls: AccountDoesNotExist: "),
+        "{}",
+        e.stderr
+    );
+    let e = cli.run("mls", &["/x/notanarea"]).await;
+    assert!(
+        e.fails()
+            .starts_with("mls: InvalidPath: /x/notanarea is not a valid Manta path"),
+        "{}",
+        e.stderr
+    );
+    // mjob is dispatched to the jobs tool.
+    assert!(
+        cli.run("mjob", &["--help"])
+            .await
+            .ok()
+            .contains("addinputs")
+    );
+    assert!(cli.manta(&["mjob"]).await.fails().contains("usage: mjob"));
+
+    // Configuration: a sub-user signs as /<account>/<user>/keys/..., which this account lacks.
+    let e = cli
+        .run_env("mls", &["~~/stor"], &[("MANTA_SUBUSER", "bob")])
+        .await;
+    assert!(
+        e.fails().starts_with("mls: UserDoesNotExist: "),
+        "{}",
+        e.stderr
+    );
+    let e = cli.run_env("mls", &[], &[("MANTA_URL", "")]).await;
+    assert!(
+        e.fails().contains("url is a required argument"),
+        "{}",
+        e.stderr
+    );
+    let e = cli
+        .run_env(
+            "mls",
+            &[],
+            &[(
+                "MANTA_KEY_ID",
+                "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
+            )],
+        )
+        .await;
+    assert!(e.fails().contains("00:11:22"), "{}", e.stderr);
+}
+
+/// Directories and uploads: `mmkdir` with and without `-p`, `mput` from a file, stdin, with
+/// `-p` and `-m`, and `minfo` of what was stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mmkdir_mput_and_minfo() {
+    let cli = Cli::start().await;
 
     // mmkdir -p, then mls of the parent.
     cli.run("mmkdir", &["-p", "~~/stor/a/b/c"]).await.ok();
@@ -265,6 +378,15 @@ async fn everyday_commands_formats_and_errors() {
     assert_eq!(j["m-color"], "blue");
     assert_eq!(j["durability-level"], "3");
     assert_eq!(j["content-length"], "300000");
+}
+
+/// Downloads: to stdout, `-o`, `-O`, several at once, errors that leave nothing behind, and
+/// the progress bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mget_to_stdout_files_and_its_errors() {
+    let cli = Cli::start().await;
+    let u = cli.user().to_owned();
+    cli.seed().await;
 
     // mget to stdout, to a file (-o), under the remote name (-O), several concatenated.
     assert_eq!(
@@ -335,6 +457,14 @@ async fn everyday_commands_formats_and_errors() {
         .await;
     bar.ok();
     assert!(bar.stderr.contains("100%"), "{}", bar.stderr);
+}
+
+/// Listings: names, long and human formats, JSON, type filter, order, marker, and errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mls_formats_order_and_errors() {
+    let cli = Cli::start().await;
+    let u = cli.user().to_owned();
+    cli.seed().await;
 
     // mls: names, long format, human sizes, JSON, type filter, reverse, marker, an object.
     assert_eq!(
@@ -411,6 +541,14 @@ async fn everyday_commands_formats_and_errors() {
     // The account root lists the areas; the default is ~~/stor.
     assert!(cli.run("mls", &["~~"]).await.ok().contains("stor/\n"));
     assert!(cli.run("mls", &[]).await.ok().contains("a/\n"));
+}
+
+/// SnapLinks, metadata updates and removals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mln_mchattr_mrm_and_mrmdir() {
+    let cli = Cli::start().await;
+    let u = cli.user().to_owned();
+    cli.seed().await;
 
     // mln: a SnapLink reads the same bytes; mchattr replaces the stored headers.
     cli.run("mln", &["~~/stor/a/hello.txt", "~~/stor/a/link.txt"])
@@ -457,7 +595,7 @@ async fn everyday_commands_formats_and_errors() {
         e.stderr
     );
     cli.run("mrmdir", &["~~/stor/a/b/c"]).await.ok();
-    cli.run("mrm", &["~~/stor/a/link.txt", "~~/stor/a/newest"])
+    cli.run("mrm", &["~~/stor/a/link.txt", "~~/stor/a/hello.txt"])
         .await
         .ok();
     cli.run("mrm", &["-r", "~~/stor/a"]).await.ok();
@@ -466,79 +604,6 @@ async fn everyday_commands_formats_and_errors() {
         e.fails(),
         format!("minfo: ResourceNotFound: /{u}/stor/a was not found\n")
     );
-
-    // `manta <tool>` works like the link; usage errors and unknown tools exit 1.
-    assert!(cli.manta(&["mls", "~~"]).await.ok().contains("public/\n"));
-    assert!(cli.manta(&["--help"]).await.ok().contains("msync"));
-    assert!(
-        cli.manta(&["nosuchtool"])
-            .await
-            .fails()
-            .contains("unknown tool")
-    );
-    assert!(
-        cli.run("mls", &["--bogus"])
-            .await
-            .fails()
-            .contains("--bogus")
-    );
-    assert!(cli.run("mput", &["--help"]).await.ok().contains("--copies"));
-    assert!(
-        cli.run("mls", &["--help"])
-            .await
-            .ok()
-            .contains("--human-readable")
-    );
-    let e = cli.run("mput", &["-m", "~~/stor/x"]).await;
-    assert_eq!(e.fails(), "mput: --md5 requires --file\n");
-    let e = cli.run("mls", &["/nobody-here/stor"]).await;
-    assert!(
-        e.fails().starts_with("mls: AccountDoesNotExist: "),
-        "{}",
-        e.stderr
-    );
-    let e = cli.run("mls", &["/x/notanarea"]).await;
-    assert!(
-        e.fails()
-            .starts_with("mls: InvalidPath: /x/notanarea is not a valid Manta path"),
-        "{}",
-        e.stderr
-    );
-    // mjob is dispatched to the jobs tool.
-    assert!(
-        cli.run("mjob", &["--help"])
-            .await
-            .ok()
-            .contains("addinputs")
-    );
-    assert!(cli.manta(&["mjob"]).await.fails().contains("usage: mjob"));
-
-    // Configuration: a sub-user signs as /<account>/<user>/keys/..., which this account lacks.
-    let e = cli
-        .run_env("mls", &["~~/stor"], &[("MANTA_SUBUSER", "bob")])
-        .await;
-    assert!(
-        e.fails().starts_with("mls: UserDoesNotExist: "),
-        "{}",
-        e.stderr
-    );
-    let e = cli.run_env("mls", &[], &[("MANTA_URL", "")]).await;
-    assert!(
-        e.fails().contains("url is a required argument"),
-        "{}",
-        e.stderr
-    );
-    let e = cli
-        .run_env(
-            "mls",
-            &[],
-            &[(
-                "MANTA_KEY_ID",
-                "00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
-            )],
-        )
-        .await;
-    assert!(e.fails().contains("00:11:22"), "{}", e.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
