@@ -276,10 +276,9 @@ async fn buckets_objects_and_listings() {
     assert!(c.list_buckets().send().await.unwrap().buckets().is_empty());
 }
 
-#[tokio::test]
-async fn ranges_conditions_and_copies() {
-    let s3 = start().await;
-    let c = s3.client();
+/// The `docs` bucket with `report.bin`: 100,000 bytes with metadata, a content type and a
+/// disposition. Its bytes and ETag.
+async fn docs_with_report(c: &aws_sdk_s3::Client) -> (Vec<u8>, String) {
     c.create_bucket().bucket("docs").send().await.unwrap();
     let body = data(100_000, 7);
     let put = c
@@ -294,6 +293,15 @@ async fn ranges_conditions_and_copies() {
         .await
         .unwrap();
     let etag = put.e_tag().unwrap().to_owned();
+    (body, etag)
+}
+
+/// HEAD, ranges and conditional reads of one object.
+#[tokio::test]
+async fn head_ranges_and_conditional_reads() {
+    let s3 = start().await;
+    let c = s3.client();
+    let (body, etag) = docs_with_report(&c).await;
 
     // HEAD and ranges.
     let h = c
@@ -386,6 +394,15 @@ async fn ranges_conditions_and_copies() {
         .1,
         412
     );
+}
+
+/// Create-only and replace-only-this-version writes, a bad Content-MD5, and an empty
+/// object: what is refused stores nothing.
+#[tokio::test]
+async fn conditional_writes_and_refused_bodies() {
+    let s3 = start().await;
+    let c = s3.client();
+    let (_body, etag) = docs_with_report(&c).await;
 
     // Conditional writes: create-only and replace-only-this-version.
     let p = |key: &'static str, m: Option<&str>, n: Option<&str>| {
@@ -419,6 +436,49 @@ async fn ranges_conditions_and_copies() {
         .await
         .unwrap();
     assert_eq!(still.e_tag(), Some(etag.as_str()));
+
+    // Bad Content-MD5: refused, nothing stored.
+    assert_eq!(
+        code_of(
+            c.put_object()
+                .bucket("docs")
+                .key("md5.txt")
+                .body(ByteStream::from_static(b"hello"))
+                .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
+                .send()
+                .await
+        ),
+        ("BadDigest".into(), 400)
+    );
+    assert_eq!(
+        code_of(c.head_object().bucket("docs").key("md5.txt").send().await).1,
+        404
+    );
+    // An empty object.
+    c.put_object()
+        .bucket("docs")
+        .key("empty")
+        .body(ByteStream::from_static(b""))
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .get_object()
+        .bucket("docs")
+        .key("empty")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(e.content_length(), Some(0));
+    assert_eq!(e.e_tag(), Some("\"d41d8cd98f00b204e9800998ecf8427e\""));
+}
+
+/// Copies: metadata kept or replaced, onto itself, copy-source conditions, missing sources.
+#[tokio::test]
+async fn copies_keep_or_replace_metadata_and_honour_conditions() {
+    let s3 = start().await;
+    let c = s3.client();
+    let (body, etag) = docs_with_report(&c).await;
 
     // Copies: metadata copied by default, replaced on request.
     let cp = c
@@ -528,40 +588,6 @@ async fn ranges_conditions_and_copies() {
         ),
         ("NoSuchKey".into(), 404)
     );
-    // Bad Content-MD5: refused, nothing stored.
-    assert_eq!(
-        code_of(
-            c.put_object()
-                .bucket("docs")
-                .key("md5.txt")
-                .body(ByteStream::from_static(b"hello"))
-                .content_md5("1B2M2Y8AsgTpgAmY7PhCfg==")
-                .send()
-                .await
-        ),
-        ("BadDigest".into(), 400)
-    );
-    assert_eq!(
-        code_of(c.head_object().bucket("docs").key("md5.txt").send().await).1,
-        404
-    );
-    // An empty object.
-    c.put_object()
-        .bucket("docs")
-        .key("empty")
-        .body(ByteStream::from_static(b""))
-        .send()
-        .await
-        .unwrap();
-    let e = c
-        .get_object()
-        .bucket("docs")
-        .key("empty")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(e.content_length(), Some(0));
-    assert_eq!(e.e_tag(), Some("\"d41d8cd98f00b204e9800998ecf8427e\""));
 }
 
 #[tokio::test]
