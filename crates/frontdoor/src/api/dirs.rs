@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use manta_types::record::{DirectoryInfo, EntryKind, RECORD_VERSION};
+use manta_types::record::{DirectoryInfo, EntryKind};
 use manta_types::{Area, ErrorCode, MetadataRecord};
 use moray::filter::Filter;
 use moray::types::{FindOptions, Sort, SortOrder};
@@ -231,7 +231,6 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
         return Ok(no_content());
     }
     let stored = headers::stored_headers(&ctx.headers)?;
-    let key = ctx.key();
     let target = WriteTarget::read(ctx).await?;
     let existing = target.existing.clone();
     conditional::check(
@@ -247,19 +246,12 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
         return Ok(no_content());
     }
     target.ensure_room(ctx)?;
-    let rec = MetadataRecord {
-        version: RECORD_VERSION,
-        dirname: manta_types::path::dirname(&key).to_owned(),
-        name: ctx.path.name().to_owned(),
-        key,
-        owner: ctx.owner.uuid.clone(),
-        creator: ctx.owner.uuid.clone(),
-        mtime: manta_types::time::now_ms(),
-        headers: stored,
-        roles: Vec::new(),
-        kind: EntryKind::Directory(DirectoryInfo::default()),
-        request_id: manta_util::http::current_request_id(),
-    };
+    let rec = ctx.place().record(
+        &ctx.owner.uuid,
+        &ctx.owner.uuid,
+        stored,
+        EntryKind::Directory(DirectoryInfo::default()),
+    );
     save(
         ctx,
         &rec,

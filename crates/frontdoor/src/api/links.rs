@@ -5,7 +5,7 @@
 
 use axum::response::Response;
 use http::{HeaderValue, Method, header};
-use manta_types::{ErrorCode, MantaPath, MetadataRecord};
+use manta_types::{ErrorCode, MantaPath};
 
 use super::conditional;
 use super::objects::{WriteTarget, save};
@@ -78,7 +78,6 @@ pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
         ));
     }
 
-    let key = ctx.key();
     let target = WriteTarget::read(ctx).await?;
     let existing = target.existing.clone();
     if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
@@ -94,13 +93,7 @@ pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
         &ctx.path.to_string(),
     )?;
     target.ensure_room(ctx)?;
-    let mut rec: MetadataRecord = source.rec.clone();
-    rec.dirname = manta_types::path::dirname(&key).to_owned();
-    rec.name = ctx.path.name().to_owned();
-    rec.key = key;
-    rec.owner = ctx.owner.uuid.clone();
-    rec.mtime = manta_types::time::now_ms();
-    rec.request_id = manta_util::http::current_request_id();
+    let mut rec = ctx.place().relink(source.rec.clone(), &ctx.owner.uuid);
     // Headers given with the link request add to (and override) the source's.
     rec.headers.extend(headers::stored_headers(&ctx.headers)?);
     if let manta_types::EntryKind::Object(o) = &mut rec.kind {

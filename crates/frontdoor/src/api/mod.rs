@@ -52,6 +52,16 @@ impl Ctx {
         self.path.storage_key(&self.owner.uuid)
     }
 
+    /// Where the record of the path is written.
+    pub fn place(&self) -> crate::data::Place {
+        let key = self.key();
+        crate::data::Place {
+            dirname: manta_types::path::dirname(&key).to_owned(),
+            name: self.path.name().to_owned(),
+            key,
+        }
+    }
+
     /// A query parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query

@@ -4,38 +4,16 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use manta_types::record::RECORD_VERSION;
 use manta_types::record::{EntryKind, ObjectInfo};
-use manta_types::{ErrorCode, MetadataRecord, ObjectId};
+use manta_types::{ErrorCode, MetadataRecord};
 use moray::PutOptions;
 use storage_api::range::{ByteRange, RangeError};
 
 use super::conditional::{self, Outcome};
 use super::headers::{self, http_date};
 use super::{Ctx, Entry, cors, is_virtual_dir, load, no_content};
+use crate::data::ObjectMeta;
 use crate::error::{ApiResult, err, from_moray};
-
-/// The record of a new or replaced object at `ctx`'s path.
-fn object_record(
-    ctx: &Ctx,
-    info: ObjectInfo,
-    headers: std::collections::BTreeMap<String, String>,
-) -> MetadataRecord {
-    let key = ctx.key();
-    MetadataRecord {
-        version: RECORD_VERSION,
-        dirname: manta_types::path::dirname(&key).to_owned(),
-        name: ctx.path.name().to_owned(),
-        key,
-        owner: ctx.owner.uuid.clone(),
-        creator: ctx.owner.uuid.clone(),
-        mtime: manta_types::time::now_ms(),
-        headers,
-        roles: Vec::new(),
-        kind: EntryKind::Object(info),
-        request_id: manta_util::http::current_request_id(),
-    }
-}
 
 /// Checks the parent of `ctx`'s path: it must exist and be a directory.
 ///
@@ -156,7 +134,6 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         .header("content-type")
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let content_disposition = stored_headers.get("content-disposition").cloned();
 
     let target = WriteTarget::read(ctx).await?;
     let existing = target.existing.clone();
@@ -174,50 +151,30 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
     )?;
     target.ensure_room(ctx)?;
 
-    let object_id = ObjectId::random();
-    let oid = object_id.to_string();
-    let stream = body.into_data_stream();
-    let stored = crate::data::store(
+    let upload = crate::data::store(
         &ctx.fd,
         &ctx.owner.uuid,
-        &oid,
         copies,
         len,
         md5.as_deref(),
-        stream,
+        body.into_data_stream(),
     )
     .await?;
-    let rec = object_record(
-        ctx,
-        ObjectInfo {
-            content_length: stored.size,
-            content_md5: stored.md5.clone(),
-            content_type,
-            content_disposition,
-            etag: oid.clone(),
-            object_id,
-            sharks: stored.sharks.clone(),
-            created_from: None,
-            sha256: stored.sha256.clone(),
-        },
-        stored_headers,
-    );
-    if let Err(e) = save(
-        ctx,
-        &rec,
-        conditional::write_condition(&ctx.headers, existing.as_ref()),
-    )
-    .await
-    {
-        // Nothing points at the new copies: take them back.
-        crate::data::discard_refs(&ctx.fd, &stored.sharks, &ctx.owner.uuid, &oid).await;
-        return Err(e);
-    }
+    let oid = upload.object_id().to_string();
+    let computed_md5 = upload.stored().md5.clone();
+    let meta = ObjectMeta {
+        etag: oid.clone(),
+        content_type,
+        headers: stored_headers,
+    };
+    let rec = upload.record(ctx.place(), meta);
+    let cond = conditional::write_condition(&ctx.headers, existing.as_ref());
+    upload.commit(save(ctx, &rec, cond)).await?;
     let mut resp = no_content();
     let h = resp.headers_mut();
     h.insert(header::ETAG, hv(&oid));
     h.insert(header::LAST_MODIFIED, hv(&http_date(rec.mtime)));
-    h.insert("computed-md5", hv(&stored.md5));
+    h.insert("computed-md5", hv(&computed_md5));
     Ok(resp)
 }
 
