@@ -235,7 +235,8 @@ where
         .unwrap_or(cfg.chunked_reserve.min(limit));
     let object_id = ObjectId::random();
     if len.exact == Some(0) {
-        return empty_upload(content_md5).map(|s| Uncommitted::empty(fd, creator, object_id, s));
+        return empty_upload(content_md5)
+            .map(|s| Uncommitted::adopt(fd, creator, object_id, Vec::new(), s));
     }
     let key = object_key(creator, &object_id.to_string())?;
     fd.picker
@@ -279,7 +280,7 @@ where
     };
     let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
     let stored = pump(fd, streams, &key, len, limit, content_md5, body).await?;
-    Ok(Uncommitted::new(fd, creator, object_id, nodes, stored))
+    Ok(Uncommitted::adopt(fd, creator, object_id, nodes, stored))
 }
 
 /// What an upload of zero bytes stores: nothing, anywhere.
@@ -318,7 +319,8 @@ where
     let limit = len.exact.or(len.max).unwrap_or(fd.cfg.max_streaming_size);
     let object_id = ObjectId::random();
     if len.exact == Some(0) {
-        return empty_upload(content_md5).map(|s| Uncommitted::empty(fd, creator, object_id, s));
+        return empty_upload(content_md5)
+            .map(|s| Uncommitted::adopt(fd, creator, object_id, Vec::new(), s));
     }
     let key = object_key(creator, &object_id.to_string())?;
     let (ok, failed) = start_all(fd, nodes, &key, len, content_md5).await;
@@ -334,7 +336,7 @@ where
         ));
     }
     let stored = pump(fd, ok, &key, len, limit, content_md5, body).await?;
-    Ok(Uncommitted::new(
+    Ok(Uncommitted::adopt(
         fd,
         creator,
         object_id,
@@ -609,7 +611,8 @@ enum Commit {
 }
 
 /// Bytes stored on every chosen storage node that no record points at yet: what [`store`] and
-/// [`store_on`] return (and [`Uncommitted::adopt`] makes of bytes a node-side join produced).
+/// [`store_on`] return (and what [`Uncommitted::adopt`] makes of bytes a node-side join
+/// produced).
 ///
 /// [`commit`](Uncommitted::commit) runs the caller's record write, and when it fails discards
 /// the bytes on every node before returning the error: callers never discard by hand.
@@ -635,7 +638,10 @@ pub struct Uncommitted {
 }
 
 impl Uncommitted {
-    fn new(
+    /// Takes charge of bytes already on `nodes` as object `object_id` of `creator`, with what
+    /// they reported in `stored`: an upload the data path made, or a join the nodes made
+    /// themselves. `stored` with no sharks means nothing was stored (nothing to discard).
+    pub fn adopt(
         fd: &Arc<Frontdoor>,
         creator: &str,
         object_id: ObjectId,
@@ -646,7 +652,6 @@ impl Uncommitted {
             fd: fd.clone(),
             creator: creator.to_owned(),
             object_id,
-            // An upload that stored nothing has nothing to discard.
             nodes: if stored.sharks.is_empty() {
                 Vec::new()
             } else {
@@ -655,23 +660,6 @@ impl Uncommitted {
             stored,
             state: Commit::Pending,
         }
-    }
-
-    /// An upload of zero bytes: nothing is stored anywhere.
-    fn empty(fd: &Arc<Frontdoor>, creator: &str, object_id: ObjectId, stored: Stored) -> Self {
-        Uncommitted::new(fd, creator, object_id, Vec::new(), stored)
-    }
-
-    /// Takes charge of bytes already on `nodes` as object `object_id` of `creator` (a join the
-    /// nodes made themselves), with what they reported in `stored`.
-    pub fn adopt(
-        fd: &Arc<Frontdoor>,
-        creator: &str,
-        object_id: ObjectId,
-        nodes: Vec<Node>,
-        stored: Stored,
-    ) -> Uncommitted {
-        Uncommitted::new(fd, creator, object_id, nodes, stored)
     }
 
     /// What was stored.
@@ -1091,6 +1079,16 @@ mod tests {
         format!("/{CREATOR}/{}", u.object_id())
     }
 
+    /// Every node was asked to delete `path`, and nothing else.
+    fn assert_discarded_everywhere(fakes: &[FakeNode], path: &str) {
+        for f in fakes {
+            assert_eq!(
+                f.seen(|s| s.deleted.clone()),
+                HashSet::from([path.to_owned()])
+            );
+        }
+    }
+
     /// Waits for the discards of dropped uploads.
     async fn settle(fd: &Frontdoor) {
         fd.background.close();
@@ -1108,9 +1106,7 @@ mod tests {
         }
         let r = up.commit(async { Err::<(), _>("moray is down") }).await;
         assert_eq!(r, Err("moray is down"));
-        for f in &fakes {
-            assert_eq!(f.seen(|s| s.deleted.clone()), HashSet::from([path.clone()]));
-        }
+        assert_discarded_everywhere(&fakes, &path);
     }
 
     #[tokio::test]
@@ -1161,9 +1157,7 @@ mod tests {
         let path = path_of(&up);
         drop(up);
         settle(&fd).await;
-        for f in &fakes {
-            assert_eq!(f.seen(|s| s.deleted.clone()), HashSet::from([path.clone()]));
-        }
+        assert_discarded_everywhere(&fakes, &path);
     }
 
     #[tokio::test]
@@ -1172,9 +1166,7 @@ mod tests {
         let up = upload(&fd, 2).await;
         let path = path_of(&up);
         up.abort().await;
-        for f in &fakes {
-            assert_eq!(f.seen(|s| s.deleted.clone()), HashSet::from([path.clone()]));
-        }
+        assert_discarded_everywhere(&fakes, &path);
     }
 
     #[tokio::test]

@@ -94,8 +94,7 @@ pub fn root_listing(ctx: &Ctx) -> ApiResult<Response> {
 /// Moray failures.
 pub async fn get_directory(ctx: &Ctx, entry: Option<Entry>) -> ApiResult<Response> {
     if let Some(e) = &entry
-        && conditional::check(&ctx.method, &ctx.headers, Some(e), &ctx.path.to_string())?
-            == Outcome::NotModified
+        && ctx.check_conditions(Some(e))? == Outcome::NotModified
     {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -233,12 +232,7 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
     let stored = headers::stored_headers(&ctx.headers)?;
     let target = WriteTarget::read(ctx).await?;
     let existing = target.existing.clone();
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        existing.as_ref(),
-        &ctx.path.to_string(),
-    )?;
+    ctx.check_conditions(existing.as_ref())?;
     if let Some(e) = &existing
         && e.rec.is_directory()
         && e.rec.headers == stored
@@ -252,12 +246,7 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
         stored,
         EntryKind::Directory(DirectoryInfo::default()),
     );
-    save(
-        ctx,
-        &rec,
-        conditional::write_condition(&ctx.headers, existing.as_ref()),
-    )
-    .await?;
+    save(ctx, &rec, target.condition(ctx)).await?;
     let mut resp = no_content();
     resp.headers_mut().insert(
         header::LAST_MODIFIED,
@@ -280,12 +269,7 @@ pub async fn delete_entry(ctx: &Ctx) -> ApiResult<Response> {
             format!("{} was not found", ctx.path),
         ));
     };
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        Some(&entry),
-        &ctx.path.to_string(),
-    )?;
+    ctx.check_conditions(Some(&entry))?;
     if entry.rec.is_directory() {
         let filter = Filter::and(vec![
             Filter::eq("owner", ctx.owner.uuid.as_str()),

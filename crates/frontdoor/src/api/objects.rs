@@ -69,6 +69,35 @@ impl WriteTarget {
         })
     }
 
+    /// Reads the target of a `PUT` of an object or a link and checks it may be written there:
+    /// it is not a directory, the request's conditions hold, and the parent has room.
+    ///
+    /// # Errors
+    /// `OperationNotAllowedOnDirectory`, `PreconditionFailed`, `DirectoryLimitExceeded`, and
+    /// those of [`WriteTarget::read`].
+    pub async fn for_put(ctx: &Ctx) -> ApiResult<WriteTarget> {
+        let target = WriteTarget::read(ctx).await?;
+        if target
+            .existing
+            .as_ref()
+            .is_some_and(|e| e.rec.is_directory())
+        {
+            return Err(err(
+                ErrorCode::OperationNotAllowedOnDirectory,
+                format!("{} is a directory: PUT is not allowed", ctx.path),
+            ));
+        }
+        ctx.check_conditions(target.existing.as_ref())?;
+        target.ensure_room(ctx)?;
+        Ok(target)
+    }
+
+    /// The Moray condition of the write over this target: when the request was conditional,
+    /// it holds only while the entry is still the one checked.
+    pub fn condition(&self, ctx: &Ctx) -> moray::EtagCondition {
+        conditional::write_condition(&ctx.headers, self.existing.as_ref())
+    }
+
     /// Refuses a new entry in a full directory (replacing an entry is always allowed).
     ///
     /// # Errors
@@ -135,21 +164,7 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         .unwrap_or("application/octet-stream")
         .to_owned();
 
-    let target = WriteTarget::read(ctx).await?;
-    let existing = target.existing.clone();
-    if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
-        return Err(err(
-            ErrorCode::OperationNotAllowedOnDirectory,
-            format!("{} is a directory: PUT is not allowed", ctx.path),
-        ));
-    }
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        existing.as_ref(),
-        &ctx.path.to_string(),
-    )?;
-    target.ensure_room(ctx)?;
+    let target = WriteTarget::for_put(ctx).await?;
 
     let upload = crate::data::store(
         &ctx.fd,
@@ -168,8 +183,9 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         headers: stored_headers,
     };
     let rec = upload.record(ctx.place(), meta);
-    let cond = conditional::write_condition(&ctx.headers, existing.as_ref());
-    upload.commit(save(ctx, &rec, cond)).await?;
+    upload
+        .commit(save(ctx, &rec, target.condition(ctx)))
+        .await?;
     let mut resp = no_content();
     let h = resp.headers_mut();
     h.insert(header::ETAG, hv(&oid));
@@ -207,13 +223,7 @@ pub async fn get_object(ctx: &Ctx, entry: Entry) -> ApiResult<Response> {
     };
     let mut resp = Response::new(Body::empty());
     object_headers(ctx, &entry.rec, &o, resp.headers_mut());
-    if conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        Some(&entry),
-        &ctx.path.to_string(),
-    )? == Outcome::NotModified
-    {
+    if ctx.check_conditions(Some(&entry))? == Outcome::NotModified {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         resp.headers_mut().remove(header::CONTENT_TYPE);
         return Ok(resp);
@@ -323,12 +333,7 @@ pub async fn put_metadata(ctx: &Ctx) -> ApiResult<Response> {
             format!("{} was not found", ctx.path),
         ));
     };
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        Some(&entry),
-        &ctx.path.to_string(),
-    )?;
+    ctx.check_conditions(Some(&entry))?;
     let mut rec = entry.rec.clone();
     rec.headers = headers::stored_headers(&ctx.headers)?;
     rec.mtime = manta_types::time::now_ms();
