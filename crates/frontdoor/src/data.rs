@@ -752,14 +752,15 @@ impl Drop for Uncommitted {
                 let nodes = std::mem::take(&mut self.nodes);
                 let creator = std::mem::take(&mut self.creator);
                 let oid = self.object_id.to_string();
-                let request_id = manta_util::http::current_request_id().unwrap_or_default();
                 let tracker = fd.background.clone();
-                tracker.spawn_on(
-                    manta_util::http::with_request_id(request_id, async move {
-                        discard(&fd, &nodes, &creator, &oid).await;
-                    }),
-                    &rt,
-                );
+                let discard = async move { discard(&fd, &nodes, &creator, &oid).await };
+                // The node's log names the request that left the bytes behind.
+                match manta_util::http::current_request_id() {
+                    Some(id) => {
+                        tracker.spawn_on(manta_util::http::with_request_id(id, discard), &rt)
+                    }
+                    None => tracker.spawn_on(discard, &rt),
+                };
             }
         }
     }
