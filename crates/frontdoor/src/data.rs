@@ -924,7 +924,7 @@ fn verified_stream(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The data path's failure branches, against storage nodes faked in-process: each records
     //! the objects it was sent in full and the deletes it was asked for.
 
@@ -942,24 +942,45 @@ mod tests {
 
     /// What one fake node saw, by object path (`/<owner>/<objectId>`).
     #[derive(Debug, Default)]
-    struct Seen {
+    pub(crate) struct Seen {
         /// PUTs that began.
-        started: HashSet<String>,
+        pub(crate) started: HashSet<String>,
         /// PUTs whose whole body arrived and were answered as stored.
-        stored: HashSet<String>,
+        pub(crate) stored: HashSet<String>,
         /// DELETEs.
-        deleted: HashSet<String>,
+        pub(crate) deleted: HashSet<String>,
     }
 
-    #[derive(Clone)]
-    struct FakeNode {
-        seen: Arc<Mutex<Seen>>,
+    /// How a fake node behaves.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(crate) struct Fake {
         /// Fails a PUT once this many bytes have arrived (a node dying mid-upload).
-        fail_after: Option<usize>,
+        pub(crate) fail_after: Option<usize>,
+        /// Answers a whole PUT 507 (a disk that filled up as the copy was written).
+        pub(crate) full_at_end: bool,
+        /// What a join (`POST /mpu/commit`) reports; `None` fails it.
+        pub(crate) joins: Option<&'static str>,
+    }
+
+    impl Fake {
+        /// A node that stores what it is sent.
+        pub(crate) const OK: Fake = Fake {
+            fail_after: None,
+            full_at_end: false,
+            joins: None,
+        };
+    }
+
+    /// A storage node faked in-process.
+    #[derive(Clone)]
+    pub(crate) struct FakeNode {
+        seen: Arc<Mutex<Seen>>,
+        fake: Fake,
     }
 
     impl FakeNode {
-        fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        /// Looks at what the node saw.
+        pub(crate) fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
             f(&self.seen.lock().unwrap())
         }
     }
@@ -969,6 +990,17 @@ mod tests {
         if req.method() == Method::DELETE {
             node.seen.lock().unwrap().deleted.insert(path);
             return StatusCode::NO_CONTENT.into_response();
+        }
+        if req.method() == Method::POST && path == storage_api::COMMIT_PATH {
+            let Some(md5) = node.fake.joins else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let r = storage_api::CommitResult {
+                md5: md5.into(),
+                sha256: EMPTY_SHA256.into(),
+                size: 1,
+            };
+            return axum::Json(r).into_response();
         }
         if req.method() != Method::PUT {
             return StatusCode::NOT_FOUND.into_response();
@@ -984,11 +1016,14 @@ mod tests {
                 return StatusCode::BAD_REQUEST.into_response();
             };
             size += chunk.len();
-            if node.fail_after.is_some_and(|n| size >= n) {
+            if node.fake.fail_after.is_some_and(|n| size >= n) {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
             md5.update(&chunk);
             sha2::Digest::update(&mut sha, &chunk);
+        }
+        if node.fake.full_at_end {
+            return StatusCode::INSUFFICIENT_STORAGE.into_response();
         }
         node.seen.lock().unwrap().stored.insert(path);
         use base64::Engine as _;
@@ -1006,10 +1041,10 @@ mod tests {
     }
 
     /// Starts a fake node on 127.0.0.1:0; its heartbeat says it has plenty of room.
-    async fn start_node(id: &str, fail_after: Option<usize>) -> (FakeNode, Node) {
+    async fn start_node(id: &str, fake: Fake) -> (FakeNode, Node) {
         let fake = FakeNode {
             seen: Arc::default(),
-            fail_after,
+            fake,
         };
         let app = axum::Router::new()
             .fallback(serve_node)
@@ -1028,22 +1063,24 @@ mod tests {
         (fake, node)
     }
 
-    const CREATOR: &str = "5f2b4a52-3a43-4e8a-9a3e-0a6f4a1d2c11";
+    /// The account the tests store for.
+    pub(crate) const CREATOR: &str = "5f2b4a52-3a43-4e8a-9a3e-0a6f4a1d2c11";
 
-    /// A front door placing on fresh fake nodes, one per entry of `fail_after`.
-    async fn region(fail_after: &[Option<usize>]) -> (Arc<Frontdoor>, Vec<FakeNode>) {
-        let mut fakes = Vec::new();
+    /// A front door whose Moray is never reached, placing on fresh fake nodes (`node0`,
+    /// `node1`, ...), one per entry of `fakes`.
+    pub(crate) async fn region(fakes: &[Fake]) -> (Arc<Frontdoor>, Vec<FakeNode>) {
+        let mut started = Vec::new();
         let mut nodes = Vec::new();
-        for (i, f) in fail_after.iter().enumerate() {
+        for (i, f) in fakes.iter().enumerate() {
             let (fake, node) = start_node(&format!("node{i}"), *f).await;
-            fakes.push(fake);
+            started.push(fake);
             nodes.push(node);
         }
         let cfg = Config::new(
             "127.0.0.1:0".parse().unwrap(),
             MoraySource::Single(vec!["http://127.0.0.1:9".into()]),
         );
-        (Frontdoor::for_tests(cfg, nodes).await, fakes)
+        (Frontdoor::for_tests(cfg, nodes).await, started)
     }
 
     /// `n` chunks of 64 KiB, `pause` apart.
@@ -1081,7 +1118,7 @@ mod tests {
     }
 
     /// Every node was asked to delete `path`, and nothing else.
-    fn assert_discarded_everywhere(fakes: &[FakeNode], path: &str) {
+    pub(crate) fn assert_discarded_everywhere(fakes: &[FakeNode], path: &str) {
         for f in fakes {
             assert_eq!(
                 f.seen(|s| s.deleted.clone()),
@@ -1098,7 +1135,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_record_write_discards_the_bytes_on_every_node() {
-        let (fd, fakes) = region(&[None, None]).await;
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 2).await;
         let path = path_of(&up);
         assert_eq!(up.stored().sharks.len(), 2);
@@ -1112,7 +1149,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_failing_mid_upload_commits_nothing_and_discards_the_other_copies() {
-        let (fd, fakes) = region(&[None, Some(64 * 1024)]).await;
+        let (fd, fakes) = region(&[
+            Fake::OK,
+            Fake {
+                fail_after: Some(64 * 1024),
+                ..Fake::OK
+            },
+        ])
+        .await;
         let r = store(
             &fd,
             CREATOR,
@@ -1138,8 +1182,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_node_failing_at_the_end_commits_nothing_and_discards_every_copy() {
+        let full = Fake {
+            full_at_end: true,
+            ..Fake::OK
+        };
+        let (fd, fakes) = region(&[Fake::OK, full]).await;
+        let e = store(
+            &fd,
+            CREATOR,
+            2,
+            exact(4 * 64 * 1024),
+            None,
+            body(4, Duration::ZERO),
+        )
+        .await
+        .expect_err("a node filled up");
+        assert_eq!(e.code, ErrorCode::NotEnoughSpace);
+        let path = fakes[0].seen(|s| s.stored.iter().next().cloned()).unwrap();
+        assert_discarded_everywhere(&fakes, &path);
+    }
+
+    #[tokio::test]
     async fn a_committed_upload_discards_nothing() {
-        let (fd, fakes) = region(&[None, None, None]).await;
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 3).await;
         let path = path_of(&up);
         let r = up.commit(async { Ok::<_, ()>(7) }).await;
@@ -1153,7 +1219,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upload_dropped_uncommitted_is_discarded_in_the_background() {
-        let (fd, fakes) = region(&[None, None]).await;
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 2).await;
         let path = path_of(&up);
         drop(up);
@@ -1163,7 +1229,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_aborted_upload_is_discarded() {
-        let (fd, fakes) = region(&[None, None]).await;
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 2).await;
         let path = path_of(&up);
         up.abort().await;
@@ -1172,7 +1238,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_record_write_abandoned_in_flight_keeps_the_bytes() {
-        let (fd, fakes) = region(&[None, None]).await;
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 2).await;
         let never = std::future::pending::<Result<(), ()>>();
         let r = tokio::time::timeout(Duration::from_millis(50), up.commit(never)).await;
@@ -1188,7 +1254,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_upload_stores_and_discards_nothing() {
-        let (fd, fakes) = region(&[None, None]).await;
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = store(&fd, CREATOR, 2, exact(0), None, body(0, Duration::ZERO))
             .await
             .unwrap();
@@ -1203,7 +1269,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_record_describes_the_stored_bytes() {
-        let (fd, _fakes) = region(&[None, None]).await;
+        let (fd, _fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 2).await;
         let place = Place {
             key: "/k".into(),

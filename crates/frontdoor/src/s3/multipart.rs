@@ -806,6 +806,60 @@ mod tests {
         );
     }
 
+    fn sharks(n: usize) -> Vec<SharkRef> {
+        (0..n)
+            .map(|i| SharkRef {
+                datacenter: format!("dc-node{i}"),
+                manta_storage_id: format!("node{i}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_join_discards_the_joined_copies_on_every_node() {
+        use crate::data::tests::{CREATOR, Fake, assert_discarded_everywhere, region};
+        let joins = Fake {
+            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
+            ..Fake::OK
+        };
+        // One node cannot join; then two nodes that joined different bytes.
+        for fakes in [
+            [joins, Fake::OK],
+            [
+                joins,
+                Fake {
+                    joins: Some("x"),
+                    ..joins
+                },
+            ],
+        ] {
+            let (fd, nodes) = region(&fakes).await;
+            let id = ObjectId::random();
+            let parts = [ObjectId::random().to_string()];
+            let r = join_on(&fd, &sharks(2), CREATOR, id, &parts).await;
+            assert!(r.is_err());
+            assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_comes_back_uncommitted_and_a_failed_record_write_discards_it() {
+        use crate::data::tests::{CREATOR, Fake, assert_discarded_everywhere, region};
+        let joins = Fake {
+            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
+            ..Fake::OK
+        };
+        let (fd, nodes) = region(&[joins, joins]).await;
+        let id = ObjectId::random();
+        let parts = [ObjectId::random().to_string()];
+        let joined = join_on(&fd, &sharks(2), CREATOR, id, &parts).await.unwrap();
+        assert_eq!(joined.stored().sharks, sharks(2));
+        assert!(nodes.iter().all(|n| n.seen(|s| s.deleted.is_empty())));
+        let r = joined.commit(async { Err::<(), _>(()) }).await;
+        assert!(r.is_err());
+        assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
+    }
+
     fn hex_to_bytes(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
