@@ -5,21 +5,27 @@
 //! of a set before reading a byte of the body (falling back to the next set), then pass each
 //! chunk to every node and to an MD5 hasher on the blocking pool; the client is read only as
 //! fast as the slowest node accepts. Only when every node has fsynced and reported the same MD5
-//! as ours is the write a success; the caller then commits metadata. On any failure every node
-//! is told to drop what it has.
+//! as ours is the write a success. The bytes then come back as an [`Uncommitted`] upload: the
+//! caller builds the record ([`Uncommitted::record`], the one builder of a new object's
+//! record) and hands its own Moray write to [`Uncommitted::commit`], which discards the bytes
+//! on every node when that write fails. On any failure before that, every node is told to drop
+//! what it has. So no record points at bytes that were not stored, and no bytes are kept
+//! that no record points at (but for a write whose outcome is unknown, see [`Uncommitted`]).
 //!
 //! Reads: try the copies in random order until one answers, failing over before the first byte;
 //! stream it while hashing, and if a full read's MD5 differs from the record, break the
 //! response instead of finishing it, so a corrupt copy is never served as good.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
 use http::StatusCode;
-use manta_types::record::{EMPTY_MD5, ObjectInfo};
-use manta_types::{ErrorCode, HasErrorCode as _, MantaError, SharkRef};
+use manta_types::record::{EMPTY_MD5, EntryKind, ObjectInfo, RECORD_VERSION};
+use manta_types::{ErrorCode, HasErrorCode as _, MantaError, MetadataRecord, ObjectId, SharkRef};
 use md5::Digest as _;
 use rand::seq::SliceRandom as _;
 use storage_api::{ByteRange, ClientError, ObjectKey, PutStream};
@@ -41,6 +47,18 @@ pub struct Stored {
     pub size: u64,
     /// Hex SHA-256, as the nodes computed it.
     pub sha256: Option<String>,
+}
+
+impl Stored {
+    /// What an upload of zero bytes stores: nothing, anywhere.
+    pub fn empty() -> Stored {
+        Stored {
+            sharks: Vec::new(),
+            md5: EMPTY_MD5.into(),
+            size: 0,
+            sha256: Some(EMPTY_SHA256.into()),
+        }
+    }
 }
 
 /// Which digest a [`Hasher`] computes, and how it is written.
@@ -187,7 +205,9 @@ fn upload_failure(
     }
 }
 
-/// Streams `body` to `copies` storage nodes as object `object_id` of account `creator`.
+/// Streams `body` to `copies` storage nodes as a new object (a fresh object id) of account
+/// `creator`, and hands the stored bytes back uncommitted: the caller writes the record
+/// through [`Uncommitted::commit`].
 ///
 /// # Errors
 /// `NotEnoughSpace` when no set of nodes fits; `ServiceUnavailable` when no set answers or a
@@ -196,12 +216,11 @@ fn upload_failure(
 pub async fn store<S, E>(
     fd: &Arc<Frontdoor>,
     creator: &str,
-    object_id: &str,
     copies: u32,
     len: BodyLength,
     content_md5: Option<&str>,
     body: S,
-) -> ApiResult<Stored>
+) -> ApiResult<Uncommitted>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
@@ -214,10 +233,12 @@ where
         .exact
         .or(len.max)
         .unwrap_or(cfg.chunked_reserve.min(limit));
+    let object_id = ObjectId::random();
     if len.exact == Some(0) {
-        return empty_upload(content_md5);
+        return empty_upload(content_md5)
+            .map(|s| Uncommitted::adopt(fd, creator, object_id, Vec::new(), s));
     }
-    let key = object_key(creator, object_id)?;
+    let key = object_key(creator, &object_id.to_string())?;
     fd.picker
         .ensure_loaded()
         .await
@@ -257,7 +278,9 @@ where
             "No storage nodes available for this request",
         ));
     };
-    pump(fd, streams, &key, len, limit, content_md5, body).await
+    let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
+    let stored = pump(fd, streams, &key, len, limit, content_md5, body).await?;
+    Ok(Uncommitted::adopt(fd, creator, object_id, nodes, stored))
 }
 
 /// What an upload of zero bytes stores: nothing, anywhere.
@@ -271,12 +294,7 @@ fn empty_upload(content_md5: Option<&str>) -> ApiResult<Stored> {
             ),
         ));
     }
-    Ok(Stored {
-        sharks: Vec::new(),
-        md5: EMPTY_MD5.into(),
-        size: 0,
-        sha256: Some(EMPTY_SHA256.into()),
-    })
+    Ok(Stored::empty())
 }
 
 /// Like [`store`], but on exactly `nodes` (no other set is tried): the S3 API's multipart
@@ -290,20 +308,21 @@ pub async fn store_on<S, E>(
     fd: &Arc<Frontdoor>,
     nodes: &[crate::picker::Node],
     creator: &str,
-    object_id: &str,
     len: BodyLength,
     content_md5: Option<&str>,
     body: S,
-) -> ApiResult<Stored>
+) -> ApiResult<Uncommitted>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
     let limit = len.exact.or(len.max).unwrap_or(fd.cfg.max_streaming_size);
+    let object_id = ObjectId::random();
     if len.exact == Some(0) {
-        return empty_upload(content_md5);
+        return empty_upload(content_md5)
+            .map(|s| Uncommitted::adopt(fd, creator, object_id, Vec::new(), s));
     }
-    let key = object_key(creator, object_id)?;
+    let key = object_key(creator, &object_id.to_string())?;
     let (ok, failed) = start_all(fd, nodes, &key, len, content_md5).await;
     for (node, e) in &failed {
         warn!(error = %e, node = %node.storage_id, "storage node of a fixed set unavailable");
@@ -316,7 +335,14 @@ where
             format!("storage node {} is unavailable; retry", node.storage_id),
         ));
     }
-    pump(fd, ok, &key, len, limit, content_md5, body).await
+    let stored = pump(fd, ok, &key, len, limit, content_md5, body).await?;
+    Ok(Uncommitted::adopt(
+        fd,
+        creator,
+        object_id,
+        nodes.to_vec(),
+        stored,
+    ))
 }
 
 /// Streams `body` to every node of `streams` (already connected) and collects the outcome.
@@ -472,12 +498,7 @@ where
     if total == 0 {
         // A chunked upload that turned out empty stores no bytes, like a zero-length one.
         discard_key(fd, &nodes, key).await;
-        return Ok(Stored {
-            sharks: Vec::new(),
-            md5: EMPTY_MD5.into(),
-            size: 0,
-            sha256: Some(EMPTY_SHA256.into()),
-        });
+        return Ok(Stored::empty());
     }
     let sharks = nodes
         .iter()
@@ -497,7 +518,8 @@ where
 /// SHA-256 of zero bytes, hex.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/// Best-effort removal of copies that no record will point at.
+/// Best-effort removal of copies that no record will point at (bytes that never became an
+/// [`Uncommitted`] upload, such as a failed join's).
 pub async fn discard(fd: &Frontdoor, nodes: &[Node], creator: &str, object_id: &str) {
     // A key the nodes cannot parse was never stored on them.
     if let Ok(key) = ObjectKey::parse(creator, object_id) {
@@ -512,13 +534,236 @@ async fn discard_key(fd: &Frontdoor, nodes: &[Node], key: &ObjectKey) {
     .await;
 }
 
-/// Best-effort removal of an object's copies by storage id.
-pub async fn discard_refs(fd: &Frontdoor, sharks: &[SharkRef], creator: &str, object_id: &str) {
-    let nodes: Vec<_> = sharks
-        .iter()
-        .filter_map(|s| fd.picker.node(&s.manta_storage_id))
-        .collect();
-    discard(fd, &nodes, creator, object_id).await;
+/// Where a record is written: its Moray key, the directory (bucket, or upload) it is listed
+/// in, and its name there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The record's Moray key.
+    pub key: String,
+    /// What listings of the parent match on.
+    pub dirname: String,
+    /// The entry's name in its parent.
+    pub name: String,
+}
+
+impl Place {
+    /// A new record of `kind` at this place, owned by `owner`, whose bytes (if any) belong to
+    /// `creator`, stamped with the time now and the current request's id. Every record of a
+    /// new entry the front door writes is built here.
+    pub fn record(
+        self,
+        owner: &str,
+        creator: &str,
+        headers: BTreeMap<String, String>,
+        kind: EntryKind,
+    ) -> MetadataRecord {
+        MetadataRecord {
+            version: RECORD_VERSION,
+            dirname: self.dirname,
+            key: self.key,
+            name: self.name,
+            owner: owner.to_owned(),
+            creator: creator.to_owned(),
+            mtime: manta_types::time::now_ms(),
+            headers,
+            roles: Vec::new(),
+            kind,
+            request_id: manta_util::http::current_request_id(),
+        }
+    }
+
+    /// `rec`, another entry's record, at this place and owned by `owner`, stamped with the
+    /// time now and the current request's id; its bytes, creator, headers and roles are kept
+    /// (a link).
+    pub fn relink(self, rec: MetadataRecord, owner: &str) -> MetadataRecord {
+        MetadataRecord {
+            dirname: self.dirname,
+            key: self.key,
+            name: self.name,
+            owner: owner.to_owned(),
+            mtime: manta_types::time::now_ms(),
+            request_id: manta_util::http::current_request_id(),
+            ..rec
+        }
+    }
+}
+
+/// What the caller says about a new object beyond its bytes.
+#[derive(Debug, Clone)]
+pub struct ObjectMeta {
+    /// The object's ETag (the object id for the Manta API, an MD5 for S3).
+    pub etag: String,
+    /// Its media type.
+    pub content_type: String,
+    /// The stored headers; `content-disposition` among them is also recorded as the object's.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Where an [`Uncommitted`] upload stands, for its `Drop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commit {
+    /// No record write has begun: the bytes are nobody's.
+    Pending,
+    /// The record write is in flight: it may land, so the bytes must stay.
+    Writing,
+    /// Committed, or discarded.
+    Done,
+}
+
+/// Bytes stored on every chosen storage node that no record points at yet: what [`store`] and
+/// [`store_on`] return (and what [`Uncommitted::adopt`] makes of bytes a node-side join
+/// produced).
+///
+/// [`commit`](Uncommitted::commit) runs the caller's record write, and when it fails discards
+/// the bytes on every node before returning the error: callers never discard by hand.
+/// [`abort`](Uncommitted::abort) discards them when the caller decides against the record.
+///
+/// Dropped without either (an error path that returns early, or the request's future dropped
+/// because the client went away), the bytes are discarded in a task spawned on the runtime
+/// and tracked by [`Frontdoor::background`], never waited for in `Drop`. That is chosen over
+/// `#[must_use]` alone because a dropped request future runs no code of the caller's: only
+/// `Drop` sees it. Dropped while the record write is in flight, the bytes are kept: the write
+/// may have landed, and a record without bytes is worse than bytes without a record.
+#[must_use = "commit the upload's record, or abort it; dropped, its bytes are discarded"]
+#[derive(Debug)]
+pub struct Uncommitted {
+    fd: Arc<Frontdoor>,
+    /// The account the bytes are stored under (the record's creator).
+    creator: String,
+    object_id: ObjectId,
+    /// The nodes holding a copy: where to discard (empty when nothing was stored).
+    nodes: Vec<Node>,
+    stored: Stored,
+    state: Commit,
+}
+
+impl Uncommitted {
+    /// Takes charge of bytes already on `nodes` as object `object_id` of `creator`, with what
+    /// they reported in `stored`: an upload the data path made, or a join the nodes made
+    /// themselves. `stored` with no sharks means nothing was stored (nothing to discard).
+    pub fn adopt(
+        fd: &Arc<Frontdoor>,
+        creator: &str,
+        object_id: ObjectId,
+        nodes: Vec<Node>,
+        stored: Stored,
+    ) -> Uncommitted {
+        Uncommitted {
+            fd: fd.clone(),
+            creator: creator.to_owned(),
+            object_id,
+            nodes: if stored.sharks.is_empty() {
+                Vec::new()
+            } else {
+                nodes
+            },
+            stored,
+            state: Commit::Pending,
+        }
+    }
+
+    /// What was stored.
+    pub fn stored(&self) -> &Stored {
+        &self.stored
+    }
+
+    /// The object id the bytes are stored under.
+    pub fn object_id(&self) -> ObjectId {
+        self.object_id
+    }
+
+    /// The record of these bytes as an object at `place`, owned (and created) by the account
+    /// they were stored for: the one builder of a new object's record.
+    pub fn record(&self, place: Place, meta: ObjectMeta) -> MetadataRecord {
+        let s = &self.stored;
+        let info = ObjectInfo {
+            content_length: s.size,
+            content_md5: s.md5.clone(),
+            content_type: meta.content_type,
+            content_disposition: meta.headers.get("content-disposition").cloned(),
+            etag: meta.etag,
+            object_id: self.object_id,
+            sharks: s.sharks.clone(),
+            created_from: None,
+            sha256: s.sha256.clone(),
+        };
+        place.record(
+            &self.creator,
+            &self.creator,
+            meta.headers,
+            EntryKind::Object(info),
+        )
+    }
+
+    /// Runs `write`, the caller's record write (a plain put, a conditional put, a batch), and
+    /// when it fails discards the bytes on every node before returning its error.
+    ///
+    /// Cancel safety: dropped before `write` completes, the bytes are kept (the write may
+    /// have landed); dropped while discarding, the discard finishes in the background.
+    ///
+    /// # Errors
+    /// `write`'s error.
+    pub async fn commit<T, E>(mut self, write: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        self.state = Commit::Writing;
+        let written = write.await;
+        if written.is_err() {
+            // Nothing points at the new copies: take them back.
+            self.state = Commit::Pending;
+            self.discard().await;
+        }
+        self.state = Commit::Done;
+        written
+    }
+
+    /// Discards the bytes on every node: no record will point at them.
+    pub async fn abort(mut self) {
+        self.discard().await;
+        self.state = Commit::Done;
+    }
+
+    async fn discard(&self) {
+        if !self.nodes.is_empty() {
+            discard(
+                &self.fd,
+                &self.nodes,
+                &self.creator,
+                &self.object_id.to_string(),
+            )
+            .await;
+        }
+    }
+}
+
+impl Drop for Uncommitted {
+    fn drop(&mut self) {
+        match self.state {
+            Commit::Done => {}
+            Commit::Pending if self.nodes.is_empty() => {}
+            Commit::Writing => {
+                warn!(object_id = %self.object_id, creator = %self.creator,
+                    "record write abandoned in flight; keeping the bytes it may point at");
+            }
+            Commit::Pending => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    warn!(object_id = %self.object_id, "no runtime to discard uncommitted bytes; they stay on the nodes");
+                    return;
+                };
+                let fd = self.fd.clone();
+                let nodes = std::mem::take(&mut self.nodes);
+                let creator = std::mem::take(&mut self.creator);
+                let oid = self.object_id.to_string();
+                let tracker = fd.background.clone();
+                let discard = async move { discard(&fd, &nodes, &creator, &oid).await };
+                // The node's log names the request that left the bytes behind.
+                match manta_util::http::current_request_id() {
+                    Some(id) => {
+                        tracker.spawn_on(manta_util::http::with_request_id(id, discard), &rt)
+                    }
+                    None => tracker.spawn_on(discard, &rt),
+                };
+            }
+        }
+    }
 }
 
 /// A byte stream read from a storage node.
@@ -676,4 +921,388 @@ fn verified_stream(
             }
         }
     }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! The data path's failure branches, against storage nodes faked in-process: each records
+    //! the objects it was sent in full and the deletes it was asked for.
+
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::response::{IntoResponse, Response};
+    use http::Method;
+
+    use super::*;
+    use crate::config::{Config, MoraySource};
+
+    /// What one fake node saw, by object path (`/<owner>/<objectId>`).
+    #[derive(Debug, Default)]
+    pub(crate) struct Seen {
+        /// PUTs that began.
+        pub(crate) started: HashSet<String>,
+        /// PUTs whose whole body arrived and were answered as stored.
+        pub(crate) stored: HashSet<String>,
+        /// DELETEs.
+        pub(crate) deleted: HashSet<String>,
+    }
+
+    /// How a fake node behaves.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub(crate) struct Fake {
+        /// Fails a PUT once this many bytes have arrived (a node dying mid-upload).
+        pub(crate) fail_after: Option<usize>,
+        /// Answers a whole PUT 507 (a disk that filled up as the copy was written).
+        pub(crate) full_at_end: bool,
+        /// What a join (`POST /mpu/commit`) reports; `None` fails it.
+        pub(crate) joins: Option<&'static str>,
+    }
+
+    impl Fake {
+        /// A node that stores what it is sent.
+        pub(crate) const OK: Fake = Fake {
+            fail_after: None,
+            full_at_end: false,
+            joins: None,
+        };
+    }
+
+    /// A storage node faked in-process.
+    #[derive(Clone)]
+    pub(crate) struct FakeNode {
+        seen: Arc<Mutex<Seen>>,
+        fake: Fake,
+    }
+
+    impl FakeNode {
+        /// Looks at what the node saw.
+        pub(crate) fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+            f(&self.seen.lock().unwrap())
+        }
+    }
+
+    async fn serve_node(State(node): State<FakeNode>, req: Request) -> Response {
+        let path = req.uri().path().to_owned();
+        if req.method() == Method::DELETE {
+            node.seen.lock().unwrap().deleted.insert(path);
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        if req.method() == Method::POST && path == storage_api::COMMIT_PATH {
+            let Some(md5) = node.fake.joins else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let r = storage_api::CommitResult {
+                md5: md5.into(),
+                sha256: EMPTY_SHA256.into(),
+                size: 1,
+            };
+            return axum::Json(r).into_response();
+        }
+        if req.method() != Method::PUT {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        node.seen.lock().unwrap().started.insert(path.clone());
+        let mut body = req.into_body().into_data_stream();
+        let mut md5 = md5::Md5::new();
+        let mut sha = sha2::Sha256::new();
+        let mut size = 0usize;
+        while let Some(chunk) = body.next().await {
+            let Ok(chunk) = chunk else {
+                // An aborted upload keeps nothing.
+                return StatusCode::BAD_REQUEST.into_response();
+            };
+            size += chunk.len();
+            if node.fake.fail_after.is_some_and(|n| size >= n) {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            md5.update(&chunk);
+            sha2::Digest::update(&mut sha, &chunk);
+        }
+        if node.fake.full_at_end {
+            return StatusCode::INSUFFICIENT_STORAGE.into_response();
+        }
+        node.seen.lock().unwrap().stored.insert(path);
+        use base64::Engine as _;
+        let md5 = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+        let sha: String = sha2::Digest::finalize(sha)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Response::builder()
+            .status(StatusCode::CREATED)
+            .header(storage_api::COMPUTED_MD5_HEADER, md5)
+            .header(storage_api::COMPUTED_SHA256_HEADER, sha)
+            .body(Body::from(format!("{{\"size\":{size}}}")))
+            .unwrap()
+    }
+
+    /// Starts a fake node on 127.0.0.1:0; its heartbeat says it has plenty of room.
+    async fn start_node(id: &str, fake: Fake) -> (FakeNode, Node) {
+        let fake = FakeNode {
+            seen: Arc::default(),
+            fake,
+        };
+        let app = axum::Router::new()
+            .fallback(serve_node)
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let node = Node {
+            storage_id: id.into(),
+            datacenter: format!("dc-{id}"),
+            available_mb: 1024,
+            percent_used: 1,
+            timestamp: manta_types::time::now_ms(),
+            url: format!("http://{addr}"),
+        };
+        (fake, node)
+    }
+
+    /// The account the tests store for.
+    pub(crate) const CREATOR: &str = "5f2b4a52-3a43-4e8a-9a3e-0a6f4a1d2c11";
+
+    /// A front door whose Moray is never reached, placing on fresh fake nodes (`node0`,
+    /// `node1`, ...), one per entry of `fakes`.
+    pub(crate) async fn region(fakes: &[Fake]) -> (Arc<Frontdoor>, Vec<FakeNode>) {
+        let mut started = Vec::new();
+        let mut nodes = Vec::new();
+        for (i, f) in fakes.iter().enumerate() {
+            let (fake, node) = start_node(&format!("node{i}"), *f).await;
+            started.push(fake);
+            nodes.push(node);
+        }
+        let cfg = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            MoraySource::Single(vec!["http://127.0.0.1:9".into()]),
+        );
+        (Frontdoor::for_tests(cfg, nodes).await, started)
+    }
+
+    /// `n` chunks of 64 KiB, `pause` apart.
+    fn body(n: usize, pause: Duration) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin {
+        Box::pin(futures_util::stream::iter(0..n).then(move |i| async move {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            Ok(Bytes::from(vec![b'x'; 64 * 1024]))
+        }))
+    }
+
+    fn exact(n: u64) -> BodyLength {
+        BodyLength {
+            exact: Some(n),
+            max: None,
+        }
+    }
+
+    async fn upload(fd: &Arc<Frontdoor>, copies: u32) -> Uncommitted {
+        store(
+            fd,
+            CREATOR,
+            copies,
+            exact(4 * 64 * 1024),
+            None,
+            body(4, Duration::ZERO),
+        )
+        .await
+        .expect("every node stores its copy")
+    }
+
+    fn path_of(u: &Uncommitted) -> String {
+        format!("/{CREATOR}/{}", u.object_id())
+    }
+
+    /// Every node was asked to delete `path`, and nothing else.
+    pub(crate) fn assert_discarded_everywhere(fakes: &[FakeNode], path: &str) {
+        for f in fakes {
+            assert_eq!(
+                f.seen(|s| s.deleted.clone()),
+                HashSet::from([path.to_owned()])
+            );
+        }
+    }
+
+    /// Waits for the discards of dropped uploads.
+    async fn settle(fd: &Frontdoor) {
+        fd.background.close();
+        fd.background.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_record_write_discards_the_bytes_on_every_node() {
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
+        let up = upload(&fd, 2).await;
+        let path = path_of(&up);
+        assert_eq!(up.stored().sharks.len(), 2);
+        for f in &fakes {
+            assert!(f.seen(|s| s.stored.contains(&path)));
+        }
+        let r = up.commit(async { Err::<(), _>("moray is down") }).await;
+        assert_eq!(r, Err("moray is down"));
+        assert_discarded_everywhere(&fakes, &path);
+    }
+
+    #[tokio::test]
+    async fn a_node_failing_mid_upload_commits_nothing_and_discards_the_other_copies() {
+        let (fd, fakes) = region(&[
+            Fake::OK,
+            Fake {
+                fail_after: Some(64 * 1024),
+                ..Fake::OK
+            },
+        ])
+        .await;
+        let r = store(
+            &fd,
+            CREATOR,
+            2,
+            exact(8 * 64 * 1024),
+            None,
+            body(8, Duration::from_millis(50)),
+        )
+        .await;
+        // No upload to commit: the error is all the caller gets.
+        let e = r.expect_err("a node failed");
+        assert_eq!(e.code, ErrorCode::ServiceUnavailable);
+        let started = fakes[0].seen(|s| s.started.clone());
+        assert_eq!(started.len(), 1);
+        for f in &fakes {
+            assert!(f.seen(|s| s.stored.is_empty()), "no copy completes");
+            assert_eq!(
+                f.seen(|s| s.deleted.clone()),
+                started,
+                "every copy is discarded"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_failing_at_the_end_commits_nothing_and_discards_every_copy() {
+        let full = Fake {
+            full_at_end: true,
+            ..Fake::OK
+        };
+        let (fd, fakes) = region(&[Fake::OK, full]).await;
+        let e = store(
+            &fd,
+            CREATOR,
+            2,
+            exact(4 * 64 * 1024),
+            None,
+            body(4, Duration::ZERO),
+        )
+        .await
+        .expect_err("a node filled up");
+        assert_eq!(e.code, ErrorCode::NotEnoughSpace);
+        let path = fakes[0].seen(|s| s.stored.iter().next().cloned()).unwrap();
+        assert_discarded_everywhere(&fakes, &path);
+    }
+
+    #[tokio::test]
+    async fn a_committed_upload_discards_nothing() {
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK, Fake::OK]).await;
+        let up = upload(&fd, 3).await;
+        let path = path_of(&up);
+        let r = up.commit(async { Ok::<_, ()>(7) }).await;
+        assert_eq!(r, Ok(7));
+        settle(&fd).await;
+        for f in &fakes {
+            assert!(f.seen(|s| s.stored.contains(&path)));
+            assert!(f.seen(|s| s.deleted.is_empty()));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upload_dropped_uncommitted_is_discarded_in_the_background() {
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
+        let up = upload(&fd, 2).await;
+        let path = path_of(&up);
+        drop(up);
+        settle(&fd).await;
+        assert_discarded_everywhere(&fakes, &path);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_upload_is_discarded() {
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
+        let up = upload(&fd, 2).await;
+        let path = path_of(&up);
+        up.abort().await;
+        assert_discarded_everywhere(&fakes, &path);
+    }
+
+    #[tokio::test]
+    async fn a_record_write_abandoned_in_flight_keeps_the_bytes() {
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
+        let up = upload(&fd, 2).await;
+        let never = std::future::pending::<Result<(), ()>>();
+        let r = tokio::time::timeout(Duration::from_millis(50), up.commit(never)).await;
+        assert!(r.is_err(), "the write never ends");
+        settle(&fd).await;
+        for f in &fakes {
+            assert!(
+                f.seen(|s| s.deleted.is_empty()),
+                "the write may have landed"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_empty_upload_stores_and_discards_nothing() {
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
+        let up = store(&fd, CREATOR, 2, exact(0), None, body(0, Duration::ZERO))
+            .await
+            .unwrap();
+        assert!(up.stored().sharks.is_empty());
+        let r = up.commit(async { Err::<(), _>(()) }).await;
+        assert!(r.is_err());
+        settle(&fd).await;
+        for f in &fakes {
+            assert!(f.seen(|s| s.started.is_empty() && s.deleted.is_empty()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_record_describes_the_stored_bytes() {
+        let (fd, _fakes) = region(&[Fake::OK, Fake::OK]).await;
+        let up = upload(&fd, 2).await;
+        let place = Place {
+            key: "/k".into(),
+            dirname: "/d".into(),
+            name: "n".into(),
+        };
+        let headers = BTreeMap::from([("content-disposition".into(), "inline".into())]);
+        let meta = ObjectMeta {
+            etag: "e".into(),
+            content_type: "text/plain".into(),
+            headers: headers.clone(),
+        };
+        let rec = up.record(place, meta);
+        let o = rec.object().unwrap().clone();
+        assert_eq!(
+            (rec.key.as_str(), rec.dirname.as_str(), rec.name.as_str()),
+            ("/k", "/d", "n")
+        );
+        assert_eq!(
+            (rec.owner.as_str(), rec.creator.as_str()),
+            (CREATOR, CREATOR)
+        );
+        assert_eq!(rec.headers, headers);
+        assert_eq!(o.object_id, up.object_id());
+        assert_eq!(o.content_length, up.stored().size);
+        assert_eq!(o.content_md5, up.stored().md5);
+        assert_eq!(o.sha256, up.stored().sha256);
+        assert_eq!(o.sharks, up.stored().sharks);
+        assert_eq!(o.content_disposition.as_deref(), Some("inline"));
+        assert_eq!(
+            (o.etag.as_str(), o.content_type.as_str()),
+            ("e", "text/plain")
+        );
+        up.commit(async { Ok::<_, ()>(()) }).await.unwrap();
+    }
 }

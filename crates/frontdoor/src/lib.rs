@@ -15,7 +15,9 @@
 //! - [`s3`]: the S3 API (its own listener, SigV4/SigV2, buckets, objects, multipart), over the
 //!   same data path and metadata.
 //! - [`error`]: errors of the front door and how they map to the Manta error codes.
-//! - [`data`]: the data path (fan-out writes, failover reads, checksums).
+//! - [`data`]: the data path (fan-out writes, failover reads, checksums); an upload comes
+//!   back as a [`data::Uncommitted`] whose `commit` writes the record or discards the bytes,
+//!   and [`data::Place`] / [`data::Uncommitted::record`] build every new entry's record.
 //! - [`picker`]: placement from heartbeats.
 //! - Storage nodes are reached through the `storage-api` crate's client; [`Frontdoor`]
 //!   holds its connector (settings and connection pool).
@@ -25,6 +27,11 @@
 //! # Guarantees
 //! - A 2xx to an object `PUT` means every requested copy is fsynced on its node and the record
 //!   is committed in Moray; no record ever points at bytes that were not stored.
+//! - Bytes whose record is not written are discarded on every node: every record of new bytes
+//!   (Manta `PUT`, S3 put, copy, part, completion) is written through
+//!   [`data::Uncommitted::commit`], which discards them when the write fails, and an upload
+//!   dropped uncommitted is discarded in the background. (A write whose outcome is unknown
+//!   because the request was dropped mid-write keeps its bytes.)
 //! - Bytes are streamed, never held whole in memory; the client is read only as fast as the
 //!   slowest copy is written.
 //! - A read never completes from a copy whose MD5 differs from the record.

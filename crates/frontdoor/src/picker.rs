@@ -127,6 +127,20 @@ impl Picker {
         }
     }
 
+    /// Replaces the table with exactly `nodes` (tests place on nodes of their own).
+    #[cfg(test)]
+    pub(crate) fn set_nodes(&self, nodes: Vec<Node>) {
+        let by_id = nodes
+            .iter()
+            .map(|n| (n.storage_id.clone(), n.clone()))
+            .collect();
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Table {
+            nodes,
+            by_id,
+            loaded: true,
+        });
+    }
+
     /// Refreshes every `every` until `shutdown`.
     pub fn spawn_refresher(
         self: &Arc<Self>,
@@ -254,15 +268,7 @@ mod tests {
             Duration::from_secs(60),
             90,
         );
-        let by_id = nodes
-            .iter()
-            .map(|n| (n.storage_id.clone(), n.clone()))
-            .collect();
-        *p.table.write().unwrap() = Arc::new(Table {
-            nodes,
-            by_id,
-            loaded: true,
-        });
+        p.set_nodes(nodes);
         p
     }
 

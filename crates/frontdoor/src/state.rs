@@ -12,6 +12,7 @@ use manta_util::metrics::Metrics;
 use moray::ShardedClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::{Config, MoraySource};
@@ -39,6 +40,9 @@ pub struct Frontdoor {
     pub throttle: Arc<Semaphore>,
     /// The jobs API (job state lives in Moray's system shard).
     pub jobs: manta_jobs_api::api::JobsApi,
+    /// Work a request leaves behind: the discards of uploads dropped uncommitted
+    /// ([`crate::data::Uncommitted`]). Waited for (up to the drain deadline) at shutdown.
+    pub background: TaskTracker,
 }
 
 async fn connect_moray(src: &MoraySource) -> Result<ShardedClient> {
@@ -91,6 +95,17 @@ impl Frontdoor {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
+        let fd = Frontdoor::assemble(cfg, moray);
+        fd.jobs
+            .setup()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("create the job buckets")?;
+        Ok(Arc::new(fd))
+    }
+
+    /// The service over `moray`, nothing yet contacted.
+    fn assemble(cfg: Config, moray: ShardedClient) -> Frontdoor {
         let system = moray.system();
         let accounts = Arc::new(MorayAccounts::new(system.clone(), cfg.account_cache_ttl));
         let mut auth =
@@ -98,17 +113,13 @@ impl Frontdoor {
         auth.max_skew = cfg.clock_skew;
         let jobs =
             manta_jobs_api::api::JobsApi::new(moray.clone(), TokenKey::new(&cfg.token_secret));
-        jobs.setup()
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .context("create the job buckets")?;
         let picker = Arc::new(Picker::new(
             system,
             cfg.heartbeat_max_age,
             cfg.max_utilization_pct,
         ));
         let sharks = storage_connector(&cfg);
-        Ok(Arc::new(Frontdoor {
+        Frontdoor {
             throttle: Arc::new(Semaphore::new(cfg.max_concurrency)),
             jobs,
             cfg: Arc::new(cfg),
@@ -118,7 +129,20 @@ impl Frontdoor {
             picker,
             sharks,
             metrics: Arc::new(Metrics::new()),
-        }))
+            background: TaskTracker::new(),
+        }
+    }
+
+    /// A front door whose Moray is never reached and whose placement knows exactly `nodes`
+    /// (for the data path's tests).
+    #[cfg(test)]
+    pub(crate) async fn for_tests(cfg: Config, nodes: Vec<crate::picker::Node>) -> Arc<Frontdoor> {
+        let moray = connect_moray(&cfg.moray)
+            .await
+            .expect("a single-shard ring needs no connection");
+        let fd = Frontdoor::assemble(cfg, moray);
+        fd.picker.set_nodes(nodes);
+        Arc::new(fd)
     }
 
     /// The HTTP application: `/ping`, `/metrics`, and the Manta API for everything else.
@@ -208,12 +232,20 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
         };
         tokio::spawn(serve(l, app, shutdown.clone(), opts))
     });
+    let background = fd.background.clone();
     let task = tokio::spawn(async move {
         serve(listener, app, shutdown, ServeOptions { drain, tls }).await?;
         if let Some(t) = s3_task {
             t.await.context("the S3 server task panicked")??;
         }
         refresher.abort();
+        background.close();
+        if tokio::time::timeout(drain, background.wait())
+            .await
+            .is_err()
+        {
+            warn!("shutting down with discards of uncommitted uploads still running");
+        }
         Ok(())
     });
     Ok(Running {

@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use manta_types::record::{DirectoryInfo, EntryKind, RECORD_VERSION};
+use manta_types::record::{DirectoryInfo, EntryKind};
 use manta_types::{Area, ErrorCode, MetadataRecord};
 use moray::filter::Filter;
 use moray::types::{FindOptions, Sort, SortOrder};
@@ -94,8 +94,7 @@ pub fn root_listing(ctx: &Ctx) -> ApiResult<Response> {
 /// Moray failures.
 pub async fn get_directory(ctx: &Ctx, entry: Option<Entry>) -> ApiResult<Response> {
     if let Some(e) = &entry
-        && conditional::check(&ctx.method, &ctx.headers, Some(e), &ctx.path.to_string())?
-            == Outcome::NotModified
+        && ctx.check_conditions(Some(e))? == Outcome::NotModified
     {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -231,15 +230,9 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
         return Ok(no_content());
     }
     let stored = headers::stored_headers(&ctx.headers)?;
-    let key = ctx.key();
     let target = WriteTarget::read(ctx).await?;
     let existing = target.existing.clone();
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        existing.as_ref(),
-        &ctx.path.to_string(),
-    )?;
+    ctx.check_conditions(existing.as_ref())?;
     if let Some(e) = &existing
         && e.rec.is_directory()
         && e.rec.headers == stored
@@ -247,25 +240,13 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
         return Ok(no_content());
     }
     target.ensure_room(ctx)?;
-    let rec = MetadataRecord {
-        version: RECORD_VERSION,
-        dirname: manta_types::path::dirname(&key).to_owned(),
-        name: ctx.path.name().to_owned(),
-        key,
-        owner: ctx.owner.uuid.clone(),
-        creator: ctx.owner.uuid.clone(),
-        mtime: manta_types::time::now_ms(),
-        headers: stored,
-        roles: Vec::new(),
-        kind: EntryKind::Directory(DirectoryInfo::default()),
-        request_id: manta_util::http::current_request_id(),
-    };
-    save(
-        ctx,
-        &rec,
-        conditional::write_condition(&ctx.headers, existing.as_ref()),
-    )
-    .await?;
+    let rec = ctx.place().record(
+        &ctx.owner.uuid,
+        &ctx.owner.uuid,
+        stored,
+        EntryKind::Directory(DirectoryInfo::default()),
+    );
+    save(ctx, &rec, target.condition(ctx)).await?;
     let mut resp = no_content();
     resp.headers_mut().insert(
         header::LAST_MODIFIED,
@@ -288,12 +269,7 @@ pub async fn delete_entry(ctx: &Ctx) -> ApiResult<Response> {
             format!("{} was not found", ctx.path),
         ));
     };
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        Some(&entry),
-        &ctx.path.to_string(),
-    )?;
+    ctx.check_conditions(Some(&entry))?;
     if entry.rec.is_directory() {
         let filter = Filter::and(vec![
             Filter::eq("owner", ctx.owner.uuid.as_str()),

@@ -5,9 +5,8 @@
 
 use axum::response::Response;
 use http::{HeaderValue, Method, header};
-use manta_types::{ErrorCode, MantaPath, MetadataRecord};
+use manta_types::{ErrorCode, MantaPath};
 
-use super::conditional;
 use super::objects::{WriteTarget, save};
 use super::{Ctx, authorize, headers, is_virtual_dir, load, no_content};
 use crate::error::{ApiResult, err, from_store};
@@ -78,40 +77,14 @@ pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
         ));
     }
 
-    let key = ctx.key();
-    let target = WriteTarget::read(ctx).await?;
-    let existing = target.existing.clone();
-    if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
-        return Err(err(
-            ErrorCode::OperationNotAllowedOnDirectory,
-            format!("{} is a directory: PUT is not allowed", ctx.path),
-        ));
-    }
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        existing.as_ref(),
-        &ctx.path.to_string(),
-    )?;
-    target.ensure_room(ctx)?;
-    let mut rec: MetadataRecord = source.rec.clone();
-    rec.dirname = manta_types::path::dirname(&key).to_owned();
-    rec.name = ctx.path.name().to_owned();
-    rec.key = key;
-    rec.owner = ctx.owner.uuid.clone();
-    rec.mtime = manta_types::time::now_ms();
-    rec.request_id = manta_util::http::current_request_id();
+    let target = WriteTarget::for_put(ctx).await?;
+    let mut rec = ctx.place().relink(source.rec.clone(), &ctx.owner.uuid);
     // Headers given with the link request add to (and override) the source's.
     rec.headers.extend(headers::stored_headers(&ctx.headers)?);
     if let manta_types::EntryKind::Object(o) = &mut rec.kind {
         o.created_from = Some(source.rec.key.clone());
     }
-    save(
-        ctx,
-        &rec,
-        conditional::write_condition(&ctx.headers, existing.as_ref()),
-    )
-    .await?;
+    save(ctx, &rec, target.condition(ctx)).await?;
     let mut resp = no_content();
     if let Some(o) = rec.object()
         && let Ok(v) = HeaderValue::from_str(&o.etag)

@@ -52,6 +52,24 @@ impl Ctx {
         self.path.storage_key(&self.owner.uuid)
     }
 
+    /// Checks the request's conditional headers against `entry`, the entry at the path now.
+    ///
+    /// # Errors
+    /// `PreconditionFailed`, as [`conditional::check`].
+    pub fn check_conditions(&self, entry: Option<&Entry>) -> ApiResult<conditional::Outcome> {
+        conditional::check(&self.method, &self.headers, entry, &self.path.to_string())
+    }
+
+    /// Where the record of the path is written.
+    pub fn place(&self) -> crate::data::Place {
+        let key = self.key();
+        crate::data::Place {
+            dirname: manta_types::path::dirname(&key).to_owned(),
+            name: self.path.name().to_owned(),
+            key,
+        }
+    }
+
     /// A query parameter.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.query

@@ -4,38 +4,16 @@
 use axum::body::Body;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use manta_types::record::RECORD_VERSION;
 use manta_types::record::{EntryKind, ObjectInfo};
-use manta_types::{ErrorCode, MetadataRecord, ObjectId};
+use manta_types::{ErrorCode, MetadataRecord};
 use moray::PutOptions;
 use storage_api::range::{ByteRange, RangeError};
 
 use super::conditional::{self, Outcome};
 use super::headers::{self, http_date};
 use super::{Ctx, Entry, cors, is_virtual_dir, load, no_content};
+use crate::data::ObjectMeta;
 use crate::error::{ApiResult, err, from_moray};
-
-/// The record of a new or replaced object at `ctx`'s path.
-fn object_record(
-    ctx: &Ctx,
-    info: ObjectInfo,
-    headers: std::collections::BTreeMap<String, String>,
-) -> MetadataRecord {
-    let key = ctx.key();
-    MetadataRecord {
-        version: RECORD_VERSION,
-        dirname: manta_types::path::dirname(&key).to_owned(),
-        name: ctx.path.name().to_owned(),
-        key,
-        owner: ctx.owner.uuid.clone(),
-        creator: ctx.owner.uuid.clone(),
-        mtime: manta_types::time::now_ms(),
-        headers,
-        roles: Vec::new(),
-        kind: EntryKind::Object(info),
-        request_id: manta_util::http::current_request_id(),
-    }
-}
 
 /// Checks the parent of `ctx`'s path: it must exist and be a directory.
 ///
@@ -89,6 +67,35 @@ impl WriteTarget {
             existing: existing?,
             dir_count: count?,
         })
+    }
+
+    /// Reads the target of a `PUT` of an object or a link and checks it may be written there:
+    /// it is not a directory, the request's conditions hold, and the parent has room.
+    ///
+    /// # Errors
+    /// `OperationNotAllowedOnDirectory`, `PreconditionFailed`, `DirectoryLimitExceeded`, and
+    /// those of [`WriteTarget::read`].
+    pub async fn for_put(ctx: &Ctx) -> ApiResult<WriteTarget> {
+        let target = WriteTarget::read(ctx).await?;
+        if target
+            .existing
+            .as_ref()
+            .is_some_and(|e| e.rec.is_directory())
+        {
+            return Err(err(
+                ErrorCode::OperationNotAllowedOnDirectory,
+                format!("{} is a directory: PUT is not allowed", ctx.path),
+            ));
+        }
+        ctx.check_conditions(target.existing.as_ref())?;
+        target.ensure_room(ctx)?;
+        Ok(target)
+    }
+
+    /// The Moray condition of the write over this target: when the request was conditional,
+    /// it holds only while the entry is still the one checked.
+    pub fn condition(&self, ctx: &Ctx) -> moray::EtagCondition {
+        conditional::write_condition(&ctx.headers, self.existing.as_ref())
     }
 
     /// Refuses a new entry in a full directory (replacing an entry is always allowed).
@@ -156,68 +163,34 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         .header("content-type")
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let content_disposition = stored_headers.get("content-disposition").cloned();
 
-    let target = WriteTarget::read(ctx).await?;
-    let existing = target.existing.clone();
-    if existing.as_ref().is_some_and(|e| e.rec.is_directory()) {
-        return Err(err(
-            ErrorCode::OperationNotAllowedOnDirectory,
-            format!("{} is a directory: PUT is not allowed", ctx.path),
-        ));
-    }
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        existing.as_ref(),
-        &ctx.path.to_string(),
-    )?;
-    target.ensure_room(ctx)?;
+    let target = WriteTarget::for_put(ctx).await?;
 
-    let object_id = ObjectId::random();
-    let oid = object_id.to_string();
-    let stream = body.into_data_stream();
-    let stored = crate::data::store(
+    let upload = crate::data::store(
         &ctx.fd,
         &ctx.owner.uuid,
-        &oid,
         copies,
         len,
         md5.as_deref(),
-        stream,
+        body.into_data_stream(),
     )
     .await?;
-    let rec = object_record(
-        ctx,
-        ObjectInfo {
-            content_length: stored.size,
-            content_md5: stored.md5.clone(),
-            content_type,
-            content_disposition,
-            etag: oid.clone(),
-            object_id,
-            sharks: stored.sharks.clone(),
-            created_from: None,
-            sha256: stored.sha256.clone(),
-        },
-        stored_headers,
-    );
-    if let Err(e) = save(
-        ctx,
-        &rec,
-        conditional::write_condition(&ctx.headers, existing.as_ref()),
-    )
-    .await
-    {
-        // Nothing points at the new copies: take them back.
-        crate::data::discard_refs(&ctx.fd, &stored.sharks, &ctx.owner.uuid, &oid).await;
-        return Err(e);
-    }
+    let oid = upload.object_id().to_string();
+    let computed_md5 = upload.stored().md5.clone();
+    let meta = ObjectMeta {
+        etag: oid.clone(),
+        content_type,
+        headers: stored_headers,
+    };
+    let rec = upload.record(ctx.place(), meta);
+    upload
+        .commit(save(ctx, &rec, target.condition(ctx)))
+        .await?;
     let mut resp = no_content();
     let h = resp.headers_mut();
     h.insert(header::ETAG, hv(&oid));
     h.insert(header::LAST_MODIFIED, hv(&http_date(rec.mtime)));
-    h.insert("computed-md5", hv(&stored.md5));
+    h.insert("computed-md5", hv(&computed_md5));
     Ok(resp)
 }
 
@@ -250,13 +223,7 @@ pub async fn get_object(ctx: &Ctx, entry: Entry) -> ApiResult<Response> {
     };
     let mut resp = Response::new(Body::empty());
     object_headers(ctx, &entry.rec, &o, resp.headers_mut());
-    if conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        Some(&entry),
-        &ctx.path.to_string(),
-    )? == Outcome::NotModified
-    {
+    if ctx.check_conditions(Some(&entry))? == Outcome::NotModified {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         resp.headers_mut().remove(header::CONTENT_TYPE);
         return Ok(resp);
@@ -366,12 +333,7 @@ pub async fn put_metadata(ctx: &Ctx) -> ApiResult<Response> {
             format!("{} was not found", ctx.path),
         ));
     };
-    conditional::check(
-        &ctx.method,
-        &ctx.headers,
-        Some(&entry),
-        &ctx.path.to_string(),
-    )?;
+    ctx.check_conditions(Some(&entry))?;
     let mut rec = entry.rec.clone();
     rec.headers = headers::stored_headers(&ctx.headers)?;
     rec.mtime = manta_types::time::now_ms();

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use manta_types::record::{EntryKind, ObjectInfo, RECORD_VERSION};
+use manta_types::record::ObjectInfo;
 use manta_types::{MetadataRecord, ObjectId, SharkRef};
 use md5::Digest as _;
 use s3s::dto::*;
@@ -40,11 +40,11 @@ use super::meta::{Ended, S3_RECORD_VERSION, UPLOAD_TYPE, UploadRecord, Versioned
 use super::names;
 use super::objects::{
     ContentHeaders, DEFAULT_CONTENT_TYPE, body_length, body_stream, content_md5, md5_hex,
-    object_of, object_record, read_source, stored_headers,
+    object_of, place, read_source, stored_headers,
 };
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
 use crate::api::headers::BodyLength;
-use crate::data;
+use crate::data::{self, ObjectMeta, Place, Stored, Uncommitted};
 use crate::picker::Node;
 use crate::state::Frontdoor;
 
@@ -96,8 +96,8 @@ async fn join_one(
 }
 
 /// Asks every node of `sharks` to join `parts` into `object_id` (in parallel); they must all
-/// succeed with the same result. On failure nothing is cleaned up here: the caller discards
-/// `object_id` on those nodes.
+/// succeed with the same result, which comes back uncommitted. On failure the joined copies
+/// are discarded on every node.
 ///
 /// # Errors
 /// `ServiceUnavailable` when a node fails or is unknown, `InternalError` when nodes disagree.
@@ -105,16 +105,33 @@ pub async fn join_on(
     fd: &Arc<Frontdoor>,
     sharks: &[SharkRef],
     owner: &str,
-    object_id: &str,
+    object_id: ObjectId,
     parts: &[String],
-) -> S3Result<CommitResult> {
+) -> S3Result<Uncommitted> {
     let nodes = nodes_of(fd, sharks).await?;
-    let results = futures_util::future::join_all(
-        nodes
-            .iter()
-            .map(|n| join_one(fd, n, owner, object_id, parts)),
-    )
-    .await;
+    let oid = object_id.to_string();
+    let results =
+        futures_util::future::join_all(nodes.iter().map(|n| join_one(fd, n, owner, &oid, parts)))
+            .await;
+    match agree(results) {
+        Ok(r) => {
+            let stored = Stored {
+                sharks: sharks.to_vec(),
+                md5: r.md5,
+                size: r.size,
+                sha256: Some(r.sha256),
+            };
+            Ok(Uncommitted::adopt(fd, owner, object_id, nodes, stored))
+        }
+        Err(e) => {
+            data::discard(fd, &nodes, owner, &oid).await;
+            Err(e)
+        }
+    }
+}
+
+/// The one result every node's join must have given.
+fn agree(results: Vec<Result<CommitResult, String>>) -> S3Result<CommitResult> {
     let mut first: Option<CommitResult> = None;
     for r in results {
         let r = r.map_err(unavailable)?;
@@ -211,38 +228,6 @@ pub async fn create(
     }))
 }
 
-/// The record of a part just stored.
-fn part_record(
-    u: &UploadRecord,
-    part: u32,
-    stored: &data::Stored,
-    object_id: ObjectId,
-) -> MetadataRecord {
-    MetadataRecord {
-        version: RECORD_VERSION,
-        dirname: names::upload_key(&u.bucket, &u.upload_id),
-        key: names::part_key(&u.bucket, &u.upload_id, part),
-        name: names::part_name(part),
-        owner: u.owner.clone(),
-        creator: u.owner.clone(),
-        mtime: manta_types::time::now_ms(),
-        headers: BTreeMap::new(),
-        roles: Vec::new(),
-        kind: EntryKind::Object(ObjectInfo {
-            content_length: stored.size,
-            content_md5: stored.md5.clone(),
-            content_type: "application/octet-stream".into(),
-            content_disposition: None,
-            etag: md5_hex(&stored.md5),
-            object_id,
-            sharks: stored.sharks.clone(),
-            created_from: None,
-            sha256: stored.sha256.clone(),
-        }),
-        request_id: manta_util::http::current_request_id(),
-    }
-}
-
 /// Stores a part's bytes on the upload's nodes and records it.
 async fn store_part<S, E>(
     api: &S3Api,
@@ -258,24 +243,29 @@ where
 {
     let u = &upload.rec;
     let nodes = nodes_of(&api.fd, &u.sharks).await?;
-    let object_id = ObjectId::random();
-    let oid = object_id.to_string();
-    let stored = data::store_on(&api.fd, &nodes, &u.owner, &oid, len, md5, body)
+    let bytes = data::store_on(&api.fd, &nodes, &u.owner, len, md5, body)
         .await
         .map_err(from_manta)?;
-    let rec = part_record(u, part, &stored, object_id);
-    let recorded = api.meta.put_part(upload, &rec, part).await;
-    match recorded {
-        Ok(true) => Ok(rec),
-        Ok(false) => {
-            data::discard_refs(&api.fd, &stored.sharks, &u.owner, &oid).await;
-            Err(no_such_upload(&u.upload_id))
-        }
-        Err(e) => {
-            data::discard_refs(&api.fd, &stored.sharks, &u.owner, &oid).await;
-            Err(e)
-        }
-    }
+    let place = Place {
+        dirname: names::upload_key(&u.bucket, &u.upload_id),
+        key: names::part_key(&u.bucket, &u.upload_id, part),
+        name: names::part_name(part),
+    };
+    let meta = ObjectMeta {
+        etag: md5_hex(&bytes.stored().md5),
+        content_type: "application/octet-stream".into(),
+        headers: BTreeMap::new(),
+    };
+    let rec = bytes.record(place, meta);
+    bytes
+        .commit(async {
+            match api.meta.put_part(upload, &rec, part).await? {
+                true => Ok(()),
+                false => Err(no_such_upload(&u.upload_id)),
+            }
+        })
+        .await?;
+    Ok(rec)
 }
 
 /// `UploadPart`.
@@ -724,62 +714,45 @@ pub async fn complete(
 /// Joins the parts on the nodes and commits the object.
 async fn finish(api: &S3Api, plan: Plan) -> S3Result<CompleteMultipartUploadOutput> {
     let u = &plan.upload.rec;
-    let oid = plan.object_id.to_string();
-    let (md5, sha256, sharks) = if plan.ids.is_empty() {
-        (
-            manta_types::record::EMPTY_MD5.to_owned(),
-            Some(data::EMPTY_SHA256.to_owned()),
+    let joined = if plan.ids.is_empty() {
+        Uncommitted::adopt(
+            &api.fd,
+            &u.owner,
+            plan.object_id,
             Vec::new(),
+            Stored::empty(),
         )
     } else {
-        let joined = match join_on(&api.fd, &u.sharks, &u.owner, &oid, &plan.ids).await {
-            Ok(j) => j,
-            Err(e) => {
-                data::discard_refs(&api.fd, &u.sharks, &u.owner, &oid).await;
-                return Err(e);
-            }
-        };
-        if joined.size != plan.total {
-            data::discard_refs(&api.fd, &u.sharks, &u.owner, &oid).await;
+        let joined = join_on(&api.fd, &u.sharks, &u.owner, plan.object_id, &plan.ids).await?;
+        let size = joined.stored().size;
+        if size != plan.total {
+            joined.abort().await;
             return Err(internal(format!(
-                "joined {} bytes, expected {}",
-                joined.size, plan.total
+                "joined {size} bytes, expected {}",
+                plan.total
             )));
         }
-        (joined.md5, Some(joined.sha256), u.sharks.clone())
+        joined
     };
-    let disposition = u.headers.get("content-disposition").cloned();
-    let rec = object_record(
-        &plan.bucket,
-        &plan.key,
-        &u.owner,
-        ObjectInfo {
-            content_length: plan.total,
-            content_md5: md5,
-            content_type: u.content_type.clone(),
-            content_disposition: disposition,
-            etag: plan.etag.clone(),
-            object_id: plan.object_id,
-            sharks: sharks.clone(),
-            created_from: None,
-            sha256,
-        },
-        u.headers.clone(),
-    );
-    let ended = api
-        .meta
-        .end_upload(&plan.upload, Some((&rec, plan.cond.moray())))
-        .await;
-    let failure = match ended {
-        Ok(Ok(())) => None,
-        Ok(Err(Ended::Upload)) => Some(no_such_upload(&u.upload_id)),
-        Ok(Err(Ended::Object)) => Some(super::error::precondition_failed()),
-        Err(e) => Some(e),
+    let meta = ObjectMeta {
+        etag: plan.etag.clone(),
+        content_type: u.content_type.clone(),
+        headers: u.headers.clone(),
     };
-    if let Some(e) = failure {
-        data::discard_refs(&api.fd, &sharks, &u.owner, &oid).await;
-        return Err(e);
-    }
+    let rec = joined.record(place(&plan.bucket, &plan.key), meta);
+    joined
+        .commit(async {
+            match api
+                .meta
+                .end_upload(&plan.upload, Some((&rec, plan.cond.moray())))
+                .await?
+            {
+                Ok(()) => Ok(()),
+                Err(Ended::Upload) => Err(no_such_upload(&u.upload_id)),
+                Err(Ended::Object) => Err(super::error::precondition_failed()),
+            }
+        })
+        .await?;
     tracing::info!(
         bucket = %plan.bucket,
         key = %plan.key,
@@ -831,6 +804,60 @@ mod tests {
             e,
             format!("{}-2", super::super::objects::hex(&h.finalize()))
         );
+    }
+
+    fn sharks(n: usize) -> Vec<SharkRef> {
+        (0..n)
+            .map(|i| SharkRef {
+                datacenter: format!("dc-node{i}"),
+                manta_storage_id: format!("node{i}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_join_discards_the_joined_copies_on_every_node() {
+        use crate::data::tests::{CREATOR, Fake, assert_discarded_everywhere, region};
+        let joins = Fake {
+            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
+            ..Fake::OK
+        };
+        // One node cannot join; then two nodes that joined different bytes.
+        for fakes in [
+            [joins, Fake::OK],
+            [
+                joins,
+                Fake {
+                    joins: Some("x"),
+                    ..joins
+                },
+            ],
+        ] {
+            let (fd, nodes) = region(&fakes).await;
+            let id = ObjectId::random();
+            let parts = [ObjectId::random().to_string()];
+            let r = join_on(&fd, &sharks(2), CREATOR, id, &parts).await;
+            assert!(r.is_err());
+            assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_comes_back_uncommitted_and_a_failed_record_write_discards_it() {
+        use crate::data::tests::{CREATOR, Fake, assert_discarded_everywhere, region};
+        let joins = Fake {
+            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
+            ..Fake::OK
+        };
+        let (fd, nodes) = region(&[joins, joins]).await;
+        let id = ObjectId::random();
+        let parts = [ObjectId::random().to_string()];
+        let joined = join_on(&fd, &sharks(2), CREATOR, id, &parts).await.unwrap();
+        assert_eq!(joined.stored().sharks, sharks(2));
+        assert!(nodes.iter().all(|n| n.seen(|s| s.deleted.is_empty())));
+        let r = joined.commit(async { Err::<(), _>(()) }).await;
+        assert!(r.is_err());
+        assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
     }
 
     fn hex_to_bytes(s: &str) -> Vec<u8> {

@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use manta_types::record::{EntryKind, ObjectInfo, RECORD_VERSION};
+use manta_types::record::{EntryKind, ObjectInfo};
 use manta_types::{MetadataRecord, ObjectId, SharkRef};
 use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
@@ -30,7 +30,7 @@ use super::meta::Versioned;
 use super::names;
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
 use crate::api::headers::BodyLength;
-use crate::data::{self, Stored};
+use crate::data::{self, ObjectMeta, Place, Stored, Uncommitted};
 use crate::state::Frontdoor;
 
 /// Most bytes of user metadata (keys and values) on one object, as S3.
@@ -200,47 +200,12 @@ pub fn body_stream(b: Option<StreamingBlob>) -> BodyStream {
     }
 }
 
-/// A new object record for `bucket`/`key` owned (and created) by `owner`.
-pub fn object_record(
-    bucket: &str,
-    key: &str,
-    owner: &str,
-    info: ObjectInfo,
-    headers: BTreeMap<String, String>,
-) -> MetadataRecord {
-    MetadataRecord {
-        version: RECORD_VERSION,
-        dirname: bucket.to_owned(),
+/// Where the record of object `key` in `bucket` is written.
+pub fn place(bucket: &str, key: &str) -> Place {
+    Place {
         key: names::object_key(bucket, key),
+        dirname: bucket.to_owned(),
         name: key.to_owned(),
-        owner: owner.to_owned(),
-        creator: owner.to_owned(),
-        mtime: manta_types::time::now_ms(),
-        headers,
-        roles: Vec::new(),
-        kind: EntryKind::Object(info),
-        request_id: manta_util::http::current_request_id(),
-    }
-}
-
-/// The object fields of bytes just stored.
-pub fn info_of(
-    stored: &Stored,
-    object_id: ObjectId,
-    etag: String,
-    content_type: String,
-    content_disposition: Option<String>,
-) -> ObjectInfo {
-    ObjectInfo {
-        content_length: stored.size,
-        content_md5: stored.md5.clone(),
-        content_type,
-        content_disposition,
-        etag,
-        object_id,
-        sharks: stored.sharks.clone(),
-        created_from: None,
-        sha256: stored.sha256.clone(),
     }
 }
 
@@ -268,51 +233,35 @@ fn check_version(v: Option<&str>) -> S3Result<()> {
 }
 
 /// Stores `body` for a new object (bucket, key, owner) and writes its record on condition
-/// `cond`. The bytes are dropped again when the record cannot be written.
+/// `cond` (the bytes are dropped again when the record cannot be written).
 async fn store_object(
     api: &S3Api,
     (bucket, key, owner): (&str, &str, &str),
     body: BodyStream,
     len: BodyLength,
     md5: Option<&str>,
-    meta: (String, BTreeMap<String, String>),
+    (content_type, headers): (String, BTreeMap<String, String>),
     cond: &WriteCondition,
 ) -> S3Result<(MetadataRecord, String)> {
-    let object_id = ObjectId::random();
-    let oid = object_id.to_string();
-    let stored = data::store(
-        &api.fd,
-        owner,
-        &oid,
-        api.fd.cfg.default_copies,
-        len,
-        md5,
-        body,
-    )
-    .await
-    .map_err(from_manta)?;
-    let etag = md5_hex(&stored.md5);
-    let (content_type, headers) = meta;
-    let disposition = headers.get("content-disposition").cloned();
-    let rec = object_record(
-        bucket,
-        key,
-        owner,
-        info_of(&stored, object_id, etag.clone(), content_type, disposition),
+    let bytes = data::store(&api.fd, owner, api.fd.cfg.default_copies, len, md5, body)
+        .await
+        .map_err(from_manta)?;
+    let etag = md5_hex(&bytes.stored().md5);
+    let meta = ObjectMeta {
+        etag: etag.clone(),
+        content_type,
         headers,
-    );
-    let written = api.meta.put_object(&rec, cond.moray()).await;
-    match written {
-        Ok(true) => Ok((rec, etag)),
-        Ok(false) => {
-            data::discard_refs(&api.fd, &stored.sharks, owner, &oid).await;
-            Err(precondition_failed())
-        }
-        Err(e) => {
-            data::discard_refs(&api.fd, &stored.sharks, owner, &oid).await;
-            Err(e)
-        }
-    }
+    };
+    let rec = bytes.record(place(bucket, key), meta);
+    bytes
+        .commit(async {
+            match api.meta.put_object(&rec, cond.moray()).await? {
+                true => Ok(()),
+                false => Err(precondition_failed()),
+            }
+        })
+        .await?;
+    Ok((rec, etag))
 }
 
 /// `PutObject`.
@@ -748,7 +697,7 @@ pub async fn read_source(
 /// Copies the bytes of `src` into a new object id: each node holding a copy makes its own
 /// copy next to it (a one-part join, no bytes through the front door); when any of them
 /// cannot, the copies made are dropped and the bytes are streamed through the front door to
-/// newly placed nodes instead.
+/// newly placed nodes instead. The copy comes back uncommitted.
 ///
 /// # Errors
 /// As the data path.
@@ -757,42 +706,28 @@ pub async fn copy_bytes(
     src: &ObjectInfo,
     src_creator: &str,
     owner: &str,
-) -> S3Result<(ObjectId, Stored)> {
-    let object_id = ObjectId::random();
-    let oid = object_id.to_string();
+) -> S3Result<Uncommitted> {
     if src.content_length == 0 || src.sharks.is_empty() {
-        return Ok((
-            object_id,
-            Stored {
-                sharks: Vec::new(),
-                md5: manta_types::record::EMPTY_MD5.into(),
-                size: 0,
-                sha256: Some(data::EMPTY_SHA256.into()),
-            },
+        return Ok(Uncommitted::adopt(
+            fd,
+            owner,
+            ObjectId::random(),
+            Vec::new(),
+            Stored::empty(),
         ));
     }
     if src_creator == owner {
         let parts = [src.object_id.to_string()];
-        match super::multipart::join_on(fd, &src.sharks, owner, &oid, &parts).await {
-            Ok(d) if d.md5 == src.content_md5 => {
-                return Ok((
-                    object_id,
-                    Stored {
-                        sharks: src.sharks.clone(),
-                        md5: d.md5,
-                        size: d.size,
-                        sha256: Some(d.sha256),
-                    },
-                ));
+        let joined = super::multipart::join_on(fd, &src.sharks, owner, ObjectId::random(), &parts);
+        match joined.await {
+            Ok(copy) if copy.stored().md5 == src.content_md5 => return Ok(copy),
+            Ok(copy) => {
+                let got = copy.stored().md5.clone();
+                copy.abort().await;
+                warn!(expected = %src.content_md5, %got, "a node-local copy differs from its source; streaming instead");
             }
-            Ok(d) => {
-                data::discard_refs(fd, &src.sharks, owner, &oid).await;
-                warn!(expected = %src.content_md5, got = %d.md5, "a node-local copy differs from its source; streaming instead");
-            }
-            Err(e) => {
-                data::discard_refs(fd, &src.sharks, owner, &oid).await;
-                warn!(error = %e, "node-local copy failed; streaming instead");
-            }
+            // The join's copies are discarded already.
+            Err(e) => warn!(error = %e, "node-local copy failed; streaming instead"),
         }
     }
     let (_, _, stream) = data::fetch(fd, src, src_creator, None)
@@ -802,18 +737,16 @@ pub async fn copy_bytes(
         exact: Some(src.content_length),
         max: None,
     };
-    let stored = data::store(
+    data::store(
         fd,
         owner,
-        &oid,
         fd.cfg.default_copies,
         len,
         Some(&src.content_md5),
         stream,
     )
     .await
-    .map_err(from_manta)?;
-    Ok((object_id, stored))
+    .map_err(from_manta)
 }
 
 /// `CopyObject`: metadata is copied (`COPY`, the default) or taken from the request
@@ -896,20 +829,16 @@ pub async fn copy_object(
             ..CopyObjectOutput::default()
         }));
     }
-    let (object_id, stored) = copy_bytes(&api.fd, &so, &src.rec.creator, &owner).await?;
-    let etag = md5_hex(&stored.md5);
-    let disposition = headers.get("content-disposition").cloned();
-    let rec = object_record(
-        &i.bucket,
-        &i.key,
-        &owner,
-        info_of(&stored, object_id, etag.clone(), content_type, disposition),
+    let copy = copy_bytes(&api.fd, &so, &src.rec.creator, &owner).await?;
+    let etag = md5_hex(&copy.stored().md5);
+    let meta = ObjectMeta {
+        etag: etag.clone(),
+        content_type,
         headers,
-    );
-    if let Err(e) = api.meta.put_object(&rec, moray::EtagCondition::Any).await {
-        data::discard_refs(&api.fd, &stored.sharks, &owner, &object_id.to_string()).await;
-        return Err(e);
-    }
+    };
+    let rec = copy.record(place(&i.bucket, &i.key), meta);
+    copy.commit(api.meta.put_object(&rec, moray::EtagCondition::Any))
+        .await?;
     Ok(S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),
