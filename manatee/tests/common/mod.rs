@@ -22,32 +22,9 @@ use tokio_util::sync::CancellationToken;
 pub const SITTER: &str = env!("CARGO_BIN_EXE_manatee-sitter");
 pub const ADM: &str = env!("CARGO_BIN_EXE_manatee-adm");
 
-/// An initdb'd data dir shared by all tests on this machine (initdb costs seconds; a copy is
-/// fast). Built once, atomically.
+/// An initdb'd data dir shared by all tests on this machine (testkit's template).
 pub fn template() -> Result<PathBuf> {
-    let bindir = testkit::postgres::pg_bindir()?;
-    let tag: String = bindir
-        .to_string_lossy()
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect();
-    let root = std::env::temp_dir().join("manta-testkit");
-    std::fs::create_dir_all(&root)?;
-    let template = root.join(format!("manatee-template-v1-{tag}"));
-    if !template.join("PG_VERSION").exists() {
-        let staging = tempfile::Builder::new()
-            .prefix("manatee-template-staging-")
-            .tempdir_in(&root)?;
-        if testkit::process::is_root() {
-            testkit::process::chown_to(staging.path(), testkit::process::PG_USER)?;
-        }
-        let data = staging.path().join("data");
-        testkit::postgres::initdb(&bindir, &data)?;
-        if std::fs::rename(&data, &template).is_err() && !template.join("PG_VERSION").exists() {
-            bail!("could not install the template at {}", template.display());
-        }
-    }
-    Ok(template)
+    testkit::postgres::template(&testkit::postgres::pg_bindir()?)
 }
 
 /// How one sitter is started.
