@@ -406,6 +406,70 @@ async fn read_entry(
     Ok((entry, span))
 }
 
+/// What `GetObject` and `HeadObject` share on the way in: the bucket check, the conditions,
+/// and the read of the record and the span asked for (their inputs are distinct types with the
+/// same fields, hence a macro). Evaluates to `(record, span)`.
+macro_rules! read_object {
+    ($api:expr, $req:expr) => {{
+        bucket_of(&$req, &$req.input.bucket)?;
+        let i = &$req.input;
+        let cond = Conditions {
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            if_modified_since: i.if_modified_since.as_ref(),
+            if_unmodified_since: i.if_unmodified_since.as_ref(),
+        };
+        let (entry, span) = read_entry(
+            $api,
+            &i.bucket,
+            &i.key,
+            i.version_id.as_deref(),
+            &cond,
+            i.range.as_ref(),
+            i.part_number,
+        )
+        .await?;
+        (entry.rec, span)
+    }};
+}
+
+/// What `GetObject` and `HeadObject` share on the way out: the object's headers, as the
+/// output type `$ty` (distinct types with the same fields), plus any `$extra` fields.
+macro_rules! object_output {
+    ($ty:ident, $rec:expr, $o:expr, $len:expr, $content_range:expr, $($field:ident: $value:expr,)*) => {{
+        let rec: &MetadataRecord = $rec;
+        let ch = content_headers(rec);
+        $ty {
+            accept_ranges: Some("bytes".into()),
+            content_length: Some(i64::try_from($len).unwrap_or(i64::MAX)),
+            content_range: $content_range,
+            content_type: Some($o.content_type.clone()),
+            e_tag: Some(ETag::Strong($o.etag.clone())),
+            last_modified: Some(timestamp(rec.mtime)),
+            metadata: user_metadata(rec),
+            cache_control: ch.cache_control,
+            content_disposition: ch.content_disposition,
+            content_encoding: ch.content_encoding,
+            content_language: ch.content_language,
+            expires: ch.expires,
+            parts_count: parts_count(&$o.etag),
+            $($field: $value,)*
+            ..$ty::default()
+        }
+    }};
+}
+
+/// The length a read returns and its `Content-Range`, for an object of `total` bytes.
+fn span_of(total: u64, span: Option<&std::ops::Range<u64>>) -> (u64, Option<String>) {
+    match span {
+        Some(r) => (
+            r.end - r.start,
+            Some(format!("bytes {}-{}/{total}", r.start, r.end - 1)),
+        ),
+        None => (total, None),
+    }
+}
+
 /// `GetObject`: one range at most; the copy's MD5 is checked as a full read streams.
 ///
 /// # Errors
@@ -415,34 +479,9 @@ pub async fn get_object(
     api: &S3Api,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
-    bucket_of(&req, &req.input.bucket)?;
-    let i = &req.input;
-    let cond = Conditions {
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        if_modified_since: i.if_modified_since.as_ref(),
-        if_unmodified_since: i.if_unmodified_since.as_ref(),
-    };
-    let (entry, span) = read_entry(
-        api,
-        &i.bucket,
-        &i.key,
-        i.version_id.as_deref(),
-        &cond,
-        i.range.as_ref(),
-        i.part_number,
-    )
-    .await?;
-    let rec = entry.rec;
+    let (rec, span) = read_object!(api, req);
     let o = object_of(&rec)?.clone();
-    let total = o.content_length;
-    let (len, content_range) = match &span {
-        Some(r) => (
-            r.end - r.start,
-            Some(format!("bytes {}-{}/{total}", r.start, r.end - 1)),
-        ),
-        None => (total, None),
-    };
+    let (len, content_range) = span_of(o.content_length, span.as_ref());
     let body = if len == 0 {
         StreamingBlob::wrap(futures_util::stream::empty::<io::Result<Bytes>>())
     } else {
@@ -454,25 +493,15 @@ pub async fn get_object(
             .map_err(from_manta)?;
         StreamingBlob::wrap(SyncStream(std::sync::Mutex::new(stream)))
     };
-    let ch = content_headers(&rec);
-    Ok(S3Response::new(GetObjectOutput {
-        body: Some(body),
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+    Ok(S3Response::new(object_output!(
+        GetObjectOutput,
+        &rec,
+        o,
+        len,
         content_range,
-        content_type: Some(o.content_type.clone()),
-        e_tag: Some(ETag::Strong(o.etag.clone())),
-        last_modified: Some(timestamp(rec.mtime)),
-        metadata: user_metadata(&rec),
-        cache_control: ch.cache_control,
-        content_disposition: ch.content_disposition,
-        content_encoding: ch.content_encoding,
-        content_language: ch.content_language,
-        expires: ch.expires,
+        body: Some(body),
         storage_class: None,
-        parts_count: parts_count(&o.etag),
-        ..GetObjectOutput::default()
-    }))
+    )))
 }
 
 /// The part count of a multipart ETag (`...-N`).
@@ -488,51 +517,16 @@ pub async fn head_object(
     api: &S3Api,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
-    bucket_of(&req, &req.input.bucket)?;
-    let i = &req.input;
-    let cond = Conditions {
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        if_modified_since: i.if_modified_since.as_ref(),
-        if_unmodified_since: i.if_unmodified_since.as_ref(),
-    };
-    let (entry, span) = read_entry(
-        api,
-        &i.bucket,
-        &i.key,
-        i.version_id.as_deref(),
-        &cond,
-        i.range.as_ref(),
-        i.part_number,
-    )
-    .await?;
-    let rec = entry.rec;
+    let (rec, span) = read_object!(api, req);
     let o = object_of(&rec)?;
-    let total = o.content_length;
-    let (len, content_range) = match &span {
-        Some(r) => (
-            r.end - r.start,
-            Some(format!("bytes {}-{}/{total}", r.start, r.end - 1)),
-        ),
-        None => (total, None),
-    };
-    let ch = content_headers(&rec);
-    Ok(S3Response::new(HeadObjectOutput {
-        accept_ranges: Some("bytes".into()),
-        content_length: Some(i64::try_from(len).unwrap_or(i64::MAX)),
+    let (len, content_range) = span_of(o.content_length, span.as_ref());
+    Ok(S3Response::new(object_output!(
+        HeadObjectOutput,
+        &rec,
+        o,
+        len,
         content_range,
-        content_type: Some(o.content_type.clone()),
-        e_tag: Some(ETag::Strong(o.etag.clone())),
-        last_modified: Some(timestamp(rec.mtime)),
-        metadata: user_metadata(&rec),
-        cache_control: ch.cache_control,
-        content_disposition: ch.content_disposition,
-        content_encoding: ch.content_encoding,
-        content_language: ch.content_language,
-        expires: ch.expires,
-        parts_count: parts_count(&o.etag),
-        ..HeadObjectOutput::default()
-    }))
+    )))
 }
 
 /// Deletes one key: `Ok(())` whether or not it existed (as S3).
