@@ -173,6 +173,63 @@ async fn buckets_read_through_the_manta_api() {
     assert_eq!(r.status(), 401);
 }
 
+#[tokio::test]
+async fn bucket_objects_answer_conditional_requests_as_manta_objects() {
+    let s3 = start().await;
+    let c = s3.client();
+    let login = s3.region.account.login.clone();
+    let me = s3.region.account.clone();
+    c.create_bucket().bucket("cond").send().await.unwrap();
+    c.put_object()
+        .bucket("cond")
+        .key("k")
+        .body(ByteStream::from(b"bytes".to_vec()))
+        .metadata("color", "red")
+        .send()
+        .await
+        .unwrap();
+    let path = format!("/{login}/buckets/cond/objects/k");
+    let get = |extra: &'static [(&'static str, &'static str)]| {
+        manta_get(&s3, &me, reqwest::Method::GET, &path, extra)
+    };
+
+    // Unmodified since a time before the object was written: it was, so 412.
+    let r = get(&[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")]).await;
+    assert_eq!(r.status(), 412);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["code"], "PreconditionFailed");
+    let r = manta_get(
+        &s3,
+        &me,
+        reqwest::Method::HEAD,
+        &path,
+        &[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(r.status(), 412);
+    // Unmodified since a time to come: the bytes, with the user metadata.
+    let r = get(&[("if-unmodified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["m-color"], "red");
+    assert_eq!(r.text().await.unwrap(), "bytes");
+
+    // The other conditions, as before.
+    let etag = md5_hex(b"bytes");
+    let r = get(&[("if-match", "\"nope\"")]).await;
+    assert_eq!(r.status(), 412);
+    let r = manta_get(
+        &s3,
+        &me,
+        reqwest::Method::GET,
+        &path,
+        &[("if-none-match", etag.as_str())],
+    )
+    .await;
+    assert_eq!(r.status(), 304);
+    let r = get(&[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    assert_eq!(r.status(), 304);
+}
+
 /// Object files per storage node (index in the region).
 fn files(s3: &S3Region) -> Vec<usize> {
     s3.region
