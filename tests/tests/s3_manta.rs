@@ -37,13 +37,20 @@ fn lines(body: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn buckets_read_through_the_manta_api() {
+/// A region with the bucket `bucket`: the region, its S3 client, and its account's login and
+/// account.
+async fn with_bucket(bucket: &str) -> (S3Region, aws_sdk_s3::Client, String, testkit::TestAccount) {
     let s3 = start().await;
     let c = s3.client();
     let login = s3.region.account.login.clone();
     let me = s3.region.account.clone();
-    c.create_bucket().bucket("data").send().await.unwrap();
+    c.create_bucket().bucket(bucket).send().await.unwrap();
+    (s3, c, login, me)
+}
+
+#[tokio::test]
+async fn buckets_read_through_the_manta_api() {
+    let (s3, c, login, me) = with_bucket("data").await;
     for (k, v) in [
         ("logs/a.txt", "hello world"),
         ("logs/b.txt", "second"),
@@ -175,11 +182,7 @@ async fn buckets_read_through_the_manta_api() {
 
 #[tokio::test]
 async fn bucket_objects_answer_conditional_requests_as_manta_objects() {
-    let s3 = start().await;
-    let c = s3.client();
-    let login = s3.region.account.login.clone();
-    let me = s3.region.account.clone();
-    c.create_bucket().bucket("cond").send().await.unwrap();
+    let (s3, c, login, me) = with_bucket("cond").await;
     c.put_object()
         .bucket("cond")
         .key("k")

@@ -10,9 +10,9 @@
 //!
 //! The key is the rest of the path, percent-decoded (so `%2F` and `/` are the same); as it
 //! may be a name a [`MantaPath`] refuses (ending in `/`, holding `//`, `.` or `..`),
-//! [`parse`] splits these paths, for [`super::dispatch`], into the area root
-//! `/:login/buckets` and the [`Target`] below it. The caller is authenticated, the owner
-//! found, secure transport enforced and the caller authorised for that area root as for
+//! [`parse`] splits these paths, for the Manta API's dispatch ([`super::handle`]), into the
+//! area root `/:login/buckets` and the [`Target`] below it. The caller is authenticated, the
+//! owner found, secure transport enforced and the caller authorised for that area root as for
 //! every Manta path, so only the owning account reads it; then [`handle`] serves the target.
 //! Writes are `MethodNotAllowed`: buckets are written through S3.
 //!
