@@ -419,3 +419,29 @@ pub fn no_content() -> Response {
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_decoded_once_then_split() {
+        let (path, bucket) = parse_path("/jill/stor/a%20b").unwrap();
+        assert_eq!((path.to_string(), bucket), ("/jill/stor/a b".into(), None));
+        // A bucket key is the rest of the path, percent-decoded: `%2F` is `/`.
+        let (path, bucket) = parse_path("/jill/buckets/b/objects/a/b%2Fc%20d").unwrap();
+        assert_eq!(path.to_string(), "/jill/buckets");
+        assert_eq!(
+            bucket,
+            Some(buckets::Target::Object("b".into(), "a/b/c d".into()))
+        );
+        assert_eq!(
+            parse_path("/jill/buckets/b/other").unwrap_err().code,
+            ErrorCode::InvalidResource
+        );
+        assert_eq!(
+            parse_path("/jill/stor/%FF").unwrap_err().code,
+            ErrorCode::InvalidResource
+        );
+    }
+}
