@@ -37,13 +37,20 @@ fn lines(body: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn buckets_read_through_the_manta_api() {
+/// A region with the bucket `bucket`: the region, its S3 client, and its account's login and
+/// account.
+async fn with_bucket(bucket: &str) -> (S3Region, aws_sdk_s3::Client, String, testkit::TestAccount) {
     let s3 = start().await;
     let c = s3.client();
     let login = s3.region.account.login.clone();
     let me = s3.region.account.clone();
-    c.create_bucket().bucket("data").send().await.unwrap();
+    c.create_bucket().bucket(bucket).send().await.unwrap();
+    (s3, c, login, me)
+}
+
+#[tokio::test]
+async fn buckets_read_through_the_manta_api() {
+    let (s3, c, login, me) = with_bucket("data").await;
     for (k, v) in [
         ("logs/a.txt", "hello world"),
         ("logs/b.txt", "second"),
@@ -171,6 +178,59 @@ async fn buckets_read_through_the_manta_api() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn bucket_objects_answer_conditional_requests_as_manta_objects() {
+    let (s3, c, login, me) = with_bucket("cond").await;
+    c.put_object()
+        .bucket("cond")
+        .key("k")
+        .body(ByteStream::from(b"bytes".to_vec()))
+        .metadata("color", "red")
+        .send()
+        .await
+        .unwrap();
+    let path = format!("/{login}/buckets/cond/objects/k");
+    let get = |extra: &'static [(&'static str, &'static str)]| {
+        manta_get(&s3, &me, reqwest::Method::GET, &path, extra)
+    };
+
+    // Unmodified since a time before the object was written: it was, so 412.
+    let r = get(&[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")]).await;
+    assert_eq!(r.status(), 412);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["code"], "PreconditionFailed");
+    let r = manta_get(
+        &s3,
+        &me,
+        reqwest::Method::HEAD,
+        &path,
+        &[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+    )
+    .await;
+    assert_eq!(r.status(), 412);
+    // Unmodified since a time to come: the bytes, with the user metadata.
+    let r = get(&[("if-unmodified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["m-color"], "red");
+    assert_eq!(r.text().await.unwrap(), "bytes");
+
+    // The other conditions, as before.
+    let etag = md5_hex(b"bytes");
+    let r = get(&[("if-match", "\"nope\"")]).await;
+    assert_eq!(r.status(), 412);
+    let r = manta_get(
+        &s3,
+        &me,
+        reqwest::Method::GET,
+        &path,
+        &[("if-none-match", etag.as_str())],
+    )
+    .await;
+    assert_eq!(r.status(), 304);
+    let r = get(&[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
+    assert_eq!(r.status(), 304);
 }
 
 /// Object files per storage node (index in the region).

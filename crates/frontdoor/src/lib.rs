@@ -11,9 +11,10 @@
 //! - [`config`]: [`Config`], built once.
 //! - [`state`]: [`Frontdoor`] (the shared clients), [`start`] and [`run`].
 //! - [`api`]: routing, authorisation and the handlers (objects, directories, links, CORS,
-//!   conditional requests, headers); jobs routes go to `manta_jobs_api::api::handle`.
+//!   conditional requests, headers, and the read-only view of S3 buckets under
+//!   `/:login/buckets`); jobs routes go to `manta_jobs_api::api::handle`.
 //! - [`s3`]: the S3 API (its own listener, SigV4/SigV2, buckets, objects, multipart), over the
-//!   same data path and metadata.
+//!   same data path and metadata; its metadata access also feeds `/:login/buckets`.
 //! - [`error`]: errors of the front door and how they map to the Manta error codes.
 //! - [`data`]: the data path (fan-out writes, failover reads, checksums); an upload comes
 //!   back as a [`data::Uncommitted`] whose `commit` writes the record or discards the bytes,

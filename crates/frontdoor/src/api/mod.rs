@@ -2,10 +2,15 @@
 //! checking that it may act on the path.
 //!
 //! Every request under `/:login/...` goes through [`handle`]: throttle, parse the path, find
-//! the owner account, authenticate (signature, presigned URL, token, or anonymous), authorise,
-//! then dispatch on method and content type to the handlers in [`objects`], [`dirs`] and
-//! [`links`].
+//! the owner account, authenticate (signature, presigned URL, token, or anonymous), enforce
+//! secure transport, authorise, then route: `/:login/jobs` to the jobs API,
+//! `/:login/buckets/...` (S3 buckets, read-only) to [`buckets`], and everything else on method
+//! and content type to the handlers in [`objects`], [`dirs`] and [`links`]. Every handler
+//! takes the same [`Ctx`]; objects are answered by one read ([`objects::read_object`]: the
+//! headers of [`objects::object_headers`], the conditions of [`conditional`]), whether they
+//! live in the directory tree or in a bucket.
 
+pub mod buckets;
 pub mod conditional;
 pub mod cors;
 pub mod dirs;
@@ -21,6 +26,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use http::{HeaderMap, Method, StatusCode};
 use manta_auth::{Account, AccountStore as _, Caller, RequestInfo, Via};
+use manta_types::path::decode_url_path;
 use manta_types::{Area, ErrorCode, HasErrorCode, MantaPath, MetadataRecord};
 use manta_util::http::{PeerAddr, RouteName, Secure, error_response};
 
@@ -126,6 +132,18 @@ pub async fn load(fd: &Frontdoor, key: &str) -> ApiResult<Option<Entry>> {
     }
 }
 
+/// Parses a raw request path once, for every route: a [`MantaPath`], and for paths under
+/// `/:login/buckets` the bucket target below that area root ([`buckets::parse`]: a bucket key
+/// is not always a valid [`MantaPath`]).
+fn parse_path(raw: &str) -> ApiResult<(MantaPath, Option<buckets::Target>)> {
+    let path_err = |e: manta_types::path::PathError| err(e.code(), e.to_string());
+    let decoded = decode_url_path(raw).map_err(path_err)?;
+    if let Some((area, target)) = buckets::parse(&decoded)? {
+        return Ok((area, Some(target)));
+    }
+    Ok((MantaPath::parse(&decoded).map_err(path_err)?, None))
+}
+
 fn decode_query(raw: Option<&str>) -> Vec<(String, String)> {
     raw.map(manta_auth::presign::parse_query)
         .unwrap_or_default()
@@ -170,14 +188,9 @@ async fn dispatch(
     req: Request,
     route: &mut &'static str,
 ) -> ApiResult<Response> {
-    // S3 buckets, read-only (`/:login/buckets/...`): kept apart from the directory tree and
-    // served by the S3 module with the same authentication.
-    if crate::s3::manta::is_buckets_path(req.uri().path()) {
-        return crate::s3::manta::handle(fd, req, route).await;
-    }
     let raw_path = req.uri().path().to_owned();
     let raw_query = req.uri().query().map(str::to_owned);
-    let path = MantaPath::from_url_path(&raw_path).map_err(|e| err(e.code(), e.to_string()))?;
+    let (path, bucket) = parse_path(&raw_path)?;
     let method = req.method().clone();
     let secure = req.extensions().get::<Secure>().is_some_and(|s| s.0);
     let loopback = is_loopback(&req);
@@ -261,6 +274,10 @@ async fn dispatch(
         owner,
     };
     let body = req.into_body();
+    // S3 buckets (`/:login/buckets/...`): every method, OPTIONS included, is theirs to answer.
+    if let Some(target) = bucket {
+        return buckets::handle(&ctx, target, route).await;
+    }
     match method {
         Method::OPTIONS => {
             *route = "OptionsStorage";
@@ -401,4 +418,30 @@ pub fn no_content() -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_decoded_once_then_split() {
+        let (path, bucket) = parse_path("/jill/stor/a%20b").unwrap();
+        assert_eq!((path.to_string(), bucket), ("/jill/stor/a b".into(), None));
+        // A bucket key is the rest of the path, percent-decoded: `%2F` is `/`.
+        let (path, bucket) = parse_path("/jill/buckets/b/objects/a/b%2Fc%20d").unwrap();
+        assert_eq!(path.to_string(), "/jill/buckets");
+        assert_eq!(
+            bucket,
+            Some(buckets::Target::Object("b".into(), "a/b/c d".into()))
+        );
+        assert_eq!(
+            parse_path("/jill/buckets/b/other").unwrap_err().code,
+            ErrorCode::InvalidResource
+        );
+        assert_eq!(
+            parse_path("/jill/stor/%FF").unwrap_err().code,
+            ErrorCode::InvalidResource
+        );
+    }
 }

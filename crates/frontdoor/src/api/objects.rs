@@ -212,26 +212,54 @@ pub fn object_headers(ctx: &Ctx, rec: &MetadataRecord, o: &ObjectInfo, out: &mut
     cors::add_stored_headers(out, &rec.headers, ctx.header("origin"), ctx.method.as_str());
 }
 
-/// `GET`/`HEAD` of an object.
+/// Whether a read refuses an object whose content type the request's `Accept` does not admit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiation {
+    /// `NotAcceptable` (the directory tree's objects).
+    Enforce,
+    /// Serve the bytes whatever `Accept` says (S3 objects read through this API, which never
+    /// negotiated).
+    Ignore,
+}
+
+/// `GET`/`HEAD` of an object in the directory tree.
+///
+/// # Errors
+/// As [`read_object`].
+pub async fn get_object(ctx: &Ctx, entry: Entry) -> ApiResult<Response> {
+    read_object(ctx, &entry, &ctx.path.to_string(), Negotiation::Enforce).await
+}
+
+/// Answers a `GET`/`HEAD` of the object `entry`, called `name` in messages: the object
+/// headers ([`object_headers`]), the conditional headers ([`conditional::check`]; `304` for
+/// a read that is not modified), `Accept` as `negotiation` says, then one range or the whole
+/// object, streamed from any copy.
 ///
 /// # Errors
 /// `PreconditionFailed`, `NotAcceptable`, `RequestedRangeNotSatisfiable`, `NotImplemented`
 /// (several ranges), `ServiceUnavailable` when no copy answers.
-pub async fn get_object(ctx: &Ctx, entry: Entry) -> ApiResult<Response> {
+pub async fn read_object(
+    ctx: &Ctx,
+    entry: &Entry,
+    name: &str,
+    negotiation: Negotiation,
+) -> ApiResult<Response> {
     let Some(o) = entry.rec.object().cloned() else {
         return Err(err(ErrorCode::InternalError, "not an object"));
     };
     let mut resp = Response::new(Body::empty());
     object_headers(ctx, &entry.rec, &o, resp.headers_mut());
-    if ctx.check_conditions(Some(&entry))? == Outcome::NotModified {
+    if conditional::check(&ctx.method, &ctx.headers, Some(entry), name)? == Outcome::NotModified {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         resp.headers_mut().remove(header::CONTENT_TYPE);
         return Ok(resp);
     }
-    if !headers::accepts(ctx.header("accept"), &o.content_type) {
+    if negotiation == Negotiation::Enforce
+        && !headers::accepts(ctx.header("accept"), &o.content_type)
+    {
         return Err(err(
             ErrorCode::NotAcceptable,
-            format!("{} accepts {}", ctx.path, o.content_type),
+            format!("{name} accepts {}", o.content_type),
         ));
     }
     let total = o.content_length;

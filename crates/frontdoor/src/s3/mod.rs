@@ -17,8 +17,9 @@
 //! - [`list`]: listing with prefix, delimiter and markers over Moray range queries.
 //! - [`conditional`]: `If-*` and `x-amz-copy-source-if-*` evaluation.
 //! - [`names`], [`error`]: key rules, S3 error codes.
-//! - [`manta`]: the read-only view of buckets through the Manta API
-//!   (`/:login/buckets/<bucket>/objects/<key>`).
+//! - The read-only view of buckets through the Manta API
+//!   (`/:login/buckets/<bucket>/objects/<key>`) is the Manta API's
+//!   ([`crate::api::buckets`]), over [`meta`] and [`list`].
 //!
 //! # Data model
 //! - Bucket records live in Moray bucket `manta_s3_buckets` on the system shard, keyed by
@@ -77,7 +78,6 @@ pub mod buckets;
 pub mod conditional;
 pub mod error;
 pub mod list;
-pub mod manta;
 pub mod meta;
 pub mod multipart;
 pub mod names;
