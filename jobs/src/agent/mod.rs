@@ -35,7 +35,7 @@ use crate::records::{
     self, AGENTS, AgentBeat, ERRORS, ITEMS, Item, JOBS, Job, JobError, JobStore, Stored, TASKS,
     Task, esc, item_state, now_ms, put_op, task_state,
 };
-use crate::spec::PhaseType;
+use crate::spec::{Phase, PhaseType};
 use crate::tools::LackeyStatus;
 
 /// The agent's configuration.
@@ -747,63 +747,10 @@ impl Agent {
             }))
         };
 
-        let d = dir.to_owned();
-        manta_util::blocking(move || {
-            std::fs::create_dir_all(d.join("bundle"))?;
-            std::fs::create_dir_all(d.join("ctl"))?;
-            std::fs::create_dir_all(d.join("assets"))?;
-            std::fs::set_permissions(
-                d.join("ctl"),
-                std::os::unix::fs::PermissionsExt::from_mode(0o755),
-            )
-        })
-        .await?;
-
-        // The input.
-        let mut binds = Vec::new();
-        let input_file = match (&phase.kind, &task.input) {
-            (PhaseType::Map, Some(input)) => match self.input_file(&job, input).await? {
-                Ok(f) if f.as_os_str().is_empty() => {
-                    let empty = dir.join("empty");
-                    tokio::fs::write(&empty, b"").await.map_err(Infra::from)?;
-                    Some(empty)
-                }
-                Ok(f) => Some(f),
-                Err(e) => return fail(JobErrorCode::ResourceNotFound, e.to_string()),
-            },
-            _ => None,
+        let (binds, input_file) = match self.mounts(&job, &phase, task, dir, &tj).await? {
+            Ok(m) => m,
+            Err((code, msg)) => return fail(code, msg),
         };
-        if let (Some(f), Some(input)) = (&input_file, &task.input) {
-            binds.push(container::Bind {
-                source: f.clone(),
-                dest: format!("/manta{input}"),
-                rw: false,
-            });
-        }
-        // Assets.
-        for a in &phase.assets {
-            let dest = dir.join("assets").join(a.trim_start_matches('/'));
-            if let Err(e) = fetch(&tj.fd, a, &dest).await {
-                return fail(JobErrorCode::TaskInit, format!("asset {a}: {e:#}"));
-            }
-        }
-        if !phase.assets.is_empty() {
-            binds.push(container::Bind {
-                source: dir.join("assets"),
-                dest: "/assets".into(),
-                rw: false,
-            });
-        }
-        binds.push(container::Bind {
-            source: self.cfg.work_dir.join("tools"),
-            dest: "/opt/manta/bin".into(),
-            rw: false,
-        });
-        binds.push(container::Bind {
-            source: dir.join("ctl"),
-            dest: "/manta-agent".into(),
-            rw: false,
-        });
 
         // The control socket.
         let ctl_state = Arc::new(ctl::Ctl {
@@ -819,29 +766,7 @@ impl Agent {
         )
         .map_err(Infra::from)?;
 
-        let mut env = vec![
-            "PATH=/opt/manta/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_owned(),
-            "HOME=/root".to_owned(),
-            "LANG=C".to_owned(),
-            format!("MANTA_USER={}", job.login),
-            format!("MANTA_JOB_ID={}", job.job_id),
-            format!("MANTA_OUTPUT_BASE={base}"),
-            format!("MANTA_EXEC={}", phase.exec),
-            format!("MANTA_INIT={}", phase.init.clone().unwrap_or_default()),
-            format!("{}=/manta-agent/sock", crate::tools::SOCKET_ENV),
-            "MANTA_NO_AUTH=true".to_owned(),
-            format!("MANTA_PHASE={}", task.phase),
-        ];
-        if let Some(n) = next_reducers {
-            env.push(format!("MANTA_NEXT_REDUCERS={n}"));
-        }
-        if let Some(input) = &task.input {
-            env.push(format!("MANTA_INPUT_OBJECT={input}"));
-            env.push(format!("MANTA_INPUT_FILE=/manta{input}"));
-        }
-        if let Some(r) = task.r_idx {
-            env.push(format!("MANTA_REDUCER={r}"));
-        }
+        let env = task_env(&job, &phase, task, &base, next_reducers);
         let spec = container::Spec {
             root: self.cfg.work_dir.join("rootfs"),
             args: vec!["/opt/manta/bin/jobs-tool".into(), "lackey".into()],
@@ -983,6 +908,81 @@ impl Agent {
         }
     }
 
+    /// Prepares a task's directory and what its container sees: its input (a map task's object
+    /// file, read-only at `/manta/<path>`), its assets (fetched as the job's owner, at
+    /// `/assets`), the tools and the control socket's directory. Gives the mounts and the input
+    /// file, or the job error when an input is missing or an asset cannot be fetched.
+    async fn mounts(
+        &self,
+        job: &Job,
+        phase: &Phase,
+        task: &Task,
+        dir: &Path,
+        tj: &TaskJob,
+    ) -> std::result::Result<
+        std::result::Result<(Vec<container::Bind>, Option<PathBuf>), (JobErrorCode, String)>,
+        Infra,
+    > {
+        let d = dir.to_owned();
+        manta_util::blocking(move || {
+            std::fs::create_dir_all(d.join("bundle"))?;
+            std::fs::create_dir_all(d.join("ctl"))?;
+            std::fs::create_dir_all(d.join("assets"))?;
+            std::fs::set_permissions(
+                d.join("ctl"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+        })
+        .await?;
+
+        // The input.
+        let mut binds = Vec::new();
+        let input_file = match (&phase.kind, &task.input) {
+            (PhaseType::Map, Some(input)) => match self.input_file(job, input).await? {
+                Ok(f) if f.as_os_str().is_empty() => {
+                    let empty = dir.join("empty");
+                    tokio::fs::write(&empty, b"").await.map_err(Infra::from)?;
+                    Some(empty)
+                }
+                Ok(f) => Some(f),
+                Err(e) => return Ok(Err((JobErrorCode::ResourceNotFound, e.to_string()))),
+            },
+            _ => None,
+        };
+        if let (Some(f), Some(input)) = (&input_file, &task.input) {
+            binds.push(container::Bind {
+                source: f.clone(),
+                dest: format!("/manta{input}"),
+                rw: false,
+            });
+        }
+        // Assets.
+        for a in &phase.assets {
+            let dest = dir.join("assets").join(a.trim_start_matches('/'));
+            if let Err(e) = fetch(&tj.fd, a, &dest).await {
+                return Ok(Err((JobErrorCode::TaskInit, format!("asset {a}: {e:#}"))));
+            }
+        }
+        if !phase.assets.is_empty() {
+            binds.push(container::Bind {
+                source: dir.join("assets"),
+                dest: "/assets".into(),
+                rw: false,
+            });
+        }
+        binds.push(container::Bind {
+            source: self.cfg.work_dir.join("tools"),
+            dest: "/opt/manta/bin".into(),
+            rw: false,
+        });
+        binds.push(container::Bind {
+            source: dir.join("ctl"),
+            dest: "/manta-agent".into(),
+            rw: false,
+        });
+        Ok(Ok((binds, input_file)))
+    }
+
     async fn save_stderr(&self, tj: &TaskJob, task: &Task, dir: &Path) -> Option<String> {
         let path = tj.base.replacen(
             &format!(".{}.{}", task.phase, task.task_id),
@@ -1044,6 +1044,43 @@ async fn feed_reducer(
     }
     w.shutdown().await.ok();
     Ok(())
+}
+
+/// The environment of a task's container: where the tools are, who and what the task is
+/// (`MANTA_USER`, `MANTA_JOB_ID`, `MANTA_PHASE`, `MANTA_INPUT_OBJECT`/`_FILE`, `MANTA_REDUCER`,
+/// `MANTA_NEXT_REDUCERS`), where its outputs go, the commands `lackey` runs, and the socket the
+/// in-container tools reach the store through.
+fn task_env(
+    job: &Job,
+    phase: &Phase,
+    task: &Task,
+    base: &str,
+    next_reducers: Option<u64>,
+) -> Vec<String> {
+    let mut env = vec![
+        "PATH=/opt/manta/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_owned(),
+        "HOME=/root".to_owned(),
+        "LANG=C".to_owned(),
+        format!("MANTA_USER={}", job.login),
+        format!("MANTA_JOB_ID={}", job.job_id),
+        format!("MANTA_OUTPUT_BASE={base}"),
+        format!("MANTA_EXEC={}", phase.exec),
+        format!("MANTA_INIT={}", phase.init.clone().unwrap_or_default()),
+        format!("{}=/manta-agent/sock", crate::tools::SOCKET_ENV),
+        "MANTA_NO_AUTH=true".to_owned(),
+        format!("MANTA_PHASE={}", task.phase),
+    ];
+    if let Some(n) = next_reducers {
+        env.push(format!("MANTA_NEXT_REDUCERS={n}"));
+    }
+    if let Some(input) = &task.input {
+        env.push(format!("MANTA_INPUT_OBJECT={input}"));
+        env.push(format!("MANTA_INPUT_FILE=/manta{input}"));
+    }
+    if let Some(r) = task.r_idx {
+        env.push(format!("MANTA_REDUCER={r}"));
+    }
+    env
 }
 
 /// What a finished container run means for its task: `None` when it succeeded, else the job
@@ -1136,6 +1173,51 @@ mod tests {
         verdict(l, exited(st), 256, &path)
             .await
             .unwrap_or_else(|Infra(e)| panic!("infrastructure: {e}"))
+    }
+
+    #[test]
+    fn a_task_sees_who_and_what_it_is_in_its_environment() {
+        let spec = crate::spec::parse(
+            br#"{"phases":[{"exec":"wc -l","init":"true"},{"type":"reduce","exec":"cat","count":2}]}"#,
+        )
+        .unwrap();
+        let job: Job = serde_json::from_value(serde_json::json!({
+            "v": 1, "jobId": "j1", "name": "", "owner": "u1", "login": "jill",
+            "phases": spec.phases, "token": "t", "state": "running", "cancelled": false,
+            "inputDone": false, "timeCreated": "2026-01-01T00:00:00.000Z",
+        }))
+        .unwrap();
+        let task: Task = serde_json::from_value(serde_json::json!({
+            "v": 1, "taskId": "t1", "jobId": "j1", "phase": 0, "input": "/jill/stor/a b",
+            "p0input": "/jill/stor/a b", "server": "1.stor", "attempt": 1,
+            "state": "running", "timeDispatched": 0,
+        }))
+        .unwrap();
+        let env = task_env(
+            &job,
+            &job.phases[0],
+            &task,
+            "/jill/jobs/j1/stor/out",
+            Some(2),
+        );
+        for want in [
+            "MANTA_USER=jill",
+            "MANTA_JOB_ID=j1",
+            "MANTA_PHASE=0",
+            "MANTA_EXEC=wc -l",
+            "MANTA_INIT=true",
+            "MANTA_OUTPUT_BASE=/jill/jobs/j1/stor/out",
+            "MANTA_NEXT_REDUCERS=2",
+            "MANTA_INPUT_OBJECT=/jill/stor/a b",
+            "MANTA_INPUT_FILE=/manta/jill/stor/a b",
+            "MANTA_NO_AUTH=true",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} missing from {env:?}");
+        }
+        assert!(
+            !env.iter().any(|e| e.starts_with("MANTA_REDUCER=")),
+            "{env:?}"
+        );
     }
 
     #[tokio::test]
