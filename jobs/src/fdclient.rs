@@ -206,3 +206,22 @@ impl FdClient {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 }
+
+/// A request body passed on to the front door as it arrives: an incoming `axum` body (which is
+/// not `Sync`, as `reqwest` needs) pumped through an in-memory pipe of 256 KiB, so at most that
+/// much is buffered however large the body.
+pub fn streamed_body(body: axum::body::Body) -> reqwest::Body {
+    use futures_util::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let (mut w, r) = tokio::io::duplex(256 * 1024);
+    tokio::spawn(async move {
+        let mut s = body.into_data_stream();
+        while let Some(Ok(chunk)) = s.next().await {
+            if w.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(r))
+}

@@ -200,22 +200,7 @@ async fn proxy(gw: &Gateway, req: Request) -> Response {
     if !has_body {
         return forward(b).await;
     }
-    let (mut w, r) = tokio::io::duplex(256 * 1024);
-    let body = req.into_body();
-    tokio::spawn(async move {
-        use futures_util::StreamExt as _;
-        use tokio::io::AsyncWriteExt as _;
-        let mut s = body.into_data_stream();
-        while let Some(Ok(chunk)) = s.next().await {
-            if w.write_all(&chunk).await.is_err() {
-                break;
-            }
-        }
-        let _ = w.shutdown().await;
-    });
-    b = b.body(reqwest::Body::wrap_stream(
-        tokio_util::io::ReaderStream::new(r),
-    ));
+    b = b.body(crate::fdclient::streamed_body(req.into_body()));
     forward(b).await
 }
 

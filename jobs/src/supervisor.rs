@@ -95,21 +95,9 @@ struct Sup {
 /// # Errors
 /// When the listener cannot be bound or Moray never becomes reachable.
 pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<()> {
-    let metrics = Arc::new(manta_util::metrics::Metrics::new());
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("bind {}", cfg.listen))?;
-    let obs = Arc::new(manta_util::http::Observer {
-        service: "jobs-supervisor",
-        metrics: metrics.clone(),
-    });
-    let app = manta_util::http::with_observability(axum::Router::new(), obs);
-    let http_task = tokio::spawn(manta_util::http::serve(
-        listener,
-        app,
-        shutdown.clone(),
-        manta_util::http::ServeOptions::default(),
-    ));
+    let (metrics, http_task) =
+        manta_util::http::spawn_status_server("jobs-supervisor", cfg.listen, shutdown.clone())
+            .await?;
     let moray = ShardedClient::single(&cfg.moray_url)?;
     let store = JobStore::new(moray.system());
     loop {

@@ -302,3 +302,27 @@ pub async fn serve(
     conns.shutdown().await;
     Ok(())
 }
+
+/// A service whose HTTP port serves only `/ping` and `/metrics` (a worker such as the jobs
+/// supervisor or agent): binds `listen`, serves until `shutdown`, and hands back the metrics
+/// registry the worker records into and the server's task (await it after `shutdown`).
+///
+/// # Errors
+/// When `listen` cannot be bound.
+pub async fn spawn_status_server(
+    service: &'static str,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> io::Result<(Arc<Metrics>, tokio::task::JoinHandle<io::Result<()>>)> {
+    let metrics = Arc::new(Metrics::new());
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("bind {listen}: {e}")))?;
+    let obs = Arc::new(Observer {
+        service,
+        metrics: metrics.clone(),
+    });
+    let app = with_observability(Router::new(), obs);
+    let task = tokio::spawn(serve(listener, app, shutdown, ServeOptions::default()));
+    Ok((metrics, task))
+}

@@ -277,20 +277,7 @@ async fn proxy(ctl: &Arc<Ctl>, req: Request) -> Response {
     let has_body = req.headers().contains_key("content-length")
         || req.headers().contains_key("transfer-encoding");
     if has_body {
-        let (mut w, r) = tokio::io::duplex(256 * 1024);
-        let body = req.into_body();
-        tokio::spawn(async move {
-            let mut s = body.into_data_stream();
-            while let Some(Ok(chunk)) = s.next().await {
-                if w.write_all(&chunk).await.is_err() {
-                    break;
-                }
-            }
-            let _ = w.shutdown().await;
-        });
-        b = b.body(reqwest::Body::wrap_stream(
-            tokio_util::io::ReaderStream::new(r),
-        ));
+        b = b.body(crate::fdclient::streamed_body(req.into_body()));
     }
     match b.send().await {
         Ok(resp) => {

@@ -168,21 +168,8 @@ async fn runc(cfg: &AgentConfig, args: &[&str]) -> std::io::Result<std::process:
 /// # Errors
 /// When the work directory cannot be prepared, the listener bound, or Moray never answers.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<()> {
-    let metrics = Arc::new(manta_util::metrics::Metrics::new());
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("bind {}", cfg.listen))?;
-    let obs = Arc::new(manta_util::http::Observer {
-        service: "jobs-agent",
-        metrics: metrics.clone(),
-    });
-    let app = manta_util::http::with_observability(axum::Router::new(), obs);
-    let http_task = tokio::spawn(manta_util::http::serve(
-        listener,
-        app,
-        shutdown.clone(),
-        manta_util::http::ServeOptions::default(),
-    ));
+    let (metrics, http_task) =
+        manta_util::http::spawn_status_server("jobs-agent", cfg.listen, shutdown.clone()).await?;
     let agent = Arc::new(Agent::prepare(cfg, metrics, &shutdown).await?);
     let result = agent.clone().work(shutdown.clone()).await;
     let _ = http_task.await;
