@@ -178,12 +178,7 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     // A pass with nothing to do does nothing.
     let r = gc.pass(&CancellationToken::new()).await.unwrap();
     assert_eq!(r.entries, 0, "{r:?}");
-    let metrics = reqwest::get(format!("{}/metrics", node.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = testkit::metrics(&node.url).await;
     assert!(
         metrics.contains("storage_gc_tombstoned_total 2"),
         "{metrics}"

@@ -104,12 +104,7 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
     );
 
     // Counted on /metrics and listed for operators.
-    let metrics = reqwest::get(format!("{}/metrics", node.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = testkit::metrics(&node.url).await;
     assert!(
         metrics.contains("storage_scrub_corrupt_total 3"),
         "{metrics}"

@@ -82,14 +82,7 @@ async fn put_get_head_delete_round_trip() {
         Err(ClientError::NotFound)
     ));
 
-    let metrics = http
-        .get(format!("{}/metrics", node.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = testkit::metrics(&node.url).await;
     assert!(metrics.contains("storage_bytes_in_total"), "{metrics}");
     assert!(metrics.contains("storage_bytes_out_total"), "{metrics}");
     assert!(

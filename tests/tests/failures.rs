@@ -13,16 +13,8 @@ use testkit::{RegionOptions, TestRegion};
 
 /// Waits until the front door has received `bytes` of object data (an upload is in flight).
 async fn wait_bytes_in(region: &TestRegion, bytes: f64) {
-    let http = reqwest::Client::new();
     for _ in 0..300 {
-        let m = http
-            .get(format!("{}/metrics", region.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = testkit::metrics(&region.url).await;
         let v = m
             .lines()
             .find(|l| l.starts_with("frontdoor_bytes_in_total"))

@@ -874,14 +874,7 @@ async fn operations_surface_request_ids_and_metrics() {
         "the request id did not reach Moray"
     );
     c.get_bytes("~~/stor/traced").await.unwrap();
-    let metrics = http
-        .get(format!("{}/metrics", region.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = testkit::metrics(&region.url).await;
     assert!(
         metrics.contains("http_requests_total{route=\"PutObject\",method=\"PUT\",status=\"204\"}"),
         "{metrics}"

@@ -35,3 +35,14 @@ pub use etcd::TestEtcd;
 pub use postgres::{PgOptions, TestPostgres};
 pub use process::{LoggedChild, TestDir};
 pub use region::{RegionOptions, TestAccount, TestRegion};
+
+/// The Prometheus text a service serves on `{base}/metrics` (panics when it does not answer:
+/// for tests).
+pub async fn metrics(base: &str) -> String {
+    let resp = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {base}/metrics: {e}"));
+    resp.text()
+        .await
+        .unwrap_or_else(|e| panic!("read {base}/metrics: {e}"))
+}
