@@ -19,12 +19,11 @@
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use std::os::unix::fs::PermissionsExt as _;
 
 use anyhow::{Context, Result, bail};
 use manta_util::proc::{PG_USER, alive, signal};
@@ -81,7 +80,7 @@ pub struct RegionFile {
     /// The account made for the local user.
     #[serde(default)]
     pub login: Option<String>,
-    /// The region's id (names its Postgres files when they live outside the directory).
+    /// The region's id (names its data root when the data lives outside the directory).
     #[serde(default = "uuid::Uuid::new_v4")]
     pub id: uuid::Uuid,
     /// Where the services whose data other users must reach keep it, when those users cannot
@@ -144,6 +143,8 @@ pub struct Region {
     dir: PathBuf,
     file: RegionFile,
     bin: PathBuf,
+    /// Asks services whether they are ready (one client for every probe).
+    probe: reqwest::Client,
 }
 
 fn free_port() -> Result<u16> {
@@ -174,7 +175,7 @@ impl Region {
     /// # Errors
     /// When there is no region there, or as [`Region::open`].
     pub fn open_existing(dir: &Path) -> Result<Region> {
-        if !dir.join("region.json").exists() && !dir.join("region.json").is_symlink() {
+        if !dir.join("region.json").exists() {
             bail!(
                 "no region in {} (no region.json): start one with `manta-adm up --dir {}`, or \
                  name its directory with --dir or MANTA_REGION_DIR",
@@ -227,7 +228,16 @@ impl Region {
             .parent()
             .map(Path::to_path_buf)
             .context("locate manta-adm's directory")?;
-        let mut region = Region { dir, file, bin };
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .context("make the HTTP client for health checks")?;
+        let mut region = Region {
+            dir,
+            file,
+            bin,
+            probe,
+        };
         // Services added since the region was made get their ports now, once.
         let p = &mut region.file.ports;
         if p.jobs_supervisor == 0 || p.jobs_agents.len() != STORAGE_NODES {
@@ -595,13 +605,7 @@ impl Region {
             Health::Http(url) => url.clone(),
             Health::Sitter { base } => format!("{base}/ready"),
         };
-        let Ok(client) = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-        else {
-            return false;
-        };
-        client
+        self.probe
             .get(url)
             .send()
             .await
@@ -613,11 +617,8 @@ impl Region {
         let Health::Sitter { base } = &s.health else {
             return None;
         };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .ok()?;
-        let st: serde_json::Value = client
+        let st: serde_json::Value = self
+            .probe
             .get(format!("{base}/status"))
             .send()
             .await
@@ -755,14 +756,13 @@ impl Region {
         self.start_and_wait(&group("manatee")).await?;
         println!("metadata service (Moray, following the shard's primary):");
         self.start_and_wait(&group("moray")).await?;
-        self.prepare_metadata().await?;
+        let sharded = self.prepare_metadata().await?;
         println!("storage nodes (one per failure domain):");
         self.start_and_wait(&group("storage")).await?;
         println!("front door:");
         self.start_and_wait(&group("frontdoor")).await?;
         println!("jobs (a supervisor, and an agent beside each storage node):");
         self.start_and_wait(&group("jobs-")).await?;
-        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
         let admin = manta_accounts::AccountAdmin::new(sharded.system());
         let (login, key_id) = self.ensure_account(&admin).await?;
         self.file.login = Some(login.clone());
@@ -789,7 +789,9 @@ impl Region {
         Ok(k)
     }
 
-    async fn prepare_metadata(&self) -> Result<()> {
+    /// Creates the shard ring (on the first `up`) and the metadata buckets; gives the client
+    /// of the sharded metadata tier for what `up` does next.
+    async fn prepare_metadata(&self) -> Result<moray::ShardedClient> {
         let store = moray::ring::RingStore::new(vec![self.etcd()]);
         if store.load().await.context("read the shard ring")?.is_none() {
             let urls = self
@@ -815,7 +817,7 @@ impl Region {
         let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
         setup_buckets(&sharded).await?;
         println!("  metadata buckets ready");
-        Ok(())
+        Ok(sharded)
     }
 
     /// The local user's login and SSH public key (generating `~/.ssh/id_ed25519` if the user has

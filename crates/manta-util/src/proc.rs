@@ -65,7 +65,9 @@ pub enum Lifetime {
 }
 
 /// A command for `program` that runs as `as_user` when we are root (through `setpriv`, which
-/// `exec`s, so the child's pid is the program's pid) with the given lifetime.
+/// `exec`s, so the child's pid is the program's pid) with the given lifetime. `as_user` is a
+/// user name (run with that user's groups), or a bare uid such as the host uid a container's
+/// root maps to (run as that uid and gid, with no supplementary groups).
 pub fn command(
     program: impl AsRef<std::ffi::OsStr>,
     as_user: Option<&str>,
@@ -80,10 +82,20 @@ pub fn command(
         cmd.arg("--pdeathsig").arg("KILL");
     }
     if let Some(user) = drop_user {
-        cmd.args(["--reuid", user, "--regid", user, "--init-groups"]);
+        let groups = if is_bare_uid(user) {
+            "--clear-groups"
+        } else {
+            "--init-groups"
+        };
+        cmd.args(["--reuid", user, "--regid", user, groups]);
     }
     cmd.arg("--").arg(program);
     cmd
+}
+
+/// True for a user given as a number rather than a name.
+fn is_bare_uid(user: &str) -> bool {
+    user.parse::<u32>().is_ok()
 }
 
 /// True when a process with this pid exists (and is not a zombie).
@@ -123,14 +135,9 @@ pub fn check_user_reaches(user: &str, dir: &Path) -> Result<(), String> {
     if !is_root() {
         return Ok(());
     }
-    let groups = if user.parse::<u32>().is_ok() {
-        "--clear-groups"
-    } else {
-        "--init-groups"
-    };
     let searchable = |p: &Path| -> Result<bool, String> {
-        let st = Command::new("setpriv")
-            .args(["--reuid", user, "--regid", user, groups, "--", "test", "-x"])
+        let st = command("test", Some(user), Lifetime::Detached)
+            .arg("-x")
             .arg(p)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -141,7 +148,7 @@ pub fn check_user_reaches(user: &str, dir: &Path) -> Result<(), String> {
     if searchable(dir)? {
         return Ok(());
     }
-    let who = if groups == "--clear-groups" {
+    let who = if is_bare_uid(user) {
         format!("uid {user}")
     } else {
         format!("the {user} user")

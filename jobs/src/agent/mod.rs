@@ -163,6 +163,9 @@ async fn runc(cfg: &AgentConfig, args: &[&str]) -> std::io::Result<std::process:
         .await
 }
 
+/// The longest path a Unix socket may be bound at (`sun_path` holds 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
 /// Runs the agent until `shutdown`.
 ///
 /// # Errors
@@ -183,19 +186,21 @@ impl Agent {
         shutdown: &CancellationToken,
     ) -> Result<Agent> {
         // Each task's control socket lives at tasks/<task id>/ctl/sock: a Unix socket path has
-        // at most 107 bytes, so a deep work dir would fail every task. Refuse it now instead.
+        // at most MAX_SOCKET_PATH bytes, so a deep work dir would fail every task. Refuse it
+        // now instead.
         let longest = cfg
             .work_dir
             .join("tasks")
             .join(uuid::Uuid::nil().to_string())
             .join("ctl")
             .join("sock");
-        if longest.as_os_str().len() > 107 {
+        if longest.as_os_str().len() > MAX_SOCKET_PATH {
             bail!(
-                "--work-dir {} is too long: task sockets under it would exceed the 107 bytes a \
-                 Unix socket path may have; use a work dir of at most {} bytes",
+                "--work-dir {} is too long: task sockets under it would exceed the \
+                 {MAX_SOCKET_PATH} bytes a Unix socket path may have; use a work dir of at most \
+                 {} bytes",
                 cfg.work_dir.display(),
-                107 - (longest.as_os_str().len() - cfg.work_dir.as_os_str().len())
+                MAX_SOCKET_PATH - (longest.as_os_str().len() - cfg.work_dir.as_os_str().len())
             );
         }
         let work = cfg.work_dir.clone();
