@@ -124,6 +124,26 @@ pub struct Service {
     pub ready_within: Duration,
 }
 
+impl Service {
+    /// A service answering HTTP on loopback `port`, ready when `GET <health_path>` is 2xx.
+    fn local(
+        name: String,
+        argv: Vec<OsString>,
+        port: u16,
+        health_path: &str,
+        ready_within: Duration,
+    ) -> Service {
+        let endpoint = format!("http://127.0.0.1:{port}");
+        Service {
+            name,
+            argv,
+            health: Health::Http(format!("{endpoint}{health_path}")),
+            endpoint,
+            ready_within,
+        }
+    }
+}
+
 /// One row of `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
@@ -368,15 +388,15 @@ impl Region {
                 "--manatee-shard",
                 SHARD,
             ]));
-            out.push(Service {
-                name: format!("moray{}", i + 1),
+            // Ready when the shard has a writable primary, which takes a first start's initdb
+            // and base backups.
+            out.push(Service::local(
+                format!("moray{}", i + 1),
                 argv,
-                // Ready when the shard has a writable primary, which takes a first start's initdb
-                // and base backups.
-                health: Health::Http(format!("http://127.0.0.1:{port}/health")),
-                endpoint: format!("http://127.0.0.1:{port}"),
-                ready_within: Duration::from_secs(180),
-            });
+                *port,
+                "/health",
+                Duration::from_secs(180),
+            ));
         }
         for (i, port) in p.storage.iter().enumerate() {
             let name = format!("storage{}", i + 1);
@@ -393,13 +413,13 @@ impl Region {
                 "--moray-etcd",
                 &etcd,
             ]));
-            out.push(Service {
+            out.push(Service::local(
                 name,
                 argv,
-                health: Health::Http(format!("http://127.0.0.1:{port}/ping")),
-                endpoint: format!("http://127.0.0.1:{port}"),
-                ready_within: Duration::from_secs(30),
-            });
+                *port,
+                "/ping",
+                Duration::from_secs(30),
+            ));
         }
         let mut argv = vec![self.exe("frontdoor")];
         argv.extend(os(&[
@@ -433,13 +453,13 @@ impl Region {
             "--frontdoor-url",
             &self.url(),
         ]));
-        out.push(Service {
-            name: "jobs-supervisor".into(),
+        out.push(Service::local(
+            "jobs-supervisor".into(),
             argv,
-            health: Health::Http(format!("http://127.0.0.1:{}/ping", p.jobs_supervisor)),
-            endpoint: format!("http://127.0.0.1:{}", p.jobs_supervisor),
-            ready_within: Duration::from_secs(30),
-        });
+            p.jobs_supervisor,
+            "/ping",
+            Duration::from_secs(30),
+        ));
         for (i, port) in p.jobs_agents.iter().enumerate() {
             let name = format!("jobs-agent{}", i + 1);
             let mut argv = vec![self.exe("jobs-agent")];
@@ -464,13 +484,13 @@ impl Region {
                 "--uid-base",
                 &(CONTAINER_UID_BASE + 65_536 * i as u32).to_string(),
             ]));
-            out.push(Service {
+            out.push(Service::local(
                 name,
                 argv,
-                health: Health::Http(format!("http://127.0.0.1:{port}/ping")),
-                endpoint: format!("http://127.0.0.1:{port}"),
-                ready_within: Duration::from_secs(30),
-            });
+                *port,
+                "/ping",
+                Duration::from_secs(30),
+            ));
         }
         out
     }
