@@ -373,21 +373,14 @@ fn one_job(cmd: &str, args: Vec<String>) -> ExitCode {
                     writeln!(out, "{}", serde_json::to_string_pretty(&st)?)?;
                     code = errors_exit(id, &st);
                 }
-                "inputs" => c
-                    .job_inputs(id)
-                    .await?
-                    .iter()
-                    .try_for_each(|l| writeln!(out, "{l}"))?,
-                "outputs" => c
-                    .job_outputs(id)
-                    .await?
-                    .iter()
-                    .try_for_each(|l| writeln!(out, "{l}"))?,
-                "failures" => c
-                    .job_failures(id)
-                    .await?
-                    .iter()
-                    .try_for_each(|l| writeln!(out, "{l}"))?,
+                "inputs" | "outputs" | "failures" => {
+                    let lines = match cmd.as_str() {
+                        "inputs" => c.job_inputs(id).await?,
+                        "outputs" => c.job_outputs(id).await?,
+                        _ => c.job_failures(id).await?,
+                    };
+                    lines.iter().try_for_each(|l| writeln!(out, "{l}"))?;
+                }
                 "errors" => c
                     .job_errors(id)
                     .await?

@@ -6,11 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
+use base64::Engine as _;
 use clap::Args;
 use clap::builder::FalseyValueParser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use manta_client::{ClientConfig, MantaClient, Progress};
 use manta_types::MantaPath;
+use md5::{Digest as _, Md5};
 
 /// The help section of the connection options.
 const CONN: &str = "Manta connection options";
@@ -71,6 +73,16 @@ impl Conn {
             .as_deref()
             .filter(|a| !a.is_empty())
             .ok_or_else(|| anyhow!("account is a required argument (-a or MANTA_USER)"))
+    }
+
+    /// Each remote path as given on the command line, resolved for this account
+    /// (see [`resolve`]).
+    ///
+    /// # Errors
+    /// When the account is missing or a path is not valid.
+    pub fn resolve_all(&self, paths: &[String]) -> Result<Vec<String>> {
+        let account = self.account()?;
+        paths.iter().map(|p| resolve(p, account)).collect()
     }
 
     /// The client configuration these options describe.
@@ -157,6 +169,36 @@ pub fn normalize(p: &str) -> String {
     } else {
         joined
     }
+}
+
+/// Ends a tool that went on past failures: prints each (`TOOL: failure`) and exits 1 when
+/// there was any, 0 otherwise.
+pub fn exit_after_failures(tool: &str, failures: &[String]) -> ExitCode {
+    for f in failures {
+        eprintln!("{tool}: {f}");
+    }
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The base64 MD5 of a local file, as `Content-MD5` and `computed-md5` spell it (read on the
+/// blocking pool).
+///
+/// # Errors
+/// When the file cannot be read.
+pub async fn file_md5(path: &std::path::Path) -> Result<String> {
+    let path = path.to_owned();
+    let digest = manta_util::blocking(move || {
+        let mut f = std::fs::File::open(&path)?;
+        let mut h = Md5::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(h.finalize())
+    })
+    .await?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
 /// Resolves a remote path as the tools take it: `~~` is the account's root, a relative path

@@ -10,7 +10,7 @@ use futures_util::StreamExt as _;
 use manta_client::{EntryType, WalkEntry, WalkOptions};
 use regex::Regex;
 
-use super::common::{Conn, describe_client, parse_and_run, resolve};
+use super::common::{Conn, describe_client, parse_and_run};
 use super::ls::{ignore_broken_pipe, json_object};
 
 /// Walk Manta directory trees, printing the entries that match.
@@ -87,7 +87,6 @@ impl Filter {
 }
 
 async fn mfind(a: Args) -> Result<ExitCode> {
-    let account = a.conn.account()?.to_owned();
     let filter = Filter {
         name: match &a.name {
             Some(n) => Some(Regex::new(n).map_err(|e| anyhow::anyhow!("invalid --name: {e}"))?),
@@ -103,11 +102,7 @@ async fn mfind(a: Args) -> Result<ExitCode> {
         mindepth: a.mindepth.unwrap_or(0),
         maxdepth: a.maxdepth,
     };
-    let paths = a
-        .paths
-        .iter()
-        .map(|p| resolve(p, &account))
-        .collect::<Result<Vec<_>>>()?;
+    let paths = a.conn.resolve_all(&a.paths)?;
     let client = a.conn.client().await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = 0u64;

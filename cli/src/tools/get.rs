@@ -11,8 +11,8 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use manta_client::{DownloadOptions, MantaClient, WalkEntry, WalkOptions};
 
 use super::common::{
-    Conn, bar_progress, describe_client, parse_and_run, parse_headers, progress_bar, resolve,
-    want_progress,
+    Conn, bar_progress, describe_client, exit_after_failures, parse_and_run, parse_headers,
+    progress_bar, resolve, want_progress,
 };
 use super::put::shared_progress;
 
@@ -84,12 +84,7 @@ enum Target {
 }
 
 async fn get_objects(a: Args) -> Result<ExitCode> {
-    let account = a.conn.account()?.to_owned();
-    let paths = a
-        .paths
-        .iter()
-        .map(|p| resolve(p, &account))
-        .collect::<Result<Vec<_>>>()?;
+    let paths = a.conn.resolve_all(&a.paths)?;
     let output = if a.remote_name {
         let [p] = paths.as_slice() else {
             bail!("--remote-name only works with a single object path");
@@ -302,12 +297,5 @@ async fn get_tree(a: Args) -> Result<ExitCode> {
     if let Some(b) = bar {
         b.finish();
     }
-    for f in &failures {
-        eprintln!("mget: {f}");
-    }
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(exit_after_failures("mget", &failures))
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use clap::Parser;
 use http::Method;
 
-use super::common::{Conn, describe_client, parse_and_run, resolve};
+use super::common::{Conn, describe_client, parse_and_run};
 use super::ls::json_object;
 
 /// Show the HTTP headers of Manta objects and directories.
@@ -40,12 +40,7 @@ fn version(v: http::Version) -> &'static str {
 }
 
 async fn minfo(a: Args) -> Result<ExitCode> {
-    let account = a.conn.account()?.to_owned();
-    let paths = a
-        .paths
-        .iter()
-        .map(|p| resolve(p, &account))
-        .collect::<Result<Vec<_>>>()?;
+    let paths = a.conn.resolve_all(&a.paths)?;
     let client = a.conn.client().await?;
     let mut failed = false;
     for p in &paths {

@@ -300,10 +300,14 @@ mod tests {
 
     #[test]
     fn names_are_escaped_like_the_original() {
-        assert_eq!(safe_name("plain.txt"), "plain.txt");
-        assert_eq!(safe_name("a\"b"), "a\"b");
-        assert_eq!(safe_name("tab\there"), "tab\\there");
-        assert_eq!(safe_name("nl\n"), "nl\\n");
+        for (name, shown) in [
+            ("plain.txt", "plain.txt"),
+            ("a\"b", "a\"b"),
+            ("tab\there", "tab\\there"),
+            ("nl\n", "nl\\n"),
+        ] {
+            assert_eq!(safe_name(name), shown, "{name:?}");
+        }
     }
 
     #[test]

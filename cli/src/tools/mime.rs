@@ -82,9 +82,13 @@ mod tests {
 
     #[test]
     fn guesses_by_extension() {
-        assert_eq!(content_type_for("/jill/stor/a.TXT"), "text/plain");
-        assert_eq!(content_type_for("x.tar.gz"), "application/gzip");
-        assert_eq!(content_type_for("data.json"), "application/json");
+        for (path, want) in [
+            ("/jill/stor/a.TXT", "text/plain"),
+            ("x.tar.gz", "application/gzip"),
+            ("data.json", "application/json"),
+        ] {
+            assert_eq!(content_type_for(path), want, "{path}");
+        }
         assert!(TYPES.windows(2).all(|w| w[0].0 != w[1].0));
     }
 }

@@ -7,16 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use base64::Engine as _;
 use clap::Parser;
 use futures_util::StreamExt as _;
 use indicatif::ProgressBar;
 use manta_client::{MantaClient, Progress, PutOptions};
-use md5::{Digest as _, Md5};
 
 use super::common::{
-    Conn, bar_progress, describe_client, parse_and_run, parse_headers, progress_bar, resolve,
-    role_tag, want_progress,
+    Conn, bar_progress, describe_client, exit_after_failures, file_md5, parse_and_run,
+    parse_headers, progress_bar, resolve, role_tag, want_progress,
 };
 use super::mime::content_type_for;
 
@@ -100,18 +98,6 @@ fn explain(e: manta_client::Error) -> anyhow::Error {
         Some("PreconditionFailed") => anyhow!("Cannot write because HTTP precondition not met."),
         _ => anyhow!(describe_client(&e)),
     }
-}
-
-async fn file_md5(path: &Path) -> Result<String> {
-    let path = path.to_owned();
-    let digest = manta_util::blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
-        let mut h = Md5::new();
-        std::io::copy(&mut f, &mut h)?;
-        Ok(h.finalize())
-    })
-    .await?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
 async fn put_one(a: Args) -> Result<ExitCode> {
@@ -302,14 +288,7 @@ async fn put_tree(a: Args) -> Result<ExitCode> {
         eprintln!("mput: skipping {s}");
     }
     let failures = upload_tree(&client, &a, &headers, &local, &remote, &tree).await?;
-    for f in &failures {
-        eprintln!("mput: {f}");
-    }
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(exit_after_failures("mput", &failures))
 }
 
 async fn upload_tree(

@@ -11,7 +11,7 @@ use clap::Parser;
 use manta_auth::KeySigner;
 use manta_client::MantaClient;
 
-use super::common::{Conn, parse_and_run, resolve};
+use super::common::{Conn, parse_and_run};
 
 /// Make presigned URLs for Manta objects (valid for an hour unless -e/-E say otherwise).
 #[derive(Debug, Parser)]
@@ -71,7 +71,6 @@ pub fn parse_relative(s: &str) -> Option<u64> {
 }
 
 async fn msign(a: Args) -> Result<ExitCode> {
-    let account = a.conn.account()?.to_owned();
     let mut methods = Vec::new();
     for m in if a.method.is_empty() {
         vec!["GET".to_owned()]
@@ -96,11 +95,7 @@ async fn msign(a: Args) -> Result<ExitCode> {
         }
         (None, None) => now + 3600,
     };
-    let paths = a
-        .paths
-        .iter()
-        .map(|p| resolve(p, &account))
-        .collect::<Result<Vec<_>>>()?;
+    let paths = a.conn.resolve_all(&a.paths)?;
     let client = match &a.file {
         Some(key) => {
             let key = key.clone();

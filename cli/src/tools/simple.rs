@@ -6,12 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Result, bail};
 use clap::Parser;
 
-use super::common::{Conn, parse_and_run, parse_headers, resolve, role_tag};
-
-fn resolve_all(paths: &[String], conn: &Conn) -> Result<Vec<String>> {
-    let account = conn.account()?.to_owned();
-    paths.iter().map(|p| resolve(p, &account)).collect()
-}
+use super::common::{Conn, parse_and_run, parse_headers, role_tag};
 
 /// Asks on the terminal; true for `y`/`Y`.
 fn confirm(question: &str) -> bool {
@@ -51,7 +46,7 @@ struct MkdirArgs {
 /// `mmkdir`.
 pub fn mmkdir(args: Vec<String>) -> ExitCode {
     parse_and_run("mmkdir", args, |a: MkdirArgs| async move {
-        let paths = resolve_all(&a.paths, &a.conn)?;
+        let paths = a.conn.resolve_all(&a.paths)?;
         let mut headers = parse_headers(&a.header)?;
         headers.extend(role_tag(&a.role_tag));
         let client = a.conn.client().await?;
@@ -84,7 +79,7 @@ struct RmdirArgs {
 pub fn mrmdir(args: Vec<String>) -> ExitCode {
     parse_and_run("mrmdir", args, |a: RmdirArgs| async move {
         interactive_ok(a.interactive)?;
-        let paths = resolve_all(&a.paths, &a.conn)?;
+        let paths = a.conn.resolve_all(&a.paths)?;
         let client = a.conn.client().await?;
         for p in &paths {
             let info = client.info(p).await?;
@@ -125,7 +120,7 @@ struct RmArgs {
 pub fn mrm(args: Vec<String>) -> ExitCode {
     parse_and_run("mrm", args, |a: RmArgs| async move {
         interactive_ok(a.interactive)?;
-        let paths = resolve_all(&a.paths, &a.conn)?;
+        let paths = a.conn.resolve_all(&a.paths)?;
         let client = a.conn.client().await?;
         for p in &paths {
             let info = client.info(p).await?;
@@ -170,7 +165,7 @@ struct LnArgs {
 /// `mln`.
 pub fn mln(args: Vec<String>) -> ExitCode {
     parse_and_run("mln", args, |a: LnArgs| async move {
-        let paths = resolve_all(&[a.source.clone(), a.dest.clone()], &a.conn)?;
+        let paths = a.conn.resolve_all(&[a.source.clone(), a.dest.clone()])?;
         let headers: Vec<(String, String)> = role_tag(&a.role_tag).into_iter().collect();
         let client = a.conn.client().await?;
         client.ln_with(&paths[0], &paths[1], &headers).await?;
@@ -195,7 +190,7 @@ struct ChattrArgs {
 /// `mchattr`.
 pub fn mchattr(args: Vec<String>) -> ExitCode {
     parse_and_run("mchattr", args, |a: ChattrArgs| async move {
-        let paths = resolve_all(&a.paths, &a.conn)?;
+        let paths = a.conn.resolve_all(&a.paths)?;
         let headers = parse_headers(&a.header)?;
         let client = a.conn.client().await?;
         for p in &paths {

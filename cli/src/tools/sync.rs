@@ -9,13 +9,13 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use base64::Engine as _;
 use clap::Parser;
 use futures_util::StreamExt as _;
 use manta_client::{DownloadOptions, EntryType, MantaClient, PutOptions, WalkOptions};
-use md5::{Digest as _, Md5};
 
-use super::common::{Conn, describe_client, parse_and_run, parse_headers, resolve, si_size};
+use super::common::{
+    Conn, describe_client, file_md5, parse_and_run, parse_headers, resolve, si_size,
+};
 use super::get::{persist, temp_beside};
 use super::mime::content_type_for;
 use super::put::scan_local;
@@ -141,17 +141,6 @@ struct Meta {
     size: u64,
     /// Base64 MD5, when known without reading the file.
     md5: Option<String>,
-}
-
-async fn local_md5(path: PathBuf) -> Result<String> {
-    let digest = manta_util::blocking(move || {
-        let mut f = std::fs::File::open(&path)?;
-        let mut h = Md5::new();
-        std::io::copy(&mut f, &mut h)?;
-        Ok(h.finalize())
-    })
-    .await?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
 /// The local side: its files, relative, with sizes.
@@ -359,7 +348,7 @@ impl Ctx<'_> {
 
     /// The MD5 of `rel` on the local side.
     async fn local_md5(&self, rel: &str) -> Result<String> {
-        local_md5(self.local.join(rel)).await
+        file_md5(&self.local.join(rel)).await
     }
 
     /// Whether `rel` must be sent, printing why.

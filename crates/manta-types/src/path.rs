@@ -512,17 +512,21 @@ mod tests {
 
     #[test]
     fn tilde_expansion() {
-        assert_eq!(expand_tilde("~~/stor/x", "jill"), "/jill/stor/x");
-        assert_eq!(expand_tilde("~~", "jill"), "/jill");
-        assert_eq!(expand_tilde("~~x", "jill"), "~~x");
-        assert_eq!(expand_tilde("/bob/stor", "jill"), "/bob/stor");
+        for (given, want) in [
+            ("~~/stor/x", "/jill/stor/x"),
+            ("~~", "/jill"),
+            ("~~x", "~~x"),
+            ("/bob/stor", "/bob/stor"),
+        ] {
+            assert_eq!(expand_tilde(given, "jill"), want, "{given}");
+        }
     }
 
     #[test]
     fn dirname_and_basename() {
-        assert_eq!(dirname("/u/stor/a/b"), "/u/stor/a");
-        assert_eq!(dirname("/u"), "/");
-        assert_eq!(basename("/u/stor/a/b"), "b");
+        for (path, dir, base) in [("/u/stor/a/b", "/u/stor/a", "b"), ("/u", "/", "u")] {
+            assert_eq!((dirname(path), basename(path)), (dir, base), "{path}");
+        }
         assert_eq!(basename("/u/stor/"), "stor");
     }
 
