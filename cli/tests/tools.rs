@@ -146,15 +146,10 @@ impl Cli {
 
 /// Deterministic pseudo-random bytes.
 fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    testkit::xorshift_bytes(
+        seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+        len,
+    )
 }
 
 /// Every file under `root`, relative, with its bytes.

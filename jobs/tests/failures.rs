@@ -58,13 +58,7 @@ async fn cancel_user_errors_and_init_errors() {
     let deadline = Instant::now() + Duration::from_secs(10);
     for i in 0..3 {
         loop {
-            let out = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(env.agent_work_dir(i).join("runc"))
-                .args(["list", "-q"])
-                .output()
-                .unwrap();
-            if out.stdout.is_empty() {
+            if env.containers(i).is_empty() {
                 break;
             }
             assert!(

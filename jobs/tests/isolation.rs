@@ -10,7 +10,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Env, Options};
-use manta_client::{ClientConfig, MantaClient};
 
 async fn one(env: &Env, exec: &str, input: &str, memory: Option<u64>) -> String {
     let mut phase = serde_json::json!({"type": "map", "exec": exec});
@@ -38,18 +37,7 @@ async fn tasks_are_isolated_and_limited() {
 
     // Another account with a private object.
     let other = env.region.add_account("other").await.unwrap();
-    let oc = MantaClient::new(ClientConfig {
-        url: env.region.url.clone(),
-        user: other.login.clone(),
-        subuser: None,
-        key_id: Some(other.key_id.clone()),
-        insecure: false,
-        ssh_dir: other.key.parent().unwrap().to_owned(),
-        no_auth: false,
-        timeout: Duration::from_secs(30),
-    })
-    .await
-    .unwrap();
+    let oc = env.region.client(&other).await.unwrap();
     oc.put_bytes("~~/stor/secret.txt", "TOP SECRET\n", Default::default())
         .await
         .unwrap();
@@ -169,16 +157,7 @@ async fn tasks_are_isolated_and_limited() {
     assert_eq!(env.output_text(&id).await.unwrap(), vec!["3\n".to_owned()]);
     // No container is left behind.
     for i in 0..3 {
-        let out = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(env.agent_work_dir(i).join("runc"))
-            .args(["list", "-q"])
-            .output()
-            .unwrap();
-        assert!(
-            out.stdout.is_empty(),
-            "agent {i} left containers: {:?}",
-            out
-        );
+        let left = env.containers(i);
+        assert!(left.is_empty(), "agent {i} left containers: {left:?}");
     }
 }

@@ -2,24 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-use manta_client::{ClientConfig, MantaClient};
 use testkit::TestRegion;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_stores_and_serves_an_object() {
     let region = TestRegion::start().await.unwrap();
-    let acct = &region.account;
-    let cfg = ClientConfig {
-        url: region.url.clone(),
-        user: acct.login.clone(),
-        subuser: None,
-        key_id: Some(acct.key_id.clone()),
-        insecure: false,
-        ssh_dir: acct.key.parent().unwrap().to_owned(),
-        no_auth: false,
-        timeout: std::time::Duration::from_secs(30),
-    };
-    let c = MantaClient::new(cfg).await.unwrap();
+    let c = region.client(&region.account).await.unwrap();
     c.mkdir("~~/stor/dir").await.unwrap();
     let put = c
         .put_bytes("~~/stor/dir/hello.txt", "hello world\n", Default::default())

@@ -46,3 +46,17 @@ pub async fn metrics(base: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("read {base}/metrics: {e}"))
 }
+
+/// `len` deterministic pseudo-random bytes from a xorshift generator started at `state` (which
+/// must not be 0): test data that is the same on every run and does not compress.
+pub fn xorshift_bytes(state: u64, len: usize) -> Vec<u8> {
+    let mut x = state;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -10,9 +10,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use manta_client::{ClientConfig, MantaClient};
 
 use crate::postgres::TestPostgres;
 use crate::process::{LoggedChild, TestDir, free_port, guarded_command};
+
+/// How long a region's services get to answer their first `/ping`.
+const PING_WITHIN: Duration = Duration::from_secs(60);
 
 /// Path of a workspace binary built beside the running test.
 ///
@@ -112,12 +116,22 @@ pub struct TestRegion {
     dir: TestDir,
 }
 
-async fn wait_ping(url: &str, child: &mut LoggedChild, what: &str) -> Result<()> {
+/// Waits until the service `what` at `url`, run by `child`, answers `GET /ping` with a success,
+/// for at most `within`.
+///
+/// # Errors
+/// When the process exits first or `within` passes; the error holds its log tail.
+pub async fn wait_ping(
+    url: &str,
+    child: &mut LoggedChild,
+    what: &str,
+    within: Duration,
+) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .tls_danger_accept_invalid_certs(true)
         .build()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + within;
     loop {
         if let Some(st) = child.exited() {
             bail!("{what} exited with {st}; log:\n{}", child.log_tail(30));
@@ -132,7 +146,7 @@ async fn wait_ping(url: &str, child: &mut LoggedChild, what: &str) -> Result<()>
         }
         if Instant::now() > deadline {
             bail!(
-                "{what} did not answer /ping within 60 s; log:\n{}",
+                "{what} did not answer /ping within {within:?}; log:\n{}",
                 child.log_tail(30)
             );
         }
@@ -157,6 +171,12 @@ impl TestStorageNode {
         let log = dir.join(format!("{}.log", self.storage_id));
         self.child = Some(LoggedChild::spawn(&self.storage_id, cmd, &log)?);
         Ok(())
+    }
+
+    /// Waits for the node just spawned to answer `/ping`.
+    async fn wait_up(&mut self) -> Result<()> {
+        let child = self.child.as_mut().context("the node is not running")?;
+        wait_ping(&self.url, child, &self.storage_id, PING_WITHIN).await
     }
 
     /// Kills the node with SIGKILL (a crash).
@@ -196,7 +216,7 @@ impl TestRegion {
         let moray_port = free_port()?;
         let moray_url = format!("http://127.0.0.1:{moray_port}");
         let mut moray = spawn_moray(&pg, moray_port, dir.path())?;
-        wait_ping(&moray_url, &mut moray, "moray").await?;
+        wait_ping(&moray_url, &mut moray, "moray", PING_WITHIN).await?;
         let out = Command::new(binary("manta-adm")?)
             .args(["setup", "--moray", &moray_url])
             .output()?;
@@ -226,9 +246,7 @@ impl TestRegion {
             storage.push(node);
         }
         for node in &mut storage {
-            let url = node.url.clone();
-            let id = node.storage_id.clone();
-            wait_ping(&url, node.child.as_mut().expect("just spawned"), &id).await?;
+            node.wait_up().await?;
         }
         wait_heartbeats(&moray_url, storage.iter().map(|n| n.storage_id.as_str())).await?;
 
@@ -286,7 +304,7 @@ impl TestRegion {
         }
         let mut child =
             LoggedChild::spawn("frontdoor", cmd, &self.dir.path().join("frontdoor.log"))?;
-        wait_ping(&self.url, &mut child, "frontdoor").await?;
+        wait_ping(&self.url, &mut child, "frontdoor", PING_WITHIN).await?;
         self.frontdoor = Some(child);
         Ok(())
     }
@@ -329,14 +347,45 @@ impl TestRegion {
         let node = &mut self.storage[i];
         node.kill();
         node.spawn(&moray, &dir)?;
-        let url = node.url.clone();
-        let id = node.storage_id.clone();
-        wait_ping(&url, node.child.as_mut().expect("just spawned"), &id).await
+        node.wait_up().await
     }
 
     /// The front door's log so far.
     pub fn frontdoor_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("frontdoor.log")).unwrap_or_default()
+    }
+
+    /// The configuration of a client acting as `account` against `url` (the region's front
+    /// door, or something standing in front of it), with a 30 s timeout.
+    pub fn client_config_at(&self, account: &TestAccount, url: &str) -> ClientConfig {
+        ClientConfig {
+            url: url.to_owned(),
+            user: account.login.clone(),
+            subuser: None,
+            key_id: Some(account.key_id.clone()),
+            insecure: false,
+            ssh_dir: account
+                .key
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            no_auth: false,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The configuration of a client acting as `account` against the region's front door.
+    pub fn client_config(&self, account: &TestAccount) -> ClientConfig {
+        self.client_config_at(account, &self.url)
+    }
+
+    /// A client acting as `account` against the region's front door, its key read from the
+    /// account's `.ssh` dir.
+    ///
+    /// # Errors
+    /// When the key cannot be loaded.
+    pub async fn client(&self, account: &TestAccount) -> Result<MantaClient> {
+        Ok(MantaClient::new(self.client_config(account)).await?)
     }
 
     /// Environment for the `manta` command line tools (`MANTA_URL`, `MANTA_USER`,

@@ -71,14 +71,8 @@ impl Env {
         let url = region.url.clone();
         let shutdown = CancellationToken::new();
         let client = MantaClient::new(ClientConfig {
-            url: url.clone(),
-            user: region.account.login.clone(),
-            subuser: None,
-            key_id: Some(region.account.key_id.clone()),
-            insecure: false,
-            ssh_dir: region.account.key.parent().unwrap().to_owned(),
-            no_auth: false,
             timeout: Duration::from_secs(60),
+            ..region.client_config(&region.account)
         })
         .await?;
         let mut env = Env {
@@ -151,25 +145,13 @@ impl Env {
             .args(&self.agent_args);
         let log = self.dir.path().join(format!("agent{i}.log"));
         let mut child = LoggedChild::spawn(&format!("agent{i}"), cmd, &log)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let http = reqwest::Client::new();
-        loop {
-            if let Some(st) = child.exited() {
-                bail!("agent {i} exited with {st}: {}", child.log_tail(30));
-            }
-            if http
-                .get(format!("http://127.0.0.1:{port}/ping"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("agent {i} did not answer /ping: {}", child.log_tail(30));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        testkit::region::wait_ping(
+            &format!("http://127.0.0.1:{port}"),
+            &mut child,
+            &format!("agent {i}"),
+            Duration::from_secs(30),
+        )
+        .await?;
         self.agents[i] = Some(child);
         Ok(())
     }
@@ -178,6 +160,18 @@ impl Env {
         if let Some(mut c) = self.agents[i].take() {
             c.kill();
         }
+    }
+
+    /// The ids of the containers agent `i` still has (what `runc list -q` prints for its runc
+    /// root), empty when it has none.
+    pub fn containers(&self, i: usize) -> String {
+        let out = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(self.agent_work_dir(i).join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn log(&self, name: &str) -> String {

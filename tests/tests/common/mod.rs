@@ -6,34 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use manta_auth::KeySigner;
-use manta_client::{ClientConfig, MantaClient};
+use manta_client::MantaClient;
 use testkit::{TestAccount, TestRegion};
 
 /// A client acting as `acct` against `region`.
 pub async fn client(region: &TestRegion, acct: &TestAccount) -> MantaClient {
     let signer = KeySigner::from_file(&acct.key).unwrap();
-    MantaClient::with_signer(config(region, acct), Some(Arc::new(signer))).unwrap()
+    MantaClient::with_signer(region.client_config(acct), Some(Arc::new(signer))).unwrap()
 }
 
 /// A client sending no credentials.
 pub fn anonymous(region: &TestRegion, login: &str) -> MantaClient {
-    let mut cfg = config(region, &region.account);
+    let mut cfg = region.client_config(&region.account);
     cfg.user = login.to_owned();
     cfg.no_auth = true;
     MantaClient::with_signer(cfg, None).unwrap()
-}
-
-fn config(region: &TestRegion, acct: &TestAccount) -> ClientConfig {
-    ClientConfig {
-        url: region.url.clone(),
-        user: acct.login.clone(),
-        subuser: None,
-        key_id: Some(acct.key_id.clone()),
-        insecure: false,
-        ssh_dir: acct.key.parent().unwrap().to_owned(),
-        no_auth: false,
-        timeout: Duration::from_secs(30),
-    }
 }
 
 /// The server's error code of a failed call.

@@ -7,7 +7,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use manta_client::{ClientConfig, MantaClient};
 use testkit::TestRegion;
@@ -16,17 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The configuration of a client acting as the region's account at `url`.
 pub fn config(region: &TestRegion, url: &str) -> ClientConfig {
-    let acct = &region.account;
-    ClientConfig {
-        url: url.to_owned(),
-        user: acct.login.clone(),
-        subuser: None,
-        key_id: Some(acct.key_id.clone()),
-        insecure: false,
-        ssh_dir: acct.key.parent().unwrap().to_owned(),
-        no_auth: false,
-        timeout: Duration::from_secs(30),
-    }
+    region.client_config_at(&region.account, url)
 }
 
 /// A client acting as the region's account, straight at its front door.
@@ -36,15 +25,10 @@ pub async fn client(region: &TestRegion) -> MantaClient {
 
 /// Deterministic pseudo-random bytes.
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    testkit::xorshift_bytes(
+        seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1),
+        len,
+    )
 }
 
 /// What the proxy does with one accepted connection.
