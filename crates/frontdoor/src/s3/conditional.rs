@@ -202,86 +202,52 @@ mod tests {
         assert_eq!(epoch_secs(&timestamp(MTIME)), Some(MTIME / 1000));
     }
 
+    /// What a check answered, for comparing with a table: the value, or the error's code.
+    fn outcome<T>(r: S3Result<T>) -> Result<T, String> {
+        r.map_err(|e| e.code().as_str().to_owned())
+    }
+
     #[test]
     fn reads() {
         let c = cur();
         let t = MTIME / 1000;
-        let ok = |cond: Conditions<'_>| check_read(&c, &cond);
-        assert_eq!(ok(Conditions::default()).unwrap(), ReadOutcome::Proceed);
         let m = tag("abc");
         let other = tag("zzz");
         let any = ETagCondition::Any;
-        assert_eq!(
-            ok(Conditions {
-                if_match: Some(&m),
-                ..Conditions::default()
-            })
-            .unwrap(),
-            ReadOutcome::Proceed
-        );
-        assert_eq!(
-            ok(Conditions {
-                if_match: Some(&other),
-                ..Conditions::default()
-            })
-            .unwrap_err()
-            .code()
-            .as_str(),
-            "PreconditionFailed"
-        );
-        assert_eq!(
-            ok(Conditions {
-                if_none_match: Some(&any),
-                ..Conditions::default()
-            })
-            .unwrap(),
-            ReadOutcome::NotModified
-        );
         let same = secs(t);
         let before = secs(t - 1);
-        assert_eq!(
-            ok(Conditions {
-                if_modified_since: Some(&same),
-                ..Conditions::default()
-            })
-            .unwrap(),
-            ReadOutcome::NotModified
-        );
-        assert_eq!(
-            ok(Conditions {
-                if_modified_since: Some(&before),
-                ..Conditions::default()
-            })
-            .unwrap(),
-            ReadOutcome::Proceed
-        );
-        assert!(
-            ok(Conditions {
-                if_unmodified_since: Some(&before),
-                ..Conditions::default()
-            })
-            .is_err()
-        );
-        // If-Match true wins over a failing If-Unmodified-Since; If-None-Match false over a
-        // "not modified" If-Modified-Since.
-        assert_eq!(
-            ok(Conditions {
-                if_match: Some(&m),
-                if_unmodified_since: Some(&before),
-                ..Conditions::default()
-            })
-            .unwrap(),
-            ReadOutcome::Proceed
-        );
-        assert_eq!(
-            ok(Conditions {
-                if_none_match: Some(&other),
-                if_modified_since: Some(&same),
-                ..Conditions::default()
-            })
-            .unwrap(),
-            ReadOutcome::Proceed
-        );
+        let failed = || Err("PreconditionFailed".to_owned());
+        // (If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since), what is answered.
+        for ((if_match, if_none_match, if_modified_since, if_unmodified_since), want) in [
+            ((None, None, None, None), Ok(ReadOutcome::Proceed)),
+            ((Some(&m), None, None, None), Ok(ReadOutcome::Proceed)),
+            ((Some(&other), None, None, None), failed()),
+            ((None, Some(&any), None, None), Ok(ReadOutcome::NotModified)),
+            (
+                (None, None, Some(&same), None),
+                Ok(ReadOutcome::NotModified),
+            ),
+            ((None, None, Some(&before), None), Ok(ReadOutcome::Proceed)),
+            ((None, None, None, Some(&before)), failed()),
+            // If-Match true wins over a failing If-Unmodified-Since; If-None-Match false over
+            // a "not modified" If-Modified-Since.
+            (
+                (Some(&m), None, None, Some(&before)),
+                Ok(ReadOutcome::Proceed),
+            ),
+            (
+                (None, Some(&other), Some(&same), None),
+                Ok(ReadOutcome::Proceed),
+            ),
+        ] {
+            let cond = Conditions {
+                if_match,
+                if_none_match,
+                if_modified_since,
+                if_unmodified_since,
+            };
+            assert_eq!(outcome(check_read(&c, &cond)), want, "{cond:?}");
+        }
     }
 
     #[test]
@@ -305,38 +271,26 @@ mod tests {
         let any = ETagCondition::Any;
         let m = tag("abc");
         let other = tag("nope");
-        assert_eq!(
-            check_write(None, None, Some(&any), "k").unwrap(),
-            WriteCondition::Absent
-        );
-        assert_eq!(
-            check_write(Some((&c, "E1")), None, Some(&any), "k")
-                .unwrap_err()
-                .code()
-                .as_str(),
-            "PreconditionFailed"
-        );
-        assert_eq!(
-            check_write(Some((&c, "E1")), Some(&m), None, "k").unwrap(),
-            WriteCondition::Unchanged("E1".into())
-        );
-        assert_eq!(
-            check_write(Some((&c, "E1")), Some(&other), None, "k")
-                .unwrap_err()
-                .code()
-                .as_str(),
-            "PreconditionFailed"
-        );
-        assert_eq!(
-            check_write(None, Some(&m), None, "k")
-                .unwrap_err()
-                .code()
-                .as_str(),
-            "NoSuchKey"
-        );
-        assert_eq!(
-            check_write(Some((&c, "E1")), None, None, "k").unwrap(),
-            WriteCondition::Any
-        );
+        let present = Some((&c, "E1"));
+        let failed = || Err("PreconditionFailed".to_owned());
+        for (current, if_match, if_none_match, want) in [
+            (None, None, Some(&any), Ok(WriteCondition::Absent)),
+            (present, None, Some(&any), failed()),
+            (
+                present,
+                Some(&m),
+                None,
+                Ok(WriteCondition::Unchanged("E1".into())),
+            ),
+            (present, Some(&other), None, failed()),
+            (None, Some(&m), None, Err("NoSuchKey".to_owned())),
+            (present, None, None, Ok(WriteCondition::Any)),
+        ] {
+            assert_eq!(
+                outcome(check_write(current, if_match, if_none_match, "k")),
+                want,
+                "{current:?} {if_match:?} {if_none_match:?}"
+            );
+        }
     }
 }
