@@ -394,17 +394,24 @@ fn mcat(args: &[String]) -> io::Result<()> {
     Ok(())
 }
 
-fn mtee(args: &[String]) -> io::Result<()> {
-    let a = parse_args(args, "cH", "")?;
+/// Where `mtee` and `mput` write (their first operand, `~~` expanded) and the headers they
+/// send: a binary content type and, with `-c N`, the durability level.
+fn upload_target(a: &Args, usage: &str) -> io::Result<(String, Vec<(&'static str, String)>)> {
     let path = a
         .rest
         .first()
         .map(|p| expand(p))
-        .ok_or_else(|| io::Error::other("usage: mtee PATH"))?;
+        .ok_or_else(|| io::Error::other(usage.to_owned()))?;
     let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
     if let Some(c) = a.value('c') {
         headers.push(("durability-level", c.to_owned()));
     }
+    Ok((path, headers))
+}
+
+fn mtee(args: &[String]) -> io::Result<()> {
+    let a = parse_args(args, "cH", "")?;
+    let (path, headers) = upload_target(&a, "usage: mtee PATH")?;
     let mut out = io::stdout().lock();
     upload(
         "PUT",
@@ -433,15 +440,7 @@ fn mget(args: &[String]) -> io::Result<()> {
 
 fn mput(args: &[String]) -> io::Result<()> {
     let a = parse_args(args, "fcH", "pq")?;
-    let path = a
-        .rest
-        .first()
-        .map(|p| expand(p))
-        .ok_or_else(|| io::Error::other("usage: mput [-f file] PATH"))?;
-    let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
-    if let Some(c) = a.value('c') {
-        headers.push(("durability-level", c.to_owned()));
-    }
+    let (path, headers) = upload_target(&a, "usage: mput [-f file] PATH")?;
     if a.has('p') {
         let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         mkdirp(parent)?;

@@ -143,6 +143,24 @@ struct Finished {
     error: Option<JobError>,
 }
 
+impl Finished {
+    /// A task that failed with `error` and produced nothing.
+    fn failed(error: JobError) -> Self {
+        Self {
+            ok: false,
+            outputs: Vec::new(),
+            error: Some(error),
+        }
+    }
+}
+
+/// How a task's container ended.
+enum End {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+    Cancelled,
+}
+
 /// A failure of this node rather than the user's code: the task is released to run elsewhere.
 #[derive(Debug)]
 struct Infra(anyhow::Error);
@@ -702,6 +720,46 @@ impl Agent {
         dir: &Path,
         cancel: &CancellationToken,
     ) -> std::result::Result<Option<Finished>, Infra> {
+        let (tj, phase) = self.task_job(task).await?;
+        let (binds, input_file) = match self.mounts(&tj.job, &phase, task, dir, &tj).await? {
+            Ok(m) => m,
+            Err((code, msg)) => {
+                return Ok(Some(Finished::failed(Self::error(
+                    task,
+                    &self.cfg.storage_id,
+                    code,
+                    msg,
+                ))));
+            }
+        };
+
+        // The control socket the task's tools talk to.
+        let ctl_state = Arc::new(ctl::Ctl {
+            agent: self.clone(),
+            job: tj.clone(),
+            record: Mutex::new(ctl::CtlRecord::default()),
+        });
+        let stop_ctl = CancellationToken::new();
+        let server = ctl::serve(
+            ctl_state.clone(),
+            &dir.join("ctl").join("sock"),
+            stop_ctl.clone(),
+        )
+        .map_err(Infra::from)?;
+
+        self.write_bundle(&tj, &phase, task, dir, binds).await?;
+        let run = self
+            .run_container(&tj, &phase, task, dir, input_file.as_deref(), cancel)
+            .await;
+        stop_ctl.cancel();
+        let _ = server.await;
+        let (end, fed) = run?;
+        let rec = std::mem::take(&mut *ctl_state.record.lock().unwrap_or_else(|p| p.into_inner()));
+        self.conclude(&tj, &phase, task, dir, end, fed, rec).await
+    }
+
+    /// The task's job, its phase, and where its output goes.
+    async fn task_job(&self, task: &Task) -> std::result::Result<(Arc<TaskJob>, Phase), Infra> {
         let job = self
             .job(&task.job_id)
             .await?
@@ -727,42 +785,27 @@ impl Agent {
         );
         let tj = Arc::new(TaskJob {
             fd: FdClient::new(self.http.clone(), &self.cfg.frontdoor_url, &job.token),
-            job: job.clone(),
-            base: base.clone(),
+            job,
+            base,
             next_reducers,
         });
-        let fail = |code: JobErrorCode, msg: String| {
-            Ok(Some(Finished {
-                ok: false,
-                outputs: Vec::new(),
-                error: Some(Self::error(task, &self.cfg.storage_id, code, msg)),
-            }))
-        };
+        Ok((tj, phase))
+    }
 
-        let (binds, input_file) = match self.mounts(&job, &phase, task, dir, &tj).await? {
-            Ok(m) => m,
-            Err((code, msg)) => return fail(code, msg),
-        };
-
-        // The control socket.
-        let ctl_state = Arc::new(ctl::Ctl {
-            agent: self.clone(),
-            job: tj.clone(),
-            record: Mutex::new(ctl::CtlRecord::default()),
-        });
-        let stop_ctl = CancellationToken::new();
-        let server = ctl::serve(
-            ctl_state.clone(),
-            &dir.join("ctl").join("sock"),
-            stop_ctl.clone(),
-        )
-        .map_err(Infra::from)?;
-
-        let env = task_env(&job, &phase, task, &base, next_reducers);
+    /// Writes the OCI bundle's `config.json`: the lackey as the process, the phase's limits, the
+    /// task's environment and mounts.
+    async fn write_bundle(
+        &self,
+        tj: &TaskJob,
+        phase: &Phase,
+        task: &Task,
+        dir: &Path,
+        binds: Vec<container::Bind>,
+    ) -> std::result::Result<(), Infra> {
         let spec = container::Spec {
             root: self.cfg.work_dir.join("rootfs"),
             args: vec!["/opt/manta/bin/jobs-tool".into(), "lackey".into()],
-            env,
+            env: task_env(&tj.job, phase, task, &tj.base, tj.next_reducers),
             binds,
             memory: phase.memory * 1024 * 1024,
             disk: phase.disk * 1024 * 1024 * 1024,
@@ -773,13 +816,24 @@ impl Agent {
         let config = serde_json::to_vec_pretty(&spec.config()).map_err(Infra::from)?;
         tokio::fs::write(dir.join("bundle").join("config.json"), config)
             .await
-            .map_err(Infra::from)?;
+            .map_err(Infra::from)
+    }
 
-        // Run it.
+    /// Runs the container to its end (exit, time limit or cancellation), feeding a reducer its
+    /// inputs on stdin, and removes it. Hands back how it ended and how feeding went.
+    async fn run_container(
+        &self,
+        tj: &TaskJob,
+        phase: &Phase,
+        task: &Task,
+        dir: &Path,
+        input_file: Option<&Path>,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(End, Result<()>), Infra> {
         let cid = format!("mj-{}", task.task_id);
         let stdout = std::fs::File::create(dir.join("stdout")).map_err(Infra::from)?;
         let stderr = std::fs::File::create(dir.join("stderr")).map_err(Infra::from)?;
-        let stdin = match &input_file {
+        let stdin = match input_file {
             Some(f) => Stdio::from(std::fs::File::open(f).map_err(Infra::from)?),
             None if phase.kind == PhaseType::Reduce => Stdio::piped(),
             None => Stdio::null(),
@@ -806,17 +860,12 @@ impl Agent {
             ))),
             _ => None,
         };
-        enum End {
-            Exited(std::process::ExitStatus),
-            TimedOut,
-            Cancelled,
-        }
         let end = tokio::select! {
-            st = child.wait() => End::Exited(st.map_err(Infra::from)?),
-            () = tokio::time::sleep(self.cfg.task_timeout) => End::TimedOut,
-            () = cancel.cancelled() => End::Cancelled,
+            st = child.wait() => st.map(End::Exited),
+            () = tokio::time::sleep(self.cfg.task_timeout) => Ok(End::TimedOut),
+            () = cancel.cancelled() => Ok(End::Cancelled),
         };
-        if !matches!(end, End::Exited(_)) {
+        if !matches!(end, Ok(End::Exited(_))) {
             let _ = runc(&self.cfg, &["kill", &cid, "KILL"]).await;
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
@@ -827,14 +876,28 @@ impl Agent {
             &[],
             started.elapsed().as_secs_f64(),
         );
-        stop_ctl.cancel();
-        let _ = server.await;
+        let end = end.map_err(Infra::from)?;
         let fed = match feeder {
             Some(f) => f.await.map_err(Infra::from)?,
             None => Ok(()),
         };
-        let rec = std::mem::take(&mut *ctl_state.record.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok((end, fed))
+    }
 
+    /// Judges a run: its outputs (stdout saved as one when the task used no tools) on success,
+    /// or the job error, with the task's stderr saved, on failure. A failure of this node
+    /// (feeding the reducer, storing outputs) is an `Infra` error instead.
+    #[allow(clippy::too_many_arguments)]
+    async fn conclude(
+        &self,
+        tj: &TaskJob,
+        phase: &Phase,
+        task: &Task,
+        dir: &Path,
+        end: End,
+        fed: Result<()>,
+        rec: ctl::CtlRecord,
+    ) -> std::result::Result<Option<Finished>, Infra> {
         let status = match end {
             End::Cancelled => return Ok(None),
             End::TimedOut => {
@@ -847,12 +910,8 @@ impl Agent {
                         humantime::format_duration(self.cfg.task_timeout)
                     ),
                 );
-                e.stderr = self.save_stderr(&tj, task, dir).await;
-                return Ok(Some(Finished {
-                    ok: false,
-                    outputs: Vec::new(),
-                    error: Some(e),
-                }));
+                e.stderr = self.save_stderr(tj, task, dir).await;
+                return Ok(Some(Finished::failed(e)));
             }
             End::Exited(st) => st,
         };
@@ -874,11 +933,11 @@ impl Agent {
             None => {
                 let mut outputs = rec.outputs;
                 if !rec.tools_used {
-                    self.store_file(&tj, &base, &dir.join("stdout"))
+                    self.store_file(tj, &tj.base, &dir.join("stdout"))
                         .await
                         .map_err(Infra)?;
                     outputs.push(ctl::Output {
-                        path: base,
+                        path: tj.base.clone(),
                         r_idx: None,
                     });
                 }
@@ -890,7 +949,7 @@ impl Agent {
             }
             Some((code, message)) => {
                 let mut e = Self::error(task, &self.cfg.storage_id, code, message);
-                e.stderr = self.save_stderr(&tj, task, dir).await;
+                e.stderr = self.save_stderr(tj, task, dir).await;
                 Ok(Some(Finished {
                     ok: false,
                     outputs: rec.outputs,
