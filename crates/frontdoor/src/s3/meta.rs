@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use manta_types::MetadataRecord;
 use moray::filter::Filter;
 use moray::types::{
-    BatchOp, BucketConfig, DelOptions, FindOptions, IndexSpec, IndexType, PutOptions, Sort,
+    BatchOp, BucketConfig, DelOptions, FindOptions, IndexSpec, IndexType, ObjectRecord, PutOptions,
+    Sort,
 };
 use moray::{EtagCondition, ShardedClient};
 use serde::{Deserialize, Serialize};
@@ -37,17 +38,19 @@ pub fn buckets_config() -> BucketConfig {
     BucketConfig::new(1).with_index("owner", IndexSpec::new(IndexType::String))
 }
 
-/// The configuration of [`OBJECTS`]: the `manta` bucket's indexes (so the same filters work)
-/// and the delete-log trigger (so GC reclaims replaced and deleted objects).
+/// The configuration of [`OBJECTS`]: the `manta` bucket's (taken from
+/// [`moray::schema::manta_buckets`], so the same indexes and filters work) without its
+/// directory-count trigger, keeping the delete-log trigger (so GC reclaims replaced and
+/// deleted objects).
 pub fn objects_config() -> BucketConfig {
-    let s = || IndexSpec::new(IndexType::String);
-    BucketConfig::new(1)
-        .with_index("dirname", s())
-        .with_index("name", s())
-        .with_index("owner", s())
-        .with_index("objectId", s())
-        .with_index("type", s())
-        .with_post(moray::schema::TRIGGER_DELETE_LOG)
+    let (_, mut config) = moray::schema::manta_buckets()
+        .into_iter()
+        .find(|(name, _)| *name == moray::schema::MANTA)
+        .expect("moray's schema configures the manta bucket");
+    config
+        .post
+        .retain(|trigger| trigger != moray::schema::TRIGGER_DIRCOUNT);
+    config
 }
 
 /// The configuration of [`UPLOADS`]: as [`objects_config`] plus the upload id and bucket,
@@ -159,6 +162,56 @@ fn none_if_no_bucket<T>(found: Result<Vec<T>, moray::Error>) -> S3Result<Vec<T>>
     }
 }
 
+/// A record Moray answered for a key, with its etag (`read` parses the value); `None` when
+/// there is no such record, or no such Moray bucket yet.
+fn found<T>(
+    got: Result<ObjectRecord, moray::Error>,
+    read: impl FnOnce(Value) -> S3Result<T>,
+) -> S3Result<Option<Versioned<T>>> {
+    match got {
+        Ok(r) => Ok(Some(Versioned {
+            rec: read(r.value)?,
+            etag: r.etag,
+        })),
+        Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => Ok(None),
+        Err(e) => Err(from_moray(e)),
+    }
+}
+
+/// Whether a conditional write went through: `Ok(false)` when its etag condition failed or
+/// the record it was conditioned on is gone.
+fn applied<T>(outcome: Result<T, moray::Error>) -> S3Result<bool> {
+    match outcome {
+        Ok(_) => Ok(true),
+        Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => Ok(false),
+        Err(e) => Err(from_moray(e)),
+    }
+}
+
+/// How the listings here ask Moray: at most `limit` records in `sort` order, uncounted.
+fn listing(limit: u64, sort: Vec<Sort>) -> FindOptions {
+    FindOptions {
+        limit: Some(limit),
+        sort,
+        no_count: true,
+        ..FindOptions::default()
+    }
+}
+
+/// The records matching every filter of `parts` and, unless `prefix` is empty, whose `name`
+/// starts with `prefix`.
+fn named_under(mut parts: Vec<Filter>, prefix: &str) -> Filter {
+    if !prefix.is_empty() {
+        parts.push(Filter::Substring {
+            attr: "name".into(),
+            initial: Some(prefix.to_owned()),
+            any: Vec::new(),
+            fin: None,
+        });
+    }
+    Filter::and(parts)
+}
+
 /// Reads an object record.
 ///
 /// # Errors
@@ -220,16 +273,8 @@ impl Meta {
     /// When Moray fails.
     pub async fn bucket(&self, name: &str) -> S3Result<Option<Versioned<BucketRecord>>> {
         self.ensure().await?;
-        match self.moray.system().get_object(BUCKETS, name).await {
-            Ok(r) => Ok(Some(Versioned {
-                rec: parse(r.value, "bucket")?,
-                etag: r.etag,
-            })),
-            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
-                Ok(None)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
+        let got = self.moray.system().get_object(BUCKETS, name).await;
+        found(got, |v| parse(v, "bucket"))
     }
 
     /// Writes a bucket record on condition `cond`; `Ok(false)` when the condition failed.
@@ -239,18 +284,12 @@ impl Meta {
     pub async fn put_bucket(&self, rec: &BucketRecord, cond: EtagCondition) -> S3Result<bool> {
         self.ensure().await?;
         let value = serde_json::to_value(rec).map_err(internal)?;
-        match self
+        let put = self
             .moray
             .system()
             .put_object(BUCKETS, &rec.name, value, PutOptions { etag: cond })
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
-                Ok(false)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
+            .await;
+        applied(put)
     }
 
     /// Deletes a bucket record read at `etag`; `Ok(false)` when it changed or went.
@@ -258,18 +297,12 @@ impl Meta {
     /// # Errors
     /// When Moray fails.
     pub async fn delete_bucket(&self, name: &str, etag: &str) -> S3Result<bool> {
-        match self
+        let deleted = self
             .moray
             .system()
             .del_object(BUCKETS, name, DelOptions::if_match(etag))
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
-                Ok(false)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
+            .await;
+        applied(deleted)
     }
 
     /// The buckets of an account, by name.
@@ -284,12 +317,7 @@ impl Meta {
             .find_objects(
                 BUCKETS,
                 &Filter::eq("owner", owner).to_string(),
-                FindOptions {
-                    limit: Some(100_000),
-                    sort: vec![Sort::asc("_key")],
-                    no_count: true,
-                    ..FindOptions::default()
-                },
+                listing(100_000, vec![Sort::asc("_key")]),
             )
             .await;
         let found = none_if_no_bucket(found)?;
@@ -310,21 +338,8 @@ impl Meta {
         bucket: &str,
         key: &str,
     ) -> S3Result<Option<Versioned<MetadataRecord>>> {
-        self.ensure().await?;
-        match self
-            .moray
-            .get_object(OBJECTS, &names::object_key(bucket, key))
+        self.get(OBJECTS, &names::object_key(bucket, key), object_record)
             .await
-        {
-            Ok(r) => Ok(Some(Versioned {
-                rec: object_record(r.value)?,
-                etag: r.etag,
-            })),
-            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
-                Ok(None)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
     }
 
     /// Writes an object record on condition `cond`; `Ok(false)` when the condition failed.
@@ -333,17 +348,11 @@ impl Meta {
     /// When Moray fails.
     pub async fn put_object(&self, rec: &MetadataRecord, cond: EtagCondition) -> S3Result<bool> {
         self.ensure().await?;
-        match self
+        let put = self
             .moray
             .put_object(OBJECTS, &rec.key, rec.to_value(), PutOptions { etag: cond })
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
-                Ok(false)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
+            .await;
+        applied(put)
     }
 
     /// Deletes an object record (on condition `cond`). `Ok(false)` when there was nothing to
@@ -358,21 +367,15 @@ impl Meta {
         cond: EtagCondition,
     ) -> S3Result<bool> {
         self.ensure().await?;
-        match self
+        let deleted = self
             .moray
             .del_object(
                 OBJECTS,
                 &names::object_key(bucket, key),
                 DelOptions { etag: cond },
             )
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
-                Ok(false)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
+            .await;
+        applied(deleted)
     }
 
     /// Up to `limit` object records of `bucket` with keys `>= from` that start with `prefix`,
@@ -392,30 +395,40 @@ impl Meta {
         if !from.is_empty() {
             parts.push(Filter::ge("name", from));
         }
-        if !prefix.is_empty() {
-            parts.push(Filter::Substring {
-                attr: "name".into(),
-                initial: Some(prefix.to_owned()),
-                any: Vec::new(),
-                fin: None,
-            });
-        }
+        let filter = named_under(parts, prefix);
+        let options = listing(limit, vec![Sort::asc("name")]);
+        self.find(OBJECTS, &filter, bucket, options, object_record)
+            .await
+    }
+
+    /// The record at `key` in Moray bucket `moray_bucket` (on its shard), read by `read`, with
+    /// its etag; `None` when there is none.
+    async fn get<T>(
+        &self,
+        moray_bucket: &str,
+        key: &str,
+        read: impl FnOnce(Value) -> S3Result<T>,
+    ) -> S3Result<Option<Versioned<T>>> {
+        self.ensure().await?;
+        found(self.moray.get_object(moray_bucket, key).await, read)
+    }
+
+    /// The records of Moray bucket `moray_bucket` on the shard of `hashkey` that match
+    /// `filter`, each read by `read`; none when the Moray bucket does not exist yet.
+    async fn find<T>(
+        &self,
+        moray_bucket: &str,
+        filter: &Filter,
+        hashkey: &str,
+        options: FindOptions,
+        read: impl Fn(Value) -> S3Result<T>,
+    ) -> S3Result<Vec<T>> {
         let found = self
             .moray
-            .find_objects(
-                OBJECTS,
-                &Filter::and(parts).to_string(),
-                bucket,
-                FindOptions {
-                    limit: Some(limit),
-                    sort: vec![Sort::asc("name")],
-                    no_count: true,
-                    ..FindOptions::default()
-                },
-            )
+            .find_objects(moray_bucket, &filter.to_string(), hashkey, options)
             .await;
         let found = none_if_no_bucket(found)?;
-        found.into_iter().map(|r| object_record(r.value)).collect()
+        found.into_iter().map(|r| read(r.value)).collect()
     }
 
     /// True when the bucket holds at least one object.
@@ -441,20 +454,8 @@ impl Meta {
         if !names::valid_upload_id(upload_id) {
             return Ok(None);
         }
-        match self
-            .moray
-            .get_object(UPLOADS, &names::upload_key(bucket, upload_id))
-            .await
-        {
-            Ok(r) => Ok(Some(Versioned {
-                rec: parse(r.value, "upload")?,
-                etag: r.etag,
-            })),
-            Err(moray::Error::ObjectNotFound { .. } | moray::Error::BucketNotFound { .. }) => {
-                Ok(None)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
+        let key = names::upload_key(bucket, upload_id);
+        self.get(UPLOADS, &key, |v| parse(v, "upload")).await
     }
 
     /// Creates an upload record (must not exist).
@@ -507,13 +508,7 @@ impl Meta {
                 options: PutOptions::any(),
             },
         ];
-        match self.moray.batch(ops).await {
-            Ok(_) => Ok(true),
-            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
-                Ok(false)
-            }
-            Err(e) => Err(from_moray(e)),
-        }
+        applied(self.moray.batch(ops).await)
     }
 
     /// Every part record of an upload, in part order.
@@ -525,22 +520,11 @@ impl Meta {
             Filter::eq("uploadId", upload_id),
             Filter::eq("type", "object"),
         ]);
-        let found = self
-            .moray
-            .find_objects(
-                UPLOADS,
-                &f.to_string(),
-                bucket,
-                FindOptions {
-                    limit: Some(names::MAX_PART_NUMBER.unsigned_abs().into()),
-                    sort: vec![Sort::asc("_key")],
-                    no_count: true,
-                    ..FindOptions::default()
-                },
-            )
-            .await;
-        let found = none_if_no_bucket(found)?;
-        found.into_iter().map(|r| object_record(r.value)).collect()
+        let options = listing(
+            names::MAX_PART_NUMBER.unsigned_abs().into(),
+            vec![Sort::asc("_key")],
+        );
+        self.find(UPLOADS, &f, bucket, options, object_record).await
     }
 
     /// The uploads in progress in `bucket` whose keys start with `prefix`, by key then
@@ -555,37 +539,14 @@ impl Meta {
         limit: u64,
     ) -> S3Result<Vec<UploadRecord>> {
         self.ensure().await?;
-        let mut parts = vec![
+        let parts = vec![
             Filter::eq("bucket", bucket),
             Filter::eq("type", UPLOAD_TYPE),
         ];
-        if !prefix.is_empty() {
-            parts.push(Filter::Substring {
-                attr: "name".into(),
-                initial: Some(prefix.to_owned()),
-                any: Vec::new(),
-                fin: None,
-            });
-        }
-        let found = self
-            .moray
-            .find_objects(
-                UPLOADS,
-                &Filter::and(parts).to_string(),
-                bucket,
-                FindOptions {
-                    limit: Some(limit),
-                    sort: vec![Sort::asc("name"), Sort::asc("_id")],
-                    no_count: true,
-                    ..FindOptions::default()
-                },
-            )
-            .await;
-        let found = none_if_no_bucket(found)?;
-        found
-            .into_iter()
-            .map(|r| parse(r.value, "upload"))
-            .collect()
+        let filter = named_under(parts, prefix);
+        let options = listing(limit, vec![Sort::asc("name"), Sort::asc("_id")]);
+        self.find(UPLOADS, &filter, bucket, options, |v| parse(v, "upload"))
+            .await
     }
 
     /// Ends an upload in one transaction: removes its record (if still at `upload.etag`) and
