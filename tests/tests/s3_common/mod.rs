@@ -7,6 +7,24 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::abort_multipart_upload::builders::AbortMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::complete_multipart_upload::builders::CompleteMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::copy_object::builders::CopyObjectFluentBuilder;
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::delete_object::builders::DeleteObjectFluentBuilder;
+use aws_sdk_s3::operation::get_bucket_location::builders::GetBucketLocationFluentBuilder;
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
+use aws_sdk_s3::operation::get_object::builders::GetObjectFluentBuilder;
+use aws_sdk_s3::operation::head_object::builders::HeadObjectFluentBuilder;
+use aws_sdk_s3::operation::list_object_versions::builders::ListObjectVersionsFluentBuilder;
+use aws_sdk_s3::operation::list_objects_v2::builders::ListObjectsV2FluentBuilder;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::operation::upload_part::builders::UploadPartFluentBuilder;
+use aws_sdk_s3::operation::upload_part_copy::builders::UploadPartCopyFluentBuilder;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use testkit::{RegionOptions, TestRegion};
@@ -93,6 +111,178 @@ impl S3Region {
     pub fn client(&self) -> aws_sdk_s3::Client {
         sdk(&self.endpoint, &self.access_key, &self.secret_key)
     }
+}
+
+/// The S3 error code and HTTP status of a failed SDK call.
+pub fn code_of<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
+    r: Result<T, SdkError<E, HttpResponse>>,
+) -> (String, u16) {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => {
+            let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+            (e.code().unwrap_or("<none>").to_owned(), status)
+        }
+    }
+}
+
+/// Every byte of a GetObject answer's body.
+pub async fn body_of(out: GetObjectOutput) -> Vec<u8> {
+    out.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+/// One bucket seen through an SDK client: the requests the S3 tests make over and over, with
+/// the bucket (and the key, upload id, ...) already filled in. Add any further options to the
+/// builder a method returns, then `.send()` it.
+#[derive(Clone)]
+pub struct Bucket {
+    /// The client the requests go through.
+    pub client: aws_sdk_s3::Client,
+    /// The bucket's name.
+    pub name: String,
+}
+
+impl Bucket {
+    /// The bucket `name` through `client` (nothing is sent).
+    pub fn new(client: &aws_sdk_s3::Client, name: &str) -> Bucket {
+        Bucket {
+            client: client.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Creates the bucket `name` through `client`.
+    pub async fn create(client: &aws_sdk_s3::Client, name: &str) -> Bucket {
+        client.create_bucket().bucket(name).send().await.unwrap();
+        Bucket::new(client, name)
+    }
+
+    /// PutObject of `body` at `key`.
+    pub fn put(&self, key: &str, body: impl Into<ByteStream>) -> PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(body.into())
+    }
+
+    /// GetObject of `key`.
+    pub fn get(&self, key: &str) -> GetObjectFluentBuilder {
+        self.client.get_object().bucket(&self.name).key(key)
+    }
+
+    /// HeadObject of `key`.
+    pub fn head(&self, key: &str) -> HeadObjectFluentBuilder {
+        self.client.head_object().bucket(&self.name).key(key)
+    }
+
+    /// DeleteObject of `key`.
+    pub fn delete(&self, key: &str) -> DeleteObjectFluentBuilder {
+        self.client.delete_object().bucket(&self.name).key(key)
+    }
+
+    /// CopyObject to `key` from `source` (`<bucket>/<key>`).
+    pub fn copy(&self, key: &str, source: &str) -> CopyObjectFluentBuilder {
+        self.client
+            .copy_object()
+            .bucket(&self.name)
+            .key(key)
+            .copy_source(source)
+    }
+
+    /// ListObjectsV2 of the bucket.
+    pub fn list(&self) -> ListObjectsV2FluentBuilder {
+        self.client.list_objects_v2().bucket(&self.name)
+    }
+
+    /// ListObjectVersions of the bucket.
+    pub fn versions(&self) -> ListObjectVersionsFluentBuilder {
+        self.client.list_object_versions().bucket(&self.name)
+    }
+
+    /// GetBucketLocation of the bucket.
+    pub fn location(&self) -> GetBucketLocationFluentBuilder {
+        self.client.get_bucket_location().bucket(&self.name)
+    }
+
+    /// CreateMultipartUpload for `key`.
+    pub fn start_upload(&self, key: &str) -> CreateMultipartUploadFluentBuilder {
+        self.client
+            .create_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+    }
+
+    /// Starts a multipart upload for `key` and returns its id.
+    pub async fn upload_id(&self, key: &str) -> String {
+        let up = self.start_upload(key).send().await.unwrap();
+        up.upload_id().unwrap().to_owned()
+    }
+
+    /// UploadPart of `body` as part `n` of the upload `id` of `key`.
+    pub fn part(
+        &self,
+        (key, id): (&str, &str),
+        n: i32,
+        body: impl Into<ByteStream>,
+    ) -> UploadPartFluentBuilder {
+        self.client
+            .upload_part()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .body(body.into())
+    }
+
+    /// UploadPartCopy from `source` (`<bucket>/<key>`) as part `n` of the upload `id` of `key`.
+    pub fn part_copy(
+        &self,
+        (key, id): (&str, &str),
+        n: i32,
+        source: &str,
+    ) -> UploadPartCopyFluentBuilder {
+        self.client
+            .upload_part_copy()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(id)
+            .part_number(n)
+            .copy_source(source)
+    }
+
+    /// CompleteMultipartUpload of the upload `id` of `key` from `parts`.
+    pub fn complete(
+        &self,
+        (key, id): (&str, &str),
+        parts: Vec<CompletedPart>,
+    ) -> CompleteMultipartUploadFluentBuilder {
+        let done = CompletedMultipartUpload::builder().set_parts(Some(parts));
+        let complete = self.client.complete_multipart_upload().bucket(&self.name);
+        complete
+            .key(key)
+            .upload_id(id)
+            .multipart_upload(done.build())
+    }
+
+    /// AbortMultipartUpload of the upload `id` of `key`.
+    pub fn abort(&self, (key, id): (&str, &str)) -> AbortMultipartUploadFluentBuilder {
+        self.client
+            .abort_multipart_upload()
+            .bucket(&self.name)
+            .key(key)
+            .upload_id(id)
+    }
+
+    /// Every byte of the object `key`.
+    pub async fn bytes(&self, key: &str) -> Vec<u8> {
+        body_of(self.get(key).send().await.unwrap()).await
+    }
+}
+
+/// A part of a multipart upload as CompleteMultipartUpload names it.
+pub fn completed(n: i32, etag: &str) -> CompletedPart {
+    CompletedPart::builder().part_number(n).e_tag(etag).build()
 }
 
 /// Deterministic pseudo-random bytes.
