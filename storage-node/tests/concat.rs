@@ -7,27 +7,31 @@
 mod common;
 
 use common::*;
-use md5::Digest as _;
 use storage_api::CommitRequest;
 use storage_api::ObjectKey;
 
-fn sha_hex(data: &[u8]) -> String {
-    storage_api::digest::to_hex(&sha2::Sha256::digest(data))
-}
-
-fn md5_b64(data: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
-}
-
 async fn put(http: &reqwest::Client, node: &Node, k: &ObjectKey, body: Vec<u8>) {
     let r = http
-        .put(format!("{}{k}", node.url))
+        .put(node.object_url(k))
         .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
+}
+
+/// Asks the node to join parts as `req` says.
+async fn commit(http: &reqwest::Client, node: &Node, req: &CommitRequest) -> reqwest::Response {
+    http.post(format!("{}/mpu/commit", node.url))
+        .json(req)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status of a `HEAD` of object `k`.
+async fn head_status(http: &reqwest::Client, node: &Node, k: &ObjectKey) -> reqwest::StatusCode {
+    http.head(node.object_url(k)).send().await.unwrap().status()
 }
 
 fn commit_body(owner: &uuid::Uuid, target: &ObjectKey, parts: &[&ObjectKey]) -> CommitRequest {
@@ -36,6 +40,15 @@ fn commit_body(owner: &uuid::Uuid, target: &ObjectKey, parts: &[&ObjectKey]) -> 
         object_id: target.id.to_string(),
         parts: parts.iter().map(|k| k.id.to_string()).collect(),
     }
+}
+
+/// A node on a temp dir holding one part, `a`, with `body`; a client to talk to it.
+async fn node_with_part(body: Vec<u8>) -> (Node, reqwest::Client, ObjectKey) {
+    let node = Node::start(|_| {}).await;
+    let http = reqwest::Client::new();
+    let a = key();
+    put(&http, &node, &a, body).await;
+    (node, http, a)
 }
 
 fn sibling(k: &ObjectKey) -> ObjectKey {
@@ -47,22 +60,14 @@ fn sibling(k: &ObjectKey) -> ObjectKey {
 
 #[tokio::test]
 async fn parts_become_one_object_with_the_digests_of_the_whole() {
-    let node = Node::start(|_| {}).await;
-    let http = reqwest::Client::new();
-    let a = key();
-    let b = sibling(&a);
     let (da, db) = (data(5 * 1024 * 1024 + 3, 1), data(1024 * 1024 + 11, 2));
-    put(&http, &node, &a, da.clone()).await;
+    let (node, http, a) = node_with_part(da.clone()).await;
+    let b = sibling(&a);
     put(&http, &node, &b, db.clone()).await;
     let target = sibling(&a);
     // A part may appear twice, and order matters.
     let req = commit_body(&a.owner, &target, &[&b, &a, &b]);
-    let resp = http
-        .post(format!("{}/mpu/commit", node.url))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let resp = commit(&http, &node, &req).await;
     assert_eq!(resp.status(), 201);
     let whole: Vec<u8> = [db.as_slice(), da.as_slice(), db.as_slice()].concat();
     assert_eq!(
@@ -74,28 +79,18 @@ async fn parts_become_one_object_with_the_digests_of_the_whole() {
     assert_eq!(j["sha256"], sha_hex(&whole).as_str());
     assert_eq!(j["size"], whole.len() as u64);
 
-    let got = http
-        .get(format!("{}{target}", node.url))
-        .send()
-        .await
-        .unwrap();
+    let got = http.get(node.object_url(&target)).send().await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.headers()["content-md5"], md5_b64(&whole).as_str());
     assert!(got.bytes().await.unwrap() == whole);
     // The parts stay (their records decide when GC takes them), and nothing is left in tmp.
     for k in [&a, &b] {
-        let r = http.head(format!("{}{k}", node.url)).send().await.unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(head_status(&http, &node, k).await, 200);
     }
     assert!(node.tmp_files().is_empty());
 
     // A retried commit answers the same digests without writing again.
-    let again = http
-        .post(format!("{}/mpu/commit", node.url))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let again = commit(&http, &node, &req).await;
     assert_eq!(again.status(), 200);
     let j2: serde_json::Value = again.json().await.unwrap();
     assert_eq!(j2, j);
@@ -103,27 +98,18 @@ async fn parts_become_one_object_with_the_digests_of_the_whole() {
 
 #[tokio::test]
 async fn a_missing_part_is_404_and_leaves_nothing() {
-    let node = Node::start(|_| {}).await;
-    let http = reqwest::Client::new();
-    let a = key();
-    put(&http, &node, &a, data(1000, 3)).await;
+    let (node, http, a) = node_with_part(data(1000, 3)).await;
     let missing = sibling(&a);
     let target = sibling(&a);
-    let resp = http
-        .post(format!("{}/mpu/commit", node.url))
-        .json(&commit_body(&a.owner, &target, &[&a, &missing]))
-        .send()
-        .await
-        .unwrap();
+    let resp = commit(
+        &http,
+        &node,
+        &commit_body(&a.owner, &target, &[&a, &missing]),
+    )
+    .await;
     assert_eq!(resp.status(), 404);
-    let j: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(j["code"], "ResourceNotFound");
-    let r = http
-        .head(format!("{}{target}", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(code_of(resp).await, "ResourceNotFound");
+    assert_eq!(head_status(&http, &node, &target).await, 404);
     assert!(
         eventually(std::time::Duration::from_secs(2), || node
             .tmp_files()
@@ -134,46 +120,30 @@ async fn a_missing_part_is_404_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_corrupt_part_is_quarantined_and_never_joined() {
-    let node = Node::start(|_| {}).await;
-    let http = reqwest::Client::new();
-    let a = key();
+    let (node, http, a) = node_with_part(data(300_000, 4)).await;
     let b = sibling(&a);
-    put(&http, &node, &a, data(300_000, 4)).await;
     put(&http, &node, &b, data(300_000, 5)).await;
     // Flip bytes of b in place (same size): only the checksum can tell.
     let path = node.store.object_path(&b);
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[1234] ^= 0xff;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
-        .unwrap();
+    std::io::Write::write_all(&mut node.open_object(&b), &bytes).unwrap();
     let target = sibling(&a);
-    let resp = http
-        .post(format!("{}/mpu/commit", node.url))
-        .json(&commit_body(&a.owner, &target, &[&a, &b]))
-        .send()
-        .await
-        .unwrap();
+    let resp = commit(&http, &node, &commit_body(&a.owner, &target, &[&a, &b])).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(resp.headers()["x-manta-quarantined"], "true");
-    let r = http
-        .head(format!("{}{target}", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404, "no object made from a corrupt part");
+    assert_eq!(
+        head_status(&http, &node, &target).await,
+        404,
+        "no object made from a corrupt part"
+    );
     assert!(node.store.is_quarantined(&b).await);
     assert!(node.tmp_files().is_empty());
 }
 
 #[tokio::test]
 async fn bad_requests_are_400_invalid_parameter() {
-    let node = Node::start(|_| {}).await;
-    let http = reqwest::Client::new();
-    let a = key();
-    put(&http, &node, &a, data(10, 6)).await;
+    let (node, http, a) = node_with_part(data(10, 6)).await;
     let url = format!("{}/mpu/commit", node.url);
     let cases: Vec<(String, &str)> = vec![
         ("not json".into(), "malformed"),

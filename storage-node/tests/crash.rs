@@ -11,9 +11,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use storage_api::{ClientError, PutRequest, StorageClient};
+use storage_api::{PutRequest, StorageClient};
 use testkit::LoggedChild;
-use tokio::io::AsyncWriteExt as _;
 
 struct Proc {
     child: LoggedChild,
@@ -30,16 +29,8 @@ async fn spawn(dir: &Path, log: &str) -> Proc {
         .env("RUST_LOG", "info");
     let child = LoggedChild::spawn("storage-node", cmd, &dir.join(log)).unwrap();
     let client = StorageClient::new(format!("http://127.0.0.1:{port}")).unwrap();
-    let mut ok = false;
-    for _ in 0..250 {
-        if client.ping().await.is_ok() {
-            ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        ok,
+        answers_ping(&client, 250, Duration::from_millis(20)).await,
         "storage-node did not answer /ping:\n{}",
         child.log_tail(30)
     );
@@ -65,13 +56,7 @@ async fn sigkill_mid_upload_leaves_no_partial_object() {
 
     // An upload in flight: 32 MiB declared, 4 MiB sent.
     let k = key();
-    let mut s = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    s.write_all(
-        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    s.write_all(&data(4 * 1024 * 1024, 12)).await.unwrap();
+    let s = start_put(p.addr, &k, 32 << 20, "", &data(4 << 20, 12)).await;
     let tmp = dir.path().join("data/tmp");
     assert!(
         eventually(Duration::from_secs(10), || list(&tmp)
@@ -99,19 +84,8 @@ async fn sigkill_mid_upload_leaves_no_partial_object() {
         "temp files left after restart: {:?}",
         list(&tmp)
     );
-    assert!(matches!(
-        p2.client.head(&k).await,
-        Err(ClientError::NotFound)
-    ));
-    let got = p2
-        .client
-        .get(&done, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(got, body);
+    assert!(is_missing(&p2.client, &k).await);
+    assert_eq!(read_all(&p2.client, &done).await, body);
     let log = std::fs::read_to_string(dir.path().join("second.log")).unwrap();
     assert!(log.contains("removed temp files"), "{log}");
 }

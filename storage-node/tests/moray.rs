@@ -12,7 +12,6 @@ use common::*;
 use moray::{MorayClient, PutOptions};
 use serde_json::{Value, json};
 use storage_api::ObjectKey;
-use storage_api::{ClientError, PutRequest};
 use storage_node::MorayConfig;
 use storage_node::gc::{Gc, GcConfig};
 use testkit::TestPostgres;
@@ -37,6 +36,21 @@ async fn env() -> Env {
     Env { _pg: pg, moray, mc }
 }
 
+impl Env {
+    /// Starts a node named [`ME`] in datacenter `dc` that reports to this Moray; `tweak`
+    /// adjusts its config further.
+    async fn node(&self, dc: &str, tweak: impl FnOnce(&mut storage_node::Config)) -> Node {
+        let url = self.moray.url();
+        Node::start(|c| {
+            c.storage_id = ME.into();
+            c.datacenter = dc.into();
+            c.moray = Some(MorayConfig::Single(url));
+            tweak(c);
+        })
+        .await
+    }
+}
+
 /// A `manta` record of an object with copies on `sharks`.
 fn record(acct: &uuid::Uuid, name: &str, k: &ObjectKey, sharks: &[&str]) -> Value {
     let dir = format!("/{acct}/stor");
@@ -59,6 +73,48 @@ fn record(acct: &uuid::Uuid, name: &str, k: &ObjectKey, sharks: &[&str]) -> Valu
     })
 }
 
+/// The garbage collector of node `n` under `storage_id`, taking entries older than `min_age`.
+fn gc_of(e: &Env, n: &Node, storage_id: &str, min_age: Option<Duration>) -> Gc {
+    let mut config = GcConfig::default();
+    if let Some(min_age) = min_age {
+        config.min_age = min_age;
+    }
+    Gc {
+        store: n.store.clone(),
+        moray: moray::ShardedClient::single(&e.moray.url()).unwrap(),
+        storage_id: storage_id.into(),
+        config,
+        metrics: n.metrics.clone(),
+    }
+}
+
+/// Polls `bucket` for records matching `filter` (for up to ten seconds) until there are some.
+async fn wait_for_records(
+    mc: &MorayClient,
+    bucket: &str,
+    filter: &str,
+) -> Vec<moray::ObjectRecord> {
+    let mut found = Vec::new();
+    for _ in 0..200 {
+        found = mc
+            .find_objects(bucket, filter, moray::FindOptions::default())
+            .await
+            .unwrap_or_default();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    found
+}
+
+/// Deletes the `manta` record `name` of account `acct`.
+async fn del(mc: &MorayClient, acct: &uuid::Uuid, name: &str) {
+    mc.del_object("manta", &format!("/{acct}/stor/{name}"), Default::default())
+        .await
+        .unwrap();
+}
+
 async fn log_entries(mc: &MorayClient, id: &ObjectKey) -> Vec<moray::ObjectRecord> {
     mc.find_objects(
         moray::schema::DELETE_LOG,
@@ -72,23 +128,13 @@ async fn log_entries(mc: &MorayClient, id: &ObjectKey) -> Vec<moray::ObjectRecor
 #[tokio::test]
 async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     let e = env().await;
-    let node = Node::start(|c| {
-        c.storage_id = ME.into();
-        c.moray = Some(MorayConfig::Single(e.moray.url()));
-        // Background GC out of the way: this test runs passes itself.
-        c.gc.interval = Duration::from_secs(3600);
-    })
-    .await;
-    let gc = Gc {
-        store: node.store.clone(),
-        moray: moray::ShardedClient::single(&e.moray.url()).unwrap(),
-        storage_id: ME.into(),
-        config: GcConfig {
-            min_age: Duration::from_millis(800),
-            ..GcConfig::default()
-        },
-        metrics: node.metrics.clone(),
-    };
+    let node = e
+        .node("dc1", |c| {
+            // Background GC out of the way: this test runs passes itself.
+            c.gc.interval = Duration::from_secs(3600);
+        })
+        .await;
+    let gc = gc_of(&e, &node, ME, Some(Duration::from_millis(800)));
     let acct = uuid::Uuid::new_v4();
     let linked = ObjectKey {
         owner: acct,
@@ -99,10 +145,7 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
         ..key()
     };
     for k in [linked, lone] {
-        node.client
-            .put(&k, PutRequest::bytes(data(10_000, 1)))
-            .await
-            .unwrap();
+        node.put(&k, data(10_000, 1)).await;
     }
     let put = |name: &str, k: ObjectKey, sharks: &[&str]| {
         let mc = e.mc.clone();
@@ -117,12 +160,8 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     put("a", linked, &[ME, OTHER]).await;
     put("link-to-a", linked, &[ME, OTHER]).await; // a SnapLink: same object id
     put("b", lone, &[ME]).await;
-    e.mc.del_object("manta", &format!("/{acct}/stor/a"), Default::default())
-        .await
-        .unwrap();
-    e.mc.del_object("manta", &format!("/{acct}/stor/b"), Default::default())
-        .await
-        .unwrap();
+    del(&e.mc, &acct, "a").await;
+    del(&e.mc, &acct, "b").await;
     assert_eq!(log_entries(&e.mc, &linked).await.len(), 1);
     assert_eq!(log_entries(&e.mc, &lone).await.len(), 1);
 
@@ -137,10 +176,7 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     assert_eq!(r.tombstoned, 1, "{r:?}");
     assert_eq!(r.still_referenced, 1, "{r:?}");
     // The lone object is gone from service, kept in today's tombstone; its entry is gone.
-    assert!(matches!(
-        node.client.head(&lone).await,
-        Err(ClientError::NotFound)
-    ));
+    assert!(is_missing(&node.client, &lone).await);
     let day = storage_node::store::day_of(manta_types::time::now_ms());
     assert!(
         node.root
@@ -157,20 +193,11 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     assert_eq!(entries[0].value["sharks"], json!([OTHER]));
 
     // The link goes too: now nothing references the bytes.
-    e.mc.del_object(
-        "manta",
-        &format!("/{acct}/stor/link-to-a"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    del(&e.mc, &acct, "link-to-a").await;
     tokio::time::sleep(Duration::from_millis(900)).await;
     let r = gc.pass(&CancellationToken::new()).await.unwrap();
     assert_eq!(r.tombstoned, 1, "{r:?}");
-    assert!(matches!(
-        node.client.head(&linked).await,
-        Err(ClientError::NotFound)
-    ));
+    assert!(is_missing(&node.client, &linked).await);
     // Both entries of that object now only name the other node.
     for entry in log_entries(&e.mc, &linked).await {
         assert_eq!(entry.value["sharks"], json!([OTHER]), "{entry:?}");
@@ -196,7 +223,7 @@ async fn gc_racing_nodes_both_leave_the_entry_and_it_is_deleted() {
     let a = Node::start(|c| c.storage_id = ME.into()).await;
     let b = Node::start(|c| c.storage_id = OTHER.into()).await;
     for n in [&a, &b] {
-        n.client.put(&k, PutRequest::bytes("bytes")).await.unwrap();
+        n.put(&k, "bytes").await;
     }
     e.mc.put_object(
         "manta",
@@ -206,21 +233,10 @@ async fn gc_racing_nodes_both_leave_the_entry_and_it_is_deleted() {
     )
     .await
     .unwrap();
-    e.mc.del_object("manta", &format!("/{acct}/stor/x"), Default::default())
-        .await
-        .unwrap();
+    del(&e.mc, &acct, "x").await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let gc_of = |n: &Node, id: &str| Gc {
-        store: n.store.clone(),
-        moray: moray::ShardedClient::single(&e.moray.url()).unwrap(),
-        storage_id: id.into(),
-        config: GcConfig {
-            min_age: Duration::from_millis(500),
-            ..GcConfig::default()
-        },
-        metrics: n.metrics.clone(),
-    };
-    let (ga, gb) = (gc_of(&a, ME), gc_of(&b, OTHER));
+    let min_age = Some(Duration::from_millis(500));
+    let (ga, gb) = (gc_of(&e, &a, ME, min_age), gc_of(&e, &b, OTHER, min_age));
     let cancel = CancellationToken::new();
     let (ra, rb) = tokio::join!(ga.pass(&cancel), gb.pass(&cancel));
     assert_eq!(ra.unwrap().tombstoned, 1);
@@ -243,13 +259,7 @@ async fn old_tombstones_are_deleted_after_the_grace_period() {
         .join("tombstone")
         .join(storage_node::store::day_of(manta_types::time::now_ms()));
     std::fs::create_dir_all(&today).unwrap();
-    let gc = Gc {
-        store: node.store.clone(),
-        moray: moray::ShardedClient::single(&e.moray.url()).unwrap(),
-        storage_id: ME.into(),
-        config: GcConfig::default(),
-        metrics: node.metrics.clone(),
-    };
+    let gc = gc_of(&e, &node, ME, None);
     let r = gc.pass(&CancellationToken::new()).await.unwrap();
     assert_eq!(r.tombstone_days_removed, vec!["2001-02-03".to_owned()]);
     assert!(!old.exists());
@@ -262,13 +272,11 @@ async fn old_tombstones_are_deleted_after_the_grace_period() {
 #[tokio::test]
 async fn heartbeats_reach_manta_storage() {
     let e = env().await;
-    let node = Node::start(|c| {
-        c.storage_id = ME.into();
-        c.datacenter = "east-1".into();
-        c.moray = Some(MorayConfig::Single(e.moray.url()));
-        c.heartbeat_interval = Duration::from_millis(200);
-    })
-    .await;
+    let node = e
+        .node("east-1", |c| {
+            c.heartbeat_interval = Duration::from_millis(200);
+        })
+        .await;
     let mut first = None;
     for _ in 0..100 {
         if let Ok(r) = e.mc.get_object(moray::schema::STORAGE, ME).await {
@@ -314,46 +322,29 @@ async fn heartbeats_reach_manta_storage() {
 #[tokio::test]
 async fn scrub_records_quarantined_copies_in_moray() {
     let e = env().await;
-    let node = Node::start(|c| {
-        c.storage_id = ME.into();
-        c.datacenter = "west-2".into();
-        c.moray = Some(MorayConfig::Single(e.moray.url()));
-        c.scrub = Some(storage_node::scrub::ScrubConfig {
-            rate_bytes_per_sec: 0,
-            interval: Duration::from_millis(200),
-        });
-    })
-    .await;
+    let node = e
+        .node("west-2", |c| {
+            c.scrub = Some(storage_node::scrub::ScrubConfig {
+                rate_bytes_per_sec: 0,
+                interval: Duration::from_millis(200),
+            });
+        })
+        .await;
     let k = key();
     let body = data(40_000, 5);
-    node.client
-        .put(&k, PutRequest::bytes(body.clone()))
-        .await
-        .unwrap();
+    node.put(&k, body.clone()).await;
     // Flip one byte behind the node's back.
     use std::os::unix::fs::FileExt as _;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(node.store.object_path(&k))
+    node.open_object(&k)
+        .write_all_at(&[body[777] ^ 0x80], 777)
         .unwrap();
-    f.write_all_at(&[body[777] ^ 0x80], 777).unwrap();
-    drop(f);
     // The background scrub finds it and records it in Moray.
-    let mut found = Vec::new();
-    for _ in 0..200 {
-        found =
-            e.mc.find_objects(
-                storage_node::quarantine::BUCKET,
-                &format!("(manta_storage_id={ME})"),
-                moray::FindOptions::default(),
-            )
-            .await
-            .unwrap_or_default();
-        if !found.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let found = wait_for_records(
+        &e.mc,
+        storage_node::quarantine::BUCKET,
+        &format!("(manta_storage_id={ME})"),
+    )
+    .await;
     assert_eq!(found.len(), 1, "no quarantine record arrived");
     let v = &found[0].value;
     assert_eq!(v["objectId"], k.id.to_string());
@@ -361,52 +352,28 @@ async fn scrub_records_quarantined_copies_in_moray() {
     assert_eq!(v["datacenter"], "west-2");
     assert!(v["reason"].as_str().unwrap().contains("SHA-256"), "{v}");
     assert_eq!(found[0].key, format!("/{ME}/{}/{}", k.owner, k.id));
-    assert!(matches!(
-        node.client.get(&k, None).await,
-        Err(ClientError::Quarantined)
-    ));
+    assert!(is_quarantined(&node.client, &k).await);
 }
 
 #[tokio::test]
 async fn copies_quarantined_on_read_are_recorded_even_without_scrub() {
     let e = env().await;
-    let node = Node::start(|c| {
-        c.storage_id = ME.into();
-        c.moray = Some(MorayConfig::Single(e.moray.url()));
-        c.scrub = None;
-        c.gc.interval = Duration::from_millis(200);
-    })
-    .await;
+    let node = e
+        .node("dc1", |c| {
+            c.scrub = None;
+            c.gc.interval = Duration::from_millis(200);
+        })
+        .await;
     let k = key();
-    node.client
-        .put(&k, PutRequest::bytes(data(4000, 6)))
-        .await
-        .unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(node.store.object_path(&k))
-        .unwrap()
-        .set_len(3)
-        .unwrap();
-    assert!(matches!(
-        node.client.get(&k, None).await,
-        Err(ClientError::Quarantined)
-    ));
-    let mut found = Vec::new();
-    for _ in 0..200 {
-        found =
-            e.mc.find_objects(
-                storage_node::quarantine::BUCKET,
-                &format!("(objectId={})", k.id),
-                moray::FindOptions::default(),
-            )
-            .await
-            .unwrap_or_default();
-        if !found.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    node.put(&k, data(4000, 6)).await;
+    node.truncate_object(&k, 3);
+    assert!(is_quarantined(&node.client, &k).await);
+    let found = wait_for_records(
+        &e.mc,
+        storage_node::quarantine::BUCKET,
+        &format!("(objectId={})", k.id),
+    )
+    .await;
     assert_eq!(found.len(), 1, "no quarantine record arrived");
     assert!(
         found[0].value["reason"]

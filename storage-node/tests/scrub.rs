@@ -9,9 +9,7 @@ use std::os::unix::fs::FileExt as _;
 use std::time::Duration;
 
 use common::*;
-use storage_api::{ClientError, PutRequest};
-use storage_node::scrub::{ScrubConfig, scrub_pass};
-use tokio_util::sync::CancellationToken;
+use storage_node::scrub::ScrubConfig;
 
 #[tokio::test]
 async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
@@ -22,16 +20,10 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
     let stripped = key();
     let body = data(200_000, 21);
     for k in [good, flipped, truncated, stripped] {
-        node.client
-            .put(&k, PutRequest::bytes(body.clone()))
-            .await
-            .unwrap();
+        node.put(&k, body.clone()).await;
     }
     // Damage three copies behind the store's back.
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(node.store.object_path(&flipped))
-        .unwrap();
+    let f = node.open_object(&flipped);
     let mut b = [0u8; 1];
     std::fs::File::open(node.store.object_path(&flipped))
         .unwrap()
@@ -39,26 +31,14 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
         .unwrap();
     f.write_all_at(&[b[0] ^ 0x01], 123_456).unwrap();
     drop(f);
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(node.store.object_path(&truncated))
-        .unwrap()
-        .set_len(1000)
-        .unwrap();
+    node.truncate_object(&truncated, 1000);
     rustix::fs::removexattr(node.store.object_path(&stripped), "user.manta.digest").unwrap();
 
     let config = ScrubConfig {
         rate_bytes_per_sec: 0,
         interval: Duration::from_secs(3600),
     };
-    let report = scrub_pass(
-        &node.store,
-        &config,
-        &node.metrics,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = node.scrub(&config).await;
     let mut found: Vec<String> = report.corrupt.iter().map(|n| n.object_id.clone()).collect();
     found.sort();
     let mut expected = vec![
@@ -80,28 +60,13 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
     // The corrupt copies are never served again: 404 marked quarantined, so the front door
     // reads another copy. The good one is served as before.
     for k in [flipped, truncated, stripped] {
-        assert!(
-            matches!(
-                node.client.get(&k, None).await,
-                Err(ClientError::Quarantined)
-            ),
-            "{k}"
-        );
+        assert!(is_quarantined(&node.client, &k).await, "{k}");
         let resp = reqwest::get(format!("{}{k}", node.url)).await.unwrap();
         assert_eq!(resp.status(), 404);
         assert_eq!(resp.headers()["x-manta-quarantined"], "true");
         assert!(node.store.quarantine_path(&k).exists());
     }
-    assert_eq!(
-        node.client
-            .get(&good, None)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        body
-    );
+    assert_eq!(read_all(&node.client, &good).await, body);
 
     // Counted on /metrics and listed for operators.
     let metrics = testkit::metrics(&node.url).await;
@@ -113,23 +78,12 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
         metrics.contains("storage_scrub_objects_total 4"),
         "{metrics}"
     );
-    let listed: Vec<serde_json::Value> = reqwest::get(format!("{}/quarantine", node.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Vec<serde_json::Value> =
+        json(reqwest::Client::new().get(format!("{}/quarantine", node.url))).await;
     assert_eq!(listed.len(), 3);
 
     // A second pass finds nothing new.
-    let again = scrub_pass(
-        &node.store,
-        &config,
-        &node.metrics,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let again = node.scrub(&config).await;
     assert!(again.corrupt.is_empty());
     assert_eq!(again.checked, 1);
 }
@@ -138,20 +92,9 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
 async fn a_truncated_copy_is_quarantined_when_read() {
     let node = Node::start(|_| {}).await;
     let k = key();
-    node.client
-        .put(&k, PutRequest::bytes(data(5000, 22)))
-        .await
-        .unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(node.store.object_path(&k))
-        .unwrap()
-        .set_len(10)
-        .unwrap();
-    assert!(matches!(
-        node.client.get(&k, None).await,
-        Err(ClientError::Quarantined)
-    ));
+    node.put(&k, data(5000, 22)).await;
+    node.truncate_object(&k, 10);
+    assert!(is_quarantined(&node.client, &k).await);
     assert!(node.store.quarantine_path(&k).exists());
 }
 
@@ -159,10 +102,7 @@ async fn a_truncated_copy_is_quarantined_when_read() {
 async fn scrub_is_paced() {
     let node = Node::start(|_| {}).await;
     for i in 0..4 {
-        node.client
-            .put(&key(), PutRequest::bytes(data(256 * 1024, 30 + i)))
-            .await
-            .unwrap();
+        node.put(&key(), data(256 * 1024, 30 + i)).await;
     }
     // 1 MiB at 4 MiB/s takes at least ~250 ms (a bound from below only: never a timed upper
     // bound in tests).
@@ -171,14 +111,7 @@ async fn scrub_is_paced() {
         interval: Duration::from_secs(3600),
     };
     let t = std::time::Instant::now();
-    let report = scrub_pass(
-        &node.store,
-        &config,
-        &node.metrics,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let report = node.scrub(&config).await;
     assert_eq!(report.bytes, 1024 * 1024);
     assert!(
         t.elapsed() >= Duration::from_millis(240),

@@ -7,20 +7,20 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use common::*;
-use md5::Digest as _;
 use storage_api::ByteRange;
 use storage_api::{ClientError, PutRequest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn md5_of(data: &[u8]) -> [u8; 16] {
-    md5::Md5::digest(data).into()
-}
-
-fn sha_hex(data: &[u8]) -> String {
-    storage_api::digest::to_hex(&sha2::Sha256::digest(data))
+/// The first answer the node sends on `s`, within five seconds.
+async fn first_read(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[tokio::test]
@@ -29,11 +29,11 @@ async fn put_get_head_delete_round_trip() {
     let k = key();
     let body = data(1024 * 1024 + 17, 1);
     let http = reqwest::Client::new();
-    let url = format!("{}{k}", node.url);
+    let url = node.object_url(&k);
 
     let resp = http.put(&url).body(body.clone()).send().await.unwrap();
     assert_eq!(resp.status(), 201);
-    let md5_b64 = base64::engine::general_purpose::STANDARD.encode(md5_of(&body));
+    let md5_b64 = md5_b64(&body);
     assert_eq!(
         resp.headers()["x-joyent-computed-content-md5"],
         md5_b64.as_str()
@@ -71,16 +71,12 @@ async fn put_get_head_delete_round_trip() {
     node.client.delete(&k).await.unwrap();
     let resp = http.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 404);
-    let j: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(j["code"], "ResourceNotFound");
+    assert_eq!(code_of(resp).await, "ResourceNotFound");
     assert!(matches!(
         node.client.delete(&k).await,
         Err(ClientError::NotFound)
     ));
-    assert!(matches!(
-        node.client.head(&k).await,
-        Err(ClientError::NotFound)
-    ));
+    assert!(is_missing(&node.client, &k).await);
 
     let metrics = testkit::metrics(&node.url).await;
     assert!(metrics.contains("storage_bytes_in_total"), "{metrics}");
@@ -112,22 +108,15 @@ async fn md5_mismatch_is_469_and_leaves_nothing() {
         .unwrap_err();
     assert!(matches!(err, ClientError::Md5Mismatch(_)), "{err:?}");
     let resp = reqwest::Client::new()
-        .put(format!("{}{k}", node.url))
-        .header(
-            "content-md5",
-            base64::engine::general_purpose::STANDARD.encode(wrong),
-        )
+        .put(node.object_url(&k))
+        .header("content-md5", md5_b64(b"something else"))
         .body(good.clone())
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 469);
-    let j: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(j["code"], "ContentMD5Mismatch");
-    assert!(matches!(
-        node.client.head(&k).await,
-        Err(ClientError::NotFound)
-    ));
+    assert_eq!(code_of(resp).await, "ContentMD5Mismatch");
+    assert!(is_missing(&node.client, &k).await);
     assert!(node.tmp_files().is_empty(), "{:?}", node.tmp_files());
 
     // The right MD5 is accepted; a later mismatching upload of the same id leaves it intact.
@@ -146,16 +135,7 @@ async fn md5_mismatch_is_469_and_leaves_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::Md5Mismatch(_)));
-    assert_eq!(
-        node.client
-            .get(&k, None)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        good
-    );
+    assert_eq!(read_all(&node.client, &k).await, good);
     assert!(node.tmp_files().is_empty());
 
     // A Content-MD5 that is not an MD5 at all is a bad header, refused before the body.
@@ -165,8 +145,7 @@ async fn md5_mismatch_is_469_and_leaves_nothing() {
         b"abc",
     )
     .await;
-    assert_eq!(status_of(&resp), 400, "{resp}");
-    assert_eq!(json_of(&resp)["code"], "InvalidHeader");
+    assert_refused(&resp, 400, "InvalidHeader");
 }
 
 #[tokio::test]
@@ -174,12 +153,9 @@ async fn range_edge_cases() {
     let node = Node::start(|_| {}).await;
     let k = key();
     let body = data(1000, 4);
-    node.client
-        .put(&k, PutRequest::bytes(body.clone()))
-        .await
-        .unwrap();
+    node.put(&k, body.clone()).await;
     let http = reqwest::Client::new();
-    let url = format!("{}{k}", node.url);
+    let url = node.object_url(&k);
     let get = |range: &'static str| {
         let http = http.clone();
         let url = url.clone();
@@ -213,22 +189,15 @@ async fn range_edge_cases() {
         let resp = get(range).await;
         assert_eq!(resp.status(), 416, "{range}");
         assert_eq!(resp.headers()["content-range"], "bytes */1000");
-        let j: serde_json::Value = resp.json().await.unwrap();
-        assert_eq!(j["code"], "RequestedRangeNotSatisfiable");
+        assert_eq!(code_of(resp).await, "RequestedRangeNotSatisfiable");
     }
     let resp = get("bytes=0-1,5-6").await;
     assert_eq!(resp.status(), 501);
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "NotImplemented"
-    );
+    assert_eq!(code_of(resp).await, "NotImplemented");
     for range in ["bytes=abc", "bytes=5-2", "items=0-1", "bytes=", "0-1"] {
         let resp = get(range).await;
         assert_eq!(resp.status(), 400, "{range}");
-        assert_eq!(
-            resp.json::<serde_json::Value>().await.unwrap()["code"],
-            "InvalidHeader"
-        );
+        assert_eq!(code_of(resp).await, "InvalidHeader");
     }
     // Typed client.
     let r = node
@@ -246,19 +215,15 @@ async fn range_edge_cases() {
 
     // The empty object: whole GET works, every range is unsatisfiable.
     let e = key();
-    let d = node
-        .client
-        .put(&e, PutRequest::bytes(Bytes::new()))
-        .await
-        .unwrap();
+    let d = node.put(&e, Bytes::new()).await;
     assert_eq!(d.md5_base64(), "1B2M2Y8AsgTpgAmY7PhCfg==");
-    let resp = http.get(format!("{}{e}", node.url)).send().await.unwrap();
+    let resp = http.get(node.object_url(&e)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-length"], "0");
     assert!(resp.bytes().await.unwrap().is_empty());
     for range in ["bytes=0-", "bytes=-1", "bytes=0-0"] {
         let resp = http
-            .get(format!("{}{e}", node.url))
+            .get(node.object_url(&e))
             .header("range", range)
             .send()
             .await
@@ -293,12 +258,9 @@ async fn bad_paths_and_methods_are_refused_with_json() {
         assert_eq!(j["code"], "InvalidResource", "{path}");
         assert!(j["message"].as_str().unwrap().contains("uuid"), "{j}");
     }
-    let resp = http.post(format!("{}{k}", node.url)).send().await.unwrap();
+    let resp = http.post(node.object_url(&k)).send().await.unwrap();
     assert_eq!(resp.status(), 405);
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "MethodNotAllowed"
-    );
+    assert_eq!(code_of(resp).await, "MethodNotAllowed");
     assert!(node.tmp_files().is_empty());
     // Nothing was created under objects/.
     assert!(list(&node.root.join("objects")).is_empty());
@@ -310,43 +272,22 @@ async fn chunked_uploads_and_size_limits() {
     let k = key();
     // Chunked (no Content-Length), streamed in pieces.
     let body = data(1024 * 1024, 5);
-    let chunks: Vec<Result<Bytes, std::io::Error>> = body
-        .chunks(10_000)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
+    let pieces = futures_util::stream::iter(chunks(&body, 10_000));
     let d = node
         .client
-        .put(
-            &k,
-            PutRequest::stream(futures_util::stream::iter(chunks), None),
-        )
+        .put(&k, PutRequest::stream(pieces, None))
         .await
         .unwrap();
     assert_eq!(d.size, body.len() as u64);
-    assert_eq!(
-        node.client
-            .get(&k, None)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        body
-    );
+    assert_eq!(read_all(&node.client, &k).await, body);
 
     // One byte over the limit, chunked: 413 once the limit is crossed, nothing left.
     let big = key();
     let over = data(1024 * 1024 + 1, 6);
-    let chunks: Vec<Result<Bytes, std::io::Error>> = over
-        .chunks(64 * 1024)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
+    let pieces = futures_util::stream::iter(chunks(&over, 64 * 1024));
     let err = node
         .client
-        .put(
-            &big,
-            PutRequest::stream(futures_util::stream::iter(chunks), None),
-        )
+        .put(&big, PutRequest::stream(pieces, None))
         .await;
     match err {
         Err(ClientError::Status {
@@ -357,104 +298,57 @@ async fn chunked_uploads_and_size_limits() {
         other => panic!("expected 413, got {other:?}"),
     }
     assert!(eventually(Duration::from_secs(5), || node.tmp_files().is_empty()).await);
-    assert!(matches!(
-        node.client.head(&big).await,
-        Err(ClientError::NotFound)
-    ));
+    assert!(is_missing(&node.client, &big).await);
 
     // Declared too large: refused before the body, and `Expect: 100-continue` is not honoured.
-    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(
-        format!("PUT {big} HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let resp = String::from_utf8_lossy(&buf[..n]);
+    let expect = "Expect: 100-continue\r\n";
+    let mut s = start_put(node.addr, &big, 2_000_000, expect, b"").await;
+    let resp = first_read(&mut s).await;
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert!(!resp.contains("100 Continue"), "{resp}");
 
     // Neither Content-Length nor chunked: 411.
     let resp = raw(node.addr, &format!("PUT {big} HTTP/1.1\r\nHost: x"), b"").await;
-    assert_eq!(status_of(&resp), 411, "{resp}");
-    assert_eq!(json_of(&resp)["code"], "ContentLengthRequired");
+    assert_refused(&resp, 411, "ContentLengthRequired");
 }
 
 #[tokio::test]
 async fn expect_100_continue_then_body() {
     let node = Node::start(|_| {}).await;
     let k = key();
-    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(
-        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let headers = "Expect: 100-continue\r\nConnection: close\r\n";
+    let mut s = start_put(node.addr, &k, 5, headers, b"").await;
+    let first = first_read(&mut s).await;
     assert!(first.starts_with("HTTP/1.1 100 Continue"), "{first}");
     s.write_all(b"hello").await.unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).await.unwrap();
     let all = first + &String::from_utf8_lossy(&rest);
     assert!(all.contains("HTTP/1.1 201"), "{all}");
-    assert_eq!(
-        node.client
-            .get(&k, None)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        "hello"
-    );
+    assert_eq!(read_all(&node.client, &k).await, "hello");
 }
 
 #[tokio::test]
 async fn idle_upload_times_out_with_408() {
     let node = Node::start(|c| c.idle_timeout = Duration::from_millis(500)).await;
     let k = key();
-    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(
-        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789").as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut s = start_put(node.addr, &k, 100, "", b"0123456789").await;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
         .await
         .unwrap()
         .unwrap();
     let resp = String::from_utf8_lossy(&out);
-    assert_eq!(status_of(&resp), 408, "{resp}");
-    assert_eq!(json_of(&resp)["code"], "UploadTimeout");
+    assert_refused(&resp, 408, "UploadTimeout");
     assert!(node.tmp_files().is_empty());
-    assert!(matches!(
-        node.client.head(&k).await,
-        Err(ClientError::NotFound)
-    ));
+    assert!(is_missing(&node.client, &k).await);
 }
 
 #[tokio::test]
 async fn client_vanishing_mid_upload_leaves_no_file() {
     let node = Node::start(|_| {}).await;
     let k = key();
-    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(
-        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    s.write_all(&data(1_000_000, 7)).await.unwrap();
+    let s = start_put(node.addr, &k, 10_000_000, "", &data(1_000_000, 7)).await;
     // The upload is under way: its temp file exists.
     assert!(eventually(Duration::from_secs(5), || !node.tmp_files().is_empty()).await);
     drop(s);
@@ -463,10 +357,7 @@ async fn client_vanishing_mid_upload_leaves_no_file() {
         "temp file left: {:?}",
         node.tmp_files()
     );
-    assert!(matches!(
-        node.client.head(&k).await,
-        Err(ClientError::NotFound)
-    ));
+    assert!(is_missing(&node.client, &k).await);
     assert!(
         list(&node.root.join("objects"))
             .iter()
@@ -512,15 +403,11 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
         let client = node.client.clone();
         let v = v.clone();
         // Slow, chunked senders so the uploads overlap.
-        let chunks: Vec<Result<Bytes, std::io::Error>> = v
-            .chunks(256 * 1024)
-            .map(|c| Ok(Bytes::copy_from_slice(c)))
-            .collect();
-        let stream =
-            futures_util::StreamExt::then(futures_util::stream::iter(chunks), |c| async move {
-                tokio::time::sleep(Duration::from_millis(15)).await;
-                c
-            });
+        let pieces = futures_util::stream::iter(chunks(&v, 256 * 1024));
+        let stream = futures_util::StreamExt::then(pieces, |c| async move {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            c
+        });
         writers.push(tokio::spawn(async move {
             client
                 .put(&k, PutRequest::stream(stream, Some(v.len() as u64)))
@@ -532,14 +419,7 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
     }
     stop.cancel();
     let seen = reader.await.unwrap();
-    let final_body = node
-        .client
-        .get(&k, None)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let final_body = read_all(&node.client, &k).await;
     let i = versions
         .iter()
         .position(|v| *v == final_body)
@@ -557,36 +437,23 @@ async fn snapshots_capacity_and_shutdown() {
     let node = Node::start(|_| {}).await;
     let http = reqwest::Client::new();
     let k = key();
-    node.client
-        .put(&k, PutRequest::bytes("kept in the snapshot"))
-        .await
-        .unwrap();
-    let resp = http
-        .post(format!("{}/snapshots/before-delete", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let resp = http
-        .post(format!("{}/snapshots/before-delete", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 409);
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "EntityAlreadyExists"
-    );
-    let resp = http
-        .post(format!("{}/snapshots/a@b", node.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-    assert_eq!(
-        resp.json::<serde_json::Value>().await.unwrap()["code"],
-        "InvalidParameter"
-    );
+    node.put(&k, "kept in the snapshot").await;
+    // The first snapshot of a name is made, a second of the same name and a bad name are not.
+    for (name, status, code) in [
+        ("before-delete", 201, None),
+        ("before-delete", 409, Some("EntityAlreadyExists")),
+        ("a@b", 400, Some("InvalidParameter")),
+    ] {
+        let resp = http
+            .post(format!("{}/snapshots/{name}", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{name}");
+        if let Some(code) = code {
+            assert_eq!(code_of(resp).await, code, "{name}");
+        }
+    }
     node.client.delete(&k).await.unwrap();
     let snap = node
         .root
@@ -594,14 +461,7 @@ async fn snapshots_capacity_and_shutdown() {
         .join(k.rel_path());
     assert_eq!(std::fs::read(snap).unwrap(), b"kept in the snapshot");
 
-    let cap: serde_json::Value = http
-        .get(format!("{}/capacity", node.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cap: serde_json::Value = json(http.get(format!("{}/capacity", node.url))).await;
     assert!(cap["total"].as_u64().unwrap() > 0);
     assert!(cap["available"].as_u64().unwrap() <= cap["total"].as_u64().unwrap());
     assert!(cap["percentUsed"].as_u64().unwrap() <= 100);
@@ -618,12 +478,7 @@ async fn transfers_beyond_the_limit_are_refused_with_503() {
     let node = Node::start(|c| c.max_transfers = 1).await;
     let k = key();
     // One upload in progress holds the only permit.
-    let mut s = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    s.write_all(
-        format!("PUT {k} HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234").as_bytes(),
-    )
-    .await
-    .unwrap();
+    let mut s = start_put(node.addr, &k, 10, "", b"01234").await;
     assert!(eventually(Duration::from_secs(5), || !node.tmp_files().is_empty()).await);
     let other = key();
     match node.client.put(&other, PutRequest::bytes("x")).await {
@@ -637,40 +492,22 @@ async fn transfers_beyond_the_limit_are_refused_with_503() {
     let mut out = vec![0u8; 1024];
     let n = s.read(&mut out).await.unwrap();
     assert!(String::from_utf8_lossy(&out[..n]).starts_with("HTTP/1.1 201"));
-    node.client
-        .put(&other, PutRequest::bytes("x"))
-        .await
-        .unwrap();
-    assert_eq!(
-        node.client
-            .get(&other, None)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
-        "x"
-    );
+    node.put(&other, "x").await;
+    assert_eq!(read_all(&node.client, &other).await, "x");
 }
 
 #[tokio::test]
 async fn a_second_node_on_the_same_dataset_is_refused() {
     let node = Node::start(|_| {}).await;
-    let mut config = storage_node::Config::new(
+    let config = loopback_config(
         storage_node::dataset::DatasetSpec::Dir(node.root.clone()),
         "2.stor.test",
     );
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.scrub = None;
     let err = storage_node::StorageNode::start(config).await.unwrap_err();
     assert!(
         err.to_string().contains("in use by another storage node"),
         "{err}"
     );
     // The first node is unaffected.
-    let k = key();
-    node.client
-        .put(&k, PutRequest::bytes("still mine"))
-        .await
-        .unwrap();
+    node.put(&key(), "still mine").await;
 }

@@ -12,12 +12,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{data, key};
-use md5::Digest as _;
+use common::{Node, answers_ping, data, json, key, loopback_config, md5_of, read_all};
 use storage_api::ByteRange;
 use storage_api::{PutRequest, StorageClient};
 use storage_node::dataset::{self, Dataset, DatasetSpec, ZfsDataset, conformance};
-use storage_node::{Config, StorageNode};
 
 fn pool() -> Option<String> {
     match std::env::var("MANTA_ZFS_POOL") {
@@ -92,32 +90,25 @@ async fn zfs_backend_passes_the_conformance_suite() {
 async fn storage_node_serves_objects_from_a_zfs_dataset() {
     let Some(pool) = pool() else { return };
     let name = format!("{pool}/{}", unique("node-"));
-    let mut config = Config::new(DatasetSpec::Zfs(name.clone()), "1.stor.zfs");
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.scrub = None;
-    let node = StorageNode::start(config).await.expect("start on ZFS");
-    let root = node.dataset().root().to_owned();
-    let url = node.url();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(node.serve(shutdown.clone()));
-    let client = StorageClient::new(url.clone()).unwrap();
+    let config = loopback_config(DatasetSpec::Zfs(name.clone()), "1.stor.zfs");
+    let node = Node::serve(config, None).await;
+    let (url, client) = (&node.url, &node.client);
 
     let k = key();
     let body = data(3 * 1024 * 1024 + 5, 41);
-    let md5: [u8; 16] = md5::Md5::digest(&body).into();
     let d = client
-        .put(&k, PutRequest::bytes(body.clone()).content_md5(md5))
+        .put(
+            &k,
+            PutRequest::bytes(body.clone()).content_md5(md5_of(&body)),
+        )
         .await
         .unwrap();
     assert_eq!(d.size, body.len() as u64);
     assert!(
-        root.join("objects").join(k.rel_path()).is_file(),
+        node.root.join("objects").join(k.rel_path()).is_file(),
         "object file is on the ZFS mount"
     );
-    assert_eq!(
-        client.get(&k, None).await.unwrap().bytes().await.unwrap(),
-        body
-    );
+    assert_eq!(read_all(client, &k).await, body);
     let r = client
         .get(&k, Some(ByteRange::FromTo(10, 19)))
         .await
@@ -125,14 +116,7 @@ async fn storage_node_serves_objects_from_a_zfs_dataset() {
     assert_eq!(r.bytes().await.unwrap(), &body[10..20]);
 
     let http = reqwest::Client::new();
-    let cap: serde_json::Value = http
-        .get(format!("{url}/capacity"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cap: serde_json::Value = json(http.get(format!("{url}/capacity"))).await;
     assert_eq!(cap["kind"], "zfs");
     assert_eq!(cap["dataset"], name.as_str());
     let resp = http
@@ -150,8 +134,7 @@ async fn storage_node_serves_objects_from_a_zfs_dataset() {
             .success(),
         "the snapshot exists in ZFS"
     );
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    node.stop().await;
 }
 
 #[tokio::test]
@@ -173,24 +156,16 @@ async fn storage_node_binary_on_zfs() {
     let _child =
         testkit::LoggedChild::spawn("storage-node", cmd, &dir.path().join("node.log")).unwrap();
     let client = StorageClient::new(format!("http://127.0.0.1:{port}")).unwrap();
-    let mut up = false;
-    for _ in 0..300 {
-        if client.ping().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(up, "storage-node on ZFS did not come up");
+    assert!(
+        answers_ping(&client, 300, Duration::from_millis(100)).await,
+        "storage-node on ZFS did not come up"
+    );
     let k = key();
     let body = data(512 * 1024, 42);
     client
         .put(&k, PutRequest::bytes(body.clone()))
         .await
         .unwrap();
-    assert_eq!(
-        client.get(&k, None).await.unwrap().bytes().await.unwrap(),
-        body
-    );
+    assert_eq!(read_all(&client, &k).await, body);
     assert_eq!(zfs_get("compression", &name), "lz4");
 }
