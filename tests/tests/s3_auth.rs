@@ -8,25 +8,13 @@ mod s3_common;
 
 use std::time::{Duration, SystemTime};
 
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use s3_common::*;
 
-fn code_of<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
-    r: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
-) -> (String, u16) {
-    match r {
-        Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => {
-            let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
-            (e.code().unwrap_or("<none>").to_owned(), status)
-        }
-    }
-}
-
-/// Status, `x-amz-request-id` and body of a plain request.
-async fn raw(resp: reqwest::Response) -> (u16, String, String) {
+/// Sends a plain request; returns the answer's status, `x-amz-request-id` and body.
+async fn raw(req: reqwest::RequestBuilder) -> (u16, String, String) {
+    let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let id = resp
         .headers()
@@ -54,70 +42,34 @@ fn xml_code(body: &str, request_id: &str) -> String {
 async fn accounts_keys_signatures_and_presigned_urls() {
     let s3 = start().await;
     let c = s3.client();
-    c.create_bucket().bucket("private").send().await.unwrap();
-    c.put_object()
-        .bucket("private")
-        .key("secret.txt")
-        .body(ByteStream::from_static(b"for my eyes"))
-        .send()
-        .await
-        .unwrap();
+    let private = Bucket::create(&c, "private").await;
+    let secret = ByteStream::from_static(b"for my eyes");
+    private.put("secret.txt", secret).send().await.unwrap();
 
     // Another account, with its own key, reaches none of it.
     s3.region.add_account("other").await.unwrap();
     let (ak, sk) = s3_key(&s3.region, "other");
     let o = sdk(&s3.endpoint, &ak, &sk);
+    let theirs_to_private = Bucket::new(&o, "private");
+    let planted = ByteStream::from_static(b"x");
     for r in [
         code_of(o.head_bucket().bucket("private").send().await),
-        code_of(
-            o.get_object()
-                .bucket("private")
-                .key("secret.txt")
-                .send()
-                .await,
-        ),
-        code_of(o.list_objects_v2().bucket("private").send().await),
-        code_of(
-            o.put_object()
-                .bucket("private")
-                .key("planted")
-                .body(ByteStream::from_static(b"x"))
-                .send()
-                .await,
-        ),
-        code_of(
-            o.delete_object()
-                .bucket("private")
-                .key("secret.txt")
-                .send()
-                .await,
-        ),
+        code_of(theirs_to_private.get("secret.txt").send().await),
+        code_of(theirs_to_private.list().send().await),
+        code_of(theirs_to_private.put("planted", planted).send().await),
+        code_of(theirs_to_private.delete("secret.txt").send().await),
         code_of(o.delete_bucket().bucket("private").send().await),
     ] {
         assert_eq!(r.1, 403, "{r:?}");
     }
     assert_eq!(
-        code_of(
-            o.delete_object()
-                .bucket("private")
-                .key("secret.txt")
-                .send()
-                .await
-        )
-        .0,
+        code_of(theirs_to_private.delete("secret.txt").send().await).0,
         "AccessDenied"
     );
     // Not even as a copy source.
-    o.create_bucket().bucket("theirs").send().await.unwrap();
+    let theirs = Bucket::create(&o, "theirs").await;
     assert_eq!(
-        code_of(
-            o.copy_object()
-                .bucket("theirs")
-                .key("stolen")
-                .copy_source("private/secret.txt")
-                .send()
-                .await
-        ),
+        code_of(theirs.copy("stolen", "private/secret.txt").send().await),
         ("AccessDenied".into(), 403)
     );
     // Bucket names are unique in the region.
@@ -136,12 +88,7 @@ async fn accounts_keys_signatures_and_presigned_urls() {
         .collect();
     assert_eq!(mine, ["theirs"]);
     // Still there for the owner.
-    c.head_object()
-        .bucket("private")
-        .key("secret.txt")
-        .send()
-        .await
-        .unwrap();
+    private.head("secret.txt").send().await.unwrap();
 
     // Wrong secret, unknown key.
     let bad = sdk(&s3.endpoint, &s3.access_key, "not-the-secret");
@@ -157,21 +104,14 @@ async fn accounts_keys_signatures_and_presigned_urls() {
 
     // Unsigned requests reach nothing; error documents carry the request id.
     let http = reqwest::Client::new();
-    let (status, id, body) = raw(http
-        .get(format!("{}/private/secret.txt", s3.endpoint))
-        .send()
-        .await
-        .unwrap())
-    .await;
+    let (status, id, body) = raw(http.get(format!("{}/private/secret.txt", s3.endpoint))).await;
     assert_eq!(status, 403);
     assert_eq!(xml_code(&body, &id), "AccessDenied");
 
     // Presigned GET and PUT made by the SDK.
     let cfg = PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
-    let g = c
-        .get_object()
-        .bucket("private")
-        .key("secret.txt")
+    let g = private
+        .get("secret.txt")
         .presigned(cfg.clone())
         .await
         .unwrap();
@@ -190,20 +130,10 @@ async fn accounts_keys_signatures_and_presigned_urls() {
         put = put.header(k, v);
     }
     assert_eq!(put.send().await.unwrap().status(), 200);
-    let got = c
-        .get_object()
-        .bucket("private")
-        .key("via-url.txt")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        got.body.collect().await.unwrap().into_bytes().as_ref(),
-        b"uploaded with a URL"
-    );
+    assert_eq!(private.bytes("via-url.txt").await, b"uploaded with a URL");
     // A presigned URL with a tampered path fails its signature.
     let tampered = g.uri().replace("secret.txt", "via-url.txt");
-    let (status, id, body) = raw(http.get(&tampered).send().await.unwrap()).await;
+    let (status, id, body) = raw(http.get(&tampered)).await;
     assert_eq!(status, 403);
     assert_eq!(xml_code(&body, &id), "SignatureDoesNotMatch");
 
@@ -223,12 +153,12 @@ async fn accounts_keys_signatures_and_presigned_urls() {
     let ok = http.get(url(604_800, now)).send().await.unwrap();
     assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
     for expires in [0, 604_801, 10_000_000] {
-        let (status, id, body) = raw(http.get(url(expires, now)).send().await.unwrap()).await;
+        let (status, id, body) = raw(http.get(url(expires, now))).await;
         assert_eq!(status, 403, "X-Amz-Expires={expires}: {body}");
         assert_eq!(xml_code(&body, &id), "AccessDenied");
     }
     let two_hours_ago = now - Duration::from_secs(7200);
-    let (status, id, body) = raw(http.get(url(3600, two_hours_ago)).send().await.unwrap()).await;
+    let (status, id, body) = raw(http.get(url(3600, two_hours_ago))).await;
     assert_eq!(status, 403);
     assert_eq!(xml_code(&body, &id), "AccessDenied");
     assert!(body.contains("expired"), "{body}");
@@ -249,7 +179,7 @@ async fn accounts_keys_signatures_and_presigned_urls() {
 async fn error_documents() {
     let s3 = start().await;
     let c = s3.client();
-    c.create_bucket().bucket("errs").send().await.unwrap();
+    let errs = Bucket::create(&c, "errs").await;
     let http = reqwest::Client::new();
     let signed = |method: &str, key: &str| {
         presign(
@@ -263,83 +193,55 @@ async fn error_documents() {
         )
     };
     // NoSuchKey as XML with the request id of the response.
-    let (status, id, body) = raw(http.get(signed("GET", "missing")).send().await.unwrap()).await;
+    let (status, id, body) = raw(http.get(signed("GET", "missing"))).await;
     assert_eq!(status, 404);
     assert_eq!(xml_code(&body, &id), "NoSuchKey");
     // HEAD errors have no body.
     let r = http.head(signed("HEAD", "missing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.bytes().await.unwrap().is_empty());
-    // Unknown or malformed upload ids.
-    assert_eq!(
-        code_of(
-            c.abort_multipart_upload()
-                .bucket("errs")
-                .key("k")
-                .upload_id("0123456789abcdef0123456789abcdef")
-                .send()
-                .await
-        ),
-        ("NoSuchUpload".into(), 404)
-    );
-    assert_eq!(
-        code_of(
-            c.upload_part()
-                .bucket("errs")
-                .key("k")
-                .upload_id("../../etc")
-                .part_number(1)
-                .body(ByteStream::from_static(b"x"))
-                .send()
-                .await
-        ),
-        ("NoSuchUpload".into(), 404)
-    );
-    assert_eq!(
-        code_of(
-            c.list_objects_v2()
-                .bucket("errs")
-                .continuation_token("!!not-ours!!")
-                .send()
-                .await
-        ),
-        ("InvalidArgument".into(), 400)
-    );
-    assert_eq!(
-        code_of(
-            c.put_object()
-                .bucket("errs")
-                .key("k")
-                .body(ByteStream::from_static(b"x"))
-                .content_md5("not base64")
-                .send()
-                .await
-        ),
-        ("InvalidDigest".into(), 400)
-    );
+    // Unknown or malformed upload ids, continuation tokens, digests, keys and version ids.
+    let x = || ByteStream::from_static(b"x");
     let long = "k".repeat(1025);
-    assert_eq!(
-        code_of(
-            c.put_object()
-                .bucket("errs")
-                .key(&long)
-                .body(ByteStream::from_static(b"x"))
-                .send()
-                .await
+    let no_such_upload = ("NoSuchUpload".to_owned(), 404);
+    let invalid = |code: &str| (code.to_owned(), 400);
+    for (got, want) in [
+        (
+            code_of(
+                errs.abort(("k", "0123456789abcdef0123456789abcdef"))
+                    .send()
+                    .await,
+            ),
+            no_such_upload.clone(),
         ),
-        ("KeyTooLongError".into(), 400)
-    );
-    assert_eq!(
-        code_of(
-            c.delete_object()
-                .bucket("errs")
-                .key("k")
-                .version_id("3sL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY")
-                .send()
-                .await
+        (
+            code_of(errs.part(("k", "../../etc"), 1, x()).send().await),
+            no_such_upload,
         ),
-        ("InvalidArgument".into(), 400)
-    );
+        (
+            code_of(errs.list().continuation_token("!!not-ours!!").send().await),
+            invalid("InvalidArgument"),
+        ),
+        (
+            code_of(errs.put("k", x()).content_md5("not base64").send().await),
+            invalid("InvalidDigest"),
+        ),
+        (
+            code_of(errs.put(&long, x()).send().await),
+            invalid("KeyTooLongError"),
+        ),
+        (
+            code_of(
+                errs.delete("k")
+                    .version_id("3sL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY")
+                    .send()
+                    .await,
+            ),
+            invalid("InvalidArgument"),
+        ),
+    ] {
+        assert_eq!(got, want);
+    }
     assert_eq!(
         code_of(c.create_bucket().bucket("192.168.1.1").send().await),
         ("InvalidBucketName".into(), 400)
@@ -348,10 +250,7 @@ async fn error_documents() {
     let (status, id, body) = raw(http
         .put(signed("PUT", "huge"))
         .header("content-length", "0")
-        .header("x-amz-decoded-content-length", "6000000000")
-        .send()
-        .await
-        .unwrap())
+        .header("x-amz-decoded-content-length", "6000000000"))
     .await;
     assert_eq!(status, 400);
     assert_eq!(xml_code(&body, &id), "EntityTooLarge");
@@ -366,14 +265,9 @@ async fn error_documents() {
 async fn virtual_hosted_style_under_a_domain() {
     let s3 = start_with(&["--s3-domain", "s3.test"], &[]).await;
     let c = s3.client();
-    c.create_bucket().bucket("vhost").send().await.unwrap();
-    c.put_object()
-        .bucket("vhost")
-        .key("dir/file.txt")
-        .body(ByteStream::from_static(b"virtual"))
-        .send()
-        .await
-        .unwrap();
+    let vhost = Bucket::create(&c, "vhost").await;
+    let file = ByteStream::from_static(b"virtual");
+    vhost.put("dir/file.txt", file).send().await.unwrap();
     let addr: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
     let port = addr.port();
     let http = reqwest::Client::builder()
@@ -392,24 +286,19 @@ async fn virtual_hosted_style_under_a_domain() {
             now: SystemTime::now(),
         }
         .url();
-        http.get(url).send()
+        http.get(url)
     };
-    // The bucket in the host name.
-    let r = get(format!("http://vhost.s3.test:{port}"), "/dir/file.txt")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "virtual");
-    // The domain itself (and IP addresses, as the SDK client above) are path-style.
-    let r = get(format!("http://s3.test:{port}"), "/vhost/dir/file.txt")
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.text().await.unwrap(), "virtual");
-    let r = get(format!("http://vhost.s3.test:{port}"), "/missing")
-        .await
-        .unwrap();
-    let (status, id, body) = raw(r).await;
+    for (base, path) in [
+        // The bucket in the host name.
+        (format!("http://vhost.s3.test:{port}"), "/dir/file.txt"),
+        // The domain itself (and IP addresses, as the SDK client above) are path-style.
+        (format!("http://s3.test:{port}"), "/vhost/dir/file.txt"),
+    ] {
+        let (status, _, body) = raw(get(base, path)).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, "virtual");
+    }
+    let (status, id, body) = raw(get(format!("http://vhost.s3.test:{port}"), "/missing")).await;
     assert_eq!(status, 404);
     assert_eq!(xml_code(&body, &id), "NoSuchKey");
 }
