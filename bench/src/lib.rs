@@ -4,7 +4,8 @@
 //! `cargo run --release -p manta-bench --bin <name>`.
 //!
 //! This library holds what the benchmarks share: timing and percentile helpers, a
-//! closed-loop load generator, and incompressible test data.
+//! closed-loop load generator and the PUT-then-GET rounds built on it, and test data
+//! (incompressible, or one shared chunk repeated).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,6 +52,96 @@ where
         all.extend(t.await??);
     }
     Ok((start.elapsed(), all))
+}
+
+/// The figures of one closed-loop round of transfers.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// Object bytes moved per second, in MiB.
+    pub mib_s: f64,
+    /// Operations per second.
+    pub ops_s: f64,
+    /// Every operation's latency.
+    pub latencies: Vec<Duration>,
+}
+
+/// One case of a PUT-then-GET comparison: `count` objects of `size` bytes, `conc` in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct Case<'a> {
+    /// The size as printed (`4KiB`), also part of the object names.
+    pub label: &'a str,
+    /// Bytes per object.
+    pub size: usize,
+    /// Operations in flight.
+    pub conc: usize,
+    /// Objects per round.
+    pub count: usize,
+}
+
+impl Case<'_> {
+    /// Runs `rounds` rounds of `op` (`"PUT"` or `"GET"`). A PUT round writes the objects
+    /// `{label}-c{conc}-r{round}-{i}` through `put`; a GET round reads through `get` what the
+    /// PUT of round 0 wrote and fails on a short read. Each name is handed over whole, so two
+    /// targets measured with the same case see the same names.
+    ///
+    /// # Errors
+    /// The first error of an operation, or a read of the wrong length.
+    pub async fn rounds<P, PF, G, GF>(
+        &self,
+        op: &str,
+        rounds: usize,
+        put: P,
+        get: G,
+    ) -> anyhow::Result<Vec<Round>>
+    where
+        P: Fn(String) -> PF + Clone + Send + Sync + 'static,
+        PF: Future<Output = anyhow::Result<()>> + Send,
+        G: Fn(String) -> GF + Clone + Send + Sync + 'static,
+        GF: Future<Output = anyhow::Result<u64>> + Send,
+    {
+        let (label, size, conc) = (self.label, self.size, self.conc);
+        let mut out = Vec::new();
+        for round in 0..rounds {
+            let (took, latencies) = if op == "PUT" {
+                let prefix = format!("{label}-c{conc}-r{round}");
+                let put = put.clone();
+                closed_loop(self.count, conc, move |i| put(format!("{prefix}-{i}"))).await?
+            } else {
+                let prefix = format!("{label}-c{conc}-r0");
+                let get = get.clone();
+                closed_loop(self.count, conc, move |i| {
+                    let read = get(format!("{prefix}-{i}"));
+                    async move {
+                        let n = read.await?;
+                        anyhow::ensure!(n as usize == size, "short read: {n} of {size} bytes");
+                        Ok(())
+                    }
+                })
+                .await?
+            };
+            let secs = took.as_secs_f64();
+            out.push(Round {
+                mib_s: (self.count * size) as f64 / MIB as f64 / secs,
+                ops_s: self.count as f64 / secs,
+                latencies,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A mebibyte.
+pub const MIB: usize = 1024 * 1024;
+
+/// `size` bytes as chunks of one shared 1 MiB buffer, so a large body costs no large
+/// allocation.
+pub fn shared_chunks(size: usize) -> Vec<bytes::Bytes> {
+    let chunk = bytes::Bytes::from(vec![0x5a; MIB.min(size.max(1))]);
+    let mut v = vec![chunk.clone(); size / chunk.len()];
+    if !size.is_multiple_of(chunk.len()) {
+        v.push(chunk.slice(..size % chunk.len()));
+    }
+    v
 }
 
 /// Summary statistics of a set of latency samples.

@@ -148,14 +148,8 @@ async fn main() -> Result<()> {
     let env = region.cli_env(&region.account);
     let manta = testkit::region::binary("manta")?;
     let cfg = ClientConfig {
-        url: region.url.clone(),
-        user: region.account.login.clone(),
-        subuser: None,
-        key_id: Some(region.account.key_id.clone()),
-        insecure: false,
-        ssh_dir: region.account.key.parent().context("key dir")?.to_owned(),
-        no_auth: false,
         timeout: Duration::from_secs(120),
+        ..region.client_config(&region.account)
     };
     let client = MantaClient::new(cfg).await?;
     let copies = args.copies.to_string();

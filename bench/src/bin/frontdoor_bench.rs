@@ -14,22 +14,14 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use manta_auth::KeySigner;
-use manta_bench::{median, stats};
+use manta_bench::{Case, MIB, median, shared_chunks, stats};
 use manta_client::{ClientConfig, MantaClient, PutOptions};
+use storage_api::{ObjectKey, PutRequest, StorageClient};
 use testkit::TestRegion;
 
-const MIB: usize = 1024 * 1024;
-
-/// A body of `size` bytes streamed from one shared 1 MiB chunk (no big allocation).
-fn body(size: usize) -> reqwest::Body {
-    let chunk = Bytes::from(vec![0x5a; MIB.min(size.max(1))]);
-    let n = size / chunk.len();
-    let rest = size % chunk.len();
-    let mut parts: Vec<Result<Bytes, std::io::Error>> = (0..n).map(|_| Ok(chunk.clone())).collect();
-    if rest > 0 {
-        parts.push(Ok(chunk.slice(..rest)));
-    }
-    reqwest::Body::wrap_stream(futures_util::stream::iter(parts))
+/// `size` bytes as a stream of one shared 1 MiB chunk (no big allocation).
+fn body_stream(size: usize) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> {
+    futures_util::stream::iter(shared_chunks(size).into_iter().map(Ok))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -40,8 +32,7 @@ enum Target {
 
 struct Ctx {
     client: MantaClient,
-    http: reqwest::Client,
-    node_url: String,
+    node: StorageClient,
 }
 
 async fn put(ctx: &Ctx, t: Target, name: &str, size: usize) -> Result<()> {
@@ -53,23 +44,16 @@ async fn put(ctx: &Ctx, t: Target, name: &str, size: usize) -> Result<()> {
                 ..PutOptions::default()
             };
             ctx.client
-                .put_stream(&format!("~~/stor/bench/{name}"), body(size), opts)
+                .put_stream(
+                    &format!("~~/stor/bench/{name}"),
+                    reqwest::Body::wrap_stream(body_stream(size)),
+                    opts,
+                )
                 .await?;
         }
         Target::StorageNode => {
-            let r = ctx
-                .http
-                .put(format!(
-                    "{}/{}/{}",
-                    ctx.node_url,
-                    uuid::Uuid::nil(),
-                    name_to_id(name)
-                ))
-                .header("content-length", size)
-                .body(body(size))
-                .send()
-                .await?;
-            anyhow::ensure!(r.status().is_success(), "storage node PUT: {}", r.status());
+            let body = PutRequest::stream(body_stream(size), Some(size as u64));
+            ctx.node.put(&node_key(name)?, body).await?;
         }
     }
     Ok(())
@@ -77,48 +61,36 @@ async fn put(ctx: &Ctx, t: Target, name: &str, size: usize) -> Result<()> {
 
 async fn get(ctx: &Ctx, t: Target, name: &str) -> Result<u64> {
     use futures_util::StreamExt as _;
-    let resp = match t {
+    let mut n = 0u64;
+    match t {
         Target::FrontDoor => {
-            ctx.client
+            let resp = ctx
+                .client
                 .get(&format!("~~/stor/bench/{name}"), Default::default())
-                .await?
+                .await?;
+            let mut s = resp.bytes_stream();
+            while let Some(b) = s.next().await {
+                n += b?.len() as u64;
+            }
         }
         Target::StorageNode => {
-            let r = ctx
-                .http
-                .get(format!(
-                    "{}/{}/{}",
-                    ctx.node_url,
-                    uuid::Uuid::nil(),
-                    name_to_id(name)
-                ))
-                .send()
-                .await?;
-            anyhow::ensure!(r.status().is_success(), "storage node GET: {}", r.status());
-            r
+            let mut s = ctx.node.get(&node_key(name)?, None).await?.into_stream();
+            while let Some(b) = s.next().await {
+                n += b?.len() as u64;
+            }
         }
-    };
-    let mut n = 0u64;
-    let mut s = resp.bytes_stream();
-    while let Some(b) = s.next().await {
-        n += b?.len() as u64;
     }
     Ok(n)
 }
 
-fn name_to_id(name: &str) -> uuid::Uuid {
+/// The storage node key a benchmark object name stands for (a UUID derived from the name).
+fn node_key(name: &str) -> Result<ObjectKey> {
     use md5::Digest as _;
-    uuid::Uuid::from_bytes(md5::Md5::digest(name.as_bytes()).into())
-}
-
-/// Runs `count` operations with `conc` in flight; returns (MiB/s, per-op latencies).
-async fn run<F, Fut>(count: usize, conc: usize, size: usize, op: F) -> Result<(f64, Vec<Duration>)>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let (took, lat) = manta_bench::closed_loop(count, conc, op).await?;
-    Ok(((count * size) as f64 / MIB as f64 / took.as_secs_f64(), lat))
+    let id = uuid::Uuid::from_bytes(md5::Md5::digest(name.as_bytes()).into());
+    Ok(ObjectKey {
+        owner: uuid::Uuid::nil(),
+        id: id.to_string().parse()?,
+    })
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {
@@ -147,32 +119,32 @@ async fn main() -> Result<()> {
         .context("start a region (did you `cargo build --release --bins`?)")?;
     let acct = &region.account;
     let cfg = ClientConfig {
-        url: region.url.clone(),
-        user: acct.login.clone(),
-        subuser: None,
-        key_id: Some(acct.key_id.clone()),
-        insecure: false,
-        ssh_dir: acct.key.parent().context("key dir")?.to_owned(),
-        no_auth: false,
         timeout: Duration::from_secs(600),
+        ..region.client_config(&region.account)
     };
     let client = MantaClient::with_signer(cfg, Some(Arc::new(KeySigner::from_file(&acct.key)?)))?;
     client.mkdir("~~/stor/bench").await?;
     let ctx = Arc::new(Ctx {
         client,
-        http: reqwest::Client::new(),
-        node_url: region.storage[0].url.clone(),
+        node: StorageClient::new(region.storage[0].url.clone())?,
     });
 
     if rss_only {
         let pid = region.frontdoor_pid().context("front door pid")?;
         let before = vm_hwm_kib(pid).unwrap_or(0);
         let c = ctx.clone();
-        let (rate, _) = run(64, 64, 256 * MIB, move |i| {
+        let case = Case {
+            label: "rss",
+            size: 256 * MIB,
+            conc: 64,
+            count: 64,
+        };
+        let put_rss = move |name: String| {
             let c = c.clone();
-            async move { put(&c, Target::FrontDoor, &format!("rss-{i}"), 256 * MIB).await }
-        })
-        .await?;
+            async move { put(&c, Target::FrontDoor, &name, 256 * MIB).await }
+        };
+        let no_get = |_: String| async { Ok(0) };
+        let rate = case.rounds("PUT", 1, put_rss, no_get).await?[0].mib_s;
         let after = vm_hwm_kib(pid).unwrap_or(0);
         println!(
             "64 concurrent 256 MiB uploads (durability 2): {rate:.1} MiB/s; front door peak RSS {:.1} MiB (at start: {:.1} MiB); goal < 150 MiB",
@@ -217,35 +189,30 @@ async fn main() -> Result<()> {
             for op in ["PUT", "GET"] {
                 let mut figures = Vec::new();
                 for t in [Target::FrontDoor, Target::StorageNode] {
-                    let mut mibs = Vec::new();
-                    let mut lats = Vec::new();
-                    for round in 0..rounds {
-                        let c = ctx.clone();
-                        let prefix = format!("{label}-c{conc}-r{round}");
-                        let (rate, lat) = if op == "PUT" {
-                            run(count, conc, size, move |i| {
-                                let c = c.clone();
-                                let name = format!("{prefix}-{i}");
+                    let case = Case {
+                        label,
+                        size,
+                        conc,
+                        count,
+                    };
+                    let (cp, cg) = (ctx.clone(), ctx.clone());
+                    let all = case
+                        .rounds(
+                            op,
+                            rounds,
+                            move |name| {
+                                let c = cp.clone();
                                 async move { put(&c, t, &name, size).await }
-                            })
-                            .await?
-                        } else {
-                            // Read what the PUT of round 0 wrote.
-                            let prefix0 = format!("{label}-c{conc}-r0");
-                            run(count, conc, size, move |i| {
-                                let c = c.clone();
-                                let name = format!("{prefix0}-{i}");
-                                async move {
-                                    let n = get(&c, t, &name).await?;
-                                    anyhow::ensure!(n as usize == size, "short read: {n}");
-                                    Ok(())
-                                }
-                            })
-                            .await?
-                        };
-                        mibs.push(rate);
-                        lats.extend(lat);
-                    }
+                            },
+                            move |name| {
+                                let c = cg.clone();
+                                async move { get(&c, t, &name).await }
+                            },
+                        )
+                        .await?;
+                    let mut mibs: Vec<f64> = all.iter().map(|r| r.mib_s).collect();
+                    let mut lats: Vec<Duration> =
+                        all.into_iter().flat_map(|r| r.latencies).collect();
                     let s = stats(&mut lats).context("no samples")?;
                     figures.push((median(&mut mibs).unwrap_or(0.0), s.p50, s.p99));
                 }

@@ -17,8 +17,11 @@ use clap::Parser;
 use manta_bench::{median, stats};
 use manta_client::{ClientConfig, MantaClient};
 use testkit::process::{LoggedChild, free_port, guarded_command};
-use testkit::region::binary;
+use testkit::region::{binary, wait_ping};
 use testkit::{RegionOptions, TestEtcd, TestRegion};
+
+/// How long a started jobs service may take to answer `/ping`.
+const PING_WITHIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -55,23 +58,6 @@ fn body(i: usize, size: usize) -> String {
     }
     s.truncate(size);
     s
-}
-
-async fn wait_ping(url: &str) -> Result<()> {
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if http
-            .get(format!("{url}/ping"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} did not answer /ping")
 }
 
 fn container_starts(dir: &Path, n: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
@@ -149,7 +135,13 @@ async fn main() -> Result<()> {
         cmd,
         &tmp.path().join("api.log"),
     )?);
-    wait_ping(&api_url).await?;
+    wait_ping(
+        &api_url,
+        children.last_mut().context("jobs-api")?,
+        "jobs-api",
+        PING_WITHIN,
+    )
+    .await?;
     let mut cmd = guarded_command(binary("jobs-supervisor")?, None);
     cmd.args(["--listen", &format!("127.0.0.1:{}", free_port()?)])
         .args([
@@ -182,19 +174,20 @@ async fn main() -> Result<()> {
             cmd,
             &tmp.path().join(format!("agent{i}.log")),
         )?);
-        wait_ping(&format!("http://127.0.0.1:{port}")).await?;
+        let agent = children.last_mut().context("agent")?;
+        wait_ping(
+            &format!("http://127.0.0.1:{port}"),
+            agent,
+            "jobs agent",
+            PING_WITHIN,
+        )
+        .await?;
     }
 
     let acct = &region.account;
     let client = MantaClient::new(ClientConfig {
-        url: api_url.clone(),
-        user: acct.login.clone(),
-        subuser: None,
-        key_id: Some(acct.key_id.clone()),
-        insecure: false,
-        ssh_dir: acct.key.parent().context("key dir")?.to_owned(),
-        no_auth: false,
         timeout: Duration::from_secs(60),
+        ..region.client_config_at(&region.account, &api_url)
     })
     .await?;
 

@@ -13,26 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use manta_auth::KeySigner;
-use manta_bench::median;
+use manta_bench::{Case, MIB, median, shared_chunks};
 use manta_client::{ClientConfig, MantaClient, PutOptions};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload, WriteMultipart};
 use testkit::{RegionOptions, TestRegion};
-
-const MIB: usize = 1024 * 1024;
-
-/// `size` bytes as chunks of one shared 1 MiB buffer (no big allocation).
-fn chunks(size: usize) -> Vec<Bytes> {
-    let chunk = Bytes::from(vec![0x5a; MIB.min(size.max(1))]);
-    let mut v = vec![chunk.clone(); size / chunk.len()];
-    if !size.is_multiple_of(chunk.len()) {
-        v.push(chunk.slice(..size % chunk.len()));
-    }
-    v
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Api {
@@ -49,7 +36,7 @@ async fn put(ctx: &Ctx, api: Api, name: &str, size: usize) -> Result<()> {
     match api {
         Api::Manta => {
             let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
-                chunks(size).into_iter().map(Ok::<_, std::io::Error>),
+                shared_chunks(size).into_iter().map(Ok::<_, std::io::Error>),
             ));
             let opts = PutOptions {
                 copies: Some(2),
@@ -61,7 +48,7 @@ async fn put(ctx: &Ctx, api: Api, name: &str, size: usize) -> Result<()> {
                 .await?;
         }
         Api::S3 => {
-            let payload: PutPayload = chunks(size).into_iter().collect();
+            let payload: PutPayload = shared_chunks(size).into_iter().collect();
             ctx.s3.put(&Path::from(name), payload).await?;
         }
     }
@@ -90,20 +77,6 @@ async fn get(ctx: &Ctx, api: Api, name: &str) -> Result<u64> {
         }
     }
     Ok(n)
-}
-
-/// Runs `count` operations with `conc` in flight; returns (MiB/s, ops/s).
-async fn run<F, Fut>(count: usize, conc: usize, size: usize, op: F) -> Result<(f64, f64)>
-where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
-{
-    let (took, _) = manta_bench::closed_loop(count, conc, op).await?;
-    let secs = took.as_secs_f64();
-    Ok((
-        (count * size) as f64 / MIB as f64 / secs,
-        count as f64 / secs,
-    ))
 }
 
 fn s3_key(region: &TestRegion) -> Result<(String, String)> {
@@ -137,14 +110,8 @@ async fn main() -> Result<()> {
     .context("start a region (did you `cargo build --release --bins`?)")?;
     let acct = &region.account;
     let cfg = ClientConfig {
-        url: region.url.clone(),
-        user: acct.login.clone(),
-        subuser: None,
-        key_id: Some(acct.key_id.clone()),
-        insecure: false,
-        ssh_dir: acct.key.parent().context("key dir")?.to_owned(),
-        no_auth: false,
         timeout: Duration::from_secs(600),
+        ..region.client_config(&region.account)
     };
     let manta = MantaClient::with_signer(cfg, Some(Arc::new(KeySigner::from_file(&acct.key)?)))?;
     manta.mkdir("~~/stor/bench").await?;
@@ -186,34 +153,29 @@ async fn main() -> Result<()> {
         for op in ["PUT", "GET"] {
             let mut fig = Vec::new();
             for api in [Api::Manta, Api::S3] {
-                let mut mibs = Vec::new();
-                let mut opss = Vec::new();
-                for round in 0..rounds {
-                    let c = ctx.clone();
-                    let (rate, ops) = if op == "PUT" {
-                        let prefix = format!("{label}-c{conc}-r{round}");
-                        run(count, conc, size, move |i| {
-                            let c = c.clone();
-                            let name = format!("{prefix}-{i}");
+                let case = Case {
+                    label,
+                    size,
+                    conc,
+                    count,
+                };
+                let (cp, cg) = (ctx.clone(), ctx.clone());
+                let all = case
+                    .rounds(
+                        op,
+                        rounds,
+                        move |name| {
+                            let c = cp.clone();
                             async move { put(&c, api, &name, size).await }
-                        })
-                        .await?
-                    } else {
-                        let prefix = format!("{label}-c{conc}-r0");
-                        run(count, conc, size, move |i| {
-                            let c = c.clone();
-                            let name = format!("{prefix}-{i}");
-                            async move {
-                                let n = get(&c, api, &name).await?;
-                                anyhow::ensure!(n as usize == size, "short read: {n}");
-                                Ok(())
-                            }
-                        })
-                        .await?
-                    };
-                    mibs.push(rate);
-                    opss.push(ops);
-                }
+                        },
+                        move |name| {
+                            let c = cg.clone();
+                            async move { get(&c, api, &name).await }
+                        },
+                    )
+                    .await?;
+                let mut mibs: Vec<f64> = all.iter().map(|r| r.mib_s).collect();
+                let mut opss: Vec<f64> = all.iter().map(|r| r.ops_s).collect();
                 fig.push((
                     median(&mut mibs).unwrap_or(0.0),
                     median(&mut opss).unwrap_or(0.0),
@@ -246,7 +208,7 @@ async fn main() -> Result<()> {
             c.s3.put_multipart(&Path::from(format!("multi-{round}")))
                 .await?;
         let mut w = WriteMultipart::new_with_chunk_size(upload, part);
-        for chunk in chunks(size) {
+        for chunk in shared_chunks(size) {
             w.wait_for_capacity(4).await?;
             w.put(chunk);
         }
