@@ -27,13 +27,12 @@ async fn spawn(dir: &Path, log: &str) -> Proc {
         .args(["--storage-id", "9.stor.test", "--scrub-rate", "0"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "info");
-    let child = LoggedChild::spawn("storage-node", cmd, &dir.join(log)).unwrap();
-    let client = StorageClient::new(format!("http://127.0.0.1:{port}")).unwrap();
-    assert!(
-        answers_ping(&client, 250, Duration::from_millis(20)).await,
-        "storage-node did not answer /ping:\n{}",
-        child.log_tail(30)
-    );
+    let mut child = LoggedChild::spawn("storage-node", cmd, &dir.join(log)).unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    testkit::region::wait_ping(&url, &mut child, "storage-node", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let client = StorageClient::new(url).unwrap();
     Proc {
         child,
         client,

@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Node, answers_ping, data, json, key, loopback_config, md5_of, read_all};
+use common::{Node, data, json, key, loopback_config, md5_of, read_all};
 use storage_api::ByteRange;
 use storage_api::{PutRequest, StorageClient};
 use storage_node::dataset::{self, Dataset, DatasetSpec, ZfsDataset, conformance};
@@ -36,17 +36,21 @@ fn unique(prefix: &str) -> String {
     )
 }
 
+/// Runs the `zfs` command with `args`: its output, trimmed, or when it fails its errors.
+fn zfs(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("zfs").args(args).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(text(&out.stderr))
+    }
+}
+
+/// The value of ZFS property `prop` of dataset `ds`, as the `zfs` command reports it.
 fn zfs_get(prop: &str, ds: &str) -> String {
-    let out = Command::new("zfs")
-        .args(["get", "-H", "-o", "value", prop, ds])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "zfs get {prop} {ds}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    zfs(&["get", "-H", "-o", "value", prop, ds])
+        .unwrap_or_else(|e| panic!("zfs get {prop} {ds}: {e}"))
 }
 
 #[tokio::test]
@@ -73,10 +77,9 @@ async fn zfs_backend_passes_the_conformance_suite() {
     conformance::run_all(dynds.as_ref()).await.unwrap();
     // Capacity agrees with what the zfs command reports.
     let cap = dynds.capacity().await.unwrap();
-    let avail: u64 = Command::new("zfs")
-        .args(["get", "-Hp", "-o", "value", "available", &name])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().parse().unwrap())
+    let avail: u64 = zfs(&["get", "-Hp", "-o", "value", "available", &name])
+        .unwrap()
+        .parse()
         .unwrap();
     let diff = cap.available.abs_diff(avail);
     assert!(
@@ -126,12 +129,7 @@ async fn storage_node_serves_objects_from_a_zfs_dataset() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     assert!(
-        Command::new("zfs")
-            .args(["list", "-H", "-t", "snapshot", &format!("{name}@after-put")])
-            .output()
-            .unwrap()
-            .status
-            .success(),
+        zfs(&["list", "-H", "-t", "snapshot", &format!("{name}@after-put")]).is_ok(),
         "the snapshot exists in ZFS"
     );
     node.stop().await;
@@ -153,13 +151,18 @@ async fn storage_node_binary_on_zfs() {
         "0",
     ])
     .args(["--listen", &format!("127.0.0.1:{port}")]);
-    let _child =
+    let mut child =
         testkit::LoggedChild::spawn("storage-node", cmd, &dir.path().join("node.log")).unwrap();
-    let client = StorageClient::new(format!("http://127.0.0.1:{port}")).unwrap();
-    assert!(
-        answers_ping(&client, 300, Duration::from_millis(100)).await,
-        "storage-node on ZFS did not come up"
-    );
+    let url = format!("http://127.0.0.1:{port}");
+    testkit::region::wait_ping(
+        &url,
+        &mut child,
+        "storage-node on ZFS",
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let client = StorageClient::new(url).unwrap();
     let k = key();
     let body = data(512 * 1024, 42);
     client

@@ -147,17 +147,6 @@ pub async fn is_quarantined(client: &StorageClient, k: &ObjectKey) -> bool {
     matches!(client.get(k, None).await, Err(ClientError::Quarantined))
 }
 
-/// Pings the node up to `tries` times, `pause` apart, until it answers; whether it did.
-pub async fn answers_ping(client: &StorageClient, tries: u32, pause: Duration) -> bool {
-    for _ in 0..tries {
-        if client.ping().await.is_ok() {
-            return true;
-        }
-        tokio::time::sleep(pause).await;
-    }
-    false
-}
-
 impl Drop for Node {
     fn drop(&mut self) {
         self.shutdown.cancel();
