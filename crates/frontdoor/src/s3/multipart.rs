@@ -31,7 +31,7 @@ use storage_api::{ByteRange, CommitRequest, CommitResult};
 use tracing::warn;
 
 use super::buckets::owner as owner_el;
-use super::conditional::{self, Conditions, Current, WriteCondition, timestamp};
+use super::conditional::{WriteCondition, timestamp};
 use super::error::{
     S3Result, from_manta, internal, invalid_argument, no_such_upload, s3err, unavailable,
 };
@@ -39,8 +39,8 @@ use super::list::rollup;
 use super::meta::{Ended, S3_RECORD_VERSION, UPLOAD_TYPE, UploadRecord, Versioned};
 use super::names;
 use super::objects::{
-    ContentHeaders, DEFAULT_CONTENT_TYPE, body_length, body_stream, content_md5, md5_hex,
-    object_of, place, read_source, stored_headers,
+    body_length, body_stream, commit_unless_failed, content_md5, copy_source_conditions, md5_hex,
+    new_object_headers, object_of, object_write_condition, place, read_source,
 };
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
 use crate::api::headers::BodyLength;
@@ -175,14 +175,7 @@ pub async fn create(
     bucket_of(&req, &req.input.bucket)?;
     let i = req.input;
     names::check_key(&i.key)?;
-    let content = ContentHeaders {
-        cache_control: i.cache_control,
-        content_disposition: i.content_disposition,
-        content_encoding: i.content_encoding,
-        content_language: i.content_language,
-        expires: i.expires,
-    };
-    let headers = stored_headers(i.metadata.as_ref(), &content)?;
+    let (content_type, headers) = new_object_headers!(i)?;
     let fd = &api.fd;
     fd.picker
         .ensure_loaded()
@@ -214,9 +207,7 @@ pub async fn create(
                 manta_storage_id: n.storage_id.clone(),
             })
             .collect(),
-        content_type: i
-            .content_type
-            .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
+        content_type,
         headers,
     };
     api.meta.create_upload(&rec).await?;
@@ -257,14 +248,8 @@ where
         headers: BTreeMap::new(),
     };
     let rec = bytes.record(place, meta);
-    bytes
-        .commit(async {
-            match api.meta.put_part(upload, &rec, part).await? {
-                true => Ok(()),
-                false => Err(no_such_upload(&u.upload_id)),
-            }
-        })
-        .await?;
+    let write = api.meta.put_part(upload, &rec, part);
+    commit_unless_failed(bytes, write, || no_such_upload(&u.upload_id)).await?;
     Ok(rec)
 }
 
@@ -304,12 +289,7 @@ pub async fn upload_part_copy(
     let i = req.input;
     let part = names::check_part_number(i.part_number)?;
     let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
-    let cond = Conditions {
-        if_match: i.copy_source_if_match.as_ref(),
-        if_none_match: i.copy_source_if_none_match.as_ref(),
-        if_modified_since: i.copy_source_if_modified_since.as_ref(),
-        if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
-    };
+    let cond = copy_source_conditions!(i);
     let src = read_source(api, &owner, &i.copy_source, &cond).await?;
     let so = object_of(&src.rec)?.clone();
     let span = match i.copy_source_range.as_deref() {
@@ -662,27 +642,7 @@ pub async fn complete(
             ));
         }
     }
-    let cond = if i.if_match.is_some() || i.if_none_match.is_some() {
-        let existing = api.meta.object(&i.bucket, &i.key).await?;
-        let cur = match &existing {
-            Some(e) => Some((
-                Current {
-                    etag: &object_of(&e.rec)?.etag,
-                    mtime_ms: e.rec.mtime,
-                },
-                e.etag.as_str(),
-            )),
-            None => None,
-        };
-        conditional::check_write(
-            cur.as_ref().map(|(c, e)| (c, *e)),
-            i.if_match.as_ref(),
-            i.if_none_match.as_ref(),
-            &i.key,
-        )?
-    } else {
-        WriteCondition::Any
-    };
+    let cond = object_write_condition!(api, i).await?;
     let md5s: Vec<&str> = chosen.iter().map(|o| o.content_md5.as_str()).collect();
     let plan = Plan {
         etag: composite_etag(&md5s),

@@ -104,6 +104,55 @@ pub fn stored_headers(
     Ok(h)
 }
 
+/// The `Content-Type` and stored headers ([`stored_headers`]) of a new object, from the
+/// input of a request that makes one (`PutObject`, `CopyObject` with `REPLACE`,
+/// `CreateMultipartUpload`: distinct types with the same fields, hence a macro). Moves those
+/// fields out of the input; evaluates to `S3Result<(content_type, headers)>`.
+macro_rules! new_object_headers {
+    ($i:expr) => {{
+        let content = $crate::s3::objects::ContentHeaders {
+            cache_control: $i.cache_control,
+            content_disposition: $i.content_disposition,
+            content_encoding: $i.content_encoding,
+            content_language: $i.content_language,
+            expires: $i.expires,
+        };
+        $crate::s3::objects::stored_headers($i.metadata.as_ref(), &content).map(|headers| {
+            let default = || $crate::s3::objects::DEFAULT_CONTENT_TYPE.to_owned();
+            ($i.content_type.unwrap_or_else(default), headers)
+        })
+    }};
+}
+pub(crate) use new_object_headers;
+
+/// The `x-amz-copy-source-if-*` conditions of a request that copies (`CopyObject`,
+/// `UploadPartCopy`: distinct types with the same fields, hence a macro).
+macro_rules! copy_source_conditions {
+    ($i:expr) => {
+        $crate::s3::conditional::Conditions {
+            if_match: $i.copy_source_if_match.as_ref(),
+            if_none_match: $i.copy_source_if_none_match.as_ref(),
+            if_modified_since: $i.copy_source_if_modified_since.as_ref(),
+            if_unmodified_since: $i.copy_source_if_unmodified_since.as_ref(),
+        }
+    };
+}
+pub(crate) use copy_source_conditions;
+
+/// [`S3Api::write_condition`] for the input of a request that writes an object
+/// (`PutObject`, `CompleteMultipartUpload`: distinct types with the same fields, hence a macro).
+macro_rules! object_write_condition {
+    ($api:expr, $i:expr) => {
+        $api.write_condition(
+            &$i.bucket,
+            &$i.key,
+            $i.if_match.as_ref(),
+            $i.if_none_match.as_ref(),
+        )
+    };
+}
+pub(crate) use object_write_condition;
+
 /// The user metadata of a record.
 pub fn user_metadata(rec: &MetadataRecord) -> Option<Metadata> {
     let m: Metadata = rec
@@ -225,6 +274,67 @@ fn current(rec: &MetadataRecord) -> S3Result<Current<'_>> {
     })
 }
 
+/// The record of object `key` in `bucket`.
+///
+/// # Errors
+/// `NoSuchKey` when there is none.
+async fn existing(api: &S3Api, bucket: &str, key: &str) -> S3Result<Versioned<MetadataRecord>> {
+    api.meta
+        .object(bucket, key)
+        .await?
+        .ok_or_else(|| no_such_key(key))
+}
+
+impl S3Api {
+    /// How a write of `key` in `bucket` must be conditioned for its `If-Match` and
+    /// `If-None-Match` (the current object is read only when either is given).
+    ///
+    /// # Errors
+    /// As [`conditional::check_write`].
+    pub async fn write_condition(
+        &self,
+        bucket: &str,
+        key: &str,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<WriteCondition> {
+        if if_match.is_none() && if_none_match.is_none() {
+            return Ok(WriteCondition::Any);
+        }
+        let existing = self.meta.object(bucket, key).await?;
+        let cur = match &existing {
+            Some(e) => Some((current(&e.rec)?, e.etag.as_str())),
+            None => None,
+        };
+        conditional::check_write(
+            cur.as_ref().map(|(c, e)| (c, *e)),
+            if_match,
+            if_none_match,
+            key,
+        )
+    }
+}
+
+/// Commits `bytes` with `write`, a conditional record write that answers `false` when its
+/// condition failed: that is then the error `failed` (and the bytes are discarded).
+///
+/// # Errors
+/// `write`'s error, or `failed`.
+pub async fn commit_unless_failed(
+    bytes: Uncommitted,
+    write: impl std::future::Future<Output = S3Result<bool>>,
+    failed: impl FnOnce() -> S3Error,
+) -> S3Result<()> {
+    bytes
+        .commit(async {
+            match write.await? {
+                true => Ok(()),
+                false => Err(failed()),
+            }
+        })
+        .await
+}
+
 fn check_version(v: Option<&str>) -> S3Result<()> {
     match v {
         None | Some("null") => Ok(()),
@@ -232,20 +342,15 @@ fn check_version(v: Option<&str>) -> S3Result<()> {
     }
 }
 
-/// Stores `body` for a new object (bucket, key, owner) and writes its record on condition
-/// `cond` (the bytes are dropped again when the record cannot be written).
-async fn store_object(
+/// Writes the record of `bytes` as object `key` in `bucket` (content type and stored headers
+/// as given) on condition `cond`, or discards them: the record and the S3 ETag.
+async fn commit_object(
     api: &S3Api,
-    (bucket, key, owner): (&str, &str, &str),
-    body: BodyStream,
-    len: BodyLength,
-    md5: Option<&str>,
+    bytes: Uncommitted,
+    (bucket, key): (&str, &str),
     (content_type, headers): (String, BTreeMap<String, String>),
     cond: &WriteCondition,
 ) -> S3Result<(MetadataRecord, String)> {
-    let bytes = data::store(&api.fd, owner, api.fd.cfg.default_copies, len, md5, body)
-        .await
-        .map_err(from_manta)?;
     let etag = md5_hex(&bytes.stored().md5);
     let meta = ObjectMeta {
         etag: etag.clone(),
@@ -253,14 +358,8 @@ async fn store_object(
         headers,
     };
     let rec = bytes.record(place(bucket, key), meta);
-    bytes
-        .commit(async {
-            match api.meta.put_object(&rec, cond.moray()).await? {
-                true => Ok(()),
-                false => Err(precondition_failed()),
-            }
-        })
-        .await?;
+    let write = api.meta.put_object(&rec, cond.moray());
+    commit_unless_failed(bytes, write, precondition_failed).await?;
     Ok((rec, etag))
 }
 
@@ -277,44 +376,16 @@ pub async fn put_object(
     bucket_of(&req, &req.input.bucket)?;
     let i = req.input;
     names::check_key(&i.key)?;
-    let content = ContentHeaders {
-        cache_control: i.cache_control,
-        content_disposition: i.content_disposition,
-        content_encoding: i.content_encoding,
-        content_language: i.content_language,
-        expires: i.expires,
-    };
-    let headers = stored_headers(i.metadata.as_ref(), &content)?;
-    let content_type = i
-        .content_type
-        .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned());
+    let fields = new_object_headers!(i)?;
     let md5 = content_md5(i.content_md5.as_deref())?;
     let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
-    let cond = if i.if_match.is_some() || i.if_none_match.is_some() {
-        let existing = api.meta.object(&i.bucket, &i.key).await?;
-        let cur = match &existing {
-            Some(e) => Some((current(&e.rec)?, e.etag.as_str())),
-            None => None,
-        };
-        conditional::check_write(
-            cur.as_ref().map(|(c, e)| (c, *e)),
-            i.if_match.as_ref(),
-            i.if_none_match.as_ref(),
-            &i.key,
-        )?
-    } else {
-        WriteCondition::Any
-    };
-    let (rec, etag) = store_object(
-        api,
-        (&i.bucket, &i.key, &owner),
-        body_stream(i.body),
-        len,
-        md5.as_deref(),
-        (content_type, headers),
-        &cond,
-    )
-    .await?;
+    let cond = object_write_condition!(api, i).await?;
+    let fd = &api.fd;
+    let body = body_stream(i.body);
+    let bytes = data::store(fd, &owner, fd.cfg.default_copies, len, md5.as_deref(), body)
+        .await
+        .map_err(from_manta)?;
+    let (rec, etag) = commit_object(api, bytes, (&i.bucket, &i.key), fields, &cond).await?;
     let size = object_of(&rec)?.content_length;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
@@ -367,11 +438,7 @@ async fn read_entry(
     part_number: Option<i32>,
 ) -> S3Result<(Versioned<MetadataRecord>, Option<std::ops::Range<u64>>)> {
     check_version(version)?;
-    let entry = api
-        .meta
-        .object(bucket, key)
-        .await?
-        .ok_or_else(|| no_such_key(key))?;
+    let entry = existing(api, bucket, key).await?;
     let o = object_of(&entry.rec)?;
     if conditional::check_read(&current(&entry.rec)?, cond)? == ReadOutcome::NotModified {
         return Err(not_modified(&entry.rec, &o.etag));
@@ -540,11 +607,7 @@ async fn delete_key(
     let cond = match if_match {
         None => moray::EtagCondition::Any,
         Some(m) => {
-            let e = api
-                .meta
-                .object(bucket, key)
-                .await?
-                .ok_or_else(|| no_such_key(key))?;
+            let e = existing(api, bucket, key).await?;
             let c = current(&e.rec)?;
             if let ETagCondition::ETag(t) = m
                 && t.value() != c.etag
@@ -679,11 +742,7 @@ pub async fn read_source(
     if b.rec.owner != owner {
         return Err(super::error::access_denied("Access Denied"));
     }
-    let entry = api
-        .meta
-        .object(&bucket, &key)
-        .await?
-        .ok_or_else(|| no_such_key(&key))?;
+    let entry = existing(api, &bucket, &key).await?;
     conditional::check_copy_source(&current(&entry.rec)?, cond)?;
     Ok(entry)
 }
@@ -757,12 +816,7 @@ pub async fn copy_object(
     bucket_of(&req, &req.input.bucket)?;
     let i = req.input;
     names::check_key(&i.key)?;
-    let cond = Conditions {
-        if_match: i.copy_source_if_match.as_ref(),
-        if_none_match: i.copy_source_if_none_match.as_ref(),
-        if_modified_since: i.copy_source_if_modified_since.as_ref(),
-        if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
-    };
+    let cond = copy_source_conditions!(i);
     let src = read_source(api, &owner, &i.copy_source, &cond).await?;
     let (src_bucket, src_key) = copy_source(&i.copy_source)?;
     let replace = match i.metadata_directive.as_ref().map(MetadataDirective::as_str) {
@@ -773,18 +827,7 @@ pub async fn copy_object(
     };
     let so = object_of(&src.rec)?.clone();
     let (content_type, headers) = if replace {
-        let content = ContentHeaders {
-            cache_control: i.cache_control,
-            content_disposition: i.content_disposition,
-            content_encoding: i.content_encoding,
-            content_language: i.content_language,
-            expires: i.expires,
-        };
-        (
-            i.content_type
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_owned()),
-            stored_headers(i.metadata.as_ref(), &content)?,
-        )
+        new_object_headers!(i)?
     } else {
         (so.content_type.clone(), src.rec.headers.clone())
     };
@@ -814,33 +857,25 @@ pub async fn copy_object(
                 "A conflicting operation is in progress against this object. Please try again.",
             ));
         }
-        return Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(ETag::Strong(so.etag.clone())),
-                last_modified: Some(timestamp(rec.mtime)),
-                ..CopyObjectResult::default()
-            }),
-            ..CopyObjectOutput::default()
-        }));
+        return Ok(copied(so.etag.clone(), rec.mtime));
     }
     let copy = copy_bytes(&api.fd, &so, &src.rec.creator, &owner).await?;
-    let etag = md5_hex(&copy.stored().md5);
-    let meta = ObjectMeta {
-        etag: etag.clone(),
-        content_type,
-        headers,
-    };
-    let rec = copy.record(place(&i.bucket, &i.key), meta);
-    copy.commit(api.meta.put_object(&rec, moray::EtagCondition::Any))
-        .await?;
-    Ok(S3Response::new(CopyObjectOutput {
+    let fields = (content_type, headers);
+    let to = (i.bucket.as_str(), i.key.as_str());
+    let (rec, etag) = commit_object(api, copy, to, fields, &WriteCondition::Any).await?;
+    Ok(copied(etag, rec.mtime))
+}
+
+/// The answer to a `CopyObject` that made an object with `etag` at `mtime_ms`.
+fn copied(etag: String, mtime_ms: u64) -> S3Response<CopyObjectOutput> {
+    S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),
-            last_modified: Some(timestamp(rec.mtime)),
+            last_modified: Some(timestamp(mtime_ms)),
             ..CopyObjectResult::default()
         }),
         ..CopyObjectOutput::default()
-    }))
+    })
 }
 
 /// The storage nodes of a record, for logs.
