@@ -10,25 +10,33 @@ mod s3_common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_s3::primitives::ByteStream;
+use reqwest::{Method, Response};
 use s3_common::*;
 
-async fn manta_get(
-    s3: &S3Region,
-    acct: &testkit::TestAccount,
-    method: reqwest::Method,
-    path: impl AsRef<str>,
-    extra: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut b =
-        reqwest::Client::new().request(method, format!("{}{}", s3.region.url, path.as_ref()));
-    for (k, v) in common::signed_headers(acct).await {
-        b = b.header(k, v);
+/// Signed requests to a region's Manta API as one account.
+struct Manta<'a> {
+    /// The front door.
+    url: &'a str,
+    acct: &'a testkit::TestAccount,
+}
+
+impl Manta<'_> {
+    /// `method` on `path`, with the `extra` headers.
+    async fn send(&self, method: Method, path: &str, extra: &[(&str, &str)]) -> Response {
+        let mut b = reqwest::Client::new().request(method, format!("{}{path}", self.url));
+        for (k, v) in common::signed_headers(self.acct).await {
+            b = b.header(k, v);
+        }
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        b.send().await.unwrap()
     }
-    for (k, v) in extra {
-        b = b.header(*k, *v);
+
+    /// `GET path`.
+    async fn get(&self, path: &str) -> Response {
+        self.send(Method::GET, path, &[]).await
     }
-    b.send().await.unwrap()
 }
 
 fn lines(body: &str) -> Vec<serde_json::Value> {
@@ -37,39 +45,40 @@ fn lines(body: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// A region with the bucket `bucket`: the region, its S3 client, and its account's login and
+/// A region with the bucket `bucket`: the region, the bucket, and its account's login and
 /// account.
-async fn with_bucket(bucket: &str) -> (S3Region, aws_sdk_s3::Client, String, testkit::TestAccount) {
+async fn with_bucket(bucket: &str) -> (S3Region, Bucket, String, testkit::TestAccount) {
     let s3 = start().await;
-    let c = s3.client();
+    let b = Bucket::create(&s3.client(), bucket).await;
     let login = s3.region.account.login.clone();
     let me = s3.region.account.clone();
-    c.create_bucket().bucket(bucket).send().await.unwrap();
-    (s3, c, login, me)
+    (s3, b, login, me)
 }
 
 #[tokio::test]
 async fn buckets_read_through_the_manta_api() {
-    let (s3, c, login, me) = with_bucket("data").await;
+    let (s3, data, login, me) = with_bucket("data").await;
     for (k, v) in [
         ("logs/a.txt", "hello world"),
         ("logs/b.txt", "second"),
         ("top.txt", "top"),
         ("x/y z", "odd"),
     ] {
-        c.put_object()
-            .bucket("data")
-            .key(k)
-            .body(ByteStream::from(v.as_bytes().to_vec()))
+        data.put(k, v.as_bytes().to_vec())
             .metadata("color", "red")
             .content_type("text/plain")
             .send()
             .await
             .unwrap();
     }
-    let get = |path: String| manta_get(&s3, &me, reqwest::Method::GET, path, &[]);
+    let me = Manta {
+        url: &s3.region.url,
+        acct: &me,
+    };
+    let objects = format!("/{login}/buckets/data/objects");
+    let obj = |key: &str| format!("{objects}/{key}");
 
-    let r = get(format!("/{login}/buckets")).await;
+    let r = me.get(&format!("/{login}/buckets")).await;
     assert_eq!(r.status(), 200);
     let l = lines(&r.text().await.unwrap());
     assert_eq!(l.len(), 1);
@@ -78,7 +87,7 @@ async fn buckets_read_through_the_manta_api() {
         (Some("data"), Some("bucket"))
     );
 
-    let r = get(format!("/{login}/buckets/data/objects?delimiter=/")).await;
+    let r = me.get(&format!("{objects}?delimiter=/")).await;
     assert_eq!(r.status(), 200);
     let l = lines(&r.text().await.unwrap());
     let got: Vec<(String, String)> = l
@@ -98,81 +107,55 @@ async fn buckets_read_through_the_manta_api() {
             ("x/".to_owned(), "group".to_owned()),
         ]
     );
-    let r = get(format!(
-        "/{login}/buckets/data/objects?prefix=logs/&limit=1"
-    ))
-    .await;
+    let r = me.get(&format!("{objects}?prefix=logs/&limit=1")).await;
     assert_eq!(r.headers()["next-marker"], "logs/a.txt");
     let l = lines(&r.text().await.unwrap());
     assert_eq!(l[0]["size"], 11);
     assert_eq!(l[0]["contentType"], "text/plain");
-    let r = get(format!(
-        "/{login}/buckets/data/objects?prefix=logs/&marker=logs/a.txt"
-    ))
-    .await;
+    let r = me
+        .get(&format!("{objects}?prefix=logs/&marker=logs/a.txt"))
+        .await;
     let l = lines(&r.text().await.unwrap());
     assert_eq!(l.len(), 1);
     assert_eq!(l[0]["name"], "logs/b.txt");
 
     // The bytes, with Manta's headers; keys are the rest of the path, percent-decoded.
-    let r = get(format!("/{login}/buckets/data/objects/logs/a.txt")).await;
+    let r = me.get(&obj("logs/a.txt")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["m-color"], "red");
     assert_eq!(r.headers()["durability-level"], "2");
     assert_eq!(r.headers()["etag"], md5_hex(b"hello world").as_str());
     assert_eq!(r.text().await.unwrap(), "hello world");
-    let r = get(format!("/{login}/buckets/data/objects/x%2Fy%20z")).await;
+    let r = me.get(&obj("x%2Fy%20z")).await;
     assert_eq!(r.text().await.unwrap(), "odd");
-    let r = manta_get(
-        &s3,
-        &me,
-        reqwest::Method::GET,
-        &format!("/{login}/buckets/data/objects/logs/a.txt"),
-        &[("range", "bytes=6-")],
-    )
-    .await;
+    let r = me
+        .send(Method::GET, &obj("logs/a.txt"), &[("range", "bytes=6-")])
+        .await;
     assert_eq!(r.status(), 206);
     assert_eq!(r.text().await.unwrap(), "world");
-    let r = manta_get(
-        &s3,
-        &me,
-        reqwest::Method::HEAD,
-        &format!("/{login}/buckets/data/objects/top.txt"),
-        &[],
-    )
-    .await;
+    let r = me.send(Method::HEAD, &obj("top.txt"), &[]).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-length"], "3");
 
     // Missing things, writes, and other accounts.
-    let r = get(format!("/{login}/buckets/data/objects/nope")).await;
+    let r = me.get(&obj("nope")).await;
     assert_eq!(r.status(), 404);
     let j: serde_json::Value = r.json().await.unwrap();
     assert_eq!(j["code"], "ResourceNotFound");
     assert_eq!(
-        get(format!("/{login}/buckets/nobucket/objects"))
+        me.get(&format!("/{login}/buckets/nobucket/objects"))
             .await
             .status(),
         404
     );
-    let r = manta_get(
-        &s3,
-        &me,
-        reqwest::Method::PUT,
-        &format!("/{login}/buckets/data/objects/new"),
-        &[],
-    )
-    .await;
+    let r = me.send(Method::PUT, &obj("new"), &[]).await;
     assert_eq!(r.status(), 405);
     let other = s3.region.add_account("nosy").await.unwrap();
-    let r = manta_get(
-        &s3,
-        &other,
-        reqwest::Method::GET,
-        &format!("/{login}/buckets/data/objects/top.txt"),
-        &[],
-    )
-    .await;
+    let nosy = Manta {
+        url: &s3.region.url,
+        acct: &other,
+    };
+    let r = nosy.get(&obj("top.txt")).await;
     assert_eq!(r.status(), 403);
     let r = reqwest::get(format!("{}/{login}/buckets", s3.region.url))
         .await
@@ -182,33 +165,26 @@ async fn buckets_read_through_the_manta_api() {
 
 #[tokio::test]
 async fn bucket_objects_answer_conditional_requests_as_manta_objects() {
-    let (s3, c, login, me) = with_bucket("cond").await;
-    c.put_object()
-        .bucket("cond")
-        .key("k")
-        .body(ByteStream::from(b"bytes".to_vec()))
+    let (s3, cond, login, me) = with_bucket("cond").await;
+    cond.put("k", b"bytes".to_vec())
         .metadata("color", "red")
         .send()
         .await
         .unwrap();
     let path = format!("/{login}/buckets/cond/objects/k");
-    let get = |extra: &'static [(&'static str, &'static str)]| {
-        manta_get(&s3, &me, reqwest::Method::GET, &path, extra)
+    let me = Manta {
+        url: &s3.region.url,
+        acct: &me,
     };
+    let get = |extra: &'static [(&'static str, &'static str)]| me.send(Method::GET, &path, extra);
 
     // Unmodified since a time before the object was written: it was, so 412.
     let r = get(&[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")]).await;
     assert_eq!(r.status(), 412);
     let j: serde_json::Value = r.json().await.unwrap();
     assert_eq!(j["code"], "PreconditionFailed");
-    let r = manta_get(
-        &s3,
-        &me,
-        reqwest::Method::HEAD,
-        &path,
-        &[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")],
-    )
-    .await;
+    let before = [("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")];
+    let r = me.send(Method::HEAD, &path, &before).await;
     assert_eq!(r.status(), 412);
     // Unmodified since a time to come: the bytes, with the user metadata.
     let r = get(&[("if-unmodified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
@@ -220,14 +196,9 @@ async fn bucket_objects_answer_conditional_requests_as_manta_objects() {
     let etag = md5_hex(b"bytes");
     let r = get(&[("if-match", "\"nope\"")]).await;
     assert_eq!(r.status(), 412);
-    let r = manta_get(
-        &s3,
-        &me,
-        reqwest::Method::GET,
-        &path,
-        &[("if-none-match", etag.as_str())],
-    )
-    .await;
+    let r = me
+        .send(Method::GET, &path, &[("if-none-match", etag.as_str())])
+        .await;
     assert_eq!(r.status(), 304);
     let r = get(&[("if-modified-since", "Fri, 01 Jan 2100 00:00:00 GMT")]).await;
     assert_eq!(r.status(), 304);
@@ -252,15 +223,8 @@ async fn settles(s3: &S3Region, want: usize) -> bool {
 #[tokio::test]
 async fn garbage_collection_reclaims_replaced_deleted_joined_and_aborted_bytes() {
     let s3 = start_with(&[], &["--gc-interval", "1s", "--gc-min-age", "1s"]).await;
-    let c = s3.client();
-    c.create_bucket().bucket("gc-test").send().await.unwrap();
-    let put = |k: &'static str, b: Vec<u8>| {
-        c.put_object()
-            .bucket("gc-test")
-            .key(k)
-            .body(ByteStream::from(b))
-            .send()
-    };
+    let gc = Bucket::create(&s3.client(), "gc-test").await;
+    let put = |k: &'static str, b: Vec<u8>| gc.put(k, b).send();
     put("a", data(300_000, 1)).await.unwrap();
     assert_eq!(files(&s3).iter().sum::<usize>(), 2, "two copies");
     // Replaced: the old copies go.
@@ -274,13 +238,7 @@ async fn garbage_collection_reclaims_replaced_deleted_joined_and_aborted_bytes()
     // A copy is made on the nodes holding the source, under its own id: deleting the source
     // reclaims only the source's bytes.
     let before: BTreeMap<usize, usize> = files(&s3).into_iter().enumerate().collect();
-    c.copy_object()
-        .bucket("gc-test")
-        .key("b")
-        .copy_source("gc-test/a")
-        .send()
-        .await
-        .unwrap();
+    gc.copy("b", "gc-test/a").send().await.unwrap();
     let after: BTreeMap<usize, usize> = files(&s3).into_iter().enumerate().collect();
     for (i, n) in &before {
         let want = if *n > 0 { n * 2 } else { 0 };
@@ -289,146 +247,46 @@ async fn garbage_collection_reclaims_replaced_deleted_joined_and_aborted_bytes()
             "the copy lives beside the source: {before:?} -> {after:?}"
         );
     }
-    c.delete_object()
-        .bucket("gc-test")
-        .key("a")
-        .send()
-        .await
-        .unwrap();
+    gc.delete("a").send().await.unwrap();
     assert!(settles(&s3, 2).await, "{:?}", files(&s3));
-    let b = c
-        .get_object()
-        .bucket("gc-test")
-        .key("b")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        b.body.collect().await.unwrap().into_bytes().as_ref(),
-        data(300_000, 2).as_slice()
-    );
+    assert_eq!(gc.bytes("b").await, data(300_000, 2));
 
     // Multipart: parts are joined on the nodes, then the parts' files go.
-    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-    let up = c
-        .create_multipart_upload()
-        .bucket("gc-test")
-        .key("m")
-        .send()
-        .await
-        .unwrap();
-    let id = up.upload_id().unwrap();
+    let id = gc.upload_id("m").await;
+    let m = ("m", id.as_str());
     let mut parts = Vec::new();
     for (n, len) in [(1, 5 * 1024 * 1024), (2, 1000)] {
-        let e = c
-            .upload_part()
-            .bucket("gc-test")
-            .key("m")
-            .upload_id(id)
-            .part_number(n)
-            .body(ByteStream::from(data(len, n as u64)))
-            .send()
-            .await
-            .unwrap();
-        parts.push(
-            CompletedPart::builder()
-                .part_number(n)
-                .e_tag(e.e_tag().unwrap())
-                .build(),
-        );
+        let e = gc.part(m, n, data(len, n as u64)).send().await.unwrap();
+        parts.push(completed(n, e.e_tag().unwrap()));
     }
     // Part 2 again: the replaced part's copies go too.
-    let e = c
-        .upload_part()
-        .bucket("gc-test")
-        .key("m")
-        .upload_id(id)
-        .part_number(2)
-        .body(ByteStream::from(data(1000, 9)))
-        .send()
-        .await
-        .unwrap();
-    parts[1] = CompletedPart::builder()
-        .part_number(2)
-        .e_tag(e.e_tag().unwrap())
-        .build();
+    let e = gc.part(m, 2, data(1000, 9)).send().await.unwrap();
+    parts[1] = completed(2, e.e_tag().unwrap());
     assert_eq!(files(&s3).iter().sum::<usize>(), 2 + 6);
-    c.complete_multipart_upload()
-        .bucket("gc-test")
-        .key("m")
-        .upload_id(id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    gc.complete(m, parts).send().await.unwrap();
     assert!(settles(&s3, 4).await, "part copies stay: {:?}", files(&s3));
-    let m = c
-        .get_object()
-        .bucket("gc-test")
-        .key("m")
-        .send()
-        .await
-        .unwrap();
     let whole = [data(5 * 1024 * 1024, 1), data(1000, 9)].concat();
-    assert!(m.body.collect().await.unwrap().into_bytes().as_ref() == whole.as_slice());
+    assert!(gc.bytes("m").await == whole);
 
     // Aborted uploads leave nothing.
-    let up = c
-        .create_multipart_upload()
-        .bucket("gc-test")
-        .key("n")
-        .send()
-        .await
-        .unwrap();
-    c.upload_part()
-        .bucket("gc-test")
-        .key("n")
-        .upload_id(up.upload_id().unwrap())
-        .part_number(1)
-        .body(ByteStream::from(data(2000, 3)))
-        .send()
-        .await
-        .unwrap();
+    let id = gc.upload_id("n").await;
+    gc.part(("n", &id), 1, data(2000, 3)).send().await.unwrap();
     assert_eq!(files(&s3).iter().sum::<usize>(), 6);
-    c.abort_multipart_upload()
-        .bucket("gc-test")
-        .key("n")
-        .upload_id(up.upload_id().unwrap())
-        .send()
-        .await
-        .unwrap();
+    gc.abort(("n", &id)).send().await.unwrap();
     assert!(settles(&s3, 4).await, "{:?}", files(&s3));
 
     // Deleting everything leaves no bytes; a bucket with an upload in progress can go, and
     // takes the upload's parts with it.
-    let up = c
-        .create_multipart_upload()
-        .bucket("gc-test")
-        .key("o")
-        .send()
-        .await
-        .unwrap();
-    c.upload_part()
-        .bucket("gc-test")
-        .key("o")
-        .upload_id(up.upload_id().unwrap())
-        .part_number(1)
-        .body(ByteStream::from(data(2000, 4)))
-        .send()
-        .await
-        .unwrap();
+    let id = gc.upload_id("o").await;
+    gc.part(("o", &id), 1, data(2000, 4)).send().await.unwrap();
     for k in ["b", "m"] {
-        c.delete_object()
-            .bucket("gc-test")
-            .key(k)
-            .send()
-            .await
-            .unwrap();
+        gc.delete(k).send().await.unwrap();
     }
-    c.delete_bucket().bucket("gc-test").send().await.unwrap();
+    gc.client
+        .delete_bucket()
+        .bucket("gc-test")
+        .send()
+        .await
+        .unwrap();
     assert!(settles(&s3, 0).await, "{:?}", files(&s3));
 }
