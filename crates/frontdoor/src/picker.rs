@@ -262,6 +262,17 @@ mod tests {
         }
     }
 
+    /// `count` nodes in each failure domain `dc` (named `<dc>1`, `<dc>2`, ...), all with `mb`
+    /// MB available and `pct` percent used.
+    fn domains(counts: &[(&str, usize)], mb: u64, pct: u32) -> Vec<Node> {
+        counts
+            .iter()
+            .flat_map(|&(dc, count)| {
+                (1..=count).map(move |i| node(&format!("{dc}{i}"), dc, mb, pct))
+            })
+            .collect()
+    }
+
     fn picker_with(nodes: Vec<Node>) -> Picker {
         let p = Picker::new(
             MorayClient::new("http://127.0.0.1:9").unwrap(),
@@ -274,14 +285,7 @@ mod tests {
 
     #[test]
     fn spreads_copies_over_failure_domains_and_avoids_failed_nodes() {
-        let p = picker_with(vec![
-            node("a1", "a", 1000, 10),
-            node("a2", "a", 1000, 10),
-            node("b1", "b", 1000, 10),
-            node("b2", "b", 1000, 10),
-            node("c1", "c", 1000, 10),
-            node("c2", "c", 1000, 10),
-        ]);
+        let p = picker_with(domains(&[("a", 2), ("b", 2), ("c", 2)], 1000, 10));
         let none = HashSet::new();
         for _ in 0..50 {
             let s = p.choose(3, 10, &none).unwrap();
@@ -318,11 +322,7 @@ mod tests {
 
     #[test]
     fn more_copies_than_domains_still_places() {
-        let p = picker_with(vec![
-            node("a1", "a", 100, 1),
-            node("a2", "a", 100, 1),
-            node("b1", "b", 100, 1),
-        ]);
+        let p = picker_with(domains(&[("a", 2), ("b", 1)], 100, 1));
         let set = p.choose(3, 1, &HashSet::new()).unwrap();
         assert_eq!(set.len(), 3);
     }

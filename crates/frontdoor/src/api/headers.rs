@@ -235,22 +235,15 @@ mod tests {
 
     #[test]
     fn entry_types() {
-        assert_eq!(
-            entry_type(&hm(&[("content-type", "application/json; type=directory")])),
-            EntryType::Directory
-        );
-        assert_eq!(
-            entry_type(&hm(&[("content-type", "Application/JSON;type=\"link\"")])),
-            EntryType::Link
-        );
-        assert_eq!(
-            entry_type(&hm(&[("content-type", "application/json")])),
-            EntryType::Object
-        );
-        assert_eq!(
-            entry_type(&hm(&[("content-type", "text/plain; type=directory")])),
-            EntryType::Object
-        );
+        for (content_type, want) in [
+            ("application/json; type=directory", EntryType::Directory),
+            ("Application/JSON;type=\"link\"", EntryType::Link),
+            ("application/json", EntryType::Object),
+            ("text/plain; type=directory", EntryType::Object),
+        ] {
+            let h = hm(&[("content-type", content_type)]);
+            assert_eq!(entry_type(&h), want, "{content_type}");
+        }
         assert_eq!(entry_type(&hm(&[])), EntryType::Object);
     }
 

@@ -135,6 +135,14 @@ impl KeyCache {
     }
 }
 
+/// The answer to an access key id that no account holds.
+fn unknown_key() -> s3s::S3Error {
+    s3err(
+        S3ErrorCode::InvalidAccessKeyId,
+        "The AWS Access Key Id you provided does not exist in our records.",
+    )
+}
+
 /// The authentication hook: access key id to secret.
 #[derive(Debug)]
 pub struct Keys {
@@ -151,12 +159,7 @@ impl S3Auth for Keys {
             .cache
             .account(&self.fd, access_key, self.fd.cfg.account_cache_ttl)
             .await?
-            .ok_or_else(|| {
-                s3err(
-                    S3ErrorCode::InvalidAccessKeyId,
-                    "The AWS Access Key Id you provided does not exist in our records.",
-                )
-            })?;
+            .ok_or_else(unknown_key)?;
         if account.blocked {
             return Err(access_denied("This account is blocked"));
         }
@@ -164,12 +167,7 @@ impl S3Auth for Keys {
             .s3_keys
             .iter()
             .find(|k| k.access_key_id == access_key)
-            .ok_or_else(|| {
-                s3err(
-                    S3ErrorCode::InvalidAccessKeyId,
-                    "The AWS Access Key Id you provided does not exist in our records.",
-                )
-            })?;
+            .ok_or_else(unknown_key)?;
         Ok(SecretKey::from(key.secret_access_key.as_str()))
     }
 }
@@ -206,12 +204,7 @@ impl S3Access for Owners {
             .cache
             .account(&self.fd, &access_key, MAPPING_MAX_AGE)
             .await?
-            .ok_or_else(|| {
-                s3err(
-                    S3ErrorCode::InvalidAccessKeyId,
-                    "The AWS Access Key Id you provided does not exist in our records.",
-                )
-            })?;
+            .ok_or_else(unknown_key)?;
         let bucket = match cx.s3_path() {
             S3Path::Root => None,
             S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),

@@ -151,10 +151,14 @@ mod tests {
 
     #[test]
     fn url_encoding_matches_s3() {
-        assert_eq!(url_encode("foo+1/bar"), "foo%2B1/bar");
-        assert_eq!(url_encode("quux ab/"), "quux%20ab/");
-        assert_eq!(url_encode("a~b-c_d.e"), "a~b-c_d.e");
-        assert_eq!(url_encode("☃&%"), "%E2%98%83%26%25");
+        for (raw, want) in [
+            ("foo+1/bar", "foo%2B1/bar"),
+            ("quux ab/", "quux%20ab/"),
+            ("a~b-c_d.e", "a~b-c_d.e"),
+            ("☃&%", "%E2%98%83%26%25"),
+        ] {
+            assert_eq!(url_encode(raw), want, "{raw}");
+        }
     }
 
     proptest! {
