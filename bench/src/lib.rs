@@ -65,6 +65,28 @@ pub struct Round {
     pub latencies: Vec<Duration>,
 }
 
+/// The rounds of one case, summarised.
+#[derive(Debug, Clone)]
+pub struct Rounds(pub Vec<Round>);
+
+impl Rounds {
+    /// The median MiB/s of the rounds.
+    pub fn mib_s(&self) -> f64 {
+        median(&mut self.0.iter().map(|r| r.mib_s).collect::<Vec<_>>()).unwrap_or(0.0)
+    }
+
+    /// The median operations per second of the rounds.
+    pub fn ops_s(&self) -> f64 {
+        median(&mut self.0.iter().map(|r| r.ops_s).collect::<Vec<_>>()).unwrap_or(0.0)
+    }
+
+    /// Latency statistics over every operation of every round; `None` without samples.
+    pub fn latency(&self) -> Option<Stats> {
+        let mut all: Vec<Duration> = self.0.iter().flat_map(|r| r.latencies.clone()).collect();
+        stats(&mut all)
+    }
+}
+
 /// One case of a PUT-then-GET comparison: `count` objects of `size` bytes, `conc` in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct Case<'a> {
@@ -78,39 +100,56 @@ pub struct Case<'a> {
     pub count: usize,
 }
 
-impl Case<'_> {
-    /// Runs `rounds` rounds of `op` (`"PUT"` or `"GET"`). A PUT round writes the objects
-    /// `{label}-c{conc}-r{round}-{i}` through `put`; a GET round reads through `get` what the
-    /// PUT of round 0 wrote and fails on a short read. Each name is handed over whole, so two
-    /// targets measured with the same case see the same names.
+impl<'a> Case<'a> {
+    /// The case of `count` objects of `size` bytes (printed as `label`), `conc` in flight.
+    pub fn new(label: &'a str, size: usize, conc: usize, count: usize) -> Self {
+        Case {
+            label,
+            size,
+            conc,
+            count,
+        }
+    }
+
+    /// Runs `rounds` rounds of `op` (`"PUT"` or `"GET"`) against `target`. A PUT round writes
+    /// the objects `{label}-c{conc}-r{round}-{i}` with `put(ctx, target, name, size)`; a GET
+    /// round reads with `get(ctx, target, name)` what the PUT of round 0 wrote, and fails on a
+    /// short read. Two targets measured with the same case see the same names.
     ///
     /// # Errors
     /// The first error of an operation, or a read of the wrong length.
-    pub async fn rounds<P, PF, G, GF>(
+    #[allow(clippy::too_many_arguments)]
+    pub async fn rounds<C, T, P, PF, G, GF>(
         &self,
         op: &str,
         rounds: usize,
+        ctx: &Arc<C>,
+        target: T,
         put: P,
         get: G,
-    ) -> anyhow::Result<Vec<Round>>
+    ) -> anyhow::Result<Rounds>
     where
-        P: Fn(String) -> PF + Clone + Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        T: Copy + Send + Sync + 'static,
+        P: Fn(Arc<C>, T, String, usize) -> PF + Copy + Send + Sync + 'static,
         PF: Future<Output = anyhow::Result<()>> + Send,
-        G: Fn(String) -> GF + Clone + Send + Sync + 'static,
+        G: Fn(Arc<C>, T, String) -> GF + Copy + Send + Sync + 'static,
         GF: Future<Output = anyhow::Result<u64>> + Send,
     {
         let (label, size, conc) = (self.label, self.size, self.conc);
         let mut out = Vec::new();
         for round in 0..rounds {
+            let c = ctx.clone();
             let (took, latencies) = if op == "PUT" {
                 let prefix = format!("{label}-c{conc}-r{round}");
-                let put = put.clone();
-                closed_loop(self.count, conc, move |i| put(format!("{prefix}-{i}"))).await?
+                closed_loop(self.count, conc, move |i| {
+                    put(c.clone(), target, format!("{prefix}-{i}"), size)
+                })
+                .await?
             } else {
                 let prefix = format!("{label}-c{conc}-r0");
-                let get = get.clone();
                 closed_loop(self.count, conc, move |i| {
-                    let read = get(format!("{prefix}-{i}"));
+                    let read = get(c.clone(), target, format!("{prefix}-{i}"));
                     async move {
                         let n = read.await?;
                         anyhow::ensure!(n as usize == size, "short read: {n} of {size} bytes");
@@ -126,7 +165,7 @@ impl Case<'_> {
                 latencies,
             });
         }
-        Ok(out)
+        Ok(Rounds(out))
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use manta_auth::KeySigner;
-use manta_bench::{Case, MIB, median, shared_chunks, stats};
+use manta_bench::{Case, MIB, shared_chunks};
 use manta_client::{ClientConfig, MantaClient, PutOptions};
 use storage_api::{ObjectKey, PutRequest, StorageClient};
 use testkit::TestRegion;
@@ -35,7 +35,7 @@ struct Ctx {
     node: StorageClient,
 }
 
-async fn put(ctx: &Ctx, t: Target, name: &str, size: usize) -> Result<()> {
+async fn put(ctx: Arc<Ctx>, t: Target, name: String, size: usize) -> Result<()> {
     match t {
         Target::FrontDoor => {
             let opts = PutOptions {
@@ -53,13 +53,13 @@ async fn put(ctx: &Ctx, t: Target, name: &str, size: usize) -> Result<()> {
         }
         Target::StorageNode => {
             let body = PutRequest::stream(body_stream(size), Some(size as u64));
-            ctx.node.put(&node_key(name)?, body).await?;
+            ctx.node.put(&node_key(&name)?, body).await?;
         }
     }
     Ok(())
 }
 
-async fn get(ctx: &Ctx, t: Target, name: &str) -> Result<u64> {
+async fn get(ctx: Arc<Ctx>, t: Target, name: String) -> Result<u64> {
     use futures_util::StreamExt as _;
     let mut n = 0u64;
     match t {
@@ -74,7 +74,7 @@ async fn get(ctx: &Ctx, t: Target, name: &str) -> Result<u64> {
             }
         }
         Target::StorageNode => {
-            let mut s = ctx.node.get(&node_key(name)?, None).await?.into_stream();
+            let mut s = ctx.node.get(&node_key(&name)?, None).await?.into_stream();
             while let Some(b) = s.next().await {
                 n += b?.len() as u64;
             }
@@ -132,19 +132,9 @@ async fn main() -> Result<()> {
     if rss_only {
         let pid = region.frontdoor_pid().context("front door pid")?;
         let before = vm_hwm_kib(pid).unwrap_or(0);
-        let c = ctx.clone();
-        let case = Case {
-            label: "rss",
-            size: 256 * MIB,
-            conc: 64,
-            count: 64,
-        };
-        let put_rss = move |name: String| {
-            let c = c.clone();
-            async move { put(&c, Target::FrontDoor, &name, 256 * MIB).await }
-        };
-        let no_get = |_: String| async { Ok(0) };
-        let rate = case.rounds("PUT", 1, put_rss, no_get).await?[0].mib_s;
+        let case = Case::new("rss", 256 * MIB, 64, 64);
+        let t = Target::FrontDoor;
+        let rate = case.rounds("PUT", 1, &ctx, t, put, get).await?.mib_s();
         let after = vm_hwm_kib(pid).unwrap_or(0);
         println!(
             "64 concurrent 256 MiB uploads (durability 2): {rate:.1} MiB/s; front door peak RSS {:.1} MiB (at start: {:.1} MiB); goal < 150 MiB",
@@ -189,32 +179,10 @@ async fn main() -> Result<()> {
             for op in ["PUT", "GET"] {
                 let mut figures = Vec::new();
                 for t in [Target::FrontDoor, Target::StorageNode] {
-                    let case = Case {
-                        label,
-                        size,
-                        conc,
-                        count,
-                    };
-                    let (cp, cg) = (ctx.clone(), ctx.clone());
-                    let all = case
-                        .rounds(
-                            op,
-                            rounds,
-                            move |name| {
-                                let c = cp.clone();
-                                async move { put(&c, t, &name, size).await }
-                            },
-                            move |name| {
-                                let c = cg.clone();
-                                async move { get(&c, t, &name).await }
-                            },
-                        )
-                        .await?;
-                    let mut mibs: Vec<f64> = all.iter().map(|r| r.mib_s).collect();
-                    let mut lats: Vec<Duration> =
-                        all.into_iter().flat_map(|r| r.latencies).collect();
-                    let s = stats(&mut lats).context("no samples")?;
-                    figures.push((median(&mut mibs).unwrap_or(0.0), s.p50, s.p99));
+                    let case = Case::new(label, size, conc, count);
+                    let r = case.rounds(op, rounds, &ctx, t, put, get).await?;
+                    let s = r.latency().context("no samples")?;
+                    figures.push((r.mib_s(), s.p50, s.p99));
                 }
                 let (d, n) = (figures[0], figures[1]);
                 println!(

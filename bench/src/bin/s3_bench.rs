@@ -32,7 +32,7 @@ struct Ctx {
     s3: AmazonS3,
 }
 
-async fn put(ctx: &Ctx, api: Api, name: &str, size: usize) -> Result<()> {
+async fn put(ctx: Arc<Ctx>, api: Api, name: String, size: usize) -> Result<()> {
     match api {
         Api::Manta => {
             let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
@@ -55,7 +55,7 @@ async fn put(ctx: &Ctx, api: Api, name: &str, size: usize) -> Result<()> {
     Ok(())
 }
 
-async fn get(ctx: &Ctx, api: Api, name: &str) -> Result<u64> {
+async fn get(ctx: Arc<Ctx>, api: Api, name: String) -> Result<u64> {
     use futures_util::StreamExt as _;
     let mut n = 0u64;
     match api {
@@ -153,33 +153,9 @@ async fn main() -> Result<()> {
         for op in ["PUT", "GET"] {
             let mut fig = Vec::new();
             for api in [Api::Manta, Api::S3] {
-                let case = Case {
-                    label,
-                    size,
-                    conc,
-                    count,
-                };
-                let (cp, cg) = (ctx.clone(), ctx.clone());
-                let all = case
-                    .rounds(
-                        op,
-                        rounds,
-                        move |name| {
-                            let c = cp.clone();
-                            async move { put(&c, api, &name, size).await }
-                        },
-                        move |name| {
-                            let c = cg.clone();
-                            async move { get(&c, api, &name).await }
-                        },
-                    )
-                    .await?;
-                let mut mibs: Vec<f64> = all.iter().map(|r| r.mib_s).collect();
-                let mut opss: Vec<f64> = all.iter().map(|r| r.ops_s).collect();
-                fig.push((
-                    median(&mut mibs).unwrap_or(0.0),
-                    median(&mut opss).unwrap_or(0.0),
-                ));
+                let case = Case::new(label, size, conc, count);
+                let r = case.rounds(op, rounds, &ctx, api, put, get).await?;
+                fig.push((r.mib_s(), r.ops_s()));
             }
             let (m, s) = (fig[0], fig[1]);
             println!(
@@ -201,7 +177,7 @@ async fn main() -> Result<()> {
     for round in 0..rounds {
         let c = ctx.clone();
         let t = Instant::now();
-        put(&c, Api::S3, &format!("single-{round}"), size).await?;
+        put(c.clone(), Api::S3, format!("single-{round}"), size).await?;
         single.push(size as f64 / MIB as f64 / t.elapsed().as_secs_f64());
         let t = Instant::now();
         let upload =
