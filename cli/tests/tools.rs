@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use testkit::TestRegion;
@@ -176,11 +176,10 @@ fn write(path: &Path, data: &[u8]) {
 }
 
 impl Cli {
-    /// What the tests of reading, listing and changing objects start from: `~~/stor/a/b/c`,
-    /// `a/hello.txt` (12 bytes of text, from a file), `a/piped.bin` (300,000 bytes from stdin,
-    /// `m-color: blue`, 3 copies) and `made/too/h.txt` (the same text, parents made by mput).
-    async fn seed(&self) {
-        self.run("mmkdir", &["-p", "~~/stor/a/b/c"]).await.ok();
+    /// Uploads `~~/stor/a/hello.txt` with `mput -f` from a local `hello.txt` (12 bytes of
+    /// text, into the directory, so its name is kept), and `~~/stor/a/piped.bin` from stdin
+    /// (300,000 bytes, `m-color: blue`, 3 copies). Returns the local file's path.
+    async fn put_hello_and_piped(&self) -> PathBuf {
         let hello = self.work().join("hello.txt");
         write(&hello, b"hello world\n");
         self.run("mput", &["-f", hello.to_str().unwrap(), "~~/stor/a"])
@@ -193,6 +192,23 @@ impl Cli {
         )
         .await
         .ok();
+        hello
+    }
+
+    /// A region [`Cli::seed`]ed, and its account's login.
+    async fn seeded() -> (Cli, String) {
+        let cli = Cli::start().await;
+        cli.seed().await;
+        let login = cli.user().to_owned();
+        (cli, login)
+    }
+
+    /// What the tests of reading, listing and changing objects start from: `~~/stor/a/b/c`,
+    /// `a/hello.txt` (12 bytes of text, from a file), `a/piped.bin` (300,000 bytes from stdin,
+    /// `m-color: blue`, 3 copies) and `made/too/h.txt` (the same text, parents made by mput).
+    async fn seed(&self) {
+        self.run("mmkdir", &["-p", "~~/stor/a/b/c"]).await.ok();
+        let hello = self.put_hello_and_piped().await;
         self.run(
             "mput",
             &[
@@ -323,18 +339,7 @@ async fn mmkdir_mput_and_minfo() {
     );
 
     // mput from a file, into a directory (the file's name is kept), and from stdin.
-    let hello = cli.work().join("hello.txt");
-    write(&hello, b"hello world\n");
-    cli.run("mput", &["-f", hello.to_str().unwrap(), "~~/stor/a"])
-        .await
-        .ok();
-    cli.run_stdin(
-        "mput",
-        &["-H", "m-color: blue", "-c", "3", "~~/stor/a/piped.bin"],
-        &noise(1, 300_000),
-    )
-    .await
-    .ok();
+    let hello = cli.put_hello_and_piped().await;
     let e = cli.run_stdin("mput", &["~~/stor/a"], b"x").await;
     assert_eq!(e.fails(), "cannot infer name without -f\n");
     let e = cli
@@ -379,9 +384,7 @@ async fn mmkdir_mput_and_minfo() {
 /// the progress bar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mget_to_stdout_files_and_its_errors() {
-    let cli = Cli::start().await;
-    let u = cli.user().to_owned();
-    cli.seed().await;
+    let (cli, u) = Cli::seeded().await;
 
     // mget to stdout, to a file (-o), under the remote name (-O), several concatenated.
     assert_eq!(
@@ -457,9 +460,7 @@ async fn mget_to_stdout_files_and_its_errors() {
 /// Listings: names, long and human formats, JSON, type filter, order, marker, and errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mls_formats_order_and_errors() {
-    let cli = Cli::start().await;
-    let u = cli.user().to_owned();
-    cli.seed().await;
+    let (cli, u) = Cli::seeded().await;
 
     // mls: names, long format, human sizes, JSON, type filter, reverse, marker, an object.
     assert_eq!(
@@ -541,9 +542,7 @@ async fn mls_formats_order_and_errors() {
 /// SnapLinks, metadata updates and removals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mln_mchattr_mrm_and_mrmdir() {
-    let cli = Cli::start().await;
-    let u = cli.user().to_owned();
-    cli.seed().await;
+    let (cli, u) = Cli::seeded().await;
 
     // mln: a SnapLink reads the same bytes; mchattr replaces the stored headers.
     cli.run("mln", &["~~/stor/a/hello.txt", "~~/stor/a/link.txt"])
@@ -601,12 +600,9 @@ async fn mln_mchattr_mrm_and_mrmdir() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recursive_transfers_find_and_sync() {
-    let cli = Cli::start().await;
-    let u = cli.user().to_owned();
-
-    // A local tree: nested dirs, an empty dir, an empty file, a 3 MiB file, odd names.
+/// The local tree the recursive tools work on, written under `src` in the scratch dir: nested
+/// dirs, an empty dir, an empty file, a 3 MiB file, odd names; 17 files. Returns its path.
+fn local_tree(cli: &Cli) -> PathBuf {
     let src = cli.work().join("src");
     write(&src.join("top.txt"), b"top\n");
     write(&src.join("empty"), b"");
@@ -620,39 +616,67 @@ async fn recursive_transfers_find_and_sync() {
         );
     }
     std::fs::create_dir_all(src.join("hollow")).unwrap();
+    src
+}
 
-    cli.run(
-        "mput",
-        &[
-            "-r",
-            "--parallel",
-            "4",
-            src.to_str().unwrap(),
-            "~~/stor/tree",
-        ],
-    )
-    .await
-    .ok();
+/// A region with [`local_tree`] uploaded as `~~/stor/tree` by `mput -r --parallel 4`; the
+/// local tree's path.
+async fn with_tree() -> (Cli, PathBuf) {
+    let cli = Cli::start().await;
+    let src = local_tree(&cli);
+    let args = [
+        "-r",
+        "--parallel",
+        "4",
+        src.to_str().unwrap(),
+        "~~/stor/tree",
+    ];
+    cli.run("mput", &args).await.ok();
+    (cli, src)
+}
+
+impl Cli {
+    /// Runs `msync` with `args` and then the local tree `src` and `~~/stor/mirror`.
+    async fn sync_mirror(&self, args: &[&str], src: &Path) -> Out {
+        let args = [args, &[src.to_str().unwrap(), "~~/stor/mirror"]].concat();
+        self.run("msync", &args).await
+    }
+}
+
+/// A region with [`local_tree`] copied to `~~/stor/mirror` by a first `msync`; the local
+/// tree's path and what that first `msync` printed.
+async fn with_mirror() -> (Cli, PathBuf, Out) {
+    let cli = Cli::start().await;
+    let src = local_tree(&cli);
+    let sync = cli.sync_mirror(&[], &src).await;
+    (cli, src, sync)
+}
+
+/// `mput -r` uploads the whole tree, the empty directory included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mput_r_uploads_a_tree() {
+    let (cli, _src) = with_tree().await;
     assert_eq!(
         cli.run("mls", &["~~/stor/tree"]).await.ok(),
         "big/\nempty\nhollow/\nmany/\ntop.txt\n"
     );
+}
 
-    // mget -r brings back exactly the same bytes (and the empty directory).
+/// `mget -r` brings back exactly the same bytes (and the empty directory), into `-o` or
+/// `./<name>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mget_r_brings_back_the_same_bytes() {
+    let (cli, src) = with_tree().await;
     let back = cli.work().join("back");
-    cli.run(
-        "mget",
-        &[
-            "-r",
-            "-p",
-            "4",
-            "-o",
-            back.to_str().unwrap(),
-            "~~/stor/tree",
-        ],
-    )
-    .await
-    .ok();
+    let args = [
+        "-r",
+        "-p",
+        "4",
+        "-o",
+        back.to_str().unwrap(),
+        "~~/stor/tree",
+    ];
+    cli.run("mget", &args).await.ok();
     assert_eq!(read_tree(&back), read_tree(&src));
     assert!(back.join("hollow").is_dir());
     // Without -o it lands in ./<name>.
@@ -661,44 +685,45 @@ async fn recursive_transfers_find_and_sync() {
         read_tree(&cli.work().join("big")),
         read_tree(&src.join("big"))
     );
+}
 
-    // mfind: everything, by name, by type, by size, by depth, limited, as JSON.
+/// `mfind`: everything, by name, by type, by size, by depth, limited, as JSON, an object, and
+/// a missing directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfind_selects_by_name_type_size_and_depth() {
+    let (cli, _src) = with_tree().await;
+    let u = cli.user().to_owned();
     let all = cli.run("mfind", &["~~/stor/tree"]).await;
     assert_eq!(all.lines().len(), 22, "{}", all.stdout);
     assert_eq!(all.lines()[0], format!("/{u}/stor/tree/big"));
     assert_eq!(all.lines()[1], format!("/{u}/stor/tree/big/blob.bin"));
-    assert_eq!(
-        cli.run("mfind", &["-n", r"\.(csv|txt)$", "~~/stor/tree"])
-            .await
-            .ok(),
-        format!(
-            "/{u}/stor/tree/big/deeper/deepest/z.csv\n/{u}/stor/tree/big/deeper/x y.txt\n/{u}/stor/tree/top.txt\n"
-        )
-    );
-    assert_eq!(
-        cli.run("mfind", &["-t", "d", "~~/stor/tree"]).await.ok(),
-        format!(
-            "/{u}/stor/tree/big\n/{u}/stor/tree/big/deeper\n/{u}/stor/tree/big/deeper/deepest\n/{u}/stor/tree/hollow\n/{u}/stor/tree/many\n"
-        )
-    );
-    assert_eq!(
-        cli.run("mfind", &["-t", "o", "-s", "1000000", "~~/stor/tree"])
-            .await
-            .ok(),
-        format!("/{u}/stor/tree/big/blob.bin\n")
-    );
-    assert_eq!(
-        cli.run("mfind", &["--maxdepth", "1", "-t", "o", "~~/stor/tree"])
-            .await
-            .ok(),
-        format!("/{u}/stor/tree/empty\n/{u}/stor/tree/top.txt\n")
-    );
-    assert_eq!(
-        cli.run("mfind", &["--mindepth", "2", "-t", "o", "~~/stor/tree/big"])
-            .await
-            .ok(),
-        format!("/{u}/stor/tree/big/deeper/deepest/z.csv\n")
-    );
+    let tree = format!("/{u}/stor/tree");
+    for (args, want) in [
+        (
+            &["-n", r"\.(csv|txt)$", "~~/stor/tree"][..],
+            format!("{tree}/big/deeper/deepest/z.csv\n{tree}/big/deeper/x y.txt\n{tree}/top.txt\n"),
+        ),
+        (
+            &["-t", "d", "~~/stor/tree"],
+            format!(
+                "{tree}/big\n{tree}/big/deeper\n{tree}/big/deeper/deepest\n{tree}/hollow\n{tree}/many\n"
+            ),
+        ),
+        (
+            &["-t", "o", "-s", "1000000", "~~/stor/tree"],
+            format!("{tree}/big/blob.bin\n"),
+        ),
+        (
+            &["--maxdepth", "1", "-t", "o", "~~/stor/tree"],
+            format!("{tree}/empty\n{tree}/top.txt\n"),
+        ),
+        (
+            &["--mindepth", "2", "-t", "o", "~~/stor/tree/big"],
+            format!("{tree}/big/deeper/deepest/z.csv\n"),
+        ),
+    ] {
+        assert_eq!(cli.run("mfind", args).await.ok(), want, "mfind {args:?}");
+    }
     assert_eq!(
         cli.run("mfind", &["-l", "2", "~~/stor/tree"])
             .await
@@ -722,33 +747,23 @@ async fn recursive_transfers_find_and_sync() {
         e.fails(),
         format!("mfind: in /{u}/stor/nothing: ResourceNotFound: /{u}/stor/nothing was not found\n")
     );
+}
 
-    // msync: a fresh copy sends everything; a second run sends nothing.
-    let sync = cli
-        .run("msync", &[src.to_str().unwrap(), "~~/stor/mirror"])
-        .await;
+/// `msync`: a fresh copy sends everything; a second run sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msync_sends_everything_once() {
+    let (cli, src, sync) = with_mirror().await;
+    let u = cli.user().to_owned();
     let out = sync.ok();
-    assert!(
-        out.contains("source file list built, 17 files found"),
-        "{out}"
-    );
-    assert!(
-        out.contains("sync list built, 17 files staged for syncing"),
-        "{out}"
-    );
-    assert!(
-        out.contains("17 files (3.16 MB) synced successfully, 0 files failed to sync"),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!(
-            "/{u}/stor/mirror/top.txt... not found, adding to sync list"
-        )),
-        "{out}"
-    );
-    let again = cli
-        .run("msync", &[src.to_str().unwrap(), "~~/stor/mirror"])
-        .await;
+    for want in [
+        "source file list built, 17 files found".to_owned(),
+        "sync list built, 17 files staged for syncing".to_owned(),
+        "17 files (3.16 MB) synced successfully, 0 files failed to sync".to_owned(),
+        format!("/{u}/stor/mirror/top.txt... not found, adding to sync list"),
+    ] {
+        assert!(out.contains(&want), "{out}");
+    }
+    let again = cli.sync_mirror(&[], &src).await;
     assert!(
         again
             .ok()
@@ -756,95 +771,72 @@ async fn recursive_transfers_find_and_sync() {
         "{}",
         again.stdout
     );
+}
 
+/// After local changes (a size, content at the same size, one added, one removed): a dry run
+/// by size reports but changes nothing; `-m -d` finds the same-size change too and deletes
+/// what the source lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msync_compares_by_size_or_md5_and_deletes() {
+    let (cli, src, _) = with_mirror().await;
+    let u = cli.user().to_owned();
     // Change a size, change content at the same size, add one, remove one.
     write(&src.join("top.txt"), b"top, longer now\n");
     write(&src.join("many/f00"), &noise(99, 1000));
     write(&src.join("new/file"), b"new");
     std::fs::remove_file(src.join("many/f01")).unwrap();
     // Size comparison misses the same-size change; a dry run changes nothing.
-    let dry = cli
-        .run(
-            "msync",
-            &["-n", "-d", src.to_str().unwrap(), "~~/stor/mirror"],
-        )
-        .await;
+    let dry = cli.sync_mirror(&["-n", "-d"], &src).await;
     let out = dry.ok();
     assert!(out.starts_with("== dryrun ==\n"), "{out}");
-    assert!(
-        out.contains(&format!("/{u}/stor/mirror/top.txt... size is different")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("/{u}/stor/mirror/new/file... synced (dryrun)")),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("/{u}/stor/mirror/many/f01... deleted (dryrun)")),
-        "{out}"
-    );
+    for want in [
+        "top.txt... size is different",
+        "new/file... synced (dryrun)",
+        "many/f01... deleted (dryrun)",
+    ] {
+        assert!(out.contains(&format!("/{u}/stor/mirror/{want}")), "{out}");
+    }
     assert!(!out.contains("many/f00"), "{out}");
     assert_eq!(
         cli.run("mget", &["~~/stor/mirror/top.txt"]).await.ok(),
         "top\n"
     );
     // With -m the same-size change is found too; -d deletes what the source lost.
-    let real = cli
-        .run(
-            "msync",
-            &[
-                "-m",
-                "-d",
-                "-p",
-                "4",
-                src.to_str().unwrap(),
-                "~~/stor/mirror",
-            ],
-        )
-        .await;
+    let real = cli.sync_mirror(&["-m", "-d", "-p", "4"], &src).await;
     let out = real.ok();
-    assert!(
-        out.contains("sync list built, 3 files staged for syncing"),
-        "{out}"
-    );
-    assert!(
-        out.contains(&format!("/{u}/stor/mirror/many/f00... md5 is different")),
-        "{out}"
-    );
-    assert!(
-        out.contains("1 files deleted successfully, 0 files failed to delete"),
-        "{out}"
-    );
+    for want in [
+        "sync list built, 3 files staged for syncing".to_owned(),
+        format!("/{u}/stor/mirror/many/f00... md5 is different"),
+        "1 files deleted successfully, 0 files failed to delete".to_owned(),
+    ] {
+        assert!(out.contains(&want), "{out}");
+    }
     assert!(out.ends_with("done\n"), "{out}");
     let mirror = cli.work().join("mirror");
-    cli.run(
-        "mget",
-        &["-r", "-o", mirror.to_str().unwrap(), "~~/stor/mirror"],
-    )
-    .await
-    .ok();
+    let args = ["-r", "-o", mirror.to_str().unwrap(), "~~/stor/mirror"];
+    cli.run("mget", &args).await.ok();
     assert_eq!(read_tree(&mirror), read_tree(&src));
+}
 
-    // Reverse: Manta to local, into a stale copy with an extra file, deleting it.
+/// Reverse: Manta to local, into a stale copy with an extra file, deleting it, quietly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msync_r_syncs_manta_to_a_local_copy() {
+    let (cli, src, _) = with_mirror().await;
     let local = cli.work().join("local");
     write(&local.join("stale"), b"old");
     write(&local.join("top.txt"), b"wrong");
-    let rev = cli
-        .run(
-            "msync",
-            &["-r", "-d", "-q", "~~/stor/mirror", local.to_str().unwrap()],
-        )
-        .await;
+    let args = ["-r", "-d", "-q", "~~/stor/mirror", local.to_str().unwrap()];
+    let rev = cli.run("msync", &args).await;
     assert_eq!(rev.ok(), "", "-q prints nothing");
     assert_eq!(read_tree(&local), read_tree(&src));
-    // Excluded files are neither sent nor compared.
+}
+
+/// Excluded files are neither sent nor compared; a source that is not there is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msync_excludes_and_needs_its_source() {
+    let (cli, src, _) = with_mirror().await;
     write(&src.join("skip.tmp"), b"tmp");
-    let x = cli
-        .run(
-            "msync",
-            &["-x", "*.tmp", src.to_str().unwrap(), "~~/stor/mirror"],
-        )
-        .await;
+    let x = cli.sync_mirror(&["-x", "*.tmp"], &src).await;
     assert!(x.ok().contains("0 files staged"), "{}", x.stdout);
     // A source that is not there is an error.
     let e = cli
@@ -856,8 +848,13 @@ async fn recursive_transfers_find_and_sync() {
         "{}",
         e.stderr
     );
+}
 
-    // mrm -r of a big tree, in parallel.
+/// `mrm -r` removes big trees, in parallel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mrm_r_removes_big_trees() {
+    let (cli, src) = with_tree().await;
+    cli.sync_mirror(&[], &src).await.ok();
     cli.run("mrm", &["-r", "-p", "8", "~~/stor/tree", "~~/stor/mirror"])
         .await
         .ok();
