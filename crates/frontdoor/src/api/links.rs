@@ -8,9 +8,8 @@ use http::{HeaderValue, Method, header};
 use manta_types::{ErrorCode, MantaPath};
 
 use super::objects::{WriteTarget, save};
-use super::{Ctx, authorize, headers, is_virtual_dir, load, no_content};
-use crate::error::{ApiResult, err, from_store};
-use manta_auth::AccountStore as _;
+use super::{Ctx, account_named, authorize, headers, is_virtual_dir, load, no_content};
+use crate::error::{ApiResult, err};
 
 /// `PUT` of a link.
 ///
@@ -44,17 +43,13 @@ pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
     let src_owner = if src.login() == ctx.owner.login {
         ctx.owner.clone()
     } else {
-        ctx.fd
-            .accounts
-            .by_login(src.login())
-            .await
-            .map_err(from_store)?
-            .ok_or_else(|| {
-                err(
-                    ErrorCode::SourceObjectNotFound,
-                    format!("{location} was not found"),
-                )
-            })?
+        account_named(&ctx.fd, src.login(), || {
+            err(
+                ErrorCode::SourceObjectNotFound,
+                format!("{location} was not found"),
+            )
+        })
+        .await?
     };
     authorize(&ctx.caller, &src_owner, &src, &Method::GET).map_err(|_| {
         err(

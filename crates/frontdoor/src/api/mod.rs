@@ -33,6 +33,22 @@ use manta_util::http::{PeerAddr, RouteName, Secure, error_response};
 use crate::error::{ApiResult, err, from_moray, from_store};
 use crate::state::Frontdoor;
 
+/// The account named `login`, or the error `missing` makes when there is none.
+///
+/// # Errors
+/// `missing`'s error; the account store's failure.
+pub(crate) async fn account_named(
+    fd: &Frontdoor,
+    login: &str,
+    missing: impl FnOnce() -> manta_types::MantaError,
+) -> ApiResult<Account> {
+    fd.accounts
+        .by_login(login)
+        .await
+        .map_err(from_store)?
+        .ok_or_else(missing)
+}
+
 /// What a handler knows about the request it serves.
 #[derive(Debug)]
 pub struct Ctx {
@@ -212,17 +228,15 @@ async fn dispatch(
         })?;
     let owner = match &caller {
         Caller::Account { account, .. } if account.login == path.login() => account.clone(),
-        _ => fd
-            .accounts
-            .by_login(path.login())
-            .await
-            .map_err(from_store)?
-            .ok_or_else(|| {
+        _ => {
+            account_named(fd, path.login(), || {
                 err(
                     ErrorCode::AccountDoesNotExist,
                     format!("{} does not exist", path.login()),
                 )
-            })?,
+            })
+            .await?
+        }
     };
     let read_only = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let public_read = read_only && path.area() == Some(Area::Public);
