@@ -62,13 +62,7 @@ impl Cli<'_> {
     /// Runs a command that must succeed; returns its stdout.
     fn ok(&self, cmd: &str, args: &[&str]) -> String {
         let out = self.run(cmd, args, None);
-        assert!(
-            out.status.success(),
-            "{cmd} {args:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = testkit::process::assert_success(&format!("{cmd} {args:?}"), out);
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }

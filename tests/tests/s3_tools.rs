@@ -7,7 +7,7 @@
 mod s3_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use s3_common::*;
 
@@ -18,18 +18,6 @@ fn target_dir() -> PathBuf {
         .find(|p| p.file_name().is_some_and(|n| n == "target"))
         .map(Path::to_path_buf)
         .unwrap_or_else(|| exe.parent().unwrap().to_owned())
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn require(tool: &str, package: &str) {
@@ -50,7 +38,7 @@ fn boto3_python() -> PathBuf {
     let python = venv.join("bin/python");
     let ready = venv.join(".boto3-ready");
     let lock = target_dir().join("s3-tools-venv.lock");
-    run(Command::new("flock").arg(&lock).arg("sh").arg("-c").arg(format!(
+    testkit::process::run_ok(Command::new("flock").arg(&lock).arg("sh").arg("-c").arg(format!(
         "test -e {ready} || {{ python3 -m venv {venv} && {venv}/bin/pip install --quiet --disable-pip-version-check 'boto3>=1.34' && touch {ready}; }}",
         ready = ready.display(),
         venv = venv.display(),
@@ -134,13 +122,15 @@ async fn boto3() {
     let s3 = start().await;
     let python = tokio::task::spawn_blocking(boto3_python).await.unwrap();
     let out = tokio::task::spawn_blocking(move || {
-        run(Command::new(python)
-            .arg("-c")
-            .arg(BOTO3_SCRIPT)
-            .env("S3_ENDPOINT", &s3.endpoint)
-            .env("S3_KEY", &s3.access_key)
-            .env("S3_SECRET", &s3.secret_key)
-            .env_remove("AWS_PROFILE"))
+        testkit::process::run_ok(
+            Command::new(python)
+                .arg("-c")
+                .arg(BOTO3_SCRIPT)
+                .env("S3_ENDPOINT", &s3.endpoint)
+                .env("S3_KEY", &s3.access_key)
+                .env("S3_SECRET", &s3.secret_key)
+                .env_remove("AWS_PROFILE"),
+        )
     })
     .await
     .unwrap();
@@ -172,7 +162,7 @@ async fn s3cmd() {
     let s3cmd = move |args: &[&str]| {
         let mut c = Command::new("s3cmd");
         c.arg("-c").arg(&cfg2).args(args);
-        run(&mut c)
+        testkit::process::run_ok(&mut c)
     };
     let (small_s, big_s, back_s) = (
         small.display().to_string(),
@@ -245,7 +235,7 @@ async fn rclone() {
                 .env("RCLONE_CONFIG_M_FORCE_PATH_STYLE", "true")
                 // rclone 1.60 fails when AWS_CA_BUNDLE is set (as on this machine).
                 .env_remove("AWS_CA_BUNDLE");
-            run(&mut c)
+            testkit::process::run_ok(&mut c)
         };
         rclone(&["mkdir", "m:rclone-bucket"]);
         rclone(&["copy", &src.display().to_string(), "m:rclone-bucket/tree"]);

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use anyhow::{Context, Result};
 
@@ -16,6 +16,26 @@ pub use manta_util::proc::{PG_USER, is_root};
 /// When no port can be bound.
 pub fn free_port() -> Result<u16> {
     manta_util::unused_port().context("find a free port")
+}
+
+/// Panics with the exit status, stdout and stderr unless `out`, the output of `what`,
+/// is a success; returns `out`. For tests that run a command that must work.
+pub fn assert_success(what: &str, out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd` to its end and panics (as [`assert_success`]) unless it succeeds; returns its
+/// output. For tests.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert_success(&format!("{cmd:?}"), out)
 }
 
 /// Gives a path (recursively) to `user`, so a process running as that user can use it.

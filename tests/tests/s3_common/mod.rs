@@ -69,21 +69,10 @@ pub async fn start() -> S3Region {
 
 /// A new access key for `login`, made by `manta-adm s3-key create`.
 pub fn s3_key(region: &TestRegion, login: &str) -> (String, String) {
-    let out = Command::new(testkit::region::binary("manta-adm").unwrap())
-        .args([
-            "s3-key",
-            "create",
-            login,
-            "--moray",
-            &region.moray_url,
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "manta-adm s3-key create: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = testkit::process::run_ok(
+        Command::new(testkit::region::binary("manta-adm").unwrap())
+            .args(["s3-key", "create", login])
+            .args(["--moray", &region.moray_url, "--json"]),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (
