@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, code, object_files};
-use manta_client::PutOptions;
+use common::{client, code, object_files, put_object};
+use manta_client::{MantaClient, PutOptions, PutResult};
 use testkit::{RegionOptions, TestRegion};
 
 /// Waits until the front door has received `bytes` of object data (an upload is in flight).
@@ -54,6 +54,21 @@ fn slow_body(chunks: usize, pause: Duration) -> reqwest::Body {
     reqwest::Body::wrap_stream(s)
 }
 
+/// Starts uploading `chunks` chunks of [`slow_body`], one every 50 ms, to `path` in the
+/// background; the task ends with the upload's result.
+fn spawn_slow_put(
+    c: &MantaClient,
+    path: &'static str,
+    chunks: usize,
+    opts: PutOptions,
+) -> tokio::task::JoinHandle<Result<PutResult, manta_client::Error>> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        let body = slow_body(chunks, Duration::from_millis(50));
+        c.put_stream(path, body, opts).await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_storage_node_is_written_around_and_read_around() {
     let mut region = TestRegion::start_with(RegionOptions {
@@ -65,13 +80,9 @@ async fn a_dead_storage_node_is_written_around_and_read_around() {
     let c = client(&region, &region.account).await;
     // Objects written while every node is up, two copies each.
     for i in 0..6 {
-        c.put_bytes(
-            &format!("~~/stor/before-{i}"),
-            format!("object {i}"),
-            PutOptions::default(),
-        )
-        .await
-        .unwrap();
+        put_object(&c, &format!("~~/stor/before-{i}"), format!("object {i}"))
+            .await
+            .unwrap();
     }
     region.storage[0].kill();
     // Reads: every object is still served (from its other copy when one was on the dead node).
@@ -85,13 +96,9 @@ async fn a_dead_storage_node_is_written_around_and_read_around() {
     }
     // Writes: placed on live nodes only, while the dead node's heartbeat still looks fresh.
     for i in 0..10 {
-        c.put_bytes(
-            &format!("~~/stor/after-{i}"),
-            format!("new {i}"),
-            PutOptions::default(),
-        )
-        .await
-        .unwrap();
+        put_object(&c, &format!("~~/stor/after-{i}"), format!("new {i}"))
+            .await
+            .unwrap();
     }
     for i in 0..10 {
         let info = c.info(&format!("~~/stor/after-{i}")).await.unwrap();
@@ -113,17 +120,7 @@ async fn a_storage_node_killed_mid_upload_fails_the_put_cleanly() {
         copies: Some(3),
         ..PutOptions::default()
     };
-    let upload = {
-        let c = c.clone();
-        tokio::spawn(async move {
-            c.put_stream(
-                "~~/stor/doomed",
-                slow_body(40, Duration::from_millis(50)),
-                opts,
-            )
-            .await
-        })
-    };
+    let upload = spawn_slow_put(&c, "~~/stor/doomed", 40, opts);
     wait_bytes_in(&region, 256.0 * 1024.0).await;
     region.storage[1].kill();
     let r = upload.await.unwrap();
@@ -141,9 +138,7 @@ async fn a_storage_node_killed_mid_upload_fails_the_put_cleanly() {
         .await;
     }
     // The region keeps working with the nodes that are left.
-    c.put_bytes("~~/stor/later", "fine", PutOptions::default())
-        .await
-        .unwrap();
+    put_object(&c, "~~/stor/later", "fine").await.unwrap();
     assert_eq!(c.get_bytes("~~/stor/later").await.unwrap(), "fine");
 }
 
@@ -201,33 +196,18 @@ async fn limits_answer_with_their_codes() {
     let c = client(&region, &region.account).await;
     c.mkdir("~~/stor/small").await.unwrap();
     for i in 0..3 {
-        c.put_bytes(&format!("~~/stor/small/{i}"), "x", PutOptions::default())
+        put_object(&c, &format!("~~/stor/small/{i}"), "x")
             .await
             .unwrap();
     }
     assert_eq!(
-        code(
-            c.put_bytes("~~/stor/small/3", "x", PutOptions::default())
-                .await
-        ),
+        code(put_object(&c, "~~/stor/small/3", "x").await),
         "DirectoryLimitExceeded"
     );
     // Overwriting an existing entry is not a new entry.
-    c.put_bytes("~~/stor/small/0", "y", PutOptions::default())
-        .await
-        .unwrap();
+    put_object(&c, "~~/stor/small/0", "y").await.unwrap();
     // One request at a time: a second one while an upload is in flight is throttled.
-    let slow = {
-        let c = c.clone();
-        tokio::spawn(async move {
-            c.put_stream(
-                "~~/stor/slow",
-                slow_body(60, Duration::from_millis(50)),
-                PutOptions::default(),
-            )
-            .await
-        })
-    };
+    let slow = spawn_slow_put(&c, "~~/stor/slow", 60, PutOptions::default());
     wait_bytes_in(&region, 64.0 * 1024.0).await;
     let http = reqwest::Client::new();
     let mut req = http.get(format!(

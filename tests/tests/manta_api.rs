@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{anonymous, client, code, object_files, raw, signed_headers};
+use common::{anonymous, client, code, object_files, put_object, raw, signed_headers};
 use manta_client::{GetOptions, ListOptions, PutOptions};
 use testkit::TestRegion;
 
@@ -13,6 +13,14 @@ fn md5_b64(data: &[u8]) -> String {
     use base64::Engine as _;
     use md5::Digest as _;
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(data))
+}
+
+/// Listing options asking for the first `limit` entries.
+fn first(limit: u32) -> ListOptions {
+    ListOptions {
+        limit: Some(limit),
+        ..ListOptions::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,10 +81,7 @@ async fn objects_round_trip_with_their_headers_and_copies() {
     assert_eq!(info.header("m-color"), Some("blue"));
 
     // Overwrite: a new object id; delete: gone.
-    let put2 = c
-        .put_bytes("~~/stor/fox.txt", "v2", PutOptions::default())
-        .await
-        .unwrap();
+    let put2 = put_object(&c, "~~/stor/fox.txt", "v2").await.unwrap();
     assert_ne!(put2.etag.unwrap(), oid);
     assert_eq!(c.get_bytes("~~/stor/fox.txt").await.unwrap(), "v2");
     c.rm("~~/stor/fox.txt").await.unwrap();
@@ -91,10 +96,7 @@ async fn objects_round_trip_with_their_headers_and_copies() {
 async fn zero_byte_objects_store_no_bytes() {
     let region = TestRegion::start().await.unwrap();
     let c = client(&region, &region.account).await;
-    let put = c
-        .put_bytes("~~/stor/empty", "", PutOptions::default())
-        .await
-        .unwrap();
+    let put = put_object(&c, "~~/stor/empty", "").await.unwrap();
     assert_eq!(
         put.computed_md5.as_deref(),
         Some("1B2M2Y8AsgTpgAmY7PhCfg==")
@@ -252,26 +254,18 @@ async fn directories_list_page_and_refuse_what_they_must() {
     let region = TestRegion::start().await.unwrap();
     let c = client(&region, &region.account).await;
     assert_eq!(
-        code(
-            c.put_bytes("~~/stor/missing/x", "x", PutOptions::default())
-                .await
-        ),
+        code(put_object(&c, "~~/stor/missing/x", "x").await),
         "DirectoryDoesNotExist"
     );
     c.mkdir("~~/stor/d").await.unwrap();
     c.mkdir("~~/stor/d").await.unwrap(); // idempotent
-    c.put_bytes("~~/stor/d/obj", "x", PutOptions::default())
-        .await
-        .unwrap();
+    put_object(&c, "~~/stor/d/obj", "x").await.unwrap();
     assert_eq!(
-        code(
-            c.put_bytes("~~/stor/d/obj/child", "x", PutOptions::default())
-                .await
-        ),
+        code(put_object(&c, "~~/stor/d/obj/child", "x").await),
         "ParentNotDirectory"
     );
     assert_eq!(
-        code(c.put_bytes("~~/stor/d", "x", PutOptions::default()).await),
+        code(put_object(&c, "~~/stor/d", "x").await),
         "OperationNotAllowedOnDirectory"
     );
     assert_eq!(code(c.rm("~~/stor/d").await), "DirectoryNotEmpty");
@@ -280,30 +274,17 @@ async fn directories_list_page_and_refuse_what_they_must() {
         "OperationNotAllowedOnRootDirectory"
     );
     assert_eq!(
-        code(c.put_bytes("~~/stor", "x", PutOptions::default()).await),
+        code(put_object(&c, "~~/stor", "x").await),
         "OperationNotAllowedOnRootDirectory"
     );
 
     for i in 0..30 {
-        c.put_bytes(
-            &format!("~~/stor/d/f{i:02}"),
-            format!("{i}"),
-            PutOptions::default(),
-        )
-        .await
-        .unwrap();
+        put_object(&c, &format!("~~/stor/d/f{i:02}"), format!("{i}"))
+            .await
+            .unwrap();
     }
     c.mkdir("~~/stor/d/sub").await.unwrap();
-    let (page, total) = c
-        .ls(
-            "~~/stor/d",
-            &ListOptions {
-                limit: Some(10),
-                ..ListOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let (page, total) = c.ls("~~/stor/d", &first(10)).await.unwrap();
     assert_eq!(total, 32, "Result-Set-Size counts every entry");
     assert_eq!(page.len(), 10);
     assert_eq!(page[0].name, "f00");
@@ -312,9 +293,8 @@ async fn directories_list_page_and_refuse_what_they_must() {
         .ls(
             "~~/stor/d",
             &ListOptions {
-                limit: Some(10),
                 marker: Some(page[9].name.clone()),
-                ..ListOptions::default()
+                ..first(10)
             },
         )
         .await
@@ -336,8 +316,7 @@ async fn directories_list_page_and_refuse_what_they_must() {
             "~~/stor/d",
             &ListOptions {
                 sort_mtime: true,
-                limit: Some(3),
-                ..ListOptions::default()
+                ..first(3)
             },
         )
         .await
@@ -348,8 +327,7 @@ async fn directories_list_page_and_refuse_what_they_must() {
             "~~/stor/d",
             &ListOptions {
                 reverse: true,
-                limit: Some(1),
-                ..ListOptions::default()
+                ..first(1)
             },
         )
         .await
@@ -357,15 +335,7 @@ async fn directories_list_page_and_refuse_what_they_must() {
     assert_eq!(rev[0].name, "sub");
     // Bad limits.
     for bad in [0, 1025] {
-        let r = c
-            .ls(
-                "~~/stor/d",
-                &ListOptions {
-                    limit: Some(bad),
-                    ..ListOptions::default()
-                },
-            )
-            .await;
+        let r = c.ls("~~/stor/d", &first(bad)).await;
         assert_eq!(code(r), "InvalidArgumentError");
     }
     // The account root lists the five areas.
@@ -387,9 +357,7 @@ async fn ranges() {
     let region = TestRegion::start().await.unwrap();
     let c = client(&region, &region.account).await;
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
-    c.put_bytes("~~/stor/r", data.clone(), PutOptions::default())
-        .await
-        .unwrap();
+    put_object(&c, "~~/stor/r", data.clone()).await.unwrap();
     let get = |r: &str| {
         let c = c.clone();
         let r = r.to_owned();
@@ -430,8 +398,7 @@ async fn ranges() {
 async fn conditional_requests_are_atomic() {
     let region = TestRegion::start().await.unwrap();
     let c = client(&region, &region.account).await;
-    let etag = c
-        .put_bytes("~~/stor/c", "v1", PutOptions::default())
+    let etag = put_object(&c, "~~/stor/c", "v1")
         .await
         .unwrap()
         .etag
@@ -537,10 +504,7 @@ async fn conditional_requests_are_atomic() {
 async fn snaplinks_share_bytes_and_outlive_their_source() {
     let region = TestRegion::start().await.unwrap();
     let c = client(&region, &region.account).await;
-    let put = c
-        .put_bytes("~~/stor/src", "linked bytes", PutOptions::default())
-        .await
-        .unwrap();
+    let put = put_object(&c, "~~/stor/src", "linked bytes").await.unwrap();
     let files_before: usize = region
         .storage
         .iter()
@@ -683,9 +647,7 @@ async fn cors_headers_follow_the_origin() {
     );
     assert_eq!(resp.headers()["access-control-allow-methods"], "GET, PUT");
     // Objects in public get a wildcard origin when none is given.
-    c.put_bytes("~~/public/p", "x", PutOptions::default())
-        .await
-        .unwrap();
+    put_object(&c, "~~/public/p", "x").await.unwrap();
     let anon = anonymous(&region, &region.account.login);
     let resp = anon
         .get(
@@ -707,12 +669,8 @@ async fn one_account_never_reaches_another_private_tree() {
     let bob_acct = region.add_account("bob").await.unwrap();
     let bob = client(&region, &bob_acct).await;
     let jill_login = region.account.login.clone();
-    jill.put_bytes("~~/stor/secret", "mine", PutOptions::default())
-        .await
-        .unwrap();
-    jill.put_bytes("~~/public/shared", "ours", PutOptions::default())
-        .await
-        .unwrap();
+    put_object(&jill, "~~/stor/secret", "mine").await.unwrap();
+    put_object(&jill, "~~/public/shared", "ours").await.unwrap();
     let theirs = |p: &str| format!("/{jill_login}/{p}");
     assert_eq!(
         code(bob.get_bytes(&theirs("stor/secret")).await),
@@ -723,17 +681,11 @@ async fn one_account_never_reaches_another_private_tree() {
         "AuthorizationFailed"
     );
     assert_eq!(
-        code(
-            bob.put_bytes(&theirs("stor/planted"), "x", PutOptions::default())
-                .await
-        ),
+        code(put_object(&bob, &theirs("stor/planted"), "x").await),
         "AuthorizationFailed"
     );
     assert_eq!(
-        code(
-            bob.put_bytes(&theirs("public/planted"), "x", PutOptions::default())
-                .await
-        ),
+        code(put_object(&bob, &theirs("public/planted"), "x").await),
         "AuthorizationFailed"
     );
     assert_eq!(
@@ -756,10 +708,7 @@ async fn one_account_never_reaches_another_private_tree() {
         "AuthorizationRequired"
     );
     assert_eq!(
-        code(
-            anon.put_bytes("~~/public/x", "x", PutOptions::default())
-                .await
-        ),
+        code(put_object(&anon, "~~/public/x", "x").await),
         "AuthorizationRequired"
     );
     // A signature by bob's key claiming to be jill.
@@ -791,7 +740,7 @@ async fn one_account_never_reaches_another_private_tree() {
 async fn presigned_urls_work_until_they_expire() {
     let region = TestRegion::start().await.unwrap();
     let c = client(&region, &region.account).await;
-    c.put_bytes("~~/stor/a b.txt", "presigned", PutOptions::default())
+    put_object(&c, "~~/stor/a b.txt", "presigned")
         .await
         .unwrap();
     let in_an_hour = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);

@@ -23,6 +23,16 @@ pub fn anonymous(region: &TestRegion, login: &str) -> MantaClient {
     MantaClient::with_signer(cfg, None).unwrap()
 }
 
+/// Stores `body` at `path` through `c` with the default options (durability, type, ...).
+pub async fn put_object(
+    c: &MantaClient,
+    path: &str,
+    body: impl Into<bytes::Bytes>,
+) -> Result<manta_client::PutResult, manta_client::Error> {
+    c.put_bytes(path, body, manta_client::PutOptions::default())
+        .await
+}
+
 /// The server's error code of a failed call.
 pub fn code<T: std::fmt::Debug>(r: Result<T, manta_client::Error>) -> String {
     match r {
