@@ -205,6 +205,21 @@ fn upload_failure(
     }
 }
 
+/// A request body as the data path reads it: chunks of bytes, or an error (shown in the
+/// log) that ends the upload.
+pub trait UploadBody: Stream<Item = Result<Bytes, <Self as UploadBody>::Error>> + Unpin {
+    /// Why the body ended early.
+    type Error: std::fmt::Display;
+}
+
+impl<S, E> UploadBody for S
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    type Error = E;
+}
+
 /// Streams `body` to `copies` storage nodes as a new object (a fresh object id) of account
 /// `creator`, and hands the stored bytes back uncommitted: the caller writes the record
 /// through [`Uncommitted::commit`].
@@ -213,18 +228,14 @@ fn upload_failure(
 /// `NotEnoughSpace` when no set of nodes fits; `ServiceUnavailable` when no set answers or a
 /// node fails mid-stream; `UploadTimeout`, `UploadAbandoned`, `MaxContentLengthExceeded`,
 /// `ContentMD5Mismatch` as the client's body dictates.
-pub async fn store<S, E>(
+pub async fn store(
     fd: &Arc<Frontdoor>,
     creator: &str,
     copies: u32,
     len: BodyLength,
     content_md5: Option<&str>,
-    body: S,
-) -> ApiResult<Uncommitted>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
+    body: impl UploadBody,
+) -> ApiResult<Uncommitted> {
     let cfg = &fd.cfg;
     let mut limit = len.exact.or(len.max).unwrap_or(cfg.max_streaming_size);
     // A body of unknown length is placed where at least `chunked_reserve` is free, and may then
@@ -235,8 +246,7 @@ where
         .unwrap_or(cfg.chunked_reserve.min(limit));
     let object_id = ObjectId::random();
     if len.exact == Some(0) {
-        return empty_upload(content_md5)
-            .map(|s| Uncommitted::adopt(fd, creator, object_id, Vec::new(), s));
+        return empty_upload(fd, creator, object_id, content_md5);
     }
     let key = object_key(creator, &object_id.to_string())?;
     fd.picker
@@ -283,8 +293,13 @@ where
     Ok(Uncommitted::adopt(fd, creator, object_id, nodes, stored))
 }
 
-/// What an upload of zero bytes stores: nothing, anywhere.
-fn empty_upload(content_md5: Option<&str>) -> ApiResult<Stored> {
+/// An upload of zero bytes as object `object_id` of `creator`: nothing is stored, anywhere.
+fn empty_upload(
+    fd: &Arc<Frontdoor>,
+    creator: &str,
+    object_id: ObjectId,
+    content_md5: Option<&str>,
+) -> ApiResult<Uncommitted> {
     if content_md5.is_some_and(|m| m != EMPTY_MD5) {
         return Err(err(
             ErrorCode::ContentMD5Mismatch,
@@ -294,7 +309,13 @@ fn empty_upload(content_md5: Option<&str>) -> ApiResult<Stored> {
             ),
         ));
     }
-    Ok(Stored::empty())
+    Ok(Uncommitted::adopt(
+        fd,
+        creator,
+        object_id,
+        Vec::new(),
+        Stored::empty(),
+    ))
 }
 
 /// Like [`store`], but on exactly `nodes` (no other set is tried): the S3 API's multipart
@@ -304,23 +325,18 @@ fn empty_upload(content_md5: Option<&str>) -> ApiResult<Stored> {
 /// # Errors
 /// `ServiceUnavailable` when any of `nodes` cannot be reached or fails mid-stream (the nodes
 /// that were reached are told to drop what they have); otherwise as [`store`].
-pub async fn store_on<S, E>(
+pub async fn store_on(
     fd: &Arc<Frontdoor>,
     nodes: &[crate::picker::Node],
     creator: &str,
     len: BodyLength,
     content_md5: Option<&str>,
-    body: S,
-) -> ApiResult<Uncommitted>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
+    body: impl UploadBody,
+) -> ApiResult<Uncommitted> {
     let limit = len.exact.or(len.max).unwrap_or(fd.cfg.max_streaming_size);
     let object_id = ObjectId::random();
     if len.exact == Some(0) {
-        return empty_upload(content_md5)
-            .map(|s| Uncommitted::adopt(fd, creator, object_id, Vec::new(), s));
+        return empty_upload(fd, creator, object_id, content_md5);
     }
     let key = object_key(creator, &object_id.to_string())?;
     let (ok, failed) = start_all(fd, nodes, &key, len, content_md5).await;
@@ -346,25 +362,19 @@ where
 }
 
 /// Streams `body` to every node of `streams` (already connected) and collects the outcome.
-async fn pump<S, E>(
+async fn pump(
     fd: &Arc<Frontdoor>,
     streams: Vec<NodeUpload>,
     key: &ObjectKey,
     len: BodyLength,
     limit: u64,
     content_md5: Option<&str>,
-    body: S,
-) -> ApiResult<Stored>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    let cfg = &fd.cfg;
+    mut body: impl UploadBody,
+) -> ApiResult<Stored> {
     let hasher = Hasher::start(Digest::Md5);
-    let mut body = body;
     let mut total = 0u64;
     loop {
-        let next = tokio::time::timeout(cfg.data_timeout, body.next()).await;
+        let next = tokio::time::timeout(fd.cfg.data_timeout, body.next()).await;
         let chunk = match next {
             Err(_) => {
                 abort_all(streams).await;
@@ -843,6 +853,16 @@ struct Reading {
     done: bool,
 }
 
+/// Counts `out`, about to be sent to a client, in the front door's metrics.
+fn count_sent(fd: &Frontdoor, out: &Bytes) {
+    fd.metrics.inc_by(
+        "frontdoor_bytes_out_total",
+        "Object bytes sent to clients.",
+        &[],
+        out.len() as f64,
+    );
+}
+
 fn verified_stream(
     fd: Arc<Frontdoor>,
     body: storage_api::client::BodyStream,
@@ -885,12 +905,7 @@ fn verified_stream(
                     }
                     let out = st.pending.replace(data);
                     if let Some(out) = out {
-                        st.fd.metrics.inc_by(
-                            "frontdoor_bytes_out_total",
-                            "Object bytes sent to clients.",
-                            &[],
-                            out.len() as f64,
-                        );
+                        count_sent(&st.fd, &out);
                         return Some((Ok(out), st));
                     }
                 }
@@ -910,12 +925,7 @@ fn verified_stream(
                         }
                     }
                     let out = st.pending.take()?;
-                    st.fd.metrics.inc_by(
-                        "frontdoor_bytes_out_total",
-                        "Object bytes sent to clients.",
-                        &[],
-                        out.len() as f64,
-                    );
+                    count_sent(&st.fd, &out);
                     return Some((Ok(out), st));
                 }
             }

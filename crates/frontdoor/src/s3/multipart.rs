@@ -220,18 +220,14 @@ pub async fn create(
 }
 
 /// Stores a part's bytes on the upload's nodes and records it.
-async fn store_part<S, E>(
+async fn store_part(
     api: &S3Api,
     upload: &Versioned<UploadRecord>,
     part: u32,
     len: BodyLength,
     md5: Option<&str>,
-    body: S,
-) -> S3Result<MetadataRecord>
-where
-    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
-{
+    body: impl data::UploadBody,
+) -> S3Result<MetadataRecord> {
     let u = &upload.rec;
     let nodes = nodes_of(&api.fd, &u.sharks).await?;
     let bytes = data::store_on(&api.fd, &nodes, &u.owner, len, md5, body)
