@@ -170,6 +170,31 @@ where
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
+/// Times `op(worker, i)` for `n` indexes one after another (latency; worker 0), then for `n`
+/// more indexes (`n..2n`, so writes stay new keys) over `workers` concurrent tasks (ops/s).
+async fn seq_and_par<F, Fut>(n: usize, workers: usize, op: F) -> Result<(Stats, f64)>
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let seq = time_seq(n, |i| op(0, i)).await?;
+    let par = time_par(n, workers, move |w, i| op(w, n + i)).await?;
+    Ok((seq, par))
+}
+
+impl Line {
+    /// A table line from Moray's and the baseline's (latency, ops/s).
+    fn new(name: &'static str, moray: (Stats, f64), raw: (Stats, f64)) -> Line {
+        Line {
+            name,
+            moray: moray.0,
+            raw: raw.0,
+            moray_tput: moray.1,
+            raw_tput: raw.1,
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -204,12 +229,12 @@ async fn main() -> Result<()> {
     for _ in 0..args.concurrency.max(1) {
         raws.push(Arc::new(pg.client().await?));
     }
-    let raw = raws[0].clone();
     let mut lines = Vec::new();
 
-    // putObject
-    let m = time_seq(args.ops, |i| {
-        let c = client.clone();
+    let (ops, finds, conc) = (args.ops, args.finds, args.concurrency);
+    let c = client.clone();
+    let moray = seq_and_par(ops, conc, move |_, i| {
+        let c = c.clone();
         async move {
             c.put_object("bench", &format!("/put/m/{i}"), value(i), PutOptions::any())
                 .await?;
@@ -217,59 +242,18 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    let r = time_seq(args.ops, |i| {
-        let pg = raw.clone();
+    let rs = raws.clone();
+    let raw = seq_and_par(ops, conc, move |w, i| {
+        let pg = rs[w].clone();
         async move { raw_put(&pg, &format!("/put/r/{i}"), i).await }
     })
     .await?;
-    let c2 = client.clone();
-    let mt = time_par(args.ops, args.concurrency, move |_, i| {
-        let c = c2.clone();
-        async move {
-            c.put_object(
-                "bench",
-                &format!("/put/mp/{i}"),
-                value(i),
-                PutOptions::any(),
-            )
-            .await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let rs = raws.clone();
-    let rt = time_par(args.ops, args.concurrency, move |w, i| {
-        let pg = rs[w].clone();
-        async move { raw_put(&pg, &format!("/put/rp/{i}"), i).await }
-    })
-    .await?;
-    lines.push(Line {
-        name: "putObject",
-        moray: m,
-        raw: r,
-        moray_tput: mt,
-        raw_tput: rt,
-    });
+    lines.push(Line::new("putObject", moray, raw));
 
-    // getObject
     let rows = args.rows;
-    let m = time_seq(args.ops, |i| {
-        let c = client.clone();
-        async move {
-            c.get_object("bench", &format!("/load/{:08}", pick(i, rows)))
-                .await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let r = time_seq(args.ops, |i| {
-        let pg = raw.clone();
-        async move { raw_get(&pg, &format!("/load/{:08}", pick(i, rows))).await }
-    })
-    .await?;
-    let c2 = client.clone();
-    let mt = time_par(args.ops, args.concurrency, move |_, i| {
-        let c = c2.clone();
+    let c = client.clone();
+    let moray = seq_and_par(ops, conc, move |_, i| {
+        let c = c.clone();
         async move {
             c.get_object("bench", &format!("/load/{:08}", pick(i, rows)))
                 .await?;
@@ -278,40 +262,32 @@ async fn main() -> Result<()> {
     })
     .await?;
     let rs = raws.clone();
-    let rt = time_par(args.ops, args.concurrency, move |w, i| {
+    let raw = seq_and_par(ops, conc, move |w, i| {
         let pg = rs[w].clone();
         async move { raw_get(&pg, &format!("/load/{:08}", pick(i, rows))).await }
     })
     .await?;
-    lines.push(Line {
-        name: "getObject",
-        moray: m,
-        raw: r,
-        moray_tput: mt,
-        raw_tput: rt,
-    });
+    lines.push(Line::new("getObject", moray, raw));
 
-    // findObjects
-    let m = time_seq(args.finds, |i| {
-        let c = client.clone();
+    let c = client.clone();
+    let moray = seq_and_par(finds, conc, move |_, i| {
+        let c = c.clone();
         async move {
+            let opts = FindOptions {
+                limit: Some(1000),
+                ..Default::default()
+            };
             let found = c
-                .find_objects(
-                    "bench",
-                    &format!("(grp={})", i % GROUPS),
-                    FindOptions {
-                        limit: Some(1000),
-                        ..Default::default()
-                    },
-                )
+                .find_objects("bench", &format!("(grp={})", i % GROUPS), opts)
                 .await?;
             anyhow::ensure!((1..=1000).contains(&found.len()), "found {}", found.len());
             Ok(())
         }
     })
     .await?;
-    let r = time_seq(args.finds, |i| {
-        let pg = raw.clone();
+    let rs = raws.clone();
+    let raw = seq_and_par(finds, conc, move |w, i| {
+        let pg = rs[w].clone();
         async move {
             let n = raw_find(&pg, i % GROUPS).await?;
             anyhow::ensure!((1..=1000).contains(&n), "found {n}");
@@ -319,39 +295,7 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    let c2 = client.clone();
-    let mt = time_par(args.finds, args.concurrency, move |_, i| {
-        let c = c2.clone();
-        async move {
-            c.find_objects(
-                "bench",
-                &format!("(grp={})", i % GROUPS),
-                FindOptions {
-                    limit: Some(1000),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let rs = raws.clone();
-    let rt = time_par(args.finds, args.concurrency, move |w, i| {
-        let pg = rs[w].clone();
-        async move {
-            raw_find(&pg, i % GROUPS).await?;
-            Ok(())
-        }
-    })
-    .await?;
-    lines.push(Line {
-        name: "findObjects",
-        moray: m,
-        raw: r,
-        moray_tput: mt,
-        raw_tput: rt,
-    });
+    lines.push(Line::new("findObjects", moray, raw));
 
     // The same findObjects read as bytes only (no client-side JSON decoding), to split Moray's
     // cost between the server and the client library.
@@ -363,7 +307,7 @@ async fn main() -> Result<()> {
             i % GROUPS
         )
     };
-    let m = time_seq(args.finds, |i| {
+    let bytes = seq_and_par(finds, conc, move |_, i| {
         let (http, url, b) = (http.clone(), find_url.clone(), body(i));
         async move {
             let bytes = http
@@ -379,29 +323,8 @@ async fn main() -> Result<()> {
         }
     })
     .await?;
-    let (h2, u2) = (http.clone(), find_url.clone());
-    let mt = time_par(args.finds, args.concurrency, move |_, i| {
-        let (http, url, b) = (h2.clone(), u2.clone(), body(i));
-        async move {
-            http.post(url)
-                .body(b)
-                .send()
-                .await?
-                .error_for_status()?
-                .bytes()
-                .await?;
-            Ok(())
-        }
-    })
-    .await?;
-    let (r, rt) = (lines[2].raw, lines[2].raw_tput);
-    lines.push(Line {
-        name: "find, bytes",
-        moray: m,
-        raw: r,
-        moray_tput: mt,
-        raw_tput: rt,
-    });
+    let raw = (lines[2].raw, lines[2].raw_tput);
+    lines.push(Line::new("find, bytes", bytes, raw));
 
     println!(
         "moray over HTTP vs the same SQL straight to Postgres ({} rows; {} sequential ops, {} clients for ops/s)",
