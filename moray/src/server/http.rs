@@ -1,6 +1,8 @@
 //! The HTTP face of the server: one `POST /<method>` route per RPC, JSON in, JSON (or a JSON
 //! stream) out, errors as `{"name", "message", "context"}` with their status.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +16,10 @@ use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio_postgres::Transaction;
 
 use super::buckets;
-use super::db::{Db, Op, OpError, Params, Primary, redact};
+use super::db::{Conn, Db, Op, OpError, Params, Primary, redact};
 use super::objects::{self, load_bucket, now_ms, parse_filter, record_json, validate_record};
 use super::query::{compile, order_by};
 use super::triggers::{self, TxnCtx};
@@ -30,28 +33,31 @@ pub(crate) struct AppState {
     pub primary: Arc<Primary>,
 }
 
-/// The RPC routes (without `/ping` and `/metrics`, which `with_observability` adds).
+/// The RPC routes (without `/ping` and `/metrics`, which `with_observability` adds): those on
+/// buckets, those on the objects in them, and the server's own.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/createBucket", post(create_bucket))
-        .route("/getBucket", post(get_bucket))
+    let buckets = Router::new()
+        .route("/createBucket", post(rpc(create_bucket)))
+        .route("/getBucket", post(rpc(get_bucket)))
         .route("/listBuckets", post(list_buckets))
-        .route("/updateBucket", post(update_bucket))
-        .route("/delBucket", post(del_bucket))
-        .route("/putObject", post(put_object))
-        .route("/getObject", post(get_object))
-        .route("/delObject", post(del_object))
+        .route("/updateBucket", post(rpc(update_bucket)))
+        .route("/delBucket", post(rpc(del_bucket)));
+    let objects = Router::new()
+        .route("/putObject", post(rpc(put_object)))
+        .route("/getObject", post(rpc(get_object)))
+        .route("/delObject", post(rpc(del_object)))
         .route("/findObjects", post(find_objects))
-        .route("/updateObjects", post(update_objects))
-        .route("/deleteMany", post(delete_many))
-        .route("/batch", post(batch))
-        .route("/reindexObjects", post(reindex_objects))
-        .route("/sql", post(sql))
-        .route("/ping", post(ping))
+        .route("/updateObjects", post(rpc(update_objects)))
+        .route("/deleteMany", post(rpc(delete_many)))
+        .route("/batch", post(rpc(batch)))
+        .route("/reindexObjects", post(rpc(reindex_objects)));
+    let server = Router::new()
+        .route("/sql", post(rpc(sql)))
+        .route("/ping", post(rpc(ping)))
         .route("/version", post(version))
         .route("/status", get(status))
-        .route("/health", get(health))
-        .with_state(state)
+        .route("/health", get(health));
+    buckets.merge(objects).merge(server).with_state(state)
 }
 
 /// Largest request body accepted (a batch of many records).
@@ -68,6 +74,29 @@ async fn parse<T: DeserializeOwned>(body: Body) -> Result<T, Error> {
     let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
     serde_json::from_slice(body)
         .map_err(|e| Error::invalid_argument(format!("bad request body: {e}")))
+}
+
+/// What an RPC's handler gives back to [`rpc`]: its response, or the error to answer with.
+type Answer = Result<Response, Error>;
+
+/// The axum handler of one RPC: parses the request body into the RPC's request, runs `f` on
+/// it, and answers with what `f` answers or with its error.
+fn rpc<R, F, Fut>(
+    f: F,
+) -> impl Fn(State<Arc<AppState>>, Body) -> Pin<Box<dyn Future<Output = Response> + Send>>
++ Clone
++ Send
++ Sync
++ 'static
+where
+    R: DeserializeOwned + Send + 'static,
+    F: Fn(Arc<AppState>, R) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Answer> + Send + 'static,
+{
+    move |State(st), body| {
+        let f = f.clone();
+        Box::pin(async move { respond(async { f(st, parse(body).await?).await }.await) })
+    }
 }
 
 pub(crate) fn error_response(e: &Error) -> Response {
@@ -96,13 +125,13 @@ fn raw_json(body: String) -> Response {
     resp
 }
 
-fn json_response<T: Serialize>(v: &T) -> Result<Response, Error> {
+fn json_response<T: Serialize>(v: &T) -> Answer {
     serde_json::to_string(v)
         .map(raw_json)
         .map_err(|e| Error::internal(format!("encode response: {e}")))
 }
 
-fn respond(r: Result<Response, Error>) -> Response {
+fn respond(r: Answer) -> Response {
     r.unwrap_or_else(|e| error_response(&e))
 }
 
@@ -133,291 +162,199 @@ where
     }
 }
 
-async fn create_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::PutBucket = parse(body).await?;
-            let r = &r;
-            let b = run_op(&st, |db| async move {
-                buckets::create(&db, &r.name, &r.config).await
-            })
-            .await?;
-            json_response(&b)
-        }
-        .await,
-    )
+/// [`run_op`] for a write: `$body` runs in a transaction of its own, as [`in_txn`] runs it,
+/// with `$db`, `$txn` and `$ctx` bound. A macro because a function would have to take the
+/// body as a generic async closure, and the compiler cannot then see that the handler's future
+/// is `Send`.
+macro_rules! run_in_txn {
+    ($st:expr, |$db:ident, $txn:ident, $ctx:pat_param| $body:expr) => {
+        run_op($st, |$db| async move {
+            in_txn(&$db, $db.conn().await?, async |$txn, $ctx| $body).await
+        })
+    };
 }
 
-async fn get_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::Name = parse(body).await?;
-            let r = &r;
-            let b = run_op(&st, |db| async move {
-                db.ensure_catalog().await?;
-                let conn = db.conn().await?;
-                buckets::load(&*conn, &r.name).await?.ok_or_else(|| {
-                    OpError::Moray(Error::BucketNotFound {
-                        bucket: r.name.clone(),
-                    })
-                })
+/// Runs `f` in a transaction on `conn`, with a context for the triggers of the writes it
+/// makes; then applies what those triggers collected and commits.
+async fn in_txn<T>(
+    db: &Db,
+    mut conn: Conn,
+    f: impl AsyncFnOnce(&Transaction<'_>, &mut TxnCtx) -> Op<T>,
+) -> Op<T> {
+    let txn = conn.transaction().await?;
+    let mut ctx = TxnCtx::new(now_ms());
+    let v = f(&txn, &mut ctx).await?;
+    triggers::finish(db, &txn, &mut ctx).await?;
+    txn.commit().await?;
+    Ok(v)
+}
+
+async fn create_bucket(st: Arc<AppState>, r: req::PutBucket) -> Answer {
+    let r = &r;
+    let b = run_op(&st, |db| async move {
+        buckets::create(&db, &r.name, &r.config).await
+    })
+    .await?;
+    json_response(&b)
+}
+
+async fn get_bucket(st: Arc<AppState>, r: req::Name) -> Answer {
+    let r = &r;
+    let b = run_op(&st, |db| async move {
+        db.ensure_catalog().await?;
+        let conn = db.conn().await?;
+        buckets::load(&*conn, &r.name).await?.ok_or_else(|| {
+            OpError::Moray(Error::BucketNotFound {
+                bucket: r.name.clone(),
             })
-            .await?;
-            json_response(&b.to_bucket())
-        }
-        .await,
-    )
+        })
+    })
+    .await?;
+    json_response(&b.to_bucket())
 }
 
 async fn list_buckets(State(st): State<Arc<AppState>>) -> Response {
-    respond(
-        async {
-            let v = run_op(&st, |db| async move { buckets::list(&db).await }).await?;
-            json_response(&v)
-        }
-        .await,
-    )
+    let v = run_op(&st, |db| async move { buckets::list(&db).await }).await;
+    respond(v.and_then(|v| json_response(&v)))
 }
 
-async fn update_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::PutBucket = parse(body).await?;
-            let r = &r;
-            // Index builds on big tables take as long as they take; the DDL itself never
-            // waits on a lock for long (see buckets::update).
-            let db = st.primary.get()?;
-            let b = db
-                .bounded_for(
-                    Duration::from_secs(3600),
-                    buckets::update(&db, &r.name, &r.config, r.no_reindex),
-                )
-                .await
-                .map_err(OpError::into_error)?;
-            json_response(&b)
-        }
-        .await,
-    )
+async fn update_bucket(st: Arc<AppState>, r: req::PutBucket) -> Answer {
+    // Index builds on big tables take as long as they take; the DDL itself never waits on a
+    // lock for long (see buckets::update).
+    let db = st.primary.get()?;
+    let b = db
+        .bounded_for(
+            Duration::from_secs(3600),
+            buckets::update(&db, &r.name, &r.config, r.no_reindex),
+        )
+        .await
+        .map_err(OpError::into_error)?;
+    json_response(&b)
 }
 
-async fn del_bucket(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::Name = parse(body).await?;
-            let r = &r;
-            run_op(&st, |db| async move { buckets::delete(&db, &r.name).await }).await?;
-            json_response(&json!({}))
-        }
-        .await,
-    )
+async fn del_bucket(st: Arc<AppState>, r: req::Name) -> Answer {
+    let r = &r;
+    run_op(&st, |db| async move { buckets::delete(&db, &r.name).await }).await?;
+    json_response(&json!({}))
 }
 
-async fn put_object(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::PutObject = parse(body).await?;
-            validate_record(&r.key, &r.value)?;
-            let r = &r;
-            let vnode = r.vnode.and_then(|v| i64::try_from(v).ok());
-            let etag = run_op(&st, |db| async move {
-                let mut conn = db.conn().await?;
-                let s = load_bucket(&db, &*conn, &r.bucket).await?;
-                if s.config.post.is_empty() && r.options.etag == EtagCondition::Any {
-                    // Nothing to check and nothing to trigger: one upsert, no transaction.
-                    let w = objects::write_row(
-                        &*conn,
-                        &s,
-                        &r.key,
-                        &r.value,
-                        &EtagCondition::Any,
-                        vnode,
-                        now_ms(),
-                        false,
-                    )
-                    .await?;
-                    return Ok(w.etag);
-                }
-                let txn = conn.transaction().await?;
-                let mut ctx = TxnCtx::new(now_ms());
-                let etag = objects::put(
-                    &db,
-                    &txn,
-                    &r.bucket,
-                    &r.key,
-                    &r.value,
-                    &r.options.etag,
-                    vnode,
-                    &mut ctx,
-                )
-                .await?;
-                triggers::finish(&db, &txn, &mut ctx).await?;
-                txn.commit().await?;
-                Ok(etag)
-            })
+async fn put_object(st: Arc<AppState>, r: req::PutObject) -> Answer {
+    validate_record(&r.key, &r.value)?;
+    let vnode = r.vnode.and_then(|v| i64::try_from(v).ok());
+    let r = &r;
+    let etag = run_op(&st, |db| async move {
+        let conn = db.conn().await?;
+        let s = load_bucket(&db, &*conn, &r.bucket).await?;
+        if s.config.post.is_empty() && r.options.etag == EtagCondition::Any {
+            // Nothing to check and nothing to trigger: one upsert, no transaction.
+            let w = objects::write_row(
+                &*conn,
+                &s,
+                &r.key,
+                &r.value,
+                &EtagCondition::Any,
+                vnode,
+                now_ms(),
+                false,
+            )
             .await?;
-            json_response(&PutResult { etag })
+            return Ok(w.etag);
         }
-        .await,
-    )
+        in_txn(&db, conn, async |txn, ctx| {
+            let (key, value) = (&r.key, &r.value);
+            objects::put(&db, txn, &r.bucket, key, value, &r.options.etag, vnode, ctx).await
+        })
+        .await
+    })
+    .await?;
+    json_response(&PutResult { etag })
 }
 
-async fn get_object(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::GetObject = parse(body).await?;
-            let r = &r;
-            let json = run_op(&st, |db| async move {
-                objects::get(&db, &r.bucket, &r.key).await
-            })
-            .await?;
-            Ok(raw_json(json))
-        }
-        .await,
-    )
+async fn get_object(st: Arc<AppState>, r: req::GetObject) -> Answer {
+    let r = &r;
+    let json = run_op(&st, async |db| objects::get(&db, &r.bucket, &r.key).await).await?;
+    Ok(raw_json(json))
 }
 
-async fn del_object(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::DelObject = parse(body).await?;
-            let r = &r;
-            run_op(&st, |db| async move {
-                let mut conn = db.conn().await?;
-                let s = load_bucket(&db, &*conn, &r.bucket).await?;
-                if s.config.post.is_empty() {
-                    objects::delete_row(&*conn, &s, &r.key, &r.options.etag).await?;
-                    return Ok(());
-                }
-                let txn = conn.transaction().await?;
-                let mut ctx = TxnCtx::new(now_ms());
-                objects::del(&db, &txn, &r.bucket, &r.key, &r.options.etag, &mut ctx).await?;
-                triggers::finish(&db, &txn, &mut ctx).await?;
-                txn.commit().await?;
-                Ok(())
-            })
-            .await?;
-            json_response(&json!({}))
+async fn del_object(st: Arc<AppState>, r: req::DelObject) -> Answer {
+    let r = &r;
+    run_op(&st, |db| async move {
+        let conn = db.conn().await?;
+        let s = load_bucket(&db, &*conn, &r.bucket).await?;
+        if s.config.post.is_empty() {
+            objects::delete_row(&*conn, &s, &r.key, &r.options.etag).await?;
+            return Ok(());
         }
-        .await,
-    )
+        in_txn(&db, conn, async |txn, ctx| {
+            objects::del(&db, txn, &r.bucket, &r.key, &r.options.etag, ctx).await
+        })
+        .await
+    })
+    .await?;
+    json_response(&json!({}))
 }
 
-async fn update_objects(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::UpdateObjects = parse(body).await?;
-            let r = &r;
-            let c = run_op(&st, |db| async move {
-                let mut conn = db.conn().await?;
-                let txn = conn.transaction().await?;
-                let c = objects::update_many(&db, &txn, &r.bucket, &r.fields, &r.filter, now_ms())
-                    .await?;
-                txn.commit().await?;
-                Ok(c)
-            })
-            .await?;
-            json_response(&c)
-        }
-        .await,
-    )
+async fn update_objects(st: Arc<AppState>, r: req::UpdateObjects) -> Answer {
+    let r = &r;
+    let c = run_in_txn!(&st, |db, txn, ctx| {
+        objects::update_many(&db, txn, &r.bucket, &r.fields, &r.filter, ctx.now_ms).await
+    })
+    .await?;
+    json_response(&c)
 }
 
-async fn delete_many(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::DeleteMany = parse(body).await?;
-            let r = &r;
-            let c: CountResult = run_op(&st, |db| async move {
-                let mut conn = db.conn().await?;
-                let txn = conn.transaction().await?;
-                let mut ctx = TxnCtx::new(now_ms());
-                let c = objects::delete_many(&db, &txn, &r.bucket, &r.filter, r.limit, &mut ctx)
-                    .await?;
-                triggers::finish(&db, &txn, &mut ctx).await?;
-                txn.commit().await?;
-                Ok(c)
-            })
-            .await?;
-            json_response(&c)
-        }
-        .await,
-    )
+async fn delete_many(st: Arc<AppState>, r: req::DeleteMany) -> Answer {
+    let r = &r;
+    let c: CountResult = run_in_txn!(&st, |db, txn, ctx| {
+        objects::delete_many(&db, txn, &r.bucket, &r.filter, r.limit, ctx).await
+    })
+    .await?;
+    json_response(&c)
 }
 
-async fn batch(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::Batch = parse(body).await?;
-            for op in &r.requests {
-                if let crate::types::BatchOp::Put { key, value, .. } = op {
-                    validate_record(key, value)?;
-                }
-            }
-            let r = &r;
-            let res = run_op(&st, |db| async move {
-                let mut conn = db.conn().await?;
-                let txn = conn.transaction().await?;
-                let mut ctx = TxnCtx::new(now_ms());
-                let res = objects::batch(&db, &txn, &r.requests, &r.vnodes, &mut ctx).await?;
-                triggers::finish(&db, &txn, &mut ctx).await?;
-                txn.commit().await?;
-                Ok(res)
-            })
-            .await?;
-            json_response(&res)
+async fn batch(st: Arc<AppState>, r: req::Batch) -> Answer {
+    for op in &r.requests {
+        if let crate::types::BatchOp::Put { key, value, .. } = op {
+            validate_record(key, value)?;
         }
-        .await,
-    )
+    }
+    let r = &r;
+    let res = run_in_txn!(&st, |db, txn, ctx| {
+        objects::batch(&db, txn, &r.requests, &r.vnodes, ctx).await
+    })
+    .await?;
+    json_response(&res)
 }
 
-async fn reindex_objects(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::Reindex = parse(body).await?;
-            let r = &r;
-            let res = run_op(&st, |db| async move {
-                let mut conn = db.conn().await?;
-                let txn = conn.transaction().await?;
-                let res = objects::reindex(&db, &txn, &r.bucket, r.count).await?;
-                txn.commit().await?;
-                Ok(res)
-            })
-            .await?;
-            json_response(&res)
-        }
-        .await,
-    )
+async fn reindex_objects(st: Arc<AppState>, r: req::Reindex) -> Answer {
+    let r = &r;
+    let res = run_in_txn!(&st, |db, txn, _| {
+        objects::reindex(&db, txn, &r.bucket, r.count).await
+    })
+    .await?;
+    json_response(&res)
 }
 
-async fn sql(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::Sql = parse(body).await?;
-            let r = &r;
-            let rows = run_op(&st, |db| async move {
-                super::sql::run(&db, &r.statement, &r.values).await
-            })
-            .await
-            .map_err(|e| match e {
-                Error::Internal { message } => Error::invalid_query(message),
-                other => other,
-            })?;
-            json_response(&rows)
-        }
-        .await,
-    )
+async fn sql(st: Arc<AppState>, r: req::Sql) -> Answer {
+    let r = &r;
+    let rows = run_op(&st, |db| async move {
+        super::sql::run(&db, &r.statement, &r.values).await
+    })
+    .await
+    .map_err(|e| match e {
+        Error::Internal { message } => Error::invalid_query(message),
+        other => other,
+    })?;
+    json_response(&rows)
 }
 
 /// `GET /health`: 200 when a writable primary answers, else the error (503 while failing
 /// over). What a supervisor polls; `GET /ping` only says the process is up.
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     respond(
-        async {
-            deep_ping(&st)
-                .await
-                .and_then(|()| json_response(&json!({"ok": true})))
-        }
-        .await,
+        deep_ping(&st)
+            .await
+            .and_then(|()| json_response(&json!({"ok": true}))),
     )
 }
 
@@ -445,17 +382,11 @@ async fn deep_ping(st: &AppState) -> Result<(), Error> {
     Ok(())
 }
 
-async fn ping(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    respond(
-        async {
-            let r: req::Ping = parse(body).await?;
-            if r.deep {
-                deep_ping(&st).await?;
-            }
-            json_response(&json!({"ok": true}))
-        }
-        .await,
-    )
+async fn ping(st: Arc<AppState>, r: req::Ping) -> Answer {
+    if r.deep {
+        deep_ping(&st).await?;
+    }
+    json_response(&json!({"ok": true}))
 }
 
 async fn version() -> Response {
