@@ -65,6 +65,34 @@ pub fn parse_endpoints(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Reads `key` within [`ETCD_TIMEOUT`]; a failure is a retryable `Ring` error that says it
+/// was trying to `what`.
+pub(crate) async fn get_key(
+    c: &mut Client,
+    key: &str,
+    what: &str,
+) -> Result<etcd_client::GetResponse, Error> {
+    tokio::time::timeout(ETCD_TIMEOUT, c.get(key, None))
+        .await
+        .map_err(|_| etcd_err(what, "timed out"))?
+        .map_err(|e| etcd_err(what, e))
+}
+
+/// A watcher's (re)connection: connects as [`connect_any`] does from endpoint `*start`,
+/// keeping the endpoint it reached in `start` for next time, and reads `key` as [`get_key`]
+/// does.
+pub(crate) async fn connect_and_get(
+    endpoints: &[String],
+    start: &mut usize,
+    key: &str,
+    what: &str,
+) -> Result<(Client, etcd_client::GetResponse), Error> {
+    let (mut c, idx) = connect_any(endpoints, *start).await?;
+    *start = idx;
+    let resp = get_key(&mut c, key, what).await?;
+    Ok((c, resp))
+}
+
 pub(crate) fn etcd_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Ring {
         message: format!("{what}: {e}"),

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::Error;
-use crate::etcd::{ETCD_TIMEOUT, connect_any, etcd_err};
+use crate::etcd::{ETCD_TIMEOUT, connect_any, etcd_err, get_key};
 
 /// The etcd key holding the ring.
 pub const RING_KEY: &str = "/manta/ring";
@@ -273,10 +273,7 @@ impl RingStore {
     /// `Ring` when etcd is unreachable or the stored value is not a valid ring.
     pub async fn load(&self) -> Result<Option<(Ring, i64)>, Error> {
         let (mut c, _) = connect_any(&self.endpoints, 0).await?;
-        let resp = tokio::time::timeout(ETCD_TIMEOUT, c.get(self.key.as_str(), None))
-            .await
-            .map_err(|_| etcd_err("read the ring", "timed out"))?
-            .map_err(|e| etcd_err("read the ring", e))?;
+        let resp = get_key(&mut c, &self.key, "read the ring").await?;
         match resp.kvs().first() {
             None => Ok(None),
             Some(kv) => Ok(Some((parse_ring(kv.value())?, kv.mod_revision()))),

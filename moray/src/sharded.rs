@@ -21,7 +21,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::client::{MorayClient, RecordStream};
 use crate::error::{Error, Result};
-use crate::etcd::{ETCD_TIMEOUT, connect_any};
+use crate::etcd::connect_and_get;
 use crate::ring::{RING_KEY, Ring, RingStore, hashkey, parse_ring};
 use crate::types::{
     BatchOp, BatchResult, Bucket, BucketConfig, DelOptions, FindOptions, ObjectRecord, PutOptions,
@@ -372,13 +372,9 @@ async fn watch_ring(
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = async {
-            let (mut c, idx) = connect_any(&endpoints, start).await?;
-            start = idx;
             // Catch up on anything missed while disconnected.
-            let resp = tokio::time::timeout(ETCD_TIMEOUT, c.get(key.as_str(), None))
-                .await
-                .map_err(|_| crate::etcd::etcd_err("read the ring", "timed out"))?
-                .map_err(|e| crate::etcd::etcd_err("read the ring", e))?;
+            let (mut c, resp) =
+                connect_and_get(&endpoints, &mut start, &key, "read the ring").await?;
             if let Some(kv) = resp.kvs().first()
                 && kv.mod_revision() > rev
             {

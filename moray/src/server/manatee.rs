@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::db::Primary;
 use crate::error::Error;
-use crate::etcd::{ETCD_TIMEOUT, connect_any, etcd_err};
+use crate::etcd::{connect_and_get, etcd_err, get_key};
 
 /// How often the state key is re-read besides the watch.
 const RECHECK: Duration = Duration::from_secs(5);
@@ -81,12 +81,8 @@ pub(crate) async fn follow(
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = async {
-            let (mut c, idx) = connect_any(&endpoints, start).await?;
-            start = idx;
-            let resp = tokio::time::timeout(ETCD_TIMEOUT, c.get(key.as_str(), None))
-                .await
-                .map_err(|_| etcd_err("read the Manatee state", "timed out"))?
-                .map_err(|e| etcd_err("read the Manatee state", e))?;
+            let (mut c, resp) =
+                connect_and_get(&endpoints, &mut start, &key, "read the Manatee state").await?;
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
             let mut mod_rev = resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
             apply(&primary, resp.kvs().first().map(|kv| kv.value()), &key);
@@ -114,10 +110,7 @@ pub(crate) async fn follow(
                         }
                     }
                     _ = tick.tick() => {
-                        let resp = tokio::time::timeout(ETCD_TIMEOUT, c.get(key.as_str(), None))
-                            .await
-                            .map_err(|_| etcd_err("re-read the Manatee state", "timed out"))?
-                            .map_err(|e| etcd_err("re-read the Manatee state", e))?;
+                        let resp = get_key(&mut c, &key, "re-read the Manatee state").await?;
                         let now = resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
                         if now != mod_rev {
                             tracing::warn!(key, "Manatee state changed without a watch event; applying it");

@@ -156,19 +156,17 @@ fn like_escape(s: &str) -> String {
 /// that does not fit its column or an operator the column type does not support.
 pub(crate) fn compile(schema: &BucketSchema, f: &Filter, p: &mut Params) -> Result<String, Error> {
     Ok(match f {
-        Filter::And(v) => {
+        Filter::And(v) | Filter::Or(v) => {
+            let joiner = if matches!(f, Filter::And(_)) {
+                " AND "
+            } else {
+                " OR "
+            };
             let parts = v
                 .iter()
                 .map(|x| compile(schema, x, p))
                 .collect::<Result<Vec<_>, _>>()?;
-            format!("({})", parts.join(" AND "))
-        }
-        Filter::Or(v) => {
-            let parts = v
-                .iter()
-                .map(|x| compile(schema, x, p))
-                .collect::<Result<Vec<_>, _>>()?;
-            format!("({})", parts.join(" OR "))
+            format!("({})", parts.join(joiner))
         }
         // A missing value does not match, so its negation does (LDAP semantics, not SQL's
         // three-valued logic).

@@ -94,6 +94,22 @@ fn dircount(key: &str, ev: &Event<'_>, ctx: &mut TxnCtx) {
     *ctx.dircount.entry(dir).or_insert(0) += delta;
 }
 
+/// Loads `bucket`, which `trigger` writes to; a missing one is the operator's to create, said
+/// as an internal error.
+async fn trigger_bucket(
+    db: &Db,
+    txn: &Transaction<'_>,
+    trigger: &str,
+    bucket: &str,
+) -> Op<std::sync::Arc<BucketSchema>> {
+    load_bucket(db, txn, bucket).await.map_err(|e| match e {
+        OpError::Moray(Error::BucketNotFound { .. }) => OpError::Moray(Error::internal(format!(
+            "trigger {trigger} needs bucket {bucket}; run setup_manta_buckets"
+        ))),
+        other => other,
+    })
+}
+
 /// Applies the collected directory count changes, in key order.
 pub(crate) async fn finish(db: &Db, txn: &Transaction<'_>, ctx: &mut TxnCtx) -> Op<()> {
     let deltas: Vec<(String, i64)> = std::mem::take(&mut ctx.dircount)
@@ -103,12 +119,7 @@ pub(crate) async fn finish(db: &Db, txn: &Transaction<'_>, ctx: &mut TxnCtx) -> 
     if deltas.is_empty() {
         return Ok(());
     }
-    let counts = load_bucket(db, txn, DIRECTORY_COUNTS).await.map_err(|e| match e {
-        OpError::Moray(Error::BucketNotFound { .. }) => OpError::Moray(Error::internal(format!(
-            "trigger {TRIGGER_DIRCOUNT} needs bucket {DIRECTORY_COUNTS}; run setup_manta_buckets"
-        ))),
-        other => other,
-    })?;
+    let counts = trigger_bucket(db, txn, TRIGGER_DIRCOUNT, DIRECTORY_COUNTS).await?;
     for (dir, delta) in deltas {
         apply_count(txn, &counts, &dir, delta, ctx.now_ms).await?;
     }
@@ -233,12 +244,7 @@ async fn delete_log(
     let Some((object_id, sharks)) = stored_object(prev) else {
         return Ok(());
     };
-    let log = load_bucket(db, txn, DELETE_LOG).await.map_err(|e| match e {
-        OpError::Moray(Error::BucketNotFound { .. }) => OpError::Moray(Error::internal(format!(
-            "trigger {TRIGGER_DELETE_LOG} needs bucket {DELETE_LOG}; run setup_manta_buckets"
-        ))),
-        other => other,
-    })?;
+    let log = trigger_bucket(db, txn, TRIGGER_DELETE_LOG, DELETE_LOG).await?;
     let value = json!({
         "objectId": object_id,
         "creator": prev.get("creator").cloned().unwrap_or(Value::Null),
