@@ -169,6 +169,24 @@ impl<'a> Case<'a> {
     }
 }
 
+/// Reads a body stream to its end, counting its bytes (what a GET measures).
+///
+/// # Errors
+/// The stream's first error.
+pub async fn count_bytes<S, E>(stream: S) -> anyhow::Result<u64>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+    E: Into<anyhow::Error>,
+{
+    use futures_util::StreamExt as _;
+    let mut stream = std::pin::pin!(stream);
+    let mut n = 0u64;
+    while let Some(b) = stream.next().await {
+        n += b.map_err(Into::into)?.len() as u64;
+    }
+    Ok(n)
+}
+
 /// A mebibyte.
 pub const MIB: usize = 1024 * 1024;
 

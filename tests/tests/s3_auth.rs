@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use s3_common::*;
+use testkit::s3::{Presign, presign};
 
 /// Sends a plain request; returns the answer's status, `x-amz-request-id` and body.
 async fn raw(req: reqwest::RequestBuilder) -> (u16, String, String) {

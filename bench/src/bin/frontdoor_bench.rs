@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use manta_auth::KeySigner;
-use manta_bench::{Case, MIB, shared_chunks};
+use manta_bench::{Case, MIB, count_bytes, shared_chunks};
 use manta_client::{ClientConfig, MantaClient, PutOptions};
 use storage_api::{ObjectKey, PutRequest, StorageClient};
 use testkit::TestRegion;
@@ -60,27 +60,21 @@ async fn put(ctx: Arc<Ctx>, t: Target, name: String, size: usize) -> Result<()> 
 }
 
 async fn get(ctx: Arc<Ctx>, t: Target, name: String) -> Result<u64> {
-    use futures_util::StreamExt as _;
-    let mut n = 0u64;
     match t {
         Target::FrontDoor => {
-            let resp = ctx
-                .client
-                .get(&format!("~~/stor/bench/{name}"), Default::default())
-                .await?;
-            let mut s = resp.bytes_stream();
-            while let Some(b) = s.next().await {
-                n += b?.len() as u64;
-            }
+            let path = format!("~~/stor/bench/{name}");
+            count_bytes(
+                ctx.client
+                    .get(&path, Default::default())
+                    .await?
+                    .bytes_stream(),
+            )
+            .await
         }
         Target::StorageNode => {
-            let mut s = ctx.node.get(&node_key(&name)?, None).await?.into_stream();
-            while let Some(b) = s.next().await {
-                n += b?.len() as u64;
-            }
+            count_bytes(ctx.node.get(&node_key(&name)?, None).await?.into_stream()).await
         }
     }
-    Ok(n)
 }
 
 /// The storage node key a benchmark object name stands for (a UUID derived from the name).

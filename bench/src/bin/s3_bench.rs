@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use manta_auth::KeySigner;
-use manta_bench::{Case, MIB, median, shared_chunks};
+use manta_bench::{Case, MIB, count_bytes, median, shared_chunks};
 use manta_client::{ClientConfig, MantaClient, PutOptions};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
@@ -56,27 +56,19 @@ async fn put(ctx: Arc<Ctx>, api: Api, name: String, size: usize) -> Result<()> {
 }
 
 async fn get(ctx: Arc<Ctx>, api: Api, name: String) -> Result<u64> {
-    use futures_util::StreamExt as _;
-    let mut n = 0u64;
     match api {
         Api::Manta => {
-            let r = ctx
-                .manta
-                .get(&format!("~~/stor/bench/{name}"), Default::default())
-                .await?;
-            let mut s = r.bytes_stream();
-            while let Some(b) = s.next().await {
-                n += b?.len() as u64;
-            }
+            let path = format!("~~/stor/bench/{name}");
+            count_bytes(
+                ctx.manta
+                    .get(&path, Default::default())
+                    .await?
+                    .bytes_stream(),
+            )
+            .await
         }
-        Api::S3 => {
-            let mut s = ctx.s3.get(&Path::from(name)).await?.into_stream();
-            while let Some(b) = s.next().await {
-                n += b?.len() as u64;
-            }
-        }
+        Api::S3 => count_bytes(ctx.s3.get(&Path::from(name)).await?.into_stream()).await,
     }
-    Ok(n)
 }
 
 fn s3_key(region: &TestRegion) -> Result<(String, String)> {
@@ -128,8 +120,7 @@ async fn main() -> Result<()> {
         .build()?;
     // Make the bucket with a signed request of the same client family.
     let http = reqwest::Client::new();
-    let url = format!("{endpoint}/bench");
-    let created = create_bucket(&http, &url, &ak, &sk).await?;
+    let created = create_bucket(&http, &endpoint, &ak, &sk).await?;
     anyhow::ensure!(created, "could not create the bench bucket");
     let ctx = Arc::new(Ctx { manta, s3 });
 
@@ -204,64 +195,17 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// `PUT /bench` signed with SigV4 (through object_store's signer is not exposed; use a
-/// presigned-style query signature made here).
-async fn create_bucket(http: &reqwest::Client, url: &str, ak: &str, sk: &str) -> Result<bool> {
-    use sha2::Digest as _;
-    let now = std::time::SystemTime::now();
-    let iso = manta_types::time::iso8601_ms(
-        now.duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64
-    );
-    let amz_date = format!(
-        "{}{}{}T{}{}{}Z",
-        &iso[0..4],
-        &iso[5..7],
-        &iso[8..10],
-        &iso[11..13],
-        &iso[14..16],
-        &iso[17..19]
-    );
-    let date = &amz_date[..8];
-    let scope = format!("{date}/us-east-1/s3/aws4_request");
-    let (host, path) = url
-        .trim_start_matches("http://")
-        .split_once('/')
-        .context("bucket url")?;
-    let cred = format!("{ak}%2F{}", scope.replace('/', "%2F"));
-    let query = format!(
-        "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={cred}&X-Amz-Date={amz_date}&X-Amz-Expires=300&X-Amz-SignedHeaders=host"
-    );
-    let canonical = format!("PUT\n/{path}\n{query}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD");
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        hex(&sha2::Sha256::digest(canonical.as_bytes()))
-    );
-    let mac = |k: &[u8], m: &[u8]| -> Vec<u8> {
-        // HMAC-SHA256 by its definition (no extra dependency for one signature).
-        let mut key = [0u8; 64];
-        if k.len() > 64 {
-            key[..32].copy_from_slice(&sha2::Sha256::digest(k));
-        } else {
-            key[..k.len()].copy_from_slice(k);
-        }
-        let ipad: Vec<u8> = key
-            .iter()
-            .map(|b| b ^ 0x36)
-            .chain(m.iter().copied())
-            .collect();
-        let inner = sha2::Sha256::digest(&ipad);
-        let opad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).chain(inner).collect();
-        sha2::Sha256::digest(&opad).to_vec()
-    };
-    let k = mac(format!("AWS4{sk}").as_bytes(), date.as_bytes());
-    let k = mac(&k, b"us-east-1");
-    let k = mac(&k, b"s3");
-    let k = mac(&k, b"aws4_request");
-    let sig = hex(&mac(&k, to_sign.as_bytes()));
-    let r = http
-        .put(format!("{url}?{query}&X-Amz-Signature={sig}"))
-        .send()
-        .await?;
-    Ok(r.status().is_success())
+/// `PUT /bench` with a SigV4 presigned URL (`object_store` does not create buckets).
+async fn create_bucket(http: &reqwest::Client, endpoint: &str, ak: &str, sk: &str) -> Result<bool> {
+    let url = testkit::s3::Presign {
+        base: endpoint,
+        method: "PUT",
+        path: "/bench",
+        access_key: ak,
+        secret_key: sk,
+        expires: 300,
+        now: std::time::SystemTime::now(),
+    }
+    .url();
+    Ok(http.put(url).send().await?.status().is_success())
 }

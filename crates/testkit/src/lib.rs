@@ -9,6 +9,9 @@
 //!   fails; temp dirs; free ports.
 //! - [`postgres`]: [`TestPostgres`], a real PostgreSQL (run as the `postgres` user under root).
 //! - [`etcd`]: [`TestEtcd`], a real one-member etcd.
+//! - [`region`]: [`TestRegion`], a whole region (Postgres, Moray, storage nodes, front door)
+//!   with a test account, and clients for it.
+//! - [`s3`]: SigV4 presigned URLs made by hand.
 //!
 //! # Guarantees
 //! - Servers of different tests (and of test binaries running at once) never share a port, a
@@ -30,6 +33,7 @@ pub mod etcd;
 pub mod postgres;
 pub mod process;
 pub mod region;
+pub mod s3;
 
 pub use etcd::TestEtcd;
 pub use postgres::{PgOptions, TestPostgres};
