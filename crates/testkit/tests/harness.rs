@@ -1,6 +1,24 @@
 //! The harness starts real servers, and servers of concurrent tests stay apart.
+#![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
+
+use std::future::Future;
+use std::path::Path;
 
 use testkit::{TestEtcd, TestPostgres};
+
+/// Starts two servers at once with `start` and checks that they got different ports
+/// (`port`) and directories (`dir`).
+async fn start_two<S, F: Future<Output = anyhow::Result<S>>>(
+    start: impl Fn() -> F,
+    port: impl Fn(&S) -> u16,
+    dir: impl Fn(&S) -> &Path,
+) -> (S, S) {
+    let (a, b) = tokio::join!(start(), start());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(port(&a), port(&b));
+    assert_ne!(dir(&a), dir(&b));
+    (a, b)
+}
 
 #[tokio::test]
 async fn postgres_runs_real_queries() {
@@ -34,10 +52,12 @@ async fn postgres_runs_real_queries() {
 
 #[tokio::test]
 async fn parallel_servers_do_not_share_anything() {
-    let (a, b) = tokio::join!(TestPostgres::start(), TestPostgres::start());
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_ne!(a.port(), b.port());
-    assert_ne!(a.data_dir(), b.data_dir());
+    let (a, b) = start_two(
+        TestPostgres::start,
+        TestPostgres::port,
+        TestPostgres::data_dir,
+    )
+    .await;
     let (ca, cb) = (a.client().await.unwrap(), b.client().await.unwrap());
     ca.batch_execute("CREATE TABLE only_in_a (x INT)")
         .await
@@ -91,8 +111,5 @@ async fn etcd_serves_reads_and_writes() {
 
 #[tokio::test]
 async fn two_etcds_at_once() {
-    let (a, b) = tokio::join!(TestEtcd::start(), TestEtcd::start());
-    let (a, b) = (a.unwrap(), b.unwrap());
-    assert_ne!(a.port(), b.port());
-    assert_ne!(a.dir(), b.dir());
+    start_two(TestEtcd::start, TestEtcd::port, TestEtcd::dir).await;
 }
