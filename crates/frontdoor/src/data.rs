@@ -8,9 +8,11 @@
 //! as ours is the write a success. The bytes then come back as an [`Uncommitted`] upload: the
 //! caller builds the record ([`Uncommitted::record`], the one builder of a new object's
 //! record) and hands its own Moray write to [`Uncommitted::commit`], which discards the bytes
-//! on every node when that write fails. On any failure before that, every node is told to drop
-//! what it has. So no record points at bytes that were not stored, and no bytes are kept
-//! that no record points at (but for a write whose outcome is unknown, see [`Uncommitted`]).
+//! on every node when Moray refuses that write. On any failure before that, every node is told
+//! to drop what it has. So no record points at bytes that were not stored, and no bytes are
+//! kept that no record points at, but for a write whose outcome is unknown (a timeout, an
+//! unavailable metadata tier): its bytes are kept, logged and counted, since the record may
+//! have landed ([`WriteFailure`]).
 //!
 //! Reads: try the copies in random order until one answers, failing over before the first byte;
 //! stream it while hashing, and if a full read's MD5 differs from the record, break the
@@ -647,6 +649,29 @@ pub struct Uncommitted {
     state: Commit,
 }
 
+/// What a failed record write says about whether it was applied.
+pub trait WriteFailure {
+    /// True when the write was refused, so nothing was written: a condition or conflict, a
+    /// missing parent or bucket, a bad request (the client-error codes). False when its
+    /// outcome is unknown: a timeout, an unavailable or failing metadata tier (it may have
+    /// landed).
+    fn refused(&self) -> bool;
+}
+
+impl WriteFailure for MantaError {
+    fn refused(&self) -> bool {
+        self.code.http_status() < 500
+    }
+}
+
+impl WriteFailure for s3s::S3Error {
+    fn refused(&self) -> bool {
+        self.status_code()
+            .or_else(|| self.code().status_code())
+            .is_some_and(|s| s.is_client_error())
+    }
+}
+
 impl Uncommitted {
     /// Takes charge of bytes already on `nodes` as object `object_id` of `creator`, with what
     /// they reported in `stored`: an upload the data path made, or a join the nodes made
@@ -705,21 +730,41 @@ impl Uncommitted {
         )
     }
 
-    /// Runs `write`, the caller's record write (a plain put, a conditional put, a batch), and
-    /// when it fails discards the bytes on every node before returning its error.
+    /// Runs `write`, the caller's record write (a plain put, a conditional put, a batch). When
+    /// the write was refused (see [`WriteFailure`]) the bytes are discarded on every node
+    /// before its error is returned; when its outcome is unknown (a timeout, an unavailable or
+    /// failing metadata tier: it may have landed) the bytes are kept, since a record without
+    /// its bytes would be a lost object while bytes without a record only cost space, and the
+    /// kept object is logged and counted (`frontdoor_uncommitted_kept_total`).
     ///
     /// Cancel safety: dropped before `write` completes, the bytes are kept (the write may
     /// have landed); dropped while discarding, the discard finishes in the background.
     ///
     /// # Errors
     /// `write`'s error.
-    pub async fn commit<T, E>(mut self, write: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    pub async fn commit<T, E: WriteFailure>(
+        mut self,
+        write: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         self.state = Commit::Writing;
         let written = write.await;
-        if written.is_err() {
-            // Nothing points at the new copies: take them back.
-            self.state = Commit::Pending;
-            self.discard().await;
+        match &written {
+            Err(e) if e.refused() => {
+                // Nothing points at the new copies: take them back.
+                self.state = Commit::Pending;
+                self.discard().await;
+            }
+            Err(_) if !self.nodes.is_empty() => {
+                warn!(object_id = %self.object_id, creator = %self.creator,
+                    sharks = ?self.stored.sharks,
+                    "record write failed with an unknown outcome; keeping the bytes it may point at");
+                self.fd.metrics.inc(
+                    "frontdoor_uncommitted_kept_total",
+                    "Uploads whose record write failed with an unknown outcome, their bytes kept.",
+                    &[],
+                );
+            }
+            _ => {}
         }
         self.state = Commit::Done;
         written
@@ -1143,8 +1188,17 @@ pub(crate) mod tests {
         fd.background.wait().await;
     }
 
+    /// A record write that fails: refused (a 4xx code) or of unknown outcome (a 5xx code).
+    pub(crate) fn refused() -> MantaError {
+        MantaError::new(ErrorCode::ConcurrentRequest, "etag mismatch")
+    }
+
+    fn unknown_outcome() -> MantaError {
+        MantaError::new(ErrorCode::ServiceUnavailable, "moray did not answer")
+    }
+
     #[tokio::test]
-    async fn a_failed_record_write_discards_the_bytes_on_every_node() {
+    async fn a_refused_record_write_discards_the_bytes_on_every_node() {
         let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 2).await;
         let path = path_of(&up);
@@ -1152,9 +1206,27 @@ pub(crate) mod tests {
         for f in &fakes {
             assert!(f.seen(|s| s.stored.contains(&path)));
         }
-        let r = up.commit(async { Err::<(), _>("moray is down") }).await;
-        assert_eq!(r, Err("moray is down"));
+        let r = up.commit(async { Err::<(), _>(refused()) }).await;
+        assert_eq!(r, Err(refused()));
         assert_discarded_everywhere(&fakes, &path);
+    }
+
+    #[tokio::test]
+    async fn a_record_write_of_unknown_outcome_keeps_the_bytes() {
+        let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
+        let up = upload(&fd, 2).await;
+        let path = path_of(&up);
+        let r = up.commit(async { Err::<(), _>(unknown_outcome()) }).await;
+        assert_eq!(r, Err(unknown_outcome()));
+        settle(&fd).await;
+        for f in &fakes {
+            assert!(f.seen(|s| s.stored.contains(&path) && s.deleted.is_empty()));
+        }
+        assert!(
+            fd.metrics
+                .render()
+                .contains("frontdoor_uncommitted_kept_total 1")
+        );
     }
 
     #[tokio::test]
@@ -1218,7 +1290,7 @@ pub(crate) mod tests {
         let (fd, fakes) = region(&[Fake::OK, Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 3).await;
         let path = path_of(&up);
-        let r = up.commit(async { Ok::<_, ()>(7) }).await;
+        let r = up.commit(async { Ok::<_, MantaError>(7) }).await;
         assert_eq!(r, Ok(7));
         settle(&fd).await;
         for f in &fakes {
@@ -1250,7 +1322,7 @@ pub(crate) mod tests {
     async fn a_record_write_abandoned_in_flight_keeps_the_bytes() {
         let (fd, fakes) = region(&[Fake::OK, Fake::OK]).await;
         let up = upload(&fd, 2).await;
-        let never = std::future::pending::<Result<(), ()>>();
+        let never = std::future::pending::<Result<(), MantaError>>();
         let r = tokio::time::timeout(Duration::from_millis(50), up.commit(never)).await;
         assert!(r.is_err(), "the write never ends");
         settle(&fd).await;
@@ -1269,7 +1341,7 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert!(up.stored().sharks.is_empty());
-        let r = up.commit(async { Err::<(), _>(()) }).await;
+        let r = up.commit(async { Err::<(), _>(refused()) }).await;
         assert!(r.is_err());
         settle(&fd).await;
         for f in &fakes {
@@ -1313,6 +1385,6 @@ pub(crate) mod tests {
             (o.etag.as_str(), o.content_type.as_str()),
             ("e", "text/plain")
         );
-        up.commit(async { Ok::<_, ()>(()) }).await.unwrap();
+        up.commit(async { Ok::<_, MantaError>(()) }).await.unwrap();
     }
 }

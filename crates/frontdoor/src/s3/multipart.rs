@@ -811,7 +811,9 @@ mod tests {
         let joined = join_on(&fd, &sharks(2), CREATOR, id, &parts).await.unwrap();
         assert_eq!(joined.stored().sharks, sharks(2));
         assert!(nodes.iter().all(|n| n.seen(|s| s.deleted.is_empty())));
-        let r = joined.commit(async { Err::<(), _>(()) }).await;
+        let r = joined
+            .commit(async { Err::<(), _>(crate::data::tests::refused()) })
+            .await;
         assert!(r.is_err());
         assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
     }
