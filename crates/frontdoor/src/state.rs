@@ -159,21 +159,7 @@ impl Frontdoor {
 }
 
 fn tls_config(files: &crate::config::TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
-    use rustls::pki_types::pem::PemObject as _;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .with_context(|| format!("read {}", files.cert.display()))?
-        .collect::<std::result::Result<_, _>>()
-        .with_context(|| format!("parse certificates in {}", files.cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("read key {}", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("build the TLS configuration")?;
-    Ok(Arc::new(cfg))
+    manta_util::tls::server_config(&files.cert, &files.key).context("the TLS configuration")
 }
 
 /// A started front door.

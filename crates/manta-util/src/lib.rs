@@ -10,6 +10,7 @@
 //! - [`metrics`]: a small labelled registry rendered in the Prometheus text format.
 //! - [`proc`]: child processes as an unprivileged user, bound to the parent's life.
 //! - [`cli`]: what every command-line tool shares (a closed stdout ends it quietly).
+//! - [`tls`]: a server's TLS configuration from its PEM certificate and key.
 //!
 //! # Guarantees
 //! - Every response carries `x-request-id`; the id is available to the handler's task through
@@ -34,6 +35,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod proc;
+pub mod tls;
 
 use tokio_util::sync::CancellationToken;
 

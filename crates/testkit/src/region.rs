@@ -415,8 +415,12 @@ impl TestRegion {
     }
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost.
-fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+/// A self-signed certificate for 127.0.0.1 and localhost, made with `openssl` in `dir`:
+/// (certificate, key) PEM files.
+///
+/// # Errors
+/// When `openssl` cannot be run or fails.
+pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
     let out = Command::new("openssl")
         .args([
