@@ -141,12 +141,7 @@ pub async fn pg_status(coord: &Coord) -> Result<Vec<PeerPgStatus>, Error> {
     let peers = st.peers();
     let mut statuses = Vec::new();
     for (p, _) in &peers {
-        let url = format!("{}/status", p.backup_url);
-        let v = match http.get(&url).send().await {
-            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-            _ => None,
-        };
-        statuses.push(v);
+        statuses.push(sitter_status(&http, &p.backup_url).await.ok());
     }
     let lsn_at = |v: &Value, k: &str| {
         v.get(k)
@@ -413,6 +408,28 @@ pub async fn promote(coord: &Coord, id: &str, valid_for: Duration) -> Result<Clu
     .await
 }
 
+/// What the sitter at `backup_url` says of itself (`GET /status`: its mode, health, Postgres
+/// figures, last error): the one reader of a sitter's status.
+///
+/// # Errors
+/// When the sitter cannot be reached, answers with an error status, or not with JSON.
+pub async fn sitter_status(http: &reqwest::Client, backup_url: &str) -> Result<Value, Error> {
+    let resp = http
+        .get(format!("{backup_url}/status"))
+        .send()
+        .await
+        .map_err(|e| Error::Invalid(format!("sitter at {backup_url} unreachable: {e}")))?;
+    if !resp.status().is_success() {
+        return Err(Error::Invalid(format!(
+            "sitter at {backup_url} answered {}",
+            resp.status()
+        )));
+    }
+    resp.json::<Value>()
+        .await
+        .map_err(|e| Error::Invalid(format!("sitter at {backup_url}: {e}")))
+}
+
 /// Asks the sitter at `backup_url` to discard its database and rebuild it from the primary,
 /// then waits (up to `wait`) until it streams again.
 ///
@@ -423,14 +440,7 @@ pub async fn rebuild(backup_url: &str, wait: Duration) -> Result<Value, Error> {
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    let before = http
-        .get(format!("{backup_url}/status"))
-        .send()
-        .await
-        .map_err(|e| Error::Invalid(format!("sitter at {backup_url} unreachable: {e}")))?
-        .json::<Value>()
-        .await
-        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let before = sitter_status(&http, backup_url).await?;
     let rebuilds0 = before.get("rebuilds").and_then(Value::as_u64).unwrap_or(0);
     let resp = http
         .post(format!("{backup_url}/rebuild"))
@@ -443,9 +453,7 @@ pub async fn rebuild(backup_url: &str, wait: Duration) -> Result<Value, Error> {
     }
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        if let Ok(r) = http.get(format!("{backup_url}/status")).send().await
-            && let Ok(v) = r.json::<Value>().await
-        {
+        if let Ok(v) = sitter_status(&http, backup_url).await {
             let done = v.get("rebuilds").and_then(Value::as_u64).unwrap_or(0) > rebuilds0
                 && v.get("mode").and_then(Value::as_str) == Some("standby")
                 && v.get("healthy").and_then(Value::as_bool) == Some(true);

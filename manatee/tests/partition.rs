@@ -166,12 +166,7 @@ fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
 }
 
 async fn status(http: &reqwest::Client, p: &Peer) -> Result<Value> {
-    Ok(http
-        .get(format!("{}/status", p.backup_url))
-        .send()
-        .await?
-        .json()
-        .await?)
+    Ok(manatee::adm::sitter_status(http, &p.backup_url).await?)
 }
 
 async fn whole(coord: &Coord, http: &reqwest::Client, n: usize) -> Result<ClusterState> {

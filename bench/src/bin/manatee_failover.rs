@@ -102,12 +102,7 @@ async fn start_shard(template: &Path, sitter_bin: Option<&Path>) -> Result<Shard
 }
 
 async fn status(http: &reqwest::Client, p: &manatee::Peer) -> Result<Value> {
-    Ok(http
-        .get(format!("{}/status", p.backup_url))
-        .send()
-        .await?
-        .json()
-        .await?)
+    Ok(manatee::adm::sitter_status(http, &p.backup_url).await?)
 }
 
 async fn wait_whole(shard: &Shard, http: &reqwest::Client) -> Result<manatee::ClusterState> {
