@@ -363,7 +363,9 @@ pub async fn store_on(
     ))
 }
 
-/// Streams `body` to every node of `streams` (already connected) and collects the outcome.
+/// Streams `body` to every node of `streams` (already connected) and collects the outcome:
+/// relay the body ([`relay`]), then on a failure abort every copy, or else finish them and check
+/// that every node stored what was sent ([`finish_copies`]).
 async fn pump(
     fd: &Arc<Frontdoor>,
     streams: Vec<NodeUpload>,
@@ -371,28 +373,61 @@ async fn pump(
     len: BodyLength,
     limit: u64,
     content_md5: Option<&str>,
-    mut body: impl UploadBody,
+    body: impl UploadBody,
 ) -> ApiResult<Stored> {
     let hasher = Hasher::start(Digest::Md5);
+    let total = match relay(fd, &streams, &hasher, len, limit, body).await {
+        Ok(total) => total,
+        Err(Relayed::ClientFailed(e)) => {
+            abort_all(streams).await;
+            return Err(e);
+        }
+        Err(Relayed::NodeFailed(sent)) => return Err(node_failed(fd, streams, &sent, key).await),
+    };
+    let md5 = hasher
+        .finish()
+        .await
+        .ok_or_else(|| err(ErrorCode::InternalError, "hashing failed"))?;
+    finish_copies(fd, streams, key, total, md5, content_md5).await
+}
+
+/// Why relaying a body stopped short.
+enum Relayed {
+    /// The client's side: it stalled, went away, sent too much or too little.
+    ClientFailed(MantaError),
+    /// A node refused a chunk: which sends failed, in the order of the streams.
+    NodeFailed(Vec<bool>),
+}
+
+/// Passes each chunk of `body` to the hasher and to every stream, reading the client only as
+/// fast as the slowest node takes it; answers the byte count once the body ends as announced.
+async fn relay(
+    fd: &Frontdoor,
+    streams: &[NodeUpload],
+    hasher: &Hasher,
+    len: BodyLength,
+    limit: u64,
+    mut body: impl UploadBody,
+) -> Result<u64, Relayed> {
+    let abandoned = || {
+        Relayed::ClientFailed(err(
+            ErrorCode::UploadAbandoned,
+            "request was aborted prematurely by the client",
+        ))
+    };
     let mut total = 0u64;
     loop {
-        let next = tokio::time::timeout(fd.cfg.data_timeout, body.next()).await;
-        let chunk = match next {
+        let chunk = match tokio::time::timeout(fd.cfg.data_timeout, body.next()).await {
             Err(_) => {
-                abort_all(streams).await;
-                return Err(err(
+                return Err(Relayed::ClientFailed(err(
                     ErrorCode::UploadTimeout,
                     "request took too long to send data",
-                ));
+                )));
             }
             Ok(None) => break,
             Ok(Some(Err(e))) => {
-                abort_all(streams).await;
                 warn!(error = %e, "client went away mid-upload");
-                return Err(err(
-                    ErrorCode::UploadAbandoned,
-                    "request was aborted prematurely by the client",
-                ));
+                return Err(abandoned());
             }
             Ok(Some(Ok(c))) => c,
         };
@@ -401,52 +436,18 @@ async fn pump(
         }
         total += chunk.len() as u64;
         if total > limit {
-            abort_all(streams).await;
-            return Err(err(
+            return Err(Relayed::ClientFailed(err(
                 ErrorCode::MaxContentLengthExceeded,
                 format!("request has exceeded {limit} bytes"),
-            ));
+            )));
         }
         hasher.push(chunk.clone()).await;
         let sent =
             futures_util::future::join_all(streams.iter().map(|s| s.put.send(chunk.clone()))).await;
         if sent.iter().any(Result::is_err) {
-            // A node failed mid-stream. Abort every copy (ending the bodies normally would
-            // let the others commit a short object), and remove anything one committed anyway.
-            let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
-            warn!(
-                object_id = %key.id,
-                "a storage node failed mid-upload; aborting every copy"
-            );
-            // A failed node has already answered (its body channel is closed): a full disk
-            // is the client's NotEnoughSpace, and the node is left out of placement a while.
-            let mut full = false;
-            let mut rest = Vec::new();
-            for (s, r) in streams.into_iter().zip(&sent) {
-                if r.is_err() {
-                    let node = s.node.storage_id.clone();
-                    if let Ok(Err(e)) =
-                        tokio::time::timeout(std::time::Duration::from_secs(1), s.put.finish())
-                            .await
-                        && e.code() == ErrorCode::NotEnoughSpace
-                    {
-                        node_full(fd, &node);
-                        full = true;
-                    }
-                } else {
-                    rest.push(s);
-                }
-            }
-            abort_all(rest).await;
-            discard_key(fd, &nodes, key).await;
-            return Err(if full {
-                out_of_space()
-            } else {
-                err(
-                    ErrorCode::ServiceUnavailable,
-                    "a storage node failed during the upload; retry",
-                )
-            });
+            return Err(Relayed::NodeFailed(
+                sent.iter().map(Result::is_err).collect(),
+            ));
         }
         fd.metrics.inc_by(
             "frontdoor_bytes_in_total",
@@ -455,19 +456,66 @@ async fn pump(
             chunk.len() as f64,
         );
     }
-    if let Some(exact) = len.exact
-        && total != exact
-    {
-        abort_all(streams).await;
-        return Err(err(
-            ErrorCode::UploadAbandoned,
-            "request was aborted prematurely by the client",
-        ));
+    match len.exact {
+        Some(exact) if total != exact => Err(abandoned()),
+        _ => Ok(total),
     }
-    let md5 = hasher
-        .finish()
-        .await
-        .ok_or_else(|| err(ErrorCode::InternalError, "hashing failed"))?;
+}
+
+/// A node failed mid-stream (`failed[i]` for stream `i`): aborts every copy (ending the bodies
+/// normally would let the others commit a short object) and removes anything one committed
+/// anyway. A failed node has already answered (its body channel is closed): a full disk is the
+/// client's `NotEnoughSpace`, and that node is left out of placement a while.
+async fn node_failed(
+    fd: &Frontdoor,
+    streams: Vec<NodeUpload>,
+    failed: &[bool],
+    key: &ObjectKey,
+) -> MantaError {
+    let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
+    warn!(
+        object_id = %key.id,
+        "a storage node failed mid-upload; aborting every copy"
+    );
+    let mut full = false;
+    let mut rest = Vec::new();
+    for (s, &failed) in streams.into_iter().zip(failed) {
+        if failed {
+            let node = s.node.storage_id.clone();
+            if let Ok(Err(e)) =
+                tokio::time::timeout(std::time::Duration::from_secs(1), s.put.finish()).await
+                && e.code() == ErrorCode::NotEnoughSpace
+            {
+                node_full(fd, &node);
+                full = true;
+            }
+        } else {
+            rest.push(s);
+        }
+    }
+    abort_all(rest).await;
+    discard_key(fd, &nodes, key).await;
+    if full {
+        out_of_space()
+    } else {
+        err(
+            ErrorCode::ServiceUnavailable,
+            "a storage node failed during the upload; retry",
+        )
+    }
+}
+
+/// Ends every copy of a fully relayed body (`total` bytes, MD5 `md5`) and checks each node
+/// stored exactly that (and the client's `Content-MD5`, when given); on any failure every copy
+/// is discarded. An empty body stores nothing.
+async fn finish_copies(
+    fd: &Frontdoor,
+    streams: Vec<NodeUpload>,
+    key: &ObjectKey,
+    total: u64,
+    md5: String,
+    content_md5: Option<&str>,
+) -> ApiResult<Stored> {
     let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
     let results = futures_util::future::join_all(streams.into_iter().map(|s| s.put.finish())).await;
     let mut sha256 = None;

@@ -165,8 +165,8 @@ fn decode_query(raw: Option<&str>) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
-fn is_loopback(req: &Request) -> bool {
-    req.extensions()
+fn is_loopback(extensions: &http::Extensions) -> bool {
+    extensions
         .get::<PeerAddr>()
         .is_some_and(|p| p.0.ip().is_loopback())
 }
@@ -204,19 +204,67 @@ async fn dispatch(
     req: Request,
     route: &mut &'static str,
 ) -> ApiResult<Response> {
-    let raw_path = req.uri().path().to_owned();
-    let raw_query = req.uri().query().map(str::to_owned);
-    let (path, bucket) = parse_path(&raw_path)?;
-    let method = req.method().clone();
-    let secure = req.extensions().get::<Secure>().is_some_and(|s| s.0);
-    let loopback = is_loopback(&req);
+    let (parts, body) = req.into_parts();
+    let (path, bucket) = parse_path(parts.uri.path())?;
+    let (caller, owner) = admit(fd, &parts, &path).await?;
+    if path.area() == Some(Area::Jobs)
+        && manta_jobs_api::api::is_jobs_route(&parts.method, path.segments())
+    {
+        *route = "Jobs";
+        return jobs(fd, parts, body, &path, &caller, owner).await;
+    }
+    let ctx = Ctx {
+        fd: fd.clone(),
+        method: parts.method,
+        path,
+        query: decode_query(parts.uri.query()),
+        headers: parts.headers,
+        caller,
+        owner,
+    };
+    // S3 buckets (`/:login/buckets/...`): every method, OPTIONS included, is theirs to answer.
+    if let Some(target) = bucket {
+        return buckets::handle(&ctx, target, route).await;
+    }
+    match ctx.method {
+        Method::OPTIONS => {
+            *route = "OptionsStorage";
+            cors::options(&ctx).await
+        }
+        Method::GET | Method::HEAD => read(&ctx, route).await,
+        Method::PUT => write(&ctx, body, route).await,
+        Method::DELETE => {
+            *route = "DeleteStorage";
+            if ctx.path.is_account_root() || is_virtual_dir(&ctx.path) {
+                return Err(err(
+                    ErrorCode::OperationNotAllowedOnRootDirectory,
+                    format!("DELETE is not allowed on {}", ctx.path),
+                ));
+            }
+            dirs::delete_entry(&ctx).await
+        }
+        ref m => Err(err(
+            ErrorCode::MethodNotAllowed,
+            format!("{m} is not allowed on {}", ctx.path),
+        )),
+    }
+}
 
-    // Authenticate before anything about the namespace is revealed.
+/// Lets a request in, or says why not: authenticates the caller (before anything about the
+/// namespace is revealed), finds the owner of `path`, insists on TLS for private data from
+/// another host, and authorises the caller for the method on the path. Answers the caller
+/// and the owner.
+async fn admit(
+    fd: &Frontdoor,
+    req: &http::request::Parts,
+    path: &MantaPath,
+) -> ApiResult<(Caller, Account)> {
+    let method = &req.method;
     let info = RequestInfo {
         method: method.as_str(),
-        path: &raw_path,
-        query: raw_query.as_deref(),
-        headers: req.headers(),
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
     };
     let caller = fd
         .auth
@@ -238,7 +286,8 @@ async fn dispatch(
             .await?
         }
     };
-    let read_only = matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let secure = req.extensions.get::<Secure>().is_some_and(|s| s.0);
+    let read_only = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     let public_read = read_only && path.area() == Some(Area::Public);
     let presigned = matches!(
         &caller,
@@ -247,120 +296,101 @@ async fn dispatch(
             ..
         }
     );
-    if !secure && !loopback && !fd.cfg.allow_insecure_http && !public_read && !presigned {
+    if !secure
+        && !is_loopback(&req.extensions)
+        && !fd.cfg.allow_insecure_http
+        && !public_read
+        && !presigned
+    {
         return Err(err(
             ErrorCode::SecureTransportRequired,
             "Manta requires a secure transport (SSL/TLS)",
         ));
     }
-    authorize(&caller, &owner, &path, &method)?;
+    authorize(&caller, &owner, path, method)?;
+    Ok((caller, owner))
+}
 
-    // The jobs API: /:login/jobs (create, list) and /:login/jobs/<id>/live/*.
-    if path.area() == Some(Area::Jobs)
-        && manta_jobs_api::api::is_jobs_route(&method, path.segments())
-    {
-        // Only the owner may use its jobs API (authorize() already refused everyone else).
-        if caller.account().map(|a| a.uuid.as_str()) != Some(owner.uuid.as_str()) {
-            return Err(err(
-                ErrorCode::AuthorizationRequired,
-                "Authorization is required",
-            ));
-        }
-        *route = "Jobs";
-        let jreq = manta_jobs_api::api::JobsRequest {
-            method: method.clone(),
-            owner: owner.clone(),
-            segments: path.segments().to_vec(),
-            query: decode_query(raw_query.as_deref()),
-            headers: req.headers().clone(),
-            body: req.into_body(),
-        };
-        return manta_jobs_api::api::handle(&fd.jobs, jreq).await;
+/// The jobs API: `/:login/jobs` (create, list) and `/:login/jobs/<id>/live/*`, for the owner
+/// only.
+async fn jobs(
+    fd: &Frontdoor,
+    parts: http::request::Parts,
+    body: Body,
+    path: &MantaPath,
+    caller: &Caller,
+    owner: Account,
+) -> ApiResult<Response> {
+    // authorize() already refused everyone but the owner's own callers; of those, only the
+    // account itself may use its jobs API.
+    if caller.account().map(|a| a.uuid.as_str()) != Some(owner.uuid.as_str()) {
+        return Err(err(
+            ErrorCode::AuthorizationRequired,
+            "Authorization is required",
+        ));
     }
-
-    let ctx = Ctx {
-        fd: fd.clone(),
-        method: method.clone(),
-        path,
-        query: decode_query(raw_query.as_deref()),
-        headers: req.headers().clone(),
-        caller,
+    let jreq = manta_jobs_api::api::JobsRequest {
+        method: parts.method,
         owner,
+        segments: path.segments().to_vec(),
+        query: decode_query(parts.uri.query()),
+        headers: parts.headers,
+        body,
     };
-    let body = req.into_body();
-    // S3 buckets (`/:login/buckets/...`): every method, OPTIONS included, is theirs to answer.
-    if let Some(target) = bucket {
-        return buckets::handle(&ctx, target, route).await;
+    manta_jobs_api::api::handle(&fd.jobs, jreq).await
+}
+
+/// `GET`/`HEAD` of the account root, a virtual directory, a directory or an object.
+async fn read(ctx: &Ctx, route: &mut &'static str) -> ApiResult<Response> {
+    if ctx.path.is_account_root() {
+        *route = "GetRootDirectory";
+        return dirs::root_listing(ctx);
     }
-    match method {
-        Method::OPTIONS => {
-            *route = "OptionsStorage";
-            cors::options(&ctx).await
-        }
-        Method::GET | Method::HEAD => {
-            if ctx.path.is_account_root() {
-                *route = "GetRootDirectory";
-                return dirs::root_listing(&ctx);
-            }
-            if is_virtual_dir(&ctx.path) {
-                *route = "GetDirectory";
-                return dirs::get_directory(&ctx, None).await;
-            }
-            match load(fd, &ctx.key()).await? {
-                None => Err(err(
-                    ErrorCode::ResourceNotFound,
-                    format!("{} was not found", ctx.path),
-                )),
-                Some(e) if e.rec.is_directory() => {
-                    *route = "GetDirectory";
-                    dirs::get_directory(&ctx, Some(e)).await
-                }
-                Some(e) => {
-                    *route = "GetObject";
-                    objects::get_object(&ctx, e).await
-                }
-            }
-        }
-        Method::PUT => {
-            if ctx.path.is_account_root() {
-                return Err(err(
-                    ErrorCode::OperationNotAllowedOnRootDirectory,
-                    format!("PUT is not allowed on {}", ctx.path),
-                ));
-            }
-            if ctx.param("metadata") == Some("true") {
-                *route = "PutMetadata";
-                return objects::put_metadata(&ctx).await;
-            }
-            match headers::entry_type(&ctx.headers) {
-                headers::EntryType::Directory => {
-                    *route = "PutDirectory";
-                    dirs::put_directory(&ctx).await
-                }
-                headers::EntryType::Link => {
-                    *route = "PutLink";
-                    links::put_link(&ctx).await
-                }
-                headers::EntryType::Object => {
-                    *route = "PutObject";
-                    objects::put_object(&ctx, body).await
-                }
-            }
-        }
-        Method::DELETE => {
-            *route = "DeleteStorage";
-            if ctx.path.is_account_root() || is_virtual_dir(&ctx.path) {
-                return Err(err(
-                    ErrorCode::OperationNotAllowedOnRootDirectory,
-                    format!("DELETE is not allowed on {}", ctx.path),
-                ));
-            }
-            dirs::delete_entry(&ctx).await
-        }
-        m => Err(err(
-            ErrorCode::MethodNotAllowed,
-            format!("{m} is not allowed on {}", ctx.path),
+    if is_virtual_dir(&ctx.path) {
+        *route = "GetDirectory";
+        return dirs::get_directory(ctx, None).await;
+    }
+    match load(&ctx.fd, &ctx.key()).await? {
+        None => Err(err(
+            ErrorCode::ResourceNotFound,
+            format!("{} was not found", ctx.path),
         )),
+        Some(e) if e.rec.is_directory() => {
+            *route = "GetDirectory";
+            dirs::get_directory(ctx, Some(e)).await
+        }
+        Some(e) => {
+            *route = "GetObject";
+            objects::get_object(ctx, e).await
+        }
+    }
+}
+
+/// `PUT` of metadata, a directory, a link or an object (by the entry type the headers ask for).
+async fn write(ctx: &Ctx, body: Body, route: &mut &'static str) -> ApiResult<Response> {
+    if ctx.path.is_account_root() {
+        return Err(err(
+            ErrorCode::OperationNotAllowedOnRootDirectory,
+            format!("PUT is not allowed on {}", ctx.path),
+        ));
+    }
+    if ctx.param("metadata") == Some("true") {
+        *route = "PutMetadata";
+        return objects::put_metadata(ctx).await;
+    }
+    match headers::entry_type(&ctx.headers) {
+        headers::EntryType::Directory => {
+            *route = "PutDirectory";
+            dirs::put_directory(ctx).await
+        }
+        headers::EntryType::Link => {
+            *route = "PutLink";
+            links::put_link(ctx).await
+        }
+        headers::EntryType::Object => {
+            *route = "PutObject";
+            objects::put_object(ctx, body).await
+        }
     }
 }
 
