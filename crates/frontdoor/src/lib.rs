@@ -30,9 +30,10 @@
 //!   is committed in Moray; no record ever points at bytes that were not stored.
 //! - Bytes whose record is not written are discarded on every node: every record of new bytes
 //!   (Manta `PUT`, S3 put, copy, part, completion) is written through
-//!   [`data::Uncommitted::commit`], which discards them when the write fails, and an upload
-//!   dropped uncommitted is discarded in the background. (A write whose outcome is unknown
-//!   because the request was dropped mid-write keeps its bytes.)
+//!   [`data::Uncommitted::commit`], which discards them when Moray refuses the write, and an
+//!   upload dropped uncommitted is discarded in the background. A write whose outcome is
+//!   unknown (Moray timed out or failed; the request dropped mid-write) keeps its bytes, since
+//!   its record may have landed: such bytes are logged and counted.
 //! - Bytes are streamed, never held whole in memory; the client is read only as fast as the
 //!   slowest copy is written.
 //! - A read never completes from a copy whose MD5 differs from the record.
