@@ -2,11 +2,14 @@
 //! ring with its sharded client over two real shards.
 #![allow(clippy::unwrap_used)] // test helpers: a failed unwrap is a failed test
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::put;
 use moray::ring::{Ring, RingStore, ShardInfo};
 use moray::schema::MANTA;
-use moray::server::Config;
+use moray::server::{Config, RunningServer};
 use moray::types::*;
 use moray::{Error, MorayClient, ShardedClient};
 use serde_json::{Value, json};
@@ -72,46 +75,121 @@ fn no_retry(url: &str) -> MorayClient {
         .unwrap()
 }
 
-#[tokio::test]
-async fn follows_the_manatee_primary() {
+/// An etcd and two empty Postgres servers, started side by side.
+async fn etcd_and_two_postgres() -> (TestEtcd, TestPostgres, TestPostgres) {
     init_logs();
     let (etcd, a, b) = tokio::join!(
         TestEtcd::start(),
         TestPostgres::start(),
         TestPostgres::start()
     );
-    let (etcd, a, b) = (etcd.unwrap(), a.unwrap(), b.unwrap());
-    let key = moray::server::manatee::state_key("1");
-    let mut cfg = Config::for_manatee(vec![etcd.endpoint()], "1");
-    cfg.query_timeout = Duration::from_secs(10);
-    let server = moray::server::spawn(cfg).await.unwrap();
-    let c = no_retry(&server.url());
+    (etcd.unwrap(), a.unwrap(), b.unwrap())
+}
 
+/// A Moray server following Manatee shard "1" through a test etcd, two Postgres servers `a`
+/// and `b` that a test names primary in turn, and a client `c` that never retries (so each
+/// refusal is seen).
+struct Following {
+    c: MorayClient,
+    server: RunningServer,
+    key: String,
+    a: TestPostgres,
+    b: TestPostgres,
+    etcd: TestEtcd,
+}
+
+impl Following {
+    async fn start() -> Following {
+        let (etcd, a, b) = etcd_and_two_postgres().await;
+        let mut cfg = Config::for_manatee(vec![etcd.endpoint()], "1");
+        cfg.query_timeout = Duration::from_secs(10);
+        let server = moray::server::spawn(cfg).await.unwrap();
+        Following {
+            c: no_retry(&server.url()),
+            server,
+            key: moray::server::manatee::state_key("1"),
+            a,
+            b,
+            etcd,
+        }
+    }
+
+    /// Publishes the shard's state at `generation`, naming `primary` (or no primary).
+    async fn name_primary(&self, generation: u64, primary: Option<&TestPostgres>) {
+        etcd_put(&self.etcd, &self.key, Some(&state(generation, primary))).await;
+    }
+
+    /// Deletes the shard's state from etcd.
+    async fn delete_state(&self) {
+        etcd_put(&self.etcd, &self.key, None).await;
+    }
+
+    /// Names `pg` primary, waits until Moray reaches it, and stores `key` in a new bucket `b`.
+    async fn serve_from(&self, generation: u64, pg: &TestPostgres, key: &str) {
+        self.name_primary(generation, Some(pg)).await;
+        eventually("moray reaches the primary", || async {
+            self.c.ping().await.is_ok()
+        })
+        .await;
+        self.c
+            .create_bucket("b", BucketConfig::new(1))
+            .await
+            .unwrap();
+        put(&self.c, "b", key, json!({"on": key})).await;
+    }
+
+    /// Waits until a ping is refused with the retryable no-primary error.
+    async fn wait_refused(&self, what: &str) {
+        eventually(what, || async {
+            matches!(self.c.ping().await, Err(Error::NoDatabasePeers { .. }))
+        })
+        .await;
+    }
+}
+
+/// The keys of table `b` as stored in `pg`, read with plain SQL.
+async fn keys_of_b(pg: &TestPostgres) -> Vec<String> {
+    pg.client()
+        .await
+        .unwrap()
+        .query("SELECT _key FROM b ORDER BY _key", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn without_a_shard_state_requests_are_refused_retryably() {
+    let f = Following::start().await;
     // No state yet: a retryable refusal, not a hang.
-    let e = c.ping().await.unwrap_err();
+    let e = f.c.ping().await.unwrap_err();
     assert!(matches!(e, Error::NoDatabasePeers { .. }), "{e:?}");
     assert!(e.is_retryable());
     assert_eq!(e.http_status(), 503);
+}
 
-    etcd_put(&etcd, &key, Some(&state(1, Some(&a)))).await;
-    eventually("moray reaches primary A", || async {
-        c.ping().await.is_ok()
-    })
-    .await;
-    c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
-    c.put_object("b", "on-a", json!({"x": 1}), PutOptions::any())
-        .await
-        .unwrap();
-
+#[tokio::test]
+async fn a_statement_in_flight_fails_at_once_when_the_primary_changes() {
+    let f = Following::start().await;
+    f.serve_from(1, &f.a, "on-a").await;
     // A long statement in flight on A when B takes over fails at once with the retryable
     // error (it would otherwise answer after 20 s, or never if A were dead).
-    let c2 = c.clone();
+    let c2 = f.c.clone();
     let slow = tokio::spawn(async move { c2.sql("SELECT pg_sleep(20)", vec![]).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    etcd_put(&etcd, &key, Some(&state(2, Some(&b)))).await;
+    f.name_primary(2, Some(&f.b)).await;
     let r = slow.await.unwrap();
     assert!(matches!(r, Err(Error::NoDatabasePeers { .. })), "{r:?}");
+}
 
+#[tokio::test]
+async fn a_new_primary_holds_only_what_was_written_to_it() {
+    let f = Following::start().await;
+    let c = &f.c;
+    f.serve_from(1, &f.a, "on-a").await;
+    f.name_primary(2, Some(&f.b)).await;
     // B is empty: the bucket is not there until created on B.
     eventually("moray switches to B", || async {
         matches!(
@@ -121,31 +199,21 @@ async fn follows_the_manatee_primary() {
     })
     .await;
     c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
-    c.put_object("b", "on-b", json!({"x": 2}), PutOptions::any())
-        .await
-        .unwrap();
-    let on_b: i64 = b
-        .client()
-        .await
-        .unwrap()
-        .query_one("SELECT count(*) FROM b", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let on_a: Vec<String> = a
-        .client()
-        .await
-        .unwrap()
-        .query("SELECT _key FROM b", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!((on_b, on_a), (1, vec!["on-a".to_owned()]));
+    put(c, "b", "on-b", json!({"x": 2})).await;
+    // Each holds its own record only (B's one row is the new one).
+    assert_eq!(
+        (keys_of_b(&f.b).await, keys_of_b(&f.a).await),
+        (vec!["on-b".to_owned()], vec!["on-a".to_owned()])
+    );
+}
 
+#[tokio::test]
+async fn a_read_only_primary_refuses_writes_retryably_and_serves_reads() {
+    let f = Following::start().await;
+    let c = &f.c;
+    f.serve_from(1, &f.b, "on-b").await;
     // A primary that is still read-only refuses writes with the retryable error; reads work.
-    let admin = b.client().await.unwrap();
+    let admin = f.b.client().await.unwrap();
     admin
         .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
         .await
@@ -177,34 +245,40 @@ async fn follows_the_manatee_primary() {
             .is_ok()
     })
     .await;
+}
 
+#[tokio::test]
+async fn without_a_primary_requests_are_refused_until_one_is_named() {
+    let f = Following::start().await;
+    f.serve_from(1, &f.a, "on-a").await;
     // A state without a primary, then no state at all: refused again.
-    etcd_put(&etcd, &key, Some(&state(3, None))).await;
-    eventually("no primary", || async {
-        matches!(c.ping().await, Err(Error::NoDatabasePeers { .. }))
-    })
-    .await;
-    etcd_put(&etcd, &key, Some(&state(4, Some(&a)))).await;
+    f.name_primary(2, None).await;
+    f.wait_refused("no primary").await;
+    f.name_primary(3, Some(&f.a)).await;
     eventually("back on A", || async {
-        c.get_object("b", "on-a").await.is_ok()
+        f.c.get_object("b", "on-a").await.is_ok()
     })
     .await;
-    etcd_put(&etcd, &key, None).await;
-    eventually("state deleted", || async {
-        matches!(c.ping().await, Err(Error::NoDatabasePeers { .. }))
-    })
-    .await;
+    f.delete_state().await;
+    f.wait_refused("state deleted").await;
+}
 
+#[tokio::test]
+async fn the_default_client_retries_a_read_through_a_primary_switch() {
+    let f = Following::start().await;
+    f.serve_from(1, &f.b, "on-b").await;
+    f.delete_state().await;
+    f.wait_refused("state deleted").await;
     // The default client retries retryable errors: a read during a switch just succeeds.
-    let patient = MorayClient::builder(server.url())
+    let patient = MorayClient::builder(f.server.url())
         .retries(8)
         .backoff(Duration::from_millis(100))
         .build()
         .unwrap();
     let waiter = tokio::spawn(async move { patient.get_object("b", "on-b").await });
-    etcd_put(&etcd, &key, Some(&state(5, Some(&b)))).await;
+    f.name_primary(2, Some(&f.b)).await;
     waiter.await.unwrap().unwrap();
-    server.stop().await.unwrap();
+    f.server.stop().await.unwrap();
 }
 
 fn postgres_processes(postmaster: u32) -> Vec<u32> {
@@ -242,9 +316,7 @@ async fn a_hung_or_dead_primary_fails_requests_instead_of_hanging() {
     let server = moray::server::spawn(cfg).await.unwrap();
     let c = no_retry(&server.url());
     c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
-    c.put_object("b", "k", json!({}), PutOptions::any())
-        .await
-        .unwrap();
+    put(&c, "b", "k", json!({})).await;
 
     // Freeze every Postgres process: connections stay open but nothing answers.
     let pids = postgres_processes(pg.pid());
@@ -271,60 +343,131 @@ async fn a_hung_or_dead_primary_fails_requests_instead_of_hanging() {
     assert!(e.is_retryable());
 }
 
-async fn shard(pg: &TestPostgres) -> moray::server::RunningServer {
+/// A Moray server over `pg`, standing for one shard.
+async fn shard(pg: &TestPostgres) -> RunningServer {
     moray::server::spawn(Config::for_postgres(pg.url()))
         .await
         .unwrap()
 }
 
-#[tokio::test]
-async fn sharded_client_routes_by_directory_and_follows_remaps() {
-    init_logs();
-    let (etcd, p1, p2) = tokio::join!(
-        TestEtcd::start(),
-        TestPostgres::start(),
-        TestPostgres::start()
-    );
-    let (etcd, p1, p2) = (etcd.unwrap(), p1.unwrap(), p2.unwrap());
-    let (s1, s2) = (shard(&p1).await, shard(&p2).await);
-    let store = RingStore::new(vec![etcd.endpoint()]);
-    assert!(store.load().await.unwrap().is_none());
-    let ring = Ring::new(
-        64,
-        vec![
-            ShardInfo {
-                name: "1".into(),
-                urls: vec![s1.url()],
-            },
-            ShardInfo {
-                name: "2".into(),
-                urls: vec![s2.url()],
-            },
-        ],
-    )
-    .unwrap();
-    assert!(store.create(&ring).await.unwrap());
-    assert!(
-        !store.create(&ring).await.unwrap(),
-        "an existing ring is never replaced by create"
-    );
-    let sc = ShardedClient::from_etcd(vec![etcd.endpoint()])
-        .await
-        .unwrap();
-    assert_eq!(sc.ring().version, 1);
-    sc.setup_manta_buckets().await.unwrap();
-    let direct = [s1.client().unwrap(), s2.client().unwrap()];
+/// The ten directories the sharded tests write to.
+fn directories() -> Vec<String> {
+    (0..10).map(|i| format!("/acct/stor/dir{i}")).collect()
+}
 
-    let dirs: Vec<String> = (0..10).map(|i| format!("/acct/stor/dir{i}")).collect();
-    for d in &dirs {
-        for f in 0..4 {
-            let key = format!("{d}/f{f}");
-            let v = json!({"dirname": d, "key": key, "name": format!("f{f}"), "owner": "acct", "type": "directory"});
-            sc.put_object(MANTA, &key, v, PutOptions::any())
-                .await
-                .unwrap();
+/// Two Moray shards over their own Postgres, a ring of both stored in a test etcd, and a
+/// sharded client that read it and set up the manta buckets on both shards.
+struct Sharded {
+    sc: ShardedClient,
+    /// Plain clients of shard "1" and shard "2", to see where records landed.
+    direct: [MorayClient; 2],
+    store: RingStore,
+    ring: Ring,
+    s1: RunningServer,
+    // Kept for the life of the test, dropped after the clients.
+    _s2: RunningServer,
+    _pg: [TestPostgres; 2],
+    _etcd: TestEtcd,
+}
+
+impl Sharded {
+    async fn start() -> Sharded {
+        let (etcd, p1, p2) = etcd_and_two_postgres().await;
+        let (s1, s2) = (shard(&p1).await, shard(&p2).await);
+        let store = RingStore::new(vec![etcd.endpoint()]);
+        assert!(store.load().await.unwrap().is_none());
+        let ring = Ring::new(
+            64,
+            vec![
+                ShardInfo {
+                    name: "1".into(),
+                    urls: vec![s1.url()],
+                },
+                ShardInfo {
+                    name: "2".into(),
+                    urls: vec![s2.url()],
+                },
+            ],
+        )
+        .unwrap();
+        assert!(store.create(&ring).await.unwrap());
+        let sc = ShardedClient::from_etcd(vec![etcd.endpoint()])
+            .await
+            .unwrap();
+        sc.setup_manta_buckets().await.unwrap();
+        Sharded {
+            sc,
+            direct: [s1.client().unwrap(), s2.client().unwrap()],
+            store,
+            ring,
+            s1,
+            _s2: s2,
+            _pg: [p1, p2],
+            _etcd: etcd,
         }
     }
+
+    /// Four entries in each of the [`directories`], written through the sharded client;
+    /// returns the directories.
+    async fn fill(&self) -> Vec<String> {
+        let dirs = directories();
+        for d in &dirs {
+            for f in 0..4 {
+                let key = format!("{d}/f{f}");
+                let v = json!({"dirname": d, "key": key, "name": format!("f{f}"), "owner": "acct", "type": "directory"});
+                self.sc
+                    .put_object(MANTA, &key, v, PutOptions::any())
+                    .await
+                    .unwrap();
+            }
+        }
+        dirs
+    }
+
+    /// A storage node's heartbeat record, written through the sharded client.
+    async fn put_heartbeat(&self) {
+        self.sc
+            .put_object(
+                "manta_storage",
+                "1.stor",
+                json!({"manta_storage_id": "1.stor"}),
+                PutOptions::any(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Remaps the vnode of `dir` to the other shard and waits until the client sees the new
+    /// ring; returns the vnode and the index of the shard it left.
+    async fn remap_to_the_other_shard(&self, dir: &str) -> (u32, usize) {
+        let (_, v) = self.sc.shard_for_hashkey(dir);
+        let from = self.sc.ring().shard_index_of_vnode(v);
+        let to = if from == 0 { "2" } else { "1" };
+        let new_ring = self.store.remap_vnode(v, to).await.unwrap();
+        assert_eq!(new_ring.version, 2);
+        eventually("the client sees the new ring", || async {
+            self.sc.ring().version == 2
+        })
+        .await;
+        (v, from)
+    }
+}
+
+#[tokio::test]
+async fn an_existing_ring_is_never_replaced_by_create() {
+    let f = Sharded::start().await;
+    assert!(
+        !f.store.create(&f.ring).await.unwrap(),
+        "an existing ring is never replaced by create"
+    );
+    assert_eq!(f.sc.ring().version, 1);
+}
+
+#[tokio::test]
+async fn a_directory_lives_on_one_shard_with_its_count_and_vnodes() {
+    let f = Sharded::start().await;
+    let (sc, direct) = (&f.sc, &f.direct);
+    let dirs = f.fill().await;
     let mut per_shard = [0usize; 2];
     for d in &dirs {
         // All of one directory's entries are on one shard, and a listing is one query there.
@@ -365,22 +508,24 @@ async fn sharded_client_routes_by_directory_and_follows_remaps() {
         assert_eq!(rows, vec![json!({"_vnode": vnode})]);
     }
     assert!(per_shard[0] > 0 && per_shard[1] > 0, "{per_shard:?}");
+}
 
-    // Heartbeats go to the system shard (the first).
-    sc.put_object(
-        "manta_storage",
-        "1.stor",
-        json!({"manta_storage_id": "1.stor"}),
-        PutOptions::any(),
-    )
-    .await
-    .unwrap();
-    direct[0]
+#[tokio::test]
+async fn heartbeats_go_to_the_system_shard() {
+    let f = Sharded::start().await;
+    // The system shard is the first.
+    f.put_heartbeat().await;
+    f.direct[0]
         .get_object("manta_storage", "1.stor")
         .await
         .unwrap();
+}
 
-    // A batch must stay on one shard.
+#[tokio::test]
+async fn a_batch_must_stay_on_one_shard() {
+    let f = Sharded::start().await;
+    let sc = &f.sc;
+    let dirs = directories();
     let (c0, _) = sc.shard_for_hashkey(&dirs[0]);
     let other = dirs
         .iter()
@@ -406,17 +551,15 @@ async fn sharded_client_routes_by_directory_and_follows_remaps() {
     ])
     .await
     .unwrap();
+}
 
+#[tokio::test]
+async fn a_remapped_vnode_takes_new_writes_on_its_new_shard() {
+    let f = Sharded::start().await;
+    let (sc, direct) = (&f.sc, &f.direct);
+    let dirs = f.fill().await;
     // Remap the vnode of dirs[0] to the other shard, online.
-    let (_, v) = sc.shard_for_hashkey(&dirs[0]);
-    let from = sc.ring().shard_index_of_vnode(v);
-    let to = if from == 0 { "2" } else { "1" };
-    let new_ring = store.remap_vnode(v, to).await.unwrap();
-    assert_eq!(new_ring.version, 2);
-    eventually("the client sees the new ring", || async {
-        sc.ring().version == 2
-    })
-    .await;
+    let (_, from) = f.remap_to_the_other_shard(&dirs[0]).await;
     // New writes of that directory go to the new shard; moving the old records is the
     // operator's separate step, so they are not visible there.
     sc.put_object(
@@ -440,13 +583,21 @@ async fn sharded_client_routes_by_directory_and_follows_remaps() {
         .get_object(MANTA, &format!("{}/f0", dirs[0]))
         .await
         .unwrap();
-    // Remapping to an unknown shard is refused and changes nothing.
-    assert!(store.remap_vnode(v, "9").await.is_err());
-    assert_eq!(store.load().await.unwrap().unwrap().0.version, 2);
+}
 
-    // A one-shard client needs no etcd.
-    let single = ShardedClient::single(&s1.url()).unwrap();
+#[tokio::test]
+async fn remapping_to_an_unknown_shard_is_refused_and_changes_nothing() {
+    let f = Sharded::start().await;
+    let (v, _) = f.remap_to_the_other_shard(&directories()[0]).await;
+    assert!(f.store.remap_vnode(v, "9").await.is_err());
+    assert_eq!(f.store.load().await.unwrap().unwrap().0.version, 2);
+}
+
+#[tokio::test]
+async fn a_one_shard_client_needs_no_etcd() {
+    let f = Sharded::start().await;
+    f.put_heartbeat().await;
+    let single = ShardedClient::single(&f.s1.url()).unwrap();
     assert_eq!(single.shards().len(), 1);
     single.get_object("manta_storage", "1.stor").await.unwrap();
-    drop(sc);
 }

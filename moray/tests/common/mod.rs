@@ -1,8 +1,11 @@
-//! Shared set-up: a real Postgres per test and a Moray server in-process over HTTP.
+//! Shared set-up: a real Postgres per test and a Moray server in-process over HTTP, with the
+//! small calls most tests repeat.
 #![allow(dead_code)]
 
-use moray::MorayClient;
 use moray::server::{Config, RunningServer};
+use moray::types::{FindOptions, PutOptions, PutResult};
+use moray::{Error, MorayClient};
+use serde_json::Value;
 use testkit::TestPostgres;
 
 pub struct Env {
@@ -25,5 +28,20 @@ impl Env {
     /// A plain SQL connection to the same database, to check what Moray stored.
     pub async fn sql(&self) -> tokio_postgres::Client {
         self.pg.client().await.expect("connect")
+    }
+}
+
+/// An unconditional put that must succeed: the set-up step of most tests.
+pub async fn put(c: &MorayClient, bucket: &str, key: &str, value: Value) -> PutResult {
+    c.put_object(bucket, key, value, PutOptions::any())
+        .await
+        .unwrap_or_else(|e| panic!("put {bucket}::{key}: {e:?}"))
+}
+
+/// The error of a `findObjects` that must fail (with default options).
+pub async fn find_err(c: &MorayClient, bucket: &str, filter: &str) -> Error {
+    match c.find_objects(bucket, filter, FindOptions::default()).await {
+        Ok(found) => panic!("{filter} found {} records instead of failing", found.len()),
+        Err(e) => e,
     }
 }
