@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::Env;
+use common::{Env, delete_op, find_err, put, put_op};
 use moray::types::*;
 use moray::{Error, MorayClient};
 use serde_json::{Value, json};
@@ -62,9 +62,7 @@ async fn buckets_create_get_list_delete() {
         .map(|b| b.name)
         .collect();
     assert_eq!(names, vec!["others", "things"]);
-    c.put_object("things", "k", json!({"name": "x"}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "things", "k", json!({"name": "x"})).await;
     c.del_bucket("things").await.unwrap();
     assert!(matches!(
         c.get_bucket("things").await,
@@ -151,18 +149,15 @@ async fn objects_put_get_delete_with_etags() {
     let c = &env.client;
     c.create_bucket("b", cfg()).await.unwrap();
     let v = json!({"name": "n1", "size": 10, "nested": {"deep": [1, 2, 3]}, "unicode": "é漢"});
-    let put = c
-        .put_object("b", "/a/k1", v.clone(), PutOptions::any())
-        .await
-        .unwrap();
+    let first = put(c, "b", "/a/k1", v.clone()).await;
     let want_etag = format!(
         "{:08X}",
         crc32fast_hash(&serde_json::to_string(&v).unwrap())
     );
-    assert_eq!(put.etag, want_etag);
+    assert_eq!(first.etag, want_etag);
     let got = c.get_object("b", "/a/k1").await.unwrap();
     assert_eq!(got.value, v);
-    assert_eq!(got.etag, put.etag);
+    assert_eq!(got.etag, first.etag);
     assert_eq!((got.bucket.as_str(), got.key.as_str()), ("b", "/a/k1"));
     assert!(got.mtime > 1_600_000_000_000);
     assert!(got.id > 0);
@@ -178,7 +173,7 @@ async fn objects_put_get_delete_with_etags() {
             bucket: "b".into(),
             key: "/a/k1".into(),
             expected: None,
-            actual: Some(put.etag.clone())
+            actual: Some(first.etag.clone())
         }
     );
     assert_eq!(e.http_status(), 409);
@@ -188,7 +183,7 @@ async fn objects_put_get_delete_with_etags() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, Error::EtagConflict { expected: Some(x), actual: Some(a), .. } if x == "DEADBEEF" && *a == put.etag),
+        matches!(&e, Error::EtagConflict { expected: Some(x), actual: Some(a), .. } if x == "DEADBEEF" && *a == first.etag),
         "{e:?}"
     );
     // Etag on a missing key.
@@ -208,18 +203,18 @@ async fn objects_put_get_delete_with_etags() {
             "b",
             "/a/k1",
             json!({"name": "n2"}),
-            PutOptions::if_match(&put.etag),
+            PutOptions::if_match(&first.etag),
         )
         .await
         .unwrap();
-    assert_ne!(put2.etag, put.etag);
+    assert_ne!(put2.etag, first.etag);
     let got2 = c.get_object("b", "/a/k1").await.unwrap();
     assert!(got2.id > got.id);
     assert_eq!(got2.value, json!({"name": "n2"}));
 
     // Deletes.
     let e = c
-        .del_object("b", "/a/k1", DelOptions::if_match(&put.etag))
+        .del_object("b", "/a/k1", DelOptions::if_match(&first.etag))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::EtagConflict { .. }));
@@ -291,9 +286,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         json!({"name": "ObjectNotFoundError", "message": "b::missing does not exist", "context": {"bucket": "b", "key": "missing"}})
     );
     // A number index given a value that is not a number stores NULL (the record is kept).
-    c.put_object("b", "k2", json!({"size": "big"}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "b", "k2", json!({"size": "big"})).await;
     assert_eq!(c.get_object("b", "k2").await.unwrap().value["size"], "big");
     let found = c
         .find_objects("b", "(size>=0)", FindOptions::default())
@@ -310,9 +303,7 @@ async fn unique_indexes_are_enforced() {
     let env = Env::start().await;
     let c = &env.client;
     c.create_bucket("b", cfg()).await.unwrap();
-    c.put_object("b", "u1", json!({"email": "a@x"}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "b", "u1", json!({"email": "a@x"})).await;
     let e = c
         .put_object("b", "u2", json!({"email": "a@x"}), PutOptions::any())
         .await
@@ -327,14 +318,7 @@ async fn unique_indexes_are_enforced() {
         Err(Error::ObjectNotFound { .. })
     ));
     // Overwriting the holder with the same value is fine.
-    c.put_object(
-        "b",
-        "u1",
-        json!({"email": "a@x", "v": 2}),
-        PutOptions::any(),
-    )
-    .await
-    .unwrap();
+    put(c, "b", "u1", json!({"email": "a@x", "v": 2})).await;
 }
 
 #[tokio::test]
@@ -384,9 +368,7 @@ async fn conditional_updates_serialise() {
     let env = Env::start().await;
     let c = &env.client;
     c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
-    c.put_object("b", "ctr", json!({"n": 0}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "b", "ctr", json!({"n": 0})).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let c = c.clone();
@@ -428,14 +410,10 @@ async fn seed(c: &MorayClient) {
             "tags": if i % 3 == 0 { json!(["red", "blue"]) } else { json!(["green"]) },
             "other": "not indexed",
         });
-        c.put_object("b", &format!("k{i:02}"), v, PutOptions::any())
-            .await
-            .unwrap();
+        put(c, "b", &format!("k{i:02}"), v).await;
     }
     // A record without most fields.
-    c.put_object("b", "bare", json!({"misc": 1}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "b", "bare", json!({"misc": 1})).await;
 }
 
 async fn keys(c: &MorayClient, filter: &str) -> Vec<String> {
@@ -457,42 +435,46 @@ async fn find_objects_filters() {
     let env = Env::start().await;
     let c = &env.client;
     seed(c).await;
-    assert_eq!(keys(c, "(name=n05)").await, vec!["k05"]);
-    // Numbers compare as numbers, not strings.
-    assert_eq!(keys(c, "(size>=18)").await, vec!["k18", "k19"]);
-    assert_eq!(keys(c, "(&(size>=9)(size<=10))").await, vec!["k09", "k10"]);
-    assert_eq!(keys(c, "(size=7)").await, vec!["k07"]);
-    assert_eq!(
-        keys(c, "(&(hot=true)(size<=4))").await,
-        vec!["k00", "k02", "k04"]
-    );
-    assert_eq!(keys(c, "(|(name=n01)(name=n03))").await, vec!["k01", "k03"]);
-    // Negation includes records without the field.
-    let not_hot = keys(c, "(!(hot=true))").await;
-    assert_eq!(not_hot.len(), 11);
-    assert!(not_hot.contains(&"bare".to_owned()));
-    assert_eq!(keys(c, "(name=*)").await.len(), 20);
-    assert_eq!(keys(c, "(!(name=*))").await, vec!["bare"]);
-    assert_eq!(keys(c, "(name=n1*)").await.len(), 10);
-    assert_eq!(keys(c, "(name=*9)").await, vec!["k09", "k19"]);
-    assert_eq!(
-        keys(c, "(name=n*1*)").await,
-        vec![
-            "k01", "k10", "k11", "k12", "k13", "k14", "k15", "k16", "k17", "k18", "k19"
-        ]
-    );
-    // Arrays match on any element.
-    assert_eq!(
-        keys(c, "(tags=blue)").await,
-        vec!["k00", "k03", "k06", "k09", "k12", "k15", "k18"]
-    );
-    assert_eq!(
-        keys(c, "(&(tags=red)(tags=blue)(size<=3))").await,
-        vec!["k00", "k03"]
-    );
-    // Moray's own columns.
-    assert_eq!(keys(c, "(_key=k07)").await, vec!["k07"]);
-    assert_eq!(keys(c, "(_key=k1*)").await.len(), 10);
+    // Each filter and the keys it finds, in key order.
+    for (filter, want) in [
+        ("(name=n05)", vec!["k05"]),
+        // Numbers compare as numbers, not strings.
+        ("(size>=18)", vec!["k18", "k19"]),
+        ("(&(size>=9)(size<=10))", vec!["k09", "k10"]),
+        ("(size=7)", vec!["k07"]),
+        ("(&(hot=true)(size<=4))", vec!["k00", "k02", "k04"]),
+        ("(|(name=n01)(name=n03))", vec!["k01", "k03"]),
+        ("(!(name=*))", vec!["bare"]),
+        ("(name=*9)", vec!["k09", "k19"]),
+        (
+            "(name=n*1*)",
+            vec![
+                "k01", "k10", "k11", "k12", "k13", "k14", "k15", "k16", "k17", "k18", "k19",
+            ],
+        ),
+        // Arrays match on any element.
+        (
+            "(tags=blue)",
+            vec!["k00", "k03", "k06", "k09", "k12", "k15", "k18"],
+        ),
+        ("(&(tags=red)(tags=blue)(size<=3))", vec!["k00", "k03"]),
+        // Moray's own columns.
+        ("(_key=k07)", vec!["k07"]),
+    ] {
+        assert_eq!(keys(c, filter).await, want, "{filter}");
+    }
+    // Each filter and how many keys it finds.
+    for (filter, n) in [
+        ("(name=*)", 20),
+        ("(name=n1*)", 10),
+        ("(_key=k1*)", 10),
+        // Negation includes records without the field.
+        ("(!(hot=true))", 11),
+    ] {
+        assert_eq!(keys(c, filter).await.len(), n, "{filter}");
+    }
+    assert!(keys(c, "(!(hot=true))").await.contains(&"bare".to_owned()));
+    // Moray's other columns, matched against one record's values.
     let k07 = c.get_object("b", "k07").await.unwrap();
     assert_eq!(keys(c, &format!("(_id={})", k07.id)).await, vec!["k07"]);
     assert_eq!(keys(c, &format!("(_etag={})", k07.etag)).await, vec!["k07"]);
@@ -502,23 +484,14 @@ async fn find_objects_filters() {
             .is_empty()
     );
     // Escaped specials are literal.
-    c.put_object(
-        "b",
-        "weird",
-        json!({"name": "a(b)*c\\d"}),
-        PutOptions::any(),
-    )
-    .await
-    .unwrap();
+    put(c, "b", "weird", json!({"name": "a(b)*c\\d"})).await;
     assert_eq!(
         keys(c, &format!("(name={})", moray::filter::escape("a(b)*c\\d"))).await,
         vec!["weird"]
     );
     assert_eq!(keys(c, r"(name=a\(b\)\**)").await, vec!["weird"]);
     // LIKE wildcards in values are literal too.
-    c.put_object("b", "pct", json!({"name": "100%_x"}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "b", "pct", json!({"name": "100%_x"})).await;
     assert_eq!(keys(c, "(name=100%_*)").await, vec!["pct"]);
     assert!(keys(c, "(name=1%)").await.is_empty());
 }
@@ -613,10 +586,7 @@ async fn find_objects_refuses_unindexed_fields_and_bad_filters() {
         "(|(other=*)(size=1))",
         "(!(other=a))",
     ] {
-        let e = c
-            .find_objects("b", f, FindOptions::default())
-            .await
-            .unwrap_err();
+        let e = find_err(c, "b", f).await;
         assert!(
             matches!(&e, Error::NotIndexed { attribute, .. } if attribute == "other"),
             "{f}: {e:?}"
@@ -641,16 +611,13 @@ async fn find_objects_refuses_unindexed_fields_and_bad_filters() {
         "(_id=x)",
         "(&)",
     ] {
-        let e = c
-            .find_objects("b", f, FindOptions::default())
-            .await
-            .unwrap_err();
+        let e = find_err(c, "b", f).await;
         assert!(matches!(e, Error::InvalidQuery { .. }), "{f}: {e:?}");
         assert_eq!(e.http_status(), 400);
     }
     assert!(matches!(
-        c.find_objects("nob", "(a=1)", FindOptions::default()).await,
-        Err(Error::BucketNotFound { .. })
+        find_err(c, "nob", "(a=1)").await,
+        Error::BucketNotFound { .. }
     ));
 }
 
@@ -670,9 +637,7 @@ async fn sql_injection_attempts_are_inert() {
         let f = format!("(name={})", moray::filter::escape(v));
         assert!(keys(c, &f).await.is_empty(), "{v}");
         // Stored and found back verbatim.
-        c.put_object("b", v, json!({"name": v}), PutOptions::any())
-            .await
-            .unwrap();
+        put(c, "b", v, json!({"name": v})).await;
         assert_eq!(keys(c, &f).await, vec![v.to_owned()]);
         assert_eq!(c.get_object("b", v).await.unwrap().value["name"], v);
     }
@@ -683,19 +648,13 @@ async fn sql_injection_attempts_are_inert() {
         "(name)or(1=1)",
         "(1=1) OR (1=1)",
     ] {
-        let e = c
-            .find_objects("b", f, FindOptions::default())
-            .await
-            .unwrap_err();
+        let e = find_err(c, "b", f).await;
         assert!(
             matches!(e, Error::InvalidQuery { .. } | Error::NotIndexed { .. }),
             "{f}: {e:?}"
         );
     }
-    let e = c
-        .find_objects("b", "(name--=1)", FindOptions::default())
-        .await
-        .unwrap_err();
+    let e = find_err(c, "b", "(name--=1)").await;
     assert!(matches!(e, Error::NotIndexed { .. }), "{e:?}");
     // Sort attributes too.
     let opts = FindOptions {
@@ -711,30 +670,26 @@ async fn sql_injection_attempts_are_inert() {
 }
 
 #[tokio::test]
-async fn batch_is_atomic() {
+async fn a_batch_applies_all_its_operations() {
     let env = Env::start().await;
     let c = &env.client;
     seed(c).await;
     let before = c.get_object("b", "k01").await.unwrap();
     let res = c
         .batch(vec![
-            BatchOp::Put {
-                bucket: "b".into(),
-                key: "new1".into(),
-                value: json!({"name": "new1"}),
-                options: PutOptions::must_not_exist(),
-            },
-            BatchOp::Put {
-                bucket: "b".into(),
-                key: "k01".into(),
-                value: json!({"name": "changed"}),
-                options: PutOptions::if_match(&before.etag),
-            },
-            BatchOp::Delete {
-                bucket: "b".into(),
-                key: "k02".into(),
-                options: DelOptions::default(),
-            },
+            put_op(
+                "b",
+                "new1",
+                json!({"name": "new1"}),
+                PutOptions::must_not_exist(),
+            ),
+            put_op(
+                "b",
+                "k01",
+                json!({"name": "changed"}),
+                PutOptions::if_match(&before.etag),
+            ),
+            delete_op("b", "k02"),
             BatchOp::Update {
                 bucket: "b".into(),
                 fields: json!({"hot": false}).as_object().unwrap().clone(),
@@ -764,28 +719,21 @@ async fn batch_is_atomic() {
         Err(Error::ObjectNotFound { .. })
     ));
     assert_eq!(c.get_object("b", "k00").await.unwrap().value["hot"], false);
+}
 
-    // One failing operation (a stale etag, last) rolls everything back.
+#[tokio::test]
+async fn a_batch_with_one_failing_operation_changes_nothing() {
+    let env = Env::start().await;
+    let c = &env.client;
+    seed(c).await;
+    // One failing operation (last) rolls everything before it back, whatever the failure.
     let snapshot = keys(c, "(_key=*)").await;
     let k03 = c.get_object("b", "k03").await.unwrap();
     for failing in [
-        BatchOp::Put {
-            bucket: "b".into(),
-            key: "k04".into(),
-            value: json!({}),
-            options: PutOptions::if_match("00000000"),
-        },
-        BatchOp::Delete {
-            bucket: "b".into(),
-            key: "no-such-key".into(),
-            options: DelOptions::default(),
-        },
-        BatchOp::Put {
-            bucket: "nobucket".into(),
-            key: "x".into(),
-            value: json!({}),
-            options: PutOptions::any(),
-        },
+        // A stale etag.
+        put_op("b", "k04", json!({}), PutOptions::if_match("00000000")),
+        delete_op("b", "no-such-key"),
+        put_op("nobucket", "x", json!({}), PutOptions::any()),
         BatchOp::DeleteMany {
             bucket: "b".into(),
             filter: "(other=x)".into(),
@@ -793,23 +741,14 @@ async fn batch_is_atomic() {
     ] {
         let e = c
             .batch(vec![
-                BatchOp::Put {
-                    bucket: "b".into(),
-                    key: "new2".into(),
-                    value: json!({"name": "new2"}),
-                    options: PutOptions::any(),
-                },
-                BatchOp::Put {
-                    bucket: "b".into(),
-                    key: "k03".into(),
-                    value: json!({"name": "overwritten"}),
-                    options: PutOptions::any(),
-                },
-                BatchOp::Delete {
-                    bucket: "b".into(),
-                    key: "k05".into(),
-                    options: DelOptions::default(),
-                },
+                put_op("b", "new2", json!({"name": "new2"}), PutOptions::any()),
+                put_op(
+                    "b",
+                    "k03",
+                    json!({"name": "overwritten"}),
+                    PutOptions::any(),
+                ),
+                delete_op("b", "k05"),
                 BatchOp::DeleteMany {
                     bucket: "b".into(),
                     filter: "(size<=8)".into(),
@@ -874,14 +813,7 @@ async fn update_bucket_versions_and_reindexing() {
     let v1 = BucketConfig::new(1).with_index("a", IndexSpec::new(IndexType::String));
     c.create_bucket("b", v1.clone()).await.unwrap();
     for i in 0..25 {
-        c.put_object(
-            "b",
-            &format!("k{i}"),
-            json!({"a": "x", "n": i}),
-            PutOptions::any(),
-        )
-        .await
-        .unwrap();
+        put(c, "b", &format!("k{i}"), json!({"a": "x", "n": i})).await;
     }
     let v2 = v1
         .clone()
@@ -913,15 +845,10 @@ async fn update_bucket_versions_and_reindexing() {
     let b = c.update_bucket("b", v2.clone()).await.unwrap();
     assert_eq!(b.reindexing, vec!["n"]);
     // Not usable until reindexed: refusing beats returning only the new rows.
-    let e = c
-        .find_objects("b", "(n>=0)", FindOptions::default())
-        .await
-        .unwrap_err();
+    let e = find_err(c, "b", "(n>=0)").await;
     assert!(matches!(e, Error::NotIndexed { .. }), "{e:?}");
     // New writes fill the column already.
-    c.put_object("b", "k100", json!({"a": "y", "n": 100}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "b", "k100", json!({"a": "y", "n": 100})).await;
     let mut total = 0;
     loop {
         let r = c.reindex_objects("b", 10).await.unwrap();
@@ -942,8 +869,8 @@ async fn update_bucket_versions_and_reindexing() {
     let v3 = BucketConfig::new(3).with_index("n", IndexSpec::new(IndexType::Number));
     c.update_bucket("b", v3).await.unwrap();
     assert!(matches!(
-        c.find_objects("b", "(a=x)", FindOptions::default()).await,
-        Err(Error::NotIndexed { .. })
+        find_err(c, "b", "(a=x)").await,
+        Error::NotIndexed { .. }
     ));
     assert_eq!(
         c.find_objects("b", "(n>=20)", FindOptions::default())
@@ -984,9 +911,7 @@ async fn update_bucket_never_queues_ahead_of_queries() {
     let env = Env::start().await;
     let c = &env.client;
     c.create_bucket("hot", BucketConfig::new(1)).await.unwrap();
-    c.put_object("hot", "k", json!({"a": 1}), PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "hot", "k", json!({"a": 1})).await;
     let mut blocker = env.sql().await;
     let txn = blocker.transaction().await.unwrap();
     txn.query("SELECT * FROM hot", &[]).await.unwrap();
@@ -1011,10 +936,7 @@ async fn update_bucket_never_queues_ahead_of_queries() {
         .unwrap();
     for i in 0..5 {
         quick.get_object("hot", "k").await.unwrap();
-        quick
-            .put_object("hot", &format!("k{i}"), json!({"a": i}), PutOptions::any())
-            .await
-            .unwrap();
+        put(&quick, "hot", &format!("k{i}"), json!({"a": i})).await;
     }
     assert!(!update.is_finished());
     txn.rollback().await.unwrap();

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use moray::server::{Config, RunningServer};
-use moray::types::{FindOptions, PutOptions, PutResult};
+use moray::types::{BatchOp, DelOptions, FindOptions, PutOptions, PutResult};
 use moray::{Error, MorayClient};
 use serde_json::Value;
 use testkit::TestPostgres;
@@ -43,5 +43,24 @@ pub async fn find_err(c: &MorayClient, bucket: &str, filter: &str) -> Error {
     match c.find_objects(bucket, filter, FindOptions::default()).await {
         Ok(found) => panic!("{filter} found {} records instead of failing", found.len()),
         Err(e) => e,
+    }
+}
+
+/// A batch operation that puts `value` at `bucket`::`key` under `options`.
+pub fn put_op(bucket: &str, key: &str, value: Value, options: PutOptions) -> BatchOp {
+    BatchOp::Put {
+        bucket: bucket.into(),
+        key: key.into(),
+        value,
+        options,
+    }
+}
+
+/// A batch operation that deletes `bucket`::`key` whatever its etag.
+pub fn delete_op(bucket: &str, key: &str) -> BatchOp {
+    BatchOp::Delete {
+        bucket: bucket.into(),
+        key: key.into(),
+        options: DelOptions::default(),
     }
 }
