@@ -160,6 +160,22 @@ async fn keys_of_b(pg: &TestPostgres) -> Vec<String> {
         .collect()
 }
 
+/// Makes every new transaction on `pg` read-only (or no longer), as a primary that is not yet
+/// writable is.
+async fn set_read_only(pg: &TestPostgres, on: bool) {
+    let change = if on {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    };
+    let admin = pg.client().await.unwrap();
+    admin.batch_execute(change).await.unwrap();
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn without_a_shard_state_requests_are_refused_retryably() {
     let f = Following::start().await;
@@ -213,15 +229,7 @@ async fn a_read_only_primary_refuses_writes_retryably_and_serves_reads() {
     let c = &f.c;
     f.serve_from(1, &f.b, "on-b").await;
     // A primary that is still read-only refuses writes with the retryable error; reads work.
-    let admin = f.b.client().await.unwrap();
-    admin
-        .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
-        .await
-        .unwrap();
-    admin
-        .batch_execute("SELECT pg_reload_conf()")
-        .await
-        .unwrap();
+    set_read_only(&f.b, true).await;
     eventually("writes on B are refused as not-yet-writable", || async {
         matches!(
             c.put_object("b", "ro", json!({}), PutOptions::any()).await,
@@ -231,14 +239,7 @@ async fn a_read_only_primary_refuses_writes_retryably_and_serves_reads() {
     .await;
     assert!(matches!(c.ping().await, Err(Error::NoDatabasePeers { .. })));
     c.get_object("b", "on-b").await.unwrap();
-    admin
-        .batch_execute("ALTER SYSTEM RESET default_transaction_read_only")
-        .await
-        .unwrap();
-    admin
-        .batch_execute("SELECT pg_reload_conf()")
-        .await
-        .unwrap();
+    set_read_only(&f.b, false).await;
     eventually("B becomes writable", || async {
         c.put_object("b", "rw", json!({}), PutOptions::any())
             .await
@@ -524,30 +525,29 @@ async fn heartbeats_go_to_the_system_shard() {
 #[tokio::test]
 async fn a_batch_must_stay_on_one_shard() {
     let f = Sharded::start().await;
-    let sc = &f.sc;
     let dirs = directories();
-    let (c0, _) = sc.shard_for_hashkey(&dirs[0]);
+    let (c0, _) = f.sc.shard_for_hashkey(&dirs[0]);
     let other = dirs
         .iter()
-        .find(|d| sc.shard_for_hashkey(d).0.urls() != c0.urls())
+        .find(|d| f.sc.shard_for_hashkey(d).0.urls() != c0.urls())
         .unwrap();
-    let put = |key: String| BatchOp::Put {
+    let entry = |key: String| BatchOp::Put {
         bucket: MANTA.into(),
         key,
         value: json!({"type": "directory"}),
         options: PutOptions::any(),
     };
-    let e = sc
-        .batch(vec![
-            put(format!("{}/x", dirs[0])),
-            put(format!("{other}/x")),
+    let e =
+        f.sc.batch(vec![
+            entry(format!("{}/x", dirs[0])),
+            entry(format!("{other}/x")),
         ])
         .await
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
-    sc.batch(vec![
-        put(format!("{}/x", dirs[0])),
-        put(format!("{}/y", dirs[0])),
+    f.sc.batch(vec![
+        entry(format!("{}/x", dirs[0])),
+        entry(format!("{}/y", dirs[0])),
     ])
     .await
     .unwrap();
