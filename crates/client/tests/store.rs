@@ -1,6 +1,7 @@
 //! `MantaStore` as an `object_store::ObjectStore` against a real region: the contract data
 //! tools rely on (whole puts, ranged gets, heads, listings by prefix and delimiter, copies,
-//! renames, conditional writes, multipart uploads), mapped onto Manta directories.
+//! renames, conditional writes, multipart uploads), mapped onto Manta directories. Each test
+//! checks one part of that contract on a region of its own.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,13 +10,20 @@ mod common;
 use bytes::Bytes;
 use common::{client, noise};
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use manta_client::MantaStore;
+use manta_client::{MantaClient, MantaStore};
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, PutMode,
-    PutMultipartOptions, PutOptions, PutPayload, UpdateVersion,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, UpdateVersion,
 };
 use testkit::TestRegion;
+
+/// Where the Parquet-like object of the contract tests lives.
+const PARQUET: &str = "year=2024/month=01/part-0.parquet";
+/// Where the CSV object with attributes lives.
+const CSV: &str = "tables/t.csv";
+/// Where the object written by conditional puts lives.
+const FRESH: &str = "tables/new.csv";
 
 async fn sorted_list(store: &MantaStore, prefix: Option<&Path>) -> Vec<String> {
     let mut v: Vec<String> = store
@@ -28,42 +36,120 @@ async fn sorted_list(store: &MantaStore, prefix: Option<&Path>) -> Vec<String> {
     v
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn object_store_contract_over_manta_directories() {
+/// A region, a client acting as its account, and a `MantaStore` over one of its areas, with
+/// the spool directory the store writes multipart uploads into.
+struct Lake {
+    region: TestRegion,
+    c: MantaClient,
+    store: MantaStore,
+    spool: tempfile::TempDir,
+}
+
+/// Starts a region and opens a store over `area` (the contract tests use `~~/stor/lake`).
+async fn lake(area: &str) -> Lake {
     let region = TestRegion::start().await.unwrap();
     let c = client(&region).await;
     let spool = tempfile::tempdir().unwrap();
-    let store = MantaStore::new(c.clone(), "~~/stor/lake")
+    let store = MantaStore::new(c.clone(), area)
         .unwrap()
         .with_spool_dir(spool.path());
+    Lake {
+        region,
+        c,
+        store,
+        spool,
+    }
+}
+
+/// Puts 10,004 bytes at [`PARQUET`] (a magic number, then noise) as a payload in two pieces.
+async fn put_parquet(store: &MantaStore) -> PutResult {
+    let payload: PutPayload = [Bytes::from_static(b"PAR1"), Bytes::from(noise(1, 10_000))]
+        .into_iter()
+        .collect();
+    store.put(&Path::from(PARQUET), payload).await.unwrap()
+}
+
+/// Puts `a,b\n` at [`CSV`] with a content type, a cache control and an `owner` metadata value.
+async fn put_csv(store: &MantaStore) {
+    let attrs = Attributes::from_iter([
+        (Attribute::ContentType, "text/csv"),
+        (Attribute::CacheControl, "max-age=60"),
+        (Attribute::Metadata("owner".into()), "data-team"),
+    ]);
+    let opts = PutOptions {
+        attributes: attrs,
+        ..PutOptions::default()
+    };
+    store
+        .put_opts(&Path::from(CSV), "a,b\n".into(), opts)
+        .await
+        .unwrap();
+}
+
+/// Fills the store with the seven objects the listing and deletion tests walk: five top-level
+/// prefixes, some nested two deep, with spaces, an emoji and punctuation in their names.
+async fn fill(store: &MantaStore) {
+    put_parquet(store).await;
+    put_csv(store).await;
+    for (loc, body) in [
+        (Path::from(FRESH), "v2"),
+        (Path::from("year=2024/month=02/part-0.parquet"), "b"),
+        (Path::from("year=2024x/other"), "c"),
+        (Path::from("foo bar/I contain spaces.parquet"), "d"),
+        (Path::parse("🇦🇺/$shenanigans@@~.txt").unwrap(), "e"),
+    ] {
+        store.put(&loc, body.into()).await.unwrap();
+    }
+}
+
+/// Options for a put that only succeeds over the version with etag `e`.
+fn update(e: Option<String>) -> PutOptions {
+    PutOptions {
+        mode: PutMode::Update(UpdateVersion {
+            e_tag: e,
+            version: None,
+        }),
+        ..PutOptions::default()
+    }
+}
+
+fn is_not_found<T>(r: &object_store::Result<T>) -> bool {
+    matches!(r, Err(object_store::Error::NotFound { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_names_its_area_and_needs_one() {
+    let lake = lake("~~/stor/lake").await;
+    let c = &lake.c;
+    let store = &lake.store;
     let u = c.user().to_owned();
     assert_eq!(
         store.to_string(),
-        format!("MantaStore({}/{u}/stor/lake)", region.url)
+        format!("MantaStore({}/{u}/stor/lake)", lake.region.url)
     );
     assert!(
         MantaStore::new(c.clone(), "~~").is_err(),
         "a store needs an area"
     );
+}
 
-    // Nothing there yet: listings are empty, reads are NotFound.
-    assert!(sorted_list(&store, None).await.is_empty());
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_store_lists_nothing_and_reads_not_found() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    assert!(sorted_list(store, None).await.is_empty());
     let missing = Path::from("nope.parquet");
-    assert!(matches!(
-        store.get(&missing).await,
-        Err(object_store::Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.head(&missing).await,
-        Err(object_store::Error::NotFound { .. })
-    ));
+    assert!(is_not_found(&store.get(&missing).await));
+    assert!(is_not_found(&store.head(&missing).await));
+}
 
-    // A put makes the parent directories; a payload in pieces is sent as one object.
-    let loc = Path::from("year=2024/month=01/part-0.parquet");
-    let payload: PutPayload = [Bytes::from_static(b"PAR1"), Bytes::from(noise(1, 10_000))]
-        .into_iter()
-        .collect();
-    let put = store.put(&loc, payload).await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_makes_parent_directories_and_reads_back_whole() {
+    let lake = lake("~~/stor/lake").await;
+    let c = &lake.c;
+    let store = &lake.store;
+    // The payload comes in pieces and is sent as one object.
+    let put = put_parquet(store).await;
     assert!(put.e_tag.is_some());
     assert!(
         c.info("~~/stor/lake/year=2024/month=01")
@@ -71,7 +157,7 @@ async fn object_store_contract_over_manta_directories() {
             .unwrap()
             .is_directory()
     );
-    let got = store.get(&loc).await.unwrap();
+    let got = store.get(&Path::from(PARQUET)).await.unwrap();
     assert_eq!(got.meta.size, 10_004);
     assert_eq!(got.meta.e_tag, put.e_tag);
     assert_eq!(got.range, 0..10_004);
@@ -80,33 +166,37 @@ async fn object_store_contract_over_manta_directories() {
     let body = got.bytes().await.unwrap();
     assert_eq!(&body[..4], b"PAR1");
     assert_eq!(&body[4..], noise(1, 10_000).as_slice());
+}
 
-    // Ranges: bounded, from an offset, the last bytes, several at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_gets_return_the_bytes_asked() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    put_parquet(store).await;
+    let loc = Path::from(PARQUET);
+    let tail = &noise(1, 10_000)[9_996..];
+    let ranged = |range| GetOptions {
+        range: Some(range),
+        ..GetOptions::default()
+    };
+
+    // Bounded.
     assert_eq!(store.get_range(&loc, 0..4).await.unwrap(), "PAR1");
+    // From an offset.
     let r = store
-        .get_opts(
-            &loc,
-            GetOptions {
-                range: Some(GetRange::Offset(10_000)),
-                ..GetOptions::default()
-            },
-        )
+        .get_opts(&loc, ranged(GetRange::Offset(10_000)))
         .await
         .unwrap();
     assert_eq!(r.range, 10_000..10_004);
     assert_eq!(r.meta.size, 10_004);
-    assert_eq!(r.bytes().await.unwrap(), noise(1, 10_000)[9_996..]);
+    assert_eq!(r.bytes().await.unwrap(), tail);
+    // The last bytes.
     let r = store
-        .get_opts(
-            &loc,
-            GetOptions {
-                range: Some(GetRange::Suffix(4)),
-                ..GetOptions::default()
-            },
-        )
+        .get_opts(&loc, ranged(GetRange::Suffix(4)))
         .await
         .unwrap();
-    assert_eq!(r.bytes().await.unwrap(), noise(1, 10_000)[9_996..]);
+    assert_eq!(r.bytes().await.unwrap(), tail);
+    // Several at once.
     let parts = store
         .get_ranges(&loc, &[0..2, 2..4, 100..110])
         .await
@@ -114,53 +204,38 @@ async fn object_store_contract_over_manta_directories() {
     assert_eq!(parts[0], "PA");
     assert_eq!(parts[1], "R1");
     assert_eq!(parts[2], noise(1, 10_000)[96..106]);
+}
 
-    // Head; a directory is not an object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_describes_objects_and_a_directory_is_not_one() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    put_parquet(store).await;
+    let loc = Path::from(PARQUET);
     let meta = store.head(&loc).await.unwrap();
     assert_eq!(meta.size, 10_004);
     assert_eq!(meta.location, loc);
-    assert!(matches!(
-        store.head(&Path::from("year=2024")).await,
-        Err(object_store::Error::NotFound { .. })
-    ));
+    assert!(is_not_found(&store.head(&Path::from("year=2024")).await));
+}
 
-    // Attributes travel as headers.
-    let attrs = Attributes::from_iter([
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_travel_as_headers() {
+    let lake = lake("~~/stor/lake").await;
+    let c = &lake.c;
+    let store = &lake.store;
+    put_csv(store).await;
+    let got = store.get(&Path::from(CSV)).await.unwrap();
+    for (attribute, want) in [
         (Attribute::ContentType, "text/csv"),
         (Attribute::CacheControl, "max-age=60"),
         (Attribute::Metadata("owner".into()), "data-team"),
-    ]);
-    let csv = Path::from("tables/t.csv");
-    store
-        .put_opts(
-            &csv,
-            "a,b\n".into(),
-            PutOptions {
-                attributes: attrs,
-                ..PutOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-    let got = store.get(&csv).await.unwrap();
-    assert_eq!(
-        got.attributes
-            .get(&Attribute::ContentType)
-            .map(|v| v.as_ref()),
-        Some("text/csv")
-    );
-    assert_eq!(
-        got.attributes
-            .get(&Attribute::CacheControl)
-            .map(|v| v.as_ref()),
-        Some("max-age=60")
-    );
-    assert_eq!(
-        got.attributes
-            .get(&Attribute::Metadata("owner".into()))
-            .map(|v| v.as_ref()),
-        Some("data-team")
-    );
+    ] {
+        assert_eq!(
+            got.attributes.get(&attribute).map(|v| v.as_ref()),
+            Some(want),
+            "{attribute:?}"
+        );
+    }
     assert_eq!(
         c.info("~~/stor/lake/tables/t.csv")
             .await
@@ -168,42 +243,51 @@ async fn object_store_contract_over_manta_directories() {
             .header("m-owner"),
         Some("data-team")
     );
+}
 
-    // Conditional writes: create only if absent, update only the version read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_puts_create_only_if_absent_and_update_only_the_version_read() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    put_csv(store).await;
     let create = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
     };
     assert!(matches!(
-        store.put_opts(&csv, "x".into(), create.clone()).await,
+        store
+            .put_opts(&Path::from(CSV), "x".into(), create.clone())
+            .await,
         Err(object_store::Error::AlreadyExists { .. })
     ));
-    let fresh = Path::from("tables/new.csv");
+    let fresh = Path::from(FRESH);
     let v1 = store.put_opts(&fresh, "v1".into(), create).await.unwrap();
-    let update = |e: Option<String>| PutOptions {
-        mode: PutMode::Update(UpdateVersion {
-            e_tag: e,
-            version: None,
-        }),
-        ..PutOptions::default()
-    };
-    let v2 = store
+    store
         .put_opts(&fresh, "v2".into(), update(v1.e_tag.clone()))
         .await
         .unwrap();
     assert!(matches!(
-        store
-            .put_opts(&fresh, "v3".into(), update(v1.e_tag.clone()))
-            .await,
+        store.put_opts(&fresh, "v3".into(), update(v1.e_tag)).await,
         Err(object_store::Error::Precondition { .. })
     ));
     assert_eq!(
         store.get(&fresh).await.unwrap().bytes().await.unwrap(),
         "v2"
     );
-    // Conditional reads.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_gets_compare_etags() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    let fresh = Path::from(FRESH);
+    let v1 = store.put(&fresh, "v1".into()).await.unwrap();
+    let v2 = store
+        .put_opts(&fresh, "v2".into(), update(v1.e_tag.clone()))
+        .await
+        .unwrap();
     let stale = GetOptions {
-        if_match: v1.e_tag.clone(),
+        if_match: v1.e_tag,
         ..GetOptions::default()
     };
     assert!(matches!(
@@ -211,64 +295,59 @@ async fn object_store_contract_over_manta_directories() {
         Err(object_store::Error::Precondition { .. })
     ));
     let unchanged = GetOptions {
-        if_none_match: v2.e_tag.clone(),
+        if_none_match: v2.e_tag,
         ..GetOptions::default()
     };
     assert!(matches!(
         store.get_opts(&fresh, unchanged).await,
         Err(object_store::Error::NotModified { .. })
     ));
-    // Tags are not something Manta stores.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_are_not_something_manta_stores() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    let fresh = Path::from(FRESH);
+    store.put(&fresh, "v1".into()).await.unwrap();
     let mut tags = object_store::TagSet::default();
     tags.push("k", "v");
+    let tagged = PutOptions {
+        tags,
+        ..PutOptions::default()
+    };
     assert!(matches!(
-        store
-            .put_opts(
-                &fresh,
-                "x".into(),
-                PutOptions {
-                    tags,
-                    ..PutOptions::default()
-                }
-            )
-            .await,
+        store.put_opts(&fresh, "x".into(), tagged).await,
         Err(object_store::Error::NotSupported { .. })
     ));
+}
 
-    // Listing: recursive by prefix (segment-wise), and one level with common prefixes.
-    store
-        .put(&Path::from("year=2024/month=02/part-0.parquet"), "b".into())
-        .await
-        .unwrap();
-    store
-        .put(&Path::from("year=2024x/other"), "c".into())
-        .await
-        .unwrap();
-    store
-        .put(&Path::from("foo bar/I contain spaces.parquet"), "d".into())
-        .await
-        .unwrap();
-    store
-        .put(&Path::parse("🇦🇺/$shenanigans@@~.txt").unwrap(), "e".into())
-        .await
-        .unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_go_by_prefix_segment_and_by_delimiter() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    fill(store).await;
+
+    // Recursive by prefix, segment-wise.
     assert_eq!(
-        sorted_list(&store, Some(&Path::from("year=2024"))).await,
+        sorted_list(store, Some(&Path::from("year=2024"))).await,
         [
             "year=2024/month=01/part-0.parquet",
             "year=2024/month=02/part-0.parquet"
         ]
     );
-    assert_eq!(sorted_list(&store, None).await.len(), 7);
+    assert_eq!(sorted_list(store, None).await.len(), 7);
     assert!(
-        sorted_list(&store, Some(&Path::from("no/such/prefix")))
+        sorted_list(store, Some(&Path::from("no/such/prefix")))
             .await
             .is_empty()
     );
     assert!(
-        sorted_list(&store, Some(&csv)).await.is_empty(),
+        sorted_list(store, Some(&Path::from(CSV))).await.is_empty(),
         "an object is no prefix"
     );
+
+    // One level, with common prefixes.
     let top = store.list_with_delimiter(None).await.unwrap();
     let mut prefixes: Vec<String> = top
         .common_prefixes
@@ -288,17 +367,26 @@ async fn object_store_contract_over_manta_directories() {
     let mut names: Vec<String> = one.objects.iter().map(|m| m.location.to_string()).collect();
     names.sort();
     assert_eq!(names, ["tables/new.csv", "tables/t.csv"]);
+
+    // From an offset.
     let offset: Vec<String> = store
-        .list_with_offset(Some(&Path::from("tables")), &Path::from("tables/new.csv"))
+        .list_with_offset(Some(&Path::from("tables")), &Path::from(FRESH))
         .map_ok(|m| m.location.to_string())
         .try_collect()
         .await
         .unwrap();
     assert_eq!(offset, ["tables/t.csv"]);
+}
 
-    // Copies are links; create-only copies refuse to overwrite; renames move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_are_links_and_create_only_copies_refuse_to_overwrite() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    put_csv(store).await;
+    let fresh = Path::from(FRESH);
+    store.put(&fresh, "v2".into()).await.unwrap();
     let copy = Path::from("copies/deep/c.csv");
-    store.copy(&csv, &copy).await.unwrap();
+    store.copy(&Path::from(CSV), &copy).await.unwrap();
     assert_eq!(
         store.get(&copy).await.unwrap().bytes().await.unwrap(),
         "a,b\n"
@@ -307,15 +395,21 @@ async fn object_store_contract_over_manta_directories() {
         store.copy_if_not_exists(&fresh, &copy).await,
         Err(object_store::Error::AlreadyExists { .. })
     ));
-    assert!(matches!(
-        store.copy(&Path::from("ghost"), &Path::from("g2")).await,
-        Err(object_store::Error::NotFound { .. })
+    assert!(is_not_found(
+        &store.copy(&Path::from("ghost"), &Path::from("g2")).await
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_move_and_remove_the_directories_they_empty() {
+    let lake = lake("~~/stor/lake").await;
+    let c = &lake.c;
+    let store = &lake.store;
+    put_csv(store).await;
+    let copy = Path::from("copies/deep/c.csv");
+    store.copy(&Path::from(CSV), &copy).await.unwrap();
     store.rename(&copy, &Path::from("moved.csv")).await.unwrap();
-    assert!(matches!(
-        store.head(&copy).await,
-        Err(object_store::Error::NotFound { .. })
-    ));
+    assert!(is_not_found(&store.head(&copy).await));
     assert_eq!(
         store
             .get(&Path::from("moved.csv"))
@@ -326,12 +420,17 @@ async fn object_store_contract_over_manta_directories() {
             .unwrap(),
         "a,b\n"
     );
-
-    // Deleting removes the directories it empties, so they stop showing as prefixes.
     assert!(
         c.info("~~/stor/lake/copies").await.is_err(),
         "rename emptied copies/deep"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_remove_the_directories_they_empty() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    fill(store).await;
     store.delete(&Path::from("year=2024x/other")).await.unwrap();
     store.delete(&Path::from("year=2024x/other")).await.unwrap(); // not there: still fine
     let top = store.list_with_delimiter(None).await.unwrap();
@@ -345,11 +444,17 @@ async fn object_store_contract_over_manta_directories() {
             .iter()
             .any(|p| p.as_ref() == "year=2024")
     );
-    // Bulk delete of everything leaves an empty store.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_delete_of_everything_leaves_an_empty_store() {
+    let lake = lake("~~/stor/lake").await;
+    let store = &lake.store;
+    fill(store).await;
     let all = store.list(None).map_ok(|m| m.location).boxed();
     let deleted: Vec<Path> = store.delete_stream(all).try_collect().await.unwrap();
     assert_eq!(deleted.len(), 7);
-    assert!(sorted_list(&store, None).await.is_empty());
+    assert!(sorted_list(store, None).await.is_empty());
     assert!(
         store
             .list_with_delimiter(None)
@@ -362,12 +467,10 @@ async fn object_store_contract_over_manta_directories() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multipart_uploads_spool_and_upload_once() {
-    let region = TestRegion::start().await.unwrap();
-    let c = client(&region).await;
-    let spool = tempfile::tempdir().unwrap();
-    let store = MantaStore::new(c.clone(), "~~/stor/mp")
-        .unwrap()
-        .with_spool_dir(spool.path());
+    let lake = lake("~~/stor/mp").await;
+    let c = &lake.c;
+    let store = &lake.store;
+    let spool = &lake.spool;
     let loc = Path::from("big/object.bin");
 
     // Parts finish out of order; their order is the order put_part was called in.
