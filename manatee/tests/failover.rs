@@ -321,8 +321,7 @@ async fn planned_promotion_and_rebuild() -> Result<()> {
 #[test]
 fn a_data_dir_postgres_cannot_reach_is_refused_at_once() -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    if !testkit::process::is_root() {
-        eprintln!("not root: Postgres runs as this user, which reaches its own directories");
+    if not_root("not root: Postgres runs as this user, which reaches its own directories") {
         return Ok(());
     }
     let private = tempfile::Builder::new()

@@ -475,3 +475,13 @@ pub fn alive(pid: u32) -> bool {
 pub fn data_dir_of(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("peer{i}"))
 }
+
+/// For tests that need root: true (after saying `why` on stderr) when this is not root, so the
+/// test returns at once.
+pub fn not_root(why: &str) -> bool {
+    let not = !testkit::process::is_root();
+    if not {
+        eprintln!("{why}");
+    }
+    not
+}
