@@ -39,18 +39,51 @@ fn xml_code(body: &str, request_id: &str) -> String {
     body[start..end].to_owned()
 }
 
-#[tokio::test]
-async fn accounts_keys_signatures_and_presigned_urls() {
-    let s3 = start().await;
-    let c = s3.client();
-    let private = Bucket::create(&c, "private").await;
-    let secret = ByteStream::from_static(b"for my eyes");
-    private.put("secret.txt", secret).send().await.unwrap();
+/// A region serving S3 whose account owns the bucket `private`, holding `secret.txt`.
+struct Private {
+    s3: S3Region,
+    bucket: Bucket,
+}
 
-    // Another account, with its own key, reaches none of it.
+/// Starts a region and puts `for my eyes` at `private/secret.txt` as its account.
+async fn private() -> Private {
+    let s3 = start().await;
+    let bucket = Bucket::create(&s3.client(), "private").await;
+    let secret = ByteStream::from_static(b"for my eyes");
+    bucket.put("secret.txt", secret).send().await.unwrap();
+    Private { s3, bucket }
+}
+
+/// A second account, `other`, with an access key of its own: its SDK client and the key.
+async fn other_account(s3: &S3Region) -> (aws_sdk_s3::Client, (String, String)) {
     s3.region.add_account("other").await.unwrap();
     let (ak, sk) = s3_key(&s3.region, "other");
-    let o = sdk(&s3.endpoint, &ak, &sk);
+    (sdk(&s3.endpoint, &ak, &sk), (ak, sk))
+}
+
+/// A hand-made presigned GET of `private/secret.txt` with `keys`, lasting `expires` seconds
+/// from `at`.
+fn presigned_secret(s3: &S3Region, keys: (&str, &str), expires: u64, at: SystemTime) -> String {
+    presign(
+        &s3.endpoint,
+        "GET",
+        "private",
+        "secret.txt",
+        keys,
+        expires,
+        at,
+    )
+}
+
+/// The SDK's presigning configuration for URLs that last five minutes.
+fn five_minutes() -> PresigningConfig {
+    PresigningConfig::expires_in(Duration::from_secs(300)).unwrap()
+}
+
+#[tokio::test]
+async fn another_account_reaches_nothing_in_a_private_bucket() {
+    let Private { s3, bucket } = private().await;
+    let (o, _) = other_account(&s3).await;
     let theirs_to_private = Bucket::new(&o, "private");
     let planted = ByteStream::from_static(b"x");
     for r in [
@@ -67,17 +100,31 @@ async fn accounts_keys_signatures_and_presigned_urls() {
         code_of(theirs_to_private.delete("secret.txt").send().await).0,
         "AccessDenied"
     );
-    // Not even as a copy source.
+    // Still there for the owner.
+    bucket.head("secret.txt").send().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_account_cannot_copy_from_a_private_bucket() {
+    let Private { s3, .. } = private().await;
+    let (o, _) = other_account(&s3).await;
     let theirs = Bucket::create(&o, "theirs").await;
     assert_eq!(
         code_of(theirs.copy("stolen", "private/secret.txt").send().await),
         ("AccessDenied".into(), 403)
     );
-    // Bucket names are unique in the region.
+}
+
+#[tokio::test]
+async fn bucket_names_are_unique_in_the_region() {
+    let Private { s3, .. } = private().await;
+    let (o, _) = other_account(&s3).await;
+    Bucket::create(&o, "theirs").await;
     assert_eq!(
         code_of(o.create_bucket().bucket("private").send().await),
         ("BucketAlreadyExists".into(), 409)
     );
+    // Their listing holds their own bucket only.
     let mine: Vec<_> = o
         .list_buckets()
         .send()
@@ -88,10 +135,11 @@ async fn accounts_keys_signatures_and_presigned_urls() {
         .filter_map(|b| b.name().map(str::to_owned))
         .collect();
     assert_eq!(mine, ["theirs"]);
-    // Still there for the owner.
-    private.head("secret.txt").send().await.unwrap();
+}
 
-    // Wrong secret, unknown key.
+#[tokio::test]
+async fn wrong_secrets_and_unknown_keys_are_refused() {
+    let Private { s3, .. } = private().await;
     let bad = sdk(&s3.endpoint, &s3.access_key, "not-the-secret");
     assert_eq!(
         code_of(bad.list_buckets().send().await),
@@ -102,28 +150,36 @@ async fn accounts_keys_signatures_and_presigned_urls() {
         code_of(unknown.list_buckets().send().await),
         ("InvalidAccessKeyId".into(), 403)
     );
+}
 
-    // Unsigned requests reach nothing; error documents carry the request id.
+#[tokio::test]
+async fn unsigned_requests_reach_nothing_and_say_so_in_xml() {
+    let Private { s3, .. } = private().await;
     let http = reqwest::Client::new();
     let (status, id, body) = raw(http.get(format!("{}/private/secret.txt", s3.endpoint))).await;
     assert_eq!(status, 403);
+    // The error document carries the request id.
     assert_eq!(xml_code(&body, &id), "AccessDenied");
+}
 
-    // Presigned GET and PUT made by the SDK.
-    let cfg = PresigningConfig::expires_in(Duration::from_secs(300)).unwrap();
-    let g = private
+#[tokio::test]
+async fn urls_presigned_by_the_sdk_get_and_put() {
+    let Private { s3, bucket } = private().await;
+    let http = reqwest::Client::new();
+    let g = bucket
         .get("secret.txt")
-        .presigned(cfg.clone())
+        .presigned(five_minutes())
         .await
         .unwrap();
     let r = http.get(g.uri()).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "for my eyes");
-    let p = c
+    let p = s3
+        .client()
         .put_object()
         .bucket("private")
         .key("via-url.txt")
-        .presigned(cfg)
+        .presigned(five_minutes())
         .await
         .unwrap();
     let mut put = http.put(p.uri()).body("uploaded with a URL");
@@ -131,49 +187,66 @@ async fn accounts_keys_signatures_and_presigned_urls() {
         put = put.header(k, v);
     }
     assert_eq!(put.send().await.unwrap().status(), 200);
-    assert_eq!(private.bytes("via-url.txt").await, b"uploaded with a URL");
-    // A presigned URL with a tampered path fails its signature.
+    assert_eq!(bucket.bytes("via-url.txt").await, b"uploaded with a URL");
+}
+
+#[tokio::test]
+async fn a_presigned_url_with_a_tampered_path_fails_its_signature() {
+    // Keep the whole fixture: dropping its region would stop the front door.
+    let fixture = private().await;
+    let bucket = &fixture.bucket;
+    let other = ByteStream::from_static(b"uploaded with a URL");
+    bucket.put("via-url.txt", other).send().await.unwrap();
+    let g = bucket
+        .get("secret.txt")
+        .presigned(five_minutes())
+        .await
+        .unwrap();
     let tampered = g.uri().replace("secret.txt", "via-url.txt");
-    let (status, id, body) = raw(http.get(&tampered)).await;
+    let (status, id, body) = raw(reqwest::Client::new().get(&tampered)).await;
     assert_eq!(status, 403);
     assert_eq!(xml_code(&body, &id), "SignatureDoesNotMatch");
+}
 
-    // Lifetimes: 1 s to 7 days, as AWS; 0 and over 7 days are 403, as is an expired URL.
+#[tokio::test]
+async fn presigned_urls_last_from_one_second_to_seven_days() {
+    let Private { s3, .. } = private().await;
+    let http = reqwest::Client::new();
+    let keys = (s3.access_key.as_str(), s3.secret_key.as_str());
     let now = SystemTime::now();
-    let url = |expires: u64, at: SystemTime| {
-        presign(
-            &s3.endpoint,
-            "GET",
-            "private",
-            "secret.txt",
-            (&s3.access_key, &s3.secret_key),
-            expires,
-            at,
-        )
-    };
-    let ok = http.get(url(604_800, now)).send().await.unwrap();
+    let ok = http
+        .get(presigned_secret(&s3, keys, 604_800, now))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200, "{}", ok.text().await.unwrap());
+    // 0 and over 7 days are refused, as AWS refuses them.
     for expires in [0, 604_801, 10_000_000] {
-        let (status, id, body) = raw(http.get(url(expires, now))).await;
+        let (status, id, body) = raw(http.get(presigned_secret(&s3, keys, expires, now))).await;
         assert_eq!(status, 403, "X-Amz-Expires={expires}: {body}");
         assert_eq!(xml_code(&body, &id), "AccessDenied");
     }
-    let two_hours_ago = now - Duration::from_secs(7200);
-    let (status, id, body) = raw(http.get(url(3600, two_hours_ago))).await;
+}
+
+#[tokio::test]
+async fn an_expired_presigned_url_is_refused() {
+    let Private { s3, .. } = private().await;
+    let keys = (s3.access_key.as_str(), s3.secret_key.as_str());
+    let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    let url = presigned_secret(&s3, keys, 3600, two_hours_ago);
+    let (status, id, body) = raw(reqwest::Client::new().get(url)).await;
     assert_eq!(status, 403);
     assert_eq!(xml_code(&body, &id), "AccessDenied");
     assert!(body.contains("expired"), "{body}");
-    // The other account's key cannot presign our objects either.
-    let theirs = presign(
-        &s3.endpoint,
-        "GET",
-        "private",
-        "secret.txt",
-        (&ak, &sk),
-        300,
-        now,
-    );
-    assert_eq!(http.get(theirs).send().await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn another_accounts_key_cannot_presign_our_objects() {
+    let Private { s3, .. } = private().await;
+    let (_, (ak, sk)) = other_account(&s3).await;
+    let theirs = presigned_secret(&s3, (&ak, &sk), 300, SystemTime::now());
+    let r = reqwest::Client::new().get(theirs).send().await.unwrap();
+    assert_eq!(r.status(), 403);
 }
 
 #[tokio::test]
