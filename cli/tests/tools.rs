@@ -861,30 +861,42 @@ async fn mrm_r_removes_big_trees() {
     assert_eq!(cli.run("mls", &["~~/stor"]).await.ok(), "");
 }
 
+impl Cli {
+    /// A region whose account has the private object `~~/stor/secret.txt` (`for your eyes
+    /// only`), for the signed URL tests.
+    async fn with_secret() -> Cli {
+        let cli = Cli::start().await;
+        cli.run_stdin("mput", &["~~/stor/secret.txt"], b"for your eyes only")
+            .await
+            .ok();
+        cli
+    }
+
+    /// The URL `msign ARGS` prints (it must succeed), with `extra` in its environment.
+    async fn msign(&self, args: &[&str], extra: &[(&str, &str)]) -> String {
+        let out = self.run_env("msign", args, extra).await;
+        out.ok().trim().to_owned()
+    }
+}
+
+/// The status of the answer to `req`.
+async fn status_of(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.unwrap().status().as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_urls_open_only_what_they_sign() {
-    let cli = Cli::start().await;
-    let u = cli.user().to_owned();
-    cli.run_stdin("mput", &["~~/stor/secret.txt"], b"for your eyes only")
-        .await
-        .ok();
-    let http = reqwest::Client::new();
+async fn private_objects_refuse_anonymous_reads() {
+    let cli = Cli::with_secret().await;
+    let u = cli.user();
+    let anon = reqwest::Client::new().get(format!("{}/{u}/stor/secret.txt", cli.region.url));
+    assert_eq!(status_of(anon).await, 401);
+}
 
-    // Anonymous access to a private object is refused.
-    let anon = http
-        .get(format!("{}/{u}/stor/secret.txt", cli.region.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anon.status(), 401);
-
-    // A URL signed for an hour opens it.
-    let url = cli
-        .run("msign", &["-E", "1h", "~~/stor/secret.txt"])
-        .await
-        .ok()
-        .trim()
-        .to_owned();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_signed_for_an_hour_opens_its_object() {
+    let cli = Cli::with_secret().await;
+    let u = cli.user();
+    let url = cli.msign(&["-E", "1h", "~~/stor/secret.txt"], &[]).await;
     assert!(
         url.starts_with(&format!("{}/{u}/stor/secret.txt?", cli.region.url)),
         "{url}"
@@ -892,48 +904,51 @@ async fn signed_urls_open_only_what_they_sign() {
     for p in ["algorithm=", "expires=", "keyId=", "signature="] {
         assert!(url.contains(p), "{url}");
     }
-    let resp = http.get(&url).send().await.unwrap();
+    let resp = reqwest::get(&url).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "for your eyes only");
-    // ... but not another method, and not once tampered with.
-    assert_eq!(http.delete(&url).send().await.unwrap().status(), 403);
-    let tampered = url.replace("secret.txt", "other.txt");
-    assert_eq!(http.get(&tampered).send().await.unwrap().status(), 403);
+}
 
-    // -m names the methods; -e an absolute expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_url_opens_no_other_method_and_nothing_once_tampered_with() {
+    let cli = Cli::with_secret().await;
+    let http = reqwest::Client::new();
+    let url = cli.msign(&["-E", "1h", "~~/stor/secret.txt"], &[]).await;
+    assert_eq!(status_of(http.delete(&url)).await, 403);
+    let tampered = url.replace("secret.txt", "other.txt");
+    assert_eq!(status_of(http.get(&tampered)).await, 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msign_m_names_the_methods() {
+    let cli = Cli::with_secret().await;
     let url = cli
-        .run("msign", &["-m", "get", "-m", "HEAD", "~~/stor/secret.txt"])
-        .await
-        .ok()
-        .trim()
-        .to_owned();
-    assert_eq!(http.head(&url).send().await.unwrap().status(), 200);
-    let past = cli
-        .run("msign", &["-e", "1000", "~~/stor/secret.txt"])
-        .await
-        .ok()
-        .trim()
-        .to_owned();
-    assert_eq!(
-        http.get(&past).send().await.unwrap().status(),
-        403,
-        "expired"
-    );
+        .msign(&["-m", "get", "-m", "HEAD", "~~/stor/secret.txt"], &[])
+        .await;
+    assert_eq!(status_of(reqwest::Client::new().head(&url)).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msign_e_sets_an_absolute_expiry() {
+    let cli = Cli::with_secret().await;
+    let http = reqwest::Client::new();
+    let past = cli.msign(&["-e", "1000", "~~/stor/secret.txt"], &[]).await;
+    assert_eq!(status_of(http.get(&past)).await, 403, "expired");
     let future = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 600;
     let url = cli
-        .run("msign", &["-e", &future.to_string(), "~~/stor/secret.txt"])
-        .await
-        .ok()
-        .trim()
-        .to_owned();
+        .msign(&["-e", &future.to_string(), "~~/stor/secret.txt"], &[])
+        .await;
     assert!(url.contains(&format!("expires={future}")), "{url}");
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(status_of(http.get(&url)).await, 200);
+}
 
-    // Several paths give one URL each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msign_gives_one_url_a_path() {
+    let cli = Cli::start().await;
     assert_eq!(
         cli.run("msign", &["~~/stor/a", "~~/stor/b"])
             .await
@@ -941,49 +956,52 @@ async fn signed_urls_open_only_what_they_sign() {
             .len(),
         2
     );
-    // Bad input is refused with the original's words.
-    assert_eq!(
-        cli.run("msign", &["-E", "1x", "~~/stor/a"]).await.fails(),
-        "msign: invalid expires: 1x\n"
-    );
-    assert_eq!(
-        cli.run("msign", &["-e", "5", "-E", "1h", "~~/stor/a"])
-            .await
-            .fails(),
-        "msign: -e and -E cannot be specified together\n"
-    );
-    assert_eq!(
-        cli.run("msign", &["-m", "FETCH", "~~/stor/a"])
-            .await
-            .fails(),
-        "msign: method invalid: FETCH\n"
-    );
-    // A specific key file signs too.
-    let key = cli.region.account.key.to_str().unwrap().to_owned();
-    let url = cli
-        .run("msign", &["-f", &key, "~~/stor/secret.txt"])
-        .await
-        .ok()
-        .trim()
-        .to_owned();
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+}
 
-    // A key held only by ssh-agent signs requests and URLs (no key file under ~/.ssh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msign_refuses_bad_input_in_the_originals_words() {
+    let cli = Cli::start().await;
+    for (args, want) in [
+        (&["-E", "1x"][..], "msign: invalid expires: 1x\n"),
+        (
+            &["-e", "5", "-E", "1h"],
+            "msign: -e and -E cannot be specified together\n",
+        ),
+        (&["-m", "FETCH"], "msign: method invalid: FETCH\n"),
+    ] {
+        let args = [args, &["~~/stor/a"]].concat();
+        assert_eq!(cli.run("msign", &args).await.fails(), want, "{args:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msign_f_signs_with_a_given_key_file() {
+    let cli = Cli::with_secret().await;
+    let key = cli.region.account.key.to_str().unwrap().to_owned();
+    let url = cli.msign(&["-f", &key, "~~/stor/secret.txt"], &[]).await;
+    assert_eq!(status_of(reqwest::Client::new().get(&url)).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_held_only_by_ssh_agent_signs_requests_and_urls() {
+    let cli = Cli::with_secret().await;
     let agent = Agent::start(&cli.region.account.key);
+    // No key file under ~/.ssh.
     let empty_home = tempfile::tempdir().unwrap();
     let sock = agent.sock.to_str().unwrap();
     let home = empty_home.path().to_str().unwrap();
     let via_agent = [("HOME", home), ("SSH_AUTH_SOCK", sock)];
     let ls = cli.run_env("mls", &["~~/stor"], &via_agent).await;
     assert_eq!(ls.ok(), "secret.txt\n");
-    let url = cli
-        .run_env("msign", &["~~/stor/secret.txt"], &via_agent)
-        .await
-        .ok()
-        .trim()
-        .to_owned();
-    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
-    // Without the agent there is no key at all.
+    let url = cli.msign(&["~~/stor/secret.txt"], &via_agent).await;
+    assert_eq!(status_of(reqwest::Client::new().get(&url)).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_key_file_or_an_agent_there_is_no_key() {
+    let cli = Cli::start().await;
+    let empty_home = tempfile::tempdir().unwrap();
+    let home = empty_home.path().to_str().unwrap();
     let e = cli
         .run_env(
             "mls",
