@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use moray::server::{Config, RunningServer};
-use moray::types::{BatchOp, DelOptions, FindOptions, PutOptions, PutResult};
+use moray::types::{BatchOp, BucketConfig, DelOptions, FindOptions, PutOptions, PutResult};
 use moray::{Error, MorayClient};
 use serde_json::Value;
 use testkit::TestPostgres;
@@ -25,6 +25,25 @@ impl Env {
         Env { client, server, pg }
     }
 
+    /// A fresh server with one empty bucket `name` made with `config`.
+    pub async fn with_bucket(name: &str, config: BucketConfig) -> Env {
+        let env = Env::start().await;
+        env.client
+            .create_bucket(name, config)
+            .await
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+        env
+    }
+
+    /// A fresh server with the object store's buckets and triggers set up.
+    pub async fn with_manta_buckets() -> Env {
+        let env = Env::start().await;
+        moray::schema::setup_manta_buckets(&env.client)
+            .await
+            .expect("set up the manta buckets");
+        env
+    }
+
     /// A plain SQL connection to the same database, to check what Moray stored.
     pub async fn sql(&self) -> tokio_postgres::Client {
         self.pg.client().await.expect("connect")
@@ -36,6 +55,16 @@ pub async fn put(c: &MorayClient, bucket: &str, key: &str, value: Value) -> PutR
     c.put_object(bucket, key, value, PutOptions::any())
         .await
         .unwrap_or_else(|e| panic!("put {bucket}::{key}: {e:?}"))
+}
+
+/// The names of the server's buckets, in the order it lists them.
+pub async fn bucket_names(c: &MorayClient) -> Vec<String> {
+    c.list_buckets()
+        .await
+        .expect("list buckets")
+        .into_iter()
+        .map(|b| b.name)
+        .collect()
 }
 
 /// The error of a `findObjects` that must fail (with default options).
