@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Env, delete_op, find_err, put, put_op};
+use common::{Env, bucket_names, delete_op, find_err, put, put_op};
 use moray::types::*;
 use moray::{Error, MorayClient};
 use serde_json::{Value, json};
@@ -54,14 +54,7 @@ async fn buckets_create_get_list_delete() {
     c.create_bucket("others", BucketConfig::new(0))
         .await
         .unwrap();
-    let names: Vec<String> = c
-        .list_buckets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
-    assert_eq!(names, vec!["others", "things"]);
+    assert_eq!(bucket_names(c).await, vec!["others", "things"]);
     put(c, "things", "k", json!({"name": "x"})).await;
     c.del_bucket("things").await.unwrap();
     assert!(matches!(
@@ -145,9 +138,8 @@ async fn bad_bucket_names_and_configs_are_refused() {
 
 #[tokio::test]
 async fn objects_put_get_delete_with_etags() {
-    let env = Env::start().await;
+    let env = Env::with_bucket("b", cfg()).await;
     let c = &env.client;
-    c.create_bucket("b", cfg()).await.unwrap();
     let v = json!({"name": "n1", "size": 10, "nested": {"deep": [1, 2, 3]}, "unicode": "é漢"});
     let first = put(c, "b", "/a/k1", v.clone()).await;
     let want_etag = format!(
@@ -260,9 +252,8 @@ fn crc32fast_hash(s: &str) -> u32 {
 
 #[tokio::test]
 async fn bad_requests_get_clear_errors_and_change_nothing() {
-    let env = Env::start().await;
+    let env = Env::with_bucket("b", cfg()).await;
     let c = &env.client;
-    c.create_bucket("b", cfg()).await.unwrap();
     let e = c
         .put_object("b", "k", json!([1, 2]), PutOptions::any())
         .await
@@ -300,9 +291,8 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
 
 #[tokio::test]
 async fn unique_indexes_are_enforced() {
-    let env = Env::start().await;
+    let env = Env::with_bucket("b", cfg()).await;
     let c = &env.client;
-    c.create_bucket("b", cfg()).await.unwrap();
     put(c, "b", "u1", json!({"email": "a@x"})).await;
     let e = c
         .put_object("b", "u2", json!({"email": "a@x"}), PutOptions::any())
@@ -323,9 +313,8 @@ async fn unique_indexes_are_enforced() {
 
 #[tokio::test]
 async fn exactly_one_of_many_racing_creates_wins() {
-    let env = Env::start().await;
+    let env = Env::with_bucket("b", BucketConfig::new(1)).await;
     let c = &env.client;
-    c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
     for round in 0..3 {
         let key = format!("race{round}");
         let mut tasks = Vec::new();
@@ -365,9 +354,8 @@ async fn exactly_one_of_many_racing_creates_wins() {
 async fn conditional_updates_serialise() {
     // N writers each do read-modify-write with if-match, retrying on conflict: no increment is
     // lost.
-    let env = Env::start().await;
+    let env = Env::with_bucket("b", BucketConfig::new(1)).await;
     let c = &env.client;
-    c.create_bucket("b", BucketConfig::new(1)).await.unwrap();
     put(c, "b", "ctr", json!({"n": 0})).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -400,8 +388,12 @@ async fn conditional_updates_serialise() {
     assert_eq!(c.get_object("b", "ctr").await.unwrap().value["n"], 40);
 }
 
-async fn seed(c: &MorayClient) {
-    c.create_bucket("b", cfg()).await.unwrap();
+/// A fresh server with bucket `b` ([`cfg`]) holding twenty records `k00`..`k19` (name `nNN`,
+/// size NN, hot when even, tags red and blue every third, else green, and a field that is not
+/// indexed) and one record `bare` with none of the indexed fields.
+async fn seeded() -> Env {
+    let env = Env::with_bucket("b", cfg()).await;
+    let c = &env.client;
     for i in 0..20 {
         let v = json!({
             "name": format!("n{i:02}"),
@@ -414,6 +406,7 @@ async fn seed(c: &MorayClient) {
     }
     // A record without most fields.
     put(c, "b", "bare", json!({"misc": 1})).await;
+    env
 }
 
 async fn keys(c: &MorayClient, filter: &str) -> Vec<String> {
@@ -430,11 +423,30 @@ async fn keys(c: &MorayClient, filter: &str) -> Vec<String> {
         .collect()
 }
 
+/// Finds on bucket `b` with each of `filters`: every one must fail with an error `want`
+/// accepts (a failure names the filter and the error).
+async fn assert_each_refused(c: &MorayClient, filters: &[&str], want: impl Fn(&Error) -> bool) {
+    for f in filters {
+        let e = find_err(c, "b", f).await;
+        assert!(want(&e), "{f}: {e:?}");
+    }
+}
+
+/// The error of a find on bucket `b` sorted by `attribute`, which must fail.
+async fn sorted_find_err(c: &MorayClient, attribute: &str) -> Error {
+    let opts = FindOptions {
+        sort: vec![Sort::asc(attribute)],
+        ..Default::default()
+    };
+    c.find_objects("b", "(size>=0)", opts)
+        .await
+        .expect_err("a find sorted by an unusable attribute")
+}
+
 #[tokio::test]
 async fn find_objects_filters() {
-    let env = Env::start().await;
+    let env = seeded().await;
     let c = &env.client;
-    seed(c).await;
     // Each filter and the keys it finds, in key order.
     for (filter, want) in [
         ("(name=n05)", vec!["k05"]),
@@ -496,11 +508,18 @@ async fn find_objects_filters() {
     assert!(keys(c, "(name=1%)").await.is_empty());
 }
 
+/// The `size` field of each record, in order.
+fn sizes(records: &[ObjectRecord]) -> Vec<i64> {
+    records
+        .iter()
+        .map(|r| r.value["size"].as_i64().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn find_objects_sort_limit_offset_count() {
-    let env = Env::start().await;
+    let env = seeded().await;
     let c = &env.client;
-    seed(c).await;
     let opts = FindOptions {
         limit: Some(3),
         offset: Some(2),
@@ -508,11 +527,7 @@ async fn find_objects_sort_limit_offset_count() {
         no_count: false,
     };
     let r = c.find_objects("b", "(size>=0)", opts).await.unwrap();
-    let sizes: Vec<i64> = r
-        .iter()
-        .map(|r| r.value["size"].as_i64().unwrap())
-        .collect();
-    assert_eq!(sizes, vec![17, 16, 15]);
+    assert_eq!(sizes(&r), vec![17, 16, 15]);
     assert!(r.iter().all(|r| r.count == Some(20)));
     // Two sort keys.
     let opts = FindOptions {
@@ -522,11 +537,7 @@ async fn find_objects_sort_limit_offset_count() {
         ..Default::default()
     };
     let r = c.find_objects("b", "(size>=0)", opts).await.unwrap();
-    let sizes: Vec<i64> = r
-        .iter()
-        .map(|r| r.value["size"].as_i64().unwrap())
-        .collect();
-    assert_eq!(sizes, vec![19, 17, 15]);
+    assert_eq!(sizes(&r), vec![19, 17, 15]);
     assert!(r.iter().all(|r| r.count.is_none()));
     // Default limit is 1000; the stream delivers everything.
     c.create_bucket(
@@ -577,44 +588,41 @@ async fn find_objects_sort_limit_offset_count() {
 
 #[tokio::test]
 async fn find_objects_refuses_unindexed_fields_and_bad_filters() {
-    let env = Env::start().await;
+    let env = seeded().await;
     let c = &env.client;
-    seed(c).await;
-    for f in [
-        "(other=x)",
-        "(&(name=n01)(other=not indexed))",
-        "(|(other=*)(size=1))",
-        "(!(other=a))",
-    ] {
-        let e = find_err(c, "b", f).await;
-        assert!(
-            matches!(&e, Error::NotIndexed { attribute, .. } if attribute == "other"),
-            "{f}: {e:?}"
-        );
-        assert_eq!(e.http_status(), 400);
-    }
-    let opts = FindOptions {
-        sort: vec![Sort::asc("other")],
-        ..Default::default()
-    };
+    assert_each_refused(
+        c,
+        &[
+            "(other=x)",
+            "(&(name=n01)(other=not indexed))",
+            "(|(other=*)(size=1))",
+            "(!(other=a))",
+        ],
+        |e| {
+            matches!(e, Error::NotIndexed { attribute, .. } if attribute == "other")
+                && e.http_status() == 400
+        },
+    )
+    .await;
     assert!(matches!(
-        c.find_objects("b", "(size>=0)", opts).await,
-        Err(Error::NotIndexed { .. })
+        sorted_find_err(c, "other").await,
+        Error::NotIndexed { .. }
     ));
-    for f in [
-        "",
-        "name=x",
-        "(name=x",
-        "(size>=abc)",
-        "(hot=maybe)",
-        "(tags=a*)",
-        "(_id=x)",
-        "(&)",
-    ] {
-        let e = find_err(c, "b", f).await;
-        assert!(matches!(e, Error::InvalidQuery { .. }), "{f}: {e:?}");
-        assert_eq!(e.http_status(), 400);
-    }
+    assert_each_refused(
+        c,
+        &[
+            "",
+            "name=x",
+            "(name=x",
+            "(size>=abc)",
+            "(hot=maybe)",
+            "(tags=a*)",
+            "(_id=x)",
+            "(&)",
+        ],
+        |e| matches!(e, Error::InvalidQuery { .. }) && e.http_status() == 400,
+    )
+    .await;
     assert!(matches!(
         find_err(c, "nob", "(a=1)").await,
         Error::BucketNotFound { .. }
@@ -623,9 +631,8 @@ async fn find_objects_refuses_unindexed_fields_and_bad_filters() {
 
 #[tokio::test]
 async fn sql_injection_attempts_are_inert() {
-    let env = Env::start().await;
+    let env = seeded().await;
     let c = &env.client;
-    seed(c).await;
     let evil = [
         "x'; DROP TABLE b; --",
         "x\"; DROP TABLE b; --",
@@ -642,28 +649,23 @@ async fn sql_injection_attempts_are_inert() {
         assert_eq!(c.get_object("b", v).await.unwrap().value["name"], v);
     }
     // Field names cannot carry SQL: they are either refused by the parser or unknown.
-    for f in [
-        "(name;drop=1)",
-        "(name\"=1)",
-        "(name)or(1=1)",
-        "(1=1) OR (1=1)",
-    ] {
-        let e = find_err(c, "b", f).await;
-        assert!(
-            matches!(e, Error::InvalidQuery { .. } | Error::NotIndexed { .. }),
-            "{f}: {e:?}"
-        );
-    }
+    assert_each_refused(
+        c,
+        &[
+            "(name;drop=1)",
+            "(name\"=1)",
+            "(name)or(1=1)",
+            "(1=1) OR (1=1)",
+        ],
+        |e| matches!(e, Error::InvalidQuery { .. } | Error::NotIndexed { .. }),
+    )
+    .await;
     let e = find_err(c, "b", "(name--=1)").await;
     assert!(matches!(e, Error::NotIndexed { .. }), "{e:?}");
     // Sort attributes too.
-    let opts = FindOptions {
-        sort: vec![Sort::asc("name; DROP TABLE b")],
-        ..Default::default()
-    };
     assert!(matches!(
-        c.find_objects("b", "(size>=0)", opts).await,
-        Err(Error::NotIndexed { .. })
+        sorted_find_err(c, "name; DROP TABLE b").await,
+        Error::NotIndexed { .. }
     ));
     // Everything is still there.
     assert_eq!(keys(c, "(size>=0)").await.len(), 20);
@@ -671,9 +673,8 @@ async fn sql_injection_attempts_are_inert() {
 
 #[tokio::test]
 async fn a_batch_applies_all_its_operations() {
-    let env = Env::start().await;
+    let env = seeded().await;
     let c = &env.client;
-    seed(c).await;
     let before = c.get_object("b", "k01").await.unwrap();
     let res = c
         .batch(vec![
@@ -723,9 +724,8 @@ async fn a_batch_applies_all_its_operations() {
 
 #[tokio::test]
 async fn a_batch_with_one_failing_operation_changes_nothing() {
-    let env = Env::start().await;
+    let env = seeded().await;
     let c = &env.client;
-    seed(c).await;
     // One failing operation (last) rolls everything before it back, whatever the failure.
     let snapshot = keys(c, "(_key=*)").await;
     let k03 = c.get_object("b", "k03").await.unwrap();
@@ -774,9 +774,8 @@ async fn a_batch_with_one_failing_operation_changes_nothing() {
 
 #[tokio::test]
 async fn update_objects_and_delete_many() {
-    let env = Env::start().await;
+    let env = seeded().await;
     let c = &env.client;
-    seed(c).await;
     let before = c.get_object("b", "k01").await.unwrap();
     let fields = json!({"name": "renamed", "hot": true})
         .as_object()
@@ -908,9 +907,8 @@ async fn update_bucket_never_queues_ahead_of_queries() {
     // A long transaction holds a lock on the table. Adding a column needs an exclusive lock;
     // it must not wait in the lock queue (where every later query would wait behind it), but
     // give up quickly and retry, so reads and writes keep flowing meanwhile.
-    let env = Env::start().await;
+    let env = Env::with_bucket("hot", BucketConfig::new(1)).await;
     let c = &env.client;
-    c.create_bucket("hot", BucketConfig::new(1)).await.unwrap();
     put(c, "hot", "k", json!({"a": 1})).await;
     let mut blocker = env.sql().await;
     let txn = blocker.transaction().await.unwrap();
@@ -974,12 +972,7 @@ async fn sql_ping_version() {
     let base = &c.urls()[0];
     let ping = reqwest::get(format!("{base}/ping")).await.unwrap();
     assert_eq!(ping.status(), 200);
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = testkit::metrics(base).await;
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     let status: Value = reqwest::get(format!("{base}/status"))
         .await
