@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::Env;
+use common::{Env, bucket_names, delete_op, put, put_op};
 use manta_types::{DirectoryInfo, EntryKind, MetadataRecord, ObjectId, ObjectInfo, SharkRef};
 use moray::schema::{DELETE_LOG, DIRECTORY_COUNTS, MANTA, setup_manta_buckets};
 use moray::types::*;
@@ -82,10 +82,14 @@ async fn log_entries(c: &MorayClient, filter: &str) -> Vec<ObjectRecord> {
     c.find_objects(DELETE_LOG, filter, opts).await.unwrap()
 }
 
-async fn put(c: &MorayClient, rec: &MetadataRecord) {
-    c.put_object(MANTA, &rec.key, rec.to_value(), PutOptions::any())
-        .await
-        .unwrap();
+/// Stores `rec` in the manta bucket at its key, unconditionally.
+async fn put_record(c: &MorayClient, rec: &MetadataRecord) {
+    put(c, MANTA, &rec.key, rec.to_value()).await;
+}
+
+/// A batch operation that stores `rec` in the manta bucket at its key, unconditionally.
+fn record_op(rec: &MetadataRecord) -> BatchOp {
+    put_op(MANTA, &rec.key, rec.to_value(), PutOptions::any())
 }
 
 #[tokio::test]
@@ -97,15 +101,8 @@ async fn setup_is_idempotent_and_concurrent_safe() {
     ra.unwrap();
     rb.unwrap();
     setup_manta_buckets(c).await.unwrap();
-    let names: Vec<String> = c
-        .list_buckets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| b.name)
-        .collect();
     assert_eq!(
-        names,
+        bucket_names(c).await,
         vec![
             "manta",
             "manta_delete_log",
@@ -133,9 +130,7 @@ async fn setup_is_idempotent_and_concurrent_safe() {
     // The storage heartbeat bucket takes the storage nodes' records.
     let hb = json!({"manta_storage_id": "1.stor", "datacenter": "dc1", "availableMB": 1000,
                     "percentUsed": 12, "timestamp": 1_700_000_000_000u64, "url": "http://x"});
-    c.put_object("manta_storage", "1.stor", hb, PutOptions::any())
-        .await
-        .unwrap();
+    put(c, "manta_storage", "1.stor", hb).await;
     let found = c
         .find_objects(
             "manta_storage",
@@ -149,18 +144,17 @@ async fn setup_is_idempotent_and_concurrent_safe() {
 
 #[tokio::test]
 async fn directory_counts_follow_creates_and_deletes() {
-    let env = Env::start().await;
+    let env = Env::with_manta_buckets().await;
     let c = &env.client;
-    setup_manta_buckets(c).await.unwrap();
     let d = "/acct/stor/d";
-    put(c, &directory(d)).await;
+    put_record(c, &directory(d)).await;
     assert_eq!(count(c, "/acct/stor").await, Some(1));
     for i in 0..3 {
-        put(c, &object(&format!("{d}/f{i}"), &["1.stor"]).0).await;
+        put_record(c, &object(&format!("{d}/f{i}"), &["1.stor"]).0).await;
     }
     assert_eq!(count(c, d).await, Some(3));
     // Overwrite: unchanged.
-    put(c, &object(&format!("{d}/f0"), &["2.stor"]).0).await;
+    put_record(c, &object(&format!("{d}/f0"), &["2.stor"]).0).await;
     assert_eq!(count(c, d).await, Some(3));
     // A failed conditional write changes nothing.
     let e = c
@@ -196,14 +190,7 @@ async fn directory_counts_follow_creates_and_deletes() {
     );
     // A batch touching several directories counts each exactly.
     let ops: Vec<BatchOp> = (0..6)
-        .map(|i| BatchOp::Put {
-            bucket: MANTA.into(),
-            key: format!("/acct/stor/b{}/f{i}", i % 2),
-            value: object(&format!("/acct/stor/b{}/f{i}", i % 2), &[])
-                .0
-                .to_value(),
-            options: PutOptions::any(),
-        })
+        .map(|i| record_op(&object(&format!("/acct/stor/b{}/f{i}", i % 2), &[]).0))
         .collect();
     c.batch(ops).await.unwrap();
     assert_eq!(count(c, "/acct/stor/b0").await, Some(3));
@@ -212,12 +199,11 @@ async fn directory_counts_follow_creates_and_deletes() {
 
 #[tokio::test]
 async fn delete_log_records_replaced_and_deleted_objects() {
-    let env = Env::start().await;
+    let env = Env::with_manta_buckets().await;
     let c = &env.client;
-    setup_manta_buckets(c).await.unwrap();
     let key = "/acct/stor/obj";
     let (v1, id1) = object(key, &["1.stor", "2.stor"]);
-    put(c, &v1).await;
+    put_record(c, &v1).await;
     assert!(
         log_entries(c, "(objectId=*)").await.is_empty(),
         "a create logs nothing"
@@ -226,12 +212,12 @@ async fn delete_log_records_replaced_and_deleted_objects() {
     // Metadata-only change (same object id): nothing to collect.
     let mut same = v1.clone();
     same.headers.insert("m-x".into(), "y".into());
-    put(c, &same).await;
+    put_record(c, &same).await;
     assert!(log_entries(c, "(objectId=*)").await.is_empty());
 
     // Overwrite with new bytes: the old object id is logged.
     let (v2, id2) = object(key, &["3.stor"]);
-    put(c, &v2).await;
+    put_record(c, &v2).await;
     let log = log_entries(c, "(objectId=*)").await;
     assert_eq!(log.len(), 1);
     let e = &log[0];
@@ -250,7 +236,7 @@ async fn delete_log_records_replaced_and_deleted_objects() {
     assert!(log_entries(c, "(sharks=3.stor)").await.is_empty());
 
     // Replaced by a directory: logged.
-    put(c, &directory(key)).await;
+    put_record(c, &directory(key)).await;
     let log = log_entries(c, &format!("(objectId={id2})")).await;
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].value["sharks"], json!(["3.stor"]));
@@ -259,7 +245,7 @@ async fn delete_log_records_replaced_and_deleted_objects() {
         .await
         .unwrap();
     let (empty, _) = object("/acct/stor/empty", &[]);
-    put(c, &empty).await;
+    put_record(c, &empty).await;
     c.del_object(MANTA, "/acct/stor/empty", DelOptions::default())
         .await
         .unwrap();
@@ -271,22 +257,11 @@ async fn delete_log_records_replaced_and_deleted_objects() {
     let mut l2 = l1.clone();
     l2.key = "/acct/stor/l2".into();
     l2.name = "l2".into();
-    put(c, &l1).await;
-    put(c, &l2).await;
-    c.batch(vec![
-        BatchOp::Delete {
-            bucket: MANTA.into(),
-            key: l1.key.clone(),
-            options: DelOptions::default(),
-        },
-        BatchOp::Delete {
-            bucket: MANTA.into(),
-            key: l2.key.clone(),
-            options: DelOptions::default(),
-        },
-    ])
-    .await
-    .unwrap();
+    put_record(c, &l1).await;
+    put_record(c, &l2).await;
+    c.batch(vec![delete_op(MANTA, &l1.key), delete_op(MANTA, &l2.key)])
+        .await
+        .unwrap();
     let log = log_entries(c, &format!("(objectId={id3})")).await;
     assert_eq!(log.len(), 2);
     assert_ne!(log[0].key, log[1].key);
@@ -307,33 +282,18 @@ async fn delete_log_records_replaced_and_deleted_objects() {
 
 #[tokio::test]
 async fn triggers_roll_back_with_their_write() {
-    let env = Env::start().await;
+    let env = Env::with_manta_buckets().await;
     let c = &env.client;
-    setup_manta_buckets(c).await.unwrap();
     let (v1, _) = object("/acct/stor/x/a", &["1.stor"]);
-    put(c, &v1).await;
+    put_record(c, &v1).await;
     let (v2, _) = object("/acct/stor/x/b", &["1.stor"]);
     let (v3, _) = object("/acct/stor/x/a", &["2.stor"]);
     // New key b (+1), overwrite of a (log), then a failing op: none of it may stick.
     let e = c
         .batch(vec![
-            BatchOp::Put {
-                bucket: MANTA.into(),
-                key: v2.key.clone(),
-                value: v2.to_value(),
-                options: PutOptions::any(),
-            },
-            BatchOp::Put {
-                bucket: MANTA.into(),
-                key: v3.key.clone(),
-                value: v3.to_value(),
-                options: PutOptions::any(),
-            },
-            BatchOp::Delete {
-                bucket: MANTA.into(),
-                key: "/acct/stor/x/none".into(),
-                options: DelOptions::default(),
-            },
+            record_op(&v2),
+            record_op(&v3),
+            delete_op(MANTA, "/acct/stor/x/none"),
         ])
         .await
         .unwrap_err();
@@ -344,9 +304,8 @@ async fn triggers_roll_back_with_their_write() {
 
 #[tokio::test]
 async fn counts_and_delete_log_stay_exact_under_concurrency() {
-    let env = Env::start().await;
+    let env = Env::with_manta_buckets().await;
     let c = &env.client;
-    setup_manta_buckets(c).await.unwrap();
     let dirs = ["/acct/stor/c0", "/acct/stor/c1", "/acct/stor/c2"];
     let mut tasks = Vec::new();
     for t in 0..8u64 {
@@ -368,9 +327,7 @@ async fn counts_and_delete_log_stay_exact_under_concurrency() {
                     0 | 1 => {
                         // Every put has a fresh object id, so every overwrite logs one entry.
                         let (rec, _) = object(&key, &["1.stor"]);
-                        c.put_object(MANTA, &key, rec.to_value(), PutOptions::any())
-                            .await
-                            .unwrap();
+                        put(&c, MANTA, &key, rec.to_value()).await;
                         puts_ok += 1;
                     }
                     2 => {
