@@ -223,6 +223,34 @@ impl Shard {
         Ok(self.http.get(url).send().await?.json().await?)
     }
 
+    /// Creates the test table on `primary` and starts a [`Writer`] through the shard's state;
+    /// returns once its first write is acknowledged.
+    pub async fn start_writing(&self, primary: &Peer) -> Result<Writer> {
+        create_table(primary).await?;
+        let writer = Writer::start(self.etcd.endpoint(), "1".into(), 1);
+        writer
+            .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
+            .await?;
+        Ok(writer)
+    }
+
+    /// The pid of peer `i`'s postmaster, from its sitter's status.
+    pub async fn postmaster_pid(&self, i: usize) -> Result<u32> {
+        let status = self.status(i).await?;
+        let pid = status["postmasterPid"]
+            .as_u64()
+            .with_context(|| format!("no postmasterPid in {status}"))?;
+        Ok(u32::try_from(pid)?)
+    }
+
+    /// kill -9 of peer `i`'s postmaster, as a crash would; returns when it was sent.
+    pub async fn kill_postmaster(&self, i: usize) -> Result<Instant> {
+        let pid = self.postmaster_pid(i).await?;
+        let killed_at = Instant::now();
+        kill_pid(pid)?;
+        Ok(killed_at)
+    }
+
     /// Waits until the shard is whole: a writable primary, a streaming sync, and every other
     /// running sitter streaming as an async.
     pub async fn wait_healthy(&self, timeout: Duration) -> Result<ClusterState> {
