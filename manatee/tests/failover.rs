@@ -18,11 +18,7 @@ async fn primary_postmaster_kill_fails_over_and_the_old_primary_rejoins() -> Res
     let shard = Shard::start(3).await?;
     let st = shard.wait_healthy(SETTLE).await?;
     let g0 = st.generation;
-    create_table(&st.primary).await?;
-    let writer = Writer::start(shard.etcd.endpoint(), "1".into(), 1);
-    writer
-        .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
-        .await?;
+    let writer = shard.start_writing(&st.primary).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // manatee-adm shows the shard for people and for scripts.
@@ -50,11 +46,7 @@ async fn primary_postmaster_kill_fails_over_and_the_old_primary_rejoins() -> Res
     // Kill the primary's postmaster.
     let old = shard.index_of(&st.primary.id);
     let sync_id = st.sync.clone().expect("sync").id;
-    let pid = shard.status(old).await?["postmasterPid"]
-        .as_u64()
-        .expect("pid") as u32;
-    let killed_at = Instant::now();
-    kill_pid(pid)?;
+    let killed_at = shard.kill_postmaster(old).await?;
 
     let acked_at = writer
         .wait_ack_after(killed_at, Some(&st.primary.id), Duration::from_secs(30))
@@ -104,19 +96,13 @@ async fn primary_postmaster_kill_fails_over_and_the_old_primary_rejoins() -> Res
 async fn primary_sitter_kill_then_sync_kill_lose_nothing() -> Result<()> {
     let mut shard = Shard::start(3).await?;
     let st = shard.wait_healthy(SETTLE).await?;
-    create_table(&st.primary).await?;
-    let writer = Writer::start(shard.etcd.endpoint(), "1".into(), 1);
-    writer
-        .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
-        .await?;
+    let writer = shard.start_writing(&st.primary).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // kill -9 of the primary's sitter: its Postgres dies with it (no orphaned primary), its
     // lease lapses, the sync takes over.
     let old = shard.index_of(&st.primary.id);
-    let pg_pid = shard.status(old).await?["postmasterPid"]
-        .as_u64()
-        .expect("pid") as u32;
+    let pg_pid = shard.postmaster_pid(old).await?;
     let killed_at = Instant::now();
     shard.sitters[old].kill();
     wait_until(
@@ -151,11 +137,7 @@ async fn primary_sitter_kill_then_sync_kill_lose_nothing() -> Result<()> {
     // on; the old sync's sitter brings it back as an async.
     let sync = st3.sync.clone().expect("sync");
     let si = shard.index_of(&sync.id);
-    let pid = shard.status(si).await?["postmasterPid"]
-        .as_u64()
-        .expect("pid") as u32;
-    let killed_at = Instant::now();
-    kill_pid(pid)?;
+    let killed_at = shard.kill_postmaster(si).await?;
     let acked_at = writer
         .wait_ack_after(killed_at, None, Duration::from_secs(30))
         .await?;
@@ -239,11 +221,7 @@ async fn freeze_stops_a_takeover_and_unfreeze_allows_it() -> Result<()> {
 async fn planned_promotion_and_rebuild() -> Result<()> {
     let shard = Shard::start(3).await?;
     let st = shard.wait_healthy(SETTLE).await?;
-    create_table(&st.primary).await?;
-    let writer = Writer::start(shard.etcd.endpoint(), "1".into(), 1);
-    writer
-        .wait_ack_after(Instant::now(), None, Duration::from_secs(20))
-        .await?;
+    let writer = shard.start_writing(&st.primary).await?;
 
     // Every sitter serves /ping, /ready (registered in its role) and Prometheus /metrics.
     for (p, _) in st.peers() {
