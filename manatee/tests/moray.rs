@@ -109,12 +109,7 @@ async fn moray_reaches_the_primary(shard: &Shard) -> Result<(RunningServer, Mora
 
 /// Step: kill -9 of the primary's postmaster; returns when.
 async fn kill_the_primary(shard: &Shard, st: &ClusterState) -> Result<Instant> {
-    let pid = shard.status(shard.index_of(&st.primary.id)).await?["postmasterPid"]
-        .as_u64()
-        .context("pid")? as u32;
-    let killed = Instant::now();
-    kill_pid(pid)?;
-    Ok(killed)
+    shard.kill_postmaster(shard.index_of(&st.primary.id)).await
 }
 
 /// Step: another peer becomes primary, and puts through Moray are acknowledged again
