@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Env, Options};
@@ -20,20 +21,64 @@ async fn one(env: &Env, exec: &str, input: &str, memory: Option<u64>) -> String 
     env.submit(job, &[input.to_owned()]).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tasks_are_isolated_and_limited() {
+/// A jobs region whose agents limit each task to 48 processes, and the object
+/// `~~/stor/iso/in.txt` (`one two three`) the checks' jobs take as input.
+async fn start() -> (Env, String) {
     let env = Env::start_with(Options {
         agent_args: vec!["--pids-limit".into(), "48".into()],
         ..Options::default()
     })
     .await
     .unwrap();
-    let login = env.region.account.login.clone();
     let input = env
         .upload("iso", vec![("in.txt".into(), "one two three\n".into())])
         .await
         .unwrap()
         .remove(0);
+    (env, input)
+}
+
+/// What one check's job gave.
+struct Ran {
+    id: String,
+    status: serde_json::Value,
+    out: String,
+    errs: Vec<serde_json::Value>,
+}
+
+/// Submits one job a check (name, the phase's `exec`, its memory in MiB) all at once, then
+/// waits for each and collects what it gave, by name.
+async fn run_checks(
+    env: &Env,
+    input: &str,
+    checks: &[(&'static str, String, Option<u64>)],
+) -> HashMap<&'static str, Ran> {
+    let mut ids = Vec::new();
+    for (name, exec, mem) in checks {
+        ids.push((*name, one(env, exec, input, *mem).await));
+    }
+    let mut results = HashMap::new();
+    for (name, id) in ids {
+        let status = env.wait(&id, Duration::from_secs(120)).await.unwrap();
+        let out = env.output_text(&id).await.unwrap().join("");
+        let errs = env.client.job_errors(&id).await.unwrap();
+        results.insert(
+            name,
+            Ran {
+                id,
+                status,
+                out,
+                errs,
+            },
+        );
+    }
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_isolated() {
+    let (env, input) = start().await;
+    let login = env.region.account.login.clone();
 
     // Another account with a private object.
     let other = env.region.add_account("other").await.unwrap();
@@ -70,26 +115,10 @@ async fn tasks_are_isolated_and_limited() {
             "for f in /x /usr/x /etc/x /bin/x; do touch $f 2>/dev/null && echo WROTE $f; done; echo hi > /tmp/ok && cat /tmp/ok; id -u".to_owned(),
             None,
         ),
-        ("memory", "head -c 400000000 /dev/zero | tail > /dev/null; echo survived".to_owned(), Some(128)),
-        (
-            "forkbomb",
-            "b() { b | b & }; (b) 2>/dev/null; read -t 3 x < /dev/zero 2>/dev/null; read c < /sys/fs/cgroup/pids/pids.current; read m < /sys/fs/cgroup/pids/pids.max; echo pids=$c max=$m".to_owned(),
-            None,
-        ),
     ];
-    let mut ids = Vec::new();
-    for (name, exec, mem) in &checks {
-        ids.push((*name, one(&env, exec, &input, *mem).await));
-    }
-    let mut results = std::collections::HashMap::new();
-    for (name, id) in &ids {
-        let st = env.wait(id, Duration::from_secs(120)).await.unwrap();
-        let out = env.output_text(id).await.unwrap().join("");
-        let errs = env.client.job_errors(id).await.unwrap();
-        results.insert(*name, (st, out, errs));
-    }
+    let results = run_checks(&env, &input, &checks).await;
 
-    let (_, out, errs) = &results["other-account"];
+    let Ran { out, errs, .. } = &results["other-account"];
     assert!(errs.is_empty(), "{errs:?}");
     assert!(!out.contains("TOP SECRET"), "{out}");
     assert!(out.contains("rc=1"), "{out}");
@@ -98,7 +127,7 @@ async fn tasks_are_isolated_and_limited() {
         "own objects stay readable: {out}"
     );
 
-    let (_, out, _) = &results["files"];
+    let out = &results["files"].out;
     let files: Vec<&str> = out.lines().filter(|l| l.starts_with("/manta/")).collect();
     assert_eq!(
         files,
@@ -108,12 +137,12 @@ async fn tasks_are_isolated_and_limited() {
     assert!(!out.contains("SEES-"), "{out}");
     assert!(out.contains("sock"), "{out}");
 
-    let (_, out, _) = &results["network"];
+    let out = &results["network"].out;
     assert!(out.contains("BLOCKED"), "{out}");
     // /proc/net/dev: two header lines without a colon-terminated name, one line for `lo`.
     assert_eq!(out.lines().nth(1), Some("1"), "only lo: {out}");
 
-    let (_, out, _) = &results["rootfs"];
+    let out = &results["rootfs"].out;
     assert!(!out.contains("WROTE"), "{out}");
     assert!(out.contains("hi"), "{out}");
     assert_eq!(
@@ -121,9 +150,28 @@ async fn tasks_are_isolated_and_limited() {
         Some("0"),
         "root inside, mapped outside: {out}"
     );
+}
 
-    let (st, out, errs) = &results["memory"];
-    assert_eq!(st["stats"]["errors"], 1, "{st}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_are_limited_and_the_node_is_unharmed() {
+    let (env, input) = start().await;
+    let checks = [
+        ("memory", "head -c 400000000 /dev/zero | tail > /dev/null; echo survived".to_owned(), Some(128)),
+        (
+            "forkbomb",
+            "b() { b | b & }; (b) 2>/dev/null; read -t 3 x < /dev/zero 2>/dev/null; read c < /sys/fs/cgroup/pids/pids.current; read m < /sys/fs/cgroup/pids/pids.max; echo pids=$c max=$m".to_owned(),
+            None,
+        ),
+    ];
+    let results = run_checks(&env, &input, &checks).await;
+
+    let Ran {
+        id,
+        status,
+        out,
+        errs,
+    } = &results["memory"];
+    assert_eq!(status["stats"]["errors"], 1, "{status}");
     assert!(
         out.is_empty(),
         "a failed task's stdout is not an output: {out}"
@@ -136,11 +184,11 @@ async fn tasks_are_isolated_and_limited() {
     let stderr_path = errs[0]["stderr"].as_str().unwrap();
     assert!(stderr_path.contains(".0.err."), "{stderr_path}");
     assert_eq!(
-        env.client.job_failures(&ids[4].1).await.unwrap(),
+        env.client.job_failures(id).await.unwrap(),
         vec![input.clone()]
     );
 
-    let (_, out, errs) = &results["forkbomb"];
+    let Ran { out, errs, .. } = &results["forkbomb"];
     assert!(errs.is_empty(), "{errs:?}");
     let pids: u64 = out
         .split("pids=")
