@@ -236,7 +236,7 @@ async fn client(dir: &Path, home: &Path) -> manta_client::MantaClient {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn up_status_down_up_keeps_data() {
+async fn up_makes_a_key_and_status_shows_every_service_healthy() {
     let r = TestRegion::up();
     let (dir, home) = (r.dir.as_path(), r.home.as_path());
     assert!(
@@ -278,10 +278,14 @@ async fn up_status_down_up_keeps_data() {
         people.contains("primary") && people.contains("sync") && people.contains("async"),
         "{people}"
     );
+    // The account is the user's.
+    assert_eq!(env_sh(dir)["MANTA_USER"], "regiontest");
+}
 
-    let env = env_sh(dir);
-    assert_eq!(env["MANTA_USER"], "regiontest");
-
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_sources_env_sh_uses_every_tool() {
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
     // A user's session: source env.sh, then the tools by their usual names.
     let script = r#"
         set -eo pipefail
@@ -389,6 +393,20 @@ async fn up_status_down_up_keeps_data() {
             .collect::<Vec<_>>(),
         ["deep/", "obj"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_stops_every_service_and_up_again_keeps_the_data_and_the_port() {
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
+    let (ok, _, err) = sourced(
+        dir,
+        home,
+        "mmkdir -p ~~/stor/kept/deep && echo 'survives restarts' | mput ~~/stor/kept/obj && \
+         printf 'one two three\\nfour five\\n' | mput ~~/stor/kept/deep/words.txt",
+    );
+    assert!(ok, "{err}");
+    let env = env_sh(dir);
 
     let (ok, text) = adm(dir, home, &["down"]);
     assert!(ok, "{text}");
