@@ -161,6 +161,31 @@ pub fn with_observability(router: Router, obs: Arc<Observer>) -> Router {
         .layer(axum::middleware::from_fn_with_state(obs, observe))
 }
 
+/// Middleware that lets through only requests whose client certificate names one of the
+/// roles in its state (`axum::middleware::from_fn_with_state(&[Role::..][..], require_role)`),
+/// answering `AuthorizationFailed` (403) to any other caller of the region.
+pub async fn require_role(
+    State(allowed): State<&'static [crate::tls::Role]>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match crate::tls::peer_role(req.extensions()) {
+        Some(role) if allowed.contains(&role) => next.run(req).await,
+        role => {
+            let who = role.map_or_else(
+                || "a caller without a role".to_owned(),
+                |r| format!("role {r}"),
+            );
+            let wanted: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+            warn!(caller = %who, allowed = ?wanted, path = %req.uri().path(), "refused a caller of the wrong role");
+            error_response_parts(
+                ErrorCode::AuthorizationFailed,
+                &format!("{who} may not do this (allowed: {})", wanted.join(", ")),
+            )
+        }
+    }
+}
+
 /// Renders a [`MantaError`] as its status and `{"code","message"}` JSON body.
 pub fn error_response(err: &MantaError) -> Response {
     error_response_parts(err.code, &err.message)
@@ -230,6 +255,37 @@ pub struct PeerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy)]
 pub struct Secure(pub bool);
 
+/// The service of one connection: `app`, with what is known of the connection (the peer's
+/// address, whether it is TLS, the client's certificate) in every request's extensions.
+fn connection_service(
+    app: Router,
+    peer: SocketAddr,
+    secure: bool,
+    peer_cert: Option<crate::tls::PeerCert>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(PeerAddr(peer));
+        req.extensions_mut().insert(Secure(secure));
+        if let Some(c) = &peer_cert {
+            req.extensions_mut().insert(c.clone());
+        }
+        let app = app.clone();
+        async move {
+            use tower::ServiceExt as _;
+            Ok::<_, Infallible>(
+                app.oneshot(req.map(Body::new))
+                    .await
+                    .unwrap_or_else(|e| match e {}),
+            )
+        }
+    })
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting, lets
 /// in-flight requests finish for up to `opts.drain`, and aborts what is left.
 ///
@@ -261,27 +317,29 @@ pub async fn serve(
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
                 conns.spawn(async move {
-                    let secure = tls.is_some();
-                    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                        req.extensions_mut().insert(PeerAddr(peer));
-                        req.extensions_mut().insert(Secure(secure));
-                        let app = app.clone();
-                        async move {
-                            use tower::ServiceExt as _;
-                            Ok::<_, Infallible>(app.oneshot(req.map(Body::new)).await.unwrap_or_else(|e| match e {}))
-                        }
-                    });
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     // Request bodies arrive in socket reads of at most READ_BUF bytes: with the
                     // services' short queues this is what bounds memory per upload in flight.
                     builder.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(60)).max_buf_size(READ_BUF);
                     let result = match tls {
                         Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                            Ok(Ok(s)) => watcher.watch(builder.serve_connection(TokioIo::new(s), svc)).await,
+                            Ok(Ok(s)) => {
+                                // On a mutually authenticated connection, the client's
+                                // certificate (its chain already checked) goes with every
+                                // request, for the handlers that check the caller's role.
+                                let peer_cert = s.get_ref().1.peer_certificates()
+                                    .and_then(|c| c.first().cloned())
+                                    .map(crate::tls::PeerCert);
+                                let svc = connection_service(app, peer, true, peer_cert);
+                                watcher.watch(builder.serve_connection(TokioIo::new(s), svc)).await
+                            }
                             Ok(Err(e)) => { tracing::debug!(%peer, error = %e, "TLS handshake failed"); return; }
                             Err(_) => { tracing::debug!(%peer, "TLS handshake timed out"); return; }
                         },
-                        None => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await,
+                        None => {
+                            let svc = connection_service(app, peer, false, None);
+                            watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await
+                        }
                     };
                     if let Err(e) = result {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
