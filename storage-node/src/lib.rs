@@ -113,6 +113,10 @@ pub struct Config {
     pub gc: gc::GcConfig,
     /// Scrub pacing; `None` disables scrub.
     pub scrub: Option<scrub::ScrubConfig>,
+    /// The node's region identity: with it the object API is served over mutual TLS to
+    /// region certificates only, and changing objects is for the front door and the jobs
+    /// agents alone. Without it (tests of the node alone) it is plain HTTP to anyone.
+    pub tls: Option<manta_util::tls::Identity>,
 }
 
 impl Config {
@@ -126,6 +130,7 @@ impl Config {
             storage_id: storage_id.into(),
             datacenter: "dc1".into(),
             public_url: None,
+            tls: None,
             max_object_size: 1 << 40,
             idle_timeout: Duration::from_secs(45),
             max_transfers: 1024,
@@ -205,12 +210,18 @@ impl StorageNode {
         self.addr
     }
 
-    /// The URL the front door uses (the configured public URL, or `http://<bound address>`).
+    /// The URL the front door uses (the configured public URL, or `https://<bound address>`
+    /// with a region identity, `http://<bound address>` without).
     pub fn url(&self) -> String {
+        let scheme = if self.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         self.config
             .public_url
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.addr))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.addr))
     }
 
     /// The object files.
@@ -256,7 +267,7 @@ impl StorageNode {
             idle_timeout: self.config.idle_timeout,
             transfers: Arc::new(tokio::sync::Semaphore::new(self.config.max_transfers)),
         });
-        let app = server::router(state, obs);
+        let app = server::router(state, obs, self.config.tls.is_some());
         let background = shutdown.child_token();
         let mut tasks = JoinSet::new();
         let me = self.identity();
@@ -297,9 +308,16 @@ impl StorageNode {
                 background.clone(),
             ));
         }
+        let tls = match &self.config.tls {
+            Some(id) => Some(
+                manta_util::tls::internal_server_config(id)
+                    .map_err(|e| Error::io("load the node's region identity", e))?,
+            ),
+            None => None,
+        };
         let opts = manta_util::http::ServeOptions {
             drain: self.config.drain,
-            tls: None,
+            tls,
         };
         let served = manta_util::http::serve(self.listener, app, shutdown, opts).await;
         background.cancel();

@@ -21,10 +21,11 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use manta_types::ErrorCode;
-use manta_util::http::{Observer, header_str, with_observability};
+use manta_util::http::{Observer, header_str, require_role, with_observability};
+use manta_util::tls::Role;
 
 use crate::dataset::Dataset;
 use crate::digest::{Digests, parse_md5_base64};
@@ -58,19 +59,34 @@ impl AppState {
     }
 }
 
-/// The object API with `/ping`, `/metrics` and the request-id middleware.
-pub fn router(state: Arc<AppState>, obs: Arc<Observer>) -> Router {
+/// Who may change objects on a node: the front door (uploads, discards, joins) and the jobs
+/// agents (task outputs). The node's own GC works on its files directly.
+const WRITERS: &[Role] = &[Role::Frontdoor, Role::Agent];
+
+/// Who may take snapshots: operators.
+const ADMINS: &[Role] = &[Role::Adm];
+
+/// The object API with `/ping`, `/metrics` and the request-id middleware. With `roles` (the
+/// node serves mutual TLS) writes and snapshots are checked against the caller's role; reads
+/// are for any holder of a region certificate.
+pub fn router(state: Arc<AppState>, obs: Arc<Observer>, roles: bool) -> Router<()> {
+    let only = |allowed: &'static [Role], r: MethodRouter<Arc<AppState>>| {
+        if roles {
+            r.layer(axum::middleware::from_fn_with_state(allowed, require_role))
+        } else {
+            r
+        }
+    };
     let api = Router::new()
         .route(
             "/{owner}/{id}",
-            put(put_object)
-                .get(get_object)
+            get(get_object)
                 .head(head_object)
-                .delete(delete_object)
+                .merge(only(WRITERS, put(put_object).delete(delete_object)))
                 .fallback(method_not_allowed),
         )
-        .route("/snapshots/{name}", post(take_snapshot))
-        .route("/mpu/commit", post(crate::concat::commit))
+        .route("/snapshots/{name}", only(ADMINS, post(take_snapshot)))
+        .route("/mpu/commit", only(WRITERS, post(crate::concat::commit)))
         .route("/capacity", get(capacity))
         .route("/quarantine", get(quarantine))
         .fallback(not_an_object_path)

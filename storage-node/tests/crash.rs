@@ -26,6 +26,8 @@ async fn spawn(dir: &Path, log: &str) -> Proc {
     cmd.args(["--dataset", &format!("dir:{}", dir.join("data").display())])
         .args(["--storage-id", "9.stor.test", "--scrub-rate", "0"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        // The node alone, as the front door's peer would not see it: no region identity.
+        .arg("--insecure-plain-http")
         .env("RUST_LOG", "info");
     let mut child = LoggedChild::spawn("storage-node", cmd, &dir.join(log)).unwrap();
     let url = format!("http://127.0.0.1:{port}");

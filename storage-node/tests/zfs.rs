@@ -150,7 +150,8 @@ async fn storage_node_binary_on_zfs() {
         "--scrub-rate",
         "0",
     ])
-    .args(["--listen", &format!("127.0.0.1:{port}")]);
+    .args(["--listen", &format!("127.0.0.1:{port}")])
+    .arg("--insecure-plain-http");
     let mut child =
         testkit::LoggedChild::spawn("storage-node", cmd, &dir.path().join("node.log")).unwrap();
     let url = format!("http://127.0.0.1:{port}");

@@ -120,7 +120,13 @@ async fn main() -> Result<()> {
     client.mkdir("~~/stor/bench").await?;
     let ctx = Arc::new(Ctx {
         client,
-        node: StorageClient::new(region.storage[0].url.clone())?,
+        // The baseline client holds a front door's region identity, as the front door does.
+        node: storage_api::ClientBuilder::new()
+            .tls(manta_util::tls::internal_client_config(
+                &region.identity("bench", testkit::region::Role::Frontdoor)?,
+            )?)
+            .build()
+            .node(region.storage[0].url.clone()),
     });
 
     if rss_only {

@@ -158,8 +158,11 @@ async fn main() -> Result<()> {
     )?);
     for (i, node) in region.storage.iter().enumerate() {
         let port = free_port()?;
+        let id = region.identity(&format!("agent{i}"), testkit::region::Role::Agent)?;
         let mut cmd = guarded_command(binary("jobs-agent")?, None);
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-dir")
+            .arg(id.dir())
             .args(["--storage-id", &node.storage_id])
             .arg("--dataset")
             .arg(&node.data)

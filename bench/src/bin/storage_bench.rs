@@ -21,6 +21,7 @@ use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt as _;
 use manta_bench::{fill_noise, median};
+use manta_pki::Role;
 use storage_api::{ObjectKey, PutRequest, StorageClient};
 
 const MIB: u64 = 1024 * 1024;
@@ -65,7 +66,15 @@ impl Node {
         let port = testkit::process::free_port()?;
         let root = dir.join("data");
         let log = std::fs::File::create(dir.join("storage-node.log"))?;
+        // A region identity each for the node and for the client (as a front door), so the
+        // node is measured as a region runs it: mutual TLS.
+        let ca = manta_pki::Ca::open_or_create(&dir.join("pki"), "bench")?;
+        let loopback = ["127.0.0.1".to_owned()];
+        let node_id = ca.issue(&dir.join("pki/node"), "node", Role::Storage, &loopback)?;
+        let client_id = ca.issue(&dir.join("pki/client"), "client", Role::Frontdoor, &[])?;
         let child = Command::new(bin)
+            .arg("--tls-dir")
+            .arg(node_id.dir())
             .args(["--dataset", &format!("dir:{}", root.display())])
             .args(["--storage-id", "bench.stor", "--scrub-rate", "0"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -76,8 +85,9 @@ impl Node {
             .with_context(|| format!("start {}", bin.display()))?;
         let client = storage_api::ClientBuilder::new()
             .pool_max_idle_per_host(128)
+            .tls(manta_util::tls::internal_client_config(&client_id)?)
             .build()
-            .node(format!("http://127.0.0.1:{port}"));
+            .node(format!("https://127.0.0.1:{port}"));
         for _ in 0..500 {
             if client.ping().await.is_ok() {
                 return Ok(Node {

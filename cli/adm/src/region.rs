@@ -26,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use manta_pki::{Ca, Identity, Role};
 use manta_util::proc::{PG_USER, alive, signal};
 use serde::{Deserialize, Serialize};
 
@@ -125,6 +126,25 @@ pub struct Service {
 }
 
 impl Service {
+    /// A service serving mutual TLS on loopback `port` (its endpoint `https://`), ready when
+    /// `GET <health_path>` is 2xx to an operator's certificate.
+    fn internal(
+        name: String,
+        argv: Vec<OsString>,
+        port: u16,
+        health_path: &str,
+        ready_within: Duration,
+    ) -> Service {
+        let endpoint = format!("https://127.0.0.1:{port}");
+        Service {
+            name,
+            argv,
+            health: Health::Http(format!("{endpoint}{health_path}")),
+            endpoint,
+            ready_within,
+        }
+    }
+
     /// A service answering HTTP on loopback `port`, ready when `GET <health_path>` is 2xx.
     fn local(
         name: String,
@@ -142,6 +162,14 @@ impl Service {
             ready_within,
         }
     }
+}
+
+/// The region's keys and certificates, under the region's directory (0700).
+const PKI_DIR: &str = "pki";
+
+/// The region's CA, kept in `pki` (made on first use).
+fn region_ca(pki: &Path, id: uuid::Uuid) -> Result<Ca> {
+    Ca::open_or_create(pki, &format!("region {id}")).context("open the region's CA")
 }
 
 /// One row of `status`.
@@ -248,8 +276,20 @@ impl Region {
             .parent()
             .map(Path::to_path_buf)
             .context("locate manta-adm's directory")?;
+        // The operator's own region identity: health checks reach the services that serve
+        // mutual TLS with it.
+        let pki = dir.join(PKI_DIR);
+        let adm = Identity::in_dir(&pki.join("adm"));
+        if !adm.cert.exists() {
+            region_ca(&pki, file.id)?
+                .issue(adm.dir(), "manta-adm", Role::Adm, &[])
+                .context("issue manta-adm's region identity")?;
+        }
+        let adm_tls = manta_util::tls::internal_client_config(&adm)
+            .context("load manta-adm's region identity")?;
         let probe = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
+            .tls_backend_preconfigured((*adm_tls).clone())
             .build()
             .context("make the HTTP client for health checks")?;
         let mut region = Region {
@@ -412,8 +452,10 @@ impl Region {
                 &format!("127.0.0.1:{port}"),
                 "--moray-etcd",
                 &etcd,
+                "--tls-dir",
+                &self.identity_dir(&name).display().to_string(),
             ]));
-            out.push(Service::local(
+            out.push(Service::internal(
                 name,
                 argv,
                 *port,
@@ -433,6 +475,8 @@ impl Region {
             &format!("127.0.0.1:{}", p.s3),
             "--s3-region",
             S3_REGION,
+            "--internal-tls-dir",
+            &self.identity_dir("frontdoor").display().to_string(),
         ]));
         out.push(Service {
             name: "frontdoor".into(),
@@ -474,7 +518,9 @@ impl Region {
                     .display()
                     .to_string(),
                 "--storage-url",
-                &format!("http://127.0.0.1:{}", p.storage[i]),
+                &format!("https://127.0.0.1:{}", p.storage[i]),
+                "--tls-dir",
+                &self.identity_dir(&name).display().to_string(),
                 "--frontdoor-url",
                 &self.url(),
                 "--moray-url",
@@ -493,6 +539,32 @@ impl Region {
             ));
         }
         out
+    }
+
+    /// Where service `name`'s region identity is kept (`pki/<name>`).
+    fn identity_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(PKI_DIR).join(name)
+    }
+
+    /// Issues every service that serves or calls mutual TLS a new key and certificate from
+    /// the region's CA (made on the first `up`), for loopback: storage nodes, the front door
+    /// and the jobs agents.
+    fn issue_identities(&self) -> Result<()> {
+        let ca = region_ca(&self.dir.join(PKI_DIR), self.file.id)?;
+        let loopback = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let issue = |name: String, role: Role| -> Result<()> {
+            ca.issue(&self.identity_dir(&name), &name, role, &loopback)
+                .with_context(|| format!("issue {name}'s region identity"))?;
+            Ok(())
+        };
+        for i in 1..=self.file.ports.storage.len() {
+            issue(format!("storage{i}"), Role::Storage)?;
+        }
+        issue("frontdoor".into(), Role::Frontdoor)?;
+        for i in 1..=self.file.ports.jobs_agents.len() {
+            issue(format!("jobs-agent{i}"), Role::Agent)?;
+        }
+        Ok(())
     }
 
     fn service_dir(&self, s: &Service) -> PathBuf {
@@ -762,6 +834,7 @@ impl Region {
     /// When a service cannot start or does not become healthy in time (its log tail is shown).
     pub async fn up(&mut self) -> Result<()> {
         self.place_data()?;
+        self.issue_identities()?;
         let services = self.services();
         let group = |prefix: &str| -> Vec<Service> {
             services

@@ -40,6 +40,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// TLS for the listener; plain HTTP without it.
     pub tls: Option<TlsFiles>,
+    /// The front door's region identity, presented to the storage nodes (which then serve
+    /// it over mutual TLS). Without it only plain-HTTP nodes can be reached.
+    pub internal_tls: Option<manta_util::tls::Identity>,
     /// The metadata tier.
     pub moray: MoraySource,
     /// Copies when a request names none (`durability-level`).
@@ -100,6 +103,7 @@ impl Config {
             account_cache_ttl: Duration::from_secs(2),
             token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
             allow_insecure_http: false,
+            internal_tls: None,
             drain: Duration::from_secs(10),
             s3: None,
         }

@@ -95,7 +95,7 @@ impl Frontdoor {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        let fd = Frontdoor::assemble(cfg, moray);
+        let fd = Frontdoor::assemble(cfg, moray)?;
         fd.jobs
             .setup()
             .await
@@ -105,7 +105,7 @@ impl Frontdoor {
     }
 
     /// The service over `moray`, nothing yet contacted.
-    fn assemble(cfg: Config, moray: ShardedClient) -> Frontdoor {
+    fn assemble(cfg: Config, moray: ShardedClient) -> Result<Frontdoor> {
         let system = moray.system();
         let accounts = Arc::new(MorayAccounts::new(system.clone(), cfg.account_cache_ttl));
         let mut auth =
@@ -118,8 +118,8 @@ impl Frontdoor {
             cfg.heartbeat_max_age,
             cfg.max_utilization_pct,
         ));
-        let sharks = storage_connector(&cfg);
-        Frontdoor {
+        let sharks = storage_connector(&cfg)?;
+        Ok(Frontdoor {
             throttle: Arc::new(Semaphore::new(cfg.max_concurrency)),
             jobs,
             cfg: Arc::new(cfg),
@@ -130,7 +130,7 @@ impl Frontdoor {
             sharks,
             metrics: Arc::new(Metrics::new()),
             background: TaskTracker::new(),
-        }
+        })
     }
 
     /// A front door whose Moray is never reached and whose placement knows exactly `nodes`
@@ -140,7 +140,7 @@ impl Frontdoor {
         let moray = connect_moray(&cfg.moray)
             .await
             .expect("a single-shard ring needs no connection");
-        let fd = Frontdoor::assemble(cfg, moray);
+        let fd = Frontdoor::assemble(cfg, moray).expect("the test configuration loads");
         fd.picker.set_nodes(nodes);
         Arc::new(fd)
     }
@@ -254,14 +254,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 /// How the front door talks to storage nodes: 2 s to connect (a PUT tries the next set of
 /// nodes rather than wait), 10 s for a read's headers, the answer to a PUT (or the next chunk
 /// of a read) within 120 s or the upload data timeout if longer, an hour for a multipart join;
-/// up to 64 idle connections per node kept 30 s.
-fn storage_connector(cfg: &Config) -> storage_api::Connector {
-    storage_api::ClientBuilder::new()
+/// up to 64 idle connections per node kept 30 s; over mutual TLS with the front door's region
+/// identity when it has one.
+fn storage_connector(cfg: &Config) -> Result<storage_api::Connector> {
+    let mut b = storage_api::ClientBuilder::new()
         .connect_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(10))
         .read_timeout(Some(cfg.data_timeout.max(Duration::from_secs(120))))
         .commit_timeout(Duration::from_secs(3600))
         .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
-        .build()
+        .pool_max_idle_per_host(64);
+    if let Some(id) = &cfg.internal_tls {
+        b = b.tls(
+            manta_util::tls::internal_client_config(id)
+                .context("load the front door's region identity")?,
+        );
+    }
+    Ok(b.build())
 }

@@ -121,6 +121,11 @@ impl Identity {
         }
     }
 
+    /// The directory holding the three files (what the services' `--tls-dir` takes).
+    pub fn dir(&self) -> &Path {
+        self.cert.parent().unwrap_or(Path::new("."))
+    }
+
     fn certs(&self) -> io::Result<Vec<CertificateDer<'static>>> {
         read_certs(&self.cert)
     }

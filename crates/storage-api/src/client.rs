@@ -21,6 +21,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -74,6 +75,7 @@ pub struct ClientBuilder {
     timeouts: Timeouts,
     pool_idle_timeout: Duration,
     pool_max_idle_per_host: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientBuilder {
@@ -89,6 +91,7 @@ impl Default for ClientBuilder {
             },
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: usize::MAX,
+            tls: None,
         }
     }
 }
@@ -135,18 +138,35 @@ impl ClientBuilder {
         self
     }
 
+    /// Reach nodes whose URL is `https://` with this TLS configuration (inside a region: the
+    /// caller's identity and the region CA, `manta_util::tls::internal_client_config`).
+    /// Without it only `http://` nodes can be reached.
+    pub fn tls(mut self, cfg: Arc<rustls::ClientConfig>) -> ClientBuilder {
+        self.tls = Some(cfg);
+        self
+    }
+
     /// The connector.
     pub fn build(self) -> Connector {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(self.timeouts.connect));
         http.set_nodelay(true);
+        http.enforce_http(false);
+        // Without a configuration of the caller's, https:// trusts nothing at all.
+        let tls = self.tls.unwrap_or_else(|| Arc::new(trust_nothing()));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         let pool = legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.pool_max_idle_per_host)
-            .build(http);
+            .build(https);
         Connector {
             timeouts: self.timeouts,
             pool,
+            tls,
         }
     }
 }
@@ -156,7 +176,22 @@ impl ClientBuilder {
 #[derive(Debug, Clone)]
 pub struct Connector {
     timeouts: Timeouts,
-    pool: legacy::Client<HttpConnector, ReqBody>,
+    pool: legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, ReqBody>,
+    /// For the connections of their own that uploads and joins open to `https://` nodes.
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// A client TLS configuration with no trusted roots: what `https://` gets when the caller gave
+/// none (every handshake fails, so nothing is sent to an unverified peer).
+fn trust_nothing() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|e| unreachable!("the default protocol versions are supported: {e}"))
 }
 
 impl Default for Connector {
@@ -174,6 +209,32 @@ impl Connector {
             base,
         }
     }
+}
+
+/// HTTP/1 over an open connection to `addr`; the connection's task runs until the request and
+/// its answer are done with (or the body breaks).
+async fn handshake<I, B>(
+    io: I,
+    addr: String,
+) -> Result<hyper::client::conn::http1::SendRequest<B>, ClientError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr,
+            source: e.into(),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "storage node connection ended");
+        }
+    });
+    Ok(send)
 }
 
 /// An upload for [`StorageClient::put`]: the body and what is known about it up front.
@@ -484,19 +545,31 @@ impl StorageClient {
                 source: e.into(),
             })?;
         let _ = tcp.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        let send = if self.base.starts_with("https://") {
+            let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| ClientError::Connect {
+                    addr: addr.clone(),
+                    source: e.into(),
+                })?;
+            let tls = tokio::time::timeout(
+                self.conn.timeouts.connect,
+                tokio_rustls::TlsConnector::from(self.conn.tls.clone()).connect(name, tcp),
+            )
             .await
+            .map_err(|_| ClientError::Connect {
+                addr: addr.clone(),
+                source: "TLS handshake timed out".into(),
+            })?
             .map_err(|e| ClientError::Connect {
-                addr,
+                addr: addr.clone(),
                 source: e.into(),
             })?;
-        // The connection task ends when the request and its answer are done with (or the
-        // body breaks).
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "storage node connection ended");
-            }
-        });
+            handshake(TokioIo::new(tls), addr).await?
+        } else {
+            handshake(TokioIo::new(tcp), addr).await?
+        };
         Ok(send)
     }
 

@@ -1,5 +1,9 @@
 //! A whole region for end-to-end tests: real Postgres, Moray, storage nodes and a front door,
 //! each a real process of the workspace's binaries, on random loopback ports, in one temp dir.
+//! Like a real region it has a CA of its own (in `pki/`): the storage nodes serve mutual TLS and
+//! the front door reaches them with its own region certificate; [`TestRegion::identity`] issues
+//! more (a jobs agent's, an operator's) and [`TestRegion::internal_http`] is an operator's
+//! client of the internal endpoints.
 //!
 //! The binaries are found beside the running test (`target/<profile>/`); `cargo nextest run
 //! --workspace` builds them. A test gets a [`TestRegion`] with an account whose SSH key is a
@@ -11,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use manta_client::{ClientConfig, MantaClient};
+use manta_pki::Ca;
+pub use manta_pki::{Identity, Role};
 
 use crate::postgres::TestPostgres;
 use crate::process::{LoggedChild, TestDir, free_port, guarded_command};
@@ -81,6 +87,7 @@ pub struct TestStorageNode {
     pub data: PathBuf,
     port: u16,
     args: Vec<String>,
+    tls_dir: PathBuf,
     child: Option<LoggedChild>,
 }
 
@@ -113,7 +120,21 @@ pub struct TestRegion {
     frontdoor_args: Vec<String>,
     frontdoor_port: u16,
     moray_port: u16,
+    adm_http: reqwest::Client,
+    pki: PathBuf,
     dir: TestDir,
+}
+
+/// Issues `name` an identity of `role` from the CA in `pki` (made on first use), valid for
+/// loopback, in `pki/<name>`.
+fn issue(pki: &Path, name: &str, role: Role) -> Result<Identity> {
+    let ca = Ca::open_or_create(pki, "test-region")?;
+    Ok(ca.issue(
+        &pki.join(name),
+        name,
+        role,
+        &["127.0.0.1".into(), "localhost".into()],
+    )?)
 }
 
 /// Waits until the service `what` at `url`, run by `child`, answers `GET /ping` with a success,
@@ -131,27 +152,52 @@ pub async fn wait_ping(
         .timeout(Duration::from_secs(2))
         .tls_danger_accept_invalid_certs(true)
         .build()?;
+    wait_ping_with(&http, url, child, what, within).await
+}
+
+/// [`wait_ping`] through `http` (a client holding a region certificate, for a service that
+/// serves mutual TLS).
+///
+/// # Errors
+/// When the process exits first or `within` passes; the error holds its log tail.
+pub async fn wait_ping_with(
+    http: &reqwest::Client,
+    url: &str,
+    child: &mut LoggedChild,
+    what: &str,
+    within: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(st) = child.exited() {
             bail!("{what} exited with {st}; log:\n{}", child.log_tail(30));
         }
-        if http
-            .get(format!("{url}/ping"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return Ok(());
-        }
+        let last = match http.get(format!("{url}/ping")).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => format!("answered {}", r.status()),
+            Err(e) => format!("{e:#}"),
+        };
         if Instant::now() > deadline {
             bail!(
-                "{what} did not answer /ping within {within:?}; log:\n{}",
+                "{what} did not answer /ping within {within:?} ({last}); log:\n{}",
                 child.log_tail(30)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An HTTP client of a region's internal endpoints holding `id` (its certificate presented,
+/// only the region CA trusted).
+///
+/// # Errors
+/// When the identity's files cannot be loaded.
+pub fn internal_http(id: &Identity) -> Result<reqwest::Client> {
+    let tls = manta_util::tls::internal_client_config(id)?;
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_backend_preconfigured((*tls).clone())
+        .build()?)
 }
 
 impl TestStorageNode {
@@ -167,16 +213,18 @@ impl TestStorageNode {
             ])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--moray-url", moray_url, "--heartbeat-interval", "1s"])
+            .arg("--tls-dir")
+            .arg(&self.tls_dir)
             .args(&self.args);
         let log = dir.join(format!("{}.log", self.storage_id));
         self.child = Some(LoggedChild::spawn(&self.storage_id, cmd, &log)?);
         Ok(())
     }
 
-    /// Waits for the node just spawned to answer `/ping`.
-    async fn wait_up(&mut self) -> Result<()> {
+    /// Waits for the node just spawned to answer `/ping` (to `http`, an operator's client).
+    async fn wait_up(&mut self, http: &reqwest::Client) -> Result<()> {
         let child = self.child.as_mut().context("the node is not running")?;
-        wait_ping(&self.url, child, &self.storage_id, PING_WITHIN).await
+        wait_ping_with(http, &self.url, child, &self.storage_id, PING_WITHIN).await
     }
 
     /// Kills the node with SIGKILL (a crash).
@@ -213,6 +261,9 @@ impl TestRegion {
     pub async fn start_with(opts: RegionOptions) -> Result<TestRegion> {
         let pg = TestPostgres::start().await?;
         let dir = TestDir::new("region")?;
+        let pki = dir.path().join("pki");
+        let adm = issue(&pki, "adm", Role::Adm)?;
+        let adm_http = internal_http(&adm)?;
         let moray_port = free_port()?;
         let moray_url = format!("http://127.0.0.1:{moray_port}");
         let mut moray = spawn_moray(&pg, moray_port, dir.path())?;
@@ -239,20 +290,28 @@ impl TestRegion {
                 data,
                 port: free_port()?,
                 args: opts.storage_args.clone(),
+                tls_dir: issue(&pki, &format!("stor{}", i + 1), Role::Storage)?
+                    .dir()
+                    .to_owned(),
                 child: None,
             };
-            node.url = format!("http://127.0.0.1:{}", node.port);
+            node.url = format!("https://127.0.0.1:{}", node.port);
             node.spawn(&moray_url, dir.path())?;
             storage.push(node);
         }
         for node in &mut storage {
-            node.wait_up().await?;
+            node.wait_up(&adm_http).await?;
         }
         wait_heartbeats(&moray_url, storage.iter().map(|n| n.storage_id.as_str())).await?;
 
         let account = make_account(dir.path(), &moray_url, "tester").await?;
         let frontdoor_port = free_port()?;
         let mut frontdoor_args = opts.frontdoor_args;
+        let frontdoor_id = issue(&pki, "frontdoor", Role::Frontdoor)?;
+        frontdoor_args.extend([
+            "--internal-tls-dir".into(),
+            frontdoor_id.dir().display().to_string(),
+        ]);
         let scheme = if opts.tls {
             let (cert, key) = self_signed_cert(dir.path())?;
             frontdoor_args.extend([
@@ -276,6 +335,8 @@ impl TestRegion {
             frontdoor_args,
             frontdoor_port,
             moray_port,
+            adm_http,
+            pki,
             dir,
         };
         region.start_frontdoor().await?;
@@ -314,6 +375,19 @@ impl TestRegion {
         self.dir.path()
     }
 
+    /// Issues `name` a region identity of `role` (valid for loopback), in `pki/<name>`.
+    ///
+    /// # Errors
+    /// When the keys cannot be made or written.
+    pub fn identity(&self, name: &str, role: Role) -> Result<Identity> {
+        issue(&self.pki, name, role)
+    }
+
+    /// An operator's client of the internal endpoints (storage nodes).
+    pub fn internal_http(&self) -> &reqwest::Client {
+        &self.adm_http
+    }
+
     /// Moray's port.
     pub fn moray_port(&self) -> u16 {
         self.moray_port
@@ -347,7 +421,7 @@ impl TestRegion {
         let node = &mut self.storage[i];
         node.kill();
         node.spawn(&moray, &dir)?;
-        node.wait_up().await
+        node.wait_up(&self.adm_http).await
     }
 
     /// The front door's log so far.

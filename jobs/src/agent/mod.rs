@@ -71,6 +71,9 @@ pub struct AgentConfig {
     pub poll: Duration,
     /// Heartbeat period.
     pub heartbeat: Duration,
+    /// The agent's region identity, presented to its storage node (over mutual TLS) when it
+    /// stores task outputs there.
+    pub tls: Option<manta_util::tls::Identity>,
 }
 
 impl AgentConfig {
@@ -99,8 +102,22 @@ impl AgentConfig {
             task_timeout: Duration::from_secs(3600),
             poll: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
+            tls: None,
         }
     }
+}
+
+/// The client of the agent's own storage node: over mutual TLS with the agent's identity when it
+/// has one.
+fn storage_client(cfg: &AgentConfig) -> Result<StorageClient> {
+    let mut b = storage_api::ClientBuilder::new();
+    if let Some(id) = &cfg.tls {
+        b = b.tls(
+            manta_util::tls::internal_client_config(id)
+                .context("load the agent's region identity")?,
+        );
+    }
+    Ok(b.build().node(&cfg.storage_url))
 }
 
 /// `jobs-tool` beside the running executable.
@@ -295,7 +312,7 @@ impl Agent {
             }
         };
         Ok(Agent {
-            storage: StorageClient::new(&cfg.storage_url)?,
+            storage: storage_client(&cfg)?,
             store,
             moray,
             http: FdClient::http(),

@@ -51,6 +51,10 @@ struct Args {
     /// Wall-clock limit per task.
     #[arg(long, env = "MANTA_TASK_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     task_timeout: Duration,
+    /// The agent's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`),
+    /// presented to its storage node over mutual TLS.
+    #[arg(long, env = "MANTA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     /// How often to look for tasks.
     #[arg(long, env = "MANTA_POLL", default_value = "100ms", value_parser = humantime::parse_duration)]
     poll: Duration,
@@ -83,5 +87,6 @@ async fn main() -> Result<()> {
     cfg.pids_limit = a.pids_limit;
     cfg.task_timeout = a.task_timeout;
     cfg.poll = a.poll;
+    cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
     jobs::agent::run(cfg, manta_util::shutdown_on_signals()).await
 }

@@ -130,8 +130,13 @@ impl Env {
     pub async fn spawn_agent(&mut self, i: usize) -> Result<()> {
         let node = &self.region.storage[i];
         let port = free_port()?;
+        let tls = self
+            .region
+            .identity(&format!("agent{i}"), testkit::region::Role::Agent)?;
         let mut cmd = testkit::process::guarded_command(env!("CARGO_BIN_EXE_jobs-agent"), None);
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-dir")
+            .arg(tls.dir())
             .args(["--storage-id", &node.storage_id])
             .arg("--dataset")
             .arg(&node.data)

@@ -37,6 +37,10 @@ struct Args {
     /// TLS private key (PEM).
     #[arg(long, env = "MANTA_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The front door's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by
+    /// `manta-adm`), presented to the storage nodes over mutual TLS.
+    #[arg(long, env = "MANTA_INTERNAL_TLS_DIR")]
+    internal_tls_dir: Option<PathBuf>,
     /// Copies when a request names none.
     #[arg(long, env = "MANTA_DEFAULT_COPIES", default_value_t = 2)]
     default_copies: u32,
@@ -85,6 +89,10 @@ async fn main() -> Result<()> {
         .tls_cert
         .zip(args.tls_key)
         .map(|(cert, key)| TlsFiles { cert, key });
+    cfg.internal_tls = args
+        .internal_tls_dir
+        .as_deref()
+        .map(manta_util::tls::Identity::in_dir);
     cfg.default_copies = args.default_copies;
     cfg.max_copies = args.max_copies;
     cfg.max_concurrency = args.max_concurrency;
