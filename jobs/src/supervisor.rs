@@ -57,6 +57,8 @@ pub struct SupervisorConfig {
     pub lease_ttl: i64,
     /// Attempts per task on infrastructure failures.
     pub max_attempts: u32,
+    /// The supervisor's region identity, presented to Moray over mutual TLS.
+    pub tls: Option<manta_util::tls::Identity>,
 }
 
 impl SupervisorConfig {
@@ -72,6 +74,7 @@ impl SupervisorConfig {
             agent_timeout: Duration::from_secs(5),
             lease_ttl: 3,
             max_attempts: 3,
+            tls: None,
         }
     }
 }
@@ -98,7 +101,9 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
     let (metrics, http_task) =
         manta_util::http::spawn_status_server("jobs-supervisor", cfg.listen, shutdown.clone())
             .await?;
-    let moray = ShardedClient::single(&cfg.moray_url)?;
+    let tls = manta_util::tls::internal_client_of(cfg.tls.as_ref())
+        .context("load the supervisor's region identity")?;
+    let moray = ShardedClient::single_over(&cfg.moray_url, tls)?;
     let store = JobStore::new(moray.system());
     loop {
         match store.setup().await {

@@ -94,7 +94,7 @@ async fn word_count_over_200_objects_with_2_reducers_equals_a_local_count() {
     assert_eq!(got, local_count(&texts));
 
     // Every map task ran on a node holding a copy of its input.
-    let moray = moray::ShardedClient::single(&env.region.moray_url).unwrap();
+    let moray = env.region.moray().unwrap();
     let store = JobStore::new(moray.system());
     let tasks = store
         .find_all::<Task>(TASKS, &format!("(&(jobId={id})(phase=0))"))

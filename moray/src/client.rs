@@ -29,6 +29,11 @@ use crate::types::{
     FindOptions, ObjectRecord, PutOptions, PutResult, ReindexResult, VersionInfo, req,
 };
 
+/// How a client reaches Moray: `None` for plain HTTP, or the TLS configuration of the
+/// caller's region identity (`manta_util::tls::internal_client_config`) for servers that serve
+/// mutual TLS (`https://` URLs).
+pub type Tls = Option<Arc<rustls::ClientConfig>>;
+
 /// A stream of records from `findObjects`.
 pub type RecordStream = Pin<Box<dyn Stream<Item = Result<ObjectRecord>> + Send>>;
 
@@ -40,9 +45,16 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     retries: u32,
     backoff: Duration,
+    tls: Tls,
 }
 
 impl ClientBuilder {
+    /// Reach the servers over mutual TLS with this configuration (see [`Tls`]).
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Whole-call timeout (default 60 s). For `findObjects` it covers the whole stream.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
@@ -94,10 +106,14 @@ impl ClientBuilder {
             }
             urls.push(u.trim_end_matches('/').to_owned());
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(tls) = &self.tls {
+            http = http.tls_backend_preconfigured((**tls).clone());
+        }
+        let http = http
             .build()
             .map_err(|e| Error::internal(format!("build HTTP client: {e}")))?;
         Ok(MorayClient {
@@ -154,6 +170,7 @@ impl MorayClient {
             connect_timeout: Duration::from_secs(3),
             retries: 4,
             backoff: Duration::from_millis(50),
+            tls: None,
         }
     }
 
@@ -162,12 +179,22 @@ impl MorayClient {
     /// # Errors
     /// `InvalidArgument` for no URL or a malformed one.
     pub fn with_urls(urls: &[String]) -> Result<MorayClient> {
+        MorayClient::with_urls_over(urls, None)
+    }
+
+    /// [`MorayClient::with_urls`], reaching the servers as `tls` says.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for no URL or a malformed one.
+    pub fn with_urls_over(urls: &[String], tls: Tls) -> Result<MorayClient> {
         let mut it = urls.iter();
         let first = it
             .next()
             .ok_or_else(|| Error::invalid_argument("a Moray client needs at least one URL"))?;
-        it.fold(MorayClient::builder(first.clone()), |b, u| b.url(u.clone()))
-            .build()
+        it.fold(MorayClient::builder(first.clone()).tls(tls), |b, u| {
+            b.url(u.clone())
+        })
+        .build()
     }
 
     /// The URLs this client talks to.

@@ -362,6 +362,17 @@ impl Error {
         }
     }
 
+    /// A request this server does not permit (an endpoint switched off, or one for another
+    /// role): `NotPermittedError`, 403.
+    pub fn not_permitted(message: impl Into<String>) -> Error {
+        Error::Other {
+            name: "NotPermittedError".into(),
+            message: message.into(),
+            status: 403,
+            context: json!({}),
+        }
+    }
+
     pub(crate) fn invalid_argument(message: impl Into<String>) -> Error {
         Error::InvalidArgument {
             message: message.into(),
@@ -403,13 +414,11 @@ impl HasErrorCode for Error {
                     ErrorCode::InternalError
                 }
             }
-            Error::Other { status, .. } => {
-                if *status == 503 {
-                    ErrorCode::ServiceUnavailable
-                } else {
-                    ErrorCode::InternalError
-                }
-            }
+            Error::Other { status, .. } => match *status {
+                503 => ErrorCode::ServiceUnavailable,
+                403 => ErrorCode::AuthorizationFailed,
+                _ => ErrorCode::InternalError,
+            },
             Error::BucketConflict { .. }
             | Error::BucketVersion { .. }
             | Error::InvalidQuery { .. }

@@ -63,7 +63,7 @@ pub mod server;
 pub mod sharded;
 pub mod types;
 
-pub use client::{MorayClient, RecordStream};
+pub use client::{MorayClient, RecordStream, Tls};
 pub use error::{Error, Result};
 pub use etcd::parse_endpoints;
 pub use sharded::ShardedClient;

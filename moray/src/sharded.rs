@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::client::{MorayClient, RecordStream};
+use crate::client::{MorayClient, RecordStream, Tls};
 use crate::error::{Error, Result};
 use crate::etcd::connect_and_get;
 use crate::ring::{RING_KEY, Ring, RingStore, hashkey, parse_ring};
@@ -39,12 +39,12 @@ struct Routing {
 }
 
 impl Routing {
-    fn new(ring: Ring) -> Result<Routing> {
+    fn new(ring: Ring, tls: &Tls) -> Result<Routing> {
         ring.validate()?;
         let clients = ring
             .shards
             .iter()
-            .map(|s| MorayClient::with_urls(&s.urls))
+            .map(|s| MorayClient::with_urls_over(&s.urls, tls.clone()))
             .collect::<Result<Vec<_>>>()?;
         Ok(Routing {
             ring: Arc::new(ring),
@@ -56,6 +56,8 @@ impl Routing {
 #[derive(Debug)]
 struct Inner {
     routing: RwLock<Arc<Routing>>,
+    /// How the shards are reached (also for the clients of a new ring).
+    tls: Tls,
     /// Stops the ring watcher when the last clone is dropped.
     _watch: Option<DropGuard>,
 }
@@ -72,7 +74,15 @@ impl ShardedClient {
     /// # Errors
     /// `InvalidArgument` for a malformed URL.
     pub fn single(url: &str) -> Result<ShardedClient> {
-        ShardedClient::from_ring(Ring::single(url)?)
+        ShardedClient::single_over(url, None)
+    }
+
+    /// [`ShardedClient::single`], reaching the shard as `tls` says.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a malformed URL.
+    pub fn single_over(url: &str, tls: Tls) -> Result<ShardedClient> {
+        ShardedClient::from_ring_over(Ring::single(url)?, tls)
     }
 
     /// A fixed ring, not watched.
@@ -80,9 +90,18 @@ impl ShardedClient {
     /// # Errors
     /// `Ring` for an invalid ring, `InvalidArgument` for malformed URLs.
     pub fn from_ring(ring: Ring) -> Result<ShardedClient> {
+        ShardedClient::from_ring_over(ring, None)
+    }
+
+    /// [`ShardedClient::from_ring`], reaching the shards as `tls` says.
+    ///
+    /// # Errors
+    /// As [`ShardedClient::from_ring`].
+    pub fn from_ring_over(ring: Ring, tls: Tls) -> Result<ShardedClient> {
         Ok(ShardedClient {
             inner: Arc::new(Inner {
-                routing: RwLock::new(Arc::new(Routing::new(ring)?)),
+                routing: RwLock::new(Arc::new(Routing::new(ring, &tls)?)),
+                tls,
                 _watch: None,
             }),
         })
@@ -94,7 +113,15 @@ impl ShardedClient {
     /// # Errors
     /// `Ring` when etcd is unreachable or holds no valid ring.
     pub async fn from_etcd(endpoints: Vec<String>) -> Result<ShardedClient> {
-        ShardedClient::from_store(RingStore::new(endpoints)).await
+        ShardedClient::from_etcd_over(endpoints, None).await
+    }
+
+    /// [`ShardedClient::from_etcd`], reaching the shards as `tls` says.
+    ///
+    /// # Errors
+    /// As [`ShardedClient::from_etcd`].
+    pub async fn from_etcd_over(endpoints: Vec<String>, tls: Tls) -> Result<ShardedClient> {
+        ShardedClient::from_store_over(RingStore::new(endpoints), tls).await
     }
 
     /// Like [`ShardedClient::from_etcd`] with an explicit store (key).
@@ -102,6 +129,14 @@ impl ShardedClient {
     /// # Errors
     /// As [`ShardedClient::from_etcd`].
     pub async fn from_store(store: RingStore) -> Result<ShardedClient> {
+        ShardedClient::from_store_over(store, None).await
+    }
+
+    /// [`ShardedClient::from_store`], reaching the shards as `tls` says.
+    ///
+    /// # Errors
+    /// As [`ShardedClient::from_etcd`].
+    pub async fn from_store_over(store: RingStore, tls: Tls) -> Result<ShardedClient> {
         let (ring, rev) = store.load().await?.ok_or_else(|| Error::Ring {
             message: format!(
                 "no ring stored at {} (create one with moray-cli ring-create)",
@@ -111,7 +146,8 @@ impl ShardedClient {
         })?;
         let token = CancellationToken::new();
         let inner = Arc::new(Inner {
-            routing: RwLock::new(Arc::new(Routing::new(ring)?)),
+            routing: RwLock::new(Arc::new(Routing::new(ring, &tls)?)),
+            tls,
             _watch: Some(token.clone().drop_guard()),
         });
         let weak = Arc::downgrade(&inner);
@@ -428,7 +464,7 @@ async fn watch_ring(
 
 fn apply(inner: &std::sync::Weak<Inner>, bytes: &[u8], key: &str) {
     let Some(inner) = inner.upgrade() else { return };
-    match parse_ring(bytes).and_then(Routing::new) {
+    match parse_ring(bytes).and_then(|ring| Routing::new(ring, &inner.tls)) {
         Ok(routing) => {
             let mut cur = inner
                 .routing

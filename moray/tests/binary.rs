@@ -20,8 +20,10 @@ async fn start_moray(args: &[String]) -> Moray {
     for _ in 0..5 {
         let port = free_port().unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_moray"));
+        // Moray alone, without a region identity; /sql on for moray-cli's sql command.
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .args(["--insecure-plain-http", "--enable-sql"])
             .args(args);
         let mut child = LoggedChild::spawn("moray", cmd, &dir.path().join("moray.log")).unwrap();
         let url = format!("http://127.0.0.1:{port}");
@@ -283,14 +285,14 @@ async fn moray_process_follows_manatee_and_refuses_bad_flags() {
     }
     // Bad flag combinations are refused before anything starts.
     let out = Command::new(env!("CARGO_BIN_EXE_moray"))
-        .arg("--pool-size")
-        .arg("4")
+        .args(["--insecure-plain-http", "--pool-size", "4"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--pg-url"));
     let out = Command::new(env!("CARGO_BIN_EXE_moray"))
-        .args(["--pg-url", "http://nope", "--listen", "127.0.0.1:0"])
+        .args(["--insecure-plain-http", "--pg-url", "http://nope"])
+        .args(["--listen", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert!(!out.status.success());

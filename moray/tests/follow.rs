@@ -103,6 +103,7 @@ impl Following {
         let (etcd, a, b) = etcd_and_two_postgres().await;
         let mut cfg = Config::for_manatee(vec![etcd.endpoint()], "1");
         cfg.query_timeout = Duration::from_secs(10);
+        cfg.enable_sql = true; // a statement kept in flight with pg_sleep
         let server = moray::server::spawn(cfg).await.unwrap();
         Following {
             c: no_retry(&server.url()),
@@ -346,9 +347,13 @@ async fn a_hung_or_dead_primary_fails_requests_instead_of_hanging() {
 
 /// A Moray server over `pg`, standing for one shard.
 async fn shard(pg: &TestPostgres) -> RunningServer {
-    moray::server::spawn(Config::for_postgres(pg.url()))
-        .await
-        .unwrap()
+    // The tests look at the stored rows through /sql.
+    moray::server::spawn(Config {
+        enable_sql: true,
+        ..Config::for_postgres(pg.url())
+    })
+    .await
+    .unwrap()
 }
 
 /// The ten directories the sharded tests write to.

@@ -1057,3 +1057,68 @@ async fn the_client_forwards_the_request_id_and_retries_only_safe_calls() {
         "the live instance was tried"
     );
 }
+
+#[tokio::test]
+async fn sql_is_off_unless_the_server_enables_it() {
+    let pg = testkit::TestPostgres::start().await.unwrap();
+    let server = moray::server::spawn(moray::server::Config::for_postgres(pg.url()))
+        .await
+        .unwrap();
+    let e = server
+        .client()
+        .unwrap()
+        .sql("SELECT 1", vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(e.name(), "NotPermittedError", "{e}");
+    assert_eq!(e.http_status(), 403);
+    assert!(e.to_string().contains("--enable-sql"), "{e}");
+}
+
+#[tokio::test]
+async fn over_mutual_tls_sql_is_for_operators_only() {
+    let pg = testkit::TestPostgres::start().await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = manta_pki::Ca::open_or_create(&tmp.path().join("pki"), "t").unwrap();
+    let loopback = ["127.0.0.1".to_owned()];
+    let issue = |name: &str, role| {
+        ca.issue(&tmp.path().join(name), name, role, &loopback)
+            .unwrap()
+    };
+    let server = moray::server::spawn(moray::server::Config {
+        tls: Some(issue("moray", manta_pki::Role::Moray)),
+        enable_sql: true,
+        ..moray::server::Config::for_postgres(pg.url())
+    })
+    .await
+    .unwrap();
+    assert!(server.url().starts_with("https://"));
+    let as_role = |role| {
+        let id = issue(&format!("as-{role}"), role);
+        let tls = manta_util::tls::internal_client_config(&id).unwrap();
+        MorayClient::builder(server.url())
+            .tls(Some(tls))
+            .retries(0)
+            .build()
+            .unwrap()
+    };
+    let adm = as_role(manta_pki::Role::Adm);
+    assert_eq!(
+        adm.sql("SELECT 1 AS one", vec![]).await.unwrap(),
+        vec![json!({"one": 1})]
+    );
+    let fd = as_role(manta_pki::Role::Frontdoor);
+    let e = fd.sql("SELECT 1", vec![]).await.unwrap_err();
+    assert_eq!(e.name(), "NotPermittedError", "{e}");
+    // Its other RPCs are for any region service.
+    fd.ping().await.unwrap();
+    // A client without the region's certificate gets nowhere.
+    let e = MorayClient::builder(server.url())
+        .retries(0)
+        .build()
+        .unwrap()
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable() || e.http_status() >= 500, "{e}");
+}

@@ -169,14 +169,17 @@ impl StorageNode {
         let metrics = Arc::new(Metrics::new());
         let dataset: Arc<dyn Dataset> = Arc::from(dataset::open(&config.dataset).await?);
         let store = Arc::new(Store::open(dataset.root(), metrics.clone()).await?);
+        // The node's identity is also how it reaches Moray (heartbeats, GC, quarantine).
+        let tls = manta_util::tls::internal_client_of(config.tls.as_ref())
+            .map_err(|e| Error::io("load the node's region identity", e))?;
         let moray = match &config.moray {
             None => None,
             Some(MorayConfig::Single(url)) => Some(
-                moray::ShardedClient::single(url)
+                moray::ShardedClient::single_over(url, tls)
                     .map_err(|e| Error::Internal(format!("Moray at {url}: {e}")))?,
             ),
             Some(MorayConfig::Etcd(endpoints)) => Some(
-                moray::ShardedClient::from_etcd(endpoints.clone())
+                moray::ShardedClient::from_etcd_over(endpoints.clone(), tls)
                     .await
                     .map_err(|e| Error::Internal(format!("Moray ring from etcd: {e}")))?,
             ),

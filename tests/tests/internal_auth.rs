@@ -137,3 +137,59 @@ async fn only_an_operator_takes_a_snapshot() {
         .unwrap();
     assert_eq!(r.status(), 201, "an operator's snapshot");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moray_refuses_a_caller_without_a_region_certificate() {
+    let region = TestRegion::start().await.unwrap();
+    let moray = &region.moray_url;
+    assert!(moray.starts_with("https://"), "Moray serves TLS: {moray}");
+    let anonymous = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r = anonymous
+        .post(format!("{moray}/getObject"))
+        .json(&serde_json::json!({"bucket": "manta", "key": "/x"}))
+        .send()
+        .await;
+    assert!(
+        r.is_err(),
+        "Moray answered a caller without a certificate: {r:?}"
+    );
+    let r = anonymous
+        .post(format!("{moray}/sql"))
+        .json(&serde_json::json!({"statement": "select current_user", "values": []}))
+        .send()
+        .await;
+    assert!(
+        r.is_err(),
+        "Moray's /sql answered a caller without a certificate: {r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regions_moray_serves_no_sql_to_anyone() {
+    let region = TestRegion::start().await.unwrap();
+    // Region services may call Moray's RPCs ...
+    let storage = region.identity("as-storage", Role::Storage).unwrap();
+    let r = internal_http(&storage)
+        .unwrap()
+        .post(format!("{}/ping", region.moray_url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "ping: {}", r.status());
+    // ... but /sql is off, for an operator too.
+    let r = region
+        .internal_http()
+        .post(format!("{}/sql", region.moray_url))
+        .json(&serde_json::json!({"statement": "select 1", "values": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["name"], "NotPermittedError", "{v}");
+}

@@ -120,8 +120,11 @@ async fn main() -> Result<()> {
     let mut children: Vec<LoggedChild> = Vec::new();
     let api_port = free_port()?;
     let api_url = format!("http://127.0.0.1:{api_port}");
+    let api_id = region.identity("jobs-api", testkit::region::Role::JobsApi)?;
     let mut cmd = guarded_command(binary("jobs-api")?, None);
     cmd.args(["--listen", &format!("127.0.0.1:{api_port}")])
+        .arg("--tls-dir")
+        .arg(api_id.dir())
         .args([
             "--moray-url",
             &region.moray_url,
@@ -142,8 +145,11 @@ async fn main() -> Result<()> {
         PING_WITHIN,
     )
     .await?;
+    let sup_id = region.identity("supervisor", testkit::region::Role::Supervisor)?;
     let mut cmd = guarded_command(binary("jobs-supervisor")?, None);
     cmd.args(["--listen", &format!("127.0.0.1:{}", free_port()?)])
+        .arg("--tls-dir")
+        .arg(sup_id.dir())
         .args([
             "--moray-url",
             &region.moray_url,
@@ -266,7 +272,7 @@ async fn main() -> Result<()> {
         if st["stats"]["errors"] != 0 || st["stats"]["outputs"] != args.objects {
             bail!("job did not complete cleanly: {st}");
         }
-        let moray = moray::ShardedClient::single(&region.moray_url)?;
+        let moray = region.moray()?;
         let recs = moray
             .system()
             .find_objects(

@@ -72,15 +72,9 @@ async fn get(ctx: Arc<Ctx>, api: Api, name: String) -> Result<u64> {
 }
 
 fn s3_key(region: &TestRegion) -> Result<(String, String)> {
-    let out = std::process::Command::new(testkit::region::binary("manta-adm")?)
-        .args([
-            "s3-key",
-            "create",
-            &region.account.login,
-            "--moray",
-            &region.moray_url,
-            "--json",
-        ])
+    let out = region
+        .manta_adm()?
+        .args(["s3-key", "create", &region.account.login, "--json"])
         .output()?;
     anyhow::ensure!(out.status.success(), "manta-adm s3-key create failed");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;

@@ -37,34 +37,38 @@ struct MorayTarget {
     /// etcd endpoints holding the shard ring.
     #[arg(long, env = "MANTA_ETCD", value_delimiter = ',')]
     etcd: Vec<String>,
+    /// The operator's region identity (`cert.pem`, `key.pem`, `ca.pem`) for a Moray that
+    /// serves mutual TLS; by default the one of the region in `--dir`, when there is one.
+    #[arg(long, env = "MANTA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     #[command(flatten)]
     region: DirArg,
 }
 
 impl MorayTarget {
-    /// Creates every bucket the object store uses (idempotent).
-    async fn setup(&self) -> Result<()> {
-        let sharded = if let Some(url) = &self.moray {
-            moray::ShardedClient::single(url)?
-        } else if !self.etcd.is_empty() {
-            moray::ShardedClient::from_etcd(self.etcd.clone()).await?
-        } else {
-            let region = Region::open_existing(&self.region.dir)?;
-            let url = region
-                .moray_url()
-                .context("no --moray or --etcd given, and the region has no Moray")?;
-            moray::ShardedClient::single(&url)?
-        };
-        region::setup_buckets(&sharded).await
+    /// How to reach Moray: with `--tls-dir`'s identity, or else the region's operator
+    /// identity when there is a region in `--dir`, or else plain HTTP.
+    fn tls(&self) -> Result<moray::Tls> {
+        if let Some(dir) = &self.tls_dir {
+            let id = manta_util::tls::Identity::in_dir(dir);
+            return Ok(Some(
+                manta_util::tls::internal_client_config(&id)
+                    .with_context(|| format!("load the region identity in {}", dir.display()))?,
+            ));
+        }
+        if self.region.dir.join("region.json").exists() {
+            return Ok(Region::open_existing(&self.region.dir)?.adm_tls());
+        }
+        Ok(None)
     }
 
-    async fn admin(&self) -> Result<AccountAdmin> {
-        let client = if let Some(url) = &self.moray {
-            moray::MorayClient::new(url)?
+    /// The sharded metadata tier this target names.
+    async fn sharded(&self) -> Result<moray::ShardedClient> {
+        let tls = self.tls()?;
+        Ok(if let Some(url) = &self.moray {
+            moray::ShardedClient::single_over(url, tls)?
         } else if !self.etcd.is_empty() {
-            moray::ShardedClient::from_etcd(self.etcd.clone())
-                .await?
-                .system()
+            moray::ShardedClient::from_etcd_over(self.etcd.clone(), tls).await?
         } else {
             let region = Region::open_existing(&self.region.dir)?;
             let url = region.moray_url().with_context(|| {
@@ -73,8 +77,17 @@ impl MorayTarget {
                     self.region.dir.display()
                 )
             })?;
-            moray::MorayClient::new(&url)?
-        };
+            moray::ShardedClient::single_over(&url, tls)?
+        })
+    }
+
+    /// Creates every bucket the object store uses (idempotent).
+    async fn setup(&self) -> Result<()> {
+        region::setup_buckets(&self.sharded().await?).await
+    }
+
+    async fn admin(&self) -> Result<AccountAdmin> {
+        let client = self.sharded().await?.system();
         manta_accounts::ensure_bucket(&client)
             .await
             .context("prepare the accounts bucket")?;

@@ -193,6 +193,8 @@ pub struct Region {
     bin: PathBuf,
     /// Asks services whether they are ready (one client for every probe).
     probe: reqwest::Client,
+    /// The operator's region identity, for every call `manta-adm` makes inside the region.
+    adm_tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 fn free_port() -> Result<u16> {
@@ -297,6 +299,7 @@ impl Region {
             file,
             bin,
             probe,
+            adm_tls,
         };
         // Services added since the region was made get their ports now, once.
         let p = &mut region.file.ports;
@@ -325,6 +328,11 @@ impl Region {
         &self.dir
     }
 
+    /// How `manta-adm` reaches the region's Moray: with the operator's identity.
+    pub fn adm_tls(&self) -> moray::Tls {
+        Some(self.adm_tls.clone())
+    }
+
     /// The etcd endpoint.
     pub fn etcd(&self) -> String {
         format!("http://127.0.0.1:{}", self.file.ports.etcd_client)
@@ -336,7 +344,7 @@ impl Region {
             .ports
             .moray
             .first()
-            .map(|p| format!("http://127.0.0.1:{p}"))
+            .map(|p| format!("https://127.0.0.1:{p}"))
     }
 
     /// The front door's URL.
@@ -427,10 +435,15 @@ impl Region {
                 &etcd,
                 "--manatee-shard",
                 SHARD,
+                "--tls-dir",
+                &self
+                    .identity_dir(&format!("moray{}", i + 1))
+                    .display()
+                    .to_string(),
             ]));
             // Ready when the shard has a writable primary, which takes a first start's initdb
             // and base backups.
-            out.push(Service::local(
+            out.push(Service::internal(
                 format!("moray{}", i + 1),
                 argv,
                 *port,
@@ -496,6 +509,8 @@ impl Region {
             &etcd,
             "--frontdoor-url",
             &self.url(),
+            "--tls-dir",
+            &self.identity_dir("jobs-supervisor").display().to_string(),
         ]));
         out.push(Service::local(
             "jobs-supervisor".into(),
@@ -557,9 +572,13 @@ impl Region {
                 .with_context(|| format!("issue {name}'s region identity"))?;
             Ok(())
         };
+        for i in 1..=self.file.ports.moray.len() {
+            issue(format!("moray{i}"), Role::Moray)?;
+        }
         for i in 1..=self.file.ports.storage.len() {
             issue(format!("storage{i}"), Role::Storage)?;
         }
+        issue("jobs-supervisor".into(), Role::Supervisor)?;
         issue("frontdoor".into(), Role::Frontdoor)?;
         for i in 1..=self.file.ports.jobs_agents.len() {
             issue(format!("jobs-agent{i}"), Role::Agent)?;
@@ -886,14 +905,34 @@ impl Region {
     /// of the sharded metadata tier for what `up` does next.
     async fn prepare_metadata(&self) -> Result<moray::ShardedClient> {
         let store = moray::ring::RingStore::new(vec![self.etcd()]);
-        if store.load().await.context("read the shard ring")?.is_none() {
-            let urls = self
-                .file
-                .ports
-                .moray
+        let urls: Vec<String> = self
+            .file
+            .ports
+            .moray
+            .iter()
+            .map(|p| format!("https://127.0.0.1:{p}"))
+            .collect();
+        if let Some((ring, _)) = store.load().await.context("read the shard ring")? {
+            // A region made before its services spoke TLS names its Morays http://.
+            if ring
+                .shards
                 .iter()
-                .map(|p| format!("http://127.0.0.1:{p}"))
-                .collect();
+                .any(|s| s.name == SHARD && s.urls != urls)
+            {
+                let shard = moray::ring::ShardInfo {
+                    name: SHARD.into(),
+                    urls: urls.clone(),
+                };
+                store
+                    .update(|r| {
+                        r.upsert_shard(shard.clone());
+                        Ok(())
+                    })
+                    .await
+                    .context("update the shard ring's Moray URLs")?;
+                println!("  shard ring: Moray reached over TLS now");
+            }
+        } else {
             let ring = moray::ring::Ring::new(
                 moray::ring::DEFAULT_VNODES,
                 vec![moray::ring::ShardInfo {
@@ -907,7 +946,8 @@ impl Region {
                 moray::ring::DEFAULT_VNODES
             );
         }
-        let sharded = moray::ShardedClient::from_etcd(vec![self.etcd()]).await?;
+        let sharded =
+            moray::ShardedClient::from_etcd_over(vec![self.etcd()], self.adm_tls()).await?;
         setup_buckets(&sharded).await?;
         println!("  metadata buckets ready");
         Ok(sharded)
@@ -1005,6 +1045,8 @@ impl Region {
              export MANATEE_SHARD={SHARD}\n\
              export MORAY_URL={moray}\n\
              export MANTA_MORAY_ETCD={etcd}\n\
+             # The operator's region identity: what the operators' tools present inside the region.\n\
+             export MANTA_TLS_DIR={adm}\n\
              # The S3 API of the same store (aws, boto3, rclone, s3cmd and the SDKs read these).\n\
              export AWS_ENDPOINT_URL={s3url}\n\
              export AWS_ACCESS_KEY_ID={akid}\n\
@@ -1018,6 +1060,7 @@ impl Region {
             secret = s3.secret_access_key,
             bin = q(&bin),
             tools = q(&self.bin),
+            adm = q(&self.identity_dir("adm")),
         );
         // It holds the S3 secret: only its owner may read it.
         manta_util::write_private(&self.dir.join("env.sh"), env.as_bytes())?;
@@ -1061,7 +1104,7 @@ impl Region {
         let Some(url) = self.moray_url() else {
             return Vec::new();
         };
-        let Ok(c) = moray::MorayClient::new(&url) else {
+        let Ok(c) = moray::MorayClient::builder(url).tls(self.adm_tls()).build() else {
             return Vec::new();
         };
         let opts = moray::FindOptions {

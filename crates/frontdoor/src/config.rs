@@ -40,8 +40,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// TLS for the listener; plain HTTP without it.
     pub tls: Option<TlsFiles>,
-    /// The front door's region identity, presented to the storage nodes (which then serve
-    /// it over mutual TLS). Without it only plain-HTTP nodes can be reached.
+    /// The front door's region identity, presented to Moray and the storage nodes (which
+    /// serve mutual TLS). Without it only plain-HTTP services can be reached.
     pub internal_tls: Option<manta_util::tls::Identity>,
     /// The metadata tier.
     pub moray: MoraySource,

@@ -45,8 +45,15 @@ pub struct Frontdoor {
     pub background: TaskTracker,
 }
 
-async fn connect_moray(src: &MoraySource) -> Result<ShardedClient> {
-    Ok(match src {
+/// The front door's region identity as a client's TLS configuration (none: plain HTTP).
+fn internal_tls(cfg: &Config) -> Result<moray::Tls> {
+    manta_util::tls::internal_client_of(cfg.internal_tls.as_ref())
+        .context("load the front door's region identity")
+}
+
+async fn connect_moray(cfg: &Config) -> Result<ShardedClient> {
+    let tls = internal_tls(cfg)?;
+    Ok(match &cfg.moray {
         MoraySource::Single(urls) => {
             if urls.is_empty() {
                 anyhow::bail!("no Moray URL configured");
@@ -55,12 +62,14 @@ async fn connect_moray(src: &MoraySource) -> Result<ShardedClient> {
                 name: "1".into(),
                 urls: urls.clone(),
             };
-            ShardedClient::from_ring(moray::ring::Ring::new(
-                moray::ring::DEFAULT_VNODES,
-                vec![shard],
-            )?)?
+            ShardedClient::from_ring_over(
+                moray::ring::Ring::new(moray::ring::DEFAULT_VNODES, vec![shard])?,
+                tls,
+            )?
         }
-        MoraySource::Etcd(endpoints) => ShardedClient::from_etcd(endpoints.clone()).await?,
+        MoraySource::Etcd(endpoints) => {
+            ShardedClient::from_etcd_over(endpoints.clone(), tls).await?
+        }
     })
 }
 
@@ -73,7 +82,7 @@ impl Frontdoor {
     pub async fn new(cfg: Config, wait: Duration) -> Result<Arc<Frontdoor>> {
         let deadline = tokio::time::Instant::now() + wait;
         let moray = loop {
-            match connect_moray(&cfg.moray).await {
+            match connect_moray(&cfg).await {
                 Ok(m) => match (
                     m.setup_manta_buckets().await,
                     manta_accounts::ensure_bucket(&m.system()).await,
@@ -137,7 +146,7 @@ impl Frontdoor {
     /// (for the data path's tests).
     #[cfg(test)]
     pub(crate) async fn for_tests(cfg: Config, nodes: Vec<crate::picker::Node>) -> Arc<Frontdoor> {
-        let moray = connect_moray(&cfg.moray)
+        let moray = connect_moray(&cfg)
             .await
             .expect("a single-shard ring needs no connection");
         let fd = Frontdoor::assemble(cfg, moray).expect("the test configuration loads");
@@ -264,11 +273,8 @@ fn storage_connector(cfg: &Config) -> Result<storage_api::Connector> {
         .commit_timeout(Duration::from_secs(3600))
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64);
-    if let Some(id) = &cfg.internal_tls {
-        b = b.tls(
-            manta_util::tls::internal_client_config(id)
-                .context("load the front door's region identity")?,
-        );
+    if let Some(tls) = internal_tls(cfg)? {
+        b = b.tls(tls);
     }
     Ok(b.build())
 }

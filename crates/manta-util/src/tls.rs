@@ -198,6 +198,15 @@ pub fn internal_client_config(id: &Identity) -> io::Result<Arc<rustls::ClientCon
     Ok(Arc::new(cfg))
 }
 
+/// [`internal_client_config`] of a service's identity when it has one (`None`: the service
+/// calls others over plain HTTP).
+///
+/// # Errors
+/// As [`internal_client_config`].
+pub fn internal_client_of(id: Option<&Identity>) -> io::Result<Option<Arc<rustls::ClientConfig>>> {
+    id.map(internal_client_config).transpose()
+}
+
 /// The certificate a client presented on a mutually authenticated connection, inserted into
 /// every request's extensions by [`crate::http::serve`].
 #[derive(Debug, Clone)]

@@ -265,12 +265,11 @@ impl TestRegion {
         let adm = issue(&pki, "adm", Role::Adm)?;
         let adm_http = internal_http(&adm)?;
         let moray_port = free_port()?;
-        let moray_url = format!("http://127.0.0.1:{moray_port}");
-        let mut moray = spawn_moray(&pg, moray_port, dir.path())?;
-        wait_ping(&moray_url, &mut moray, "moray", PING_WITHIN).await?;
-        let out = Command::new(binary("manta-adm")?)
-            .args(["setup", "--moray", &moray_url])
-            .output()?;
+        let moray_url = format!("https://127.0.0.1:{moray_port}");
+        let moray_id = issue(&pki, "moray", Role::Moray)?;
+        let mut moray = spawn_moray(&pg, moray_port, dir.path(), &moray_id)?;
+        wait_ping_with(&adm_http, &moray_url, &mut moray, "moray", PING_WITHIN).await?;
+        let out = adm_command(&pki, &moray_url)?.arg("setup").output()?;
         if !out.status.success() {
             bail!(
                 "manta-adm setup failed: {}",
@@ -302,9 +301,14 @@ impl TestRegion {
         for node in &mut storage {
             node.wait_up(&adm_http).await?;
         }
-        wait_heartbeats(&moray_url, storage.iter().map(|n| n.storage_id.as_str())).await?;
+        wait_heartbeats(
+            &adm_http,
+            &moray_url,
+            storage.iter().map(|n| n.storage_id.as_str()),
+        )
+        .await?;
 
-        let account = make_account(dir.path(), &moray_url, "tester").await?;
+        let account = make_account(dir.path(), &pki, &moray_url, "tester").await?;
         let frontdoor_port = free_port()?;
         let mut frontdoor_args = opts.frontdoor_args;
         let frontdoor_id = issue(&pki, "frontdoor", Role::Frontdoor)?;
@@ -383,9 +387,31 @@ impl TestRegion {
         issue(&self.pki, name, role)
     }
 
-    /// An operator's client of the internal endpoints (storage nodes).
+    /// An operator's client of the internal endpoints (Moray, storage nodes).
     pub fn internal_http(&self) -> &reqwest::Client {
         &self.adm_http
+    }
+
+    /// An operator's client of the region's Moray.
+    ///
+    /// # Errors
+    /// When the operator's identity cannot be loaded.
+    pub fn moray(&self) -> Result<moray::ShardedClient> {
+        let tls =
+            manta_util::tls::internal_client_config(&Identity::in_dir(&self.pki.join("adm")))?;
+        Ok(moray::ShardedClient::single_over(
+            &self.moray_url,
+            Some(tls),
+        )?)
+    }
+
+    /// `manta-adm` acting on this region's Moray as the operator (`MANTA_MORAY` and
+    /// `MANTA_TLS_DIR` set).
+    ///
+    /// # Errors
+    /// When `manta-adm` is not built.
+    pub fn manta_adm(&self) -> Result<Command> {
+        adm_command(&self.pki, &self.moray_url)
     }
 
     /// Moray's port.
@@ -408,7 +434,7 @@ impl TestRegion {
     /// # Errors
     /// When `manta-adm` fails.
     pub async fn add_account(&self, login: &str) -> Result<TestAccount> {
-        make_account(self.dir.path(), &self.moray_url, login).await
+        make_account(self.dir.path(), &self.pki, &self.moray_url, login).await
     }
 
     /// Restarts a killed storage node on the same port and dataset, and waits for it.
@@ -529,15 +555,29 @@ pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
-fn spawn_moray(pg: &TestPostgres, port: u16, dir: &Path) -> Result<LoggedChild> {
+fn spawn_moray(pg: &TestPostgres, port: u16, dir: &Path, tls: &Identity) -> Result<LoggedChild> {
     let mut cmd = guarded_command(binary("moray")?, None);
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--pg-url", &pg.url()]);
+        .args(["--pg-url", &pg.url()])
+        .arg("--tls-dir")
+        .arg(tls.dir());
     LoggedChild::spawn("moray", cmd, &dir.join("moray.log"))
 }
 
-async fn wait_heartbeats<'a>(moray_url: &str, ids: impl Iterator<Item = &'a str>) -> Result<()> {
-    let http = reqwest::Client::new();
+/// `manta-adm` acting on the region's Moray at `moray_url` with the operator's identity in
+/// `pki/adm` (what `MANTA_TLS_DIR` gives it).
+fn adm_command(pki: &Path, moray_url: &str) -> Result<Command> {
+    let mut cmd = Command::new(binary("manta-adm")?);
+    cmd.env("MANTA_TLS_DIR", pki.join("adm"))
+        .env("MANTA_MORAY", moray_url);
+    Ok(cmd)
+}
+
+async fn wait_heartbeats<'a>(
+    http: &reqwest::Client,
+    moray_url: &str,
+    ids: impl Iterator<Item = &'a str>,
+) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     for id in ids {
         loop {
@@ -560,7 +600,7 @@ async fn wait_heartbeats<'a>(moray_url: &str, ids: impl Iterator<Item = &'a str>
 
 /// Makes an SSH key (ed25519) under `<dir>/home-<login>/.ssh/id_ed25519` and an account for it
 /// through `manta-adm account create`.
-async fn make_account(dir: &Path, moray_url: &str, login: &str) -> Result<TestAccount> {
+async fn make_account(dir: &Path, pki: &Path, moray_url: &str, login: &str) -> Result<TestAccount> {
     let ssh = dir.join(format!("home-{login}")).join(".ssh");
     std::fs::create_dir_all(&ssh)?;
     let key = ssh.join("id_ed25519");
@@ -572,8 +612,8 @@ async fn make_account(dir: &Path, moray_url: &str, login: &str) -> Result<TestAc
     if !st.success() {
         bail!("ssh-keygen failed");
     }
-    let out = Command::new(binary("manta-adm")?)
-        .args(["account", "create", login, "--moray", moray_url, "--key"])
+    let out = adm_command(pki, moray_url)?
+        .args(["account", "create", login, "--key"])
         .arg(key.with_extension("pub"))
         .output()
         .context("run manta-adm")?;

@@ -111,11 +111,10 @@ impl AgentConfig {
 /// has one.
 fn storage_client(cfg: &AgentConfig) -> Result<StorageClient> {
     let mut b = storage_api::ClientBuilder::new();
-    if let Some(id) = &cfg.tls {
-        b = b.tls(
-            manta_util::tls::internal_client_config(id)
-                .context("load the agent's region identity")?,
-        );
+    if let Some(tls) = manta_util::tls::internal_client_of(cfg.tls.as_ref())
+        .context("load the agent's region identity")?
+    {
+        b = b.tls(tls);
     }
     Ok(b.build().node(&cfg.storage_url))
 }
@@ -283,7 +282,11 @@ impl Agent {
             Ok(())
         })
         .await;
-        let moray = ShardedClient::single(&cfg.moray_url)?;
+        let moray = ShardedClient::single_over(
+            &cfg.moray_url,
+            manta_util::tls::internal_client_of(cfg.tls.as_ref())
+                .context("load the agent's region identity")?,
+        )?;
         let store = JobStore::new(moray.system());
         let datacenter = loop {
             let r = async {

@@ -21,6 +21,10 @@ struct Args {
     /// The front door everything but the jobs routes goes to.
     #[arg(long, env = "MANTA_FRONTDOOR_URL")]
     frontdoor_url: String,
+    /// The gateway's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`),
+    /// presented to Moray over mutual TLS.
+    #[arg(long, env = "MANTA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     /// The front doors' token secret file (tokens issued to jobs must verify there).
     #[arg(long, env = "MANTA_TOKEN_SECRET_FILE")]
     token_secret_file: PathBuf,
@@ -37,7 +41,10 @@ async fn main() -> Result<()> {
     if secret.len() < 16 {
         bail!("the token secret must be at least 16 bytes");
     }
-    let moray = moray::ShardedClient::single(&a.moray_url)?;
+    let id = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
+    let tls = manta_util::tls::internal_client_of(id.as_ref())
+        .context("load the gateway's region identity")?;
+    let moray = moray::ShardedClient::single_over(&a.moray_url, tls)?;
     let tokens = manta_auth::TokenKey::new(&secret);
     let api = jobs::api::JobsApi::new(moray.clone(), tokens.clone());
     api.setup().await.context("create the job buckets")?;

@@ -36,6 +36,10 @@ struct Args {
     /// Leadership lease, seconds.
     #[arg(long, env = "MANTA_LEASE_TTL", default_value_t = 3)]
     lease_ttl: i64,
+    /// The supervisor's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by
+    /// `manta-adm`), presented to Moray over mutual TLS.
+    #[arg(long, env = "MANTA_TLS_DIR")]
+    tls_dir: Option<std::path::PathBuf>,
     /// Attempts per task on infrastructure failures.
     #[arg(long, env = "MANTA_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
@@ -62,5 +66,6 @@ async fn main() -> Result<()> {
     cfg.agent_timeout = a.agent_timeout;
     cfg.lease_ttl = a.lease_ttl;
     cfg.max_attempts = a.max_attempts;
+    cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
     jobs::supervisor::run(cfg, manta_util::shutdown_on_signals()).await
 }

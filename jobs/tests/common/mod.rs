@@ -65,7 +65,7 @@ impl Env {
         let etcd = TestEtcd::start().await?;
 
         // The front door serves the jobs API; make its job buckets exist before agents poll.
-        let moray = moray::ShardedClient::single(&region.moray_url)?;
+        let moray = region.moray()?;
         let tokens = manta_auth::TokenKey::new(&std::fs::read(&secret)?);
         jobs::api::JobsApi::new(moray, tokens).setup().await?;
         let url = region.url.clone();
@@ -101,8 +101,13 @@ impl Env {
         let port = free_port()?;
         let mut cmd =
             testkit::process::guarded_command(env!("CARGO_BIN_EXE_jobs-supervisor"), None);
+        let tls = self
+            .region
+            .identity(&format!("supervisor{i}"), testkit::region::Role::Supervisor)?;
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--moray-url", &self.region.moray_url])
+            .arg("--tls-dir")
+            .arg(tls.dir())
             .args(["--etcd", &self.etcd.endpoint()])
             .args(["--frontdoor-url", &self.region.url])
             .args(["--name", &format!("sup{i}")])

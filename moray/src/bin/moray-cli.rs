@@ -25,6 +25,10 @@ struct Args {
         global = true
     )]
     url: String,
+    /// The operator's region identity (`cert.pem`, `key.pem`, `ca.pem`) for a Moray that
+    /// serves mutual TLS (`https://`).
+    #[arg(long, env = "MANTA_TLS_DIR", global = true)]
+    tls_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -189,7 +193,12 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let c = MorayClient::new(&args.url)?;
+    let id = args
+        .tls_dir
+        .as_deref()
+        .map(manta_util::tls::Identity::in_dir);
+    let tls = manta_util::tls::internal_client_of(id.as_ref())?;
+    let c = MorayClient::builder(args.url.clone()).tls(tls).build()?;
     match args.cmd {
         Cmd::Putbucket {
             name,

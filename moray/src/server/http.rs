@@ -13,6 +13,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use http::{HeaderValue, StatusCode, header};
+use manta_util::tls::Role;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -33,9 +34,22 @@ pub(crate) struct AppState {
     pub primary: Arc<Primary>,
 }
 
+/// What the routes depend on in the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routes {
+    /// The server serves mutual TLS: check callers' roles where it matters.
+    pub roles: bool,
+    /// `/sql` is on.
+    pub sql: bool,
+}
+
+/// Who may run `/sql`: operators.
+const SQL_ROLES: &[Role] = &[Role::Adm];
+
 /// The RPC routes (without `/ping` and `/metrics`, which `with_observability` adds): those on
-/// buckets, those on the objects in them, and the server's own.
-pub(crate) fn router(state: Arc<AppState>) -> Router {
+/// buckets, those on the objects in them, and the server's own. `/sql` answers only when
+/// enabled, and then (over mutual TLS) only to operators.
+pub(crate) fn router(state: Arc<AppState>, routes: Routes) -> Router {
     let buckets = Router::new()
         .route("/createBucket", post(rpc(create_bucket)))
         .route("/getBucket", post(rpc(get_bucket)))
@@ -51,8 +65,15 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/deleteMany", post(rpc(delete_many)))
         .route("/batch", post(rpc(batch)))
         .route("/reindexObjects", post(rpc(reindex_objects)));
+    let sql_route = if !routes.sql {
+        post(sql_off)
+    } else if routes.roles {
+        post(rpc(sql)).layer(axum::middleware::from_fn_with_state(SQL_ROLES, only_roles))
+    } else {
+        post(rpc(sql))
+    };
     let server = Router::new()
-        .route("/sql", post(rpc(sql)))
+        .route("/sql", sql_route)
         .route("/ping", post(rpc(ping)))
         .route("/version", post(version))
         .route("/status", get(status))
@@ -333,6 +354,35 @@ async fn reindex_objects(st: Arc<AppState>, r: req::Reindex) -> Answer {
     })
     .await?;
     json_response(&res)
+}
+
+/// Lets through only callers whose client certificate names one of the roles in its state,
+/// answering others `NotPermittedError` in Moray's own error format.
+async fn only_roles(
+    State(allowed): State<&'static [Role]>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match manta_util::tls::peer_role(req.extensions()) {
+        Some(role) if allowed.contains(&role) => next.run(req).await,
+        role => {
+            let who = role.map_or_else(
+                || "a caller without a role".to_owned(),
+                |r| format!("role {r}"),
+            );
+            error_response(&Error::not_permitted(format!(
+                "{} is for operators only; {who} may not use it",
+                req.uri().path()
+            )))
+        }
+    }
+}
+
+/// `/sql` on a server started without `--enable-sql`.
+async fn sql_off() -> Response {
+    error_response(&Error::not_permitted(
+        "/sql is off on this server (start it with --enable-sql)",
+    ))
 }
 
 async fn sql(st: Arc<AppState>, r: req::Sql) -> Answer {

@@ -65,6 +65,12 @@ pub struct Config {
     pub bucket_cache_ttl: Duration,
     /// How long in-flight requests may finish after shutdown begins.
     pub drain: Duration,
+    /// The server's region identity: with it Moray serves mutual TLS to region certificates
+    /// only (and `/sql`, when enabled, to operators only). Without it, plain HTTP to anyone
+    /// (tests of Moray alone).
+    pub tls: Option<manta_util::tls::Identity>,
+    /// Serve `/sql` (arbitrary SQL as Moray's database user); off by default.
+    pub enable_sql: bool,
 }
 
 impl Config {
@@ -78,6 +84,8 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             bucket_cache_ttl: Duration::from_secs(10),
             drain: Duration::from_secs(10),
+            tls: None,
+            enable_sql: false,
         }
     }
 
@@ -156,11 +164,19 @@ impl Server {
             service: "moray",
             metrics,
         });
-        let app = manta_util::http::with_observability(http::router(state), obs);
-        tracing::info!(addr = %self.listener.local_addr()?, "moray listening");
+        let routes = http::Routes {
+            roles: self.config.tls.is_some(),
+            sql: self.config.enable_sql,
+        };
+        let tls = match &self.config.tls {
+            Some(id) => Some(manta_util::tls::internal_server_config(id)?),
+            None => None,
+        };
+        let app = manta_util::http::with_observability(http::router(state, routes), obs);
+        tracing::info!(addr = %self.listener.local_addr()?, tls = tls.is_some(), sql = self.config.enable_sql, "moray listening");
         let opts = manta_util::http::ServeOptions {
             drain: self.config.drain,
-            tls: None,
+            tls,
         };
         let r = manta_util::http::serve(self.listener, app, shutdown.clone(), opts).await;
         shutdown.cancel();
@@ -184,14 +200,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> std::io::Result
 /// A server running in the background of the current runtime; stopped when dropped.
 pub struct RunningServer {
     addr: SocketAddr,
+    scheme: &'static str,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningServer {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with a region identity).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The listening address.
@@ -231,12 +248,18 @@ impl Drop for RunningServer {
 /// # Errors
 /// When binding fails.
 pub async fn spawn(config: Config) -> std::io::Result<RunningServer> {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let server = Server::bind(config).await?;
     let addr = server.local_addr()?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(server.run(shutdown.clone()));
     Ok(RunningServer {
         addr,
+        scheme,
         shutdown,
         task: Some(task),
     })

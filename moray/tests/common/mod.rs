@@ -18,9 +18,13 @@ impl Env {
     pub async fn start() -> Env {
         manta_util::logging::init(manta_util::logging::LogFormat::Plain);
         let pg = TestPostgres::start().await.expect("start postgres");
-        let server = moray::server::spawn(Config::for_postgres(pg.url()))
-            .await
-            .expect("start moray");
+        // The tests read and set up Postgres state through /sql.
+        let server = moray::server::spawn(Config {
+            enable_sql: true,
+            ..Config::for_postgres(pg.url())
+        })
+        .await
+        .expect("start moray");
         let client = server.client().expect("client");
         Env { client, server, pg }
     }

@@ -4,7 +4,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
@@ -69,9 +68,10 @@ pub async fn start() -> S3Region {
 /// A new access key for `login`, made by `manta-adm s3-key create`.
 pub fn s3_key(region: &TestRegion, login: &str) -> (String, String) {
     let out = testkit::process::run_ok(
-        Command::new(testkit::region::binary("manta-adm").unwrap())
-            .args(["s3-key", "create", login])
-            .args(["--moray", &region.moray_url, "--json"]),
+        region
+            .manta_adm()
+            .unwrap()
+            .args(["s3-key", "create", login, "--json"]),
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     (

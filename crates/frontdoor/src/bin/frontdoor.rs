@@ -38,7 +38,7 @@ struct Args {
     #[arg(long, env = "MANTA_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// The front door's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by
-    /// `manta-adm`), presented to the storage nodes over mutual TLS.
+    /// `manta-adm`), presented to Moray and the storage nodes over mutual TLS.
     #[arg(long, env = "MANTA_INTERNAL_TLS_DIR")]
     internal_tls_dir: Option<PathBuf>,
     /// Copies when a request names none.
