@@ -19,7 +19,7 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -217,6 +217,13 @@ impl Region {
     /// incompatible version.
     pub fn open(dir: &Path) -> Result<Region> {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        // Logs with request data, keys and env.sh live here: a new region's directory is its
+        // owner's alone (data that other users run services as must reach then goes elsewhere,
+        // see place_data). A region made before keeps its mode, and its data where it is.
+        if !dir.join("region.json").exists() {
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("make {} private", dir.display()))?;
+        }
         Self::load(dir)
     }
 
@@ -694,7 +701,10 @@ impl Region {
         let log = fs::File::options()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log_path)?;
+        // Logs hold request data: the service's owner's alone (also an older region's).
+        fs::set_permissions(&log_path, fs::Permissions::from_mode(0o600))?;
         let mut cmd = Command::new(&s.argv[0]);
         cmd.args(&s.argv[1..])
             .current_dir(&sdir)

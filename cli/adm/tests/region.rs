@@ -146,6 +146,23 @@ async fn env_sh_is_private_and_drives_every_operator_tool() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "env.sh holds the S3 secret: {mode:o}");
+    // So are the region's directory, its keys and the services' logs (request data).
+    for (path, want) in [
+        (dir.to_path_buf(), 0o700),
+        (dir.join("pki"), 0o700),
+        (dir.join("pki/ca-key.pem"), 0o600),
+        (dir.join("pki/adm/key.pem"), 0o600),
+        (dir.join("pki/frontdoor/key.pem"), 0o600),
+        (dir.join("pki/moray1/key.pem"), 0o600),
+        (dir.join("frontdoor/frontdoor.log"), 0o600),
+        (dir.join("storage1/storage1.log"), 0o600),
+    ] {
+        let mode = std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, want, "{}: {mode:o}", path.display());
+    }
 
     // manatee-adm finds the region's etcd and shard from env.sh alone.
     let (ok, out, err) = sourced(dir, home, "manatee-adm pg-status --json");
