@@ -209,3 +209,64 @@ async fn tasks_are_limited_and_the_node_is_unharmed() {
         assert!(left.is_empty(), "agent {i} left containers: {left:?}");
     }
 }
+
+/// The control sockets of the tasks running under `work_dir` (`tasks/<task>/ctl/sock`).
+fn task_sockets(work_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(work_dir.join("tasks"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("ctl").join("sock"))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasks_control_socket_is_the_tasks_alone() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let (env, input) = start().await;
+    let id = one(&env, "sleep 6; echo done", &input, None).await;
+    // Find the running task's socket on whichever agent took it.
+    let mut found = None;
+    for _ in 0..200 {
+        found = (0..env.region.storage.len())
+            .find_map(|i| task_sockets(&env.agent_work_dir(i)).pop().map(|s| (i, s)));
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (agent, sock) = found.expect("a running task's control socket");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "{}",
+        sock.display()
+    );
+    let container_root = 100_000 + 65_536 * agent as u32;
+    assert_eq!(meta.uid(), container_root, "owned by the container's root");
+    // Another local user cannot connect to it (and so cannot act for the job's owner).
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-s",
+        ])
+        .args(["-o", "/dev/null", "-w", "%{http_code}", "--unix-socket"])
+        .arg(&sock)
+        .arg("http://task/ping")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "nobody reached the task's socket: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The task itself still uses it: the job finishes with its output.
+    let st = env.wait(&id, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(st["state"], "done", "{st}");
+    assert_eq!(env.output_text(&id).await.unwrap().join(""), "done\n");
+}

@@ -61,8 +61,11 @@ pub(super) fn serve(
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::UnixListener::bind(path)?;
-    // The container's root maps to an unprivileged host uid: it must be allowed to connect.
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    // The task's own socket: the container's root (mapped to the host uid at the base of the
+    // agent's range) may connect, and no other local user may act for the job's owner.
+    let owner = ctl.agent.cfg.uid_base;
+    std::os::unix::fs::chown(path, Some(owner), Some(owner))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let app = axum::Router::new().fallback(handle).with_state(ctl);
     Ok(tokio::spawn(async move {
         let r = axum::serve(listener, app)
