@@ -128,20 +128,16 @@ pub struct PeerPgStatus {
 ///
 /// # Errors
 /// When etcd fails or there is no state.
-pub async fn pg_status(coord: &Coord) -> Result<Vec<PeerPgStatus>, Error> {
+pub async fn pg_status(coord: &Coord, sitters: &SitterClient) -> Result<Vec<PeerPgStatus>, Error> {
     let st = coord
         .state()
         .await?
         .ok_or_else(|| Error::Invalid("the shard has no state yet".into()))?
         .state;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
     let peers = st.peers();
     let mut statuses = Vec::new();
     for (p, _) in &peers {
-        statuses.push(sitter_status(&http, &p.backup_url).await.ok());
+        statuses.push(sitters.status(&p.backup_url).await.ok());
     }
     let lsn_at = |v: &Value, k: &str| {
         v.get(k)
@@ -408,62 +404,88 @@ pub async fn promote(coord: &Coord, id: &str, valid_for: Duration) -> Result<Clu
     .await
 }
 
-/// What the sitter at `backup_url` says of itself (`GET /status`: its mode, health, Postgres
-/// figures, last error): the one reader of a sitter's status.
-///
-/// # Errors
-/// When the sitter cannot be reached, answers with an error status, or not with JSON.
-pub async fn sitter_status(http: &reqwest::Client, backup_url: &str) -> Result<Value, Error> {
-    let resp = http
-        .get(format!("{backup_url}/status"))
-        .send()
-        .await
-        .map_err(|e| Error::Invalid(format!("sitter at {backup_url} unreachable: {e}")))?;
-    if !resp.status().is_success() {
-        return Err(Error::Invalid(format!(
-            "sitter at {backup_url} answered {}",
-            resp.status()
-        )));
-    }
-    resp.json::<Value>()
-        .await
-        .map_err(|e| Error::Invalid(format!("sitter at {backup_url}: {e}")))
+/// The one client of the sitters' HTTP API (`/status`, `/rebuild`): over mutual TLS with the
+/// caller's region identity when given (sitters of a region serve nothing else), plain HTTP
+/// otherwise.
+#[derive(Debug, Clone)]
+pub struct SitterClient {
+    http: reqwest::Client,
 }
 
-/// Asks the sitter at `backup_url` to discard its database and rebuild it from the primary,
-/// then waits (up to `wait`) until it streams again.
-///
-/// # Errors
-/// When the sitter refuses (it is the primary) or does not come back in time.
-pub async fn rebuild(backup_url: &str, wait: Duration) -> Result<Value, Error> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    let before = sitter_status(&http, backup_url).await?;
-    let rebuilds0 = before.get("rebuilds").and_then(Value::as_u64).unwrap_or(0);
-    let resp = http
-        .post(format!("{backup_url}/rebuild"))
-        .send()
-        .await
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    if !resp.status().is_success() {
-        let body = resp.text().await.unwrap_or_default();
-        return Err(Error::Invalid(format!("rebuild refused: {body}")));
+impl SitterClient {
+    /// A client whose requests time out after `timeout`, presenting `tls`'s identity.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<SitterClient, Error> {
+        let mut b = reqwest::Client::builder().timeout(timeout);
+        if let Some(tls) = tls {
+            b = b.tls_backend_preconfigured((*tls).clone());
+        }
+        Ok(SitterClient {
+            http: b.build().map_err(|e| Error::Invalid(e.to_string()))?,
+        })
     }
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        if let Ok(v) = sitter_status(&http, backup_url).await {
-            let done = v.get("rebuilds").and_then(Value::as_u64).unwrap_or(0) > rebuilds0
-                && v.get("mode").and_then(Value::as_str) == Some("standby")
-                && v.get("healthy").and_then(Value::as_bool) == Some(true);
-            if done {
-                return Ok(v);
+
+    /// What the sitter at `backup_url` says of itself (`GET /status`: its mode, health,
+    /// Postgres figures, last error).
+    ///
+    /// # Errors
+    /// When the sitter cannot be reached, answers with an error status, or not with JSON.
+    pub async fn status(&self, backup_url: &str) -> Result<Value, Error> {
+        let resp = self
+            .http
+            .get(format!("{backup_url}/status"))
+            .send()
+            .await
+            .map_err(|e| Error::Invalid(format!("sitter at {backup_url} unreachable: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(Error::Invalid(format!(
+                "sitter at {backup_url} answered {}",
+                resp.status()
+            )));
+        }
+        resp.json::<Value>()
+            .await
+            .map_err(|e| Error::Invalid(format!("sitter at {backup_url}: {e}")))
+    }
+
+    /// Asks the sitter at `backup_url` to discard its database and rebuild it from the
+    /// primary, then waits (up to `wait`) until it streams again.
+    ///
+    /// # Errors
+    /// When the sitter refuses (it is the primary; the caller is no operator) or does not
+    /// come back in time.
+    pub async fn rebuild(&self, backup_url: &str, wait: Duration) -> Result<Value, Error> {
+        let before = self.status(backup_url).await?;
+        let rebuilds0 = before.get("rebuilds").and_then(Value::as_u64).unwrap_or(0);
+        let resp = self
+            .http
+            .post(format!("{backup_url}/rebuild"))
+            .send()
+            .await
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        if !resp.status().is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::Invalid(format!("rebuild refused: {body}")));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Ok(v) = self.status(backup_url).await {
+                let done = v.get("rebuilds").and_then(Value::as_u64).unwrap_or(0) > rebuilds0
+                    && v.get("mode").and_then(Value::as_str) == Some("standby")
+                    && v.get("healthy").and_then(Value::as_bool) == Some(true);
+                if done {
+                    return Ok(v);
+                }
             }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Timeout(format!("rebuild of {backup_url}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if tokio::time::Instant::now() > deadline {
-            return Err(Error::Timeout(format!("rebuild of {backup_url}")));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

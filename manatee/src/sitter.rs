@@ -79,6 +79,10 @@ pub struct SitterConfig {
     pub pg_settings: Vec<(String, String)>,
     /// An initdb'd data dir to copy instead of running initdb (tests, quick set-up).
     pub initdb_from: Option<PathBuf>,
+    /// The sitter's region identity: with it its HTTP API is served over mutual TLS to region
+    /// certificates only, and `/rebuild` to operators only. Without it (tests of a shard
+    /// alone), plain HTTP to anyone.
+    pub tls: Option<manta_util::tls::Identity>,
 }
 
 impl SitterConfig {
@@ -109,12 +113,14 @@ impl SitterConfig {
             trust: Vec::new(),
             pg_settings: Vec::new(),
             initdb_from: None,
+            tls: None,
         }
     }
 
-    /// This peer's identity.
+    /// This peer's identity (its sitter `https://` with a region identity).
     pub fn peer(&self) -> Peer {
-        Peer::new(self.ip, self.pg_port, self.sitter_port)
+        let p = Peer::new(self.ip, self.pg_port, self.sitter_port);
+        if self.tls.is_some() { p.over_tls() } else { p }
     }
 }
 
@@ -254,13 +260,29 @@ pub async fn run(cfg: SitterConfig, shutdown: CancellationToken) -> Result<(), E
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(cfg.ip, cfg.sitter_port))
         .await
         .map_err(|e| Error::io(&format!("bind {}:{}", cfg.ip, cfg.sitter_port), e))?;
-    let app = router(status.clone(), req_tx, wake.clone(), metrics.clone());
+    let server_tls = match &cfg.tls {
+        Some(id) => Some(
+            manta_util::tls::internal_server_config(id)
+                .map_err(|e| Error::io("load the sitter's region identity", e))?,
+        ),
+        None => None,
+    };
+    let app = router(
+        status.clone(),
+        req_tx,
+        wake.clone(),
+        metrics.clone(),
+        cfg.tls.is_some(),
+    );
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(manta_util::http::serve(
         listener,
         app,
         http_stop.clone(),
-        Default::default(),
+        manta_util::http::ServeOptions {
+            tls: server_tls,
+            ..Default::default()
+        },
     ));
 
     let lease = Arc::new(Mutex::new(LeaseState {
@@ -1247,16 +1269,29 @@ struct HttpState {
     wake: Arc<Notify>,
 }
 
+/// Who may have a peer rebuilt: operators.
+const REBUILDERS: &[manta_util::tls::Role] = &[manta_util::tls::Role::Adm];
+
+/// The sitter's API; with `roles` (mutual TLS) `/rebuild` is checked against the caller's role.
 fn router(
     status: Arc<Mutex<Status>>,
     requests: tokio::sync::mpsc::Sender<Request>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    roles: bool,
 ) -> Router {
+    let rebuild = if roles {
+        post(rebuild_handler).layer(axum::middleware::from_fn_with_state(
+            REBUILDERS,
+            manta_util::http::require_role,
+        ))
+    } else {
+        post(rebuild_handler)
+    };
     let app = Router::new()
         .route("/status", get(status_handler))
         .route("/ready", get(ready_handler))
-        .route("/rebuild", post(rebuild_handler))
+        .route("/rebuild", rebuild)
         .with_state(HttpState {
             status,
             requests,

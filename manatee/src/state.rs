@@ -23,7 +23,8 @@ pub struct Peer {
     /// `tcp://postgres@<ip>:<pgPort>/postgres`: where Moray sends queries.
     #[serde(rename = "pgUrl")]
     pub pg_url: String,
-    /// `http://<ip>:<sitterPort>`: the sitter's HTTP API (`/status`, `/rebuild`).
+    /// `http://<ip>:<sitterPort>` (`https://` when the sitter serves mutual TLS): the sitter's
+    /// HTTP API (`/status`, `/ready`, `/rebuild`).
     #[serde(rename = "backupUrl")]
     pub backup_url: String,
     /// The peer's address.
@@ -43,6 +44,15 @@ impl Peer {
             backup_url: format!("http://{host}:{sitter_port}"),
             ip: ip.to_string(),
         }
+    }
+
+    /// The same peer, its sitter reached over TLS (`https://`).
+    #[must_use]
+    pub fn over_tls(mut self) -> Peer {
+        if let Some(rest) = self.backup_url.strip_prefix("http://") {
+            self.backup_url = format!("https://{rest}");
+        }
+        self
     }
 
     /// Parses an id (`<ip>:<pgPort>:<sitterPort>`) back into a peer.

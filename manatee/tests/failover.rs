@@ -309,6 +309,7 @@ fn a_data_dir_postgres_cannot_reach_is_refused_at_once() -> Result<()> {
     let data = private.path().join("peer");
     let started = Instant::now();
     let out = std::process::Command::new(SITTER)
+        .arg("--insecure-plain-http")
         .arg("--etcd")
         .arg("http://127.0.0.1:9")
         .arg("--data-dir")

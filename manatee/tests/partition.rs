@@ -7,6 +7,7 @@
 
 mod common;
 
+use manatee::adm::SitterClient;
 use std::future::Future;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -165,11 +166,11 @@ fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
         .map_err(|_| anyhow::anyhow!("test thread panicked"))?
 }
 
-async fn status(http: &reqwest::Client, p: &Peer) -> Result<Value> {
-    Ok(manatee::adm::sitter_status(http, &p.backup_url).await?)
+async fn status(http: &SitterClient, p: &Peer) -> Result<Value> {
+    Ok(http.status(&p.backup_url).await?)
 }
 
-async fn whole(coord: &Coord, http: &reqwest::Client, n: usize) -> Result<ClusterState> {
+async fn whole(coord: &Coord, http: &SitterClient, n: usize) -> Result<ClusterState> {
     let st = coord.state().await?.context("no state")?.state;
     ensure!(
         st.peers().len() == n && st.deposed.is_empty(),
@@ -196,16 +197,14 @@ type Acks = Vec<(i64, Instant, String)>;
 /// A view of the shard from etcd's namespace: its state in etcd and the sitters' status.
 struct Observer {
     coord: Coord,
-    http: reqwest::Client,
+    http: SitterClient,
 }
 
 impl Observer {
     fn new(etcd_url: &str) -> Result<Observer> {
         Ok(Observer {
             coord: Coord::new(&[etcd_url.to_owned()], "1", Duration::from_secs(1))?,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()?,
+            http: SitterClient::new(None, Duration::from_secs(2))?,
         })
     }
 

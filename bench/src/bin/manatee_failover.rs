@@ -9,6 +9,7 @@
 //! Each run starts a fresh etcd and three sitters (in this process, with fsync on) on
 //! loopback. `cargo run --release -p manta-bench --bin manatee_failover -- --runs 5`
 
+use manatee::adm::SitterClient;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,7 @@ async fn start_shard(template: &Path, sitter_bin: Option<&Path>) -> Result<Shard
                     .arg(&cfg.data_dir)
                     .args(["--pg-port", &cfg.pg_port.to_string()])
                     .args(["--sitter-port", &cfg.sitter_port.to_string()])
+                    .arg("--insecure-plain-http")
                     .arg("--initdb-from")
                     .arg(template)
                     .args(["--pg-setting", "shared_buffers=32MB"]);
@@ -101,11 +103,11 @@ async fn start_shard(template: &Path, sitter_bin: Option<&Path>) -> Result<Shard
     })
 }
 
-async fn status(http: &reqwest::Client, p: &manatee::Peer) -> Result<Value> {
-    Ok(manatee::adm::sitter_status(http, &p.backup_url).await?)
+async fn status(http: &SitterClient, p: &manatee::Peer) -> Result<Value> {
+    Ok(http.status(&p.backup_url).await?)
 }
 
-async fn wait_whole(shard: &Shard, http: &reqwest::Client) -> Result<manatee::ClusterState> {
+async fn wait_whole(shard: &Shard, http: &SitterClient) -> Result<manatee::ClusterState> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(Some(v)) = shard.coord.state().await {
@@ -133,7 +135,7 @@ async fn wait_whole(shard: &Shard, http: &reqwest::Client) -> Result<manatee::Cl
 /// One failover: returns (kill -> first ack on the new primary, normal write latencies).
 async fn one_run(
     template: &Path,
-    http: &reqwest::Client,
+    http: &SitterClient,
     sitter_bin: Option<&Path>,
 ) -> Result<(Duration, Vec<Duration>)> {
     let mut shard = start_shard(template, sitter_bin).await?;
@@ -312,9 +314,7 @@ fn run_tool(bin: &PathBuf, args: &[&str]) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()?;
+    let http = SitterClient::new(None, Duration::from_secs(2))?;
     let tdir = TestDir::new("bench-template")?;
     if is_root() {
         chown_to(tdir.path(), PG_USER)?;

@@ -418,15 +418,17 @@ impl Region {
                 &p.pg[i].to_string(),
                 "--sitter-port",
                 &p.sitter[i].to_string(),
+                "--tls-dir",
+                &self.identity_dir(&name).display().to_string(),
             ]));
             out.push(Service {
                 name,
                 argv,
                 health: Health::Sitter {
-                    base: format!("http://127.0.0.1:{}", p.sitter[i]),
+                    base: format!("https://127.0.0.1:{}", p.sitter[i]),
                 },
                 endpoint: format!(
-                    "postgres 127.0.0.1:{}, sitter http://127.0.0.1:{}",
+                    "postgres 127.0.0.1:{}, sitter https://127.0.0.1:{}",
                     p.pg[i], p.sitter[i]
                 ),
                 // A first start runs initdb on the primary and base backups on the others.
@@ -579,6 +581,9 @@ impl Region {
                 .with_context(|| format!("issue {name}'s region identity"))?;
             Ok(())
         };
+        for i in 1..=self.file.ports.sitter.len() {
+            issue(format!("manatee{i}"), Role::Sitter)?;
+        }
         for i in 1..=self.file.ports.moray.len() {
             issue(format!("moray{i}"), Role::Moray)?;
         }

@@ -448,3 +448,71 @@ async fn down_stops_every_service_and_up_again_keeps_the_data_and_the_port() {
         "one two three\nfour five\n"
     );
 }
+
+/// A client of the region's internal endpoints holding `id`.
+fn internal_client(id: &manta_pki::Identity) -> reqwest::Client {
+    let tls = manta_util::tls::internal_client_config(id).unwrap();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .tls_backend_preconfigured((*tls).clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_endpoints_admit_only_the_region_and_the_right_role() {
+    let r = TestRegion::up();
+    let dir = r.dir.as_path();
+    let st = status(dir, &r.home);
+    let rows = st["services"].as_array().unwrap();
+    let base = |name: &str| -> String {
+        let row = rows.iter().find(|s| s["service"] == name).unwrap();
+        // "postgres 127.0.0.1:P, sitter https://..." for a peer; the URL alone otherwise.
+        let ep = row["endpoint"].as_str().unwrap();
+        ep[ep
+            .find("https://")
+            .unwrap_or_else(|| panic!("{name}: {ep}"))..]
+            .to_owned()
+    };
+    let internal: Vec<String> = ["manatee1", "manatee2", "manatee3", "moray1", "moray2"]
+        .iter()
+        .chain(&["storage1", "storage2", "storage3"])
+        .map(|n| base(n))
+        .collect();
+    // Without a region certificate, nothing gets past the handshake.
+    let anonymous = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    for url in &internal {
+        let r = anonymous.get(format!("{url}/ping")).send().await;
+        assert!(r.is_err(), "{url} answered a stranger: {r:?}");
+    }
+    // A front door's certificate of this region gets in, but may not have a peer rebuilt.
+    let region_id: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("region.json")).unwrap()).unwrap();
+    let ca = manta_pki::Ca::open_or_create(
+        &dir.join("pki"),
+        &format!("region {}", region_id["id"].as_str().unwrap()),
+    )
+    .unwrap();
+    let fd = ca
+        .issue(
+            &r.tmp.path().join("fd"),
+            "fd",
+            manta_pki::Role::Frontdoor,
+            &[],
+        )
+        .unwrap();
+    let fd = internal_client(&fd);
+    for url in &internal {
+        let r = fd.get(format!("{url}/ping")).send().await.unwrap();
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+    }
+    let sitter = base("manatee2");
+    let r = fd.post(format!("{sitter}/rebuild")).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a front door had a peer rebuilt");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "AuthorizationFailed", "{body}");
+}

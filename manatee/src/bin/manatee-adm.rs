@@ -23,6 +23,10 @@ struct Args {
     /// The shard.
     #[arg(long, env = "MANATEE_SHARD", default_value = "1", global = true)]
     shard: String,
+    /// The operator's region identity (`cert.pem`, `key.pem`, `ca.pem`) for sitters that serve
+    /// mutual TLS.
+    #[arg(long, env = "MANTA_TLS_DIR", global = true)]
+    tls_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -98,6 +102,15 @@ async fn main() -> Result<()> {
         Duration::from_secs(3),
     )
     .context("etcd endpoints")?;
+    let id = args
+        .tls_dir
+        .as_deref()
+        .map(manta_util::tls::Identity::in_dir);
+    let tls =
+        manta_util::tls::internal_client_of(id.as_ref()).context("load the region identity")?;
+    // Rebuilds wait on the sitter's answers longer than a status read does.
+    let sitters = adm::SitterClient::new(tls.clone(), Duration::from_secs(2))?;
+    let rebuilder = adm::SitterClient::new(tls, Duration::from_secs(5))?;
     match args.cmd {
         Cmd::Show { json: j } => {
             let s = adm::show(&coord).await.context("read the state")?;
@@ -108,7 +121,7 @@ async fn main() -> Result<()> {
             }
         }
         Cmd::PgStatus { json: j } => {
-            let rows = adm::pg_status(&coord)
+            let rows = adm::pg_status(&coord, &sitters)
                 .await
                 .context("read the peers' status")?;
             if j {
@@ -167,7 +180,8 @@ async fn main() -> Result<()> {
                 "rebuilding {} from the primary {} ...",
                 target.id, st.primary.id
             );
-            let v = adm::rebuild(&target.backup_url, wait)
+            let v = rebuilder
+                .rebuild(&target.backup_url, wait)
                 .await
                 .context("rebuild")?;
             println!(

@@ -58,6 +58,19 @@ struct Args {
     /// An initdb'd data dir to copy instead of running initdb for the shard's first database.
     #[arg(long, env = "MANTA_INITDB_FROM")]
     initdb_from: Option<PathBuf>,
+    /// The sitter's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`):
+    /// its HTTP API is then served over mutual TLS to region certificates only, `/rebuild`
+    /// to operators only.
+    #[arg(
+        long,
+        env = "MANTA_TLS_DIR",
+        required_unless_present = "insecure_plain_http"
+    )]
+    tls_dir: Option<PathBuf>,
+    /// Serve the HTTP API in plain HTTP to anyone who connects, without a region identity (a
+    /// shard tested alone; never in a region).
+    #[arg(long, env = "MANTA_INSECURE_PLAIN_HTTP", conflicts_with = "tls_dir")]
+    insecure_plain_http: bool,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -104,6 +117,10 @@ async fn main() -> Result<()> {
     cfg.trust = args.trust;
     cfg.pg_settings = args.pg_settings;
     cfg.initdb_from = args.initdb_from;
+    cfg.tls = args
+        .tls_dir
+        .as_deref()
+        .map(manta_util::tls::Identity::in_dir);
     manatee::sitter::run(cfg, manta_util::shutdown_on_signals())
         .await
         .context("manatee-sitter")

@@ -69,6 +69,8 @@ impl SitterSpec {
             .arg(self.sitter_port.to_string())
             .arg("--pg-fsync")
             .arg("false")
+            // A shard tested alone: no region identity.
+            .arg("--insecure-plain-http")
             .arg("--initdb-from")
             .arg(template()?)
             .args([
