@@ -98,9 +98,13 @@ struct Sup {
 /// # Errors
 /// When the listener cannot be bound or Moray never becomes reachable.
 pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<()> {
-    let (metrics, http_task) =
-        manta_util::http::spawn_status_server("jobs-supervisor", cfg.listen, shutdown.clone())
-            .await?;
+    let (metrics, http_task) = manta_util::http::spawn_status_server(
+        "jobs-supervisor",
+        cfg.listen,
+        cfg.tls.as_ref(),
+        shutdown.clone(),
+    )
+    .await?;
     let tls = manta_util::tls::internal_client_of(cfg.tls.as_ref())
         .context("load the supervisor's region identity")?;
     let moray = ShardedClient::single_over(&cfg.moray_url, tls)?;

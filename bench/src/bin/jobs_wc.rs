@@ -17,7 +17,7 @@ use clap::Parser;
 use manta_bench::{median, stats};
 use manta_client::{ClientConfig, MantaClient};
 use testkit::process::{LoggedChild, free_port, guarded_command};
-use testkit::region::{binary, wait_ping};
+use testkit::region::{binary, wait_ping, wait_ping_with};
 use testkit::{RegionOptions, TestEtcd, TestRegion};
 
 /// How long a started jobs service may take to answer `/ping`.
@@ -184,8 +184,9 @@ async fn main() -> Result<()> {
             &tmp.path().join(format!("agent{i}.log")),
         )?);
         let agent = children.last_mut().context("agent")?;
-        wait_ping(
-            &format!("http://127.0.0.1:{port}"),
+        wait_ping_with(
+            region.internal_http(),
+            &format!("https://127.0.0.1:{port}"),
             agent,
             "jobs agent",
             PING_WITHIN,

@@ -144,24 +144,6 @@ impl Service {
             ready_within,
         }
     }
-
-    /// A service answering HTTP on loopback `port`, ready when `GET <health_path>` is 2xx.
-    fn local(
-        name: String,
-        argv: Vec<OsString>,
-        port: u16,
-        health_path: &str,
-        ready_within: Duration,
-    ) -> Service {
-        let endpoint = format!("http://127.0.0.1:{port}");
-        Service {
-            name,
-            argv,
-            health: Health::Http(format!("{endpoint}{health_path}")),
-            endpoint,
-            ready_within,
-        }
-    }
 }
 
 /// The region's keys and certificates, under the region's directory (0700).
@@ -521,7 +503,7 @@ impl Region {
             "--tls-dir",
             &self.identity_dir("jobs-supervisor").display().to_string(),
         ]));
-        out.push(Service::local(
+        out.push(Service::internal(
             "jobs-supervisor".into(),
             argv,
             p.jobs_supervisor,
@@ -554,7 +536,7 @@ impl Region {
                 "--uid-base",
                 &(CONTAINER_UID_BASE + 65_536 * i as u32).to_string(),
             ]));
-            out.push(Service::local(
+            out.push(Service::internal(
                 name,
                 argv,
                 *port,

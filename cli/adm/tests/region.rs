@@ -476,7 +476,8 @@ async fn internal_endpoints_admit_only_the_region_and_the_right_role() {
     };
     let internal: Vec<String> = ["manatee1", "manatee2", "manatee3", "moray1", "moray2"]
         .iter()
-        .chain(&["storage1", "storage2", "storage3"])
+        .chain(&["storage1", "storage2", "storage3", "jobs-supervisor"])
+        .chain(&["jobs-agent1", "jobs-agent2", "jobs-agent3"])
         .map(|n| base(n))
         .collect();
     // Without a region certificate, nothing gets past the handshake.

@@ -362,17 +362,22 @@ pub async fn serve(
 }
 
 /// A service whose HTTP port serves only `/ping` and `/metrics` (a worker such as the jobs
-/// supervisor or agent): binds `listen`, serves until `shutdown`, and hands back the metrics
-/// registry the worker records into and the server's task (await it after `shutdown`).
+/// supervisor or agent): binds `listen`, serves until `shutdown` (over mutual TLS to region
+/// certificates only when the worker has an identity), and hands back the metrics registry
+/// the worker records into and the server's task (await it after `shutdown`).
 ///
 /// # Errors
-/// When `listen` cannot be bound.
+/// When `listen` cannot be bound or the identity cannot be loaded.
 pub async fn spawn_status_server(
     service: &'static str,
     listen: SocketAddr,
+    identity: Option<&crate::tls::Identity>,
     shutdown: CancellationToken,
 ) -> io::Result<(Arc<Metrics>, tokio::task::JoinHandle<io::Result<()>>)> {
     let metrics = Arc::new(Metrics::new());
+    let tls = identity
+        .map(crate::tls::internal_server_config)
+        .transpose()?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("bind {listen}: {e}")))?;
@@ -381,6 +386,10 @@ pub async fn spawn_status_server(
         metrics: metrics.clone(),
     });
     let app = with_observability(Router::new(), obs);
-    let task = tokio::spawn(serve(listener, app, shutdown, ServeOptions::default()));
+    let opts = ServeOptions {
+        tls,
+        ..ServeOptions::default()
+    };
+    let task = tokio::spawn(serve(listener, app, shutdown, opts));
     Ok((metrics, task))
 }

@@ -205,8 +205,13 @@ const MAX_SOCKET_PATH: usize = 107;
 /// # Errors
 /// When the work directory cannot be prepared, the listener bound, or Moray never answers.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<()> {
-    let (metrics, http_task) =
-        manta_util::http::spawn_status_server("jobs-agent", cfg.listen, shutdown.clone()).await?;
+    let (metrics, http_task) = manta_util::http::spawn_status_server(
+        "jobs-agent",
+        cfg.listen,
+        cfg.tls.as_ref(),
+        shutdown.clone(),
+    )
+    .await?;
     let agent = Arc::new(Agent::prepare(cfg, metrics, &shutdown).await?);
     let result = agent.clone().work(shutdown.clone()).await;
     let _ = http_task.await;

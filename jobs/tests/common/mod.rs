@@ -155,8 +155,9 @@ impl Env {
             .args(&self.agent_args);
         let log = self.dir.path().join(format!("agent{i}.log"));
         let mut child = LoggedChild::spawn(&format!("agent{i}"), cmd, &log)?;
-        testkit::region::wait_ping(
-            &format!("http://127.0.0.1:{port}"),
+        testkit::region::wait_ping_with(
+            self.region.internal_http(),
+            &format!("https://127.0.0.1:{port}"),
             &mut child,
             &format!("agent {i}"),
             Duration::from_secs(30),
