@@ -207,6 +207,31 @@ pub fn internal_client_of(id: Option<&Identity>) -> io::Result<Option<Arc<rustls
     id.map(internal_client_config).transpose()
 }
 
+/// The command-line options of a service that serves mutual TLS inside a region: its identity,
+/// or an explicit choice to serve plain HTTP (a service tested alone).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerTlsArgs {
+    /// The service's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`):
+    /// it then serves mutual TLS to region certificates only.
+    #[arg(
+        long,
+        env = "MANTA_TLS_DIR",
+        required_unless_present = "insecure_plain_http"
+    )]
+    pub tls_dir: Option<PathBuf>,
+    /// Serve plain HTTP to anyone who connects, without a region identity (the service tested
+    /// alone; never in a region).
+    #[arg(long, env = "MANTA_INSECURE_PLAIN_HTTP", conflicts_with = "tls_dir")]
+    pub insecure_plain_http: bool,
+}
+
+impl ServerTlsArgs {
+    /// The identity given, if any.
+    pub fn identity(&self) -> Option<Identity> {
+        self.tls_dir.as_deref().map(Identity::in_dir)
+    }
+}
+
 /// The certificate a client presented on a mutually authenticated connection, inserted into
 /// every request's extensions by [`crate::http::serve`].
 #[derive(Debug, Clone)]

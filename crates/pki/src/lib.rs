@@ -230,17 +230,8 @@ mod tests {
             .to_owned();
         let again = Ca::open_or_create(&pki, "r1").unwrap();
         assert_eq!(again.cert_pem(), first, "the CA is kept, not replaced");
-        let server = again
-            .issue(
-                &tmp.path().join("s"),
-                "s",
-                Role::Moray,
-                &["127.0.0.1".into()],
-            )
-            .unwrap();
-        let client = again
-            .issue(&tmp.path().join("c"), "c", Role::Frontdoor, &[])
-            .unwrap();
+        let server = loopback(&again, tmp.path(), "s", Role::Moray);
+        let client = loopback(&again, tmp.path(), "c", Role::Frontdoor);
         handshake(&server, &client).expect("a certificate of the reopened CA is accepted");
     }
 
@@ -249,18 +240,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ours = Ca::open_or_create(&tmp.path().join("a"), "a").unwrap();
         let theirs = Ca::open_or_create(&tmp.path().join("b"), "b").unwrap();
-        let server = ours
-            .issue(
-                &tmp.path().join("s"),
-                "s",
-                Role::Moray,
-                &["127.0.0.1".into()],
-            )
-            .unwrap();
-        let stranger = theirs
-            .issue(&tmp.path().join("c"), "c", Role::Adm, &[])
-            .unwrap();
+        let server = loopback(&ours, tmp.path(), "s", Role::Moray);
+        let stranger = loopback(&theirs, tmp.path(), "c", Role::Adm);
         assert!(handshake(&server, &stranger).is_err());
+    }
+
+    /// `name`'s identity of `role`, valid for 127.0.0.1, issued by `ca` into `dir/name`.
+    fn loopback(ca: &Ca, dir: &Path, name: &str, role: Role) -> Identity {
+        ca.issue(&dir.join(name), name, role, &["127.0.0.1".into()])
+            .unwrap()
     }
 
     /// A TLS handshake over loopback between `server` and `client`: the client's role as the

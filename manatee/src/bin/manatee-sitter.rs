@@ -58,19 +58,8 @@ struct Args {
     /// An initdb'd data dir to copy instead of running initdb for the shard's first database.
     #[arg(long, env = "MANTA_INITDB_FROM")]
     initdb_from: Option<PathBuf>,
-    /// The sitter's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`):
-    /// its HTTP API is then served over mutual TLS to region certificates only, `/rebuild`
-    /// to operators only.
-    #[arg(
-        long,
-        env = "MANTA_TLS_DIR",
-        required_unless_present = "insecure_plain_http"
-    )]
-    tls_dir: Option<PathBuf>,
-    /// Serve the HTTP API in plain HTTP to anyone who connects, without a region identity (a
-    /// shard tested alone; never in a region).
-    #[arg(long, env = "MANTA_INSECURE_PLAIN_HTTP", conflicts_with = "tls_dir")]
-    insecure_plain_http: bool,
+    #[command(flatten)]
+    tls: manta_util::tls::ServerTlsArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -117,10 +106,7 @@ async fn main() -> Result<()> {
     cfg.trust = args.trust;
     cfg.pg_settings = args.pg_settings;
     cfg.initdb_from = args.initdb_from;
-    cfg.tls = args
-        .tls_dir
-        .as_deref()
-        .map(manta_util::tls::Identity::in_dir);
+    cfg.tls = args.tls.identity();
     manatee::sitter::run(cfg, manta_util::shutdown_on_signals())
         .await
         .context("manatee-sitter")

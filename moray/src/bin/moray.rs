@@ -1,7 +1,6 @@
 //! `moray`: the key-value metadata server of one shard. See the `moray` crate docs.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -37,18 +36,8 @@ struct Args {
     /// How long bucket configurations are cached (other servers' updateBucket shows after it).
     #[arg(long, env = "MANTA_BUCKET_CACHE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
     bucket_cache_ttl: Duration,
-    /// The server's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`):
-    /// Moray then serves mutual TLS to region certificates only.
-    #[arg(
-        long,
-        env = "MANTA_TLS_DIR",
-        required_unless_present = "insecure_plain_http"
-    )]
-    tls_dir: Option<PathBuf>,
-    /// Serve plain HTTP to anyone who connects, without a region identity (Moray tested
-    /// alone; never in a region).
-    #[arg(long, env = "MANTA_INSECURE_PLAIN_HTTP", conflicts_with = "tls_dir")]
-    insecure_plain_http: bool,
+    #[command(flatten)]
+    tls: manta_util::tls::ServerTlsArgs,
     /// Serve `/sql` (arbitrary SQL as Moray's database user; over mutual TLS to operators
     /// only). Off by default.
     #[arg(long, env = "MANTA_ENABLE_SQL")]
@@ -83,10 +72,7 @@ fn config(args: Args) -> Result<Config> {
         connect_timeout: args.connect_timeout,
         bucket_cache_ttl: args.bucket_cache_ttl,
         drain: args.drain,
-        tls: args
-            .tls_dir
-            .as_deref()
-            .map(manta_util::tls::Identity::in_dir),
+        tls: args.tls.identity(),
         enable_sql: args.enable_sql,
     })
 }

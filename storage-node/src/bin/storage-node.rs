@@ -2,7 +2,6 @@
 //! garbage from the delete log and scrubs its files. See the crate docs of `storage_node`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -64,18 +63,8 @@ struct Args {
     /// Pause between scrub passes.
     #[arg(long, env = "MANTA_SCRUB_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
     scrub_interval: Duration,
-    /// The node's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`):
-    /// the object API is then served over mutual TLS to region certificates only.
-    #[arg(
-        long,
-        env = "MANTA_TLS_DIR",
-        required_unless_present = "insecure_plain_http"
-    )]
-    tls_dir: Option<PathBuf>,
-    /// Serve plain HTTP to anyone who connects, without a region identity (a node tested
-    /// alone; never in a region).
-    #[arg(long, env = "MANTA_INSECURE_PLAIN_HTTP", conflicts_with = "tls_dir")]
-    insecure_plain_http: bool,
+    #[command(flatten)]
+    tls: manta_util::tls::ServerTlsArgs,
     /// How long in-flight requests may finish after SIGTERM.
     #[arg(long, env = "MANTA_DRAIN", default_value = "10s", value_parser = humantime::parse_duration)]
     drain: Duration,
@@ -96,7 +85,7 @@ impl TryFrom<Args> for Config {
         c.datacenter = a.datacenter;
         c.listen = a.listen;
         c.public_url = a.public_url;
-        c.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
+        c.tls = a.tls.identity();
         c.max_object_size = a.max_object_size;
         c.idle_timeout = a.idle_timeout;
         if a.max_transfers == 0 {
