@@ -104,7 +104,8 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
 ///
 /// It is drawn at random from below the kernel's ephemeral range (`ip_local_port_range`), so
 /// the source port of some outgoing connection cannot take it before the service binds it, and
-/// two callers choosing at the same moment rarely pick the same one.
+/// two callers choosing at the same moment rarely pick the same one. A port is never handed out
+/// twice in one process.
 ///
 /// # Errors
 /// When no free port is found after many tries.
@@ -120,10 +121,15 @@ pub fn unused_port() -> std::io::Result<u16> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         return Ok(l.local_addr()?.port());
     };
+    // Callers pick several ports before binding any (a region's services), so a port this
+    // process handed out already is not free, whatever bind says.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..1000 {
         let r = uuid::Uuid::new_v4().as_u128();
         let port = low + (r % u128::from(high - low)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return Ok(port);
         }
     }
