@@ -124,7 +124,9 @@ pub fn unused_port() -> std::io::Result<u16> {
     // Callers pick several ports before binding any (a region's services), so a port this
     // process handed out already is not free, whatever bind says.
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..1000 {
         let r = uuid::Uuid::new_v4().as_u128();
         let port = low + (r % u128::from(high - low)) as u16;
