@@ -1280,14 +1280,7 @@ fn router(
     metrics: Arc<Metrics>,
     roles: bool,
 ) -> Router {
-    let rebuild = if roles {
-        post(rebuild_handler).layer(axum::middleware::from_fn_with_state(
-            REBUILDERS,
-            manta_util::http::require_role,
-        ))
-    } else {
-        post(rebuild_handler)
-    };
+    let rebuild = manta_util::http::only_for(post(rebuild_handler), REBUILDERS, roles);
     let app = Router::new()
         .route("/status", get(status_handler))
         .route("/ready", get(ready_handler))

@@ -21,10 +21,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{get, post, put};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use manta_types::ErrorCode;
-use manta_util::http::{Observer, header_str, require_role, with_observability};
+use manta_util::http::{Observer, header_str, only_for, with_observability};
 use manta_util::tls::Role;
 
 use crate::dataset::Dataset;
@@ -70,13 +70,7 @@ const ADMINS: &[Role] = &[Role::Adm];
 /// node serves mutual TLS) writes and snapshots are checked against the caller's role; reads
 /// are for any holder of a region certificate.
 pub fn router(state: Arc<AppState>, obs: Arc<Observer>, roles: bool) -> Router<()> {
-    let only = |allowed: &'static [Role], r: MethodRouter<Arc<AppState>>| {
-        if roles {
-            r.layer(axum::middleware::from_fn_with_state(allowed, require_role))
-        } else {
-            r
-        }
-    };
+    let only = |allowed, r| only_for(r, allowed, roles);
     let api = Router::new()
         .route(
             "/{owner}/{id}",

@@ -162,27 +162,33 @@ pub fn with_observability(router: Router, obs: Arc<Observer>) -> Router {
 }
 
 /// Middleware that lets through only requests whose client certificate names one of the
-/// roles in its state (`axum::middleware::from_fn_with_state(&[Role::..][..], require_role)`),
-/// answering `AuthorizationFailed` (403) to any other caller of the region.
+/// roles in its state ([`crate::tls::check_role`]), answering `AuthorizationFailed` (403) to
+/// any other caller of the region.
 pub async fn require_role(
     State(allowed): State<&'static [crate::tls::Role]>,
     req: Request,
     next: Next,
 ) -> Response {
-    match crate::tls::peer_role(req.extensions()) {
-        Some(role) if allowed.contains(&role) => next.run(req).await,
-        role => {
-            let who = role.map_or_else(
-                || "a caller without a role".to_owned(),
-                |r| format!("role {r}"),
-            );
-            let wanted: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
-            warn!(caller = %who, allowed = ?wanted, path = %req.uri().path(), "refused a caller of the wrong role");
-            error_response_parts(
-                ErrorCode::AuthorizationFailed,
-                &format!("{who} may not do this (allowed: {})", wanted.join(", ")),
-            )
+    match crate::tls::check_role(req.extensions(), allowed) {
+        Ok(_) => next.run(req).await,
+        Err(why) => {
+            warn!(path = %req.uri().path(), "refused: {why}");
+            error_response_parts(ErrorCode::AuthorizationFailed, &why)
         }
+    }
+}
+
+/// `route` for the roles in `allowed` only when `checked` (the service serves mutual TLS);
+/// as it is otherwise (a service tested alone, where no caller has a role).
+pub fn only_for<S: Clone + Send + Sync + 'static>(
+    route: axum::routing::MethodRouter<S>,
+    allowed: &'static [crate::tls::Role],
+    checked: bool,
+) -> axum::routing::MethodRouter<S> {
+    if checked {
+        route.layer(axum::middleware::from_fn_with_state(allowed, require_role))
+    } else {
+        route
     }
 }
 
@@ -256,12 +262,13 @@ pub struct PeerAddr(pub SocketAddr);
 pub struct Secure(pub bool);
 
 /// The service of one connection: `app`, with what is known of the connection (the peer's
-/// address, whether it is TLS, the client's certificate) in every request's extensions.
+/// address, whether it is TLS, the role the client's certificate names) in every request's
+/// extensions.
 fn connection_service(
     app: Router,
     peer: SocketAddr,
     secure: bool,
-    peer_cert: Option<crate::tls::PeerCert>,
+    peer_role: Option<crate::tls::PeerRole>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = Response,
@@ -271,8 +278,8 @@ fn connection_service(
     hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
         req.extensions_mut().insert(Secure(secure));
-        if let Some(c) = &peer_cert {
-            req.extensions_mut().insert(c.clone());
+        if let Some(r) = peer_role {
+            req.extensions_mut().insert(r);
         }
         let app = app.clone();
         async move {
@@ -324,13 +331,13 @@ pub async fn serve(
                     let result = match tls {
                         Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                             Ok(Ok(s)) => {
-                                // On a mutually authenticated connection, the client's
-                                // certificate (its chain already checked) goes with every
+                                // On a mutually authenticated connection, the role the client's
+                                // certificate (its chain already checked) names goes with every
                                 // request, for the handlers that check the caller's role.
-                                let peer_cert = s.get_ref().1.peer_certificates()
-                                    .and_then(|c| c.first().cloned())
-                                    .map(crate::tls::PeerCert);
-                                let svc = connection_service(app, peer, true, peer_cert);
+                                let peer_role = s.get_ref().1.peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .map(|c| crate::tls::PeerRole(crate::tls::role_of(c)));
+                                let svc = connection_service(app, peer, true, peer_role);
                                 watcher.watch(builder.serve_connection(TokioIo::new(s), svc)).await
                             }
                             Ok(Err(e)) => { tracing::debug!(%peer, error = %e, "TLS handshake failed"); return; }

@@ -10,7 +10,8 @@
 //! - [`metrics`]: a small labelled registry rendered in the Prometheus text format.
 //! - [`proc`]: child processes as an unprivileged user, bound to the parent's life.
 //! - [`cli`]: what every command-line tool shares (a closed stdout ends it quietly).
-//! - [`tls`]: a server's TLS configuration from its PEM certificate and key.
+//! - [`tls`]: TLS for every service: the front door's certificate, and inside the region
+//!   mutual TLS with each service's identity and role.
 //!
 //! # Guarantees
 //! - Every response carries `x-request-id`; the id is available to the handler's task through

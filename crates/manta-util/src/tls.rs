@@ -232,16 +232,38 @@ impl ServerTlsArgs {
     }
 }
 
-/// The certificate a client presented on a mutually authenticated connection, inserted into
-/// every request's extensions by [`crate::http::serve`].
-#[derive(Debug, Clone)]
-pub struct PeerCert(pub CertificateDer<'static>);
+/// The role a client's certificate names on a mutually authenticated connection (`None`: it
+/// names none), found once per connection and inserted into every request's extensions by
+/// [`crate::http::serve`].
+#[derive(Debug, Clone, Copy)]
+pub struct PeerRole(pub Option<Role>);
 
 /// The role a request's client certificate names, if any (`None` on a connection without a
 /// client certificate). The certificate's chain was checked when the connection was made.
 pub fn peer_role(extensions: &http::Extensions) -> Option<Role> {
-    let cert = extensions.get::<PeerCert>()?;
-    role_of(&cert.0)
+    extensions.get::<PeerRole>().and_then(|r| r.0)
+}
+
+/// The one authorisation decision of the internal endpoints: the caller's role when it is
+/// one of `allowed`, else why not (for the refusal each service words its own way).
+///
+/// # Errors
+/// A caller without a role, or of another role.
+pub fn check_role(extensions: &http::Extensions, allowed: &[Role]) -> Result<Role, String> {
+    match peer_role(extensions) {
+        Some(role) if allowed.contains(&role) => Ok(role),
+        role => {
+            let who = role.map_or_else(
+                || "a caller without a role".to_owned(),
+                |r| format!("role {r}"),
+            );
+            let wanted: Vec<&str> = allowed.iter().map(|r| r.as_str()).collect();
+            Err(format!(
+                "{who} may not do this (allowed: {})",
+                wanted.join(", ")
+            ))
+        }
+    }
 }
 
 /// The role a certificate names among its subject names.
@@ -252,4 +274,17 @@ pub fn role_of(cert: &CertificateDer<'_>) -> Option<Role> {
         ServerName::try_from(name.as_str())
             .is_ok_and(|n| ee.verify_is_valid_for_subject_name(&n).is_ok())
     })
+}
+
+/// A client configuration that trusts no one: what `https://` gets from a client whose caller
+/// gave no identity (every handshake fails, so nothing is sent to an unverified peer).
+pub fn trust_nothing() -> Arc<rustls::ClientConfig> {
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| {
+            b.with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
+        .unwrap_or_else(|e| unreachable!("the default protocol versions are supported: {e}"));
+    Arc::new(cfg)
 }

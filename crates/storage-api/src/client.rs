@@ -153,7 +153,7 @@ impl ClientBuilder {
         http.set_nodelay(true);
         http.enforce_http(false);
         // Without a configuration of the caller's, https:// trusts nothing at all.
-        let tls = self.tls.unwrap_or_else(|| Arc::new(trust_nothing()));
+        let tls = self.tls.unwrap_or_else(manta_util::tls::trust_nothing);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_or_http()
@@ -179,19 +179,6 @@ pub struct Connector {
     pool: legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, ReqBody>,
     /// For the connections of their own that uploads and joins open to `https://` nodes.
     tls: Arc<rustls::ClientConfig>,
-}
-
-/// A client TLS configuration with no trusted roots: what `https://` gets when the caller gave
-/// none (every handshake fails, so nothing is sent to an unverified peer).
-fn trust_nothing() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        })
-        .unwrap_or_else(|e| unreachable!("the default protocol versions are supported: {e}"))
 }
 
 impl Default for Connector {

@@ -356,25 +356,20 @@ async fn reindex_objects(st: Arc<AppState>, r: req::Reindex) -> Answer {
     json_response(&res)
 }
 
-/// Lets through only callers whose client certificate names one of the roles in its state,
-/// answering others `NotPermittedError` in Moray's own error format.
+/// Lets through only callers whose client certificate names one of the roles in its state
+/// ([`manta_util::tls::check_role`]), answering others `NotPermittedError` in Moray's own
+/// error format.
 async fn only_roles(
     State(allowed): State<&'static [Role]>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match manta_util::tls::peer_role(req.extensions()) {
-        Some(role) if allowed.contains(&role) => next.run(req).await,
-        role => {
-            let who = role.map_or_else(
-                || "a caller without a role".to_owned(),
-                |r| format!("role {r}"),
-            );
-            error_response(&Error::not_permitted(format!(
-                "{} is for operators only; {who} may not use it",
-                req.uri().path()
-            )))
-        }
+    match manta_util::tls::check_role(req.extensions(), allowed) {
+        Ok(_) => next.run(req).await,
+        Err(why) => error_response(&Error::not_permitted(format!(
+            "{}: {why}",
+            req.uri().path()
+        ))),
     }
 }
 
