@@ -51,8 +51,7 @@ fn internal_tls(cfg: &Config) -> Result<moray::Tls> {
         .context("load the front door's region identity")
 }
 
-async fn connect_moray(cfg: &Config) -> Result<ShardedClient> {
-    let tls = internal_tls(cfg)?;
+async fn connect_moray(cfg: &Config, tls: &moray::Tls) -> Result<ShardedClient> {
     Ok(match &cfg.moray {
         MoraySource::Single(urls) => {
             if urls.is_empty() {
@@ -64,11 +63,11 @@ async fn connect_moray(cfg: &Config) -> Result<ShardedClient> {
             };
             ShardedClient::from_ring_over(
                 moray::ring::Ring::new(moray::ring::DEFAULT_VNODES, vec![shard])?,
-                tls,
+                tls.clone(),
             )?
         }
         MoraySource::Etcd(endpoints) => {
-            ShardedClient::from_etcd_over(endpoints.clone(), tls).await?
+            ShardedClient::from_etcd_over(endpoints.clone(), tls.clone()).await?
         }
     })
 }
@@ -80,9 +79,11 @@ impl Frontdoor {
     /// # Errors
     /// When Moray does not answer in time.
     pub async fn new(cfg: Config, wait: Duration) -> Result<Arc<Frontdoor>> {
+        // A bad identity fails at once, not after the wait for Moray.
+        let tls = internal_tls(&cfg)?;
         let deadline = tokio::time::Instant::now() + wait;
         let moray = loop {
-            match connect_moray(&cfg).await {
+            match connect_moray(&cfg, &tls).await {
                 Ok(m) => match (
                     m.setup_manta_buckets().await,
                     manta_accounts::ensure_bucket(&m.system()).await,
@@ -104,7 +105,7 @@ impl Frontdoor {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        let fd = Frontdoor::assemble(cfg, moray)?;
+        let fd = Frontdoor::assemble(cfg, moray, tls);
         fd.jobs
             .setup()
             .await
@@ -113,8 +114,8 @@ impl Frontdoor {
         Ok(Arc::new(fd))
     }
 
-    /// The service over `moray`, nothing yet contacted.
-    fn assemble(cfg: Config, moray: ShardedClient) -> Result<Frontdoor> {
+    /// The service over `moray`, reaching storage nodes as `tls` says; nothing yet contacted.
+    fn assemble(cfg: Config, moray: ShardedClient, tls: moray::Tls) -> Frontdoor {
         let system = moray.system();
         let accounts = Arc::new(MorayAccounts::new(system.clone(), cfg.account_cache_ttl));
         let mut auth =
@@ -127,8 +128,8 @@ impl Frontdoor {
             cfg.heartbeat_max_age,
             cfg.max_utilization_pct,
         ));
-        let sharks = storage_connector(&cfg)?;
-        Ok(Frontdoor {
+        let sharks = storage_connector(&cfg, tls);
+        Frontdoor {
             throttle: Arc::new(Semaphore::new(cfg.max_concurrency)),
             jobs,
             cfg: Arc::new(cfg),
@@ -139,17 +140,17 @@ impl Frontdoor {
             sharks,
             metrics: Arc::new(Metrics::new()),
             background: TaskTracker::new(),
-        })
+        }
     }
 
     /// A front door whose Moray is never reached and whose placement knows exactly `nodes`
     /// (for the data path's tests).
     #[cfg(test)]
     pub(crate) async fn for_tests(cfg: Config, nodes: Vec<crate::picker::Node>) -> Arc<Frontdoor> {
-        let moray = connect_moray(&cfg)
+        let moray = connect_moray(&cfg, &None)
             .await
             .expect("a single-shard ring needs no connection");
-        let fd = Frontdoor::assemble(cfg, moray).expect("the test configuration loads");
+        let fd = Frontdoor::assemble(cfg, moray, None);
         fd.picker.set_nodes(nodes);
         Arc::new(fd)
     }
@@ -265,7 +266,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<()> {
 /// of a read) within 120 s or the upload data timeout if longer, an hour for a multipart join;
 /// up to 64 idle connections per node kept 30 s; over mutual TLS with the front door's region
 /// identity when it has one.
-fn storage_connector(cfg: &Config) -> Result<storage_api::Connector> {
+fn storage_connector(cfg: &Config, tls: moray::Tls) -> storage_api::Connector {
     let mut b = storage_api::ClientBuilder::new()
         .connect_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(10))
@@ -273,8 +274,8 @@ fn storage_connector(cfg: &Config) -> Result<storage_api::Connector> {
         .commit_timeout(Duration::from_secs(3600))
         .pool_idle_timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(64);
-    if let Some(tls) = internal_tls(cfg)? {
+    if let Some(tls) = tls {
         b = b.tls(tls);
     }
-    Ok(b.build())
+    b.build()
 }
