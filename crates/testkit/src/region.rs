@@ -301,12 +301,10 @@ impl TestRegion {
         for node in &mut storage {
             node.wait_up(&adm_http).await?;
         }
-        wait_heartbeats(
-            &adm_http,
-            &moray_url,
-            storage.iter().map(|n| n.storage_id.as_str()),
-        )
-        .await?;
+        let adm_moray = moray::MorayClient::builder(moray_url.clone())
+            .tls(Some(manta_util::tls::internal_client_config(&adm)?))
+            .build()?;
+        wait_heartbeats(&adm_moray, storage.iter().map(|n| n.storage_id.as_str())).await?;
 
         let account = make_account(dir.path(), &pki, &moray_url, "tester").await?;
         let frontdoor_port = free_port()?;
@@ -574,21 +572,12 @@ fn adm_command(pki: &Path, moray_url: &str) -> Result<Command> {
 }
 
 async fn wait_heartbeats<'a>(
-    http: &reqwest::Client,
-    moray_url: &str,
+    moray: &moray::MorayClient,
     ids: impl Iterator<Item = &'a str>,
 ) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     for id in ids {
-        loop {
-            let resp = http
-                .post(format!("{moray_url}/getObject"))
-                .json(&serde_json::json!({"bucket": "manta_storage", "key": id}))
-                .send()
-                .await;
-            if resp.is_ok_and(|r| r.status().is_success()) {
-                break;
-            }
+        while moray.get_object("manta_storage", id).await.is_err() {
             if Instant::now() > deadline {
                 bail!("storage node {id} never heartbeat into Moray");
             }
