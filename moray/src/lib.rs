@@ -31,6 +31,9 @@
 //!   exactly one succeeds, the others get `EtagConflictError`.
 //! - A filter term on a field that is not indexed is refused (`NotIndexedError`); results are
 //!   never filtered after `LIMIT`.
+//! - In a region (`Config::tls`), a server admits only callers holding a region certificate
+//!   (mutual TLS), and clients reach it with their own ([`Tls`]); `/sql` is off unless enabled,
+//!   and then for operators only.
 //! - Every Postgres call is bounded by a timeout; without a writable primary the server answers
 //!   the retryable `NoDatabasePeersError` instead of hanging.
 //! - Schema changes in normal operation never queue an `ACCESS EXCLUSIVE` lock behind running

@@ -10,7 +10,9 @@
 //! object elsewhere and lose nothing), and a join that runs for minutes holds no pooled
 //! connection.
 //!
-//! Every request forwards the current request id (`x-request-id`).
+//! Every request forwards the current request id (`x-request-id`). Nodes of a region are
+//! `https://` and served over mutual TLS: the [`ClientBuilder::tls`] configuration carries the
+//! caller's region identity; without one, `https://` trusts nothing.
 //!
 //! # Timeouts
 //! - connect: establishing a connection;
