@@ -5,8 +5,19 @@
 //! # Files under the peer's data dir
 //! - `pgdata/`: the Postgres data directory. `postgresql.conf` includes `manatee.conf`, which the
 //!   sitter rewrites before every start and on every role change (then reloads).
-//! - `sock/`: the Unix socket the sitter itself connects through.
+//! - `sock/`: the Unix socket the sitter itself connects through (0700, the Postgres user's).
+//! - `pgpass`: the replication role's password, for this peer's libpq tools and its
+//!   walreceiver (0600, the Postgres user's).
 //! - `postgres.log`: the server's output.
+//!
+//! # Who may connect
+//! - Over the Unix socket, only the `postgres` superuser, without a password: the socket's
+//!   directory admits only the Postgres user (and root), that is the sitter itself.
+//! - Over TCP, from loopback, the peer's own address and the networks it is told to allow,
+//!   only with a SCRAM password: [`REPLICATION_ROLE`] (streaming, base backups, `pg_rewind`,
+//!   reading a timeline's history) and the client role (Moray's, [`CLIENT_ROLE`]), which owns
+//!   the tables and is no superuser. No `trust` line over TCP. The primary creates both roles
+//!   and sets their passwords ([`PgConn::ensure_roles`]); standbys get them by replication.
 //!
 //! # Rules kept here
 //! - A standby is never started without `standby.signal` (a server started as a primary writes
@@ -24,6 +35,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use manta_util::proc::{self, Lifetime, PG_USER};
+use manta_util::secret::PgLogin;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -42,9 +54,12 @@ pub struct PgSetup {
     pub me: Peer,
     /// `fsync` (only tests turn it off).
     pub fsync: bool,
-    /// Networks (CIDR) allowed to connect and replicate without a password, besides loopback and
+    /// Networks (CIDR) allowed to connect and replicate with a password, besides loopback and
     /// the peer's own address.
-    pub trust: Vec<String>,
+    pub allow: Vec<String>,
+    /// The replication role's password: the other peers' walreceivers, base backups and
+    /// rewinds log in with it, and so does this one.
+    pub replication_password: String,
     /// Extra `name = value` settings appended to every configuration.
     pub extra: Vec<(String, String)>,
 }
@@ -73,6 +88,10 @@ fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
 
+pub use manta_util::secret::{
+    PG_CLIENT_ROLE as CLIENT_ROLE, PG_REPLICATION_ROLE as REPLICATION_ROLE,
+};
+
 impl PgSetup {
     /// `pgdata/`.
     pub fn data(&self) -> PathBuf {
@@ -87,6 +106,30 @@ impl PgSetup {
     /// `postgres.log`.
     pub fn log(&self) -> PathBuf {
         self.base.join("postgres.log")
+    }
+
+    /// `pgpass`: the replication role's password for libpq (walreceiver and tools).
+    pub fn pgpass(&self) -> PathBuf {
+        self.base.join("pgpass")
+    }
+
+    /// The replication role's login.
+    pub fn replication_login(&self) -> PgLogin {
+        PgLogin {
+            user: REPLICATION_ROLE.to_owned(),
+            password: self.replication_password.clone(),
+        }
+    }
+
+    /// A libpq connection string to `peer` as the replication role (its password from
+    /// `pgpass`), for the walreceiver, `pg_basebackup` and `pg_rewind`.
+    pub fn peer_conninfo(&self, peer: &Peer, connect_timeout_s: u32) -> String {
+        format!(
+            "host={} port={} user={REPLICATION_ROLE} dbname=postgres passfile={} connect_timeout={connect_timeout_s}",
+            peer.ip,
+            peer.pg_port(),
+            self.pgpass().display()
+        )
     }
 
     /// True when `pgdata/` holds a database.
@@ -127,6 +170,7 @@ impl PgSetup {
         set("wal_sender_timeout", quote("5s"));
         set("wal_receiver_timeout", quote("5s"));
         set("wal_receiver_status_interval", quote("1s"));
+        set("password_encryption", quote("scram-sha-256"));
         set("logging_collector", "off".into());
         set("log_line_prefix", quote("%m [%p] "));
         match role {
@@ -151,9 +195,8 @@ impl PgSetup {
                 set("synchronous_standby_names", quote(""));
                 set("default_transaction_read_only", "on".into());
                 let conninfo = format!(
-                    "host={} port={} user=postgres application_name={} connect_timeout=2",
-                    upstream.ip,
-                    upstream.pg_port(),
+                    "{} application_name={}",
+                    self.peer_conninfo(upstream, 2),
                     self.me.id
                 );
                 set("primary_conninfo", quote(&conninfo));
@@ -172,12 +215,19 @@ impl PgSetup {
         } else {
             format!("{}/32", self.me.ip)
         });
-        nets.extend(self.trust.iter().cloned());
+        nets.extend(self.allow.iter().cloned());
+        // The socket's directory admits the Postgres user alone: the sitter.
         let mut s = String::from(
-            "# Written by manatee-sitter.\nlocal all all trust\nlocal replication all trust\n",
+            "# Written by manatee-sitter; edits are lost.\n\
+             local all postgres trust\nlocal replication postgres trust\n",
         );
         for n in nets {
-            let _ = writeln!(s, "host all all {n} trust\nhost replication all {n} trust");
+            let _ = writeln!(
+                s,
+                "host replication {REPLICATION_ROLE} {n} scram-sha-256\n\
+                 host postgres {REPLICATION_ROLE} {n} scram-sha-256\n\
+                 host postgres {CLIENT_ROLE} {n} scram-sha-256"
+            );
         }
         s
     }
@@ -257,7 +307,12 @@ impl PgSetup {
                 proc::chown_tree(&d, PG_USER)?;
             }
         }
-        Ok(())
+        // Any host, port and database: the replication role's password (pgpass format).
+        manta_util::write_private(
+            &self.pgpass(),
+            format!("*:*:*:{REPLICATION_ROLE}:{}\n", self.replication_password).as_bytes(),
+        )?;
+        self.own_files(&[self.pgpass()])
     }
 
     /// Empties the data dir (before a base backup).
@@ -334,12 +389,8 @@ impl PgSetup {
         manta_util::blocking(move || {
             me.wipe()?;
             let mut args = vec![
-                "-h".into(),
-                source.ip.clone(),
-                "-p".into(),
-                source.pg_port().to_string(),
-                "-U".into(),
-                "postgres".into(),
+                "-d".into(),
+                me.peer_conninfo(&source, 5),
                 "-D".into(),
                 me.data().to_string_lossy().into_owned(),
                 "-X".into(),
@@ -370,7 +421,7 @@ impl PgSetup {
             let mut args = vec![
                 "-D".into(),
                 me.data().to_string_lossy().into_owned(),
-                format!("--source-server={}", source.conninfo(5)),
+                format!("--source-server={}", me.peer_conninfo(&source, 5)),
             ];
             if !me.fsync {
                 args.push("--no-sync".into());
@@ -668,16 +719,76 @@ impl PgConn {
         Ok(PgConn { client, task })
     }
 
-    /// Connects to a peer over TCP.
+    /// Connects to a peer over TCP as `login`.
     ///
     /// # Errors
     /// When the connection fails.
-    pub async fn to_peer(peer: &Peer) -> Result<PgConn, Error> {
-        let cfg: tokio_postgres::Config = peer
+    pub async fn to_peer(peer: &Peer, login: &PgLogin) -> Result<PgConn, Error> {
+        let mut cfg: tokio_postgres::Config = peer
             .conninfo(2)
             .parse()
             .map_err(|e: tokio_postgres::Error| Error::Invalid(e.to_string()))?;
+        cfg.user(&login.user).password(&login.password);
         PgConn::connect(cfg).await
+    }
+
+    /// Creates or updates the shard's roles, on the primary through its Unix socket:
+    /// [`REPLICATION_ROLE`] with `replication` as its password and the rights that base
+    /// backups, `pg_rewind` and reading a timeline's history need; with `client`,
+    /// [`CLIENT_ROLE`], no superuser, which may create tables in `public` and is given every
+    /// table already there (a shard from before the roles, whose tables the superuser made).
+    /// Idempotent.
+    ///
+    /// Committed locally: a primary waiting for its sync would wait forever, since the sync
+    /// needs the role to be built. A primary lost before the sync has it runs this again when
+    /// the next one is promoted.
+    ///
+    /// # Errors
+    /// When a statement fails.
+    pub async fn ensure_roles(&self, replication: &str, client: Option<&str>) -> Result<(), Error> {
+        let r = REPLICATION_ROLE;
+        let mut sql = format!(
+            "BEGIN READ WRITE;
+             SET LOCAL synchronous_commit = local;
+             DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{r}') THEN
+                 CREATE ROLE {r};
+               END IF;
+               IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'pg_checkpoint') THEN
+                 GRANT pg_checkpoint TO {r};
+               END IF;
+             END $$;
+             ALTER ROLE {r} WITH LOGIN REPLICATION NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {};
+             GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean),
+               pg_catalog.pg_stat_file(text, boolean), pg_catalog.pg_read_binary_file(text),
+               pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean),
+               pg_catalog.pg_read_file(text) TO {r};
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC;",
+            quote(replication)
+        );
+        if let Some(pw) = client {
+            let c = CLIENT_ROLE;
+            let _ = write!(
+                sql,
+                "DO $$ BEGIN
+                   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{c}') THEN
+                     CREATE ROLE {c};
+                   END IF;
+                 END $$;
+                 ALTER ROLE {c} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {};
+                 GRANT USAGE, CREATE ON SCHEMA public TO {c};
+                 DO $$ DECLARE t record; BEGIN
+                   FOR t IN SELECT tablename FROM pg_tables
+                             WHERE schemaname = 'public' AND tableowner <> '{c}' LOOP
+                     EXECUTE format('ALTER TABLE public.%I OWNER TO {c}', t.tablename);
+                   END LOOP;
+                 END $$;",
+                quote(pw)
+            );
+        }
+        sql.push_str("COMMIT;");
+        self.client.batch_execute(&sql).await?;
+        Ok(())
     }
 
     /// Reads the server's role and WAL positions.
@@ -879,7 +990,8 @@ mod tests {
             base: "/tmp/p".into(),
             me: Peer::new([127, 0, 0, 1].into(), 5433, 9000),
             fsync: false,
-            trust: vec!["10.1.0.0/24".into()],
+            allow: vec!["10.1.0.0/24".into()],
+            replication_password: "0123456789abcdef".into(),
             extra: vec![("work_mem".into(), "4MB".into())],
         };
         let up = Peer::new([127, 0, 0, 1].into(), 5432, 9001);
@@ -893,14 +1005,21 @@ mod tests {
         assert!(p.contains("work_mem = '4MB'"));
         let s = setup.conf_text(&ConfRole::Standby { upstream: up });
         assert!(s.contains(
-            "primary_conninfo = 'host=127.0.0.1 port=5432 user=postgres application_name=127.0.0.1:5433:9000 connect_timeout=2'"
+            "primary_conninfo = 'host=127.0.0.1 port=5432 user=manatee_repl dbname=postgres passfile=/tmp/p/pgpass connect_timeout=2 application_name=127.0.0.1:5433:9000'"
         ));
         assert!(s.contains("synchronous_standby_names = ''"));
+        let hba = setup.hba_text();
+        assert!(hba.contains("host replication manatee_repl 10.1.0.0/24 scram-sha-256"));
+        assert!(hba.contains("host postgres moray 127.0.0.1/32 scram-sha-256"));
         assert!(
-            setup
-                .hba_text()
-                .contains("host replication all 10.1.0.0/24 trust")
+            !hba.lines()
+                .any(|l| l.starts_with("host") && l.contains("trust")),
+            "trust over TCP: {hba}"
         );
+        for l in hba.lines().filter(|l| l.starts_with("host")) {
+            let user = l.split_whitespace().nth(2).unwrap_or_default();
+            assert!(user == "manatee_repl" || user == "moray", "{l}");
+        }
         assert_eq!(quote("a'b"), "'a''b'");
     }
 }

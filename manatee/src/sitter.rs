@@ -73,8 +73,14 @@ pub struct SitterConfig {
     pub takeover_grace: Duration,
     /// `fsync` for Postgres (tests turn it off).
     pub pg_fsync: bool,
-    /// Extra networks allowed to connect to Postgres (the other peers' addresses).
-    pub trust: Vec<String>,
+    /// Extra networks allowed to connect to Postgres with a password (the other peers' and
+    /// Moray's addresses).
+    pub allow: Vec<String>,
+    /// The replication role's password, the same on every peer of the shard.
+    pub replication_password: String,
+    /// The client (Moray's) role's password: with it the primary creates that role and hands it
+    /// the tables. Without it, no client can log in over TCP.
+    pub client_password: Option<String>,
     /// Extra Postgres settings.
     pub pg_settings: Vec<(String, String)>,
     /// An initdb'd data dir to copy instead of running initdb (tests, quick set-up).
@@ -86,7 +92,9 @@ pub struct SitterConfig {
 }
 
 impl SitterConfig {
-    /// A configuration with the defaults for everything but where and who.
+    /// A configuration with the defaults for everything but where, who, and the replication
+    /// role's password.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         etcd: Vec<String>,
         shard: &str,
@@ -95,6 +103,7 @@ impl SitterConfig {
         pg_port: u16,
         sitter_port: u16,
         pg_bindir: PathBuf,
+        replication_password: String,
     ) -> SitterConfig {
         SitterConfig {
             etcd,
@@ -110,7 +119,9 @@ impl SitterConfig {
             etcd_timeout: Duration::from_secs(1),
             takeover_grace: Duration::from_secs(4),
             pg_fsync: true,
-            trust: Vec::new(),
+            allow: Vec::new(),
+            replication_password,
+            client_password: None,
             pg_settings: Vec::new(),
             initdb_from: None,
             tls: None,
@@ -203,6 +214,8 @@ struct Sitter {
     last_probe: Option<Probe>,
     retry_after: Option<Instant>,
     force_rebuild: bool,
+    /// This primary has created (or updated) the shard's roles since it became primary.
+    roles_ready: bool,
     /// When Postgres last became the primary (started or promoted).
     primary_since: Instant,
     /// Since when a standby has not been streaming although its upstream is alive.
@@ -228,7 +241,8 @@ pub async fn run(cfg: SitterConfig, shutdown: CancellationToken) -> Result<(), E
         base: cfg.data_dir.clone(),
         me: me.clone(),
         fsync: cfg.pg_fsync,
-        trust: cfg.trust.clone(),
+        allow: cfg.allow.clone(),
+        replication_password: cfg.replication_password.clone(),
         extra: cfg.pg_settings.clone(),
     };
     {
@@ -316,6 +330,7 @@ pub async fn run(cfg: SitterConfig, shutdown: CancellationToken) -> Result<(), E
         last_probe: None,
         retry_after: None,
         force_rebuild: false,
+        roles_ready: false,
         not_streaming_since: None,
         primary_since: Instant::now(),
         status,
@@ -761,6 +776,12 @@ impl Sitter {
                     }
                     return;
                 }
+                if !self.roles_ready {
+                    match self.ensure_roles().await {
+                        Ok(()) => self.roles_ready = true,
+                        Err(e) => self.trouble("create the shard's roles", &e),
+                    }
+                }
                 if sync != want_sync {
                     self.note(format!("synchronous standby is now {want_sync:?}"));
                     if let Err(e) = self.reconfigure_primary(want_sync.clone(), !writable).await {
@@ -857,6 +878,16 @@ impl Sitter {
         false
     }
 
+    /// Creates or updates the replication and client roles (see [`PgConn::ensure_roles`]).
+    async fn ensure_roles(&mut self) -> Result<(), Error> {
+        let conn = self.setup.connect_local().await?;
+        conn.ensure_roles(
+            &self.cfg.replication_password,
+            self.cfg.client_password.as_deref(),
+        )
+        .await
+    }
+
     /// Writes the primary configuration and reloads, waiting until new sessions see it.
     async fn reconfigure_primary(
         &mut self,
@@ -898,6 +929,7 @@ impl Sitter {
 
     /// Turns the local standby into the (read-only) primary of `st`, on a new timeline.
     async fn promote(&mut self, st: &ClusterState) -> Result<(), Error> {
+        self.roles_ready = false;
         let sync = st.sync.as_ref().map(|p| p.id.clone());
         self.set_last_ran_as("primary")?;
         let s = self.setup.clone();
@@ -940,6 +972,7 @@ impl Sitter {
     /// Starts Postgres as the primary of `st` (read-only). A data dir that was a standby is
     /// started as one and promoted, so it moves to a new timeline.
     async fn start_primary(&mut self, st: &ClusterState) -> Result<(), Error> {
+        self.roles_ready = false;
         if !self.setup.has_data() {
             if st.generation != 1 {
                 return Err(Error::Invalid(format!(
@@ -1116,8 +1149,11 @@ impl Sitter {
             return self.rejoin_former_primary(primary).await;
         }
         // The data was a standby's: it may start as one, unless it is another database.
-        if let Ok(Ok(c)) =
-            tokio::time::timeout(Duration::from_secs(2), PgConn::to_peer(primary)).await
+        if let Ok(Ok(c)) = tokio::time::timeout(
+            Duration::from_secs(2),
+            PgConn::to_peer(primary, &self.setup.replication_login()),
+        )
+        .await
             && let Ok(row) = c
                 .client
                 .query_one(
@@ -1147,9 +1183,12 @@ impl Sitter {
     ///   the divergence), and a base backup when pg_rewind fails or finds nothing to do;
     /// - another lineage, or the primary unreachable: base backup (or wait).
     async fn rejoin_former_primary(&mut self, primary: &Peer) -> Result<(), Error> {
-        let source = tokio::time::timeout(Duration::from_secs(3), PgConn::to_peer(primary))
-            .await
-            .map_err(|_| Error::Timeout(format!("connect to the primary {}", primary.id)))??;
+        let source = tokio::time::timeout(
+            Duration::from_secs(3),
+            PgConn::to_peer(primary, &self.setup.replication_login()),
+        )
+        .await
+        .map_err(|_| Error::Timeout(format!("connect to the primary {}", primary.id)))??;
         let end = self.setup.replay_local_wal().await?;
         let tli = self.setup.local_timeline();
         let fork = match source.fork_point(tli).await {

@@ -81,10 +81,10 @@ impl Peer {
             .unwrap_or(5432)
     }
 
-    /// A libpq/tokio-postgres connection string for this peer's Postgres.
+    /// A libpq/tokio-postgres connection string for this peer's Postgres, without a role.
     pub fn conninfo(&self, connect_timeout_s: u32) -> String {
         format!(
-            "host={} port={} user=postgres dbname=postgres connect_timeout={connect_timeout_s}",
+            "host={} port={} dbname=postgres connect_timeout={connect_timeout_s}",
             self.ip,
             self.pg_port()
         )

@@ -307,9 +307,13 @@ fn a_data_dir_postgres_cannot_reach_is_refused_at_once() -> Result<()> {
         .tempdir()?;
     std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700))?;
     let data = private.path().join("peer");
+    let pw = private.path().join("replication");
+    manta_util::write_private(&pw, REPLICATION_PASSWORD.as_bytes())?;
     let started = Instant::now();
     let out = std::process::Command::new(SITTER)
         .arg("--insecure-plain-http")
+        .arg("--replication-password-file")
+        .arg(&pw)
         .arg("--etcd")
         .arg("http://127.0.0.1:9")
         .arg("--data-dir")

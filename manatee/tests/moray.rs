@@ -93,6 +93,7 @@ impl PutLoop {
 async fn moray_reaches_the_primary(shard: &Shard) -> Result<(RunningServer, MorayClient)> {
     let mut cfg = moray::server::Config::for_manatee(vec![shard.etcd.endpoint()], "1");
     cfg.query_timeout = Duration::from_secs(5);
+    cfg.pg_login = Some(client_login());
     let server = moray::server::spawn(cfg).await?;
     let c = MorayClient::builder(server.url()).retries(0).build()?;
     wait_until(

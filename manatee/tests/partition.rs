@@ -280,7 +280,7 @@ fn start_sitters(net: &Net, dir: &TestDir, etcd_url: &str) -> Result<Vec<Sitter>
             etcd: etcd_url.to_owned(),
             shard: "1".into(),
             netns: Some(net.ns(&format!("p{i}"))),
-            trust: Some(format!("{}.0/24", net.subnet)),
+            allow: Some(format!("{}.0/24", net.subnet)),
         };
         sitters.push(Sitter::start(&format!("sitter{i}"), spec)?);
         if i == 0 {
@@ -322,7 +322,7 @@ async fn isolated_primary_never_acknowledges(
     // A write started after the cut: it reaches the isolated primary's WAL (so its data
     // diverges from the new timeline) but is never acknowledged.
     let late = async {
-        let c = manatee::pg::PgConn::to_peer(&old).await?;
+        let c = manatee::pg::PgConn::to_peer(&old, &client_login()).await?;
         c.client
             .execute("INSERT INTO t (id) VALUES (2000000000)", &[])
             .await?;

@@ -41,9 +41,24 @@ struct Shard {
     peers: Vec<manatee::Peer>,
 }
 
+/// The shard's passwords (a bench's throwaway shard).
+const REPLICATION_PASSWORD: &str = "bench-replication-password";
+const CLIENT_PASSWORD: &str = "bench-client-password-moray";
+
+/// The login the bench writes with: the client role, as Moray would.
+fn client_login() -> manta_util::secret::PgLogin {
+    manta_util::secret::PgLogin {
+        user: manatee::pg::CLIENT_ROLE.into(),
+        password: CLIENT_PASSWORD.into(),
+    }
+}
+
 async fn start_shard(template: &Path, sitter_bin: Option<&Path>) -> Result<Shard> {
     let etcd = TestEtcd::start().await?;
     let dir = TestDir::new("bench-manatee")?;
+    let (repl_file, client_file) = (dir.path().join("replication"), dir.path().join("moray"));
+    manta_util::write_private(&repl_file, REPLICATION_PASSWORD.as_bytes())?;
+    manta_util::write_private(&client_file, CLIENT_PASSWORD.as_bytes())?;
     let stop = CancellationToken::new();
     let mut tasks = Vec::new();
     let mut procs = Vec::new();
@@ -57,7 +72,9 @@ async fn start_shard(template: &Path, sitter_bin: Option<&Path>) -> Result<Shard
             free_port()?,
             free_port()?,
             testkit::postgres::pg_bindir()?,
+            REPLICATION_PASSWORD.into(),
         );
+        cfg.client_password = Some(CLIENT_PASSWORD.into());
         cfg.initdb_from = Some(template.to_owned());
         cfg.pg_settings = vec![("shared_buffers".into(), "32MB".into())];
         peers.push(cfg.peer());
@@ -74,7 +91,11 @@ async fn start_shard(template: &Path, sitter_bin: Option<&Path>) -> Result<Shard
                     .arg("--insecure-plain-http")
                     .arg("--initdb-from")
                     .arg(template)
-                    .args(["--pg-setting", "shared_buffers=32MB"]);
+                    .args(["--pg-setting", "shared_buffers=32MB"])
+                    .arg("--replication-password-file")
+                    .arg(&repl_file)
+                    .arg("--moray-password-file")
+                    .arg(&client_file);
                 let log = cfg.data_dir.join("sitter.log");
                 procs.push(testkit::LoggedChild::spawn("sitter", cmd, &log)?);
             }
@@ -140,7 +161,7 @@ async fn one_run(
 ) -> Result<(Duration, Vec<Duration>)> {
     let mut shard = start_shard(template, sitter_bin).await?;
     let st = wait_whole(&shard, http).await?;
-    let c = PgConn::to_peer(&st.primary).await?;
+    let c = PgConn::to_peer(&st.primary, &client_login()).await?;
     c.client
         .batch_execute("CREATE TABLE t (id bigint PRIMARY KEY)")
         .await?;
@@ -166,7 +187,7 @@ async fn one_run(
                 match coord.state().await {
                     Ok(Some(v)) => match tokio::time::timeout(
                         Duration::from_secs(1),
-                        PgConn::to_peer(&v.state.primary),
+                        PgConn::to_peer(&v.state.primary, &client_login()),
                     )
                     .await
                     {
@@ -275,7 +296,7 @@ async fn bare_promote() -> Result<Duration> {
     let peer = manatee::Peer::new([127, 0, 0, 1].into(), port, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(c) = PgConn::to_peer(&peer).await
+        if let Ok(c) = PgConn::to_peer(&peer, &client_login()).await
             && let Ok(r) = c
                 .client
                 .query_one("SELECT status FROM pg_stat_wal_receiver", &[])

@@ -149,6 +149,9 @@ impl Service {
 /// The region's keys and certificates, under the region's directory (0700).
 const PKI_DIR: &str = "pki";
 
+/// The region's shared secrets (the Postgres roles' passwords), under the region's directory.
+const SECRETS_DIR: &str = "secrets";
+
 /// The region's CA, kept in `pki` (made on first use).
 fn region_ca(pki: &Path, id: uuid::Uuid) -> Result<Ca> {
     Ca::open_or_create(pki, &format!("region {id}")).context("open the region's CA")
@@ -402,6 +405,10 @@ impl Region {
                 &p.sitter[i].to_string(),
                 "--tls-dir",
                 &self.identity_dir(&name).display().to_string(),
+                "--replication-password-file",
+                &self.secret("pg-replication").display().to_string(),
+                "--moray-password-file",
+                &self.secret("pg-moray").display().to_string(),
             ]));
             out.push(Service {
                 name,
@@ -426,6 +433,10 @@ impl Region {
                 &etcd,
                 "--manatee-shard",
                 SHARD,
+                "--pg-user",
+                manta_util::secret::PG_CLIENT_ROLE,
+                "--pg-password-file",
+                &self.secret("pg-moray").display().to_string(),
                 "--tls-dir",
                 &self
                     .identity_dir(&format!("moray{}", i + 1))
@@ -576,6 +587,24 @@ impl Region {
         issue("frontdoor".into(), Role::Frontdoor)?;
         for i in 1..=self.file.ports.jobs_agents.len() {
             issue(format!("jobs-agent{i}"), Role::Agent)?;
+        }
+        Ok(())
+    }
+
+    /// A shared secret's file (`secrets/<name>`).
+    fn secret(&self, name: &str) -> PathBuf {
+        self.dir.join(SECRETS_DIR).join(name)
+    }
+
+    /// Makes the passwords of the shard's Postgres roles on the first `up` (0600, in a 0700
+    /// directory): `pg-replication` for the peers, `pg-moray` for Moray's role.
+    fn ensure_secrets(&self) -> Result<()> {
+        let dir = self.dir.join(SECRETS_DIR);
+        fs::create_dir_all(&dir)?;
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
+        for name in ["pg-replication", "pg-moray"] {
+            manta_util::secret::ensure_password(&self.secret(name))
+                .with_context(|| format!("the region's secret {name}"))?;
         }
         Ok(())
     }
@@ -851,6 +880,7 @@ impl Region {
     pub async fn up(&mut self) -> Result<()> {
         self.place_data()?;
         self.issue_identities()?;
+        self.ensure_secrets()?;
         let services = self.services();
         let group = |prefix: &str| -> Vec<Service> {
             services

@@ -516,4 +516,61 @@ async fn internal_endpoints_admit_only_the_region_and_the_right_role() {
     assert_eq!(r.status(), 403, "a front door had a peer rebuilt");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "AuthorizationFailed", "{body}");
+
+    postgres_admits_only_its_roles_with_their_passwords(dir, rows).await;
+}
+
+/// Every peer's Postgres port: no superuser and no password-less login over TCP; Moray's role
+/// with its password gets in on the primary, and is no superuser.
+async fn postgres_admits_only_its_roles_with_their_passwords(
+    dir: &Path,
+    rows: &[serde_json::Value],
+) {
+    let moray_pw = std::fs::read_to_string(dir.join("secrets/pg-moray")).unwrap();
+    let login = |port: &str, user: &str, pw: Option<&str>| {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.1")
+            .port(port.parse().unwrap())
+            .user(user)
+            .dbname("postgres")
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(pw) = pw {
+            cfg.password(pw);
+        }
+        async move { cfg.connect(tokio_postgres::NoTls).await }
+    };
+    let mut superuser_seen = Vec::new();
+    for name in ["manatee1", "manatee2", "manatee3"] {
+        let row = rows.iter().find(|s| s["service"] == name).unwrap();
+        // "postgres 127.0.0.1:P, sitter https://..."
+        let ep = row["endpoint"].as_str().unwrap();
+        let port = ep
+            .strip_prefix("postgres 127.0.0.1:")
+            .and_then(|r| r.split(',').next())
+            .unwrap_or_else(|| panic!("{name}: {ep}"));
+        for (user, pw) in [
+            ("postgres", None),
+            ("postgres", Some("guess-guess-guess")),
+            ("moray", None),
+            ("moray", Some("guess-guess-guess")),
+            ("manatee_repl", None),
+        ] {
+            let r = login(port, user, pw).await;
+            assert!(r.is_err(), "{name}: {user} got in with {pw:?}");
+        }
+        // With its password Moray's role logs in (reading is all a standby allows).
+        let (client, conn) = login(port, "moray", Some(moray_pw.trim()))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: moray with its password: {e}"));
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .unwrap();
+        superuser_seen.push(row.get::<_, bool>(0));
+    }
+    assert_eq!(superuser_seen, [false; 3], "Moray's role is a superuser");
 }

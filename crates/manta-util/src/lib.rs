@@ -10,6 +10,7 @@
 //! - [`metrics`]: a small labelled registry rendered in the Prometheus text format.
 //! - [`proc`]: child processes as an unprivileged user, bound to the parent's life.
 //! - [`cli`]: what every command-line tool shares (a closed stdout ends it quietly).
+//! - [`secret`]: passwords kept in private files (the region's Postgres roles).
 //! - [`tls`]: TLS for every service: the front door's certificate, and inside the region
 //!   mutual TLS with each service's identity and role.
 //!
@@ -36,6 +37,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod proc;
+pub mod secret;
 pub mod tls;
 
 use tokio_util::sync::CancellationToken;

@@ -48,10 +48,17 @@ struct Args {
     /// Postgres fsync (turn off only for tests).
     #[arg(long, env = "MANTA_PG_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pg_fsync: bool,
-    /// Networks (CIDR) of the other peers, allowed to connect and replicate (loopback and this
-    /// peer's address always are). Repeat or comma-separate.
-    #[arg(long, env = "MANTA_TRUST", value_delimiter = ',')]
-    trust: Vec<String>,
+    /// Networks (CIDR) of the other peers and of Moray, allowed to connect to Postgres with a
+    /// password (loopback and this peer's address always are). Repeat or comma-separate.
+    #[arg(long, env = "MANTA_PG_ALLOW", value_delimiter = ',')]
+    pg_allow: Vec<String>,
+    /// File holding the replication role's password (the same on every peer of the shard).
+    #[arg(long, env = "MANTA_REPLICATION_PASSWORD_FILE")]
+    replication_password_file: PathBuf,
+    /// File holding the password of Moray's role (`moray`), which the primary creates. Without
+    /// it no client can log in to the shard's Postgres.
+    #[arg(long, env = "MANTA_MORAY_PASSWORD_FILE")]
+    moray_password_file: Option<PathBuf>,
     /// Extra Postgres setting NAME=VALUE (repeatable), e.g. shared_buffers=64MB.
     #[arg(long = "pg-setting", value_parser = parse_setting)]
     pg_settings: Vec<(String, String)>,
@@ -90,6 +97,12 @@ async fn main() -> Result<()> {
         Some(b) => b,
         None => manta_util::proc::pg_bindir().context("pass --pg-bindir")?,
     };
+    let replication_password = manta_util::secret::read_password(&args.replication_password_file)
+        .context("the replication role's password")?;
+    let client_password = match &args.moray_password_file {
+        Some(f) => Some(manta_util::secret::read_password(f).context("the Moray role's password")?),
+        None => None,
+    };
     let mut cfg = manatee::sitter::SitterConfig::new(
         args.etcd.split(',').map(str::to_owned).collect(),
         &args.shard,
@@ -98,12 +111,14 @@ async fn main() -> Result<()> {
         args.pg_port,
         args.sitter_port,
         bindir,
+        replication_password,
     );
     cfg.lease_ttl = args.lease_ttl;
     cfg.keepalive = args.keepalive;
     cfg.takeover_grace = args.takeover_grace;
     cfg.pg_fsync = args.pg_fsync;
-    cfg.trust = args.trust;
+    cfg.allow = args.pg_allow;
+    cfg.client_password = client_password;
     cfg.pg_settings = args.pg_settings;
     cfg.initdb_from = args.initdb_from;
     cfg.tls = args.tls.identity();

@@ -27,6 +27,19 @@ pub fn template() -> Result<PathBuf> {
     testkit::postgres::template(&testkit::postgres::pg_bindir()?)
 }
 
+/// The replication role's password in these tests' shards.
+pub const REPLICATION_PASSWORD: &str = "test-replication-password";
+/// The client role's (`moray`) password in these tests' shards.
+pub const CLIENT_PASSWORD: &str = "test-client-password-moray";
+
+/// The login the tests write and read with: the client role, as Moray would.
+pub fn client_login() -> manta_util::secret::PgLogin {
+    manta_util::secret::PgLogin {
+        user: manatee::pg::CLIENT_ROLE.into(),
+        password: CLIENT_PASSWORD.into(),
+    }
+}
+
 /// How one sitter is started.
 #[derive(Debug, Clone)]
 pub struct SitterSpec {
@@ -38,7 +51,8 @@ pub struct SitterSpec {
     pub shard: String,
     /// Run inside this network namespace (`ip netns exec`).
     pub netns: Option<String>,
-    pub trust: Option<String>,
+    /// Networks allowed to reach Postgres with a password (`--pg-allow`).
+    pub allow: Option<String>,
 }
 
 impl SitterSpec {
@@ -47,6 +61,12 @@ impl SitterSpec {
     }
 
     pub fn command(&self) -> Result<Command> {
+        // The shard's passwords, beside the peer's data dir.
+        let secrets = self.data_dir.with_extension("secrets");
+        std::fs::create_dir_all(&secrets)?;
+        let (repl, client) = (secrets.join("replication"), secrets.join("moray"));
+        manta_util::write_private(&repl, REPLICATION_PASSWORD.as_bytes())?;
+        manta_util::write_private(&client, CLIENT_PASSWORD.as_bytes())?;
         let mut cmd = match &self.netns {
             Some(ns) => {
                 let mut c = guarded_command("ip", None);
@@ -79,8 +99,12 @@ impl SitterSpec {
                 "--pg-setting",
                 "max_connections=40",
             ]);
-        if let Some(t) = &self.trust {
-            cmd.arg("--trust").arg(t);
+        cmd.arg("--replication-password-file")
+            .arg(repl)
+            .arg("--moray-password-file")
+            .arg(client);
+        if let Some(t) = &self.allow {
+            cmd.arg("--pg-allow").arg(t);
         }
         cmd.env("RUST_LOG", "info");
         Ok(cmd)
@@ -189,7 +213,7 @@ impl Shard {
                 etcd: etcd.endpoint(),
                 shard: shard.clone(),
                 netns: None,
-                trust: None,
+                allow: None,
             };
             sitters.push(Sitter::start(&format!("sitter{i}"), spec)?);
             // Registration order decides the first primary: give the first a head start.
@@ -320,7 +344,7 @@ where
 }
 
 pub async fn connect(peer: &Peer) -> Result<manatee::pg::PgConn> {
-    Ok(manatee::pg::PgConn::to_peer(peer).await?)
+    Ok(manatee::pg::PgConn::to_peer(peer, &client_login()).await?)
 }
 
 /// Writes rows into `t` on whatever the state names as primary, one autocommit insert at a
@@ -360,7 +384,7 @@ impl Writer {
                 {
                     match tokio::time::timeout(
                         Duration::from_secs(2),
-                        manatee::pg::PgConn::to_peer(p),
+                        manatee::pg::PgConn::to_peer(p, &client_login()),
                     )
                     .await
                     {
@@ -375,7 +399,7 @@ impl Writer {
                     if let Ok(Some(v)) = coord.state().await
                         && let Ok(Ok(c)) = tokio::time::timeout(
                             Duration::from_secs(2),
-                            manatee::pg::PgConn::to_peer(&v.state.primary),
+                            manatee::pg::PgConn::to_peer(&v.state.primary, &client_login()),
                         )
                         .await
                     {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use manta_util::logging::LogArgs;
 use moray::server::{Config, DatabaseSource};
@@ -24,6 +24,12 @@ struct Args {
     /// Follow Manatee: the shard name.
     #[arg(long, env = "MANTA_MANATEE_SHARD", requires = "manatee_etcd")]
     manatee_shard: Option<String>,
+    /// The Postgres role to log in as (default: the URL's user, or Manatee's `postgres`).
+    #[arg(long, env = "MANTA_PG_USER", requires = "pg_password_file")]
+    pg_user: Option<String>,
+    /// File holding the role's password (a region's: `secrets/pg-moray`).
+    #[arg(long, env = "MANTA_PG_PASSWORD_FILE", requires = "pg_user")]
+    pg_password_file: Option<std::path::PathBuf>,
     /// Most Postgres connections at once.
     #[arg(long, env = "MANTA_PG_POOL_SIZE", default_value_t = 16)]
     pool_size: u32,
@@ -61,6 +67,13 @@ fn config(args: Args) -> Result<Config> {
         }
         _ => bail!("give either --pg-url, or --manatee-etcd and --manatee-shard"),
     };
+    let pg_login = match (&args.pg_user, &args.pg_password_file) {
+        (Some(user), Some(file)) => Some(
+            manta_util::secret::PgLogin::from_file(user, file)
+                .context("the Postgres role's password")?,
+        ),
+        _ => None,
+    };
     if args.pool_size == 0 {
         bail!("--pool-size must be at least 1");
     }
@@ -74,6 +87,7 @@ fn config(args: Args) -> Result<Config> {
         drain: args.drain,
         tls: args.tls.identity(),
         enable_sql: args.enable_sql,
+        pg_login,
     })
 }
 

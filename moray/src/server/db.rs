@@ -27,6 +27,8 @@ pub(crate) struct DbSettings {
     pub connect_timeout: Duration,
     pub query_timeout: Duration,
     pub bucket_cache_ttl: Duration,
+    /// The role and password to log in with, in place of the URL's user.
+    pub login: Option<manta_util::secret::PgLogin>,
 }
 
 /// A failure inside a database operation: a Moray error, or a raw Postgres error still to be
@@ -256,6 +258,9 @@ impl Db {
         let mut cfg = tokio_postgres::Config::from_str(&url)
             .map_err(|e| Error::invalid_argument(format!("bad Postgres URL: {e}")))?;
         let stmt_ms = settings.query_timeout.as_millis().max(1);
+        if let Some(l) = &settings.login {
+            cfg.user(&l.user).password(&l.password);
+        }
         cfg.connect_timeout(settings.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))

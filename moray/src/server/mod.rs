@@ -71,6 +71,9 @@ pub struct Config {
     pub tls: Option<manta_util::tls::Identity>,
     /// Serve `/sql` (arbitrary SQL as Moray's database user); off by default.
     pub enable_sql: bool,
+    /// The Postgres role and password to log in with (Manatee's client role in a region). Without
+    /// it, the user of the URL (or Manatee's state), with no password.
+    pub pg_login: Option<manta_util::secret::PgLogin>,
 }
 
 impl Config {
@@ -86,6 +89,7 @@ impl Config {
             drain: Duration::from_secs(10),
             tls: None,
             enable_sql: false,
+            pg_login: None,
         }
     }
 
@@ -141,6 +145,7 @@ impl Server {
             connect_timeout: self.config.connect_timeout,
             query_timeout: self.config.query_timeout,
             bucket_cache_ttl: self.config.bucket_cache_ttl,
+            login: self.config.pg_login.clone(),
         };
         let primary = Arc::new(Primary::new(settings, metrics.clone()));
         let follower = match &self.config.database {
