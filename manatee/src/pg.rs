@@ -8,7 +8,7 @@
 //! - `sock/`: the Unix socket the sitter itself connects through (0700, the Postgres user's).
 //! - `pgpass`: the replication role's password, for this peer's libpq tools and its
 //!   walreceiver (0600, the Postgres user's).
-//! - `postgres.log`: the server's output.
+//! - `postgres.log`: the server's output (0600).
 //!
 //! # Who may connect
 //! - Over the Unix socket, only the `postgres` superuser, without a password: the socket's
@@ -562,11 +562,16 @@ impl PgSetup {
     /// # Errors
     /// When the process cannot be started.
     pub async fn spawn(&self) -> Result<Postmaster, Error> {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(self.log())
             .map_err(|e| Error::io("open postgres.log", e))?;
+        // Statements and their data appear in it: the sitter's user's alone (an older one too).
+        fs::set_permissions(self.log(), fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("make postgres.log private", e))?;
         let log2 = log
             .try_clone()
             .map_err(|e| Error::io("open postgres.log", e))?;

@@ -574,3 +574,127 @@ async fn postgres_admits_only_its_roles_with_their_passwords(
     }
     assert_eq!(superuser_seen, [false; 3], "Moray's role is a superuser");
 }
+
+/// Every file below `dir` (following no links) whose bytes are `want`.
+fn files_holding(dir: &Path, want: &[u8], out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            files_holding(&e.path(), want, out);
+        } else if t.is_file() && std::fs::read(e.path()).is_ok_and(|b| b == want) {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Every control socket of a running task below `dir`.
+fn task_sockets(dir: &Path, out: &mut Vec<PathBuf>) {
+    use std::os::unix::fs::FileTypeExt as _;
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            task_sockets(&e.path(), out);
+        } else if t.is_socket() && e.file_name() == "sock" {
+            out.push(e.path());
+        }
+    }
+}
+
+/// Runs `argv` as the unprivileged user `nobody` (no groups).
+fn as_nobody(argv: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(argv)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_local_user_reads_no_data_or_secret_and_reaches_no_task() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: not root (the region's files all belong to this user anyway)");
+        return;
+    }
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
+    let secret = b"nobody else may read these bytes\n";
+    let (ok, _, err) = sourced(
+        dir,
+        home,
+        "printf 'nobody else may read these bytes\\n' | mput ~~/stor/private && \
+         echo ~~/stor/private | mjob create -m 'sleep 30'",
+    );
+    assert!(ok, "{err}");
+    // The data lives where Postgres and the job containers can reach their own parts (the
+    // region's data root when the region's directory is private): look at the real paths.
+    let real = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let mut objects = Vec::new();
+    for i in 1..=3 {
+        files_holding(
+            &real(dir.join(format!("storage{i}/data"))),
+            secret,
+            &mut objects,
+        );
+        files_holding(&real(dir.join(format!("storage{i}"))), secret, &mut objects);
+    }
+    objects.sort();
+    objects.dedup();
+    assert!(!objects.is_empty(), "no object file holds the bytes");
+    let pg_data = ["manatee1/data/pgdata", "manatee1/pgdata"]
+        .iter()
+        .map(|p| real(dir.join(p)))
+        .find(|p| p.exists())
+        .expect("manatee1's pgdata");
+    let mut private: Vec<PathBuf> = objects;
+    private.extend([
+        pg_data.join("PG_VERSION"),
+        pg_data.join("global/pg_control"),
+        pg_data.parent().unwrap().join("postgres.log"),
+        dir.join("pki/frontdoor/key.pem"),
+        dir.join("pki/ca-key.pem"),
+        dir.join("secrets/pg-moray"),
+        dir.join("env.sh"),
+    ]);
+    for p in &private {
+        assert!(std::fs::read(p).is_ok(), "{} is not there", p.display());
+        let out = as_nobody(&["cat".as_ref(), "--".as_ref(), p.as_os_str()]);
+        assert!(
+            !out.status.success(),
+            "another local user read {}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A running task's control socket: its container alone connects.
+    let mut sockets = Vec::new();
+    for _ in 0..300 {
+        for i in 1..=3 {
+            task_sockets(&real(dir.join(format!("jobs-agent{i}/data"))), &mut sockets);
+            task_sockets(&real(dir.join(format!("jobs-agent{i}"))), &mut sockets);
+        }
+        if !sockets.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let sock = sockets.first().expect("a running task's control socket");
+    let out = as_nobody(&[
+        "curl".as_ref(),
+        "-s".as_ref(),
+        "--unix-socket".as_ref(),
+        sock.as_os_str(),
+        "http://task/ping".as_ref(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "another local user reached the task's socket {}: {}",
+        sock.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

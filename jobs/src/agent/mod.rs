@@ -246,7 +246,13 @@ impl Agent {
         let tools = cfg.tools_bin.clone();
         manta_util::blocking(move || {
             container::make_skeleton(&work.join("rootfs"))?;
+            // Tasks' directories hold their assets (their owners' objects): no other local user
+            // may enter.
             std::fs::create_dir_all(work.join("tasks"))?;
+            std::fs::set_permissions(
+                work.join("tasks"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )?;
             std::fs::create_dir_all(work.join("runc"))?;
             let tdir = work.join("tools");
             std::fs::create_dir_all(&tdir)?;
@@ -1020,7 +1026,14 @@ impl Agent {
                     tokio::fs::write(&empty, b"").await.map_err(Infra::from)?;
                     Some(empty)
                 }
-                Ok(f) => Some(f),
+                Ok(f) => {
+                    let gid = self.cfg.uid_base;
+                    let g = f.clone();
+                    manta_util::blocking(move || readable_by_tasks(&g, gid))
+                        .await
+                        .map_err(Infra::from)?;
+                    Some(f)
+                }
                 Err(e) => return Ok(Err((JobErrorCode::ResourceNotFound, e.to_string()))),
             },
             _ => None,
@@ -1089,6 +1102,26 @@ async fn fetch(fd: &FdClient, path: &str, dest: &Path) -> Result<()> {
         f.write_all(&chunk?).await?;
     }
     f.flush().await?;
+    Ok(())
+}
+
+/// Lets this agent's tasks read an object file bound into their containers: its group becomes
+/// the tasks' root group (host gid `gid`, which no host user holds) with read access (0640).
+/// The storage node keeps object files 0600 in a 0700 dataset, so no local user reads them;
+/// the file is reached only through the task's read-only bind mount. Objects never change in
+/// place, so this is done once per file. Blocking.
+fn readable_by_tasks(file: &Path, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    if !manta_util::proc::is_root() {
+        return Ok(()); // cannot give the file away: only this user's own files are readable
+    }
+    let m = std::fs::metadata(file)?;
+    if m.gid() != gid {
+        std::os::unix::fs::chown(file, None, Some(gid))?;
+    }
+    if m.mode() & 0o777 != 0o640 {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o640))?;
+    }
     Ok(())
 }
 

@@ -117,6 +117,8 @@ impl TryFrom<Args> for Config {
 async fn main() -> Result<()> {
     let args = Args::parse();
     args.log.init();
+    // Every file and directory the node makes is its user's alone (object files 0600).
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let config = Config::try_from(args)?;
     if config.moray.is_none() {
         tracing::warn!(

@@ -30,7 +30,8 @@ pub struct DirDataset {
 impl DirDataset {
     /// Opens the directory `path`, creating it (and its parents) when missing, and checks that
     /// its filesystem keeps user extended attributes. Leftovers of interrupted snapshots are
-    /// removed.
+    /// removed. The directory is made private to the node's user (0700): no other local user
+    /// reaches an object file, whatever its own mode (older nodes wrote them 0644).
     ///
     /// # Errors
     /// When the directory cannot be created or written, or xattrs are unsupported
@@ -39,7 +40,9 @@ impl DirDataset {
         let root = path.to_owned();
         let r = root.clone();
         blocking("create the dataset directory", move || {
+            use std::os::unix::fs::PermissionsExt as _;
             fs::create_dir_all(r.join(SNAPSHOTS_DIR))?;
+            fs::set_permissions(&r, fs::Permissions::from_mode(0o700))?;
             for e in fs::read_dir(r.join(SNAPSHOTS_DIR))? {
                 let e = e?;
                 if e.file_name().to_string_lossy().starts_with(".partial-") {

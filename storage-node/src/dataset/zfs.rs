@@ -122,6 +122,16 @@ impl ZfsDataset {
         .await
         .map_err(|e| zfs_err("mount", e))?
         .map_err(|e| zfs_err(&format!("mount {name}"), e))?;
+        // Private to the node's user, snapshots (`.zfs`) included, as the `dir` backend.
+        let m = mountpoint.clone();
+        let mountpoint = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o700))?;
+            Ok::<_, io::Error>(m)
+        })
+        .await
+        .map_err(|e| zfs_err("mount", e))?
+        .map_err(|e| zfs_err(&format!("mount {name}"), e))?;
         super::dir::probe_xattrs(&mountpoint).await?;
         Ok(ZfsDataset {
             name: name.to_owned(),
