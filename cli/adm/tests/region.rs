@@ -260,7 +260,29 @@ async fn up_makes_a_key_and_status_shows_every_service_healthy() {
         home.join(".ssh/id_ed25519").exists(),
         "no key was generated for the user"
     );
-    let st = status(dir, home);
+    // A service may be caught between two health checks on a loaded machine (a sitter renewing
+    // its lease): every one must be healthy at one moment within a few seconds.
+    let mut st = status(dir, home);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut flaps = Vec::new();
+    while st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["state"] != "healthy")
+        && std::time::Instant::now() < deadline
+    {
+        flaps.push(st.to_string());
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        st = status(dir, home);
+    }
+    if !flaps.is_empty() {
+        eprintln!(
+            "not all healthy at first ({} checks): {}",
+            flaps.len(),
+            flaps[0]
+        );
+    }
     let services = st["services"].as_array().unwrap();
     let names: Vec<&str> = services
         .iter()
