@@ -6,7 +6,12 @@
 //! Prints MiB/s (median of rounds), p50/p99 latency and the ratio front door / storage node.
 //! Finally it measures the front door's peak RSS while it serves 64 concurrent 256 MiB uploads.
 //!
-//! `cargo run --release -p manta-bench --bin frontdoor_bench [-- --quick]`
+//! With `--internal-tls` it measures instead what the region's mutual TLS costs: two regions in
+//! the same run, one whose Moray and storage nodes serve mutual TLS (as `manta-adm up` runs
+//! them) and one over plain HTTP, each taking 4 KiB and 1 MiB PUTs and GETs through the front
+//! door in alternating rounds; it prints the median of each and the ratio.
+//!
+//! `cargo run --release -p manta-bench --bin frontdoor_bench [-- --quick | --rss | --internal-tls]`
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -97,15 +102,13 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    // The memory run writes 32 GiB (64 x 256 MiB, two copies): its own invocation, so the two
-    // runs never need their disk at once.
-    let rss_only = std::env::args().any(|a| a == "--rss");
+/// Starts a region (its internal services over plain HTTP when `internal_plain`) and the
+/// clients of its front door and of its first storage node.
+async fn start(internal_plain: bool) -> Result<(TestRegion, Arc<Ctx>)> {
     // The production default: accounts are cached for 2 s (tests turn the cache off).
     let opts = testkit::RegionOptions {
         frontdoor_args: vec!["--account-cache-ttl".into(), "2s".into()],
+        internal_plain,
         ..testkit::RegionOptions::default()
     };
     let region = TestRegion::start_with(opts)
@@ -118,16 +121,70 @@ async fn main() -> Result<()> {
     };
     let client = MantaClient::with_signer(cfg, Some(Arc::new(KeySigner::from_file(&acct.key)?)))?;
     client.mkdir("~~/stor/bench").await?;
-    let ctx = Arc::new(Ctx {
-        client,
-        // The baseline client holds a front door's region identity, as the front door does.
-        node: storage_api::ClientBuilder::new()
-            .tls(manta_util::tls::internal_client_config(
-                &region.identity("bench", testkit::region::Role::Frontdoor)?,
-            )?)
-            .build()
-            .node(region.storage[0].url.clone()),
-    });
+    // The baseline client holds a front door's region identity, as the front door does.
+    let mut node = storage_api::ClientBuilder::new();
+    if !internal_plain {
+        node = node.tls(manta_util::tls::internal_client_config(
+            &region.identity("bench", testkit::region::Role::Frontdoor)?,
+        )?);
+    }
+    let node = node.build().node(region.storage[0].url.clone());
+    Ok((region, Arc::new(Ctx { client, node })))
+}
+
+/// The front door's rates with the region's internal mutual TLS beside the same region over
+/// plain HTTP, in alternating rounds.
+async fn compare_internal_tls(quick: bool) -> Result<()> {
+    let (_tls_region, tls) = start(false).await?;
+    let (_plain_region, plain) = start(true).await?;
+    let rounds = if quick { 3 } else { 5 };
+    println!(
+        "front door, durability 2: internal mutual TLS vs plain HTTP (median of {rounds} alternating rounds)"
+    );
+    println!(
+        "{:>6} {:>4} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>6}",
+        "size", "conc", "op", "TLS op/s", "MiB/s", "plain op/s", "MiB/s", "ratio"
+    );
+    let sizes: &[(usize, &str, usize)] = if quick {
+        &[(4096, "4KiB", 100), (MIB, "1MiB", 32)]
+    } else {
+        &[(4096, "4KiB", 400), (MIB, "1MiB", 96)]
+    };
+    for &(size, label, count) in sizes {
+        for conc in [1usize, 16] {
+            for op in ["PUT", "GET"] {
+                let case = Case::new(label, size, conc, count);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for _ in 0..rounds {
+                    let t = Target::FrontDoor;
+                    a.extend(case.rounds(op, 1, &tls, t, put, get).await?.0);
+                    b.extend(case.rounds(op, 1, &plain, t, put, get).await?.0);
+                }
+                let (a, b) = (manta_bench::Rounds(a), manta_bench::Rounds(b));
+                println!(
+                    "{label:>6} {conc:>4} {op:>4} | {:>9.0} {:>9.1} | {:>10.0} {:>9.1} | {:>5.0}%",
+                    a.ops_s(),
+                    a.mib_s(),
+                    b.ops_s(),
+                    b.mib_s(),
+                    a.ops_s() / b.ops_s() * 100.0
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--internal-tls") {
+        return compare_internal_tls(quick).await;
+    }
+    // The memory run writes 32 GiB (64 x 256 MiB, two copies): its own invocation, so the two
+    // runs never need their disk at once.
+    let rss_only = std::env::args().any(|a| a == "--rss");
+    let (region, ctx) = start(false).await?;
 
     if rss_only {
         let pid = region.frontdoor_pid().context("front door pid")?;

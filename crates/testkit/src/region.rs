@@ -60,6 +60,10 @@ pub struct RegionOptions {
     pub storage_args: Vec<String>,
     /// Serve the front door over TLS with a self-signed certificate (made with `openssl`).
     pub tls: bool,
+    /// Run Moray and the storage nodes over plain HTTP with no region identity
+    /// (`--insecure-plain-http`): only the bench uses it, as the baseline that shows what
+    /// internal mutual TLS costs. Never for tests of the region's security.
+    pub internal_plain: bool,
 }
 
 impl Default for RegionOptions {
@@ -70,6 +74,7 @@ impl Default for RegionOptions {
             frontdoor_args: Vec::new(),
             storage_args: Vec::new(),
             tls: false,
+            internal_plain: false,
         }
     }
 }
@@ -87,7 +92,8 @@ pub struct TestStorageNode {
     pub data: PathBuf,
     port: u16,
     args: Vec<String>,
-    tls_dir: PathBuf,
+    /// Its region identity (none: plain HTTP).
+    tls_dir: Option<PathBuf>,
     child: Option<LoggedChild>,
 }
 
@@ -213,9 +219,11 @@ impl TestStorageNode {
             ])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--moray-url", moray_url, "--heartbeat-interval", "1s"])
-            .arg("--tls-dir")
-            .arg(&self.tls_dir)
             .args(&self.args);
+        match &self.tls_dir {
+            Some(d) => cmd.arg("--tls-dir").arg(d),
+            None => cmd.arg("--insecure-plain-http"),
+        };
         let log = dir.join(format!("{}.log", self.storage_id));
         self.child = Some(LoggedChild::spawn(&self.storage_id, cmd, &log)?);
         Ok(())
@@ -265,9 +273,13 @@ impl TestRegion {
         let adm = issue(&pki, "adm", Role::Adm)?;
         let adm_http = internal_http(&adm)?;
         let moray_port = free_port()?;
-        let moray_url = format!("https://127.0.0.1:{moray_port}");
-        let moray_id = issue(&pki, "moray", Role::Moray)?;
-        let mut moray = spawn_moray(&pg, moray_port, dir.path(), &moray_id)?;
+        let plain = opts.internal_plain;
+        let internal = if plain { "http" } else { "https" };
+        let moray_url = format!("{internal}://127.0.0.1:{moray_port}");
+        let moray_id = (!plain)
+            .then(|| issue(&pki, "moray", Role::Moray))
+            .transpose()?;
+        let mut moray = spawn_moray(&pg, moray_port, dir.path(), moray_id.as_ref())?;
         wait_ping_with(&adm_http, &moray_url, &mut moray, "moray", PING_WITHIN).await?;
         let out = adm_command(&pki, &moray_url)?.arg("setup").output()?;
         if !out.status.success() {
@@ -289,12 +301,13 @@ impl TestRegion {
                 data,
                 port: free_port()?,
                 args: opts.storage_args.clone(),
-                tls_dir: issue(&pki, &format!("stor{}", i + 1), Role::Storage)?
-                    .dir()
-                    .to_owned(),
+                tls_dir: (!plain)
+                    .then(|| issue(&pki, &format!("stor{}", i + 1), Role::Storage))
+                    .transpose()?
+                    .map(|id| id.dir().to_owned()),
                 child: None,
             };
-            node.url = format!("https://127.0.0.1:{}", node.port);
+            node.url = format!("{internal}://127.0.0.1:{}", node.port);
             node.spawn(&moray_url, dir.path())?;
             storage.push(node);
         }
@@ -309,11 +322,13 @@ impl TestRegion {
         let account = make_account(dir.path(), &pki, &moray_url, "tester").await?;
         let frontdoor_port = free_port()?;
         let mut frontdoor_args = opts.frontdoor_args;
-        let frontdoor_id = issue(&pki, "frontdoor", Role::Frontdoor)?;
-        frontdoor_args.extend([
-            "--internal-tls-dir".into(),
-            frontdoor_id.dir().display().to_string(),
-        ]);
+        if !plain {
+            let frontdoor_id = issue(&pki, "frontdoor", Role::Frontdoor)?;
+            frontdoor_args.extend([
+                "--internal-tls-dir".into(),
+                frontdoor_id.dir().display().to_string(),
+            ]);
+        }
         let scheme = if opts.tls {
             let (cert, key) = self_signed_cert(dir.path())?;
             frontdoor_args.extend([
@@ -553,12 +568,20 @@ pub fn self_signed_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
-fn spawn_moray(pg: &TestPostgres, port: u16, dir: &Path, tls: &Identity) -> Result<LoggedChild> {
+/// Moray over `pg`, serving mutual TLS with `tls` (plain HTTP without).
+fn spawn_moray(
+    pg: &TestPostgres,
+    port: u16,
+    dir: &Path,
+    tls: Option<&Identity>,
+) -> Result<LoggedChild> {
     let mut cmd = guarded_command(binary("moray")?, None);
     cmd.args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--pg-url", &pg.url()])
-        .arg("--tls-dir")
-        .arg(tls.dir());
+        .args(["--pg-url", &pg.url()]);
+    match tls {
+        Some(id) => cmd.arg("--tls-dir").arg(id.dir()),
+        None => cmd.arg("--insecure-plain-http"),
+    };
     LoggedChild::spawn("moray", cmd, &dir.join("moray.log"))
 }
 
