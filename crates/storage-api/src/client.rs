@@ -169,6 +169,76 @@ impl ClientBuilder {
             timeouts: self.timeouts,
             pool,
             tls,
+            uploads: Arc::new(UploadPool {
+                idle: std::sync::Mutex::new(std::collections::HashMap::new()),
+                idle_timeout: self.pool_idle_timeout,
+                max_per_node: self.pool_max_idle_per_host,
+            }),
+        }
+    }
+}
+
+/// Connections that carried an upload and may carry the next one to the same node: an upload
+/// opens a connection of its own (so it knows the node took it before reading the client's
+/// body), and keeping it afterwards spares the next upload a TCP connect and, inside a region,
+/// a mutual TLS handshake.
+struct UploadPool {
+    idle: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            Vec<(
+                std::time::Instant,
+                hyper::client::conn::http1::SendRequest<ChannelBody>,
+            )>,
+        >,
+    >,
+    idle_timeout: Duration,
+    max_per_node: usize,
+}
+
+impl std::fmt::Debug for UploadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadPool").finish_non_exhaustive()
+    }
+}
+
+impl UploadPool {
+    /// The most recently used connection to `node` still open and ready, if any.
+    fn take(&self, node: &str) -> Option<hyper::client::conn::http1::SendRequest<ChannelBody>> {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = idle.get_mut(node)?;
+        while let Some((since, send)) = list.pop() {
+            if since.elapsed() < self.idle_timeout && send.is_ready() && !send.is_closed() {
+                return Some(send);
+            }
+        }
+        None
+    }
+
+    /// Keeps `send` for the next upload to `node` once its connection is ready again (the
+    /// answer read to its end), unless the node has enough idle ones already.
+    async fn keep(
+        &self,
+        node: String,
+        mut send: hyper::client::conn::http1::SendRequest<ChannelBody>,
+    ) {
+        if !matches!(
+            tokio::time::timeout(Duration::from_millis(100), send.ready()).await,
+            Ok(Ok(()))
+        ) {
+            return;
+        }
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let list = idle.entry(node).or_default();
+        list.retain(|(since, s)| since.elapsed() < self.idle_timeout && !s.is_closed());
+        if list.len() < self.max_per_node {
+            list.push((std::time::Instant::now(), send));
         }
     }
 }
@@ -181,6 +251,8 @@ pub struct Connector {
     pool: legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, ReqBody>,
     /// For the connections of their own that uploads and joins open to `https://` nodes.
     tls: Arc<rustls::ClientConfig>,
+    /// Upload connections kept for the next upload.
+    uploads: Arc<UploadPool>,
 }
 
 impl Default for Connector {
@@ -592,7 +664,10 @@ impl StorageClient {
         content_length: Option<u64>,
         content_md5: Option<&str>,
     ) -> Result<PutStream, ClientError> {
-        let mut send = self.connect::<ChannelBody>().await?;
+        let mut send = match self.conn.uploads.take(&self.base) {
+            Some(s) => s,
+            None => self.connect::<ChannelBody>().await?,
+        };
         let (tx, rx) = mpsc::channel(NODE_QUEUE);
         let req = put_headers(
             self.direct(Method::PUT, &key.to_string()),
@@ -610,7 +685,9 @@ impl StorageClient {
                 .send_request(req)
                 .await
                 .map_err(|e| ClientError::Transport(e.into()))?;
-            client.stored(resp).await
+            let digests = client.stored(resp).await?;
+            client.conn.uploads.keep(client.base.clone(), send).await;
+            Ok(digests)
         });
         Ok(PutStream { tx, done })
     }
