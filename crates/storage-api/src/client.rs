@@ -183,18 +183,16 @@ impl ClientBuilder {
 /// body), and keeping it afterwards spares the next upload a TCP connect and, inside a region,
 /// a mutual TLS handshake.
 struct UploadPool {
-    idle: std::sync::Mutex<
-        std::collections::HashMap<
-            String,
-            Vec<(
-                std::time::Instant,
-                hyper::client::conn::http1::SendRequest<ChannelBody>,
-            )>,
-        >,
-    >,
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<IdleUpload>>>,
     idle_timeout: Duration,
     max_per_node: usize,
 }
+
+/// An idle upload connection and since when it is idle.
+type IdleUpload = (
+    std::time::Instant,
+    hyper::client::conn::http1::SendRequest<ChannelBody>,
+);
 
 impl std::fmt::Debug for UploadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
