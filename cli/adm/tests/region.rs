@@ -303,7 +303,16 @@ async fn up_makes_a_key_and_status_shows_every_service_healthy() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     for s in services {
-        assert_eq!(s["state"], "healthy", "{st}");
+        let name = s["service"].as_str().unwrap();
+        let log = std::fs::read_to_string(dir.join(name).join(format!("{name}.log")))
+            .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>();
+        assert_eq!(
+            s["state"],
+            "healthy",
+            "{name} in {st}\n{name}'s log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
     let dcs: std::collections::HashSet<&str> = st["storage"]
         .as_array()
