@@ -160,11 +160,13 @@ impl Coord {
             return Ok(c);
         }
         let ep = self.endpoints[idx % self.endpoints.len()].clone();
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(self.timeout)
             .with_timeout(self.timeout)
             .with_keep_alive(Duration::from_secs(1), self.timeout);
-        let opts = moray::etcd::with_tls_for(opts, &ep, self.tls.as_ref());
+        if let Some(t) = &self.tls {
+            opts = opts.with_tls(t.clone());
+        }
         let c = Client::connect([ep], Some(opts)).await?;
         let mut g = self.current.lock().expect("coord lock");
         if g.0 == idx {
