@@ -58,7 +58,7 @@
 
 pub mod client;
 pub mod error;
-pub mod etcd;
+mod etcd;
 pub mod filter;
 pub mod ring;
 pub mod schema;
