@@ -304,8 +304,8 @@ async fn up_makes_a_key_and_status_shows_every_service_healthy() {
     }
     for s in services {
         let name = s["service"].as_str().unwrap();
-        let log = std::fs::read_to_string(dir.join(name).join(format!("{name}.log")))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(dir.join(name).join(format!("{name}.log"))).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>();
         assert_eq!(
             s["state"],
