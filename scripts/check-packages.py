@@ -42,6 +42,8 @@ USED = [
     ("cmd:runc", "job tasks in containers"),
     ("cmd:setpriv", "Postgres as an unprivileged user, children bound to their parent"),
     ("cmd:flock", "tests serialise shared set-up"),
+    ("cmd:ipcs", "./run-tests finds shared memory left by killed Postgres servers"),
+    ("cmd:ipcrm", "./run-tests removes shared memory left by killed Postgres servers"),
     ("cmd:ip", "network namespaces in partition tests"),
     ("cmd:kill", "tests signal services"),
     ("cmd:ssh-keygen", "the region's account key, keys in tests"),

@@ -135,6 +135,24 @@ ensure_nextest() {
 }
 
 # Fails when a system file the project uses does not come from a package installed above.
+# Postgres keeps a small System V shared memory segment while it runs and removes it when it
+# stops; one killed with SIGKILL (as tests kill servers and sitters) leaves it behind. The
+# kernel allows 4096 (SHMMNI), after which no Postgres starts ("could not create shared memory
+# segment: No space left on device"). A segment of the postgres user that no process has
+# attached belongs to a Postgres that is gone: remove those (ipcs and ipcrm come with
+# util-linux).
+release_orphaned_postgres_shm() {
+    command -v ipcs >/dev/null 2>&1 || return 0
+    local ids
+    mapfile -t ids < <(ipcs -m | awk '$3 == "postgres" && $6 == 0 { print $2 }')
+    [ "${#ids[@]}" -eq 0 ] && return 0
+    say "removing ${#ids[@]} shared memory segments left by Postgres servers that were killed"
+    local id
+    for id in "${ids[@]}"; do
+        ipcrm -m "$id" 2>/dev/null || true
+    done
+}
+
 check_packages() {
     command -v dpkg-query >/dev/null 2>&1 || return 0
     local node=()
