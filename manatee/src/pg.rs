@@ -36,6 +36,9 @@ use std::time::Duration;
 
 use manta_util::proc::{self, Lifetime, PG_USER};
 use manta_util::secret::PgLogin;
+pub use manta_util::secret::{
+    PG_CLIENT_ROLE as CLIENT_ROLE, PG_REPLICATION_ROLE as REPLICATION_ROLE,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -87,10 +90,6 @@ pub enum ConfRole {
 fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', "''"))
 }
-
-pub use manta_util::secret::{
-    PG_CLIENT_ROLE as CLIENT_ROLE, PG_REPLICATION_ROLE as REPLICATION_ROLE,
-};
 
 impl PgSetup {
     /// `pgdata/`.

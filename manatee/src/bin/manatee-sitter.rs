@@ -99,10 +99,12 @@ async fn main() -> Result<()> {
     };
     let replication_password = manta_util::secret::read_password(&args.replication_password_file)
         .context("the replication role's password")?;
-    let client_password = match &args.moray_password_file {
-        Some(f) => Some(manta_util::secret::read_password(f).context("the Moray role's password")?),
-        None => None,
-    };
+    let client_password = args
+        .moray_password_file
+        .as_deref()
+        .map(manta_util::secret::read_password)
+        .transpose()
+        .context("the Moray role's password")?;
     let mut cfg = manatee::sitter::SitterConfig::new(
         args.etcd.split(',').map(str::to_owned).collect(),
         &args.shard,

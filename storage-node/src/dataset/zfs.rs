@@ -113,21 +113,18 @@ impl ZfsDataset {
         }
         let n = name.to_owned();
         let mountpoint = tokio::task::spawn_blocking(move || {
-            if let Some(m) = mounted_at(&n)? {
-                return Ok(m);
-            }
-            run(Command::new("zfs").args(["mount", &n]))?;
-            mounted_at(&n)?.ok_or_else(|| io::Error::other("not mounted after `zfs mount`"))
-        })
-        .await
-        .map_err(|e| zfs_err("mount", e))?
-        .map_err(|e| zfs_err(&format!("mount {name}"), e))?;
-        // Private to the node's user, snapshots (`.zfs`) included, as the `dir` backend.
-        let m = mountpoint.clone();
-        let mountpoint = tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::PermissionsExt as _;
+            let m = match mounted_at(&n)? {
+                Some(m) => m,
+                None => {
+                    run(Command::new("zfs").args(["mount", &n]))?;
+                    mounted_at(&n)?
+                        .ok_or_else(|| io::Error::other("not mounted after `zfs mount`"))?
+                }
+            };
+            // Private to the node's user, snapshots (`.zfs`) included, as the `dir` backend.
             std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o700))?;
-            Ok::<_, io::Error>(m)
+            Ok(m)
         })
         .await
         .map_err(|e| zfs_err("mount", e))?
