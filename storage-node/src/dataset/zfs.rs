@@ -124,7 +124,7 @@ impl ZfsDataset {
             };
             // Private to the node's user, snapshots (`.zfs`) included, as the `dir` backend.
             std::fs::set_permissions(&m, std::fs::Permissions::from_mode(0o700))?;
-            Ok(m)
+            Ok::<_, io::Error>(m)
         })
         .await
         .map_err(|e| zfs_err("mount", e))?
