@@ -143,7 +143,9 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
 impl Sup {
     /// Campaigns, then works while the lease holds.
     async fn lead(self: Arc<Self>, shutdown: &CancellationToken) -> Result<()> {
-        let mut client = etcd_client::Client::connect(&self.cfg.etcd, None)
+        let opts = moray::etcd::tls_options_of(self.cfg.tls.as_ref())?
+            .map(|t| etcd_client::ConnectOptions::new().with_tls(t));
+        let mut client = etcd_client::Client::connect(&self.cfg.etcd, opts)
             .await
             .context("connect to etcd")?;
         let lease = client

@@ -67,6 +67,8 @@ pub struct Coord {
     shard: String,
     timeout: Duration,
     current: Mutex<(usize, Option<Client>)>,
+    /// How etcd is reached (over mutual TLS with the caller's identity, or plain).
+    tls: Option<etcd_client::TlsOptions>,
 }
 
 impl std::fmt::Debug for Coord {
@@ -104,7 +106,18 @@ impl Coord {
             shard: shard.to_owned(),
             timeout,
             current: Mutex::new((0, None)),
+            tls: None,
         })
+    }
+
+    /// The same coordinator reaching etcd over mutual TLS with region identity `id` (when
+    /// given; `https://` endpoints).
+    ///
+    /// # Errors
+    /// When the identity's files cannot be read.
+    pub fn with_identity(mut self, id: Option<&manta_util::tls::Identity>) -> Result<Coord, Error> {
+        self.tls = moray::etcd::tls_options_of(id).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(self)
     }
 
     /// The shard name.
@@ -147,10 +160,13 @@ impl Coord {
             return Ok(c);
         }
         let ep = self.endpoints[idx % self.endpoints.len()].clone();
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(self.timeout)
             .with_timeout(self.timeout)
             .with_keep_alive(Duration::from_secs(1), self.timeout);
+        if let Some(t) = &self.tls {
+            opts = opts.with_tls(t.clone());
+        }
         let c = Client::connect([ep], Some(opts)).await?;
         let mut g = self.current.lock().expect("coord lock");
         if g.0 == idx {

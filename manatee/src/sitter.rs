@@ -260,7 +260,9 @@ pub async fn run(cfg: SitterConfig, shutdown: CancellationToken) -> Result<(), E
         .await
         .map_err(|e| Error::Invalid(format!("data dir {}: {e}", setup.base.display())))?;
     }
-    let coord = Arc::new(Coord::new(&cfg.etcd, &cfg.shard, cfg.etcd_timeout)?);
+    let coord = Arc::new(
+        Coord::new(&cfg.etcd, &cfg.shard, cfg.etcd_timeout)?.with_identity(cfg.tls.as_ref())?,
+    );
     let metrics = Arc::new(Metrics::new());
     let status = Arc::new(Mutex::new(Status {
         id: me.id.clone(),

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, TlsOptions};
 
 use crate::error::Error;
 
@@ -18,6 +18,7 @@ pub(crate) const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 pub(crate) async fn connect_any(
     endpoints: &[String],
     start: usize,
+    tls: Option<&TlsOptions>,
 ) -> Result<(Client, usize), Error> {
     if endpoints.is_empty() {
         return Err(Error::Ring {
@@ -29,9 +30,12 @@ pub(crate) async fn connect_any(
     for i in 0..endpoints.len() {
         let idx = (start + i) % endpoints.len();
         let ep = &endpoints[idx];
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(ETCD_TIMEOUT)
             .with_timeout(ETCD_TIMEOUT);
+        if let Some(t) = tls {
+            opts = opts.with_tls(t.clone());
+        }
         match tokio::time::timeout(ETCD_TIMEOUT * 2, Client::connect([ep.as_str()], Some(opts)))
             .await
         {
@@ -48,6 +52,31 @@ pub(crate) async fn connect_any(
         message: format!("no etcd endpoint reachable (last: {last})"),
         retryable: true,
     })
+}
+
+/// How a caller holding region identity `id` reaches etcd members that serve mutual TLS
+/// (`https://` endpoints): the region CA as the only root, and `id`'s certificate.
+///
+/// # Errors
+/// When a file of the identity cannot be read.
+pub fn tls_options(id: &manta_util::tls::Identity) -> Result<TlsOptions, Error> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Error::internal(format!("read {}: {e}", p.display())))
+    };
+    Ok(TlsOptions::new()
+        .ca_certificate(Certificate::from_pem(read(&id.ca)?))
+        .identity(etcd_client::Identity::from_pem(
+            read(&id.cert)?,
+            read(&id.key)?,
+        )))
+}
+
+/// [`tls_options`] of a service's identity when it has one.
+///
+/// # Errors
+/// As [`tls_options`].
+pub fn tls_options_of(id: Option<&manta_util::tls::Identity>) -> Result<Option<TlsOptions>, Error> {
+    id.map(tls_options).transpose()
 }
 
 /// Splits a comma-separated endpoint list, adding `http://` where no scheme is given.
@@ -83,11 +112,12 @@ pub(crate) async fn get_key(
 /// does.
 pub(crate) async fn connect_and_get(
     endpoints: &[String],
+    tls: Option<&TlsOptions>,
     start: &mut usize,
     key: &str,
     what: &str,
 ) -> Result<(Client, etcd_client::GetResponse), Error> {
-    let (mut c, idx) = connect_any(endpoints, *start).await?;
+    let (mut c, idx) = connect_any(endpoints, *start, tls).await?;
     *start = idx;
     let resp = get_key(&mut c, key, what).await?;
     Ok((c, resp))

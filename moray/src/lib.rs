@@ -58,7 +58,7 @@
 
 pub mod client;
 pub mod error;
-mod etcd;
+pub mod etcd;
 pub mod filter;
 pub mod ring;
 pub mod schema;

@@ -240,6 +240,7 @@ impl Ring {
 pub struct RingStore {
     endpoints: Vec<String>,
     key: String,
+    tls: Option<etcd_client::TlsOptions>,
 }
 
 impl RingStore {
@@ -248,7 +249,19 @@ impl RingStore {
         RingStore {
             endpoints,
             key: RING_KEY.to_owned(),
+            tls: None,
         }
+    }
+
+    /// The same store reached over mutual TLS (`crate::etcd::tls_options`).
+    pub fn with_tls(mut self, tls: Option<etcd_client::TlsOptions>) -> RingStore {
+        self.tls = tls;
+        self
+    }
+
+    /// How etcd is reached.
+    pub(crate) fn tls(&self) -> Option<&etcd_client::TlsOptions> {
+        self.tls.as_ref()
     }
 
     /// The same store under another key (tests run several rings in one etcd).
@@ -272,7 +285,7 @@ impl RingStore {
     /// # Errors
     /// `Ring` when etcd is unreachable or the stored value is not a valid ring.
     pub async fn load(&self) -> Result<Option<(Ring, i64)>, Error> {
-        let (mut c, _) = connect_any(&self.endpoints, 0).await?;
+        let (mut c, _) = connect_any(&self.endpoints, 0, self.tls.as_ref()).await?;
         let resp = get_key(&mut c, &self.key, "read the ring").await?;
         match resp.kvs().first() {
             None => Ok(None),
@@ -295,7 +308,7 @@ impl RingStore {
         use etcd_client::{Compare, CompareOp, Txn, TxnOp};
         let value =
             serde_json::to_vec(ring).map_err(|e| Error::internal(format!("encode ring: {e}")))?;
-        let (mut c, _) = connect_any(&self.endpoints, 0).await?;
+        let (mut c, _) = connect_any(&self.endpoints, 0, self.tls.as_ref()).await?;
         let cmp = if revision == 0 {
             Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0)
         } else {

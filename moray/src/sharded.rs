@@ -116,12 +116,19 @@ impl ShardedClient {
         ShardedClient::from_etcd_over(endpoints, None).await
     }
 
-    /// [`ShardedClient::from_etcd`], reaching the shards as `tls` says.
+    /// [`ShardedClient::from_etcd`] for a caller holding region identity `id` (when given,
+    /// both etcd and the shards are reached over mutual TLS with it).
     ///
     /// # Errors
-    /// As [`ShardedClient::from_etcd`].
-    pub async fn from_etcd_over(endpoints: Vec<String>, tls: Tls) -> Result<ShardedClient> {
-        ShardedClient::from_store_over(RingStore::new(endpoints), tls).await
+    /// As [`ShardedClient::from_etcd`], or when the identity cannot be loaded.
+    pub async fn from_etcd_over(
+        endpoints: Vec<String>,
+        id: Option<&manta_util::tls::Identity>,
+    ) -> Result<ShardedClient> {
+        let tls = manta_util::tls::internal_client_of(id)
+            .map_err(|e| Error::internal(format!("load the region identity: {e}")))?;
+        let store = RingStore::new(endpoints).with_tls(crate::etcd::tls_options_of(id)?);
+        ShardedClient::from_store_over(store, tls).await
     }
 
     /// Like [`ShardedClient::from_etcd`] with an explicit store (key).
@@ -410,7 +417,7 @@ async fn watch_ring(
         let session = async {
             // Catch up on anything missed while disconnected.
             let (mut c, resp) =
-                connect_and_get(&endpoints, &mut start, &key, "read the ring").await?;
+                connect_and_get(&endpoints, store.tls(), &mut start, &key, "read the ring").await?;
             if let Some(kv) = resp.kvs().first()
                 && kv.mod_revision() > rev
             {

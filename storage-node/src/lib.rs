@@ -179,7 +179,7 @@ impl StorageNode {
                     .map_err(|e| Error::Internal(format!("Moray at {url}: {e}")))?,
             ),
             Some(MorayConfig::Etcd(endpoints)) => Some(
-                moray::ShardedClient::from_etcd_over(endpoints.clone(), tls)
+                moray::ShardedClient::from_etcd_over(endpoints.clone(), config.tls.as_ref())
                     .await
                     .map_err(|e| Error::Internal(format!("Moray ring from etcd: {e}")))?,
             ),

@@ -46,29 +46,29 @@ struct MorayTarget {
 }
 
 impl MorayTarget {
-    /// How to reach Moray: with `--tls-dir`'s identity, or else the region's operator
-    /// identity when there is a region in `--dir`, or else plain HTTP.
-    fn tls(&self) -> Result<moray::Tls> {
+    /// The identity to reach the metadata tier with: `--tls-dir`'s, or else the region's
+    /// operator identity when there is a region in `--dir`, or else none (plain HTTP).
+    fn identity(&self) -> Result<Option<manta_util::tls::Identity>> {
         if let Some(dir) = &self.tls_dir {
-            let id = manta_util::tls::Identity::in_dir(dir);
-            return Ok(Some(
-                manta_util::tls::internal_client_config(&id)
-                    .with_context(|| format!("load the region identity in {}", dir.display()))?,
-            ));
+            return Ok(Some(manta_util::tls::Identity::in_dir(dir)));
         }
         if self.region.dir.join("region.json").exists() {
-            return Ok(Region::open_existing(&self.region.dir)?.adm_tls());
+            return Ok(Some(
+                Region::open_existing(&self.region.dir)?.adm_identity(),
+            ));
         }
         Ok(None)
     }
 
     /// The sharded metadata tier this target names.
     async fn sharded(&self) -> Result<moray::ShardedClient> {
-        let tls = self.tls()?;
+        let id = self.identity()?;
+        let tls =
+            manta_util::tls::internal_client_of(id.as_ref()).context("load the region identity")?;
         Ok(if let Some(url) = &self.moray {
             moray::ShardedClient::single_over(url, tls)?
         } else if !self.etcd.is_empty() {
-            moray::ShardedClient::from_etcd_over(self.etcd.clone(), tls).await?
+            moray::ShardedClient::from_etcd_over(self.etcd.clone(), id.as_ref()).await?
         } else {
             let region = Region::open_existing(&self.region.dir)?;
             let url = region.moray_url().with_context(|| {

@@ -320,6 +320,11 @@ impl Region {
         &self.dir
     }
 
+    /// The operator's region identity (`pki/adm`).
+    pub fn adm_identity(&self) -> Identity {
+        Identity::in_dir(&self.identity_dir("adm"))
+    }
+
     /// How `manta-adm` reaches the region's Moray: with the operator's identity.
     pub fn adm_tls(&self) -> moray::Tls {
         Some(self.adm_tls.clone())
@@ -327,7 +332,7 @@ impl Region {
 
     /// The etcd endpoint.
     pub fn etcd(&self) -> String {
-        format!("http://127.0.0.1:{}", self.file.ports.etcd_client)
+        format!("https://127.0.0.1:{}", self.file.ports.etcd_client)
     }
 
     /// The URL of the region's first Moray.
@@ -359,6 +364,8 @@ impl Region {
         let d = |s: &str| self.dir.join(s).display().to_string();
         let etcd = self.etcd();
         let peer = format!("http://127.0.0.1:{}", p.etcd_peer);
+        let etcd_id = Identity::in_dir(&self.identity_dir("etcd"));
+        let path = |p: &Path| p.display().to_string();
         let mut out = vec![Service {
             name: "etcd".into(),
             argv: os(&[
@@ -379,6 +386,14 @@ impl Region {
                 &format!("region={peer}"),
                 "--listen-metrics-urls",
                 &format!("http://127.0.0.1:{}", p.etcd_metrics),
+                // Clients need a certificate of the region's CA.
+                "--client-cert-auth",
+                "--trusted-ca-file",
+                &path(&etcd_id.ca),
+                "--cert-file",
+                &path(&etcd_id.cert),
+                "--key-file",
+                &path(&etcd_id.key),
                 "--log-level",
                 "warn",
                 "--logger",
@@ -574,6 +589,7 @@ impl Region {
                 .with_context(|| format!("issue {name}'s region identity"))?;
             Ok(())
         };
+        issue("etcd".into(), Role::Etcd)?;
         for i in 1..=self.file.ports.sitter.len() {
             issue(format!("manatee{i}"), Role::Sitter)?;
         }
@@ -931,7 +947,8 @@ impl Region {
     /// Creates the shard ring (on the first `up`) and the metadata buckets; gives the client
     /// of the sharded metadata tier for what `up` does next.
     async fn prepare_metadata(&self) -> Result<moray::ShardedClient> {
-        let store = moray::ring::RingStore::new(vec![self.etcd()]);
+        let store = moray::ring::RingStore::new(vec![self.etcd()])
+            .with_tls(Some(moray::etcd::tls_options(&self.adm_identity())?));
         let urls: Vec<String> = self
             .file
             .ports
@@ -974,7 +991,8 @@ impl Region {
             );
         }
         let sharded =
-            moray::ShardedClient::from_etcd_over(vec![self.etcd()], self.adm_tls()).await?;
+            moray::ShardedClient::from_etcd_over(vec![self.etcd()], Some(&self.adm_identity()))
+                .await?;
         setup_buckets(&sharded).await?;
         println!("  metadata buckets ready");
         Ok(sharded)
@@ -1118,6 +1136,8 @@ impl Region {
     pub fn shard_status(&self) -> Option<String> {
         let out = Command::new(self.bin.join("manatee-adm"))
             .args(["--etcd", &self.etcd(), "--shard", SHARD, "pg-status"])
+            .arg("--tls-dir")
+            .arg(self.identity_dir("adm"))
             .output()
             .ok()?;
         out.status

@@ -67,7 +67,7 @@ async fn connect_moray(cfg: &Config, tls: &moray::Tls) -> Result<ShardedClient> 
             )?
         }
         MoraySource::Etcd(endpoints) => {
-            ShardedClient::from_etcd_over(endpoints.clone(), tls.clone()).await?
+            ShardedClient::from_etcd_over(endpoints.clone(), cfg.internal_tls.as_ref()).await?
         }
     })
 }

@@ -96,11 +96,16 @@ fn json<T: serde::Serialize>(v: &T) -> Result<()> {
 async fn main() -> Result<()> {
     manta_util::cli::exit_quietly_on_closed_pipe();
     let args = Args::parse();
+    let id = args
+        .tls_dir
+        .as_deref()
+        .map(manta_util::tls::Identity::in_dir);
     let coord = Coord::new(
         std::slice::from_ref(&args.etcd),
         &args.shard,
         Duration::from_secs(3),
     )
+    .and_then(|c| c.with_identity(id.as_ref()))
     .context("etcd endpoints")?;
     let id = args
         .tls_dir

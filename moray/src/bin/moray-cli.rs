@@ -331,7 +331,8 @@ async fn run(args: Args) -> Result<()> {
         }
         Cmd::Version => print(&c.version().await?)?,
         Cmd::RingShow { etcd } => {
-            let store = RingStore::new(moray::parse_endpoints(&etcd));
+            let store = RingStore::new(moray::parse_endpoints(&etcd))
+                .with_tls(moray::etcd::tls_options_of(id.as_ref())?);
             match store.load().await? {
                 Some((ring, _)) => print(&ring_summary(&ring))?,
                 None => bail!("no ring stored at {}", moray::ring::RING_KEY),
@@ -353,7 +354,8 @@ async fn run(args: Args) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let ring = Ring::new(vnodes, shards)?;
-            let store = RingStore::new(moray::parse_endpoints(&etcd));
+            let store = RingStore::new(moray::parse_endpoints(&etcd))
+                .with_tls(moray::etcd::tls_options_of(id.as_ref())?);
             if !store.create(&ring).await? {
                 bail!(
                     "a ring already exists at {}; it is never replaced wholesale",
@@ -363,7 +365,8 @@ async fn run(args: Args) -> Result<()> {
             print(&ring_summary(&ring))?;
         }
         Cmd::RingRemap { etcd, vnode, shard } => {
-            let store = RingStore::new(moray::parse_endpoints(&etcd));
+            let store = RingStore::new(moray::parse_endpoints(&etcd))
+                .with_tls(moray::etcd::tls_options_of(id.as_ref())?);
             print(&ring_summary(&store.remap_vnode(vnode, &shard).await?))?;
         }
         Cmd::SetupManta => {

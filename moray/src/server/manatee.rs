@@ -72,6 +72,7 @@ fn apply(primary: &Primary, value: Option<&[u8]>, key: &str) {
 /// Follows the shard's state until `stop` is cancelled.
 pub(crate) async fn follow(
     endpoints: Vec<String>,
+    tls: Option<etcd_client::TlsOptions>,
     shard: String,
     primary: Arc<Primary>,
     stop: CancellationToken,
@@ -81,8 +82,14 @@ pub(crate) async fn follow(
     let mut backoff = Duration::from_millis(100);
     loop {
         let session = async {
-            let (mut c, resp) =
-                connect_and_get(&endpoints, &mut start, &key, "read the Manatee state").await?;
+            let (mut c, resp) = connect_and_get(
+                &endpoints,
+                tls.as_ref(),
+                &mut start,
+                &key,
+                "read the Manatee state",
+            )
+            .await?;
             let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
             let mut mod_rev = resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0);
             apply(&primary, resp.kvs().first().map(|kv| kv.value()), &key);

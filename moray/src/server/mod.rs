@@ -157,6 +157,8 @@ impl Server {
             }
             DatabaseSource::Manatee { etcd, shard } => Some(tokio::spawn(manatee::follow(
                 etcd.clone(),
+                crate::etcd::tls_options_of(self.config.tls.as_ref())
+                    .map_err(|e| std::io::Error::other(e.to_string()))?,
                 shard.clone(),
                 primary.clone(),
                 shutdown.child_token(),
