@@ -505,12 +505,14 @@ async fn internal_endpoints_admit_only_the_region_and_the_right_role() {
             .unwrap_or_else(|| panic!("{name}: {ep}"))..]
             .to_owned()
     };
-    let internal: Vec<String> = ["manatee1", "manatee2", "manatee3", "moray1", "moray2"]
+    // Each internal endpoint with a path every region certificate may read.
+    let mut internal: Vec<String> = ["manatee1", "manatee2", "manatee3", "moray1", "moray2"]
         .iter()
         .chain(&["storage1", "storage2", "storage3", "jobs-supervisor"])
         .chain(&["jobs-agent1", "jobs-agent2", "jobs-agent3"])
-        .map(|n| base(n))
+        .map(|n| format!("{}/ping", base(n)))
         .collect();
+    internal.push(format!("{}/health", base("etcd")));
     // Without a region certificate, nothing gets past the handshake.
     let anonymous = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
@@ -518,7 +520,7 @@ async fn internal_endpoints_admit_only_the_region_and_the_right_role() {
         .build()
         .unwrap();
     for url in &internal {
-        let r = anonymous.get(format!("{url}/ping")).send().await;
+        let r = anonymous.get(url).send().await;
         assert!(r.is_err(), "{url} answered a stranger: {r:?}");
     }
     // A front door's certificate of this region gets in, but may not have a peer rebuilt.
@@ -539,7 +541,7 @@ async fn internal_endpoints_admit_only_the_region_and_the_right_role() {
         .unwrap();
     let fd = internal_client(&fd);
     for url in &internal {
-        let r = fd.get(format!("{url}/ping")).send().await.unwrap();
+        let r = fd.get(url).send().await.unwrap();
         assert!(r.status().is_success(), "{url}: {}", r.status());
     }
     let sitter = base("manatee2");
