@@ -143,9 +143,11 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
 impl Sup {
     /// Campaigns, then works while the lease holds.
     async fn lead(self: Arc<Self>, shutdown: &CancellationToken) -> Result<()> {
-        let opts = moray::etcd::tls_options_of(self.cfg.tls.as_ref())?
-            .map(|t| etcd_client::ConnectOptions::new().with_tls(t));
-        let mut client = etcd_client::Client::connect(&self.cfg.etcd, opts)
+        let tls = moray::etcd::tls_options_of(self.cfg.tls.as_ref())?;
+        let first = self.cfg.etcd.first().map_or("", String::as_str);
+        let opts =
+            moray::etcd::with_tls_for(etcd_client::ConnectOptions::new(), first, tls.as_ref());
+        let mut client = etcd_client::Client::connect(&self.cfg.etcd, Some(opts))
             .await
             .context("connect to etcd")?;
         let lease = client

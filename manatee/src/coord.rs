@@ -160,13 +160,11 @@ impl Coord {
             return Ok(c);
         }
         let ep = self.endpoints[idx % self.endpoints.len()].clone();
-        let mut opts = ConnectOptions::new()
+        let opts = ConnectOptions::new()
             .with_connect_timeout(self.timeout)
             .with_timeout(self.timeout)
             .with_keep_alive(Duration::from_secs(1), self.timeout);
-        if let Some(t) = &self.tls {
-            opts = opts.with_tls(t.clone());
-        }
+        let opts = moray::etcd::with_tls_for(opts, &ep, self.tls.as_ref());
         let c = Client::connect([ep], Some(opts)).await?;
         let mut g = self.current.lock().expect("coord lock");
         if g.0 == idx {

@@ -33,9 +33,7 @@ pub(crate) async fn connect_any(
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(ETCD_TIMEOUT)
             .with_timeout(ETCD_TIMEOUT);
-        if let Some(t) = tls {
-            opts = opts.with_tls(t.clone());
-        }
+        opts = with_tls_for(opts, ep, tls);
         match tokio::time::timeout(ETCD_TIMEOUT * 2, Client::connect([ep.as_str()], Some(opts)))
             .await
         {
@@ -69,6 +67,19 @@ pub fn tls_options(id: &manta_util::tls::Identity) -> Result<TlsOptions, Error> 
             read(&id.cert)?,
             read(&id.key)?,
         )))
+}
+
+/// `opts` with `tls` when `endpoint` is `https://` (an etcd serving mutual TLS); a plain
+/// `http://` endpoint (an etcd outside a region, in tests) is reached without it.
+pub fn with_tls_for(
+    opts: ConnectOptions,
+    endpoint: &str,
+    tls: Option<&TlsOptions>,
+) -> ConnectOptions {
+    match tls {
+        Some(t) if endpoint.starts_with("https://") => opts.with_tls(t.clone()),
+        _ => opts,
+    }
 }
 
 /// [`tls_options`] of a service's identity when it has one.
