@@ -59,6 +59,9 @@ pub struct SupervisorConfig {
     pub max_attempts: u32,
     /// The supervisor's region identity, presented to Moray over mutual TLS.
     pub tls: Option<manta_util::tls::Identity>,
+    /// The user the supervisor becomes once its keys are read and its port bound; `None` stays
+    /// whoever started it.
+    pub run_as: Option<String>,
 }
 
 impl SupervisorConfig {
@@ -75,6 +78,7 @@ impl SupervisorConfig {
             lease_ttl: 3,
             max_attempts: 3,
             tls: None,
+            run_as: None,
         }
     }
 }
@@ -86,6 +90,8 @@ struct Sup {
     cfg: SupervisorConfig,
     store: JobStore,
     moray: ShardedClient,
+    /// How etcd is reached (read once: the process may no longer read its key files).
+    etcd_tls: Option<etcd_client::TlsOptions>,
     http: reqwest::Client,
     metrics: Arc<manta_util::metrics::Metrics>,
     /// When each job's stats were last recounted (counting is the costliest query).
@@ -108,6 +114,9 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
     let tls = manta_util::tls::internal_client_of(cfg.tls.as_ref())
         .context("load the supervisor's region identity")?;
     let moray = ShardedClient::single_over(&cfg.moray_url, tls)?;
+    let etcd_tls = moray::etcd::tls_options_of(cfg.tls.as_ref())?;
+    // Its keys are read and its port bound: root is not needed again.
+    manta_util::proc::run_as(cfg.run_as.as_deref()).context("drop root")?;
     let store = JobStore::new(moray.system());
     loop {
         match store.setup().await {
@@ -121,6 +130,7 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
     }
     let sup = Arc::new(Sup {
         cfg,
+        etcd_tls,
         store,
         moray,
         http: FdClient::http(),
@@ -143,10 +153,12 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
 impl Sup {
     /// Campaigns, then works while the lease holds.
     async fn lead(self: Arc<Self>, shutdown: &CancellationToken) -> Result<()> {
-        let tls = moray::etcd::tls_options_of(self.cfg.tls.as_ref())?;
         let first = self.cfg.etcd.first().map_or("", String::as_str);
-        let opts =
-            moray::etcd::with_tls_for(etcd_client::ConnectOptions::new(), first, tls.as_ref());
+        let opts = moray::etcd::with_tls_for(
+            etcd_client::ConnectOptions::new(),
+            first,
+            self.etcd_tls.as_ref(),
+        );
         let mut client = etcd_client::Client::connect(&self.cfg.etcd, Some(opts))
             .await
             .context("connect to etcd")?;

@@ -117,6 +117,9 @@ pub struct Config {
     /// region certificates only, and changing objects is for the front door and the jobs
     /// agents alone. Without it (tests of the node alone) it is plain HTTP to anyone.
     pub tls: Option<manta_util::tls::Identity>,
+    /// The user the node becomes once its keys are read and its port bound (the dataset must
+    /// be that user's); `None` stays whoever started it (a ZFS dataset's node needs root).
+    pub run_as: Option<String>,
 }
 
 impl Config {
@@ -131,6 +134,7 @@ impl Config {
             datacenter: "dc1".into(),
             public_url: None,
             tls: None,
+            run_as: None,
             max_object_size: 1 << 40,
             idle_timeout: Duration::from_secs(45),
             max_transfers: 1024,
@@ -154,11 +158,14 @@ pub struct StorageNode {
     dataset: Arc<dyn Dataset>,
     metrics: Arc<Metrics>,
     moray: Option<moray::ShardedClient>,
+    /// The object API's mutual TLS (read before root is dropped).
+    server_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl StorageNode {
-    /// Opens the dataset and the store (removing leftover temp files), connects the Moray
-    /// client (lazily: Moray need not be up yet), and binds the listener.
+    /// Reads the node's keys, connects the Moray client (lazily: Moray need not be up yet),
+    /// becomes the configured user, opens the dataset and the store (removing leftover temp
+    /// files) and binds the listener.
     ///
     /// # Errors
     /// When the dataset cannot be opened, the storage id is empty, or the port cannot be bound.
@@ -167,8 +174,6 @@ impl StorageNode {
             return Err(Error::Internal("the storage id must not be empty".into()));
         }
         let metrics = Arc::new(Metrics::new());
-        let dataset: Arc<dyn Dataset> = Arc::from(dataset::open(&config.dataset).await?);
-        let store = Arc::new(Store::open(dataset.root(), metrics.clone()).await?);
         // The node's identity is also how it reaches Moray (heartbeats, GC, quarantine).
         let tls = manta_util::tls::internal_client_of(config.tls.as_ref())
             .map_err(|e| Error::io("load the node's region identity", e))?;
@@ -184,6 +189,19 @@ impl StorageNode {
                     .map_err(|e| Error::Internal(format!("Moray ring from etcd: {e}")))?,
             ),
         };
+        let server_tls = match &config.tls {
+            Some(id) => Some(
+                manta_util::tls::internal_server_config(id)
+                    .map_err(|e| Error::io("load the node's region identity", e))?,
+            ),
+            None => None,
+        };
+        // Its keys are read: root is not needed again, and everything the node makes from
+        // here on (the dataset's files) is that user's.
+        manta_util::proc::run_as(config.run_as.as_deref())
+            .map_err(|e| Error::io("drop root", e))?;
+        let dataset: Arc<dyn Dataset> = Arc::from(dataset::open(&config.dataset).await?);
+        let store = Arc::new(Store::open(dataset.root(), metrics.clone()).await?);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| Error::io("bind the listen address", e))?;
@@ -205,6 +223,7 @@ impl StorageNode {
             dataset,
             metrics,
             moray,
+            server_tls,
         })
     }
 
@@ -259,6 +278,7 @@ impl StorageNode {
     /// # Errors
     /// When the listener fails beyond retrying.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let tls = self.server_tls.clone();
         let obs = Arc::new(Observer {
             service: "storage-node",
             metrics: self.metrics.clone(),
@@ -311,13 +331,6 @@ impl StorageNode {
                 background.clone(),
             ));
         }
-        let tls = match &self.config.tls {
-            Some(id) => Some(
-                manta_util::tls::internal_server_config(id)
-                    .map_err(|e| Error::io("load the node's region identity", e))?,
-            ),
-            None => None,
-        };
         let opts = manta_util::http::ServeOptions {
             drain: self.config.drain,
             tls,

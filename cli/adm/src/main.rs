@@ -343,10 +343,17 @@ async fn main() -> Result<()> {
                 let v = serde_json::json!({"services": rows, "storage": nodes});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{:<12} {:>8}  {:<10} ENDPOINT", "SERVICE", "PID", "STATE");
+                println!(
+                    "{:<16} {:>8}  {:<10} {:<8} ENDPOINT",
+                    "SERVICE", "PID", "STATE", "USER"
+                );
                 for r in &rows {
                     let pid = r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                    println!("{:<12} {pid:>8}  {:<10} {}", r.service, r.state, r.endpoint);
+                    let user = r.user.as_deref().unwrap_or("-");
+                    println!(
+                        "{:<16} {pid:>8}  {:<10} {user:<8} {}",
+                        r.service, r.state, r.endpoint
+                    );
                 }
                 if let Some(shard) = region.shard_status() {
                     println!("\nmetadata shard:\n{shard}");

@@ -123,6 +123,9 @@ pub struct Service {
     pub endpoint: String,
     /// How long it may take to become ready.
     pub ready_within: Duration,
+    /// The user it is started as, when not the one running `manta-adm` (etcd, which cannot
+    /// drop root itself; our own services that need no root take `--user` instead).
+    pub exec_as: Option<String>,
 }
 
 impl Service {
@@ -142,6 +145,7 @@ impl Service {
             health: Health::Http(format!("{endpoint}{health_path}")),
             endpoint,
             ready_within,
+            exec_as: None,
         }
     }
 }
@@ -168,6 +172,8 @@ pub struct ServiceStatus {
     pub state: &'static str,
     /// Where it answers.
     pub endpoint: String,
+    /// The user it runs as, when running.
+    pub user: Option<String>,
 }
 
 /// A region rooted at a directory.
@@ -188,6 +194,20 @@ fn free_port() -> Result<u16> {
 
 fn ports(n: usize) -> Result<Vec<u16>> {
     (0..n).map(|_| free_port()).collect()
+}
+
+/// Makes `dir` (and what is in it) `user`'s, 0700: at once when it is new, by walking it only
+/// when it is not yet theirs (a region made before the service user).
+fn give_tree(dir: &Path, user: &str) -> Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let (uid, _) = manta_util::proc::user_ids(user)?;
+    if fs::metadata(dir)?.uid() != uid {
+        manta_util::proc::chown_tree(dir, user)
+            .with_context(|| format!("give {} to {user}", dir.display()))?;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(())
 }
 
 fn os(v: &[&str]) -> Vec<OsString> {
@@ -364,7 +384,8 @@ impl Region {
         let d = |s: &str| self.dir.join(s).display().to_string();
         let etcd = self.etcd();
         let peer = format!("http://127.0.0.1:{}", p.etcd_peer);
-        let etcd_id = Identity::in_dir(&self.identity_dir("etcd"));
+        let etcd_id = Identity::in_dir(&self.etcd_tls_dir());
+        let etcd_as = self.etcd_user();
         let path = |p: &Path| p.display().to_string();
         let mut out = vec![Service {
             name: "etcd".into(),
@@ -373,7 +394,7 @@ impl Region {
                 "--name",
                 "region",
                 "--data-dir",
-                &format!("{}/data", d("etcd")),
+                &path(&self.etcd_data()),
                 "--listen-client-urls",
                 &etcd,
                 "--advertise-client-urls",
@@ -402,7 +423,13 @@ impl Region {
             health: Health::Http(format!("{etcd}/health")),
             endpoint: etcd.clone(),
             ready_within: Duration::from_secs(30),
+            exec_as: etcd_as,
         }];
+        // Our services that need no root drop it once their keys are read.
+        let run_as: Vec<OsString> = match self.service_user() {
+            Some(u) => os(&["--user", u]),
+            None => Vec::new(),
+        };
         for i in 0..PEERS {
             let name = format!("manatee{}", i + 1);
             let data = self.data_dir(&name);
@@ -437,6 +464,7 @@ impl Region {
                 ),
                 // A first start runs initdb on the primary and base backups on the others.
                 ready_within: Duration::from_secs(120),
+                exec_as: None,
             });
         }
         for (i, port) in p.moray.iter().enumerate() {
@@ -458,6 +486,7 @@ impl Region {
                     .display()
                     .to_string(),
             ]));
+            argv.extend(run_as.iter().cloned());
             // Ready when the shard has a writable primary, which takes a first start's initdb
             // and base backups.
             out.push(Service::internal(
@@ -485,6 +514,7 @@ impl Region {
                 "--tls-dir",
                 &self.identity_dir(&name).display().to_string(),
             ]));
+            argv.extend(run_as.iter().cloned());
             out.push(Service::internal(
                 name,
                 argv,
@@ -508,12 +538,14 @@ impl Region {
             "--internal-tls-dir",
             &self.identity_dir("frontdoor").display().to_string(),
         ]));
+        argv.extend(run_as.iter().cloned());
         out.push(Service {
             name: "frontdoor".into(),
             argv,
             health: Health::Http(format!("{}/ping", self.url())),
             endpoint: format!("{} (S3: {})", self.url(), self.s3_url()),
             ready_within: Duration::from_secs(90),
+            exec_as: None,
         });
         let moray = self.moray_url().unwrap_or_default();
         let mut argv = vec![self.exe("jobs-supervisor")];
@@ -529,6 +561,7 @@ impl Region {
             "--tls-dir",
             &self.identity_dir("jobs-supervisor").display().to_string(),
         ]));
+        argv.extend(run_as.iter().cloned());
         out.push(Service::internal(
             "jobs-supervisor".into(),
             argv,
@@ -643,15 +676,82 @@ impl Region {
         self.data_dir(name).join("data")
     }
 
+    /// The user that our services which need no root run as: the `manta` system user when
+    /// `manta-adm` runs as root (`up` makes it), else whoever runs `manta-adm`.
+    fn service_user(&self) -> Option<&'static str> {
+        manta_util::proc::is_root().then_some(manta_util::proc::SERVICE_USER)
+    }
+
+    /// etcd's data directory: under the data root when the region has one (where
+    /// `etcd/data` links to), unless an older region keeps it in `etcd/data` itself.
+    fn etcd_data(&self) -> PathBuf {
+        let in_dir = self.dir.join("etcd").join("data");
+        let real_dir = fs::symlink_metadata(&in_dir).is_ok_and(|m| m.is_dir());
+        match &self.file.data_root {
+            Some(_) if !real_dir => self.data_dir("etcd"),
+            _ => in_dir,
+        }
+    }
+
+    /// The user etcd is started as: the service user when it can reach etcd's data (an older
+    /// region's data in a directory out of its reach keeps etcd as root; `up` says so).
+    fn etcd_user(&self) -> Option<String> {
+        let user = self.service_user()?;
+        self.etcd_unreachable(user)
+            .is_none()
+            .then(|| user.to_owned())
+    }
+
+    /// Why `user` cannot reach etcd's data directory, if it cannot.
+    fn etcd_unreachable(&self, user: &str) -> Option<String> {
+        let parent = self.etcd_data().parent().map(Path::to_path_buf)?;
+        manta_util::proc::check_user_reaches(user, &parent).err()
+    }
+
+    /// Where etcd reads its key and certificates: its own region identity directory, or, when
+    /// it runs as the service user, a copy beside its data that the user owns (the region's
+    /// `pki` directory is root's alone).
+    fn etcd_tls_dir(&self) -> PathBuf {
+        if self.etcd_user().is_some() {
+            self.etcd_data().with_file_name("etcd-tls")
+        } else {
+            self.identity_dir("etcd")
+        }
+    }
+
+    /// Copies etcd's identity where etcd, running as `user`, reads it (0600 in 0700, `user`'s).
+    fn copy_etcd_identity(&self, user: &str) -> Result<()> {
+        let from = Identity::in_dir(&self.identity_dir("etcd"));
+        let to_dir = self.etcd_tls_dir();
+        let to = Identity::in_dir(&to_dir);
+        fs::create_dir_all(&to_dir)?;
+        fs::set_permissions(&to_dir, fs::Permissions::from_mode(0o700))?;
+        for (a, b) in [
+            (&from.ca, &to.ca),
+            (&from.cert, &to.cert),
+            (&from.key, &to.key),
+        ] {
+            let bytes = fs::read(a).with_context(|| format!("read {}", a.display()))?;
+            manta_util::write_private(b, &bytes)?;
+        }
+        manta_util::proc::chown_tree(&to_dir, user)
+            .with_context(|| format!("give {} to {user}", to_dir.display()))
+    }
+
     /// Decides, on the first `up`, where the data that other users must reach goes: in the
     /// region's directory when the Postgres user and the containers' uids can reach it (or we
     /// are not root, so both run as us), else under [`DATA_ROOT_BASE`]. Says so when it goes
     /// elsewhere.
     fn place_data(&mut self) -> Result<()> {
         let container_uid = CONTAINER_UID_BASE.to_string();
+        let service_user = self.service_user();
         let reach = |dir: &Path| {
             manta_util::proc::check_user_reaches(PG_USER, dir)
                 .and_then(|()| manta_util::proc::check_user_reaches(&container_uid, dir))
+                .and_then(|()| match service_user {
+                    Some(u) => manta_util::proc::check_user_reaches(u, dir),
+                    None => Ok(()),
+                })
         };
         if self.file.data_root.is_none()
             && let Err(why) = reach(&self.dir)
@@ -712,6 +812,16 @@ impl Region {
     fn prepare(&self, s: &Service) -> Result<()> {
         let sdir = self.service_dir(s);
         fs::create_dir_all(&sdir)?;
+        // What a service that runs as the service user writes must be that user's.
+        if let Some(user) = &s.exec_as {
+            give_tree(&self.etcd_data(), user)?;
+            self.copy_etcd_identity(user)?;
+        }
+        if s.name.starts_with("storage")
+            && let Some(user) = self.service_user()
+        {
+            give_tree(&self.dataset(&s.name), user)?;
+        }
         if s.name == "frontdoor" {
             let secret = sdir.join("token-secret");
             if !secret.exists() {
@@ -737,7 +847,11 @@ impl Region {
             .open(&log_path)?;
         // Logs hold request data: the service's owner's alone (also an older region's).
         fs::set_permissions(&log_path, fs::Permissions::from_mode(0o600))?;
-        let mut cmd = Command::new(&s.argv[0]);
+        let mut cmd = manta_util::proc::command(
+            &s.argv[0],
+            s.exec_as.as_deref(),
+            manta_util::proc::Lifetime::Detached,
+        );
         cmd.args(&s.argv[1..])
             .current_dir(&sdir)
             .stdin(Stdio::null())
@@ -894,7 +1008,14 @@ impl Region {
     /// # Errors
     /// When a service cannot start or does not become healthy in time (its log tail is shown).
     pub async fn up(&mut self) -> Result<()> {
+        if let Some(user) = self.service_user() {
+            manta_util::proc::ensure_system_user(user)
+                .with_context(|| format!("make the system user {user} that services run as"))?;
+        }
         self.place_data()?;
+        if let Some(why) = self.service_user().and_then(|u| self.etcd_unreachable(u)) {
+            println!("  etcd runs as root: {why}");
+        }
         self.issue_identities()?;
         self.ensure_secrets()?;
         let services = self.services();
@@ -1127,6 +1248,7 @@ impl Region {
                 pid,
                 state,
                 endpoint: s.endpoint.clone(),
+                user: pid.and_then(manta_util::proc::user_of),
             });
         }
         rows

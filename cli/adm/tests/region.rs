@@ -731,3 +731,63 @@ async fn another_local_user_reads_no_data_or_secret_and_reaches_no_task() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_that_need_no_root_run_as_the_service_user_and_read_no_other_key() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: not root (every service runs as this user)");
+        return;
+    }
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
+    let st = status(dir, home);
+    for s in st["services"].as_array().unwrap() {
+        let name = s["service"].as_str().unwrap();
+        // Sitters switch to the Postgres user for Postgres, agents start containers: root.
+        let want = if name.starts_with("manatee") || name.starts_with("jobs-agent") {
+            "root"
+        } else {
+            "manta"
+        };
+        assert_eq!(s["user"], want, "{name} runs as {}: {st}", s["user"]);
+    }
+    // The region works with them so (objects written by the nodes as that user).
+    let (ok, out, err) = sourced(
+        dir,
+        home,
+        "echo hi | mput ~~/stor/runas && mget ~~/stor/runas",
+    );
+    assert!(ok && out.contains("hi"), "{out}{err}");
+    // The service user reads none of root's keys or secrets, nor Postgres's data.
+    let real = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let pg_data = ["manatee1/data/pgdata", "manatee1/pgdata"]
+        .iter()
+        .map(|p| real(dir.join(p)))
+        .find(|p| p.exists())
+        .expect("manatee1's pgdata");
+    for p in [
+        dir.join("pki/ca-key.pem"),
+        dir.join("pki/manatee1/key.pem"),
+        dir.join("pki/frontdoor/key.pem"),
+        dir.join("secrets/pg-replication"),
+        pg_data.join("global/pg_control"),
+    ] {
+        assert!(std::fs::read(&p).is_ok(), "{} is not there", p.display());
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=manta",
+                "--regid=manta",
+                "--clear-groups",
+                "cat",
+                "--",
+            ])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the service user read {}",
+            p.display()
+        );
+    }
+}

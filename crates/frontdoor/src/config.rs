@@ -43,6 +43,9 @@ pub struct Config {
     /// The front door's region identity, presented to Moray and the storage nodes (which
     /// serve mutual TLS). Without it only plain-HTTP services can be reached.
     pub internal_tls: Option<manta_util::tls::Identity>,
+    /// The user the front door becomes once its keys are read and its ports bound; `None`
+    /// stays whoever started it.
+    pub run_as: Option<String>,
     /// The metadata tier.
     pub moray: MoraySource,
     /// Copies when a request names none (`durability-level`).
@@ -104,6 +107,7 @@ impl Config {
             token_secret: uuid::Uuid::new_v4().as_bytes().to_vec(),
             allow_insecure_http: false,
             internal_tls: None,
+            run_as: None,
             drain: Duration::from_secs(10),
             s3: None,
         }

@@ -193,6 +193,7 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
     let tls = cfg.tls.as_ref().map(tls_config).transpose()?;
     let drain = cfg.drain;
     let refresh = cfg.picker_refresh;
+    let run_as = cfg.run_as.clone();
     let listen = cfg.listen;
     let s3_listen = cfg.s3.as_ref().map(|s| s.listen);
     let fd = Frontdoor::new(cfg, Duration::from_secs(60)).await?;
@@ -212,6 +213,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
         .as_ref()
         .map(tokio::net::TcpListener::local_addr)
         .transpose()?;
+    // Everything root's was read (keys, the token secret) and the ports are bound: root is not
+    // needed again.
+    manta_util::proc::run_as(run_as.as_deref()).context("drop root")?;
     let refresher = fd.picker.spawn_refresher(refresh, shutdown.clone());
     let app = fd.router();
     info!(%addr, tls = tls.is_some(), "front door listening (Manta API)");

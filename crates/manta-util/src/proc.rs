@@ -8,6 +8,10 @@ use std::process::Command;
 /// The OS user that runs Postgres when the caller is root.
 pub const PG_USER: &str = "postgres";
 
+/// The system user that a region's services which need no root run as, when `manta-adm` runs
+/// as root (made by `manta-adm up` when the host has none).
+pub const SERVICE_USER: &str = "manta";
+
 /// True when this process runs as root.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -31,6 +35,54 @@ pub fn user_ids(name: &str) -> io::Result<(u32, u32)> {
         io::ErrorKind::NotFound,
         format!("user {name:?} does not exist"),
     ))
+}
+
+/// The name of the user with uid `uid` in `/etc/passwd` (the number itself when it has none).
+pub fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[2].parse() == Ok(uid))
+        .map_or_else(|| uid.to_string(), |f| f[0].to_owned())
+}
+
+/// The user a running process runs as (its real uid's name), if it exists.
+pub fn user_of(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(user_name(uid))
+}
+
+/// Makes `name` a system user (its own group, no home, no login shell) unless it exists.
+///
+/// # Errors
+/// When `useradd` cannot be run or fails and the user still does not exist.
+pub fn ensure_system_user(name: &str) -> io::Result<()> {
+    if user_ids(name).is_ok() {
+        return Ok(());
+    }
+    let out = Command::new("useradd")
+        .args(["--system", "--user-group", "--no-create-home"])
+        .args(["--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin"])
+        .args(["--comment", "object store services"])
+        .arg(name)
+        .output()
+        .map_err(|e| io::Error::other(format!("run useradd (package passwd): {e}")))?;
+    // Another `up` may have made it meanwhile.
+    if out.status.success() || user_ids(name).is_ok() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "useradd {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 /// Gives `path` and everything below it to `user`.
@@ -200,4 +252,54 @@ pub fn pg_bindir() -> io::Result<std::path::PathBuf> {
         io::ErrorKind::NotFound,
         "PostgreSQL is not installed (no initdb under /usr/lib/postgresql/*/bin or on PATH)",
     ))
+}
+
+/// The command-line option of a service that needs root for nothing: the user it becomes once
+/// it has read its keys and bound its port (`manta-adm` names the host's `manta` system user
+/// when it runs as root).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunAsArgs {
+    /// Become this user (its uid and primary group, no supplementary groups) once the keys are
+    /// read and the port is bound. Only root can; anyone else naming a user other than
+    /// themselves is refused.
+    #[arg(long = "user", env = "MANTA_SERVICE_USER", value_name = "USER")]
+    pub user: Option<String>,
+}
+
+/// Becomes `user` (when given) for good: its uid and primary group, no other group, in every
+/// thread of this process (glibc applies the change process-wide), with no way back to root.
+/// A no-op when we already are that user. A service calls it once, after everything that needs
+/// root (reading root's key files, binding) and before it serves anyone.
+///
+/// # Errors
+/// When the user does not exist, when we are not root and it is not us, or when a step fails
+/// (the process must then not go on serving as root).
+pub fn run_as(user: Option<&str>) -> io::Result<()> {
+    let Some(user) = user else {
+        return Ok(());
+    };
+    use nix::unistd::{Gid, Uid, getuid, setgid, setgroups, setuid};
+    let (uid, gid) = user_ids(user)?;
+    if getuid().as_raw() == uid && !is_root() {
+        return Ok(());
+    }
+    if !is_root() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("cannot become user {user:?}: only root can change user"),
+        ));
+    }
+    let fail = |what: &str, e: nix::Error| {
+        io::Error::other(format!("becoming user {user:?}: {what}: {e}"))
+    };
+    setgroups(&[]).map_err(|e| fail("setgroups", e))?;
+    setgid(Gid::from_raw(gid)).map_err(|e| fail("setgid", e))?;
+    setuid(Uid::from_raw(uid)).map_err(|e| fail("setuid", e))?;
+    // Prove there is no way back.
+    if uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
+        return Err(io::Error::other(format!(
+            "becoming user {user:?}: root could be regained"
+        )));
+    }
+    Ok(())
 }

@@ -186,15 +186,22 @@ pub fn internal_server_config(id: &Identity) -> io::Result<Arc<rustls::ServerCon
 /// The client configuration of a service calling another inside the region: trusts only the
 /// region CA (never the system's roots) and presents `id`'s certificate.
 ///
+/// It remembers nothing of one server for the next (no session resumption, no key-exchange
+/// hint): every service of a one-machine region is `127.0.0.1`, so what etcd (Go's TLS) said
+/// was offered to the next service called, which asked for its own key exchange, and the
+/// retried hello (the ticket withdrawn) was refused; `manta-adm status` then saw that service
+/// as down. Connections are pooled, so little is lost.
+///
 /// # Errors
 /// When a file cannot be read or parsed, or the key does not fit the certificate.
 pub fn internal_client_config(id: &Identity) -> io::Result<Arc<rustls::ClientConfig>> {
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_root_certificates(id.roots()?)
         .with_client_auth_cert(id.certs()?, id.private_key()?)
         .map_err(|e| bad("use the key in", &id.key, &e))?;
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }
 

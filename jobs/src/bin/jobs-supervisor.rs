@@ -45,6 +45,8 @@ struct Args {
     max_attempts: u32,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    run_as: manta_util::proc::RunAsArgs,
 }
 
 #[tokio::main]
@@ -67,5 +69,6 @@ async fn main() -> Result<()> {
     cfg.lease_ttl = a.lease_ttl;
     cfg.max_attempts = a.max_attempts;
     cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
+    cfg.run_as = a.run_as.user;
     jobs::supervisor::run(cfg, manta_util::shutdown_on_signals()).await
 }

@@ -44,6 +44,8 @@ struct Args {
     bucket_cache_ttl: Duration,
     #[command(flatten)]
     tls: manta_util::tls::ServerTlsArgs,
+    #[command(flatten)]
+    run_as: manta_util::proc::RunAsArgs,
     /// Serve `/sql` (arbitrary SQL as Moray's database user; over mutual TLS to operators
     /// only). Off by default.
     #[arg(long, env = "MANTA_ENABLE_SQL")]
@@ -88,6 +90,7 @@ fn config(args: Args) -> Result<Config> {
         tls: args.tls.identity(),
         enable_sql: args.enable_sql,
         pg_login,
+        run_as: args.run_as.user,
     })
 }
 

@@ -74,6 +74,9 @@ pub struct Config {
     /// The Postgres role and password to log in with (Manatee's client role in a region). Without
     /// it, the user of the URL (or Manatee's state), with no password.
     pub pg_login: Option<manta_util::secret::PgLogin>,
+    /// The user the server becomes once it has read its keys and bound its port (it needs root
+    /// for nothing after that); `None` stays whoever started it.
+    pub run_as: Option<String>,
 }
 
 impl Config {
@@ -90,6 +93,7 @@ impl Config {
             tls: None,
             enable_sql: false,
             pg_login: None,
+            run_as: None,
         }
     }
 
@@ -147,6 +151,15 @@ impl Server {
             bucket_cache_ttl: self.config.bucket_cache_ttl,
             login: self.config.pg_login.clone(),
         };
+        let etcd_tls = crate::etcd::tls_options_of(self.config.tls.as_ref())
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tls = match &self.config.tls {
+            Some(id) => Some(manta_util::tls::internal_server_config(id)?),
+            None => None,
+        };
+        // Everything root's was read (keys, the Postgres password) and the port is bound: root
+        // is not needed again.
+        manta_util::proc::run_as(self.config.run_as.as_deref())?;
         let primary = Arc::new(Primary::new(settings, metrics.clone()));
         let follower = match &self.config.database {
             DatabaseSource::Static(url) => {
@@ -157,8 +170,7 @@ impl Server {
             }
             DatabaseSource::Manatee { etcd, shard } => Some(tokio::spawn(manatee::follow(
                 etcd.clone(),
-                crate::etcd::tls_options_of(self.config.tls.as_ref())
-                    .map_err(|e| std::io::Error::other(e.to_string()))?,
+                etcd_tls,
                 shard.clone(),
                 primary.clone(),
                 shutdown.child_token(),
@@ -174,10 +186,6 @@ impl Server {
         let routes = http::Routes {
             roles: self.config.tls.is_some(),
             sql: self.config.enable_sql,
-        };
-        let tls = match &self.config.tls {
-            Some(id) => Some(manta_util::tls::internal_server_config(id)?),
-            None => None,
         };
         let app = manta_util::http::with_observability(http::router(state, routes), obs);
         tracing::info!(addr = %self.listener.local_addr()?, tls = tls.is_some(), sql = self.config.enable_sql, "moray listening");

@@ -70,6 +70,8 @@ struct Args {
     drain: Duration,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    run_as: manta_util::proc::RunAsArgs,
 }
 
 impl TryFrom<Args> for Config {
@@ -86,6 +88,7 @@ impl TryFrom<Args> for Config {
         c.listen = a.listen;
         c.public_url = a.public_url;
         c.tls = a.tls.identity();
+        c.run_as = a.run_as.user;
         c.max_object_size = a.max_object_size;
         c.idle_timeout = a.idle_timeout;
         if a.max_transfers == 0 {

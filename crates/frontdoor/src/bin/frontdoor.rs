@@ -73,6 +73,8 @@ struct Args {
     allow_insecure_http: bool,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    run_as: manta_util::proc::RunAsArgs,
 }
 
 #[tokio::main]
@@ -93,6 +95,7 @@ async fn main() -> Result<()> {
         .internal_tls_dir
         .as_deref()
         .map(manta_util::tls::Identity::in_dir);
+    cfg.run_as = args.run_as.user;
     cfg.default_copies = args.default_copies;
     cfg.max_copies = args.max_copies;
     cfg.max_concurrency = args.max_concurrency;
