@@ -384,8 +384,8 @@ impl Region {
         let d = |s: &str| self.dir.join(s).display().to_string();
         let etcd = self.etcd();
         let peer = format!("http://127.0.0.1:{}", p.etcd_peer);
-        let etcd_id = Identity::in_dir(&self.etcd_tls_dir());
         let etcd_as = self.etcd_user();
+        let etcd_id = Identity::in_dir(&self.etcd_tls_dir(etcd_as.is_some()));
         let path = |p: &Path| p.display().to_string();
         let mut out = vec![Service {
             name: "etcd".into(),
@@ -711,8 +711,8 @@ impl Region {
     /// Where etcd reads its key and certificates: its own region identity directory, or, when
     /// it runs as the service user, a copy beside its data that the user owns (the region's
     /// `pki` directory is root's alone).
-    fn etcd_tls_dir(&self) -> PathBuf {
-        if self.etcd_user().is_some() {
+    fn etcd_tls_dir(&self, as_service_user: bool) -> PathBuf {
+        if as_service_user {
             self.etcd_data().with_file_name("etcd-tls")
         } else {
             self.identity_dir("etcd")
@@ -722,7 +722,7 @@ impl Region {
     /// Copies etcd's identity where etcd, running as `user`, reads it (0600 in 0700, `user`'s).
     fn copy_etcd_identity(&self, user: &str) -> Result<()> {
         let from = Identity::in_dir(&self.identity_dir("etcd"));
-        let to_dir = self.etcd_tls_dir();
+        let to_dir = self.etcd_tls_dir(true);
         let to = Identity::in_dir(&to_dir);
         fs::create_dir_all(&to_dir)?;
         fs::set_permissions(&to_dir, fs::Permissions::from_mode(0o700))?;

@@ -641,11 +641,27 @@ fn task_sockets(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Runs `argv` as the unprivileged user `nobody` (no groups).
 fn as_nobody(argv: &[&std::ffi::OsStr]) -> std::process::Output {
+    as_user("65534", argv)
+}
+
+/// Runs `argv` as `user` (a name or a uid; its own group, no others).
+fn as_user(user: &str, argv: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(format!("--reuid={user}"))
+        .arg(format!("--regid={user}"))
+        .arg("--clear-groups")
         .args(argv)
         .output()
         .unwrap()
+}
+
+/// manatee1's Postgres data directory, wherever the region keeps it (its real path).
+fn pg_data(dir: &Path) -> PathBuf {
+    ["manatee1/data/pgdata", "manatee1/pgdata"]
+        .iter()
+        .map(|p| std::fs::canonicalize(dir.join(p)).unwrap_or_else(|_| dir.join(p)))
+        .find(|p| p.exists())
+        .expect("manatee1's pgdata")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -679,11 +695,7 @@ async fn another_local_user_reads_no_data_or_secret_and_reaches_no_task() {
     objects.sort();
     objects.dedup();
     assert!(!objects.is_empty(), "no object file holds the bytes");
-    let pg_data = ["manatee1/data/pgdata", "manatee1/pgdata"]
-        .iter()
-        .map(|p| real(dir.join(p)))
-        .find(|p| p.exists())
-        .expect("manatee1's pgdata");
+    let pg_data = pg_data(dir);
     let mut private: Vec<PathBuf> = objects;
     private.extend([
         pg_data.join("PG_VERSION"),
@@ -759,12 +771,7 @@ async fn services_that_need_no_root_run_as_the_service_user_and_read_no_other_ke
     );
     assert!(ok && out.contains("hi"), "{out}{err}");
     // The service user reads none of root's keys or secrets, nor Postgres's data.
-    let real = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
-    let pg_data = ["manatee1/data/pgdata", "manatee1/pgdata"]
-        .iter()
-        .map(|p| real(dir.join(p)))
-        .find(|p| p.exists())
-        .expect("manatee1's pgdata");
+    let pg_data = pg_data(dir);
     for p in [
         dir.join("pki/ca-key.pem"),
         dir.join("pki/manatee1/key.pem"),
@@ -773,17 +780,7 @@ async fn services_that_need_no_root_run_as_the_service_user_and_read_no_other_ke
         pg_data.join("global/pg_control"),
     ] {
         assert!(std::fs::read(&p).is_ok(), "{} is not there", p.display());
-        let out = Command::new("setpriv")
-            .args([
-                "--reuid=manta",
-                "--regid=manta",
-                "--clear-groups",
-                "cat",
-                "--",
-            ])
-            .arg(&p)
-            .output()
-            .unwrap();
+        let out = as_user("manta", &["cat".as_ref(), "--".as_ref(), p.as_os_str()]);
         assert!(
             !out.status.success(),
             "the service user read {}",
