@@ -106,9 +106,11 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
 /// layout, a test's server).
 ///
 /// It is drawn at random from below the kernel's ephemeral range (`ip_local_port_range`), so
-/// the source port of some outgoing connection cannot take it before the service binds it, and
-/// two callers choosing at the same moment rarely pick the same one. A port is never handed out
-/// twice in one process.
+/// the source port of some outgoing connection cannot take it before the service binds it.
+/// The port stays reserved for as long as this process lives: it is never handed out twice
+/// here, and another process calling this function skips it too (the reservation is an
+/// abstract Unix socket named after the port, which the kernel drops when this process ends),
+/// so two regions brought up at once on one machine do not choose the same port.
 ///
 /// # Errors
 /// When no free port is found after many tries.
@@ -124,17 +126,24 @@ pub fn unused_port() -> std::io::Result<u16> {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         return Ok(l.local_addr()?.port());
     };
-    // Callers pick several ports before binding any (a region's services), so a port this
-    // process handed out already is not free, whatever bind says.
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    // Callers pick several ports before binding any (a region's services), so a port handed
+    // out already, by this process or another, is not free, whatever bind says.
+    static GIVEN: std::sync::Mutex<Vec<(u16, Option<std::os::unix::net::UnixDatagram>)>> =
+        std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     for _ in 0..1000 {
         let r = uuid::Uuid::new_v4().as_u128();
         let port = low + (r % u128::from(high - low)) as u16;
-        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.push(port);
+        if given.iter().any(|(p, _)| *p == port) {
+            continue;
+        }
+        let Some(reservation) = reserve_port(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push((port, reservation));
             return Ok(port);
         }
     }
@@ -142,4 +151,41 @@ pub fn unused_port() -> std::io::Result<u16> {
         std::io::ErrorKind::AddrInUse,
         "no free loopback port below the ephemeral range",
     ))
+}
+
+/// Claims `port` across processes: binds the abstract Unix socket `manta-port-<port>`, which
+/// only one socket on the machine can hold and which disappears with its process. `None` when
+/// another process holds it; `Some(None)` when abstract sockets are not available (the claim
+/// is then this process's alone).
+#[allow(clippy::option_option)]
+fn reserve_port(port: u16) -> Option<Option<std::os::unix::net::UnixDatagram>> {
+    use std::os::linux::net::SocketAddrExt as _;
+    let name = format!("manta-port-{port}");
+    let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) else {
+        return Some(None);
+    };
+    match std::os::unix::net::UnixDatagram::bind_addr(&addr) {
+        Ok(sock) => Some(Some(sock)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => None,
+        Err(_) => Some(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_handed_out_is_claimed_for_every_process_until_this_one_ends() {
+        let port = unused_port().unwrap();
+        // The claim is machine-wide (per network namespace): the same bind another process
+        // would try fails while this process lives.
+        assert!(reserve_port(port).is_none(), "port {port} was not claimed");
+        let others: Vec<u16> = (0..50).map(|_| unused_port().unwrap()).collect();
+        assert!(!others.contains(&port));
+        let mut sorted = others.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), others.len(), "a port was handed out twice");
+    }
 }
