@@ -28,6 +28,8 @@ pub struct Identity {
     pub url: String,
     /// The host's name.
     pub hostname: String,
+    /// Retired: placement chooses it for no new copies.
+    pub retired: bool,
 }
 
 /// The host name of this machine (from the kernel), or `localhost`.
@@ -53,6 +55,7 @@ pub async fn record(ds: &dyn Dataset, me: &Identity) -> Result<Value, Error> {
         "timestamp": manta_types::time::now_ms(),
         "url": me.url,
         "hostname": me.hostname,
+        "retired": me.retired,
         "filesystem": ds.name(),
         "kind": ds.kind(),
         "capacity": {"total": c.total, "available": c.available, "used": c.used},

@@ -96,6 +96,9 @@ pub struct Config {
     pub datacenter: String,
     /// The URL the front door should use to reach this node (default `http://<listen>`).
     pub public_url: Option<String>,
+    /// Retired: the heartbeat says so, and the front doors choose the node for no new copies;
+    /// it keeps serving the objects it holds.
+    pub retired: bool,
     /// Largest object accepted.
     pub max_object_size: u64,
     /// An upload is abandoned when no bytes arrive for this long.
@@ -133,6 +136,7 @@ impl Config {
             storage_id: storage_id.into(),
             datacenter: "dc1".into(),
             public_url: None,
+            retired: false,
             tls: None,
             run_as: None,
             max_object_size: 1 << 40,
@@ -268,6 +272,7 @@ impl StorageNode {
             datacenter: self.config.datacenter.clone(),
             url: self.url(),
             hostname: heartbeat::hostname(),
+            retired: self.config.retired,
         }
     }
 

@@ -3,7 +3,10 @@
 //! through Moray (accounts through the `manta-accounts` crate). It links the metadata layer, not
 //! the front door or the storage nodes, whose binaries it only starts.
 
+mod config;
+mod layout;
 mod region;
+mod supervise;
 
 use std::path::PathBuf;
 
@@ -126,6 +129,23 @@ enum Cmd {
     /// Manage S3 access keys.
     #[command(subcommand, name = "s3-key")]
     S3Key(S3KeyCmd),
+    /// Keep one service running (what `up` starts for each service; not for direct use):
+    /// start it, start it again after a backoff whenever it exits, stop it on SIGTERM.
+    #[command(hide = true)]
+    Supervise {
+        /// The service's directory (its log, pid file and exits).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The service's name.
+        #[arg(long)]
+        name: String,
+        /// Start it as this user.
+        #[arg(long)]
+        exec_as: Option<String>,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +403,19 @@ async fn main() -> Result<()> {
                 );
             }
             region.destroy()?;
+        }
+        Cmd::Supervise {
+            dir,
+            name,
+            exec_as,
+            argv,
+        } => {
+            let program = supervise::Program {
+                name,
+                argv,
+                exec_as,
+            };
+            supervise::supervise_one(program, &dir).await?;
         }
         Cmd::Setup(target) => {
             target.setup().await?;

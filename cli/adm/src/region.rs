@@ -17,7 +17,6 @@
 //! instead, linked from each service's subdirectory as `data`; logs, pids, `region.json` and
 //! `env.sh` stay in the region's directory, and `destroy` removes both.
 
-use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
@@ -27,6 +26,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use manta_pki::{Ca, Identity, Role};
+
+use crate::config::{HostEntry, Kind, RegionConfig, RegionSection, ServiceEntry};
+use crate::layout::{CONTAINER_UID_BASE, EtcdPlacement, Health, Placement, Service};
+use crate::supervise;
 use manta_util::proc::{PG_USER, alive, signal};
 use serde::{Deserialize, Serialize};
 
@@ -93,63 +96,6 @@ pub struct RegionFile {
 /// Where services' data goes when the users that must reach it cannot reach the region's
 /// directory.
 const DATA_ROOT_BASE: &str = "/var/lib/manta/regions";
-/// The host uid that the first jobs agent maps its containers' root to (the next agents use
-/// the following 65,536-uid ranges).
-const CONTAINER_UID_BASE: u32 = 100_000;
-
-/// How to tell that a service is ready.
-#[derive(Debug, Clone)]
-pub enum Health {
-    /// `GET url` answers 2xx.
-    Http(String),
-    /// A Manatee sitter: ready when its Postgres serves in its role (`/ready` answers 2xx);
-    /// `/status` says why not.
-    Sitter {
-        /// The sitter's base URL.
-        base: String,
-    },
-}
-
-/// One service of the region.
-#[derive(Debug, Clone)]
-pub struct Service {
-    /// Short name; also the subdirectory and log file name.
-    pub name: String,
-    /// Program and arguments.
-    pub argv: Vec<OsString>,
-    /// Readiness check.
-    pub health: Health,
-    /// What `status` shows as its endpoint.
-    pub endpoint: String,
-    /// How long it may take to become ready.
-    pub ready_within: Duration,
-    /// The user it is started as, when not the one running `manta-adm` (etcd, which cannot
-    /// drop root itself; our own services that need no root take `--user` instead).
-    pub exec_as: Option<String>,
-}
-
-impl Service {
-    /// A service serving mutual TLS on loopback `port` (its endpoint `https://`), ready when
-    /// `GET <health_path>` is 2xx to an operator's certificate.
-    fn internal(
-        name: String,
-        argv: Vec<OsString>,
-        port: u16,
-        health_path: &str,
-        ready_within: Duration,
-    ) -> Service {
-        let endpoint = format!("https://127.0.0.1:{port}");
-        Service {
-            name,
-            argv,
-            health: Health::Http(format!("{endpoint}{health_path}")),
-            endpoint,
-            ready_within,
-            exec_as: None,
-        }
-    }
-}
-
 /// The region's keys and certificates, under the region's directory (0700).
 const PKI_DIR: &str = "pki";
 
@@ -208,10 +154,6 @@ fn give_tree(dir: &Path, user: &str) -> Result<()> {
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     Ok(())
-}
-
-fn os(v: &[&str]) -> Vec<OsString> {
-    v.iter().map(OsString::from).collect()
 }
 
 impl Region {
@@ -374,241 +316,83 @@ impl Region {
         format!("http://127.0.0.1:{}", self.file.ports.s3)
     }
 
-    fn exe(&self, name: &str) -> OsString {
-        self.bin.join(name).into_os_string()
+    /// The region as a region config: one host on loopback running every service, with the
+    /// ports of `region.json` (what `host run` would start for it).
+    pub fn config(&self) -> RegionConfig {
+        let p = &self.file.ports;
+        let host = "local";
+        let entry = |name: String, kind: Kind, port: u16| ServiceEntry {
+            name,
+            kind,
+            host: host.into(),
+            port,
+            peer_port: None,
+            metrics_port: None,
+            pg_port: None,
+            s3_port: None,
+            dataset: None,
+            domain: None,
+            storage_id: None,
+            storage: None,
+            retired: false,
+        };
+        let mut services = vec![ServiceEntry {
+            peer_port: Some(p.etcd_peer),
+            metrics_port: Some(p.etcd_metrics),
+            ..entry("etcd".into(), Kind::Etcd, p.etcd_client)
+        }];
+        for (i, (pg, sitter)) in p.pg.iter().zip(&p.sitter).enumerate() {
+            services.push(ServiceEntry {
+                pg_port: Some(*pg),
+                ..entry(format!("manatee{}", i + 1), Kind::Manatee, *sitter)
+            });
+        }
+        for (i, port) in p.moray.iter().enumerate() {
+            services.push(entry(format!("moray{}", i + 1), Kind::Moray, *port));
+        }
+        for (i, port) in p.storage.iter().enumerate() {
+            services.push(ServiceEntry {
+                storage_id: Some(format!("{}.stor.local", i + 1)),
+                domain: Some(format!("dc{}", i + 1)),
+                ..entry(format!("storage{}", i + 1), Kind::Storage, *port)
+            });
+        }
+        services.push(ServiceEntry {
+            s3_port: Some(p.s3),
+            ..entry("frontdoor".into(), Kind::Frontdoor, p.frontdoor)
+        });
+        services.push(entry(
+            "jobs-supervisor".into(),
+            Kind::JobsSupervisor,
+            p.jobs_supervisor,
+        ));
+        for (i, port) in p.jobs_agents.iter().enumerate() {
+            services.push(ServiceEntry {
+                storage: Some(format!("storage{}", i + 1)),
+                ..entry(format!("jobs-agent{}", i + 1), Kind::JobsAgent, *port)
+            });
+        }
+        RegionConfig {
+            region: RegionSection {
+                id: self.file.id,
+                shard: SHARD.into(),
+                s3_region: S3_REGION.into(),
+                pki: PKI_DIR.into(),
+                secrets: SECRETS_DIR.into(),
+            },
+            hosts: vec![HostEntry {
+                name: host.into(),
+                address: std::net::IpAddr::from([127, 0, 0, 1]),
+                domain: "dc1".into(),
+                state_dir: self.dir.clone(),
+            }],
+            services,
+        }
     }
 
     /// The services in start order.
     pub fn services(&self) -> Vec<Service> {
-        let p = &self.file.ports;
-        let d = |s: &str| self.dir.join(s).display().to_string();
-        let etcd = self.etcd();
-        let peer = format!("http://127.0.0.1:{}", p.etcd_peer);
-        let etcd_as = self.etcd_user();
-        let etcd_id = Identity::in_dir(&self.etcd_tls_dir(etcd_as.is_some()));
-        let path = |p: &Path| p.display().to_string();
-        let mut out = vec![Service {
-            name: "etcd".into(),
-            argv: os(&[
-                "etcd",
-                "--name",
-                "region",
-                "--data-dir",
-                &path(&self.etcd_data()),
-                "--listen-client-urls",
-                &etcd,
-                "--advertise-client-urls",
-                &etcd,
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("region={peer}"),
-                "--listen-metrics-urls",
-                &format!("http://127.0.0.1:{}", p.etcd_metrics),
-                // Clients need a certificate of the region's CA.
-                "--client-cert-auth",
-                "--trusted-ca-file",
-                &path(&etcd_id.ca),
-                "--cert-file",
-                &path(&etcd_id.cert),
-                "--key-file",
-                &path(&etcd_id.key),
-                "--log-level",
-                "warn",
-                "--logger",
-                "zap",
-            ]),
-            health: Health::Http(format!("{etcd}/health")),
-            endpoint: etcd.clone(),
-            ready_within: Duration::from_secs(30),
-            exec_as: etcd_as,
-        }];
-        // Our services that need no root drop it once their keys are read.
-        let run_as: Vec<OsString> = match self.service_user() {
-            Some(u) => os(&["--user", u]),
-            None => Vec::new(),
-        };
-        for i in 0..PEERS {
-            let name = format!("manatee{}", i + 1);
-            let data = self.data_dir(&name);
-            let mut argv = vec![self.exe("manatee-sitter")];
-            argv.extend(os(&[
-                "--etcd",
-                &etcd,
-                "--shard",
-                SHARD,
-                "--data-dir",
-                &data.display().to_string(),
-                "--pg-port",
-                &p.pg[i].to_string(),
-                "--sitter-port",
-                &p.sitter[i].to_string(),
-                "--tls-dir",
-                &self.identity_dir(&name).display().to_string(),
-                "--replication-password-file",
-                &self.secret("pg-replication").display().to_string(),
-                "--moray-password-file",
-                &self.secret("pg-moray").display().to_string(),
-            ]));
-            out.push(Service {
-                name,
-                argv,
-                health: Health::Sitter {
-                    base: format!("https://127.0.0.1:{}", p.sitter[i]),
-                },
-                endpoint: format!(
-                    "postgres 127.0.0.1:{}, sitter https://127.0.0.1:{}",
-                    p.pg[i], p.sitter[i]
-                ),
-                // A first start runs initdb on the primary and base backups on the others.
-                ready_within: Duration::from_secs(120),
-                exec_as: None,
-            });
-        }
-        for (i, port) in p.moray.iter().enumerate() {
-            let mut argv = vec![self.exe("moray")];
-            argv.extend(os(&[
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--manatee-etcd",
-                &etcd,
-                "--manatee-shard",
-                SHARD,
-                "--pg-user",
-                manta_util::secret::PG_CLIENT_ROLE,
-                "--pg-password-file",
-                &self.secret("pg-moray").display().to_string(),
-                "--tls-dir",
-                &self
-                    .identity_dir(&format!("moray{}", i + 1))
-                    .display()
-                    .to_string(),
-            ]));
-            argv.extend(run_as.iter().cloned());
-            // Ready when the shard has a writable primary, which takes a first start's initdb
-            // and base backups.
-            out.push(Service::internal(
-                format!("moray{}", i + 1),
-                argv,
-                *port,
-                "/health",
-                Duration::from_secs(180),
-            ));
-        }
-        for (i, port) in p.storage.iter().enumerate() {
-            let name = format!("storage{}", i + 1);
-            let mut argv = vec![self.exe("storage-node")];
-            argv.extend(os(&[
-                "--dataset",
-                &format!("dir:{}", self.dataset(&name).display()),
-                "--storage-id",
-                &format!("{}.stor.local", i + 1),
-                "--datacenter",
-                &format!("dc{}", i + 1),
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--moray-etcd",
-                &etcd,
-                "--tls-dir",
-                &self.identity_dir(&name).display().to_string(),
-            ]));
-            argv.extend(run_as.iter().cloned());
-            out.push(Service::internal(
-                name,
-                argv,
-                *port,
-                "/ping",
-                Duration::from_secs(30),
-            ));
-        }
-        let mut argv = vec![self.exe("frontdoor")];
-        argv.extend(os(&[
-            "--listen",
-            &format!("127.0.0.1:{}", p.frontdoor),
-            "--etcd",
-            &etcd,
-            "--token-secret-file",
-            &format!("{}/token-secret", d("frontdoor")),
-            "--s3-listen",
-            &format!("127.0.0.1:{}", p.s3),
-            "--s3-region",
-            S3_REGION,
-            "--internal-tls-dir",
-            &self.identity_dir("frontdoor").display().to_string(),
-        ]));
-        argv.extend(run_as.iter().cloned());
-        out.push(Service {
-            name: "frontdoor".into(),
-            argv,
-            health: Health::Http(format!("{}/ping", self.url())),
-            endpoint: format!("{} (S3: {})", self.url(), self.s3_url()),
-            ready_within: Duration::from_secs(90),
-            exec_as: None,
-        });
-        let moray = self.moray_url().unwrap_or_default();
-        let mut argv = vec![self.exe("jobs-supervisor")];
-        argv.extend(os(&[
-            "--listen",
-            &format!("127.0.0.1:{}", p.jobs_supervisor),
-            "--moray-url",
-            &moray,
-            "--etcd",
-            &etcd,
-            "--frontdoor-url",
-            &self.url(),
-            "--tls-dir",
-            &self.identity_dir("jobs-supervisor").display().to_string(),
-        ]));
-        argv.extend(run_as.iter().cloned());
-        out.push(Service::internal(
-            "jobs-supervisor".into(),
-            argv,
-            p.jobs_supervisor,
-            "/ping",
-            Duration::from_secs(30),
-        ));
-        for (i, port) in p.jobs_agents.iter().enumerate() {
-            let name = format!("jobs-agent{}", i + 1);
-            let mut argv = vec![self.exe("jobs-agent")];
-            argv.extend(os(&[
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--storage-id",
-                &format!("{}.stor.local", i + 1),
-                "--dataset",
-                &self
-                    .dataset(&format!("storage{}", i + 1))
-                    .display()
-                    .to_string(),
-                "--storage-url",
-                &format!("https://127.0.0.1:{}", p.storage[i]),
-                "--tls-dir",
-                &self.identity_dir(&name).display().to_string(),
-                "--frontdoor-url",
-                &self.url(),
-                "--moray-url",
-                &moray,
-                "--work-dir",
-                &self.data_dir(&name).display().to_string(),
-                "--uid-base",
-                &(CONTAINER_UID_BASE + 65_536 * i as u32).to_string(),
-            ]));
-            out.push(Service::internal(
-                name,
-                argv,
-                *port,
-                "/ping",
-                Duration::from_secs(30),
-            ));
-        }
-        out
-    }
-
-    /// Where service `name`'s region identity is kept (`pki/<name>`).
-    fn identity_dir(&self, name: &str) -> PathBuf {
-        self.dir.join(PKI_DIR).join(name)
+        crate::layout::host_services(&self.config(), "local", self)
     }
 
     /// Issues every service that serves or calls mutual TLS a new key and certificate from
@@ -616,33 +400,7 @@ impl Region {
     /// and the jobs agents.
     fn issue_identities(&self) -> Result<()> {
         let ca = region_ca(&self.dir.join(PKI_DIR), self.file.id)?;
-        let loopback = ["127.0.0.1".to_owned(), "localhost".to_owned()];
-        let issue = |name: String, role: Role| -> Result<()> {
-            ca.issue(&self.identity_dir(&name), &name, role, &loopback)
-                .with_context(|| format!("issue {name}'s region identity"))?;
-            Ok(())
-        };
-        issue("etcd".into(), Role::Etcd)?;
-        for i in 1..=self.file.ports.sitter.len() {
-            issue(format!("manatee{i}"), Role::Sitter)?;
-        }
-        for i in 1..=self.file.ports.moray.len() {
-            issue(format!("moray{i}"), Role::Moray)?;
-        }
-        for i in 1..=self.file.ports.storage.len() {
-            issue(format!("storage{i}"), Role::Storage)?;
-        }
-        issue("jobs-supervisor".into(), Role::Supervisor)?;
-        issue("frontdoor".into(), Role::Frontdoor)?;
-        for i in 1..=self.file.ports.jobs_agents.len() {
-            issue(format!("jobs-agent{i}"), Role::Agent)?;
-        }
-        Ok(())
-    }
-
-    /// A shared secret's file (`secrets/<name>`).
-    fn secret(&self, name: &str) -> PathBuf {
-        self.dir.join(SECRETS_DIR).join(name)
+        crate::layout::issue_identities(&ca, &self.config(), &self.dir.join(PKI_DIR))
     }
 
     /// Makes the passwords of the shard's Postgres roles on the first `up` (0600, in a 0700
@@ -658,28 +416,13 @@ impl Region {
         Ok(())
     }
 
-    fn service_dir(&self, s: &Service) -> PathBuf {
+    fn sdir(&self, s: &Service) -> PathBuf {
         self.dir.join(&s.name)
-    }
-
-    /// Where the service `name` keeps its data: its own subdirectory, or its directory under
-    /// the data root when the region has one.
-    fn data_dir(&self, name: &str) -> PathBuf {
-        match &self.file.data_root {
-            Some(root) => root.join(name),
-            None => self.dir.join(name),
-        }
     }
 
     /// The storage node `name`'s dataset.
     fn dataset(&self, name: &str) -> PathBuf {
         self.data_dir(name).join("data")
-    }
-
-    /// The user that our services which need no root run as: the `manta` system user when
-    /// `manta-adm` runs as root (`up` makes it), else whoever runs `manta-adm`.
-    fn service_user(&self) -> Option<&'static str> {
-        manta_util::proc::is_root().then_some(manta_util::proc::SERVICE_USER)
     }
 
     /// etcd's data directory: under the data root when the region has one (where
@@ -721,21 +464,7 @@ impl Region {
 
     /// Copies etcd's identity where etcd, running as `user`, reads it (0600 in 0700, `user`'s).
     fn copy_etcd_identity(&self, user: &str) -> Result<()> {
-        let from = Identity::in_dir(&self.identity_dir("etcd"));
-        let to_dir = self.etcd_tls_dir(true);
-        let to = Identity::in_dir(&to_dir);
-        fs::create_dir_all(&to_dir)?;
-        fs::set_permissions(&to_dir, fs::Permissions::from_mode(0o700))?;
-        for (a, b) in [
-            (&from.ca, &to.ca),
-            (&from.cert, &to.cert),
-            (&from.key, &to.key),
-        ] {
-            let bytes = fs::read(a).with_context(|| format!("read {}", a.display()))?;
-            manta_util::write_private(b, &bytes)?;
-        }
-        manta_util::proc::chown_tree(&to_dir, user)
-            .with_context(|| format!("give {} to {user}", to_dir.display()))
+        crate::layout::copy_identity(&self.identity_dir("etcd"), &self.etcd_tls_dir(true), user)
     }
 
     /// Decides, on the first `up`, where the data that other users must reach goes: in the
@@ -744,11 +473,11 @@ impl Region {
     /// elsewhere.
     fn place_data(&mut self) -> Result<()> {
         let container_uid = CONTAINER_UID_BASE.to_string();
-        let service_user = self.service_user();
+        let service_user = self.service_user().map(str::to_owned);
         let reach = |dir: &Path| {
             manta_util::proc::check_user_reaches(PG_USER, dir)
                 .and_then(|()| manta_util::proc::check_user_reaches(&container_uid, dir))
-                .and_then(|()| match service_user {
+                .and_then(|()| match &service_user {
                     Some(u) => manta_util::proc::check_user_reaches(u, dir),
                     None => Ok(()),
                 })
@@ -790,8 +519,8 @@ impl Region {
                 continue;
             }
             fs::create_dir_all(&own).with_context(|| format!("create {}", own.display()))?;
-            let link = self.service_dir(&s).join("data");
-            fs::create_dir_all(self.service_dir(&s))?;
+            let link = self.sdir(&s).join("data");
+            fs::create_dir_all(self.sdir(&s))?;
             if fs::symlink_metadata(&link).is_err() {
                 std::os::unix::fs::symlink(&own, &link)
                     .with_context(|| format!("link {}", link.display()))?;
@@ -801,7 +530,7 @@ impl Region {
     }
 
     fn pid_of(&self, s: &Service) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.service_dir(s).join("pid"))
+        let pid: u32 = fs::read_to_string(self.sdir(s).join("pid"))
             .ok()?
             .trim()
             .parse()
@@ -810,70 +539,79 @@ impl Region {
     }
 
     fn prepare(&self, s: &Service) -> Result<()> {
-        let sdir = self.service_dir(s);
+        let sdir = self.sdir(s);
         fs::create_dir_all(&sdir)?;
         // What a service that runs as the service user writes must be that user's.
         if let Some(user) = &s.exec_as {
             give_tree(&self.etcd_data(), user)?;
             self.copy_etcd_identity(user)?;
         }
-        if s.name.starts_with("storage")
+        if s.kind == Kind::Storage
             && let Some(user) = self.service_user()
         {
             give_tree(&self.dataset(&s.name), user)?;
         }
-        if s.name == "frontdoor" {
-            let secret = sdir.join("token-secret");
-            if !secret.exists() {
-                let bytes: Vec<u8> = uuid::Uuid::new_v4()
-                    .as_bytes()
-                    .iter()
-                    .chain(uuid::Uuid::new_v4().as_bytes())
-                    .copied()
-                    .collect();
-                manta_util::write_private(&secret, &bytes)?;
-            }
+        if s.kind == Kind::Frontdoor {
+            crate::layout::ensure_token_secret(&sdir.join("token-secret"))?;
         }
         Ok(())
     }
 
-    fn spawn(&self, s: &Service) -> Result<u32> {
-        let sdir = self.service_dir(s);
-        let log_path = sdir.join(format!("{}.log", s.name));
-        let log = fs::File::options()
+    /// The pid of the `manta-adm supervise` process keeping `s` running, if there is one.
+    fn supervisor_of(&self, s: &Service) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.sdir(s).join("supervisor.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        alive(pid).then_some(pid)
+    }
+
+    /// Starts a `manta-adm supervise` process that keeps `s` running (its own process group,
+    /// so a Ctrl-C in the terminal that ran `up` reaches neither it nor the service); gives its
+    /// pid, and the service's once it has started.
+    fn spawn(&self, s: &Service) -> Result<(u32, Option<u32>)> {
+        let sdir = self.sdir(s);
+        let log = supervise::log_path(&sdir, &s.name);
+        let out = fs::File::options()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(&log_path)?;
+            .open(&log)?;
         // Logs hold request data: the service's owner's alone (also an older region's).
-        fs::set_permissions(&log_path, fs::Permissions::from_mode(0o600))?;
-        let mut cmd = manta_util::proc::command(
-            &s.argv[0],
-            s.exec_as.as_deref(),
-            manta_util::proc::Lifetime::Detached,
-        );
-        cmd.args(&s.argv[1..])
+        fs::set_permissions(&log, fs::Permissions::from_mode(0o600))?;
+        let _ = fs::remove_file(sdir.join("pid"));
+        let mut cmd = Command::new(self.bin.join("manta-adm"));
+        cmd.arg("supervise")
+            .arg("--dir")
+            .arg(&sdir)
+            .arg("--name")
+            .arg(&s.name);
+        if let Some(user) = &s.exec_as {
+            cmd.arg("--exec-as").arg(user);
+        }
+        cmd.arg("--")
+            .args(&s.argv)
             .current_dir(&sdir)
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
+            .stdout(out.try_clone()?)
+            .stderr(out)
             .process_group(0);
         let child = cmd
             .spawn()
-            .with_context(|| format!("start {} ({:?})", s.name, s.argv[0]))?;
-        let pid = child.id();
-        fs::write(sdir.join("pid"), pid.to_string())?;
-        Ok(pid)
+            .with_context(|| format!("start the supervisor of {}", s.name))?;
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut pid = None;
+        while pid.is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            pid = self.pid_of(s);
+        }
+        Ok((child.id(), pid))
     }
 
     async fn healthy(&self, s: &Service) -> bool {
-        let url = match &s.health {
-            Health::Http(url) => url.clone(),
-            Health::Sitter { base } => format!("{base}/ready"),
-        };
         self.probe
-            .get(url)
+            .get(s.health.url())
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -902,8 +640,8 @@ impl Region {
     /// its last lines when none looks like an error), and for a Manatee peer the same of
     /// Postgres's log.
     fn log_errors(&self, s: &Service) -> String {
-        let mut logs = vec![self.service_dir(s).join(format!("{}.log", s.name))];
-        if s.name.starts_with("manatee") {
+        let mut logs = vec![self.sdir(s).join(format!("{}.log", s.name))];
+        if s.kind == Kind::Manatee {
             logs.push(self.data_dir(&s.name).join("postgres.log"));
         }
         let mut out = String::new();
@@ -953,13 +691,21 @@ impl Region {
 
     async fn start_and_wait(&self, batch: &[Service]) -> Result<()> {
         let mut started = Vec::new();
+        let since_ms = manta_types::time::now_ms();
         for s in batch {
-            if let Some(pid) = self.pid_of(s) {
-                println!("  {:<12} already running (pid {pid})", s.name);
+            if let Some(sup) = self.supervisor_of(s) {
+                println!("  {:<12} already running (supervisor pid {sup})", s.name);
+            } else if let Some(pid) = self.pid_of(s) {
+                println!(
+                    "  {:<12} already running (pid {pid}, not supervised: `down` and `up` again to supervise it)",
+                    s.name
+                );
             } else {
                 self.prepare(s)?;
-                let pid = self.spawn(s)?;
-                println!("  {:<12} started (pid {pid})", s.name);
+                match self.spawn(s)? {
+                    (_, Some(pid)) => println!("  {:<12} started (pid {pid})", s.name),
+                    (sup, None) => println!("  {:<12} started (supervisor pid {sup})", s.name),
+                }
             }
             started.push(s);
         }
@@ -970,14 +716,15 @@ impl Region {
         while !waiting.is_empty() {
             let mut still = Vec::new();
             for s in waiting {
+                let exits = supervise::exits_since(&self.sdir(s), since_ms);
+                let gone = self.supervisor_of(s).is_none() && self.pid_of(s).is_none();
                 if self.healthy(s).await {
                     println!("  {:<12} healthy", s.name);
-                } else if self.pid_of(s).is_none() {
-                    bail!(
-                        "{} failed to start: it exited{}",
-                        s.name,
-                        self.log_errors(s)
-                    );
+                } else if !exits.is_empty() || gone {
+                    // Not left to restart behind the operator's back: `up` again retries.
+                    self.stop(s);
+                    let how = exits.first().map_or("exited", String::as_str);
+                    bail!("{} failed to start: it {how}{}", s.name, self.log_errors(s));
                 } else if since.elapsed() > s.ready_within {
                     let said = self
                         .own_complaint(s)
@@ -1019,26 +766,27 @@ impl Region {
         self.issue_identities()?;
         self.ensure_secrets()?;
         let services = self.services();
-        let group = |prefix: &str| -> Vec<Service> {
+        let group = |kinds: &[Kind]| -> Vec<Service> {
             services
                 .iter()
-                .filter(|s| s.name.starts_with(prefix))
+                .filter(|s| kinds.contains(&s.kind))
                 .cloned()
                 .collect()
         };
         println!("coordination:");
-        self.start_and_wait(&group("etcd")).await?;
+        self.start_and_wait(&group(&[Kind::Etcd])).await?;
         println!("metadata shard {SHARD} (Manatee: primary, sync, async):");
-        self.start_and_wait(&group("manatee")).await?;
+        self.start_and_wait(&group(&[Kind::Manatee])).await?;
         println!("metadata service (Moray, following the shard's primary):");
-        self.start_and_wait(&group("moray")).await?;
+        self.start_and_wait(&group(&[Kind::Moray])).await?;
         let sharded = self.prepare_metadata().await?;
         println!("storage nodes (one per failure domain):");
-        self.start_and_wait(&group("storage")).await?;
+        self.start_and_wait(&group(&[Kind::Storage])).await?;
         println!("front door:");
-        self.start_and_wait(&group("frontdoor")).await?;
+        self.start_and_wait(&group(&[Kind::Frontdoor])).await?;
         println!("jobs (a supervisor, and an agent beside each storage node):");
-        self.start_and_wait(&group("jobs-")).await?;
+        self.start_and_wait(&group(&[Kind::JobsSupervisor, Kind::JobsAgent]))
+            .await?;
         let admin = manta_accounts::AccountAdmin::new(sharded.system());
         let (login, key_id) = self.ensure_account(&admin).await?;
         self.file.login = Some(login.clone());
@@ -1239,6 +987,8 @@ impl Region {
         for s in self.services() {
             let pid = self.pid_of(&s);
             let state = match pid {
+                // Its supervisor waits to start it again.
+                None if self.supervisor_of(&s).is_some() => "restarting",
                 None => "stopped",
                 Some(_) if self.healthy(&s).await => "healthy",
                 Some(_) => "unhealthy",
@@ -1325,23 +1075,87 @@ impl Region {
     /// Stops every service, in reverse start order: SIGTERM, then SIGKILL after 20 s.
     pub fn down(&self) {
         for s in self.services().iter().rev() {
-            let Some(pid) = self.pid_of(s) else {
+            if self.supervisor_of(s).is_none() && self.pid_of(s).is_none() {
                 println!("{:<12} not running", s.name);
                 continue;
-            };
-            let _ = signal(pid, rustix::process::Signal::TERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
             }
-            if alive(pid) {
-                let _ = signal(pid, rustix::process::Signal::KILL);
-                println!("{:<12} killed (did not stop within 20 s)", s.name);
-            } else {
-                println!("{:<12} stopped", s.name);
-            }
-            let _ = fs::remove_file(self.service_dir(s).join("pid"));
+            println!("{:<12} {}", s.name, self.stop(s));
         }
+    }
+
+    /// Stops service `s`: its supervisor, which stops it (SIGTERM, SIGKILL after 20 s); or,
+    /// for a service started before services were supervised, the service itself.
+    fn stop(&self, s: &Service) -> &'static str {
+        let grace = supervise::STOP_GRACE;
+        let (pid, wait) = match self.supervisor_of(s) {
+            Some(sup) => (sup, grace + Duration::from_secs(5)),
+            None => match self.pid_of(s) {
+                Some(pid) => (pid, grace),
+                None => return "not running",
+            },
+        };
+        let _ = signal(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + wait;
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let outcome = if alive(pid) {
+            let _ = signal(pid, rustix::process::Signal::KILL);
+            "killed (did not stop within 20 s)"
+        } else {
+            "stopped"
+        };
+        let _ = fs::remove_file(self.sdir(s).join("pid"));
+        let _ = fs::remove_file(self.sdir(s).join("supervisor.pid"));
+        outcome
+    }
+}
+
+impl Placement for Region {
+    fn service_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Its own subdirectory, or its directory under the data root when the region has one.
+    fn data_dir(&self, name: &str) -> PathBuf {
+        match &self.file.data_root {
+            Some(root) => root.join(name),
+            None => self.dir.join(name),
+        }
+    }
+
+    /// `pki/<name>`.
+    fn identity_dir(&self, name: &str) -> PathBuf {
+        self.dir.join(PKI_DIR).join(name)
+    }
+
+    /// `secrets/<name>`, except the front door's token secret, kept beside it.
+    fn secret(&self, name: &str) -> PathBuf {
+        self.dir.join(SECRETS_DIR).join(name)
+    }
+
+    fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// The `manta` system user when `manta-adm` runs as root (`up` makes it), else whoever
+    /// runs `manta-adm`.
+    fn service_user(&self) -> Option<&str> {
+        manta_util::proc::is_root().then_some(manta_util::proc::SERVICE_USER)
+    }
+
+    fn etcd(&self, _: &ServiceEntry) -> EtcdPlacement {
+        let user = self.etcd_user();
+        EtcdPlacement {
+            member: "region".into(),
+            data: self.etcd_data(),
+            tls: self.etcd_tls_dir(user.is_some()),
+            user,
+        }
+    }
+
+    fn token_secret(&self, s: &ServiceEntry) -> PathBuf {
+        self.dir.join(&s.name).join("token-secret")
     }
 }
 

@@ -480,6 +480,64 @@ async fn down_stops_every_service_and_up_again_keeps_the_data_and_the_port() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_service_is_back_within_seconds_and_the_region_works() {
+    let r = TestRegion::up();
+    let (dir, home) = (r.dir.as_path(), r.home.as_path());
+    let pid_of = |st: &serde_json::Value, name: &str| -> Option<u64> {
+        st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .and_then(|s| s["pid"].as_u64())
+    };
+    let victims = ["frontdoor", "moray1", "storage2"];
+    let before = status(dir, home);
+    let killed_at = std::time::Instant::now();
+    for v in victims {
+        let pid = pid_of(&before, v).unwrap_or_else(|| panic!("{v} has no pid: {before}"));
+        let st = Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    // Each is started again by its supervisor, under a new pid, and answers.
+    let deadline = killed_at + std::time::Duration::from_secs(30);
+    loop {
+        let st = status(dir, home);
+        let back = victims.iter().all(|v| {
+            let row = st["services"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["service"] == *v)
+                .unwrap();
+            row["state"] == "healthy" && pid_of(&st, v) != pid_of(&before, v)
+        });
+        if back {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not back 30 s after kill -9: {st}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let took = killed_at.elapsed();
+    eprintln!("front door, a Moray and a storage node back {took:?} after kill -9");
+    let log = std::fs::read_to_string(dir.join("frontdoor/frontdoor.log")).unwrap();
+    assert!(log.contains("frontdoor was killed by SIGKILL"), "{log}");
+    let (ok, out, err) = sourced(
+        dir,
+        home,
+        "echo 'after the crash' | mput ~~/stor/crash.txt && mget ~~/stor/crash.txt",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "after the crash\n");
+}
+
 /// A client of the region's internal endpoints holding `id`.
 fn internal_client(id: &manta_pki::Identity) -> reqwest::Client {
     let tls = manta_util::tls::internal_client_config(id).unwrap();

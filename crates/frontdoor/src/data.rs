@@ -1162,6 +1162,7 @@ pub(crate) mod tests {
             percent_used: 1,
             timestamp: manta_types::time::now_ms(),
             url: format!("http://{addr}"),
+            retired: false,
         };
         (fake, node)
     }

@@ -39,6 +39,9 @@ pub struct Node {
     pub timestamp: u64,
     /// Base URL of its object API.
     pub url: String,
+    /// Retired by its operator: still read from, never chosen for new copies.
+    #[serde(default)]
+    pub retired: bool,
 }
 
 #[derive(Debug, Default)]
@@ -205,6 +208,7 @@ impl Picker {
         for n in &table.nodes {
             let fresh = now.saturating_sub(n.timestamp) <= max_age_ms;
             let usable = fresh
+                && !n.retired
                 && n.percent_used <= self.max_utilization_pct
                 && n.available_mb >= size_mb
                 && !exclude.contains(&n.storage_id)
@@ -259,6 +263,7 @@ mod tests {
             percent_used: pct,
             timestamp: manta_types::time::now_ms(),
             url: format!("http://{id}"),
+            retired: false,
         }
     }
 
@@ -281,6 +286,23 @@ mod tests {
         );
         p.set_nodes(nodes);
         p
+    }
+
+    #[test]
+    fn a_retired_node_is_never_chosen_but_still_resolves_for_reads() {
+        let mut nodes = domains(&[("a", 1), ("b", 1), ("c", 1)], 1000, 10);
+        nodes[0].retired = true;
+        let p = picker_with(nodes);
+        let none = HashSet::new();
+        for _ in 0..50 {
+            let s = p.choose(2, 10, &none).unwrap();
+            assert!(s.iter().all(|n| n.storage_id != "a1"), "{s:?}");
+        }
+        assert!(
+            p.choose(3, 10, &none).is_err(),
+            "only two nodes take copies"
+        );
+        assert_eq!(p.node("a1").map(|n| n.url), Some("http://a1".into()));
     }
 
     #[test]

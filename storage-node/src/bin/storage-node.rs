@@ -30,6 +30,10 @@ struct Args {
     /// URL the front door uses to reach this node (default: http://<listen address>).
     #[arg(long, env = "MANTA_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Retired: serve the objects held here, but tell the front doors to place no new copies
+    /// on this node (what an operator does before taking it away).
+    #[arg(long, env = "MANTA_RETIRED")]
+    retired: bool,
     /// Moray of a single-shard region (heartbeats, GC, quarantine records).
     #[arg(long, env = "MANTA_MORAY_URL", conflicts_with = "moray_etcd")]
     moray_url: Option<String>,
@@ -87,6 +91,7 @@ impl TryFrom<Args> for Config {
         c.datacenter = a.datacenter;
         c.listen = a.listen;
         c.public_url = a.public_url;
+        c.retired = a.retired;
         c.tls = a.tls.identity();
         c.run_as = a.run_as.user;
         c.max_object_size = a.max_object_size;
