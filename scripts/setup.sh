@@ -24,7 +24,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   runc              OCI runtime for job tasks
 #   util-linux        setpriv: run Postgres and etcd as unprivileged users, bound to the parent; flock
 #   passwd            useradd: the `manta` system user that services needing no root run as
-#   iproute2          network namespaces in partition tests
+#   iproute2          network namespaces in partition tests and the region-across-hosts test
+#   systemd           systemd-analyze: the test that checks the units `manta-adm host install` writes
 #   procps            kill, ps: tests and operators signal services
 #   openssh-client    ssh-keygen: the region's account key, and keys in tests
 #   ca-certificates, curl, openssl   TLS trust for downloads, presigned URLs and certificates in tests
@@ -32,7 +33,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   time              /usr/bin/time: the CLI benchmark's CPU accounting
 MANTA_DEBIAN_PACKAGES=(
     gcc libc6-dev protobuf-compiler libprotobuf-dev pkg-config libzfslinux-dev
-    postgresql etcd-server etcd-client runc util-linux passwd iproute2 procps openssh-client
+    postgresql etcd-server etcd-client runc util-linux passwd iproute2 systemd procps openssh-client
     ca-certificates curl openssl s3cmd rclone python3-venv time
 )
 # Node.js and npm, for the original npm client in the compatibility tests (ensure_node installs

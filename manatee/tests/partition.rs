@@ -8,162 +8,23 @@
 mod common;
 
 use manatee::adm::SitterClient;
-use std::future::Future;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use common::*;
 use manatee::coord::Coord;
 use manatee::{ClusterState, Peer, Role};
 use serde_json::Value;
+use testkit::netns::{Net, in_netns, ip, join};
 use testkit::process::guarded_command;
 use testkit::{LoggedChild, TestDir};
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("run ip")?;
-    if !out.status.success() {
-        bail!("ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
-/// Test namespaces: a switch (bridge) namespace and one namespace per host on it. Deleted,
-/// with the root namespace's blackhole route, on drop (also when the test fails).
-struct Net {
-    prefix: String,
-    subnet: String,
-    hosts: Vec<String>,
-    route: bool,
-}
-
-impl Net {
-    /// Hosts `e` (etcd and the test client) at .10 and `p0..pN` at .1...
-    fn create(peers: usize) -> Result<Net> {
-        clean_stale();
-        let pid = std::process::id();
-        let prefix = format!("mtp{pid}");
-        let subnet = format!("10.213.{}", 100 + pid % 100);
-        let mut net = Net {
-            prefix: prefix.clone(),
-            subnet: subnet.clone(),
-            hosts: Vec::new(),
-            route: false,
-        };
-        ip(&["route", "add", "blackhole", &format!("{subnet}.0/24")])?;
-        net.route = true;
-        let sw = format!("{prefix}-sw");
-        ip(&["netns", "add", &sw])?;
-        net.hosts.push(sw.clone());
-        ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &sw, "link", "set", "br0", "up"])?;
-        let mut hosts = vec![("e".to_owned(), 10)];
-        hosts.extend((0..peers).map(|i| (format!("p{i}"), i + 1)));
-        for (name, octet) in hosts {
-            let ns = format!("{prefix}-{name}");
-            ip(&["netns", "add", &ns])?;
-            net.hosts.push(ns.clone());
-            let (inner, outer) = (format!("{prefix}{name}i"), format!("{prefix}{name}o"));
-            ip(&[
-                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
-            ])?;
-            ip(&["link", "set", &inner, "netns", &ns])?;
-            ip(&["link", "set", &outer, "netns", &sw])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{subnet}.{octet}/24"),
-                "dev",
-                &inner,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &inner, "up"])?;
-            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &sw, "link", "set", &outer, "master", "br0"])?;
-            ip(&["-n", &sw, "link", "set", &outer, "up"])?;
-        }
-        Ok(net)
-    }
-
-    fn ns(&self, host: &str) -> String {
-        format!("{}-{host}", self.prefix)
-    }
-
-    fn addr(&self, octet: usize) -> String {
-        format!("{}.{octet}", self.subnet)
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in self.hosts.iter().rev() {
-            let _ = ip(&["netns", "del", ns]);
-        }
-        if self.route {
-            let _ = ip(&[
-                "route",
-                "del",
-                "blackhole",
-                &format!("{}.0/24", self.subnet),
-            ]);
-        }
-    }
-}
-
-/// Removes namespaces and routes left by test processes that died without cleaning up.
-fn clean_stale() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let name = line.split_whitespace().next().unwrap_or("");
-        let Some(rest) = name.strip_prefix("mtp") else {
-            continue;
-        };
-        let pid: u32 = rest
-            .split('-')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if pid != 0 && !alive(pid) {
-            let _ = ip(&["netns", "del", name]);
-            let _ = ip(&[
-                "route",
-                "del",
-                "blackhole",
-                &format!("10.213.{}.0/24", 100 + pid % 100),
-            ]);
-        }
-    }
-}
-
-/// Runs `body` on a thread of its own that first enters network namespace `ns`, with a
-/// single-threaded runtime, so every socket it opens is inside that namespace.
-fn in_netns<T, F, Fut>(ns: &str, body: F) -> std::thread::JoinHandle<Result<T>>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T>>,
-{
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path).with_context(|| format!("open {path}"))?;
-        rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&f),
-            Some(rustix::thread::LinkNameSpaceType::Network),
-        )
-        .context("setns")?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(body())
-    })
-}
-
-fn join<T>(h: std::thread::JoinHandle<Result<T>>) -> Result<T> {
-    h.join()
-        .map_err(|_| anyhow::anyhow!("test thread panicked"))?
+/// Host `e` (etcd and the test client) at .10 and the peers `p0..pN` at .1...
+fn create_net(peers: u8) -> Result<Net> {
+    let names: Vec<String> = (0..peers).map(|i| format!("p{i}")).collect();
+    let mut hosts = vec![("e", 10)];
+    hosts.extend(names.iter().zip(1..).map(|(n, o)| (n.as_str(), o)));
+    Net::create("mtp", 213, &hosts)
 }
 
 async fn status(http: &SitterClient, p: &Peer) -> Result<Value> {
@@ -271,7 +132,7 @@ fn start_etcd(net: &Net, dir: &TestDir) -> Result<(LoggedChild, String)> {
 /// primary.
 fn start_sitters(net: &Net, dir: &TestDir, etcd_url: &str) -> Result<Vec<Sitter>> {
     let mut sitters = Vec::new();
-    for i in 0..3 {
+    for i in 0..3u8 {
         let spec = SitterSpec {
             ip: net.addr(i + 1),
             pg_port: 5432,
@@ -432,7 +293,7 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
     if not_root("skipped: network namespaces need root") {
         return Ok(());
     }
-    let net = Net::create(3)?;
+    let net = create_net(3)?;
     let dir = TestDir::new("manatee-netns")?;
     template()?;
     let (_etcd, etcd_url) = start_etcd(&net, &dir).context("step: start etcd")?;
@@ -452,7 +313,7 @@ fn partitioned_primary_never_acknowledges_and_rejoins() -> Result<()> {
     );
     let link = Link {
         switch_ns: net.ns("sw"),
-        name: format!("{}{}o", net.prefix, old_host),
+        name: net.link(&old_host),
     };
 
     // Writers: one beside the isolated primary, straight to it, and one on the majority side

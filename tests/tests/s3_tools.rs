@@ -6,45 +6,11 @@
 
 mod s3_common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use s3_common::*;
 
-/// `target/` (beside the test binary's `debug/deps/`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "target"))
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| exe.parent().unwrap().to_owned())
-}
-
-fn require(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is not installed: install the Debian package {package} (./run-tests does)"
-    );
-}
-
-/// A virtualenv with boto3, made once under `target/` (serialised with a lock file so
-/// parallel tests share it).
-fn boto3_python() -> PathBuf {
-    let venv = target_dir().join("s3-tools-venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".boto3-ready");
-    let lock = target_dir().join("s3-tools-venv.lock");
-    testkit::process::run_ok(Command::new("flock").arg(&lock).arg("sh").arg("-c").arg(format!(
-        "test -e {ready} || {{ python3 -m venv {venv} && {venv}/bin/pip install --quiet --disable-pip-version-check 'boto3>=1.34' && touch {ready}; }}",
-        ready = ready.display(),
-        venv = venv.display(),
-    )));
-    python
-}
+use testkit::tools::{boto3_python, require};
 
 const BOTO3_SCRIPT: &str = r#"
 import os, sys, hashlib, io

@@ -4,8 +4,10 @@
 //! the front door or the storage nodes, whose binaries it only starts.
 
 mod config;
+mod host;
 mod layout;
 mod region;
+mod status;
 mod supervise;
 
 use std::path::PathBuf;
@@ -40,6 +42,9 @@ struct MorayTarget {
     /// etcd endpoints holding the shard ring.
     #[arg(long, env = "MANTA_ETCD", value_delimiter = ',')]
     etcd: Vec<String>,
+    /// A region config (`region.toml`): its etcd members and its operator identity.
+    #[arg(long, env = "MANTA_REGION_CONFIG", conflicts_with_all = ["moray", "etcd"])]
+    config: Option<PathBuf>,
     /// The operator's region identity (`cert.pem`, `key.pem`, `ca.pem`) for a Moray that
     /// serves mutual TLS; by default the one of the region in `--dir`, when there is one.
     #[arg(long, env = "MANTA_TLS_DIR")]
@@ -54,6 +59,9 @@ impl MorayTarget {
     fn identity(&self) -> Result<Option<manta_util::tls::Identity>> {
         if let Some(dir) = &self.tls_dir {
             return Ok(Some(manta_util::tls::Identity::in_dir(dir)));
+        }
+        if let Some(config) = &self.config {
+            return Ok(Some(host::Loaded::open(config)?.adm()));
         }
         if self.region.dir.join("region.json").exists() {
             return Ok(Some(
@@ -70,6 +78,9 @@ impl MorayTarget {
             manta_util::tls::internal_client_of(id.as_ref()).context("load the region identity")?;
         Ok(if let Some(url) = &self.moray {
             moray::ShardedClient::single_over(url, tls)?
+        } else if let Some(config) = &self.config {
+            let etcd = host::Loaded::open(config)?.cfg.etcd_endpoints();
+            moray::ShardedClient::from_etcd_over(etcd, id.as_ref()).await?
         } else if !self.etcd.is_empty() {
             moray::ShardedClient::from_etcd_over(self.etcd.clone(), id.as_ref()).await?
         } else {
@@ -103,10 +114,15 @@ enum Cmd {
     /// Start every service of a region on this machine (again, with its data, if it ran before)
     /// and wait until each is healthy.
     Up(DirArg),
-    /// Show every service of the region: pid, health, endpoint.
+    /// Show every service of the region: pid, health, endpoint; the shard's roles and lag; the
+    /// storage nodes' capacity. With --config, every host of a region config, and which hosts
+    /// do not answer.
     Status {
         #[command(flatten)]
         dir: DirArg,
+        /// A region config (`region.toml`) instead of the one-machine region in --dir.
+        #[arg(long, env = "MANTA_REGION_CONFIG")]
+        config: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -129,6 +145,12 @@ enum Cmd {
     /// Manage S3 access keys.
     #[command(subcommand, name = "s3-key")]
     S3Key(S3KeyCmd),
+    /// Describe a region across hosts in a config file, and change it.
+    #[command(subcommand)]
+    Region(RegionCmd),
+    /// Run or install one host's services of a region config.
+    #[command(subcommand)]
+    Host(HostCmd),
     /// Keep one service running (what `up` starts for each service; not for direct use):
     /// start it, start it again after a backoff whenever it exits, stop it on SIGTERM.
     #[command(hide = true)]
@@ -252,6 +274,194 @@ enum AccountCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum RegionCmd {
+    /// Write a region config for some hosts (each its own failure domain), with the region's
+    /// CA, every service's key and certificate, the operator's, and the shared secrets, into
+    /// one directory to copy to every host.
+    Init {
+        /// Where to write `region.toml`, `pki/` and `secrets/`.
+        #[arg(long, default_value = "manta-region")]
+        out: PathBuf,
+        /// A host, as NAME=ADDRESS (repeat, in order: the first hosts run the quorum).
+        #[arg(long = "host", value_parser = parse_host, required = true)]
+        hosts: Vec<(String, std::net::IpAddr)>,
+        /// Where each host keeps its services' data (`<dir>/<host>` when there are several).
+        #[arg(long, default_value = "/var/lib/manta")]
+        state_dir: PathBuf,
+    },
+    /// Add a service to a host in the config (free ports, its key and certificate issued);
+    /// then SIGHUP that host's `host run`, or `host install` again and start its unit.
+    Add {
+        /// The region config.
+        #[arg(long, env = "MANTA_REGION_CONFIG")]
+        config: PathBuf,
+        /// What to add: storage, moray, frontdoor, jobs-agent, manatee.
+        #[arg(long)]
+        kind: String,
+        /// The host to run it.
+        #[arg(long)]
+        host: String,
+        /// For a jobs agent: the storage node it serves.
+        #[arg(long)]
+        storage: Option<String>,
+    },
+    /// Retire a storage node (it keeps serving reads; placement stops choosing it) or a Moray
+    /// (taken out of the shard ring); then SIGHUP its host's `host run`.
+    Retire {
+        /// The region config.
+        #[arg(long, env = "MANTA_REGION_CONFIG")]
+        config: PathBuf,
+        /// The service.
+        service: String,
+    },
+    /// Make the metadata ready: the shard ring with the config's Morays, and the buckets
+    /// (`host run` does this on the host of the first Moray; safe to run again).
+    Bootstrap {
+        /// The region config.
+        #[arg(long, env = "MANTA_REGION_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCmd {
+    /// Run this host's services in the foreground, each started again when it exits, until
+    /// SIGTERM or Ctrl-C; SIGHUP reads the config again.
+    Run {
+        /// The region config.
+        #[arg(long, env = "MANTA_REGION_CONFIG")]
+        config: PathBuf,
+        /// This host's name in the config.
+        #[arg(long)]
+        host: String,
+    },
+    /// Write systemd units for this host's services (and prepare the host as `run` would):
+    /// `systemctl daemon-reload && systemctl enable --now manta.target` starts them.
+    Install {
+        /// The region config.
+        #[arg(long, env = "MANTA_REGION_CONFIG")]
+        config: PathBuf,
+        /// This host's name in the config.
+        #[arg(long)]
+        host: String,
+        /// Where to write the units.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+        /// Only write the units (do not make the service user, directories and copies).
+        #[arg(long)]
+        units_only: bool,
+    },
+}
+
+fn parse_host(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: give a host as NAME=ADDRESS"))?;
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an IP address: {e}"))?;
+    if name.is_empty() {
+        return Err(format!("{s:?}: the host has no name"));
+    }
+    Ok((name.to_owned(), addr))
+}
+
+fn parse_kind(s: &str) -> Result<config::Kind> {
+    config::Kind::START_ORDER
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .with_context(|| {
+            format!(
+                "unknown kind {s:?} (one of {})",
+                config::Kind::START_ORDER
+                    .map(config::Kind::as_str)
+                    .join(", ")
+            )
+        })
+}
+
+async fn region_cmd(cmd: RegionCmd) -> Result<()> {
+    match cmd {
+        RegionCmd::Init {
+            out,
+            hosts,
+            state_dir,
+        } => {
+            let loaded = host::init(&out, &hosts, &state_dir)?;
+            println!(
+                "wrote {} for region {}:",
+                loaded.path.display(),
+                loaded.cfg.region.id
+            );
+            for h in &loaded.cfg.hosts {
+                let names: Vec<&str> = loaded
+                    .cfg
+                    .services
+                    .iter()
+                    .filter(|s| s.host == h.name)
+                    .map(|s| s.name.as_str())
+                    .collect();
+                println!(
+                    "  {} ({}, {}): {}",
+                    h.name,
+                    h.address,
+                    h.domain,
+                    names.join(" ")
+                );
+            }
+            println!(
+                "keys in {}, secrets in {}: copy {} to every host (it is private), then on each \
+                 run\n  manta-adm host run --config {} --host NAME\nor install its systemd units \
+                 with `manta-adm host install`.",
+                loaded.pki().display(),
+                loaded.base.join("secrets").display(),
+                loaded.base.display(),
+                loaded.path.display()
+            );
+        }
+        RegionCmd::Add {
+            config,
+            kind,
+            host,
+            storage,
+        } => {
+            let mut loaded = host::Loaded::open(&config)?;
+            let name = host::add(&mut loaded, parse_kind(&kind)?, &host, storage)?;
+            println!("added {name} on {host}; SIGHUP that host's `manta-adm host run` to start it");
+        }
+        RegionCmd::Retire { config, service } => {
+            let mut loaded = host::Loaded::open(&config)?;
+            host::retire(&mut loaded, &service)?;
+            println!("retired {service}; SIGHUP its host's `manta-adm host run` to apply it");
+        }
+        RegionCmd::Bootstrap { config } => {
+            host::bootstrap(&host::Loaded::open(&config)?).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn host_cmd(cmd: HostCmd) -> Result<()> {
+    match cmd {
+        HostCmd::Run { config, host } => host::run(&config, &host).await,
+        HostCmd::Install {
+            config,
+            host,
+            unit_dir,
+            units_only,
+        } => {
+            for u in host::install(&config, &host, &unit_dir, !units_only)? {
+                println!("wrote {}", u.display());
+            }
+            println!(
+                "start them with: systemctl daemon-reload && systemctl enable --now manta.target"
+            );
+            Ok(())
+        }
+    }
+}
+
 fn read_key(path: &PathBuf) -> Result<String> {
     let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     let line = text
@@ -349,46 +559,15 @@ async fn main() -> Result<()> {
                 "`manta-adm status --dir {d}` shows every service; `manta-adm down --dir {d}` stops them"
             );
         }
-        Cmd::Status { dir, json } => {
-            let region = Region::open_existing(&dir.dir)?;
-            let rows = region.status().await;
-            let capacity = region.capacity().await;
-            if json {
-                let nodes: Vec<_> = capacity
-                    .iter()
-                    .map(|(id, dc, mb, pct, age)| {
-                        serde_json::json!({"storage_id": id, "datacenter": dc, "availableMB": mb, "percentUsed": pct, "heartbeatAgeSeconds": age})
-                    })
-                    .collect();
-                let v = serde_json::json!({"services": rows, "storage": nodes});
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!(
-                    "{:<16} {:>8}  {:<10} {:<8} ENDPOINT",
-                    "SERVICE", "PID", "STATE", "USER"
-                );
-                for r in &rows {
-                    let pid = r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                    let user = r.user.as_deref().unwrap_or("-");
-                    println!(
-                        "{:<16} {pid:>8}  {:<10} {user:<8} {}",
-                        r.service, r.state, r.endpoint
-                    );
-                }
-                if let Some(shard) = region.shard_status() {
-                    println!("\nmetadata shard:\n{shard}");
-                }
-                if !capacity.is_empty() {
-                    println!(
-                        "\n{:<16} {:<6} {:>12} {:>6} {:>14}",
-                        "STORAGE NODE", "DC", "AVAILABLE MB", "USED%", "HEARTBEAT AGE"
-                    );
-                    for (id, dc, mb, pct, age) in capacity {
-                        println!("{id:<16} {dc:<6} {mb:>12} {pct:>5}% {age:>13}s");
-                    }
-                }
-            }
+        Cmd::Status { dir, config, json } => {
+            let report = match config {
+                Some(config) => host::status(&config).await?,
+                None => Region::open_existing(&dir.dir)?.report().await,
+            };
+            report.print(json)?;
         }
+        Cmd::Region(cmd) => region_cmd(cmd).await?,
+        Cmd::Host(cmd) => host_cmd(cmd).await?,
         Cmd::Down(DirArg { dir }) => {
             let region = Region::open_existing(&dir)?;
             region.down();

@@ -29,6 +29,7 @@ use manta_pki::{Ca, Identity, Role};
 
 use crate::config::{HostEntry, Kind, RegionConfig, RegionSection, ServiceEntry};
 use crate::layout::{CONTAINER_UID_BASE, EtcdPlacement, Health, Placement, Service};
+use crate::status::{NodeStatus, ServiceStatus};
 use crate::supervise;
 use manta_util::proc::{PG_USER, alive, signal};
 use serde::{Deserialize, Serialize};
@@ -107,21 +108,6 @@ fn region_ca(pki: &Path, id: uuid::Uuid) -> Result<Ca> {
     Ca::open_or_create(pki, &format!("region {id}")).context("open the region's CA")
 }
 
-/// One row of `status`.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceStatus {
-    /// The service.
-    pub service: String,
-    /// Its pid, when running.
-    pub pid: Option<u32>,
-    /// `healthy`, `unhealthy` or `stopped`.
-    pub state: &'static str,
-    /// Where it answers.
-    pub endpoint: String,
-    /// The user it runs as, when running.
-    pub user: Option<String>,
-}
-
 /// A region rooted at a directory.
 #[derive(Debug)]
 pub struct Region {
@@ -144,7 +130,7 @@ fn ports(n: usize) -> Result<Vec<u16>> {
 
 /// Makes `dir` (and what is in it) `user`'s, 0700: at once when it is new, by walking it only
 /// when it is not yet theirs (a region made before the service user).
-fn give_tree(dir: &Path, user: &str) -> Result<()> {
+pub(crate) fn give_tree(dir: &Path, user: &str) -> Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let (uid, _) = manta_util::proc::user_ids(user)?;
@@ -816,55 +802,14 @@ impl Region {
     /// Creates the shard ring (on the first `up`) and the metadata buckets; gives the client
     /// of the sharded metadata tier for what `up` does next.
     async fn prepare_metadata(&self) -> Result<moray::ShardedClient> {
-        let store = moray::ring::RingStore::new(vec![self.etcd()])
-            .with_tls(Some(moray::etcd::tls_options(&self.adm_identity())?));
-        let urls: Vec<String> = self
-            .file
-            .ports
-            .moray
-            .iter()
-            .map(|p| format!("https://127.0.0.1:{p}"))
-            .collect();
-        if let Some((ring, _)) = store.load().await.context("read the shard ring")? {
-            // A region made before its services spoke TLS names its Morays http://.
-            if ring
-                .shards
-                .iter()
-                .any(|s| s.name == SHARD && s.urls != urls)
-            {
-                let shard = moray::ring::ShardInfo {
-                    name: SHARD.into(),
-                    urls: urls.clone(),
-                };
-                store
-                    .update(|r| {
-                        r.upsert_shard(shard.clone());
-                        Ok(())
-                    })
-                    .await
-                    .context("update the shard ring's Moray URLs")?;
-                println!("  shard ring: Moray reached over TLS now");
-            }
-        } else {
-            let ring = moray::ring::Ring::new(
-                moray::ring::DEFAULT_VNODES,
-                vec![moray::ring::ShardInfo {
-                    name: SHARD.into(),
-                    urls,
-                }],
-            )?;
-            store.create(&ring).await.context("store the shard ring")?;
-            println!(
-                "  shard ring created ({} vnodes on shard {SHARD})",
-                moray::ring::DEFAULT_VNODES
-            );
-        }
-        let sharded =
-            moray::ShardedClient::from_etcd_over(vec![self.etcd()], Some(&self.adm_identity()))
-                .await?;
-        setup_buckets(&sharded).await?;
-        println!("  metadata buckets ready");
-        Ok(sharded)
+        let cfg = self.config();
+        ensure_metadata(
+            cfg.etcd_endpoints(),
+            &self.adm_identity(),
+            &cfg.region.shard,
+            cfg.moray_urls(),
+        )
+        .await
     }
 
     /// The local user's login and SSH public key (generating `~/.ssh/id_ed25519` if the user has
@@ -995,6 +940,7 @@ impl Region {
             };
             rows.push(ServiceStatus {
                 service: s.name.clone(),
+                host: None,
                 pid,
                 state,
                 endpoint: s.endpoint.clone(),
@@ -1006,54 +952,22 @@ impl Region {
 
     /// The shard's roles and replication, as `manatee-adm pg-status` shows them.
     pub fn shard_status(&self) -> Option<String> {
-        let out = Command::new(self.bin.join("manatee-adm"))
-            .args(["--etcd", &self.etcd(), "--shard", SHARD, "pg-status"])
-            .arg("--tls-dir")
-            .arg(self.identity_dir("adm"))
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::status::shard_status(&self.bin, &self.etcd(), SHARD, &self.identity_dir("adm"))
     }
 
-    /// Each storage node's capacity heartbeat: id, datacenter, available MiB, percent used,
-    /// heartbeat age in seconds.
-    pub async fn capacity(&self) -> Vec<(String, String, u64, u64, u64)> {
-        let Some(url) = self.moray_url() else {
-            return Vec::new();
-        };
-        let Ok(c) = moray::MorayClient::builder(url).tls(self.adm_tls()).build() else {
-            return Vec::new();
-        };
-        let opts = moray::FindOptions {
-            limit: Some(1000),
-            ..moray::FindOptions::default()
-        };
-        let Ok(recs) = c
-            .find_objects("manta_storage", "(manta_storage_id=*)", opts)
-            .await
-        else {
-            return Vec::new();
-        };
-        let now = manta_types::time::now_ms();
-        let mut rows: Vec<_> = recs
-            .into_iter()
-            .map(|r| {
-                let v = &r.value;
-                let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-                let n = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-                (
-                    s("manta_storage_id"),
-                    s("datacenter"),
-                    n("availableMB"),
-                    n("percentUsed"),
-                    now.saturating_sub(n("timestamp")) / 1000,
-                )
-            })
-            .collect();
-        rows.sort();
-        rows
+    /// Each storage node's last heartbeat.
+    pub async fn capacity(&self) -> Vec<NodeStatus> {
+        crate::status::capacity(&self.config().moray_urls(), self.adm_tls()).await
+    }
+
+    /// The whole `status` report.
+    pub async fn report(&self) -> crate::status::Report {
+        crate::status::Report {
+            hosts: Vec::new(),
+            services: self.status().await,
+            shard: self.shard_status(),
+            storage: self.capacity().await,
+        }
     }
 
     /// Stops every service and deletes the region: its directory, and the Postgres files kept
@@ -1157,6 +1071,64 @@ impl Placement for Region {
     fn token_secret(&self, s: &ServiceEntry) -> PathBuf {
         self.dir.join(&s.name).join("token-secret")
     }
+}
+
+/// Makes the metadata tier ready, as the operator `adm`: the shard ring in etcd (created with
+/// `shard` served by the Morays at `urls`, or that shard's URLs brought up to date), and every
+/// metadata bucket. Safe to run again; gives the client of the sharded metadata tier.
+///
+/// # Errors
+/// When etcd or Moray cannot be reached or refuse.
+pub async fn ensure_metadata(
+    etcd: Vec<String>,
+    adm: &Identity,
+    shard: &str,
+    urls: Vec<String>,
+) -> Result<moray::ShardedClient> {
+    let store =
+        moray::ring::RingStore::new(etcd.clone()).with_tls(Some(moray::etcd::tls_options(adm)?));
+    if let Some((ring, _)) = store.load().await.context("read the shard ring")? {
+        // Morays added or retired since (and a region made before its services spoke TLS,
+        // which names its Morays http://).
+        if ring
+            .shards
+            .iter()
+            .any(|s| s.name == shard && s.urls != urls)
+        {
+            let info = moray::ring::ShardInfo {
+                name: shard.into(),
+                urls: urls.clone(),
+            };
+            store
+                .update(|r| {
+                    r.upsert_shard(info.clone());
+                    Ok(())
+                })
+                .await
+                .context("update the shard ring's Moray URLs")?;
+            println!(
+                "  shard ring: shard {shard} is served by {}",
+                urls.join(", ")
+            );
+        }
+    } else {
+        let ring = moray::ring::Ring::new(
+            moray::ring::DEFAULT_VNODES,
+            vec![moray::ring::ShardInfo {
+                name: shard.into(),
+                urls,
+            }],
+        )?;
+        store.create(&ring).await.context("store the shard ring")?;
+        println!(
+            "  shard ring created ({} vnodes on shard {shard})",
+            moray::ring::DEFAULT_VNODES
+        );
+    }
+    let sharded = moray::ShardedClient::from_etcd_over(etcd, Some(adm)).await?;
+    setup_buckets(&sharded).await?;
+    println!("  metadata buckets ready");
+    Ok(sharded)
 }
 
 /// Creates every Moray bucket the object store uses, accounts included (safe to run again).

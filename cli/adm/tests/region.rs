@@ -536,6 +536,36 @@ async fn a_killed_service_is_back_within_seconds_and_the_region_works() {
     );
     assert!(ok, "{err}");
     assert_eq!(out, "after the crash\n");
+
+    // A supervisor that is killed takes its service along (the front door has become the
+    // service user, which the parent-death signal survives), so none runs unmanaged; `up`
+    // starts both again.
+    let fd = pid_of(&status(dir, home), "frontdoor").unwrap();
+    let sup: u32 = std::fs::read_to_string(dir.join("frontdoor/supervisor.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &sup.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let gone_by = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{fd}")).exists() {
+        assert!(
+            std::time::Instant::now() < gone_by,
+            "the front door (pid {fd}) outlived its killed supervisor"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (ok, text) = adm(dir, home, &["up"]);
+    assert!(ok, "{text}");
+    let (ok, out, err) = sourced(dir, home, "mget ~~/stor/crash.txt");
+    assert!(ok, "{err}");
+    assert_eq!(out, "after the crash\n");
 }
 
 /// A client of the region's internal endpoints holding `id`.

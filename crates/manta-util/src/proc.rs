@@ -292,9 +292,21 @@ pub fn run_as(user: Option<&str>) -> io::Result<()> {
     let fail = |what: &str, e: nix::Error| {
         io::Error::other(format!("becoming user {user:?}: {what}: {e}"))
     };
+    // Changing credentials clears the parent-death signal a supervisor asked for (so that a
+    // killed supervisor takes its services along): keep it across the change.
+    let death = rustix::process::parent_process_death_signal().unwrap_or(None);
+    let parent = rustix::process::getppid();
     setgroups(&[]).map_err(|e| fail("setgroups", e))?;
     setgid(Gid::from_raw(gid)).map_err(|e| fail("setgid", e))?;
     setuid(Uid::from_raw(uid)).map_err(|e| fail("setuid", e))?;
+    if let Some(sig) = death {
+        rustix::process::set_parent_process_death_signal(Some(sig))
+            .map_err(|e| io::Error::other(format!("keep the parent-death signal: {e}")))?;
+        // The parent may have gone while the signal was unset: then it is due now.
+        if rustix::process::getppid() != parent {
+            let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
+        }
+    }
     // Prove there is no way back.
     if uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
         return Err(io::Error::other(format!(

@@ -12,6 +12,8 @@
 //! - [`region`]: [`TestRegion`], a whole region (Postgres, Moray, storage nodes, front door)
 //!   with a test account, and clients for it.
 //! - [`s3`]: SigV4 presigned URLs made by hand.
+//! - [`netns`]: hosts as network namespaces on a bridge, for tests across hosts.
+//! - [`tools`]: boto3, the npm `manta` client and packaged tools the tests drive.
 //!
 //! # Guarantees
 //! - Servers of different tests (and of test binaries running at once) never share a port, a
@@ -30,10 +32,12 @@
 //! ```
 
 pub mod etcd;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod region;
 pub mod s3;
+pub mod tools;
 
 pub use etcd::TestEtcd;
 pub use postgres::{PgOptions, TestPostgres};
