@@ -92,6 +92,8 @@ struct Sup {
     moray: ShardedClient,
     /// How etcd is reached (read once: the process may no longer read its key files).
     etcd_tls: Option<etcd_client::TlsOptions>,
+    /// The etcd member the next campaign tries first.
+    etcd_next: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
     metrics: Arc<manta_util::metrics::Metrics>,
     /// When each job's stats were last recounted (counting is the costliest query).
@@ -131,6 +133,7 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
     let sup = Arc::new(Sup {
         cfg,
         etcd_tls,
+        etcd_next: std::sync::atomic::AtomicUsize::new(0),
         store,
         moray,
         http: FdClient::http(),
@@ -153,15 +156,15 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
 impl Sup {
     /// Campaigns, then works while the lease holds.
     async fn lead(self: Arc<Self>, shutdown: &CancellationToken) -> Result<()> {
-        let first = self.cfg.etcd.first().map_or("", String::as_str);
-        let opts = moray::etcd::with_tls_for(
-            etcd_client::ConnectOptions::new(),
-            first,
-            self.etcd_tls.as_ref(),
-        );
-        let mut client = etcd_client::Client::connect(&self.cfg.etcd, Some(opts))
-            .await
-            .context("connect to etcd")?;
+        // One live member (etcd-client does not move off a dead one by itself); each attempt
+        // starts from the next member.
+        let start = self
+            .etcd_next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (mut client, _) =
+            moray::etcd::connect_any(&self.cfg.etcd, start, self.etcd_tls.as_ref())
+                .await
+                .context("connect to etcd")?;
         let lease = client
             .lease_grant(self.cfg.lease_ttl, None)
             .await

@@ -147,10 +147,11 @@ impl Coord {
         format!("/manatee/{}/history/", self.shard)
     }
 
-    /// A connected client for the current endpoint.
+    /// A connected client: the current endpoint's, or else the next endpoint that accepts a
+    /// connection (a dead member is passed over).
     ///
     /// # Errors
-    /// When the endpoint cannot be reached.
+    /// When no endpoint can be reached.
     pub async fn client(&self) -> Result<Client, Error> {
         let (idx, existing) = {
             let g = self.current.lock().expect("coord lock");
@@ -159,18 +160,27 @@ impl Coord {
         if let Some(c) = existing {
             return Ok(c);
         }
-        let ep = self.endpoints[idx % self.endpoints.len()].clone();
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(self.timeout)
-            .with_timeout(self.timeout)
-            .with_keep_alive(Duration::from_secs(1), self.timeout);
-        let opts = moray::etcd::with_tls_for(opts, &ep, self.tls.as_ref());
-        let c = Client::connect([ep], Some(opts)).await?;
-        let mut g = self.current.lock().expect("coord lock");
-        if g.0 == idx {
-            g.1 = Some(c.clone());
+        let mut last = None;
+        for i in 0..self.endpoints.len() {
+            let at = (idx + i) % self.endpoints.len();
+            let ep = self.endpoints[at].clone();
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(self.timeout)
+                .with_timeout(self.timeout)
+                .with_keep_alive(Duration::from_secs(1), self.timeout);
+            let opts = moray::etcd::with_tls_for(opts, &ep, self.tls.as_ref());
+            match Client::connect([ep], Some(opts)).await {
+                Ok(c) => {
+                    let mut g = self.current.lock().expect("coord lock");
+                    if g.0 == idx {
+                        *g = (at, Some(c.clone()));
+                    }
+                    return Ok(c);
+                }
+                Err(e) => last = Some(e),
+            }
         }
-        Ok(c)
+        Err(last.map_or_else(|| Error::Invalid("no etcd endpoints".into()), Error::Etcd))
     }
 
     /// Forgets the current client and moves to the next endpoint (after an unavailable error).
@@ -184,10 +194,11 @@ impl Coord {
         r.map_err(|e| {
             let unavailable = match &e {
                 etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-                etcd_client::Error::GRpcStatus(s) => {
-                    let text = s.to_string();
-                    text.contains("Unavailable") || text.contains("DeadlineExceeded")
-                }
+                // By code: the message says "The service is currently unavailable".
+                etcd_client::Error::GRpcStatus(s) => matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                ),
                 _ => false,
             };
             if unavailable {

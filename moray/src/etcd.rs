@@ -15,7 +15,10 @@ pub(crate) const ETCD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Connects to the first endpoint (starting at `start`) that answers a status call.
 /// Returns the client and the index of the endpoint used.
-pub(crate) async fn connect_any(
+///
+/// # Errors
+/// When no endpoint answers.
+pub async fn connect_any(
     endpoints: &[String],
     start: usize,
     tls: Option<&TlsOptions>,
