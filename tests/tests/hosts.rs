@@ -3,8 +3,8 @@
 //! its own address on a bridge the test makes (etcd with three members, the Manatee peers on
 //! three hosts, a storage node per host in three failure domains, front doors on two hosts).
 //! The Manta tools, the original npm client and boto3 work against either front door over
-//! TLS. Then, under a stream of writes, one whole host is cut off (every process in its
-//! namespace killed) and brought back: no acknowledged write is lost, every object stays
+//! TLS. Then, under a stream of writes, one whole host is cut off (its link down, every process
+//! in its namespace killed) and brought back: no acknowledged write is lost, every object stays
 //! readable, the shard fails over when its primary was there, and the host's services rejoin.
 //!
 //! Traffic to the test subnet only ever leaves from inside the test's namespaces (commands run
@@ -91,8 +91,10 @@ impl Hosts {
         self.runs.insert(host.to_owned(), child);
     }
 
-    /// Cuts `host` off as a crash would: every process in its namespace killed at once.
+    /// Cuts `host` off as a power cut would: its link down at the switch, and every process in
+    /// its namespace killed at once.
     fn crash(&mut self, host: &str) {
+        self.net.set_link(host, false).unwrap();
         let pids = self.net.pids(host).unwrap();
         assert!(!pids.is_empty(), "nothing runs on {host}");
         for pid in &pids {
@@ -157,6 +159,41 @@ impl Hosts {
         }
     }
 
+    /// Has `host run` of `host` read the config again.
+    fn reload(&self, host: &str) {
+        let pid = self.runs[host].pid();
+        ok(
+            "kill -HUP",
+            Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .output()
+                .unwrap(),
+        );
+    }
+
+    /// Waits until `f` holds for `status`, asked from `from`.
+    fn wait_status(
+        &self,
+        from: &str,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let t = Instant::now();
+        loop {
+            let st = self.status(from);
+            if f(&st) {
+                return;
+            }
+            assert!(
+                t.elapsed() < within,
+                "{what}: not within {within:?}:\n{}",
+                serde_json::to_string_pretty(&st).unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn pki(&self) -> PathBuf {
         self.config.with_file_name("pki")
     }
@@ -203,6 +240,19 @@ impl Drop for Hosts {
             eprintln!("the hosts' state is kept in {}", self.state.display());
         }
     }
+}
+
+/// Files under `dir`, recursively.
+fn count_files(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { count_files(&p) } else { 1 }
+        })
+        .sum()
 }
 
 fn ok(what: &str, out: Output) -> Output {
@@ -478,9 +528,9 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
     };
     wait_acks(20, Duration::from_secs(60));
 
-    // The cut.
-    r.crash(&victim);
+    // The cut (timed from its start: killing every process takes a moment).
     let cut = Instant::now();
+    r.crash(&victim);
     let before = state.lock().unwrap().acked.len();
     wait_acks(before + 1, Duration::from_secs(60));
     let first_write = state
@@ -493,18 +543,21 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
         .unwrap();
     eprintln!("FIGURE: first acknowledged write {first_write:.2?} after {victim} was cut off");
     wait_acks(before + 20, Duration::from_secs(60));
-    // The shard failed over: a primary on another host.
-    let st = r.status(&load_host);
-    let shard = st["shard"].as_str().unwrap_or("");
-    let new_primary = shard
-        .lines()
-        .find(|l| l.starts_with("primary"))
-        .unwrap_or("");
-    assert!(
-        !new_primary.is_empty() && !new_primary.contains(&format!(" {primary_addr}:")),
-        "the shard did not fail over away from {victim}:\n{shard}"
+    // The shard fails over: a primary on another host.
+    r.wait_status(
+        &load_host,
+        "the shard fails over",
+        Duration::from_secs(60),
+        |st| {
+            st["shard"].as_str().is_some_and(|shard| {
+                shard
+                    .lines()
+                    .any(|l| l.starts_with("primary") && !l.contains(&format!(" {primary_addr}:")))
+            })
+        },
     );
-    let unreachable: Vec<&serde_json::Value> = st["services"]
+    let st = r.status(&load_host);
+    let healthy_there: Vec<&serde_json::Value> = st["services"]
         .as_array()
         .unwrap()
         .iter()
@@ -512,11 +565,19 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
         .filter(|s| s["state"] == "healthy")
         .collect();
     assert!(
-        unreachable.is_empty(),
-        "status shows {victim}'s services healthy: {unreachable:?}"
+        healthy_there.is_empty(),
+        "status shows {victim}'s services healthy: {healthy_there:?}"
     );
+    let down = st["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == victim.as_str())
+        .unwrap();
+    assert_eq!(down["reachable"], false, "status: {down}");
 
     // The host comes back, and its services rejoin by themselves.
+    r.net.set_link(&victim, true).unwrap();
     r.start(&victim);
     let back = Instant::now();
     let healthy_again = r.wait_healthy(&load_host, Duration::from_secs(180));
@@ -565,6 +626,106 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
         }))
         .unwrap();
     }
+
+    // Joining: a storage node and a Moray added to the running region, each started by its
+    // host's `host run` when told to read the config again.
+    let config = r.config.to_str().unwrap().to_owned();
+    let add = |kind: &str, host: &str| {
+        let out = ok(
+            "region add",
+            Command::new(binary("manta-adm").unwrap())
+                .args([
+                    "region", "add", "--config", &config, "--kind", kind, "--host", host,
+                ])
+                .output()
+                .unwrap(),
+        );
+        text(&out)
+    };
+    assert!(add("storage", "h2").contains("added storage4 on h2"));
+    assert!(add("moray", "h3").contains("added moray3 on h3"));
+    r.reload("h2");
+    r.reload("h3");
+    r.wait_status(
+        "h1",
+        "storage4 and moray3 join",
+        Duration::from_secs(60),
+        |st| {
+            let healthy = |name: &str| {
+                st["services"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["service"] == name && s["state"] == "healthy")
+            };
+            let nodes = st["storage"].as_array().unwrap();
+            healthy("storage4")
+                && healthy("moray3")
+                && nodes.iter().any(|n| {
+                    n["storage_id"].as_str().unwrap().starts_with("storage4.")
+                        && n["heartbeatAgeSeconds"].as_u64().unwrap() <= 10
+                })
+        },
+    );
+    let h3_log = std::fs::read_to_string(r.dir.path().join("h3-run.log")).unwrap();
+    assert!(
+        h3_log
+            .lines()
+            .any(|l| l.contains("shard ring: shard 1 is served by")
+                && l.matches("https://").count() == 3),
+        "moray3 was not put in the shard ring:\n{h3_log}"
+    );
+
+    // Leaving: storage1 retired. It keeps serving what it holds (every object above, some
+    // with a copy there, reads back), and no new copy lands on it.
+    ok(
+        "region retire",
+        Command::new(binary("manta-adm").unwrap())
+            .args(["region", "retire", "--config", &config, "storage1"])
+            .output()
+            .unwrap(),
+    );
+    r.reload("h1");
+    r.wait_status("h2", "storage1 retired", Duration::from_secs(60), |st| {
+        st["storage"].as_array().unwrap().iter().any(|n| {
+            n["storage_id"].as_str().unwrap().starts_with("storage1.") && n["retired"] == true
+        })
+    });
+    // The front doors re-read the heartbeats every 5 s.
+    std::thread::sleep(Duration::from_secs(6));
+    let dataset = r.state.join("h1/storage1/data");
+    let held = count_files(&dataset);
+    assert!(held > 0, "storage1 held no copies before it was retired");
+    let (url, home, login2, key_id2) = (
+        load_url.clone(),
+        r.home.clone(),
+        login.to_owned(),
+        key_id.clone(),
+    );
+    let acked2 = acked.clone();
+    join(in_netns(&r.net.ns(&load_host), move || async move {
+        let c = client(&url, &login2, &key_id2, &home).await;
+        c.mkdirp("~~/stor/after-retire").await?;
+        for n in 0..30 {
+            c.put_bytes(
+                &format!("~~/stor/after-retire/{n}"),
+                format!("after {n}\n"),
+                manta_client::PutOptions::default(),
+            )
+            .await?;
+        }
+        for n in acked2 {
+            let b = c.get_bytes(&format!("~~/stor/stream/{n}")).await?;
+            anyhow::ensure!(b == format!("object {n}\n").as_bytes(), "stream/{n}: {b:?}");
+        }
+        Ok(())
+    }))
+    .unwrap();
+    assert_eq!(
+        count_files(&dataset),
+        held,
+        "a copy was placed on the retired storage1"
+    );
 }
 
 const BOTO3: &str = r#"

@@ -588,8 +588,15 @@ pub fn add_service(
         book.next(address, kind.base_port()),
     );
     match kind {
-        Kind::Etcd => bail!("adding an etcd member to a running region is not supported"),
-        Kind::Manatee => s.pg_port = Some(book.next(address, 5432)),
+        Kind::Etcd | Kind::Manatee => bail!(
+            "adding an {} to a running region is not supported (edit the config before the \
+             first start instead)",
+            if kind == Kind::Etcd {
+                "etcd member"
+            } else {
+                "Manatee peer"
+            }
+        ),
         Kind::Frontdoor => s.s3_port = Some(book.next(address, 9000)),
         Kind::JobsAgent => s.storage = storage,
         _ => {}

@@ -127,7 +127,7 @@ impl HostPlacement {
             .filter(|s| s.host == self.host.name)
     }
 
-    /// True when this host runs the region's first Moray: it makes the metadata ready.
+    /// True when this host runs the region's first Moray: its units make the metadata ready.
     fn bootstraps(&self) -> bool {
         self.loaded
             .cfg
@@ -314,12 +314,13 @@ pub fn add(loaded: &mut Loaded, kind: Kind, host: &str, storage: Option<String>)
 }
 
 /// `region retire`: a storage node is marked retired (it keeps serving reads, placement
-/// stops choosing it); a Moray is taken out of the config (the shard ring drops it at the next
-/// bootstrap). Its jobs agent, for a storage node, stays.
+/// stops choosing it); a Moray is taken out of the config and out of the shard ring (so this
+/// needs etcd). Its jobs agent, for a storage node, stays.
 ///
 /// # Errors
-/// When there is no such service, or it is of a kind that cannot be retired.
-pub fn retire(loaded: &mut Loaded, name: &str) -> Result<()> {
+/// When there is no such service, it is of a kind that cannot be retired, or the ring cannot
+/// be updated.
+pub async fn retire(loaded: &mut Loaded, name: &str) -> Result<()> {
     let kind = loaded
         .cfg
         .service(name)
@@ -339,6 +340,10 @@ pub fn retire(loaded: &mut Loaded, name: &str) -> Result<()> {
                 "{name} is the region's last Moray"
             );
             loaded.cfg.services.retain(|s| s.name != name);
+            // Clients stop using it before it stops.
+            bootstrap(loaded)
+                .await
+                .context("take it out of the shard ring")?;
         }
         k => bail!(
             "a {} cannot be retired this way (storage nodes and Morays can)",
@@ -386,7 +391,7 @@ type Running = HashMap<String, (Kept, Service)>;
 
 /// `host run`: runs host `name`'s services in the foreground until SIGTERM or SIGINT, kind by
 /// kind (each kind waited for until ready, or its readiness time, before the next starts),
-/// keeping each running; makes the metadata ready when this host runs the first Moray. SIGHUP
+/// keeping each running; makes the metadata ready once it has started a Moray. SIGHUP
 /// reads the config again: services added to this host start, removed ones stop, changed ones
 /// restart.
 ///
@@ -524,7 +529,9 @@ async fn start_missing(
                 }
             }
         }
-        if kind == Kind::Moray && at.bootstraps() {
+        // A host that starts a Moray makes the metadata ready: the ring (created, or given the
+        // config's Moray list when that changed) and the buckets. Safe on several hosts at once.
+        if kind == Kind::Moray {
             let loaded = at.loaded.clone();
             tokio::spawn(async move {
                 loop {
@@ -777,13 +784,18 @@ pub async fn status(config: &Path) -> Result<Report> {
             } else {
                 "unhealthy"
             };
+            // Known when the host's state directory is here (this host, or hosts sharing it).
+            let pid = fs::read_to_string(at.service_dir(&s.name).join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .filter(|p| manta_util::proc::alive(*p));
             services.push(ServiceStatus {
                 service: s.name.clone(),
                 host: Some(h.name.clone()),
-                pid: None,
+                pid,
                 state,
                 endpoint: s.endpoint.clone(),
-                user: None,
+                user: pid.and_then(manta_util::proc::user_of),
             });
         }
         hosts.push(HostStatus {
@@ -806,7 +818,8 @@ pub async fn status(config: &Path) -> Result<Report> {
     Ok(Report {
         hosts,
         services,
-        shard,
+        shard: shard.as_ref().ok().cloned(),
+        shard_error: shard.err(),
         storage,
     })
 }

@@ -296,7 +296,7 @@ enum RegionCmd {
         /// The region config.
         #[arg(long, env = "MANTA_REGION_CONFIG")]
         config: PathBuf,
-        /// What to add: storage, moray, frontdoor, jobs-agent, manatee.
+        /// What to add: storage, moray, frontdoor, jobs-agent, jobs-supervisor.
         #[arg(long)]
         kind: String,
         /// The host to run it.
@@ -307,7 +307,7 @@ enum RegionCmd {
         storage: Option<String>,
     },
     /// Retire a storage node (it keeps serving reads; placement stops choosing it) or a Moray
-    /// (taken out of the shard ring); then SIGHUP its host's `host run`.
+    /// (taken out of the shard ring at once); then SIGHUP its host's `host run`.
     Retire {
         /// The region config.
         #[arg(long, env = "MANTA_REGION_CONFIG")]
@@ -432,7 +432,7 @@ async fn region_cmd(cmd: RegionCmd) -> Result<()> {
         }
         RegionCmd::Retire { config, service } => {
             let mut loaded = host::Loaded::open(&config)?;
-            host::retire(&mut loaded, &service)?;
+            host::retire(&mut loaded, &service).await?;
             println!("retired {service}; SIGHUP its host's `manta-adm host run` to apply it");
         }
         RegionCmd::Bootstrap { config } => {

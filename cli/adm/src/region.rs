@@ -951,7 +951,10 @@ impl Region {
     }
 
     /// The shard's roles and replication, as `manatee-adm pg-status` shows them.
-    pub fn shard_status(&self) -> Option<String> {
+    ///
+    /// # Errors
+    /// Why the shard did not answer.
+    pub fn shard_status(&self) -> Result<String, String> {
         crate::status::shard_status(&self.bin, &self.etcd(), SHARD, &self.identity_dir("adm"))
     }
 
@@ -962,10 +965,12 @@ impl Region {
 
     /// The whole `status` report.
     pub async fn report(&self) -> crate::status::Report {
+        let shard = self.shard_status();
         crate::status::Report {
             hosts: Vec::new(),
             services: self.status().await,
-            shard: self.shard_status(),
+            shard: shard.as_ref().ok().cloned(),
+            shard_error: shard.err(),
             storage: self.capacity().await,
         }
     }

@@ -75,6 +75,9 @@ pub struct Report {
     /// `manatee-adm pg-status`'s table, when the shard answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    /// Why the shard did not answer, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard_error: Option<String>,
     /// Storage nodes' heartbeats.
     pub storage: Vec<NodeStatus>,
 }
@@ -126,9 +129,12 @@ impl Report {
                 r.service, r.state, r.endpoint
             );
         }
-        match &self.shard {
-            Some(shard) => println!("\nmetadata shard:\n{shard}"),
-            None => println!("\nmetadata shard: no answer from etcd or the sitters"),
+        match (&self.shard, &self.shard_error) {
+            (Some(shard), _) => println!("\nmetadata shard:\n{shard}"),
+            (None, why) => println!(
+                "\nmetadata shard: no answer ({})",
+                why.as_deref().unwrap_or("unknown")
+            ),
         }
         if !self.storage.is_empty() {
             println!(
@@ -148,17 +154,29 @@ impl Report {
 }
 
 /// The shard's roles and replication, as `manatee-adm pg-status` (in `bin`) shows them, asked
-/// of etcd at `etcd` (a comma list) with the operator identity in `adm`.
-pub fn shard_status(bin: &Path, etcd: &str, shard: &str, adm: &Path) -> Option<String> {
+/// of etcd at `etcd` (a comma list) with the operator identity in `adm`; or why not.
+///
+/// # Errors
+/// `manatee-adm`'s own error when it fails.
+pub fn shard_status(bin: &Path, etcd: &str, shard: &str, adm: &Path) -> Result<String, String> {
     let out = Command::new(bin.join("manatee-adm"))
         .args(["--etcd", etcd, "--shard", shard, "pg-status"])
         .arg("--tls-dir")
         .arg(adm)
+        .env("RUST_BACKTRACE", "0")
         .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| format!("run manatee-adm: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(err
+            .lines()
+            .next()
+            .unwrap_or("manatee-adm failed")
+            .trim()
+            .to_owned())
+    }
 }
 
 /// Each storage node's last heartbeat, read from the Morays at `urls`.

@@ -327,7 +327,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let since = manta_types::time::now_ms();
         let kept = Kept::start(&svc("sleeper", "echo up; exec sleep 600"), dir.path()).unwrap();
-        wait_for("the first start", || kept.pid().is_some());
+        let log = log_path(dir.path(), "sleeper");
+        wait_for("the first start", || {
+            fs::read_to_string(&log).is_ok_and(|l| l.contains("up\n"))
+        });
         let first = kept.pid().unwrap();
         signal(first, Signal::KILL).unwrap();
         wait_for("a restart", || kept.pid().is_some_and(|p| p != first));
@@ -341,7 +344,7 @@ mod tests {
         kept.stop(Duration::from_secs(5));
         assert!(!alive(second));
         assert!(!dir.path().join("pid").exists());
-        let log = fs::read_to_string(log_path(dir.path(), "sleeper")).unwrap();
+        let log = fs::read_to_string(&log).unwrap();
         assert_eq!(log.matches("up\n").count(), 2, "{log}");
         assert!(log.contains("starting it again in 1s"), "{log}");
     }
