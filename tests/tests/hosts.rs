@@ -273,7 +273,8 @@ fn text(out: &Output) -> String {
 /// The acknowledged writes of the load, and what went wrong.
 #[derive(Default)]
 struct Load {
-    acked: Vec<(u64, Instant)>,
+    /// Each acknowledged write: its number, when it was sent and when it was acknowledged.
+    acked: Vec<(u64, Instant, Instant)>,
     write_errors: Vec<Instant>,
     read_errors: Vec<String>,
     /// The longest a read of an acknowledged object took, retries included.
@@ -308,6 +309,7 @@ async fn load(
     while !stop.load(Ordering::SeqCst) {
         n += 1;
         let body = format!("object {n}\n");
+        let sent = Instant::now();
         match c
             .put_bytes(
                 &format!("~~/stor/stream/{n}"),
@@ -316,7 +318,7 @@ async fn load(
             )
             .await
         {
-            Ok(_) => state.lock().unwrap().acked.push((n, Instant::now())),
+            Ok(_) => state.lock().unwrap().acked.push((n, sent, Instant::now())),
             Err(_) => {
                 state.lock().unwrap().write_errors.push(Instant::now());
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -532,15 +534,28 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
     let cut = Instant::now();
     r.crash(&victim);
     let before = state.lock().unwrap().acked.len();
-    wait_acks(before + 1, Duration::from_secs(60));
-    let first_write = state
-        .lock()
-        .unwrap()
-        .acked
-        .iter()
-        .find(|(_, t)| *t > cut)
-        .map(|(_, t)| *t - cut)
-        .unwrap();
+    // The first write sent after the cut began, acknowledged (one in flight at the cut may
+    // still have made it).
+    let first_write = {
+        let t = Instant::now();
+        loop {
+            let found = state
+                .lock()
+                .unwrap()
+                .acked
+                .iter()
+                .find(|(_, sent, _)| *sent > cut)
+                .map(|(_, _, acked)| *acked - cut);
+            if let Some(d) = found {
+                break d;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no write acknowledged after the cut"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     eprintln!("FIGURE: first acknowledged write {first_write:.2?} after {victim} was cut off");
     wait_acks(before + 20, Duration::from_secs(60));
     // The shard fails over: a primary on another host.
@@ -603,7 +618,7 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
         s.write_errors.len(),
         s.slowest_read
     );
-    let acked: Vec<u64> = s.acked.iter().map(|(n, _)| *n).collect();
+    let acked: Vec<u64> = s.acked.iter().map(|(n, _, _)| *n).collect();
     drop(s);
     for (_, urls) in &frontdoors {
         let url = urls.split(' ').next().unwrap().to_owned();
@@ -667,14 +682,24 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
                 })
         },
     );
-    let h3_log = std::fs::read_to_string(r.dir.path().join("h3-run.log")).unwrap();
-    assert!(
-        h3_log
-            .lines()
-            .any(|l| l.contains("shard ring: shard 1 is served by")
-                && l.matches("https://").count() == 3),
-        "moray3 was not put in the shard ring:\n{h3_log}"
-    );
+    // h3's host run puts it in the shard ring once it is ready.
+    let in_ring = |log: &str| {
+        log.lines().any(|l| {
+            l.contains("shard ring: shard 1 is served by") && l.matches("https://").count() == 3
+        })
+    };
+    let t = Instant::now();
+    loop {
+        let h3_log = std::fs::read_to_string(r.dir.path().join("h3-run.log")).unwrap();
+        if in_ring(&h3_log) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "moray3 was not put in the shard ring:\n{h3_log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // Leaving: storage1 retired. It keeps serving what it holds (every object above, some
     // with a copy there, reads back), and no new copy lands on it.

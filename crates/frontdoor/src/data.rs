@@ -888,6 +888,9 @@ pub async fn fetch(
     if fd.picker.ensure_loaded().await.is_err() {
         warn!("cannot read storage heartbeats; reads use the last known addresses");
     }
+    // A node that failed a connection lately or went quiet is tried last, so a host that is
+    // gone costs reads no connect timeout while another copy answers.
+    copies.sort_by_key(|s| fd.picker.read_last(&s.manta_storage_id));
     let oid = obj.object_id.to_string();
     let key = object_key(creator, &oid)?;
     let mut last = String::from("no copies");
@@ -922,6 +925,9 @@ pub async fn fetch(
             }
             Err(e) => {
                 warn!(error = %e, node = %s.manta_storage_id, "copy unavailable; trying another");
+                if matches!(e, ClientError::Connect { .. }) {
+                    fd.picker.mark_down(&s.manta_storage_id);
+                }
                 last = format!("{}: {e}", s.manta_storage_id);
             }
         }

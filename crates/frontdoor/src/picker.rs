@@ -182,6 +182,16 @@ impl Picker {
             .insert(storage_id.to_owned(), Instant::now());
     }
 
+    /// Whether a read should try `storage_id` only after the other copies: it failed a
+    /// connection lately, its heartbeat is stale, or it is unknown.
+    pub fn read_last(&self, storage_id: &str) -> bool {
+        let max_age_ms = self.max_age.as_millis() as u64;
+        let stale = self
+            .node(storage_id)
+            .is_none_or(|n| manta_types::time::now_ms().saturating_sub(n.timestamp) > max_age_ms);
+        stale || self.recently_down().contains(storage_id)
+    }
+
     fn recently_down(&self) -> HashSet<String> {
         let mut d = self.down.lock().unwrap_or_else(|p| p.into_inner());
         d.retain(|_, t| t.elapsed() < DOWN_FOR);
@@ -286,6 +296,19 @@ mod tests {
         );
         p.set_nodes(nodes);
         p
+    }
+
+    #[test]
+    fn reads_try_nodes_that_failed_or_went_quiet_last() {
+        let mut nodes = domains(&[("a", 1), ("b", 1), ("c", 1)], 1000, 10);
+        nodes[2].timestamp = 0;
+        let p = picker_with(nodes);
+        assert!(!p.read_last("a1"));
+        p.mark_down("a1");
+        assert!(p.read_last("a1"), "failed a connection");
+        assert!(!p.read_last("b1"));
+        assert!(p.read_last("c1"), "stale heartbeat");
+        assert!(p.read_last("z9"), "unknown");
     }
 
     #[test]
