@@ -40,6 +40,15 @@ pub enum Op {
         /// The value's id (the bytes written name it).
         value: u64,
     },
+    /// Make `key` a SnapLink of `src`, which held `value` (and nothing else wrote it).
+    Link {
+        /// The source.
+        src: String,
+        /// The new name.
+        key: String,
+        /// The value the source held.
+        value: u64,
+    },
     /// Delete `key`.
     Delete {
         /// The key.
@@ -162,11 +171,14 @@ fn writes_by_key(history: &[Event]) -> BTreeMap<&str, Vec<Write<'_>>> {
     let mut by_key: BTreeMap<&str, Vec<Write<'_>>> = BTreeMap::new();
     for e in history {
         let (key, value) = match &e.op {
-            Op::Put { key, value } => (key.as_str(), Some(*value)),
+            Op::Put { key, value } | Op::Link { key, value, .. } => (key.as_str(), Some(*value)),
             Op::Delete { key } => (key.as_str(), None),
             _ => continue,
         };
-        by_key.entry(key).or_default().push(Write { value, event: e });
+        by_key
+            .entry(key)
+            .or_default()
+            .push(Write { value, event: e });
     }
     by_key
 }
@@ -251,10 +263,7 @@ fn check_read(key: &str, e: &Event, seen: &Seen, all: &[Write<'_>]) -> Option<Vi
             if same.is_empty() {
                 return Some(violation(Kind::Phantom, Vec::new()));
             }
-            if same
-                .iter()
-                .any(|w| possible_during(w, all, e.start, e.end))
-            {
+            if same.iter().any(|w| possible_during(w, all, e.start, e.end)) {
                 return None;
             }
             if same.iter().all(|w| w.event.outcome == Outcome::Failed) {
@@ -463,10 +472,34 @@ mod tests {
         h.del("d/b", 11, 12);
         h.put("d/c", 3, 15, 40, Outcome::Ok); // during the listings: either way
         let names = |n: &[&str]| Seen::Names(n.iter().map(|s| (*s).to_owned()).collect());
-        h.op(Op::List { dir: "d".into() }, 20, 30, Outcome::Ok, Some(names(&["a"])));
-        h.op(Op::List { dir: "d".into() }, 20, 30, Outcome::Ok, Some(names(&["a", "c"])));
-        h.op(Op::List { dir: "d".into() }, 20, 30, Outcome::Ok, Some(names(&["b"])));
-        h.op(Op::List { dir: "d".into() }, 20, 30, Outcome::Ok, Some(names(&["a", "zz"])));
+        h.op(
+            Op::List { dir: "d".into() },
+            20,
+            30,
+            Outcome::Ok,
+            Some(names(&["a"])),
+        );
+        h.op(
+            Op::List { dir: "d".into() },
+            20,
+            30,
+            Outcome::Ok,
+            Some(names(&["a", "c"])),
+        );
+        h.op(
+            Op::List { dir: "d".into() },
+            20,
+            30,
+            Outcome::Ok,
+            Some(names(&["b"])),
+        );
+        h.op(
+            Op::List { dir: "d".into() },
+            20,
+            30,
+            Outcome::Ok,
+            Some(names(&["a", "zz"])),
+        );
         let v = check(&h.0);
         let keys: Vec<(u64, &str)> = v.iter().map(|v| (v.at.id, v.key.as_str())).collect();
         assert_eq!(keys, [(6, "d/a"), (6, "d/b"), (7, "d/zz")]);

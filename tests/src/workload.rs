@@ -1,0 +1,392 @@
+//! The workload of the fault runs: concurrent Manta clients putting, overwriting, reading,
+//! deleting, SnapLinking and listing objects in a few shared directories, every operation
+//! recorded (start, end, outcome, what it saw) for the [`checker`](crate::checker).
+//!
+//! Each value's bytes name their key and value id and carry a filler whose length follows from
+//! the id, so a read can tell which write it sees, or that it sees bytes no write wrote.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use manta_client::{MantaClient, PutOptions};
+
+use crate::checker::{Event, Op, Outcome, Seen};
+
+/// The history being written, shared by every client.
+#[derive(Debug)]
+pub struct Recorder {
+    t0: Instant,
+    events: Mutex<Vec<Event>>,
+    next_value: AtomicU64,
+}
+
+impl Default for Recorder {
+    fn default() -> Recorder {
+        Recorder {
+            t0: Instant::now(),
+            events: Mutex::new(Vec::new()),
+            next_value: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Recorder {
+    /// Microseconds since the recorder was made.
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.t0.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// A value id never used before.
+    pub fn value(&self) -> u64 {
+        self.next_value.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records one operation that started at `start` and ends now.
+    pub fn record(&self, client: u32, op: Op, start: u64, outcome: Outcome, seen: Option<Seen>) {
+        let end = self.now();
+        let mut ev = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let id = ev.len() as u64;
+        ev.push(Event {
+            id,
+            client,
+            op,
+            start,
+            end,
+            outcome,
+            seen,
+        });
+    }
+
+    /// The history so far.
+    pub fn history(&self) -> Vec<Event> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The bytes of value `value` of `key`: a header naming both, then a filler whose length and
+/// letters follow from both (so a changed byte anywhere makes them no value at all).
+pub fn body(key: &str, value: u64) -> String {
+    // FNV-1a over the header.
+    let head = format!("{key}#{value}");
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in head.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut rng = Rng::new(h);
+    let len = (h % 3000) as usize;
+    let filler: String = (0..len)
+        .map(|_| char::from(b'a' + (rng.below(26) as u8)))
+        .collect();
+    format!("{head}\n{filler}")
+}
+
+/// What reading `bytes` sees: the value they are (value ids are unique across keys, so the
+/// checker can tell a value that belongs to another key), or garbage. The bytes name the key
+/// they were written under, which for a SnapLink's target is its source.
+pub fn parse(bytes: &[u8]) -> Seen {
+    let text = String::from_utf8_lossy(bytes);
+    let garbage = || Seen::Garbage(text.chars().take(80).collect());
+    let Some((head, _)) = text.split_once('\n') else {
+        return garbage();
+    };
+    let Some((k, v)) = head.rsplit_once('#') else {
+        return garbage();
+    };
+    match v.parse::<u64>() {
+        Ok(value) if body(k, value).as_bytes() == bytes => Seen::Value(value),
+        _ => garbage(),
+    }
+}
+
+/// A small deterministic random source (xorshift), so a seed replays a run's choices.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded with `seed` (0 becomes 1).
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// The workload's shape.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Where the objects live (`~~/stor/faults`).
+    pub root: String,
+    /// Shared directories under it.
+    pub dirs: u32,
+    /// Shared keys per directory.
+    pub keys: u32,
+}
+
+impl Default for Shape {
+    fn default() -> Shape {
+        Shape {
+            root: "~~/stor/faults".into(),
+            dirs: 3,
+            keys: 8,
+        }
+    }
+}
+
+impl Shape {
+    /// Directory `i`.
+    pub fn dir(&self, i: u64) -> String {
+        format!("{}/d{i}", self.root)
+    }
+
+    /// Makes the directories.
+    ///
+    /// # Errors
+    /// When the store refuses.
+    pub async fn prepare(&self, c: &MantaClient) -> Result<(), manta_client::Error> {
+        for d in 0..self.dirs {
+            c.mkdirp(&self.dir(u64::from(d))).await?;
+        }
+        c.mkdirp(&format!("{}/scratch", self.root)).await
+    }
+}
+
+/// How a write's error is counted: the front door said for certain that nothing happened, or
+/// it may have happened.
+fn write_outcome(e: &manta_client::Error) -> Outcome {
+    match e {
+        // Refused before anything was stored: bad request, not found, conflict, auth.
+        manta_client::Error::Api { status, .. } if (400..500).contains(status) => Outcome::Failed,
+        _ => Outcome::Unknown,
+    }
+}
+
+fn is_not_found(e: &manta_client::Error) -> bool {
+    matches!(e, manta_client::Error::Api { status: 404, .. })
+}
+
+/// Operation counts of one client.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Counts {
+    /// Operations done.
+    pub ops: u64,
+    /// Operations that failed or whose outcome is unknown.
+    pub errors: u64,
+}
+
+/// One client's loop until `stop`: mostly reads and writes of the shared keys, some deletes,
+/// listings, SnapLinks (of a value this client just wrote) and directory churn.
+pub async fn client_loop(
+    c: MantaClient,
+    client: u32,
+    shape: Shape,
+    rec: Arc<Recorder>,
+    mut rng: Rng,
+    stop: Arc<AtomicBool>,
+) -> Counts {
+    let mut n = Counts::default();
+    let mut links = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let dir = shape.dir(rng.below(u64::from(shape.dirs)));
+        let key = format!("{dir}/k{}", rng.below(u64::from(shape.keys)));
+        let start = rec.now();
+        n.ops += 1;
+        let ok = match rng.below(100) {
+            0..30 => {
+                let value = rec.value();
+                let r = c
+                    .put_bytes(&key, body(&key, value), PutOptions::default())
+                    .await;
+                let op = Op::Put { key, value };
+                match r {
+                    Ok(_) => rec.record(client, op, start, Outcome::Ok, None),
+                    Err(e) => rec.record(client, op, start, write_outcome(&e), None),
+                }
+                true
+            }
+            30..65 => match c.get_bytes(&key).await {
+                Ok(b) => {
+                    let seen = parse(&b);
+                    rec.record(client, Op::Get { key }, start, Outcome::Ok, Some(seen));
+                    true
+                }
+                Err(e) if is_not_found(&e) => {
+                    rec.record(
+                        client,
+                        Op::Get { key },
+                        start,
+                        Outcome::Ok,
+                        Some(Seen::Absent),
+                    );
+                    true
+                }
+                Err(_) => false,
+            },
+            65..75 => {
+                let r = c.rm(&key).await;
+                let outcome = match &r {
+                    Ok(()) => Outcome::Ok,
+                    // Already absent: the key is absent after it all the same.
+                    Err(e) if is_not_found(e) => Outcome::Ok,
+                    Err(e) => write_outcome(e),
+                };
+                rec.record(client, Op::Delete { key }, start, outcome, None);
+                outcome == Outcome::Ok
+            }
+            75..85 => {
+                let r = c.ls_all(&dir).await;
+                match r {
+                    Ok(entries) => {
+                        let names: BTreeSet<String> = entries.into_iter().map(|e| e.name).collect();
+                        let op = Op::List { dir };
+                        rec.record(client, op, start, Outcome::Ok, Some(Seen::Names(names)));
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+            85..95 => {
+                // A SnapLink of a value this client just wrote to its own source key: the
+                // link's target holds that value (nothing else writes the source).
+                let src = format!("{}/scratch/src-{client}", shape.root);
+                let value = rec.value();
+                let put = c
+                    .put_bytes(&src, body(&src, value), PutOptions::default())
+                    .await;
+                let put_outcome = match &put {
+                    Ok(_) => Outcome::Ok,
+                    Err(e) => write_outcome(e),
+                };
+                let src_op = Op::Put {
+                    key: src.clone(),
+                    value,
+                };
+                rec.record(client, src_op, start, put_outcome, None);
+                if put_outcome == Outcome::Ok {
+                    links += 1;
+                    let dst = format!("{dir}/l{client}-{}", links % 4);
+                    // The target holds the source's bytes: the same value, under the source's
+                    // name.
+                    let start = rec.now();
+                    let r = c.ln(&src, &dst).await;
+                    let outcome = match &r {
+                        Ok(_) => Outcome::Ok,
+                        Err(e) => write_outcome(e),
+                    };
+                    rec.record(
+                        client,
+                        Op::Link {
+                            src,
+                            key: dst,
+                            value,
+                        },
+                        start,
+                        outcome,
+                        None,
+                    );
+                    outcome == Outcome::Ok
+                } else {
+                    false
+                }
+            }
+            _ => {
+                // Directory churn: a directory made and removed again.
+                let d = format!("{}/scratch/tmp-{client}-{}", shape.root, rng.below(1000));
+                c.mkdir(&d).await.is_ok() && c.rm(&d).await.is_ok()
+            }
+        };
+        if !ok {
+            n.errors += 1;
+            // Do not spin while the store is unavailable.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    n
+}
+
+/// Reads every key the history names, and lists every directory, once the faults are over:
+/// the last word on what survived.
+pub async fn final_reads(c: &MantaClient, shape: &Shape, rec: &Recorder) {
+    let mut keys = BTreeSet::new();
+    for e in rec.history() {
+        match e.op {
+            Op::Put { key, .. } | Op::Link { key, .. } | Op::Delete { key } => {
+                keys.insert(key);
+            }
+            _ => {}
+        }
+    }
+    for key in keys {
+        let start = rec.now();
+        let seen = match c.get_bytes(&key).await {
+            Ok(b) => parse(&b),
+            Err(e) if is_not_found(&e) => Seen::Absent,
+            Err(e) => Seen::Garbage(format!("unreadable after the faults: {e}")),
+        };
+        rec.record(u32::MAX, Op::Get { key }, start, Outcome::Ok, Some(seen));
+    }
+    for d in 0..shape.dirs {
+        let dir = shape.dir(u64::from(d));
+        let start = rec.now();
+        if let Ok(entries) = c.ls_all(&dir).await {
+            let names = entries.into_iter().map(|e| e.name).collect();
+            rec.record(
+                u32::MAX,
+                Op::List { dir },
+                start,
+                Outcome::Ok,
+                Some(Seen::Names(names)),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_reads_back_as_itself_and_anything_else_as_garbage() {
+        for v in [1, 2, 77, 123_456] {
+            let b = body("~~/stor/faults/d0/k1", v);
+            assert_eq!(parse(b.as_bytes()), Seen::Value(v));
+            // Cut short, or with a byte changed: not that value.
+            assert!(
+                matches!(parse(&b.as_bytes()[..b.len() - 1]), Seen::Garbage(_)) || b.len() < 25
+            );
+            let mut flipped = b.clone().into_bytes();
+            flipped[0] ^= 1;
+            assert!(matches!(parse(&flipped), Seen::Garbage(_)));
+        }
+        assert!(matches!(parse(b"hello"), Seen::Garbage(_)));
+        // A SnapLink's target holds its source's bytes: the value is still recognised (the
+        // checker knows which key it belongs to).
+        assert_eq!(parse(body("src", 9).as_bytes()), Seen::Value(9));
+    }
+
+    #[test]
+    fn a_seed_replays_the_same_choices() {
+        let (mut a, mut b) = (Rng::new(42), Rng::new(42));
+        let xs: Vec<u64> = (0..20).map(|_| a.below(1000)).collect();
+        let ys: Vec<u64> = (0..20).map(|_| b.below(1000)).collect();
+        assert_eq!(xs, ys);
+        assert!(xs.iter().any(|x| *x != xs[0]));
+    }
+}
