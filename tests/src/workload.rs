@@ -20,6 +20,8 @@ pub struct Recorder {
     t0: Instant,
     events: Mutex<Vec<Event>>,
     next_value: AtomicU64,
+    /// Operations that worked and that did not, per minute since the start.
+    tally: Mutex<Vec<(u64, u64)>>,
 }
 
 impl Default for Recorder {
@@ -28,6 +30,7 @@ impl Default for Recorder {
             t0: Instant::now(),
             events: Mutex::new(Vec::new()),
             next_value: AtomicU64::new(1),
+            tally: Mutex::new(Vec::new()),
         }
     }
 }
@@ -57,6 +60,25 @@ impl Recorder {
             outcome,
             seen,
         });
+    }
+
+    /// Counts one operation in its minute: it worked, or not.
+    pub fn tally(&self, ok: bool) {
+        let minute = usize::try_from(self.t0.elapsed().as_secs() / 60).unwrap_or(usize::MAX);
+        let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() <= minute {
+            t.resize(minute + 1, (0, 0));
+        }
+        if ok {
+            t[minute].0 += 1;
+        } else {
+            t[minute].1 += 1;
+        }
+    }
+
+    /// Per minute: operations that worked, and that did not.
+    pub fn per_minute(&self) -> Vec<(u64, u64)> {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The history so far.
@@ -312,6 +334,7 @@ pub async fn client_loop(
                 c.mkdir(&d).await.is_ok() && c.rm(&d).await.is_ok()
             }
         };
+        rec.tally(ok);
         if !ok {
             n.errors += 1;
             // Do not spin while the store is unavailable.
@@ -319,6 +342,110 @@ pub async fn client_loop(
         }
     }
     n
+}
+
+/// The inputs of the jobs: written once before the run and never changed.
+pub async fn prepare_job_inputs(
+    c: &MantaClient,
+    shape: &Shape,
+    rec: &Recorder,
+) -> Result<Vec<(String, u64)>, manta_client::Error> {
+    let dir = format!("{}/jobs", shape.root);
+    c.mkdirp(&dir).await?;
+    let mut inputs = Vec::new();
+    for i in 0..3 {
+        let key = format!("{dir}/in{i}");
+        let value = rec.value();
+        let b = body(&key, value);
+        let start = rec.now();
+        c.put_bytes(&key, b.clone(), PutOptions::default()).await?;
+        rec.record(
+            u32::MAX,
+            Op::Put {
+                key: key.clone(),
+                value,
+            },
+            start,
+            Outcome::Ok,
+            None,
+        );
+        inputs.push((key, b.len() as u64));
+    }
+    Ok(inputs)
+}
+
+/// A client that runs one small job after another until `stop`: `wc -c` over the inputs, summed
+/// by a reduce. A job that completes records the total it computed; one that fails or does not
+/// finish in two minutes counts as unavailable.
+pub async fn jobs_loop(
+    c: MantaClient,
+    client: u32,
+    inputs: Vec<(String, u64)>,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) -> Counts {
+    let mut n = Counts::default();
+    let spec = serde_json::json!({
+        "name": "faults",
+        "phases": [
+            {"type": "map", "exec": "wc -c"},
+            {"type": "reduce", "exec": "awk '{s+=$1} END {print s}'"}
+        ]
+    });
+    let paths: Vec<String> = inputs.iter().map(|(k, _)| k.clone()).collect();
+    while !stop.load(Ordering::Relaxed) {
+        n.ops += 1;
+        let start = rec.now();
+        let total = run_job(&c, &spec, &paths).await;
+        let ok = total.is_some();
+        if let Some(t) = total {
+            let op = Op::Job {
+                inputs: inputs.clone(),
+            };
+            rec.record(client, op, start, Outcome::Ok, Some(Seen::Total(t)));
+        }
+        rec.tally(ok);
+        if !ok {
+            n.errors += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    n
+}
+
+async fn run_job(c: &MantaClient, spec: &serde_json::Value, inputs: &[String]) -> Option<u64> {
+    let job = c.create_job(spec).await.ok()?;
+    let expand: Vec<String> = inputs.iter().map(|p| expand(c, p)).collect();
+    c.add_job_inputs(&job, &expand, true).await.ok()?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = c.job_status(&job).await.ok();
+        if st.as_ref().is_some_and(|s| s["state"] == "done") {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = c.cancel_job(&job).await;
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if !c.job_errors(&job).await.ok()?.is_empty() {
+        return None;
+    }
+    let out = c.job_outputs(&job).await.ok()?;
+    let [only] = out.as_slice() else {
+        return None;
+    };
+    let text = c.get_bytes(only).await.ok()?;
+    String::from_utf8_lossy(&text).trim().parse().ok()
+}
+
+/// `~~` spelled out, as job inputs are full paths.
+fn expand(c: &MantaClient, p: &str) -> String {
+    match p.strip_prefix("~~") {
+        Some(rest) => format!("/{}{rest}", c.user()),
+        None => p.to_owned(),
+    }
 }
 
 /// Reads every key the history names, and lists every directory, once the faults are over:
