@@ -1,6 +1,7 @@
 //! Faults for a one-machine region brought up by `manta-adm up`: `kill -9` of one service
 //! (its supervisor starts it again) or of a Manatee peer's Postgres (its sitter, or a
-//! failover, takes over), chosen by a seeded random source so a run can be replayed.
+//! failover, takes over), or a byte flipped in a stored copy, chosen by a seeded random source
+//! so a run can be replayed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,6 +80,49 @@ impl Injector {
             .and_then(|s| s.lines().next()?.trim().parse().ok())
     }
 
+    /// One fault, chosen at random: most often a kill ([`Injector::kill_one`]), sometimes a
+    /// byte flipped in a stored copy ([`Injector::flip_one`]).
+    pub fn inject(&mut self, at: u64) -> Option<String> {
+        if self.rng.below(5) == 0
+            && let Some(what) = self.flip_one(at)
+        {
+            return Some(what);
+        }
+        self.kill_one(at)
+    }
+
+    /// Flips one byte in the middle of one stored copy on a random storage node (what a bad
+    /// disk does): the front door must never serve those bytes, and the object must stay
+    /// readable from its other copy. `None` when no copy is stored yet.
+    pub fn flip_one(&mut self, at: u64) -> Option<String> {
+        let node = format!("storage{}", self.rng.below(3) + 1);
+        let root = self.region.join(&node).join("data");
+        // The dataset is `data` itself, or `data/data` when the region keeps its data elsewhere.
+        let objects = [root.join("data/objects"), root.join("objects")]
+            .into_iter()
+            .find(|p| p.is_dir())?;
+        let mut files = Vec::new();
+        walk(&objects, &mut files);
+        files.retain(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0));
+        if files.is_empty() {
+            return None;
+        }
+        files.sort();
+        let file = files.swap_remove(self.rng.below(files.len() as u64) as usize);
+        let mut bytes = std::fs::read(&file).ok()?;
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x20;
+        // In place, as the disk would: same inode, same owner.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .ok()?;
+        let what = format!("flip a byte of a copy on {node} ({})", file.display());
+        self.log.push((at, what.clone()));
+        Some(what)
+    }
+
     /// Kills one thing with SIGKILL, chosen at random among the running services and the
     /// peers' Postgres; records and gives what, or `None` when nothing runs.
     pub fn kill_one(&mut self, at: u64) -> Option<String> {
@@ -102,5 +146,20 @@ impl Injector {
         );
         self.log.push((at, what.clone()));
         Some(what)
+    }
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
     }
 }

@@ -178,12 +178,15 @@ impl RunReport {
         );
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
         for (_, f) in &self.faults {
-            let what = f
-                .split_whitespace()
-                .nth(2)
-                .unwrap_or("?")
-                .trim_end_matches(|c: char| c.is_ascii_digit())
-                .to_owned();
+            let what = if f.starts_with("flip") {
+                "byte flipped in a copy".to_owned()
+            } else {
+                f.split_whitespace()
+                    .nth(2)
+                    .unwrap_or("?")
+                    .trim_end_matches(|c: char| c.is_ascii_digit())
+                    .to_owned()
+            };
             *kinds.entry(what).or_default() += 1;
         }
         let _ = writeln!(s, "## Faults by target\n\n| target | kills |\n|---|---:|");
@@ -270,7 +273,7 @@ pub async fn run(region: &AdmRegion, cfg: &RunConfig) -> Result<RunReport, Strin
             let began = Instant::now();
             while began.elapsed() + cfg.every <= cfg.duration {
                 std::thread::sleep(cfg.every);
-                if let Some(what) = faults.kill_one(rec.now()) {
+                if let Some(what) = faults.inject(rec.now()) {
                     eprintln!("{:>7.1}s  {what}", began.elapsed().as_secs_f64());
                 }
             }
