@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crate::checker::{Violation, check};
 use crate::faults::Injector;
 use crate::workload::{
-    Recorder, Rng, Shape, client_loop, final_reads, jobs_loop, prepare_job_inputs,
+    Recorder, Rng, Shape, client_loop, final_reads, jobs_loop, prepare_bucket, prepare_job_inputs,
+    s3_loop,
 };
 
 /// A region brought up by `manta-adm up` in a directory of its own, with a home holding the
@@ -72,6 +73,28 @@ impl AdmRegion {
             .collect()
     }
 
+    /// An S3 client of the region as its user (the key `up` made).
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let env = self.env();
+        let get = |k: &str| env.get(k).cloned().unwrap_or_default();
+        let creds = Credentials::new(
+            get("AWS_ACCESS_KEY_ID"),
+            get("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "region",
+        );
+        let conf = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(get("AWS_REGION")))
+            .endpoint_url(get("AWS_ENDPOINT_URL"))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
     /// A client of the region as its user.
     ///
     /// # Errors
@@ -115,8 +138,10 @@ pub struct RunConfig {
     pub duration: Duration,
     /// Time between faults.
     pub every: Duration,
-    /// Object clients.
+    /// Manta object clients.
     pub clients: u32,
+    /// S3 clients.
+    pub s3_clients: u32,
     /// Whether a jobs client runs too.
     pub jobs: bool,
 }
@@ -154,7 +179,7 @@ impl RunReport {
         let _ = writeln!(
             s,
             "- seed: {} (replay with `--seed {}`)\n- length: {:?}, a fault every {:?}\n- \
-             clients: {} object clients{}\n- operations: {} ({} failed or unknown)\n- jobs: {} \
+             clients: {} Manta object clients, {} S3 clients{}\n- operations: {} ({} failed or unknown)\n- jobs: {} \
              ({} did not complete)\n- faults: {}\n- recovery after the last fault: {:.1?}\n- \
              events checked: {}\n- **violations: {}**\n",
             self.cfg.seed,
@@ -162,6 +187,7 @@ impl RunReport {
             self.cfg.duration,
             self.cfg.every,
             self.cfg.clients,
+            self.cfg.s3_clients,
             if self.cfg.jobs {
                 " and a jobs client"
             } else {
@@ -248,6 +274,21 @@ pub async fn run(region: &AdmRegion, cfg: &RunConfig) -> Result<RunReport, Strin
             stop.clone(),
         )));
     }
+    let s3 = region.s3();
+    if cfg.s3_clients > 0 {
+        prepare_bucket(&s3).await?;
+    }
+    for i in 0..cfg.s3_clients {
+        let id = cfg.clients + 1 + i;
+        let rng = Rng::new(cfg.seed.wrapping_add(u64::from(id) + 1));
+        clients.push(tokio::spawn(s3_loop(
+            s3.clone(),
+            id,
+            rec.clone(),
+            rng,
+            stop.clone(),
+        )));
+    }
     let jobs = if cfg.jobs {
         let c = region.client().await.map_err(|e| e.to_string())?;
         Some(tokio::spawn(jobs_loop(
@@ -311,7 +352,7 @@ pub async fn run(region: &AdmRegion, cfg: &RunConfig) -> Result<RunReport, Strin
     .map_err(|e| e.to_string())??;
     let recovery = t.elapsed();
     let reader = region.client().await.map_err(|e| e.to_string())?;
-    final_reads(&reader, &shape, &rec).await;
+    final_reads(&reader, Some(&s3), &shape, &rec).await;
     let history = rec.history();
     let violations = check(&history);
     Ok(RunReport {

@@ -344,6 +344,166 @@ pub async fn client_loop(
     n
 }
 
+/// The bucket of the S3 clients.
+pub const BUCKET: &str = "faults";
+
+/// The checker's name of S3 key `key` (apart from the Manta keys).
+fn s3_name(key: &str) -> String {
+    format!("s3://{BUCKET}/{key}")
+}
+
+/// The S3 error's HTTP status, when the service answered.
+fn s3_status<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Option<u16> {
+    match e {
+        aws_sdk_s3::error::SdkError::ServiceError(se) => Some(se.raw().status().as_u16()),
+        _ => None,
+    }
+}
+
+/// How an S3 write's error is counted (as [`write_outcome`]).
+fn s3_outcome<E>(e: &aws_sdk_s3::error::SdkError<E>) -> Outcome {
+    match s3_status(e) {
+        Some(s) if (400..500).contains(&s) => Outcome::Failed,
+        _ => Outcome::Unknown,
+    }
+}
+
+/// Makes the S3 clients' bucket.
+///
+/// # Errors
+/// When the bucket can be neither made nor found.
+pub async fn prepare_bucket(s3: &aws_sdk_s3::Client) -> Result<(), String> {
+    match s3.create_bucket().bucket(BUCKET).send().await {
+        Ok(_) => Ok(()),
+        Err(e) if s3_status(&e) == Some(409) => Ok(()),
+        Err(e) => Err(format!("create bucket {BUCKET}: {e:?}")),
+    }
+}
+
+/// Reads S3 key `key`: what it holds, or `None` when the read failed.
+async fn s3_get(s3: &aws_sdk_s3::Client, key: &str) -> Option<Seen> {
+    match s3.get_object().bucket(BUCKET).key(key).send().await {
+        Ok(o) => match o.body.collect().await {
+            Ok(b) => Some(parse(&b.into_bytes())),
+            Err(_) => None,
+        },
+        Err(e) if s3_status(&e) == Some(404) => Some(Seen::Absent),
+        Err(_) => None,
+    }
+}
+
+/// One S3 client's loop until `stop`: puts, gets, deletes and one-part multipart uploads of a
+/// few shared keys of one bucket, recorded as the Manta client's are.
+pub async fn s3_loop(
+    s3: aws_sdk_s3::Client,
+    client: u32,
+    rec: Arc<Recorder>,
+    mut rng: Rng,
+    stop: Arc<AtomicBool>,
+) -> Counts {
+    use aws_sdk_s3::primitives::ByteStream;
+    use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+    let mut n = Counts::default();
+    while !stop.load(Ordering::Relaxed) {
+        let key = format!("s/k{}", rng.below(8));
+        let name = s3_name(&key);
+        let start = rec.now();
+        n.ops += 1;
+        let ok = match rng.below(100) {
+            0..35 => {
+                let value = rec.value();
+                let r = s3
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(&key)
+                    .body(ByteStream::from(body(&name, value).into_bytes()))
+                    .send()
+                    .await;
+                let outcome = r.as_ref().map_or_else(s3_outcome, |_| Outcome::Ok);
+                rec.record(client, Op::Put { key: name, value }, start, outcome, None);
+                outcome == Outcome::Ok
+            }
+            35..70 => match s3_get(&s3, &key).await {
+                Some(seen) => {
+                    rec.record(
+                        client,
+                        Op::Get { key: name },
+                        start,
+                        Outcome::Ok,
+                        Some(seen),
+                    );
+                    true
+                }
+                None => false,
+            },
+            70..85 => {
+                let r = s3.delete_object().bucket(BUCKET).key(&key).send().await;
+                let outcome = r.as_ref().map_or_else(s3_outcome, |_| Outcome::Ok);
+                rec.record(client, Op::Delete { key: name }, start, outcome, None);
+                outcome == Outcome::Ok
+            }
+            _ => {
+                // A multipart upload of one part: the object appears at completion only.
+                let value = rec.value();
+                let bytes = body(&name, value).into_bytes();
+                let done = async {
+                    let up = s3
+                        .create_multipart_upload()
+                        .bucket(BUCKET)
+                        .key(&key)
+                        .send()
+                        .await
+                        .map_err(|e| s3_outcome(&e))?;
+                    let id = up.upload_id().unwrap_or_default().to_owned();
+                    let part = s3
+                        .upload_part()
+                        .bucket(BUCKET)
+                        .key(&key)
+                        .upload_id(&id)
+                        .part_number(1)
+                        .body(ByteStream::from(bytes))
+                        .send()
+                        .await
+                        .map_err(|e| s3_outcome(&e))?;
+                    let parts = CompletedMultipartUpload::builder()
+                        .parts(
+                            CompletedPart::builder()
+                                .part_number(1)
+                                .set_e_tag(part.e_tag().map(str::to_owned))
+                                .build(),
+                        )
+                        .build();
+                    // Only the completion writes the key: until then a failure is certain.
+                    s3.complete_multipart_upload()
+                        .bucket(BUCKET)
+                        .key(&key)
+                        .upload_id(&id)
+                        .multipart_upload(parts)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| match s3_outcome(&e) {
+                            Outcome::Failed => Outcome::Failed,
+                            _ => Outcome::Unknown,
+                        })
+                };
+                let outcome = match done.await {
+                    Ok(()) => Outcome::Ok,
+                    Err(o) => o,
+                };
+                rec.record(client, Op::Put { key: name, value }, start, outcome, None);
+                outcome == Outcome::Ok
+            }
+        };
+        rec.tally(ok);
+        if !ok {
+            n.errors += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    n
+}
+
 /// The inputs of the jobs: written once before the run and never changed.
 pub async fn prepare_job_inputs(
     c: &MantaClient,
@@ -394,9 +554,13 @@ pub async fn jobs_loop(
     });
     let paths: Vec<String> = inputs.iter().map(|(k, _)| k.clone()).collect();
     while !stop.load(Ordering::Relaxed) {
-        n.ops += 1;
         let start = rec.now();
-        let total = run_job(&c, &spec, &paths).await;
+        let total = run_job(&c, &spec, &paths, &stop).await;
+        if stop.load(Ordering::Relaxed) && total.is_none() {
+            // Abandoned when the run ended: neither a success nor a failure.
+            break;
+        }
+        n.ops += 1;
         let ok = total.is_some();
         if let Some(t) = total {
             let op = Op::Job {
@@ -413,7 +577,12 @@ pub async fn jobs_loop(
     n
 }
 
-async fn run_job(c: &MantaClient, spec: &serde_json::Value, inputs: &[String]) -> Option<u64> {
+async fn run_job(
+    c: &MantaClient,
+    spec: &serde_json::Value,
+    inputs: &[String],
+    stop: &AtomicBool,
+) -> Option<u64> {
     let job = c.create_job(spec).await.ok()?;
     let expand: Vec<String> = inputs.iter().map(|p| expand(c, p)).collect();
     c.add_job_inputs(&job, &expand, true).await.ok()?;
@@ -423,7 +592,7 @@ async fn run_job(c: &MantaClient, spec: &serde_json::Value, inputs: &[String]) -
         if st.as_ref().is_some_and(|s| s["state"] == "done") {
             break;
         }
-        if Instant::now() > deadline {
+        if Instant::now() > deadline || stop.load(Ordering::Relaxed) {
             let _ = c.cancel_job(&job).await;
             return None;
         }
@@ -448,9 +617,14 @@ fn expand(c: &MantaClient, p: &str) -> String {
     }
 }
 
-/// Reads every key the history names, and lists every directory, once the faults are over:
-/// the last word on what survived.
-pub async fn final_reads(c: &MantaClient, shape: &Shape, rec: &Recorder) {
+/// Reads every key the history names (S3 keys through `s3`), and lists every directory, once
+/// the faults are over: the last word on what survived.
+pub async fn final_reads(
+    c: &MantaClient,
+    s3: Option<&aws_sdk_s3::Client>,
+    shape: &Shape,
+    rec: &Recorder,
+) {
     let mut keys = BTreeSet::new();
     for e in rec.history() {
         match e.op {
@@ -466,10 +640,19 @@ pub async fn final_reads(c: &MantaClient, shape: &Shape, rec: &Recorder) {
         // checksum is wrong); another attempt may be served by the other copy.
         let mut seen = Seen::Garbage("never read".into());
         for _ in 0..8 {
-            seen = match c.get_bytes(&key).await {
-                Ok(b) => parse(&b),
-                Err(e) if is_not_found(&e) => Seen::Absent,
-                Err(e) => Seen::Garbage(format!("unreadable after the faults: {e}")),
+            seen = if let Some(k) = key.strip_prefix(&format!("s3://{BUCKET}/")) {
+                match s3 {
+                    Some(s3) => s3_get(s3, k)
+                        .await
+                        .unwrap_or_else(|| Seen::Garbage("unreadable after the faults".into())),
+                    None => break,
+                }
+            } else {
+                match c.get_bytes(&key).await {
+                    Ok(b) => parse(&b),
+                    Err(e) if is_not_found(&e) => Seen::Absent,
+                    Err(e) => Seen::Garbage(format!("unreadable after the faults: {e}")),
+                }
             };
             if !matches!(&seen, Seen::Garbage(g) if g.starts_with("unreadable")) {
                 break;

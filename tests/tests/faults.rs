@@ -1,5 +1,6 @@
 //! The short fault run: a one-machine region (`manta-adm up`, every service supervised) under
-//! four object clients and a jobs client while, every few seconds, one service or one Postgres
+//! three Manta object clients, an S3 client (put, get, delete, one-part multipart) and a jobs
+//! client while, every few seconds, one service or one Postgres
 //! is killed with SIGKILL (seeded: the same faults every run). When the faults stop and the
 //! region is healthy again, every key is read and every directory listed, and the whole
 //! history goes through the checker: no acknowledged write lost, no delete undone, no bytes that
@@ -25,7 +26,8 @@ async fn a_minute_of_kills_under_load_loses_nothing() {
         seed: 0x5eed_0016,
         duration: Duration::from_secs(60),
         every: Duration::from_secs(4),
-        clients: 4,
+        clients: 3,
+        s3_clients: 1,
         jobs: true,
     };
     let report = run(&region, &cfg).await.unwrap();

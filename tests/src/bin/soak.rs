@@ -70,6 +70,7 @@ async fn main() {
         duration: Duration::from_secs(minutes * 60),
         every: Duration::from_secs(every),
         clients,
+        s3_clients: 1,
         jobs: true,
     };
     let out = match run(&region, &cfg).await {
