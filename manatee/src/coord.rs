@@ -190,22 +190,29 @@ impl Coord {
         g.1 = None;
     }
 
+    /// Whether `e` says the endpoint is gone or too slow (another member may answer).
+    fn unavailable(e: &etcd_client::Error) -> bool {
+        match e {
+            etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+            // By code: the message says "The service is currently unavailable".
+            etcd_client::Error::GRpcStatus(s) => matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+            ),
+            _ => false,
+        }
+    }
+
     fn note<T>(&self, r: Result<T, etcd_client::Error>) -> Result<T, Error> {
-        r.map_err(|e| {
-            let unavailable = match &e {
-                etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-                // By code: the message says "The service is currently unavailable".
-                etcd_client::Error::GRpcStatus(s) => matches!(
-                    s.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-                ),
-                _ => false,
-            };
-            if unavailable {
-                self.failed();
-            }
-            Error::Etcd(e)
-        })
+        r.map_err(|e| self.fail_with(e))
+    }
+
+    /// `e` as our error, moving to the next endpoint when it says this one is unavailable.
+    fn fail_with(&self, e: etcd_client::Error) -> Error {
+        if Self::unavailable(&e) {
+            self.failed();
+        }
+        Error::Etcd(e)
     }
 
     /// Reads the state (None when the shard has none yet).
@@ -213,8 +220,19 @@ impl Coord {
     /// # Errors
     /// When etcd fails or the stored JSON is not a state.
     pub async fn state(&self) -> Result<Option<Versioned>, Error> {
-        let mut c = self.client().await?;
-        let resp = self.note(c.get(self.state_key(), None).await)?;
+        // A one-shot reader (manatee-adm, status) asks the next member when one is gone.
+        let mut tries = self.endpoints.len();
+        let resp = loop {
+            let mut c = self.client().await?;
+            match c.get(self.state_key(), None).await {
+                Ok(r) => break r,
+                Err(e) if tries > 1 && Self::unavailable(&e) => {
+                    self.failed();
+                    tries -= 1;
+                }
+                Err(e) => return Err(self.fail_with(e)),
+            }
+        };
         match resp.kvs().first() {
             None => Ok(None),
             Some(kv) => {

@@ -562,7 +562,7 @@ fn a_region_over_three_hosts_serves_every_tool_and_survives_losing_a_host() {
     r.wait_status(
         &load_host,
         "the shard fails over",
-        Duration::from_secs(60),
+        Duration::from_secs(90),
         |st| {
             st["shard"].as_str().is_some_and(|shard| {
                 shard
