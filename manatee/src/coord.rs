@@ -190,15 +190,20 @@ impl Coord {
         g.1 = None;
     }
 
-    /// Whether `e` says the endpoint is gone or too slow (another member may answer).
-    fn unavailable(e: &etcd_client::Error) -> bool {
+    /// Whether `e` says the endpoint is gone or too slow, so that another member should be
+    /// asked. With a single endpoint there is no other, and a slow answer keeps its connection
+    /// (only a broken transport makes a new one).
+    fn unavailable(&self, e: &etcd_client::Error) -> bool {
         match e {
             etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
             // By code: the message says "The service is currently unavailable".
-            etcd_client::Error::GRpcStatus(s) => matches!(
-                s.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
-            ),
+            etcd_client::Error::GRpcStatus(s) => {
+                self.endpoints.len() > 1
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    )
+            }
             _ => false,
         }
     }
@@ -209,7 +214,7 @@ impl Coord {
 
     /// `e` as our error, moving to the next endpoint when it says this one is unavailable.
     fn fail_with(&self, e: etcd_client::Error) -> Error {
-        if Self::unavailable(&e) {
+        if self.unavailable(&e) {
             self.failed();
         }
         Error::Etcd(e)
@@ -226,7 +231,7 @@ impl Coord {
             let mut c = self.client().await?;
             match c.get(self.state_key(), None).await {
                 Ok(r) => break r,
-                Err(e) if tries > 1 && Self::unavailable(&e) => {
+                Err(e) if tries > 1 && self.unavailable(&e) => {
                     self.failed();
                     tries -= 1;
                 }
