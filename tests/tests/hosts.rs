@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use testkit::netns::{Net, in_netns, join};
-use testkit::process::guarded_command;
+use testkit::process::{assert_success as ok, guarded_command};
 use testkit::region::binary;
 use testkit::{LoggedChild, TestDir};
 
@@ -253,17 +253,6 @@ fn count_files(dir: &Path) -> usize {
             if p.is_dir() { count_files(&p) } else { 1 }
         })
         .sum()
-}
-
-fn ok(what: &str, out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn text(out: &Output) -> String {

@@ -225,7 +225,8 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    fn new(name: String, kind: Kind, host: &str, port: u16) -> ServiceEntry {
+    /// Service `name` of `kind` on `host` at `port`, with nothing else set.
+    pub fn new(name: String, kind: Kind, host: &str, port: u16) -> ServiceEntry {
         ServiceEntry {
             name,
             kind,

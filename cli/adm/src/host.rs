@@ -371,19 +371,7 @@ pub async fn bootstrap(loaded: &Loaded) -> Result<()> {
 /// The HTTP client that asks services whether they are ready, with the operator's identity.
 fn probe_client(adm: &Identity) -> Result<reqwest::Client> {
     let tls = manta_util::tls::internal_client_config(adm).context("load the operator identity")?;
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .tls_backend_preconfigured((*tls).clone())
-        .build()
-        .context("make the HTTP client for health checks")
-}
-
-async fn healthy(probe: &reqwest::Client, s: &Service) -> bool {
-    probe
-        .get(s.health.url())
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
+    layout::probe_client(&tls)
 }
 
 /// The running services of `host run`, by name, with how each was started.
@@ -508,7 +496,7 @@ async fn start_missing(
         while !waiting.is_empty() {
             let mut still = Vec::new();
             for s in waiting {
-                if healthy(probe, s).await {
+                if s.healthy(probe).await {
                     println!("  {:<16} healthy", s.name);
                 } else if since.elapsed() > s.ready_within {
                     println!(
@@ -778,7 +766,7 @@ pub async fn status(config: &Path) -> Result<Report> {
         for s in &here {
             let state = if !reachable {
                 "unreachable"
-            } else if healthy(&probe, s).await {
+            } else if s.healthy(&probe).await {
                 healthy_n += 1;
                 "healthy"
             } else {

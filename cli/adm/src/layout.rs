@@ -57,6 +57,31 @@ pub struct Service {
     pub exec_as: Option<String>,
 }
 
+/// The HTTP client that asks services whether they are ready, presenting the operator's
+/// region identity (`tls`).
+///
+/// # Errors
+/// When the client cannot be built.
+pub fn probe_client(tls: &rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
+    use anyhow::Context as _;
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .tls_backend_preconfigured(tls.clone())
+        .build()
+        .context("make the HTTP client for health checks")
+}
+
+impl Service {
+    /// Whether it answers its readiness check (through `probe`, see [`probe_client`]).
+    pub async fn healthy(&self, probe: &reqwest::Client) -> bool {
+        probe
+            .get(self.health.url())
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+}
+
 /// Where a host keeps the files of its services, and as whom they run.
 pub trait Placement {
     /// Service `name`'s directory (its log, pid file, and data unless kept elsewhere).

@@ -229,11 +229,7 @@ impl Region {
         }
         let adm_tls = manta_util::tls::internal_client_config(&adm)
             .context("load manta-adm's region identity")?;
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .tls_backend_preconfigured((*adm_tls).clone())
-            .build()
-            .context("make the HTTP client for health checks")?;
+        let probe = crate::layout::probe_client(&adm_tls)?;
         let mut region = Region {
             dir,
             file,
@@ -307,21 +303,7 @@ impl Region {
     pub fn config(&self) -> RegionConfig {
         let p = &self.file.ports;
         let host = "local";
-        let entry = |name: String, kind: Kind, port: u16| ServiceEntry {
-            name,
-            kind,
-            host: host.into(),
-            port,
-            peer_port: None,
-            metrics_port: None,
-            pg_port: None,
-            s3_port: None,
-            dataset: None,
-            domain: None,
-            storage_id: None,
-            storage: None,
-            retired: false,
-        };
+        let entry = |name: String, kind: Kind, port: u16| ServiceEntry::new(name, kind, host, port);
         let mut services = vec![ServiceEntry {
             peer_port: Some(p.etcd_peer),
             metrics_port: Some(p.etcd_metrics),
@@ -596,11 +578,7 @@ impl Region {
     }
 
     async fn healthy(&self, s: &Service) -> bool {
-        self.probe
-            .get(s.health.url())
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
+        s.healthy(&self.probe).await
     }
 
     /// What the service itself says is wrong, when it can say (a sitter's last error).
