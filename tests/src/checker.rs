@@ -167,7 +167,140 @@ struct Write<'a> {
     event: &'a Event,
 }
 
-fn writes_by_key(history: &[Event]) -> BTreeMap<&str, Vec<Write<'_>>> {
+/// One key's writes, indexed so that each question a read or a listing asks of them costs a
+/// binary search and a walk over the writes near the read, not over the whole history.
+struct KeyWrites<'a> {
+    /// Every write, in history order (for reports).
+    all: Vec<Write<'a>>,
+    /// The acknowledged writes, by end.
+    ok: Vec<Write<'a>>,
+    /// `max_start[i]`: the latest start among `ok[..i]`.
+    max_start: Vec<u64>,
+    /// The longest acknowledged write: no `ok` write ending after `t + longest` started by `t`.
+    longest: u64,
+    /// The earliest start of a write whose outcome is unknown.
+    first_unknown: Option<u64>,
+}
+
+impl<'a> KeyWrites<'a> {
+    fn new(all: Vec<Write<'a>>) -> Self {
+        let mut ok: Vec<Write<'a>> = all
+            .iter()
+            .filter(|w| w.event.outcome == Outcome::Ok)
+            .cloned()
+            .collect();
+        ok.sort_by_key(|w| w.event.end);
+        let mut max_start = Vec::with_capacity(ok.len() + 1);
+        max_start.push(0);
+        let mut latest = 0;
+        for w in &ok {
+            latest = latest.max(w.event.start);
+            max_start.push(latest);
+        }
+        let longest = ok
+            .iter()
+            .map(|w| w.event.end.saturating_sub(w.event.start))
+            .max()
+            .unwrap_or(0);
+        let first_unknown = all
+            .iter()
+            .filter(|w| w.event.outcome == Outcome::Unknown)
+            .map(|w| w.event.start)
+            .min();
+        KeyWrites {
+            all,
+            ok,
+            max_start,
+            longest,
+            first_unknown,
+        }
+    }
+
+    /// How many acknowledged writes ended before `t`.
+    fn ended_before(&self, t: u64) -> usize {
+        self.ok.partition_point(|w| w.event.end < t)
+    }
+
+    /// Writes ending before this mark were certainly replaced before `t` (by an acknowledged
+    /// write that started after they ended and ended before `t`); `None` when no acknowledged
+    /// write ended before `t`, so the key may still hold its initial absence.
+    fn replaced_below(&self, t: u64) -> Option<u64> {
+        let n = self.ended_before(t);
+        (n > 0).then(|| self.max_start[n])
+    }
+
+    /// Whether the initial absence may still hold at `start`.
+    fn initial_possible(&self, start: u64) -> bool {
+        self.ended_before(start) == 0
+    }
+
+    /// Whether `w` may be the key's value during `[start, end]`: it could have taken effect by
+    /// `end`, and no acknowledged write certainly replaced it before `start`.
+    fn possible_during(&self, w: &Write<'_>, start: u64, end: u64) -> bool {
+        match w.event.outcome {
+            Outcome::Failed => false,
+            // It may take effect at any moment after it started.
+            Outcome::Unknown => w.event.start < end,
+            Outcome::Ok => {
+                w.event.start < end
+                    && self
+                        .replaced_below(start)
+                        .is_none_or(|mark| w.event.end >= mark)
+            }
+        }
+    }
+
+    /// The acknowledged writes that may be the value during `[start, end]`.
+    fn ok_possible_during(&self, start: u64, end: u64) -> impl Iterator<Item = &Write<'a>> {
+        let mark = self.replaced_below(start).unwrap_or(0);
+        let from = self.ok.partition_point(|w| w.event.end < mark);
+        let last_end = end.saturating_add(self.longest);
+        self.ok[from..]
+            .iter()
+            .take_while(move |w| w.event.end <= last_end)
+            .filter(move |w| w.event.start < end)
+    }
+
+    /// Whether some delete may leave the key absent during `[start, end]`.
+    fn delete_possible_during(&self, start: u64, end: u64) -> bool {
+        self.ok_possible_during(start, end)
+            .any(|w| w.value.is_none())
+            || self.all.iter().any(|w| {
+                w.value.is_none() && w.event.outcome == Outcome::Unknown && w.event.start < end
+            })
+    }
+
+    /// Present (`Some(true)`), absent (`Some(false)`) or uncertain (`None`) for the whole of
+    /// `[start, end]`.
+    fn certain_state(&self, start: u64, end: u64) -> Option<bool> {
+        // A write of unknown outcome may land at any moment after it started.
+        if self.first_unknown.is_some_and(|t| t < end) {
+            return None;
+        }
+        let (mut absent, mut present) = (self.initial_possible(start), false);
+        for w in self.ok_possible_during(start, end) {
+            // A write that may happen during the listing makes it uncertain.
+            if w.event.end > start {
+                return None;
+            }
+            absent |= w.value.is_none();
+            present |= w.value.is_some();
+        }
+        (absent != present).then_some(present)
+    }
+
+    /// The acknowledged writes that certainly replaced every write in `same` before `start`.
+    fn replacing(&self, same: &[&Write<'a>], start: u64) -> Vec<Write<'a>> {
+        let last_end = same.iter().map(|w| w.event.end).max().unwrap_or(0);
+        self.ok[..self.ended_before(start)]
+            .iter()
+            .filter(|w2| w2.event.start > last_end)
+            .cloned()
+            .collect()
+    }
+}
+
+fn writes_by_key(history: &[Event]) -> BTreeMap<&str, KeyWrites<'_>> {
     let mut by_key: BTreeMap<&str, Vec<Write<'_>>> = BTreeMap::new();
     for e in history {
         let (key, value) = match &e.op {
@@ -181,37 +314,15 @@ fn writes_by_key(history: &[Event]) -> BTreeMap<&str, Vec<Write<'_>>> {
             .push(Write { value, event: e });
     }
     by_key
-}
-
-/// Whether `w` may still be the key's value during `[start, end]`: it could have taken effect
-/// by `end`, and no acknowledged write certainly replaced it before `start`.
-fn possible_during(w: &Write<'_>, all: &[Write<'_>], start: u64, end: u64) -> bool {
-    match w.event.outcome {
-        Outcome::Failed => false,
-        // It may take effect at any moment after it started.
-        Outcome::Unknown => w.event.start < end,
-        Outcome::Ok => {
-            w.event.start < end
-                && !all.iter().any(|w2| {
-                    w2.event.outcome == Outcome::Ok
-                        && w2.event.start > w.event.end
-                        && w2.event.end < start
-                })
-        }
-    }
-}
-
-/// Whether the initial absence may still hold during `[start, _]`: no acknowledged write ended
-/// before `start`.
-fn initial_possible(all: &[Write<'_>], start: u64) -> bool {
-    !all.iter()
-        .any(|w| w.event.outcome == Outcome::Ok && w.event.end < start)
+        .into_iter()
+        .map(|(k, all)| (k, KeyWrites::new(all)))
+        .collect()
 }
 
 /// Checks `history`; gives every violation, first by the id of the operation that saw it.
 pub fn check(history: &[Event]) -> Vec<Violation> {
     let writes = writes_by_key(history);
-    let none: Vec<Write<'_>> = Vec::new();
+    let none = KeyWrites::new(Vec::new());
     let mut out = Vec::new();
     for e in history {
         if e.outcome != Outcome::Ok {
@@ -219,8 +330,8 @@ pub fn check(history: &[Event]) -> Vec<Violation> {
         }
         match (&e.op, &e.seen) {
             (Op::Get { key }, Some(seen)) => {
-                let all = writes.get(key.as_str()).unwrap_or(&none);
-                if let Some(v) = check_read(key, e, seen, all) {
+                let kw = writes.get(key.as_str()).unwrap_or(&none);
+                if let Some(v) = check_read(key, e, seen, kw) {
                     out.push(v);
                 }
             }
@@ -249,7 +360,7 @@ pub fn check(history: &[Event]) -> Vec<Violation> {
     out
 }
 
-fn check_read(key: &str, e: &Event, seen: &Seen, all: &[Write<'_>]) -> Option<Violation> {
+fn check_read(key: &str, e: &Event, seen: &Seen, kw: &KeyWrites<'_>) -> Option<Violation> {
     let violation = |kind: Kind, because: Vec<&Event>| Violation {
         kind,
         key: key.to_owned(),
@@ -259,11 +370,11 @@ fn check_read(key: &str, e: &Event, seen: &Seen, all: &[Write<'_>]) -> Option<Vi
     match seen {
         Seen::Garbage(_) => Some(violation(Kind::Phantom, Vec::new())),
         Seen::Value(v) => {
-            let same: Vec<&Write<'_>> = all.iter().filter(|w| w.value == Some(*v)).collect();
+            let same: Vec<&Write<'_>> = kw.all.iter().filter(|w| w.value == Some(*v)).collect();
             if same.is_empty() {
                 return Some(violation(Kind::Phantom, Vec::new()));
             }
-            if same.iter().any(|w| possible_during(w, all, e.start, e.end)) {
+            if same.iter().any(|w| kw.possible_during(w, e.start, e.end)) {
                 return None;
             }
             if same.iter().all(|w| w.event.outcome == Outcome::Failed) {
@@ -273,7 +384,7 @@ fn check_read(key: &str, e: &Event, seen: &Seen, all: &[Write<'_>]) -> Option<Vi
                 ));
             }
             // Replaced for certain before the read began: by what?
-            let after = replacing(&same, all, e.start);
+            let after = kw.replacing(&same, e.start);
             let kind = if after.iter().any(|w| w.value.is_none()) {
                 Kind::Resurrected
             } else {
@@ -284,17 +395,14 @@ fn check_read(key: &str, e: &Event, seen: &Seen, all: &[Write<'_>]) -> Option<Vi
             Some(violation(kind, because))
         }
         Seen::Absent => {
-            let absent_ok = initial_possible(all, e.start)
-                || all
-                    .iter()
-                    .any(|w| w.value.is_none() && possible_during(w, all, e.start, e.end));
-            if absent_ok {
+            if kw.initial_possible(e.start) || kw.delete_possible_during(e.start, e.end) {
                 return None;
             }
             // Some acknowledged put certainly held the key.
-            let puts: Vec<&Event> = all
+            let puts: Vec<&Event> = kw
+                .all
                 .iter()
-                .filter(|w| w.value.is_some() && possible_during(w, all, e.start, e.end))
+                .filter(|w| w.value.is_some() && kw.possible_during(w, e.start, e.end))
                 .map(|w| w.event)
                 .collect();
             Some(violation(Kind::LostWrite, puts))
@@ -303,60 +411,30 @@ fn check_read(key: &str, e: &Event, seen: &Seen, all: &[Write<'_>]) -> Option<Vi
     }
 }
 
-/// The acknowledged writes that certainly replaced every write in `same` before `start`.
-fn replacing<'a>(same: &[&Write<'a>], all: &[Write<'a>], start: u64) -> Vec<Write<'a>> {
-    let last_end = same.iter().map(|w| w.event.end).max().unwrap_or(0);
-    all.iter()
-        .filter(|w2| {
-            w2.event.outcome == Outcome::Ok && w2.event.start > last_end && w2.event.end < start
-        })
-        .cloned()
-        .collect()
-}
-
-/// Present (`Some(true)`), absent (`Some(false)`) or uncertain (`None`) for the whole of
-/// `[start, end]`.
-fn certain_state(all: &[Write<'_>], start: u64, end: u64) -> Option<bool> {
-    let mut states = BTreeSet::new();
-    if initial_possible(all, start) {
-        states.insert(false);
-    }
-    for w in all {
-        if possible_during(w, all, start, end) {
-            // A write that may happen during the listing makes it uncertain.
-            if w.event.outcome == Outcome::Unknown || w.event.end > start {
-                return None;
-            }
-            states.insert(w.value.is_some());
-        }
-    }
-    (states.len() == 1).then(|| states.contains(&true))
-}
-
 fn check_listing(
     dir: &str,
     e: &Event,
     names: &BTreeSet<String>,
-    writes: &BTreeMap<&str, Vec<Write<'_>>>,
+    writes: &BTreeMap<&str, KeyWrites<'_>>,
 ) -> Vec<Violation> {
     let prefix = format!("{dir}/");
     let mut out = Vec::new();
-    for (key, all) in writes {
+    for (key, kw) in writes.range(prefix.as_str()..) {
         let Some(name) = key.strip_prefix(&prefix) else {
-            continue;
+            break;
         };
         if name.contains('/') {
             continue;
         }
         let listed = names.contains(name);
-        if let Some(present) = certain_state(all, e.start, e.end)
+        if let Some(present) = kw.certain_state(e.start, e.end)
             && present != listed
         {
             out.push(Violation {
                 kind: Kind::ListingDisagrees,
                 key: (*key).to_owned(),
                 at: e.clone(),
-                because: all.iter().map(|w| w.event.clone()).collect(),
+                because: kw.all.iter().map(|w| w.event.clone()).collect(),
             });
         }
     }
@@ -374,6 +452,10 @@ fn check_listing(
     }
     out
 }
+
+#[cfg(test)]
+#[path = "checker_naive.rs"]
+mod naive;
 
 #[cfg(test)]
 mod tests {
@@ -515,6 +597,59 @@ mod tests {
         assert_eq!(kinds(&h), [Kind::JobOutputWrong]);
     }
 
+    /// An hour of a soak is a few hundred thousand operations, thousands of writes of each key,
+    /// and a listing every few operations: the check must stay near-linear in that.
+    #[test]
+    fn a_long_correct_history_is_checked_whole() {
+        let mut h = H(Vec::new());
+        let mut state: BTreeMap<String, Option<u64>> = BTreeMap::new();
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut t = 0;
+        for v in 1..=200_000u64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let key = format!("d{}/k{}", rng % 4, (rng >> 8) % 100);
+            t += 10;
+            match (rng >> 20) % 8 {
+                0..=2 => {
+                    h.put(&key, v, t, t + 5, Outcome::Ok);
+                    state.insert(key, Some(v));
+                }
+                3 => {
+                    h.del(&key, t, t + 5);
+                    state.insert(key, None);
+                }
+                4 => {
+                    let dir = format!("d{}", rng % 4);
+                    let names = state
+                        .range(format!("{dir}/")..format!("{dir}0"))
+                        .filter(|(_, v)| v.is_some())
+                        .map(|(k, _)| k[dir.len() + 1..].to_owned())
+                        .collect();
+                    h.op(
+                        Op::List { dir },
+                        t,
+                        t + 5,
+                        Outcome::Ok,
+                        Some(Seen::Names(names)),
+                    );
+                }
+                _ => {
+                    let seen = match state.get(&key).copied().flatten() {
+                        Some(v) => Seen::Value(v),
+                        None => Seen::Absent,
+                    };
+                    h.get(&key, t, t + 5, seen);
+                }
+            }
+        }
+        let began = std::time::Instant::now();
+        let v = check(&h.0);
+        eprintln!("checked {} operations in {:?}", h.0.len(), began.elapsed());
+        assert!(v.is_empty(), "{}", v[0]);
+    }
+
     mod props {
         use super::*;
         use proptest::prelude::*;
@@ -547,6 +682,49 @@ mod tests {
                 t += 10;
                 h.op(Op::List { dir: "d".into() }, t, t + 5, Outcome::Ok, Some(Seen::Names(names)));
                 prop_assert!(check(&h.0).is_empty(), "{:?}", check(&h.0));
+            }
+
+            /// The indexed checker finds exactly what the plain one finds, on concurrent
+            /// histories with every outcome, reads of any value and listings of any names.
+            #[test]
+            fn the_indexed_checker_agrees_with_the_plain_one(
+                ops in proptest::collection::vec(
+                    (0u8..5, 0u8..4, 0u64..300, 0u64..40, 0u8..3, 0u8..16),
+                    1..80,
+                )
+            ) {
+                let mut h = H(Vec::new());
+                let mut next = 1;
+                for (what, k, start, len, outcome, pick) in ops {
+                    let key = format!("d/k{k}");
+                    let end = start + len;
+                    let outcome = [Outcome::Ok, Outcome::Failed, Outcome::Unknown][outcome as usize];
+                    match what {
+                        0 => { h.put(&key, next, start, end, outcome); next += 1; }
+                        1 => h.op(Op::Delete { key }, start, end, outcome, None),
+                        2 | 3 => {
+                            let seen = match pick {
+                                0 => Seen::Absent,
+                                1 => Seen::Garbage("x".into()),
+                                n => Seen::Value(u64::from(n) % (next + 1)),
+                            };
+                            h.get(&key, start, end, seen);
+                        }
+                        _ => {
+                            let names = (0..4)
+                                .filter(|i| pick & (1 << i) != 0)
+                                .map(|i| format!("k{i}"))
+                                .collect();
+                            h.op(Op::List { dir: "d".into() }, start, end, Outcome::Ok, Some(Seen::Names(names)));
+                        }
+                    }
+                }
+                let summary = |v: Vec<Violation>| -> Vec<(Kind, String, u64, BTreeSet<u64>)> {
+                    v.into_iter()
+                        .map(|v| (v.kind, v.key, v.at.id, v.because.iter().map(|e| e.id).collect()))
+                        .collect()
+                };
+                prop_assert_eq!(summary(check(&h.0)), summary(naive::check(&h.0)));
             }
 
             /// Dropping any one acknowledged put from what a later read sees is caught.
