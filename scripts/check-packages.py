@@ -58,6 +58,11 @@ USED = [
     ("cmd:npm", "installs the original npm manta client"),
     ("cmd:update-ca-certificates", "TLS trust for npm and pip downloads"),
     ("/usr/bin/time", "the CLI benchmark's CPU accounting"),
+    ("cmd:nft", "the fault runs cut one service off the network"),
+    ("/usr/lib/*/faketime/libfaketime.so.1", "the fault runs move one service's clock"),
+    ("cmd:mount", "the fault runs give a storage node a small disk (tmpfs)"),
+    ("cmd:umount", "the fault runs give a storage node a small disk (tmpfs)"),
+    ("cmd:cp", "the fault runs move a storage node's data"),
 ]
 
 

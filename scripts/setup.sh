@@ -31,10 +31,12 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   ca-certificates, curl, openssl   TLS trust for downloads, presigned URLs and certificates in tests
 #   s3cmd, rclone, python3-venv   S3 clients the tests drive (boto3 comes from PyPI into a venv)
 #   time              /usr/bin/time: the CLI benchmark's CPU accounting
+#   nftables          nft: the fault runs cut one service off the network
+#   faketime          libfaketime: the fault runs move one service's clock
 MANTA_DEBIAN_PACKAGES=(
     gcc libc6-dev protobuf-compiler libprotobuf-dev pkg-config libzfslinux-dev
     postgresql etcd-server etcd-client runc util-linux passwd iproute2 systemd procps openssh-client
-    ca-certificates curl openssl s3cmd rclone python3-venv time
+    ca-certificates curl openssl s3cmd rclone python3-venv time nftables faketime
 )
 # Node.js and npm, for the original npm client in the compatibility tests (ensure_node installs
 # them only when no `node` and `npm` are on PATH).

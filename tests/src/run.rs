@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::checker::{Violation, check};
-use crate::faults::Injector;
+use crate::faults::{Fault, FaultKind, Injector, SMALL_DISK_NODE, keep_on_small_disk};
 use crate::workload::{
     Recorder, Rng, Shape, client_loop, final_reads, jobs_loop, prepare_bucket, prepare_job_inputs,
     s3_loop,
@@ -30,11 +30,14 @@ pub struct AdmRegion {
     pub adm: PathBuf,
     /// Leave it running when dropped.
     pub keep: bool,
+    /// The small filesystem [`SMALL_DISK_NODE`]'s data is on, unmounted once the region is down.
+    pub small_disk: Option<PathBuf>,
 }
 
 impl AdmRegion {
     /// Brings a region up under `base` (`base/region`, `base/home`) with the `manta-adm` at
-    /// `adm`.
+    /// `adm`, with [`SMALL_DISK_NODE`]'s data on a filesystem of its own (256 MiB) that a fault
+    /// can fill.
     ///
     /// # Errors
     /// `up`'s output when it fails.
@@ -44,15 +47,25 @@ impl AdmRegion {
             home: base.join("home"),
             adm: adm.to_path_buf(),
             keep: false,
+            small_disk: None,
         };
         std::fs::create_dir_all(&r.home).map_err(|e| e.to_string())?;
-        let out = Command::new(adm)
+        r.adm_up()?;
+        let mut r = r;
+        r.small_disk = Some(keep_on_small_disk(&r.dir, SMALL_DISK_NODE, 256)?);
+        r.adm_up()?;
+        Ok(r)
+    }
+
+    /// `manta-adm up`, as the region's user.
+    fn adm_up(&self) -> Result<(), String> {
+        let out = Command::new(&self.adm)
             .args(["up", "--dir"])
-            .arg(&r.dir)
-            .env("HOME", &r.home)
+            .arg(&self.dir)
+            .env("HOME", &self.home)
             .env("USER", "faults")
             .output()
-            .map_err(|e| format!("run {}: {e}", adm.display()))?;
+            .map_err(|e| format!("run {}: {e}", self.adm.display()))?;
         if !out.status.success() {
             return Err(format!(
                 "manta-adm up failed:\n{}{}",
@@ -60,7 +73,7 @@ impl AdmRegion {
                 String::from_utf8_lossy(&out.stderr)
             ));
         }
-        Ok(r)
+        Ok(())
     }
 
     fn env(&self) -> HashMap<String, String> {
@@ -121,6 +134,13 @@ impl Drop for AdmRegion {
         if self.keep {
             return;
         }
+        if let Some(disk) = &self.small_disk {
+            let _ = Command::new(&self.adm)
+                .args(["down", "--dir"])
+                .arg(&self.dir)
+                .output();
+            let _ = Command::new("umount").arg(disk).output();
+        }
         let _ = Command::new(&self.adm)
             .args(["destroy", "--yes", "--dir"])
             .arg(&self.dir)
@@ -138,6 +158,8 @@ pub struct RunConfig {
     pub duration: Duration,
     /// Time between faults.
     pub every: Duration,
+    /// Take each kind of fault in turn first, then random ones.
+    pub in_turn: bool,
     /// Manta object clients.
     pub clients: u32,
     /// S3 clients.
@@ -160,7 +182,7 @@ pub struct RunReport {
     /// See `jobs`.
     pub job_errors: u64,
     /// Faults injected: when (seconds into the run) and what.
-    pub faults: Vec<(f64, String)>,
+    pub faults: Vec<(f64, Fault)>,
     /// Per minute: operations that worked and that did not.
     pub per_minute: Vec<(u64, u64)>,
     /// Events checked.
@@ -202,22 +224,18 @@ impl RunReport {
             self.events,
             self.violations.len(),
         );
-        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        let mut kinds: BTreeMap<(FaultKind, String), usize> = BTreeMap::new();
         for (_, f) in &self.faults {
-            let what = if f.starts_with("flip") {
-                "byte flipped in a copy".to_owned()
-            } else {
-                f.split_whitespace()
-                    .nth(2)
-                    .unwrap_or("?")
-                    .trim_end_matches(|c: char| c.is_ascii_digit())
-                    .to_owned()
-            };
-            *kinds.entry(what).or_default() += 1;
+            // Targets by kind: `moray1` and `moray2` are both a Moray.
+            let target = f.target.trim_end_matches(|c: char| c.is_ascii_digit());
+            *kinds.entry((f.kind, target.to_owned())).or_default() += 1;
         }
-        let _ = writeln!(s, "## Faults by target\n\n| target | kills |\n|---|---:|");
-        for (k, n) in &kinds {
-            let _ = writeln!(s, "| {k} | {n} |");
+        let _ = writeln!(
+            s,
+            "## Faults by kind and target\n\n| fault | target | times |\n|---|---|---:|"
+        );
+        for ((kind, target), n) in &kinds {
+            let _ = writeln!(s, "| {kind:?} | {target} | {n} |");
         }
         let _ = writeln!(
             s,
@@ -234,7 +252,7 @@ impl RunReport {
         }
         let _ = writeln!(s, "\n## Faults\n");
         for (t, f) in &self.faults {
-            let _ = writeln!(s, "- {t:>7.1} s: {f}");
+            let _ = writeln!(s, "- {t:>7.1} s: {}", f.what);
         }
         let _ = writeln!(s, "\n## Violations\n");
         if self.violations.is_empty() {
@@ -312,13 +330,21 @@ pub async fn run(region: &AdmRegion, cfg: &RunConfig) -> Result<RunReport, Strin
         move || {
             let mut faults = Injector::new(&dir, &adm, cfg.seed);
             let began = Instant::now();
+            let mut n = 0;
             while began.elapsed() + cfg.every <= cfg.duration {
                 std::thread::sleep(cfg.every);
-                if let Some(what) = faults.inject(rec.now()) {
+                let what = if cfg.in_turn && n < Injector::in_turn() {
+                    faults.inject_each(rec.now(), n)
+                } else {
+                    faults.inject(rec.now())
+                };
+                n += 1;
+                if let Some(what) = what {
                     eprintln!("{:>7.1}s  {what}", began.elapsed().as_secs_f64());
                 }
             }
             std::thread::sleep(cfg.duration.saturating_sub(began.elapsed()));
+            faults.settle();
             faults
         }
     })
@@ -364,7 +390,7 @@ pub async fn run(region: &AdmRegion, cfg: &RunConfig) -> Result<RunReport, Strin
         faults: faults
             .log
             .iter()
-            .map(|(at, f)| (*at as f64 / 1e6, f.clone()))
+            .map(|f| (f.at as f64 / 1e6, f.clone()))
             .collect(),
         per_minute: rec.per_minute(),
         events: history.len(),

@@ -1,5 +1,6 @@
-//! The fault soak: a one-machine region under load while services and Postgres are killed at
-//! random for as long as asked, then checked. Writes a report (operations, faults, availability
+//! The fault soak: a one-machine region under load while faults (kills, partitions, a full
+//! disk, a held standby, moved clocks, flipped bytes) come one after another, each kind in turn
+//! first and then at random, for as long as asked; then checked. Writes a report (operations, faults, availability
 //! per minute, violations) and exits non-zero on any violation.
 //!
 //! ```sh
@@ -69,6 +70,7 @@ async fn main() {
         seed,
         duration: Duration::from_secs(minutes * 60),
         every: Duration::from_secs(every),
+        in_turn: true,
         clients,
         s3_clients: 1,
         jobs: true,
