@@ -434,16 +434,17 @@ impl Injector {
     /// until the next fault.
     pub fn move_clock(&mut self, at: u64, target: &str, minutes: i64) -> Option<String> {
         let sdir = self.region.join(target);
-        let offset = format!("{minutes:+}m");
-        self.restart_supervisor(&sdir, Some(&offset))?;
+        let clock = (libfaketime()?, format!("{minutes:+}m"));
+        self.restart_supervisor(&sdir, Some(clock))?;
         self.held = Some(Hold::Clock(sdir));
         let what = format!("move the clock of {target} by {minutes:+} minutes (libfaketime)");
         self.record(at, FaultKind::Clock, target, what)
     }
 
     /// Stops the supervisor in `sdir` and starts it again as it was (same command, same
-    /// environment, same log), with the wall clock moved by `offset` when given.
-    fn restart_supervisor(&mut self, sdir: &Path, offset: Option<&str>) -> Option<()> {
+    /// environment, same log), with the wall clock moved when `clock` (libfaketime and the
+    /// offset) is given.
+    fn restart_supervisor(&mut self, sdir: &Path, clock: Option<(PathBuf, String)>) -> Option<()> {
         let pid: u32 = std::fs::read_to_string(sdir.join("supervisor.pid"))
             .ok()?
             .trim()
@@ -482,8 +483,8 @@ impl Injector {
                 cmd.env(k, v);
             }
         }
-        if let Some(offset) = offset {
-            cmd.env("LD_PRELOAD", libfaketime()?)
+        if let Some((lib, offset)) = clock {
+            cmd.env("LD_PRELOAD", lib)
                 .env("FAKETIME", offset)
                 // Timers and timeouts keep the real pace; only the wall clock is off.
                 .env("DONT_FAKE_MONOTONIC", "1");
