@@ -449,6 +449,13 @@ impl Authenticator {
         let alg = Algorithm::parse(&p.algorithm).ok_or_else(|| {
             AuthError::InvalidAlgorithm(format!("{} is not a supported algorithm", p.algorithm))
         })?;
+        // A signature that does not cover the date never expires: whoever saw the request once
+        // could replay it with a fresh date for as long as the key lives.
+        if !p.headers.iter().any(|h| h.eq_ignore_ascii_case("date")) {
+            return Err(AuthError::InvalidSignature(
+                "the signature must cover the date header (headers=\"date ...\")".into(),
+            ));
+        }
         let date = req
             .header("date")
             .ok_or_else(|| AuthError::InvalidSignature("the date header is missing".into()))?;

@@ -194,6 +194,22 @@ async fn refusals_carry_the_right_codes() {
         auth_get(&auth, &authz, &old, SystemTime::now()).await,
         ErrorCode::RequestExpired,
     );
+    // A signature over the host alone: it would verify with any date, for ever.
+    let sig = signer.sign(b"host: localhost").await.unwrap();
+    let host_only = format_authorization(&SignatureParams {
+        key_id: format!("/jill/keys/{}", signer.public_key().md5_fingerprint()),
+        algorithm: signer.algorithm().to_string(),
+        headers: vec!["host".into()],
+        signature: sig,
+    });
+    let refused = auth_get(&auth, &host_only, &date, SystemTime::now()).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("must cover the date")),
+        "{refused:?}"
+    );
+    check(refused, ErrorCode::InvalidSignature);
     // A key the account does not have.
     let other = KeySigner::from_file(ed).unwrap();
     let authz = signed_request(&other, "jill", &date).await;
