@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use s3_common::*;
-use testkit::s3::{Presign, presign};
+use testkit::s3::{Presign, presign, presign_v2, sign_v2};
 
 /// Sends a plain request; returns the answer's status, `x-amz-request-id` and body.
 async fn raw(req: reqwest::RequestBuilder) -> (u16, String, String) {
@@ -238,6 +238,57 @@ async fn an_expired_presigned_url_is_refused() {
     assert_eq!(status, 403);
     assert_eq!(xml_code(&body, &id), "AccessDenied");
     assert!(body.contains("expired"), "{body}");
+}
+
+#[tokio::test]
+async fn sigv2_requests_and_urls_expire() {
+    let Private { s3, .. } = private().await;
+    let keys = (s3.access_key.as_str(), s3.secret_key.as_str());
+    let http = reqwest::Client::new();
+    let url = format!("{}/private/secret.txt", s3.endpoint);
+    let get_dated = |at: SystemTime| {
+        let date = httpdate::fmt_http_date(at);
+        let auth = sign_v2("GET", "/private/secret.txt", &date, keys);
+        http.get(&url)
+            .header("date", date)
+            .header("authorization", auth)
+    };
+    let (status, _, body) = raw(get_dated(SystemTime::now())).await;
+    assert_eq!((status, body.as_str()), (200, "for my eyes"));
+    // The same request captured and replayed twenty minutes later (its signed date is what
+    // dates it), or signed for a date ahead.
+    for at in [
+        SystemTime::now() - Duration::from_secs(20 * 60),
+        SystemTime::now() + Duration::from_secs(20 * 60),
+    ] {
+        let (status, id, body) = raw(get_dated(at)).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(xml_code(&body, &id), "RequestTimeTooSkewed");
+    }
+    // A SigV2 header signature without a date at all.
+    let auth = sign_v2("GET", "/private/secret.txt", "", keys);
+    let (status, id, body) = raw(http.get(&url).header("authorization", auth)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(xml_code(&body, &id), "AccessDenied");
+    // Presigned: an hour ahead works; a year ahead is refused, as SigV4's 7-day bound is.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ok = presign_v2(&s3.endpoint, "GET", "/private/secret.txt", keys, now + 3600);
+    let (status, _, body) = raw(http.get(ok)).await;
+    assert_eq!((status, body.as_str()), (200, "for my eyes"));
+    let forever = presign_v2(
+        &s3.endpoint,
+        "GET",
+        "/private/secret.txt",
+        keys,
+        now + 365 * 86_400,
+    );
+    let (status, id, body) = raw(http.get(forever)).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(xml_code(&body, &id), "AccessDenied");
+    assert!(body.contains("Expires must be at most"), "{body}");
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! SigV4 presigned URLs made by hand, for the S3 tests and benches: a request the SDKs would
-//! refuse to make (an expiry out of range, a wrong secret) or one made without an SDK.
+//! SigV4 presigned URLs and SigV2 signatures made by hand, for the S3 tests and benches: a
+//! request the SDKs would refuse to make (an expiry out of range, a wrong secret, a stale
+//! date) or one made without an SDK.
 
 use std::time::SystemTime;
 
@@ -134,4 +135,40 @@ pub fn presign(
         now,
     }
     .url()
+}
+
+/// SigV2's signature of `to_sign` with `secret`: base64 of its HMAC-SHA1.
+fn sign_v2_string(secret: &str, to_sign: &str) -> String {
+    use base64::Engine as _;
+    let Ok(mut m) = Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()) else {
+        unreachable!("HMAC accepts every key length")
+    };
+    m.update(to_sign.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes())
+}
+
+/// A SigV2 `Authorization` header (`AWS <key>:<signature>`) for a request without a body,
+/// `Content-MD5`, `Content-Type` or `x-amz-*` headers: `method` on `resource` (`/bucket/key`),
+/// sent with `date` as its `Date` header.
+pub fn sign_v2(method: &str, resource: &str, date: &str, keys: (&str, &str)) -> String {
+    let to_sign = format!("{method}\n\n\n{date}\n{resource}");
+    format!("AWS {}:{}", keys.0, sign_v2_string(keys.1, &to_sign))
+}
+
+/// A SigV2 presigned URL: `method` on `resource` (`/bucket/key`) at `endpoint`, good until
+/// `expires` (Unix seconds).
+pub fn presign_v2(
+    endpoint: &str,
+    method: &str,
+    resource: &str,
+    keys: (&str, &str),
+    expires: u64,
+) -> String {
+    let to_sign = format!("{method}\n\n\n{expires}\n{resource}");
+    let sig = sign_v2_string(keys.1, &to_sign);
+    format!(
+        "{endpoint}{resource}?AWSAccessKeyId={}&Expires={expires}&Signature={}",
+        uri_encode(keys.0, false),
+        uri_encode(&sig, false)
+    )
 }

@@ -14,6 +14,7 @@
 //! at [`XML_MAX_BODY`] and browser-form uploads at [`POST_OBJECT_MAX`].
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use axum::Router;
@@ -247,9 +248,17 @@ fn error_response(e: s3s::S3Error) -> Response {
     }
 }
 
-/// Refuses what must not reach `s3s`: presigned URLs living 0 s or over 7 days, bodies
-/// declared over the size limit.
+/// How far a SigV2 request's date may be from the server's clock, as AWS allows.
+pub const MAX_V2_SKEW_SECS: u64 = 15 * 60;
+
+/// Refuses what must not reach `s3s`: presigned URLs living 0 s or over 7 days (SigV4's
+/// `X-Amz-Expires`, SigV2's `Expires`), SigV2 requests whose signed date is missing or over 15
+/// minutes from the server's clock (`s3s` checks neither: such a request could be replayed for
+/// ever), bodies declared over the size limit.
 fn precheck(req: &Request) -> Option<s3s::S3Error> {
+    if let Some(e) = check_v2_time(req, SystemTime::now()) {
+        return Some(e);
+    }
     if let Some(q) = req.uri().query() {
         for (k, v) in manta_auth::presign::parse_query(q) {
             if k == "X-Amz-Expires" {
@@ -286,6 +295,63 @@ fn precheck(req: &Request) -> Option<s3s::S3Error> {
             S3ErrorCode::EntityTooLarge,
             "Your proposed upload exceeds the maximum allowed object size.",
         ));
+    }
+    None
+}
+
+/// The time checks SigV2 needs and `s3s` leaves out: a header-signed request's `x-amz-date`
+/// (or else `Date`) within [`MAX_V2_SKEW_SECS`] of `now`; a presigned URL's `Expires` at most
+/// [`MAX_PRESIGNED_SECS`] ahead (one already past is refused by `s3s`).
+fn check_v2_time(req: &Request, now: SystemTime) -> Option<s3s::S3Error> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    if header("authorization").is_some_and(|a| a.starts_with("AWS ")) {
+        let Some(date) = header("x-amz-date").or_else(|| header("date")) else {
+            return Some(s3err(
+                S3ErrorCode::AccessDenied,
+                "AWS authentication requires a valid Date or x-amz-date header",
+            ));
+        };
+        let Ok(when) = httpdate::parse_http_date(date) else {
+            return Some(s3err(
+                S3ErrorCode::AccessDenied,
+                "AWS authentication requires a valid Date or x-amz-date header",
+            ));
+        };
+        let skew = now
+            .duration_since(when)
+            .unwrap_or_else(|e| e.duration())
+            .as_secs();
+        if skew > MAX_V2_SKEW_SECS {
+            return Some(s3err(
+                S3ErrorCode::RequestTimeTooSkewed,
+                format!(
+                    "The difference between the request time ({date}) and the server's time is \
+                     {skew} s, over {MAX_V2_SKEW_SECS} s."
+                ),
+            ));
+        }
+    }
+    let q = req.uri().query()?;
+    let params = manta_auth::presign::parse_query(q);
+    let has = |name: &str| params.iter().any(|(k, _)| k == name);
+    if has("Signature") && has("AWSAccessKeyId") {
+        let expires = params.iter().find(|(k, _)| k == "Expires").map(|(_, v)| v);
+        match expires.and_then(|v| v.parse::<u64>().ok()) {
+            Some(t) if t <= now_secs.saturating_add(MAX_PRESIGNED_SECS) => {}
+            Some(_) => {
+                return Some(s3err(
+                    S3ErrorCode::AccessDenied,
+                    format!("Expires must be at most {MAX_PRESIGNED_SECS} seconds ahead"),
+                ));
+            }
+            None => {
+                return Some(s3err(
+                    S3ErrorCode::AuthorizationQueryParametersError,
+                    "Expires should be a number of seconds since the epoch",
+                ));
+            }
+        }
     }
     None
 }
