@@ -150,6 +150,20 @@ async fn buckets_read_through_the_manta_api() {
     );
     let r = me.send(Method::PUT, &obj("new"), &[]).await;
     assert_eq!(r.status(), 405);
+    // Another spelling of the same area is the same read-only view, not a place to write.
+    for spelling in [
+        format!("/{login}/%62uckets/data/objects/new"),
+        format!("/{login}/%62uckets/shadow"),
+        format!("/{login}/bucket%73/data"),
+    ] {
+        let r = me.send(Method::PUT, &spelling, &[]).await;
+        assert_eq!(r.status(), 405, "PUT {spelling}");
+    }
+    assert_eq!(
+        me.get(&format!("/{login}/buckets/shadow")).await.status(),
+        404,
+        "no entry was made"
+    );
     let other = s3.region.add_account("nosy").await.unwrap();
     let nosy = Manta {
         url: &s3.region.url,
