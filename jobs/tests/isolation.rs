@@ -111,6 +111,13 @@ async fn tasks_are_isolated() {
             None,
         ),
         (
+            // A task holds its job's token: with it, the jobs API must refuse to list, read
+            // or create jobs (a job creating jobs, each with a fresh token, has no bound).
+            "jobs-api",
+            "for m in POST GET; do curl -s -o /dev/null -w \"$m=%{http_code} \" --unix-socket /manta-agent/sock -X $m -H 'content-type: application/json' -d '{\"phases\":[{\"exec\":\"true\"}]}' http://task/$MANTA_USER/jobs; done; curl -s --unix-socket /manta-agent/sock http://task/$MANTA_USER/stor/iso/in.txt".to_owned(),
+            None,
+        ),
+        (
             "rootfs",
             "for f in /x /usr/x /etc/x /bin/x; do touch $f 2>/dev/null && echo WROTE $f; done; echo hi > /tmp/ok && cat /tmp/ok; id -u".to_owned(),
             None,
@@ -141,6 +148,19 @@ async fn tasks_are_isolated() {
     assert!(out.contains("BLOCKED"), "{out}");
     // /proc/net/dev: two header lines without a colon-terminated name, one line for `lo`.
     assert_eq!(out.lines().nth(1), Some("1"), "only lo: {out}");
+
+    let out = &results["jobs-api"].out;
+    assert!(out.contains("POST=403 GET=403"), "{out}");
+    assert!(
+        out.contains("one two three"),
+        "the token still reads the owner's objects: {out}"
+    );
+    let jobs = env.client.list_jobs(None).await.unwrap();
+    assert_eq!(
+        jobs.len(),
+        checks.len(),
+        "no job was made from a task: {jobs:?}"
+    );
 
     let out = &results["rootfs"].out;
     assert!(!out.contains("WROTE"), "{out}");

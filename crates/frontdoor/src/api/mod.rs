@@ -329,6 +329,20 @@ async fn jobs(
             "Authorization is required",
         ));
     }
+    // Only the account's own signature: a job's token (what a task holds) reaches the job's
+    // data, never the jobs API, or tasks could start jobs (each with a fresh token) without
+    // bound; a presigned URL is for one object.
+    if let Caller::Account { via, .. } = caller
+        && *via != Via::Signature
+    {
+        return Err(err(
+            ErrorCode::AuthorizationFailed,
+            match via {
+                Via::Token => "a job's token reaches its owner's objects, not the jobs API",
+                _ => "the jobs API takes a signed request, not a presigned URL",
+            },
+        ));
+    }
     let jreq = manta_jobs_api::api::JobsRequest {
         method: parts.method,
         owner,
