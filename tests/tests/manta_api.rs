@@ -779,6 +779,40 @@ async fn presigned_urls_work_until_they_expire() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "presigned");
+
+    // A URL for uploading to one name (and reading it back) uploads bytes there, and cannot
+    // turn its name into a SnapLink of another of the signer's objects, nor rewrite metadata.
+    put_object(&c, "~~/stor/private.txt", "not for the URL's holder")
+        .await
+        .unwrap();
+    let up = c
+        .sign_url("~~/stor/drop.txt", &["GET", "PUT"], in_an_hour)
+        .await
+        .unwrap();
+    let login = &region.account.login;
+    let r = http
+        .put(&up)
+        .header("content-type", "application/json; type=link")
+        .header("location", format!("/{login}/stor/private.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("AuthorizationFailed"));
+    assert_eq!(http.get(&up).send().await.unwrap().status(), 404);
+    let r = http
+        .put(format!("{up}&metadata=true"))
+        .header("m-x", "y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = http.put(&up).body("dropped").send().await.unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    assert_eq!(
+        http.get(&up).send().await.unwrap().text().await.unwrap(),
+        "dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -388,11 +388,30 @@ async fn write(ctx: &Ctx, body: Body, route: &mut &'static str) -> ApiResult<Res
             format!("PUT is not allowed on {}", ctx.path),
         ));
     }
-    if ctx.param("metadata") == Some("true") {
+    let kind = headers::entry_type(&ctx.headers);
+    let metadata = ctx.param("metadata") == Some("true");
+    // A presigned URL signs the method and the path, not the headers that turn a PUT into a
+    // SnapLink (or a metadata update): its holder could otherwise link any of the signer's
+    // objects to the signed name and read it there. It uploads bytes, nothing else.
+    if matches!(
+        ctx.caller,
+        Caller::Account {
+            via: Via::Presigned,
+            ..
+        }
+    ) && (metadata || kind == headers::EntryType::Link)
+    {
+        return Err(err(
+            ErrorCode::AuthorizationFailed,
+            "a presigned URL uploads an object's bytes; it cannot make a SnapLink or change \
+             metadata",
+        ));
+    }
+    if metadata {
         *route = "PutMetadata";
         return objects::put_metadata(ctx).await;
     }
-    match headers::entry_type(&ctx.headers) {
+    match kind {
         headers::EntryType::Directory => {
             *route = "PutDirectory";
             dirs::put_directory(ctx).await
