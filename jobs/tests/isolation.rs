@@ -118,6 +118,14 @@ async fn tasks_are_isolated() {
             None,
         ),
         (
+            // Outputs go where the owner may write, and replace objects only: not under
+            // /reports, not into another job's tree, not over a directory (whose entries would
+            // be orphaned).
+            "outputs",
+            "for t in reports/evil stor/iso jobs/00000000-0000-0000-0000-000000000000/stor/x; do echo evil | mpipe /$MANTA_USER/$t 2>/dev/null; printf '%s=%s ' $t $?; done | mpipe ~~/stor/iso-out/codes".to_owned(),
+            None,
+        ),
+        (
             "rootfs",
             "for f in /x /usr/x /etc/x /bin/x; do touch $f 2>/dev/null && echo WROTE $f; done; echo hi > /tmp/ok && cat /tmp/ok; id -u".to_owned(),
             None,
@@ -160,6 +168,30 @@ async fn tasks_are_isolated() {
         jobs.len(),
         checks.len(),
         "no job was made from a task: {jobs:?}"
+    );
+
+    let Ran { errs, .. } = &results["outputs"];
+    assert!(errs.is_empty(), "{errs:?}");
+    let codes = env.client.get_bytes("~~/stor/iso-out/codes").await.unwrap();
+    let codes = String::from_utf8_lossy(&codes);
+    for t in ["reports/evil", "stor/iso", "jobs/"] {
+        let code = codes
+            .split_whitespace()
+            .find(|c| c.starts_with(t))
+            .unwrap_or_else(|| panic!("{t} in {codes}"));
+        assert!(!code.ends_with("=0"), "mpipe to {t} worked: {codes}");
+    }
+    let listed = env.client.ls_all("~~/stor/iso").await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "the directory and its entry stay: {listed:?}"
+    );
+    assert!(
+        env.client
+            .info(&format!("/{login}/reports/evil"))
+            .await
+            .is_err()
     );
 
     let out = &results["rootfs"].out;

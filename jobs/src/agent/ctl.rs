@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use futures_util::StreamExt as _;
 use http::{HeaderValue, Method, StatusCode};
-use manta_types::{ErrorCode, MantaError, MantaPath};
+use manta_types::{Area, ErrorCode, MantaError, MantaPath};
 use manta_util::http::error_response;
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
@@ -138,13 +138,30 @@ fn empty(status: StatusCode) -> Response {
     r
 }
 
+/// Where a task may put an output: its owner's `stor` or `public`, or its own job's `stor`
+/// (where outputs go by default); never `reports`, `uploads`, another job's tree or another
+/// account.
 fn own_path(ctl: &Ctl, path: &str) -> Result<MantaPath, MantaError> {
     let p = MantaPath::parse(path)
         .map_err(|e| MantaError::new(ErrorCode::InvalidResource, e.to_string()))?;
-    if p.login() != ctl.job.job.login {
+    let job = &ctl.job.job;
+    let allowed = p.login() == job.login
+        && match p.area() {
+            Some(Area::Stor | Area::Public) => !p.segments().is_empty(),
+            Some(Area::Jobs) => {
+                p.segments().len() > 2 && p.segments()[0] == job.job_id && p.segments()[1] == "stor"
+            }
+            _ => false,
+        };
+    if !allowed {
         return Err(MantaError::new(
             ErrorCode::AuthorizationFailed,
-            format!("a task may only emit outputs under /{}", ctl.job.job.login),
+            format!(
+                "a task may only emit outputs under /{login}/stor, /{login}/public or its job's \
+                 /{login}/jobs/{id}/stor, not {p}",
+                login = job.login,
+                id = job.job_id
+            ),
         ));
     }
     Ok(p)
@@ -166,6 +183,10 @@ async fn output(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>, body: Body) -> R
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
+    let cond = match ctl.agent.output_condition(&ctl.job, &p).await {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
     ctl.record
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -183,7 +204,7 @@ async fn output(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>, body: Body) -> R
     let stream = tokio_util::io::ReaderStream::new(r);
     let stored = ctl
         .agent
-        .store_output(&ctl.job, &p.to_string(), stream, None)
+        .store_output(&ctl.job, &p.to_string(), stream, None, cond)
         .await;
     let fed = feed.await;
     match (stored, fed) {

@@ -595,13 +595,49 @@ impl Agent {
         let _ = manta_util::blocking(move || std::fs::remove_dir_all(&d)).await;
     }
 
-    /// Stores `body` as the object `path` on this node (one copy) and commits its record.
+    /// The condition an output's record is committed under: it replaces an object, never a
+    /// directory (whose entries would be orphaned), and only the entry read here, so that a
+    /// directory made meanwhile is not overwritten either.
+    ///
+    /// # Errors
+    /// `OperationNotAllowedOnDirectory` (the task's own doing); `InternalError` when Moray
+    /// cannot say.
+    pub(crate) async fn output_condition(
+        &self,
+        job: &TaskJob,
+        p: &MantaPath,
+    ) -> std::result::Result<PutOptions, manta_types::MantaError> {
+        use manta_types::{ErrorCode, MantaError};
+        let key = p.storage_key(&job.job.owner);
+        match self.moray.get_object("manta", &key).await {
+            Ok(existing) => {
+                let rec = MetadataRecord::from_value(existing.value)
+                    .map_err(|e| MantaError::new(ErrorCode::InternalError, e.to_string()))?;
+                if rec.is_directory() {
+                    return Err(MantaError::new(
+                        ErrorCode::OperationNotAllowedOnDirectory,
+                        format!("{p} is a directory: an output cannot replace it"),
+                    ));
+                }
+                Ok(PutOptions::if_match(existing.etag))
+            }
+            Err(moray::Error::ObjectNotFound { .. }) => Ok(PutOptions::must_not_exist()),
+            Err(e) => Err(MantaError::new(
+                ErrorCode::InternalError,
+                format!("read the entry of {p}: {e}"),
+            )),
+        }
+    }
+
+    /// Stores `body` as the object `path` on this node (one copy) and commits its record under
+    /// `cond` ([`Agent::output_condition`]).
     pub(crate) async fn store_output<S, E>(
         &self,
         job: &TaskJob,
         path: &str,
         body: S,
         len: Option<u64>,
+        cond: PutOptions,
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Sync + 'static,
@@ -625,6 +661,7 @@ impl Agent {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(parent_s);
         }
+        let key = p.storage_key(&job.job.owner);
         let owner = uuid::Uuid::parse_str(&job.job.owner)?;
         let id = ObjectId::random();
         let d = self
@@ -632,7 +669,6 @@ impl Agent {
             .put(&ObjectKey { owner, id }, PutRequest::stream(body, len))
             .await
             .context("write the output to this storage node")?;
-        let key = p.storage_key(&job.job.owner);
         let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.md5);
         let sha: String = d.sha256.iter().map(|b| format!("{b:02x}")).collect();
         let rec = MetadataRecord {
@@ -662,17 +698,33 @@ impl Agent {
             request_id: manta_util::http::current_request_id(),
         };
         self.moray
-            .put_object("manta", &key, rec.to_value(), PutOptions::any())
+            .put_object("manta", &key, rec.to_value(), cond)
             .await
+            .map_err(|e| match e {
+                moray::Error::EtagConflict { .. } => {
+                    anyhow!("{path} changed while the output was written")
+                }
+                e => anyhow::Error::from(e),
+            })
             .context("commit the output's metadata")?;
         Ok(())
     }
 
     async fn store_file(&self, job: &TaskJob, path: &str, file: &Path) -> Result<()> {
+        let cond = self
+            .output_condition(job, &MantaPath::parse(path)?)
+            .await
+            .map_err(|e| anyhow!("{}", e.message))?;
         let f = tokio::fs::File::open(file).await?;
         let len = f.metadata().await?.len();
-        self.store_output(job, path, tokio_util::io::ReaderStream::new(f), Some(len))
-            .await
+        self.store_output(
+            job,
+            path,
+            tokio_util::io::ReaderStream::new(f),
+            Some(len),
+            cond,
+        )
+        .await
     }
 
     /// Where this node keeps the bytes of the map input `path`.
