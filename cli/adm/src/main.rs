@@ -263,6 +263,20 @@ enum AccountCmd {
         #[command(flatten)]
         target: MorayTarget,
     },
+    /// Set an account's own limits on what it may use (each overrides the region's default;
+    /// `default` goes back to it). Front doors apply a change within a minute.
+    SetLimits {
+        /// The login.
+        login: String,
+        /// Requests in progress at once on one front door (a number, or `default`).
+        #[arg(long, value_parser = parse_limit)]
+        concurrent_requests: Option<LimitArg>,
+        /// S3 buckets it may own (a number, or `default`).
+        #[arg(long, value_parser = parse_limit)]
+        buckets: Option<LimitArg>,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
     /// Remove an SSH key from an account, by fingerprint (MD5 or SHA256 form).
     RemoveKey {
         /// The login.
@@ -272,6 +286,19 @@ enum AccountCmd {
         #[command(flatten)]
         target: MorayTarget,
     },
+}
+
+/// A limit as given on the command line: a number, or `None` for the region's default.
+#[derive(Debug, Clone, Copy)]
+struct LimitArg(Option<u32>);
+
+fn parse_limit(s: &str) -> std::result::Result<LimitArg, String> {
+    if s == "default" {
+        return Ok(LimitArg(None));
+    }
+    s.parse()
+        .map(|n| LimitArg(Some(n)))
+        .map_err(|_| format!("{s:?} is not a number or `default`"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -519,6 +546,32 @@ async fn account(cmd: AccountCmd) -> Result<()> {
                 .add_key(&login, &read_key(&key)?, name.as_deref())
                 .await?;
             println!("added key {} ({}) to {login}", k.fingerprint, k.name);
+        }
+        AccountCmd::SetLimits {
+            login,
+            concurrent_requests,
+            buckets,
+            target,
+        } => {
+            if concurrent_requests.is_none() && buckets.is_none() {
+                bail!("name a limit to set: --concurrent-requests or --buckets");
+            }
+            let a = target
+                .admin()
+                .await?
+                .set_limits(&login, |l| {
+                    if let Some(LimitArg(n)) = concurrent_requests {
+                        l.concurrent_requests = n;
+                    }
+                    if let Some(LimitArg(n)) = buckets {
+                        l.buckets = n;
+                    }
+                })
+                .await?;
+            println!(
+                "{login}'s own limits: {}",
+                serde_json::to_string(&a.limits)?
+            );
         }
         AccountCmd::RemoveKey {
             login,

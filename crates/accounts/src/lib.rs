@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use manta_auth::{Account, AccountKey, AccountStore, S3Key, StoreError};
+use manta_auth::{Account, AccountKey, AccountStore, Limits, S3Key, StoreError};
 use moray::types::{BucketConfig, FindOptions, IndexSpec, IndexType, PutOptions};
 use moray::{EtagCondition, MorayClient};
 use serde_json::Value;
@@ -262,6 +262,23 @@ impl AccountAdmin {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Changes an account's own limits: `change` is applied to the stored ones (a limit set to
+    /// `None` goes back to the region's default). Gives the account as written.
+    ///
+    /// # Errors
+    /// When the account does not exist.
+    pub async fn set_limits(
+        &self,
+        login: &str,
+        change: impl Fn(&mut Limits),
+    ) -> Result<Account, AdminError> {
+        self.update(login, |a| {
+            change(&mut a.limits);
+            Ok(())
+        })
+        .await
     }
 
     /// Adds an SSH key.

@@ -64,6 +64,11 @@ pub struct Config {
     pub max_dirents: u64,
     /// Requests served at once; more are refused with `ThrottledError` (503).
     pub max_concurrency: usize,
+    /// Requests of one account in progress at once, unless its own limits say otherwise;
+    /// more are refused with `ThrottledError` (S3: `SlowDown`), 503.
+    pub account_max_concurrency: u32,
+    /// S3 buckets one account may own, unless its own limits say otherwise.
+    pub account_max_buckets: u32,
     /// Storage nodes fuller than this percentage get no new objects.
     pub max_utilization_pct: u32,
     /// Heartbeats older than this take a node out of placement.
@@ -99,6 +104,8 @@ impl Config {
             data_timeout: Duration::from_secs(45),
             max_dirents: 1_000_000,
             max_concurrency: 2048,
+            account_max_concurrency: 256,
+            account_max_buckets: 100,
             max_utilization_pct: 90,
             heartbeat_max_age: Duration::from_secs(60),
             picker_refresh: Duration::from_secs(5),

@@ -53,6 +53,7 @@ pub mod api;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod limits;
 pub mod picker;
 pub mod s3;
 pub mod state;

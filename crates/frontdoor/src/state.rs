@@ -38,6 +38,8 @@ pub struct Frontdoor {
     pub metrics: Arc<Metrics>,
     /// Concurrency limit.
     pub throttle: Arc<Semaphore>,
+    /// Each account's requests in progress, held to its share.
+    pub in_flight: crate::limits::InFlight,
     /// The jobs API (job state lives in Moray's system shard).
     pub jobs: manta_jobs_api::api::JobsApi,
     /// Work a request leaves behind: the discards of uploads dropped uncommitted
@@ -131,6 +133,7 @@ impl Frontdoor {
         let sharks = storage_connector(&cfg, tls);
         Frontdoor {
             throttle: Arc::new(Semaphore::new(cfg.max_concurrency)),
+            in_flight: crate::limits::InFlight::default(),
             jobs,
             cfg: Arc::new(cfg),
             moray,

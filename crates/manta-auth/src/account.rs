@@ -80,6 +80,30 @@ pub struct Account {
     /// Creation time, epoch ms.
     #[serde(default)]
     pub created: u64,
+    /// What this account may use at most; unset limits are the region's defaults.
+    #[serde(default, skip_serializing_if = "Limits::is_unset")]
+    pub limits: Limits,
+}
+
+/// An account's own limits, each overriding the region's default when set
+/// (`manta-adm account set-limits`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Limits {
+    /// Requests in progress at once on one front door (an upload counts until its last byte
+    /// is stored); more are refused with `ThrottledError` (S3: `SlowDown`), 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_requests: Option<u32>,
+    /// S3 buckets the account may own; one more is refused with `TooManyBuckets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<u32>,
+}
+
+impl Limits {
+    /// True when no limit is set (every one is the region's default).
+    pub fn is_unset(&self) -> bool {
+        *self == Limits::default()
+    }
 }
 
 fn one() -> u32 {
@@ -97,6 +121,7 @@ impl Account {
             s3_keys: Vec::new(),
             blocked: false,
             created: manta_types::time::now_ms(),
+            limits: Limits::default(),
         }
     }
 

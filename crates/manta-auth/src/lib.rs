@@ -36,7 +36,7 @@ pub mod presign;
 pub mod signer;
 
 pub use account::{
-    Account, AccountKey, AccountStore, AuthError, Authenticator, Caller, MemoryAccounts,
+    Account, AccountKey, AccountStore, AuthError, Authenticator, Caller, Limits, MemoryAccounts,
     RequestInfo, S3Key, StoreError, TokenClaims, TokenKey, Via,
 };
 pub use keys::{Algorithm, KeyType, SshPublicKey};

@@ -50,6 +50,12 @@ struct Args {
     /// Requests served at once before `ThrottledError`.
     #[arg(long, env = "MANTA_MAX_CONCURRENCY", default_value_t = 2048)]
     max_concurrency: usize,
+    /// Requests of one account in progress at once (an account's own limit overrides it).
+    #[arg(long, env = "MANTA_ACCOUNT_MAX_CONCURRENCY", default_value_t = 256)]
+    account_max_concurrency: u32,
+    /// S3 buckets one account may own (an account's own limit overrides it).
+    #[arg(long, env = "MANTA_ACCOUNT_MAX_BUCKETS", default_value_t = 100)]
+    account_max_buckets: u32,
     /// Idle time after which an upload or download is cut.
     #[arg(long, env = "MANTA_DATA_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     data_timeout: Duration,
@@ -99,6 +105,8 @@ async fn main() -> Result<()> {
     cfg.default_copies = args.default_copies;
     cfg.max_copies = args.max_copies;
     cfg.max_concurrency = args.max_concurrency;
+    cfg.account_max_concurrency = args.account_max_concurrency;
+    cfg.account_max_buckets = args.account_max_buckets;
     cfg.data_timeout = args.data_timeout;
     cfg.allow_insecure_http = args.allow_insecure_http;
     cfg.picker_refresh = args.picker_refresh;

@@ -1,0 +1,140 @@
+//! Tenants cannot take what others need: an account's requests in progress on a front door
+//! and the S3 buckets it owns are bounded (the region's defaults, or the account's own limits
+//! from `manta-adm account set-limits`), and another account is served while one is at its
+//! bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod s3_common;
+
+use std::time::Duration;
+
+use common::{client, signed_headers};
+use testkit::TestRegion;
+use tokio::io::AsyncWriteExt as _;
+
+fn set_limits(region: &TestRegion, login: &str, args: &[&str]) {
+    testkit::process::run_ok(
+        region
+            .manta_adm()
+            .unwrap()
+            .args(["account", "set-limits", login])
+            .args(args),
+    );
+}
+
+/// Starts an upload of `path` as `acct` that sends its headers and a few bytes of a large body,
+/// then stalls: a slow client holding its request open.
+async fn stalled_upload(
+    region: &TestRegion,
+    acct: &testkit::TestAccount,
+    path: &str,
+) -> tokio::net::TcpStream {
+    let addr = region.url.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "PUT {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 10000000\r\ncontent-type: text/plain\r\n"
+    );
+    for (k, v) in signed_headers(acct).await {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(b"just a few bytes").await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_accounts_slow_uploads_do_not_starve_another() {
+    let region = TestRegion::start().await.unwrap();
+    let a = &region.account;
+    let b = region.add_account("bob").await.unwrap();
+    set_limits(&region, &a.login, &["--concurrent-requests", "2"]);
+    let ca = client(&region, a).await;
+    let cb = client(&region, &b).await;
+
+    // A's two slow uploads take its whole share...
+    let mut held = Vec::new();
+    for i in 0..2 {
+        held.push(stalled_upload(&region, a, &format!("/{}/stor/slow{i}", a.login)).await);
+    }
+    let mut refused = None;
+    for _ in 0..50 {
+        match ca.ls_all("~~/stor").await {
+            Err(manta_client::Error::Api { code, status, .. }) => {
+                refused = Some((code, status));
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(("ThrottledError".to_owned(), 503)),
+        "A's third request"
+    );
+    // ...and B is served all the same.
+    cb.put_bytes("~~/stor/b.txt", "bob's", Default::default())
+        .await
+        .unwrap();
+    assert_eq!(&cb.get_bytes("~~/stor/b.txt").await.unwrap()[..], b"bob's");
+
+    // Once A's uploads give up, A is served again; its limit can go back to the default.
+    drop(held);
+    let mut back = false;
+    for _ in 0..50 {
+        if ca.ls_all("~~/stor").await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "A is served once its slow uploads are gone");
+    set_limits(&region, &a.login, &["--concurrent-requests", "default"]);
+    let acct = region
+        .manta_adm()
+        .unwrap()
+        .args(["account", "get", &a.login])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&acct.stdout).unwrap();
+    assert!(v.get("limits").is_none(), "no own limits left: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_owns_at_most_its_share_of_bucket_names() {
+    let s3 = s3_common::start().await;
+    let login = s3.region.account.login.clone();
+    set_limits(&s3.region, &login, &["--buckets", "2"]);
+    let c = s3.client();
+    for b in ["one", "two"] {
+        c.create_bucket().bucket(b).send().await.unwrap();
+    }
+    let e = c.create_bucket().bucket("three").send().await.unwrap_err();
+    let e = e.into_service_error();
+    assert_eq!(e.meta().code(), Some("TooManyBuckets"), "{e:?}");
+    // Creating one it already owns still answers as before; another account is unaffected.
+    c.create_bucket().bucket("one").send().await.unwrap_err();
+    s3.region.add_account("other").await.unwrap();
+    let (ak, sk) = s3_common::s3_key(&s3.region, "other");
+    let other = s3_common::sdk(&s3.endpoint, &ak, &sk);
+    other.create_bucket().bucket("three").send().await.unwrap();
+    // A deleted bucket frees its place.
+    c.delete_bucket().bucket("two").send().await.unwrap();
+    c.create_bucket().bucket("four").send().await.unwrap();
+    // Bad limits are refused with a clear message.
+    let out = s3
+        .region
+        .manta_adm()
+        .unwrap()
+        .args(["account", "set-limits", &login, "--buckets", "lots"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a number or `default`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
