@@ -138,3 +138,49 @@ async fn an_account_owns_at_most_its_share_of_bucket_names() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_outlives_its_bucket_is_not_the_next_owners() {
+    use tokio::io::AsyncReadExt as _;
+    let s3 = s3_common::start().await;
+    let a = s3.client();
+    a.create_bucket().bucket("shared").send().await.unwrap();
+    // A starts an upload into its bucket and stalls halfway...
+    let url = testkit::s3::presign(
+        &s3.endpoint,
+        "PUT",
+        "shared",
+        "left.txt",
+        (&s3.access_key, &s3.secret_key),
+        600,
+        std::time::SystemTime::now(),
+    );
+    let rest = url.trim_start_matches("http://");
+    let (host, target) = rest.split_at(rest.find('/').unwrap());
+    let mut up = tokio::net::TcpStream::connect(host).await.unwrap();
+    let body = b"A's words, late for the bucket";
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    up.write_all(head.as_bytes()).await.unwrap();
+    up.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // ...deletes the bucket (still empty) meanwhile, and B takes the name.
+    a.delete_bucket().bucket("shared").send().await.unwrap();
+    s3.region.add_account("bee").await.unwrap();
+    let (ak, sk) = s3_common::s3_key(&s3.region, "bee");
+    let b = s3_common::sdk(&s3.endpoint, &ak, &sk);
+    b.create_bucket().bucket("shared").send().await.unwrap();
+    // A's upload completes: whatever it was told, B's bucket does not hold A's object.
+    up.write_all(&body[5..]).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), up.read_to_end(&mut answer)).await;
+    let listed = b.list_objects_v2().bucket("shared").send().await.unwrap();
+    assert_eq!(listed.key_count(), Some(0), "{listed:?}");
+    let got = b.get_object().bucket("shared").key("left.txt").send().await;
+    let e = got.unwrap_err().into_service_error();
+    assert!(e.is_no_such_key(), "{e:?}");
+    // B's bucket is empty to B: it can delete it.
+    b.delete_bucket().bucket("shared").send().await.unwrap();
+}

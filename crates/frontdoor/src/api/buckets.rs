@@ -168,7 +168,7 @@ pub async fn handle(ctx: &Ctx, target: Target, route: &mut &'static str) -> ApiR
         Target::Object(name, key) => {
             *route = "GetBucketObject";
             bucket(ctx, &meta, name).await?;
-            let found = lift(meta.object(name, key).await)?
+            let found = lift(meta.object(&ctx.owner.uuid, name, key).await)?
                 .ok_or_else(|| not_found(&format!("{name}/{key}")))?;
             let entry = Entry {
                 rec: manta_view(found.rec),
@@ -226,7 +226,7 @@ async fn list_objects(ctx: &Ctx, meta: &Meta, name: &str) -> ApiResult<Response>
     }
     let page = lift(
         list::page(&q, rec_name, |from, n| async move {
-            meta.scan(name, &from, prefix, n).await
+            meta.scan(&ctx.owner.uuid, name, &from, prefix, n).await
         })
         .await,
     )?;

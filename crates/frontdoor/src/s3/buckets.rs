@@ -205,7 +205,7 @@ pub async fn delete_bucket(
     let Some(now) = api.meta.bucket(&name).await? else {
         return Err(super::error::no_such_bucket(&name));
     };
-    if api.meta.has_objects(&name).await? {
+    if api.meta.has_objects(&now.rec.owner, &name).await? {
         let mut back = now.rec.clone();
         back.state = BucketState::Active;
         api.meta
@@ -254,7 +254,12 @@ fn url_encoding(e: Option<&EncodingType>) -> S3Result<bool> {
 }
 
 /// Lists one page of a bucket.
-async fn page(api: &S3Api, bucket: &str, q: &Query<'_>) -> S3Result<list::Page<MetadataRecord>> {
+async fn page(
+    api: &S3Api,
+    owner: &str,
+    bucket: &str,
+    q: &Query<'_>,
+) -> S3Result<list::Page<MetadataRecord>> {
     check_text("prefix", q.prefix)?;
     if let Some(a) = q.after {
         check_text("marker", a)?;
@@ -264,7 +269,7 @@ async fn page(api: &S3Api, bucket: &str, q: &Query<'_>) -> S3Result<list::Page<M
     list::page(
         q,
         |r: &MetadataRecord| r.name.as_str(),
-        |from, limit| async move { meta.scan(bucket, &from, prefix, limit).await },
+        |from, limit| async move { meta.scan(owner, bucket, &from, prefix, limit).await },
     )
     .await
 }
@@ -331,7 +336,7 @@ pub async fn list_objects(
         after: i.marker.as_deref().filter(|m| !m.is_empty()),
         max,
     };
-    let p = page(api, &i.bucket, &q).await?;
+    let p = page(api, &b.rec.owner, &i.bucket, &q).await?;
     let truncated = p.truncated;
     let next = p.last.clone().filter(|_| truncated);
     let own = owner(&b.rec.owner, &b.rec.owner_login);
@@ -374,7 +379,7 @@ pub async fn list_objects_v2(
         after: after.as_deref(),
         max,
     };
-    let p = page(api, &i.bucket, &q).await?;
+    let p = page(api, &b.rec.owner, &i.bucket, &q).await?;
     let truncated = p.truncated;
     let next = p
         .last
@@ -420,7 +425,7 @@ pub async fn list_object_versions(
         after: i.key_marker.as_deref().filter(|m| !m.is_empty()),
         max,
     };
-    let p = page(api, &i.bucket, &q).await?;
+    let p = page(api, &b.rec.owner, &i.bucket, &q).await?;
     let truncated = p.truncated;
     let next = p.last.clone().filter(|_| truncated);
     let own = owner(&b.rec.owner, &b.rec.owner_login);

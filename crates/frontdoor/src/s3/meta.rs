@@ -329,17 +329,22 @@ impl Meta {
 
     // ---- objects -------------------------------------------------------------------------
 
-    /// An object record.
+    /// The record of object `key` in `bucket`, whose owner is `owner`. A record another
+    /// account wrote is not this bucket's: it outlived an earlier bucket of the same name (a
+    /// write that landed after `DeleteBucket`), and the name's new owner must not see it.
     ///
     /// # Errors
     /// When Moray fails or the record is unreadable.
     pub async fn object(
         &self,
+        owner: &str,
         bucket: &str,
         key: &str,
     ) -> S3Result<Option<Versioned<MetadataRecord>>> {
-        self.get(OBJECTS, &names::object_key(bucket, key), object_record)
-            .await
+        let found = self
+            .get(OBJECTS, &names::object_key(bucket, key), object_record)
+            .await?;
+        Ok(found.filter(|v| v.rec.owner == owner))
     }
 
     /// Writes an object record on condition `cond`; `Ok(false)` when the condition failed.
@@ -378,20 +383,21 @@ impl Meta {
         applied(deleted)
     }
 
-    /// Up to `limit` object records of `bucket` with keys `>= from` that start with `prefix`,
-    /// in key order (bytewise).
+    /// Up to `limit` object records of `bucket` (owned by `owner`: see [`Meta::object`]) with
+    /// keys `>= from` that start with `prefix`, in key order (bytewise).
     ///
     /// # Errors
     /// When Moray fails.
     pub async fn scan(
         &self,
+        owner: &str,
         bucket: &str,
         from: &str,
         prefix: &str,
         limit: u64,
     ) -> S3Result<Vec<MetadataRecord>> {
         self.ensure().await?;
-        let mut parts = vec![Filter::eq("dirname", bucket)];
+        let mut parts = vec![Filter::eq("dirname", bucket), Filter::eq("owner", owner)];
         if !from.is_empty() {
             parts.push(Filter::ge("name", from));
         }
@@ -431,12 +437,12 @@ impl Meta {
         found.into_iter().map(|r| read(r.value)).collect()
     }
 
-    /// True when the bucket holds at least one object.
+    /// True when the bucket (owned by `owner`) holds at least one object.
     ///
     /// # Errors
     /// When Moray fails.
-    pub async fn has_objects(&self, bucket: &str) -> S3Result<bool> {
-        Ok(!self.scan(bucket, "", "", 1).await?.is_empty())
+    pub async fn has_objects(&self, owner: &str, bucket: &str) -> S3Result<bool> {
+        Ok(!self.scan(owner, bucket, "", "", 1).await?.is_empty())
     }
 
     // ---- uploads -------------------------------------------------------------------------

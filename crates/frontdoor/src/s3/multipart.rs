@@ -573,7 +573,8 @@ pub async fn complete(
     api: &S3Api,
     req: S3Request<CompleteMultipartUploadInput>,
 ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-    bucket_of(&req, &req.input.bucket)?;
+    let b = bucket_of(&req, &req.input.bucket)?;
+    let owner = b.rec.owner.clone();
     let i = req.input;
     names::check_key(&i.key)?;
     let listed = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
@@ -638,7 +639,7 @@ pub async fn complete(
             ));
         }
     }
-    let cond = object_write_condition!(api, i).await?;
+    let cond = object_write_condition!(api, &owner, i).await?;
     let md5s: Vec<&str> = chosen.iter().map(|o| o.content_md5.as_str()).collect();
     let plan = Plan {
         etag: composite_etag(&md5s),

@@ -26,7 +26,7 @@ use super::error::{
     S3Result, from_manta, internal, invalid_argument, no_such_key, not_implemented,
     precondition_failed, s3err,
 };
-use super::meta::Versioned;
+use super::meta::{BucketRecord, Versioned};
 use super::names;
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
 use crate::api::headers::BodyLength;
@@ -142,8 +142,9 @@ pub(crate) use copy_source_conditions;
 /// [`S3Api::write_condition`] for the input of a request that writes an object
 /// (`PutObject`, `CompleteMultipartUpload`: distinct types with the same fields, hence a macro).
 macro_rules! object_write_condition {
-    ($api:expr, $i:expr) => {
+    ($api:expr, $owner:expr, $i:expr) => {
         $api.write_condition(
+            $owner,
             &$i.bucket,
             &$i.key,
             $i.if_match.as_ref(),
@@ -278,9 +279,14 @@ fn current(rec: &MetadataRecord) -> S3Result<Current<'_>> {
 ///
 /// # Errors
 /// `NoSuchKey` when there is none.
-async fn existing(api: &S3Api, bucket: &str, key: &str) -> S3Result<Versioned<MetadataRecord>> {
+async fn existing(
+    api: &S3Api,
+    owner: &str,
+    bucket: &str,
+    key: &str,
+) -> S3Result<Versioned<MetadataRecord>> {
     api.meta
-        .object(bucket, key)
+        .object(owner, bucket, key)
         .await?
         .ok_or_else(|| no_such_key(key))
 }
@@ -293,6 +299,7 @@ impl S3Api {
     /// As [`conditional::check_write`].
     pub async fn write_condition(
         &self,
+        owner: &str,
         bucket: &str,
         key: &str,
         if_match: Option<&ETagCondition>,
@@ -301,7 +308,7 @@ impl S3Api {
         if if_match.is_none() && if_none_match.is_none() {
             return Ok(WriteCondition::Any);
         }
-        let existing = self.meta.object(bucket, key).await?;
+        let existing = self.meta.object(owner, bucket, key).await?;
         let cur = match &existing {
             Some(e) => Some((current(&e.rec)?, e.etag.as_str())),
             None => None,
@@ -379,7 +386,7 @@ pub async fn put_object(
     let fields = new_object_headers!(i)?;
     let md5 = content_md5(i.content_md5.as_deref())?;
     let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
-    let cond = object_write_condition!(api, i).await?;
+    let cond = object_write_condition!(api, &owner, i).await?;
     let fd = &api.fd;
     let body = body_stream(i.body);
     let bytes = data::store(fd, &owner, fd.cfg.default_copies, len, md5.as_deref(), body)
@@ -430,7 +437,7 @@ fn not_modified(rec: &MetadataRecord, etag: &str) -> S3Error {
 /// and the byte range to serve (`None`: all of it).
 async fn read_entry(
     api: &S3Api,
-    bucket: &str,
+    bucket: &BucketRecord,
     key: &str,
     version: Option<&str>,
     cond: &Conditions<'_>,
@@ -438,7 +445,7 @@ async fn read_entry(
     part_number: Option<i32>,
 ) -> S3Result<(Versioned<MetadataRecord>, Option<std::ops::Range<u64>>)> {
     check_version(version)?;
-    let entry = existing(api, bucket, key).await?;
+    let entry = existing(api, &bucket.owner, &bucket.name, key).await?;
     let o = object_of(&entry.rec)?;
     if conditional::check_read(&current(&entry.rec)?, cond)? == ReadOutcome::NotModified {
         return Err(not_modified(&entry.rec, &o.etag));
@@ -478,7 +485,7 @@ async fn read_entry(
 /// same fields, hence a macro). Evaluates to `(record, span)`.
 macro_rules! read_object {
     ($api:expr, $req:expr) => {{
-        bucket_of(&$req, &$req.input.bucket)?;
+        let b = bucket_of(&$req, &$req.input.bucket)?;
         let i = &$req.input;
         let cond = Conditions {
             if_match: i.if_match.as_ref(),
@@ -488,7 +495,7 @@ macro_rules! read_object {
         };
         let (entry, span) = read_entry(
             $api,
-            &i.bucket,
+            &b.rec,
             &i.key,
             i.version_id.as_deref(),
             &cond,
@@ -599,6 +606,7 @@ pub async fn head_object(
 /// Deletes one key: `Ok(())` whether or not it existed (as S3).
 async fn delete_key(
     api: &S3Api,
+    owner: &str,
     bucket: &str,
     key: &str,
     if_match: Option<&ETagCondition>,
@@ -607,7 +615,7 @@ async fn delete_key(
     let cond = match if_match {
         None => moray::EtagCondition::Any,
         Some(m) => {
-            let e = existing(api, bucket, key).await?;
+            let e = existing(api, owner, bucket, key).await?;
             let c = current(&e.rec)?;
             if let ETagCondition::ETag(t) = m
                 && t.value() != c.etag
@@ -632,10 +640,10 @@ pub async fn delete_object(
     api: &S3Api,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
-    bucket_of(&req, &req.input.bucket)?;
+    let b = bucket_of(&req, &req.input.bucket)?;
     let i = &req.input;
     check_version(i.version_id.as_deref())?;
-    delete_key(api, &i.bucket, &i.key, i.if_match.as_ref()).await?;
+    delete_key(api, &b.rec.owner, &i.bucket, &i.key, i.if_match.as_ref()).await?;
     Ok(S3Response::new(DeleteObjectOutput {
         version_id: i.version_id.clone(),
         ..DeleteObjectOutput::default()
@@ -654,7 +662,8 @@ pub async fn delete_objects(
     api: &S3Api,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-    bucket_of(&req, &req.input.bucket)?;
+    let b = bucket_of(&req, &req.input.bucket)?;
+    let owner = b.rec.owner.as_str();
     let i = &req.input;
     let objects = &i.delete.objects;
     if objects.is_empty() || objects.len() > MAX_DELETE_KEYS {
@@ -669,7 +678,7 @@ pub async fn delete_objects(
         futures_util::stream::iter(objects.iter().cloned())
             .map(|o| async move {
                 let r = match check_version(o.version_id.as_deref()) {
-                    Ok(()) => delete_key(api, bucket, &o.key, None).await,
+                    Ok(()) => delete_key(api, owner, bucket, &o.key, None).await,
                     Err(e) => Err(e),
                 };
                 (o, r)
@@ -742,7 +751,7 @@ pub async fn read_source(
     if b.rec.owner != owner {
         return Err(super::error::access_denied("Access Denied"));
     }
-    let entry = existing(api, &bucket, &key).await?;
+    let entry = existing(api, &b.rec.owner, &bucket, &key).await?;
     conditional::check_copy_source(&current(&entry.rec)?, cond)?;
     Ok(entry)
 }
