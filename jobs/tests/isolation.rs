@@ -11,11 +11,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::{Env, Options};
+use serde_json::json;
 
-async fn one(env: &Env, exec: &str, input: &str, memory: Option<u64>) -> String {
-    let mut phase = serde_json::json!({"type": "map", "exec": exec});
-    if let Some(m) = memory {
-        phase["memory"] = m.into();
+/// Submits a one-phase map job of `exec` over `input`, the phase's other fields (`memory`,
+/// `disk`) from `limits`.
+async fn one(env: &Env, exec: &str, input: &str, limits: &serde_json::Value) -> String {
+    let mut phase = json!({"type": "map", "exec": exec});
+    for (k, v) in limits.as_object().into_iter().flatten() {
+        phase[k] = v.clone();
     }
     let job = serde_json::json!({"name": "iso", "phases": [phase]});
     env.submit(job, &[input.to_owned()]).await.unwrap()
@@ -46,16 +49,16 @@ struct Ran {
     errs: Vec<serde_json::Value>,
 }
 
-/// Submits one job a check (name, the phase's `exec`, its memory in MiB) all at once, then
+/// Submits one job a check (name, the phase's `exec`, its other fields) all at once, then
 /// waits for each and collects what it gave, by name.
 async fn run_checks(
     env: &Env,
     input: &str,
-    checks: &[(&'static str, String, Option<u64>)],
+    checks: &[(&'static str, String, serde_json::Value)],
 ) -> HashMap<&'static str, Ran> {
     let mut ids = Vec::new();
     for (name, exec, mem) in checks {
-        ids.push((*name, one(env, exec, input, *mem).await));
+        ids.push((*name, one(env, exec, input, mem).await));
     }
     let mut results = HashMap::new();
     for (name, id) in ids {
@@ -94,28 +97,28 @@ async fn tasks_are_isolated() {
         (
             "other-account",
             "mget /other/stor/secret.txt; echo rc=$?; mget /$MANTA_USER/stor/iso/in.txt".to_owned(),
-            None,
+            json!({}),
         ),
         (
             "files",
             format!(
                 "find /manta -type f; test -e {agent_dir} && echo SEES-AGENT; test -e {store_dir} && echo SEES-STORE; ls /manta-agent; echo done"
             ),
-            None,
+            json!({}),
         ),
         (
             "network",
             format!(
                 "(exec 3<>/dev/tcp/127.0.0.1/{fd_port}) 2>/dev/null && echo CONNECTED || echo BLOCKED; grep -c : /proc/net/dev"
             ),
-            None,
+            json!({}),
         ),
         (
             // A task holds its job's token: with it, the jobs API must refuse to list, read
             // or create jobs (a job creating jobs, each with a fresh token, has no bound).
             "jobs-api",
             "for m in POST GET; do curl -s -o /dev/null -w \"$m=%{http_code} \" --unix-socket /manta-agent/sock -X $m -H 'content-type: application/json' -d '{\"phases\":[{\"exec\":\"true\"}]}' http://task/$MANTA_USER/jobs; done; curl -s --unix-socket /manta-agent/sock http://task/$MANTA_USER/stor/iso/in.txt".to_owned(),
-            None,
+            json!({}),
         ),
         (
             // Outputs go where the owner may write, and replace objects only: not under
@@ -123,12 +126,12 @@ async fn tasks_are_isolated() {
             // be orphaned).
             "outputs",
             "for t in reports/evil stor/iso jobs/00000000-0000-0000-0000-000000000000/stor/x; do echo evil | mpipe /$MANTA_USER/$t 2>/dev/null; printf '%s=%s ' $t $?; done | mpipe ~~/stor/iso-out/codes".to_owned(),
-            None,
+            json!({}),
         ),
         (
             "rootfs",
             "for f in /x /usr/x /etc/x /bin/x; do touch $f 2>/dev/null && echo WROTE $f; done; echo hi > /tmp/ok && cat /tmp/ok; id -u".to_owned(),
-            None,
+            json!({}),
         ),
     ];
     let results = run_checks(&env, &input, &checks).await;
@@ -208,11 +211,17 @@ async fn tasks_are_isolated() {
 async fn tasks_are_limited_and_the_node_is_unharmed() {
     let (env, input) = start().await;
     let checks = [
-        ("memory", "head -c 400000000 /dev/zero | tail > /dev/null; echo survived".to_owned(), Some(128)),
+        ("memory", "head -c 400000000 /dev/zero | tail > /dev/null; echo survived".to_owned(), json!({"memory": 128})),
+        (
+            // 20 GB to stdout (a file on the node's disk) with a 2 GB disk: stopped at 1 GB.
+            "disk",
+            "head -c 20G /dev/zero; echo never".to_owned(),
+            json!({"disk": 2}),
+        ),
         (
             "forkbomb",
             "b() { b | b & }; (b) 2>/dev/null; read -t 3 x < /dev/zero 2>/dev/null; read c < /sys/fs/cgroup/pids/pids.current; read m < /sys/fs/cgroup/pids/pids.max; echo pids=$c max=$m".to_owned(),
-            None,
+            json!({}),
         ),
     ];
     let results = run_checks(&env, &input, &checks).await;
@@ -240,6 +249,14 @@ async fn tasks_are_limited_and_the_node_is_unharmed() {
         vec![input.clone()]
     );
 
+    let Ran { status, errs, .. } = &results["disk"];
+    assert_eq!(status["stats"]["errors"], 1, "{status}");
+    let message = errs[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("past the limit of 1024 MB") && message.contains("SIGXFSZ"),
+        "{errs:?}"
+    );
+
     let Ran { out, errs, .. } = &results["forkbomb"];
     assert!(errs.is_empty(), "{errs:?}");
     let pids: u64 = out
@@ -252,7 +269,7 @@ async fn tasks_are_limited_and_the_node_is_unharmed() {
     assert!(out.contains("max=48"), "{out}");
 
     // The node is unharmed: an ordinary job still runs on the same agents.
-    let id = one(&env, "wc -w", &input, None).await;
+    let id = one(&env, "wc -w", &input, &json!({})).await;
     env.wait(&id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(env.output_text(&id).await.unwrap(), vec!["3\n".to_owned()]);
     // No container is left behind.
@@ -277,7 +294,7 @@ fn task_sockets(work_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn a_tasks_control_socket_is_the_tasks_alone() {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let (env, input) = start().await;
-    let id = one(&env, "sleep 6; echo done", &input, None).await;
+    let id = one(&env, "sleep 6; echo done", &input, &json!({})).await;
     // Find the running task's socket on whichever agent took it.
     let mut found = None;
     for _ in 0..200 {

@@ -119,6 +119,11 @@ fn seccomp() -> Value {
 }
 
 impl Spec {
+    /// The largest file the task may write (its stdout and stderr included): half its disk.
+    pub fn max_file(&self) -> u64 {
+        self.disk / 2
+    }
+
     /// The OCI `config.json`.
     pub fn config(&self) -> Value {
         let ro = ["rbind", "ro", "nosuid", "nodev"];
@@ -160,8 +165,11 @@ impl Spec {
                 "cwd": "/tmp",
                 "noNewPrivileges": true,
                 "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": caps},
+                // No file a task writes may outgrow half its disk: its stdout and stderr are
+                // files on the node's disk, so together they take at most `disk` of it.
                 "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096},
-                            {"type": "RLIMIT_CORE", "hard": 0, "soft": 0}]
+                            {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
+                            {"type": "RLIMIT_FSIZE", "hard": self.max_file(), "soft": self.max_file()}]
             },
             "root": {"path": self.root, "readonly": true},
             "hostname": self.hostname,

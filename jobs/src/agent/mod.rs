@@ -1002,13 +1002,25 @@ impl Agent {
             // Reading the previous phase's outputs failed: not the user's doing.
             return Err(Infra(e.context("feed the reducer")));
         }
-        let failure = verdict(
+        let file_mb = phase.disk * 1024 / 2;
+        let mut failure = verdict(
             rec.status.as_ref(),
             status,
             phase.memory,
+            file_mb,
             &dir.join("stderr"),
         )
         .await?;
+        // A stdout or stderr cut at the file size limit is incomplete, even when the command
+        // carried on and exited 0.
+        for name in ["stdout", "stderr"] {
+            let len = tokio::fs::metadata(dir.join(name))
+                .await
+                .map_or(0, |m| m.len());
+            if len >= file_mb * 1024 * 1024 {
+                failure = Some(file_too_big(file_mb));
+            }
+        }
         if !rec.failures.is_empty() {
             return Err(Infra(anyhow!("{}", rec.failures.join("; "))));
         }
@@ -1253,8 +1265,12 @@ async fn verdict(
     lackey: Option<&LackeyStatus>,
     status: std::process::ExitStatus,
     memory_mb: u64,
+    file_mb: u64,
     stderr: &Path,
 ) -> Result<Option<(JobErrorCode, String)>, Infra> {
+    // SIGXFSZ: a write past the largest file a task may write (its stdout, its stderr, a file
+    // in /tmp); a shell reports it as 128 + 25.
+    let too_big = || Some(file_too_big(file_mb));
     Ok(match lackey {
         Some(LackeyStatus {
             init_failed: Some(c),
@@ -1270,6 +1286,12 @@ async fn verdict(
             format!("user command ran out of memory (limit {memory_mb} MB): a process was killed"),
         )),
         Some(s) if s.code == Some(0) && status.success() => None,
+        Some(LackeyStatus {
+            signal: Some(25), ..
+        })
+        | Some(LackeyStatus {
+            code: Some(153), ..
+        }) => too_big(),
         Some(LackeyStatus {
             signal: Some(sig), ..
         }) => Some((
@@ -1303,6 +1325,17 @@ async fn verdict(
     })
 }
 
+/// The failure of a task that wrote a file past the limit of `file_mb`.
+fn file_too_big(file_mb: u64) -> (JobErrorCode, String) {
+    (
+        JobErrorCode::UserTask,
+        format!(
+            "user command wrote a file past the limit of {file_mb} MB (half the phase's disk; \
+             stdout and stderr are files) and was stopped (SIGXFSZ)"
+        ),
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1331,7 +1364,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stderr");
         std::fs::write(&path, stderr).unwrap();
-        verdict(l, exited(st), 256, &path)
+        verdict(l, exited(st), 256, 4096, &path)
             .await
             .unwrap_or_else(|Infra(e)| panic!("infrastructure: {e}"))
     }
@@ -1426,7 +1459,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stderr");
         std::fs::write(&path, "time=... level=error msg=\"runc run failed: ...\"").unwrap();
-        let r = verdict(None, exited(1), 256, &path).await;
+        let r = verdict(None, exited(1), 256, 4096, &path).await;
         assert!(matches!(r, Err(Infra(_))), "{:?}", r.map_err(|Infra(e)| e));
     }
 }
