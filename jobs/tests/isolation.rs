@@ -24,11 +24,16 @@ async fn one(env: &Env, exec: &str, input: &str, limits: &serde_json::Value) -> 
     env.submit(job, &[input.to_owned()]).await.unwrap()
 }
 
-/// A jobs region whose agents limit each task to 48 processes, and the object
-/// `~~/stor/iso/in.txt` (`one two three`) the checks' jobs take as input.
+/// A jobs region whose agents limit each task to 48 processes and 16 MiB of outputs, and the
+/// object `~~/stor/iso/in.txt` (`one two three`) the checks' jobs take as input.
 async fn start() -> (Env, String) {
     let env = Env::start_with(Options {
-        agent_args: vec!["--pids-limit".into(), "48".into()],
+        agent_args: vec![
+            "--pids-limit".into(),
+            "48".into(),
+            "--max-task-output".into(),
+            "16MiB".into(),
+        ],
         ..Options::default()
     })
     .await
@@ -219,6 +224,12 @@ async fn tasks_are_limited_and_the_node_is_unharmed() {
             json!({"disk": 2}),
         ),
         (
+            // 40 MB through mpipe where a task may emit 16 MB: refused, nothing committed.
+            "emit",
+            "head -c 40M /dev/zero | mpipe ~~/stor/iso-big; echo rc=$?".to_owned(),
+            json!({}),
+        ),
+        (
             "forkbomb",
             "b() { b | b & }; (b) 2>/dev/null; read -t 3 x < /dev/zero 2>/dev/null; read c < /sys/fs/cgroup/pids/pids.current; read m < /sys/fs/cgroup/pids/pids.max; echo pids=$c max=$m".to_owned(),
             json!({}),
@@ -255,6 +266,15 @@ async fn tasks_are_limited_and_the_node_is_unharmed() {
     assert!(
         message.contains("past the limit of 1024 MB") && message.contains("SIGXFSZ"),
         "{errs:?}"
+    );
+
+    let Ran { status, errs, .. } = &results["emit"];
+    assert_eq!(status["stats"]["errors"], 1, "{status}");
+    let message = errs[0]["message"].as_str().unwrap();
+    assert!(message.contains("exceeded its limit of 16 MB"), "{errs:?}");
+    assert!(
+        env.client.info("~~/stor/iso-big").await.is_err(),
+        "a cut output is not committed"
     );
 
     let Ran { out, errs, .. } = &results["forkbomb"];

@@ -46,8 +46,48 @@ pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Parses a size given on a command line: bytes, or a number with a binary unit (`512KiB`,
+/// `64MiB`, `4GiB`, `1TiB`; `K`, `M`, `G`, `T` mean the same).
+///
+/// # Errors
+/// A message naming what was given, for clap to show.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size (bytes, or a number with KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| {
+            format!("{s:?} is not a size (bytes, or a number with KiB, MiB, GiB or TiB)")
+        })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_parse_with_binary_units_and_refuse_the_rest() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("4G"), Ok(4 << 30));
+        assert_eq!(parse_bytes("1 TiB"), Ok(1 << 40));
+        for bad in ["", "MiB", "4GB", "-1", "1.5GiB", "99999999999TiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -42,6 +42,9 @@ pub struct CtlRecord {
     pub status: Option<LackeyStatus>,
     /// Failures storing outputs (the task then fails).
     pub failures: Vec<String>,
+    /// Set when the task emitted more than its share of bytes: the task then fails, as the
+    /// user's doing.
+    pub over_limit: Option<String>,
     auto: u32,
 }
 
@@ -49,6 +52,10 @@ pub(super) struct Ctl {
     pub agent: Arc<Agent>,
     pub job: Arc<TaskJob>,
     pub record: Mutex<CtlRecord>,
+    /// Most bytes the task may emit as outputs in all (they land on this node's disk).
+    pub output_limit: u64,
+    /// Bytes emitted so far.
+    pub emitted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Starts serving the socket at `path` until `stop`.
@@ -201,7 +208,20 @@ async fn output(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>, body: Body) -> R
         }
         w.shutdown().await
     });
-    let stream = tokio_util::io::ReaderStream::new(r);
+    // Counted as they go to the node: past the task's share the stream fails, so the output
+    // is not committed.
+    let (emitted, limit) = (ctl.emitted.clone(), ctl.output_limit);
+    let stream = tokio_util::io::ReaderStream::new(r).map(move |chunk| {
+        let chunk = chunk?;
+        let n = chunk.len() as u64;
+        let total = emitted.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n;
+        if total > limit {
+            return Err(std::io::Error::other(format!(
+                "the task's outputs exceed {limit} bytes"
+            )));
+        }
+        Ok(chunk)
+    });
     let stored = ctl
         .agent
         .store_output(&ctl.job, &p.to_string(), stream, None, cond)
@@ -218,6 +238,17 @@ async fn output(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>, body: Body) -> R
                     r_idx,
                 });
             empty(StatusCode::NO_CONTENT)
+        }
+        (Err(_), _) if ctl.emitted.load(std::sync::atomic::Ordering::SeqCst) > limit => {
+            let msg = format!(
+                "the task's outputs exceeded its limit of {} MB (its phase's disk) at {p}",
+                limit >> 20
+            );
+            ctl.record
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .over_limit = Some(msg.clone());
+            err(ErrorCode::MaxContentLengthExceeded, msg)
         }
         (Err(e), _) => {
             let msg = format!("storing output {p}: {e:#}");

@@ -65,6 +65,9 @@ pub struct AgentConfig {
     pub uid_base: u32,
     /// Most processes per task.
     pub pids_limit: u64,
+    /// Most bytes one task may emit as outputs (`mpipe`, `msplit`) on this node; the phase's
+    /// `disk` when that is less.
+    pub max_task_output: u64,
     /// Wall-clock limit per task.
     pub task_timeout: Duration,
     /// How often to look for work.
@@ -99,6 +102,7 @@ impl AgentConfig {
             slots: 4,
             uid_base: 100_000,
             pids_limit: 512,
+            max_task_output: u64::MAX,
             task_timeout: Duration::from_secs(3600),
             poll: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
@@ -821,6 +825,8 @@ impl Agent {
             agent: self.clone(),
             job: tj.clone(),
             record: Mutex::new(ctl::CtlRecord::default()),
+            output_limit: (phase.disk * 1024 * 1024 * 1024).min(self.cfg.max_task_output),
+            emitted: Arc::default(),
         });
         let stop_ctl = CancellationToken::new();
         let server = ctl::serve(
@@ -1011,6 +1017,9 @@ impl Agent {
             &dir.join("stderr"),
         )
         .await?;
+        if let Some(msg) = &rec.over_limit {
+            failure = Some((JobErrorCode::UserTask, msg.clone()));
+        }
         // A stdout or stderr cut at the file size limit is incomplete, even when the command
         // carried on and exited 0.
         for name in ["stdout", "stderr"] {

@@ -48,6 +48,10 @@ struct Args {
     /// Most processes per task.
     #[arg(long, env = "MANTA_PIDS_LIMIT", default_value_t = 512)]
     pids_limit: u64,
+    /// Most bytes one task may emit as outputs on this node (the phase's `disk` when that is
+    /// less), e.g. `4GiB`.
+    #[arg(long, env = "MANTA_MAX_TASK_OUTPUT", value_parser = manta_util::cli::parse_bytes)]
+    max_task_output: Option<u64>,
     /// Wall-clock limit per task.
     #[arg(long, env = "MANTA_TASK_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     task_timeout: Duration,
@@ -85,6 +89,9 @@ async fn main() -> Result<()> {
     cfg.slots = a.slots;
     cfg.uid_base = a.uid_base;
     cfg.pids_limit = a.pids_limit;
+    if let Some(n) = a.max_task_output {
+        cfg.max_task_output = n;
+    }
     cfg.task_timeout = a.task_timeout;
     cfg.poll = a.poll;
     cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
