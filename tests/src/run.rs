@@ -86,9 +86,15 @@ impl AdmRegion {
             .collect()
     }
 
-    /// An S3 client of the region as its user (the key `up` made).
+    /// An S3 client of the region as its user (the key `up` made). It makes one attempt per
+    /// request (the SDK's retries are off): after a retry, a refusal would not say that the
+    /// first attempt did not take effect (a completion that landed but whose answer was lost,
+    /// retried, answers `NoSuchUpload`), and the checker must be told only what is certain. A
+    /// request that gets no answer in 30 s is given up (its outcome unknown).
     pub fn s3(&self) -> aws_sdk_s3::Client {
-        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_s3::config::{
+            BehaviorVersion, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig,
+        };
         let env = self.env();
         let get = |k: &str| env.get(k).cloned().unwrap_or_default();
         let creds = Credentials::new(
@@ -104,6 +110,12 @@ impl AdmRegion {
             .endpoint_url(get("AWS_ENDPOINT_URL"))
             .credentials_provider(creds)
             .force_path_style(true)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .build(),
+            )
             .build();
         aws_sdk_s3::Client::from_conf(conf)
     }

@@ -504,6 +504,9 @@ impl MantaClient {
                     let status = resp.status().as_u16();
                     if may_retry && retryable_status(status) {
                         tracing::debug!(status, attempt, %url, "retrying");
+                        // A 5xx may come after the effect (a record committed whose
+                        // acknowledgement Moray lost in a failover).
+                        maybe_applied = true;
                         tokio::time::sleep(backoff(attempt)).await;
                         continue;
                     }
