@@ -75,7 +75,10 @@ async fn main() {
         s3_clients: 1,
         jobs: true,
     };
-    let out = match run(&region, &cfg).await {
+    let out = run(&region, &cfg).await;
+    // The region goes before the exit below (which would skip its teardown), unless kept.
+    drop(region);
+    let out = match out {
         Ok(r) => r,
         Err(e) => {
             eprintln!("soak: {e}");
