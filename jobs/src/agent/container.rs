@@ -165,8 +165,8 @@ impl Spec {
                 "cwd": "/tmp",
                 "noNewPrivileges": true,
                 "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": caps},
-                // No file a task writes may outgrow half its disk: its stdout and stderr are
-                // files on the node's disk, so together they take at most `disk` of it.
+                // No file a task writes may outgrow half its disk (its stdout and stderr,
+                // relayed by the runtime, are cut at the same size by the agent).
                 "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096},
                             {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
                             {"type": "RLIMIT_FSIZE", "hard": self.max_file(), "soft": self.max_file()}]

@@ -920,8 +920,6 @@ impl Agent {
         cancel: &CancellationToken,
     ) -> std::result::Result<(End, Result<()>), Infra> {
         let cid = format!("mj-{}", task.task_id);
-        let stdout = std::fs::File::create(dir.join("stdout")).map_err(Infra::from)?;
-        let stderr = std::fs::File::create(dir.join("stderr")).map_err(Infra::from)?;
         let stdin = match input_file {
             Some(f) => Stdio::from(std::fs::File::open(f).map_err(Infra::from)?),
             None if phase.kind == PhaseType::Reduce => Stdio::piped(),
@@ -935,11 +933,39 @@ impl Agent {
             .arg(dir.join("bundle"))
             .arg(&cid)
             .stdin(stdin)
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .context("start the OCI runtime")?;
+        // The task's stdout and stderr reach the node's disk through these copies, each cut at
+        // half the phase's disk: the runtime relays them from outside the container, where the
+        // container's file size limit does not hold.
+        let cap = phase.disk * 1024 * 1024 * 1024 / 2;
+        let (over_tx, mut over_rx) = tokio::sync::mpsc::channel::<()>(2);
+        let copies = [
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
+        ]
+        .into_iter()
+        .zip(["stdout", "stderr"])
+        .filter_map(|(from, name)| {
+            let from = from?;
+            Some(tokio::spawn(capped_copy(
+                from,
+                dir.join(name),
+                cap,
+                over_tx.clone(),
+            )))
+        })
+        .collect::<Vec<_>>();
+        drop(over_tx);
         let feeder = match (phase.kind, child.stdin.take()) {
             (PhaseType::Reduce, Some(w)) => Some(tokio::spawn(feed_reducer(
                 self.store.clone(),
@@ -953,6 +979,11 @@ impl Agent {
             st = child.wait() => st.map(End::Exited),
             () = tokio::time::sleep(self.cfg.task_timeout) => Ok(End::TimedOut),
             () = cancel.cancelled() => Ok(End::Cancelled),
+            Some(()) = over_rx.recv() => {
+                // Past the cap: the task ends here (its conclusion finds the cut file).
+                let _ = runc(&self.cfg, &["kill", &cid, "KILL"]).await;
+                child.wait().await.map(End::Exited)
+            }
         };
         if !matches!(end, Ok(End::Exited(_))) {
             let _ = runc(&self.cfg, &["kill", &cid, "KILL"]).await;
@@ -965,6 +996,13 @@ impl Agent {
             &[],
             started.elapsed().as_secs_f64(),
         );
+        for c in copies {
+            match c.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Infra(anyhow!(e).context("save the task's output"))),
+                Err(e) => return Err(Infra::from(e)),
+            }
+        }
         let end = end.map_err(Infra::from)?;
         let fed = match feeder {
             Some(f) => f.await.map_err(Infra::from)?,
@@ -1332,6 +1370,38 @@ async fn verdict(
             ))
         }
     })
+}
+
+/// Copies `from` into the file `to`, at most `cap` bytes: at the cap it says so on `over` and
+/// stops copying (what comes after is read and dropped, so the writer is never blocked).
+async fn capped_copy(
+    mut from: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    to: PathBuf,
+    cap: u64,
+    over: tokio::sync::mpsc::Sender<()>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut f = tokio::fs::File::create(&to).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    let mut said = false;
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let room = usize::try_from(cap.saturating_sub(total)).unwrap_or(usize::MAX);
+        let keep = n.min(room);
+        if keep > 0 {
+            f.write_all(&buf[..keep]).await?;
+            total += keep as u64;
+        }
+        if total >= cap && !said {
+            said = true;
+            let _ = over.send(()).await;
+        }
+    }
+    f.flush().await
 }
 
 /// The failure of a task that wrote a file past the limit of `file_mb`.
