@@ -157,6 +157,20 @@ release_orphaned_postgres_shm() {
     done
 }
 
+# A fault run cuts a service off with an nftables table named manta_fault_<its pid>, removed when
+# the fault ends; a run killed meanwhile leaves it, dropping packets of ports that later tests
+# may be given. Remove the tables of runs that are gone.
+drop_stale_fault_rules() {
+    command -v nft >/dev/null 2>&1 || return 0
+    local t
+    for t in $(nft list tables 2>/dev/null | awk '$3 ~ /^manta_fault_[0-9]+$/ { print $3 }'); do
+        if ! kill -0 "${t#manta_fault_}" 2>/dev/null; then
+            say "removing the nftables table $t of a fault run that is gone"
+            nft delete table inet "$t" || true
+        fi
+    done
+}
+
 check_packages() {
     command -v dpkg-query >/dev/null 2>&1 || return 0
     local node=()
