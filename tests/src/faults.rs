@@ -320,7 +320,7 @@ impl Injector {
     /// readable from its other copy. `None` when no copy is stored yet.
     pub fn flip_one(&mut self, at: u64) -> Option<String> {
         let node = format!("storage{}", self.rng.below(3) + 1);
-        let objects = self.dataset(&node)?.join("objects");
+        let objects = dataset_of(&self.region, &node)?.join("objects");
         let mut files = Vec::new();
         walk(&objects, &mut files);
         files.retain(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0));
@@ -342,20 +342,11 @@ impl Injector {
         self.record(at, FaultKind::Flip, &node, what)
     }
 
-    /// Storage node `node`'s dataset directory: `data` itself, or `data/data` when the region
-    /// keeps its data elsewhere.
-    fn dataset(&self, node: &str) -> Option<PathBuf> {
-        let root = self.region.join(node).join("data");
-        [root.join("data"), root]
-            .into_iter()
-            .find(|p| p.join("objects").is_dir())
-    }
-
     /// Fills `node`'s disk (the small filesystem [`keep_on_small_disk`] gave it) to the last
     /// byte, until the next fault: puts that pick it must go elsewhere or fail cleanly, and
     /// what it holds must stay readable.
     pub fn fill_disk(&mut self, at: u64, node: &str) -> Option<String> {
-        let filler = self.dataset(node)?.join("fault-filler");
+        let filler = dataset_of(&self.region, node)?.join("fault-filler");
         let mut f = std::fs::File::create(&filler).ok()?;
         let chunk = vec![0u8; 1 << 20];
         let mut written = 0u64;
@@ -449,11 +440,7 @@ impl Injector {
     /// environment, same log), with the wall clock moved when `clock` (libfaketime and the
     /// offset) is given.
     fn restart_supervisor(&mut self, sdir: &Path, clock: Option<(PathBuf, String)>) -> Option<()> {
-        let pid: u32 = std::fs::read_to_string(sdir.join("supervisor.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
+        let pid = supervisor_pid(sdir).ok()?;
         let argv = nul_split(&std::fs::read(format!("/proc/{pid}/cmdline")).ok()?);
         let env = nul_split(&std::fs::read(format!("/proc/{pid}/environ")).ok()?);
         let (program, args) = argv.split_first()?;
@@ -461,13 +448,11 @@ impl Injector {
             .windows(2)
             .find(|w| w[0] == "--name")
             .map(|w| w[1].clone())?;
-        signal("TERM", &[pid]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-            self.children
-                .retain_mut(|c| matches!(c.try_wait(), Ok(None)));
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Started again even when it is slow to go: the next fault's settle stops it again.
+        let children = &mut self.children;
+        stop_and_wait(pid, || {
+            children.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        });
         let log = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -534,24 +519,12 @@ impl Drop for Injector {
 /// # Errors
 /// What failed, in words.
 pub fn keep_on_small_disk(region: &Path, node: &str, mib: u64) -> Result<PathBuf, String> {
-    let sdir = region.join(node);
-    let root = sdir.join("data");
-    let dataset = [root.join("data"), root.clone()]
-        .into_iter()
-        .find(|p| p.join("objects").is_dir())
-        .ok_or_else(|| format!("no dataset under {}", root.display()))?;
-    let pid: u32 = std::fs::read_to_string(sdir.join("supervisor.pid"))
-        .map_err(|e| format!("{node}'s supervisor: {e}"))?
-        .trim()
-        .parse()
-        .map_err(|e| format!("{node}'s supervisor: {e}"))?;
-    signal("TERM", &[pid]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        if Instant::now() > deadline {
-            return Err(format!("{node} did not stop"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let dataset = dataset_of(region, node)
+        .ok_or_else(|| format!("no dataset for {node} in {}", region.display()))?;
+    let pid =
+        supervisor_pid(&region.join(node)).map_err(|e| format!("{node}'s supervisor: {e}"))?;
+    if !stop_and_wait(pid, || {}) {
+        return Err(format!("{node} did not stop"));
     }
     let old = dataset.with_extension("before-small-disk");
     let meta = std::fs::metadata(&dataset).map_err(|e| e.to_string())?;
@@ -571,6 +544,39 @@ pub fn keep_on_small_disk(region: &Path, node: &str, mib: u64) -> Result<PathBuf
     run(&mut copy)?;
     std::fs::remove_dir_all(&old).map_err(|e| e.to_string())?;
     Ok(dataset)
+}
+
+/// Storage node `node`'s dataset directory in `region`: `data` itself, or `data/data` when the
+/// region keeps its data elsewhere.
+fn dataset_of(region: &Path, node: &str) -> Option<PathBuf> {
+    let root = region.join(node).join("data");
+    [root.join("data"), root]
+        .into_iter()
+        .find(|p| p.join("objects").is_dir())
+}
+
+/// The pid of the `manta-adm supervise` keeping the service in `sdir`.
+fn supervisor_pid(sdir: &Path) -> Result<u32, String> {
+    std::fs::read_to_string(sdir.join("supervisor.pid"))
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+/// Sends SIGTERM to `pid` and waits up to 30 s for it to be gone, calling `meanwhile` as it
+/// waits; whether it went.
+fn stop_and_wait(pid: u32, mut meanwhile: impl FnMut()) -> bool {
+    signal("TERM", &[pid]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        meanwhile();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

@@ -9,21 +9,41 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use manta_auth::{Account, Limits};
+use manta_auth::Account;
 
 use crate::Config;
+use crate::state::Frontdoor;
 
-/// The limits that hold for `account`: its own where set, else the region's.
-pub fn effective(cfg: &Config, account: &Account) -> Limits {
-    Limits {
-        concurrent_requests: Some(
-            account
-                .limits
-                .concurrent_requests
-                .unwrap_or(cfg.account_max_concurrency),
-        ),
-        buckets: Some(account.limits.buckets.unwrap_or(cfg.account_max_buckets)),
-    }
+/// The requests `account` may have in progress on one front door: its own limit where set,
+/// else the region's.
+pub fn concurrent_requests(cfg: &Config, account: &Account) -> u32 {
+    account
+        .limits
+        .concurrent_requests
+        .unwrap_or(cfg.account_max_concurrency)
+}
+
+/// The S3 buckets `account` may own: its own limit where set, else the region's.
+pub fn buckets(cfg: &Config, account: &Account) -> u32 {
+    account.limits.buckets.unwrap_or(cfg.account_max_buckets)
+}
+
+/// A slot for one more request of `account` on `fd`, held while the request is served; when
+/// the account has its limit in progress already, the refusal is counted and the limit given
+/// (each API answers it in its own words).
+///
+/// # Errors
+/// The account's limit, when it is reached.
+pub fn enter(fd: &Frontdoor, account: &Account) -> Result<Slot, u32> {
+    let most = concurrent_requests(&fd.cfg, account);
+    fd.in_flight.enter(&account.uuid, most).ok_or_else(|| {
+        fd.metrics.inc(
+            "frontdoor_account_throttled_total",
+            "Requests refused at their account's concurrency limit.",
+            &[],
+        );
+        most
+    })
 }
 
 /// Requests in progress, per account.

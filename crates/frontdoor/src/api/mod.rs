@@ -210,23 +210,15 @@ async fn dispatch(
     // The share of this front door of the account making the request (the owner's for
     // anonymous reads of public data), held while the request is served.
     let charged = caller.account().unwrap_or(&owner);
-    let most = crate::limits::effective(&fd.cfg, charged)
-        .concurrent_requests
-        .unwrap_or(u32::MAX);
-    let Some(_slot) = fd.in_flight.enter(&charged.uuid, most) else {
-        fd.metrics.inc(
-            "frontdoor_account_throttled_total",
-            "Requests refused at their account's concurrency limit.",
-            &[],
-        );
-        return Err(err(
+    let _slot = crate::limits::enter(fd, charged).map_err(|most| {
+        err(
             ErrorCode::ThrottledError,
             format!(
                 "manta throttled this request: account {} may have {most} requests in progress",
                 charged.login
             ),
-        ));
-    };
+        )
+    })?;
     if path.area() == Some(Area::Jobs)
         && manta_jobs_api::api::is_jobs_route(&parts.method, path.segments())
     {

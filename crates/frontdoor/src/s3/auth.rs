@@ -211,22 +211,14 @@ impl S3Access for Owners {
         };
         let uuid = account.uuid.clone();
         // The account's share of this front door, held until the operation is done.
-        let most = crate::limits::effective(&self.fd.cfg, &account)
-            .concurrent_requests
-            .unwrap_or(u32::MAX);
-        let Some(slot) = self.fd.in_flight.enter(&uuid, most) else {
-            self.fd.metrics.inc(
-                "frontdoor_account_throttled_total",
-                "Requests refused at their account's concurrency limit.",
-                &[],
-            );
-            return Err(s3err(
+        let slot = crate::limits::enter(&self.fd, &account).map_err(|most| {
+            s3err(
                 S3ErrorCode::SlowDown,
                 format!(
                     "Please reduce your request rate: this account may have {most} requests in progress."
                 ),
-            ));
-        };
+            )
+        })?;
         cx.extensions_mut().insert(Arc::new(slot));
         cx.extensions_mut().insert(Caller(account));
         let Some(bucket) = bucket else {

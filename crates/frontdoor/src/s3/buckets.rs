@@ -100,9 +100,7 @@ pub async fn create_bucket(
     }
     // The account's share of the region's bucket names (they are region-wide: squatting them
     // must cost something). Two creates at once may both pass; the count is the bound.
-    let most = crate::limits::effective(&api.fd.cfg, &acct)
-        .buckets
-        .unwrap_or(u32::MAX);
+    let most = crate::limits::buckets(&api.fd.cfg, &acct);
     let owned = api.meta.buckets_of(&acct.uuid).await?.len();
     if owned >= most as usize && api.meta.bucket(&name).await?.is_none() {
         return Err(s3err(
