@@ -134,6 +134,14 @@ async fn tasks_are_isolated() {
             json!({}),
         ),
         (
+            // The seccomp allowlist: a user namespace by unshare or by clone, and io_uring,
+            // are refused with EPERM (each works on the host, as root or not); an ordinary
+            // fork still works.
+            "syscalls",
+            r#"perl -e 'my $p = "\0" x 120; my $r = syscall(425, 1, $p); print "uring=$r/", $!+0, " "; $r = syscall(272, 0x10000000); print "unshare=$r/", $!+0, " "; $r = syscall(56, 0x10000000 | 17, 0, 0, 0, 0); exit 0 if $r == 0; print "clone=$r/", $!+0, " "; my $pid = fork(); exit 0 if $pid == 0; waitpid($pid, 0); print "fork=", ($pid > 0 ? "ok" : "failed"), "\n"'"#.to_owned(),
+            json!({}),
+        ),
+        (
             "rootfs",
             "for f in /x /usr/x /etc/x /bin/x; do touch $f 2>/dev/null && echo WROTE $f; done; echo hi > /tmp/ok && cat /tmp/ok; id -u".to_owned(),
             json!({}),
@@ -200,6 +208,12 @@ async fn tasks_are_isolated() {
             .info(&format!("/{login}/reports/evil"))
             .await
             .is_err()
+    );
+
+    let out = &results["syscalls"].out;
+    assert!(
+        out.contains("uring=-1/1 unshare=-1/1 clone=-1/1 fork=ok"),
+        "{out}"
     );
 
     let out = &results["rootfs"].out;

@@ -15,8 +15,9 @@
 //! - `/tmp` a tmpfs of the phase's `disk` size (`HOME` and `/var/tmp` point into it);
 //! - the input object bound read-only at `/manta/<login>/<path>`, assets at `/assets/...`;
 //! - the tools at `/opt/manta/bin`, the task's control socket at `/manta-agent/sock`;
-//! - memory (and swap) and pids limits, no capabilities, no new privileges, a seccomp filter
-//!   refusing mount, namespace, module, keyring, ptrace, bpf and reboot calls.
+//! - memory (and swap) and pids limits, no capabilities, no new privileges, and a seccomp
+//!   allowlist: the calls ordinary programs make, and nothing that mounts, makes or enters a
+//!   namespace, loads modules, traces, or reaches `bpf`, keyrings or `io_uring`.
 
 use std::path::{Path, PathBuf};
 
@@ -96,25 +97,333 @@ pub struct Spec {
     pub hostname: String,
 }
 
+/// The system calls a task may make, by purpose. Everything else fails with `EPERM`: mounts,
+/// namespaces (`unshare`, `setns`, and `clone` with a namespace flag), modules, keyrings,
+/// `ptrace` and reading other processes' memory, `bpf`, `perf_event_open`, `io_uring`, clocks,
+/// swap, reboot, and whatever a newer kernel adds. The list follows what ordinary programs
+/// (shells, coreutils, Perl, Python, Node, the tools under `/opt/manta/bin`) use; only the
+/// 64-bit ABI is allowed (32-bit calls are refused).
+const ALLOWED_SYSCALLS: &[&str] = &[
+    // files and descriptors
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "pread64",
+    "pwrite64",
+    "preadv",
+    "pwritev",
+    "preadv2",
+    "pwritev2",
+    "open",
+    "openat",
+    "openat2",
+    "creat",
+    "close",
+    "close_range",
+    "lseek",
+    "dup",
+    "dup2",
+    "dup3",
+    "pipe",
+    "pipe2",
+    "fcntl",
+    "flock",
+    "fsync",
+    "fdatasync",
+    "sync",
+    "syncfs",
+    "sync_file_range",
+    "truncate",
+    "ftruncate",
+    "fallocate",
+    "fadvise64",
+    "readahead",
+    "sendfile",
+    "copy_file_range",
+    "splice",
+    "tee",
+    "vmsplice",
+    "ioctl",
+    // names and metadata
+    "stat",
+    "fstat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "statfs",
+    "fstatfs",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "readlink",
+    "readlinkat",
+    "getdents",
+    "getdents64",
+    "getcwd",
+    "chdir",
+    "fchdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "mkdir",
+    "mkdirat",
+    "rmdir",
+    "link",
+    "linkat",
+    "unlink",
+    "unlinkat",
+    "symlink",
+    "symlinkat",
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "umask",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+    "mknod",
+    "mknodat",
+    "getxattr",
+    "lgetxattr",
+    "fgetxattr",
+    "listxattr",
+    "llistxattr",
+    "flistxattr",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    // memory
+    "brk",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "mincore",
+    "msync",
+    "mlock",
+    "mlock2",
+    "munlock",
+    "mlockall",
+    "munlockall",
+    "membarrier",
+    "memfd_create",
+    "get_mempolicy",
+    "set_mempolicy",
+    "mbind",
+    "pkey_alloc",
+    "pkey_free",
+    "pkey_mprotect",
+    // processes and threads (`clone` is allowed below without namespace flags only)
+    "fork",
+    "vfork",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "wait4",
+    "waitid",
+    "kill",
+    "tkill",
+    "tgkill",
+    "getpid",
+    "getppid",
+    "gettid",
+    "getpgid",
+    "setpgid",
+    "getpgrp",
+    "getsid",
+    "setsid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getresuid",
+    "getresgid",
+    "getgroups",
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setgroups",
+    "setfsuid",
+    "setfsgid",
+    "capget",
+    "capset",
+    "prctl",
+    "arch_prctl",
+    "set_tid_address",
+    "set_robust_list",
+    "get_robust_list",
+    "rseq",
+    "futex",
+    "futex_waitv",
+    "sched_yield",
+    "sched_getaffinity",
+    "sched_setaffinity",
+    "sched_getparam",
+    "sched_setparam",
+    "sched_getscheduler",
+    "sched_setscheduler",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_rr_get_interval",
+    "sched_getattr",
+    "sched_setattr",
+    "getpriority",
+    "setpriority",
+    "getrlimit",
+    "setrlimit",
+    "prlimit64",
+    "getrusage",
+    "times",
+    "uname",
+    "sysinfo",
+    "getcpu",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "seccomp",
+    "landlock_create_ruleset",
+    "landlock_add_rule",
+    "landlock_restrict_self",
+    // signals
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "rt_sigpending",
+    "rt_sigtimedwait",
+    "rt_sigqueueinfo",
+    "rt_tgsigqueueinfo",
+    "rt_sigsuspend",
+    "sigaltstack",
+    "pause",
+    "alarm",
+    "signalfd",
+    "signalfd4",
+    "restart_syscall",
+    // time
+    "nanosleep",
+    "clock_nanosleep",
+    "clock_gettime",
+    "clock_getres",
+    "gettimeofday",
+    "time",
+    "getitimer",
+    "setitimer",
+    "timer_create",
+    "timer_settime",
+    "timer_gettime",
+    "timer_getoverrun",
+    "timer_delete",
+    "timerfd_create",
+    "timerfd_settime",
+    "timerfd_gettime",
+    // waiting for events
+    "poll",
+    "ppoll",
+    "select",
+    "pselect6",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_wait",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "eventfd",
+    "eventfd2",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_add_watch",
+    "inotify_rm_watch",
+    "io_setup",
+    "io_destroy",
+    "io_submit",
+    "io_cancel",
+    "io_getevents",
+    "io_pgetevents",
+    // sockets (the task's network has only a down loopback; the control socket is Unix)
+    "socket",
+    "socketpair",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "connect",
+    "getsockname",
+    "getpeername",
+    "sendto",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "sendmmsg",
+    "recvmmsg",
+    "shutdown",
+    "setsockopt",
+    "getsockopt",
+    // System V and POSIX IPC (private to the task's ipc namespace)
+    "shmget",
+    "shmat",
+    "shmdt",
+    "shmctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "semctl",
+    "msgget",
+    "msgsnd",
+    "msgrcv",
+    "msgctl",
+    "mq_open",
+    "mq_unlink",
+    "mq_timedsend",
+    "mq_timedreceive",
+    "mq_notify",
+    "mq_getsetattr",
+    // randomness
+    "getrandom",
+];
+
+/// Every namespace flag `clone` takes (`CLONE_NEWNS`, `CLONE_NEWCGROUP`, `CLONE_NEWUTS`,
+/// `CLONE_NEWIPC`, `CLONE_NEWUSER`, `CLONE_NEWPID`, `CLONE_NEWNET`): a `clone` whose flags
+/// hold none of them is an ordinary fork or thread.
+const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+
+/// The task's seccomp filter: the allowlist above, `clone` without namespace flags, `clone3`
+/// answered `ENOSYS` (its flags sit in memory a filter cannot read; libc then falls back to
+/// `clone`), and `personality` only to ask or to set the ordinary Linux persona.
 fn seccomp() -> Value {
+    const EPERM: u32 = 1;
+    const ENOSYS: u32 = 38;
     json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [{
-            "names": [
-                "mount", "umount", "umount2", "pivot_root", "chroot", "unshare", "setns",
-                "ptrace", "process_vm_readv", "process_vm_writev", "kexec_load",
-                "kexec_file_load", "reboot", "swapon", "swapoff", "init_module",
-                "finit_module", "delete_module", "bpf", "perf_event_open", "keyctl", "add_key",
-                "request_key", "acct", "settimeofday", "clock_settime", "adjtimex",
-                "open_by_handle_at", "name_to_handle_at", "userfaultfd", "fanotify_init",
-                "quotactl", "lookup_dcookie", "sethostname", "setdomainname", "iopl", "ioperm",
-                "syslog", "vhangup", "move_mount", "open_tree", "fsopen", "fsmount", "fsconfig",
-                "fspick", "mount_setattr"
-            ],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": 1
-        }]
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": EPERM,
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [
+            {"names": ALLOWED_SYSCALLS, "action": "SCMP_ACT_ALLOW"},
+            {
+                "names": ["clone"],
+                "action": "SCMP_ACT_ALLOW",
+                "args": [{"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]
+            },
+            {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+            // PER_LINUX, PER_LINUX with UNAME26, PER_LINUX32, and 0xffffffff (ask).
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0x0002_0000, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0x0000_0008, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [{"index": 0, "value": 0xffff_ffffu32, "op": "SCMP_CMP_EQ"}]}
+        ]
     })
 }
 
@@ -230,11 +539,33 @@ mod tests {
         let last = c["mounts"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(last["destination"], "/manta/jill/stor/a");
         assert!(last["options"].as_array().unwrap().contains(&json!("ro")));
-        assert!(
-            c["linux"]["seccomp"]["syscalls"][0]["names"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("mount"))
-        );
+        let filter = &c["linux"]["seccomp"];
+        assert_eq!(filter["defaultAction"], "SCMP_ACT_ERRNO");
+        let allowed: Vec<&str> = filter["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "SCMP_ACT_ALLOW" && r.get("args").is_none())
+            .flat_map(|r| r["names"].as_array().unwrap())
+            .map(|n| n.as_str().unwrap())
+            .collect();
+        for call in ["read", "execve", "openat", "futex", "socket"] {
+            assert!(allowed.contains(&call), "{call} must be allowed");
+        }
+        for call in [
+            "mount",
+            "unshare",
+            "setns",
+            "clone",
+            "clone3",
+            "io_uring_setup",
+            "bpf",
+            "ptrace",
+        ] {
+            assert!(
+                !allowed.contains(&call),
+                "{call} must not be allowed freely"
+            );
+        }
     }
 }
