@@ -24,25 +24,84 @@ fn set_limits(region: &TestRegion, login: &str, args: &[&str]) {
     );
 }
 
-/// Starts an upload of `path` as `acct` that sends its headers and a few bytes of a large body,
-/// then stalls: a slow client holding its request open.
-async fn stalled_upload(
+/// Starts an upload of `path` as `acct` of a body of `len` bytes, sends its headers and
+/// `first`, then leaves the rest to the caller: a slow client holding its request open.
+async fn started_upload(
     region: &TestRegion,
     acct: &testkit::TestAccount,
     path: &str,
+    len: usize,
+    first: &[u8],
 ) -> tokio::net::TcpStream {
     let addr = region.url.trim_start_matches("http://");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut head = format!(
-        "PUT {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 10000000\r\ncontent-type: text/plain\r\n"
+        "PUT {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {len}\r\ncontent-type: text/plain\r\nconnection: close\r\n"
     );
     for (k, v) in signed_headers(acct).await {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(b"just a few bytes").await.unwrap();
+    s.write_all(first).await.unwrap();
     s
+}
+
+/// An upload of a large body that stalls after a few bytes.
+async fn stalled_upload(
+    region: &TestRegion,
+    acct: &testkit::TestAccount,
+    path: &str,
+) -> tokio::net::TcpStream {
+    started_upload(region, acct, path, 10_000_000, b"just a few bytes").await
+}
+
+/// Sends the rest of an upload and reads its whole answer.
+async fn finish_upload(mut up: tokio::net::TcpStream, rest: &[u8]) -> String {
+    use tokio::io::AsyncReadExt as _;
+    up.write_all(rest).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), up.read_to_end(&mut answer))
+        .await
+        .expect("the upload is answered")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_removed_under_an_upload_keeps_no_hidden_object() {
+    let region = TestRegion::start().await.unwrap();
+    let a = &region.account;
+    let ca = client(&region, a).await;
+    ca.mkdir("~~/stor/d").await.unwrap();
+    let body = format!("late words {}", uuid::Uuid::new_v4()).into_bytes();
+    let up = started_upload(
+        &region,
+        a,
+        &format!("/{}/stor/d/late.txt", a.login),
+        body.len(),
+        &body[..5],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The directory is empty while the upload is in flight: its removal succeeds...
+    ca.rm("~~/stor/d").await.unwrap();
+    // ...and the upload that lands after it is refused, not acknowledged and hidden.
+    let answer = finish_upload(up, &body[5..]).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("DirectoryDoesNotExist"), "{answer}");
+    // Nothing of it is left: a new directory of that name is empty, and no node keeps the
+    // bytes.
+    ca.mkdir("~~/stor/d").await.unwrap();
+    assert!(ca.ls_all("~~/stor/d").await.unwrap().is_empty());
+    assert!(ca.info("~~/stor/d/late.txt").await.is_err());
+    assert_eq!(region.copies_of(&body), Vec::<std::path::PathBuf>::new());
+    // An upload into a directory that stays is unaffected, and the directory is then not
+    // empty.
+    ca.put_bytes("~~/stor/d/kept.txt", "kept", Default::default())
+        .await
+        .unwrap();
+    assert!(ca.rm("~~/stor/d").await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,10 +231,15 @@ async fn an_object_that_outlives_its_bucket_is_not_the_next_owners() {
     let (ak, sk) = s3_common::s3_key(&s3.region, "bee");
     let b = s3_common::sdk(&s3.endpoint, &ak, &sk);
     b.create_bucket().bucket("shared").send().await.unwrap();
-    // A's upload completes: whatever it was told, B's bucket does not hold A's object.
+    // A's upload completes: it is told the bucket is gone, and B's bucket does not hold
+    // A's object.
     up.write_all(&body[5..]).await.unwrap();
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), up.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("NoSuchBucket"), "{answer}");
+    assert_eq!(s3.region.copies_of(body), Vec::<std::path::PathBuf>::new());
     let listed = b.list_objects_v2().bucket("shared").send().await.unwrap();
     assert_eq!(listed.key_count(), Some(0), "{listed:?}");
     let got = b.get_object().bucket("shared").key("left.txt").send().await;

@@ -696,21 +696,6 @@ async fn postgres_admits_only_its_roles_with_their_passwords(
     assert_eq!(superuser_seen, [false; 3], "Moray's role is a superuser");
 }
 
-/// Every file below `dir` (following no links) whose bytes are `want`.
-fn files_holding(dir: &Path, want: &[u8], out: &mut Vec<PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(t) = e.file_type() else { continue };
-        if t.is_dir() {
-            files_holding(&e.path(), want, out);
-        } else if t.is_file() && std::fs::read(e.path()).is_ok_and(|b| b == want) {
-            out.push(e.path());
-        }
-    }
-}
-
 /// Every control socket of a running task below `dir`.
 fn task_sockets(dir: &Path, out: &mut Vec<PathBuf>) {
     use std::os::unix::fs::FileTypeExt as _;
@@ -773,12 +758,9 @@ async fn another_local_user_reads_no_data_or_secret_and_reaches_no_task() {
     let real = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     let mut objects = Vec::new();
     for i in 1..=3 {
-        files_holding(
-            &real(dir.join(format!("storage{i}/data"))),
-            secret,
-            &mut objects,
-        );
-        files_holding(&real(dir.join(format!("storage{i}"))), secret, &mut objects);
+        for d in [format!("storage{i}/data"), format!("storage{i}")] {
+            objects.extend(testkit::region::files_holding(&real(dir.join(d)), secret));
+        }
     }
     objects.sort();
     objects.dedup();

@@ -60,6 +60,11 @@ pub struct DirectoryInfo {
     /// For multipart-upload part directories: the upload's state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<serde_json::Value>,
+    /// Set (epoch ms) by a removal that is checking the directory is empty: a write that
+    /// lands in it meanwhile waits to see whether the directory stays, and takes itself back
+    /// if it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removing: Option<u64>,
 }
 
 /// Object or directory, with the fields of each.

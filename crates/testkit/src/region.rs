@@ -131,6 +131,27 @@ pub struct TestRegion {
     dir: TestDir,
 }
 
+/// Every file below `dir` (following no links) whose bytes are `want`: where copies of an
+/// object are, on a storage node's data directory.
+pub fn files_holding(dir: &Path, want: &[u8]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, want: &[u8], out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                walk(&e.path(), want, out);
+            } else if t.is_file() && std::fs::read(e.path()).is_ok_and(|b| b == want) {
+                out.push(e.path());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, want, &mut out);
+    out
+}
+
 /// Issues `name` an identity of `role` from the CA in `pki` (made on first use), valid for
 /// loopback, in `pki/<name>`.
 fn issue(pki: &Path, name: &str, role: Role) -> Result<Identity> {
@@ -254,6 +275,14 @@ impl TestStorageNode {
 }
 
 impl TestRegion {
+    /// Every file on the region's storage nodes whose bytes are `want`.
+    pub fn copies_of(&self, want: &[u8]) -> Vec<PathBuf> {
+        self.storage
+            .iter()
+            .flat_map(|n| files_holding(&n.data, want))
+            .collect()
+    }
+
     /// Starts a region with default options.
     ///
     /// # Errors

@@ -9,7 +9,7 @@ use manta_types::record::{DirectoryInfo, EntryKind};
 use manta_types::{Area, ErrorCode, MetadataRecord};
 use moray::filter::Filter;
 use moray::types::{FindOptions, Sort, SortOrder};
-use moray::{DelOptions, EtagCondition};
+use moray::{DelOptions, EtagCondition, PutOptions};
 use serde_json::json;
 
 use super::conditional::{self, Outcome};
@@ -256,6 +256,65 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
     Ok(resp)
 }
 
+/// Marks directory `key` (read as `entry`) as being removed; answers the marked record's etag.
+///
+/// # Errors
+/// `ConcurrentRequest` when the directory changed since it was read; Moray failures.
+async fn mark_removing(ctx: &Ctx, key: &str, entry: &Entry) -> ApiResult<String> {
+    let mut rec = entry.rec.clone();
+    if let EntryKind::Directory(info) = &mut rec.kind {
+        info.removing = Some(manta_types::time::now_ms());
+    }
+    let opts = PutOptions::if_match(entry.etag.clone());
+    ctx.fd
+        .moray
+        .put_object("manta", key, rec.to_value(), opts)
+        .await
+        .map(|r| r.etag)
+        .map_err(|e| from_moray(e, &ctx.path.to_string()))
+}
+
+/// Puts a directory back as it was read (`entry`) after a removal that found it not empty,
+/// unless it changed since it was marked. A mark left behind expires by itself.
+async fn unmark(ctx: &Ctx, key: &str, entry: &Entry, marked: &str) {
+    let opts = PutOptions::if_match(marked.to_owned());
+    if let Err(e) = ctx
+        .fd
+        .moray
+        .put_object("manta", key, entry.rec.to_value(), opts)
+        .await
+    {
+        tracing::warn!(key, error = %e, "could not take a removal's mark off a directory");
+    }
+}
+
+/// Whether directory `key` holds any entry.
+///
+/// # Errors
+/// Moray failures.
+async fn has_entries(ctx: &Ctx, key: &str) -> ApiResult<bool> {
+    let filter = Filter::and(vec![
+        Filter::eq("owner", ctx.owner.uuid.as_str()),
+        Filter::eq("dirname", key),
+    ]);
+    let children = ctx
+        .fd
+        .moray
+        .find_objects(
+            "manta",
+            &filter.to_string(),
+            key,
+            FindOptions {
+                limit: Some(1),
+                no_count: true,
+                ..FindOptions::default()
+            },
+        )
+        .await
+        .map_err(|e| from_moray(e, &ctx.path.to_string()))?;
+    Ok(!children.is_empty())
+}
+
 /// `DELETE` of an object or an empty directory. Only metadata changes here: the bytes are
 /// reclaimed by the storage nodes' garbage collection from the delete log.
 ///
@@ -270,34 +329,19 @@ pub async fn delete_entry(ctx: &Ctx) -> ApiResult<Response> {
         ));
     };
     ctx.check_conditions(Some(&entry))?;
-    if entry.rec.is_directory() {
-        let filter = Filter::and(vec![
-            Filter::eq("owner", ctx.owner.uuid.as_str()),
-            Filter::eq("dirname", key.as_str()),
-        ]);
-        let children = ctx
-            .fd
-            .moray
-            .find_objects(
-                "manta",
-                &filter.to_string(),
-                &key,
-                FindOptions {
-                    limit: Some(1),
-                    no_count: true,
-                    ..FindOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| from_moray(e, &ctx.path.to_string()))?;
-        if !children.is_empty() {
+    let cond = if entry.rec.is_directory() {
+        // Mark, check it is empty, then delete only if the mark is unchanged: a write landing
+        // in it meanwhile sees the mark and waits for the outcome (objects::save).
+        let marked = mark_removing(ctx, &key, &entry).await?;
+        if has_entries(ctx, &key).await? {
+            unmark(ctx, &key, &entry, &marked).await;
             return Err(err(
                 ErrorCode::DirectoryNotEmpty,
                 format!("{} is not empty", ctx.path),
             ));
         }
-    }
-    let cond = if conditional::is_conditional(&ctx.headers) {
+        EtagCondition::MustMatch(marked)
+    } else if conditional::is_conditional(&ctx.headers) {
         EtagCondition::MustMatch(entry.etag.clone())
     } else {
         EtagCondition::Any

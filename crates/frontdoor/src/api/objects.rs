@@ -6,7 +6,7 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use manta_types::record::{EntryKind, ObjectInfo};
 use manta_types::{ErrorCode, MetadataRecord};
-use moray::PutOptions;
+use moray::{DelOptions, PutOptions};
 use storage_api::range::{ByteRange, RangeError};
 
 use super::conditional::{self, Outcome};
@@ -115,27 +115,84 @@ impl WriteTarget {
 }
 
 /// Writes `rec` at its key with `cond`; an unconditional write that races another is retried
-/// once, as the original does.
+/// once, as the original does. A new entry whose directory was removed while it was being
+/// written is taken back (see [`settle_in_parent`]).
 ///
 /// # Errors
-/// `ConcurrentRequest` when the condition fails; Moray failures.
+/// `ConcurrentRequest` when the condition fails; `DirectoryDoesNotExist` when the directory
+/// went meanwhile; Moray failures.
 pub async fn save(ctx: &Ctx, rec: &MetadataRecord, cond: moray::EtagCondition) -> ApiResult<()> {
     let opts = PutOptions { etag: cond };
-    match ctx
-        .fd
-        .moray
-        .put_object("manta", &rec.key, rec.to_value(), opts.clone())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(moray::Error::EtagConflict { .. }) if opts.etag == moray::EtagCondition::Any => ctx
-            .fd
+    let put = |opts| {
+        ctx.fd
             .moray
             .put_object("manta", &rec.key, rec.to_value(), opts)
-            .await
-            .map(|_| ())
-            .map_err(|e| from_moray(e, &ctx.path.to_string())),
-        Err(e) => Err(from_moray(e, &ctx.path.to_string())),
+    };
+    let written = match put(opts.clone()).await {
+        Err(moray::Error::EtagConflict { .. }) if opts.etag == moray::EtagCondition::Any => {
+            put(opts).await
+        }
+        other => other,
+    }
+    .map_err(|e| from_moray(e, &ctx.path.to_string()))?;
+    settle_in_parent(ctx, &rec.key, &written.etag).await
+}
+
+/// How long a removal's mark on a directory holds: a mark older than this was left by a
+/// front door that stopped mid-removal, and writes no longer wait for it.
+const REMOVAL_MARK_TTL_MS: u64 = 10_000;
+
+/// After a write of `key` (now at `etag`) has landed: the directory it landed in must still
+/// be there. A removal marks the directory before checking it is empty and deletes it only
+/// if the mark is unchanged, so a write that sees no mark after landing is safe: the
+/// removal's check will see the entry. While the directory is marked, this waits for the
+/// removal to end; when the directory is gone, the write is taken back (its bytes go to
+/// garbage collection through the delete log), so no entry outlives its directory unseen.
+///
+/// # Errors
+/// `DirectoryDoesNotExist` when the directory went; Moray failures.
+async fn settle_in_parent(ctx: &Ctx, key: &str, etag: &str) -> ApiResult<()> {
+    let Some(parent) = ctx.path.parent() else {
+        return Ok(());
+    };
+    if is_virtual_dir(&parent) {
+        return Ok(());
+    }
+    let parent_key = parent.storage_key(&ctx.owner.uuid);
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(REMOVAL_MARK_TTL_MS);
+    loop {
+        let dir = load(&ctx.fd, &parent_key).await?;
+        let marked = match dir.as_ref().map(|d| &d.rec.kind) {
+            Some(EntryKind::Directory(info)) => info.removing.is_some_and(|at| {
+                manta_types::time::now_ms().saturating_sub(at) < REMOVAL_MARK_TTL_MS
+            }),
+            _ => {
+                // Gone (or replaced by an object): take the write back.
+                let undo = DelOptions {
+                    etag: moray::EtagCondition::MustMatch(etag.to_owned()),
+                };
+                match ctx.fd.moray.del_object("manta", key, undo).await {
+                    Ok(())
+                    | Err(
+                        moray::Error::ObjectNotFound { .. } | moray::Error::EtagConflict { .. },
+                    ) => {}
+                    Err(e) => return Err(from_moray(e, &ctx.path.to_string())),
+                }
+                tracing::info!(
+                    key,
+                    "directory removed while a write landed in it: write taken back"
+                );
+                return Err(err(
+                    ErrorCode::DirectoryDoesNotExist,
+                    format!("{parent} was removed"),
+                ));
+            }
+        };
+        if !marked || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
 

@@ -73,6 +73,9 @@ pub enum BucketState {
     Deleting,
 }
 
+/// How long a write that landed in a bucket being deleted waits for `DeleteBucket`'s outcome.
+pub const DELETING_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A bucket, as stored in [`BUCKETS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -347,17 +350,48 @@ impl Meta {
         Ok(found.filter(|v| v.rec.owner == owner))
     }
 
-    /// Writes an object record on condition `cond`; `Ok(false)` when the condition failed.
+    /// Writes an object record on condition `cond`; its new etag, `None` when the condition
+    /// failed.
     ///
     /// # Errors
     /// When Moray fails.
-    pub async fn put_object(&self, rec: &MetadataRecord, cond: EtagCondition) -> S3Result<bool> {
+    pub async fn put_object(
+        &self,
+        rec: &MetadataRecord,
+        cond: EtagCondition,
+    ) -> S3Result<Option<String>> {
         self.ensure().await?;
         let put = self
             .moray
             .put_object(OBJECTS, &rec.key, rec.to_value(), PutOptions { etag: cond })
             .await;
-        applied(put)
+        match put {
+            Ok(r) => Ok(Some(r.etag)),
+            Err(moray::Error::EtagConflict { .. } | moray::Error::ObjectNotFound { .. }) => {
+                Ok(None)
+            }
+            Err(e) => Err(from_moray(e)),
+        }
+    }
+
+    /// Whether an object `owner` has just written into `bucket` may stay there: the bucket is
+    /// still `owner`'s and not being deleted. While `DeleteBucket` is checking the bucket is
+    /// empty this waits for its outcome (at most [`DELETING_WAIT`]: a mark older than that was
+    /// left by a front door that stopped, and the bucket is then taken as still there).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn bucket_keeps(&self, bucket: &str, owner: &str) -> S3Result<bool> {
+        let deadline = tokio::time::Instant::now() + DELETING_WAIT;
+        loop {
+            match self.bucket(bucket).await? {
+                Some(b) if b.rec.owner != owner => return Ok(false),
+                None => return Ok(false),
+                Some(b) if b.rec.state == BucketState::Active => return Ok(true),
+                Some(_) if tokio::time::Instant::now() >= deadline => return Ok(true),
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
     }
 
     /// Deletes an object record (on condition `cond`). `Ok(false)` when there was nothing to
@@ -557,7 +591,7 @@ impl Meta {
 
     /// Ends an upload in one transaction: removes its record (if still at `upload.etag`) and
     /// every part record (their bytes go to GC), and writes `object` (on condition `cond`)
-    /// when given. `Err(Ended::Upload)` when the upload was already ended,
+    /// when given, answering its new etag. `Err(Ended::Upload)` when the upload was already ended,
     /// `Err(Ended::Object)` when the object's condition failed.
     ///
     /// # Errors
@@ -566,7 +600,7 @@ impl Meta {
         &self,
         upload: &Versioned<UploadRecord>,
         object: Option<(&MetadataRecord, EtagCondition)>,
-    ) -> S3Result<Result<(), Ended>> {
+    ) -> S3Result<Result<Option<String>, Ended>> {
         let u = &upload.rec;
         let ukey = names::upload_key(&u.bucket, &u.upload_id);
         let mut ops = vec![
@@ -584,6 +618,7 @@ impl Meta {
                 .to_string(),
             },
         ];
+        let writes_object = object.is_some();
         if let Some((rec, cond)) = object {
             ops.push(BatchOp::Put {
                 bucket: OBJECTS.into(),
@@ -593,7 +628,9 @@ impl Meta {
             });
         }
         match self.moray.batch(ops).await {
-            Ok(_) => Ok(Ok(())),
+            Ok(r) => Ok(Ok(writes_object
+                .then(|| r.results.last().and_then(|o| o.etag.clone()))
+                .flatten())),
             Err(
                 moray::Error::EtagConflict { bucket, .. }
                 | moray::Error::ObjectNotFound { bucket, .. },

@@ -704,7 +704,12 @@ async fn finish(api: &S3Api, plan: Plan) -> S3Result<CompleteMultipartUploadOutp
                 .end_upload(&plan.upload, Some((&rec, plan.cond.moray())))
                 .await?
             {
-                Ok(()) => Ok(()),
+                Ok(written) => {
+                    let written =
+                        written.ok_or_else(|| internal("the object's write answered no etag"))?;
+                    let at = (plan.bucket.as_str(), plan.key.as_str());
+                    super::objects::settle_in_bucket(api, at, &u.owner, &written).await
+                }
                 Err(Ended::Upload) => Err(no_such_upload(&u.upload_id)),
                 Err(Ended::Object) => Err(super::error::precondition_failed()),
             }
@@ -739,7 +744,7 @@ pub async fn abort(
     let i = &req.input;
     let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
     match api.meta.end_upload(&upload, None).await? {
-        Ok(()) => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
+        Ok(_) => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
         Err(_) => Err(no_such_upload(&i.upload_id)),
     }
 }

@@ -365,9 +365,47 @@ async fn commit_object(
         headers,
     };
     let rec = bytes.record(place(bucket, key), meta);
-    let write = api.meta.put_object(&rec, cond.moray());
-    commit_unless_failed(bytes, write, precondition_failed).await?;
+    let write = async {
+        let Some(written) = api.meta.put_object(&rec, cond.moray()).await? else {
+            return Err(precondition_failed());
+        };
+        settle_in_bucket(api, (bucket, key), &rec.owner, &written).await
+    };
+    bytes.commit(write).await?;
     Ok((rec, etag))
+}
+
+/// After object `key` of `owner` (now at Moray etag `written`) has landed in `bucket`: the bucket must
+/// still be its owner's. `DeleteBucket` marks the bucket before checking it is empty and
+/// deletes it only if the mark is unchanged, so a write that finds the bucket unmarked
+/// after landing will be seen by that check. When the bucket went (or changed hands) the
+/// write is taken back: its record goes, its bytes go to garbage collection, and the caller
+/// hears `NoSuchBucket` rather than a success that nobody could read.
+///
+/// # Errors
+/// `NoSuchBucket`; Moray failures.
+pub async fn settle_in_bucket(
+    api: &S3Api,
+    (bucket, key): (&str, &str),
+    owner: &str,
+    written: &str,
+) -> S3Result<()> {
+    if api.meta.bucket_keeps(bucket, owner).await? {
+        return Ok(());
+    }
+    api.meta
+        .delete_object(
+            bucket,
+            key,
+            moray::EtagCondition::MustMatch(written.to_owned()),
+        )
+        .await?;
+    tracing::info!(
+        bucket,
+        key,
+        "bucket deleted while a write landed in it: write taken back"
+    );
+    Err(super::error::no_such_bucket(bucket))
 }
 
 /// `PutObject`.
@@ -455,29 +493,38 @@ async fn read_entry(
         Some(1) if !o.etag.contains('-') => {}
         Some(_) => return Err(not_implemented("Reading one part of a multipart object")),
     }
-    let total = o.content_length;
     let span = match range {
         None => None,
-        Some(r) => match r.check(total) {
-            Ok(span) => Some(span),
-            Err(_) => {
-                let mut e = s3err(
-                    S3ErrorCode::InvalidRange,
-                    "The requested range is not satisfiable",
-                );
-                let mut h = http::HeaderMap::new();
-                if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{total}")) {
-                    h.insert(http::header::CONTENT_RANGE, v);
-                }
-                if let Ok(v) = http::HeaderValue::from_str("application/xml") {
-                    h.insert(http::header::CONTENT_TYPE, v);
-                }
-                e.set_headers(h);
-                return Err(e);
-            }
-        },
+        Some(r) => read_span(r, o.content_length)?,
     };
     Ok((entry, span))
+}
+
+/// The bytes of an object of `total` bytes that a read's `Range` asks for: `None` for all
+/// of them. Public for the fuzz targets (`crates/fuzz-targets`).
+///
+/// # Errors
+/// `InvalidRange` (416, with `Content-Range: bytes */<total>`) for a range that is not
+/// satisfiable.
+pub fn read_span(range: &Range, total: u64) -> S3Result<Option<std::ops::Range<u64>>> {
+    match range.check(total) {
+        Ok(span) => Ok(Some(span)),
+        Err(_) => {
+            let mut e = s3err(
+                S3ErrorCode::InvalidRange,
+                "The requested range is not satisfiable",
+            );
+            let mut h = http::HeaderMap::new();
+            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{total}")) {
+                h.insert(http::header::CONTENT_RANGE, v);
+            }
+            if let Ok(v) = http::HeaderValue::from_str("application/xml") {
+                h.insert(http::header::CONTENT_TYPE, v);
+            }
+            e.set_headers(h);
+            Err(e)
+        }
+    }
 }
 
 /// What `GetObject` and `HeadObject` share on the way in: the bucket check, the conditions,
@@ -533,8 +580,9 @@ macro_rules! object_output {
     }};
 }
 
-/// The length a read returns and its `Content-Range`, for an object of `total` bytes.
-fn span_of(total: u64, span: Option<&std::ops::Range<u64>>) -> (u64, Option<String>) {
+/// The length a read returns and its `Content-Range`, for an object of `total` bytes and the
+/// span [`read_span`] gave. Public for the fuzz targets (`crates/fuzz-targets`).
+pub fn span_of(total: u64, span: Option<&std::ops::Range<u64>>) -> (u64, Option<String>) {
     match span {
         Some(r) => (
             r.end - r.start,
@@ -856,16 +904,17 @@ pub async fn copy_object(
             o.content_type = content_type;
             o.content_disposition = rec.headers.get("content-disposition").cloned();
         }
-        if !api
+        let Some(written) = api
             .meta
             .put_object(&rec, moray::EtagCondition::MustMatch(src.etag.clone()))
             .await?
-        {
+        else {
             return Err(s3err(
                 S3ErrorCode::OperationAborted,
                 "A conflicting operation is in progress against this object. Please try again.",
             ));
-        }
+        };
+        settle_in_bucket(api, (&i.bucket, &i.key), &rec.owner, &written).await?;
         return Ok(copied(so.etag.clone(), rec.mtime));
     }
     let copy = copy_bytes(&api.fd, &so, &src.rec.creator, &owner).await?;
