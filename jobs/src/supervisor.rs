@@ -57,6 +57,9 @@ pub struct SupervisorConfig {
     pub lease_ttl: i64,
     /// Attempts per task on infrastructure failures.
     pub max_attempts: u32,
+    /// Tasks one account may have dispatched or running at once over all its jobs, unless
+    /// its own limits say otherwise; the rest of its inputs wait their turn.
+    pub account_max_tasks: u32,
     /// The supervisor's region identity, presented to Moray over mutual TLS.
     pub tls: Option<manta_util::tls::Identity>,
     /// The user the supervisor becomes once its keys are read and its port bound; `None` stays
@@ -77,11 +80,19 @@ impl SupervisorConfig {
             agent_timeout: Duration::from_secs(5),
             lease_ttl: 3,
             max_attempts: 3,
+            account_max_tasks: DEFAULT_MAX_TASKS,
             tls: None,
             run_as: None,
         }
     }
 }
+
+/// Tasks one account may have dispatched or running at once, unless its limits say otherwise.
+pub const DEFAULT_MAX_TASKS: u32 = 256;
+
+/// How many more map tasks each account may be given in this pass: its limit less what it has
+/// dispatched or running, counted the first time one of its jobs has new inputs.
+type Budgets = HashMap<String, u64>;
 
 /// The election's name in etcd.
 pub const ELECTION: &str = "/manta/jobs/supervisor";
@@ -96,6 +107,8 @@ struct Sup {
     etcd_next: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
     metrics: Arc<manta_util::metrics::Metrics>,
+    /// The accounts (for their own limits).
+    accounts: crate::gateway::MorayAccountStore,
     /// When each job's stats were last recounted (counting is the costliest query).
     counted: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
 }
@@ -120,6 +133,7 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
     // Its keys are read and its port bound: root is not needed again.
     manta_util::proc::run_as(cfg.run_as.as_deref()).context("drop root")?;
     let store = JobStore::new(moray.system());
+    let accounts = crate::gateway::MorayAccountStore::new(moray.system());
     loop {
         match store.setup().await {
             Ok(()) => break,
@@ -138,6 +152,7 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
         moray,
         http: FdClient::http(),
         metrics,
+        accounts,
         counted: std::sync::Mutex::new(HashMap::new()),
     });
     while !shutdown.is_cancelled() {
@@ -251,6 +266,12 @@ impl Sup {
             .store
             .find_all::<Job>(JOBS, "(|(state=running)(state=done))")
             .await?;
+        let running: Vec<(String, String)> = jobs
+            .iter()
+            .filter(|j| j.value.state == job_state::RUNNING)
+            .map(|j| (j.value.owner.clone(), j.value.job_id.clone()))
+            .collect();
+        let mut budgets = Budgets::new();
         for job in jobs {
             if lost.is_cancelled() {
                 break;
@@ -259,7 +280,7 @@ impl Sup {
             let r = if job.value.state == job_state::DONE {
                 self.archive(job).await
             } else {
-                self.drive(job, &agents).await
+                self.drive(job, &agents, &running, &mut budgets).await
             };
             if let Err(e) = r {
                 warn!(job = %id, error = %format!("{e:#}"), "job step failed");
@@ -281,6 +302,33 @@ impl Sup {
             .find_objects(bucket, filter, opts)
             .await?;
         Ok(r.first().and_then(|r| r.count).unwrap_or(0))
+    }
+
+    /// How many more map tasks `owner` may be given now: its limit (its own, else the
+    /// region's) less the tasks of its `running` jobs that are dispatched or running.
+    async fn budget(&self, owner: &str, running: &[(String, String)]) -> Result<u64> {
+        use manta_auth::AccountStore as _;
+        let own = self
+            .accounts
+            .by_uuid(owner)
+            .await
+            .map_err(|e| anyhow::anyhow!("read account {owner}: {e}"))?
+            .and_then(|a| a.limits.tasks);
+        let most = u64::from(own.unwrap_or(self.cfg.account_max_tasks));
+        let mut busy = 0;
+        for (_, job) in running.iter().filter(|(o, _)| o == owner) {
+            let f = format!(
+                "(&(jobId={})(|(state={})(state={})))",
+                esc(job),
+                task_state::DISPATCHED,
+                task_state::RUNNING
+            );
+            busy += self.count(TASKS, &f).await?;
+            if busy >= most {
+                break;
+            }
+        }
+        Ok(most.saturating_sub(busy))
     }
 
     async fn any(&self, bucket: &'static str, filter: &str) -> Result<bool> {
@@ -423,42 +471,77 @@ impl Sup {
 
     /// One pass over a running job: route its new inputs, retry tasks whose agent is gone,
     /// start reducers and notice finished phases, then record its stats (and its end).
-    async fn drive(&self, job: Stored<Job>, agents: &HashMap<String, AgentBeat>) -> Result<()> {
+    async fn drive(
+        &self,
+        job: Stored<Job>,
+        agents: &HashMap<String, AgentBeat>,
+        running: &[(String, String)],
+        budgets: &mut Budgets,
+    ) -> Result<()> {
         let j = &job.value;
         let jf = format!("(jobId={})", esc(&j.job_id));
         if j.cancelled {
             return self.cancel(job).await;
         }
-        self.route_new_items(j, &jf, agents).await?;
+        self.route_new_items(j, &jf, agents, running, budgets)
+            .await?;
         self.retry_lost_tasks(j, &jf, agents).await?;
         let complete = self.advance_phases(j, &jf, agents).await?;
         self.record_progress(&job, &jf, complete).await
     }
 
     /// Step 1: each new item becomes a map task on a node holding a copy of its input (or a
-    /// job error when it cannot be an input), or is assigned to a reducer.
+    /// job error when it cannot be an input), or is assigned to a reducer. An owner at its
+    /// limit of tasks gets no new map task: its inputs wait for a later pass.
     async fn route_new_items(
         &self,
         j: &Job,
         jf: &str,
         agents: &HashMap<String, AgentBeat>,
+        running: &[(String, String)],
+        budgets: &mut Budgets,
     ) -> Result<()> {
         let new_items = self
             .store
             .find::<Item>(ITEMS, &format!("(&{jf}(state={}))", item_state::NEW), 500)
             .await?;
-        // Look the map inputs up several at a time, then write in a few batches.
+        if new_items.is_empty() {
+            return Ok(());
+        }
+        let left = match budgets.get_mut(&j.owner) {
+            Some(left) => left,
+            None => {
+                let b = self.budget(&j.owner, running).await?;
+                budgets.entry(j.owner.clone()).or_insert(b)
+            }
+        };
+        if *left == 0 {
+            self.metrics.inc(
+                "jobs_supervisor_account_tasks_throttled_total",
+                "Passes in which a job's new inputs waited for its owner's limit of tasks.",
+                &[],
+            );
+        }
+        // Look the map inputs up several at a time (only as many as the owner may be given
+        // tasks now), then write in a few batches.
+        let mut may_locate = *left;
         let located: Vec<_> = {
             use futures_util::StreamExt as _;
-            futures_util::stream::iter(new_items.iter().map(|it| async move {
+            futures_util::stream::iter(new_items.iter().map(|it| {
                 let is_map = j
                     .phases
                     .get(it.value.to_phase as usize)
                     .is_some_and(|p| p.kind == PhaseType::Map);
-                if is_map {
-                    Some(self.locate(j, &it.value.path).await)
-                } else {
-                    None
+                let locate = is_map && may_locate > 0;
+                if locate {
+                    may_locate -= 1;
+                }
+                async move {
+                    if locate {
+                        Some(self.locate(j, &it.value.path).await)
+                    } else {
+                        None
+                    }
                 }
             }))
             .buffered(8)
@@ -489,10 +572,12 @@ impl Sup {
                             PutOptions::must_not_exist(),
                         ));
                     }
+                    Ok(_) if *left == 0 => continue, // at the owner's limit: a later pass
                     Ok(sharks) => {
                         let Some(server) = Self::pick(agents, &sharks, &[], &item.path) else {
                             continue; // no live agent holds a copy yet: try again later
                         };
+                        *left -= 1;
                         let mut t = Self::new_task(j, item.to_phase, server);
                         t.input = Some(item.path.clone());
                         t.p0input = item.p0input.clone();
@@ -506,6 +591,8 @@ impl Sup {
                         ops.push(put_op(TASKS, &t.task_id, &t, PutOptions::must_not_exist()));
                     }
                 },
+                // Not looked up: the owner is at its limit of tasks; a later pass.
+                (PhaseType::Map, None) => continue,
                 _ => {
                     let n = phase.reducers();
                     let r = item

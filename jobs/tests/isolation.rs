@@ -373,3 +373,114 @@ async fn a_tasks_control_socket_is_the_tasks_alone() {
     assert_eq!(st["state"], "done", "{st}");
     assert_eq!(env.output_text(&id).await.unwrap().join(""), "done\n");
 }
+
+/// Waits for `id` (a job of the account `c` acts for) to be done; its status.
+async fn wait_as(c: &manta_client::MantaClient, id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = c.job_status(id).await.unwrap();
+        if st["state"] == "done" {
+            return st;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} not done: {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The most intervals (`start end`, one a line per text) open at one instant.
+fn most_at_once(texts: &[String]) -> usize {
+    let mut edges: Vec<(u128, i32)> = Vec::new();
+    for t in texts {
+        let v: Vec<u128> = t
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert_eq!(v.len(), 2, "{t}");
+        edges.push((v[0], 1));
+        edges.push((v[1], -1));
+    }
+    edges.sort_unstable_by_key(|&(at, d)| (at, d));
+    let (mut open, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        open += d;
+        most = most.max(open);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_at_its_job_task_and_output_limits_leaves_others_unharmed() {
+    let (env, _) = start().await;
+    let a = env.region.account.login.clone();
+    let bee = env.region.add_account("bee").await.unwrap();
+    let bc = env.region.client(&bee).await.unwrap();
+    let b_input = "/bee/stor/b.txt".to_owned();
+    bc.put_bytes(&b_input, "b\n", Default::default())
+        .await
+        .unwrap();
+    let b_submit = |job: serde_json::Value| {
+        let (bc, input) = (bc.clone(), b_input.clone());
+        async move {
+            let id = bc.create_job(&job).await.unwrap();
+            bc.add_job_inputs(&id, &[input], true).await.unwrap();
+            id
+        }
+    };
+    testkit::process::run_ok(env.region.manta_adm().unwrap().args([
+        "account",
+        "set-limits",
+        &a,
+        "--jobs",
+        "1",
+        "--tasks",
+        "2",
+        "--task-output",
+        "1KiB",
+    ]));
+    // The front door reads accounts again after its cache's 2 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // A's job of 6 inputs, each task 2 s long, runs at most 2 tasks at once (the region's
+    // agents have 12 slots)...
+    let inputs = env
+        .upload(
+            "quota",
+            (0..6)
+                .map(|i| (format!("{i}.txt"), format!("{i}\n")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let slow = json!({"phases": [{"type": "map", "exec": "date +%s%N; sleep 2; date +%s%N"}]});
+    let id = env.submit(slow.clone(), &inputs).await.unwrap();
+    // ...and it may have no second job running meanwhile.
+    let second = env.client.create_job(&slow).await.unwrap_err();
+    assert!(second.to_string().contains("ThrottledError"), "{second}");
+    // B's job meanwhile is not held up behind A's.
+    let bid = b_submit(json!({"phases": [{"type": "map", "exec": "echo bee"}]})).await;
+    wait_as(&bc, &bid).await;
+    let a_now = env.client.job_status(&id).await.unwrap();
+    assert_eq!(a_now["state"], "running", "B's job waited for A's: {a_now}");
+    env.wait(&id, Duration::from_secs(120)).await.unwrap();
+    let texts = env.output_text(&id).await.unwrap();
+    assert_eq!(texts.len(), 6, "{texts:?}");
+    assert!(env.client.job_errors(&id).await.unwrap().is_empty());
+    assert!(most_at_once(&texts) <= 2, "{texts:?}");
+
+    // A task emitting more than A's 1 KiB of outputs fails with an error that says so, by
+    // mpipe or by its stdout; the same job of B's is fine.
+    let big = |how: &str| json!({"phases": [{"type": "map", "exec": format!("head -c 5000 /dev/zero {how}")}]});
+    for how in ["| mpipe", ""] {
+        let id = env.submit(big(how), &inputs[..1]).await.unwrap();
+        env.wait(&id, Duration::from_secs(120)).await.unwrap();
+        let errs = env.client.job_errors(&id).await.unwrap();
+        assert_eq!(errs.len(), 1, "{how}: {errs:?}");
+        assert!(
+            errs[0]["message"].as_str().unwrap().contains("exceed"),
+            "{how}: {errs:?}"
+        );
+        let bid = b_submit(big(how)).await;
+        let st = wait_as(&bc, &bid).await;
+        assert!(bc.job_errors(&bid).await.unwrap().is_empty(), "{how}: {st}");
+    }
+}

@@ -274,6 +274,16 @@ enum AccountCmd {
         /// S3 buckets it may own (a number, or `default`).
         #[arg(long, value_parser = parse_limit)]
         buckets: Option<LimitArg>,
+        /// Jobs running at once (a number, or `default`).
+        #[arg(long, value_parser = parse_limit)]
+        jobs: Option<LimitArg>,
+        /// Tasks dispatched or running at once over all its jobs (a number, or `default`).
+        #[arg(long, value_parser = parse_limit)]
+        tasks: Option<LimitArg>,
+        /// Bytes one task may emit as outputs, for jobs created from now on (e.g. `512MiB`,
+        /// or `default`).
+        #[arg(long, value_parser = parse_byte_limit)]
+        task_output: Option<LimitArg<u64>>,
         #[command(flatten)]
         target: MorayTarget,
     },
@@ -290,7 +300,7 @@ enum AccountCmd {
 
 /// A limit as given on the command line: a number, or `None` for the region's default.
 #[derive(Debug, Clone, Copy)]
-struct LimitArg(Option<u32>);
+struct LimitArg<T = u32>(Option<T>);
 
 fn parse_limit(s: &str) -> std::result::Result<LimitArg, String> {
     if s == "default" {
@@ -299,6 +309,13 @@ fn parse_limit(s: &str) -> std::result::Result<LimitArg, String> {
     s.parse()
         .map(|n| LimitArg(Some(n)))
         .map_err(|_| format!("{s:?} is not a number or `default`"))
+}
+
+fn parse_byte_limit(s: &str) -> std::result::Result<LimitArg<u64>, String> {
+    if s == "default" {
+        return Ok(LimitArg(None));
+    }
+    manta_util::cli::parse_bytes(s).map(|n| LimitArg(Some(n)))
 }
 
 #[derive(Debug, Subcommand)]
@@ -551,20 +568,35 @@ async fn account(cmd: AccountCmd) -> Result<()> {
             login,
             concurrent_requests,
             buckets,
+            jobs,
+            tasks,
+            task_output,
             target,
         } => {
-            if concurrent_requests.is_none() && buckets.is_none() {
-                bail!("name a limit to set: --concurrent-requests or --buckets");
+            if [concurrent_requests, buckets, jobs, tasks]
+                .iter()
+                .all(Option::is_none)
+                && task_output.is_none()
+            {
+                bail!(
+                    "name a limit to set: --concurrent-requests, --buckets, --jobs, --tasks or --task-output"
+                );
             }
             let a = target
                 .admin()
                 .await?
                 .set_limits(&login, |l| {
-                    if let Some(LimitArg(n)) = concurrent_requests {
-                        l.concurrent_requests = n;
-                    }
-                    if let Some(LimitArg(n)) = buckets {
-                        l.buckets = n;
+                    let set = |to: &mut Option<u32>, from: Option<LimitArg>| {
+                        if let Some(LimitArg(n)) = from {
+                            *to = n;
+                        }
+                    };
+                    set(&mut l.concurrent_requests, concurrent_requests);
+                    set(&mut l.buckets, buckets);
+                    set(&mut l.jobs, jobs);
+                    set(&mut l.tasks, tasks);
+                    if let Some(LimitArg(n)) = task_output {
+                        l.task_output = n;
                     }
                 })
                 .await?;

@@ -69,6 +69,9 @@ pub struct Config {
     pub account_max_concurrency: u32,
     /// S3 buckets one account may own, unless its own limits say otherwise.
     pub account_max_buckets: u32,
+    /// Jobs one account may have running at once, unless its own limits say otherwise; one
+    /// more is refused with `ThrottledError`.
+    pub account_max_jobs: u32,
     /// Storage nodes fuller than this percentage get no new objects.
     pub max_utilization_pct: u32,
     /// Heartbeats older than this take a node out of placement.
@@ -102,10 +105,11 @@ impl Config {
             max_streaming_size: 51_200 * 1024 * 1024,
             chunked_reserve: 1024 * 1024 * 1024,
             data_timeout: Duration::from_secs(45),
-            max_dirents: 1_000_000,
+            max_dirents: manta_types::MAX_DIRENTS,
             max_concurrency: 2048,
             account_max_concurrency: 256,
             account_max_buckets: 100,
+            account_max_jobs: manta_jobs_api::api::DEFAULT_MAX_JOBS,
             max_utilization_pct: 90,
             heartbeat_max_age: Duration::from_secs(60),
             picker_refresh: Duration::from_secs(5),

@@ -124,7 +124,8 @@ impl Frontdoor {
             Authenticator::new(accounts.clone()).with_tokens(TokenKey::new(&cfg.token_secret));
         auth.max_skew = cfg.clock_skew;
         let jobs =
-            manta_jobs_api::api::JobsApi::new(moray.clone(), TokenKey::new(&cfg.token_secret));
+            manta_jobs_api::api::JobsApi::new(moray.clone(), TokenKey::new(&cfg.token_secret))
+                .with_max_jobs(cfg.account_max_jobs);
         let picker = Arc::new(Picker::new(
             system,
             cfg.heartbeat_max_age,

@@ -97,6 +97,17 @@ pub struct Limits {
     /// S3 buckets the account may own; one more is refused with `TooManyBuckets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<u32>,
+    /// Jobs running at once; one more is refused with `ThrottledError`, 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<u32>,
+    /// Tasks dispatched or running at once, over all the account's jobs; the rest of its
+    /// inputs wait their turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<u32>,
+    /// Bytes one task may emit as outputs (`mpipe`, stdout), for jobs created after it is
+    /// set; a task emitting more fails with a `TaskError` that says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_output: Option<u64>,
 }
 
 impl Limits {

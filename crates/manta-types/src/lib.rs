@@ -39,3 +39,7 @@ pub use error::{ErrorBody, ErrorCode, HasErrorCode, JobErrorCode, MantaError};
 pub use ids::{Etag, InvalidId, ObjectId};
 pub use path::{Area, MantaPath, PathError, expand_tilde};
 pub use record::{DirectoryInfo, EntryKind, MetadataRecord, ObjectInfo, RecordError, SharkRef};
+
+/// Most entries in one directory unless the region says otherwise (as the original:
+/// 1,000,000; one more answers `DirectoryLimitExceeded`, 409).
+pub const MAX_DIRENTS: u64 = 1_000_000;

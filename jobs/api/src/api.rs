@@ -39,7 +39,11 @@ pub struct JobsApi {
     store: JobStore,
     tokens: TokenKey,
     token_ttl: Duration,
+    max_jobs: u32,
 }
+
+/// Jobs one account may have running at once, unless its own limits say otherwise.
+pub const DEFAULT_MAX_JOBS: u32 = 64;
 
 /// One request, as the front door hands it over.
 #[derive(Debug)]
@@ -130,7 +134,51 @@ impl JobsApi {
             store: JobStore::new(moray.system()),
             tokens,
             token_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_jobs: DEFAULT_MAX_JOBS,
         }
+    }
+
+    /// Allows each account `n` jobs running at once unless its own limits say otherwise.
+    #[must_use]
+    pub fn with_max_jobs(mut self, n: u32) -> JobsApi {
+        self.max_jobs = n;
+        self
+    }
+
+    /// Refuses a new job of `owner` when it has its limit of jobs running already.
+    ///
+    /// # Errors
+    /// `ThrottledError` at the limit; Moray failures.
+    async fn ensure_job_room(&self, owner: &Account) -> Result<(), MantaError> {
+        let most = owner.limits.jobs.unwrap_or(self.max_jobs);
+        let filter = format!(
+            "(&(owner={})(state={}))",
+            esc(&owner.uuid),
+            job_state::RUNNING
+        );
+        let opts = moray::types::FindOptions {
+            limit: Some(u64::from(most.max(1))),
+            offset: None,
+            sort: Vec::new(),
+            no_count: true,
+        };
+        let running = self
+            .store
+            .moray()
+            .find_objects(JOBS, &filter, opts)
+            .await
+            .map_err(internal)?;
+        if running.len() >= most as usize {
+            return Err(err(
+                ErrorCode::ThrottledError,
+                format!(
+                    "{} has {} jobs running, its limit: end or cancel one first",
+                    owner.login,
+                    running.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Creates the job buckets (idempotent; call at start-up).
@@ -193,6 +241,7 @@ impl JobsApi {
                 )
             })?;
         let job = spec::parse(&body).map_err(|e| err(ErrorCode::InvalidJob, e.0))?;
+        self.ensure_job_room(&req.owner).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let token = self.tokens.issue(&TokenClaims {
             uuid: req.owner.uuid.clone(),
@@ -218,6 +267,7 @@ impl JobsApi {
             time_archive_started: None,
             time_archive_done: None,
             stats: Stats::default(),
+            task_output: req.owner.limits.task_output,
         };
         self.store
             .put(JOBS, &id, &rec, PutOptions::must_not_exist())

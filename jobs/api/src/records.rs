@@ -126,6 +126,10 @@ pub struct Job {
     /// Counts.
     #[serde(default)]
     pub stats: Stats,
+    /// The owner's own limit on the bytes one task may emit, as it was when the job was
+    /// created (`None`: the agents' default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_output: Option<u64>,
 }
 
 impl Job {

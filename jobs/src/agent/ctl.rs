@@ -250,6 +250,19 @@ async fn output(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>, body: Body) -> R
                 .over_limit = Some(msg.clone());
             err(ErrorCode::MaxContentLengthExceeded, msg)
         }
+        // Refused by the front door (the output went there because this node is full): the
+        // task's doing, not this node's.
+        (Err(ref e), _)
+            if let Some(
+                fe @ crate::fdclient::FdError::Api {
+                    status, message, ..
+                },
+            ) = e.downcast_ref::<crate::fdclient::FdError>()
+                && *status < 500 =>
+        {
+            let code = fe.code().unwrap_or(ErrorCode::InvalidArgument);
+            err(code, format!("storing output {p}: {message}"))
+        }
         (Err(e), _) => {
             let msg = format!("storing output {p}: {e:#}");
             tracing::warn!(error = %msg, "task output failed");

@@ -70,6 +70,11 @@ pub struct AgentConfig {
     pub max_task_output: u64,
     /// Wall-clock limit per task.
     pub task_timeout: Duration,
+    /// A node fuller than this percentage stores no output itself: outputs then go through
+    /// the front door (as its placement does for uploads).
+    pub max_utilization_pct: u32,
+    /// Most entries in one directory (as the front doors allow).
+    pub max_dirents: u64,
     /// How often to look for work.
     pub poll: Duration,
     /// Heartbeat period.
@@ -104,6 +109,8 @@ impl AgentConfig {
             pids_limit: 512,
             max_task_output: u64::MAX,
             task_timeout: Duration::from_secs(3600),
+            max_utilization_pct: 90,
+            max_dirents: manta_types::MAX_DIRENTS,
             poll: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
             tls: None,
@@ -625,7 +632,10 @@ impl Agent {
                 }
                 Ok(PutOptions::if_match(existing.etag))
             }
-            Err(moray::Error::ObjectNotFound { .. }) => Ok(PutOptions::must_not_exist()),
+            Err(moray::Error::ObjectNotFound { .. }) => {
+                self.ensure_dir_room(&key).await?;
+                Ok(PutOptions::must_not_exist())
+            }
             Err(e) => Err(MantaError::new(
                 ErrorCode::InternalError,
                 format!("read the entry of {p}: {e}"),
@@ -634,7 +644,10 @@ impl Agent {
     }
 
     /// Stores `body` as the object `path` on this node (one copy) and commits its record under
-    /// `cond` ([`Agent::output_condition`]).
+    /// `cond` ([`Agent::output_condition`]). A new entry is refused in a directory at the
+    /// region's entry limit. When this node is fuller than placement allows (or has less room
+    /// than the output's known length), the output goes through the front door instead, to
+    /// whichever nodes it places it on.
     pub(crate) async fn store_output<S, E>(
         &self,
         job: &TaskJob,
@@ -666,6 +679,26 @@ impl Agent {
                 .insert(parent_s);
         }
         let key = p.storage_key(&job.job.owner);
+        if !self.has_room(len).await {
+            self.metrics.inc(
+                "jobs_agent_outputs_elsewhere_total",
+                "Task outputs sent through the front door because this node was full.",
+                &[],
+            );
+            let body = reqwest::Body::wrap_stream(body);
+            let mut req = job
+                .fd
+                .request(reqwest::Method::PUT, path)
+                .header("content-type", "application/octet-stream");
+            if let Some(n) = len {
+                req = req.header("content-length", n);
+            }
+            job.fd
+                .send(req.body(body))
+                .await
+                .with_context(|| format!("store {path} through the front door"))?;
+            return Ok(());
+        }
         let owner = uuid::Uuid::parse_str(&job.job.owner)?;
         let id = ObjectId::random();
         let d = self
@@ -712,6 +745,58 @@ impl Agent {
             })
             .context("commit the output's metadata")?;
         Ok(())
+    }
+
+    /// Refuses a new entry in the directory of `key` when it holds the region's most entries.
+    ///
+    /// # Errors
+    /// `DirectoryLimitExceeded`; `InternalError` when Moray cannot say.
+    async fn ensure_dir_room(&self, key: &str) -> std::result::Result<(), manta_types::MantaError> {
+        use manta_types::{ErrorCode, MantaError};
+        let dir = manta_types::path::dirname(key);
+        let entries = match self.moray.get_object("manta_directory_counts", dir).await {
+            Ok(r) => r.value.get("entries").and_then(serde_json::Value::as_u64),
+            Err(moray::Error::ObjectNotFound { .. }) => None,
+            Err(e) => {
+                return Err(MantaError::new(
+                    ErrorCode::InternalError,
+                    format!("count the entries of {dir}: {e}"),
+                ));
+            }
+        };
+        if entries.is_some_and(|n| n >= self.cfg.max_dirents) {
+            return Err(MantaError::new(
+                ErrorCode::DirectoryLimitExceeded,
+                format!(
+                    "an output's directory cannot exceed {} entries",
+                    self.cfg.max_dirents
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this node may take an output of `len` bytes (when known): its last heartbeat
+    /// says it is no fuller than placement allows and has the room. A node whose heartbeat
+    /// cannot be read is taken as having room (the write itself then says).
+    async fn has_room(&self, len: Option<u64>) -> bool {
+        let beat = match self
+            .moray
+            .system()
+            .get_object("manta_storage", &self.cfg.storage_id)
+            .await
+        {
+            Ok(r) => r.value,
+            Err(e) => {
+                warn!(error = %e, "cannot read this node's heartbeat; storing the output here");
+                return true;
+            }
+        };
+        let pct = beat.get("percentUsed").and_then(serde_json::Value::as_u64);
+        let free_mb = beat.get("availableMB").and_then(serde_json::Value::as_u64);
+        let full = pct.is_some_and(|p| p > u64::from(self.cfg.max_utilization_pct));
+        let short = matches!((len, free_mb), (Some(n), Some(mb)) if n / (1024 * 1024) >= mb);
+        !(full || short)
     }
 
     async fn store_file(&self, job: &TaskJob, path: &str, file: &Path) -> Result<()> {
@@ -800,6 +885,15 @@ impl Agent {
         }
     }
 
+    /// The bytes one task of `job`'s `phase` may emit as outputs: the phase's disk, this
+    /// agent's `--max-task-output`, and the owner's own limit (as it was when the job was
+    /// made), whichever is least.
+    fn output_limit(&self, job: &Job, phase: &Phase) -> u64 {
+        (phase.disk * 1024 * 1024 * 1024)
+            .min(self.cfg.max_task_output)
+            .min(job.task_output.unwrap_or(u64::MAX))
+    }
+
     /// Runs the task. `Ok(None)`: cancelled. `Err(Infra)`: this node failed it.
     async fn execute(
         self: &Arc<Self>,
@@ -825,7 +919,7 @@ impl Agent {
             agent: self.clone(),
             job: tj.clone(),
             record: Mutex::new(ctl::CtlRecord::default()),
-            output_limit: (phase.disk * 1024 * 1024 * 1024).min(self.cfg.max_task_output),
+            output_limit: self.output_limit(&tj.job, &phase),
             emitted: Arc::default(),
         });
         let stop_ctl = CancellationToken::new();
@@ -1071,6 +1165,19 @@ impl Agent {
         if !rec.failures.is_empty() {
             return Err(Infra(anyhow!("{}", rec.failures.join("; "))));
         }
+        // A stdout that becomes the task's output counts against its output limit too.
+        let limit = self.output_limit(&tj.job, phase);
+        if failure.is_none() && !rec.tools_used {
+            let len = tokio::fs::metadata(dir.join("stdout"))
+                .await
+                .map_or(0, |m| m.len());
+            if len > limit {
+                failure = Some((
+                    JobErrorCode::UserTask,
+                    format!("the task's outputs exceed {limit} bytes (its stdout is {len})"),
+                ));
+            }
+        }
         match failure {
             None => {
                 let mut outputs = rec.outputs;
@@ -1156,11 +1263,16 @@ impl Agent {
                 rw: false,
             });
         }
-        // Assets.
+        // Assets: all of them together no larger than the phase's disk.
+        let mut room = phase.disk * 1024 * 1024 * 1024;
         for a in &phase.assets {
             let dest = dir.join("assets").join(a.trim_start_matches('/'));
-            if let Err(e) = fetch(&tj.fd, a, &dest).await {
-                return Ok(Err((JobErrorCode::TaskInit, format!("asset {a}: {e:#}"))));
+            match fetch(&tj.fd, a, &dest, room).await {
+                Ok(n) => room -= n,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&dest).await;
+                    return Ok(Err((JobErrorCode::TaskInit, format!("asset {a}: {e:#}"))));
+                }
             }
         }
         if !phase.assets.is_empty() {
@@ -1199,21 +1311,31 @@ impl Agent {
     }
 }
 
-/// Downloads `path` to `dest` through the front door.
-async fn fetch(fd: &FdClient, path: &str, dest: &Path) -> Result<()> {
+/// Downloads `path` to `dest` through the front door, at most `room` bytes; answers its size.
+async fn fetch(fd: &FdClient, path: &str, dest: &Path, room: u64) -> Result<u64> {
     use futures_util::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
+    let too_big = || anyhow!("the phase's assets exceed its disk");
     if let Some(p) = dest.parent() {
         tokio::fs::create_dir_all(p).await?;
     }
     let resp = fd.get(path).await?;
+    if resp.content_length().is_some_and(|n| n > room) {
+        return Err(too_big());
+    }
     let mut f = tokio::fs::File::create(dest).await?;
     let mut s = resp.bytes_stream();
+    let mut got = 0u64;
     while let Some(chunk) = s.next().await {
-        f.write_all(&chunk?).await?;
+        let chunk = chunk?;
+        got += chunk.len() as u64;
+        if got > room {
+            return Err(too_big());
+        }
+        f.write_all(&chunk).await?;
     }
     f.flush().await?;
-    Ok(())
+    Ok(got)
 }
 
 /// Lets this agent's tasks read an object file bound into their containers: its group becomes

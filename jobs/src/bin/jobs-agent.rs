@@ -55,6 +55,13 @@ struct Args {
     /// Wall-clock limit per task.
     #[arg(long, env = "MANTA_TASK_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     task_timeout: Duration,
+    /// A node fuller than this percentage stores no task output itself: outputs go through
+    /// the front door instead (the front doors place uploads by the same 90% default).
+    #[arg(long, env = "MANTA_MAX_UTILIZATION_PCT", default_value_t = 90)]
+    max_utilization_pct: u32,
+    /// Most entries in one directory (as the front doors' `--max-dirents`).
+    #[arg(long, env = "MANTA_MAX_DIRENTS", default_value_t = manta_types::MAX_DIRENTS)]
+    max_dirents: u64,
     /// The agent's region identity (`cert.pem`, `key.pem`, `ca.pem`, made by `manta-adm`),
     /// presented to its storage node over mutual TLS.
     #[arg(long, env = "MANTA_TLS_DIR")]
@@ -93,6 +100,8 @@ async fn main() -> Result<()> {
         cfg.max_task_output = n;
     }
     cfg.task_timeout = a.task_timeout;
+    cfg.max_utilization_pct = a.max_utilization_pct;
+    cfg.max_dirents = a.max_dirents;
     cfg.poll = a.poll;
     cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
     jobs::agent::run(cfg, manta_util::shutdown_on_signals()).await

@@ -43,6 +43,10 @@ struct Args {
     /// Attempts per task on infrastructure failures.
     #[arg(long, env = "MANTA_MAX_ATTEMPTS", default_value_t = 3)]
     max_attempts: u32,
+    /// Tasks one account may have dispatched or running at once over all its jobs (an
+    /// account's own limit overrides it); the rest of its inputs wait their turn.
+    #[arg(long, env = "MANTA_ACCOUNT_MAX_TASKS", default_value_t = jobs::supervisor::DEFAULT_MAX_TASKS)]
+    account_max_tasks: u32,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -68,6 +72,7 @@ async fn main() -> Result<()> {
     cfg.agent_timeout = a.agent_timeout;
     cfg.lease_ttl = a.lease_ttl;
     cfg.max_attempts = a.max_attempts;
+    cfg.account_max_tasks = a.account_max_tasks;
     cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
     cfg.run_as = a.run_as.user;
     jobs::supervisor::run(cfg, manta_util::shutdown_on_signals()).await

@@ -56,11 +56,14 @@ struct Args {
     /// S3 buckets one account may own (an account's own limit overrides it).
     #[arg(long, env = "MANTA_ACCOUNT_MAX_BUCKETS", default_value_t = 100)]
     account_max_buckets: u32,
+    /// Jobs one account may have running at once (an account's own limit overrides it).
+    #[arg(long, env = "MANTA_ACCOUNT_MAX_JOBS", default_value_t = manta_jobs_api::api::DEFAULT_MAX_JOBS)]
+    account_max_jobs: u32,
     /// Idle time after which an upload or download is cut.
     #[arg(long, env = "MANTA_DATA_TIMEOUT", default_value = "45s", value_parser = humantime::parse_duration)]
     data_timeout: Duration,
     /// Most entries in one directory.
-    #[arg(long, env = "MANTA_MAX_DIRENTS", default_value_t = 1_000_000)]
+    #[arg(long, env = "MANTA_MAX_DIRENTS", default_value_t = manta_types::MAX_DIRENTS)]
     max_dirents: u64,
     /// How often storage node heartbeats are re-read for placement.
     #[arg(long, env = "MANTA_PICKER_REFRESH", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -107,6 +110,7 @@ async fn main() -> Result<()> {
     cfg.max_concurrency = args.max_concurrency;
     cfg.account_max_concurrency = args.account_max_concurrency;
     cfg.account_max_buckets = args.account_max_buckets;
+    cfg.account_max_jobs = args.account_max_jobs;
     cfg.data_timeout = args.data_timeout;
     cfg.allow_insecure_http = args.allow_insecure_http;
     cfg.picker_refresh = args.picker_refresh;
