@@ -105,6 +105,26 @@ async fn tasks_are_isolated() {
             json!({}),
         ),
         (
+            // Every other way at the other account's data from inside a task, through the
+            // task's socket with the job's token: read, list, write, delete, metadata,
+            // SnapLink, an output by reference (a copy), an output into its tree.
+            "other-account-matrix",
+            [
+                "c() { printf '%s=%s ' \"$1\" \"$(shift; curl -s -o /dev/null -w '%{http_code}' --unix-socket /manta-agent/sock \"$@\")\"; }",
+                "o=http://task/other/stor/secret.txt",
+                "c read $o",
+                "c list http://task/other/stor",
+                "c write -X PUT --data-binary x http://task/other/stor/planted",
+                "c delete -X DELETE $o",
+                "c metadata -X PUT -H 'content-type: text/x' \"$o?metadata=true\"",
+                "c snaplink -X PUT -H 'content-type: application/json; type=link' -H 'location: /other/stor/secret.txt' http://task/$MANTA_USER/stor/stolen",
+                "mcat /other/stor/secret.txt 2>/dev/null; printf 'reference=%s ' $?",
+                "echo x | mpipe /other/stor/planted 2>/dev/null; printf 'output=%s ' $?",
+            ]
+            .join("; "),
+            json!({}),
+        ),
+        (
             "files",
             format!(
                 "find /manta -type f; test -e {agent_dir} && echo SEES-AGENT; test -e {store_dir} && echo SEES-STORE; ls /manta-agent; echo done"
@@ -158,6 +178,34 @@ async fn tasks_are_isolated() {
         "own objects stay readable: {out}"
     );
 
+    let out = &results["other-account-matrix"].out;
+    let tried: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(tried.len(), 8, "{out}");
+    for t in &tried {
+        let (what, code) = t.split_once('=').unwrap();
+        match what {
+            "reference" | "output" => assert_ne!(code, "0", "{out}"),
+            _ => assert!(code == "403" || code == "404", "{what}: {out}"),
+        }
+    }
+    let kept = oc.get_bytes("~~/stor/secret.txt").await.unwrap();
+    assert_eq!(kept, "TOP SECRET\n".as_bytes());
+    assert_eq!(oc.ls_all("~~/stor").await.unwrap().len(), 1);
+    assert!(env.client.info("~~/stor/stolen").await.is_err());
+
+    // The other account's object as a job input: an error, nothing of it read.
+    let id = env
+        .submit(
+            json!({"phases": [{"type": "map", "exec": "cat"}]}),
+            &["/other/stor/secret.txt".to_owned()],
+        )
+        .await
+        .unwrap();
+    env.wait(&id, Duration::from_secs(120)).await.unwrap();
+    let errs = env.client.job_errors(&id).await.unwrap();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(env.output_text(&id).await.unwrap().is_empty());
+
     let out = &results["files"].out;
     let files: Vec<&str> = out.lines().filter(|l| l.starts_with("/manta/")).collect();
     assert_eq!(
@@ -182,8 +230,8 @@ async fn tasks_are_isolated() {
     let jobs = env.client.list_jobs(None).await.unwrap();
     assert_eq!(
         jobs.len(),
-        checks.len(),
-        "no job was made from a task: {jobs:?}"
+        checks.len() + 1,
+        "no job was made from a task (one job per check, and the job of another's input): {jobs:?}"
     );
 
     let Ran { errs, .. } = &results["outputs"];

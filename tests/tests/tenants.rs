@@ -248,3 +248,225 @@ async fn an_object_that_outlives_its_bucket_is_not_the_next_owners() {
     // B's bucket is empty to B: it can delete it.
     b.delete_bucket().bucket("shared").send().await.unwrap();
 }
+
+/// The status of a Manta client call that must fail.
+fn status_of<T: std::fmt::Debug>(r: Result<T, manta_client::Error>) -> u16 {
+    match r {
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+        Err(manta_client::Error::Api { status, .. }) => status,
+        Err(e) => panic!("expected a refusal, got {e}"),
+    }
+}
+
+/// The tenant matrix: account B tries every way in to account A's private data, through the
+/// Manta API and S3, and is refused each time; A's data is unchanged after. (Inside a task,
+/// as job input and as job output: `jobs/tests/isolation.rs`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_account_reaches_none_of_an_accounts_private_data() {
+    use s3_common::code_of;
+    let s3 = s3_common::start().await;
+    let a = &s3.region.account;
+    let ca = client(&s3.region, a).await;
+    let a3 = s3.client();
+    let secret = format!("A's secret {}", uuid::Uuid::new_v4());
+    ca.mkdir("~~/stor/dir").await.unwrap();
+    ca.put_bytes("~~/stor/dir/secret.txt", secret.clone(), Default::default())
+        .await
+        .unwrap();
+    ca.put_bytes("~~/public/open.txt", "for all", Default::default())
+        .await
+        .unwrap();
+    a3.create_bucket().bucket("a-private").send().await.unwrap();
+    a3.put_object()
+        .bucket("a-private")
+        .key("k")
+        .body(secret.clone().into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+
+    let b = s3.region.add_account("bea").await.unwrap();
+    let cb = client(&s3.region, &b).await;
+    let (bk, bs) = s3_common::s3_key(&s3.region, "bea");
+    let b3 = s3_common::sdk(&s3.endpoint, &bk, &bs);
+    b3.create_bucket().bucket("b-own").send().await.unwrap();
+    let al = &a.login;
+    let file = format!("/{al}/stor/dir/secret.txt");
+    let dir = format!("/{al}/stor/dir");
+
+    // The Manta API, with B's own signature.
+    let manta: Vec<(&str, u16)> = vec![
+        ("read", status_of(cb.get_bytes(&file).await)),
+        ("head", status_of(cb.info(&file).await)),
+        ("list", status_of(cb.ls_all(&dir).await)),
+        (
+            "write",
+            status_of(
+                cb.put_bytes(&format!("{dir}/new.txt"), "B", Default::default())
+                    .await,
+            ),
+        ),
+        (
+            "overwrite",
+            status_of(cb.put_bytes(&file, "B", Default::default()).await),
+        ),
+        ("delete", status_of(cb.rm(&file).await)),
+        ("mkdir", status_of(cb.mkdir(&format!("{dir}/b")).await)),
+        (
+            "metadata",
+            status_of(
+                cb.chattr(&file, &[("content-type".into(), "text/b".into())])
+                    .await,
+            ),
+        ),
+        ("snaplink", status_of(cb.ln(&file, "~~/stor/stolen").await)),
+        (
+            "buckets view",
+            status_of(
+                cb.get_bytes(&format!("/{al}/buckets/a-private/objects/k"))
+                    .await,
+            ),
+        ),
+        (
+            "jobs",
+            status_of(cb.get_bytes(&format!("/{al}/jobs")).await),
+        ),
+    ];
+    for (what, status) in &manta {
+        assert!(
+            *status == 403 || *status == 404,
+            "Manta {what}: {status} ({manta:?})"
+        );
+    }
+    // A URL B signs for A's object is B's request, and refused the same way.
+    let url = cb
+        .sign_url(
+            &file,
+            &["GET"],
+            std::time::SystemTime::now() + Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let got = reqwest::get(&url).await.unwrap();
+    assert_eq!(got.status(), 403, "presigned by B");
+    // What A made public, B reads (the refusals above are about privacy, not a broken B).
+    assert_eq!(
+        cb.get_bytes(&format!("/{al}/public/open.txt"))
+            .await
+            .unwrap(),
+        "for all".as_bytes()
+    );
+
+    // S3, with B's own access key.
+    let s3_tries: Vec<(&str, (String, u16))> = vec![
+        (
+            "get",
+            code_of(b3.get_object().bucket("a-private").key("k").send().await),
+        ),
+        (
+            "head",
+            code_of(b3.head_object().bucket("a-private").key("k").send().await),
+        ),
+        (
+            "list",
+            code_of(b3.list_objects_v2().bucket("a-private").send().await),
+        ),
+        (
+            "put",
+            code_of(
+                b3.put_object()
+                    .bucket("a-private")
+                    .key("b")
+                    .body(b"B".to_vec().into())
+                    .send()
+                    .await,
+            ),
+        ),
+        (
+            "overwrite",
+            code_of(
+                b3.put_object()
+                    .bucket("a-private")
+                    .key("k")
+                    .body(b"B".to_vec().into())
+                    .send()
+                    .await,
+            ),
+        ),
+        (
+            "delete",
+            code_of(b3.delete_object().bucket("a-private").key("k").send().await),
+        ),
+        (
+            "copy out",
+            code_of(
+                b3.copy_object()
+                    .bucket("b-own")
+                    .key("stolen")
+                    .copy_source("a-private/k")
+                    .send()
+                    .await,
+            ),
+        ),
+        (
+            "copy in",
+            code_of(
+                b3.copy_object()
+                    .bucket("a-private")
+                    .key("planted")
+                    .copy_source("b-own/none")
+                    .send()
+                    .await,
+            ),
+        ),
+        (
+            "multipart",
+            code_of(
+                b3.create_multipart_upload()
+                    .bucket("a-private")
+                    .key("m")
+                    .send()
+                    .await,
+            ),
+        ),
+        (
+            "delete bucket",
+            code_of(b3.delete_bucket().bucket("a-private").send().await),
+        ),
+    ];
+    for (what, (code, status)) in &s3_tries {
+        // A HEAD's answer has no body to carry a code.
+        let want = if *what == "head" {
+            "<none>"
+        } else {
+            "AccessDenied"
+        };
+        assert_eq!(
+            (code.as_str(), *status),
+            (want, 403),
+            "S3 {what} ({s3_tries:?})"
+        );
+    }
+
+    // A's data is as it was, and B has nothing of it.
+    assert_eq!(ca.get_bytes(&file).await.unwrap(), secret.as_bytes());
+    assert_eq!(ca.ls_all(&dir).await.unwrap().len(), 1);
+    let kept = a3
+        .get_object()
+        .bucket("a-private")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s3_common::body_of(kept).await, secret.as_bytes());
+    let listed = a3
+        .list_objects_v2()
+        .bucket("a-private")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(1));
+    assert!(cb.info("~~/stor/stolen").await.is_err());
+    let b_has = b3.list_objects_v2().bucket("b-own").send().await.unwrap();
+    assert_eq!(b_has.key_count(), Some(0));
+}

@@ -313,7 +313,10 @@ async fn reference(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>) -> Response {
     }
 }
 
+/// The request headers a task's requests keep on their way to the front door (`location`: a
+/// task may make SnapLinks of what its owner may read).
 const FORWARD: &[&str] = &[
+    "location",
     "content-type",
     "content-length",
     "content-md5",
