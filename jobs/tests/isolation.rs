@@ -532,3 +532,44 @@ async fn an_account_at_its_job_task_and_output_limits_leaves_others_unharmed() {
         assert!(bc.job_errors(&bid).await.unwrap().is_empty(), "{how}: {st}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_sends_task_outputs_through_the_front_door() {
+    // Agents that take their nodes as full: every output goes where the front door places it.
+    let env = Env::start_with(Options {
+        agent_args: vec!["--max-utilization-pct".into(), "0".into()],
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let input = env
+        .upload("full", vec![("in.txt".into(), "words\n".into())])
+        .await
+        .unwrap();
+    let piped = env
+        .submit(
+            json!({"phases": [{"type": "map", "exec": "tr a-z A-Z | mpipe ~~/stor/full-out/piped"}]}),
+            &input,
+        )
+        .await
+        .unwrap();
+    let plain = env
+        .submit(
+            json!({"phases": [{"type": "map", "exec": "tr a-z A-Z"}]}),
+            &input,
+        )
+        .await
+        .unwrap();
+    for id in [&piped, &plain] {
+        env.wait(id, Duration::from_secs(120)).await.unwrap();
+        let errs = env.client.job_errors(id).await.unwrap();
+        assert!(errs.is_empty(), "{errs:?}");
+        let outs = env.client.job_outputs(id).await.unwrap();
+        assert_eq!(outs.len(), 1, "{outs:?}");
+        assert_eq!(env.text(&outs[0]).await.unwrap(), "WORDS\n");
+        // An output an agent stores itself has one copy, on its own node; these have the
+        // front door's two.
+        let info = env.client.info(&outs[0]).await.unwrap();
+        assert_eq!(info.header("durability-level"), Some("2"), "{info:?}");
+    }
+}
