@@ -25,6 +25,19 @@
 //! dataset = "dir:/var/lib/manta/storage1/data"   # optional
 //! ```
 //!
+//! An optional `[limits]` table sets each account's default share of the region (an account's
+//! own limits, from `manta-adm account set-limits`, override them; what is unset keeps the
+//! services' defaults):
+//!
+//! ```toml
+//! [limits]
+//! concurrent_requests = 256   # requests in progress at once on one front door
+//! buckets = 100               # S3 buckets owned
+//! jobs = 64                   # jobs running at once
+//! tasks = 256                 # tasks dispatched or running at once
+//! task_output = "4GiB"        # bytes one task may emit as outputs
+//! ```
+//!
 //! Every service has a `port`; etcd also has `peer_port` and `metrics_port`, a Manatee peer
 //! `pg_port` (its sitter serves `port`), a front door `s3_port`, a jobs agent the `storage`
 //! node it serves. A storage node marked `retired = true` keeps serving reads but is never
@@ -52,6 +65,31 @@ pub struct RegionConfig {
     /// The services, in start order within each host.
     #[serde(rename = "service", default)]
     pub services: Vec<ServiceEntry>,
+    /// Each account's default share of the region.
+    #[serde(default, skip_serializing_if = "LimitsSection::is_unset")]
+    pub limits: LimitsSection,
+}
+
+/// Each account's default share of the region; `None` keeps the services' own defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Requests in progress at once on one front door (`--account-max-concurrency`).
+    pub concurrent_requests: Option<u32>,
+    /// S3 buckets owned (`--account-max-buckets`).
+    pub buckets: Option<u32>,
+    /// Jobs running at once (`--account-max-jobs`).
+    pub jobs: Option<u32>,
+    /// Tasks dispatched or running at once (the supervisor's `--account-max-tasks`).
+    pub tasks: Option<u32>,
+    /// Bytes one task may emit as outputs (the agents' `--max-task-output`), e.g. `"4GiB"`.
+    pub task_output: Option<String>,
+}
+
+impl LimitsSection {
+    fn is_unset(&self) -> bool {
+        *self == LimitsSection::default()
+    }
 }
 
 /// Region-wide settings.
@@ -292,6 +330,10 @@ impl RegionConfig {
     /// # Errors
     /// The first inconsistency found, naming the service or host.
     pub fn check(&self) -> Result<()> {
+        if let Some(t) = &self.limits.task_output {
+            manta_util::cli::parse_bytes(t)
+                .map_err(|e| anyhow::anyhow!("[limits] task_output: {e}"))?;
+        }
         let mut hosts = HashSet::new();
         for h in &self.hosts {
             ensure!(!h.name.is_empty(), "a host has an empty name");
@@ -457,6 +499,7 @@ pub fn layout(hosts: &[(String, IpAddr)], state_dir: &Path) -> Result<RegionConf
         bail!("a region needs at least one host");
     }
     let mut cfg = RegionConfig {
+        limits: LimitsSection::default(),
         region: RegionSection {
             id: uuid::Uuid::new_v4(),
             shard: default_shard(),

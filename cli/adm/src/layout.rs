@@ -170,6 +170,11 @@ pub fn service(cfg: &RegionConfig, s: &ServiceEntry, at: &dyn Placement) -> Serv
             .map(|p| cfg.url(p, p.port))
             .unwrap_or_default()
     };
+    // The region's defaults for each account's share, to the services that apply them.
+    let limit = |flag: &str, v: Option<String>| -> Vec<OsString> {
+        v.map(|v| os(&[flag, &v])).unwrap_or_default()
+    };
+    let l = &cfg.limits;
     let near_frontdoor = cfg
         .nearest(Kind::Frontdoor, &s.host)
         .map(|f| frontdoor_url(cfg, f))
@@ -377,6 +382,10 @@ pub fn service(cfg: &RegionConfig, s: &ServiceEntry, at: &dyn Placement) -> Serv
                     &path(&id.key),
                 ]));
             }
+            let n = |v: Option<u32>| v.map(|n| n.to_string());
+            argv.extend(limit("--account-max-concurrency", n(l.concurrent_requests)));
+            argv.extend(limit("--account-max-buckets", n(l.buckets)));
+            argv.extend(limit("--account-max-jobs", n(l.jobs)));
             argv.extend(run_as);
             Service {
                 name: s.name.clone(),
@@ -402,6 +411,7 @@ pub fn service(cfg: &RegionConfig, s: &ServiceEntry, at: &dyn Placement) -> Serv
                 "--tls-dir",
                 &tls_dir,
             ]));
+            argv.extend(limit("--account-max-tasks", l.tasks.map(|n| n.to_string())));
             argv.extend(run_as);
             internal(argv, "/ping", Duration::from_secs(30))
         }
@@ -441,6 +451,7 @@ pub fn service(cfg: &RegionConfig, s: &ServiceEntry, at: &dyn Placement) -> Serv
                 "--uid-base",
                 &uid_base.to_string(),
             ]));
+            argv.extend(limit("--max-task-output", l.task_output.clone()));
             internal(argv, "/ping", Duration::from_secs(30))
         }
     }

@@ -92,6 +92,10 @@ pub struct RegionFile {
     /// reach the region's directory; decided on the first `up` and kept.
     #[serde(default)]
     pub data_root: Option<PathBuf>,
+    /// Each account's default share of the region (as `[limits]` in a `region.toml`);
+    /// applied by the next `up`.
+    #[serde(default)]
+    pub limits: crate::config::LimitsSection,
 }
 
 /// Where services' data goes when the users that must reach it cannot reach the region's
@@ -210,6 +214,7 @@ impl Region {
                 login: None,
                 id: uuid::Uuid::new_v4(),
                 data_root: None,
+                limits: crate::config::LimitsSection::default(),
             };
             fs::write(&path, serde_json::to_vec_pretty(&file)?)?;
             file
@@ -341,6 +346,7 @@ impl Region {
             });
         }
         RegionConfig {
+            limits: self.file.limits.clone(),
             region: RegionSection {
                 id: self.file.id,
                 shard: SHARD.into(),

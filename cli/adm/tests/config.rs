@@ -129,3 +129,45 @@ fn a_storage_node_added_and_retired_changes_the_config() {
     let (ok, text) = adm(&["status", "--config", &config]);
     assert!(!ok && text.contains("already uses"), "{text}");
 }
+
+#[test]
+fn the_configs_limits_reach_the_services_that_apply_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = init(tmp.path());
+    let mut cfg = std::fs::read_to_string(&config).unwrap();
+    cfg.push_str(
+        "\n[limits]\nconcurrent_requests = 9\nbuckets = 8\njobs = 5\ntasks = 7\ntask_output = \"1GiB\"\n",
+    );
+    std::fs::write(&config, &cfg).unwrap();
+    let units = tmp.path().join("units");
+    let (ok, text) = adm(&[
+        "host",
+        "install",
+        "--config",
+        &config,
+        "--host",
+        "h1",
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--units-only",
+    ]);
+    assert!(ok, "{text}");
+    let unit = |name: &str| std::fs::read_to_string(units.join(name)).unwrap();
+    let fd = unit("manta-frontdoor1.service");
+    for want in [
+        "--account-max-concurrency 9",
+        "--account-max-buckets 8",
+        "--account-max-jobs 5",
+    ] {
+        assert!(fd.contains(want), "{want}: {fd}");
+    }
+    let sup = unit("manta-jobs-supervisor1.service");
+    assert!(sup.contains("--account-max-tasks 7"), "{sup}");
+    let agent = unit("manta-jobs-agent1.service");
+    assert!(agent.contains("--max-task-output 1GiB"), "{agent}");
+
+    // A limit that does not parse is refused, naming it.
+    std::fs::write(&config, cfg.replace("\"1GiB\"", "\"lots\"")).unwrap();
+    let (ok, text) = adm(&["status", "--config", &config]);
+    assert!(!ok && text.contains("task_output"), "{text}");
+}
