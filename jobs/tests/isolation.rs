@@ -297,7 +297,35 @@ async fn tasks_are_limited_and_the_node_is_unharmed() {
             json!({}),
         ),
     ];
+    // The free space of the disk the agents work on, sampled while the checks run.
+    let work = env.agent_work_dir(0);
+    let before = free_bytes(&work);
+    let lowest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampling = {
+        let (work, lowest) = (work.clone(), lowest.clone());
+        tokio::spawn(async move {
+            loop {
+                let now = tokio::task::spawn_blocking({
+                    let work = work.clone();
+                    move || free_bytes(&work)
+                })
+                .await
+                .unwrap();
+                lowest.fetch_min(now, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
     let results = run_checks(&env, &input, &checks).await;
+    sampling.abort();
+    // The 20 GB went no further than the phase's 2 GB disk allows (with 1 GB to spare for
+    // whatever else the machine writes meanwhile).
+    let dropped = before.saturating_sub(lowest.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(
+        dropped <= 3 << 30,
+        "the node's free space dropped by {} MB",
+        dropped >> 20
+    );
 
     let Ran {
         id,
@@ -420,6 +448,20 @@ async fn a_tasks_control_socket_is_the_tasks_alone() {
     let st = env.wait(&id, Duration::from_secs(120)).await.unwrap();
     assert_eq!(st["state"], "done", "{st}");
     assert_eq!(env.output_text(&id).await.unwrap().join(""), "done\n");
+}
+
+/// Bytes free (to an unprivileged user) on the file system holding `dir` (`df`, coreutils).
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df of {}: {:?}", dir.display(), out))
 }
 
 /// Waits for `id` (a job of the account `c` acts for) to be done; its status.
