@@ -41,24 +41,29 @@ fn init(dir: &Path) -> String {
     out.join("region.toml").display().to_string()
 }
 
+/// Writes `host`'s systemd units for `config` into `units`.
+fn install_units(config: &str, host: &str, units: &Path) {
+    let (ok, text) = adm(&[
+        "host",
+        "install",
+        "--config",
+        config,
+        "--host",
+        host,
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--units-only",
+    ]);
+    assert!(ok, "{text}");
+}
+
 #[test]
 fn the_units_of_every_host_pass_systemd_analyze_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let config = init(tmp.path());
     for host in ["h1", "h2", "h3"] {
         let units = tmp.path().join(format!("units-{host}"));
-        let (ok, text) = adm(&[
-            "host",
-            "install",
-            "--config",
-            &config,
-            "--host",
-            host,
-            "--unit-dir",
-            units.to_str().unwrap(),
-            "--units-only",
-        ]);
-        assert!(ok, "{text}");
+        install_units(&config, host, &units);
         let mut files: Vec<_> = std::fs::read_dir(&units)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -140,18 +145,7 @@ fn the_configs_limits_reach_the_services_that_apply_them() {
     );
     std::fs::write(&config, &cfg).unwrap();
     let units = tmp.path().join("units");
-    let (ok, text) = adm(&[
-        "host",
-        "install",
-        "--config",
-        &config,
-        "--host",
-        "h1",
-        "--unit-dir",
-        units.to_str().unwrap(),
-        "--units-only",
-    ]);
-    assert!(ok, "{text}");
+    install_units(&config, "h1", &units);
     let unit = |name: &str| std::fs::read_to_string(units.join(name)).unwrap();
     let fd = unit("manta-frontdoor1.service");
     for want in [

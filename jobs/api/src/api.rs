@@ -145,6 +145,26 @@ impl JobsApi {
         self
     }
 
+    /// Up to `limit` job records matching `filter`, in `sort` order.
+    async fn find_jobs(
+        &self,
+        filter: &str,
+        limit: u64,
+        sort: Vec<Sort>,
+    ) -> Result<Vec<moray::types::ObjectRecord>, MantaError> {
+        let opts = moray::types::FindOptions {
+            limit: Some(limit),
+            offset: None,
+            sort,
+            no_count: true,
+        };
+        self.store
+            .moray()
+            .find_objects(JOBS, filter, opts)
+            .await
+            .map_err(internal)
+    }
+
     /// Refuses a new job of `owner` when it has its limit of jobs running already.
     ///
     /// # Errors
@@ -156,18 +176,9 @@ impl JobsApi {
             esc(&owner.uuid),
             job_state::RUNNING
         );
-        let opts = moray::types::FindOptions {
-            limit: Some(u64::from(most.max(1))),
-            offset: None,
-            sort: Vec::new(),
-            no_count: true,
-        };
         let running = self
-            .store
-            .moray()
-            .find_objects(JOBS, &filter, opts)
-            .await
-            .map_err(internal)?;
+            .find_jobs(&filter, u64::from(most.max(1)), Vec::new())
+            .await?;
         if running.len() >= most as usize {
             return Err(err(
                 ErrorCode::ThrottledError,
@@ -310,18 +321,9 @@ impl JobsApi {
                 ));
             }
         }
-        let opts = moray::types::FindOptions {
-            limit: Some(1024),
-            offset: None,
-            sort: vec![Sort::desc("_id")],
-            no_count: true,
-        };
         let recs = self
-            .store
-            .moray()
-            .find_objects(JOBS, &filter, opts)
-            .await
-            .map_err(internal)?;
+            .find_jobs(&filter, 1024, vec![Sort::desc("_id")])
+            .await?;
         let name_filter = name.as_deref().filter(|s| !s.is_empty());
         let mut lines = Vec::new();
         for r in recs {
