@@ -161,7 +161,12 @@ pub(crate) struct Agent {
     running: Mutex<HashMap<String, CancellationToken>>,
     /// Job records by id (what a task needs of a job never changes after creation).
     jobs: Mutex<HashMap<String, Job>>,
+    /// This node's fullness as its heartbeat last said (when read, percent used, MB free).
+    node_room: Mutex<Option<NodeRoom>>,
 }
+
+/// When a node's heartbeat was read, its percent used and its MB free.
+type NodeRoom = (std::time::Instant, Option<u64>, Option<u64>);
 
 /// How a task ended, before it is committed.
 struct Finished {
@@ -347,6 +352,7 @@ impl Agent {
             metrics,
             running: Mutex::new(HashMap::new()),
             jobs: Mutex::new(HashMap::new()),
+            node_room: Mutex::new(None),
             cfg,
         })
     }
@@ -620,7 +626,12 @@ impl Agent {
     ) -> std::result::Result<PutOptions, manta_types::MantaError> {
         use manta_types::{ErrorCode, MantaError};
         let key = p.storage_key(&job.job.owner);
-        match self.moray.get_object("manta", &key).await {
+        // The directory's count is read beside the entry (it matters only for a new one).
+        let (entry, room) = tokio::join!(
+            self.moray.get_object("manta", &key),
+            self.ensure_dir_room(&key)
+        );
+        match entry {
             Ok(existing) => {
                 let rec = MetadataRecord::from_value(existing.value)
                     .map_err(|e| MantaError::new(ErrorCode::InternalError, e.to_string()))?;
@@ -633,7 +644,7 @@ impl Agent {
                 Ok(PutOptions::if_match(existing.etag))
             }
             Err(moray::Error::ObjectNotFound { .. }) => {
-                self.ensure_dir_room(&key).await?;
+                room?;
                 Ok(PutOptions::must_not_exist())
             }
             Err(e) => Err(MantaError::new(
@@ -776,24 +787,33 @@ impl Agent {
         Ok(())
     }
 
-    /// Whether this node may take an output of `len` bytes (when known): its last heartbeat
-    /// says it is no fuller than placement allows and has the room. A node whose heartbeat
-    /// cannot be read is taken as having room (the write itself then says).
+    /// Whether this node may take an output of `len` bytes (when known): its heartbeat (read
+    /// at most once a second) says it is no fuller than placement allows and has the room. A
+    /// node whose heartbeat cannot be read is taken as having room (the write itself then
+    /// says).
     async fn has_room(&self, len: Option<u64>) -> bool {
-        let beat = match self
-            .moray
-            .system()
-            .get_object("manta_storage", &self.cfg.storage_id)
-            .await
-        {
-            Ok(r) => r.value,
-            Err(e) => {
-                warn!(error = %e, "cannot read this node's heartbeat; storing the output here");
-                return true;
-            }
+        let cached = *self.node_room.lock().unwrap_or_else(|p| p.into_inner());
+        let (pct, free_mb) = match cached {
+            Some((at, pct, free)) if at.elapsed() < Duration::from_secs(1) => (pct, free),
+            _ => match self
+                .moray
+                .system()
+                .get_object("manta_storage", &self.cfg.storage_id)
+                .await
+            {
+                Ok(r) => {
+                    let num = |k: &str| r.value.get(k).and_then(serde_json::Value::as_u64);
+                    let (pct, free) = (num("percentUsed"), num("availableMB"));
+                    *self.node_room.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((std::time::Instant::now(), pct, free));
+                    (pct, free)
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read this node's heartbeat; storing the output here");
+                    return true;
+                }
+            },
         };
-        let pct = beat.get("percentUsed").and_then(serde_json::Value::as_u64);
-        let free_mb = beat.get("availableMB").and_then(serde_json::Value::as_u64);
         let full = pct.is_some_and(|p| p > u64::from(self.cfg.max_utilization_pct));
         let short = matches!((len, free_mb), (Some(n), Some(mb)) if n / (1024 * 1024) >= mb);
         !(full || short)
