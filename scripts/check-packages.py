@@ -63,6 +63,9 @@ USED = [
     ("cmd:mount", "the fault runs give a storage node a small disk (tmpfs)"),
     ("cmd:umount", "the fault runs give a storage node a small disk (tmpfs)"),
     ("cmd:cp", "the fault runs move a storage node's data"),
+    ("cmd:df", "the jobs tests watch the node's free space while a task floods its disk"),
+    ("cmd:script", "the jobs tests run mjob under a pseudo-terminal"),
+    ("/usr/bin/perl", "job tasks make raw system calls in the seccomp test"),
 ]
 
 

@@ -2,17 +2,21 @@
 //!
 //! ```text
 //! mjob create [-f job.json | -m MAP | -r REDUCE | 'map ^ map ^^ reduce'] [--count N]
-//!             [--memory MB] [--disk GB] [--init CMD] [-s ASSET] [-n NAME] [-w] [-o] [--open]
-//! mjob addinputs [--open] JOB      (paths on stdin)
+//!             [--memory MB] [--disk GB] [--init CMD] [--image SEMVER] [-s ASSET] [-n NAME]
+//!             [-w] [-o] [--open | --close] [-b N] [--dry-run]
+//! mjob addinputs [-o|--open] [-b N] JOB      (paths on stdin)
 //! mjob close JOB | cancel JOB... | get JOB | watch JOB
 //! mjob inputs | outputs | errors | failures JOB
-//! mjob list [-s STATE]
+//! mjob list [-s STATE] [-n NAME]
 //! ```
 //!
-//! Per-phase options (`--count`, `--memory`, `--disk`, `--init`, `-s`) apply to the phase given
-//! next (`-m`/`-r`), as in the original. `create` reads input paths from stdin unless stdin is
-//! a terminal or `--open` is given, then ends the job's input. `-w` waits for the job and
-//! exits 1 if it had errors; `-o` also prints every output.
+//! Per-phase options (`--count`, `--memory`, `--disk`, `--init`, `--image`, `-s`) apply to the
+//! phase given next (`-m`/`-r`), as in the original. When stdin is not a terminal, `create`
+//! reads input paths from it and then ends the job's input (`--open` keeps it open); from a
+//! terminal it leaves the input open for `mjob addinputs` (`--close` ends it at once). Inputs
+//! are sent `-b` at a time (1,000 by default). `--dry-run` prints the job it would create and
+//! creates nothing. `-w` waits for the job and exits 1 if it had errors; `-o` also prints
+//! every output.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -73,6 +77,7 @@ struct Next {
     memory: Option<u64>,
     disk: Option<u64>,
     init: Option<String>,
+    image: Option<String>,
     assets: Vec<String>,
 }
 
@@ -92,6 +97,9 @@ impl Next {
         if let Some(i) = n.init {
             p["init"] = i.into();
         }
+        if let Some(i) = n.image {
+            p["image"] = i.into();
+        }
         if !n.assets.is_empty() {
             p["assets"] = n.assets.into();
         }
@@ -107,7 +115,10 @@ struct CreateOpts {
     name: String,
     watch: bool,
     cat: bool,
-    open: bool,
+    /// `--open` (`Some(true)`) or `--close` (`Some(false)`); by default, open from a terminal.
+    open: Option<bool>,
+    batch: Option<usize>,
+    dry_run: bool,
     conn_args: Vec<String>,
 }
 
@@ -146,6 +157,15 @@ fn parse_create(args: &[String], account: &dyn Fn() -> Result<String>) -> Result
                         .clone(),
                 );
             }
+            "--image" => {
+                next.image = Some(
+                    it.next()
+                        .ok_or_else(|| anyhow!("--image needs a version"))?
+                        .clone(),
+                );
+            }
+            "-b" | "--batch" => o.batch = Some(batch_size(it.next())?),
+            "--dry-run" => o.dry_run = true,
             "-s" | "--asset" => {
                 let p = it.next().ok_or_else(|| anyhow!("-s needs a path"))?;
                 next.assets.push(resolve(p, &account()?)?);
@@ -158,8 +178,8 @@ fn parse_create(args: &[String], account: &dyn Fn() -> Result<String>) -> Result
                 o.cat = true;
                 o.watch = true;
             }
-            "--open" => o.open = true,
-            "--close" => o.open = false,
+            "--open" => o.open = Some(true),
+            "--close" => o.open = Some(false),
             "-q" | "--quiet" => {}
             "-a" | "--account" | "-u" | "--url" | "-k" | "--keyId" | "--user" | "--role" => {
                 o.conn_args.push(a.clone());
@@ -205,6 +225,17 @@ fn parse_create(args: &[String], account: &dyn Fn() -> Result<String>) -> Result
     Ok(o)
 }
 
+/// Inputs sent in one request by default.
+const DEFAULT_BATCH: u32 = 1000;
+
+fn batch_size(v: Option<&String>) -> Result<usize> {
+    let v = v.ok_or_else(|| anyhow!("-b needs a number"))?;
+    match v.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => bail!("-b needs a positive number, not {v:?}"),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "mjob", disable_help_subcommand = true)]
 struct JobArgs {
@@ -214,8 +245,11 @@ struct JobArgs {
     #[arg(required = true)]
     jobs: Vec<String>,
     /// Keep the job's input open after adding (addinputs).
-    #[arg(long)]
+    #[arg(short = 'o', long)]
     open: bool,
+    /// Inputs sent in one request (addinputs).
+    #[arg(short = 'b', long = "batch", default_value_t = DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
 }
 
 #[derive(Debug, Parser)]
@@ -226,6 +260,9 @@ struct ListArgs {
     /// Only jobs in this state (running, done).
     #[arg(short = 's', long = "state")]
     state: Option<String>,
+    /// Only jobs of this name.
+    #[arg(short = 'n', long = "name")]
+    name: Option<String>,
 }
 
 fn read_inputs(account: &str) -> Result<Vec<String>> {
@@ -240,8 +277,8 @@ fn read_inputs(account: &str) -> Result<Vec<String>> {
     Ok(v)
 }
 
-async fn add_all(c: &MantaClient, id: &str, inputs: &[String]) -> Result<()> {
-    for chunk in inputs.chunks(1000) {
+async fn add_all(c: &MantaClient, id: &str, inputs: &[String], batch: usize) -> Result<()> {
+    for chunk in inputs.chunks(batch.max(1)) {
         c.add_job_inputs(id, chunk, false).await?;
     }
     Ok(())
@@ -310,14 +347,24 @@ fn create(args: Vec<String>) -> ExitCode {
                 json!({"name": opts.name, "phases": opts.phases})
             }
         };
+        if opts.dry_run {
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let terminal = std::io::stdin().is_terminal();
         let id = c.create_job(&job).await?;
-        if !opts.open {
-            let inputs = if std::io::stdin().is_terminal() {
-                Vec::new()
-            } else {
-                read_inputs(&account)?
-            };
-            add_all(&c, &id, &inputs).await?;
+        if !terminal {
+            let inputs = read_inputs(&account)?;
+            add_all(
+                &c,
+                &id,
+                &inputs,
+                opts.batch.unwrap_or(DEFAULT_BATCH as usize),
+            )
+            .await?;
+        }
+        // From a terminal the inputs come later, by `mjob addinputs`.
+        if !opts.open.unwrap_or(terminal) {
             c.end_job_input(&id).await?;
         }
         if !opts.watch {
@@ -340,7 +387,7 @@ fn addinputs(args: Vec<String>) -> ExitCode {
         let c = a.conn.client().await?;
         let inputs = read_inputs(&account)?;
         for id in &a.jobs {
-            add_all(&c, id, &inputs).await?;
+            add_all(&c, id, &inputs, a.batch as usize).await?;
             if !a.open {
                 c.end_job_input(id).await?;
             }
@@ -397,7 +444,7 @@ fn list(args: Vec<String>) -> ExitCode {
     parse_and_run("mjob", args, |a: ListArgs| async move {
         let c = a.conn.client().await?;
         let mut out = std::io::stdout().lock();
-        for (id, _) in c.list_jobs(a.state.as_deref()).await? {
+        for (id, _) in c.list_jobs(a.state.as_deref(), a.name.as_deref()).await? {
             writeln!(out, "{id}/")?;
         }
         Ok(ExitCode::SUCCESS)

@@ -60,6 +60,9 @@ pub struct SupervisorConfig {
     /// Tasks one account may have dispatched or running at once over all its jobs, unless
     /// its own limits say otherwise; the rest of its inputs wait their turn.
     pub account_max_tasks: u32,
+    /// A job whose input is still open but has had no new input for this long has its input
+    /// ended (as `mjob close` would).
+    pub input_idle: Duration,
     /// The supervisor's region identity, presented to Moray over mutual TLS.
     pub tls: Option<manta_util::tls::Identity>,
     /// The user the supervisor becomes once its keys are read and its port bound; `None` stays
@@ -81,11 +84,15 @@ impl SupervisorConfig {
             lease_ttl: 3,
             max_attempts: 3,
             account_max_tasks: DEFAULT_MAX_TASKS,
+            input_idle: DEFAULT_INPUT_IDLE,
             tls: None,
             run_as: None,
         }
     }
 }
+
+/// How long a job's open input may go without a new input before it is ended.
+pub const DEFAULT_INPUT_IDLE: Duration = Duration::from_secs(3600);
 
 /// Tasks one account may have dispatched or running at once, unless its limits say otherwise.
 pub const DEFAULT_MAX_TASKS: u32 = 256;
@@ -719,7 +726,28 @@ impl Sup {
         Ok(prev_complete)
     }
 
-    /// Step 4: the job's stats (at most once a second, and at the end), and its end.
+    /// How long since job `j` (its filter `jf`) last took an input (or was made, if none).
+    async fn input_idle_since(&self, j: &Job, jf: &str) -> Result<Duration> {
+        let opts = moray::types::FindOptions {
+            limit: Some(1),
+            offset: None,
+            sort: vec![moray::types::Sort::desc("_id")],
+            no_count: true,
+        };
+        let last = self
+            .store
+            .moray()
+            .find_objects(ITEMS, &format!("(&{jf}(toPhase=0))"), opts)
+            .await?;
+        let at = match last.first() {
+            Some(r) => u64::try_from(r.mtime).unwrap_or(0),
+            None => manta_types::time::parse_iso8601_ms(&j.time_created).unwrap_or(0),
+        };
+        Ok(Duration::from_millis(now_ms().saturating_sub(at)))
+    }
+
+    /// Step 4: the job's stats (at most once a second, and at the end), its input ended when
+    /// it has been idle too long, and its end.
     async fn record_progress(
         &self,
         job: &Stored<Job>,
@@ -741,6 +769,11 @@ impl Sup {
         };
         if !recount {
             return Ok(());
+        }
+        if !j.input_done && self.input_idle_since(j, jf).await? >= self.cfg.input_idle {
+            info!(job = %j.job_id, idle = ?self.cfg.input_idle, "job input ended: no new input");
+            next.input_done = true;
+            next.time_input_done = Some(now_iso());
         }
         next.stats.tasks = self.count(TASKS, jf).await?;
         next.stats.tasks_done = self

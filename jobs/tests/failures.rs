@@ -122,14 +122,17 @@ async fn cancel_user_errors_and_init_errors() {
     assert_eq!(codes, vec!["InvalidArgumentError", "ResourceNotFoundError"]);
 
     // Bad jobs are refused with a reason and nothing is created.
-    let before = env.client.list_jobs(None).await.unwrap().len();
+    let before = env.client.list_jobs(None, None).await.unwrap().len();
     let e = env
         .client
         .create_job(&serde_json::json!({"phases": [{"type": "map"}]}))
         .await
         .unwrap_err();
     assert!(e.to_string().contains("InvalidJob"), "{e}");
-    assert_eq!(env.client.list_jobs(None).await.unwrap().len(), before);
+    assert_eq!(
+        env.client.list_jobs(None, None).await.unwrap().len(),
+        before
+    );
     assert!(
         env.client
             .job_status("00000000-0000-4000-8000-000000000000")

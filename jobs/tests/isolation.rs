@@ -227,7 +227,7 @@ async fn tasks_are_isolated() {
         out.contains("one two three"),
         "the token still reads the owner's objects: {out}"
     );
-    let jobs = env.client.list_jobs(None).await.unwrap();
+    let jobs = env.client.list_jobs(None, None).await.unwrap();
     assert_eq!(
         jobs.len(),
         checks.len() + 1,

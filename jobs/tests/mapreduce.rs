@@ -207,3 +207,89 @@ async fn three_phases_with_msplit_routing_init_and_assets() {
         assert_eq!(lines, sorted);
     }
 }
+
+/// Runs `manta mjob ARGS` as the region's account with `stdin`; with `tty`, under a
+/// pseudo-terminal (`script`, util-linux) as a user at a shell would. Its stdout.
+fn mjob(env: &Env, args: &str, stdin: &str, tty: bool) -> String {
+    use std::io::Write as _;
+    let manta = testkit::region::binary("manta").unwrap();
+    let line = format!("{} mjob {args}", manta.display());
+    let mut cmd = if tty {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        c
+    } else {
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", &line]);
+        c
+    };
+    cmd.envs(env.region.cli_env(&env.region.account))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        out.status.success(),
+        "mjob {args}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjob_as_users_type_it() {
+    let env = Env::start_with(common::Options {
+        supervisor_args: vec!["--input-idle-timeout".into(), "3s".into()],
+        ..common::Options::default()
+    })
+    .await
+    .unwrap();
+    let inputs = env
+        .upload("typed", vec![("a.txt".into(), "one two\n".into())])
+        .await
+        .unwrap();
+
+    // --dry-run shows the job (with --image on its phase) and makes none.
+    let shown = mjob(&env, "create --dry-run --image '>=1.0' -m wc", "", false);
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["phases"][0]["image"], ">=1.0", "{shown}");
+    assert!(env.client.list_jobs(None, None).await.unwrap().is_empty());
+
+    // From a terminal, create leaves the input open for addinputs, which -o keeps open.
+    let id = mjob(&env, "create -n typed -m 'wc -w'", "", true)
+        .trim()
+        .to_owned();
+    let st = env.client.job_status(&id).await.unwrap();
+    assert_eq!(st["inputDone"], false, "{st}");
+    mjob(&env, &format!("addinputs -o -b 1 {id}"), &inputs[0], false);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.client.job_status(&id).await.unwrap()["inputDone"], false);
+    mjob(&env, &format!("addinputs {id}"), "", false);
+    env.wait(&id, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(env.output_text(&id).await.unwrap(), vec!["2\n".to_owned()]);
+    let named = mjob(&env, "list -n typed", "", false);
+    assert_eq!(named.trim(), format!("{id}/"));
+    assert!(mjob(&env, "list -n other", "", false).trim().is_empty());
+
+    // A job whose input stays open with nothing new is ended after the idle time.
+    let idle = env
+        .client
+        .create_job(&job(&[("map", "wc -l")]))
+        .await
+        .unwrap();
+    env.client
+        .add_job_inputs(&idle, &inputs, false)
+        .await
+        .unwrap();
+    let st = env.wait(&idle, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(st["inputDone"], true, "{st}");
+    assert_eq!(env.output_text(&idle).await.unwrap(), vec!["1\n".to_owned()]);
+}

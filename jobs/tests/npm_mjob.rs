@@ -102,7 +102,7 @@ async fn the_npm_mjob_client_runs_a_job() {
     // 3 words per line, 1+2+3+4+5 lines.
     assert_eq!(out.trim(), "45", "stderr: {err}");
 
-    let jobs = env2.client.list_jobs(None).await.unwrap();
+    let jobs = env2.client.list_jobs(None, None).await.unwrap();
     assert_eq!(jobs.len(), 1);
     let id = jobs[0].0.clone();
     let npm = npm_dir();

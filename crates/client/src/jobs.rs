@@ -162,15 +162,21 @@ impl MantaClient {
             .collect()
     }
 
-    /// The caller's jobs (`state`: `running` or `done`), newest first: `(id, mtime)`.
+    /// The caller's jobs (`state`: `running` or `done`; `name`: only those of that name),
+    /// newest first: `(id, mtime)`.
     ///
     /// # Errors
     /// Any request failure.
-    pub async fn list_jobs(&self, state: Option<&str>) -> Result<Vec<(String, String)>, Error> {
+    pub async fn list_jobs(
+        &self,
+        state: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<(String, String)>, Error> {
         let path = format!("/{}/jobs", self.user());
-        let q: Vec<(&str, String)> = state
-            .map(|s| vec![("state", s.to_owned())])
-            .unwrap_or_default();
+        let q: Vec<(&str, String)> = [("state", state), ("name", name)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?.to_owned())))
+            .collect();
         let resp = self
             .request(Method::GET, &path, &q, &[], Bytes::new())
             .await?;

@@ -47,6 +47,9 @@ struct Args {
     /// account's own limit overrides it); the rest of its inputs wait their turn.
     #[arg(long, env = "MANTA_ACCOUNT_MAX_TASKS", default_value_t = jobs::supervisor::DEFAULT_MAX_TASKS)]
     account_max_tasks: u32,
+    /// A job's open input is ended after this long without a new input.
+    #[arg(long, env = "MANTA_INPUT_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    input_idle_timeout: Duration,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -73,6 +76,7 @@ async fn main() -> Result<()> {
     cfg.lease_ttl = a.lease_ttl;
     cfg.max_attempts = a.max_attempts;
     cfg.account_max_tasks = a.account_max_tasks;
+    cfg.input_idle = a.input_idle_timeout;
     cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
     cfg.run_as = a.run_as.user;
     jobs::supervisor::run(cfg, manta_util::shutdown_on_signals()).await

@@ -23,6 +23,7 @@ pub struct Env {
     pub supervisors: Vec<Option<LoggedChild>>,
     pub agents: Vec<Option<LoggedChild>>,
     pub agent_args: Vec<String>,
+    pub supervisor_args: Vec<String>,
     shutdown: CancellationToken,
     /// Last, so the processes (and their log tails) go before their logs do.
     pub dir: tempfile::TempDir,
@@ -36,6 +37,7 @@ impl Drop for Env {
 
 pub struct Options {
     pub agent_args: Vec<String>,
+    pub supervisor_args: Vec<String>,
     pub agents: bool,
 }
 
@@ -43,6 +45,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             agent_args: Vec::new(),
+            supervisor_args: Vec::new(),
             agents: true,
         }
     }
@@ -84,6 +87,7 @@ impl Env {
             supervisors: Vec::new(),
             agents: Vec::new(),
             agent_args: opts.agent_args,
+            supervisor_args: opts.supervisor_args,
             shutdown,
         };
         env.spawn_supervisor()?;
@@ -118,7 +122,8 @@ impl Env {
                 "3s",
                 "--lease-ttl",
                 "2",
-            ]);
+            ])
+            .args(&self.supervisor_args);
         let log = self.dir.path().join(format!("supervisor{i}.log"));
         self.supervisors.push(Some(LoggedChild::spawn(
             &format!("supervisor{i}"),
