@@ -271,7 +271,10 @@ async fn mjob_as_users_type_it() {
     assert_eq!(st["inputDone"], false, "{st}");
     mjob(&env, &format!("addinputs -o -b 1 {id}"), &inputs[0], false);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(env.client.job_status(&id).await.unwrap()["inputDone"], false);
+    assert_eq!(
+        env.client.job_status(&id).await.unwrap()["inputDone"],
+        false
+    );
     mjob(&env, &format!("addinputs {id}"), "", false);
     env.wait(&id, Duration::from_secs(60)).await.unwrap();
     assert_eq!(env.output_text(&id).await.unwrap(), vec!["2\n".to_owned()]);
@@ -291,5 +294,8 @@ async fn mjob_as_users_type_it() {
         .unwrap();
     let st = env.wait(&idle, Duration::from_secs(60)).await.unwrap();
     assert_eq!(st["inputDone"], true, "{st}");
-    assert_eq!(env.output_text(&idle).await.unwrap(), vec!["1\n".to_owned()]);
+    assert_eq!(
+        env.output_text(&idle).await.unwrap(),
+        vec!["1\n".to_owned()]
+    );
 }

@@ -162,8 +162,10 @@ async fn main() -> Result<()> {
         cmd,
         &tmp.path().join("sup.log"),
     )?);
+    let mut agent_urls = Vec::new();
     for (i, node) in region.storage.iter().enumerate() {
         let port = free_port()?;
+        agent_urls.push(format!("https://127.0.0.1:{port}"));
         let id = region.identity(&format!("agent{i}"), testkit::region::Role::Agent)?;
         let mut cmd = guarded_command(binary("jobs-agent")?, None);
         cmd.args(["--listen", &format!("127.0.0.1:{port}")])
@@ -295,6 +297,36 @@ async fn main() -> Result<()> {
         }
     }
 
+    // Where a task's time goes, from the agents' step histograms (sum and count).
+    let mut steps: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    for url in &agent_urls {
+        let text = region
+            .internal_http()
+            .get(format!("{url}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("jobs_agent_task_step_seconds_") else {
+                continue;
+            };
+            let (kind, rest) = rest.split_once('{').unwrap_or_default();
+            let step = rest.split('"').nth(1).unwrap_or_default().to_owned();
+            let v: f64 = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            let e = steps.entry(step).or_default();
+            match kind {
+                "sum" => e.0 += v,
+                "count" => e.1 += v,
+                _ => {}
+            }
+        }
+    }
+
     eprintln!("timing {} container starts ...", args.starts);
     let (mut rt, mut sh) = tokio::task::spawn_blocking({
         let d = tmp.path().join("starts");
@@ -329,6 +361,12 @@ async fn main() -> Result<()> {
             s.p50.as_secs_f64() * 1e3,
             s.p99.as_secs_f64() * 1e3,
             s.n
+        );
+    }
+    for (step, (sum, count)) in &steps {
+        println!(
+            "  step      {step:<9} (agents' mean)            {:6.1} ms  (n={count})",
+            sum / count.max(1.0) * 1e3
         );
     }
     if let (Some(r), Some(s)) = (stats(&mut rt), stats(&mut sh)) {

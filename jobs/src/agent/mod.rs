@@ -165,6 +165,11 @@ pub(crate) struct Agent {
     node_room: Mutex<Option<NodeRoom>>,
 }
 
+/// What `jobs_agent_task_step_seconds` measures.
+const STEP_HELP: &str = "Time a task spends in each step: waiting to be claimed (wait), \
+    preparing its container (prepare), running it (run), storing outputs (conclude), \
+    committing its result (commit).";
+
 /// When a node's heartbeat was read, its percent used and its MB free.
 type NodeRoom = (std::time::Instant, Option<u64>, Option<u64>);
 
@@ -518,6 +523,16 @@ impl Agent {
     async fn run_task(self: Arc<Self>, claimed: Stored<Task>, cancel: CancellationToken) {
         let task = claimed.value.clone();
         let started = std::time::Instant::now();
+        let waited = task
+            .time_started
+            .unwrap_or_default()
+            .saturating_sub(task.time_dispatched);
+        self.metrics.observe(
+            "jobs_agent_task_step_seconds",
+            STEP_HELP,
+            &[("step", "wait")],
+            Duration::from_millis(waited).as_secs_f64(),
+        );
         let dir = self.cfg.work_dir.join("tasks").join(&task.task_id);
         let outcome = self.execute(&task, &dir, &cancel).await;
         let mut done = task.clone();
@@ -597,8 +612,10 @@ impl Agent {
                 PutOptions::if_match(&claimed.etag),
             ),
         );
+        let committing = std::time::Instant::now();
         match self.store.batch(ops).await {
             Ok(()) => {
+                self.took("commit", committing);
                 info!(result = %result, ms = started.elapsed().as_millis() as u64, "task finished")
             }
             Err(e) => warn!(error = %e, "task result not recorded (the task was taken back)"),
@@ -921,6 +938,7 @@ impl Agent {
         dir: &Path,
         cancel: &CancellationToken,
     ) -> std::result::Result<Option<Finished>, Infra> {
+        let step = std::time::Instant::now();
         let (tj, phase) = self.task_job(task).await?;
         let (binds, input_file) = match self.mounts(&tj.job, &phase, task, dir, &tj).await? {
             Ok(m) => m,
@@ -951,14 +969,29 @@ impl Agent {
         .map_err(Infra::from)?;
 
         self.write_bundle(&tj, &phase, task, dir, binds).await?;
+        let step = self.took("prepare", step);
         let run = self
             .run_container(&tj, &phase, task, dir, input_file.as_deref(), cancel)
             .await;
         stop_ctl.cancel();
         let _ = server.await;
         let (end, fed) = run?;
+        let step = self.took("run", step);
         let rec = std::mem::take(&mut *ctl_state.record.lock().unwrap_or_else(|p| p.into_inner()));
-        self.conclude(&tj, &phase, task, dir, end, fed, rec).await
+        let concluded = self.conclude(&tj, &phase, task, dir, end, fed, rec).await;
+        self.took("conclude", step);
+        concluded
+    }
+
+    /// Records how long step `name` of a task took (since `since`); the time it ended.
+    fn took(&self, name: &str, since: std::time::Instant) -> std::time::Instant {
+        self.metrics.observe(
+            "jobs_agent_task_step_seconds",
+            STEP_HELP,
+            &[("step", name)],
+            since.elapsed().as_secs_f64(),
+        );
+        std::time::Instant::now()
     }
 
     /// The task's job, its phase, and where its output goes.
