@@ -109,6 +109,33 @@ impl Config {
     }
 }
 
+/// The SQL condition the server runs for a filter as a request gives it (`findObjects`,
+/// `updateObjects`, `deleteMany`) on a bucket with this configuration, whose indexes named in
+/// `reindexing` are still being filled, and how many parameters it binds. Not an API: public
+/// for the fuzz targets (`crates/fuzz-targets`).
+///
+/// # Errors
+/// As those calls: `InvalidQuery` for a filter that does not parse or a value that does not
+/// fit its column, `NotIndexed` for a field the bucket does not (yet) index.
+#[doc(hidden)]
+pub fn compile_filter(
+    config: &crate::types::BucketConfig,
+    reindexing: &[&str],
+    filter: &str,
+) -> crate::Result<(String, usize)> {
+    let schema = buckets::BucketSchema {
+        name: "fuzz".into(),
+        config: config.clone(),
+        reindexing: reindexing.iter().map(|s| (*s).to_owned()).collect(),
+        generation: 1,
+        mtime: 0,
+    };
+    let f = objects::parse_filter(filter)?;
+    let mut p = db::Params::new();
+    let sql = query::compile(&schema, &f, &mut p)?;
+    Ok((sql, p.typed().len()))
+}
+
 /// A bound, not yet running server.
 pub struct Server {
     config: Config,

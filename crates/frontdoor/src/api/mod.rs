@@ -150,8 +150,12 @@ pub async fn load(fd: &Frontdoor, key: &str) -> ApiResult<Option<Entry>> {
 
 /// Parses a raw request path once, for every route: a [`MantaPath`], and for paths under
 /// `/:login/buckets` the bucket target below that area root ([`buckets::parse`]: a bucket key
-/// is not always a valid [`MantaPath`]).
-fn parse_path(raw: &str) -> ApiResult<(MantaPath, Option<buckets::Target>)> {
+/// is not always a valid [`MantaPath`]). Public for the fuzz targets (`crates/fuzz-targets`).
+///
+/// # Errors
+/// `InvalidResource` (or `ResourceNotFound` for an unknown area) naming the rule the path
+/// breaks.
+pub fn parse_path(raw: &str) -> ApiResult<(MantaPath, Option<buckets::Target>)> {
     let path_err = |e: manta_types::path::PathError| err(e.code(), e.to_string());
     let decoded = decode_url_path(raw).map_err(path_err)?;
     if let Some((area, target)) = buckets::parse(&decoded)? {

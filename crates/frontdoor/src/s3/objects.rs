@@ -501,13 +501,16 @@ async fn read_entry(
 }
 
 /// The bytes of an object of `total` bytes that a read's `Range` asks for: `None` for all
-/// of them. Public for the fuzz targets (`crates/fuzz-targets`).
+/// of them, and never an empty span (a suffix range of an empty object, which `s3s` finds
+/// satisfiable, reads the whole empty object: no `Content-Range` can name zero bytes). Public
+/// for the fuzz targets (`crates/fuzz-targets`).
 ///
 /// # Errors
 /// `InvalidRange` (416, with `Content-Range: bytes */<total>`) for a range that is not
 /// satisfiable.
 pub fn read_span(range: &Range, total: u64) -> S3Result<Option<std::ops::Range<u64>>> {
     match range.check(total) {
+        Ok(span) if span.is_empty() => Ok(None),
         Ok(span) => Ok(Some(span)),
         Err(_) => {
             let mut e = s3err(
@@ -944,6 +947,32 @@ pub fn shark_ids(sharks: &[SharkRef]) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `range_header` fuzz target: `bytes=-5` on an empty object gave the empty
+    /// span 0..0, whose `Content-Range` underflowed (`bytes 0-18446744073709551615/0` in a
+    /// release build, a panic in a debug one).
+    #[test]
+    fn a_suffix_range_of_an_empty_object_reads_all_of_it() {
+        assert_eq!(read_span(&Range::Suffix { length: 5 }, 0).unwrap(), None);
+        assert_eq!(span_of(0, None), (0, None));
+        assert_eq!(
+            read_span(&Range::Suffix { length: 5 }, 3).unwrap(),
+            Some(0..3)
+        );
+        for r in [
+            Range::Int {
+                first: 0,
+                last: None,
+            },
+            Range::Int {
+                first: 0,
+                last: Some(0),
+            },
+        ] {
+            let e = read_span(&r, 0).unwrap_err();
+            assert_eq!(*e.code(), S3ErrorCode::InvalidRange);
+        }
+    }
 
     #[test]
     fn metadata_limits_and_round_trip() {

@@ -96,7 +96,8 @@ struct DomainHost {
 
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split(']').next().map_or(host, |h| &host[..=h.len()]);
+        // `[v6]:port`; a `[` never closed is left whole (it names no virtual host).
+        return host.find(']').map_or(host, |i| &host[..=i]);
     }
     match host.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -215,7 +216,24 @@ pub fn router(fd: Arc<Frontdoor>) -> Router {
         cache,
         meta,
     });
-    if let Some(domain) = fd.cfg.s3.as_ref().and_then(|c| c.domain.as_deref()) {
+    configure(&mut b, fd.cfg.s3.as_ref().and_then(|c| c.domain.as_deref()));
+    let inner = tracing::dispatcher::get_default(Clone::clone);
+    let adapter = Arc::new(Adapter {
+        fd,
+        service: b.build(),
+        logs: tracing::Dispatch::new(QuietS3s {
+            inner,
+            max: tracing::level_filters::LevelFilter::current(),
+        }),
+    });
+    Router::new().fallback(handle).with_state(adapter)
+}
+
+/// What the listener sets on its `s3s` service besides the operations, the keys and the
+/// access check: virtual-hosted-style addressing under `domain` (if any) and the body limits.
+/// Public so the fuzz targets (`crates/fuzz-targets`) parse requests as the listener does.
+pub fn configure(b: &mut S3ServiceBuilder, domain: Option<&str>) {
+    if let Some(domain) = domain {
         b.set_host(DomainHost {
             domain: strip_port(domain).to_ascii_lowercase(),
         });
@@ -227,16 +245,6 @@ pub fn router(fd: Arc<Frontdoor>) -> Router {
     b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
         conf,
     ))));
-    let inner = tracing::dispatcher::get_default(Clone::clone);
-    let adapter = Arc::new(Adapter {
-        fd,
-        service: b.build(),
-        logs: tracing::Dispatch::new(QuietS3s {
-            inner,
-            max: tracing::level_filters::LevelFilter::current(),
-        }),
-    });
-    Router::new().fallback(handle).with_state(adapter)
 }
 
 fn error_response(e: s3s::S3Error) -> Response {
@@ -254,9 +262,10 @@ pub const MAX_V2_SKEW_SECS: u64 = 15 * 60;
 /// Refuses what must not reach `s3s`: presigned URLs living 0 s or over 7 days (SigV4's
 /// `X-Amz-Expires`, SigV2's `Expires`), SigV2 requests whose signed date is missing or over 15
 /// minutes from the server's clock (`s3s` checks neither: such a request could be replayed for
-/// ever), bodies declared over the size limit.
-fn precheck(req: &Request) -> Option<s3s::S3Error> {
-    if let Some(e) = check_v2_time(req, SystemTime::now()) {
+/// ever), bodies declared over the size limit. `now` is the server's clock. Public for the
+/// fuzz targets (`crates/fuzz-targets`).
+pub fn precheck(req: &Request, now: SystemTime) -> Option<s3s::S3Error> {
+    if let Some(e) = check_v2_time(req, now) {
         return Some(e);
     }
     if let Some(q) = req.uri().query() {
@@ -448,7 +457,7 @@ async fn serve(st: &Adapter, mut req: Request) -> (Response, &'static str) {
         let e = s3err(S3ErrorCode::SlowDown, "Please reduce your request rate.");
         return (error_response(e), "S3Throttled");
     };
-    if let Some(e) = precheck(&req) {
+    if let Some(e) = precheck(&req, SystemTime::now()) {
         return (error_response(e), "S3Refused");
     }
     let slot = OpSlot::default();
@@ -684,5 +693,19 @@ mod tests {
         assert_eq!(b("127.0.0.1:9000"), None);
         assert_eq!(b("[::1]:9000"), None);
         assert_eq!(strip_port("[::1]:9000"), "[::1]");
+    }
+
+    /// Found by the `s3_request` fuzz target: a Host header opening `[` without closing it
+    /// panicked (sliced one byte past its end) when virtual hosts were on.
+    #[test]
+    fn an_unclosed_bracket_in_the_host_is_no_virtual_host() {
+        assert_eq!(strip_port("[::1"), "[::1");
+        assert_eq!(strip_port("["), "[");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        let h = DomainHost {
+            domain: "s3.example.test".into(),
+        };
+        let vh = h.parse_host_header("[::1bucket").unwrap();
+        assert_eq!(vh.bucket(), None);
     }
 }
