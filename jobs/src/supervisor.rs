@@ -31,8 +31,8 @@ use tracing::{info, warn};
 use crate::api::JobsApi;
 use crate::fdclient::FdClient;
 use crate::records::{
-    self, AGENTS, AgentBeat, ERRORS, ITEMS, Item, JOBS, Job, JobError, JobStore, Stored, TASKS,
-    Task, esc, item_state, job_state, now_iso, now_ms, put_op, task_state,
+    self, AGENTS, AgentBeat, ERRORS, ITEMS, InputObject, Item, JOBS, Job, JobError, JobStore,
+    Stored, TASKS, Task, esc, item_state, job_state, now_iso, now_ms, put_op, task_state,
 };
 use crate::spec::PhaseType;
 
@@ -375,7 +375,7 @@ impl Sup {
         &self,
         job: &Job,
         path: &str,
-    ) -> Result<std::result::Result<Vec<String>, (JobErrorCode, String)>> {
+    ) -> Result<std::result::Result<InputObject, (JobErrorCode, String)>> {
         let p = match MantaPath::parse(path) {
             Ok(p) => p,
             Err(e) => return Ok(Err((JobErrorCode::InvalidArgument, e.to_string()))),
@@ -403,11 +403,15 @@ impl Sup {
                     )));
                 }
                 match rec.object() {
-                    Some(o) => Ok(Ok(o
-                        .sharks
-                        .iter()
-                        .map(|s| s.manta_storage_id.clone())
-                        .collect())),
+                    Some(o) => Ok(Ok(InputObject {
+                        creator: rec.creator.clone(),
+                        object_id: o.object_id.to_string(),
+                        sharks: o
+                            .sharks
+                            .iter()
+                            .map(|s| s.manta_storage_id.clone())
+                            .collect(),
+                    })),
                     None => Ok(Err((
                         JobErrorCode::InvalidArgument,
                         format!("{path} is a directory"),
@@ -473,6 +477,7 @@ impl Sup {
             time_started: None,
             time_done: None,
             n_outputs: 0,
+            input_object: None,
         }
     }
 
@@ -580,13 +585,15 @@ impl Sup {
                         ));
                     }
                     Ok(_) if *left == 0 => continue, // at the owner's limit: a later pass
-                    Ok(sharks) => {
-                        let Some(server) = Self::pick(agents, &sharks, &[], &item.path) else {
+                    Ok(object) => {
+                        let Some(server) = Self::pick(agents, &object.sharks, &[], &item.path)
+                        else {
                             continue; // no live agent holds a copy yet: try again later
                         };
                         *left -= 1;
                         let mut t = Self::new_task(j, item.to_phase, server);
                         t.input = Some(item.path.clone());
+                        t.input_object = Some(object);
                         t.p0input = item.p0input.clone();
                         item.state = item_state::DONE.into();
                         ops.push(put_op(
@@ -840,10 +847,14 @@ impl Sup {
                 PutOptions::must_not_exist(),
             ));
         } else {
-            let candidates = match &task.input {
-                Some(input) => self.locate(job, input).await?.unwrap_or_default(),
-                None => Vec::new(),
+            let located = match &task.input {
+                Some(input) => self.locate(job, input).await?.ok(),
+                None => None,
             };
+            let candidates = located
+                .as_ref()
+                .map(|o| o.sharks.clone())
+                .unwrap_or_default();
             let mut excluded = task.excluded.clone();
             excluded.push(task.server.clone());
             let Some(server) = Self::pick(agents, &candidates, &excluded, &task.task_id) else {
@@ -864,6 +875,9 @@ impl Sup {
             task.agent_gen = None;
             task.time_dispatched = now_ms();
             task.time_started = None;
+            if located.is_some() {
+                task.input_object = located;
+            }
             let mut j2 = job.clone();
             j2.stats.retries += 1;
             // The retry count rides on the job record; a conflict only loses the count.

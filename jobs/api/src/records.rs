@@ -241,6 +241,23 @@ pub struct Task {
     /// Outputs it produced.
     #[serde(default)]
     pub n_outputs: u64,
+    /// Map: where the input's bytes were when the task was dispatched (so the agent need not
+    /// look the input up again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_object: Option<InputObject>,
+}
+
+/// Where a map input's bytes are: the object's creator and id (its file on a node is
+/// `objects/<creator>/<id>`) and the nodes holding a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InputObject {
+    /// The account that stored the bytes.
+    pub creator: String,
+    /// The object's id.
+    pub object_id: String,
+    /// Storage ids of the nodes holding a copy (none for zero bytes).
+    pub sharks: Vec<String>,
 }
 
 /// One error of a job (the `live/err` line, minus nothing).

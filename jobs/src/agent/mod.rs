@@ -853,12 +853,28 @@ impl Agent {
         .await
     }
 
-    /// Where this node keeps the bytes of the map input `path`.
+    /// Where this node keeps the bytes of the map input of `task`: where the supervisor found
+    /// them when it dispatched the task, else (or when that copy is gone) as the input's
+    /// record says now.
     async fn input_file(
         &self,
         job: &Job,
+        task: &Task,
         path: &str,
     ) -> std::result::Result<Result<PathBuf>, Infra> {
+        if let Some(o) = &task.input_object {
+            if o.sharks.is_empty() {
+                return Ok(Ok(PathBuf::new())); // zero bytes: nothing stored anywhere
+            }
+            let ids_valid = uuid::Uuid::parse_str(&o.creator).is_ok()
+                && uuid::Uuid::parse_str(&o.object_id).is_ok();
+            if ids_valid && o.sharks.contains(&self.cfg.storage_id) {
+                let f = self.object_file(&o.creator, &o.object_id);
+                if tokio::fs::metadata(&f).await.is_ok() {
+                    return Ok(Ok(f));
+                }
+            }
+        }
         let p = MantaPath::parse(path)?;
         let Some((bucket, key)) = records::input_record(&p, &job.owner) else {
             return Ok(Err(anyhow!("{path} is not an object")));
@@ -889,12 +905,7 @@ impl Agent {
                 self.cfg.storage_id
             )));
         }
-        let f = self
-            .cfg
-            .dataset
-            .join(storage_api::OBJECTS_DIR)
-            .join(&rec.creator)
-            .join(o.object_id.to_string());
+        let f = self.object_file(&rec.creator, &o.object_id.to_string());
         if tokio::fs::metadata(&f).await.is_err() {
             return Err(Infra(anyhow!(
                 "the copy of {path} is missing at {}",
@@ -902,6 +913,15 @@ impl Agent {
             )));
         }
         Ok(Ok(f))
+    }
+
+    /// The file of object `id` of `creator` on this node.
+    fn object_file(&self, creator: &str, id: &str) -> PathBuf {
+        self.cfg
+            .dataset
+            .join(storage_api::OBJECTS_DIR)
+            .join(creator)
+            .join(id)
     }
 
     fn error(task: &Task, server: &str, code: JobErrorCode, message: String) -> JobError {
@@ -1136,7 +1156,14 @@ impl Agent {
             let _ = runc(&self.cfg, &["kill", &cid, "KILL"]).await;
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
         }
-        let _ = runc(&self.cfg, &["delete", "-f", &cid]).await;
+        // `runc run` removes a container whose process ended; one it could not (it was killed
+        // itself) still has its state directory, and is deleted here.
+        if tokio::fs::metadata(self.cfg.work_dir.join("runc").join(&cid))
+            .await
+            .is_ok()
+        {
+            let _ = runc(&self.cfg, &["delete", "-f", &cid]).await;
+        }
         self.metrics.observe(
             "jobs_agent_task_seconds",
             "Container run time of tasks.",
@@ -1291,7 +1318,7 @@ impl Agent {
         // The input.
         let mut binds = Vec::new();
         let input_file = match (&phase.kind, &task.input) {
-            (PhaseType::Map, Some(input)) => match self.input_file(job, input).await? {
+            (PhaseType::Map, Some(input)) => match self.input_file(job, task, input).await? {
                 Ok(f) if f.as_os_str().is_empty() => {
                     let empty = dir.join("empty");
                     tokio::fs::write(&empty, b"").await.map_err(Infra::from)?;
