@@ -269,6 +269,9 @@ async fn mjob_as_users_type_it() {
         .to_owned();
     let st = env.client.job_status(&id).await.unwrap();
     assert_eq!(st["inputDone"], false, "{st}");
+    // Its directory is there from the start.
+    let dir = env.client.info(&format!("~~/jobs/{id}")).await.unwrap();
+    assert!(dir.is_directory(), "{dir:?}");
     mjob(&env, &format!("addinputs -o -b 1 {id}"), &inputs[0], false);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

@@ -128,6 +128,19 @@ async fn one_accounts_slow_uploads_do_not_starve_another() {
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
+    if refused.is_none() {
+        // Say what became of the stalled uploads.
+        let mut said = Vec::new();
+        for s in &held {
+            let mut buf = [0u8; 512];
+            let got = match s.try_read(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e) => e.to_string(),
+            };
+            said.push(got);
+        }
+        panic!("A's third request was served; the stalled uploads: {said:?}");
+    }
     assert_eq!(
         refused,
         Some(("ThrottledError".to_owned(), 503)),

@@ -127,6 +127,23 @@ pub enum RecordError {
 }
 
 impl MetadataRecord {
+    /// A new directory's record at `key` (`/<owner-uuid>/...`), owned and made by `owner`.
+    pub fn directory(key: &str, owner: &str, mtime: u64) -> MetadataRecord {
+        MetadataRecord {
+            version: RECORD_VERSION,
+            dirname: crate::path::dirname(key).to_owned(),
+            name: crate::path::basename(key).to_owned(),
+            key: key.to_owned(),
+            owner: owner.to_owned(),
+            creator: owner.to_owned(),
+            mtime,
+            headers: BTreeMap::new(),
+            roles: Vec::new(),
+            kind: EntryKind::Directory(DirectoryInfo::default()),
+            request_id: None,
+        }
+    }
+
     /// Reads a stored record, migrating older versions.
     ///
     /// # Errors

@@ -37,6 +37,8 @@ pub const MAX_INPUT_BODY: usize = 8 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct JobsApi {
     store: JobStore,
+    /// The namespace (where a job's directory is made).
+    moray: moray::ShardedClient,
     tokens: TokenKey,
     token_ttl: Duration,
     max_jobs: u32,
@@ -132,6 +134,7 @@ impl JobsApi {
     pub fn new(moray: moray::ShardedClient, tokens: TokenKey) -> JobsApi {
         JobsApi {
             store: JobStore::new(moray.system()),
+            moray: moray.clone(),
             tokens,
             token_ttl: Duration::from_secs(7 * 24 * 3600),
             max_jobs: DEFAULT_MAX_JOBS,
@@ -163,6 +166,31 @@ impl JobsApi {
             .find_objects(JOBS, filter, opts)
             .await
             .map_err(internal)
+    }
+
+    /// Makes the job's directory, `/:login/jobs/<id>`, so that it lists from the start (its
+    /// `stor` holds the outputs; the archive lands beside it at the end).
+    async fn make_job_dir(&self, owner: &Account, id: &str) -> Result<(), MantaError> {
+        let path = MantaPath::parse(&format!("/{}/jobs/{id}", owner.login))
+            .map_err(|e| internal(format!("job directory: {e}")))?;
+        let rec = manta_types::MetadataRecord::directory(
+            &path.storage_key(&owner.uuid),
+            &owner.uuid,
+            now_ms(),
+        );
+        match self
+            .moray
+            .put_object(
+                "manta",
+                &rec.key,
+                rec.to_value(),
+                PutOptions::must_not_exist(),
+            )
+            .await
+        {
+            Ok(_) | Err(moray::Error::EtagConflict { .. }) => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
     }
 
     /// Refuses a new job of `owner` when it has its limit of jobs running already.
@@ -284,6 +312,7 @@ impl JobsApi {
             .put(JOBS, &id, &rec, PutOptions::must_not_exist())
             .await
             .map_err(internal)?;
+        self.make_job_dir(&req.owner, &id).await?;
         tracing::info!(job = %id, owner = %req.owner.login, "job created");
         let mut r = respond(StatusCode::CREATED, "", Body::empty());
         let loc = format!("/{}/jobs/{id}", req.owner.login);
