@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use common::*;
 use manatee::Role;
 use serde_json::Value;
@@ -282,11 +282,22 @@ async fn planned_promotion_and_rebuild() -> Result<()> {
     ensure!(err.contains("primary cannot be rebuilt"), "{err}");
     shard.wait_healthy(SETTLE).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let acked = writer.stop().await;
+    let by_peer = writer.stop_detailed().await;
+    let acked: Vec<i64> = by_peer.iter().map(|(id, _, _)| *id).collect();
     // On whichever peer is the primary now: on a loaded machine a takeover may come between
     // the last look at the shard and the writer's last acknowledgement.
     let s3 = shard.wait_healthy(SETTLE).await?;
-    assert_all_present(&s3.primary, &acked).await?;
+    if let Err(e) = assert_all_present(&s3.primary, &acked).await {
+        // Which peer acknowledged each of the last writes, and the shard now: a lost write
+        // has been seen twice in full runs on a loaded machine.
+        let last: Vec<String> = by_peer
+            .iter()
+            .rev()
+            .take(8)
+            .map(|(id, at, on)| format!("{id} by {on} {:?} ago", at.elapsed()))
+            .collect();
+        bail!("{e}; last acknowledgements: {last:?}; shard now: {s3:?}");
+    }
     wait_until(
         "the rebuilt peer to catch up",
         Duration::from_secs(20),

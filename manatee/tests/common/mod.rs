@@ -468,14 +468,18 @@ impl Writer {
     }
 
     pub async fn stop(self) -> Vec<i64> {
+        self.stop_detailed()
+            .await
+            .into_iter()
+            .map(|(i, _, _)| i)
+            .collect()
+    }
+
+    /// Stops; every acknowledged write with when and by which peer.
+    pub async fn stop_detailed(self) -> Vec<(i64, Instant, String)> {
         self.stop.cancel();
         let _ = self.task.await;
-        self.acked
-            .lock()
-            .expect("writer lock")
-            .iter()
-            .map(|(i, _, _)| *i)
-            .collect()
+        self.acked.lock().expect("writer lock").clone()
     }
 }
 
