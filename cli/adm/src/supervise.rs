@@ -341,6 +341,10 @@ mod tests {
             fs::read_to_string(dir.path().join("pid")).unwrap(),
             second.to_string()
         );
+        // The new process has said it is up (on a loaded machine that can come after its pid).
+        wait_for("the second start", || {
+            fs::read_to_string(&log).is_ok_and(|l| l.matches("up\n").count() == 2)
+        });
         kept.stop(Duration::from_secs(5));
         assert!(!alive(second));
         assert!(!dir.path().join("pid").exists());
