@@ -118,11 +118,9 @@ pub fn signing_line(methods: &str, host: &str, path: &str, params: &[(String, St
 /// which for these ASCII parameter names is case-insensitive), each part RFC 3986-encoded.
 fn encoded_query(params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
-    sorted.sort_by(|a, b| {
-        a.0.to_lowercase()
-            .cmp(&b.0.to_lowercase())
-            .then(a.0.cmp(&b.0))
-    });
+    // Each key is lowered once (not at every comparison: a query of a thousand parameters
+    // would cost tens of milliseconds before its signature is even checked).
+    sorted.sort_by_cached_key(|(k, _)| (k.to_lowercase(), k.clone()));
     let query: Vec<String> = sorted
         .iter()
         .map(|(k, v)| format!("{}={}", rfc3986(k), rfc3986(v)))
