@@ -8,7 +8,9 @@
 //! 2. finds tasks whose agent is gone (stale heartbeat, or a newer agent generation) and
 //!    dispatches them again on another copy, up to `max_attempts` in all; user failures are
 //!    never retried;
-//! 3. once a reduce phase's input is complete, dispatches its reducers;
+//! 3. dispatches a reduce phase's reducers as soon as its upstream has begun (they read their
+//!    inputs as they are committed), and records which phases have all their input (a reducer
+//!    ends its input then);
 //! 4. when the last phase is complete (or the job was cancelled) marks the job done, then
 //!    archives it (`job.json`, `in.txt`, `out.txt`, `err.txt`, `fail.txt` under
 //!    `/:login/jobs/<id>/`) through the front door with the job's token.
@@ -498,8 +500,8 @@ impl Sup {
         self.route_new_items(j, &jf, agents, running, budgets)
             .await?;
         self.retry_lost_tasks(j, &jf, agents).await?;
-        let complete = self.advance_phases(j, &jf, agents).await?;
-        self.record_progress(&job, &jf, complete).await
+        let (complete, inputs_done) = self.advance_phases(j, &jf, agents).await?;
+        self.record_progress(&job, &jf, complete, inputs_done).await
     }
 
     /// Step 1: each new item becomes a map task on a node holding a copy of its input (or a
@@ -676,15 +678,17 @@ impl Sup {
         Ok(())
     }
 
-    /// Step 3: starts the reducers of a phase whose input is complete, and says whether every
-    /// phase is complete (the job is done).
+    /// Step 3: starts the reducers of a phase whose upstream has begun (or whose input is
+    /// complete), and says whether every phase is complete (the job is done) and how many
+    /// phases, from the first, have all their input.
     async fn advance_phases(
         &self,
         j: &Job,
         jf: &str,
         agents: &HashMap<String, AgentBeat>,
-    ) -> Result<bool> {
+    ) -> Result<(bool, u32)> {
         let mut prev_complete = j.input_done;
+        let mut inputs_done = 0;
         for (p, phase) in j.phases.iter().enumerate() {
             let p32 = u32::try_from(p).unwrap_or(u32::MAX);
             let input_complete = prev_complete
@@ -704,12 +708,22 @@ impl Sup {
                     ),
                 )
                 .await?;
+            if input_complete && inputs_done == p32 {
+                inputs_done = p32 + 1;
+            }
             let mut complete = input_complete && !pending;
             if phase.kind == PhaseType::Reduce {
                 let have = self.any(TASKS, &format!("(&{jf}(phase={p32}))")).await?;
                 if !have {
                     complete = false;
-                    if input_complete {
+                    // Reducers stream: they start once their upstream has begun (a task of
+                    // the phase before exists), or at once for a first phase.
+                    let begun = input_complete
+                        || p32 == 0
+                        || self
+                            .any(TASKS, &format!("(&{jf}(phase={}))", p32 - 1))
+                            .await?;
+                    if begun {
                         let mut ops = Vec::new();
                         for r in 0..phase.reducers() {
                             let Some(server) =
@@ -730,7 +744,7 @@ impl Sup {
             }
             prev_complete = complete;
         }
-        Ok(prev_complete)
+        Ok((prev_complete, inputs_done))
     }
 
     /// How long since job `j` (its filter `jf`) last took an input (or was made, if none).
@@ -760,9 +774,13 @@ impl Sup {
         job: &Stored<Job>,
         jf: &str,
         prev_complete: bool,
+        inputs_done: u32,
     ) -> Result<()> {
         let j = &job.value;
         let mut next = j.clone();
+        // Running reducers wait for this: it is written at once, not with the stats.
+        next.phases_input_done = inputs_done;
+        let ended_inputs = inputs_done != j.phases_input_done;
         let n = j.phases.len();
         let recount = {
             let mut c = self.counted.lock().unwrap_or_else(|p| p.into_inner());
@@ -772,7 +790,7 @@ impl Sup {
             if due || prev_complete {
                 c.insert(j.job_id.clone(), tokio::time::Instant::now());
             }
-            due || prev_complete
+            due || prev_complete || ended_inputs
         };
         if !recount {
             return Ok(());
@@ -891,7 +909,7 @@ impl Sup {
             put_op(TASKS, &t.key, &task, PutOptions::if_match(&t.etag)),
         );
         match self.store.batch(ops).await {
-            Ok(()) | Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => Ok(()),
+            Ok(_) | Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

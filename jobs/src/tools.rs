@@ -14,7 +14,10 @@
 //!   creates missing parents; the path `/_task/output` asks for an automatic name;
 //! - `PUT <path>` with `x-manta-reference: true` and no body emits an existing object as an
 //!   output without copying it (`mcat`);
-//! - `POST /_task/status` (lackey) reports how `init` and `exec` ended.
+//!
+//! Lackey, the container's first process, has a channel of its own ([`LACKEY_SOCKET`]): the
+//! agent sends it one [`TaskOrder`] per task, with the task's stdin, stdout and stderr as
+//! descriptors, and it answers each with a [`LackeyStatus`] line.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -580,6 +583,28 @@ pub struct LackeyStatus {
     pub oom_kills: u64,
 }
 
+/// Where lackey reaches the agent, inside the container: a socket the agent accepts one
+/// connection on (lackey's, made before any user code runs) and then removes.
+pub const LACKEY_SOCKET: &str = "/manta-agent/lackey";
+
+/// What the agent hands lackey for one task, with the task's stdin, stdout and stderr as
+/// descriptors beside it (in that order).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TaskOrder {
+    /// The task's whole environment.
+    pub env: Vec<(String, String)>,
+    /// The phase's `init`, given with the container's first task only.
+    #[serde(default)]
+    pub init: Option<String>,
+    /// The path (inside the container) at which the task's input object appears: its stdin,
+    /// held open by lackey.
+    #[serde(default)]
+    pub input: Option<String>,
+}
+
+/// Most bytes of one order on the wire (an environment with the phase's commands in it).
+pub const MAX_ORDER: usize = 4 << 20;
+
 fn oom_kills() -> u64 {
     std::fs::read_to_string("/sys/fs/cgroup/memory/memory.oom_control")
         .ok()
@@ -592,61 +617,152 @@ fn oom_kills() -> u64 {
         .unwrap_or(0)
 }
 
-fn report(st: &LackeyStatus) {
-    let body = serde_json::to_vec(st).unwrap_or_default();
-    let r = Request::start(
-        "POST",
-        "/_task/status",
-        &[("content-type", "application/json".into())],
-        true,
-    )
-    .and_then(|mut req| {
-        req.write(&body)?;
-        req.finish()
-    });
-    if let Err(e) = r {
-        eprintln!("lackey: cannot report the task's status: {e}");
+/// Reads the next order and its three descriptors; `None` when the agent closed the channel.
+/// An order is its length (4 bytes, big-endian) and its JSON; the descriptors ride with the
+/// length.
+fn next_order(chan: &mut UnixStream) -> io::Result<Option<(TaskOrder, Vec<std::os::fd::OwnedFd>)>> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    let mut len = [0u8; 4];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+    let mut ancillary = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(
+        &*chan,
+        &mut [io::IoSliceMut::new(&mut len)],
+        &mut ancillary,
+        RecvFlags::CMSG_CLOEXEC,
+    )?
+    .bytes;
+    if got == 0 {
+        return Ok(None);
+    }
+    let fds: Vec<std::os::fd::OwnedFd> = ancillary
+        .drain()
+        .filter_map(|m| match m {
+            RecvAncillaryMessage::ScmRights(fds) => Some(fds),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    chan.read_exact(&mut len[got..])?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_ORDER {
+        return Err(io::Error::other(format!(
+            "an order of {n} bytes is too long"
+        )));
+    }
+    let mut body = vec![0u8; n];
+    chan.read_exact(&mut body)?;
+    let order = serde_json::from_slice(&body).map_err(io::Error::other)?;
+    if fds.len() != 3 {
+        return Err(io::Error::other(format!(
+            "an order came with {} descriptors, not 3",
+            fds.len()
+        )));
+    }
+    Ok(Some((order, fds)))
+}
+
+/// Ends every process in the container but this one (lackey is the first process of its pid
+/// namespace) and reaps them: what one task left running never meets the next.
+fn end_leftovers() {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-1),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    while rustix::process::wait(rustix::process::WaitOptions::empty()).is_ok() {}
+}
+
+/// Removes what a task left outside `/tmp` that the next one could see: its input's link
+/// under `/manta` and shared memory under `/dev/shm`. (`/tmp` stays, as it did between tasks
+/// of one job and phase in the original.)
+fn tidy() {
+    for dir in ["/manta", "/dev/shm"] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+            }
+        }
     }
 }
 
-fn lackey() -> io::Result<i32> {
+/// Runs one task: `init` first when the order carries it, then `exec`; reports how they
+/// ended.
+fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<LackeyStatus> {
     use std::os::unix::process::ExitStatusExt as _;
-    let init = std::env::var("MANTA_INIT").unwrap_or_default();
-    if !init.trim().is_empty() {
-        let err = io::stderr();
-        let st = Command::new("/bin/bash")
-            .args(["-c", &init])
+    let mut fds = fds.into_iter();
+    let (Some(stdin), Some(stdout), Some(stderr)) = (fds.next(), fds.next(), fds.next()) else {
+        return Err(io::Error::other("an order needs three descriptors"));
+    };
+    if let Some(path) = &order.input {
+        // The input is the task's stdin, held open here: the path leads to it.
+        use std::os::fd::AsRawFd as _;
+        let link = std::path::Path::new(path);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let target = format!("/proc/{}/fd/{}", std::process::id(), stdin.as_raw_fd());
+        std::os::unix::fs::symlink(target, link)?;
+    }
+    let before = oom_kills();
+    let command = |script: &str| {
+        let mut c = Command::new("/bin/bash");
+        c.args(["-c", script])
+            .env_clear()
+            .envs(order.env.iter().map(|(k, v)| (k, v)))
+            .current_dir("/tmp");
+        c
+    };
+    if let Some(init) = order.init.as_deref().filter(|i| !i.trim().is_empty()) {
+        let st = command(init)
             .stdin(Stdio::null())
-            .stdout(Stdio::from(
-                std::os::fd::AsFd::as_fd(&err).try_clone_to_owned()?,
-            ))
+            .stdout(Stdio::from(stderr.try_clone()?))
+            .stderr(Stdio::from(stderr.try_clone()?))
             .status()?;
+        end_leftovers();
         if !st.success() {
-            let code = st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0));
-            report(&LackeyStatus {
-                init_failed: Some(code),
-                oom_kills: oom_kills(),
+            return Ok(LackeyStatus {
+                init_failed: Some(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))),
+                oom_kills: oom_kills().saturating_sub(before),
                 ..LackeyStatus::default()
             });
-            return Ok(1);
         }
     }
     // The user's command asks to be the OOM killer's first choice, so lackey survives to
     // report what happened.
-    let st = Command::new("/bin/bash")
-        .args([
-            "-c",
-            "echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec /bin/bash -c \"$MANTA_EXEC\"",
-        ])
-        .status()?;
-    let status = LackeyStatus {
+    let st = command(
+        "echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec /bin/bash -c \"$MANTA_EXEC\"",
+    )
+    .stdin(Stdio::from(stdin))
+    .stdout(Stdio::from(stdout))
+    .stderr(Stdio::from(stderr))
+    .status()?;
+    end_leftovers();
+    Ok(LackeyStatus {
         init_failed: None,
         code: st.code(),
         signal: st.signal(),
-        oom_kills: oom_kills(),
-    };
-    report(&status);
-    Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)))
+        oom_kills: oom_kills().saturating_sub(before),
+    })
+}
+
+/// The container's first process: takes tasks from the agent one after another, runs each and
+/// reports how it ended, until the agent closes the channel (or a task's `init` fails).
+fn lackey() -> io::Result<i32> {
+    let mut chan = UnixStream::connect(
+        std::env::var("MANTA_LACKEY_SOCKET").unwrap_or_else(|_| LACKEY_SOCKET.into()),
+    )?;
+    while let Some((order, fds)) = next_order(&mut chan)? {
+        let status = run_order(&order, fds)?;
+        tidy();
+        let mut line = serde_json::to_vec(&status).map_err(io::Error::other)?;
+        line.push(b'\n');
+        chan.write_all(&line)?;
+        if status.init_failed.is_some() {
+            return Ok(1);
+        }
+    }
+    Ok(0)
 }
 
 /// Runs the tool `name` with `args`; the multi-call entry point.

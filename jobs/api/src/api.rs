@@ -299,6 +299,7 @@ impl JobsApi {
             state: job_state::RUNNING.into(),
             cancelled: false,
             input_done: false,
+            phases_input_done: 0,
             time_created: now_iso(),
             time_input_done: None,
             time_cancelled: None,

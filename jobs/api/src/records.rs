@@ -106,6 +106,11 @@ pub struct Job {
     /// No more inputs will come.
     #[serde(default)]
     pub input_done: bool,
+    /// How many of the phases, from the first, have all their input: the supervisor counts a
+    /// phase once its upstream has ended and every input has been routed. A reducer, which
+    /// runs from the start of its phase, ends its input when its phase is counted here.
+    #[serde(default)]
+    pub phases_input_done: u32,
     /// ISO times.
     pub time_created: String,
     /// When input ended.
@@ -553,16 +558,16 @@ impl JobStore {
         Ok(self.moray.put_object(bucket, key, v, opts).await?.etag)
     }
 
-    /// Runs several writes in one transaction.
+    /// Runs several writes in one transaction; answers each write's new etag, in order.
     ///
     /// # Errors
     /// Moray failures; nothing is written then.
-    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<(), StoreError> {
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<Option<String>>, StoreError> {
         if ops.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.moray.batch(ops).await?;
-        Ok(())
+        let done = self.moray.batch(ops).await?;
+        Ok(done.results.into_iter().map(|r| r.etag).collect())
     }
 }
 

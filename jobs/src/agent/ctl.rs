@@ -1,10 +1,12 @@
 //! The task's control socket: the only door out of the container. The agent serves it on a
-//! Unix socket bind-mounted at `/manta-agent/sock` for one task; the tools speak HTTP over it.
+//! Unix socket bind-mounted at `/manta-agent/sock`, one per container; it acts for the task the
+//! container runs now ([`Switch`]) and for no other. The tools speak HTTP over it.
 //!
 //! Ordinary requests are forwarded to the front door with the job's token, so a task can do
 //! exactly what its owner may and nothing else. Requests marked `x-manta-stream: stdout`
 //! (`mpipe`, `msplit`) become task outputs stored on this node; `x-manta-reference: true`
-//! (`mcat`) emits an existing object as an output; `POST /_task/status` is lackey's report.
+//! (`mcat`) emits an existing object as an output. (Lackey reports how a task ended on its own
+//! channel, [`super::warm`], not here.)
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,7 +22,6 @@ use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{Agent, TaskJob};
-use crate::tools::LackeyStatus;
 
 /// An output the task produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +39,6 @@ pub struct CtlRecord {
     pub outputs: Vec<Output>,
     /// False once a tool emitted outputs itself (stdout is then not saved).
     pub tools_used: bool,
-    /// Lackey's report.
-    pub status: Option<LackeyStatus>,
     /// Failures storing outputs (the task then fails).
     pub failures: Vec<String>,
     /// Set when the task emitted more than its share of bytes: the task then fails, as the
@@ -58,19 +57,46 @@ pub(super) struct Ctl {
     pub emitted: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Which task a container's socket acts for: one at a time, and none between tasks.
+#[derive(Default)]
+pub(super) struct Switch {
+    current: Mutex<Option<Arc<Ctl>>>,
+    /// Held (shared) by every request while it runs, so that a task is concluded only after
+    /// the last of its requests has finished.
+    inflight: tokio::sync::RwLock<()>,
+}
+
+impl Switch {
+    /// The socket acts for `ctl` from now on.
+    pub fn start(&self, ctl: Arc<Ctl>) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(ctl);
+    }
+
+    /// The socket acts for no task from now on; returns once every request made for the
+    /// previous one has finished.
+    pub async fn stop(&self) {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(self.inflight.write().await);
+    }
+}
+
 /// Starts serving the socket at `path` until `stop`.
 ///
 /// # Errors
 /// When the socket cannot be bound.
 pub(super) fn serve(
-    ctl: Arc<Ctl>,
+    ctl: Arc<Switch>,
     path: &Path,
+    ctl_owner: u32,
     stop: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::UnixListener::bind(path)?;
     // The task's own socket: the container's root (mapped to the host uid at the base of the
     // agent's range) may connect, and no other local user may act for the job's owner.
-    let owner = ctl.agent.cfg.uid_base;
+    let owner = ctl_owner;
     std::os::unix::fs::chown(path, Some(owner), Some(owner))?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let app = axum::Router::new().fallback(handle).with_state(ctl);
@@ -92,23 +118,22 @@ fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(State(ctl): State<Arc<Ctl>>, req: Request) -> Response {
+async fn handle(State(switch): State<Arc<Switch>>, req: Request) -> Response {
+    let _running = switch.inflight.read().await;
+    let current = switch
+        .current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let Some(ctl) = current else {
+        return err(
+            ErrorCode::ServiceUnavailable,
+            "no task is running in this container",
+        );
+    };
     let path = percent_encoding::percent_decode_str(req.uri().path())
         .decode_utf8_lossy()
         .into_owned();
-    if req.method() == Method::POST && path == "/_task/status" {
-        let body = match axum::body::to_bytes(req.into_body(), 64 * 1024).await {
-            Ok(b) => b,
-            Err(e) => return err(ErrorCode::InvalidArgument, e.to_string()),
-        };
-        return match serde_json::from_slice::<LackeyStatus>(&body) {
-            Ok(st) => {
-                ctl.record.lock().unwrap_or_else(|p| p.into_inner()).status = Some(st);
-                empty(StatusCode::NO_CONTENT)
-            }
-            Err(e) => err(ErrorCode::InvalidArgument, e.to_string()),
-        };
-    }
     let reducer = match header(&req, "x-manta-reducer").map(str::parse::<u32>) {
         None => None,
         Some(Ok(r)) => Some(r),

@@ -1,7 +1,8 @@
 //! The agent: one per storage node. It heartbeats, claims the tasks the supervisor dispatched
-//! to its node, runs each in a fresh container ([`container`]) next to the data, serves the
-//! task's control socket ([`ctl`]), stores outputs on its own node (one copy) and commits their
-//! metadata, and records how each task ended.
+//! to its node, runs them in containers ([`container`]) next to the data, reusing one container
+//! for many tasks of a job and phase ([`warm`]), serves the container's control socket
+//! ([`ctl`]), stores outputs on its own node (one copy) and commits their metadata, and records
+//! how each task ended.
 //!
 //! A task claimed by this agent carries its generation (new at every start). If the agent dies,
 //! the supervisor sees the generation change (or the heartbeat stop) and dispatches the task
@@ -9,13 +10,14 @@
 
 pub mod container;
 pub mod ctl;
+pub mod warm;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
@@ -36,7 +38,7 @@ use crate::records::{
     Task, esc, item_state, now_ms, put_op, task_state,
 };
 use crate::spec::{Phase, PhaseType};
-use crate::tools::LackeyStatus;
+use crate::tools::{LackeyStatus, TaskOrder};
 
 /// The agent's configuration.
 #[derive(Debug, Clone)]
@@ -158,7 +160,11 @@ pub(crate) struct Agent {
     generation: String,
     made_dirs: Mutex<HashSet<String>>,
     metrics: Arc<manta_util::metrics::Metrics>,
-    running: Mutex<HashMap<String, CancellationToken>>,
+    /// Tasks running, and whether each is a reducer (reducers wait on their upstream, so they
+    /// have slots of their own: a node full of waiting reducers still runs map tasks).
+    running: Mutex<HashMap<String, (CancellationToken, bool)>>,
+    /// Containers waiting for their job and phase's next task.
+    idle: Mutex<Vec<warm::Warm>>,
     /// Job records by id (what a task needs of a job never changes after creation).
     jobs: Mutex<HashMap<String, Job>>,
     /// This node's fullness as its heartbeat last said (when read, percent used, MB free).
@@ -191,9 +197,12 @@ impl Finished {
     }
 }
 
-/// How a task's container ended.
+/// How a task ended.
 enum End {
-    Exited(std::process::ExitStatus),
+    /// Lackey reported how.
+    Reported(LackeyStatus),
+    /// Its container ended without a report: how the runtime ended.
+    Died(std::process::ExitStatus),
     TimedOut,
     Cancelled,
 }
@@ -245,15 +254,15 @@ impl Agent {
         metrics: Arc<manta_util::metrics::Metrics>,
         shutdown: &CancellationToken,
     ) -> Result<Agent> {
-        // Each task's control socket lives at tasks/<task id>/ctl/sock: a Unix socket path has
-        // at most MAX_SOCKET_PATH bytes, so a deep work dir would fail every task. Refuse it
-        // now instead.
+        // Each container's sockets live at containers/<id>/ctl/{sock,lackey}: a Unix socket
+        // path has at most MAX_SOCKET_PATH bytes, so a deep work dir would fail every task.
+        // Refuse it now instead.
         let longest = cfg
             .work_dir
-            .join("tasks")
-            .join(uuid::Uuid::nil().to_string())
+            .join("containers")
+            .join(container_id())
             .join("ctl")
-            .join("sock");
+            .join("lackey");
         if longest.as_os_str().len() > MAX_SOCKET_PATH {
             bail!(
                 "--work-dir {} is too long: task sockets under it would exceed the \
@@ -269,11 +278,13 @@ impl Agent {
             container::make_skeleton(&work.join("rootfs"))?;
             // Tasks' directories hold their assets (their owners' objects): no other local user
             // may enter.
-            std::fs::create_dir_all(work.join("tasks"))?;
-            std::fs::set_permissions(
-                work.join("tasks"),
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )?;
+            for d in ["tasks", "containers"] {
+                std::fs::create_dir_all(work.join(d))?;
+                std::fs::set_permissions(
+                    work.join(d),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                )?;
+            }
             std::fs::create_dir_all(work.join("runc"))?;
             let tdir = work.join("tools");
             std::fs::create_dir_all(&tdir)?;
@@ -306,10 +317,12 @@ impl Agent {
                 let _ = runc(&cfg, &["delete", "-f", id]).await;
             }
         }
-        let tasks = cfg.work_dir.join("tasks");
+        let left = [cfg.work_dir.join("tasks"), cfg.work_dir.join("containers")];
         let _ = manta_util::blocking(move || {
-            for e in std::fs::read_dir(&tasks)?.flatten() {
-                let _ = std::fs::remove_dir_all(e.path());
+            for d in left {
+                for e in std::fs::read_dir(&d)?.flatten() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
             }
             Ok(())
         })
@@ -356,6 +369,7 @@ impl Agent {
             made_dirs: Mutex::new(HashSet::new()),
             metrics,
             running: Mutex::new(HashMap::new()),
+            idle: Mutex::new(Vec::new()),
             jobs: Mutex::new(HashMap::new()),
             node_room: Mutex::new(None),
             cfg,
@@ -410,14 +424,10 @@ impl Agent {
         let mut last_cancel_check = tokio::time::Instant::now();
         loop {
             while tasks.try_join_next().is_some() {}
-            let busy = self.running.lock().unwrap_or_else(|p| p.into_inner()).len();
-            if busy < self.cfg.slots
-                && let Err(e) = self
-                    .claim(self.cfg.slots - busy, &mut tasks, &shutdown)
-                    .await
-            {
+            if let Err(e) = self.claim(&mut tasks, &shutdown).await {
                 warn!(error = %format!("{e:#}"), "looking for tasks failed");
             }
+            self.end_idle(|w| w.idle_since.elapsed() > warm::IDLE);
             if last_cancel_check.elapsed() > Duration::from_millis(500) {
                 last_cancel_check = tokio::time::Instant::now();
                 if let Err(e) = self.check_cancelled().await {
@@ -437,51 +447,136 @@ impl Agent {
             .unwrap_or_else(|p| p.into_inner())
             .values()
         {
-            t.cancel();
+            t.0.cancel();
         }
         while tasks.join_next().await.is_some() {}
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        for w in idle {
+            w.end(&self.cfg).await;
+        }
         beats.abort();
         Ok(())
     }
 
+    /// Ends (in the background) the idle containers `which` picks.
+    fn end_idle(self: &Arc<Self>, which: impl Fn(&warm::Warm) -> bool) {
+        let ended: Vec<warm::Warm> = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let (gone, kept) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|w| which(w));
+            *idle = kept;
+            gone
+        };
+        for w in ended {
+            let me = self.clone();
+            tokio::spawn(async move { w.end(&me.cfg).await });
+        }
+    }
+
+    /// Claims what this node has room for among the tasks dispatched to it: map tasks up to
+    /// its slots, reducers up to as many again. The claims are one batch (one by one only when
+    /// another writer got to one of them first).
     async fn claim(
         self: &Arc<Self>,
-        n: usize,
         tasks: &mut JoinSet<()>,
         shutdown: &CancellationToken,
     ) -> Result<()> {
+        let (mut maps, mut reducers) = {
+            let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let reducing = running.values().filter(|r| r.1).count();
+            (
+                self.cfg.slots.saturating_sub(running.len() - reducing),
+                self.cfg.slots.saturating_sub(reducing),
+            )
+        };
         let filter = format!(
             "(&(server={})(state={}))",
             esc(&self.cfg.storage_id),
             task_state::DISPATCHED
         );
-        let found = self.store.find::<Task>(TASKS, &filter, n as u64).await?;
-        for t in found {
-            let mut task = t.value.clone();
-            task.state = task_state::RUNNING.into();
-            task.agent_gen = Some(self.generation.clone());
-            task.time_started = Some(now_ms());
-            let etag = match self
+        // Reducers beyond their room may stand before map tasks: look a few pages on.
+        let mut chosen = Vec::new();
+        let mut offset = 0;
+        for _ in 0..4 {
+            let want = (maps + reducers) as u64;
+            if want == 0 {
+                break;
+            }
+            let page = self
                 .store
-                .put(TASKS, &t.key, &task, PutOptions::if_match(&t.etag))
-                .await
-            {
-                Ok(e) => e,
-                Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => continue,
-                Err(e) => return Err(e.into()),
-            };
+                .find_from::<Task>(TASKS, &filter, offset, want)
+                .await?;
+            offset += page.len() as u64;
+            let last = (page.len() as u64) < want;
+            for t in page {
+                let room = if t.value.input.is_none() {
+                    &mut reducers
+                } else {
+                    &mut maps
+                };
+                if *room > 0 {
+                    *room -= 1;
+                    chosen.push(t);
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let claims: Vec<Stored<Task>> = chosen
+            .into_iter()
+            .map(|t| {
+                let mut task = t.value;
+                task.state = task_state::RUNNING.into();
+                task.agent_gen = Some(self.generation.clone());
+                task.time_started = Some(now_ms());
+                Stored {
+                    key: t.key,
+                    value: task,
+                    etag: t.etag,
+                }
+            })
+            .collect();
+        let ops = claims
+            .iter()
+            .map(|c| put_op(TASKS, &c.key, &c.value, PutOptions::if_match(&c.etag)))
+            .collect();
+        let claimed: Vec<Stored<Task>> = match self.store.batch(ops).await {
+            Ok(etags) => claims
+                .into_iter()
+                .zip(etags)
+                .filter_map(|(c, etag)| Some(Stored { etag: etag?, ..c }))
+                .collect(),
+            Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => {
+                let mut won = Vec::new();
+                for c in claims {
+                    match self
+                        .store
+                        .put(TASKS, &c.key, &c.value, PutOptions::if_match(&c.etag))
+                        .await
+                    {
+                        Ok(etag) => won.push(Stored { etag, ..c }),
+                        Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                won
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for claimed in claimed {
+            let task = &claimed.value;
             let cancel = shutdown.child_token();
             self.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(task.task_id.clone(), cancel.clone());
+                .insert(task.task_id.clone(), (cancel.clone(), task.input.is_none()));
             let me = self.clone();
             let span = tracing::info_span!("task", task = %task.task_id, job = %task.job_id, phase = task.phase);
-            let claimed = Stored {
-                key: t.key,
-                value: task,
-                etag,
-            };
             tasks.spawn(
                 async move {
                     let id = claimed.value.task_id.clone();
@@ -514,7 +609,7 @@ impl Agent {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&id)
             {
-                tok.cancel();
+                tok.0.cancel();
             }
         }
         Ok(())
@@ -614,7 +709,7 @@ impl Agent {
         );
         let committing = std::time::Instant::now();
         match self.store.batch(ops).await {
-            Ok(()) => {
+            Ok(_) => {
                 self.took("commit", committing);
                 info!(result = %result, ms = started.elapsed().as_millis() as u64, "task finished")
             }
@@ -960,19 +1055,25 @@ impl Agent {
     ) -> std::result::Result<Option<Finished>, Infra> {
         let step = std::time::Instant::now();
         let (tj, phase) = self.task_job(task).await?;
-        let (binds, input_file) = match self.mounts(&tj.job, &phase, task, dir, &tj).await? {
-            Ok(m) => m,
-            Err((code, msg)) => {
-                return Ok(Some(Finished::failed(Self::error(
-                    task,
-                    &self.cfg.storage_id,
-                    code,
-                    msg,
-                ))));
-            }
+        let d = dir.to_owned();
+        manta_util::blocking(move || std::fs::create_dir_all(&d)).await?;
+        let failed = |(code, msg)| {
+            Ok(Some(Finished::failed(Self::error(
+                task,
+                &self.cfg.storage_id,
+                code,
+                msg,
+            ))))
         };
-
-        // The control socket the task's tools talk to.
+        let input_file = match self.task_input(&tj.job, &phase, task, dir).await? {
+            Ok(f) => f,
+            Err(e) => return failed(e),
+        };
+        let mut warm = match self.container(&tj, &phase, task).await? {
+            Ok(w) => w,
+            Err(e) => return failed(e),
+        };
+        // What the container's control socket learns while it acts for this task.
         let ctl_state = Arc::new(ctl::Ctl {
             agent: self.clone(),
             job: tj.clone(),
@@ -980,27 +1081,228 @@ impl Agent {
             output_limit: self.output_limit(&tj.job, &phase),
             emitted: Arc::default(),
         });
-        let stop_ctl = CancellationToken::new();
-        let server = ctl::serve(
-            ctl_state.clone(),
-            &dir.join("ctl").join("sock"),
-            stop_ctl.clone(),
-        )
-        .map_err(Infra::from)?;
-
-        self.write_bundle(&tj, &phase, task, dir, binds).await?;
         let step = self.took("prepare", step);
         let run = self
-            .run_container(&tj, &phase, task, dir, input_file.as_deref(), cancel)
+            .run_in(
+                &mut warm,
+                &tj,
+                &phase,
+                task,
+                dir,
+                input_file.as_deref(),
+                ctl_state.clone(),
+                cancel,
+            )
             .await;
-        stop_ctl.cancel();
-        let _ = server.await;
-        let (end, fed) = run?;
+        warm.ctl.stop().await;
+        let (end, fed) = match run {
+            Ok(r) => r,
+            Err(e) => {
+                self.retire(warm, false);
+                return Err(e);
+            }
+        };
         let step = self.took("run", step);
         let rec = std::mem::take(&mut *ctl_state.record.lock().unwrap_or_else(|p| p.into_inner()));
-        let concluded = self.conclude(&tj, &phase, task, dir, end, fed, rec).await;
+        // Only a container whose task ended well runs another.
+        let clean = matches!(&end, End::Reported(s)
+            if s.code == Some(0) && s.oom_kills == 0 && s.init_failed.is_none());
+        let log = warm.dir.join("runtime.log");
+        let concluded = self
+            .conclude(&tj, &phase, task, dir, &log, end, fed, rec)
+            .await;
+        self.retire(warm, clean && matches!(&concluded, Ok(Some(f)) if f.ok));
         self.took("conclude", step);
         concluded
+    }
+
+    /// A container for `task`: an idle one of its job and phase, else a new one (with the
+    /// phase's assets fetched into it). The job error when an asset cannot be fetched.
+    async fn container(
+        self: &Arc<Self>,
+        tj: &TaskJob,
+        phase: &Phase,
+        task: &Task,
+    ) -> std::result::Result<std::result::Result<warm::Warm, (JobErrorCode, String)>, Infra> {
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.iter()
+                .position(|w| w.job_id == task.job_id && w.phase == task.phase)
+                .map(|i| idle.swap_remove(i))
+        };
+        let how = if found.is_some() { "reused" } else { "started" };
+        self.metrics.inc(
+            "jobs_agent_containers_total",
+            "Containers a task ran in: started for it, or reused after an earlier task of its \
+             job and phase.",
+            &[("how", how)],
+        );
+        if let Some(w) = found {
+            return Ok(Ok(w));
+        }
+        // Busy and idle containers together stay within the slots: idle ones of other jobs
+        // and phases make room, the longest idle first.
+        let busy = self.running.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let mut oldest: Vec<Instant> = {
+            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.iter().map(|w| w.idle_since).collect()
+        };
+        oldest.sort();
+        let over = (oldest.len() + busy).saturating_sub(self.cfg.slots);
+        if let Some(&last) = oldest.get(over.wrapping_sub(1)).filter(|_| over > 0) {
+            self.end_idle(|w| w.idle_since <= last);
+        }
+
+        let dir = self.cfg.work_dir.join("containers").join(container_id());
+        let assets = dir.join("assets");
+        tokio::fs::create_dir_all(&assets)
+            .await
+            .map_err(Infra::from)?;
+        // Assets: fetched once per container, all of them together no larger than the phase's
+        // disk.
+        let mut room = phase.disk * 1024 * 1024 * 1024;
+        for a in &phase.assets {
+            let dest = assets.join(a.trim_start_matches('/'));
+            match fetch(&tj.fd, a, &dest, room).await {
+                Ok(n) => room -= n,
+                Err(e) => {
+                    let d = dir.clone();
+                    let _ = manta_util::blocking(move || std::fs::remove_dir_all(&d)).await;
+                    return Ok(Err((JobErrorCode::TaskInit, format!("asset {a}: {e:#}"))));
+                }
+            }
+        }
+        let mut binds = vec![container::Bind {
+            source: self.cfg.work_dir.join("tools"),
+            dest: "/opt/manta/bin".into(),
+            rw: false,
+        }];
+        if !phase.assets.is_empty() {
+            binds.push(container::Bind {
+                source: assets,
+                dest: "/assets".into(),
+                rw: false,
+            });
+        }
+        let spec = container::Spec {
+            root: self.cfg.work_dir.join("rootfs"),
+            args: vec!["/opt/manta/bin/jobs-tool".into(), "lackey".into()],
+            env: vec![
+                format!("PATH={TASK_PATH}"),
+                "LANG=C".into(),
+                format!("MANTA_LACKEY_SOCKET={}", crate::tools::LACKEY_SOCKET),
+            ],
+            binds,
+            memory: phase.memory * 1024 * 1024,
+            disk: phase.disk * 1024 * 1024 * 1024,
+            pids: self.cfg.pids_limit,
+            uid_base: self.cfg.uid_base,
+            hostname: "task".into(),
+        };
+        match warm::Warm::start(&self.cfg, &task.job_id, task.phase, dir.clone(), spec).await {
+            Ok(w) => Ok(Ok(w)),
+            Err(e) => {
+                let _ = manta_util::blocking(move || std::fs::remove_dir_all(&dir)).await;
+                Err(Infra(e))
+            }
+        }
+    }
+
+    /// After a task: a container that may run another waits for it; any other is ended.
+    fn retire(self: &Arc<Self>, mut w: warm::Warm, keep: bool) {
+        if keep {
+            w.ran += 1;
+            w.idle_since = Instant::now();
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+        } else {
+            let me = self.clone();
+            tokio::spawn(async move { w.end(&me.cfg).await });
+        }
+    }
+
+    /// Hands `task` to the container and waits for it to end (its report, its time limit or
+    /// cancellation), feeding a reducer its inputs on stdin meanwhile. Hands back how it ended
+    /// and how feeding went.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_in(
+        &self,
+        warm: &mut warm::Warm,
+        tj: &TaskJob,
+        phase: &Phase,
+        task: &Task,
+        dir: &Path,
+        input_file: Option<&Path>,
+        ctl_state: Arc<ctl::Ctl>,
+        cancel: &CancellationToken,
+    ) -> std::result::Result<(End, Result<()>), Infra> {
+        use std::os::fd::OwnedFd;
+        // The task's stdin: its input object, a pipe its inputs are fed into (a reducer), or
+        // nothing. Its stdout and stderr go straight to files here; the container's file size
+        // limit holds for them, as for any file the task writes.
+        let (stdin, feed): (OwnedFd, _) = match input_file {
+            Some(f) => (std::fs::File::open(f).map_err(Infra::from)?.into(), None),
+            None if phase.kind == PhaseType::Reduce => {
+                let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(Infra::from)?;
+                (rx.into_blocking_fd().map_err(Infra::from)?, Some(tx))
+            }
+            None => (
+                std::fs::File::open("/dev/null")
+                    .map_err(Infra::from)?
+                    .into(),
+                None,
+            ),
+        };
+        let stdout = std::fs::File::create(dir.join("stdout")).map_err(Infra::from)?;
+        let stderr = std::fs::File::create(dir.join("stderr")).map_err(Infra::from)?;
+        let order = TaskOrder {
+            env: task_env(&tj.job, phase, task, &tj.base, tj.next_reducers),
+            init: if warm.ran == 0 {
+                phase.init.clone()
+            } else {
+                None
+            },
+            input: input_file
+                .and(task.input.as_ref())
+                .map(|i| format!("/manta{i}")),
+        };
+        warm.ctl.start(ctl_state);
+        let started = std::time::Instant::now();
+        warm.send(&order, [stdin, stdout.into(), stderr.into()])
+            .await
+            .map_err(Infra)?;
+        let feeder = feed.map(|w| {
+            tokio::spawn(feed_reducer(
+                self.store.clone(),
+                tj.fd.clone(),
+                task.clone(),
+                w,
+            ))
+        });
+        let end = tokio::select! {
+            r = warm.report() => match r.map_err(Infra)? {
+                warm::Ran::Reported(s) => End::Reported(s),
+                warm::Ran::Died(st) => End::Died(st),
+            },
+            () = tokio::time::sleep(self.cfg.task_timeout) => End::TimedOut,
+            () = cancel.cancelled() => End::Cancelled,
+        };
+        self.metrics.observe(
+            "jobs_agent_task_seconds",
+            "Run time of tasks in their containers.",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        let fed = match feeder {
+            Some(f) if matches!(end, End::Reported(_) | End::Died(_)) => {
+                f.await.map_err(Infra::from)?
+            }
+            Some(f) => {
+                f.abort();
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        Ok((end, fed))
     }
 
     /// Records how long step `name` of a task took (since `since`); the time it ended.
@@ -1048,143 +1350,6 @@ impl Agent {
         Ok((tj, phase))
     }
 
-    /// Writes the OCI bundle's `config.json`: the lackey as the process, the phase's limits, the
-    /// task's environment and mounts.
-    async fn write_bundle(
-        &self,
-        tj: &TaskJob,
-        phase: &Phase,
-        task: &Task,
-        dir: &Path,
-        binds: Vec<container::Bind>,
-    ) -> std::result::Result<(), Infra> {
-        let spec = container::Spec {
-            root: self.cfg.work_dir.join("rootfs"),
-            args: vec!["/opt/manta/bin/jobs-tool".into(), "lackey".into()],
-            env: task_env(&tj.job, phase, task, &tj.base, tj.next_reducers),
-            binds,
-            memory: phase.memory * 1024 * 1024,
-            disk: phase.disk * 1024 * 1024 * 1024,
-            pids: self.cfg.pids_limit,
-            uid_base: self.cfg.uid_base,
-            hostname: "task".into(),
-        };
-        let config = serde_json::to_vec_pretty(&spec.config()).map_err(Infra::from)?;
-        tokio::fs::write(dir.join("bundle").join("config.json"), config)
-            .await
-            .map_err(Infra::from)
-    }
-
-    /// Runs the container to its end (exit, time limit or cancellation), feeding a reducer its
-    /// inputs on stdin, and removes it. Hands back how it ended and how feeding went.
-    async fn run_container(
-        &self,
-        tj: &TaskJob,
-        phase: &Phase,
-        task: &Task,
-        dir: &Path,
-        input_file: Option<&Path>,
-        cancel: &CancellationToken,
-    ) -> std::result::Result<(End, Result<()>), Infra> {
-        let cid = format!("mj-{}", task.task_id);
-        let stdin = match input_file {
-            Some(f) => Stdio::from(std::fs::File::open(f).map_err(Infra::from)?),
-            None if phase.kind == PhaseType::Reduce => Stdio::piped(),
-            None => Stdio::null(),
-        };
-        let started = std::time::Instant::now();
-        let mut child = tokio::process::Command::new(&self.cfg.runc)
-            .arg("--root")
-            .arg(self.cfg.work_dir.join("runc"))
-            .args(["run", "--bundle"])
-            .arg(dir.join("bundle"))
-            .arg(&cid)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("start the OCI runtime")?;
-        // The task's stdout and stderr reach the node's disk through these copies, each cut at
-        // half the phase's disk: the runtime relays them from outside the container, where the
-        // container's file size limit does not hold.
-        let cap = phase.disk * 1024 * 1024 * 1024 / 2;
-        let (over_tx, mut over_rx) = tokio::sync::mpsc::channel::<()>(2);
-        let copies = [
-            child
-                .stdout
-                .take()
-                .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            child
-                .stderr
-                .take()
-                .map(|e| Box::new(e) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-        ]
-        .into_iter()
-        .zip(["stdout", "stderr"])
-        .filter_map(|(from, name)| {
-            let from = from?;
-            Some(tokio::spawn(capped_copy(
-                from,
-                dir.join(name),
-                cap,
-                over_tx.clone(),
-            )))
-        })
-        .collect::<Vec<_>>();
-        drop(over_tx);
-        let feeder = match (phase.kind, child.stdin.take()) {
-            (PhaseType::Reduce, Some(w)) => Some(tokio::spawn(feed_reducer(
-                self.store.clone(),
-                tj.fd.clone(),
-                task.clone(),
-                w,
-            ))),
-            _ => None,
-        };
-        let end = tokio::select! {
-            st = child.wait() => st.map(End::Exited),
-            () = tokio::time::sleep(self.cfg.task_timeout) => Ok(End::TimedOut),
-            () = cancel.cancelled() => Ok(End::Cancelled),
-            Some(()) = over_rx.recv() => {
-                // Past the cap: the task ends here (its conclusion finds the cut file).
-                let _ = runc(&self.cfg, &["kill", &cid, "KILL"]).await;
-                child.wait().await.map(End::Exited)
-            }
-        };
-        if !matches!(end, Ok(End::Exited(_))) {
-            let _ = runc(&self.cfg, &["kill", &cid, "KILL"]).await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-        }
-        // `runc run` removes a container whose process ended; one it could not (it was killed
-        // itself) still has its state directory, and is deleted here.
-        if tokio::fs::metadata(self.cfg.work_dir.join("runc").join(&cid))
-            .await
-            .is_ok()
-        {
-            let _ = runc(&self.cfg, &["delete", "-f", &cid]).await;
-        }
-        self.metrics.observe(
-            "jobs_agent_task_seconds",
-            "Container run time of tasks.",
-            &[],
-            started.elapsed().as_secs_f64(),
-        );
-        for c in copies {
-            match c.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Infra(anyhow!(e).context("save the task's output"))),
-                Err(e) => return Err(Infra::from(e)),
-            }
-        }
-        let end = end.map_err(Infra::from)?;
-        let fed = match feeder {
-            Some(f) => f.await.map_err(Infra::from)?,
-            None => Ok(()),
-        };
-        Ok((end, fed))
-    }
-
     /// Judges a run: its outputs (stdout saved as one when the task used no tools) on success,
     /// or the job error, with the task's stderr saved, on failure. A failure of this node
     /// (feeding the reducer, storing outputs) is an `Infra` error instead.
@@ -1195,11 +1360,13 @@ impl Agent {
         phase: &Phase,
         task: &Task,
         dir: &Path,
+        runtime_log: &Path,
         end: End,
         fed: Result<()>,
         rec: ctl::CtlRecord,
     ) -> std::result::Result<Option<Finished>, Infra> {
-        let status = match end {
+        use std::os::unix::process::ExitStatusExt as _;
+        let (lackey, status) = match end {
             End::Cancelled => return Ok(None),
             End::TimedOut => {
                 let mut e = Self::error(
@@ -1214,21 +1381,16 @@ impl Agent {
                 e.stderr = self.save_stderr(tj, task, dir).await;
                 return Ok(Some(Finished::failed(e)));
             }
-            End::Exited(st) => st,
+            End::Reported(s) => (Some(s), std::process::ExitStatus::from_raw(0)),
+            End::Died(st) => (None, st),
         };
         if let Err(e) = fed {
             // Reading the previous phase's outputs failed: not the user's doing.
             return Err(Infra(e.context("feed the reducer")));
         }
         let file_mb = phase.disk * 1024 / 2;
-        let mut failure = verdict(
-            rec.status.as_ref(),
-            status,
-            phase.memory,
-            file_mb,
-            &dir.join("stderr"),
-        )
-        .await?;
+        let mut failure =
+            verdict(lackey.as_ref(), status, phase.memory, file_mb, runtime_log).await?;
         if let Some(msg) = &rec.over_limit {
             failure = Some((JobErrorCode::UserTask, msg.clone()));
         }
@@ -1288,91 +1450,36 @@ impl Agent {
         }
     }
 
-    /// Prepares a task's directory and what its container sees: its input (a map task's object
-    /// file, read-only at `/manta/<path>`), its assets (fetched as the job's owner, at
-    /// `/assets`), the tools and the control socket's directory. Gives the mounts and the input
-    /// file, or the job error when an input is missing or an asset cannot be fetched.
-    async fn mounts(
+    /// The file a map task reads on stdin and at `/manta/<path>`: its input object's file on
+    /// this node (made readable by tasks), or an empty file for an empty object; nothing for
+    /// other tasks. The job error when the input is gone.
+    async fn task_input(
         &self,
         job: &Job,
         phase: &Phase,
         task: &Task,
         dir: &Path,
-        tj: &TaskJob,
-    ) -> std::result::Result<
-        std::result::Result<(Vec<container::Bind>, Option<PathBuf>), (JobErrorCode, String)>,
-        Infra,
-    > {
-        let d = dir.to_owned();
-        manta_util::blocking(move || {
-            std::fs::create_dir_all(d.join("bundle"))?;
-            std::fs::create_dir_all(d.join("ctl"))?;
-            std::fs::create_dir_all(d.join("assets"))?;
-            std::fs::set_permissions(
-                d.join("ctl"),
-                std::os::unix::fs::PermissionsExt::from_mode(0o755),
-            )
-        })
-        .await?;
-
-        // The input.
-        let mut binds = Vec::new();
-        let input_file = match (&phase.kind, &task.input) {
-            (PhaseType::Map, Some(input)) => match self.input_file(job, task, input).await? {
-                Ok(f) if f.as_os_str().is_empty() => {
-                    let empty = dir.join("empty");
-                    tokio::fs::write(&empty, b"").await.map_err(Infra::from)?;
-                    Some(empty)
-                }
-                Ok(f) => {
-                    let gid = self.cfg.uid_base;
-                    let g = f.clone();
-                    manta_util::blocking(move || readable_by_tasks(&g, gid))
-                        .await
-                        .map_err(Infra::from)?;
-                    Some(f)
-                }
-                Err(e) => return Ok(Err((JobErrorCode::ResourceNotFound, e.to_string()))),
-            },
-            _ => None,
+    ) -> std::result::Result<std::result::Result<Option<PathBuf>, (JobErrorCode, String)>, Infra>
+    {
+        let (PhaseType::Map, Some(input)) = (&phase.kind, &task.input) else {
+            return Ok(Ok(None));
         };
-        if let (Some(f), Some(input)) = (&input_file, &task.input) {
-            binds.push(container::Bind {
-                source: f.clone(),
-                dest: format!("/manta{input}"),
-                rw: false,
-            });
-        }
-        // Assets: all of them together no larger than the phase's disk.
-        let mut room = phase.disk * 1024 * 1024 * 1024;
-        for a in &phase.assets {
-            let dest = dir.join("assets").join(a.trim_start_matches('/'));
-            match fetch(&tj.fd, a, &dest, room).await {
-                Ok(n) => room -= n,
-                Err(e) => {
-                    let _ = tokio::fs::remove_file(&dest).await;
-                    return Ok(Err((JobErrorCode::TaskInit, format!("asset {a}: {e:#}"))));
-                }
+        match self.input_file(job, task, input).await? {
+            Ok(f) if f.as_os_str().is_empty() => {
+                let empty = dir.join("empty");
+                tokio::fs::write(&empty, b"").await.map_err(Infra::from)?;
+                Ok(Ok(Some(empty)))
             }
+            Ok(f) => {
+                let gid = self.cfg.uid_base;
+                let g = f.clone();
+                manta_util::blocking(move || readable_by_tasks(&g, gid))
+                    .await
+                    .map_err(Infra::from)?;
+                Ok(Ok(Some(f)))
+            }
+            Err(e) => Ok(Err((JobErrorCode::ResourceNotFound, e.to_string()))),
         }
-        if !phase.assets.is_empty() {
-            binds.push(container::Bind {
-                source: dir.join("assets"),
-                dest: "/assets".into(),
-                rw: false,
-            });
-        }
-        binds.push(container::Bind {
-            source: self.cfg.work_dir.join("tools"),
-            dest: "/opt/manta/bin".into(),
-            rw: false,
-        });
-        binds.push(container::Bind {
-            source: dir.join("ctl"),
-            dest: "/manta-agent".into(),
-            rw: false,
-        });
-        Ok(Ok((binds, input_file)))
     }
 
     async fn save_stderr(&self, tj: &TaskJob, task: &Task, dir: &Path) -> Option<String> {
@@ -1438,35 +1545,65 @@ fn readable_by_tasks(file: &Path, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Streams the reducer's inputs, in arrival order, into its stdin.
+/// Streams the reducer's inputs into its stdin as they are routed to it, in the order they were
+/// written, while its phase runs: it ends the reducer's input once the supervisor counts the
+/// phase's input complete (`phases_input_done`). Polls at most every [`FEED_POLL`], less often
+/// while nothing comes.
 async fn feed_reducer(
     store: JobStore,
     fd: FdClient,
     task: Task,
-    mut w: tokio::process::ChildStdin,
+    mut w: tokio::net::unix::pipe::Sender,
 ) -> Result<()> {
     use futures_util::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
     let filter = format!(
-        "(&(jobId={})(toPhase={})(rIdx={}))",
+        "(&(jobId={})(toPhase={})(rIdx={})(state={}))",
         esc(&task.job_id),
         task.phase,
-        task.r_idx.unwrap_or(0)
+        task.r_idx.unwrap_or(0),
+        item_state::DONE
     );
-    let items = store.find_all::<Item>(ITEMS, &filter).await?;
-    for it in items {
-        let resp = fd.get(&it.value.path).await?;
-        let mut s = resp.bytes_stream();
-        while let Some(chunk) = s.next().await {
-            if w.write_all(&chunk?).await.is_err() {
-                // The reducer stopped reading (it may not need all its input).
-                return Ok(());
+    let mut fed = HashSet::new();
+    let mut wait = FEED_POLL;
+    loop {
+        // Read whether the input is complete before the items: items routed before the
+        // supervisor counted the phase are then all found by this pass.
+        let complete = match store.get::<Job>(JOBS, &task.job_id).await? {
+            Some(j) => j.value.phases_input_done > task.phase || j.value.cancelled,
+            None => true,
+        };
+        let items = store.find_all::<Item>(ITEMS, &filter).await?;
+        let mut any = false;
+        for it in items {
+            if !fed.insert(it.key) {
+                continue;
+            }
+            any = true;
+            let resp = fd.get(&it.value.path).await?;
+            let mut s = resp.bytes_stream();
+            while let Some(chunk) = s.next().await {
+                if w.write_all(&chunk?).await.is_err() {
+                    // The reducer stopped reading (it may not need all its input).
+                    return Ok(());
+                }
             }
         }
+        if complete {
+            w.shutdown().await.ok();
+            return Ok(());
+        }
+        wait = if any {
+            FEED_POLL
+        } else {
+            (wait * 2).min(FEED_POLL * 8)
+        };
+        tokio::time::sleep(wait).await;
     }
-    w.shutdown().await.ok();
-    Ok(())
 }
+
+/// How often a running reducer looks for new input, at most.
+const FEED_POLL: Duration = Duration::from_millis(100);
 
 /// The environment of a task's container: where the tools are, who and what the task is
 /// (`MANTA_USER`, `MANTA_JOB_ID`, `MANTA_PHASE`, `MANTA_INPUT_OBJECT`/`_FILE`, `MANTA_REDUCER`,
@@ -1478,44 +1615,52 @@ fn task_env(
     task: &Task,
     base: &str,
     next_reducers: Option<u64>,
-) -> Vec<String> {
-    let mut env = vec![
-        "PATH=/opt/manta/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_owned(),
-        "HOME=/root".to_owned(),
-        "LANG=C".to_owned(),
-        format!("MANTA_USER={}", job.login),
-        format!("MANTA_JOB_ID={}", job.job_id),
-        format!("MANTA_OUTPUT_BASE={base}"),
-        format!("MANTA_EXEC={}", phase.exec),
-        format!("MANTA_INIT={}", phase.init.clone().unwrap_or_default()),
-        format!("{}=/manta-agent/sock", crate::tools::SOCKET_ENV),
-        "MANTA_NO_AUTH=true".to_owned(),
-        format!("MANTA_PHASE={}", task.phase),
+) -> Vec<(String, String)> {
+    let mut env: Vec<(&str, String)> = vec![
+        ("PATH", TASK_PATH.to_owned()),
+        ("HOME", "/root".to_owned()),
+        ("LANG", "C".to_owned()),
+        ("MANTA_USER", job.login.clone()),
+        ("MANTA_JOB_ID", job.job_id.clone()),
+        ("MANTA_OUTPUT_BASE", base.to_owned()),
+        ("MANTA_EXEC", phase.exec.clone()),
+        ("MANTA_INIT", phase.init.clone().unwrap_or_default()),
+        (crate::tools::SOCKET_ENV, "/manta-agent/sock".to_owned()),
+        ("MANTA_NO_AUTH", "true".to_owned()),
+        ("MANTA_PHASE", task.phase.to_string()),
     ];
     if let Some(n) = next_reducers {
-        env.push(format!("MANTA_NEXT_REDUCERS={n}"));
+        env.push(("MANTA_NEXT_REDUCERS", n.to_string()));
     }
     if let Some(input) = &task.input {
-        env.push(format!("MANTA_INPUT_OBJECT={input}"));
-        env.push(format!("MANTA_INPUT_FILE=/manta{input}"));
+        env.push(("MANTA_INPUT_OBJECT", input.clone()));
+        env.push(("MANTA_INPUT_FILE", format!("/manta{input}")));
     }
     if let Some(r) = task.r_idx {
-        env.push(format!("MANTA_REDUCER={r}"));
+        env.push(("MANTA_REDUCER", r.to_string()));
     }
-    env
+    env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// What a finished container run means for its task: `None` when it succeeded, else the job
-/// error code and message for the user. `lackey` is what the container's first process
-/// reported (nothing when it did not get that far), `status` how `runc run` ended, `memory_mb`
-/// the phase's memory limit, `stderr` the file the task's stderr went to. A container that
-/// never started is not the user's failure: that is an infrastructure error, retried elsewhere.
+/// Where a task's shell looks for commands: the tools first.
+const TASK_PATH: &str = "/opt/manta/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+
+/// A new container's id.
+fn container_id() -> String {
+    format!("mj-{}", uuid::Uuid::new_v4())
+}
+
+/// What a finished task means: `None` when it succeeded, else the job error code and message
+/// for the user. `lackey` is what the container's first process reported (nothing when it
+/// could not: the container ended first), `status` how the runtime ended then, `memory_mb` the
+/// phase's memory limit, `runtime_log` what the runtime said. A container that never started is
+/// not the user's failure: that is an infrastructure error, retried elsewhere.
 async fn verdict(
     lackey: Option<&LackeyStatus>,
     status: std::process::ExitStatus,
     memory_mb: u64,
     file_mb: u64,
-    stderr: &Path,
+    runtime_log: &Path,
 ) -> Result<Option<(JobErrorCode, String)>, Infra> {
     // SIGXFSZ: a write past the largest file a task may write (its stdout, its stderr, a file
     // in /tmp); a shell reports it as 128 + 25.
@@ -1552,7 +1697,9 @@ async fn verdict(
             format!("user command exited with code {c}"),
         )),
         _ => {
-            let err_text = tokio::fs::read_to_string(stderr).await.unwrap_or_default();
+            let err_text = tokio::fs::read_to_string(runtime_log)
+                .await
+                .unwrap_or_default();
             if err_text.contains("runc run failed") || err_text.contains("container_linux.go") {
                 return Err(Infra(anyhow!(
                     "the container did not start: {}",
@@ -1572,38 +1719,6 @@ async fn verdict(
             ))
         }
     })
-}
-
-/// Copies `from` into the file `to`, at most `cap` bytes: at the cap it says so on `over` and
-/// stops copying (what comes after is read and dropped, so the writer is never blocked).
-async fn capped_copy(
-    mut from: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
-    to: PathBuf,
-    cap: u64,
-    over: tokio::sync::mpsc::Sender<()>,
-) -> std::io::Result<()> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut f = tokio::fs::File::create(&to).await?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    let mut said = false;
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        let room = usize::try_from(cap.saturating_sub(total)).unwrap_or(usize::MAX);
-        let keep = n.min(room);
-        if keep > 0 {
-            f.write_all(&buf[..keep]).await?;
-            total += keep as u64;
-        }
-        if total >= cap && !said {
-            said = true;
-            let _ = over.send(()).await;
-        }
-    }
-    f.flush().await
 }
 
 /// The failure of a task that wrote a file past the limit of `file_mb`.
@@ -1674,7 +1789,10 @@ mod tests {
             &task,
             "/jill/jobs/j1/stor/out",
             Some(2),
-        );
+        )
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>();
         for want in [
             "MANTA_USER=jill",
             "MANTA_JOB_ID=j1",
