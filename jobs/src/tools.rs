@@ -581,6 +581,9 @@ pub struct LackeyStatus {
     /// OOM kills in the task's memory cgroup.
     #[serde(default)]
     pub oom_kills: u64,
+    /// Where the core file a failed task left was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core: Option<String>,
 }
 
 /// Where lackey reaches the agent, inside the container: a socket the agent accepts one
@@ -600,6 +603,9 @@ pub struct TaskOrder {
     /// held open by lackey.
     #[serde(default)]
     pub input: Option<String>,
+    /// Where a core file left by the task, if it fails, is saved (a Manta path).
+    #[serde(default)]
+    pub core_to: Option<String>,
 }
 
 /// Most bytes of one order on the wire (an environment with the phase's commands in it).
@@ -705,6 +711,7 @@ fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<La
         std::os::unix::fs::symlink(target, link)?;
     }
     let before = oom_kills();
+    let began = std::time::SystemTime::now();
     let command = |script: &str| {
         let mut c = Command::new("/bin/bash");
         c.args(["-c", script])
@@ -738,12 +745,59 @@ fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<La
     .stderr(Stdio::from(stderr))
     .status()?;
     end_leftovers();
+    let core = match (&order.core_to, st.success()) {
+        (Some(to), false) => save_core(began, to),
+        _ => None,
+    };
     Ok(LackeyStatus {
         init_failed: None,
         code: st.code(),
         signal: st.signal(),
         oom_kills: oom_kills().saturating_sub(before),
+        core,
     })
+}
+
+/// Saves at `to` the core file a failed task left in `/tmp` (written since `since`; the kernel
+/// names it `core` or `core.<pid>` in the crashing process's directory, at most the size the
+/// container's core limit allows), and removes it. The path, when one was saved.
+fn save_core(since: std::time::SystemTime, to: &str) -> Option<String> {
+    let found = std::fs::read_dir("/tmp")
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == "core"
+                || name
+                    .strip_prefix("core.")
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            (m.is_file() && m.modified().ok()? >= since).then(|| e.path())
+        })
+        .next()?;
+    let saved = (|| {
+        if let Some((dir, _)) = to.rsplit_once('/') {
+            mkdirp(dir)?;
+        }
+        upload(
+            "PUT",
+            to,
+            &[("content-type", "application/octet-stream".into())],
+            &mut std::fs::File::open(&found)?,
+            None,
+        )
+    })();
+    let _ = std::fs::remove_file(&found);
+    match saved {
+        Ok(_) => Some(to.to_owned()),
+        Err(e) => {
+            eprintln!("lackey: cannot save the core file: {e}");
+            None
+        }
+    }
 }
 
 /// The container's first process: takes tasks from the agent one after another, runs each and

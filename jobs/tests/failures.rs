@@ -1,6 +1,6 @@
-//! Cancel, user failures (never retried, stderr saved), init failures, and infrastructure
-//! failures: an agent or the supervisor killed mid-job, and the job still finishes with the
-//! right output.
+//! Cancel, user failures (never retried, stderr and core files saved), init failures, and
+//! infrastructure failures: an agent or the supervisor killed mid-job, and the job still
+//! finishes with the right output.
 
 #![allow(clippy::unwrap_used)]
 
@@ -95,6 +95,30 @@ async fn cancel_user_errors_and_init_errors() {
     let mut failed = env.client.job_failures(&id).await.unwrap();
     failed.sort();
     assert_eq!(failed, ins);
+
+    // A task that dumps core: the core is saved under the job's `stor/cores/<phase>/`, named in
+    // its error, and is the crashed program's core (an ELF file).
+    let id = env
+        .submit(job(&[("map", "kill -SEGV $$")]), &ins[..1])
+        .await
+        .unwrap();
+    env.wait(&id, Duration::from_secs(60)).await.unwrap();
+    let errs = env.client.job_errors(&id).await.unwrap();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let core = errs[0]["core"].as_str().expect("a core in the error");
+    assert!(
+        core.starts_with(&format!(
+            "/{}/jobs/{id}/stor/cores/0/",
+            env.region.account.login
+        )),
+        "{core}"
+    );
+    assert!(
+        errs[0]["message"].as_str().unwrap().contains(core),
+        "{errs:?}"
+    );
+    let bytes = env.client.get_bytes(core).await.unwrap();
+    assert!(bytes.starts_with(b"\x7fELF"), "{} bytes", bytes.len());
 
     // Init failure, a missing input, and an input that is a directory.
     let j = serde_json::json!({"phases": [{"exec": "wc -w", "init": "exit 7"}]});

@@ -1,6 +1,7 @@
 //! Map/reduce end to end on a real region with real containers: word counts equal a local
 //! count, `msplit` routes to the right reducer over three phases, every map task runs on a node
-//! holding a copy of its input, and the job is archived.
+//! holding a copy of its input, a reducer reads its inputs while the map phase still runs, and
+//! the job is archived.
 
 #![allow(clippy::unwrap_used)]
 
@@ -300,5 +301,47 @@ async fn mjob_as_users_type_it() {
     assert_eq!(
         env.output_text(&idle).await.unwrap(),
         vec!["1\n".to_owned()]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reducer_reads_its_first_input_before_the_last_map_task_ends() {
+    let env = Env::start().await.unwrap();
+    // Map tasks that take 0 and 6 seconds and print when they end (ns); the reducer prints,
+    // for each line, that line and when it read it.
+    let ins = env
+        .upload(
+            "stream",
+            vec![("fast".into(), "0\n".into()), ("slow".into(), "6\n".into())],
+        )
+        .await
+        .unwrap();
+    let id = env
+        .submit(
+            job(&[
+                ("map", "sleep $(cat); date +%s%N"),
+                ("reduce", "while read t; do echo \"$t $(date +%s%N)\"; done"),
+            ]),
+            &ins,
+        )
+        .await
+        .unwrap();
+    let st = env.wait(&id, Duration::from_secs(120)).await.unwrap();
+    assert_eq!(st["stats"]["errors"], 0, "{st}");
+    let out = env.output_text(&id).await.unwrap().join("");
+    let lines: Vec<(u128, u128)> = out
+        .lines()
+        .map(|l| {
+            let (ended, read) = l.split_once(' ').unwrap();
+            (ended.parse().unwrap(), read.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let first_read = lines.iter().map(|l| l.1).min().unwrap();
+    let last_map_end = lines.iter().map(|l| l.0).max().unwrap();
+    assert!(
+        first_read < last_map_end,
+        "the reducer read its first input {} ms after the last map task ended: {out}",
+        (first_read - last_map_end) / 1_000_000
     );
 }

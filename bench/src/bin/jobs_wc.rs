@@ -1,7 +1,8 @@
 //! A map of `wc` over 1,000 objects of 64 KiB through the whole jobs system, beside the
-//! baseline `xargs -P2 wc` over the same bytes as local files, in the same run; and container
-//! start latency (`runc run` of `/bin/true` with the agent's own bundle) beside a plain
-//! `sh -c true` spawn.
+//! baseline `xargs -P2 wc` over the same bytes as local files, in the same run; where a task's
+//! time goes (the agents' step histograms), how many containers the tasks ran in (started or
+//! reused); and container start latency (`runc run` of `/bin/true` with the agent's own bundle)
+//! beside a plain `sh -c true` spawn.
 //!
 //! Everything runs for real: a testkit region (Postgres, Moray, 3 storage nodes, front door),
 //! etcd, the `jobs-api` gateway, a supervisor and an agent per node. Build first:
@@ -299,6 +300,8 @@ async fn main() -> Result<()> {
 
     // Where a task's time goes, from the agents' step histograms (sum and count).
     let mut steps: std::collections::BTreeMap<String, (f64, f64)> = Default::default();
+    // Containers the tasks ran in: started for them, or reused.
+    let mut containers: std::collections::BTreeMap<String, f64> = Default::default();
     for url in &agent_urls {
         let text = region
             .internal_http()
@@ -308,6 +311,16 @@ async fn main() -> Result<()> {
             .text()
             .await?;
         for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("jobs_agent_containers_total{") {
+                let how = rest.split('"').nth(1).unwrap_or_default().to_owned();
+                let v: f64 = rest
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0);
+                *containers.entry(how).or_default() += v;
+                continue;
+            }
             let Some(rest) = line.strip_prefix("jobs_agent_task_step_seconds_") else {
                 continue;
             };
@@ -369,6 +382,11 @@ async fn main() -> Result<()> {
             sum / count.max(1.0) * 1e3
         );
     }
+    println!(
+        "  containers started {:.0}, reused {:.0} (tasks that found one of their job and phase waiting)",
+        containers.get("started").copied().unwrap_or(0.0),
+        containers.get("reused").copied().unwrap_or(0.0)
+    );
     if let (Some(r), Some(s)) = (stats(&mut rt), stats(&mut sh)) {
         println!(
             "  container runc run /bin/true              p50 {:6.1} ms  p99 {:6.1} ms  (n={})",

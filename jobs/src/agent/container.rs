@@ -428,7 +428,8 @@ fn seccomp() -> Value {
 }
 
 impl Spec {
-    /// The largest file the task may write (its stdout and stderr included): half its disk.
+    /// The largest file the task may write (its stdout and stderr, and a core file, included):
+    /// half its disk.
     pub fn max_file(&self) -> u64 {
         self.disk / 2
     }
@@ -474,10 +475,10 @@ impl Spec {
                 "cwd": "/tmp",
                 "noNewPrivileges": true,
                 "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": caps},
-                // No file a task writes may outgrow half its disk (its stdout and stderr,
-                // relayed by the runtime, are cut at the same size by the agent).
+                // No file a task writes may outgrow half its disk: its stdout and stderr
+                // (files of the agent's it was handed) and its core files included.
                 "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096},
-                            {"type": "RLIMIT_CORE", "hard": 0, "soft": 0},
+                            {"type": "RLIMIT_CORE", "hard": self.max_file(), "soft": self.max_file()},
                             {"type": "RLIMIT_FSIZE", "hard": self.max_file(), "soft": self.max_file()}]
             },
             "root": {"path": self.root, "readonly": true},

@@ -1264,6 +1264,10 @@ impl Agent {
             input: input_file
                 .and(task.input.as_ref())
                 .map(|i| format!("/manta{i}")),
+            core_to: Some(format!(
+                "/{}/jobs/{}/stor/cores/{}/core.{}",
+                tj.job.login, tj.job.job_id, task.phase, task.task_id
+            )),
         };
         warm.ctl.start(ctl_state);
         let started = std::time::Instant::now();
@@ -1438,9 +1442,14 @@ impl Agent {
                     error: None,
                 }))
             }
-            Some((code, message)) => {
+            Some((code, mut message)) => {
+                let core = lackey.and_then(|l| l.core);
+                if let Some(c) = &core {
+                    message = format!("{message}; it dumped core, saved at {c}");
+                }
                 let mut e = Self::error(task, &self.cfg.storage_id, code, message);
                 e.stderr = self.save_stderr(tj, task, dir).await;
+                e.core = core;
                 Ok(Some(Finished {
                     ok: false,
                     outputs: rec.outputs,
@@ -1749,6 +1758,7 @@ mod tests {
             code,
             signal,
             oom_kills: 0,
+            core: None,
         }
     }
 
