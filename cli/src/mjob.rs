@@ -7,8 +7,11 @@
 //! mjob addinputs [-o|--open] [-b N] JOB      (paths on stdin)
 //! mjob close JOB | cancel JOB... | get JOB | watch JOB
 //! mjob inputs | outputs | errors | failures JOB
-//! mjob list [-s STATE] [-n NAME]
+//! mjob list [-l] [-s STATE] [-n NAME]       (every job, page after page)
 //! ```
+//!
+//! In an expression, `^` starts a map phase and `^^` a reduce phase; each caret past two
+//! counts one reducer (`wc ^^^^ cat`: two reducers), as in the original.
 //!
 //! Per-phase options (`--count`, `--memory`, `--disk`, `--init`, `--image`, `-s`) apply to the
 //! phase given next (`-m`/`-r`), as in the original. When stdin is not a terminal, `create`
@@ -195,30 +198,34 @@ fn parse_create(args: &[String], account: &dyn Fn() -> Result<String>) -> Result
         }
     }
     if o.job.is_none() && o.phases.is_empty() && !o.expr.is_empty() {
-        // "map ^ map ^^ reduce": `^` separates map phases, `^^` starts a reduce phase.
+        // "map ^ map ^^ reduce": `^` separates map phases, `^^` starts a reduce phase, and
+        // each caret past two asks for one reducer (`^^^^`: two reducers).
         let expr = o.expr.join(" ");
         let mut kind = "map";
+        let mut count = None;
         let mut cur = String::new();
         let mut phases = Vec::new();
         for w in expr.split(' ') {
-            match w {
-                "^" | "^^" => {
-                    phases.push((kind, cur.trim().to_owned()));
-                    cur.clear();
-                    kind = if w == "^^" { "reduce" } else { "map" };
-                }
-                _ => {
-                    cur.push_str(w);
-                    cur.push(' ');
-                }
+            if !w.is_empty() && w.bytes().all(|b| b == b'^') {
+                phases.push((kind, cur.trim().to_owned(), count));
+                cur.clear();
+                (kind, count) = match w.len() {
+                    1 => ("map", None),
+                    2 => ("reduce", None),
+                    n => ("reduce", Some(n as u64 - 2)),
+                };
+            } else {
+                cur.push_str(w);
+                cur.push(' ');
             }
         }
-        phases.push((kind, cur.trim().to_owned()));
-        for (k, e) in phases {
+        phases.push((kind, cur.trim().to_owned(), count));
+        for (k, e, count) in phases {
             if e.is_empty() {
                 bail!("empty phase in {expr:?}");
             }
             let mut n = next.clone();
+            n.count = count.or(n.count);
             o.phases.push(n.phase(k, &e));
         }
     }
@@ -263,6 +270,9 @@ struct ListArgs {
     /// Only jobs of this name.
     #[arg(short = 'n', long = "name")]
     name: Option<String>,
+    /// A long listing (as `mls -l` prints directories).
+    #[arg(short = 'l', long = "long")]
+    long: bool,
 }
 
 fn read_inputs(account: &str) -> Result<Vec<String>> {
@@ -444,8 +454,17 @@ fn list(args: Vec<String>) -> ExitCode {
     parse_and_run("mjob", args, |a: ListArgs| async move {
         let c = a.conn.client().await?;
         let mut out = std::io::stdout().lock();
-        for (id, _) in c.list_jobs(a.state.as_deref(), a.name.as_deref()).await? {
-            writeln!(out, "{id}/")?;
+        let now = chrono::Local::now();
+        for (id, mtime) in c.list_jobs(a.state.as_deref(), a.name.as_deref()).await? {
+            if a.long {
+                let date = crate::tools::ls::parse_mtime(&mtime)
+                    .map(|t| crate::tools::ls::ls_date(t.with_timezone(&chrono::Local), now))
+                    .unwrap_or_default();
+                writeln!(out, "drwxr-xr-x 1 {} 1 {date} {id}", c.user())
+            } else {
+                writeln!(out, "{id}/")
+            }
+            .or_else(crate::tools::ls::ignore_broken_pipe)?;
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -505,6 +524,13 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["map", "map", "reduce"]);
         assert_eq!(o.phases[1]["exec"], "wc -l");
+        assert!(o.phases[2].get("count").is_none(), "{:?}", o.phases[2]);
+        // Carets past two count reducers.
+        let o = parse_create(&s(&["mjob create", "wc ^^^^ cat ^^^ sort"]), &acct).unwrap();
+        assert_eq!(o.phases[1]["type"], "reduce");
+        assert_eq!(o.phases[1]["count"], 2);
+        assert_eq!(o.phases[2]["count"], 1);
+        assert_eq!(o.phases[2]["exec"], "sort");
         assert!(parse_create(&s(&["mjob create", "^", "wc"]), &acct).is_err());
         assert!(parse_create(&s(&["mjob create", "--bogus"]), &acct).is_err());
     }

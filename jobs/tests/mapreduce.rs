@@ -345,3 +345,61 @@ async fn a_reducer_reads_its_first_input_before_the_last_map_task_ends() {
         (first_read - last_map_end) / 1_000_000
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_through_every_job() {
+    let env = Env::start().await.unwrap();
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let id = env
+            .client
+            .create_job(
+                &serde_json::json!({"name": format!("page{}", i % 2), "phases": [{"exec": "wc"}]}),
+            )
+            .await
+            .unwrap();
+        made.push(id);
+    }
+    made.sort();
+    // Two at a time: every job once, in id order, however the pages fall.
+    let paged: Vec<String> = env
+        .client
+        .list_jobs_paged(None, None, 2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.0)
+        .collect();
+    assert_eq!(paged, made);
+    let all: Vec<String> = env
+        .client
+        .list_jobs(None, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.0)
+        .collect();
+    assert_eq!(all, made);
+    // A name filter pages too (the filtered-out jobs do not end the listing early).
+    let named = env
+        .client
+        .list_jobs_paged(None, Some("page1"), 1)
+        .await
+        .unwrap();
+    assert_eq!(named.len(), 2, "{named:?}");
+    // A bad page size is refused with the reason.
+    let e = env
+        .client
+        .list_jobs_paged(None, None, 5000)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("limit=5000 is invalid"), "{e}");
+    // `mjob list -l` prints them as directories, one per line.
+    let text = mjob(&env, "list -l", "", false);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    for (l, id) in lines.iter().zip(&made) {
+        assert!(l.starts_with("drwxr-xr-x 1 "), "{l}");
+        assert!(l.ends_with(id.as_str()), "{l}");
+    }
+}

@@ -162,8 +162,8 @@ impl MantaClient {
             .collect()
     }
 
-    /// The caller's jobs (`state`: `running` or `done`; `name`: only those of that name),
-    /// newest first: `(id, mtime)`.
+    /// All the caller's jobs (`state`: `running` or `done`; `name`: only those of that name),
+    /// in job id order, page after page: `(id, mtime)`.
     ///
     /// # Errors
     /// Any request failure.
@@ -172,27 +172,55 @@ impl MantaClient {
         state: Option<&str>,
         name: Option<&str>,
     ) -> Result<Vec<(String, String)>, Error> {
+        self.list_jobs_paged(state, name, 1024).await
+    }
+
+    /// [`list_jobs`](Self::list_jobs), asking for `page` jobs at a time (1 to 1,024).
+    ///
+    /// # Errors
+    /// Any request failure.
+    pub async fn list_jobs_paged(
+        &self,
+        state: Option<&str>,
+        name: Option<&str>,
+        page: usize,
+    ) -> Result<Vec<(String, String)>, Error> {
         let path = format!("/{}/jobs", self.user());
-        let q: Vec<(&str, String)> = [("state", state), ("name", name)]
+        let mut jobs: Vec<(String, String)> = Vec::new();
+        loop {
+            // Each page starts after the last job of the one before.
+            let marker = jobs.last().map(|j| j.0.clone());
+            let q: Vec<(&str, String)> = [
+                ("state", state.map(str::to_owned)),
+                ("name", name.map(str::to_owned)),
+                ("limit", Some(page.to_string())),
+                ("marker", marker.clone()),
+            ]
             .into_iter()
-            .filter_map(|(k, v)| Some((k, v?.to_owned())))
+            .filter_map(|(k, v)| Some((k, v?)))
             .collect();
-        let resp = self
-            .request(Method::GET, &path, &q, &[], Bytes::new())
-            .await?;
-        let text = resp
-            .text()
-            .await
-            .map_err(|source| Error::Http { path, source })?;
-        Ok(lines(&text)
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| {
-                (
-                    v["name"].as_str().unwrap_or_default().to_owned(),
-                    v["mtime"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect())
+            let resp = self
+                .request(Method::GET, &path, &q, &[], Bytes::new())
+                .await?;
+            let text = resp.text().await.map_err(|source| Error::Http {
+                path: path.clone(),
+                source,
+            })?;
+            let got: Vec<(String, String)> = lines(&text)
+                .iter()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .map(|v| {
+                    (
+                        v["name"].as_str().unwrap_or_default().to_owned(),
+                        v["mtime"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            let full = got.len() >= page;
+            jobs.extend(got);
+            if !full {
+                return Ok(jobs);
+            }
+        }
     }
 }

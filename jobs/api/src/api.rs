@@ -8,7 +8,7 @@
 //! | request | answer |
 //! |---|---|
 //! | `POST /:login/jobs` (job JSON) | 201, `Location: /:login/jobs/<id>` |
-//! | `GET /:login/jobs[?state=running]` | JSON lines `{"name","type":"directory","mtime"}` |
+//! | `GET /:login/jobs[?state=running&name=N&limit=L&marker=ID]` | JSON lines `{"name","type":"directory","mtime"}`, in job id order after `marker`, at most `limit` (1..=1024) |
 //! | `POST …/<id>/live/in[?end=true]` (paths, one a line) | 204 |
 //! | `POST …/<id>/live/in/end` | 202 |
 //! | `POST …/<id>/live/cancel` | 202 |
@@ -43,6 +43,9 @@ pub struct JobsApi {
     token_ttl: Duration,
     max_jobs: u32,
 }
+
+/// Most jobs one listing answers (a page; `marker` gets the next).
+pub const MAX_LIST: u64 = 1024;
 
 /// Jobs one account may have running at once, unless its own limits say otherwise.
 pub const DEFAULT_MAX_JOBS: u32 = 64;
@@ -330,6 +333,8 @@ impl JobsApi {
         owner: &Account,
         state: Option<String>,
         name: Option<String>,
+        limit: u64,
+        marker: Option<String>,
     ) -> Result<Response<Body>, MantaError> {
         let mut filter = format!("(owner={})", esc(&owner.uuid));
         match state.as_deref() {
@@ -351,23 +356,45 @@ impl JobsApi {
                 ));
             }
         }
-        let recs = self
-            .find_jobs(&filter, 1024, vec![Sort::desc("_id")])
-            .await?;
+        // In job id order, like a directory's names, after `marker` (the last job of the page
+        // before): the listing pages stably however jobs change.
+        if let Some(m) = marker.as_deref().filter(|m| !m.is_empty()) {
+            filter = format!("(&{filter}(_key>={})(!(_key={})))", esc(m), esc(m));
+        }
         let name_filter = name.as_deref().filter(|s| !s.is_empty());
         let mut lines = Vec::new();
-        for r in recs {
-            let Ok(j) = serde_json::from_value::<Job>(r.value) else {
-                continue;
+        let mut offset = 0;
+        while (lines.len() as u64) < limit {
+            let opts = moray::types::FindOptions {
+                limit: Some(MAX_LIST),
+                offset: (offset > 0).then_some(offset),
+                sort: vec![Sort::asc("_key")],
+                no_count: true,
             };
-            if name_filter.is_some_and(|n| n != j.name) {
-                continue;
+            let recs = self
+                .store
+                .moray()
+                .find_objects(JOBS, &filter, opts)
+                .await
+                .map_err(internal)?;
+            offset += recs.len() as u64;
+            let last = (recs.len() as u64) < MAX_LIST;
+            for r in recs {
+                let Ok(j) = serde_json::from_value::<Job>(r.value) else {
+                    continue;
+                };
+                if name_filter.is_some_and(|n| n != j.name) || lines.len() as u64 >= limit {
+                    continue;
+                }
+                let mtime = manta_types::time::iso8601_ms(u64::try_from(r.mtime).unwrap_or(0));
+                lines.push(
+                    serde_json::json!({"name": j.job_id, "type": "directory", "mtime": mtime})
+                        .to_string(),
+                );
             }
-            let mtime = manta_types::time::iso8601_ms(u64::try_from(r.mtime).unwrap_or(0));
-            lines.push(
-                serde_json::json!({"name": j.job_id, "type": "directory", "mtime": mtime})
-                    .to_string(),
-            );
+            if last {
+                break;
+            }
         }
         Ok(lines_response(
             lines,
@@ -544,7 +571,21 @@ pub async fn handle(api: &JobsApi, req: JobsRequest) -> Result<Response<Body>, M
         ("GET", []) => {
             let state = req.param("state").map(str::to_owned);
             let name = req.param("name").map(str::to_owned);
-            api.list(&req.owner, state, name).await
+            let limit = match req.param("limit") {
+                None | Some("") => MAX_LIST,
+                Some(l) => l
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIST).contains(n))
+                    .ok_or_else(|| {
+                        err(
+                            ErrorCode::InvalidArgument,
+                            format!("limit={l} is invalid: must be between [1, {MAX_LIST}]"),
+                        )
+                    })?,
+            };
+            let marker = req.param("marker").map(str::to_owned);
+            api.list(&req.owner, state, name, limit, marker).await
         }
         ("POST", [id, "live", "in"]) => api.add_inputs(req, id).await,
         ("POST", [id, "live", "in", "end"]) => {
