@@ -7,16 +7,18 @@
 //! the **supervisor** (`jobs-supervisor`, one
 //! leader elected through etcd) turns inputs into tasks and drives every job to its end; an
 //! **agent** (`jobs-agent`) beside each storage node runs the tasks dispatched to its node in
-//! fresh OCI containers (`runc`); inside a container the tools of `jobs-tool` (`mcat`,
-//! `mpipe`, `msplit`, `mtee`, `mget`, `mls`, `mput`) reach the store only through a Unix socket
-//! the agent serves for that task. All of them coordinate only through records in Moray.
+//! OCI containers (`runc`), one container serving many tasks of one job and phase in turn;
+//! inside a container the tools of `jobs-tool` (`mcat`, `mpipe`, `msplit`, `mtee`, `mget`,
+//! `mls`, `mput`) reach the store only through a Unix socket the agent serves for the task the
+//! container runs. All of them coordinate only through records in Moray.
 //!
 //! # Layout
 //! - [`spec`], [`records`], [`api`]: from `manta-jobs-api` (the job JSON, job state in Moray,
 //!   the HTTP handlers).
 //! - [`supervisor`]: the leader-elected supervisor.
-//! - [`agent`]: the per-node agent; [`agent::container`] the OCI bundle; [`agent::ctl`] the
-//!   task's control socket.
+//! - [`agent`]: the per-node agent; [`agent::container`] the OCI bundle; [`agent::warm`]
+//!   containers kept for a job and phase's next task; [`agent::ctl`] the task's control
+//!   socket.
 //! - [`tools`]: the in-container tools and `lackey`, the container's first process.
 //! - [`fdclient`]: the front door, acting for a job's owner with its token.
 //! - [`gateway`]: the jobs API as a server of its own in front of a front door (`jobs-api`).
@@ -31,8 +33,9 @@
 //!   (non-zero exit, killed at a limit) is never retried: it is reported with its stderr.
 //! - Only the outputs of successful tasks flow to the next phase; an output is committed
 //!   (bytes fsynced on this node, metadata in Moray) before the task that made it is done.
-//! - A task sees only its own input, its assets and its scratch space; it acts on the store
-//!   only as the job's owner, through the front door.
+//! - A task sees only its own input, its assets and its scratch space (which an earlier task
+//!   of the same job and phase may have used, as in the original; never another job's); it
+//!   acts on the store only as the job's owner, through the front door.
 //!
 //! # Example
 //! ```no_run

@@ -33,8 +33,15 @@ struct Args {
     /// Work directory: container bundles, task sockets, runtime state.
     #[arg(long, env = "MANTA_WORK_DIR")]
     work_dir: PathBuf,
-    /// The OCI runtime binary.
-    #[arg(long, env = "MANTA_RUNC", default_value = "runc")]
+    /// The OCI runtime: any with runc's command line (`runc`, `crun`). runc is the default:
+    /// on this platform's hybrid cgroup layout crun needs a host-wide change first
+    /// (`reference/platform.md` §1), and with containers reused a start is rare.
+    #[arg(
+        long = "runtime",
+        alias = "runc",
+        env = "MANTA_RUNC",
+        default_value = "runc"
+    )]
     runc: PathBuf,
     /// The in-container tools binary (default: jobs-tool beside this binary).
     #[arg(long, env = "MANTA_TOOLS_BIN")]
