@@ -584,6 +584,9 @@ pub struct LackeyStatus {
     /// Where the core file a failed task left was saved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub core: Option<String>,
+    /// How long the user's command ran, in microseconds (from its start to its exit).
+    #[serde(default)]
+    pub micros: u64,
 }
 
 /// Where lackey reaches the agent, inside the container: a socket the agent accepts one
@@ -711,7 +714,7 @@ fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<La
         std::os::unix::fs::symlink(target, link)?;
     }
     let before = oom_kills();
-    let began = std::time::SystemTime::now();
+    let cores = core_files();
     let command = |script: &str| {
         let mut c = Command::new("/bin/bash");
         c.args(["-c", script])
@@ -735,18 +738,23 @@ fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<La
             });
         }
     }
-    // The user's command asks to be the OOM killer's first choice, so lackey survives to
-    // report what happened.
-    let st = command(
-        "echo 1000 > /proc/self/oom_score_adj 2>/dev/null; exec /bin/bash -c \"$MANTA_EXEC\"",
-    )
-    .stdin(Stdio::from(stdin))
-    .stdout(Stdio::from(stdout))
-    .stderr(Stdio::from(stderr))
-    .status()?;
+    let exec = order
+        .env
+        .iter()
+        .find_map(|(k, v)| (k == "MANTA_EXEC").then_some(v.as_str()))
+        .unwrap_or_default();
+    // Lackey's own word on the task (a core it could not save) goes to the task's stderr.
+    let mut said = std::fs::File::from(stderr.try_clone()?);
+    let started = std::time::Instant::now();
+    let st = command(exec)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::from(stderr))
+        .status()?;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     end_leftovers();
     let core = match (&order.core_to, st.success()) {
-        (Some(to), false) => save_core(began, to),
+        (Some(to), false) => save_core(&cores, to, &mut said),
         _ => None,
     };
     Ok(LackeyStatus {
@@ -755,15 +763,18 @@ fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<La
         signal: st.signal(),
         oom_kills: oom_kills().saturating_sub(before),
         core,
+        micros,
     })
 }
 
-/// Saves at `to` the core file a failed task left in `/tmp` (written since `since`; the kernel
-/// names it `core` or `core.<pid>` in the crashing process's directory, at most the size the
-/// container's core limit allows), and removes it. The path, when one was saved.
-fn save_core(since: std::time::SystemTime, to: &str) -> Option<String> {
-    let found = std::fs::read_dir("/tmp")
-        .ok()?
+/// The core files in `/tmp` (the kernel names one `core` or `core.<pid>`, in the crashing
+/// process's directory): each one's path, inode and modification time.
+fn core_files() -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
         .filter(|e| {
             let name = e.file_name();
@@ -775,9 +786,20 @@ fn save_core(since: std::time::SystemTime, to: &str) -> Option<String> {
         })
         .filter_map(|e| {
             let m = e.metadata().ok()?;
-            (m.is_file() && m.modified().ok()? >= since).then(|| e.path())
+            m.is_file().then(|| (e.path(), m.ino(), m.modified().ok()))
         })
-        .next()?;
+        .collect()
+}
+
+/// Saves at `to` a core file the failed task left in `/tmp` (one not among `before`, or
+/// rewritten since: file times are too coarse to compare with the clock), at most the size the
+/// container's core limit allows, and removes it. The path, when one was saved.
+fn save_core(
+    before: &[(std::path::PathBuf, u64, Option<std::time::SystemTime>)],
+    to: &str,
+    said: &mut dyn Write,
+) -> Option<String> {
+    let (found, _, _) = core_files().into_iter().find(|c| !before.contains(c))?;
     let saved = (|| {
         if let Some((dir, _)) = to.rsplit_once('/') {
             mkdirp(dir)?;
@@ -794,7 +816,7 @@ fn save_core(since: std::time::SystemTime, to: &str) -> Option<String> {
     match saved {
         Ok(_) => Some(to.to_owned()),
         Err(e) => {
-            eprintln!("lackey: cannot save the core file: {e}");
+            let _ = writeln!(said, "lackey: cannot save the core file: {e}");
             None
         }
     }
@@ -803,6 +825,10 @@ fn save_core(since: std::time::SystemTime, to: &str) -> Option<String> {
 /// The container's first process: takes tasks from the agent one after another, runs each and
 /// reports how it ended, until the agent closes the channel (or a task's `init` fails).
 fn lackey() -> io::Result<i32> {
+    // Every process of the container is the OOM killer's first choice, lackey included: at
+    // the memory limit it picks the largest, which is a task's, not lackey, so lackey lives to
+    // report what happened. (Set here, once, it is inherited: a task need not set it itself.)
+    std::fs::write("/proc/self/oom_score_adj", "1000")?;
     let mut chan = UnixStream::connect(
         std::env::var("MANTA_LACKEY_SOCKET").unwrap_or_else(|_| LACKEY_SOCKET.into()),
     )?;

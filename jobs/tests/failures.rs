@@ -105,7 +105,9 @@ async fn cancel_user_errors_and_init_errors() {
     env.wait(&id, Duration::from_secs(60)).await.unwrap();
     let errs = env.client.job_errors(&id).await.unwrap();
     assert_eq!(errs.len(), 1, "{errs:?}");
-    let core = errs[0]["core"].as_str().expect("a core in the error");
+    let core = errs[0]["core"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no core in {errs:?}"));
     assert!(
         core.starts_with(&format!(
             "/{}/jobs/{id}/stor/cores/0/",

@@ -249,7 +249,7 @@ async fn output(ctl: &Arc<Ctl>, path: &str, r_idx: Option<u32>, body: Body) -> R
     });
     let stored = ctl
         .agent
-        .store_output(&ctl.job, &p.to_string(), stream, None, cond)
+        .store_output(&ctl.job, &p.to_string(), stream, None, async { Ok(cond) })
         .await;
     let fed = feed.await;
     match (stored, fed) {

@@ -173,8 +173,8 @@ pub(crate) struct Agent {
 
 /// What `jobs_agent_task_step_seconds` measures.
 const STEP_HELP: &str = "Time a task spends in each step: waiting to be claimed (wait), \
-    preparing its container (prepare), running it (run), storing outputs (conclude), \
-    committing its result (commit).";
+    preparing its container (prepare), running it (run; of which the user's command itself is \
+    command), storing outputs (conclude), committing its result (commit).";
 
 /// When a node's heartbeat was read, its percent used and its MB free.
 type NodeRoom = (std::time::Instant, Option<u64>, Option<u64>);
@@ -767,21 +767,23 @@ impl Agent {
     }
 
     /// Stores `body` as the object `path` on this node (one copy) and commits its record under
-    /// `cond` ([`Agent::output_condition`]). A new entry is refused in a directory at the
+    /// `cond` ([`Agent::output_condition`], which may be read while the bytes are written;
+    /// when it fails, the bytes are removed again). A new entry is refused in a directory at the
     /// region's entry limit. When this node is fuller than placement allows (or has less room
     /// than the output's known length), the output goes through the front door instead, to
     /// whichever nodes it places it on.
-    pub(crate) async fn store_output<S, E>(
+    pub(crate) async fn store_output<S, E, C>(
         &self,
         job: &TaskJob,
         path: &str,
         body: S,
         len: Option<u64>,
-        cond: PutOptions,
+        cond: C,
     ) -> Result<()>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + Sync + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+        C: std::future::Future<Output = Result<PutOptions>>,
     {
         let p = MantaPath::parse(path)?;
         let parent = p.parent().ok_or_else(|| anyhow!("{path} has no parent"))?;
@@ -816,6 +818,7 @@ impl Agent {
             if let Some(n) = len {
                 req = req.header("content-length", n);
             }
+            cond.await?;
             job.fd
                 .send(req.body(body))
                 .await
@@ -824,11 +827,23 @@ impl Agent {
         }
         let owner = uuid::Uuid::parse_str(&job.job.owner)?;
         let id = ObjectId::random();
-        let d = self
-            .storage
-            .put(&ObjectKey { owner, id }, PutRequest::stream(body, len))
-            .await
-            .context("write the output to this storage node")?;
+        let object = ObjectKey { owner, id };
+        // The condition is read while the bytes go to the node; bytes whose record may not be
+        // written are removed again.
+        let (d, cond) = tokio::join!(
+            self.storage.put(&object, PutRequest::stream(body, len)),
+            cond
+        );
+        let d = d.context("write the output to this storage node")?;
+        let cond = match cond {
+            Ok(c) => c,
+            Err(e) => {
+                if let Err(gone) = self.storage.delete(&object).await {
+                    warn!(error = %gone, "removing the bytes of an output refused failed");
+                }
+                return Err(e);
+            }
+        };
         let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.md5);
         let sha: String = d.sha256.iter().map(|b| format!("{b:02x}")).collect();
         let rec = MetadataRecord {
@@ -932,10 +947,12 @@ impl Agent {
     }
 
     async fn store_file(&self, job: &TaskJob, path: &str, file: &Path) -> Result<()> {
-        let cond = self
-            .output_condition(job, &MantaPath::parse(path)?)
-            .await
-            .map_err(|e| anyhow!("{}", e.message))?;
+        let p = MantaPath::parse(path)?;
+        let cond = async {
+            self.output_condition(job, &p)
+                .await
+                .map_err(|e| anyhow!("{}", e.message))
+        };
         let f = tokio::fs::File::open(file).await?;
         let len = f.metadata().await?.len();
         self.store_output(
@@ -1284,7 +1301,15 @@ impl Agent {
         });
         let end = tokio::select! {
             r = warm.report() => match r.map_err(Infra)? {
-                warm::Ran::Reported(s) => End::Reported(s),
+                warm::Ran::Reported(s) => {
+                    self.metrics.observe(
+                        "jobs_agent_task_step_seconds",
+                        STEP_HELP,
+                        &[("step", "command")],
+                        Duration::from_micros(s.micros).as_secs_f64(),
+                    );
+                    End::Reported(s)
+                }
                 warm::Ran::Died(st) => End::Died(st),
             },
             () = tokio::time::sleep(self.cfg.task_timeout) => End::TimedOut,
@@ -1759,6 +1784,7 @@ mod tests {
             signal,
             oom_kills: 0,
             core: None,
+            micros: 0,
         }
     }
 
