@@ -165,6 +165,8 @@ pub(crate) struct Agent {
     running: Mutex<HashMap<String, (CancellationToken, bool)>>,
     /// Containers waiting for their job and phase's next task.
     idle: Mutex<Vec<warm::Warm>>,
+    /// Containers being ended in the background (shutdown waits for them).
+    ending: tokio_util::task::TaskTracker,
     /// Job records by id (what a task needs of a job never changes after creation).
     jobs: Mutex<HashMap<String, Job>>,
     /// This node's fullness as its heartbeat last said (when read, percent used, MB free).
@@ -370,6 +372,7 @@ impl Agent {
             metrics,
             running: Mutex::new(HashMap::new()),
             idle: Mutex::new(Vec::new()),
+            ending: tokio_util::task::TaskTracker::new(),
             jobs: Mutex::new(HashMap::new()),
             node_room: Mutex::new(None),
             cfg,
@@ -450,10 +453,9 @@ impl Agent {
             t.0.cancel();
         }
         while tasks.join_next().await.is_some() {}
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        for w in idle {
-            w.end(&self.cfg).await;
-        }
+        self.end_idle(|_| true);
+        self.ending.close();
+        self.ending.wait().await;
         beats.abort();
         Ok(())
     }
@@ -470,7 +472,7 @@ impl Agent {
         };
         for w in ended {
             let me = self.clone();
-            tokio::spawn(async move { w.end(&me.cfg).await });
+            self.ending.spawn(async move { w.end(&me.cfg).await });
         }
     }
 
@@ -509,6 +511,10 @@ impl Agent {
                 .await?;
             offset += page.len() as u64;
             let last = (page.len() as u64) < want;
+            // Earlier phases first: a reducer waits for the phases before it, so those must
+            // never be the ones left without a slot.
+            let mut page = page;
+            page.sort_by_key(|t| t.value.phase);
             for t in page {
                 let room = if t.value.input.is_none() {
                     &mut reducers
@@ -1233,7 +1239,7 @@ impl Agent {
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w);
         } else {
             let me = self.clone();
-            tokio::spawn(async move { w.end(&me.cfg).await });
+            self.ending.spawn(async move { w.end(&me.cfg).await });
         }
     }
 
