@@ -72,6 +72,8 @@ pub struct AgentConfig {
     pub max_task_output: u64,
     /// Wall-clock limit per task.
     pub task_timeout: Duration,
+    /// How long a container waits for the next task of its job and phase before it is ended.
+    pub container_idle: Duration,
     /// A node fuller than this percentage stores no output itself: outputs then go through
     /// the front door (as its placement does for uploads).
     pub max_utilization_pct: u32,
@@ -111,6 +113,7 @@ impl AgentConfig {
             pids_limit: 512,
             max_task_output: u64::MAX,
             task_timeout: Duration::from_secs(3600),
+            container_idle: warm::IDLE,
             max_utilization_pct: 90,
             max_dirents: manta_types::MAX_DIRENTS,
             poll: Duration::from_millis(100),
@@ -430,7 +433,7 @@ impl Agent {
             if let Err(e) = self.claim(&mut tasks, &shutdown).await {
                 warn!(error = %format!("{e:#}"), "looking for tasks failed");
             }
-            self.end_idle(|w| w.idle_since.elapsed() > warm::IDLE);
+            self.end_idle(|w| w.idle_since.elapsed() > self.cfg.container_idle);
             if last_cancel_check.elapsed() > Duration::from_millis(500) {
                 last_cancel_check = tokio::time::Instant::now();
                 if let Err(e) = self.check_cancelled().await {

@@ -10,9 +10,9 @@
 //!
 //! A container is kept only after a task that succeeded: a failure of any kind (a non-zero
 //! exit, a signal, the memory limit, the time limit, a cancellation) ends it, and the next task
-//! gets a fresh one. Idle containers are ended after [`IDLE`], and whenever a container of
-//! another job or phase needs their room (busy and idle together stay within the agent's
-//! slots).
+//! gets a fresh one. Idle containers are ended after a while ([`IDLE`] by default), and
+//! whenever a container of another job or phase needs their room (busy and idle together stay
+//! within the agent's slots).
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd as _, OwnedFd};
@@ -29,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use super::{AgentConfig, container, ctl, runc};
 use crate::tools::{LACKEY_SOCKET, LackeyStatus, TaskOrder};
 
-/// How long a container waits for its job and phase's next task before it is ended.
+/// How long a container waits for its job and phase's next task before it is ended, unless the
+/// agent is told otherwise (`--container-idle`).
 pub const IDLE: Duration = Duration::from_secs(5);
 
 /// How long a new container may take to start lackey.

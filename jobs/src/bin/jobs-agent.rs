@@ -62,6 +62,9 @@ struct Args {
     /// Wall-clock limit per task.
     #[arg(long, env = "MANTA_TASK_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
     task_timeout: Duration,
+    /// How long a container waits for the next task of its job and phase before it is ended.
+    #[arg(long, env = "MANTA_CONTAINER_IDLE", default_value = "5s", value_parser = humantime::parse_duration)]
+    container_idle: Duration,
     /// A node fuller than this percentage stores no task output itself: outputs go through
     /// the front door instead (the front doors place uploads by the same 90% default).
     #[arg(long, env = "MANTA_MAX_UTILIZATION_PCT", default_value_t = 90)]
@@ -107,6 +110,7 @@ async fn main() -> Result<()> {
         cfg.max_task_output = n;
     }
     cfg.task_timeout = a.task_timeout;
+    cfg.container_idle = a.container_idle;
     cfg.max_utilization_pct = a.max_utilization_pct;
     cfg.max_dirents = a.max_dirents;
     cfg.poll = a.poll;
