@@ -51,6 +51,10 @@ pub struct Presigned {
     pub params: Vec<(String, String)>,
 }
 
+/// Most query parameters a presigned URL may carry (it needs six at most; the rest are the
+/// caller's own). Past this the URL is refused before anything is sorted or signed.
+pub const MAX_PARAMS: usize = 64;
+
 /// Why a presigned query is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -64,6 +68,12 @@ impl Presigned {
         let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let signature = get("signature")?;
         Some((|| {
+            if params.len() > MAX_PARAMS {
+                return Err(PresignError(format!(
+                    "a presigned URL may carry at most {MAX_PARAMS} query parameters, not {}",
+                    params.len()
+                )));
+            }
             let algorithm =
                 get("algorithm").ok_or_else(|| PresignError("algorithm is missing".into()))?;
             let key_id = get("keyId").ok_or_else(|| PresignError("keyId is missing".into()))?;
@@ -239,6 +249,22 @@ mod tests {
             Presigned::from_query("signature=x&algorithm=a&keyId=k&expires=soon")
                 .unwrap()
                 .is_err()
+        );
+        // Too many parameters: refused with the reason, whatever else is right.
+        let many: String = (0..=MAX_PARAMS).map(|i| format!("p{i}=v&")).collect();
+        let e = Presigned::from_query(&format!(
+            "{many}signature=x&algorithm=RSA-SHA256&keyId=k&expires=1"
+        ))
+        .unwrap()
+        .unwrap_err();
+        assert!(e.0.contains("at most 64"), "{e}");
+        let few: String = (0..MAX_PARAMS - 4).map(|i| format!("p{i}=v&")).collect();
+        assert!(
+            Presigned::from_query(&format!(
+                "{few}signature=x&algorithm=RSA-SHA256&keyId=k&expires=1"
+            ))
+            .unwrap()
+            .is_ok()
         );
     }
 
