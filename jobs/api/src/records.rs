@@ -351,6 +351,8 @@ pub struct Stored<T> {
     pub value: T,
     /// Moray etag (for conditional updates).
     pub etag: String,
+    /// Moray's serial id of the write that made this version: later writes have larger ids.
+    pub id: i64,
 }
 
 /// A failure of the job store.
@@ -466,6 +468,7 @@ impl JobStore {
                 })?,
                 key: r.key,
                 etag: r.etag,
+                id: r.id,
             })),
             Err(moray::Error::ObjectNotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -515,6 +518,7 @@ impl JobStore {
                     })?,
                     key: r.key,
                     etag: r.etag,
+                    id: r.id,
                 })
             })
             .collect()

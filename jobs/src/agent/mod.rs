@@ -547,6 +547,7 @@ impl Agent {
                     key: t.key,
                     value: task,
                     etag: t.etag,
+                    id: t.id,
                 }
             })
             .collect();
@@ -1600,13 +1601,21 @@ async fn feed_reducer(
 ) -> Result<()> {
     use futures_util::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
-    let filter = format!(
-        "(&(jobId={})(toPhase={})(rIdx={})(state={}))",
-        esc(&task.job_id),
-        task.phase,
-        task.r_idx.unwrap_or(0),
-        item_state::DONE
-    );
+    let filter = |after: i64| {
+        format!(
+            "(&(jobId={})(toPhase={})(rIdx={})(state={})(_id>={}))",
+            esc(&task.job_id),
+            task.phase,
+            task.r_idx.unwrap_or(0),
+            item_state::DONE,
+            after + 1
+        )
+    };
+    // An input is routed to its reducer by a write, and every write takes a larger id than
+    // the last: each poll reads only what was routed since the one before. (Ids are taken
+    // before commit, so one write may show up after a later one: the last pass, once the input
+    // is complete, reads them all again and feeds what was missed.)
+    let mut after = 0;
     let mut fed = HashSet::new();
     let mut wait = FEED_POLL;
     loop {
@@ -1616,9 +1625,11 @@ async fn feed_reducer(
             Some(j) => j.value.phases_input_done > task.phase || j.value.cancelled,
             None => true,
         };
-        let items = store.find_all::<Item>(ITEMS, &filter).await?;
+        let since = if complete { 0 } else { after };
+        let items = store.find_all::<Item>(ITEMS, &filter(since)).await?;
         let mut any = false;
         for it in items {
+            after = after.max(it.id);
             if !fed.insert(it.key) {
                 continue;
             }
