@@ -1301,29 +1301,49 @@ impl Agent {
         warm.send(&order, [stdin, stdout.into(), stderr.into()])
             .await
             .map_err(Infra)?;
+        // A reducer's time limit counts from the end of its input: until then it waits on the
+        // phases before it, not on itself.
+        let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel();
+        let waiting = feed.is_some();
         let feeder = feed.map(|w| {
             tokio::spawn(feed_reducer(
                 self.store.clone(),
                 tj.fd.clone(),
                 task.clone(),
                 w,
+                ended_tx,
             ))
         });
-        let end = tokio::select! {
-            r = warm.report() => match r.map_err(Infra)? {
-                warm::Ran::Reported(s) => {
-                    self.metrics.observe(
-                        "jobs_agent_task_step_seconds",
-                        STEP_HELP,
-                        &[("step", "command")],
-                        Duration::from_micros(s.micros).as_secs_f64(),
-                    );
-                    End::Reported(s)
+        let limit = tokio::time::sleep(self.cfg.task_timeout);
+        tokio::pin!(limit);
+        let report = warm.report();
+        tokio::pin!(report);
+        let mut input_open = waiting;
+        let end = loop {
+            tokio::select! {
+                r = &mut report => break match r.map_err(Infra)? {
+                    warm::Ran::Reported(s) => {
+                        self.metrics.observe(
+                            "jobs_agent_task_step_seconds",
+                            STEP_HELP,
+                            &[("step", "command")],
+                            Duration::from_micros(s.micros).as_secs_f64(),
+                        );
+                        End::Reported(s)
+                    }
+                    warm::Ran::Died(st) => End::Died(st),
+                },
+                r = &mut ended_rx, if input_open => {
+                    input_open = false;
+                    if r.is_ok() {
+                        limit
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + self.cfg.task_timeout);
+                    }
                 }
-                warm::Ran::Died(st) => End::Died(st),
-            },
-            () = tokio::time::sleep(self.cfg.task_timeout) => End::TimedOut,
-            () = cancel.cancelled() => End::Cancelled,
+                () = &mut limit => break End::TimedOut,
+                () = cancel.cancelled() => break End::Cancelled,
+            }
         };
         self.metrics.observe(
             "jobs_agent_task_seconds",
@@ -1591,13 +1611,14 @@ fn readable_by_tasks(file: &Path, gid: u32) -> std::io::Result<()> {
 
 /// Streams the reducer's inputs into its stdin as they are routed to it, in the order they were
 /// written, while its phase runs: it ends the reducer's input once the supervisor counts the
-/// phase's input complete (`phases_input_done`). Polls at most every [`FEED_POLL`], less often
+/// phase's input complete (`phases_input_done`), and says so on `ended`. Polls at most every [`FEED_POLL`], less often
 /// while nothing comes.
 async fn feed_reducer(
     store: JobStore,
     fd: FdClient,
     task: Task,
     mut w: tokio::net::unix::pipe::Sender,
+    ended: tokio::sync::oneshot::Sender<()>,
 ) -> Result<()> {
     use futures_util::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
@@ -1645,6 +1666,7 @@ async fn feed_reducer(
         }
         if complete {
             w.shutdown().await.ok();
+            let _ = ended.send(());
             return Ok(());
         }
         wait = if any {
