@@ -1721,9 +1721,10 @@ fn task_env(
 /// Where a task's shell looks for commands: the tools first.
 const TASK_PATH: &str = "/opt/manta/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
 
-/// A new container's id.
+/// A new container's id: 64 random bits, short enough that its sockets' paths fit under a
+/// deep work directory.
 fn container_id() -> String {
-    format!("mj-{}", uuid::Uuid::new_v4())
+    format!("mj-{:016x}", uuid::Uuid::new_v4().as_u64_pair().0)
 }
 
 /// What a finished task means: `None` when it succeeded, else the job error code and message
