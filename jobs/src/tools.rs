@@ -767,9 +767,12 @@ fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<La
     })
 }
 
+/// A core file as found: its path, inode and modification time.
+type CoreFile = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
+
 /// The core files in `/tmp` (the kernel names one `core` or `core.<pid>`, in the crashing
-/// process's directory): each one's path, inode and modification time.
-fn core_files() -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+/// process's directory).
+fn core_files() -> Vec<CoreFile> {
     use std::os::unix::fs::MetadataExt as _;
     let Ok(entries) = std::fs::read_dir("/tmp") else {
         return Vec::new();
@@ -794,11 +797,7 @@ fn core_files() -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>
 /// Saves at `to` a core file the failed task left in `/tmp` (one not among `before`, or
 /// rewritten since: file times are too coarse to compare with the clock), at most the size the
 /// container's core limit allows, and removes it. The path, when one was saved.
-fn save_core(
-    before: &[(std::path::PathBuf, u64, Option<std::time::SystemTime>)],
-    to: &str,
-    said: &mut dyn Write,
-) -> Option<String> {
+fn save_core(before: &[CoreFile], to: &str, said: &mut dyn Write) -> Option<String> {
     let (found, _, _) = core_files().into_iter().find(|c| !before.contains(c))?;
     let saved = (|| {
         if let Some((dir, _)) = to.rsplit_once('/') {
@@ -829,9 +828,7 @@ fn lackey() -> io::Result<i32> {
     // the memory limit it picks the largest, which is a task's, not lackey, so lackey lives to
     // report what happened. (Set here, once, it is inherited: a task need not set it itself.)
     std::fs::write("/proc/self/oom_score_adj", "1000")?;
-    let mut chan = UnixStream::connect(
-        std::env::var("MANTA_LACKEY_SOCKET").unwrap_or_else(|_| LACKEY_SOCKET.into()),
-    )?;
+    let mut chan = UnixStream::connect(LACKEY_SOCKET)?;
     while let Some((order, fds)) = next_order(&mut chan)? {
         let status = run_order(&order, fds)?;
         tidy();

@@ -314,14 +314,19 @@ async fn main() -> Result<()> {
             .await?
             .text()
             .await?;
+        // A sample line is `name{label="value"} number`: its one label's value and its number.
+        let sample = |rest: &str| {
+            let label = rest.split('"').nth(1).unwrap_or_default().to_owned();
+            let v: f64 = rest
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            (label, v)
+        };
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("jobs_agent_containers_total{") {
-                let how = rest.split('"').nth(1).unwrap_or_default().to_owned();
-                let v: f64 = rest
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
+                let (how, v) = sample(rest);
                 *containers.entry(how).or_default() += v;
                 continue;
             }
@@ -329,12 +334,7 @@ async fn main() -> Result<()> {
                 continue;
             };
             let (kind, rest) = rest.split_once('{').unwrap_or_default();
-            let step = rest.split('"').nth(1).unwrap_or_default().to_owned();
-            let v: f64 = rest
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0.0);
+            let (step, v) = sample(rest);
             let e = steps.entry(step).or_default();
             match kind {
                 "sum" => e.0 += v,

@@ -43,3 +43,47 @@ pub use record::{DirectoryInfo, EntryKind, MetadataRecord, ObjectInfo, RecordErr
 /// Most entries in one directory unless the region says otherwise (as the original:
 /// 1,000,000; one more answers `DirectoryLimitExceeded`, 409).
 pub const MAX_DIRENTS: u64 = 1_000_000;
+
+/// Most entries one page of a listing (a directory's, the jobs') may ask for.
+pub const MAX_LIST_LIMIT: u64 = 1024;
+
+/// A listing's `limit` query parameter: `default` when absent, else 1 to [`MAX_LIST_LIMIT`].
+///
+/// # Errors
+/// `InvalidArgument`, in the original's words, for anything else.
+pub fn list_limit(param: Option<&str>, default: u64) -> Result<u64, MantaError> {
+    // (`limit=` with no value is refused too: it is not a number.)
+    match param {
+        None => Ok(default),
+        Some(l) => l
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
+            .ok_or_else(|| {
+                MantaError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("limit={l} is invalid: must be between [1, {MAX_LIST_LIMIT}]"),
+                )
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_limits_are_one_to_the_most_a_page_holds() {
+        assert_eq!(list_limit(None, 256).unwrap(), 256);
+        assert_eq!(list_limit(Some("1"), 256).unwrap(), 1);
+        assert_eq!(list_limit(Some("1024"), 256).unwrap(), 1024);
+        for bad in ["0", "1025", "-1", "", "ten"] {
+            let e = list_limit(Some(bad), 256).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument, "{bad}");
+            assert!(
+                e.message.contains(&format!("limit={bad} is invalid")),
+                "{e:?}"
+            );
+        }
+    }
+}

@@ -45,7 +45,7 @@ pub struct JobsApi {
 }
 
 /// Most jobs one listing answers (a page; `marker` gets the next).
-pub const MAX_LIST: u64 = 1024;
+pub const MAX_LIST: u64 = manta_types::MAX_LIST_LIMIT;
 
 /// Jobs one account may have running at once, unless its own limits say otherwise.
 pub const DEFAULT_MAX_JOBS: u32 = 64;
@@ -151,16 +151,18 @@ impl JobsApi {
         self
     }
 
-    /// Up to `limit` job records matching `filter`, in `sort` order.
+    /// Up to `limit` job records matching `filter`, in `sort` order, skipping the first
+    /// `offset`.
     async fn find_jobs(
         &self,
         filter: &str,
+        offset: u64,
         limit: u64,
         sort: Vec<Sort>,
     ) -> Result<Vec<moray::types::ObjectRecord>, MantaError> {
         let opts = moray::types::FindOptions {
             limit: Some(limit),
-            offset: None,
+            offset: (offset > 0).then_some(offset),
             sort,
             no_count: true,
         };
@@ -208,7 +210,7 @@ impl JobsApi {
             job_state::RUNNING
         );
         let running = self
-            .find_jobs(&filter, u64::from(most.max(1)), Vec::new())
+            .find_jobs(&filter, 0, u64::from(most.max(1)), Vec::new())
             .await?;
         if running.len() >= most as usize {
             return Err(err(
@@ -365,25 +367,19 @@ impl JobsApi {
         let mut lines = Vec::new();
         let mut offset = 0;
         while (lines.len() as u64) < limit {
-            let opts = moray::types::FindOptions {
-                limit: Some(MAX_LIST),
-                offset: (offset > 0).then_some(offset),
-                sort: vec![Sort::asc("_key")],
-                no_count: true,
-            };
             let recs = self
-                .store
-                .moray()
-                .find_objects(JOBS, &filter, opts)
-                .await
-                .map_err(internal)?;
+                .find_jobs(&filter, offset, MAX_LIST, vec![Sort::asc("_key")])
+                .await?;
             offset += recs.len() as u64;
             let last = (recs.len() as u64) < MAX_LIST;
             for r in recs {
+                if lines.len() as u64 >= limit {
+                    break;
+                }
                 let Ok(j) = serde_json::from_value::<Job>(r.value) else {
                     continue;
                 };
-                if name_filter.is_some_and(|n| n != j.name) || lines.len() as u64 >= limit {
+                if name_filter.is_some_and(|n| n != j.name) {
                     continue;
                 }
                 let mtime = manta_types::time::iso8601_ms(u64::try_from(r.mtime).unwrap_or(0));
@@ -571,19 +567,7 @@ pub async fn handle(api: &JobsApi, req: JobsRequest) -> Result<Response<Body>, M
         ("GET", []) => {
             let state = req.param("state").map(str::to_owned);
             let name = req.param("name").map(str::to_owned);
-            let limit = match req.param("limit") {
-                None | Some("") => MAX_LIST,
-                Some(l) => l
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIST).contains(n))
-                    .ok_or_else(|| {
-                        err(
-                            ErrorCode::InvalidArgument,
-                            format!("limit={l} is invalid: must be between [1, {MAX_LIST}]"),
-                        )
-                    })?,
-            };
+            let limit = manta_types::list_limit(req.param("limit"), MAX_LIST)?;
             let marker = req.param("marker").map(str::to_owned);
             api.list(&req.owner, state, name, limit, marker).await
         }

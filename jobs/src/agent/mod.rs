@@ -474,9 +474,14 @@ impl Agent {
             gone
         };
         for w in ended {
-            let me = self.clone();
-            self.ending.spawn(async move { w.end(&me.cfg).await });
+            self.end_container(w);
         }
+    }
+
+    /// Ends container `w` in the background (shutdown waits for it).
+    fn end_container(self: &Arc<Self>, w: warm::Warm) {
+        let me = self.clone();
+        self.ending.spawn(async move { w.end(&me.cfg).await });
     }
 
     /// Claims what this node has room for among the tasks dispatched to it: map tasks up to
@@ -1214,11 +1219,7 @@ impl Agent {
         let spec = container::Spec {
             root: self.cfg.work_dir.join("rootfs"),
             args: vec!["/opt/manta/bin/jobs-tool".into(), "lackey".into()],
-            env: vec![
-                format!("PATH={TASK_PATH}"),
-                "LANG=C".into(),
-                format!("MANTA_LACKEY_SOCKET={}", crate::tools::LACKEY_SOCKET),
-            ],
+            env: vec![format!("PATH={TASK_PATH}"), "LANG=C".into()],
             binds,
             memory: phase.memory * 1024 * 1024,
             disk: phase.disk * 1024 * 1024 * 1024,
@@ -1242,8 +1243,7 @@ impl Agent {
             w.idle_since = Instant::now();
             self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(w);
         } else {
-            let me = self.clone();
-            self.ending.spawn(async move { w.end(&me.cfg).await });
+            self.end_container(w);
         }
     }
 
@@ -1266,21 +1266,22 @@ impl Agent {
         // The task's stdin: its input object, a pipe its inputs are fed into (a reducer), or
         // nothing. Its stdout and stderr go straight to files here; the container's file size
         // limit holds for them, as for any file the task writes.
-        let (stdin, feed): (OwnedFd, _) = match input_file {
-            Some(f) => (std::fs::File::open(f).map_err(Infra::from)?.into(), None),
+        let open = |f: PathBuf| async move {
+            Ok::<OwnedFd, Infra>(tokio::fs::File::open(f).await?.into_std().await.into())
+        };
+        let create = |f: PathBuf| async move {
+            Ok::<OwnedFd, Infra>(tokio::fs::File::create(f).await?.into_std().await.into())
+        };
+        let (stdin, feed) = match input_file {
+            Some(f) => (open(f.to_owned()).await?, None),
             None if phase.kind == PhaseType::Reduce => {
                 let (tx, rx) = tokio::net::unix::pipe::pipe().map_err(Infra::from)?;
                 (rx.into_blocking_fd().map_err(Infra::from)?, Some(tx))
             }
-            None => (
-                std::fs::File::open("/dev/null")
-                    .map_err(Infra::from)?
-                    .into(),
-                None,
-            ),
+            None => (open("/dev/null".into()).await?, None),
         };
-        let stdout = std::fs::File::create(dir.join("stdout")).map_err(Infra::from)?;
-        let stderr = std::fs::File::create(dir.join("stderr")).map_err(Infra::from)?;
+        let stdout = create(dir.join("stdout")).await?;
+        let stderr = create(dir.join("stderr")).await?;
         let order = TaskOrder {
             env: task_env(&tj.job, phase, task, &tj.base, tj.next_reducers),
             init: if warm.ran == 0 {
@@ -1298,13 +1299,13 @@ impl Agent {
         };
         warm.ctl.start(ctl_state);
         let started = std::time::Instant::now();
-        warm.send(&order, [stdin, stdout.into(), stderr.into()])
+        warm.send(&order, [stdin, stdout, stderr])
             .await
             .map_err(Infra)?;
         // A reducer's time limit counts from the end of its input: until then it waits on the
         // phases before it, not on itself.
         let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel();
-        let waiting = feed.is_some();
+        let mut input_open = feed.is_some();
         let feeder = feed.map(|w| {
             tokio::spawn(feed_reducer(
                 self.store.clone(),
@@ -1318,7 +1319,6 @@ impl Agent {
         tokio::pin!(limit);
         let report = warm.report();
         tokio::pin!(report);
-        let mut input_open = waiting;
         let end = loop {
             tokio::select! {
                 r = &mut report => break match r.map_err(Infra)? {
@@ -1611,8 +1611,8 @@ fn readable_by_tasks(file: &Path, gid: u32) -> std::io::Result<()> {
 
 /// Streams the reducer's inputs into its stdin as they are routed to it, in the order they were
 /// written, while its phase runs: it ends the reducer's input once the supervisor counts the
-/// phase's input complete (`phases_input_done`), and says so on `ended`. Polls at most every [`FEED_POLL`], less often
-/// while nothing comes.
+/// phase's input complete (`phases_input_done`), and says so on `ended`. Polls at most every
+/// [`FEED_POLL`], less often while nothing comes.
 async fn feed_reducer(
     store: JobStore,
     fd: FdClient,

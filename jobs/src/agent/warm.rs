@@ -150,9 +150,7 @@ impl Warm {
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
-                let _ = runc(cfg, &["kill", &id, "KILL"]).await;
-                let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-                let _ = runc(cfg, &["delete", "-f", &id]).await;
+                stop_runtime(cfg, &id, &mut child, Duration::ZERO).await;
                 let _ = log.await;
                 let said = tokio::fs::read_to_string(dir.join("runtime.log"))
                     .await
@@ -242,24 +240,35 @@ impl Warm {
     pub async fn end(mut self, cfg: &AgentConfig) {
         // Closing the channel ends an idle lackey by itself; the runtime's kill ends the rest.
         drop(self.writer);
-        let done = tokio::time::timeout(Duration::from_millis(200), self.child.wait()).await;
-        if !matches!(done, Ok(Ok(_))) {
-            let _ = runc(cfg, &["kill", &self.id, "KILL"]).await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-        }
-        // `runc run` removes a container whose process ended; one it could not (it was killed
-        // itself) still has its state directory.
-        if tokio::fs::metadata(cfg.work_dir.join("runc").join(&self.id))
-            .await
-            .is_ok()
-        {
-            let _ = runc(cfg, &["delete", "-f", &self.id]).await;
-        }
+        stop_runtime(cfg, &self.id, &mut self.child, Duration::from_millis(200)).await;
         self.stop_ctl.cancel();
         let _ = self.server.await;
         let _ = self.log.await;
         let d = self.dir.clone();
         let _ = manta_util::blocking(move || std::fs::remove_dir_all(&d)).await;
+    }
+}
+
+/// Ends container `id` whose runtime process is `child`: lets it end by itself within `grace`,
+/// else kills it, then deletes what the runtime left of it.
+async fn stop_runtime(
+    cfg: &AgentConfig,
+    id: &str,
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) {
+    let done = tokio::time::timeout(grace, child.wait()).await;
+    if !matches!(done, Ok(Ok(_))) {
+        let _ = runc(cfg, &["kill", id, "KILL"]).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    }
+    // `runc run` removes a container whose process ended; one it could not (it was killed
+    // itself) still has its state directory.
+    if tokio::fs::metadata(cfg.work_dir.join("runc").join(id))
+        .await
+        .is_ok()
+    {
+        let _ = runc(cfg, &["delete", "-f", id]).await;
     }
 }
 

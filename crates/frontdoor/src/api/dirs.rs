@@ -100,18 +100,7 @@ pub async fn get_directory(ctx: &Ctx, entry: Option<Entry>) -> ApiResult<Respons
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         return Ok(r);
     }
-    let limit = match ctx.param("limit") {
-        None => 256,
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if (1..=1024).contains(&n) => n as u64,
-            _ => {
-                return Err(err(
-                    ErrorCode::InvalidArgument,
-                    format!("limit={l} is invalid: must be between [1, 1024]"),
-                ));
-            }
-        },
-    };
+    let limit = manta_types::list_limit(ctx.param("limit"), 256)?;
     let dirkey = ctx.key();
     let count = entry_count(&ctx.fd, &dirkey).await?;
     if ctx.method == http::Method::HEAD {
