@@ -1180,8 +1180,13 @@ impl Agent {
             idle.iter().map(|w| w.idle_since).collect()
         };
         oldest.sort();
-        let over = (oldest.len() + busy).saturating_sub(self.cfg.slots);
-        if let Some(&last) = oldest.get(over.wrapping_sub(1)).filter(|_| over > 0) {
+        // (Busy may exceed the slots, reducers having slots of their own: then every idle one
+        // goes.)
+        let over = (oldest.len() + busy)
+            .saturating_sub(self.cfg.slots)
+            .min(oldest.len());
+        if over > 0 {
+            let last = oldest[over - 1];
             self.end_idle(|w| w.idle_since <= last);
         }
 
