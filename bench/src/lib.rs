@@ -242,6 +242,73 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     Some(values[values.len() / 2])
 }
 
+/// CPU time (user and system, clock ticks) used so far by every live process, summed by
+/// command name, counting the reaped children of each (so a supervisor that waits for
+/// short-lived helpers, like an agent for its runtime, carries their time), and the whole
+/// machine's busy ticks from `/proc/stat`. Two snapshots around a run say which service spent
+/// the machine's CPU on it; see [`cpu_delta`].
+pub fn cpu_snapshot() -> (std::collections::BTreeMap<String, u64>, u64) {
+    let mut by = std::collections::BTreeMap::<String, u64>::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`: the command may hold spaces, so split at the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = stat[open + 1..close].to_owned();
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            // After the command: state is field 0, utime 11, stime 12, cutime 13, cstime 14.
+            let ticks: u64 = (11..=14)
+                .filter_map(|i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+                .sum();
+            *by.entry(comm).or_default() += ticks;
+        }
+    }
+    let busy = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.to_owned();
+            let v: Vec<u64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+            Some(
+                v.iter().sum::<u64>()
+                    - v.get(3).copied().unwrap_or(0)
+                    - v.get(4).copied().unwrap_or(0),
+            )
+        })
+        .unwrap_or(0);
+    (by, busy)
+}
+
+/// Seconds of CPU per command between two [`cpu_snapshot`]s, largest first (commands under
+/// 1% of the total left out), and the machine's busy seconds. Clock ticks are taken as 100 a
+/// second, Linux's `USER_HZ` everywhere it runs.
+pub fn cpu_delta(
+    before: &(std::collections::BTreeMap<String, u64>, u64),
+    after: &(std::collections::BTreeMap<String, u64>, u64),
+) -> (Vec<(String, f64)>, f64) {
+    const HZ: f64 = 100.0;
+    let mut v: Vec<(String, f64)> = after
+        .0
+        .iter()
+        .map(|(k, a)| {
+            let b = before.0.get(k).copied().unwrap_or(0);
+            (k.clone(), a.saturating_sub(b) as f64 / HZ)
+        })
+        .collect();
+    let total: f64 = v.iter().map(|x| x.1).sum();
+    v.retain(|x| x.1 > total * 0.01);
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    (v, after.1.saturating_sub(before.1) as f64 / HZ)
+}
+
 /// Fills `buf` with pseudo-random, incompressible bytes from the xorshift state `x` (which
 /// moves on, so successive calls continue the sequence; a zero state is replaced by one).
 pub fn fill_noise(buf: &mut [u8], x: &mut u64) {

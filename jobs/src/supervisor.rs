@@ -120,6 +120,8 @@ struct Sup {
     accounts: crate::gateway::MorayAccountStore,
     /// When each job's stats were last recounted (counting is the costliest query).
     counted: std::sync::Mutex<HashMap<String, tokio::time::Instant>>,
+    /// When each job's open tasks were last all read, and the live agents' generations then.
+    scanned: std::sync::Mutex<HashMap<String, (tokio::time::Instant, String)>>,
 }
 
 /// Runs the supervisor until `shutdown`: serves `/ping` and `/metrics`, campaigns for
@@ -163,6 +165,7 @@ pub async fn run(cfg: SupervisorConfig, shutdown: CancellationToken) -> Result<(
         metrics,
         accounts,
         counted: std::sync::Mutex::new(HashMap::new()),
+        scanned: std::sync::Mutex::new(HashMap::new()),
     });
     while !shutdown.is_cancelled() {
         if let Err(e) = sup.clone().lead(&shutdown).await {
@@ -642,17 +645,44 @@ impl Sup {
         jf: &str,
         agents: &HashMap<String, AgentBeat>,
     ) -> Result<()> {
-        let open = self
-            .store
-            .find_all::<Task>(
-                TASKS,
-                &format!(
-                    "(&{jf}(|(state={})(state={})))",
-                    task_state::DISPATCHED,
-                    task_state::RUNNING
-                ),
-            )
-            .await?;
+        // Every open task is read when an agent came, went or restarted since the last such
+        // read, and at least once an agent timeout; between, only those of nodes not heard
+        // from (normally none): a job's open tasks may be thousands, and passes are frequent.
+        let generations = {
+            let mut g: Vec<String> = agents
+                .iter()
+                .map(|(s, b)| format!("{s}={}", b.generation))
+                .collect();
+            g.sort();
+            g.join(",")
+        };
+        let all = {
+            let mut m = self.scanned.lock().unwrap_or_else(|p| p.into_inner());
+            match m.get(&j.job_id) {
+                Some((at, g)) if *g == generations && at.elapsed() < self.cfg.agent_timeout => {
+                    false
+                }
+                _ => {
+                    m.insert(j.job_id.clone(), (tokio::time::Instant::now(), generations));
+                    true
+                }
+            }
+        };
+        let open_states = format!(
+            "(|(state={})(state={}))",
+            task_state::DISPATCHED,
+            task_state::RUNNING
+        );
+        let live: String = agents
+            .keys()
+            .map(|s| format!("(server={})", esc(s)))
+            .collect();
+        let filter = if all || live.is_empty() {
+            format!("(&{jf}{open_states})")
+        } else {
+            format!("(&{jf}{open_states}(!(|{live})))")
+        };
+        let open = self.store.find_all::<Task>(TASKS, &filter).await?;
         let lost_done = self
             .store
             .find_all::<Task>(
@@ -818,6 +848,10 @@ impl Sup {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&j.job_id);
+            self.scanned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&j.job_id);
             info!(job = %j.job_id, "job done");
         }
         if next != *j {
@@ -955,6 +989,15 @@ impl Sup {
 
     async fn archive(&self, job: Stored<Job>) -> Result<()> {
         let mut j = job.value.clone();
+        // A job ended by cancellation never passed through the count that forgets it.
+        self.counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&j.job_id);
+        self.scanned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&j.job_id);
         let fd = FdClient::new(self.http.clone(), &self.cfg.frontdoor_url, &j.token);
         let dir = format!("/{}/jobs/{}", j.login, j.job_id);
         if j.time_archive_started.is_none() {

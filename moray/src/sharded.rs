@@ -202,6 +202,12 @@ impl ShardedClient {
         (c, Some(v))
     }
 
+    /// Whether a record of `bucket` with `key` lives on the system shard (so that one batch
+    /// may write it together with system records).
+    pub fn on_system_shard(&self, bucket: &str, key: &str) -> bool {
+        SYSTEM_BUCKETS.contains(&bucket) || self.routing().ring.locate(hashkey(bucket, key)).0 == 0
+    }
+
     /// Writes a record on its shard.
     ///
     /// # Errors

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use manta_bench::{median, stats};
+use manta_bench::{cpu_delta, cpu_snapshot, median, stats};
 use manta_client::{ClientConfig, MantaClient};
 use testkit::process::{LoggedChild, free_port, guarded_command};
 use testkit::region::{binary, wait_ping, wait_ping_with};
@@ -47,6 +47,36 @@ struct Args {
     /// The OCI runtime the agents use and whose starts are timed (runc's command line).
     #[arg(long, default_value = "runc")]
     runtime: String,
+}
+
+/// Moray's requests so far, by route (its `http_requests_total`, summed over statuses).
+async fn moray_routes(region: &TestRegion) -> Result<std::collections::BTreeMap<String, f64>> {
+    let text = region
+        .internal_http()
+        .get(format!("{}/metrics", region.moray_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut by = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("http_requests_total{") else {
+            continue;
+        };
+        let route = rest
+            .split("route=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_owned();
+        let n: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *by.entry(route).or_default() += n;
+    }
+    Ok(by)
 }
 
 fn body(i: usize, size: usize) -> String {
@@ -251,7 +281,11 @@ async fn main() -> Result<()> {
     // The job: map `wc` over every object.
     let mut runs = Vec::new();
     let mut task_ms = Vec::new();
+    let mut cpu = Vec::new();
+    let mut moray_calls = Default::default();
     for _ in 0..args.job_runs {
+        let calls_before = moray_routes(&region).await?;
+        let before = cpu_snapshot();
         let t = Instant::now();
         let id = client
             .create_job(
@@ -277,6 +311,13 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         runs.push(t.elapsed().as_secs_f64());
+        cpu.push(cpu_delta(&before, &cpu_snapshot()));
+        let mut calls = moray_routes(&region).await?;
+        for (route, n) in &mut calls {
+            *n -= calls_before.get(route).copied().unwrap_or(0.0);
+        }
+        calls.retain(|_, n| *n > 0.0);
+        moray_calls = calls;
         if st["stats"]["errors"] != 0 || st["stats"]["outputs"] != args.objects {
             bail!("job did not complete cleanly: {st}");
         }
@@ -385,6 +426,26 @@ async fn main() -> Result<()> {
         println!(
             "  step      {step:<9} (agents' mean)            {:6.1} ms  (n={count})",
             sum / count.max(1.0) * 1e3
+        );
+    }
+    // The CPU of the last run, by command: where the machine's two cores went.
+    if let Some((by, busy)) = cpu.last() {
+        println!(
+            "  cpu       machine busy {busy:6.2} s over the job (of {:.2} s on 2 cores); by command:",
+            runs.last().copied().unwrap_or(0.0) * 2.0
+        );
+        for (comm, secs) in by {
+            println!(
+                "            {comm:<16} {secs:6.2} s  ({:5.2} ms a task)",
+                secs * 1e3 / args.objects as f64
+            );
+        }
+    }
+    println!("  moray     requests over the last run, by route (per task):");
+    for (route, n) in &moray_calls {
+        println!(
+            "            {route:<16} {n:8.0}  ({:5.2} a task)",
+            n / args.objects as f64
         );
     }
     println!(

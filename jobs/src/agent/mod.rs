@@ -188,7 +188,21 @@ type NodeRoom = (std::time::Instant, Option<u64>, Option<u64>);
 struct Finished {
     ok: bool,
     outputs: Vec<ctl::Output>,
+    /// Outputs whose bytes are stored but whose records are committed with the task's result
+    /// (in the same Moray batch when they share its shard).
+    pending: Vec<Written>,
     error: Option<JobError>,
+}
+
+/// An output whose bytes are on this node and whose record is not yet committed.
+pub(crate) struct Written {
+    /// The object's path, for messages.
+    path: String,
+    /// Its metadata key and record.
+    key: String,
+    record: serde_json::Value,
+    /// Its bytes, removed again when the record cannot be committed.
+    object: ObjectKey,
 }
 
 impl Finished {
@@ -197,6 +211,7 @@ impl Finished {
         Self {
             ok: false,
             outputs: Vec::new(),
+            pending: Vec::new(),
             error: Some(error),
         }
     }
@@ -649,6 +664,7 @@ impl Agent {
         done.state = task_state::DONE.into();
         done.time_done = Some(now_ms());
         let mut ops = Vec::new();
+        let mut pending = Vec::new();
         match outcome {
             Ok(None) => {
                 // Stopped early: because the job was cancelled, or because this agent is
@@ -659,7 +675,8 @@ impl Agent {
                 );
                 done.result = Some(if cancelled { "cancelled" } else { "lost" }.into());
             }
-            Ok(Some(f)) => {
+            Ok(Some(mut f)) => {
+                pending = std::mem::take(&mut f.pending);
                 done.result = Some(if f.ok { "ok" } else { "fail" }.into());
                 done.n_outputs = f.outputs.len() as u64;
                 if f.ok {
@@ -712,31 +729,73 @@ impl Agent {
                 done.result = Some("lost".into());
             }
         }
-        let result = done.result.clone().unwrap_or_default();
-        ops.insert(
-            0,
-            put_op(
-                TASKS,
-                &claimed.key,
-                &done,
-                PutOptions::if_match(&claimed.etag),
-            ),
-        );
         let committing = std::time::Instant::now();
-        match self.store.batch(ops).await {
-            Ok(_) => {
+        match self.commit_task(&claimed, done, ops, pending).await {
+            Ok(result) => {
                 self.took("commit", committing);
-                info!(result = %result, ms = started.elapsed().as_millis() as u64, "task finished")
+                info!(result = %result, ms = started.elapsed().as_millis() as u64, "task finished");
+                self.metrics.inc(
+                    "jobs_agent_tasks_total",
+                    "Tasks run, by result.",
+                    &[("result", &result)],
+                );
             }
             Err(e) => warn!(error = %e, "task result not recorded (the task was taken back)"),
         }
-        self.metrics.inc(
-            "jobs_agent_tasks_total",
-            "Tasks run, by result.",
-            &[("result", &result)],
-        );
         let d = dir.clone();
         let _ = manta_util::blocking(move || std::fs::remove_dir_all(&d)).await;
+    }
+
+    /// Commits task `done` (claimed as `claimed`) with the rest of its result `ops` and its
+    /// outputs' records `pending`: one batch when they all live on the jobs' shard. Otherwise,
+    /// or when that batch is refused, the outputs go first, one by one, under the condition
+    /// read afresh (an output that cannot be committed makes the task lost, to be run again),
+    /// then the result. Answers the result recorded.
+    async fn commit_task(
+        &self,
+        claimed: &Stored<Task>,
+        mut done: Task,
+        mut ops: Vec<moray::types::BatchOp>,
+        pending: Vec<Written>,
+    ) -> std::result::Result<String, records::StoreError> {
+        let task_op =
+            |t: &Task| put_op(TASKS, &claimed.key, t, PutOptions::if_match(&claimed.etag));
+        ops.insert(0, task_op(&done));
+        let together = !pending.is_empty()
+            && pending
+                .iter()
+                .all(|w| self.moray.on_system_shard("manta", &w.key));
+        if together {
+            let mut all = ops.clone();
+            all.extend(pending.iter().map(|w| moray::types::BatchOp::Put {
+                bucket: "manta".into(),
+                key: w.key.clone(),
+                value: w.record.clone(),
+                options: PutOptions::must_not_exist(),
+            }));
+            if self.moray.batch(all).await.is_ok() {
+                return Ok(done.result.unwrap_or_default());
+            }
+        }
+        for w in pending {
+            let path = w.path.clone();
+            let committed = match self.output_condition_at(&w.key, &path).await {
+                Ok(cond) => self.commit_output(w, cond).await,
+                Err(e) => {
+                    self.remove_bytes(&w.object).await;
+                    Err(anyhow!("{}", e.message))
+                }
+            };
+            if let Err(e) = committed {
+                warn!(error = %format!("{e:#}"), output = %path, "an output could not be committed; the task is lost");
+                done.result = Some("lost".into());
+                ops = vec![task_op(&done)];
+                break;
+            }
+        }
+        ops[0] = task_op(&done);
+        self.store.batch(ops).await?;
+        Ok(done.result.unwrap_or_default())
     }
 
     /// The condition an output's record is committed under: it replaces an object, never a
@@ -751,12 +810,21 @@ impl Agent {
         job: &TaskJob,
         p: &MantaPath,
     ) -> std::result::Result<PutOptions, manta_types::MantaError> {
+        self.output_condition_at(&p.storage_key(&job.job.owner), &p.to_string())
+            .await
+    }
+
+    /// [`Agent::output_condition`] of the entry `key` (whose path is `p`, for messages).
+    async fn output_condition_at(
+        &self,
+        key: &str,
+        p: &str,
+    ) -> std::result::Result<PutOptions, manta_types::MantaError> {
         use manta_types::{ErrorCode, MantaError};
-        let key = p.storage_key(&job.job.owner);
         // The directory's count is read beside the entry (it matters only for a new one).
         let (entry, room) = tokio::join!(
-            self.moray.get_object("manta", &key),
-            self.ensure_dir_room(&key)
+            self.moray.get_object("manta", key),
+            self.ensure_dir_room(key)
         );
         match entry {
             Ok(existing) => {
@@ -800,6 +868,28 @@ impl Agent {
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
         C: std::future::Future<Output = Result<PutOptions>>,
     {
+        match self.write_output(job, path, body, len, cond).await? {
+            Some((w, cond)) => self.commit_output(w, cond).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The first half of [`Agent::store_output`]: the bytes stored on this node and the record
+    /// (with the condition it is to be committed under) still to commit; `None` when the
+    /// output went through the front door, which committed it.
+    async fn write_output<S, E, C>(
+        &self,
+        job: &TaskJob,
+        path: &str,
+        body: S,
+        len: Option<u64>,
+        cond: C,
+    ) -> Result<Option<(Written, PutOptions)>>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send + Sync + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+        C: std::future::Future<Output = Result<PutOptions>>,
+    {
         let p = MantaPath::parse(path)?;
         let parent = p.parent().ok_or_else(|| anyhow!("{path} has no parent"))?;
         let parent_s = parent.to_string();
@@ -838,7 +928,7 @@ impl Agent {
                 .send(req.body(body))
                 .await
                 .with_context(|| format!("store {path} through the front door"))?;
-            return Ok(());
+            return Ok(None);
         }
         let owner = uuid::Uuid::parse_str(&job.job.owner)?;
         let id = ObjectId::random();
@@ -853,9 +943,7 @@ impl Agent {
         let cond = match cond {
             Ok(c) => c,
             Err(e) => {
-                if let Err(gone) = self.storage.delete(&object).await {
-                    warn!(error = %gone, "removing the bytes of an output refused failed");
-                }
+                self.remove_bytes(&object).await;
                 return Err(e);
             }
         };
@@ -887,17 +975,36 @@ impl Agent {
             }),
             request_id: manta_util::http::current_request_id(),
         };
-        self.moray
-            .put_object("manta", &key, rec.to_value(), cond)
-            .await
-            .map_err(|e| match e {
-                moray::Error::EtagConflict { .. } => {
-                    anyhow!("{path} changed while the output was written")
-                }
-                e => anyhow::Error::from(e),
-            })
-            .context("commit the output's metadata")?;
-        Ok(())
+        let w = Written {
+            path: path.to_owned(),
+            key,
+            record: rec.to_value(),
+            object,
+        };
+        Ok(Some((w, cond)))
+    }
+
+    /// The second half of [`Agent::store_output`]: commits the record of `w` under `cond`;
+    /// when it is refused, its bytes are removed.
+    async fn commit_output(&self, w: Written, cond: PutOptions) -> Result<()> {
+        match self.moray.put_object("manta", &w.key, w.record, cond).await {
+            Ok(_) => Ok(()),
+            Err(moray::Error::EtagConflict { .. }) => {
+                // Refused for certain, so the bytes are nobody's. (After other failures the
+                // record may have been written: the bytes stay.)
+                self.remove_bytes(&w.object).await;
+                Err(anyhow!("{} changed while the output was written", w.path))
+            }
+            Err(e) => Err(anyhow::Error::from(e).context("commit the output's metadata")),
+        }
+    }
+
+    /// Removes the bytes of an output whose record was not committed (a failure only logged:
+    /// what is left is unreferenced bytes, not a wrong answer).
+    async fn remove_bytes(&self, object: &ObjectKey) {
+        if let Err(gone) = self.storage.delete(object).await {
+            warn!(error = %gone, "removing the bytes of an output not committed failed");
+        }
     }
 
     /// Refuses a new entry in the directory of `key` when it holds the region's most entries.
@@ -968,9 +1075,26 @@ impl Agent {
                 .await
                 .map_err(|e| anyhow!("{}", e.message))
         };
+        match self.write_file(job, path, file, cond).await? {
+            Some((w, cond)) => self.commit_output(w, cond).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Agent::write_output`] of a file.
+    async fn write_file<C>(
+        &self,
+        job: &TaskJob,
+        path: &str,
+        file: &Path,
+        cond: C,
+    ) -> Result<Option<(Written, PutOptions)>>
+    where
+        C: std::future::Future<Output = Result<PutOptions>>,
+    {
         let f = tokio::fs::File::open(file).await?;
         let len = f.metadata().await?.len();
-        self.store_output(
+        self.write_output(
             job,
             path,
             tokio_util::io::ReaderStream::new(f),
@@ -1487,10 +1611,28 @@ impl Agent {
         match failure {
             None => {
                 let mut outputs = rec.outputs;
+                let mut pending = Vec::new();
                 if !rec.tools_used {
-                    self.store_file(tj, &tj.base, &dir.join("stdout"))
+                    // The stdout's name holds the task's id, so its entry is taken to be new
+                    // (only the directory's room is read): the record is committed with the
+                    // task's result, and should the entry exist after all, under the
+                    // condition read then.
+                    let key = MantaPath::parse(&tj.base)
+                        .map_err(|e| Infra(e.into()))?
+                        .storage_key(&tj.job.owner);
+                    let cond = async {
+                        self.ensure_dir_room(&key)
+                            .await
+                            .map(|()| PutOptions::must_not_exist())
+                            .map_err(|e| anyhow!("{}", e.message))
+                    };
+                    if let Some((w, _)) = self
+                        .write_file(tj, &tj.base, &dir.join("stdout"), cond)
                         .await
-                        .map_err(Infra)?;
+                        .map_err(Infra)?
+                    {
+                        pending.push(w);
+                    }
                     outputs.push(ctl::Output {
                         path: tj.base.clone(),
                         r_idx: None,
@@ -1499,6 +1641,7 @@ impl Agent {
                 Ok(Some(Finished {
                     ok: true,
                     outputs,
+                    pending,
                     error: None,
                 }))
             }
@@ -1513,6 +1656,7 @@ impl Agent {
                 Ok(Some(Finished {
                     ok: false,
                     outputs: rec.outputs,
+                    pending: Vec::new(),
                     error: Some(e),
                 }))
             }
