@@ -47,6 +47,10 @@ struct Args {
     /// The OCI runtime the agents use and whose starts are timed (runc's command line).
     #[arg(long, default_value = "runc")]
     runtime: String,
+    /// Also load `pg_stat_statements` and print the statements that took Postgres longest
+    /// over the last run (the extension's own bookkeeping costs a little).
+    #[arg(long)]
+    pg_statements: bool,
 }
 
 /// Moray's requests so far, by route (its `http_requests_total`, summed over statuses).
@@ -147,9 +151,26 @@ async fn main() -> Result<()> {
     eprintln!("starting a region with jobs ...");
     let region = TestRegion::start_with(RegionOptions {
         frontdoor_args: vec!["--token-secret-file".into(), secret.display().to_string()],
+        pg_settings: if args.pg_statements {
+            vec![(
+                "shared_preload_libraries".into(),
+                "pg_stat_statements".into(),
+            )]
+        } else {
+            Vec::new()
+        },
         ..RegionOptions::default()
     })
     .await?;
+    let pg = if args.pg_statements {
+        let (pg, conn) = tokio_postgres::connect(&region.pg.url(), tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        pg.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .await?;
+        Some(pg)
+    } else {
+        None
+    };
     let etcd = TestEtcd::start().await?;
     let mut children: Vec<LoggedChild> = Vec::new();
     let api_port = free_port()?;
@@ -285,6 +306,10 @@ async fn main() -> Result<()> {
     let mut moray_calls = Default::default();
     for _ in 0..args.job_runs {
         let calls_before = moray_routes(&region).await?;
+        if let Some(pg) = &pg {
+            pg.batch_execute("SELECT pg_stat_statements_reset()")
+                .await?;
+        }
         let before = cpu_snapshot();
         let t = Instant::now();
         let id = client
@@ -438,6 +463,26 @@ async fn main() -> Result<()> {
             println!(
                 "            {comm:<16} {secs:6.2} s  ({:5.2} ms a task)",
                 secs * 1e3 / args.objects as f64
+            );
+        }
+    }
+    if let Some(pg) = &pg {
+        println!("  postgres  statements of the last run by total time (ms a task, calls a task):");
+        let rows = pg
+            .query(
+                "SELECT total_exec_time, calls, regexp_replace(query, '\\s+', ' ', 'g') \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15",
+                &[],
+            )
+            .await?;
+        for r in rows {
+            let (ms, calls, q): (f64, i64, String) = (r.get(0), r.get(1), r.get(2));
+            let n = args.objects as f64;
+            println!(
+                "            {:6.3} ms {:6.2}  {}",
+                ms / n,
+                calls as f64 / n,
+                q.chars().take(110).collect::<String>()
             );
         }
     }

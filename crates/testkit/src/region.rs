@@ -64,6 +64,9 @@ pub struct RegionOptions {
     /// (`--insecure-plain-http`): only the bench uses it, as the baseline that shows what
     /// internal mutual TLS costs. Never for tests of the region's security.
     pub internal_plain: bool,
+    /// Extra PostgreSQL settings (`-c name=value`), e.g. for a bench that reads
+    /// `pg_stat_statements`.
+    pub pg_settings: Vec<(String, String)>,
 }
 
 impl Default for RegionOptions {
@@ -75,6 +78,7 @@ impl Default for RegionOptions {
             storage_args: Vec::new(),
             tls: false,
             internal_plain: false,
+            pg_settings: Vec::new(),
         }
     }
 }
@@ -296,7 +300,11 @@ impl TestRegion {
     /// # Errors
     /// When a service fails to start; its log tail is in the error.
     pub async fn start_with(opts: RegionOptions) -> Result<TestRegion> {
-        let pg = TestPostgres::start().await?;
+        let pg = TestPostgres::start_with(crate::postgres::PgOptions {
+            settings: opts.pg_settings.clone(),
+            ..Default::default()
+        })
+        .await?;
         let dir = TestDir::new("region")?;
         let pki = dir.path().join("pki");
         let adm = issue(&pki, "adm", Role::Adm)?;

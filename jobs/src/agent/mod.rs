@@ -174,7 +174,12 @@ pub(crate) struct Agent {
     jobs: Mutex<HashMap<String, Job>>,
     /// This node's fullness as its heartbeat last said (when read, percent used, MB free).
     node_room: Mutex<Option<NodeRoom>>,
+    /// When a claim last looked past its first page of dispatched tasks.
+    looked_deep: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often a claim may look past its first page (see [`Agent::claim`]).
+const LOOK_DEEP_EVERY: Duration = Duration::from_millis(500);
 
 /// What `jobs_agent_task_step_seconds` measures.
 const STEP_HELP: &str = "Time a task spends in each step: waiting to be claimed (wait), \
@@ -393,6 +398,7 @@ impl Agent {
             ending: tokio_util::task::TaskTracker::new(),
             jobs: Mutex::new(HashMap::new()),
             node_room: Mutex::new(None),
+            looked_deep: Mutex::new(None),
             cfg,
         })
     }
@@ -502,6 +508,12 @@ impl Agent {
     /// Claims what this node has room for among the tasks dispatched to it: map tasks up to
     /// its slots, reducers up to as many again. The claims are one batch (one by one only when
     /// another writer got to one of them first).
+    ///
+    /// The first page of dispatched tasks is as long as the free slots. Tasks of the kind
+    /// without room may fill it while the other kind has room (maps before a reducer, or
+    /// reducers beyond their slots before maps), so a claim looks a few pages further too,
+    /// but at most every [`LOOK_DEEP_EVERY`]: a claim follows every finished task, and each
+    /// would otherwise read pages of maps for a reducer that is not there.
     async fn claim(
         self: &Arc<Self>,
         tasks: &mut JoinSet<()>,
@@ -523,10 +535,17 @@ impl Agent {
         // Reducers beyond their room may stand before map tasks: look a few pages on.
         let mut chosen = Vec::new();
         let mut offset = 0;
-        for _ in 0..4 {
+        for page_no in 0..4 {
             let want = (maps + reducers) as u64;
             if want == 0 {
                 break;
+            }
+            if page_no == 1 {
+                let mut at = self.looked_deep.lock().unwrap_or_else(|p| p.into_inner());
+                if at.is_some_and(|t| t.elapsed() < LOOK_DEEP_EVERY) {
+                    break;
+                }
+                *at = Some(std::time::Instant::now());
             }
             let page = self
                 .store
