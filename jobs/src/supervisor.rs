@@ -502,9 +502,10 @@ impl Sup {
         }
         self.route_new_items(j, &jf, agents, running, budgets)
             .await?;
-        self.retry_lost_tasks(j, &jf, agents).await?;
+        let retried = self.retry_lost_tasks(j, &jf, agents).await?;
         let (complete, inputs_done) = self.advance_phases(j, &jf, agents).await?;
-        self.record_progress(&job, &jf, complete, inputs_done).await
+        self.record_progress(&job, &jf, complete, inputs_done, retried)
+            .await
     }
 
     /// Step 1: each new item becomes a map task on a node holding a copy of its input (or a
@@ -638,13 +639,13 @@ impl Sup {
     }
 
     /// Step 2: tasks whose agent is gone (or restarted, or reported them lost) run again
-    /// elsewhere.
+    /// elsewhere. Answers how many were dispatched again.
     async fn retry_lost_tasks(
         &self,
         j: &Job,
         jf: &str,
         agents: &HashMap<String, AgentBeat>,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         // Every open task is read when an agent came, went or restarted since the last such
         // read, and at least once an agent timeout; between, only those of nodes not heard
         // from (normally none): a job's open tasks may be thousands, and passes are frequent.
@@ -691,6 +692,7 @@ impl Sup {
             )
             .await
             .unwrap_or_default();
+        let mut retried = 0;
         for t in open.iter().chain(lost_done.iter()) {
             let beat = agents.get(&t.value.server);
             let gone = match (&t.value.result, beat) {
@@ -701,11 +703,11 @@ impl Sup {
                         && t.value.agent_gen.as_deref() != Some(b.generation.as_str())
                 }
             };
-            if gone {
-                self.retry(j, t, agents).await?;
+            if gone && self.retry(j, t, agents).await? {
+                retried += 1;
             }
         }
-        Ok(())
+        Ok(retried)
     }
 
     /// Step 3: starts the reducers of a phase whose upstream has begun (or whose input is
@@ -797,17 +799,22 @@ impl Sup {
         Ok(Duration::from_millis(now_ms().saturating_sub(at)))
     }
 
-    /// Step 4: the job's stats (at most once a second, and at the end), its input ended when
-    /// it has been idle too long, and its end.
+    /// Step 4: the job's stats (at most once a second, and at the end, and when tasks were
+    /// dispatched again: `retried` of them in this pass), its input ended when it has been
+    /// idle too long, and its end. The job's record is written only under the etag read at
+    /// the start of the pass, so nothing a user changed meanwhile (its input ended, say) is
+    /// undone; a conflict loses only this pass's figures.
     async fn record_progress(
         &self,
         job: &Stored<Job>,
         jf: &str,
         prev_complete: bool,
         inputs_done: u32,
+        retried: u64,
     ) -> Result<()> {
         let j = &job.value;
         let mut next = j.clone();
+        next.stats.retries += retried;
         // Running reducers wait for this: it is written at once, not with the stats.
         next.phases_input_done = inputs_done;
         let ended_inputs = inputs_done != j.phases_input_done;
@@ -820,7 +827,7 @@ impl Sup {
             if due || prev_complete {
                 c.insert(j.job_id.clone(), tokio::time::Instant::now());
             }
-            due || prev_complete || ended_inputs
+            due || prev_complete || ended_inputs || retried > 0
         };
         if !recount {
             return Ok(());
@@ -867,12 +874,14 @@ impl Sup {
         Ok(())
     }
 
+    /// Dispatches lost task `t` again (or fails it after its last attempt); answers whether
+    /// it was dispatched again.
     async fn retry(
         &self,
         job: &Job,
         t: &Stored<Task>,
         agents: &HashMap<String, AgentBeat>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut task = t.value.clone();
         let mut ops = Vec::new();
         if task.attempt >= self.cfg.max_attempts {
@@ -910,13 +919,13 @@ impl Sup {
             let mut excluded = task.excluded.clone();
             excluded.push(task.server.clone());
             let Some(server) = Self::pick(agents, &candidates, &excluded, &task.task_id) else {
-                return Ok(()); // nobody can take it now; look again next pass
+                return Ok(false); // nobody can take it now; look again next pass
             };
             if server == task.server
                 && task.state == task_state::DISPATCHED
                 && task.result.is_none()
             {
-                return Ok(()); // still waiting for the same (now live) agent
+                return Ok(false); // still waiting for the same (now live) agent
             }
             warn!(task = %task.task_id, from = %task.server, to = %server, "dispatching a lost task again");
             task.excluded = excluded;
@@ -930,20 +939,15 @@ impl Sup {
             if located.is_some() {
                 task.input_object = located;
             }
-            let mut j2 = job.clone();
-            j2.stats.retries += 1;
-            // The retry count rides on the job record; a conflict only loses the count.
-            let _ = self
-                .store
-                .put(JOBS, &job.job_id, &j2, PutOptions::any())
-                .await;
         }
+        let again = task.state == task_state::DISPATCHED;
         ops.insert(
             0,
             put_op(TASKS, &t.key, &task, PutOptions::if_match(&t.etag)),
         );
         match self.store.batch(ops).await {
-            Ok(_) | Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => Ok(()),
+            Ok(_) => Ok(again),
+            Err(records::StoreError::Moray(moray::Error::EtagConflict { .. })) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }

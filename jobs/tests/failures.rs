@@ -200,6 +200,16 @@ async fn killing_an_agent_mid_job_still_finishes_correctly() {
         .unwrap();
     env.wait(&id, Duration::from_secs(60)).await.unwrap();
     check_counts(&env.output_text(&id).await.unwrap(), 3);
+    // An agent whose OCI runtime cannot start containers here says so at start, instead of
+    // claiming tasks only to lose them.
+    env.kill_agent(1);
+    env.agent_args = vec!["--runtime".into(), "/bin/false".into()];
+    let e = env.spawn_agent(1).await.unwrap_err();
+    let log = env.log("agent1");
+    assert!(
+        log.contains("the OCI runtime /bin/false cannot start a task's container here"),
+        "{e:#}\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

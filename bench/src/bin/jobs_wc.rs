@@ -99,25 +99,7 @@ fn body(i: usize, size: usize) -> String {
 }
 
 fn container_starts(runtime: &str, dir: &Path, n: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
-    let root = dir.join("rootfs");
-    jobs::agent::container::make_skeleton(&root)?;
-    let bundle = dir.join("bundle");
-    std::fs::create_dir_all(&bundle)?;
-    let spec = jobs::agent::container::Spec {
-        root,
-        args: vec!["/bin/true".into()],
-        env: vec!["PATH=/usr/bin:/bin".into()],
-        binds: Vec::new(),
-        memory: 256 << 20,
-        disk: 1 << 30,
-        pids: 64,
-        uid_base: 300_000,
-        hostname: "bench".into(),
-    };
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec(&spec.config())?,
-    )?;
+    let bundle = jobs::agent::container::probe_bundle(dir, 300_000)?;
     let state = dir.join("runc-state");
     let (mut rt, mut sh) = (Vec::new(), Vec::new());
     for i in 0..n {

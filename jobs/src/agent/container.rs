@@ -63,6 +63,34 @@ pub fn make_skeleton(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes under `dir` a bundle whose container runs `/bin/true` with the agent's own
+/// settings (skeleton root, namespaces, seccomp, limits, ids from `uid_base`): what the agent
+/// starts once to prove its OCI runtime works here, and what the bench times. Answers the
+/// bundle's directory.
+///
+/// # Errors
+/// File system failures.
+pub fn probe_bundle(dir: &Path, uid_base: u32) -> std::io::Result<PathBuf> {
+    let root = dir.join("rootfs");
+    make_skeleton(&root)?;
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle)?;
+    let spec = Spec {
+        root,
+        args: vec!["/bin/true".into()],
+        env: vec!["PATH=/usr/bin:/bin".into()],
+        binds: Vec::new(),
+        memory: 256 << 20,
+        disk: 1 << 30,
+        pids: 64,
+        uid_base,
+        hostname: "probe".into(),
+    };
+    let config = serde_json::to_vec(&spec.config()).map_err(std::io::Error::other)?;
+    std::fs::write(bundle.join("config.json"), config)?;
+    Ok(bundle)
+}
+
 /// A bind mount into the container.
 #[derive(Debug, Clone)]
 pub struct Bind {

@@ -252,14 +252,47 @@ async fn runc(cfg: &AgentConfig, args: &[&str]) -> std::io::Result<std::process:
         .await
 }
 
+/// Starts one container that runs `/bin/true`, with the settings tasks get, so that an agent
+/// whose OCI runtime cannot work on this host (no user namespaces, a cgroup layout it does not
+/// support, a missing binary) says so at start instead of losing every task it claims.
+///
+/// # Errors
+/// What the runtime said, naming it.
+async fn probe_runtime(cfg: &AgentConfig) -> Result<()> {
+    let dir = cfg.work_dir.join("probe");
+    let (d, base) = (dir.clone(), cfg.uid_base);
+    let bundle = manta_util::blocking(move || container::probe_bundle(&d, base))
+        .await
+        .context("write the runtime probe's bundle")?;
+    let id = format!("probe-{}", std::process::id());
+    let bundle = bundle.display().to_string();
+    let out = runc(cfg, &["run", "--bundle", &bundle, &id])
+        .await
+        .with_context(|| format!("run the OCI runtime {}", cfg.runc.display()))?;
+    let _ = runc(cfg, &["delete", "-f", &id]).await;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "the OCI runtime {} cannot start a task's container here ({}): {}",
+            cfg.runc.display(),
+            out.status,
+            said.trim()
+        );
+    }
+    Ok(())
+}
+
 /// The longest path a Unix socket may be bound at (`sun_path` holds 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
 /// Runs the agent until `shutdown`.
 ///
 /// # Errors
-/// When the work directory cannot be prepared, the listener bound, or Moray never answers.
+/// When the OCI runtime cannot start a container here, the work directory cannot be
+/// prepared, the listener bound, or Moray never answers.
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<()> {
+    // Before `/ping` answers: an agent that cannot start containers is not up.
+    probe_runtime(&cfg).await?;
     let (metrics, http_task) = manta_util::http::spawn_status_server(
         "jobs-agent",
         cfg.listen,
