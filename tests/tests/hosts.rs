@@ -8,7 +8,7 @@
 //! readable, the shard fails over when its primary was there, and the host's services rejoin.
 //!
 //! Traffic to the test subnet only ever leaves from inside the test's namespaces (commands run
-//! with `ip netns exec`, threads that entered one); the root namespace blackholes the subnet.
+//! with `nsenter --net`, threads that entered one); the root namespace blackholes the subnet.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -80,8 +80,8 @@ impl Hosts {
 
     /// Starts `host run` for `host`, inside its namespace.
     fn start(&mut self, host: &str) {
-        let mut cmd = guarded_command("ip", None);
-        cmd.args(["netns", "exec", &self.net.ns(host)])
+        let mut cmd = guarded_command("nsenter", None);
+        cmd.args(self.net.enter_args(host))
             .arg(binary("manta-adm").unwrap())
             .args(["host", "run", "--config"])
             .arg(&self.config)

@@ -121,11 +121,19 @@ impl Net {
         format!("{}.{octet}", self.subnet)
     }
 
-    /// `program` run inside host `host`'s namespace (`ip netns exec`).
+    /// `program` run inside host `host`'s namespace: see [`Net::enter_args`].
     pub fn command(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(host)]).arg(program);
+        let mut c = Command::new("nsenter");
+        c.args(self.enter_args(host)).arg(program);
         c
+    }
+
+    /// The arguments of `nsenter` that run a program (which follows them) in host `host`'s
+    /// network namespace. Only the network is entered: `ip netns exec` would also give the
+    /// program a mount namespace with a fresh `/sys`, without the machine's cgroup mounts, and
+    /// a host's container runtime needs those as any real host has them.
+    pub fn enter_args(&self, host: &str) -> Vec<String> {
+        vec![format!("--net=/run/netns/{}", self.ns(host)), "--".into()]
     }
 
     /// The pids of every process in host `host`'s namespace.
