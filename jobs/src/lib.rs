@@ -10,7 +10,7 @@
 //! OCI containers (`runc`), one container serving many tasks of one job and phase in turn;
 //! inside a container the tools of `jobs-tool` (`mcat`, `mpipe`, `msplit`, `mtee`, `mget`,
 //! `mls`, `mput`) reach the store only through a Unix socket the agent serves for the task the
-//! container runs. All of them coordinate only through records in Moray.
+//! container runs, and `maggr` aggregates text by key. All of them coordinate only through records in Moray.
 //!
 //! # Layout
 //! - [`spec`], [`records`], [`api`]: from `manta-jobs-api` (the job JSON, job state in Moray,
@@ -54,6 +54,7 @@
 pub mod agent;
 pub mod fdclient;
 pub mod gateway;
+pub mod maggr;
 pub mod supervisor;
 pub mod tools;
 

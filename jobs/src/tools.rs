@@ -852,9 +852,11 @@ pub fn main(name: &str, args: &[String]) -> ExitCode {
         "mget" => mget(args).map(|()| 0),
         "mput" => mput(args).map(|()| 0),
         "mls" => mls(args).map(|()| 0),
+        "maggr" => crate::maggr::run(args, io::stdin().lock(), io::stdout().lock()).map(|()| 0),
         "lackey" => lackey(),
         other => Err(io::Error::other(format!(
-            "unknown tool {other:?} (mcat, mpipe, msplit, mtee, mget, mput, mls)"
+            "unknown tool {other:?} ({})",
+            TOOLS.join(", ")
         ))),
     };
     match r {
@@ -870,7 +872,9 @@ pub fn main(name: &str, args: &[String]) -> ExitCode {
 }
 
 /// The tool names the agent links to the binary.
-pub const TOOLS: &[&str] = &["mcat", "mpipe", "msplit", "mtee", "mget", "mput", "mls"];
+pub const TOOLS: &[&str] = &[
+    "mcat", "mpipe", "msplit", "mtee", "mget", "mput", "mls", "maggr",
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 //! Map/reduce end to end on a real region with real containers: word counts equal a local
 //! count, `msplit` routes to the right reducer over three phases, every map task runs on a node
-//! holding a copy of its input, a reducer reads its inputs while the map phase still runs, and
-//! the job is archived.
+//! holding a copy of its input, a reducer reads its inputs while the map phase still runs,
+//! `maggr` sums what map tasks counted, and the job is archived.
 
 #![allow(clippy::unwrap_used)]
 
@@ -36,6 +36,30 @@ fn text(i: usize) -> String {
     s
 }
 
+/// Uploads `n` objects of [`text`] under `~~/stor/<dir>`; their texts and paths.
+async fn upload_texts(env: &Env, dir: &str, n: usize) -> (Vec<String>, Vec<String>) {
+    let texts: Vec<String> = (0..n).map(text).collect();
+    let objects = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("f{i:03}.txt"), t.clone()))
+        .collect();
+    (texts, env.upload(dir, objects).await.unwrap())
+}
+
+/// Runs a job of `phases` over `inputs`; its outputs' texts, once it ended without errors.
+async fn outputs_of_clean_run(
+    env: &Env,
+    phases: &[(&str, &str)],
+    inputs: &[String],
+) -> Vec<String> {
+    let id = env.submit(job(phases), inputs).await.unwrap();
+    let st = env.wait(&id, Duration::from_secs(120)).await.unwrap();
+    let errors = env.client.job_errors(&id).await;
+    assert_eq!(st["stats"]["errors"], 0, "{errors:?}");
+    env.output_text(&id).await.unwrap()
+}
+
 fn local_count(texts: &[String]) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for t in texts {
@@ -68,13 +92,7 @@ const REDUCE_SUM: &str = "awk '{c[$1]+=$2} END {for (w in c) print w, c[w]}'";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn word_count_over_200_objects_with_2_reducers_equals_a_local_count() {
     let env = Env::start().await.unwrap();
-    let texts: Vec<String> = (0..200).map(text).collect();
-    let objects = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("f{i:03}.txt"), t.clone()))
-        .collect();
-    let inputs = env.upload("words", objects).await.unwrap();
+    let (texts, inputs) = upload_texts(&env, "words", 200).await;
     let mut j = job(&[("map", MAP_WC), ("reduce", REDUCE_SUM)]);
     j["phases"][1]["count"] = 2.into();
     let id = env.submit(j, &inputs).await.unwrap();
@@ -402,4 +420,22 @@ async fn listing_pages_through_every_job() {
         assert!(l.starts_with("drwxr-xr-x 1 "), "{l}");
         assert!(l.ends_with(id.as_str()), "{l}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maggr_adds_up_line_counts_and_counts_by_key() {
+    let env = Env::start().await.unwrap();
+    let (texts, inputs) = upload_texts(&env, "maggr", 24).await;
+    // The manual's reducer of line counts.
+    let lines: usize = texts.iter().map(|t| t.lines().count()).sum();
+    assert_eq!(
+        outputs_of_clean_run(&env, &[("map", "wc -l"), ("reduce", "maggr sum")], &inputs).await,
+        vec![format!("{lines}\n")]
+    );
+    // Counts by key: each map task's `word count` lines, summed per word.
+    let reduce = ("reduce", "maggr -c1=key -c2=sum");
+    assert_eq!(
+        parse_counts(&outputs_of_clean_run(&env, &[("map", MAP_WC), reduce], &inputs).await),
+        local_count(&texts)
+    );
 }
