@@ -242,15 +242,18 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
     Some(values[values.len() / 2])
 }
 
-/// CPU time (user and system, clock ticks) used so far by every live process, summed by
+/// CPU time (user and system, clock ticks) used so far by every live process, by pid with its
 /// command name, counting the reaped children of each (so a supervisor that waits for
 /// short-lived helpers, like an agent for its runtime, carries their time), and the whole
 /// machine's busy ticks from `/proc/stat`. Two snapshots around a run say which service spent
 /// the machine's CPU on it; see [`cpu_delta`].
-pub fn cpu_snapshot() -> (std::collections::BTreeMap<String, u64>, u64) {
-    let mut by = std::collections::BTreeMap::<String, u64>::new();
+pub fn cpu_snapshot() -> CpuSnapshot {
+    let mut procs = std::collections::BTreeMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
             let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
                 continue;
             };
@@ -258,13 +261,17 @@ pub fn cpu_snapshot() -> (std::collections::BTreeMap<String, u64>, u64) {
             let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
                 continue;
             };
-            let comm = stat[open + 1..close].to_owned();
+            // Kernel workers rename themselves after their current work: one name for them all.
+            let comm = match &stat[open + 1..close] {
+                c if c.starts_with("kworker/") => "kworker (kernel)".to_owned(),
+                c => c.to_owned(),
+            };
             let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
             // After the command: state is field 0, utime 11, stime 12, cutime 13, cstime 14.
             let ticks: u64 = (11..=14)
                 .filter_map(|i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
                 .sum();
-            *by.entry(comm).or_default() += ticks;
+            procs.insert(pid, (comm, ticks));
         }
     }
     let busy = std::fs::read_to_string("/proc/stat")
@@ -284,29 +291,39 @@ pub fn cpu_snapshot() -> (std::collections::BTreeMap<String, u64>, u64) {
             )
         })
         .unwrap_or(0);
-    (by, busy)
+    CpuSnapshot { procs, busy }
 }
 
-/// Seconds of CPU per command between two [`cpu_snapshot`]s, largest first (commands under
-/// 1% of the total left out), and the machine's busy seconds. Clock ticks are taken as 100 a
-/// second, Linux's `USER_HZ` everywhere it runs.
-pub fn cpu_delta(
-    before: &(std::collections::BTreeMap<String, u64>, u64),
-    after: &(std::collections::BTreeMap<String, u64>, u64),
-) -> (Vec<(String, f64)>, f64) {
+/// What [`cpu_snapshot`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSnapshot {
+    /// By pid: command name and ticks used (with reaped children's).
+    procs: std::collections::BTreeMap<u32, (String, u64)>,
+    /// The machine's busy ticks.
+    busy: u64,
+}
+
+/// Seconds of CPU per command between two [`cpu_snapshot`]s (each process's own difference,
+/// or all it used for one that began in between), largest first, commands under 1% of the
+/// total left out; and the machine's busy seconds. Processes that ended in between count only
+/// through a parent that reaped them. Clock ticks are taken as 100 a second, Linux's `USER_HZ`
+/// everywhere it runs.
+pub fn cpu_delta(before: &CpuSnapshot, after: &CpuSnapshot) -> (Vec<(String, f64)>, f64) {
     const HZ: f64 = 100.0;
-    let mut v: Vec<(String, f64)> = after
-        .0
-        .iter()
-        .map(|(k, a)| {
-            let b = before.0.get(k).copied().unwrap_or(0);
-            (k.clone(), a.saturating_sub(b) as f64 / HZ)
-        })
-        .collect();
+    let mut by = std::collections::BTreeMap::<String, u64>::new();
+    for (pid, (comm, ticks)) in &after.procs {
+        let was = before
+            .procs
+            .get(pid)
+            .filter(|(c, _)| c == comm)
+            .map_or(0, |(_, t)| *t);
+        *by.entry(comm.clone()).or_default() += ticks.saturating_sub(was);
+    }
+    let mut v: Vec<(String, f64)> = by.into_iter().map(|(k, t)| (k, t as f64 / HZ)).collect();
     let total: f64 = v.iter().map(|x| x.1).sum();
     v.retain(|x| x.1 > total * 0.01);
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
-    (v, after.1.saturating_sub(before.1) as f64 / HZ)
+    (v, after.busy.saturating_sub(before.busy) as f64 / HZ)
 }
 
 /// Fills `buf` with pseudo-random, incompressible bytes from the xorshift state `x` (which

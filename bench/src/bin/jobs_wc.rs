@@ -435,11 +435,12 @@ async fn main() -> Result<()> {
             sum / count.max(1.0) * 1e3
         );
     }
-    // The CPU of the last run, by command: where the machine's two cores went.
-    if let Some((by, busy)) = cpu.last() {
+    // The CPU of the first run, by command: where the machine's two cores went. (A later run
+    // would also carry the earlier runs' containers, which end during it.)
+    if let Some((by, busy)) = cpu.first() {
         println!(
             "  cpu       machine busy {busy:6.2} s over the job (of {:.2} s on 2 cores); by command:",
-            runs.last().copied().unwrap_or(0.0) * 2.0
+            runs.first().copied().unwrap_or(0.0) * 2.0
         );
         for (comm, secs) in by {
             println!(
