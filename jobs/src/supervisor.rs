@@ -851,14 +851,7 @@ impl Sup {
         if prev_complete {
             next.state = job_state::DONE.into();
             next.time_done = Some(now_iso());
-            self.counted
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&j.job_id);
-            self.scanned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&j.job_id);
+            self.forget(&j.job_id);
             info!(job = %j.job_id, "job done");
         }
         if next != *j {
@@ -991,17 +984,22 @@ impl Sup {
         Ok(())
     }
 
-    async fn archive(&self, job: Stored<Job>) -> Result<()> {
-        let mut j = job.value.clone();
-        // A job ended by cancellation never passed through the count that forgets it.
+    /// Drops what the passes kept about job `id` (when it was counted and scanned).
+    fn forget(&self, id: &str) {
         self.counted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&j.job_id);
+            .remove(id);
         self.scanned
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&j.job_id);
+            .remove(id);
+    }
+
+    async fn archive(&self, job: Stored<Job>) -> Result<()> {
+        let mut j = job.value.clone();
+        // A job ended by cancellation never passed through the count that forgets it.
+        self.forget(&j.job_id);
         let fd = FdClient::new(self.http.clone(), &self.cfg.frontdoor_url, &j.token);
         let dir = format!("/{}/jobs/{}", j.login, j.job_id);
         if j.time_archive_started.is_none() {
