@@ -42,6 +42,7 @@ USED = [
     ("cmd:runc", "job tasks in containers"),
     ("cmd:setpriv", "Postgres as an unprivileged user, children bound to their parent"),
     ("cmd:flock", "tests serialise shared set-up"),
+    ("cmd:nsenter", "test hosts of the region-across-hosts test run in their network namespace"),
     ("cmd:ipcs", "./run-tests finds shared memory left by killed Postgres servers"),
     ("cmd:ipcrm", "./run-tests removes shared memory left by killed Postgres servers"),
     ("cmd:ip", "network namespaces in partition tests and the region-across-hosts test"),

@@ -22,7 +22,8 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   etcd-server       coordination (shard state, shard ring, leader election)
 #   etcd-client       etcdctl, for operators
 #   runc              OCI runtime for job tasks
-#   util-linux        setpriv: run Postgres and etcd as unprivileged users, bound to the parent; flock
+#   util-linux        setpriv: run Postgres and etcd as unprivileged users, bound to the parent; flock;
+#                     nsenter: the across-hosts test's hosts enter their network namespace
 #   passwd            useradd: the `manta` system user that services needing no root run as
 #   iproute2          network namespaces in partition tests and the region-across-hosts test
 #   systemd           systemd-analyze: the test that checks the units `manta-adm host install` writes
