@@ -385,13 +385,37 @@ impl Sup {
             Ok(p) => p,
             Err(e) => return Ok(Err((JobErrorCode::InvalidArgument, e.to_string()))),
         };
-        if p.login() != job.login {
-            return Ok(Err((
-                JobErrorCode::Authorization,
-                format!("{path}: inputs must be objects of {}", job.login),
-            )));
-        }
-        let Some((bucket, key)) = records::input_record(&p, &job.owner) else {
+        // Any object the owner may GET is an input: its own, and other accounts' `public`
+        // objects, decided by the front door's one authorisation function.
+        let owner = if p.login() == job.login {
+            job.owner.clone()
+        } else {
+            use manta_auth::AccountStore as _;
+            let found = self
+                .accounts
+                .by_login(p.login())
+                .await
+                .map_err(|e| anyhow::anyhow!("read account {}: {e}", p.login()))?;
+            let (Some(other), Some(me)) = (found, self.accounts.by_uuid(&job.owner).await?) else {
+                return Ok(Err((
+                    JobErrorCode::ResourceNotFound,
+                    format!("{path} was not found"),
+                )));
+            };
+            let caller = manta_auth::Caller::Account {
+                account: me,
+                via: manta_auth::Via::Token,
+                methods: None,
+            };
+            if let Err(e) = manta_auth::authorize(&caller, &other, &p, &http::Method::GET) {
+                return Ok(Err((
+                    JobErrorCode::Authorization,
+                    format!("{path}: {}", e.message),
+                )));
+            }
+            other.uuid
+        };
+        let Some((bucket, key)) = records::input_record(&p, &owner) else {
             return Ok(Err((
                 JobErrorCode::InvalidArgument,
                 format!("{path} is not an object"),
@@ -400,11 +424,11 @@ impl Sup {
         match self.moray.get_object(bucket, &key).await {
             Ok(r) => {
                 let rec = MetadataRecord::from_value(r.value)?;
-                if rec.owner != job.owner {
+                if rec.owner != owner {
                     // A bucket of another account (bucket names are region-wide).
                     return Ok(Err((
                         JobErrorCode::Authorization,
-                        format!("{path}: inputs must be objects of {}", job.login),
+                        format!("{path}: a bucket of another account"),
                     )));
                 }
                 match rec.object() {

@@ -823,7 +823,54 @@ fn save_core(before: &[CoreFile], to: &str, said: &mut dyn Write) -> Option<Stri
 
 /// The container's first process: takes tasks from the agent one after another, runs each and
 /// reports how it ended, until the agent closes the channel (or a task's `init` fails).
+/// Where the store answers inside a task (`MANTA_URL`): a loopback listener in the
+/// container's own network namespace, which has no other interface.
+pub const STORE_LISTEN: &str = "127.0.0.1:80";
+
+/// Serves [`STORE_LISTEN`] for the container's life: each connection is relayed byte for
+/// byte to the task's socket, so `curl $MANTA_URL/...` and the npm tools reach the store as
+/// the job's owner through the agent, exactly as our own tools do. Failing to listen is said
+/// on lackey's stderr (the agent's log) and leaves the tools' socket working.
+fn serve_store() {
+    let listener = match std::net::TcpListener::bind(STORE_LISTEN) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("lackey: cannot listen on {STORE_LISTEN} for MANTA_URL: {e}");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            std::thread::spawn(move || {
+                if let Err(e) = relay(conn) {
+                    eprintln!("lackey: MANTA_URL connection: {e}");
+                }
+            });
+        }
+    });
+}
+
+/// Copies `tcp` to the task's socket and back until both sides are done.
+fn relay(tcp: std::net::TcpStream) -> io::Result<()> {
+    let unix = UnixStream::connect(socket_path())?;
+    let (mut tcp_r, mut unix_w) = (tcp.try_clone()?, unix.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let r = io::copy(&mut tcp_r, &mut unix_w);
+        let _ = unix_w.shutdown(std::net::Shutdown::Write);
+        r
+    });
+    let (mut unix_r, mut tcp_w) = (unix, tcp);
+    let down = io::copy(&mut unix_r, &mut tcp_w);
+    let _ = tcp_w.shutdown(std::net::Shutdown::Write);
+    let up = up
+        .join()
+        .map_err(|_| io::Error::other("relay thread panicked"))?;
+    up.and(down).map(|_| ())
+}
+
 fn lackey() -> io::Result<i32> {
+    serve_store();
     // Every process of the container is the OOM killer's first choice, lackey included: at
     // the memory limit it picks the largest, which is a task's, not lackey, so lackey lives to
     // report what happened. (Set here, once, it is inherited: a task need not set it itself.)

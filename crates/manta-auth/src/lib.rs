@@ -13,6 +13,7 @@
 //! - [`presign`]: presigned URL signing lines and query parsing.
 //! - [`signer`]: private keys from files or ssh-agent; signing.
 //! - [`account`]: accounts, the store trait, tokens, and [`Authenticator`].
+//! - [`authz`]: [`authorize`], what a caller may do to a path.
 //!
 //! # Guarantees
 //! - A request is an account's only when a key of that account signed it, within the clock
@@ -30,6 +31,7 @@
 //! ```
 
 pub mod account;
+pub mod authz;
 pub mod httpsig;
 pub mod keys;
 pub mod presign;
@@ -39,6 +41,7 @@ pub use account::{
     Account, AccountKey, AccountStore, AuthError, Authenticator, Caller, Limits, MemoryAccounts,
     RequestInfo, S3Key, StoreError, TokenClaims, TokenKey, Via,
 };
+pub use authz::authorize;
 pub use keys::{Algorithm, KeyType, SshPublicKey};
 pub use signer::{KeySigner, SignerError};
 

@@ -187,7 +187,7 @@ pub enum JobErrorCode {
     Internal,
     /// An input does not exist.
     ResourceNotFound,
-    /// An input belongs to another account.
+    /// The job's owner may not read an input (another account's object outside `public`).
     Authorization,
     /// An input is not an object (a directory, a malformed path).
     InvalidArgument,

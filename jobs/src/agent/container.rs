@@ -9,7 +9,8 @@
 //!
 //! The container:
 //! - user namespace mapping container ids 0..65536 to host ids `uid_base..` (unprivileged);
-//! - new pid, mount, ipc, uts and network namespaces (the network has only a down `lo`);
+//! - new pid, mount, ipc, uts and network namespaces (the network has only `lo`, where lackey
+//!   serves the store as `MANTA_URL`, forwarding to the task's socket);
 //! - root: a read-only skeleton directory with the host's `/usr` and `/etc` bind-mounted
 //!   read-only (files private to host root stay unreadable: they map to `nobody`);
 //! - `/tmp` a tmpfs of the phase's `disk` size (`HOME` and `/var/tmp` point into it);
@@ -523,7 +524,10 @@ impl Spec {
                 },
                 "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
                 "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-                "seccomp": seccomp()
+                "seccomp": seccomp(),
+                // Lackey serves the store on port 80 of the task's own loopback (`MANTA_URL`)
+                // without any capability; this namespace has no other interface.
+                "sysctl": {"net.ipv4.ip_unprivileged_port_start": "0"}
             }
         })
     }

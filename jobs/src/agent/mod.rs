@@ -1904,6 +1904,10 @@ fn task_env(
         ("MANTA_INIT", phase.init.clone().unwrap_or_default()),
         (crate::tools::SOCKET_ENV, "/manta-agent/sock".to_owned()),
         ("MANTA_NO_AUTH", "true".to_owned()),
+        (
+            "MANTA_URL",
+            format!("http://{}", crate::tools::STORE_LISTEN),
+        ),
         ("MANTA_PHASE", task.phase.to_string()),
     ];
     if let Some(n) = next_reducers {

@@ -443,68 +443,7 @@ async fn write(ctx: &Ctx, body: Body, route: &mut &'static str) -> ApiResult<Res
     }
 }
 
-/// May `caller` perform `method` on `path` in `owner`'s namespace?
-///
-/// Anyone may read `/:login/public`. An account may do anything in its own namespace except
-/// write where only the system writes (`reports`, job outputs, the uploads tree). Nobody else
-/// may touch it.
-///
-/// # Errors
-/// `AuthorizationRequired` (401) for anonymous callers, `AuthorizationFailed` (403) otherwise.
-pub fn authorize(
-    caller: &Caller,
-    owner: &Account,
-    path: &MantaPath,
-    method: &Method,
-) -> ApiResult<()> {
-    let read_only = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if read_only && path.area() == Some(Area::Public) {
-        return Ok(());
-    }
-    let Some(account) = caller.account() else {
-        return Err(err(
-            ErrorCode::AuthorizationRequired,
-            "Authorization is required",
-        ));
-    };
-    if account.uuid != owner.uuid {
-        return Err(err(
-            ErrorCode::AuthorizationFailed,
-            format!("{} is not allowed to access {path}", account.login),
-        ));
-    }
-    if let Caller::Account {
-        methods: Some(allowed),
-        ..
-    } = caller
-        && !allowed.iter().any(|m| m == method.as_str())
-    {
-        return Err(err(
-            ErrorCode::InvalidQueryStringAuthentication,
-            format!("this URL does not allow {method}"),
-        ));
-    }
-    let restricted_write = *method == Method::PUT
-        && matches!(
-            path.area(),
-            Some(Area::Reports | Area::Jobs | Area::Uploads)
-        );
-    if restricted_write
-        && !matches!(
-            caller,
-            Caller::Account {
-                via: Via::Token,
-                ..
-            }
-        )
-    {
-        return Err(err(
-            ErrorCode::AuthorizationFailed,
-            format!("{} is not allowed to write {path}", account.login),
-        ));
-    }
-    Ok(())
-}
+pub use manta_auth::authorize;
 
 /// A `204 No Content` response.
 pub fn no_content() -> Response {
