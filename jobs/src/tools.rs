@@ -715,8 +715,14 @@ fn run_order(order: &TaskOrder, fds: Vec<std::os::fd::OwnedFd>) -> io::Result<La
     }
     let before = oom_kills();
     let cores = core_files();
+    // bash, as in the original; an image without it gets its POSIX shell.
+    let shell = if std::path::Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
     let command = |script: &str| {
-        let mut c = Command::new("/bin/bash");
+        let mut c = Command::new(shell);
         c.args(["-c", script])
             .env_clear()
             .envs(order.env.iter().map(|(k, v)| (k, v)))

@@ -78,6 +78,7 @@ pub fn probe_bundle(dir: &Path, uid_base: u32) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(&bundle)?;
     let spec = Spec {
         root,
+        host_usr_etc: true,
         args: vec!["/bin/true".into()],
         env: vec!["PATH=/usr/bin:/bin".into()],
         binds: Vec::new(),
@@ -90,6 +91,60 @@ pub fn probe_bundle(dir: &Path, uid_base: u32) -> std::io::Result<PathBuf> {
     let config = serde_json::to_vec(&spec.config()).map_err(std::io::Error::other)?;
     std::fs::write(bundle.join("config.json"), config)?;
     Ok(bundle)
+}
+
+/// Makes what the tools need to run inside an image, whose root has none of the host's
+/// libraries: `libs` gets a copy of the dynamic loader and the libraries this process has
+/// mapped (the tools link the same ones), and `bin` a copy of `jobs-tool` with one `/bin/sh`
+/// script per tool that runs it through that loader. Answers the loader's file name (none
+/// when this process is statically linked: the tools then run as they are). Blocking.
+///
+/// # Errors
+/// File system failures.
+pub fn image_tools(jobs_tool: &Path, bin: &Path, libs: &Path) -> std::io::Result<Option<String>> {
+    std::fs::create_dir_all(bin)?;
+    std::fs::create_dir_all(libs)?;
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let mut loader = None;
+    let mut seen = std::collections::HashSet::new();
+    for line in maps.lines() {
+        let Some(file) = line
+            .split_whitespace()
+            .nth(5)
+            .filter(|f| f.starts_with('/'))
+        else {
+            continue;
+        };
+        let path = Path::new(file);
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        if !name.contains(".so") || !seen.insert(name.clone()) {
+            continue;
+        }
+        if name.starts_with("ld-") {
+            loader = Some(name.clone());
+        }
+        let tmp = libs.join(format!(".{name}.new"));
+        std::fs::copy(path, &tmp)?;
+        std::fs::rename(&tmp, libs.join(&name))?;
+    }
+    let tmp = bin.join(".jobs-tool.new");
+    std::fs::copy(jobs_tool, &tmp)?;
+    std::fs::rename(&tmp, bin.join("jobs-tool"))?;
+    for t in crate::tools::TOOLS {
+        let run = match &loader {
+            Some(l) => {
+                format!("/opt/manta/lib/{l} --library-path /opt/manta/lib /opt/manta/bin/jobs-tool")
+            }
+            None => "/opt/manta/bin/jobs-tool".to_owned(),
+        };
+        let script = format!("#!/bin/sh\nexec {run} {t} \"$@\"\n");
+        let p = bin.join(t);
+        std::fs::write(&p, script)?;
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    Ok(loader)
 }
 
 /// A bind mount into the container.
@@ -106,8 +161,11 @@ pub struct Bind {
 /// What one container gets.
 #[derive(Debug, Clone)]
 pub struct Spec {
-    /// The skeleton root.
+    /// The root: the skeleton, or an unpacked image.
     pub root: PathBuf,
+    /// Whether the host's `/usr` and `/etc` are bound into the root (the skeleton), or the
+    /// root is a whole image of its own.
+    pub host_usr_etc: bool,
     /// Command and arguments.
     pub args: Vec<String>,
     /// Environment (`K=V`).
@@ -472,14 +530,17 @@ impl Spec {
             json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
             json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
             json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-            json!({"destination": "/usr", "type": "bind", "source": "/usr", "options": ro}),
-            json!({"destination": "/etc", "type": "bind", "source": "/etc", "options": ro}),
             json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777", format!("size={}", self.disk)]}),
             // A small tmpfs so bind mounts of inputs at any depth have somewhere to go (the
             // root is read-only and owned by host root).
             json!({"destination": "/manta", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755", "size=1m"]}),
             json!({"destination": "/assets", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755", "size=1m"]}),
         ];
+        if self.host_usr_etc {
+            for d in ["/usr", "/etc"] {
+                mounts.push(json!({"destination": d, "type": "bind", "source": d, "options": ro}));
+            }
+        }
         for b in &self.binds {
             let opts: Vec<&str> = if b.rw {
                 vec!["rbind", "rw", "nosuid", "nodev"]
@@ -541,6 +602,7 @@ mod tests {
     fn config_has_every_isolation_setting() {
         let s = Spec {
             root: "/r".into(),
+            host_usr_etc: true,
             args: vec!["true".into()],
             env: vec![],
             binds: vec![Bind {

@@ -10,6 +10,7 @@
 
 pub mod container;
 pub mod ctl;
+pub mod image;
 pub mod warm;
 
 use std::collections::{HashMap, HashSet};
@@ -86,6 +87,11 @@ pub struct AgentConfig {
     /// The agent's region identity, presented to its storage node (over mutual TLS) when it
     /// stores task outputs there.
     pub tls: Option<manta_util::tls::Identity>,
+    /// Most bytes of unpacked OCI images kept on this node (images in use stay regardless).
+    pub image_cache: u64,
+    /// The region's image registry: the store directory whose objects a phase names as
+    /// `"image": "NAME"` (`/LOGIN/public/images`, readable by every account).
+    pub image_registry: Option<String>,
 }
 
 impl AgentConfig {
@@ -119,6 +125,8 @@ impl AgentConfig {
             poll: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
             tls: None,
+            image_cache: 4 << 30,
+            image_registry: None,
         }
     }
 }
@@ -176,6 +184,11 @@ pub(crate) struct Agent {
     node_room: Mutex<Option<NodeRoom>>,
     /// When a claim last looked past its first page of dispatched tasks.
     looked_deep: Mutex<Option<std::time::Instant>>,
+    /// OCI images unpacked here.
+    images: Arc<image::Images>,
+    /// The dynamic loader the tools run with inside an image (file name under
+    /// `/opt/manta/lib`), when the tools are dynamically linked.
+    loader: Option<String>,
 }
 
 /// How often a claim may look past its first page (see [`Agent::claim`]).
@@ -332,7 +345,7 @@ impl Agent {
         }
         let work = cfg.work_dir.clone();
         let tools = cfg.tools_bin.clone();
-        manta_util::blocking(move || {
+        let loader = manta_util::blocking(move || {
             container::make_skeleton(&work.join("rootfs"))?;
             // Tasks' directories hold their assets (their owners' objects): no other local user
             // may enter.
@@ -356,10 +369,22 @@ impl Agent {
                     std::os::unix::fs::symlink("jobs-tool", &l)?;
                 }
             }
-            Ok(())
+            container::image_tools(
+                &tdir.join("jobs-tool"),
+                &work.join("tools-image"),
+                &work.join("tools-lib"),
+            )
         })
         .await
         .with_context(|| format!("prepare {}", cfg.work_dir.display()))?;
+        let (dir, max, base) = (
+            cfg.work_dir.join("images"),
+            cfg.image_cache,
+            manta_util::proc::is_root().then_some(cfg.uid_base),
+        );
+        let images = manta_util::blocking(move || image::Images::open(dir, max, base))
+            .await
+            .context("open the image cache")?;
         // Containers of a previous run of this agent are orphans now: end them.
         if let Ok(out) = runc(&cfg, &["list", "-q"]).await {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
@@ -432,6 +457,8 @@ impl Agent {
             jobs: Mutex::new(HashMap::new()),
             node_room: Mutex::new(None),
             looked_deep: Mutex::new(None),
+            images: Arc::new(images),
+            loader,
             cfg,
         })
     }
@@ -1373,6 +1400,33 @@ impl Agent {
             .map_err(Infra::from)?;
         // Assets: fetched once per container, all of them together no larger than the phase's
         // disk.
+        let image = match &phase.image {
+            None => None,
+            Some(name) => {
+                let found = match (
+                    &self.loader,
+                    image_path(name, self.cfg.image_registry.as_deref()),
+                ) {
+                    (_, Err(msg)) => Ok(Err(msg)),
+                    (Some(_), Ok(path)) => self.images.root(&tj.fd, &path).await,
+                    (None, Ok(_)) => Ok(Err(
+                        "this agent's tools are statically linked; it runs no images".to_owned(),
+                    )),
+                };
+                match found {
+                    Ok(Ok(root)) => Some(root),
+                    other => {
+                        let d = dir.clone();
+                        let _ = manta_util::blocking(move || std::fs::remove_dir_all(&d)).await;
+                        return match other {
+                            Ok(Err(msg)) => Ok(Err((JobErrorCode::TaskInit, msg))),
+                            Err(e) => Err(Infra(e)),
+                            Ok(Ok(_)) => unreachable!("handled above"),
+                        };
+                    }
+                }
+            }
+        };
         let mut room = phase.disk * 1024 * 1024 * 1024;
         for a in &phase.assets {
             let dest = assets.join(a.trim_start_matches('/'));
@@ -1381,15 +1435,40 @@ impl Agent {
                 Err(e) => {
                     let d = dir.clone();
                     let _ = manta_util::blocking(move || std::fs::remove_dir_all(&d)).await;
+                    let e = match e.downcast_ref::<TooBig>() {
+                        Some(_) => anyhow!("the phase's assets exceed its disk"),
+                        None => e,
+                    };
                     return Ok(Err((JobErrorCode::TaskInit, format!("asset {a}: {e:#}"))));
                 }
             }
         }
+        // In an image the tools run through the host's loader and libraries, copied beside
+        // them; on the host's own /usr they run as they are.
+        let (tools, mut args) = match (&image, &self.loader) {
+            (Some(_), Some(l)) => (
+                "tools-image",
+                vec![
+                    format!("/opt/manta/lib/{l}"),
+                    "--library-path".into(),
+                    "/opt/manta/lib".into(),
+                ],
+            ),
+            _ => ("tools", Vec::new()),
+        };
+        args.extend(["/opt/manta/bin/jobs-tool".to_owned(), "lackey".to_owned()]);
         let mut binds = vec![container::Bind {
-            source: self.cfg.work_dir.join("tools"),
+            source: self.cfg.work_dir.join(tools),
             dest: "/opt/manta/bin".into(),
             rw: false,
         }];
+        if image.is_some() {
+            binds.push(container::Bind {
+                source: self.cfg.work_dir.join("tools-lib"),
+                dest: "/opt/manta/lib".into(),
+                rw: false,
+            });
+        }
         if !phase.assets.is_empty() {
             binds.push(container::Bind {
                 source: assets,
@@ -1398,8 +1477,11 @@ impl Agent {
             });
         }
         let spec = container::Spec {
-            root: self.cfg.work_dir.join("rootfs"),
-            args: vec!["/opt/manta/bin/jobs-tool".into(), "lackey".into()],
+            root: image
+                .as_ref()
+                .map_or_else(|| self.cfg.work_dir.join("rootfs"), |i| i.rootfs.clone()),
+            host_usr_etc: image.is_none(),
+            args,
             env: vec![format!("PATH={TASK_PATH}"), "LANG=C".into()],
             binds,
             memory: phase.memory * 1024 * 1024,
@@ -1409,7 +1491,10 @@ impl Agent {
             hostname: "task".into(),
         };
         match warm::Warm::start(&self.cfg, &task.job_id, task.phase, dir.clone(), spec).await {
-            Ok(w) => Ok(Ok(w)),
+            Ok(mut w) => {
+                w.image = image;
+                Ok(Ok(w))
+            }
             Err(e) => {
                 let _ = manta_util::blocking(move || std::fs::remove_dir_all(&dir)).await;
                 Err(Infra(e))
@@ -1767,7 +1852,7 @@ impl Agent {
 async fn fetch(fd: &FdClient, path: &str, dest: &Path, room: u64) -> Result<u64> {
     use futures_util::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
-    let too_big = || anyhow!("the phase's assets exceed its disk");
+    let too_big = || anyhow::Error::new(TooBig(room));
     if let Some(p) = dest.parent() {
         tokio::fs::create_dir_all(p).await?;
     }
@@ -1789,6 +1874,38 @@ async fn fetch(fd: &FdClient, path: &str, dest: &Path, room: u64) -> Result<u64>
     f.flush().await?;
     Ok(got)
 }
+
+/// The object path of a phase's `image`: a path as it is; a name is an object in the region's
+/// registry directory (`--image-registry`), or why it cannot be resolved.
+fn image_path(image: &str, registry: Option<&str>) -> std::result::Result<String, String> {
+    if image.starts_with('/') {
+        return Ok(image.to_owned());
+    }
+    if image.is_empty() || image.contains('/') || image.starts_with('.') {
+        return Err(format!(
+            "image {image:?} is neither an object path nor an image name"
+        ));
+    }
+    match registry {
+        Some(r) => Ok(format!("{}/{image}", r.trim_end_matches('/'))),
+        None => Err(format!(
+            "image {image:?}: this region has no image registry (name the image's object \
+             path instead, /LOGIN/stor/...)"
+        )),
+    }
+}
+
+/// A fetched object would pass its room (the bytes it was allowed).
+#[derive(Debug)]
+pub(crate) struct TooBig(pub u64);
+
+impl std::fmt::Display for TooBig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "more than the {} bytes it may have", self.0)
+    }
+}
+
+impl std::error::Error for TooBig {}
 
 /// Lets this agent's tasks read an object file bound into their containers: its group becomes
 /// the tasks' root group (host gid `gid`, which no host user holds) with read access (0640).

@@ -54,6 +54,8 @@ pub(super) struct Warm {
     pub ran: u32,
     /// When it last finished a task.
     pub idle_since: Instant,
+    /// The image it runs in, held so that the cache keeps it meanwhile.
+    pub image: Option<super::image::ImageRoot>,
     stop_ctl: CancellationToken,
     server: tokio::task::JoinHandle<()>,
     reader: BufReader<OwnedReadHalf>,
@@ -168,6 +170,7 @@ impl Warm {
             ctl: switch,
             ran: 0,
             idle_since: Instant::now(),
+            image: None,
             stop_ctl,
             server,
             reader: BufReader::new(r),

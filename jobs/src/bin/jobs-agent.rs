@@ -76,6 +76,15 @@ struct Args {
     /// presented to its storage node over mutual TLS.
     #[arg(long, env = "MANTA_TLS_DIR")]
     tls_dir: Option<PathBuf>,
+    /// Most bytes of unpacked OCI images this node keeps (images in use stay regardless), e.g.
+    /// `4GiB`; an image larger than this is refused.
+    #[arg(long, env = "MANTA_IMAGE_CACHE", default_value = "4GiB", value_parser = manta_util::cli::parse_bytes)]
+    image_cache: u64,
+    /// The region's image registry: the store directory whose objects phases name as
+    /// `"image": "NAME"` (e.g. `/admin/public/images`, readable by every account). Without it
+    /// only image paths are accepted.
+    #[arg(long, env = "MANTA_IMAGE_REGISTRY")]
+    image_registry: Option<String>,
     /// How often to look for tasks.
     #[arg(long, env = "MANTA_POLL", default_value = "100ms", value_parser = humantime::parse_duration)]
     poll: Duration,
@@ -114,6 +123,8 @@ async fn main() -> Result<()> {
     cfg.max_utilization_pct = a.max_utilization_pct;
     cfg.max_dirents = a.max_dirents;
     cfg.poll = a.poll;
+    cfg.image_cache = a.image_cache;
+    cfg.image_registry = a.image_registry;
     cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
     jobs::agent::run(cfg, manta_util::shutdown_on_signals()).await
 }
