@@ -34,10 +34,11 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 #   time              /usr/bin/time: the CLI benchmark's CPU accounting
 #   nftables          nft: the fault runs cut one service off the network
 #   faketime          libfaketime: the fault runs move one service's clock
+#   busybox-static    a static /bin/busybox the jobs tests pack into an OCI image of their own
 MANTA_DEBIAN_PACKAGES=(
     gcc libc6-dev protobuf-compiler libprotobuf-dev pkg-config libzfslinux-dev
     postgresql etcd-server etcd-client runc util-linux passwd iproute2 systemd procps openssh-client
-    ca-certificates curl openssl s3cmd rclone python3-venv time nftables faketime
+    ca-certificates curl openssl s3cmd rclone python3-venv time nftables faketime busybox-static
 )
 # Node.js and npm, for the original npm client in the compatibility tests (ensure_node installs
 # them only when no `node` and `npm` are on PATH).

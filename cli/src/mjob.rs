@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! mjob create [-f job.json | -m MAP | -r REDUCE | 'map ^ map ^^ reduce'] [--count N]
-//!             [--memory MB] [--disk GB] [--init CMD] [--image SEMVER] [-s ASSET] [-n NAME]
+//!             [--memory MB] [--disk GB] [--init CMD] [--image PATH|NAME] [-s ASSET] [-n NAME]
 //!             [-w] [-o] [--open | --close] [-b N] [--dry-run]
 //! mjob addinputs [-o|--open] [-b N] JOB      (paths on stdin)
 //! mjob close JOB | cancel JOB... | get JOB | watch JOB
@@ -163,7 +163,7 @@ fn parse_create(args: &[String], account: &dyn Fn() -> Result<String>) -> Result
             "--image" => {
                 next.image = Some(
                     it.next()
-                        .ok_or_else(|| anyhow!("--image needs a version"))?
+                        .ok_or_else(|| anyhow!("--image needs an image path or name"))?
                         .clone(),
                 );
             }

@@ -18,7 +18,7 @@
 //! - [`supervisor`]: the leader-elected supervisor.
 //! - [`agent`]: the per-node agent; [`agent::container`] the OCI bundle; [`agent::warm`]
 //!   containers kept for a job and phase's next task; [`agent::ctl`] the task's control
-//!   socket.
+//!   socket; [`agent::image`] OCI images phases run in (verified, unpacked, cached).
 //! - [`tools`]: the in-container tools and `lackey`, the container's first process.
 //! - [`fdclient`]: the front door, acting for a job's owner with its token.
 //! - [`gateway`]: the jobs API as a server of its own in front of a front door (`jobs-api`).
@@ -33,6 +33,9 @@
 //!   (non-zero exit, killed at a limit) is never retried: it is reported with its stderr.
 //! - Only the outputs of successful tasks flow to the next phase; an output is committed
 //!   (bytes fsynced on this node, metadata in Moray) before the task that made it is done.
+//! - A phase with an `image` runs in that image's files (fetched as the job's owner, every
+//!   blob and layer checked against its digest, no entry outside its root); without one, in
+//!   the node's own `/usr` and `/etc`, read-only.
 //! - A task sees only its own input, its assets and its scratch space (which an earlier task
 //!   of the same job and phase may have used, as in the original; never another job's); it
 //!   acts on the store only as the job's owner, through the front door.

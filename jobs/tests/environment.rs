@@ -162,3 +162,141 @@ async fn any_object_the_owner_may_read_is_an_input() {
         "{errs:?}"
     );
 }
+
+/// An OCI image of a static busybox (`/bin/busybox` of the `busybox-static` package) with the
+/// applets a job needs linked in, and `/etc/image-release`; a second layer whites out a file
+/// of the first.
+fn busybox_image() -> Vec<u8> {
+    use jobs::agent::image::{LayerBuilder, pack};
+    let busybox = std::fs::read("/bin/busybox").expect(
+        "a static busybox at /bin/busybox (Debian's busybox-static, which ./run-tests installs)",
+    );
+    let mut l1 = LayerBuilder::default();
+    l1.dir("bin/").unwrap();
+    l1.file("bin/busybox", 0o755, &busybox).unwrap();
+    for applet in ["sh", "cat", "wc", "ls", "test", "echo", "tr"] {
+        l1.symlink(&format!("bin/{applet}"), "busybox").unwrap();
+    }
+    l1.file("etc/image-release", 0o644, b"busybox test image\n")
+        .unwrap();
+    l1.file("etc/gone", 0o644, b"whited out\n").unwrap();
+    let mut l2 = LayerBuilder::default();
+    l2.file("etc/.wh.gone", 0o644, b"").unwrap();
+    pack(&[(l1.finish(), true), (l2.finish(), false)]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_runs_in_an_image_from_the_store_and_bad_images_fail_clearly() {
+    use jobs::agent::image::{LayerBuilder, pack};
+    // The region's image registry is the test account's `public/images` (its login is
+    // testkit's `tester`).
+    let env = Env::start_with(common::Options {
+        agent_args: vec!["--image-registry".into(), "/tester/public/images".into()],
+        ..common::Options::default()
+    })
+    .await
+    .unwrap();
+    let login = env.region.account.login.clone();
+    assert_eq!(login, "tester");
+    let input = env
+        .upload("img", vec![("in.txt".into(), "a\nb\nc\n".into())])
+        .await
+        .unwrap()
+        .remove(0);
+    let image = format!("/{login}/stor/img/busybox.tar");
+    env.client
+        .put_bytes(&image, busybox_image(), Default::default())
+        .await
+        .unwrap();
+    env.client.mkdirp("~~/public/images").await.unwrap();
+    env.client
+        .put_bytes(
+            "~~/public/images/busybox",
+            busybox_image(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let escape = format!("/{login}/stor/img/escape.tar");
+    let layer = LayerBuilder::default()
+        .file("../../escaped", 0o644, b"x")
+        .unwrap()
+        .finish();
+    env.client
+        .put_bytes(&escape, pack(&[(layer, true)]).unwrap(), Default::default())
+        .await
+        .unwrap();
+    let plain = format!("/{login}/stor/img/plain.tar");
+    env.client
+        .put_bytes(&plain, "not a tar at all", Default::default())
+        .await
+        .unwrap();
+
+    // The image's files, not the host's; the tools and the store work from inside it.
+    let exec = [
+        "cat /etc/image-release",
+        "test -e /usr/bin/perl && echo HOST-USR || echo no-host-usr",
+        "test -e /etc/gone && echo GONE-STAYED || echo whiteout-applied",
+        "wc -l < $MANTA_INPUT_FILE | tr -d ' '",
+        "mget $MANTA_INPUT_OBJECT | wc -l | tr -d ' '",
+    ]
+    .join("; ");
+    let (out, errs) = run(
+        &env,
+        json!({"exec": exec, "image": image}),
+        std::slice::from_ref(&input),
+    )
+    .await;
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(
+        out,
+        "busybox test image\nno-host-usr\nwhiteout-applied\n3\n3\n"
+    );
+    // The same image by its name in the registry.
+    let (out, errs) = run(
+        &env,
+        json!({"exec": "cat /etc/image-release", "image": "busybox"}),
+        std::slice::from_ref(&input),
+    )
+    .await;
+    assert!(errs.is_empty(), "{errs:?}");
+    assert_eq!(out, "busybox test image\n");
+    // Without `image`, the host's /usr as before.
+    let (out, _) = run(
+        &env,
+        json!({"exec": "test -e /usr/bin/perl && echo host-usr"}),
+        std::slice::from_ref(&input),
+    )
+    .await;
+    assert_eq!(out, "host-usr\n");
+
+    // Bad images fail the task with the reason; nothing escaped onto the node.
+    for (img, why) in [
+        (escape.as_str(), "climbs out"),
+        (plain.as_str(), "not a tar archive"),
+        (&format!("/{login}/stor/img/missing.tar"), "not found"),
+        (
+            "no-such-image",
+            "/tester/public/images/no-such-image was not found",
+        ),
+        ("../x", "neither an object path nor an image name"),
+    ] {
+        let (out, errs) = run(
+            &env,
+            json!({"exec": "echo ran", "image": img}),
+            std::slice::from_ref(&input),
+        )
+        .await;
+        assert_eq!(out, "", "{img}");
+        assert_eq!(errs.len(), 1, "{img}: {errs:?}");
+        assert_eq!(errs[0]["code"], "TaskInitError", "{img}: {errs:?}");
+        let msg = errs[0]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(why), "{img}: {msg}");
+    }
+    let found = std::process::Command::new("find")
+        .arg(env.dir.path())
+        .args(["-name", "escaped"])
+        .output()
+        .unwrap();
+    assert!(found.stdout.is_empty(), "{found:?}");
+}

@@ -10,6 +10,7 @@
 //! s3_region = "us-east-1"
 //! pki = "pki"             # keys and certificates (relative to this file): pki/<service>
 //! secrets = "secrets"     # shared secrets: pg-replication, pg-moray, token-secret
+//! image_registry = "/admin/public/images"   # optional: where jobs' image names are found
 //!
 //! [[host]]
 //! name = "h1"
@@ -111,6 +112,11 @@ pub struct RegionSection {
     /// Shared secrets (`pg-replication`, `pg-moray`, `token-secret`), relative likewise.
     #[serde(default = "default_secrets")]
     pub secrets: PathBuf,
+    /// The jobs' image registry: the store directory whose objects phases name as
+    /// `"image": "NAME"` (the agents' `--image-registry`); readable by every account, so
+    /// under some account's `public`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_registry: Option<String>,
 }
 
 fn default_shard() -> String {
@@ -506,6 +512,7 @@ pub fn layout(hosts: &[(String, IpAddr)], state_dir: &Path) -> Result<RegionConf
             s3_region: default_s3_region(),
             pki: default_pki(),
             secrets: default_secrets(),
+            image_registry: None,
         },
         hosts: hosts
             .iter()

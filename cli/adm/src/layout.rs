@@ -452,6 +452,7 @@ pub fn service(cfg: &RegionConfig, s: &ServiceEntry, at: &dyn Placement) -> Serv
                 &uid_base.to_string(),
             ]));
             argv.extend(limit("--max-task-output", l.task_output.clone()));
+            argv.extend(limit("--image-registry", cfg.region.image_registry.clone()));
             internal(argv, "/ping", Duration::from_secs(30))
         }
     }

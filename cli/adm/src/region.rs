@@ -353,6 +353,12 @@ impl Region {
                 s3_region: S3_REGION.into(),
                 pki: PKI_DIR.into(),
                 secrets: SECRETS_DIR.into(),
+                // The local user's account keeps the region's images: `mput -f img.tar
+                // ~~/public/images/NAME` makes NAME usable as a phase's image.
+                image_registry: Some(format!(
+                    "/{}/public/images",
+                    self.file.login.clone().unwrap_or_else(local_login)
+                )),
             },
             hosts: vec![HostEntry {
                 name: host.into(),

@@ -23,12 +23,14 @@
 //!   authentication of a request (signatures, presigned URLs, tokens).
 //! - [`filters`]: Moray filters, and the SQL the server compiles them to.
 //! - [`jobs`]: the job JSON users submit.
+//! - [`images`]: the OCI image archives phases run in, as an agent unpacks them.
 //! - [`ranges`]: `Range` headers (Manta API and storage nodes; S3 reads and part copies).
 //! - [`s3`]: the XML bodies the S3 API accepts, and whole S3 requests through `s3s` as the
 //!   listener configures it (SigV4/SigV2 headers and presigned queries, paths, headers, bodies).
 
 pub mod auth;
 pub mod filters;
+pub mod images;
 pub mod jobs;
 pub mod paths;
 pub mod ranges;
@@ -48,6 +50,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("range_header", ranges::range_header),
     ("s3_xml", s3::s3_xml),
     ("s3_request", s3::s3_request),
+    ("oci_image", images::oci_image),
 ];
 
 /// The target named `name`.

@@ -240,6 +240,7 @@ macro_rules! short_runs {
 }
 
 short_runs!(
+    oci_image,
     manta_path,
     http_signature,
     presigned_url,

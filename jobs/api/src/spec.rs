@@ -55,7 +55,8 @@ pub struct Phase {
     /// Reducers (reduce phases only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
-    /// Image constraint (kept for compatibility; every task runs on the node's own OS).
+    /// The OCI image the phase runs in: an object path (`/login/stor/img.tar`) or a name in the
+    /// region's image registry; absent, tasks see the node's own `/usr` and `/etc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 }

@@ -640,6 +640,15 @@ impl Images {
         let head = match head {
             Ok(r) => r,
             Err(e) if e.is_retryable() => return Err(anyhow!("image {path}: {e}")),
+            // A HEAD answer has no body to explain itself: say what its status means.
+            Err(crate::fdclient::FdError::Api { status: 404, .. }) => {
+                return Ok(Err(format!("image {path} was not found")));
+            }
+            Err(crate::fdclient::FdError::Api {
+                status: 401 | 403, ..
+            }) => {
+                return Ok(Err(format!("the job's owner may not read image {path}")));
+            }
             Err(e) => return Ok(Err(format!("image {path}: {e}"))),
         };
         let etag = head
