@@ -109,8 +109,19 @@ impl Response {
     }
 }
 
+impl Write for Request {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.chunk(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
 impl Request {
-    /// Sends a request head. With `body`, the body follows in chunks ([`write`](Self::write)).
+    /// Sends a request head. With `body`, the body follows in chunks ([`chunk`](Self::chunk)).
     ///
     /// # Errors
     /// When the socket cannot be reached.
@@ -148,7 +159,7 @@ impl Request {
     ///
     /// # Errors
     /// When the agent closed the connection.
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    pub fn chunk(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
@@ -282,7 +293,7 @@ fn upload(
         if let Some(t) = tee.as_deref_mut() {
             t.write_all(&buf[..n])?;
         }
-        req.write(&buf[..n])?;
+        req.chunk(&buf[..n])?;
     }
     if let Some(t) = tee {
         t.flush()?;
@@ -356,7 +367,7 @@ impl Args {
 }
 
 fn mpipe(args: &[String]) -> io::Result<()> {
-    let a = parse_args(args, "rH", "p")?;
+    let a = parse_args(args, "rHf", "p")?;
     let path = a.rest.first().map(|p| expand(p));
     let mut headers = vec![("x-manta-stream", "stdout".to_owned())];
     if let Some(r) = a.value('r') {
@@ -368,18 +379,40 @@ fn mpipe(args: &[String]) -> io::Result<()> {
     if a.has('p') {
         headers.push(("x-manta-mkdirs", "true".into()));
     }
-    let extra: Vec<(String, String)> = a
-        .values('H')
-        .iter()
-        .filter_map(|h| h.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
+    let extra = user_headers(&a)?;
     for (k, v) in &extra {
         headers.push((k.as_str(), v.clone()));
     }
     let target = path.unwrap_or_else(|| "/_task/output".into());
-    upload("PUT", &target, &headers, &mut io::stdin().lock(), None)?;
+    match a.value('f') {
+        Some(f) => upload("PUT", &target, &headers, &mut open_input(f)?, None)?,
+        None => upload("PUT", &target, &headers, &mut io::stdin().lock(), None)?,
+    };
     Ok(())
+}
+
+/// The file `-f` names, or why it cannot be read.
+fn open_input(f: &str) -> io::Result<std::fs::File> {
+    std::fs::File::open(f).map_err(|e| io::Error::new(e.kind(), format!("-f {f}: {e}")))
+}
+
+/// The `-H 'name: value'` headers, names lower-cased.
+fn user_headers(a: &Args) -> io::Result<Vec<(String, String)>> {
+    a.values('H')
+        .iter()
+        .map(|h| {
+            let (k, v) = h
+                .split_once(':')
+                .ok_or_else(|| io::Error::other(format!("-H {h:?}: expected 'name: value'")))?;
+            let k = k.trim().to_ascii_lowercase();
+            let v = v.trim().to_owned();
+            let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+            if k.is_empty() || !k.chars().all(token) || v.chars().any(|c| c == '\r' || c == '\n') {
+                return Err(io::Error::other(format!("-H {h:?}: not a valid header")));
+            }
+            Ok((k, v))
+        })
+        .collect()
 }
 
 fn mcat(args: &[String]) -> io::Result<()> {
@@ -398,23 +431,33 @@ fn mcat(args: &[String]) -> io::Result<()> {
 }
 
 /// Where `mtee` and `mput` write (their first operand, `~~` expanded) and the headers they
-/// send: a binary content type and, with `-c N`, the durability level.
-fn upload_target(a: &Args, usage: &str) -> io::Result<(String, Vec<(&'static str, String)>)> {
+/// send: a binary content type unless `-H` gives one, with `-c N` the durability level, and
+/// every `-H` header.
+fn upload_target(a: &Args, usage: &str) -> io::Result<(String, Vec<(String, String)>)> {
     let path = a
         .rest
         .first()
         .map(|p| expand(p))
         .ok_or_else(|| io::Error::other(usage.to_owned()))?;
-    let mut headers = vec![("content-type", "application/octet-stream".to_owned())];
+    let mut headers = user_headers(a)?;
+    if !headers.iter().any(|(k, _)| k == "content-type") {
+        headers.push(("content-type".into(), "application/octet-stream".to_owned()));
+    }
     if let Some(c) = a.value('c') {
-        headers.push(("durability-level", c.to_owned()));
+        headers.push(("durability-level".into(), c.to_owned()));
     }
     Ok((path, headers))
 }
 
+/// Headers as [`Request::start`] takes them.
+fn borrowed(h: &[(String, String)]) -> Vec<(&str, String)> {
+    h.iter().map(|(k, v)| (k.as_str(), v.clone())).collect()
+}
+
 fn mtee(args: &[String]) -> io::Result<()> {
     let a = parse_args(args, "cH", "")?;
-    let (path, headers) = upload_target(&a, "usage: mtee PATH")?;
+    let (path, headers) = upload_target(&a, "usage: mtee [-c durability] [-H 'h: v'] PATH")?;
+    let headers = borrowed(&headers);
     let mut out = io::stdout().lock();
     upload(
         "PUT",
@@ -444,12 +487,13 @@ fn mget(args: &[String]) -> io::Result<()> {
 fn mput(args: &[String]) -> io::Result<()> {
     let a = parse_args(args, "fcH", "pq")?;
     let (path, headers) = upload_target(&a, "usage: mput [-f file] PATH")?;
+    let headers = borrowed(&headers);
     if a.has('p') {
         let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         mkdirp(parent)?;
     }
     match a.value('f') {
-        Some(f) => upload("PUT", &path, &headers, &mut std::fs::File::open(f)?, None)?,
+        Some(f) => upload("PUT", &path, &headers, &mut open_input(f)?, None)?,
         None => upload("PUT", &path, &headers, &mut io::stdin().lock(), None)?,
     };
     Ok(())
@@ -495,8 +539,197 @@ fn mls(args: &[String]) -> io::Result<()> {
     Ok(())
 }
 
+/// One reducer's stream of `msplit` output: an output request, gzip-compressed with `-z`.
+enum Sink {
+    Plain(io::BufWriter<Request>),
+    Gz(flate2::write::GzEncoder<io::BufWriter<Request>>),
+}
+
+impl Sink {
+    fn open(reducer: u32, gz: bool) -> io::Result<Sink> {
+        let req = Request::start(
+            "PUT",
+            "/_task/output",
+            &[
+                ("x-manta-stream", "stdout".into()),
+                ("x-manta-reducer", reducer.to_string()),
+            ],
+            true,
+        )?;
+        let w = io::BufWriter::with_capacity(64 * 1024, req);
+        Ok(if gz {
+            Sink::Gz(flate2::write::GzEncoder::new(
+                w,
+                flate2::Compression::fast(),
+            ))
+        } else {
+            Sink::Plain(w)
+        })
+    }
+
+    fn write_all(&mut self, b: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.write_all(b),
+            Sink::Gz(w) => w.write_all(b),
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        let w = match self {
+            Sink::Plain(w) => w,
+            Sink::Gz(g) => g.finish()?,
+        };
+        let req = w.into_inner().map_err(io::IntoInnerError::into_error)?;
+        check(req.finish()?).map(|_| ())
+    }
+}
+
+/// The reducer a line with `key` goes to: the key's hash modulo `n`, or with `literal` (`-i`)
+/// the key itself as a number.
+fn reducer_of(key: &str, n: u32, literal: bool) -> io::Result<usize> {
+    if literal {
+        let k = key.trim();
+        let i = k
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < f64::from(n))
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "-i: key {k:?} is not a reducer index from 0 to {}",
+                    n - 1
+                ))
+            })?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        return Ok(i as usize);
+    }
+    Ok((crate::supervisor::crc(key) % u64::from(n)) as usize)
+}
+
+/// The key of a JSON record: the `fields` it has, each a string as it is or other JSON as its
+/// text, joined by tabs.
+fn json_key(line: &str, fields: &[&str], number: u64) -> io::Result<String> {
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| io::Error::other(format!("-j: line {number} is not JSON: {e}")))?;
+    Ok(fields
+        .iter()
+        .filter_map(|f| v.get(f))
+        .map(|x| match x {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\t"))
+}
+
+/// The key of a text record: its `fields` (from 1) split by `delim`, those out of range left
+/// out.
+fn text_key(line: &str, delim: &str, fields: &[usize]) -> String {
+    let cols: Vec<&str> = line.split(delim).collect();
+    fields
+        .iter()
+        .filter_map(|f| cols.get(f - 1).copied())
+        .collect::<Vec<_>>()
+        .join(delim)
+}
+
+/// What `msplit -e` runs under node: the expression becomes the body of `function (line)`
+/// (wrapped in `return (...)` when it has no `return`), bound to the parsed record with `-j`.
+/// Lines go in and keys come out as JSON strings, one per line, in order.
+const MSPLIT_JS: &str = r#"
+const body = process.env.MSPLIT_EXPR;
+const f = new Function('line', /\breturn\b/.test(body) ? body : 'return (' + body + ');');
+const json = process.env.MSPLIT_JSON === '1';
+let rest = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  const parts = (rest + d).split('\n');
+  rest = parts.pop();
+  const out = [];
+  for (const p of parts) {
+    const line = JSON.parse(p);
+    out.push(JSON.stringify(String(f.call(json ? JSON.parse(line) : undefined, line))));
+  }
+  if (out.length) process.stdout.write(out.join('\n') + '\n');
+});
+"#;
+
+/// Reads stdin's lines and hands each with its key, computed by the JavaScript `expr` under
+/// node, to `put`.
+fn js_keys(
+    expr: &str,
+    json: bool,
+    put: &mut dyn FnMut(&[u8], &str) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut child = Command::new("node")
+        .args(["-e", MSPLIT_JS])
+        .env("MSPLIT_EXPR", expr)
+        .env("MSPLIT_JSON", if json { "1" } else { "0" })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            io::Error::other(format!(
+                "-e runs its expression with node, which this task cannot run ({e}): use an \
+                 image that has node, or -f"
+            ))
+        })?;
+    let (Some(to_node), Some(from_node)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(io::Error::other("node's pipes"));
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    // Lines go to node from a thread of their own, so that node's output is always read.
+    let feeder = std::thread::spawn(move || -> io::Result<()> {
+        let mut w = io::BufWriter::new(to_node);
+        let mut input = io::stdin().lock();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if input.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&line);
+            serde_json::to_writer(&mut w, text.trim_end_matches('\n'))?;
+            w.write_all(b"\n")?;
+            if tx.send(line.clone()).is_err() {
+                break;
+            }
+        }
+        w.flush()
+    });
+    let mut routed = Ok(());
+    for key in BufReader::new(from_node).lines() {
+        let step = key.and_then(|k| {
+            let key: String = serde_json::from_str(&k).map_err(io::Error::other)?;
+            let line = rx
+                .recv()
+                .map_err(|_| io::Error::other("node gave more keys than lines"))?;
+            put(&line, &key)
+        });
+        if let Err(e) = step {
+            routed = Err(e);
+            let _ = child.kill();
+            break;
+        }
+    }
+    let status = child.wait()?;
+    let fed = feeder
+        .join()
+        .map_err(|_| io::Error::other("the feeding thread panicked"))?;
+    routed?;
+    if !status.success() {
+        return Err(io::Error::other(format!(
+            "the -e expression failed (node: {status})"
+        )));
+    }
+    fed?;
+    if rx.try_recv().is_ok() {
+        return Err(io::Error::other("node gave fewer keys than lines"));
+    }
+    Ok(())
+}
+
 fn msplit(args: &[String]) -> io::Result<()> {
-    let a = parse_args(args, "dfn", "j")?;
+    let a = parse_args(args, "dfne", "jiz")?;
     let n: u32 = match a.value('n') {
         Some(v) => v
             .parse()
@@ -509,59 +742,57 @@ fn msplit(args: &[String]) -> io::Result<()> {
     if n == 0 {
         return Err(io::Error::other("-n must be at least 1"));
     }
+    let (json, literal) = (a.has('j'), a.has('i'));
     let delim = a.value('d').unwrap_or("\t").to_owned();
-    let fields: Vec<usize> = match a.value('f') {
-        Some(f) => f
-            .split(',')
-            .map(|x| x.trim().parse::<usize>().ok().filter(|i| *i >= 1))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| io::Error::other(format!("-f {f}: fields are numbers from 1")))?,
-        None => Vec::new(),
+    let field_list = a.value('f');
+    let mut sinks = (0..n)
+        .map(|r| Sink::open(r, a.has('z')))
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut put = |line: &[u8], key: &str| -> io::Result<()> {
+        let r = reducer_of(key, n, literal)?;
+        sinks[r].write_all(line)?;
+        if !line.ends_with(b"\n") {
+            sinks[r].write_all(b"\n")?;
+        }
+        Ok(())
     };
-    let mut reqs = Vec::new();
-    for r in 0..n {
-        reqs.push(Request::start(
-            "PUT",
-            "/_task/output",
-            &[
-                ("x-manta-stream", "stdout".into()),
-                ("x-manta-reducer", r.to_string()),
-            ],
-            true,
-        )?);
-    }
-    let mut bufs: Vec<Vec<u8>> = vec![Vec::new(); n as usize];
-    let stdin = io::stdin();
-    let mut line = Vec::new();
-    let mut input = stdin.lock();
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let body = text.trim_end_matches('\n');
-        let key: String = if fields.is_empty() {
-            body.to_owned()
-        } else {
-            let cols: Vec<&str> = body.split(delim.as_str()).collect();
-            fields
-                .iter()
-                .map(|f| cols.get(f - 1).copied().unwrap_or(""))
-                .collect::<Vec<_>>()
-                .join(&delim)
+    if let Some(expr) = a.value('e') {
+        js_keys(expr, json, &mut put)?;
+    } else {
+        let json_fields: Vec<&str> = match (json, field_list) {
+            (true, Some(f)) => f.split(',').map(str::trim).collect(),
+            (true, None) => return Err(io::Error::other("-j needs -f FIELDS or -e EXPR")),
+            (false, _) => Vec::new(),
         };
-        let r = (crate::supervisor::crc(&key) % u64::from(n)) as usize;
-        bufs[r].extend_from_slice(&line);
-        if bufs[r].len() >= 64 * 1024 {
-            reqs[r].write(&bufs[r])?;
-            bufs[r].clear();
+        let text_fields: Vec<usize> = match field_list.filter(|_| !json) {
+            Some(f) => f
+                .split(',')
+                .map(|x| x.trim().parse::<usize>().ok().filter(|i| *i >= 1))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| io::Error::other(format!("-f {f}: fields are numbers from 1")))?,
+            None => vec![1],
+        };
+        let mut input = io::stdin().lock();
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            if input.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            number += 1;
+            let text = String::from_utf8_lossy(&line);
+            let body = text.trim_end_matches('\n');
+            let key = if json {
+                json_key(body, &json_fields, number)?
+            } else {
+                text_key(body, &delim, &text_fields)
+            };
+            put(&line, &key)?;
         }
     }
-    for (r, req) in reqs.into_iter().enumerate() {
-        let mut req = req;
-        req.write(&bufs[r])?;
-        check(req.finish()?)?;
+    for s in sinks {
+        s.finish()?;
     }
     Ok(())
 }
@@ -935,6 +1166,63 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn msplit_keys_and_reducers() {
+        assert_eq!(text_key("a,b,c", ",", &[3, 1]), "c,a");
+        assert_eq!(
+            text_key("a,b", ",", &[5]),
+            "",
+            "out of range fields are left out"
+        );
+        assert_eq!(
+            json_key(
+                r#"{"id":"x","n":2,"o":{"a":1}}"#,
+                &["n", "id", "missing"],
+                1
+            )
+            .unwrap(),
+            "2\tx"
+        );
+        assert!(
+            json_key("not json", &["id"], 7)
+                .unwrap_err()
+                .to_string()
+                .contains("line 7")
+        );
+        assert_eq!(reducer_of("3", 4, true).unwrap(), 3);
+        assert_eq!(reducer_of(" 0 ", 4, true).unwrap(), 0);
+        for bad in ["4", "-1", "1.5", "x", ""] {
+            assert!(reducer_of(bad, 4, true).is_err(), "{bad}");
+        }
+        // Hashing: the same key always lands on the same reducer, and within range.
+        for k in ["a", "b", "ccc"] {
+            let r = reducer_of(k, 5, false).unwrap();
+            assert!(r < 5);
+            assert_eq!(reducer_of(k, 5, false).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn user_headers_are_checked() {
+        let a = parse_args(
+            &s(&["-H", "Content-Type: text/plain", "-H", "x-a:b"]),
+            "H",
+            "",
+        )
+        .unwrap();
+        assert_eq!(
+            user_headers(&a).unwrap(),
+            vec![
+                ("content-type".to_owned(), "text/plain".to_owned()),
+                ("x-a".to_owned(), "b".to_owned())
+            ]
+        );
+        for bad in ["no colon", "bad name: v", "x: a\r\ny: b", ": v"] {
+            let a = parse_args(&s(&["-H", bad]), "H", "").unwrap();
+            assert!(user_headers(&a).is_err(), "{bad}");
+        }
     }
 
     #[test]

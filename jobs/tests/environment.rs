@@ -300,3 +300,119 @@ async fn a_phase_runs_in_an_image_from_the_store_and_bad_images_fail_clearly() {
         .unwrap();
     assert!(found.stdout.is_empty(), "{found:?}");
 }
+
+/// Each reducer's output text of a job, by its `MANTA_REDUCER` (which the reduce phase prints
+/// first as `r=N`).
+async fn by_reducer(env: &Env, phases: serde_json::Value, inputs: &[String]) -> Vec<String> {
+    let id = env.submit(json!({"phases": phases}), inputs).await.unwrap();
+    let st = env.wait(&id, Duration::from_secs(120)).await.unwrap();
+    let errs = env.client.job_errors(&id).await.unwrap();
+    assert_eq!(st["stats"]["errors"], 0, "{errs:?}");
+    let mut outs = env.output_text(&id).await.unwrap();
+    outs.sort();
+    outs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msplit_mtee_and_mpipe_take_the_originals_flags() {
+    let env = Env::start().await.unwrap();
+    let login = env.region.account.login.clone();
+    let nums: String = (1..=20).map(|i| format!("{i}\n")).collect();
+    let recs: String = (0..30)
+        .map(|i| format!("{{\"k\":\"{}\",\"v\":{i}}}\n", ["a", "b", "c"][i % 3]))
+        .collect();
+    let inputs = env
+        .upload(
+            "tools",
+            vec![
+                ("nums.txt".into(), nums.clone()),
+                ("recs.json".into(), recs),
+            ],
+        )
+        .await
+        .unwrap();
+    let (nums_in, recs_in) = (inputs[0].clone(), inputs[1].clone());
+    let reduce = |exec: &str, count: u32| json!({"type": "reduce", "count": count, "exec": format!("echo r=$MANTA_REDUCER; {exec}")});
+
+    // -i -e: the expression's value is the reducer (JavaScript, run by node).
+    let outs = by_reducer(
+        &env,
+        json!([{"exec": "msplit -i -e 'line % 2' -n 2"}, reduce("sort -n | tr '\\n' ' '", 2)]),
+        std::slice::from_ref(&nums_in),
+    )
+    .await;
+    assert_eq!(
+        outs,
+        [
+            "r=0\n2 4 6 8 10 12 14 16 18 20 ",
+            "r=1\n1 3 5 7 9 11 13 15 17 19 "
+        ]
+    );
+
+    // -j -f with -z: records split by a JSON field, each reducer's stream gzip-compressed; a
+    // key always goes to one reducer.
+    let outs = by_reducer(
+        &env,
+        json!([
+            {"exec": "msplit -j -f k -z -n 3"},
+            reduce("gzip -dc | sed 's/.*\"k\":\"\\([a-z]\\)\".*/\\1/' | sort | uniq -c | awk '{print $2\"=\"$1}'", 3)
+        ]),
+        std::slice::from_ref(&recs_in),
+    )
+    .await;
+    let mut keys: Vec<&str> = outs.iter().flat_map(|o| o.lines().skip(1)).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["a=10", "b=10", "c=10"], "{outs:?}");
+
+    // -j -e: `this` is the record.
+    let outs = by_reducer(
+        &env,
+        json!([
+            {"exec": "msplit -j -i -e 'this.v % 3' -n 3"},
+            reduce("grep -o '\"k\":\"[a-z]\"' | sort -u", 3)
+        ]),
+        std::slice::from_ref(&recs_in),
+    )
+    .await;
+    assert_eq!(
+        outs,
+        [
+            "r=0\n\"k\":\"a\"\n",
+            "r=1\n\"k\":\"b\"\n",
+            "r=2\n\"k\":\"c\"\n"
+        ]
+    );
+
+    // A bad expression fails the task with node's word on it.
+    let (_, errs) = run(
+        &env,
+        json!({"exec": "msplit -e 'line.nope()' -n 2"}),
+        std::slice::from_ref(&nums_in),
+    )
+    .await;
+    assert_eq!(errs.len(), 1, "{errs:?}");
+
+    // mtee -H sets the object's headers; mpipe -f reads a file instead of stdin.
+    let exec = "mtee -H 'content-type: text/x-teed' ~~/stor/tools/teed.txt < $MANTA_INPUT_FILE \
+                | wc -l | mpipe ~~/stor/tools/count.txt; \
+                mpipe -f $MANTA_INPUT_FILE ~~/stor/tools/piped.txt";
+    let (_, errs) = run(&env, json!({"exec": exec}), std::slice::from_ref(&nums_in)).await;
+    assert!(errs.is_empty(), "{errs:?}");
+    let teed = format!("/{login}/stor/tools/teed.txt");
+    assert_eq!(env.text(&teed).await.unwrap(), nums);
+    let info = env.client.info(&teed).await.unwrap();
+    assert_eq!(info.header("content-type"), Some("text/x-teed"), "{info:?}");
+    assert_eq!(
+        env.text(&format!("/{login}/stor/tools/count.txt"))
+            .await
+            .unwrap()
+            .trim(),
+        "20"
+    );
+    assert_eq!(
+        env.text(&format!("/{login}/stor/tools/piped.txt"))
+            .await
+            .unwrap(),
+        nums
+    );
+}
