@@ -432,6 +432,23 @@ async fn maggr_adds_up_line_counts_and_counts_by_key() {
         outputs_of_clean_run(&env, &[("map", "wc -l"), ("reduce", "maggr sum")], &inputs).await,
         vec![format!("{lines}\n")]
     );
+    // The same as a user types it: `mfind -t o DIR | mjob create -o -m 'wc -l' -r 'maggr sum'`.
+    let manta = testkit::region::binary("manta").unwrap();
+    let found = std::process::Command::new(&manta)
+        .args([
+            "mfind",
+            "-t",
+            "o",
+            &format!("/{}/stor/maggr", env.region.account.login),
+        ])
+        .envs(env.region.cli_env(&env.region.account))
+        .output()
+        .unwrap();
+    assert!(found.status.success(), "{found:?}");
+    let found = String::from_utf8(found.stdout).unwrap();
+    assert_eq!(found.lines().count(), inputs.len());
+    let printed = mjob(&env, "create -o -m 'wc -l' -r 'maggr sum'", &found, false);
+    assert_eq!(printed, format!("{lines}\n"));
     // Counts by key: each map task's `word count` lines, summed per word.
     let reduce = ("reduce", "maggr -c1=key -c2=sum");
     assert_eq!(
