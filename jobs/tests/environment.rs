@@ -416,3 +416,139 @@ async fn msplit_mtee_and_mpipe_take_the_originals_flags() {
         nums
     );
 }
+
+/// `manta mlogin ARGS` under a pseudo-terminal (`script`, util-linux), as at a user's
+/// terminal, in its own process group; what it prints is gathered as it comes.
+struct Login {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Login {
+    fn start(env: &Env, args: &str) -> Login {
+        use std::io::Read as _;
+        use std::os::unix::process::CommandExt as _;
+        let manta = testkit::region::binary("manta").unwrap();
+        let mut child = std::process::Command::new("script")
+            .args([
+                "-qefc",
+                &format!("{} mlogin {args}", manta.display()),
+                "/dev/null",
+            ])
+            .envs(env.region.cli_env(&env.region.account))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let o = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                o.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Login { child, stdin, out }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write as _;
+        self.stdin.write_all(line.as_bytes()).unwrap();
+        self.stdin.write_all(b"\n").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    async fn wait_for(&self, what: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let out = self.out.lock().unwrap().clone();
+            if out.contains(what) {
+                return out;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what:?} from mlogin: {out}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn containers(env: &Env) -> usize {
+    (0..env.region.storage.len())
+        .map(|i| env.containers(i).lines().count())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlogin_opens_a_shell_beside_the_object_and_ends_with_its_client() {
+    let env = Env::start().await.unwrap();
+    env.upload(
+        "login",
+        vec![("obj.txt".into(), "the object's text\n".into())],
+    )
+    .await
+    .unwrap();
+
+    // A command sees the object where a map task would, in a terminal, within the limits
+    // asked for; `exit` ends the session and the client with it.
+    let mut s = Login::start(&env, "--memory 512 ~~/stor/login/obj.txt");
+    s.type_line(
+        "cat $MANTA_INPUT_FILE; test -t 0 && echo TTY-$((2+3)); \
+         echo MEM-$(( $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || \
+         cat /sys/fs/cgroup/memory.max) / 1048576 )); echo MARK-$((6*7))",
+    );
+    let out = s.wait_for("MARK-42").await;
+    assert!(out.contains("the object's text"), "{out}");
+    assert!(out.contains("TTY-5"), "{out}");
+    assert!(out.contains("MEM-512"), "{out}");
+    s.type_line("exit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mlogin did not end after exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status:?}");
+
+    // Killing the client ends the container within seconds.
+    let mut s = Login::start(&env, "~~/stor/login/obj.txt");
+    s.type_line("echo UP-$((1+1))");
+    s.wait_for("UP-2").await;
+    assert!(containers(&env) >= 1);
+    let pgid = i32::try_from(s.child.id()).unwrap();
+    std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status()
+        .unwrap();
+    let _ = s.child.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while containers(&env) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session's container outlived its client: {}",
+            common::tail(&env.log("agent0"), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // An object that is not there, and a directory, are refused before any container starts.
+    let s = Login::start(&env, "~~/stor/login/nope.txt");
+    let out = s.wait_for("ResourceNotFound").await;
+    assert!(out.contains("nope.txt"), "{out}");
+}

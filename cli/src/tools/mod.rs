@@ -12,7 +12,8 @@
 //!   header parsing, error reporting, sizes, progress bars.
 //! - one module per tool: [`ls`] (`mls`), [`put`] (`mput`), [`get`] (`mget`), [`find`]
 //!   (`mfind`), [`sign`] (`msign`), [`info`] (`minfo`), [`simple`] (`mmkdir`, `mrmdir`, `mrm`,
-//!   `mln`, `mchattr`), [`sync`] (`msync`); [`mime`] guesses content types for `mput`.
+//!   `mln`, `mchattr`), [`sync`] (`msync`), [`login`] (`mlogin`); [`mime`] guesses content
+//!   types for `mput`.
 //!
 //! # Guarantees
 //! - Exit code 0 when everything asked for was done, 1 otherwise (usage errors included);
@@ -38,6 +39,7 @@ pub mod common;
 pub mod find;
 pub mod get;
 pub mod info;
+pub mod login;
 pub mod ls;
 pub mod mime;
 pub mod put;
@@ -59,6 +61,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("minfo", "show an object's or directory's HTTP headers"),
     ("mjob", "create and manage compute jobs"),
     ("mln", "make a SnapLink of an object"),
+    ("mlogin", "open a shell in a compute container on an object"),
     ("mls", "list directories"),
     ("mmkdir", "make directories"),
     ("mput", "upload an object (or a tree with -r)"),
@@ -137,6 +140,7 @@ fn dispatch(tool: &str, args: Vec<String>) -> ExitCode {
         "mchattr" => simple::mchattr(args),
         "msync" => sync::main(args),
         "mjob" => crate::mjob::main(args),
+        "mlogin" => login::main(args),
         other => {
             eprintln!("manta: unknown tool {other:?}\n\n{}", usage());
             ExitCode::from(1)

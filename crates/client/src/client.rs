@@ -496,7 +496,8 @@ impl MantaClient {
             match result {
                 Ok(resp)
                     if resp.status().is_success()
-                        || resp.status() == http::StatusCode::NOT_MODIFIED =>
+                        || resp.status() == http::StatusCode::NOT_MODIFIED
+                        || resp.status() == http::StatusCode::SWITCHING_PROTOCOLS =>
                 {
                     return Ok(resp);
                 }

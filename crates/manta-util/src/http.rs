@@ -293,6 +293,22 @@ fn connection_service(
     })
 }
 
+/// Serves one connection until it ends, or once `closing` is cancelled, until its request in
+/// flight is answered.
+macro_rules! drive {
+    ($conn:expr, $closing:expr) => {{
+        let conn = $conn;
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = $closing.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
+    }};
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then stops accepting, lets
 /// in-flight requests finish for up to `opts.drain`, and aborts what is left.
 ///
@@ -304,7 +320,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     opts: ServeOptions,
 ) -> io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Cancelled at shutdown: every connection then finishes its request in flight and closes
+    // (an upgraded one, such as an `mlogin` session, is its handler's to end).
+    let closing = CancellationToken::new();
     let tls = opts.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let mut conns = JoinSet::new();
     loop {
@@ -321,7 +339,7 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let watcher = graceful.watcher();
+                let closing = closing.clone();
                 let tls = tls.clone();
                 conns.spawn(async move {
                     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -338,14 +356,14 @@ pub async fn serve(
                                     .and_then(|c| c.first())
                                     .map(|c| crate::tls::PeerRole(crate::tls::role_of(c)));
                                 let svc = connection_service(app, peer, true, peer_role);
-                                watcher.watch(builder.serve_connection(TokioIo::new(s), svc)).await
+                                drive!(builder.serve_connection(TokioIo::new(s), svc).with_upgrades(), closing)
                             }
                             Ok(Err(e)) => { tracing::debug!(%peer, error = %e, "TLS handshake failed"); return; }
                             Err(_) => { tracing::debug!(%peer, "TLS handshake timed out"); return; }
                         },
                         None => {
                             let svc = connection_service(app, peer, false, None);
-                            watcher.watch(builder.serve_connection(TokioIo::new(stream), svc)).await
+                            drive!(builder.serve_connection(TokioIo::new(stream), svc).with_upgrades(), closing)
                         }
                     };
                     if let Err(e) = result {
@@ -358,8 +376,9 @@ pub async fn serve(
         }
     }
     drop(listener);
+    closing.cancel();
     tokio::select! {
-        () = graceful.shutdown() => {}
+        () = async { while conns.join_next().await.is_some() {} } => {}
         () = tokio::time::sleep(opts.drain) => {
             warn!(drain = ?opts.drain, "requests still in flight after the drain deadline; aborting them");
         }
@@ -381,6 +400,21 @@ pub async fn spawn_status_server(
     identity: Option<&crate::tls::Identity>,
     shutdown: CancellationToken,
 ) -> io::Result<(Arc<Metrics>, tokio::task::JoinHandle<io::Result<()>>)> {
+    spawn_status_server_with(service, listen, identity, shutdown, Router::new()).await
+}
+
+/// [`spawn_status_server`] that also serves `routes` (a worker's own internal endpoints,
+/// each checking its caller's role with [`only_for`]).
+///
+/// # Errors
+/// As [`spawn_status_server`].
+pub async fn spawn_status_server_with(
+    service: &'static str,
+    listen: SocketAddr,
+    identity: Option<&crate::tls::Identity>,
+    shutdown: CancellationToken,
+    routes: Router,
+) -> io::Result<(Arc<Metrics>, tokio::task::JoinHandle<io::Result<()>>)> {
     let metrics = Arc::new(Metrics::new());
     let tls = identity
         .map(crate::tls::internal_server_config)
@@ -392,7 +426,7 @@ pub async fn spawn_status_server(
         service,
         metrics: metrics.clone(),
     });
-    let app = with_observability(Router::new(), obs);
+    let app = with_observability(routes, obs);
     let opts = ServeOptions {
         tls,
         ..ServeOptions::default()

@@ -233,6 +233,17 @@ impl JobsApi {
         self.store.setup().await
     }
 
+    /// A token acting for `owner` in `mlogin` session `id`: what the session's tools and
+    /// `MANTA_URL` use, valid for a day.
+    pub fn session_token(&self, owner: &Account, id: &str) -> String {
+        self.tokens.issue(&TokenClaims {
+            uuid: owner.uuid.clone(),
+            login: owner.login.clone(),
+            expires: now_ms() / 1000 + 24 * 3600,
+            purpose: format!("mlogin {id}"),
+        })
+    }
+
     /// The store (for tests and tools).
     pub fn store(&self) -> &JobStore {
         &self.store

@@ -7,7 +7,9 @@
 //! - [`spec`]: the job JSON users submit, parsed and validated.
 //! - [`records`]: job state in Moray (jobs, items, tasks, errors, agent heartbeats).
 //! - [`api`]: the jobs HTTP API ([`api::JobsApi`], [`api::handle`]).
+//! - [`session`]: an `mlogin` session as the front door asks an agent for one.
 
 pub mod api;
 pub mod records;
+pub mod session;
 pub mod spec;

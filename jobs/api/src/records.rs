@@ -340,6 +340,9 @@ pub struct AgentBeat {
     pub generation: String,
     /// Last beat (ms).
     pub timestamp: u64,
+    /// Where the agent serves its internal endpoints (`mlogin` sessions), for the front doors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// A record with the etag it was read at.

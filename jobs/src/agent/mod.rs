@@ -11,6 +11,7 @@
 pub mod container;
 pub mod ctl;
 pub mod image;
+pub mod session;
 pub mod warm;
 
 use std::collections::{HashMap, HashSet};
@@ -89,6 +90,9 @@ pub struct AgentConfig {
     pub tls: Option<manta_util::tls::Identity>,
     /// Most bytes of unpacked OCI images kept on this node (images in use stay regardless).
     pub image_cache: u64,
+    /// Where front doors reach this agent's internal endpoints (`mlogin` sessions); by default
+    /// its listen address.
+    pub advertise_url: Option<String>,
     /// The region's image registry: the store directory whose objects a phase names as
     /// `"image": "NAME"` (`/LOGIN/public/images`, readable by every account).
     pub image_registry: Option<String>,
@@ -127,6 +131,7 @@ impl AgentConfig {
             tls: None,
             image_cache: 4 << 30,
             image_registry: None,
+            advertise_url: None,
         }
     }
 }
@@ -306,14 +311,17 @@ const MAX_SOCKET_PATH: usize = 107;
 pub async fn run(cfg: AgentConfig, shutdown: CancellationToken) -> Result<()> {
     // Before `/ping` answers: an agent that cannot start containers is not up.
     probe_runtime(&cfg).await?;
-    let (metrics, http_task) = manta_util::http::spawn_status_server(
+    let slot = session::Slot::default();
+    let (metrics, http_task) = manta_util::http::spawn_status_server_with(
         "jobs-agent",
         cfg.listen,
         cfg.tls.as_ref(),
         shutdown.clone(),
+        session::routes(slot.clone(), cfg.tls.is_some()),
     )
     .await?;
     let agent = Arc::new(Agent::prepare(cfg, metrics, &shutdown).await?);
+    let _ = slot.set(agent.clone());
     let result = agent.clone().work(shutdown.clone()).await;
     let _ = http_task.await;
     result
@@ -485,6 +493,7 @@ impl Agent {
             storage_id: self.cfg.storage_id.clone(),
             generation: self.generation.clone(),
             timestamp: now_ms(),
+            url: self.url(),
         };
         self.store
             .put(AGENTS, &self.cfg.storage_id, &b, PutOptions::any())
@@ -1245,6 +1254,24 @@ impl Agent {
         Ok(Ok(f))
     }
 
+    /// Where this agent's internal endpoints are reached (`--advertise-url`, else its listen
+    /// address when that names one host and port).
+    fn url(&self) -> Option<String> {
+        if let Some(u) = &self.cfg.advertise_url {
+            return Some(u.clone());
+        }
+        let l = self.cfg.listen;
+        if l.ip().is_unspecified() || l.port() == 0 {
+            return None;
+        }
+        let scheme = if self.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        Some(format!("{scheme}://{l}"))
+    }
+
     /// The file of object `id` of `creator` on this node.
     fn object_file(&self, creator: &str, id: &str) -> PathBuf {
         self.cfg
@@ -1304,7 +1331,7 @@ impl Agent {
             Ok(f) => f,
             Err(e) => return failed(e),
         };
-        let mut warm = match self.container(&tj, &phase, task).await? {
+        let mut warm = match self.container(&tj, &phase, task, Vec::new()).await? {
             Ok(w) => w,
             Err(e) => return failed(e),
         };
@@ -1358,6 +1385,7 @@ impl Agent {
         tj: &TaskJob,
         phase: &Phase,
         task: &Task,
+        extra_binds: Vec<container::Bind>,
     ) -> std::result::Result<std::result::Result<warm::Warm, (JobErrorCode, String)>, Infra> {
         let found = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -1462,6 +1490,7 @@ impl Agent {
             dest: "/opt/manta/bin".into(),
             rw: false,
         }];
+        binds.extend(extra_binds);
         if image.is_some() {
             binds.push(container::Bind {
                 source: self.cfg.work_dir.join("tools-lib"),

@@ -85,6 +85,10 @@ struct Args {
     /// only image paths are accepted.
     #[arg(long, env = "MANTA_IMAGE_REGISTRY")]
     image_registry: Option<String>,
+    /// Where front doors reach this agent for `mlogin` sessions (`https://HOST:PORT`); by
+    /// default its `--listen` address, when that names one host.
+    #[arg(long, env = "MANTA_ADVERTISE_URL")]
+    advertise_url: Option<String>,
     /// How often to look for tasks.
     #[arg(long, env = "MANTA_POLL", default_value = "100ms", value_parser = humantime::parse_duration)]
     poll: Duration,
@@ -125,6 +129,7 @@ async fn main() -> Result<()> {
     cfg.poll = a.poll;
     cfg.image_cache = a.image_cache;
     cfg.image_registry = a.image_registry;
+    cfg.advertise_url = a.advertise_url;
     cfg.tls = a.tls_dir.as_deref().map(manta_util::tls::Identity::in_dir);
     jobs::agent::run(cfg, manta_util::shutdown_on_signals()).await
 }

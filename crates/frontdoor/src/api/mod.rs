@@ -16,6 +16,7 @@ pub mod cors;
 pub mod dirs;
 pub mod headers;
 pub mod links;
+pub mod mlogin;
 pub mod objects;
 
 use std::sync::Arc;
@@ -210,7 +211,18 @@ async fn dispatch(
 ) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
     let (path, bucket) = parse_path(parts.uri.path())?;
-    let (caller, owner) = admit(fd, &parts, &path).await?;
+    // An `mlogin` session reads its object: it is authorised as a GET of it.
+    let session = mlogin::is_session(&parts) && bucket.is_none();
+    let method = if session {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
+    let (caller, owner) = admit(fd, &parts, &path, &method).await?;
+    if session {
+        *route = "Mlogin";
+        return mlogin::start(fd, parts, &path, &caller, &owner).await;
+    }
     // The share of this front door of the account making the request (the owner's for
     // anonymous reads of public data), held while the request is served.
     let charged = caller.account().unwrap_or(&owner);
@@ -268,16 +280,18 @@ async fn dispatch(
 
 /// Lets a request in, or says why not: authenticates the caller (before anything about the
 /// namespace is revealed), finds the owner of `path`, insists on TLS for private data from
-/// another host, and authorises the caller for the method on the path. Answers the caller
+/// another host, and authorises the caller for `method` on the path (the request's own, but
+/// for an `mlogin` session, which reads its object). Answers the caller
 /// and the owner.
 async fn admit(
     fd: &Frontdoor,
     req: &http::request::Parts,
     path: &MantaPath,
+    method: &Method,
 ) -> ApiResult<(Caller, Account)> {
-    let method = &req.method;
+    // The signature covers the request as sent; `method` is what it is authorised as.
     let info = RequestInfo {
-        method: method.as_str(),
+        method: req.method.as_str(),
         path: req.uri.path(),
         query: req.uri.query(),
         headers: &req.headers,
