@@ -208,15 +208,16 @@ async fn a_phase_runs_in_an_image_from_the_store_and_bad_images_fail_clearly() {
         .put_bytes(&image, busybox_image(), Default::default())
         .await
         .unwrap();
-    env.client.mkdirp("~~/public/images").await.unwrap();
-    env.client
-        .put_bytes(
-            "~~/public/images/busybox",
-            busybox_image(),
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    // The operator's import checks an image before the registry takes it.
+    let file = env.dir.path().join("busybox.tar");
+    std::fs::write(&file, busybox_image()).unwrap();
+    let mut adm = env.region.manta_adm().unwrap();
+    adm.envs(env.region.cli_env(&env.region.account));
+    let out = testkit::process::run_ok(adm.args(["image", "import", "busybox"]).arg(&file));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/tester/public/images/busybox"),
+        "{out:?}"
+    );
     let escape = format!("/{login}/stor/img/escape.tar");
     let layer = LayerBuilder::default()
         .file("../../escaped", 0o644, b"x")
@@ -226,6 +227,28 @@ async fn a_phase_runs_in_an_image_from_the_store_and_bad_images_fail_clearly() {
         .put_bytes(&escape, pack(&[(layer, true)]).unwrap(), Default::default())
         .await
         .unwrap();
+    let bad = env.dir.path().join("escape.tar");
+    std::fs::write(&bad, env.client.get_bytes(&escape).await.unwrap()).unwrap();
+    let mut adm = env.region.manta_adm().unwrap();
+    adm.envs(env.region.cli_env(&env.region.account));
+    let out = adm
+        .args(["image", "import", "evil"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("climbs out"),
+        "{out:?}"
+    );
+    let mut adm = env.region.manta_adm().unwrap();
+    adm.envs(env.region.cli_env(&env.region.account));
+    let listed = testkit::process::run_ok(adm.args(["image", "list"]));
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains("busybox") && !listed.contains("evil"),
+        "{listed}"
+    );
     let plain = format!("/{login}/stor/img/plain.tar");
     env.client
         .put_bytes(&plain, "not a tar at all", Default::default())

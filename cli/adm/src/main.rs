@@ -1,10 +1,12 @@
 //! `manta-adm`: operate a region. `up`, `status`, `down` and `destroy` run a whole region on
 //! this machine ([`region`]); `setup`, `account` and `s3-key` act on any region's metadata
-//! through Moray (accounts through the `manta-accounts` crate). It links the metadata layer, not
+//! through Moray (accounts through the `manta-accounts` crate); `image` keeps the jobs' image
+//! registry ([`image`], as an account, through the front door). It links the metadata layer, not
 //! the front door or the storage nodes, whose binaries it only starts.
 
 mod config;
 mod host;
+mod image;
 mod layout;
 mod region;
 mod status;
@@ -151,6 +153,9 @@ enum Cmd {
     /// Run or install one host's services of a region config.
     #[command(subcommand)]
     Host(HostCmd),
+    /// The region's image registry (jobs' and mlogin's `--image NAME`).
+    #[command(subcommand)]
+    Image(ImageCmd),
     /// Keep one service running (what `up` starts for each service; not for direct use):
     /// start it, start it again after a backoff whenever it exits, stop it on SIGTERM.
     #[command(hide = true)]
@@ -167,6 +172,27 @@ enum Cmd {
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Check an OCI image layout archive (`skopeo copy docker-archive:X oci-archive:FILE`) as
+    /// an agent would, then upload it to the registry as NAME.
+    Import {
+        /// The image's name in the registry.
+        name: String,
+        /// The archive.
+        file: PathBuf,
+        /// The registry directory (default `/$MANTA_USER/public/images`).
+        #[arg(long)]
+        registry: Option<String>,
+    },
+    /// List the registry's images.
+    List {
+        /// The registry directory (default `/$MANTA_USER/public/images`).
+        #[arg(long)]
+        registry: Option<String>,
     },
 }
 
@@ -685,6 +711,12 @@ async fn main() -> Result<()> {
             target.setup().await?;
             println!("metadata buckets ready");
         }
+        Cmd::Image(ImageCmd::Import {
+            name,
+            file,
+            registry,
+        }) => image::import(&name, &file, registry.as_deref()).await?,
+        Cmd::Image(ImageCmd::List { registry }) => image::list(registry.as_deref()).await?,
         Cmd::S3Key(cmd) => {
             if let Err(e) = s3_key(cmd).await {
                 bail!("{e:#}");

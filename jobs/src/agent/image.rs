@@ -185,7 +185,7 @@ pub fn unpack(
         };
         let mut f = std::fs::File::create(dest.join("blobs").join(&h))?;
         let room = limit.saturating_sub(written);
-        let n = io::copy(&mut (&mut r).take(room + 1), &mut f)?;
+        let n = io::copy(&mut (&mut r).take(room.saturating_add(1)), &mut f)?;
         if n > room {
             return bad(format!(
                 "the image is larger than this node's image cache ({limit} bytes)"
@@ -450,7 +450,8 @@ impl Apply {
                     .create_new(true)
                     .open(&host)?;
                 let room = self.limit.saturating_sub(self.written);
-                let n = io::copy(&mut (&mut entry).take(room + 1), &mut f).map_err(layer_bad)?;
+                let n = io::copy(&mut (&mut entry).take(room.saturating_add(1)), &mut f)
+                    .map_err(layer_bad)?;
                 if n > room {
                     return bad(format!(
                         "the image unpacks to more than this node's image cache ({} bytes)",
