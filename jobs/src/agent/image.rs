@@ -1100,6 +1100,44 @@ mod tests {
         assert!(m.contains("larger than") || m.contains("more than"), "{m}");
     }
 
+    #[tokio::test]
+    async fn the_cache_evicts_least_recently_used_images_but_never_one_in_use() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("images");
+        // Three images of 40 bytes each on disk from an earlier run, in a cache of 100.
+        for (i, h) in ["aa", "bb", "cc"].iter().enumerate() {
+            std::fs::create_dir_all(dir.join(h).join("rootfs")).unwrap();
+            std::fs::write(dir.join(h).join("size"), "40").unwrap();
+            let t =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            std::fs::File::open(dir.join(h))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        // A half-unpacked one goes at once.
+        std::fs::create_dir_all(dir.join("dd")).unwrap();
+        let images = Arc::new(Images::open(dir.clone(), 100, None).unwrap());
+        assert!(!dir.join("dd").exists());
+        // The oldest is in use: the next oldest goes instead.
+        let held = images.hold("aa").unwrap();
+        images.evict().await;
+        assert!(dir.join("aa").exists() && !dir.join("bb").exists() && dir.join("cc").exists());
+        // Once released it may go in its turn (here the other is in use and the cache over).
+        drop(held);
+        let _cc = images.hold("cc").unwrap();
+        images
+            .state
+            .lock()
+            .unwrap()
+            .cached
+            .get_mut("aa")
+            .unwrap()
+            .size = 80;
+        images.evict().await;
+        assert!(!dir.join("aa").exists() && dir.join("cc").exists());
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
         /// Whatever a layer holds, nothing is written outside the unpack directory.
