@@ -174,7 +174,7 @@ fn busybox_image() -> Vec<u8> {
     let mut l1 = LayerBuilder::default();
     l1.dir("bin/").unwrap();
     l1.file("bin/busybox", 0o755, &busybox).unwrap();
-    for applet in ["sh", "cat", "wc", "ls", "test", "echo", "tr"] {
+    for applet in ["sh", "cat", "wc", "ls", "test", "echo", "tr", "cp"] {
         l1.symlink(&format!("bin/{applet}"), "busybox").unwrap();
     }
     l1.file("etc/image-release", 0o644, b"busybox test image\n")
@@ -507,6 +507,19 @@ impl Login {
     }
 }
 
+/// Waits until no agent has a container, failing after `limit`.
+async fn no_containers_within(env: &Env, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while containers(env) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a session's container outlived its session: {}",
+            common::tail(&env.log("agent0"), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn containers(env: &Env) -> usize {
     (0..env.region.storage.len())
         .map(|i| env.containers(i).lines().count())
@@ -560,18 +573,64 @@ async fn mlogin_opens_a_shell_beside_the_object_and_ends_with_its_client() {
         .status()
         .unwrap();
     let _ = s.child.wait();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while containers(&env) > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the session's container outlived its client: {}",
-            common::tail(&env.log("agent0"), 20)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    no_containers_within(&env, Duration::from_secs(15)).await;
 
-    // An object that is not there, and a directory, are refused before any container starts.
+    // In an image, with an asset and an init: the session's root is the image's, the init
+    // ran first, the asset is where a task would see it.
+    let login = env.region.account.login.clone();
+    env.client
+        .put_bytes(
+            &format!("/{login}/stor/login/busybox.tar"),
+            busybox_image(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    env.client
+        .put_bytes(
+            &format!("/{login}/stor/login/tool.txt"),
+            "from the asset\n",
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut s = Login::start(
+        &env,
+        &format!(
+            "--image /{login}/stor/login/busybox.tar -s ~~/stor/login/tool.txt \
+             --init 'cp /assets/{login}/stor/login/tool.txt /tmp/copied' ~~/stor/login/obj.txt"
+        ),
+    );
+    s.type_line("cat /etc/image-release /tmp/copied $MANTA_INPUT_FILE; echo DONE-$((3*3))");
+    let out = s.wait_for("DONE-9").await;
+    for want in ["busybox test image", "from the asset", "the object's text"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    s.type_line("exit");
+    let _ = s.child.wait();
+
+    // Another account's public object is open to a session; its private ones are not.
+    let other = env.region.add_account("other").await.unwrap();
+    let oc = env.region.client(&other).await.unwrap();
+    oc.put_bytes("~~/public/shared.txt", "shared text\n", Default::default())
+        .await
+        .unwrap();
+    oc.put_bytes("~~/stor/secret.txt", "TOP SECRET\n", Default::default())
+        .await
+        .unwrap();
+    let mut s = Login::start(&env, "/other/public/shared.txt");
+    s.type_line("cat $MANTA_INPUT_FILE; echo END-$((4*4))");
+    let out = s.wait_for("END-16").await;
+    assert!(out.contains("shared text"), "{out}");
+    s.type_line("exit");
+    let _ = s.child.wait();
+    let s = Login::start(&env, "/other/stor/secret.txt");
+    let out = s.wait_for("AuthorizationFailed").await;
+    assert!(!out.contains("TOP SECRET"), "{out}");
+
+    // An object that is not there is refused before any container starts.
     let s = Login::start(&env, "~~/stor/login/nope.txt");
     let out = s.wait_for("ResourceNotFound").await;
     assert!(out.contains("nope.txt"), "{out}");
+    no_containers_within(&env, Duration::from_secs(15)).await;
 }
