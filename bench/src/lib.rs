@@ -233,6 +233,33 @@ pub fn stats(samples: &mut [Duration]) -> Option<Stats> {
     })
 }
 
+/// Runs the OCI bundle at `bundle` to its end as container `id` with `runtime` (state under
+/// `state`); how long that took.
+///
+/// # Errors
+/// When the runtime cannot be run or the container fails.
+pub fn run_container(
+    runtime: &str,
+    state: &std::path::Path,
+    bundle: &std::path::Path,
+    id: &str,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    let st = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(state)
+        .args(["run", "--bundle"])
+        .arg(bundle)
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .status()?;
+    let took = t.elapsed();
+    if !st.success() {
+        anyhow::bail!("{runtime} run {id} failed: {st}");
+    }
+    Ok(took)
+}
+
 /// The median of a list of figures (e.g. MiB/s of repeated runs); `None` when empty.
 pub fn median(values: &mut [f64]) -> Option<f64> {
     if values.is_empty() {

@@ -9,7 +9,7 @@
 //! target/release/image_bench`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -35,25 +35,23 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Starts `n` containers of `bundle` running `/bin/true`; their times.
-fn starts(bundle: &Path, state: &Path, n: usize, tag: &str) -> Result<Vec<Duration>> {
+/// Starts `n` containers of `bundle` running `/bin/true`; the median time, ms.
+fn starts(bundle: &Path, state: &Path, n: usize, tag: &str) -> Result<f64> {
     let mut v = Vec::new();
     for i in 0..n {
-        let t = Instant::now();
-        let st = Command::new("runc")
-            .arg("--root")
-            .arg(state)
-            .args(["run", "--bundle"])
-            .arg(bundle)
-            .arg(format!("bench-{tag}-{i}"))
-            .stdin(Stdio::null())
-            .status()?;
-        v.push(t.elapsed());
-        if !st.success() {
-            bail!("runc run ({tag}) failed: {st}");
-        }
+        v.push(manta_bench::run_container(
+            "runc",
+            state,
+            bundle,
+            &format!("bench-{tag}-{i}"),
+        )?);
     }
-    Ok(v)
+    Ok(median_ms(&v))
+}
+
+/// The median of `v`, in milliseconds.
+fn median_ms(v: &[Duration]) -> f64 {
+    median(&mut v.iter().map(|d| ms(*d)).collect::<Vec<_>>()).unwrap_or(0.0)
 }
 
 fn main() -> Result<()> {
@@ -136,8 +134,7 @@ fn main() -> Result<()> {
         }
         std::fs::remove_dir_all(&b)?;
     }
-    let o = median(&mut ours.iter().map(|d| ms(*d)).collect::<Vec<_>>()).unwrap_or(0.0);
-    let b = median(&mut base.iter().map(|d| ms(*d)).collect::<Vec<_>>()).unwrap_or(0.0);
+    let (o, b) = (median_ms(&ours), median_ms(&base));
     println!(
         "unpack, median of {}: ours {o:.0} ms, tar -xzf {b:.0} ms: {:.2}x",
         a.runs,
@@ -166,10 +163,8 @@ fn main() -> Result<()> {
         image_bundle.join("config.json"),
         serde_json::to_vec(&spec.config())?,
     )?;
-    let host = starts(&skeleton, &state, a.starts, "host")?;
-    let img = starts(&image_bundle, &state, a.starts, "image")?;
-    let h = median(&mut host.iter().map(|d| ms(*d)).collect::<Vec<_>>()).unwrap_or(0.0);
-    let i = median(&mut img.iter().map(|d| ms(*d)).collect::<Vec<_>>()).unwrap_or(0.0);
+    let h = starts(&skeleton, &state, a.starts, "host")?;
+    let i = starts(&image_bundle, &state, a.starts, "image")?;
     println!(
         "container start, median of {}: image root {i:.1} ms, host skeleton {h:.1} ms: {:.2}x",
         a.starts,

@@ -9,7 +9,7 @@
 //! `cargo build --release --bins && target/release/jobs_wc` (root, `runc` installed).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,19 +103,12 @@ fn container_starts(runtime: &str, dir: &Path, n: usize) -> Result<(Vec<Duration
     let state = dir.join("runc-state");
     let (mut rt, mut sh) = (Vec::new(), Vec::new());
     for i in 0..n {
-        let t = Instant::now();
-        let st = Command::new(runtime)
-            .arg("--root")
-            .arg(&state)
-            .args(["run", "--bundle"])
-            .arg(&bundle)
-            .arg(format!("bench-{i}"))
-            .stdin(Stdio::null())
-            .status()?;
-        rt.push(t.elapsed());
-        if !st.success() {
-            bail!("{runtime} run failed: {st}");
-        }
+        rt.push(manta_bench::run_container(
+            runtime,
+            &state,
+            &bundle,
+            &format!("bench-{i}"),
+        )?);
         let t = Instant::now();
         Command::new("sh").args(["-c", "true"]).status()?;
         sh.push(t.elapsed());

@@ -79,6 +79,23 @@ impl SessionSpec {
     }
 }
 
+/// The answer that switches a connection to [`PROTOCOL`] (the agent's to the front door, and
+/// the front door's to the client).
+pub fn switching_protocols() -> axum::response::Response {
+    let mut r = axum::response::Response::new(axum::body::Body::empty());
+    *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static(PROTOCOL),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,10 +24,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-/// Where the skeleton keeps its mount points.
-pub const SKELETON_DIRS: &[&str] = &[
-    "usr",
-    "etc",
+/// Directories the container mounts over, whatever its root: made in the skeleton and in every
+/// unpacked image (where a file or link of the image at one of these becomes a directory).
+pub const MOUNT_POINTS: &[&str] = &[
     "proc",
     "dev",
     "sys",
@@ -35,16 +34,20 @@ pub const SKELETON_DIRS: &[&str] = &[
     "manta",
     "assets",
     "opt/manta/bin",
+    "opt/manta/lib",
     "manta-agent",
-    "var",
 ];
+
+/// What the skeleton has besides [`MOUNT_POINTS`]: where the host's `/usr` and `/etc` are
+/// bound, and `/var` (for its `tmp` link).
+const HOST_DIRS: &[&str] = &["usr", "etc", "var"];
 
 /// Creates (idempotently) the read-only root skeleton at `dir`.
 ///
 /// # Errors
 /// File system failures.
 pub fn make_skeleton(dir: &Path) -> std::io::Result<()> {
-    for d in SKELETON_DIRS {
+    for d in MOUNT_POINTS.iter().chain(HOST_DIRS) {
         std::fs::create_dir_all(dir.join(d))?;
     }
     for (link, target) in [

@@ -28,22 +28,10 @@ use std::time::SystemTime;
 use anyhow::{Context as _, Result, anyhow};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use storage_api::digest::to_hex as hex;
 
+use super::container;
 use crate::fdclient::FdClient;
-
-/// Directories the container mounts over; made in every image's root (a file or link of the
-/// image at one of these is replaced by a directory).
-pub const MOUNT_POINTS: &[&str] = &[
-    "proc",
-    "dev",
-    "sys",
-    "tmp",
-    "manta",
-    "assets",
-    "opt/manta/bin",
-    "opt/manta/lib",
-    "manta-agent",
-];
 
 /// Why an image cannot be used.
 #[derive(Debug)]
@@ -96,10 +84,6 @@ impl<R: Read> Read for Hashing<R> {
         self.n += n as u64;
         Ok(n)
     }
-}
-
-fn hex(d: &[u8]) -> String {
-    d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The hex of a `sha256:<64 hex>` digest, or why it is not one.
@@ -493,7 +477,7 @@ impl Apply {
 
     fn finish(&mut self) -> Result<(), ImageError> {
         use std::os::unix::fs::PermissionsExt as _;
-        for d in MOUNT_POINTS {
+        for d in container::MOUNT_POINTS {
             let mut at = self.root.clone();
             for c in Path::new(d).components() {
                 at.push(c);
@@ -980,7 +964,7 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o7777, 0o755, "set-id bits are dropped");
-        for m in MOUNT_POINTS {
+        for m in container::MOUNT_POINTS {
             assert!(root.join(m).is_dir(), "{m}");
         }
     }

@@ -1302,6 +1302,18 @@ impl Agent {
     /// The bytes one task of `job`'s `phase` may emit as outputs: the phase's disk, this
     /// agent's `--max-task-output`, and the owner's own limit (as it was when the job was
     /// made), whichever is least.
+    /// A fresh control-socket state acting for `tj` in `phase` (a task, or an `mlogin`
+    /// session).
+    fn ctl_for(self: &Arc<Self>, tj: &Arc<TaskJob>, phase: &Phase) -> Arc<ctl::Ctl> {
+        Arc::new(ctl::Ctl {
+            agent: self.clone(),
+            job: tj.clone(),
+            record: Mutex::new(ctl::CtlRecord::default()),
+            output_limit: self.output_limit(&tj.job, phase),
+            emitted: Arc::default(),
+        })
+    }
+
     fn output_limit(&self, job: &Job, phase: &Phase) -> u64 {
         (phase.disk * 1024 * 1024 * 1024)
             .min(self.cfg.max_task_output)
@@ -1336,13 +1348,7 @@ impl Agent {
             Err(e) => return failed(e),
         };
         // What the container's control socket learns while it acts for this task.
-        let ctl_state = Arc::new(ctl::Ctl {
-            agent: self.clone(),
-            job: tj.clone(),
-            record: Mutex::new(ctl::CtlRecord::default()),
-            output_limit: self.output_limit(&tj.job, &phase),
-            emitted: Arc::default(),
-        });
+        let ctl_state = self.ctl_for(&tj, &phase);
         let step = self.took("prepare", step);
         let run = self
             .run_in(

@@ -12,18 +12,17 @@
 //! container is then ended at once), or at the agent's task time limit.
 
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow};
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::StatusCode;
 use manta_types::{ErrorCode, MantaError};
 use manta_util::http::error_response;
 use tokio::io::AsyncWriteExt as _;
 
-use super::{Agent, TaskJob, container, ctl, records, task_env};
+use super::{Agent, TaskJob, container, records, task_env};
 pub use manta_jobs_api::session::{PROTOCOL, SPEC_HEADER, SessionSpec};
 
 use crate::spec::{Phase, PhaseType};
@@ -92,28 +91,18 @@ async fn start(State(slot): State<Slot>, mut req: Request) -> Response {
             Ok(up) => agent.relay(prepared, up).await,
             Err(e) => {
                 tracing::warn!(error = %e, "the session's connection was not upgraded");
-                agent.close_session(prepared).await;
+                agent.close_session(&prepared.id, prepared.warm).await;
             }
         }
     });
-    let mut r = Response::new(axum::body::Body::empty());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    r.headers_mut().insert(
-        http::header::UPGRADE,
-        http::HeaderValue::from_static(PROTOCOL),
-    );
-    r.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("upgrade"),
-    );
-    r
+    manta_jobs_api::session::switching_protocols()
 }
 
 /// A session's container with its shell started, and the terminal's master side.
 pub(crate) struct Prepared {
     id: String,
     warm: super::warm::Warm,
-    master: Option<OwnedFd>,
+    master: OwnedFd,
 }
 
 /// A new pseudo-terminal of `rows` by `cols`: its master and slave sides.
@@ -235,13 +224,7 @@ impl Agent {
             );
         let started = async {
             let (master, slave) = open_pty(spec.rows, spec.cols)?;
-            let ctl_state = Arc::new(ctl::Ctl {
-                agent: self.clone(),
-                job: tj.clone(),
-                record: Mutex::new(ctl::CtlRecord::default()),
-                output_limit: self.output_limit(&tj.job, &phase),
-                emitted: Arc::default(),
-            });
+            let ctl_state = self.ctl_for(&tj, &phase);
             let mut env = task_env(&tj.job, &phase, &task, &tj.base, None);
             env.push(("TERM".into(), "xterm".into()));
             let order = TaskOrder {
@@ -260,15 +243,10 @@ impl Agent {
             Ok(master) => Ok(Ok(Prepared {
                 id: spec.id.clone(),
                 warm,
-                master: Some(master),
+                master,
             })),
             Err(e) => {
-                self.close_session(Prepared {
-                    id: spec.id.clone(),
-                    warm,
-                    master: None,
-                })
-                .await;
+                self.close_session(&spec.id, warm).await;
                 Err(e)
             }
         }
@@ -276,22 +254,24 @@ impl Agent {
 
     /// Relays the terminal to `up` until the shell exits, the client goes away or the time
     /// limit passes; then ends the session.
-    async fn relay(self: Arc<Self>, mut p: Prepared, up: hyper::upgrade::Upgraded) {
+    async fn relay(self: Arc<Self>, p: Prepared, up: hyper::upgrade::Upgraded) {
+        let Prepared {
+            id,
+            mut warm,
+            master,
+        } = p;
         let conn = hyper_util::rt::TokioIo::new(up);
         let (mut from_client, mut to_client) = tokio::io::split(conn);
-        let (Some(Ok(to_pty)), Some(Ok(from_pty))) = (
-            p.master.as_ref().map(OwnedFd::try_clone),
-            p.master
-                .take()
-                .map(std::fs::File::from)
-                .map(Ok::<_, std::io::Error>),
-        ) else {
-            tracing::warn!(session = %p.id, "the session's terminal cannot be shared");
-            self.close_session(p).await;
-            return;
+        let to_pty = match master.try_clone() {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::warn!(session = %id, error = %e, "the session's terminal cannot be shared");
+                self.close_session(&id, warm).await;
+                return;
+            }
         };
         let mut pty_in = tokio::fs::File::from_std(std::fs::File::from(to_pty));
-        let mut pty_out = tokio::fs::File::from_std(from_pty);
+        let mut pty_out = tokio::fs::File::from_std(std::fs::File::from(master));
         // The terminal's output to the client; it ends (EIO) once the shell and everything
         // holding the terminal are gone.
         let output = tokio::spawn(async move {
@@ -305,7 +285,7 @@ impl Agent {
         let why = {
             let limit = tokio::time::sleep(self.cfg.task_timeout);
             tokio::pin!(limit);
-            let report = p.warm.report();
+            let report = warm.report();
             tokio::pin!(report);
             tokio::select! {
                 _ = &mut report => "the shell exited",
@@ -313,26 +293,25 @@ impl Agent {
                 () = &mut limit => "the time limit passed",
             }
         };
-        tracing::info!(session = %p.id, why, "session ending");
+        tracing::info!(session = %id, why, "session ending");
         if why == "the shell exited" {
             // What the shell wrote last still reaches the client.
             let _ = tokio::time::timeout(Duration::from_secs(2), output).await;
         } else {
             output.abort();
         }
-        self.close_session(p).await;
+        self.close_session(&id, warm).await;
     }
 
     /// Ends a session's container and forgets it.
-    async fn close_session(self: &Arc<Self>, p: Prepared) {
-        p.warm.ctl.stop().await;
+    async fn close_session(self: &Arc<Self>, id: &str, warm: super::warm::Warm) {
+        warm.ctl.stop().await;
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&p.id);
-        self.end_container(p.warm);
-        let dir = self.cfg.work_dir.join("tasks").join(&p.id);
+            .remove(id);
+        self.end_container(warm);
+        let dir = self.cfg.work_dir.join("tasks").join(id);
         let _ = tokio::fs::remove_dir_all(dir).await;
-        drop(p.master);
     }
 }

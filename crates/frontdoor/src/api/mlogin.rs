@@ -12,9 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::response::Response;
-use http::StatusCode;
 use manta_auth::{Account, Caller, Via};
 use manta_jobs_api::records::{AGENTS, AgentBeat};
 use manta_jobs_api::session::{PROTOCOL, SPEC_HEADER, SessionSpec};
@@ -165,17 +163,7 @@ pub async fn start(
         let _ = agent.shutdown().await;
         tracing::info!(session = %id, "mlogin session ended");
     });
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    r.headers_mut().insert(
-        http::header::UPGRADE,
-        http::HeaderValue::from_static(PROTOCOL),
-    );
-    r.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("upgrade"),
-    );
-    Ok(r)
+    Ok(manta_jobs_api::session::switching_protocols())
 }
 
 /// Asks a live agent beside one of `sharks` for the session: the upgraded connection and any
@@ -185,13 +173,7 @@ async fn open_session(
     sharks: &[String],
     spec: &SessionSpec,
 ) -> ApiResult<(Box<dyn Io>, Vec<u8>)> {
-    let now = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(u64::MAX);
+    let now = manta_types::time::now_ms();
     let mut last = err(
         ErrorCode::ServiceUnavailable,
         format!(
