@@ -215,6 +215,33 @@ async fn delete_log_records_replaced_and_deleted_objects() {
     put_record(c, &same).await;
     assert!(log_entries(c, "(objectId=*)").await.is_empty());
 
+    // Repair moved the copy on 2.stor to 4.stor: only 2.stor's copy is garbage, and a later
+    // move back is logged the same way.
+    let moved = |from: &MetadataRecord, sharks: &[&str]| {
+        let mut r = from.clone();
+        if let EntryKind::Object(o) = &mut r.kind {
+            o.sharks = sharks
+                .iter()
+                .map(|s| SharkRef {
+                    datacenter: "dc1".into(),
+                    manta_storage_id: (*s).to_owned(),
+                })
+                .collect();
+        }
+        r
+    };
+    put_record(c, &moved(&same, &["1.stor", "4.stor"])).await;
+    let log = log_entries(c, "(objectId=*)").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].value["sharks"], json!(["2.stor"]));
+    assert_eq!(log[0].value["objectId"], id1.to_string());
+    c.del_object(DELETE_LOG, &log[0].key, DelOptions::default()).await.unwrap();
+    put_record(c, &same).await;
+    let log = log_entries(c, "(objectId=*)").await;
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].value["sharks"], json!(["4.stor"]));
+    c.del_object(DELETE_LOG, &log[0].key, DelOptions::default()).await.unwrap();
+
     // Overwrite with new bytes: the old object id is logged.
     let (v2, id2) = object(key, &["3.stor"]);
     put_record(c, &v2).await;

@@ -6,8 +6,10 @@
 //! this node, on every shard:
 //! 1. finds entries naming it, `(&(sharks=<id>)(_mtime<=now-min_age))`; the minimum age lets a
 //!    SnapLink committed at the same moment as the delete become visible first;
-//! 2. asks every shard's `manta` bucket for `(objectId=<id>)`: when any record still
-//!    references the object (a SnapLink shares its source's object id), the bytes stay;
+//! 2. asks every shard's `manta` bucket for `(objectId=<id>)`: when any record still names
+//!    this node among the object's copies (a SnapLink shares its source's object id and
+//!    nodes), the bytes stay. A record of the same object that names other nodes only (repair
+//!    moved this copy away) does not keep them;
 //! 3. otherwise moves `objects/<creator>/<objectId>` to `tombstone/<YYYY-MM-DD>/`;
 //! 4. removes its id from the entry's `sharks` with a put conditional on the entry's etag
 //!    (deleting the entry when no id is left), re-reading and retrying when another node
@@ -87,6 +89,18 @@ pub struct Gc {
     pub config: GcConfig,
     /// Counters.
     pub metrics: Arc<Metrics>,
+}
+
+/// Whether an object record names `storage_id` among its copies.
+fn names_node(record: &Value, storage_id: &str) -> bool {
+    record
+        .get("sharks")
+        .and_then(Value::as_array)
+        .is_some_and(|sharks| {
+            sharks.iter().any(|s| {
+                s.get("manta_storage_id").and_then(Value::as_str) == Some(storage_id)
+            })
+        })
 }
 
 fn moray_err(what: &str, e: moray::Error) -> Error {
@@ -210,14 +224,14 @@ impl Gc {
                     moray::schema::MANTA,
                     &format!("(objectId={})", moray::filter::escape(&key.id.to_string())),
                     FindOptions {
-                        limit: Some(1),
+                        limit: Some(10_000),
                         no_count: true,
                         ..FindOptions::default()
                     },
                 )
                 .await
                 .map_err(|e| moray_err("look for records of the object", e))?;
-            if !found.is_empty() {
+            if found.iter().any(|r| names_node(&r.value, &self.storage_id)) {
                 referenced = true;
                 break;
             }

@@ -144,7 +144,11 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
         owner: acct,
         ..key()
     };
-    for k in [linked, lone] {
+    let moved = ObjectKey {
+        owner: acct,
+        ..key()
+    };
+    for k in [linked, lone, moved] {
         node.put(&k, data(10_000, 1)).await;
     }
     let put = |name: &str, k: ObjectKey, sharks: &[&str]| {
@@ -160,6 +164,10 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     put("a", linked, &[ME, OTHER]).await;
     put("link-to-a", linked, &[ME, OTHER]).await; // a SnapLink: same object id
     put("b", lone, &[ME]).await;
+    // Repair moved c's copy from this node to another: the record stays, naming other nodes.
+    put("c", moved, &[ME, OTHER]).await;
+    put("c", moved, &[OTHER, "3.stor"]).await;
+    assert_eq!(log_entries(&e.mc, &moved).await[0].value["sharks"], json!([ME]));
     del(&e.mc, &acct, "a").await;
     del(&e.mc, &acct, "b").await;
     assert_eq!(log_entries(&e.mc, &linked).await.len(), 1);
@@ -172,9 +180,10 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
 
     tokio::time::sleep(Duration::from_millis(900)).await;
     let r = gc.pass(&CancellationToken::new()).await.unwrap();
-    assert_eq!(r.entries, 2, "{r:?}");
-    assert_eq!(r.tombstoned, 1, "{r:?}");
+    assert_eq!(r.entries, 3, "{r:?}");
+    assert_eq!(r.tombstoned, 2, "{r:?}");
     assert_eq!(r.still_referenced, 1, "{r:?}");
+    assert!(is_missing(&node.client, &moved).await, "a copy no record names here");
     // The lone object is gone from service, kept in today's tombstone; its entry is gone.
     assert!(is_missing(&node.client, &lone).await);
     let day = storage_node::store::day_of(manta_types::time::now_ms());
@@ -207,7 +216,7 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     assert_eq!(r.entries, 0, "{r:?}");
     let metrics = testkit::metrics(&node.url).await;
     assert!(
-        metrics.contains("storage_gc_tombstoned_total 2"),
+        metrics.contains("storage_gc_tombstoned_total 3"),
         "{metrics}"
     );
 }

@@ -10,7 +10,8 @@
 //!   cannot deadlock on them.
 //! - `manta_delete_log` records every object whose bytes may now be garbage: a deleted object
 //!   record, or one replaced by a record with another object id (or by a directory), when it
-//!   had copies on storage nodes.
+//!   had copies on storage nodes; and, for a record whose object id stays but which names
+//!   fewer nodes than before (repair moved a copy), the nodes it no longer names.
 
 use std::collections::BTreeMap;
 
@@ -222,7 +223,7 @@ async fn delete_log(
     ev: &Event<'_>,
     ctx: &mut TxnCtx,
 ) -> Op<()> {
-    let prev = match ev {
+    let (prev, kept) = match ev {
         Event::Put { prev: None, .. } => return Ok(()),
         Event::Put {
             prev: Some(prev),
@@ -233,17 +234,26 @@ async fn delete_log(
             };
             let new_is_dir = new.get("type").and_then(Value::as_str) == Some("directory");
             let new_id = new.get("objectId").and_then(Value::as_str);
-            if !new_is_dir && new_id == Some(old_id) {
-                // Same bytes (e.g. a metadata-only update): nothing to collect.
-                return Ok(());
+            if new_is_dir || new_id != Some(old_id) {
+                (*prev, Vec::new())
+            } else {
+                // Same bytes (a metadata-only update, or a copy moved by repair): only the
+                // nodes the record no longer names hold garbage.
+                match stored_object(new) {
+                    Some((_, new_sharks)) => (*prev, new_sharks),
+                    None => return Ok(()),
+                }
             }
-            *prev
         }
-        Event::Delete { prev } => *prev,
+        Event::Delete { prev } => (*prev, Vec::new()),
     };
-    let Some((object_id, sharks)) = stored_object(prev) else {
+    let Some((object_id, mut sharks)) = stored_object(prev) else {
         return Ok(());
     };
+    sharks.retain(|s| !kept.contains(s));
+    if sharks.is_empty() {
+        return Ok(());
+    }
     let log = trigger_bucket(db, txn, TRIGGER_DELETE_LOG, DELETE_LOG).await?;
     let value = json!({
         "objectId": object_id,
