@@ -7,6 +7,8 @@
 //! | `manta_delete_log` | `/<objectId>/<epoch µs>` | objectId, sharks ([string]) | |
 //! | `manta_storage` | storage node id | manta_storage_id, datacenter, availableMB, percentUsed, timestamp | |
 //! | `manta_uploads` | `<uploadId>:<object path>` | uploadId, finalizingType | |
+//! | `manta_storage_states` | storage node id | manta_storage_id, state | |
+//! | `manta_repair` | `lease`, `progress` | | |
 //!
 //! Records in `manta` are [`manta_types::MetadataRecord`] JSON. The two triggers keep, in the
 //! same transaction as the write:
@@ -31,6 +33,12 @@ pub const DELETE_LOG: &str = "manta_delete_log";
 pub const STORAGE: &str = "manta_storage";
 /// Bucket of multipart upload records.
 pub const UPLOADS: &str = "manta_uploads";
+
+/// Bucket of the operator's storage node states (evacuating, retired); see
+/// [`manta_types::repair`].
+pub const STORAGE_STATES: &str = manta_types::repair::STORAGE_STATES_BUCKET;
+/// Bucket of the repairer's lease and progress.
+pub const REPAIR: &str = manta_types::repair::REPAIR_BUCKET;
 
 /// Trigger name: directory entry counts.
 pub const TRIGGER_DIRCOUNT: &str = "manta_dircount";
@@ -78,6 +86,13 @@ pub fn manta_buckets() -> Vec<(&'static str, BucketConfig)> {
                 .with_index("uploadId", s())
                 .with_index("finalizingType", s()),
         ),
+        (
+            STORAGE_STATES,
+            BucketConfig::new(1)
+                .with_index("manta_storage_id", s())
+                .with_index("state", s()),
+        ),
+        (REPAIR, BucketConfig::new(1)),
     ]
 }
 

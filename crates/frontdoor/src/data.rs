@@ -1169,6 +1169,7 @@ pub(crate) mod tests {
             timestamp: manta_types::time::now_ms(),
             url: format!("http://{addr}"),
             retired: false,
+            state: None,
         };
         (fake, node)
     }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use manta_types::repair::{NodeState, STORAGE_STATES_BUCKET, StorageState};
 use manta_types::{ErrorCode, MantaError};
 use moray::MorayClient;
 use moray::types::FindOptions;
@@ -42,6 +43,17 @@ pub struct Node {
     /// Retired by its operator: still read from, never chosen for new copies.
     #[serde(default)]
     pub retired: bool,
+    /// The operator's state of it (`manta-adm storage evacuate|retire`): when set, never
+    /// chosen for new copies, and the repairer moves its copies away.
+    #[serde(skip)]
+    pub state: Option<NodeState>,
+}
+
+impl Node {
+    /// Whether copies on it should move elsewhere (evacuating or retired, by either means).
+    pub fn draining(&self) -> bool {
+        self.retired || self.state.is_some()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,10 +110,14 @@ impl Picker {
                 },
             )
             .await?;
+        let states = self.states().await?;
         let mut nodes = Vec::with_capacity(recs.len());
         for r in recs {
             match serde_json::from_value::<Node>(r.value) {
-                Ok(n) => nodes.push(n),
+                Ok(mut n) => {
+                    n.state = states.get(&n.storage_id).copied();
+                    nodes.push(n);
+                }
                 Err(e) => warn!(key = %r.key, error = %e, "ignoring malformed heartbeat"),
             }
         }
@@ -116,6 +132,32 @@ impl Picker {
             loaded: true,
         });
         Ok(())
+    }
+
+    /// The operator's node states, by storage id.
+    async fn states(&self) -> moray::Result<HashMap<String, NodeState>> {
+        let recs = self
+            .moray
+            .find_objects(
+                STORAGE_STATES_BUCKET,
+                "(manta_storage_id=*)",
+                FindOptions {
+                    limit: Some(100_000),
+                    no_count: true,
+                    ..FindOptions::default()
+                },
+            )
+            .await?;
+        let mut states = HashMap::with_capacity(recs.len());
+        for r in recs {
+            match serde_json::from_value::<StorageState>(r.value) {
+                Ok(s) => {
+                    states.insert(s.manta_storage_id, s.state);
+                }
+                Err(e) => warn!(key = %r.key, error = %e, "ignoring malformed storage state"),
+            }
+        }
+        Ok(states)
     }
 
     /// Loads the table if it never was (the first request after start-up).
@@ -209,6 +251,21 @@ impl Picker {
         size: u64,
         exclude: &HashSet<String>,
     ) -> Result<Vec<Node>, MantaError> {
+        self.choose_beside(copies, size, exclude, &HashSet::new())
+    }
+
+    /// As [`Picker::choose`], for copies to add beside existing ones: failure domains not in
+    /// `in_use` (those of the copies kept) are taken first.
+    ///
+    /// # Errors
+    /// `NotEnoughSpace` (507) when no such set exists.
+    pub fn choose_beside(
+        &self,
+        copies: usize,
+        size: u64,
+        exclude: &HashSet<String>,
+        in_use: &HashSet<String>,
+    ) -> Result<Vec<Node>, MantaError> {
         let now = manta_types::time::now_ms();
         let size_mb = size.div_ceil(1024 * 1024);
         let max_age_ms = self.max_age.as_millis() as u64;
@@ -218,7 +275,7 @@ impl Picker {
         for n in &table.nodes {
             let fresh = now.saturating_sub(n.timestamp) <= max_age_ms;
             let usable = fresh
-                && !n.retired
+                && !n.draining()
                 && n.percent_used <= self.max_utilization_pct
                 && n.available_mb >= size_mb
                 && !exclude.contains(&n.storage_id)
@@ -245,6 +302,8 @@ impl Picker {
             d.shuffle(&mut rng);
         }
         dcs.shuffle(&mut rng);
+        // Domains without a copy first (a stable sort keeps the shuffle within each group).
+        dcs.sort_by_key(|d| d.first().is_some_and(|n| in_use.contains(&n.datacenter)));
         // Round-robin over the failure domains, one node from each in turn.
         let mut set = Vec::with_capacity(copies);
         while set.len() < copies {
@@ -274,6 +333,7 @@ mod tests {
             timestamp: manta_types::time::now_ms(),
             url: format!("http://{id}"),
             retired: false,
+            state: None,
         }
     }
 
@@ -326,6 +386,20 @@ mod tests {
             "only two nodes take copies"
         );
         assert_eq!(p.node("a1").map(|n| n.url), Some("http://a1".into()));
+    }
+
+    #[test]
+    fn an_evacuating_node_is_never_chosen_and_added_copies_go_to_new_domains() {
+        let mut nodes = domains(&[("a", 2), ("b", 2), ("c", 2)], 1000, 10);
+        nodes[4].state = Some(NodeState::Evacuating); // c1
+        let p = picker_with(nodes);
+        let none = HashSet::new();
+        let in_use: HashSet<String> = ["a".to_string(), "b".to_string()].into();
+        for _ in 0..50 {
+            let s = p.choose_beside(1, 10, &none, &in_use).unwrap();
+            assert_eq!(s[0].storage_id, "c2", "{s:?}");
+        }
+        assert!(p.node("c1").unwrap().draining());
     }
 
     #[test]

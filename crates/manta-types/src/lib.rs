@@ -32,6 +32,7 @@ pub mod error;
 pub mod ids;
 pub mod path;
 pub mod record;
+pub mod repair;
 pub mod s3;
 pub mod time;
 
