@@ -91,6 +91,8 @@ pub struct Config {
     pub drain: Duration,
     /// The S3 API, when enabled.
     pub s3: Option<S3Config>,
+    /// The repairer ([`crate::repair`]).
+    pub repair: crate::repair::RepairConfig,
 }
 
 impl Config {
@@ -121,6 +123,7 @@ impl Config {
             run_as: None,
             drain: Duration::from_secs(10),
             s3: None,
+            repair: crate::repair::RepairConfig::default(),
         }
     }
 }

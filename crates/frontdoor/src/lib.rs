@@ -19,7 +19,9 @@
 //! - [`data`]: the data path (fan-out writes, failover reads, checksums); an upload comes
 //!   back as a [`data::Uncommitted`] whose `commit` writes the record or discards the bytes,
 //!   and [`data::Place`] / [`data::Uncommitted::record`] build every new entry's record.
-//! - [`picker`]: placement from heartbeats.
+//! - [`picker`]: placement from heartbeats and the operator's node states.
+//! - [`repair`]: the repairer, which restores lost, corrupt and evacuated copies (one front
+//!   door at a time acts, by a lease in Moray).
 //! - Storage nodes are reached through the `storage-api` crate's client; [`Frontdoor`]
 //!   holds its connector (settings and connection pool).
 //!
@@ -55,6 +57,7 @@ pub mod data;
 pub mod error;
 pub mod limits;
 pub mod picker;
+pub mod repair;
 pub mod s3;
 pub mod state;
 

@@ -221,6 +221,17 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
     // needed again.
     manta_util::proc::run_as(run_as.as_deref()).context("drop root")?;
     let refresher = fd.picker.spawn_refresher(refresh, shutdown.clone());
+    let repairer = fd.cfg.repair.enabled.then(|| {
+        let holder = format!(
+            "{}:{}:{addr}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .unwrap_or_default()
+                .trim(),
+            std::process::id()
+        );
+        let r = crate::repair::Repairer::new(fd.clone(), fd.cfg.repair.clone(), holder);
+        tokio::spawn(r.run(shutdown.clone()))
+    });
     let app = fd.router();
     info!(%addr, tls = tls.is_some(), "front door listening (Manta API)");
     let s3_task = s3_listener.map(|l| {
@@ -243,6 +254,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
             t.await.context("the S3 server task panicked")??;
         }
         refresher.abort();
+        if let Some(r) = repairer {
+            // It stops at the shutdown signal, after giving up its lease.
+            let _ = tokio::time::timeout(drain, r).await;
+        }
         background.close();
         if tokio::time::timeout(drain, background.wait())
             .await

@@ -80,6 +80,19 @@ struct Args {
     /// Serve private data over plain HTTP to non-loopback clients (testing only).
     #[arg(long, env = "MANTA_ALLOW_INSECURE_HTTP")]
     allow_insecure_http: bool,
+    /// Take no part in repair (another front door may still repair).
+    #[arg(long, env = "MANTA_NO_REPAIR")]
+    no_repair: bool,
+    /// How long a silent storage node's copies are waited for before the repairer copies
+    /// them again elsewhere.
+    #[arg(long, env = "MANTA_REPAIR_GRACE", default_value = "1h", value_parser = humantime::parse_duration)]
+    repair_grace: Duration,
+    /// Pause between repair passes over every object record.
+    #[arg(long, env = "MANTA_REPAIR_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    repair_interval: Duration,
+    /// Most bytes per second the repairer copies (repair and evacuation).
+    #[arg(long, env = "MANTA_REPAIR_RATE", default_value_t = 50 * 1024 * 1024)]
+    repair_rate: u64,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -122,6 +135,16 @@ async fn main() -> Result<()> {
     cfg.max_dirents = args.max_dirents;
     cfg.heartbeat_max_age = args.heartbeat_max_age;
     cfg.account_cache_ttl = args.account_cache_ttl;
+    cfg.repair.enabled = !args.no_repair;
+    cfg.repair.grace = args.repair_grace;
+    cfg.repair.interval = args.repair_interval;
+    cfg.repair.rate_bytes_per_sec = args.repair_rate;
+    if args.repair_rate == 0 || args.repair_interval.is_zero() {
+        bail!("--repair-rate and --repair-interval must be above zero (use --no-repair to turn repair off)");
+    }
+    if args.repair_grace < args.heartbeat_max_age {
+        bail!("--repair-grace must be at least --heartbeat-max-age");
+    }
     if let Some(f) = args.token_secret_file {
         cfg.token_secret = std::fs::read(&f).with_context(|| format!("read {}", f.display()))?;
         if cfg.token_secret.len() < 16 {
