@@ -802,13 +802,16 @@ pub async fn status(config: &Path) -> Result<Report> {
         &loaded.pki().join("adm"),
     );
     let tls = manta_util::tls::internal_client_of(Some(&loaded.adm()))?;
-    let storage = crate::status::capacity(&loaded.cfg.moray_urls(), tls).await;
+    let urls = loaded.cfg.moray_urls();
+    let repair = crate::status::repair(&urls, tls.clone()).await;
+    let storage = crate::status::capacity(&urls, tls, repair.as_ref()).await;
     Ok(Report {
         hosts,
         services,
         shard: shard.as_ref().ok().cloned(),
         shard_error: shard.err(),
         storage,
+        repair,
     })
 }
 

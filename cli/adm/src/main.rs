@@ -10,6 +10,7 @@ mod image;
 mod layout;
 mod region;
 mod status;
+mod storage;
 mod supervise;
 
 use std::path::PathBuf;
@@ -156,6 +157,9 @@ enum Cmd {
     /// The region's image registry (jobs' and mlogin's `--image NAME`).
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Empty a storage node of its copies, retire it, or return it to service.
+    #[command(subcommand)]
+    Storage(StorageCmd),
     /// Keep one service running (what `up` starts for each service; not for direct use):
     /// start it, start it again after a backoff whenever it exits, stop it on SIGTERM.
     #[command(hide = true)]
@@ -172,6 +176,31 @@ enum Cmd {
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<std::ffi::OsString>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StorageCmd {
+    /// Stop placing new copies on NODE and have the repairer move its copies elsewhere.
+    Evacuate {
+        /// The storage id (e.g. `1.stor.local`).
+        node: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Mark an evacuated NODE retired, once a whole repair pass found no copy on it.
+    Retire {
+        /// The storage id.
+        node: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Return an evacuating or retired NODE to service.
+    Restore {
+        /// The storage id.
+        node: String,
+        #[command(flatten)]
+        target: MorayTarget,
     },
 }
 
@@ -717,6 +746,23 @@ async fn main() -> Result<()> {
             registry,
         }) => image::import(&name, &file, registry.as_deref()).await?,
         Cmd::Image(ImageCmd::List { registry }) => image::list(registry.as_deref()).await?,
+        Cmd::Storage(cmd) => {
+            let (node, target) = match &cmd {
+                StorageCmd::Evacuate { node, target }
+                | StorageCmd::Retire { node, target }
+                | StorageCmd::Restore { node, target } => (node, target),
+            };
+            let system = target.sharded().await?.system();
+            let said = match &cmd {
+                StorageCmd::Evacuate { .. } => storage::evacuate(&system, node).await,
+                StorageCmd::Retire { .. } => storage::retire(&system, node).await,
+                StorageCmd::Restore { .. } => storage::restore(&system, node).await,
+            };
+            match said {
+                Ok(s) => println!("{s}"),
+                Err(e) => bail!("{e:#}"),
+            }
+        }
         Cmd::S3Key(cmd) => {
             if let Err(e) = s3_key(cmd).await {
                 bail!("{e:#}");

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use manta_pki::{Ca, Identity, Role};
+use manta_types::repair::RepairProgress;
 
 use crate::config::{HostEntry, Kind, RegionConfig, RegionSection, ServiceEntry};
 use crate::layout::{CONTAINER_UID_BASE, EtcdPlacement, Health, Placement, Service};
@@ -948,20 +949,25 @@ impl Region {
         crate::status::shard_status(&self.bin, &self.etcd(), SHARD, &self.identity_dir("adm"))
     }
 
-    /// Each storage node's last heartbeat.
-    pub async fn capacity(&self) -> Vec<NodeStatus> {
-        crate::status::capacity(&self.config().moray_urls(), self.adm_tls()).await
+    /// Each storage node's last heartbeat and state, and the repairer's progress.
+    pub async fn capacity(&self) -> (Vec<NodeStatus>, Option<RepairProgress>) {
+        let urls = self.config().moray_urls();
+        let repair = crate::status::repair(&urls, self.adm_tls()).await;
+        let nodes = crate::status::capacity(&urls, self.adm_tls(), repair.as_ref()).await;
+        (nodes, repair)
     }
 
     /// The whole `status` report.
     pub async fn report(&self) -> crate::status::Report {
         let shard = self.shard_status();
+        let (storage, repair) = self.capacity().await;
         crate::status::Report {
             hosts: Vec::new(),
             services: self.status().await,
             shard: shard.as_ref().ok().cloned(),
             shard_error: shard.err(),
-            storage: self.capacity().await,
+            storage,
+            repair,
         }
     }
 

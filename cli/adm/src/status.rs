@@ -6,6 +6,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use manta_types::repair::{
+    NodeState, PROGRESS_KEY, PassCounts, REPAIR_BUCKET, RepairProgress, STORAGE_STATES_BUCKET,
+    StorageState,
+};
 use serde::Serialize;
 
 /// One row per service.
@@ -60,8 +66,14 @@ pub struct NodeStatus {
     /// Seconds since its last heartbeat.
     #[serde(rename = "heartbeatAgeSeconds")]
     pub heartbeat_age_s: u64,
-    /// Retired: placement no longer chooses it.
+    /// Retired (by its `--retired` flag): placement no longer chooses it.
     pub retired: bool,
+    /// The operator's state of it (`evacuating`, `retired`; `manta-adm storage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// For an evacuating or retired node: copies the last complete repair pass found on it.
+    #[serde(rename = "copiesToMove", skip_serializing_if = "Option::is_none")]
+    pub copies_to_move: Option<u64>,
 }
 
 /// The whole report.
@@ -80,6 +92,9 @@ pub struct Report {
     pub shard_error: Option<String>,
     /// Storage nodes' heartbeats.
     pub storage: Vec<NodeStatus>,
+    /// The repairer's progress, once it has run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairProgress>,
 }
 
 impl Report {
@@ -142,12 +157,25 @@ impl Report {
                 "STORAGE NODE", "DC", "AVAILABLE MB", "USED%", "HEARTBEAT AGE"
             );
             for n in &self.storage {
-                let retired = if n.retired { "  retired" } else { "" };
+                let mut state = String::new();
+                if n.retired {
+                    state.push_str("  retired (flag)");
+                }
+                if let Some(s) = n.state {
+                    state.push_str("  ");
+                    state.push_str(s);
+                }
+                if let Some(c) = n.copies_to_move {
+                    state.push_str(&format!(", {c} copies to move"));
+                }
                 println!(
-                    "{:<24} {:<6} {:>12} {:>5}% {:>13}s{retired}",
+                    "{:<24} {:<6} {:>12} {:>5}% {:>13}s{state}",
                     n.storage_id, n.datacenter, n.available_mb, n.percent_used, n.heartbeat_age_s
                 );
             }
+        }
+        if let Some(r) = &self.repair {
+            print_repair(r);
         }
         Ok(())
     }
@@ -179,11 +207,64 @@ pub fn shard_status(bin: &Path, etcd: &str, shard: &str, adm: &Path) -> Result<S
     }
 }
 
-/// Each storage node's last heartbeat, read from the Morays at `urls`.
-pub async fn capacity(urls: &[String], tls: moray::Tls) -> Vec<NodeStatus> {
+fn print_repair(r: &RepairProgress) {
+    let c = &r.current;
+    let age = |ms: u64| manta_types::time::now_ms().saturating_sub(ms) / 1000;
+    println!("\nrepair (by {}, updated {}s ago):", r.holder, age(r.updated));
+    let line = |what: &str, c: &PassCounts| {
+        println!(
+            "  {what:<13} {} objects scanned, {} under-replicated, {} repaired ({} copies, {} bytes), {} failed, {} waiting for late nodes",
+            c.scanned, c.under_replicated, c.repaired, c.copies_made, c.bytes_copied, c.failed, c.waiting
+        );
+    };
+    if c.finished == 0 {
+        line(&format!("pass {} now", r.pass), c);
+    }
+    if let Some(l) = &r.last {
+        line("last pass", l);
+        println!("  last pass finished {}s ago", age(l.finished));
+    }
+}
+
+/// The repairer's progress record, or `None` when it has not run (or Moray does not answer).
+pub async fn repair(urls: &[String], tls: moray::Tls) -> Option<RepairProgress> {
+    let c = moray::MorayClient::with_urls_over(urls, tls).ok()?;
+    let get = c.get_object(REPAIR_BUCKET, PROGRESS_KEY);
+    let rec = tokio::time::timeout(Duration::from_secs(10), get)
+        .await
+        .ok()?
+        .ok()?;
+    serde_json::from_value(rec.value).ok()
+}
+
+/// The operator's node states, by storage id.
+async fn node_states(c: &moray::MorayClient) -> BTreeMap<String, NodeState> {
+    let opts = moray::FindOptions {
+        limit: Some(100_000),
+        ..moray::FindOptions::default()
+    };
+    let find = c.find_objects(STORAGE_STATES_BUCKET, "(manta_storage_id=*)", opts);
+    let Ok(Ok(recs)) = tokio::time::timeout(Duration::from_secs(10), find).await else {
+        return BTreeMap::new();
+    };
+    recs.into_iter()
+        .filter_map(|r| serde_json::from_value::<StorageState>(r.value).ok())
+        .map(|s| (s.manta_storage_id, s.state))
+        .collect()
+}
+
+/// Each storage node's last heartbeat and state, read from the Morays at `urls`, with the
+/// copies the last repair pass (`repair`) found on the draining ones.
+pub async fn capacity(
+    urls: &[String],
+    tls: moray::Tls,
+    repair: Option<&RepairProgress>,
+) -> Vec<NodeStatus> {
     let Ok(c) = moray::MorayClient::with_urls_over(urls, tls) else {
         return Vec::new();
     };
+    let states = node_states(&c).await;
+    let left = repair.and_then(|r| r.last.as_ref());
     let opts = moray::FindOptions {
         limit: Some(1000),
         ..moray::FindOptions::default()
@@ -209,9 +290,18 @@ pub async fn capacity(urls: &[String], tls: moray::Tls) -> Vec<NodeStatus> {
                     .get("retired")
                     .and_then(serde_json::Value::as_bool)
                     .unwrap_or(false),
+                state: None,
+                copies_to_move: None,
             }
         })
         .collect();
+    for r in &mut rows {
+        r.state = states.get(&r.storage_id).map(|s| s.as_str());
+        if r.state.is_some() || r.retired {
+            r.copies_to_move =
+                left.map(|l| l.on_draining.get(&r.storage_id).copied().unwrap_or(0));
+        }
+    }
     rows.sort();
     rows
 }
