@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::store::{QuarantineNote, Store};
 
 /// The bucket of quarantined copies.
-pub const BUCKET: &str = "manta_quarantine";
+pub const BUCKET: &str = manta_types::repair::QUARANTINE_BUCKET;
 
 /// The bucket's configuration (version 1).
 pub fn bucket_config() -> BucketConfig {
@@ -71,7 +71,7 @@ pub async fn record(
     datacenter: &str,
     n: &QuarantineNote,
 ) -> Result<(), Error> {
-    let key = format!("/{storage_id}/{}/{}", n.owner, n.object_id);
+    let key = manta_types::repair::quarantine_key(storage_id, &n.owner, &n.object_id);
     let mut value = serde_json::to_value(n).map_err(|e| Error::Internal(e.to_string()))?;
     if let Some(obj) = value.as_object_mut() {
         obj.insert("manta_storage_id".into(), json!(storage_id));

@@ -218,6 +218,57 @@ async fn a_copy_flipped_on_disk_is_found_by_scrub_and_replaced() {
 }
 
 #[tokio::test]
+async fn a_copy_found_corrupt_by_a_read_is_replaced() {
+    // No scrub: only the front door's read can notice.
+    let region = TestRegion::start_with(options("1h", &[])).await.unwrap();
+    let c = client(&region, &region.account).await;
+    let dir = format!("/{}/stor/read", region.account.login);
+    c.mkdir(&dir).await.unwrap();
+    let bytes = body(11, 0);
+    let path = format!("{dir}/victim");
+    put_object(&c, &path, bytes.clone()).await.unwrap();
+    let before = sharks_of(&region, "victim").await;
+    let node = region
+        .storage
+        .iter()
+        .find(|n| n.storage_id == before[0])
+        .unwrap();
+    let file = testkit::region::files_holding(&node.data, &bytes)
+        .pop()
+        .unwrap();
+    let mut flipped = bytes.clone();
+    flipped[5] ^= 0x01;
+    std::fs::write(&file, &flipped).unwrap();
+
+    // Reads pick a copy at random; read until one was served from the corrupt copy (and cut).
+    let mut cut = 0;
+    for _ in 0..40 {
+        match c.get_bytes(&path).await {
+            Ok(got) => assert_eq!(got.as_ref(), bytes.as_slice(), "corrupt bytes served"),
+            Err(_) => {
+                cut += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!(cut, 1, "no read came from the corrupt copy");
+    let want: BTreeMap<String, Vec<u8>> = [("victim".to_owned(), bytes.clone())].into();
+    wait_for("the corrupt copy is replaced", Duration::from_secs(60), || async {
+        all_have_two_good_copies(&region, &c, &dir, &want, &before[0]).await
+    })
+    .await;
+    // The node's corrupt copy is no longer named, so its garbage collection removes it.
+    wait_for("the corrupt bytes are collected", Duration::from_secs(30), || async {
+        let left: Vec<PathBuf> = testkit::region::files_holding(&node.data, &flipped)
+            .into_iter()
+            .filter(|p| p.components().any(|c| c.as_os_str() == "objects"))
+            .collect();
+        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn evacuating_a_node_under_writes_moves_every_copy_and_loses_nothing() {
     let region = TestRegion::start_with(options("1h", &[])).await.unwrap();
     let c = client(&region, &region.account).await;

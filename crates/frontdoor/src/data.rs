@@ -912,8 +912,8 @@ pub async fn fetch(
                     fd.clone(),
                     resp.into_stream(),
                     verify.then_some(expect),
-                    s.manta_storage_id.clone(),
-                    oid.clone(),
+                    s.clone(),
+                    key,
                 );
                 return Ok((status, content_range, body));
             }
@@ -947,8 +947,8 @@ struct Reading {
     /// the checksum has been verified), so a copy that fails its checksum never completes.
     pending: Option<Bytes>,
     fd: Arc<Frontdoor>,
-    node: String,
-    object_id: String,
+    node: SharkRef,
+    key: ObjectKey,
     done: bool,
 }
 
@@ -962,12 +962,44 @@ fn count_sent(fd: &Frontdoor, out: &Bytes) {
     );
 }
 
+/// Records a copy that failed its checksum in `manta_quarantine`, in the background, so the
+/// repairer replaces it (the node itself may not notice until its next scrub).
+fn report_corrupt(
+    fd: &Arc<Frontdoor>,
+    node: &SharkRef,
+    key: &ObjectKey,
+    expected: &str,
+    got: Option<&str>,
+) {
+    use manta_types::repair::{QUARANTINE_BUCKET, quarantine_key};
+    let (owner, id) = (key.owner.to_string(), key.id.to_string());
+    let record_key = quarantine_key(&node.manta_storage_id, &owner, &id);
+    let value = serde_json::json!({
+        "owner": owner,
+        "objectId": id,
+        "reason": format!("served bytes whose checksum {} differs from the record's {expected}", got.unwrap_or("-")),
+        "detectedAt": manta_types::time::now_ms(),
+        "detectedBy": "frontdoor",
+        "manta_storage_id": node.manta_storage_id,
+        "datacenter": node.datacenter,
+    });
+    let system = fd.moray.system();
+    fd.background.spawn(async move {
+        if let Err(e) = system
+            .put_object(QUARANTINE_BUCKET, &record_key, value, moray::PutOptions::any())
+            .await
+        {
+            warn!(copy = %record_key, error = %e, "cannot record a corrupt copy for repair");
+        }
+    });
+}
+
 fn verified_stream(
     fd: Arc<Frontdoor>,
     body: storage_api::client::BodyStream,
     expect: Option<(Digest, String)>,
-    node: String,
-    object_id: String,
+    node: SharkRef,
+    key: ObjectKey,
 ) -> ByteStream {
     let hasher = expect.as_ref().map(|(kind, _)| Hasher::start(*kind));
     let st = Reading {
@@ -977,7 +1009,7 @@ fn verified_stream(
         pending: None,
         fd,
         node,
-        object_id,
+        key,
         done: false,
     };
     Box::pin(futures_util::stream::unfold(st, |mut st| async move {
@@ -1013,13 +1045,14 @@ fn verified_stream(
                     if let (Some(h), Some(want)) = (st.hasher.take(), st.expect.clone()) {
                         let got = h.finish().await;
                         if got.as_deref() != Some(want.as_str()) {
-                            error!(node = %st.node, object_id = %st.object_id, expected = %want, got = ?got,
+                            error!(node = %st.node.manta_storage_id, object = %st.key, expected = %want, got = ?got,
                                 "copy failed its checksum while being served; response cut");
                             st.fd.metrics.inc(
                                 "frontdoor_corrupt_reads_total",
                                 "Reads cut because the copy failed its checksum.",
                                 &[],
                             );
+                            report_corrupt(&st.fd, &st.node, &st.key, &want, got.as_deref());
                             return Some((Err(io::Error::other("checksum mismatch")), st));
                         }
                     }

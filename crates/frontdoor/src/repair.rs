@@ -37,7 +37,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manta_types::repair::{
-    LEASE_KEY, PROGRESS_KEY, PassCounts, REPAIR_BUCKET, RepairLease, RepairProgress,
+    LEASE_KEY, PROGRESS_KEY, PassCounts, QUARANTINE_BUCKET, REPAIR_BUCKET, RepairLease,
+    RepairProgress,
 };
 use manta_types::{MetadataRecord, ObjectInfo, SharkRef};
 use moray::types::{FindOptions, ObjectRecord, PutOptions, Sort};
@@ -286,7 +287,7 @@ impl Repairer {
         };
         match self
             .system()
-            .find_objects("manta_quarantine", "(objectId=*)", opts)
+            .find_objects(QUARANTINE_BUCKET, "(objectId=*)", opts)
             .await
         {
             Ok(recs) => recs

@@ -17,6 +17,17 @@ use serde::{Deserialize, Serialize};
 pub const STORAGE_STATES_BUCKET: &str = "manta_storage_states";
 /// Bucket of the repairer's lease and progress (system shard).
 pub const REPAIR_BUCKET: &str = "manta_repair";
+/// Bucket of quarantined copies (system shard): key [`quarantine_key`], value the storage
+/// node's note plus `manta_storage_id`, indexed by `manta_storage_id` and `objectId`. Storage
+/// nodes write what scrub or a read found; the front door writes a copy whose bytes failed the
+/// record's checksum while it served them. The repairer replaces every copy named here.
+pub const QUARANTINE_BUCKET: &str = "manta_quarantine";
+
+/// The key of a quarantined copy's record.
+pub fn quarantine_key(storage_id: &str, owner: &str, object_id: &str) -> String {
+    format!("/{storage_id}/{owner}/{object_id}")
+}
+
 /// Key of the repairer's lease in [`REPAIR_BUCKET`].
 pub const LEASE_KEY: &str = "lease";
 /// Key of the repairer's progress in [`REPAIR_BUCKET`].
