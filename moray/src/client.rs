@@ -565,6 +565,58 @@ impl MorayClient {
         self.call("sql", &body, Retry::UnsentOnly).await
     }
 
+    /// Fences `vnode` on this shard: from the return on, every write of its records here is
+    /// refused with the retryable `NoDatabasePeersError` (operators only; see
+    /// [`crate::reshard`]).
+    ///
+    /// # Errors
+    /// `NotPermitted` for a caller that is not an operator.
+    pub async fn vnode_fence(&self, vnode: u32, target: &str) -> Result<()> {
+        let body = req::Vnode {
+            vnode,
+            target: Some(target.to_owned()),
+        };
+        self.call::<Value>("vnodeFence", &body, Retry::Idempotent)
+            .await
+            .map(drop)
+    }
+
+    /// Lifts the fence of `vnode` on this shard. Returns whether there was one.
+    ///
+    /// # Errors
+    /// `NotPermitted` for a caller that is not an operator.
+    pub async fn vnode_unfence(&self, vnode: u32) -> Result<bool> {
+        let body = req::Vnode {
+            vnode,
+            target: None,
+        };
+        let v: Value = self.call("vnodeUnfence", &body, Retry::Idempotent).await?;
+        Ok(v["lifted"].as_bool().unwrap_or(false))
+    }
+
+    /// Deletes every record of the fenced `vnode` on this shard, without triggers. Returns
+    /// how many.
+    ///
+    /// # Errors
+    /// `InvalidArgument` when the vnode is not fenced here.
+    pub async fn vnode_purge(&self, vnode: u32) -> Result<u64> {
+        let body = req::Vnode {
+            vnode,
+            target: None,
+        };
+        let v: Value = self.call("vnodePurge", &body, Retry::Idempotent).await?;
+        Ok(v["purged"].as_u64().unwrap_or(0))
+    }
+
+    /// This shard's fences: `[{"vnode", "target", "since"}]`.
+    ///
+    /// # Errors
+    /// `NotPermitted` for a caller that is not an operator.
+    pub async fn vnode_fences(&self) -> Result<Value> {
+        let body = req::Ping::default();
+        self.call("vnodeFences", &body, Retry::Idempotent).await
+    }
+
     /// Checks the server is up (and, with `deep`, that it has a writable primary).
     ///
     /// # Errors

@@ -60,6 +60,7 @@ pub mod client;
 pub mod error;
 pub mod etcd;
 pub mod filter;
+pub mod reshard;
 pub mod ring;
 pub mod schema;
 pub mod server;

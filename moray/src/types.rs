@@ -639,6 +639,16 @@ pub mod req {
         pub values: Vec<Value>,
     }
 
+    /// `vnodeFence`, `vnodeUnfence`, `vnodePurge`.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct Vnode {
+        /// The vnode.
+        pub vnode: u32,
+        /// For a fence: the shard it is moving to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub target: Option<String>,
+    }
+
     /// `ping`.
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     pub struct Ping {

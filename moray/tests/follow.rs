@@ -606,3 +606,152 @@ async fn a_one_shard_client_needs_no_etcd() {
     assert_eq!(single.shards().len(), 1);
     single.get_object("manta_storage", "1.stor").await.unwrap();
 }
+
+/// Writes `value` at `key` through `sc` until it is acknowledged, retrying what the fence of a
+/// moving vnode refuses. Returns how many refusals it met.
+async fn put_retrying(sc: &ShardedClient, key: &str, value: Value) -> u32 {
+    let mut refused = 0;
+    loop {
+        match sc.put_object(MANTA, key, value.clone(), PutOptions::any()).await {
+            Ok(_) => return refused,
+            Err(e) if e.is_retryable() => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{key}: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_vnode_moves_between_shards_under_writes_and_every_acknowledged_record_is_there_once() {
+    let f = Sharded::start().await;
+    let dirs = f.fill().await;
+    let dir = dirs[0].clone();
+    let (_, vnode) = f.sc.shard_for_hashkey(&dir);
+    let from = f.sc.ring().shard_index_of_vnode(vnode);
+    let to = 1 - from;
+    let to_name = f.ring.shards[to].name.clone();
+    // Other directories of the same vnode move with it; those of other vnodes stay.
+    let movers: Vec<&String> = dirs
+        .iter()
+        .filter(|d| f.sc.shard_for_hashkey(d).1 == vnode)
+        .collect();
+
+    // A writer keeps creating and overwriting entries of the moving directory.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = {
+        let sc = f.sc.clone();
+        let dir = dir.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut acked = std::collections::BTreeMap::new();
+            let mut refused = 0;
+            let mut n = 0u32;
+            while !stop.is_cancelled() {
+                // New keys, and overwrites of a few.
+                let key = if n % 3 == 2 {
+                    format!("{dir}/w{}", n / 3)
+                } else {
+                    format!("{dir}/w{n}")
+                };
+                let v = json!({"dirname": dir, "key": key, "name": key.rsplit('/').next(), "owner": "acct", "type": "directory", "n": n});
+                refused += put_retrying(&sc, &key, v.clone()).await;
+                acked.insert(key, v);
+                n += 1;
+            }
+            (acked, refused)
+        })
+    };
+    // A reader keeps reading entries that were there before the move: never a failure.
+    let reader = {
+        let sc = f.sc.clone();
+        let dir = dir.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut reads, mut failed) = (0u32, Vec::new());
+            while !stop.is_cancelled() {
+                let key = format!("{dir}/f{}", reads % 4);
+                if let Err(e) = sc.get_object(MANTA, &key).await {
+                    failed.push(format!("{key}: {e}"));
+                }
+                reads += 1;
+            }
+            (reads, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let opts = moray::reshard::MoveOptions {
+        batch: 7,
+        settle: Duration::from_millis(500),
+    };
+    let report = moray::reshard::move_vnode(&f.store, None, vnode, &to_name, &opts)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let (acked, refused) = writer.await.unwrap();
+    let (reads, failed) = reader.await.unwrap();
+    assert!(reads > 10 && failed.is_empty(), "{reads} reads, failed: {failed:?}");
+    assert!(acked.len() > 10, "the writer made progress: {}", acked.len());
+    assert_eq!(report.ring_version, 2);
+    assert!(report.copied >= 4, "{report:?}");
+    eprintln!("moved: {report:?}; the writer was refused {refused} times");
+
+    // Every acknowledged record is on the new shard, once, with its last value; the old shard
+    // has nothing of the vnode.
+    let rows = |c: &MorayClient, filter: String| {
+        let c = c.clone();
+        async move {
+            c.find_objects(MANTA, &filter, FindOptions {
+                limit: Some(100_000),
+                ..FindOptions::default()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    assert!(rows(&f.direct[from], format!("(_vnode={vnode})")).await.is_empty());
+    for (key, v) in &acked {
+        let got = f.sc.get_object(MANTA, key).await.unwrap();
+        assert_eq!(&got.value, v, "{key}");
+        let there = rows(&f.direct[to], format!("(_key={key})")).await;
+        assert_eq!(there.len(), 1, "{key}");
+    }
+    let mut total = 0;
+    for d in &movers {
+        let entries = rows(&f.direct[to], format!("(dirname={d})")).await;
+        let expected = if **d == dir { 4 + acked.len() } else { 4 };
+        total += expected as u64;
+        assert_eq!(entries.len(), expected, "{d}");
+        // The entry count moved with the entries, and left the old shard.
+        let count = f.direct[to]
+            .get_object("manta_directory_counts", d)
+            .await
+            .unwrap();
+        assert_eq!(count.value["entries"], json!(expected), "{d}");
+        assert!(matches!(
+            f.direct[from].get_object("manta_directory_counts", d).await,
+            Err(Error::ObjectNotFound { .. })
+        ));
+    }
+    // A client still on the old ring is refused by the old shard, retryably; nothing lands.
+    let stale = ShardedClient::from_ring(f.ring.clone()).unwrap();
+    let e = stale
+        .put_object(MANTA, &format!("{dir}/late"), json!({"dirname": dir}), PutOptions::any())
+        .await
+        .unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(rows(&f.direct[from], format!("(_vnode={vnode})")).await.is_empty());
+    // Moving it back works the same way (the old fence is lifted).
+    let back = moray::reshard::move_vnode(&f.store, None, vnode, &f.ring.shards[from].name, &opts)
+        .await
+        .unwrap();
+    assert_eq!(back.copied, total, "{back:?}");
+    assert_eq!(back.purged, total, "{back:?}");
+    let got = f.direct[from]
+        .get_object(MANTA, acked.keys().next().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(&got.value, acked.values().next().unwrap());
+}

@@ -107,7 +107,9 @@ async fn setup_is_idempotent_and_concurrent_safe() {
             "manta",
             "manta_delete_log",
             "manta_directory_counts",
+            "manta_repair",
             "manta_storage",
+            "manta_storage_states",
             "manta_uploads"
         ]
     );

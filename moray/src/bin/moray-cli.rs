@@ -137,13 +137,31 @@ enum Cmd {
         #[arg(required = true)]
         shards: Vec<String>,
     },
-    /// Move one vnode to another shard (online; copy its records separately).
+    /// Point one vnode at another shard in the ring, without moving its records (for a vnode
+    /// that holds none; `vnode-move` moves one that does).
     RingRemap {
         #[arg(long, env = "MANTA_MORAY_ETCD")]
         etcd: String,
         vnode: u32,
         shard: String,
     },
+    /// Move one vnode and its records to another shard while the region serves: fence it on
+    /// its shard, copy, switch the ring, purge the old copy (writes of the vnode are refused,
+    /// retryably, until clients see the new ring; reads never fail). Safe to run again after
+    /// an interruption.
+    VnodeMove {
+        #[arg(long, env = "MANTA_MORAY_ETCD")]
+        etcd: String,
+        vnode: u32,
+        /// The shard to move it to.
+        shard: String,
+        /// Wait between the switch and the purge of the old shard (clients follow the ring
+        /// within a second or two).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        settle: std::time::Duration,
+    },
+    /// This Moray's shard's vnode fences (vnodes moving or moved away).
+    VnodeFences,
     /// Create the object store's buckets (idempotent).
     SetupManta,
 }
@@ -198,7 +216,7 @@ async fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(manta_util::tls::Identity::in_dir);
     let tls = manta_util::tls::internal_client_of(id.as_ref())?;
-    let c = MorayClient::builder(args.url.clone()).tls(tls).build()?;
+    let c = MorayClient::builder(args.url.clone()).tls(tls.clone()).build()?;
     match args.cmd {
         Cmd::Putbucket {
             name,
@@ -369,6 +387,21 @@ async fn run(args: Args) -> Result<()> {
                 .with_tls(moray::etcd::tls_options_of(id.as_ref())?);
             print(&ring_summary(&store.remap_vnode(vnode, &shard).await?))?;
         }
+        Cmd::VnodeMove {
+            etcd,
+            vnode,
+            shard,
+            settle,
+        } => {
+            let store = RingStore::new(moray::parse_endpoints(&etcd))
+                .with_tls(moray::etcd::tls_options_of(id.as_ref())?);
+            let opts = moray::reshard::MoveOptions {
+                settle,
+                ..moray::reshard::MoveOptions::default()
+            };
+            print(&moray::reshard::move_vnode(&store, tls.clone(), vnode, &shard, &opts).await?)?;
+        }
+        Cmd::VnodeFences => print(&c.vnode_fences().await?)?,
         Cmd::SetupManta => {
             moray::schema::setup_manta_buckets(&c).await?;
             print(&serde_json::json!({"ok": true}))?;

@@ -127,6 +127,9 @@ pub(crate) fn pg_error(e: &tokio_postgres::Error) -> Error {
         // Data exceptions: a value Postgres cannot take (number out of range, bad cast).
         return Error::invalid_argument(msg);
     }
+    if code.code() == super::vnodes::FENCED_SQLSTATE {
+        return Error::no_peers(msg);
+    }
     if *code == SqlState::LOCK_NOT_AVAILABLE {
         return Error::no_peers(format!("lock not available, try again: {msg}"));
     }

@@ -43,7 +43,7 @@ pub(crate) struct Routes {
     pub sql: bool,
 }
 
-/// Who may run `/sql`: operators.
+/// Who may run `/sql` and move vnodes: operators.
 const SQL_ROLES: &[Role] = &[Role::Adm];
 
 /// The RPC routes (without `/ping` and `/metrics`, which `with_observability` adds): those on
@@ -72,7 +72,18 @@ pub(crate) fn router(state: Arc<AppState>, routes: Routes) -> Router {
     } else {
         post(rpc(sql))
     };
+    let vnodes = Router::new()
+        .route("/vnodeFence", post(rpc(vnode_fence)))
+        .route("/vnodeUnfence", post(rpc(vnode_unfence)))
+        .route("/vnodePurge", post(rpc(vnode_purge)))
+        .route("/vnodeFences", post(rpc(vnode_fences)));
+    let vnodes = if routes.roles {
+        vnodes.layer(axum::middleware::from_fn_with_state(SQL_ROLES, only_roles))
+    } else {
+        vnodes
+    };
     let server = Router::new()
+        .merge(vnodes)
         .route("/sql", sql_route)
         .route("/ping", post(rpc(ping)))
         .route("/version", post(version))
@@ -371,6 +382,43 @@ async fn only_roles(
             req.uri().path()
         ))),
     }
+}
+
+async fn vnode_fence(st: Arc<AppState>, r: req::Vnode) -> Answer {
+    let target = r
+        .target
+        .clone()
+        .ok_or_else(|| Error::invalid_argument("vnodeFence needs the target shard"))?;
+    let r = &r;
+    let target = &target;
+    run_op(&st, |db| async move {
+        super::vnodes::fence(&db, i64::from(r.vnode), target, now_ms()).await
+    })
+    .await?;
+    json_response(&json!({"fenced": r.vnode}))
+}
+
+async fn vnode_unfence(st: Arc<AppState>, r: req::Vnode) -> Answer {
+    let r = &r;
+    let lifted = run_op(&st, |db| async move {
+        super::vnodes::unfence(&db, i64::from(r.vnode)).await
+    })
+    .await?;
+    json_response(&json!({"lifted": lifted}))
+}
+
+async fn vnode_purge(st: Arc<AppState>, r: req::Vnode) -> Answer {
+    let r = &r;
+    let purged = run_op(&st, |db| async move {
+        super::vnodes::purge(&db, i64::from(r.vnode)).await
+    })
+    .await?;
+    json_response(&json!({"purged": purged}))
+}
+
+async fn vnode_fences(st: Arc<AppState>, _r: req::Ping) -> Answer {
+    let v = run_op(&st, |db| async move { super::vnodes::list(&db).await }).await?;
+    json_response(&v)
 }
 
 /// `/sql` on a server started without `--enable-sql`.

@@ -21,6 +21,7 @@ mod objects;
 mod query;
 mod sql;
 mod triggers;
+mod vnodes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
