@@ -193,3 +193,33 @@ async fn a_regions_moray_serves_no_sql_to_anyone() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["name"], "NotPermittedError", "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_operator_fences_or_purges_a_vnode() {
+    let region = TestRegion::start().await.unwrap();
+    let body = serde_json::json!({"vnode": 3, "target": "2"});
+    for role in [Role::Frontdoor, Role::Storage, Role::Agent] {
+        let id = region.identity(&format!("v-{role}"), role).unwrap();
+        for rpc in ["vnodeFence", "vnodePurge", "vnodeUnfence", "vnodeFences"] {
+            let r = internal_http(&id)
+                .unwrap()
+                .post(format!("{}/{rpc}", region.moray_url))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{role} called {rpc}");
+        }
+    }
+    // An operator may (a purge of an unfenced vnode is refused for what it is).
+    let r = region
+        .internal_http()
+        .post(format!("{}/vnodePurge", region.moray_url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("not fenced"), "{v}");
+}
