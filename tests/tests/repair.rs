@@ -365,3 +365,76 @@ async fn evacuating_a_node_under_writes_moves_every_copy_and_loses_nothing() {
     let (ok, said) = adm(&["storage", "evacuate", &victim]);
     assert!(!ok && said.contains("retired"), "{said}");
 }
+
+/// Whether the front door at `url` says it holds the repair lease.
+async fn repairs(url: &str) -> bool {
+    testkit::metrics(url)
+        .await
+        .lines()
+        .any(|l| l == "repair_active 1")
+}
+
+#[tokio::test]
+async fn one_front_door_repairs_at_a_time_and_another_takes_over_when_it_dies() {
+    let mut opts = options("1h", &[]);
+    opts.frontdoor_args
+        .extend(["--repair-lease", "3s"].map(String::from));
+    let region = TestRegion::start_with(opts).await.unwrap();
+    // A second front door over the same metadata.
+    let id = region
+        .identity("frontdoor2", testkit::region::Role::Frontdoor)
+        .unwrap();
+    let port = testkit::process::free_port().unwrap();
+    let url2 = format!("http://127.0.0.1:{port}");
+    let mut cmd = testkit::process::guarded_command(testkit::region::binary("frontdoor").unwrap(), None);
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--moray", &region.moray_url])
+        .args(["--picker-refresh", "1s", "--heartbeat-max-age", "10s"])
+        .args(["--repair-interval", "1s", "--repair-lease", "3s"])
+        .arg("--internal-tls-dir")
+        .arg(id.dir());
+    let mut fd2 =
+        testkit::LoggedChild::spawn("frontdoor2", cmd, &region.dir().join("frontdoor2.log")).unwrap();
+    testkit::region::wait_ping(&url2, &mut fd2, "frontdoor2", Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // Exactly one of them holds the lease, for several seconds running.
+    let mut first = None;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (a, b) = (repairs(&region.url).await, repairs(&url2).await);
+        assert!(!(a && b), "both front doors repair at once");
+        if a || b {
+            assert!(first.is_none_or(|f| f == a), "the lease moved while both lived");
+            first = Some(a);
+        }
+    }
+    let region_fd_held = first.expect("neither front door took the lease");
+
+    // The holder dies without giving the lease up: the other takes over once it lapses.
+    let (survivor, victim_pid) = if region_fd_held {
+        (url2.clone(), region.frontdoor_pid().unwrap())
+    } else {
+        (region.url.clone(), fd2.pid())
+    };
+    manta_util::proc::signal(victim_pid, rustix::process::Signal::KILL).unwrap();
+    let start = Instant::now();
+    while !repairs(&survivor).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "nobody took the repair lease over"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // The progress record names the survivor's pass going on.
+    let lease = region
+        .moray()
+        .unwrap()
+        .system()
+        .get_object("manta_repair", "lease")
+        .await
+        .unwrap();
+    let holder = lease.value["holder"].as_str().unwrap().to_owned();
+    let port_of = |u: &str| u.rsplit(':').next().unwrap().to_owned();
+    assert!(holder.ends_with(&format!(":{}", port_of(&survivor))), "{holder}");
+}

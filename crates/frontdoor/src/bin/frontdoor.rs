@@ -93,6 +93,10 @@ struct Args {
     /// Most bytes per second the repairer copies (repair and evacuation).
     #[arg(long, env = "MANTA_REPAIR_RATE", default_value_t = 50 * 1024 * 1024)]
     repair_rate: u64,
+    /// How long the repair lease lasts without renewal (a front door that dies hands repair
+    /// to another after this).
+    #[arg(long, env = "MANTA_REPAIR_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    repair_lease: Duration,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -139,6 +143,10 @@ async fn main() -> Result<()> {
     cfg.repair.grace = args.repair_grace;
     cfg.repair.interval = args.repair_interval;
     cfg.repair.rate_bytes_per_sec = args.repair_rate;
+    cfg.repair.lease_ttl = args.repair_lease;
+    if args.repair_lease < Duration::from_secs(1) {
+        bail!("--repair-lease must be at least 1s");
+    }
     if args.repair_rate == 0 || args.repair_interval.is_zero() {
         bail!("--repair-rate and --repair-interval must be above zero (use --no-repair to turn repair off)");
     }
