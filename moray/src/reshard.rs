@@ -150,7 +150,9 @@ pub async fn move_vnode(
     // 2. The target owns nothing of it but what is copied now.
     b.vnode_unfence(vnode).await?;
     for bucket in b.list_buckets().await? {
-        let c = b.delete_many(&bucket.name, &format!("(_vnode={vnode})"), None).await?;
+        let c = b
+            .delete_many(&bucket.name, &format!("(_vnode={vnode})"), None)
+            .await?;
         report.cleared += c.count;
     }
 
@@ -170,9 +172,15 @@ pub async fn move_vnode(
                 if first {
                     b.put_bucket(name, config).await?;
                 }
-                b.put_object_vnode(name, &r.key, r.value, PutOptions::any(), Some(u64::from(vnode)))
-                    .await
-                    .map(drop)
+                b.put_object_vnode(
+                    name,
+                    &r.key,
+                    r.value,
+                    PutOptions::any(),
+                    Some(u64::from(vnode)),
+                )
+                .await
+                .map(drop)
             }
         })
         .await?;
@@ -197,6 +205,10 @@ pub async fn move_vnode(
     // 5. Clean up once clients have had time to follow.
     tokio::time::sleep(opts.settle).await;
     report.purged = a.vnode_purge(vnode).await?;
-    tracing::info!(vnode, purged = report.purged, "vnode purged from its old shard");
+    tracing::info!(
+        vnode,
+        purged = report.purged,
+        "vnode purged from its old shard"
+    );
     Ok(report)
 }

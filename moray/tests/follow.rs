@@ -612,7 +612,10 @@ async fn a_one_shard_client_needs_no_etcd() {
 async fn put_retrying(sc: &ShardedClient, key: &str, value: Value) -> u32 {
     let mut refused = 0;
     loop {
-        match sc.put_object(MANTA, key, value.clone(), PutOptions::any()).await {
+        match sc
+            .put_object(MANTA, key, value.clone(), PutOptions::any())
+            .await
+        {
             Ok(_) => return refused,
             Err(e) if e.is_retryable() => {
                 refused += 1;
@@ -692,8 +695,15 @@ async fn a_vnode_moves_between_shards_under_writes_and_every_acknowledged_record
     stop.cancel();
     let (acked, refused) = writer.await.unwrap();
     let (reads, failed) = reader.await.unwrap();
-    assert!(reads > 10 && failed.is_empty(), "{reads} reads, failed: {failed:?}");
-    assert!(acked.len() > 10, "the writer made progress: {}", acked.len());
+    assert!(
+        reads > 10 && failed.is_empty(),
+        "{reads} reads, failed: {failed:?}"
+    );
+    assert!(
+        acked.len() > 10,
+        "the writer made progress: {}",
+        acked.len()
+    );
     assert_eq!(report.ring_version, 2);
     assert!(report.copied >= 4, "{report:?}");
     eprintln!("moved: {report:?}; the writer was refused {refused} times");
@@ -703,15 +713,23 @@ async fn a_vnode_moves_between_shards_under_writes_and_every_acknowledged_record
     let rows = |c: &MorayClient, filter: String| {
         let c = c.clone();
         async move {
-            c.find_objects(MANTA, &filter, FindOptions {
-                limit: Some(100_000),
-                ..FindOptions::default()
-            })
+            c.find_objects(
+                MANTA,
+                &filter,
+                FindOptions {
+                    limit: Some(100_000),
+                    ..FindOptions::default()
+                },
+            )
             .await
             .unwrap()
         }
     };
-    assert!(rows(&f.direct[from], format!("(_vnode={vnode})")).await.is_empty());
+    assert!(
+        rows(&f.direct[from], format!("(_vnode={vnode})"))
+            .await
+            .is_empty()
+    );
     for (key, v) in &acked {
         let got = f.sc.get_object(MANTA, key).await.unwrap();
         assert_eq!(&got.value, v, "{key}");
@@ -738,11 +756,20 @@ async fn a_vnode_moves_between_shards_under_writes_and_every_acknowledged_record
     // A client still on the old ring is refused by the old shard, retryably; nothing lands.
     let stale = ShardedClient::from_ring(f.ring.clone()).unwrap();
     let e = stale
-        .put_object(MANTA, &format!("{dir}/late"), json!({"dirname": dir}), PutOptions::any())
+        .put_object(
+            MANTA,
+            &format!("{dir}/late"),
+            json!({"dirname": dir}),
+            PutOptions::any(),
+        )
         .await
         .unwrap_err();
     assert!(e.is_retryable(), "{e:?}");
-    assert!(rows(&f.direct[from], format!("(_vnode={vnode})")).await.is_empty());
+    assert!(
+        rows(&f.direct[from], format!("(_vnode={vnode})"))
+            .await
+            .is_empty()
+    );
     // Moving it back works the same way (the old fence is lifted).
     let back = moray::reshard::move_vnode(&f.store, None, vnode, &f.ring.shards[from].name, &opts)
         .await

@@ -237,12 +237,16 @@ async fn delete_log_records_replaced_and_deleted_objects() {
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].value["sharks"], json!(["2.stor"]));
     assert_eq!(log[0].value["objectId"], id1.to_string());
-    c.del_object(DELETE_LOG, &log[0].key, DelOptions::default()).await.unwrap();
+    c.del_object(DELETE_LOG, &log[0].key, DelOptions::default())
+        .await
+        .unwrap();
     put_record(c, &same).await;
     let log = log_entries(c, "(objectId=*)").await;
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].value["sharks"], json!(["4.stor"]));
-    c.del_object(DELETE_LOG, &log[0].key, DelOptions::default()).await.unwrap();
+    c.del_object(DELETE_LOG, &log[0].key, DelOptions::default())
+        .await
+        .unwrap();
 
     // Overwrite with new bytes: the old object id is logged.
     let (v2, id2) = object(key, &["3.stor"]);

@@ -97,9 +97,9 @@ fn names_node(record: &Value, storage_id: &str) -> bool {
         .get("sharks")
         .and_then(Value::as_array)
         .is_some_and(|sharks| {
-            sharks.iter().any(|s| {
-                s.get("manta_storage_id").and_then(Value::as_str) == Some(storage_id)
-            })
+            sharks
+                .iter()
+                .any(|s| s.get("manta_storage_id").and_then(Value::as_str) == Some(storage_id))
         })
 }
 

@@ -167,7 +167,10 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     // Repair moved c's copy from this node to another: the record stays, naming other nodes.
     put("c", moved, &[ME, OTHER]).await;
     put("c", moved, &[OTHER, "3.stor"]).await;
-    assert_eq!(log_entries(&e.mc, &moved).await[0].value["sharks"], json!([ME]));
+    assert_eq!(
+        log_entries(&e.mc, &moved).await[0].value["sharks"],
+        json!([ME])
+    );
     del(&e.mc, &acct, "a").await;
     del(&e.mc, &acct, "b").await;
     assert_eq!(log_entries(&e.mc, &linked).await.len(), 1);
@@ -183,7 +186,10 @@ async fn gc_keeps_snaplinked_bytes_and_tombstones_the_rest() {
     assert_eq!(r.entries, 3, "{r:?}");
     assert_eq!(r.tombstoned, 2, "{r:?}");
     assert_eq!(r.still_referenced, 1, "{r:?}");
-    assert!(is_missing(&node.client, &moved).await, "a copy no record names here");
+    assert!(
+        is_missing(&node.client, &moved).await,
+        "a copy no record names here"
+    );
     // The lone object is gone from service, kept in today's tombstone; its entry is gone.
     assert!(is_missing(&node.client, &lone).await);
     let day = storage_node::store::day_of(manta_types::time::now_ms());

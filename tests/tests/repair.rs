@@ -117,9 +117,14 @@ async fn all_have_two_good_copies(
         }
         let held = holders(region, bytes);
         if held != sharks {
-            return Err(format!("{name}: record names {sharks:?}, copies on {held:?}"));
+            return Err(format!(
+                "{name}: record names {sharks:?}, copies on {held:?}"
+            ));
         }
-        let got = c.get_bytes(&format!("{dir}/{name}")).await.map_err(|e| e.to_string())?;
+        let got = c
+            .get_bytes(&format!("{dir}/{name}"))
+            .await
+            .map_err(|e| e.to_string())?;
         if got.as_ref() != bytes.as_slice() {
             return Err(format!("{name}: the front door served other bytes"));
         }
@@ -136,7 +141,9 @@ async fn a_node_lost_for_good_has_its_copies_made_again_after_the_grace_period()
     let mut want = BTreeMap::new();
     for i in 0..24 {
         let name = format!("obj-{i}");
-        put_object(&c, &format!("{dir}/{name}"), body(i, 0)).await.unwrap();
+        put_object(&c, &format!("{dir}/{name}"), body(i, 0))
+            .await
+            .unwrap();
         want.insert(name, body(i, 0));
     }
     let victim = region.storage[0].storage_id.clone();
@@ -159,11 +166,16 @@ async fn a_node_lost_for_good_has_its_copies_made_again_after_the_grace_period()
         "copies made within the grace period:\n{m}"
     );
 
-    wait_for("every object has two good copies again", Duration::from_secs(90), || {
-        all_have_two_good_copies(&region, &c, &dir, &want, &victim)
-    })
+    wait_for(
+        "every object has two good copies again",
+        Duration::from_secs(90),
+        || all_have_two_good_copies(&region, &c, &dir, &want, &victim),
+    )
     .await;
-    assert!(killed.elapsed() >= Duration::from_secs(12), "repaired before the grace ended");
+    assert!(
+        killed.elapsed() >= Duration::from_secs(12),
+        "repaired before the grace ended"
+    );
     let m = testkit::metrics(&region.url).await;
     let copies = m
         .lines()
@@ -171,7 +183,10 @@ async fn a_node_lost_for_good_has_its_copies_made_again_after_the_grace_period()
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert_eq!(copies as usize, on_victim, "one copy per object the node held\n{m}");
+    assert_eq!(
+        copies as usize, on_victim,
+        "one copy per object the node held\n{m}"
+    );
 }
 
 #[tokio::test]
@@ -186,7 +201,9 @@ async fn a_copy_flipped_on_disk_is_found_by_scrub_and_replaced() {
     let dir = format!("/{}/stor/flip", region.account.login);
     c.mkdir(&dir).await.unwrap();
     let bytes = body(7, 0);
-    put_object(&c, &format!("{dir}/victim"), bytes.clone()).await.unwrap();
+    put_object(&c, &format!("{dir}/victim"), bytes.clone())
+        .await
+        .unwrap();
     let before = sharks_of(&region, "victim").await;
     let node = region
         .storage
@@ -201,20 +218,29 @@ async fn a_copy_flipped_on_disk_is_found_by_scrub_and_replaced() {
     std::fs::write(&file, &flipped).unwrap();
 
     let want: BTreeMap<String, Vec<u8>> = [("victim".to_owned(), bytes.clone())].into();
-    wait_for("the corrupt copy is replaced", Duration::from_secs(60), || async {
-        let sharks = sharks_of(&region, "victim").await;
-        if sharks.contains(&before[0]) {
-            return Err(format!("still names {sharks:?}"));
-        }
-        all_have_two_good_copies(&region, &c, &dir, &want, &before[0]).await
-    })
+    wait_for(
+        "the corrupt copy is replaced",
+        Duration::from_secs(60),
+        || async {
+            let sharks = sharks_of(&region, "victim").await;
+            if sharks.contains(&before[0]) {
+                return Err(format!("still names {sharks:?}"));
+            }
+            all_have_two_good_copies(&region, &c, &dir, &want, &before[0]).await
+        },
+    )
     .await;
     let after = sharks_of(&region, "victim").await;
-    assert!(after.contains(&before[1]), "the good copy is kept: {after:?}");
+    assert!(
+        after.contains(&before[1]),
+        "the good copy is kept: {after:?}"
+    );
     // The corrupt bytes sit in the node's quarantine area, not among its objects.
-    assert!(testkit::region::files_holding(&node.data, &flipped)
-        .iter()
-        .all(|p| !p.components().any(|c| c.as_os_str() == "objects")));
+    assert!(
+        testkit::region::files_holding(&node.data, &flipped)
+            .iter()
+            .all(|p| !p.components().any(|c| c.as_os_str() == "objects"))
+    );
 }
 
 #[tokio::test]
@@ -253,18 +279,28 @@ async fn a_copy_found_corrupt_by_a_read_is_replaced() {
     }
     assert_eq!(cut, 1, "no read came from the corrupt copy");
     let want: BTreeMap<String, Vec<u8>> = [("victim".to_owned(), bytes.clone())].into();
-    wait_for("the corrupt copy is replaced", Duration::from_secs(60), || async {
-        all_have_two_good_copies(&region, &c, &dir, &want, &before[0]).await
-    })
+    wait_for(
+        "the corrupt copy is replaced",
+        Duration::from_secs(60),
+        || async { all_have_two_good_copies(&region, &c, &dir, &want, &before[0]).await },
+    )
     .await;
     // The node's corrupt copy is no longer named, so its garbage collection removes it.
-    wait_for("the corrupt bytes are collected", Duration::from_secs(30), || async {
-        let left: Vec<PathBuf> = testkit::region::files_holding(&node.data, &flipped)
-            .into_iter()
-            .filter(|p| p.components().any(|c| c.as_os_str() == "objects"))
-            .collect();
-        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
-    })
+    wait_for(
+        "the corrupt bytes are collected",
+        Duration::from_secs(30),
+        || async {
+            let left: Vec<PathBuf> = testkit::region::files_holding(&node.data, &flipped)
+                .into_iter()
+                .filter(|p| p.components().any(|c| c.as_os_str() == "objects"))
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
     .await;
 }
 
@@ -277,7 +313,9 @@ async fn evacuating_a_node_under_writes_moves_every_copy_and_loses_nothing() {
     let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for i in 0..30 {
         let name = format!("obj-{i}");
-        put_object(&c, &format!("{dir}/{name}"), body(i, 0)).await.unwrap();
+        put_object(&c, &format!("{dir}/{name}"), body(i, 0))
+            .await
+            .unwrap();
         want.insert(name, body(i, 0));
     }
     let victim = region.storage[0].storage_id.clone();
@@ -314,7 +352,10 @@ async fn evacuating_a_node_under_writes_moves_every_copy_and_loses_nothing() {
                 for i in (round % 3..40).step_by(3) {
                     let name = format!("obj-{i}");
                     let b = body(i, round);
-                    if put_object(&c, &format!("{dir}/{name}"), b.clone()).await.is_ok() {
+                    if put_object(&c, &format!("{dir}/{name}"), b.clone())
+                        .await
+                        .is_ok()
+                    {
                         acked.insert(name, b);
                     }
                 }
@@ -332,14 +373,18 @@ async fn evacuating_a_node_under_writes_moves_every_copy_and_loses_nothing() {
         if ok { Ok(()) } else { Err(said) }
     })
     .await;
-    wait_for("the node holds nothing", Duration::from_secs(60), || async {
-        let left = live_files(&region.storage[0].data);
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("{left:?}"))
-        }
-    })
+    wait_for(
+        "the node holds nothing",
+        Duration::from_secs(60),
+        || async {
+            let left = live_files(&region.storage[0].data);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        },
+    )
     .await;
     all_have_two_good_copies(&region, &c, &dir, &want, &victim)
         .await
@@ -347,17 +392,24 @@ async fn evacuating_a_node_under_writes_moves_every_copy_and_loses_nothing() {
     // Exactly the latest bytes survive: once garbage collection has run, no earlier round of
     // an overwritten object is left on any node.
     let names: HashSet<&String> = want.keys().collect();
-    wait_for("overwritten bytes are collected", Duration::from_secs(60), || async {
-        for n in &region.storage {
-            for f in live_files(&n.data) {
-                let b = std::fs::read(&f).unwrap_or_default();
-                if !want.values().any(|w| *w == b) {
-                    return Err(format!("{} holds stale bytes of one of {names:?}", f.display()));
+    wait_for(
+        "overwritten bytes are collected",
+        Duration::from_secs(60),
+        || async {
+            for n in &region.storage {
+                for f in live_files(&n.data) {
+                    let b = std::fs::read(&f).unwrap_or_default();
+                    if !want.values().any(|w| *w == b) {
+                        return Err(format!(
+                            "{} holds stale bytes of one of {names:?}",
+                            f.display()
+                        ));
+                    }
                 }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await;
     // Status shows the node retired with nothing left to move.
     let m = testkit::metrics(&region.url).await;
@@ -386,14 +438,21 @@ async fn one_front_door_repairs_at_a_time_and_another_takes_over_when_it_dies() 
         .unwrap();
     let port = testkit::process::free_port().unwrap();
     let url2 = format!("http://127.0.0.1:{port}");
-    let mut cmd = testkit::process::guarded_command(testkit::region::binary("frontdoor").unwrap(), None);
-    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--moray", &region.moray_url])
-        .args(["--picker-refresh", "1s", "--heartbeat-max-age", "10s"])
-        .args(["--repair-interval", "1s", "--repair-lease", "3s"])
-        .arg("--internal-tls-dir")
-        .arg(id.dir());
+    let mut cmd =
+        testkit::process::guarded_command(testkit::region::binary("frontdoor").unwrap(), None);
+    cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--moray",
+        &region.moray_url,
+    ])
+    .args(["--picker-refresh", "1s", "--heartbeat-max-age", "10s"])
+    .args(["--repair-interval", "1s", "--repair-lease", "3s"])
+    .arg("--internal-tls-dir")
+    .arg(id.dir());
     let mut fd2 =
-        testkit::LoggedChild::spawn("frontdoor2", cmd, &region.dir().join("frontdoor2.log")).unwrap();
+        testkit::LoggedChild::spawn("frontdoor2", cmd, &region.dir().join("frontdoor2.log"))
+            .unwrap();
     testkit::region::wait_ping(&url2, &mut fd2, "frontdoor2", Duration::from_secs(60))
         .await
         .unwrap();
@@ -405,7 +464,10 @@ async fn one_front_door_repairs_at_a_time_and_another_takes_over_when_it_dies() 
         let (a, b) = (repairs(&region.url).await, repairs(&url2).await);
         assert!(!(a && b), "both front doors repair at once");
         if a || b {
-            assert!(first.is_none_or(|f| f == a), "the lease moved while both lived");
+            assert!(
+                first.is_none_or(|f| f == a),
+                "the lease moved while both lived"
+            );
             first = Some(a);
         }
     }
@@ -436,5 +498,8 @@ async fn one_front_door_repairs_at_a_time_and_another_takes_over_when_it_dies() 
         .unwrap();
     let holder = lease.value["holder"].as_str().unwrap().to_owned();
     let port_of = |u: &str| u.rsplit(':').next().unwrap().to_owned();
-    assert!(holder.ends_with(&format!(":{}", port_of(&survivor))), "{holder}");
+    assert!(
+        holder.ends_with(&format!(":{}", port_of(&survivor))),
+        "{holder}"
+    );
 }

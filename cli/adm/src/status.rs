@@ -210,11 +210,21 @@ pub fn shard_status(bin: &Path, etcd: &str, shard: &str, adm: &Path) -> Result<S
 fn print_repair(r: &RepairProgress) {
     let c = &r.current;
     let age = |ms: u64| manta_types::time::now_ms().saturating_sub(ms) / 1000;
-    println!("\nrepair (by {}, updated {}s ago):", r.holder, age(r.updated));
+    println!(
+        "\nrepair (by {}, updated {}s ago):",
+        r.holder,
+        age(r.updated)
+    );
     let line = |what: &str, c: &PassCounts| {
         println!(
             "  {what:<13} {} objects scanned, {} under-replicated, {} repaired ({} copies, {} bytes), {} failed, {} waiting for late nodes",
-            c.scanned, c.under_replicated, c.repaired, c.copies_made, c.bytes_copied, c.failed, c.waiting
+            c.scanned,
+            c.under_replicated,
+            c.repaired,
+            c.copies_made,
+            c.bytes_copied,
+            c.failed,
+            c.waiting
         );
     };
     if c.finished == 0 {
@@ -298,8 +308,7 @@ pub async fn capacity(
     for r in &mut rows {
         r.state = states.get(&r.storage_id).map(|s| s.as_str());
         if r.state.is_some() || r.retired {
-            r.copies_to_move =
-                left.map(|l| l.on_draining.get(&r.storage_id).copied().unwrap_or(0));
+            r.copies_to_move = left.map(|l| l.on_draining.get(&r.storage_id).copied().unwrap_or(0));
         }
     }
     rows.sort();

@@ -57,7 +57,12 @@ pub async fn evacuate(system: &MorayClient, node: &str) -> Result<String> {
         since: manta_types::time::now_ms(),
     };
     system
-        .put_object(STORAGE_STATES_BUCKET, node, serde_json::to_value(&st)?, opts)
+        .put_object(
+            STORAGE_STATES_BUCKET,
+            node,
+            serde_json::to_value(&st)?,
+            opts,
+        )
         .await
         .context("record the evacuation")?;
     Ok(format!(
@@ -77,18 +82,20 @@ pub async fn retire(system: &MorayClient, node: &str) -> Result<String> {
     if st.state == NodeState::Retired {
         return Ok(format!("{node} is already retired"));
     }
-    let progress: Option<RepairProgress> = match system.get_object(REPAIR_BUCKET, PROGRESS_KEY).await
-    {
-        Ok(rec) => serde_json::from_value(rec.value).ok(),
-        Err(moray::Error::ObjectNotFound { .. }) => None,
-        Err(e) => return Err(e).context("read the repairer's progress"),
-    };
+    let progress: Option<RepairProgress> =
+        match system.get_object(REPAIR_BUCKET, PROGRESS_KEY).await {
+            Ok(rec) => serde_json::from_value(rec.value).ok(),
+            Err(moray::Error::ObjectNotFound { .. }) => None,
+            Err(e) => return Err(e).context("read the repairer's progress"),
+        };
     let last = progress.and_then(|p| p.last);
     match last {
         Some(l) if l.started > st.since => {
             let left = l.on_draining.get(node).copied().unwrap_or(0);
             if left > 0 {
-                bail!("{left} copies were still on {node} in the last repair pass; wait for the next");
+                bail!(
+                    "{left} copies were still on {node} in the last repair pass; wait for the next"
+                );
             }
         }
         _ => bail!(
@@ -110,7 +117,9 @@ pub async fn retire(system: &MorayClient, node: &str) -> Result<String> {
         )
         .await
         .context("record the retirement")?;
-    Ok(format!("{node} is retired: it holds no copy a record names; it may be switched off"))
+    Ok(format!(
+        "{node} is retired: it holds no copy a record names; it may be switched off"
+    ))
 }
 
 /// Returns a node to service.
@@ -119,7 +128,11 @@ pub async fn retire(system: &MorayClient, node: &str) -> Result<String> {
 /// Moray's error.
 pub async fn restore(system: &MorayClient, node: &str) -> Result<String> {
     match system
-        .del_object(STORAGE_STATES_BUCKET, node, moray::types::DelOptions::default())
+        .del_object(
+            STORAGE_STATES_BUCKET,
+            node,
+            moray::types::DelOptions::default(),
+        )
         .await
     {
         Ok(()) => Ok(format!("{node} takes new copies again")),

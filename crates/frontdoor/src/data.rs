@@ -986,7 +986,12 @@ fn report_corrupt(
     let system = fd.moray.system();
     fd.background.spawn(async move {
         if let Err(e) = system
-            .put_object(QUARANTINE_BUCKET, &record_key, value, moray::PutOptions::any())
+            .put_object(
+                QUARANTINE_BUCKET,
+                &record_key,
+                value,
+                moray::PutOptions::any(),
+            )
             .await
         {
             warn!(copy = %record_key, error = %e, "cannot record a corrupt copy for repair");

@@ -146,7 +146,10 @@ pub struct Repairer {
 enum Outcome {
     Fine,
     Waiting,
-    Repaired { copies: u64, bytes: u64 },
+    Repaired {
+        copies: u64,
+        bytes: u64,
+    },
     Failed,
     /// The record changed under us; looked at again later.
     Raced,
@@ -252,7 +255,12 @@ impl Repairer {
             };
             let value = serde_json::to_value(&lease).unwrap_or(Value::Null);
             let _ = sys
-                .put_object(REPAIR_BUCKET, LEASE_KEY, value, PutOptions::if_match(rec.etag))
+                .put_object(
+                    REPAIR_BUCKET,
+                    LEASE_KEY,
+                    value,
+                    PutOptions::if_match(rec.etag),
+                )
                 .await;
         }
         self.lost_lease();
@@ -514,18 +522,15 @@ impl Repairer {
             .collect();
         for (s, _, st) in &states {
             if *st == CopyState::Draining {
-                *c.on_draining
-                    .entry(s.manta_storage_id.clone())
-                    .or_default() += 1;
+                *c.on_draining.entry(s.manta_storage_id.clone()).or_default() += 1;
             }
         }
         let healthy = states
             .iter()
             .filter(|(_, _, st)| *st == CopyState::Healthy)
             .count();
-        let missing = |st: &CopyState| {
-            matches!(st, CopyState::Late | CopyState::Bad | CopyState::Lost)
-        };
+        let missing =
+            |st: &CopyState| matches!(st, CopyState::Late | CopyState::Bad | CopyState::Lost);
         if states.iter().any(|(_, _, st)| missing(st)) {
             c.under_replicated += 1;
         }
@@ -773,7 +778,12 @@ impl Repairer {
         if let Err(e) = self
             .fd
             .moray
-            .put_object(moray::schema::DELETE_LOG, &log_key, value, PutOptions::any())
+            .put_object(
+                moray::schema::DELETE_LOG,
+                &log_key,
+                value,
+                PutOptions::any(),
+            )
             .await
         {
             warn!(object = %key, error = %e, "repair: cannot hand unused copies to GC; they stay");

@@ -216,7 +216,9 @@ async fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(manta_util::tls::Identity::in_dir);
     let tls = manta_util::tls::internal_client_of(id.as_ref())?;
-    let c = MorayClient::builder(args.url.clone()).tls(tls.clone()).build()?;
+    let c = MorayClient::builder(args.url.clone())
+        .tls(tls.clone())
+        .build()?;
     match args.cmd {
         Cmd::Putbucket {
             name,

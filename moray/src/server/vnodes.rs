@@ -93,10 +93,7 @@ pub(crate) async fn fence(db: &Db, vnode: i64, target: &str, now: i64) -> Op<()>
 pub(crate) async fn unfence(db: &Db, vnode: i64) -> Op<bool> {
     let conn = db.conn().await?;
     let exists = conn
-        .query_typed(
-            "SELECT to_regclass('moray_vnode_fences') IS NOT NULL",
-            &[],
-        )
+        .query_typed("SELECT to_regclass('moray_vnode_fences') IS NOT NULL", &[])
         .await?;
     if !exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
         return Ok(false);
@@ -118,10 +115,7 @@ pub(crate) async fn purge(db: &Db, vnode: i64) -> Op<u64> {
     let mut conn = db.conn().await?;
     let txn = conn.transaction().await?;
     let fenced = txn
-        .query_typed(
-            "SELECT to_regclass('moray_vnode_fences') IS NOT NULL",
-            &[],
-        )
+        .query_typed("SELECT to_regclass('moray_vnode_fences') IS NOT NULL", &[])
         .await?;
     let fenced = fenced.first().is_some_and(|r| r.get::<_, bool>(0))
         && !txn
@@ -168,10 +162,7 @@ pub(crate) async fn purge(db: &Db, vnode: i64) -> Op<u64> {
 pub(crate) async fn list(db: &Db) -> Op<Value> {
     let conn = db.conn().await?;
     let exists = conn
-        .query_typed(
-            "SELECT to_regclass('moray_vnode_fences') IS NOT NULL",
-            &[],
-        )
+        .query_typed("SELECT to_regclass('moray_vnode_fences') IS NOT NULL", &[])
         .await?;
     if !exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
         return Ok(json!([]));

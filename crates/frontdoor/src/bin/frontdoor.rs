@@ -148,7 +148,9 @@ async fn main() -> Result<()> {
         bail!("--repair-lease must be at least 1s");
     }
     if args.repair_rate == 0 || args.repair_interval.is_zero() {
-        bail!("--repair-rate and --repair-interval must be above zero (use --no-repair to turn repair off)");
+        bail!(
+            "--repair-rate and --repair-interval must be above zero (use --no-repair to turn repair off)"
+        );
     }
     if args.repair_grace < args.heartbeat_max_age {
         bail!("--repair-grace must be at least --heartbeat-max-age");
