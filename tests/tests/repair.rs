@@ -132,6 +132,33 @@ async fn all_have_two_good_copies(
     Ok(())
 }
 
+/// Stores `bytes` at `<dir>/victim` and flips a bit of its copy on the first node its record
+/// names. Returns the nodes the record names, that node's index, and the corrupt bytes.
+async fn corrupt_a_copy(
+    region: &TestRegion,
+    c: &MantaClient,
+    dir: &str,
+    bytes: &[u8],
+) -> (Vec<String>, usize, Vec<u8>) {
+    c.mkdir(dir).await.unwrap();
+    put_object(c, &format!("{dir}/victim"), bytes.to_vec())
+        .await
+        .unwrap();
+    let named = sharks_of(region, "victim").await;
+    let i = region
+        .storage
+        .iter()
+        .position(|n| n.storage_id == named[0])
+        .unwrap();
+    let file = testkit::region::files_holding(&region.storage[i].data, bytes)
+        .pop()
+        .unwrap();
+    let mut flipped = bytes.to_vec();
+    flipped[3] ^= 0x20;
+    std::fs::write(&file, &flipped).unwrap();
+    (named, i, flipped)
+}
+
 #[tokio::test]
 async fn a_node_lost_for_good_has_its_copies_made_again_after_the_grace_period() {
     let mut region = TestRegion::start_with(options("12s", &[])).await.unwrap();
@@ -199,23 +226,9 @@ async fn a_copy_flipped_on_disk_is_found_by_scrub_and_replaced() {
     .unwrap();
     let c = client(&region, &region.account).await;
     let dir = format!("/{}/stor/flip", region.account.login);
-    c.mkdir(&dir).await.unwrap();
     let bytes = body(7, 0);
-    put_object(&c, &format!("{dir}/victim"), bytes.clone())
-        .await
-        .unwrap();
-    let before = sharks_of(&region, "victim").await;
-    let node = region
-        .storage
-        .iter()
-        .find(|n| n.storage_id == before[0])
-        .unwrap();
-    let file = testkit::region::files_holding(&node.data, &bytes)
-        .pop()
-        .unwrap();
-    let mut flipped = bytes.clone();
-    flipped[3] ^= 0x20;
-    std::fs::write(&file, &flipped).unwrap();
+    let (before, node, flipped) = corrupt_a_copy(&region, &c, &dir, &bytes).await;
+    let node = &region.storage[node];
 
     let want: BTreeMap<String, Vec<u8>> = [("victim".to_owned(), bytes.clone())].into();
     wait_for(
@@ -249,22 +262,10 @@ async fn a_copy_found_corrupt_by_a_read_is_replaced() {
     let region = TestRegion::start_with(options("1h", &[])).await.unwrap();
     let c = client(&region, &region.account).await;
     let dir = format!("/{}/stor/read", region.account.login);
-    c.mkdir(&dir).await.unwrap();
     let bytes = body(11, 0);
     let path = format!("{dir}/victim");
-    put_object(&c, &path, bytes.clone()).await.unwrap();
-    let before = sharks_of(&region, "victim").await;
-    let node = region
-        .storage
-        .iter()
-        .find(|n| n.storage_id == before[0])
-        .unwrap();
-    let file = testkit::region::files_holding(&node.data, &bytes)
-        .pop()
-        .unwrap();
-    let mut flipped = bytes.clone();
-    flipped[5] ^= 0x01;
-    std::fs::write(&file, &flipped).unwrap();
+    let (before, node, flipped) = corrupt_a_copy(&region, &c, &dir, &bytes).await;
+    let node = &region.storage[node];
 
     // Reads pick a copy at random; read until one was served from the corrupt copy (and cut).
     let mut cut = 0;

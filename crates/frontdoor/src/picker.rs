@@ -98,18 +98,7 @@ impl Picker {
     /// # Errors
     /// When Moray fails; the previous table stays in use.
     pub async fn refresh(&self) -> moray::Result<()> {
-        let recs = self
-            .moray
-            .find_objects(
-                "manta_storage",
-                "(manta_storage_id=*)",
-                FindOptions {
-                    limit: Some(100_000),
-                    no_count: true,
-                    ..FindOptions::default()
-                },
-            )
-            .await?;
+        let recs = self.every_node_record("manta_storage").await?;
         let states = self.states().await?;
         let mut nodes = Vec::with_capacity(recs.len());
         for r in recs {
@@ -134,20 +123,21 @@ impl Picker {
         Ok(())
     }
 
+    /// Every record of `bucket`, one per storage node.
+    async fn every_node_record(&self, bucket: &str) -> moray::Result<Vec<moray::ObjectRecord>> {
+        let opts = FindOptions {
+            limit: Some(100_000),
+            no_count: true,
+            ..FindOptions::default()
+        };
+        self.moray
+            .find_objects(bucket, "(manta_storage_id=*)", opts)
+            .await
+    }
+
     /// The operator's node states, by storage id.
     async fn states(&self) -> moray::Result<HashMap<String, NodeState>> {
-        let recs = self
-            .moray
-            .find_objects(
-                STORAGE_STATES_BUCKET,
-                "(manta_storage_id=*)",
-                FindOptions {
-                    limit: Some(100_000),
-                    no_count: true,
-                    ..FindOptions::default()
-                },
-            )
-            .await?;
+        let recs = self.every_node_record(STORAGE_STATES_BUCKET).await?;
         let mut states = HashMap::with_capacity(recs.len());
         for r in recs {
             match serde_json::from_value::<StorageState>(r.value) {

@@ -53,6 +53,14 @@ END
 $f$;
 ";
 
+/// Whether this shard has ever had a fence (the table exists).
+async fn has_fences(c: &impl tokio_postgres::GenericClient) -> Op<bool> {
+    let rows = c
+        .query_typed("SELECT to_regclass('moray_vnode_fences') IS NOT NULL", &[])
+        .await?;
+    Ok(rows.first().is_some_and(|r| r.get::<_, bool>(0)))
+}
+
 /// The tables of every bucket.
 async fn tables(txn: &tokio_postgres::Transaction<'_>) -> Op<Vec<String>> {
     let rows = txn
@@ -92,10 +100,7 @@ pub(crate) async fn fence(db: &Db, vnode: i64, target: &str, now: i64) -> Op<()>
 /// one.
 pub(crate) async fn unfence(db: &Db, vnode: i64) -> Op<bool> {
     let conn = db.conn().await?;
-    let exists = conn
-        .query_typed("SELECT to_regclass('moray_vnode_fences') IS NOT NULL", &[])
-        .await?;
-    if !exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
+    if !has_fences(&*conn).await? {
         return Ok(false);
     }
     let n = conn
@@ -114,10 +119,7 @@ pub(crate) async fn purge(db: &Db, vnode: i64) -> Op<u64> {
     db.ensure_catalog().await?;
     let mut conn = db.conn().await?;
     let txn = conn.transaction().await?;
-    let fenced = txn
-        .query_typed("SELECT to_regclass('moray_vnode_fences') IS NOT NULL", &[])
-        .await?;
-    let fenced = fenced.first().is_some_and(|r| r.get::<_, bool>(0))
+    let fenced = has_fences(&txn).await?
         && !txn
             .query(
                 "SELECT 1 FROM moray_vnode_fences WHERE vnode = $1",
@@ -161,10 +163,7 @@ pub(crate) async fn purge(db: &Db, vnode: i64) -> Op<u64> {
 /// The fences of this shard: `[{"vnode", "target", "since"}]`.
 pub(crate) async fn list(db: &Db) -> Op<Value> {
     let conn = db.conn().await?;
-    let exists = conn
-        .query_typed("SELECT to_regclass('moray_vnode_fences') IS NOT NULL", &[])
-        .await?;
-    if !exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
+    if !has_fences(&*conn).await? {
         return Ok(json!([]));
     }
     let rows = conn
