@@ -96,6 +96,20 @@ where
     }
 }
 
+/// Makes `dir` and `count` objects in it; returns their names and bytes.
+async fn fill(c: &MantaClient, dir: &str, count: usize) -> BTreeMap<String, Vec<u8>> {
+    c.mkdir(dir).await.unwrap();
+    let mut want = BTreeMap::new();
+    for i in 0..count {
+        let name = format!("obj-{i}");
+        put_object(c, &format!("{dir}/{name}"), body(i, 0))
+            .await
+            .unwrap();
+        want.insert(name, body(i, 0));
+    }
+    want
+}
+
 fn body(i: usize, round: usize) -> Vec<u8> {
     format!("object {i} round {round} {}\n", "x".repeat(i * 37 % 5000)).into_bytes()
 }
@@ -164,15 +178,7 @@ async fn a_node_lost_for_good_has_its_copies_made_again_after_the_grace_period()
     let mut region = TestRegion::start_with(options("12s", &[])).await.unwrap();
     let c = client(&region, &region.account).await;
     let dir = format!("/{}/stor/lost", region.account.login);
-    c.mkdir(&dir).await.unwrap();
-    let mut want = BTreeMap::new();
-    for i in 0..24 {
-        let name = format!("obj-{i}");
-        put_object(&c, &format!("{dir}/{name}"), body(i, 0))
-            .await
-            .unwrap();
-        want.insert(name, body(i, 0));
-    }
+    let want = fill(&c, &dir, 24).await;
     let victim = region.storage[0].storage_id.clone();
     let on_victim: usize = want
         .values()
@@ -310,15 +316,7 @@ async fn evacuating_a_node_under_writes_moves_every_copy_and_loses_nothing() {
     let region = TestRegion::start_with(options("1h", &[])).await.unwrap();
     let c = client(&region, &region.account).await;
     let dir = format!("/{}/stor/evac", region.account.login);
-    c.mkdir(&dir).await.unwrap();
-    let mut want: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for i in 0..30 {
-        let name = format!("obj-{i}");
-        put_object(&c, &format!("{dir}/{name}"), body(i, 0))
-            .await
-            .unwrap();
-        want.insert(name, body(i, 0));
-    }
+    let mut want = fill(&c, &dir, 30).await;
     let victim = region.storage[0].storage_id.clone();
     assert!(!live_files(&region.storage[0].data).is_empty());
 
