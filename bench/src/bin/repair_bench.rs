@@ -121,7 +121,9 @@ async fn run(count: usize, size: usize) -> Result<(f64, f64, usize, u64)> {
         let got = from.get(&key, None).await?;
         let md5 = got.info.md5.context("no MD5 from the node")?;
         let md5 = storage_api::digest::md5_base64(&md5);
-        let put = to.start_put(&copy, Some(got.content_length), Some(&md5)).await?;
+        let put = to
+            .start_put(&copy, Some(got.content_length), Some(&md5))
+            .await?;
         let mut body = got.into_stream();
         while let Some(chunk) = body.next().await {
             put.send(chunk?).await?;
@@ -146,7 +148,10 @@ async fn run(count: usize, size: usize) -> Result<(f64, f64, usize, u64)> {
             break;
         }
         if start.elapsed() > Duration::from_secs(600) {
-            bail!("the repairer made {made} of {} copies in 10 minutes", held.len());
+            bail!(
+                "the repairer made {made} of {} copies in 10 minutes",
+                held.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -163,7 +168,14 @@ async fn main() -> Result<()> {
     ];
     println!(
         "{:<6} {:>8} {:>10} | {:>12} {:>10} | {:>12} {:>10} | {:>6}",
-        "shape", "copies", "size", "base MiB/s", "base obj/s", "repair MiB/s", "repair obj/s", "ratio"
+        "shape",
+        "copies",
+        "size",
+        "base MiB/s",
+        "base obj/s",
+        "repair MiB/s",
+        "repair obj/s",
+        "ratio"
     );
     for (name, count, size) in shapes {
         let (mut base, mut rep) = (Vec::new(), Vec::new());
