@@ -188,7 +188,7 @@ enum StorageCmd {
         #[command(flatten)]
         target: MorayTarget,
     },
-    /// Mark an evacuated NODE retired, once a whole repair pass found no copy on it.
+    /// Mark an evacuated NODE retired, once a whole repair pass left no copy on it.
     Retire {
         /// The storage id.
         node: String,

@@ -71,7 +71,7 @@ pub struct NodeStatus {
     /// The operator's state of it (`evacuating`, `retired`; `manta-adm storage`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<&'static str>,
-    /// For an evacuating or retired node: copies the last complete repair pass found on it.
+    /// For an evacuating or retired node: copies the last complete repair pass left on it.
     #[serde(rename = "copiesToMove", skip_serializing_if = "Option::is_none")]
     pub copies_to_move: Option<u64>,
 }
@@ -166,7 +166,7 @@ impl Report {
                     state.push_str(s);
                 }
                 if let Some(c) = n.copies_to_move {
-                    state.push_str(&format!(", {c} copies to move"));
+                    state.push_str(&format!(", {c} copies left"));
                 }
                 println!(
                     "{:<24} {:<6} {:>12} {:>5}% {:>13}s{state}",

@@ -5,7 +5,7 @@
 //! - `evacuate NODE`: placement stops choosing the node (within a picker refresh) and the
 //!   repairer copies everything it holds elsewhere, then the node's garbage collection removes
 //!   the copies no record names there any more.
-//! - `retire NODE`: once a whole repair pass that began after the evacuation found no copy on
+//! - `retire NODE`: once a whole repair pass that began after the evacuation left no copy on
 //!   it, the node is marked retired: it may be switched off.
 //! - `restore NODE`: undoes either; the node takes new copies again.
 
@@ -71,7 +71,8 @@ pub async fn evacuate(system: &MorayClient, node: &str) -> Result<String> {
     ))
 }
 
-/// Retires an emptied node.
+/// Retires an emptied node: the last complete repair pass began after the evacuation and left
+/// no copy on it.
 ///
 /// # Errors
 /// When it is not evacuating, copies are left, or no complete pass has run since.
@@ -94,7 +95,7 @@ pub async fn retire(system: &MorayClient, node: &str) -> Result<String> {
             let left = l.on_draining.get(node).copied().unwrap_or(0);
             if left > 0 {
                 bail!(
-                    "{left} copies were still on {node} in the last repair pass; wait for the next"
+                    "the last repair pass left {left} copies on {node} (the front door's log says why); wait for the next"
                 );
             }
         }

@@ -344,13 +344,16 @@ impl Repairer {
     /// # Errors
     /// When Moray fails.
     pub async fn pass(&self, shutdown: &CancellationToken) -> Result<bool, MorayError> {
+        // A pass counts as started before the node states it acts on were read, so a pass
+        // that began after an evacuation always knew of it.
+        let begun = manta_types::time::now_ms();
         self.fd.picker.refresh().await?;
         let mut progress = self.load_progress().await;
         if progress.pass == 0 || progress.current.finished != 0 {
             progress.pass += 1;
             progress.cursors.clear();
             progress.current = PassCounts {
-                started: manta_types::time::now_ms(),
+                started: begun,
                 ..PassCounts::default()
             };
             info!(pass = progress.pass, "repair pass begins");
@@ -426,7 +429,7 @@ impl Repairer {
             let left = c.on_draining.get(&n.storage_id).copied().unwrap_or(0);
             m.set(
                 "repair_draining_copies",
-                "Copies found on an evacuating or retired node in the last repair pass.",
+                "Copies the last repair pass left on an evacuating or retired node.",
                 &[("node", &n.storage_id)],
                 left as f64,
             );
@@ -520,11 +523,6 @@ impl Repairer {
                 (s.clone(), node, st)
             })
             .collect();
-        for (s, _, st) in &states {
-            if *st == CopyState::Draining {
-                *c.on_draining.entry(s.manta_storage_id.clone()).or_default() += 1;
-            }
-        }
         let healthy = states
             .iter()
             .filter(|(_, _, st)| *st == CopyState::Healthy)
@@ -541,10 +539,22 @@ impl Repairer {
                 Outcome::Fine
             };
         }
-        let Ok(key) = ObjectKey::parse(&meta.creator, &object_id) else {
-            return Outcome::Fine;
+        let outcome = match ObjectKey::parse(&meta.creator, &object_id) {
+            Ok(key) => self.repair(shard, bucket, &rec, &key, info, &states).await,
+            Err(e) => {
+                warn!(record = %rec.key, error = %e.0, "repair: the record names no valid copy key");
+                Outcome::Failed
+            }
         };
-        self.repair(shard, bucket, &rec, &key, info, &states).await
+        // What stays on an evacuating node: `storage retire` waits for a pass with none.
+        if outcome == Outcome::Failed {
+            for (s, _, st) in &states {
+                if *st == CopyState::Draining {
+                    *c.on_draining.entry(s.manta_storage_id.clone()).or_default() += 1;
+                }
+            }
+        }
+        outcome
     }
 
     /// Replaces every copy to replace, then rewrites the record.

@@ -5,7 +5,7 @@
 //! - `manta_storage_states`, key = storage id: a [`StorageState`]. `manta-adm storage
 //!   evacuate` writes `evacuating`; placement stops choosing the node at once (within a picker
 //!   refresh) and the repairer moves every copy off it. `manta-adm storage retire` writes
-//!   `retired` once a whole repair pass found no copy left there.
+//!   `retired` once a whole repair pass that began after the evacuation left no copy there.
 //! - `manta_repair`, key [`LEASE_KEY`]: a [`RepairLease`], the one front door whose repairer
 //!   acts; key [`PROGRESS_KEY`]: a [`RepairProgress`], what `manta-adm status` shows.
 
@@ -96,7 +96,7 @@ pub struct PassCounts {
     pub failed: u64,
     /// Objects left for a later pass because a node's heartbeat is late but within the grace.
     pub waiting: u64,
-    /// Copies found on each evacuating or retired node (to be moved off).
+    /// Copies left on each evacuating or retired node: found there and not moved off.
     #[serde(default)]
     pub on_draining: BTreeMap<String, u64>,
 }
