@@ -256,6 +256,7 @@ pub async fn store(
         .await
         .map_err(|e| crate::error::from_moray(e, "manta_storage"))?;
     let mut streams = None;
+    let mut reservation = None;
     let mut excluded = std::collections::HashSet::new();
     for _attempt in 0..3 {
         let set = match fd.picker.choose(copies as usize, placement, &excluded) {
@@ -264,6 +265,8 @@ pub async fn store(
             Err(_) if !excluded.is_empty() => break,
             Err(e) => return Err(e),
         };
+        // Counted against the nodes at once, so uploads placed meanwhile see it.
+        reservation = Some(fd.picker.reserve(&set, placement));
         let (ok, failed) = start_all(fd, &set, &key, len, content_md5).await;
         for (node, e) in &failed {
             warn!(error = %e, node = %node.storage_id, "storage node unavailable; placing elsewhere");
@@ -292,6 +295,7 @@ pub async fn store(
     };
     let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
     let stored = pump(fd, streams, &key, len, limit, content_md5, body).await?;
+    drop(reservation);
     Ok(Uncommitted::adopt(fd, creator, object_id, nodes, stored))
 }
 

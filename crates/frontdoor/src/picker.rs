@@ -72,6 +72,37 @@ pub struct Picker {
     max_utilization_pct: u32,
     /// Nodes that recently refused a connection, and when.
     down: Mutex<HashMap<String, Instant>>,
+    /// Bytes placed on each node that its heartbeat may not show yet (see [`Reservation`]).
+    pending: Arc<Mutex<Vec<Pending>>>,
+}
+
+/// Bytes placed on a node by an upload of this front door.
+#[derive(Debug)]
+struct Pending {
+    id: u64,
+    node: String,
+    bytes: u64,
+    /// When the upload ended (epoch ms); until then it is in flight.
+    ended: Option<u64>,
+}
+
+/// Bytes counted against nodes' free space while an upload writes them, and until a heartbeat
+/// taken after the upload ended shows them, so concurrent uploads never overfill a node that
+/// the last heartbeat said had room. Dropped when the upload ends, however it ends.
+#[derive(Debug)]
+pub struct Reservation {
+    pending: Arc<Mutex<Vec<Pending>>>,
+    ids: Vec<u64>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let now = manta_types::time::now_ms();
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for e in p.iter_mut().filter(|e| self.ids.contains(&e.id)) {
+            e.ended = Some(now);
+        }
+    }
 }
 
 /// How long a node that refused a connection stays out of placement.
@@ -86,6 +117,7 @@ impl Picker {
             max_age,
             max_utilization_pct,
             down: Mutex::new(HashMap::new()),
+            pending: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -224,6 +256,48 @@ impl Picker {
         stale || self.recently_down().contains(storage_id)
     }
 
+    /// Counts `bytes` against each of `nodes` until the returned reservation is dropped (and a
+    /// heartbeat after that shows them).
+    pub fn reserve(&self, nodes: &[Node], bytes: u64) -> Reservation {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let ids = nodes
+            .iter()
+            .map(|n| {
+                let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                p.push(Pending {
+                    id,
+                    node: n.storage_id.clone(),
+                    bytes,
+                    ended: None,
+                });
+                id
+            })
+            .collect();
+        Reservation {
+            pending: self.pending.clone(),
+            ids,
+        }
+    }
+
+    /// Bytes reserved on each node that its last heartbeat does not show; forgets those a
+    /// newer heartbeat covers.
+    fn reserved(&self, table: &Table) -> HashMap<String, u64> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|e| {
+            let seen = table
+                .by_id
+                .get(&e.node)
+                .is_none_or(|n| e.ended.is_some_and(|end| n.timestamp > end));
+            !seen
+        });
+        let mut out: HashMap<String, u64> = HashMap::new();
+        for e in p.iter() {
+            *out.entry(e.node.clone()).or_default() += e.bytes;
+        }
+        out
+    }
+
     fn recently_down(&self) -> HashSet<String> {
         let mut d = self.down.lock().unwrap_or_else(|p| p.into_inner());
         d.retain(|_, t| t.elapsed() < DOWN_FOR);
@@ -261,13 +335,17 @@ impl Picker {
         let max_age_ms = self.max_age.as_millis() as u64;
         let down = self.recently_down();
         let table = self.table();
+        let reserved = self.reserved(&table);
         let mut by_dc: BTreeMap<String, Vec<Node>> = BTreeMap::new();
         for n in &table.nodes {
             let fresh = now.saturating_sub(n.timestamp) <= max_age_ms;
+            let taken_mb = reserved
+                .get(&n.storage_id)
+                .map_or(0, |b| b.div_ceil(1024 * 1024));
             let usable = fresh
                 && !n.draining()
                 && n.percent_used <= self.max_utilization_pct
-                && n.available_mb >= size_mb
+                && n.available_mb.saturating_sub(taken_mb) >= size_mb
                 && !exclude.contains(&n.storage_id)
                 && !down.contains(&n.storage_id);
             if usable {
@@ -390,6 +468,32 @@ mod tests {
             assert_eq!(s[0].storage_id, "c2", "{s:?}");
         }
         assert!(p.node("c1").unwrap().draining());
+    }
+
+    #[test]
+    fn bytes_in_flight_count_against_a_node_until_a_later_heartbeat_shows_them() {
+        let mib = 1024 * 1024;
+        let p = picker_with(domains(&[("a", 1), ("b", 1)], 100, 10));
+        let none = HashSet::new();
+        let a = p.node("a1").unwrap();
+        let r = p.reserve(std::slice::from_ref(&a), 60 * mib);
+        // a1 has 100 MB, 60 are being written: a second 60 MB upload goes elsewhere.
+        for _ in 0..20 {
+            let s = p.choose(1, 60 * mib, &none).unwrap();
+            assert_eq!(s[0].storage_id, "b1");
+        }
+        assert!(p.choose(2, 60 * mib, &none).is_err(), "both cannot take it");
+        // Ended, but no heartbeat since: still counted.
+        drop(r);
+        assert!(p.choose(2, 60 * mib, &none).is_err());
+        // A heartbeat taken after the upload ended shows the bytes itself.
+        let mut nodes = domains(&[("a", 1), ("b", 1)], 100, 10);
+        for n in &mut nodes {
+            n.timestamp = manta_types::time::now_ms() + 1;
+        }
+        p.set_nodes(nodes);
+        assert_eq!(p.choose(2, 60 * mib, &none).unwrap().len(), 2);
+        assert!(p.pending.lock().unwrap().is_empty(), "forgotten once seen");
     }
 
     #[test]
