@@ -103,6 +103,18 @@ where
     }
 }
 
+/// How many records of `vnode` `bucket` holds on `c` (one query, counted by Postgres).
+async fn count_of(c: &MorayClient, bucket: &str, vnode: u32) -> Result<u64> {
+    let opts = FindOptions {
+        limit: Some(1),
+        ..FindOptions::default()
+    };
+    let first = c
+        .find_objects(bucket, &format!("(_vnode={vnode})"), opts)
+        .await?;
+    Ok(first.first().and_then(|r| r.count).unwrap_or(0))
+}
+
 /// Moves `vnode` to the shard named `to` (see the module docs). Moving a vnode to the shard
 /// it is on does nothing.
 ///
@@ -186,7 +198,7 @@ pub async fn move_vnode(
         .await?;
         report.copied += copied;
         if copied > 0 {
-            let there = for_each_record(b, name, vnode, opts.batch, |_| async { Ok(()) }).await?;
+            let there = count_of(b, name, vnode).await?;
             if there != copied {
                 return Err(Error::internal(format!(
                     "{name}: copied {copied} records of vnode {vnode}, the target holds {there}; \

@@ -45,6 +45,50 @@ pub const TRIGGER_DIRCOUNT: &str = "manta_dircount";
 /// Trigger name: delete log.
 pub const TRIGGER_DELETE_LOG: &str = "manta_delete_log";
 
+/// An object record with copies on storage nodes: its object id and the storage ids of the
+/// nodes its record names (`None` for a directory, or an object with no copies).
+pub fn stored_object(v: &serde_json::Value) -> Option<(&str, Vec<String>)> {
+    use serde_json::Value;
+    if v.get("type").and_then(Value::as_str) != Some("object") {
+        return None;
+    }
+    let id = v.get("objectId").and_then(Value::as_str)?;
+    let sharks: Vec<String> = v
+        .get("sharks")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(|s| {
+            s.get("manta_storage_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
+    if sharks.is_empty() {
+        return None;
+    }
+    Some((id, sharks))
+}
+
+/// A `manta_delete_log` entry: the copies of `object_id` (stored under `creator`) on `sharks`
+/// may be garbage since the record at `key` stopped naming them (`prev`: that record, or null).
+pub fn delete_log_entry(
+    object_id: &str,
+    creator: serde_json::Value,
+    key: &str,
+    sharks: &[String],
+    deleted_at: i64,
+    prev: serde_json::Value,
+) -> serde_json::Value {
+    serde_json::json!({
+        "objectId": object_id,
+        "creator": creator,
+        "key": key,
+        "sharks": sharks,
+        "deletedAt": deleted_at,
+        "prev": prev,
+    })
+}
+
 /// Every bucket the object store uses, with its configuration (version 1).
 pub fn manta_buckets() -> Vec<(&'static str, BucketConfig)> {
     let s = || IndexSpec::new(IndexType::String);

@@ -91,18 +91,6 @@ pub struct Gc {
     pub metrics: Arc<Metrics>,
 }
 
-/// Whether an object record names `storage_id` among its copies.
-fn names_node(record: &Value, storage_id: &str) -> bool {
-    record
-        .get("sharks")
-        .and_then(Value::as_array)
-        .is_some_and(|sharks| {
-            sharks
-                .iter()
-                .any(|s| s.get("manta_storage_id").and_then(Value::as_str) == Some(storage_id))
-        })
-}
-
 fn moray_err(what: &str, e: moray::Error) -> Error {
     Error::Internal(format!("{what}: {e}"))
 }
@@ -231,7 +219,11 @@ impl Gc {
                 )
                 .await
                 .map_err(|e| moray_err("look for records of the object", e))?;
-            if found.iter().any(|r| names_node(&r.value, &self.storage_id)) {
+            let names_me = |r: &ObjectRecord| {
+                moray::schema::stored_object(&r.value)
+                    .is_some_and(|(_, sharks)| sharks.contains(&self.storage_id))
+            };
+            if found.iter().any(names_me) {
                 referenced = true;
                 break;
             }

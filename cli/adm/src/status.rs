@@ -9,8 +9,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use manta_types::repair::{
-    NodeState, PROGRESS_KEY, PassCounts, REPAIR_BUCKET, RepairProgress, STORAGE_STATES_BUCKET,
-    StorageState,
+    NodeState, PassCounts, RepairProgress, STORAGE_STATES_BUCKET, StorageState,
 };
 use serde::Serialize;
 
@@ -239,12 +238,11 @@ fn print_repair(r: &RepairProgress) {
 /// The repairer's progress record, or `None` when it has not run (or Moray does not answer).
 pub async fn repair(urls: &[String], tls: moray::Tls) -> Option<RepairProgress> {
     let c = moray::MorayClient::with_urls_over(urls, tls).ok()?;
-    let get = c.get_object(REPAIR_BUCKET, PROGRESS_KEY);
-    let rec = tokio::time::timeout(Duration::from_secs(10), get)
+    let get = crate::storage::progress(&c);
+    tokio::time::timeout(Duration::from_secs(10), get)
         .await
         .ok()?
-        .ok()?;
-    serde_json::from_value(rec.value).ok()
+        .ok()?
 }
 
 /// The operator's node states, by storage id.

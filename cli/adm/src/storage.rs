@@ -71,6 +71,18 @@ pub async fn evacuate(system: &MorayClient, node: &str) -> Result<String> {
     ))
 }
 
+/// The repairer's progress record, `None` before it first ran.
+///
+/// # Errors
+/// Moray's error.
+pub async fn progress(system: &MorayClient) -> Result<Option<RepairProgress>> {
+    match system.get_object(REPAIR_BUCKET, PROGRESS_KEY).await {
+        Ok(rec) => Ok(serde_json::from_value(rec.value).ok()),
+        Err(moray::Error::ObjectNotFound { .. }) => Ok(None),
+        Err(e) => Err(e).context("read the repairer's progress"),
+    }
+}
+
 /// Retires an emptied node: the last complete repair pass began after the evacuation and left
 /// no copy on it.
 ///
@@ -83,13 +95,7 @@ pub async fn retire(system: &MorayClient, node: &str) -> Result<String> {
     if st.state == NodeState::Retired {
         return Ok(format!("{node} is already retired"));
     }
-    let progress: Option<RepairProgress> =
-        match system.get_object(REPAIR_BUCKET, PROGRESS_KEY).await {
-            Ok(rec) => serde_json::from_value(rec.value).ok(),
-            Err(moray::Error::ObjectNotFound { .. }) => None,
-            Err(e) => return Err(e).context("read the repairer's progress"),
-        };
-    let last = progress.and_then(|p| p.last);
+    let last = progress(system).await?.and_then(|p| p.last);
     match last {
         Some(l) if l.started > st.since => {
             let left = l.on_draining.get(node).copied().unwrap_or(0);

@@ -43,7 +43,7 @@ use manta_types::repair::{
 use manta_types::{MetadataRecord, ObjectInfo, SharkRef};
 use moray::types::{FindOptions, ObjectRecord, PutOptions, Sort};
 use moray::{Error as MorayError, MorayClient};
-use serde_json::{Value, json};
+use serde_json::Value;
 use storage_api::ObjectKey;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -211,12 +211,7 @@ impl Repairer {
                     info!(holder = %self.holder, "repair: this front door now repairs");
                 }
                 *r = Some(Instant::now());
-                self.fd.metrics.set(
-                    "repair_active",
-                    "1 when this front door holds the repair lease.",
-                    &[],
-                    1.0,
-                );
+                self.set_active(true);
                 true
             }
             Err(e) => {
@@ -229,11 +224,15 @@ impl Repairer {
 
     fn lost_lease(&self) {
         *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.set_active(false);
+    }
+
+    fn set_active(&self, holds: bool) {
         self.fd.metrics.set(
             "repair_active",
             "1 when this front door holds the repair lease.",
             &[],
-            0.0,
+            f64::from(u8::from(holds)),
         );
     }
 
@@ -775,16 +774,17 @@ impl Repairer {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros())
             .unwrap_or(0);
+        // The `r` keeps the key apart from the trigger's `/<objectId>/<µs>` entries.
         let log_key = format!("/{}/{micros}r", key.id);
-        let sharks: Vec<&str> = made.iter().map(|n| n.storage_id.as_str()).collect();
-        let value = json!({
-            "objectId": key.id.to_string(),
-            "creator": key.owner.to_string(),
-            "key": rec.key,
-            "sharks": sharks,
-            "deletedAt": manta_types::time::now_ms(),
-            "prev": Value::Null,
-        });
+        let sharks: Vec<String> = made.iter().map(|n| n.storage_id.clone()).collect();
+        let value = moray::schema::delete_log_entry(
+            &key.id.to_string(),
+            Value::String(key.owner.to_string()),
+            &rec.key,
+            &sharks,
+            i64::try_from(manta_types::time::now_ms()).unwrap_or(i64::MAX),
+            Value::Null,
+        );
         if let Err(e) = self
             .fd
             .moray

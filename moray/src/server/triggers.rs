@@ -23,7 +23,10 @@ use super::db::{Db, Op, OpError};
 use super::objects::{delete_row, load_bucket, write_row};
 use crate::error::Error;
 use crate::ring::dirname;
-use crate::schema::{DELETE_LOG, DIRECTORY_COUNTS, TRIGGER_DELETE_LOG, TRIGGER_DIRCOUNT};
+use crate::schema::{
+    DELETE_LOG, DIRECTORY_COUNTS, TRIGGER_DELETE_LOG, TRIGGER_DIRCOUNT, delete_log_entry,
+    stored_object,
+};
 use crate::types::EtagCondition;
 
 /// What one write did, as triggers see it.
@@ -194,28 +197,6 @@ async fn apply_count(
     ))))
 }
 
-/// An object record with copies on storage nodes: its object id and node ids.
-fn stored_object(v: &Value) -> Option<(&str, Vec<String>)> {
-    if v.get("type").and_then(Value::as_str) != Some("object") {
-        return None;
-    }
-    let id = v.get("objectId").and_then(Value::as_str)?;
-    let sharks: Vec<String> = v
-        .get("sharks")
-        .and_then(Value::as_array)?
-        .iter()
-        .filter_map(|s| {
-            s.get("manta_storage_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .collect();
-    if sharks.is_empty() {
-        return None;
-    }
-    Some((id, sharks))
-}
-
 async fn delete_log(
     db: &Db,
     txn: &Transaction<'_>,
@@ -255,14 +236,14 @@ async fn delete_log(
         return Ok(());
     }
     let log = trigger_bucket(db, txn, TRIGGER_DELETE_LOG, DELETE_LOG).await?;
-    let value = json!({
-        "objectId": object_id,
-        "creator": prev.get("creator").cloned().unwrap_or(Value::Null),
-        "key": key,
-        "sharks": sharks,
-        "deletedAt": ctx.now_ms,
-        "prev": prev,
-    });
+    let value = delete_log_entry(
+        object_id,
+        prev.get("creator").cloned().unwrap_or(Value::Null),
+        key,
+        &sharks,
+        ctx.now_ms,
+        prev.clone(),
+    );
     let mut micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
