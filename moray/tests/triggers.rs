@@ -42,6 +42,7 @@ fn object(key: &str, sharks: &[&str]) -> (MetadataRecord, ObjectId) {
                 .collect(),
             created_from: None,
             sha256: None,
+            crc32c: None,
         }),
         request_id: None,
     };

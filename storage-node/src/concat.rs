@@ -5,8 +5,9 @@
 //! `POST /mpu/commit` with the JSON body
 //! `{"owner": "<uuid>", "objectId": "<new uuid>", "parts": ["<uuid>", ...]}` writes the parts'
 //! bytes, in the order given, into the new object `<owner>/<objectId>` and answers 201 with
-//! `{"md5","sha256","size"}` (and the same digests in the `x-joyent-computed-content-md5` and
-//! `x-manta-computed-sha256` headers), exactly like a PUT of those bytes would.
+//! `{"md5","crc32c","size"}` (and the same digests in the `x-joyent-computed-content-md5` and
+//! `x-manta-computed-crc32c` headers). The result has block sums like any upload, and an MD5
+//! (the metadata record of the joined object carries it).
 //!
 //! # Guarantees
 //! - Atomic: the result is written to `tmp/`, its checksums set, fsynced, renamed into
@@ -15,7 +16,8 @@
 //! - Idempotent: when `<owner>/<objectId>` already exists (a retried commit), its digests are
 //!   answered and nothing is written. Object ids are never reused for other bytes, so the
 //!   existing file is the result of an earlier identical commit.
-//! - Verified: every part is checked against the SHA-256 stored beside it while it is copied.
+//! - Verified: every block of every part is checked against its stored CRC32C while it is
+//!   copied (the whole SHA-256 of a part written before block sums).
 //!   A part that fails is quarantined (like a failed read) and the commit answers 404 with
 //!   `x-manta-quarantined: true`, so a corrupt part never becomes part of a good-looking object.
 //! - The parts are left in place: the metadata tier logs them for garbage collection when their
@@ -36,14 +38,15 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 use manta_types::ErrorCode;
 use sha2::Digest as _;
+use storage_api::blocks::{BlockSums, crc32c_append, crc32c_hex};
 
 use crate::dataset::dir::sync_dir;
-use crate::digest::{Digests, DigestsExt as _, StreamHasher};
+use crate::digest::{Checksums, Digests, StreamHasher};
 use crate::error::Error;
 use crate::server::AppState;
 use crate::store::{QuarantineNote, TMP_DIR};
 use storage_api::{
-    COMPUTED_MD5_HEADER, COMPUTED_SHA256_HEADER, CommitRequest, CommitResult, OBJECTS_DIR,
+    COMPUTED_CRC32C_HEADER, COMPUTED_MD5_HEADER, CommitRequest, CommitResult, OBJECTS_DIR,
     ObjectKey,
 };
 
@@ -109,34 +112,39 @@ pub async fn commit(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
         }
     }
     match run(&st, target, parts).await {
-        Ok((d, created)) => answer(&d, created),
+        Ok((d, created)) => answer(&d, created).unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
     }
 }
 
-fn answer(d: &Digests, created: bool) -> Response {
+fn answer(d: &Digests, created: bool) -> Result<Response, Error> {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
+    let md5 = d
+        .md5_base64()
+        .ok_or_else(|| Error::Internal("the joined object has no MD5".into()))?;
     let mut resp = (
         status,
         axum::Json(CommitResult {
-            md5: d.md5_base64(),
-            sha256: d.sha256_hex(),
+            md5: md5.clone(),
+            crc32c: d.crc32c_hex(),
             size: d.size,
         }),
     )
         .into_response();
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&d.md5_base64()) {
+    if let Ok(v) = HeaderValue::from_str(&md5) {
         h.insert(COMPUTED_MD5_HEADER, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&d.sha256_hex()) {
-        h.insert(COMPUTED_SHA256_HEADER, v);
+    if let Some(crc) = d.crc32c_hex()
+        && let Ok(v) = HeaderValue::from_str(&crc)
+    {
+        h.insert(COMPUTED_CRC32C_HEADER, v);
     }
-    resp
+    Ok(resp)
 }
 
 /// Joins `parts` into `target`; `Ok((digests, true))` when it was written now, `false` when it
@@ -152,7 +160,7 @@ async fn run(
         .try_acquire_owned()
         .map_err(|_| Error::Throttled)?;
     match st.store.open_object(&target).await {
-        Ok(existing) => return Ok((existing.digests, false)),
+        Ok(existing) => return Ok((existing.checksums.digests, false)),
         Err(Error::NotFound) => {}
         Err(e) => return Err(e),
     }
@@ -193,28 +201,10 @@ impl Drop for Temp {
     }
 }
 
-/// A corrupt part: `expected` and `actual` are (SHA-256 hex, size) when known.
-fn corrupt(
-    key: &ObjectKey,
-    reason: String,
-    expected: Option<(String, u64)>,
-    actual: Option<(String, u64)>,
-) -> JoinError {
-    let (expected_sha256, expected_size) = expected.unzip();
-    let (actual_sha256, actual_size) = actual.unzip();
-    JoinError::Corrupt(
-        *key,
-        Box::new(QuarantineNote {
-            owner: key.owner.to_string(),
-            object_id: key.id.to_string(),
-            reason: format!("{reason} (found while joining parts)"),
-            expected_sha256,
-            actual_sha256,
-            expected_size,
-            actual_size,
-            detected_at: manta_types::time::now_ms(),
-        }),
-    )
+/// A corrupt part, and why.
+fn corrupt(key: &ObjectKey, note: QuarantineNote) -> JoinError {
+    let reason = format!("{} (found while joining parts)", note.reason);
+    JoinError::Corrupt(*key, Box::new(QuarantineNote { reason, ..note }))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -231,7 +221,7 @@ fn join_blocking(
     let tmp_path = root.join(TMP_DIR).join(uuid::Uuid::new_v4().to_string());
     let mut guard = Temp(Some(tmp_path.clone()));
     let mut out = File::create(&tmp_path).map_err(|e| Error::io("create a temp file", e))?;
-    let mut whole = StreamHasher::new();
+    let mut whole = StreamHasher::new(true);
     let (mut written, mut flushed_to) = (0u64, 0u64);
     for key in parts {
         let path = objects.join(key.rel_path());
@@ -240,12 +230,16 @@ fn join_blocking(
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotFound.into()),
             Err(e) => return Err(Error::io("open a part", e).into()),
         };
-        let stored = Digests::read_from(&f)
-            .map_err(|e| corrupt(key, format!("checksum attribute unusable: {e}"), None, None))?;
+        let stored = Checksums::read_from(&f).map_err(|e| {
+            corrupt(
+                key,
+                QuarantineNote::new(key, format!("checksum attribute unusable: {e}")),
+            )
+        })?;
         // Parts were written a while ago and may have left the page cache: have the kernel
         // read ahead while this thread hashes and writes (hints only; failures change speed).
         let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::Sequential);
-        let mut sha = sha2::Sha256::new();
+        let mut part = PartCheck::new(&stored);
         let mut size = 0u64;
         loop {
             if size.is_multiple_of(READAHEAD) {
@@ -256,14 +250,17 @@ fn join_blocking(
                     rustix::fs::Advice::WillNeed,
                 );
             }
-            let mut buf = vec![0u8; CHUNK];
+            // Never across a block boundary, so each block is checked before the next is read.
+            let want = part.room(size).min(CHUNK as u64) as usize;
+            let mut buf = vec![0u8; want];
             let n = read_some(&mut f, &mut buf).map_err(|e| Error::io("read a part", e))?;
             if n == 0 {
                 break;
             }
             buf.truncate(n);
             let chunk = Bytes::from(buf);
-            sha.update(&chunk);
+            part.update(key, size, &chunk)
+                .map_err(|note| corrupt(key, *note))?;
             whole.update(&chunk);
             out.write_all(&chunk)
                 .map_err(|e| Error::io("write a joined object", e))?;
@@ -280,20 +277,12 @@ fn join_blocking(
                 flushed_to = written;
             }
         }
-        let actual: [u8; 32] = sha.finalize().into();
-        if actual != stored.sha256 || size != stored.size {
-            return Err(corrupt(
-                key,
-                "part bytes do not match their stored checksum".into(),
-                Some((hex(&stored.sha256), stored.size)),
-                Some((hex(&actual), size)),
-            ));
-        }
+        part.finish(key, size).map_err(|note| corrupt(key, *note))?;
     }
-    let digests = whole
+    let checksums = whole
         .finish()
         .map_err(|e| Error::io("hash a joined object", e))?;
-    digests
+    checksums
         .write_to(&out)
         .map_err(|e| Error::io("store checksums on a joined object", e))?;
     out.sync_all()
@@ -313,7 +302,111 @@ fn join_blocking(
         .map_err(|e| Error::io("rename a joined object into place", e))?;
     guard.0 = None;
     sync_dir(&owner_dir).map_err(|e| Error::io("fsync an owner directory", e))?;
-    Ok(digests)
+    Ok(checksums.digests)
+}
+
+/// Checks a part's bytes as they are copied: block by block against its CRC32C sums, or
+/// whole against the SHA-256 of a part written before block sums.
+enum PartCheck {
+    Blocks {
+        blocks: BlockSums,
+        crc: u32,
+    },
+    Whole {
+        sha: Box<sha2::Sha256>,
+        want: Option<[u8; 32]>,
+        size: u64,
+    },
+}
+
+impl PartCheck {
+    fn new(stored: &Checksums) -> PartCheck {
+        match &stored.blocks {
+            Some(b) => PartCheck::Blocks {
+                blocks: b.clone(),
+                crc: 0,
+            },
+            None => PartCheck::Whole {
+                sha: Box::default(),
+                want: stored.digests.sha256,
+                size: stored.digests.size,
+            },
+        }
+    }
+
+    /// How many bytes from `at` stay within one block.
+    fn room(&self, at: u64) -> u64 {
+        match self {
+            PartCheck::Blocks { blocks, .. } => {
+                let bs = blocks.block_size();
+                bs - at % bs
+            }
+            PartCheck::Whole { .. } => u64::MAX,
+        }
+    }
+
+    /// Feeds the bytes at `at` (never across a block boundary).
+    fn update(
+        &mut self,
+        key: &ObjectKey,
+        at: u64,
+        chunk: &[u8],
+    ) -> Result<(), Box<QuarantineNote>> {
+        match self {
+            PartCheck::Blocks { blocks, crc } => {
+                *crc = crc32c_append(*crc, chunk);
+                let end = at + chunk.len() as u64;
+                if end.is_multiple_of(blocks.block_size()) || end == blocks.size() {
+                    let i = blocks.block_of(at);
+                    let want = blocks.sums().get(i).copied();
+                    if want != Some(*crc) {
+                        let (offset, _) = blocks.extent(i);
+                        let mut note = QuarantineNote::new(
+                            key,
+                            format!("block {i} (at byte {offset}) fails its stored CRC32C"),
+                        )
+                        .sums(
+                            want.map(|w| format!("crc32c:{}", crc32c_hex(w))),
+                            Some(format!("crc32c:{}", crc32c_hex(*crc))),
+                        );
+                        note.offset = Some(offset);
+                        return Err(Box::new(note));
+                    }
+                    *crc = 0;
+                }
+                Ok(())
+            }
+            PartCheck::Whole { sha, .. } => {
+                sha.update(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks the part's length (and, for a whole-object check, its SHA-256).
+    fn finish(self, key: &ObjectKey, size: u64) -> Result<(), Box<QuarantineNote>> {
+        let (want_size, sums) = match self {
+            PartCheck::Blocks { blocks, .. } => (blocks.size(), None),
+            PartCheck::Whole { sha, want, size } => {
+                let actual: [u8; 32] = sha.finalize().into();
+                let ok = want == Some(actual);
+                (size, (!ok).then(|| (want.map(|w| hex(&w)), hex(&actual))))
+            }
+        };
+        if size == want_size && sums.is_none() {
+            return Ok(());
+        }
+        let mut note =
+            QuarantineNote::new(key, "part bytes do not match their stored checksum".into())
+                .sizes(Some(want_size), Some(size));
+        if let Some((want, actual)) = sums {
+            note = note.sums(
+                want.map(|w| format!("sha256:{w}")),
+                Some(format!("sha256:{actual}")),
+            );
+        }
+        Err(Box::new(note))
+    }
 }
 
 fn read_some(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {

@@ -14,7 +14,8 @@
 //!   fsync), streaming reads, tombstone and quarantine moves.
 //! - [`dataset`]: the [`Dataset`](dataset::Dataset) trait with its `dir` and `zfs` backends and
 //!   their shared [`conformance`](dataset::conformance) suite.
-//! - [`digest`]: MD5 + SHA-256 computed while streaming, stored in an extended attribute.
+//! - [`digest`]: per-block CRC32C sums (and MD5 when asked) computed while streaming, stored
+//!   in an extended attribute and checked on every read.
 //! - [`heartbeat`], [`gc`], [`scrub`], [`quarantine`]: the background work.
 //! - The wire API (types, headers, the `Range` header, the object key layout) and its client
 //!   are the `storage-api` crate, which callers of a node depend on instead of this one.
@@ -33,7 +34,9 @@
 //! - GC never removes bytes a metadata record (including a SnapLink) still references, and
 //!   keeps removed bytes in a tombstone area for a grace period.
 //! - A copy failing verification is answered with 404 (`x-manta-quarantined: true`), never
-//!   served.
+//!   served. A read checks each block before sending any of its bytes: one that meets a bad
+//!   block ends at that block's first byte (so the reader may go on from another copy there),
+//!   and the copy is quarantined and recorded in Moray at once, which queues its repair.
 //!
 //! # Example
 //! ```no_run
@@ -361,6 +364,8 @@ async fn quarantine_reporter(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
+            // A read found a corrupt copy: record it now, so its repair is queued.
+            () = store.quarantine_happened() => {}
             () = shutdown.cancelled() => return,
         }
         let res = async {

@@ -1,5 +1,5 @@
 //! Scrub: re-reads every object at a bounded rate and checks it against the checksums stored
-//! with it. A copy that fails (bytes changed, truncated, checksum attribute gone) is moved to
+//! with it (each block's CRC32C; the whole SHA-256 of a copy written before block sums). A copy that fails (bytes changed, truncated, checksum attribute gone) is moved to
 //! the quarantine area with a note, logged at ERROR (a human must look), counted on
 //! `/metrics`, and reported to whoever records quarantined copies (the Moray bucket
 //! `manta_quarantine`, see [`crate::quarantine`]), so the front door reads another copy (this
@@ -19,9 +19,9 @@ use manta_util::metrics::Metrics;
 use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::digest::{Digests, DigestsExt as _, to_hex};
+use crate::digest::{Checksums, to_hex};
 use crate::error::Error;
-use crate::store::{ObjectKey, QuarantineNote, Store};
+use crate::store::{ObjectKey, QuarantineNote, ReadError, Store, check_block};
 
 /// How scrub runs.
 #[derive(Debug, Clone)]
@@ -97,17 +97,11 @@ fn verify(
     };
     let meta = file.metadata()?;
     let ino = (meta.dev(), meta.ino());
-    let note = |reason: String, d: Option<&Digests>, actual: Option<String>| QuarantineNote {
-        owner: store_key.owner.to_string(),
-        object_id: store_key.id.to_string(),
-        reason,
-        expected_sha256: d.map(Digests::sha256_hex),
-        actual_sha256: actual,
-        expected_size: d.map(|d| d.size),
-        actual_size: Some(meta.len()),
-        detected_at: manta_types::time::now_ms(),
+    let corrupt = |note: QuarantineNote| Ok(Verdict::Corrupt(note, ino));
+    let note = |reason: String, size: Option<u64>| {
+        QuarantineNote::new(&store_key, reason).sizes(size, Some(meta.len()))
     };
-    let digests = match Digests::read_from(&file) {
+    let stored = match Checksums::read_from(&file) {
         Ok(d) => d,
         Err(e)
             if matches!(
@@ -115,33 +109,59 @@ fn verify(
                 io::ErrorKind::NotFound | io::ErrorKind::InvalidData
             ) =>
         {
-            return Ok(Verdict::Corrupt(
-                note(format!("checksum attribute unusable: {e}"), None, None),
-                ino,
-            ));
+            return corrupt(note(format!("checksum attribute unusable: {e}"), None));
         }
         Err(e) => return Err(e),
+    };
+    let size = stored.digests.size;
+    if meta.len() != size {
+        return corrupt(note(
+            format!("file is {} bytes but {size} were written", meta.len()),
+            Some(size),
+        ));
+    }
+    let interrupted = || io::Error::new(io::ErrorKind::Interrupted, "scrub cancelled");
+    // An EIO while reading is the disk telling us the bytes are gone: corrupt.
+    let is_eio = |e: &io::Error| e.raw_os_error() == Some(5);
+    if let Some(blocks) = &stored.blocks {
+        for i in 0..blocks.len() {
+            if cancel.is_cancelled() {
+                return Err(interrupted());
+            }
+            match check_block(&file, blocks, i) {
+                Ok(()) => {}
+                Err(ReadError::Bad(bad)) => {
+                    return corrupt(note(format!("scrub found {bad}"), Some(size)).bad_block(&bad));
+                }
+                Err(ReadError::Io(e)) if is_eio(&e) => {
+                    return corrupt(note(format!("read error: {e}"), Some(size)));
+                }
+                Err(ReadError::Io(e)) => return Err(e),
+            }
+            pacer.consume(blocks.extent(i).1);
+        }
+        return Ok(Verdict::Good(size));
+    }
+    // A copy written before block sums: its whole SHA-256.
+    let Some(want) = stored.digests.sha256 else {
+        return corrupt(note(
+            "checksum attribute has no checksum".into(),
+            Some(size),
+        ));
     };
     let mut sha = Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];
     let mut total = 0u64;
     loop {
         if cancel.is_cancelled() {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "scrub cancelled",
-            ));
+            return Err(interrupted());
         }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // An EIO while reading is the disk telling us the bytes are gone: corrupt.
-            Err(e) if e.raw_os_error() == Some(5) => {
-                return Ok(Verdict::Corrupt(
-                    note(format!("read error: {e}"), Some(&digests), None),
-                    ino,
-                ));
+            Err(e) if is_eio(&e) => {
+                return corrupt(note(format!("read error: {e}"), Some(size)));
             }
             Err(e) => return Err(e),
         };
@@ -150,25 +170,17 @@ fn verify(
         pacer.consume(n as u64);
     }
     let actual: [u8; 32] = sha.finalize().into();
-    if total != digests.size {
-        return Ok(Verdict::Corrupt(
-            note(
-                format!("{total} bytes read but {} were written", digests.size),
-                Some(&digests),
-                Some(to_hex(&actual)),
-            ),
-            ino,
-        ));
-    }
-    if actual != digests.sha256 {
-        return Ok(Verdict::Corrupt(
+    if total != size || actual != want {
+        return corrupt(
             note(
                 "SHA-256 of the bytes differs from the one stored at upload".into(),
-                Some(&digests),
-                Some(to_hex(&actual)),
+                Some(size),
+            )
+            .sums(
+                Some(format!("sha256:{}", to_hex(&want))),
+                Some(format!("sha256:{}", to_hex(&actual))),
             ),
-            ino,
-        ));
+        );
     }
     Ok(Verdict::Good(total))
 }

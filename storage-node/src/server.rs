@@ -2,7 +2,7 @@
 //!
 //! | method | path | answer |
 //! |---|---|---|
-//! | PUT | `/<owner>/<objectId>` | 201, `x-joyent-computed-content-md5`, `x-manta-computed-sha256`, body `{"md5","sha256","size"}` |
+//! | PUT | `/<owner>/<objectId>` | 201, `x-manta-computed-crc32c` (and `x-joyent-computed-content-md5` when `Content-MD5` was sent), body `{"crc32c","md5"?,"size"}` |
 //! | GET, HEAD | `/<owner>/<objectId>` | 200 or 206 (one `Range`), 416, 501 for several ranges |
 //! | DELETE | `/<owner>/<objectId>` | 204 |
 //! | POST | `/snapshots/<name>` | 201, a snapshot of the dataset |
@@ -32,6 +32,7 @@ use crate::digest::{Digests, parse_md5_base64};
 use crate::error::Error;
 use crate::store::{ObjectKey, PutOptions, Store};
 use storage_api::range::{ByteRange, RangeError, Resolved};
+use storage_api::{COMPUTE_MD5_HEADER, COMPUTED_CRC32C_HEADER};
 use storage_api::{COMPUTED_MD5_HEADER, COMPUTED_SHA256_HEADER};
 
 /// What the handlers share.
@@ -99,11 +100,19 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-fn digest_headers(h: &mut HeaderMap, d: &Digests) {
-    let md5 = HeaderValue::from_str(&d.md5_base64()).expect("base64 is a valid header value");
-    let sha = HeaderValue::from_str(&d.sha256_hex()).expect("hex is a valid header value");
-    h.insert(header::CONTENT_MD5_NAME, md5);
-    h.insert(COMPUTED_SHA256_HEADER, sha);
+/// The whole-object sums of `d` (CRC32C, or SHA-256 for a copy written before block sums);
+/// with `md5_header`, its MD5 too, when the node holds one.
+fn digest_headers(h: &mut HeaderMap, d: &Digests, md5_header: Option<&'static str>) {
+    let hv = |s: String| HeaderValue::from_str(&s).expect("hex and base64 are valid header values");
+    if let Some(crc) = d.crc32c_hex() {
+        h.insert(COMPUTED_CRC32C_HEADER, hv(crc));
+    }
+    if let Some(sha) = d.sha256_hex() {
+        h.insert(COMPUTED_SHA256_HEADER, hv(sha));
+    }
+    if let (Some(name), Some(md5)) = (md5_header, d.md5_base64()) {
+        h.insert(name, hv(md5));
+    }
 }
 
 // `http` has no constant for Content-MD5 (it is deprecated in HTTP, alive in this API).
@@ -144,6 +153,8 @@ async fn put_object(
         max_size: st.max_object_size,
         idle_timeout: st.idle_timeout,
         expected_md5,
+        compute_md5: header_str(&headers, COMPUTE_MD5_HEADER)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true")),
         content_length,
     };
     // Reading the body is what makes hyper answer `Expect: 100-continue`, so a request refused
@@ -161,21 +172,13 @@ async fn put_object(
     let mut resp = (
         StatusCode::CREATED,
         axum::Json(serde_json::json!({
+            "crc32c": digests.crc32c_hex(),
             "md5": digests.md5_base64(),
-            "sha256": digests.sha256_hex(),
             "size": digests.size,
         })),
     )
         .into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        COMPUTED_MD5_HEADER,
-        HeaderValue::from_str(&digests.md5_base64()).expect("base64 is a valid header value"),
-    );
-    h.insert(
-        COMPUTED_SHA256_HEADER,
-        HeaderValue::from_str(&digests.sha256_hex()).expect("hex is a valid header value"),
-    );
+    digest_headers(resp.headers_mut(), &digests, Some(COMPUTED_MD5_HEADER));
     Ok(resp)
 }
 
@@ -211,7 +214,7 @@ async fn read_object(
         })?),
     };
     let obj = st.store.open_object(&key).await?;
-    let size = obj.size;
+    let (size, digests, mtime) = (obj.size, obj.checksums.digests, obj.mtime);
     let (status, start, len) = match range {
         None => (StatusCode::OK, 0, size),
         Some(r) => match r.resolve(size) {
@@ -222,7 +225,7 @@ async fn read_object(
     let body = if with_body && len > 0 {
         // The permit lives as long as the body stream.
         let permit = st.transfer_permit()?;
-        let stream = st.store.read_stream(obj.file, start, len);
+        let stream = st.store.read_stream(key, obj, start, len);
         Body::from_stream(futures_util::StreamExt::map(stream, move |chunk| {
             let _ = &permit;
             chunk
@@ -245,20 +248,20 @@ async fn read_object(
             header::CONTENT_RANGE,
             HeaderValue::from_str(&cr).expect("digits and punctuation are a valid header value"),
         );
-        // Content-MD5 describes the body sent; only the SHA-256 of the whole object is given.
-        h.insert(
-            COMPUTED_SHA256_HEADER,
-            HeaderValue::from_str(&obj.digests.sha256_hex()).expect("hex is a valid header"),
-        );
+        // Content-MD5 would describe the body sent: only the whole object's sums are given.
+        digest_headers(h, &digests, None);
     } else {
-        digest_headers(h, &obj.digests);
+        digest_headers(h, &digests, Some(header::CONTENT_MD5_NAME));
     }
+    let tag = digests
+        .crc32c_hex()
+        .or_else(|| digests.sha256_hex())
+        .unwrap_or_default();
     h.insert(
         header::ETAG,
-        HeaderValue::from_str(&format!("\"{}\"", obj.digests.sha256_hex()))
-            .expect("hex is a valid header"),
+        HeaderValue::from_str(&format!("\"{tag}-{size}\"")).expect("hex is a valid header"),
     );
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(obj.mtime)) {
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime)) {
         h.insert(header::LAST_MODIFIED, v);
     }
     Ok(resp)

@@ -35,8 +35,9 @@ use manta_util::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::dir::sync_dir;
-use crate::digest::{Digests, DigestsExt as _, StreamHasher};
+use crate::digest::{Checksums, Digests, StreamHasher};
 use crate::error::Error;
+use storage_api::blocks::{BadBlock, BlockSums, crc32c_hex};
 pub(crate) use storage_api::{OBJECTS_DIR, ObjectKey};
 
 /// Uploads in progress.
@@ -55,8 +56,13 @@ const WRITE_CHUNK: usize = 128 * 1024;
 /// has little left to do (otherwise nothing reaches the disk before the fsync until the
 /// machine-wide dirty threshold, and the upload takes hashing time *plus* disk time).
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
-/// Reads are done in chunks of this size.
+/// Reads of copies without block sums (written by earlier versions) are done in chunks of this
+/// size.
 const READ_CHUNK: usize = 256 * 1024;
+/// A block up to this size is read whole, checked, and sent from the same buffer; a larger one
+/// (objects over 2 GiB have them) is checked in a first pass and then read again in chunks of
+/// [`READ_CHUNK`], so no read holds more than this in memory.
+const READ_BLOCK_MAX: u64 = 4 * 1024 * 1024;
 
 /// Limits and expectations for one upload.
 #[derive(Debug, Clone)]
@@ -67,6 +73,8 @@ pub struct PutOptions {
     pub idle_timeout: Duration,
     /// The body's MD5 must equal this (`Content-MD5`).
     pub expected_md5: Option<[u8; 16]>,
+    /// Compute the body's MD5 (also without an expected one).
+    pub compute_md5: bool,
     /// The declared `Content-Length`, checked against `max_size` before reading anything.
     pub content_length: Option<u64>,
 }
@@ -77,7 +85,7 @@ pub struct ObjectFile {
     /// The open file (kept open, so a concurrent delete or replace does not disturb the read).
     pub file: File,
     /// Its stored checksums.
-    pub digests: Digests,
+    pub checksums: Checksums,
     /// Its size.
     pub size: u64,
     /// Its modification time (when it was written).
@@ -94,10 +102,14 @@ pub struct QuarantineNote {
     pub object_id: String,
     /// What was wrong.
     pub reason: String,
-    /// Stored SHA-256 (hex), when there was one.
-    pub expected_sha256: Option<String>,
-    /// SHA-256 of what was read (hex), when it could be read.
-    pub actual_sha256: Option<String>,
+    /// The stored checksum that failed (`crc32c:<hex>` of a block, `sha256:<hex>` of a whole
+    /// copy written by an earlier version), when there was one.
+    pub expected: Option<String>,
+    /// What the bytes hashed to, in the same form, when they could be read.
+    pub actual: Option<String>,
+    /// The failing block's first byte, for a copy with block sums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
     /// Size recorded at upload.
     pub expected_size: Option<u64>,
     /// Size found.
@@ -106,11 +118,167 @@ pub struct QuarantineNote {
     pub detected_at: u64,
 }
 
+impl QuarantineNote {
+    /// A note on the copy `key`, found wrong for `reason` now.
+    pub fn new(key: &ObjectKey, reason: String) -> QuarantineNote {
+        QuarantineNote {
+            owner: key.owner.to_string(),
+            object_id: key.id.to_string(),
+            reason,
+            expected: None,
+            actual: None,
+            offset: None,
+            expected_size: None,
+            actual_size: None,
+            detected_at: manta_types::time::now_ms(),
+        }
+    }
+
+    /// With the sizes recorded at upload and found.
+    #[must_use]
+    pub fn sizes(mut self, expected: Option<u64>, actual: Option<u64>) -> QuarantineNote {
+        self.expected_size = expected;
+        self.actual_size = actual;
+        self
+    }
+
+    /// With the checksums that disagreed.
+    #[must_use]
+    pub fn sums(mut self, expected: Option<String>, actual: Option<String>) -> QuarantineNote {
+        self.expected = expected;
+        self.actual = actual;
+        self
+    }
+
+    /// With the block that failed.
+    #[must_use]
+    pub fn bad_block(self, bad: &BadBlock) -> QuarantineNote {
+        let mut n = self.sums(
+            Some(format!("crc32c:{}", crc32c_hex(bad.expected))),
+            Some(format!("crc32c:{}", crc32c_hex(bad.actual))),
+        );
+        n.offset = Some(bad.offset);
+        n
+    }
+}
+
+/// Why reading a chunk of a copy failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The disk or the file.
+    Io(io::Error),
+    /// A block's bytes differ from its stored sum.
+    Bad(BadBlock),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> ReadError {
+        ReadError::Io(e)
+    }
+}
+
+/// The next chunk of a read, and the block it verified (when it checked one).
+type Chunk = Result<(Bytes, Option<usize>), ReadError>;
+
+/// A read in progress (see [`Store::read_stream`]).
+struct Reading {
+    file: Arc<File>,
+    blocks: Option<Arc<BlockSums>>,
+    next: u64,
+    end: u64,
+    /// The last block checked by a separate pass (blocks over [`READ_BLOCK_MAX`]).
+    verified: Option<usize>,
+    pending: Option<tokio::task::JoinHandle<Chunk>>,
+    store: Arc<Store>,
+    key: ObjectKey,
+}
+
+impl Reading {
+    /// Starts reading the next chunk, if any is left.
+    fn read_ahead(&mut self) {
+        if self.next >= self.end {
+            return;
+        }
+        let (file, from, end, verified) = (self.file.clone(), self.next, self.end, self.verified);
+        let Some(blocks) = self.blocks.clone() else {
+            let n = (end - from).min(READ_CHUNK as u64);
+            self.next += n;
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                Ok((read_at(&file, from, n)?, None))
+            }));
+            return;
+        };
+        let i = blocks.block_of(from);
+        let (bstart, blen) = blocks.extent(i);
+        let bend = bstart + blen;
+        if blen <= READ_BLOCK_MAX {
+            // The whole block: read, check, and send the part asked for from the same buffer.
+            let upto = end.min(bend);
+            self.next = upto;
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                let block = read_at(&file, bstart, blen)?;
+                blocks.check(i, &block).map_err(ReadError::Bad)?;
+                Ok((
+                    block.slice((from - bstart) as usize..(upto - bstart) as usize),
+                    None,
+                ))
+            }));
+        } else {
+            // A large block: check it in a first pass (once), then send it in chunks.
+            let upto = end.min(bend).min(from + READ_CHUNK as u64);
+            self.next = upto;
+            self.pending = Some(tokio::task::spawn_blocking(move || {
+                if verified != Some(i) {
+                    check_block(&file, &blocks, i)?;
+                }
+                Ok((read_at(&file, from, upto - from)?, Some(i)))
+            }));
+        }
+    }
+}
+
+/// Reads `len` bytes of `file` at `off`.
+fn read_at(file: &File, off: u64, len: u64) -> io::Result<Bytes> {
+    let mut buf = vec![0u8; len as usize];
+    read_full_at(file, &mut buf, off)?;
+    Ok(Bytes::from(buf))
+}
+
+/// Checks block `i` of `file` against `blocks`, reading it in chunks (blocking).
+///
+/// # Errors
+/// [`ReadError::Bad`] for a block that fails; I/O errors.
+pub fn check_block(file: &File, blocks: &BlockSums, i: usize) -> Result<(), ReadError> {
+    let (start, len) = blocks.extent(i);
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(READ_CHUNK as u64) as usize;
+        read_full_at(file, &mut buf[..n], start + done)?;
+        crc = storage_api::blocks::crc32c_append(crc, &buf[..n]);
+        done += n as u64;
+    }
+    let expected = blocks.sums()[i];
+    if crc == expected {
+        Ok(())
+    } else {
+        Err(ReadError::Bad(BadBlock {
+            index: i,
+            offset: start,
+            expected,
+            actual: crc,
+        }))
+    }
+}
+
 /// The object files of one dataset.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     metrics: Arc<Metrics>,
+    /// Woken when a copy is quarantined, so its record reaches Moray (and the repairer) at once.
+    quarantined: tokio::sync::Notify,
     /// An exclusive `flock` on `<root>/.lock`, held while the store is open: a second node on
     /// the same dataset would delete the first one's uploads in progress when it cleans `tmp/`.
     _lock: File,
@@ -260,8 +428,14 @@ impl Store {
         Ok(Store {
             root: root.to_owned(),
             metrics,
+            quarantined: tokio::sync::Notify::new(),
             _lock: lock,
         })
+    }
+
+    /// Waits until a copy is quarantined (after this call began).
+    pub async fn quarantine_happened(&self) {
+        self.quarantined.notified().await;
     }
 
     /// The dataset root.
@@ -324,7 +498,7 @@ impl Store {
             writer: Some(Writer {
                 guard: TempGuard(Some(tmp)),
                 file: Some(file),
-                hasher: StreamHasher::new(),
+                hasher: StreamHasher::new(opts.compute_md5 || opts.expected_md5.is_some()),
                 written: 0,
                 writeback_from: 0,
                 final_path: self.object_path(key),
@@ -408,106 +582,108 @@ impl Store {
                 Err(e) => return Err(e),
             };
             let meta = file.metadata()?;
-            let digests = Digests::read_from(&file);
-            Ok(Ok((file, meta, digests)))
+            let checksums = Checksums::read_from(&file);
+            Ok(Ok((file, meta, checksums)))
         })
         .await
         .map_err(|e| Error::io("open an object", e))?;
-        let (file, meta, digests) = match opened {
+        let (file, meta, checksums) = match opened {
             Ok(x) => x,
             Err(true) => return Err(Error::Quarantined),
             Err(false) => return Err(Error::NotFound),
         };
-        let problem = match &digests {
-            Ok(d) if d.size == meta.len() => None,
-            Ok(d) => Some(format!(
+        let problem = match &checksums {
+            Ok(c) if c.digests.size == meta.len() => None,
+            Ok(c) => Some(format!(
                 "file is {} bytes but {} were written",
                 meta.len(),
-                d.size
+                c.digests.size
             )),
             Err(e) => Some(format!("checksum attribute unusable: {e}")),
         };
         if let Some(reason) = problem {
-            let d = digests.as_ref().ok();
-            let note = QuarantineNote {
-                owner: key.owner.to_string(),
-                object_id: key.id.to_string(),
-                reason,
-                expected_sha256: d.map(Digests::sha256_hex),
-                actual_sha256: None,
-                expected_size: d.map(|d| d.size),
-                actual_size: Some(meta.len()),
-                detected_at: manta_types::time::now_ms(),
-            };
+            let note = QuarantineNote::new(key, reason).sizes(
+                checksums.as_ref().ok().map(|c| c.digests.size),
+                Some(meta.len()),
+            );
             self.quarantine(key, &note).await?;
             return Err(Error::Quarantined);
         }
-        let digests = digests.expect("checked above");
+        let checksums = checksums.expect("checked above");
         Ok(ObjectFile {
             file,
-            digests,
+            checksums,
             size: meta.len(),
             mtime: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         })
     }
 
-    /// Streams `len` bytes of `file` from `start`. Each chunk is read on the blocking pool,
-    /// one chunk ahead of the consumer; no thread waits on a slow client. Bytes sent are
-    /// counted in `storage_bytes_out_total`.
+    /// Streams `len` bytes of the object `obj` (`key`) from `start`. Each chunk is read on the
+    /// blocking pool, one chunk ahead of the consumer; no thread waits on a slow client. Bytes
+    /// sent are counted in `storage_bytes_out_total`.
+    ///
+    /// Every block the range touches is checked against its stored CRC32C before any of its
+    /// bytes is sent. A block that fails ends the stream with an error at the block's first byte
+    /// (the reader has received only good bytes, and can go on from another copy at that
+    /// offset), and the copy is quarantined, which queues its repair. Copies written before
+    /// block sums are streamed as they are (the front door checks their SHA-256).
     pub fn read_stream(
-        &self,
-        file: File,
+        self: &Arc<Self>,
+        key: ObjectKey,
+        obj: ObjectFile,
         start: u64,
         len: u64,
     ) -> impl Stream<Item = Result<Bytes, io::Error>> + Send + 'static {
-        struct State {
-            file: Arc<File>,
-            next: u64,
-            end: u64,
-            pending: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
-            metrics: Arc<Metrics>,
-        }
-        impl State {
-            /// Starts reading the next chunk, if any is left.
-            fn read_ahead(&mut self) {
-                if self.next >= self.end {
-                    return;
-                }
-                let n = (self.end - self.next).min(READ_CHUNK as u64) as usize;
-                let (f, off) = (self.file.clone(), self.next);
-                self.next += n as u64;
-                self.pending = Some(tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; n];
-                    read_full_at(&f, &mut buf, off)?;
-                    Ok(Bytes::from(buf))
-                }));
-            }
-        }
-        let mut st = State {
-            file: Arc::new(file),
+        let mut st = Reading {
+            file: Arc::new(obj.file),
+            blocks: obj.checksums.blocks.map(Arc::new),
             next: start,
             end: start + len,
+            verified: None,
             pending: None,
-            metrics: self.metrics.clone(),
+            store: self.clone(),
+            key,
         };
         st.read_ahead();
         futures_util::stream::unfold(st, |mut st| async move {
             let h = st.pending.take()?;
-            let item = h.await.unwrap_or_else(|e| Err(io::Error::other(e)));
-            match &item {
-                Ok(b) => {
-                    st.metrics.inc_by(
+            let item = h
+                .await
+                .unwrap_or_else(|e| Err(ReadError::Io(io::Error::other(e))));
+            match item {
+                Ok((b, verified)) => {
+                    st.verified = verified.or(st.verified);
+                    st.store.metrics.inc_by(
                         "storage_bytes_out_total",
                         "Object bytes read from the dataset for GET.",
                         &[],
                         b.len() as f64,
                     );
                     st.read_ahead();
+                    Some((Ok(b), st))
                 }
-                // Stop after reporting the error.
-                Err(_) => st.next = st.end,
+                Err(e) => {
+                    // Stop after reporting the error.
+                    st.next = st.end;
+                    let e = match e {
+                        ReadError::Io(e) => e,
+                        ReadError::Bad(bad) => {
+                            let note = QuarantineNote::new(&st.key, format!("a read found {bad}"))
+                                .bad_block(&bad);
+                            if let Err(e) = st.store.quarantine(&st.key, &note).await {
+                                tracing::error!(object = %st.key, error = %e, "cannot quarantine a corrupt copy");
+                            }
+                            st.store.metrics.inc(
+                                "storage_bad_block_reads_total",
+                                "Reads stopped at a block that failed its checksum.",
+                                &[],
+                            );
+                            io::Error::new(io::ErrorKind::InvalidData, bad.to_string())
+                        }
+                    };
+                    Some((Err(e), st))
+                }
             }
-            Some((item, st))
         })
     }
 
@@ -570,6 +746,7 @@ impl Store {
                 reason = %note.reason,
                 "corrupt object copy quarantined; re-replicate it from another copy"
             );
+            self.quarantined.notify_one();
             self.metrics.inc(
                 "storage_quarantined_total",
                 "Object copies moved to quarantine because they failed verification.",
@@ -797,18 +974,19 @@ impl Writer {
 
     fn try_finish(&mut self) -> Result<Digests, Error> {
         let file = self.file.take().expect("the file is open until finish");
-        let digests = std::mem::take(&mut self.hasher)
+        let checksums = std::mem::replace(&mut self.hasher, StreamHasher::new(false))
             .finish()
             .map_err(|e| Error::io("hash an upload", e))?;
+        let digests = checksums.digests;
         if let Some(expected) = self.expected_md5
-            && expected != digests.md5
+            && Some(expected) != digests.md5
         {
             return Err(Error::Md5Mismatch {
                 expected: crate::digest::md5_base64(&expected),
-                computed: digests.md5_base64(),
+                computed: digests.md5_base64().unwrap_or_default(),
             });
         }
-        digests
+        checksums
             .write_to(&file)
             .map_err(|e| Error::io("store checksums on an upload", e))?;
         let t = Instant::now();

@@ -74,9 +74,15 @@ async fn parts_become_one_object_with_the_digests_of_the_whole() {
         resp.headers()["x-joyent-computed-content-md5"],
         md5_b64(&whole).as_str()
     );
+    let resp_crc = resp.headers()["x-manta-computed-crc32c"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let j: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(j["md5"], md5_b64(&whole).as_str());
-    assert_eq!(j["sha256"], sha_hex(&whole).as_str());
+    let crc = format!("{:08x}", storage_api::blocks::crc32c(&whole));
+    assert_eq!(j["crc32c"], crc.as_str());
+    assert_eq!(resp_crc, crc);
     assert_eq!(j["size"], whole.len() as u64);
 
     let got = http.get(node.object_url(&target)).send().await.unwrap();

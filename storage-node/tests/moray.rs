@@ -365,7 +365,7 @@ async fn scrub_records_quarantined_copies_in_moray() {
     assert_eq!(v["objectId"], k.id.to_string());
     assert_eq!(v["owner"], k.owner.to_string());
     assert_eq!(v["datacenter"], "west-2");
-    assert!(v["reason"].as_str().unwrap().contains("SHA-256"), "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("CRC32C"), "{v}");
     assert_eq!(found[0].key, format!("/{ME}/{}/{}", k.owner, k.id));
     assert!(is_quarantined(&node.client, &k).await);
 }

@@ -54,8 +54,14 @@ async fn scrub_finds_a_flipped_byte_and_quarantines_the_copy() {
         .iter()
         .find(|n| n.object_id == flipped.id.to_string())
         .unwrap();
-    assert!(flip_note.reason.contains("SHA-256"), "{flip_note:?}");
-    assert_ne!(flip_note.actual_sha256, flip_note.expected_sha256);
+    assert!(flip_note.reason.contains("CRC32C"), "{flip_note:?}");
+    assert_ne!(flip_note.actual, flip_note.expected);
+    assert!(
+        flip_note
+            .expected
+            .as_deref()
+            .is_some_and(|e| e.starts_with("crc32c:"))
+    );
 
     // The corrupt copies are never served again: 404 marked quarantined, so the front door
     // reads another copy. The good one is served as before.

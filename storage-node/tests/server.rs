@@ -33,27 +33,22 @@ async fn put_get_head_delete_round_trip() {
 
     let resp = http.put(&url).body(body.clone()).send().await.unwrap();
     assert_eq!(resp.status(), 201);
-    let md5_b64 = md5_b64(&body);
-    assert_eq!(
-        resp.headers()["x-joyent-computed-content-md5"],
-        md5_b64.as_str()
-    );
-    assert_eq!(
-        resp.headers()["x-manta-computed-sha256"],
-        sha_hex(&body).as_str()
-    );
+    // No MD5 was asked for: the node computes only its block sums.
+    let crc = crc_hex(&body);
+    assert!(!resp.headers().contains_key("x-joyent-computed-content-md5"));
+    assert_eq!(resp.headers()["x-manta-computed-crc32c"], crc.as_str());
     let j: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(j["md5"], md5_b64.as_str());
-    assert_eq!(j["sha256"], sha_hex(&body).as_str());
+    assert_eq!(j["crc32c"], crc.as_str());
+    assert!(j["md5"].is_null(), "{j}");
     assert_eq!(j["size"], body.len() as u64);
 
     let resp = http.get(&url).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let h = resp.headers().clone();
     assert_eq!(h["content-length"], body.len().to_string().as_str());
-    assert_eq!(h["content-md5"], md5_b64.as_str());
-    assert_eq!(h["x-manta-computed-sha256"], sha_hex(&body).as_str());
-    assert_eq!(h["etag"], format!("\"{}\"", sha_hex(&body)).as_str());
+    assert!(!h.contains_key("content-md5"));
+    assert_eq!(h["x-manta-computed-crc32c"], crc.as_str());
+    assert_eq!(h["etag"], format!("\"{crc}-{}\"", body.len()).as_str());
     assert_eq!(h["accept-ranges"], "bytes");
     assert!(h.contains_key("last-modified"));
     assert!(h.contains_key("x-request-id"));
@@ -61,7 +56,8 @@ async fn put_get_head_delete_round_trip() {
 
     let info = node.client.head(&k).await.unwrap();
     assert_eq!(info.size, body.len() as u64);
-    assert_eq!(info.md5, Some(md5_of(&body)));
+    assert_eq!(info.md5, None);
+    assert_eq!(info.crc32c, Some(storage_api::blocks::crc32c(&body)));
 
     // The typed client sees the same.
     let got = node.client.get(&k, None).await.unwrap();
@@ -129,7 +125,7 @@ async fn md5_mismatch_is_469_and_leaves_nothing() {
         )
         .await
         .unwrap();
-    assert_eq!(d.md5, md5_of(&good));
+    assert_eq!(d.md5, Some(md5_of(&good)));
     let err = node
         .client
         .put(&k, PutRequest::bytes(data(10, 3)).content_md5(wrong))
@@ -183,7 +179,7 @@ async fn range_edge_cases() {
             !h.contains_key("content-md5"),
             "a slice must not carry the object's MD5"
         );
-        assert_eq!(h["x-manta-computed-sha256"], sha_hex(&body).as_str());
+        assert_eq!(h["x-manta-computed-crc32c"], crc_hex(&body).as_str());
         assert_eq!(resp.bytes().await.unwrap(), &body[start..=end], "{range}");
     }
     for range in ["bytes=1000-", "bytes=1000-1001", "bytes=-0"] {
@@ -217,7 +213,7 @@ async fn range_edge_cases() {
     // The empty object: whole GET works, every range is unsatisfiable.
     let e = key();
     let d = node.put(&e, Bytes::new()).await;
-    assert_eq!(d.md5_base64(), "1B2M2Y8AsgTpgAmY7PhCfg==");
+    assert_eq!((d.size, d.crc32c, d.md5), (0, Some(0), None));
     let resp = http.get(node.object_url(&e)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-length"], "0");
@@ -371,7 +367,10 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
     let node = Node::start(|_| {}).await;
     let k = key();
     let versions: Vec<Vec<u8>> = (0..6).map(|i| data(2 * 1024 * 1024, 100 + i)).collect();
-    let shas: Vec<String> = versions.iter().map(|v| sha_hex(v)).collect();
+    let crcs: Vec<u32> = versions
+        .iter()
+        .map(|v| storage_api::blocks::crc32c(v))
+        .collect();
     let stop = tokio_util::sync::CancellationToken::new();
     // A reader hammering the object while the writers race.
     let reader = {
@@ -383,13 +382,13 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
             while !stop.is_cancelled() {
                 match client.get(&k, None).await {
                     Ok(r) => {
-                        let sha = storage_api::digest::to_hex(&r.info.sha256);
+                        let crc = r.info.crc32c;
                         let body = r.bytes().await.unwrap();
                         assert!(
                             versions.iter().any(|v| *v == body),
                             "a partial or mixed object was served"
                         );
-                        assert_eq!(sha, sha_hex(&body));
+                        assert_eq!(crc, Some(storage_api::blocks::crc32c(&body)));
                         seen += 1;
                     }
                     Err(ClientError::NotFound) => {}
@@ -425,10 +424,7 @@ async fn concurrent_puts_of_one_id_never_expose_a_partial_object() {
         .iter()
         .position(|v| *v == final_body)
         .expect("the final object is one whole upload");
-    assert_eq!(
-        node.client.head(&k).await.unwrap().sha256,
-        storage_api::digest::parse_hex32(&shas[i]).unwrap()
-    );
+    assert_eq!(node.client.head(&k).await.unwrap().crc32c, Some(crcs[i]));
     assert!(node.tmp_files().is_empty());
     eprintln!("reader saw {seen} complete objects during the race");
 }
@@ -511,4 +507,104 @@ async fn a_second_node_on_the_same_dataset_is_refused() {
     );
     // The first node is unaffected.
     node.put(&key(), "still mine").await;
+}
+
+#[tokio::test]
+async fn a_read_stops_at_a_bad_block_and_quarantines_the_copy() {
+    use std::os::unix::fs::FileExt as _;
+    let node = Node::start(|_| {}).await;
+    let k = key();
+    let body = data(3 * 1024 * 1024 + 100, 8);
+    node.put(&k, body.clone()).await;
+    // Flip one byte in the third block (2 MiB..3 MiB) behind the node's back.
+    let at = 2 * 1024 * 1024 + 4321;
+    node.open_object(&k)
+        .write_all_at(&[body[at] ^ 0x10], at as u64)
+        .unwrap();
+
+    // A range within good blocks is served whole (blocks are checked one by one).
+    let r = node
+        .client
+        .get(&k, Some(ByteRange::FromTo(1000, 1_500_000)))
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), &body[1000..=1_500_000]);
+    assert!(node.client.head(&k).await.is_ok(), "not quarantined yet");
+
+    // A whole read gets exactly the good blocks before the bad one, then an error: never a byte
+    // of the bad block.
+    let r = node.client.get(&k, None).await.unwrap();
+    let mut stream = r.into_stream();
+    let mut got = Vec::new();
+    let mut failed = false;
+    while let Some(c) = futures_util::StreamExt::next(&mut stream).await {
+        match c {
+            Ok(b) => got.extend_from_slice(&b),
+            Err(_) => {
+                failed = true;
+                break;
+            }
+        }
+    }
+    assert!(failed, "the read must not complete");
+    assert_eq!(
+        got.len(),
+        2 * 1024 * 1024,
+        "the read stops at the bad block's start"
+    );
+    assert!(got == body[..2 * 1024 * 1024]);
+
+    // The copy is now quarantined, with a note naming the block.
+    assert!(is_quarantined(&node.client, &k).await);
+    let notes = node.store.quarantined().await.unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].offset, Some(2 * 1024 * 1024));
+    assert!(notes[0].reason.contains("block 2"), "{:?}", notes[0]);
+}
+
+#[tokio::test]
+async fn copies_written_by_earlier_versions_are_served_and_scrubbed() {
+    let node = Node::start(|_| {}).await;
+    let (good, bad) = (key(), key());
+    let body = data(700_000, 9);
+    for k in [&good, &bad] {
+        node.put(k, body.clone()).await;
+        // The attribute an earlier version wrote: whole-object MD5 and SHA-256, no block sums.
+        let v1 = serde_json::json!({
+            "v": 1, "md5": md5_b64(&body), "sha256": sha_hex(&body), "size": body.len(),
+        });
+        rustix::fs::setxattr(
+            node.store.object_path(k),
+            "user.manta.digest",
+            serde_json::to_vec(&v1).unwrap().as_slice(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+    let r = node.client.get(&good, None).await.unwrap();
+    assert_eq!(r.info.crc32c, None);
+    assert_eq!(
+        r.info.sha256.map(|s| storage_api::digest::to_hex(&s)),
+        Some(sha_hex(&body))
+    );
+    assert_eq!(
+        r.info.md5.map(|m| storage_api::digest::md5_base64(&m)),
+        Some(md5_b64(&body))
+    );
+    assert_eq!(r.bytes().await.unwrap(), body);
+
+    use std::os::unix::fs::FileExt as _;
+    node.open_object(&bad)
+        .write_all_at(&[body[5] ^ 1], 5)
+        .unwrap();
+    let report = node
+        .scrub(&storage_node::scrub::ScrubConfig {
+            rate_bytes_per_sec: 0,
+            interval: Duration::from_secs(3600),
+        })
+        .await;
+    assert_eq!(report.checked, 2);
+    assert_eq!(report.corrupt.len(), 1, "{report:?}");
+    assert_eq!(report.corrupt[0].object_id, bad.id.to_string());
+    assert!(report.corrupt[0].reason.contains("SHA-256"));
 }

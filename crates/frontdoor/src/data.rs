@@ -30,6 +30,7 @@ use manta_types::record::{EMPTY_MD5, EntryKind, ObjectInfo, RECORD_VERSION};
 use manta_types::{ErrorCode, HasErrorCode as _, MantaError, MetadataRecord, ObjectId, SharkRef};
 use md5::Digest as _;
 use rand::seq::SliceRandom as _;
+use storage_api::blocks::{crc32c_append, crc32c_hex, parse_crc32c_hex};
 use storage_api::{ByteRange, ClientError, ObjectKey, PutStream};
 use tracing::{error, warn};
 
@@ -47,8 +48,8 @@ pub struct Stored {
     pub md5: String,
     /// Bytes received.
     pub size: u64,
-    /// Hex SHA-256, as the nodes computed it.
-    pub sha256: Option<String>,
+    /// CRC32C of the body (8 hex digits): what every node's block sums added up to.
+    pub crc32c: Option<String>,
 }
 
 impl Stored {
@@ -58,43 +59,63 @@ impl Stored {
             sharks: Vec::new(),
             md5: EMPTY_MD5.into(),
             size: 0,
-            sha256: Some(EMPTY_SHA256.into()),
+            crc32c: Some(crc32c_hex(0)),
         }
     }
 }
 
-/// Which digest a [`Hasher`] computes, and how it is written.
+/// Which digests a [`Hasher`] computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Digest {
-    /// MD5, base64 (what the API reports and `Content-MD5` checks).
-    Md5,
-    /// SHA-256, hex. Reads verify with it when the record has one: this CPU family computes it
-    /// in hardware, several times faster than MD5.
+    /// An upload's: MD5 (base64; what the API reports and `Content-MD5` checks) and CRC32C
+    /// (what the nodes' block sums must add up to).
+    Upload,
+    /// SHA-256, hex: checks a read of an object written before CRC32C block sums.
     Sha256,
+    /// MD5, base64: checks a read of an object with neither CRC32C nor SHA-256.
+    Md5,
 }
 
-/// Hashes chunks on the blocking pool, off the async workers.
+/// What a [`Hasher`] computed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Sums {
+    /// The MD5 (base64) or SHA-256 (hex) asked for.
+    digest: String,
+    /// CRC32C (uploads).
+    crc32c: u32,
+}
+
 /// Body chunks (each up to a socket read, a few hundred KiB) waiting for the hashing thread.
 /// With [`storage_api::client::NODE_QUEUE`] this bounds an upload's memory: the front door holds
 /// about a megabyte per upload in flight, however fast the client and however slow a node.
 const HASH_QUEUE: usize = 2;
 
+/// Hashes chunks on the blocking pool, off the async workers (MD5 and SHA-256 are slow enough
+/// to matter there; CRC32C alone is not, and reads check it inline).
 struct Hasher {
     tx: tokio::sync::mpsc::Sender<Bytes>,
-    done: tokio::task::JoinHandle<String>,
+    done: tokio::task::JoinHandle<Sums>,
 }
 
 impl Hasher {
     fn start(kind: Digest) -> Hasher {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE);
         let done = tokio::task::spawn_blocking(move || match kind {
-            Digest::Md5 => {
+            Digest::Upload | Digest::Md5 => {
                 use base64::Engine as _;
                 let mut h = md5::Md5::new();
+                let mut crc = 0u32;
+                let upload = kind == Digest::Upload;
                 while let Some(b) = rx.blocking_recv() {
                     h.update(&b);
+                    if upload {
+                        crc = crc32c_append(crc, &b);
+                    }
                 }
-                base64::engine::general_purpose::STANDARD.encode(h.finalize())
+                Sums {
+                    digest: base64::engine::general_purpose::STANDARD.encode(h.finalize()),
+                    crc32c: crc,
+                }
             }
             Digest::Sha256 => {
                 use sha2::Digest as _;
@@ -102,7 +123,10 @@ impl Hasher {
                 while let Some(b) = rx.blocking_recv() {
                     h.update(&b);
                 }
-                h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+                Sums {
+                    digest: storage_api::digest::to_hex(&h.finalize()),
+                    crc32c: 0,
+                }
             }
         });
         Hasher { tx, done }
@@ -112,7 +136,7 @@ impl Hasher {
         let _ = self.tx.send(b).await;
     }
 
-    async fn finish(self) -> Option<String> {
+    async fn finish(self) -> Option<Sums> {
         drop(self.tx);
         self.done.await.ok()
     }
@@ -153,14 +177,14 @@ async fn start_all(
     nodes: &[Node],
     key: &ObjectKey,
     len: BodyLength,
-    content_md5: Option<&str>,
 ) -> (Vec<NodeUpload>, Vec<(Node, ClientError)>) {
-    let attempts = futures_util::future::join_all(nodes.iter().map(|n| async move {
-        fd.sharks
-            .node(&n.url)
-            .start_put(key, len.exact, content_md5)
-            .await
-    }))
+    // The nodes are not asked to check `Content-MD5`: the front door computes the MD5 (once) and
+    // checks it; a node's block sums must add up to the CRC32C of what was sent.
+    let attempts = futures_util::future::join_all(
+        nodes
+            .iter()
+            .map(|n| async move { fd.sharks.node(&n.url).start_put(key, len.exact, None).await }),
+    )
     .await;
     let mut ok = Vec::new();
     let mut failed = Vec::new();
@@ -267,7 +291,7 @@ pub async fn store(
         };
         // Counted against the nodes at once, so uploads placed meanwhile see it.
         reservation = Some(fd.picker.reserve(&set, placement));
-        let (ok, failed) = start_all(fd, &set, &key, len, content_md5).await;
+        let (ok, failed) = start_all(fd, &set, &key, len).await;
         for (node, e) in &failed {
             warn!(error = %e, node = %node.storage_id, "storage node unavailable; placing elsewhere");
             fd.picker.mark_down(&node.storage_id);
@@ -345,7 +369,7 @@ pub async fn store_on(
         return empty_upload(fd, creator, object_id, content_md5);
     }
     let key = object_key(creator, &object_id.to_string())?;
-    let (ok, failed) = start_all(fd, nodes, &key, len, content_md5).await;
+    let (ok, failed) = start_all(fd, nodes, &key, len).await;
     for (node, e) in &failed {
         warn!(error = %e, node = %node.storage_id, "storage node of a fixed set unavailable");
         fd.picker.mark_down(&node.storage_id);
@@ -379,7 +403,7 @@ async fn pump(
     content_md5: Option<&str>,
     body: impl UploadBody,
 ) -> ApiResult<Stored> {
-    let hasher = Hasher::start(Digest::Md5);
+    let hasher = Hasher::start(Digest::Upload);
     let total = match relay(fd, &streams, &hasher, len, limit, body).await {
         Ok(total) => total,
         Err(Relayed::ClientFailed(e)) => {
@@ -388,11 +412,11 @@ async fn pump(
         }
         Err(Relayed::NodeFailed(sent)) => return Err(node_failed(fd, streams, &sent, key).await),
     };
-    let md5 = hasher
+    let sums = hasher
         .finish()
         .await
         .ok_or_else(|| err(ErrorCode::InternalError, "hashing failed"))?;
-    finish_copies(fd, streams, key, total, md5, content_md5).await
+    finish_copies(fd, streams, key, total, sums, content_md5).await
 }
 
 /// Why relaying a body stopped short.
@@ -509,28 +533,28 @@ async fn node_failed(
     }
 }
 
-/// Ends every copy of a fully relayed body (`total` bytes, MD5 `md5`) and checks each node
-/// stored exactly that (and the client's `Content-MD5`, when given); on any failure every copy
-/// is discarded. An empty body stores nothing.
+/// Ends every copy of a fully relayed body (`total` bytes hashing to `sums`) and checks each
+/// node stored exactly that (its block sums add up to the CRC32C of what was sent) and the
+/// client's `Content-MD5`, when given; on any failure every copy is discarded. An empty body
+/// stores nothing.
 async fn finish_copies(
     fd: &Frontdoor,
     streams: Vec<NodeUpload>,
     key: &ObjectKey,
     total: u64,
-    md5: String,
+    sums: Sums,
     content_md5: Option<&str>,
 ) -> ApiResult<Stored> {
+    let md5 = sums.digest;
     let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
     let results = futures_util::future::join_all(streams.into_iter().map(|s| s.put.finish())).await;
-    let mut sha256 = None;
     let mut failure = None;
     for (node, r) in nodes.iter().zip(&results) {
         match r {
-            Ok(stored) if stored.md5_base64() == md5 => {
-                sha256 = sha256.or(Some(stored.sha256_hex()));
-            }
+            Ok(stored) if stored.crc32c == Some(sums.crc32c) && stored.size == total => {}
             Ok(stored) => {
-                error!(ours = %md5, theirs = %stored.md5_base64(), "a storage node stored different bytes than were sent");
+                error!(node = %node.storage_id, ours = %crc32c_hex(sums.crc32c), theirs = ?stored.crc32c_hex(),
+                    "a storage node stored different bytes than were sent");
                 failure = Some(err(
                     ErrorCode::InternalError,
                     "an unexpected error occurred",
@@ -575,7 +599,7 @@ async fn finish_copies(
         sharks,
         md5,
         size: total,
-        sha256,
+        crc32c: Some(crc32c_hex(sums.crc32c)),
     })
 }
 
@@ -772,7 +796,8 @@ impl Uncommitted {
             object_id: self.object_id,
             sharks: s.sharks.clone(),
             created_from: None,
-            sha256: s.sha256.clone(),
+            sha256: None,
+            crc32c: s.crc32c.clone(),
         };
         place.record(
             &self.creator,
@@ -879,6 +904,11 @@ pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + S
 /// Opens a read of an object: the status (200, 206 or 416), the node's `Content-Range`, and
 /// the body. `range` is passed to the node.
 ///
+/// The copies are tried in random order (nodes that failed lately last) until one answers. If
+/// that copy then fails mid-body (its node stops at a block that fails its checksum, or dies),
+/// the read goes on from the next copy at the same offset, so a client sees one whole body as
+/// long as one good copy is left.
+///
 /// # Errors
 /// `ServiceUnavailable` when no copy answers.
 pub async fn fetch(
@@ -897,28 +927,36 @@ pub async fn fetch(
     copies.sort_by_key(|s| fd.picker.read_last(&s.manta_storage_id));
     let oid = obj.object_id.to_string();
     let key = object_key(creator, &oid)?;
+    let mut copies: std::collections::VecDeque<SharkRef> = copies.into();
     let mut last = String::from("no copies");
-    for s in copies {
-        let Some(node) = fd.picker.node(&s.manta_storage_id) else {
-            last = format!("{} is unknown", s.manta_storage_id);
-            continue;
-        };
-        match fd.sharks.node(&node.url).get(&key, range).await {
+    while let Some(s) = copies.pop_front() {
+        match open_copy(fd, &s, &key, range).await {
             Ok(resp) => {
                 let status = resp.status();
                 let content_range = resp.content_range();
-                let verify = range.is_none() && status == StatusCode::OK;
-                let expect = match &obj.sha256 {
-                    Some(sha) => (Digest::Sha256, sha.clone()),
-                    None => (Digest::Md5, obj.content_md5.clone()),
+                // Where the body sits in the object, so another copy can take over.
+                let (start, end) = match resp.range {
+                    Some((a, b)) => (a, b + 1),
+                    None => (0, resp.info.size),
                 };
-                let body = verified_stream(
-                    fd.clone(),
-                    resp.into_stream(),
-                    verify.then_some(expect),
-                    s.clone(),
+                let check = if range.is_none() && status == StatusCode::OK {
+                    Check::of(obj)
+                } else {
+                    Check::None
+                };
+                let body = verified_stream(Reading {
+                    body: resp.into_stream(),
+                    check,
+                    pending: None,
+                    fd: fd.clone(),
+                    node: s,
+                    rest: copies,
                     key,
-                );
+                    start,
+                    end,
+                    received: 0,
+                    done: false,
+                });
                 return Ok((status, content_range, body));
             }
             // The node's copy is shorter than the record says: no other copy will do better.
@@ -927,13 +965,7 @@ pub async fn fetch(
                 let empty: ByteStream = Box::pin(futures_util::stream::empty());
                 return Ok((StatusCode::RANGE_NOT_SATISFIABLE, content_range, empty));
             }
-            Err(e) => {
-                warn!(error = %e, node = %s.manta_storage_id, "copy unavailable; trying another");
-                if matches!(e, ClientError::Connect { .. }) {
-                    fd.picker.mark_down(&s.manta_storage_id);
-                }
-                last = format!("{}: {e}", s.manta_storage_id);
-            }
+            Err(e) => last = format!("{}: {e}", s.manta_storage_id),
         }
     }
     Err(err(
@@ -942,18 +974,135 @@ pub async fn fetch(
     ))
 }
 
+/// Opens a read of `key` (or of `range` of it) on the node holding copy `s`.
+async fn open_copy(
+    fd: &Frontdoor,
+    s: &SharkRef,
+    key: &ObjectKey,
+    range: Option<ByteRange>,
+) -> Result<storage_api::GetResponse, ClientError> {
+    let Some(node) = fd.picker.node(&s.manta_storage_id) else {
+        return Err(ClientError::InvalidResponse(format!(
+            "{} is unknown",
+            s.manta_storage_id
+        )));
+    };
+    let r = fd.sharks.node(&node.url).get(key, range).await;
+    if let Err(e) = &r
+        && !matches!(e, ClientError::RangeNotSatisfiable { .. })
+    {
+        warn!(error = %e, node = %s.manta_storage_id, "copy unavailable; trying another");
+        if matches!(e, ClientError::Connect { .. }) {
+            fd.picker.mark_down(&s.manta_storage_id);
+        }
+    }
+    r
+}
+
+/// What a whole read is checked against at its end (a node checks every block before sending
+/// it; this also covers the way from the node's disk to here).
+enum Check {
+    /// A range, or nothing to check against.
+    None,
+    /// The record's CRC32C: computed inline (several GB/s; cheaper than a hop to a thread).
+    Crc32c { want: u32, got: u32 },
+    /// An object written before CRC32C: its SHA-256 or MD5, hashed on the blocking pool.
+    Slow { hasher: Hasher, want: String },
+}
+
+impl Check {
+    fn of(obj: &ObjectInfo) -> Check {
+        if let Some(want) = obj.crc32c.as_deref().and_then(parse_crc32c_hex) {
+            return Check::Crc32c { want, got: 0 };
+        }
+        let (kind, want) = match &obj.sha256 {
+            Some(sha) => (Digest::Sha256, sha.clone()),
+            None => (Digest::Md5, obj.content_md5.clone()),
+        };
+        Check::Slow {
+            hasher: Hasher::start(kind),
+            want,
+        }
+    }
+
+    async fn update(&mut self, data: &Bytes) {
+        match self {
+            Check::None => {}
+            Check::Crc32c { got, .. } => *got = crc32c_append(*got, data),
+            Check::Slow { hasher, .. } => hasher.push(data.clone()).await,
+        }
+    }
+
+    /// `Err((expected, got))` when the bytes were not the record's.
+    async fn finish(self) -> Result<(), (String, Option<String>)> {
+        match self {
+            Check::None => Ok(()),
+            Check::Crc32c { want, got } if want == got => Ok(()),
+            Check::Crc32c { want, got } => Err((crc32c_hex(want), Some(crc32c_hex(got)))),
+            Check::Slow { hasher, want } => {
+                let got = hasher.finish().await.map(|s| s.digest);
+                if got.as_deref() == Some(want.as_str()) {
+                    Ok(())
+                } else {
+                    Err((want, got))
+                }
+            }
+        }
+    }
+}
+
 /// State of a read in progress.
 struct Reading {
     body: storage_api::client::BodyStream,
-    hasher: Option<Hasher>,
-    expect: Option<String>,
+    check: Check,
     /// The latest chunk, held back until the next one arrives (or, for the last chunk, until
     /// the checksum has been verified), so a copy that fails its checksum never completes.
     pending: Option<Bytes>,
     fd: Arc<Frontdoor>,
+    /// The copy being read.
     node: SharkRef,
+    /// The copies not tried yet.
+    rest: std::collections::VecDeque<SharkRef>,
     key: ObjectKey,
+    /// The body's first byte in the object, and the byte after its last.
+    start: u64,
+    end: u64,
+    /// Bytes received so far (sent on or pending).
+    received: u64,
     done: bool,
+}
+
+impl Reading {
+    /// The copy being read failed after `received` bytes: goes on from the next copy that
+    /// answers, at the same offset. `false` when none is left.
+    async fn resume(&mut self, why: &str) -> bool {
+        let from = self.start + self.received;
+        if from >= self.end {
+            return false;
+        }
+        while let Some(s) = self.rest.pop_front() {
+            let range = ByteRange::FromTo(from, self.end - 1);
+            match open_copy(&self.fd, &s, &self.key, Some(range)).await {
+                Ok(resp) if resp.range.map(|(a, _)| a) == Some(from) => {
+                    warn!(object = %self.key, failed = %self.node.manta_storage_id, with = %s.manta_storage_id,
+                        offset = from, error = why, "a copy failed mid-read; going on from another copy");
+                    self.fd.metrics.inc(
+                        "frontdoor_reads_resumed_total",
+                        "Reads that went on from another copy after one failed mid-body.",
+                        &[],
+                    );
+                    self.body = resp.into_stream();
+                    self.node = s;
+                    return true;
+                }
+                Ok(_) => {
+                    warn!(node = %s.manta_storage_id, "a copy answered another range; trying the next")
+                }
+                Err(_) => {}
+            }
+        }
+        false
+    }
 }
 
 /// Counts `out`, about to be sent to a client, in the front door's metrics.
@@ -1003,72 +1152,51 @@ fn report_corrupt(
     });
 }
 
-fn verified_stream(
-    fd: Arc<Frontdoor>,
-    body: storage_api::client::BodyStream,
-    expect: Option<(Digest, String)>,
-    node: SharkRef,
-    key: ObjectKey,
-) -> ByteStream {
-    let hasher = expect.as_ref().map(|(kind, _)| Hasher::start(*kind));
-    let st = Reading {
-        body,
-        hasher,
-        expect: expect.map(|(_, v)| v),
-        pending: None,
-        fd,
-        node,
-        key,
-        done: false,
-    };
+fn verified_stream(st: Reading) -> ByteStream {
     Box::pin(futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
         }
         let timeout = st.fd.cfg.data_timeout;
         loop {
-            match tokio::time::timeout(timeout, st.body.next()).await {
-                Err(_) => {
-                    st.done = true;
-                    return Some((Err(io::Error::other("storage node stalled")), st));
-                }
-                Ok(Some(Err(e))) => {
-                    st.done = true;
-                    return Some((Err(io::Error::other(e.to_string())), st));
-                }
+            let failed = match tokio::time::timeout(timeout, st.body.next()).await {
+                Err(_) => "storage node stalled".to_owned(),
+                Ok(Some(Err(e))) => e.to_string(),
                 Ok(Some(Ok(data))) => {
                     if data.is_empty() {
                         continue;
                     }
-                    if let Some(h) = &st.hasher {
-                        h.push(data.clone()).await;
-                    }
+                    st.received += data.len() as u64;
+                    st.check.update(&data).await;
                     let out = st.pending.replace(data);
                     if let Some(out) = out {
                         count_sent(&st.fd, &out);
                         return Some((Ok(out), st));
                     }
+                    continue;
                 }
                 Ok(None) => {
                     st.done = true;
-                    if let (Some(h), Some(want)) = (st.hasher.take(), st.expect.clone()) {
-                        let got = h.finish().await;
-                        if got.as_deref() != Some(want.as_str()) {
-                            error!(node = %st.node.manta_storage_id, object = %st.key, expected = %want, got = ?got,
-                                "copy failed its checksum while being served; response cut");
-                            st.fd.metrics.inc(
-                                "frontdoor_corrupt_reads_total",
-                                "Reads cut because the copy failed its checksum.",
-                                &[],
-                            );
-                            report_corrupt(&st.fd, &st.node, &st.key, &want, got.as_deref());
-                            return Some((Err(io::Error::other("checksum mismatch")), st));
-                        }
+                    let check = std::mem::replace(&mut st.check, Check::None);
+                    if let Err((want, got)) = check.finish().await {
+                        error!(node = %st.node.manta_storage_id, object = %st.key, expected = %want, got = ?got,
+                            "copy failed its checksum while being served; response cut");
+                        st.fd.metrics.inc(
+                            "frontdoor_corrupt_reads_total",
+                            "Reads cut because the copy failed its checksum.",
+                            &[],
+                        );
+                        report_corrupt(&st.fd, &st.node, &st.key, &want, got.as_deref());
+                        return Some((Err(io::Error::other("checksum mismatch")), st));
                     }
                     let out = st.pending.take()?;
                     count_sent(&st.fd, &out);
                     return Some((Ok(out), st));
                 }
+            };
+            if !st.resume(&failed).await {
+                st.done = true;
+                return Some((Err(io::Error::other(failed)), st));
             }
         }
     }))
@@ -1148,7 +1276,7 @@ pub(crate) mod tests {
             };
             let r = storage_api::CommitResult {
                 md5: md5.into(),
-                sha256: EMPTY_SHA256.into(),
+                crc32c: Some(crc32c_hex(0)),
                 size: 1,
             };
             return axum::Json(r).into_response();
@@ -1158,8 +1286,7 @@ pub(crate) mod tests {
         }
         node.seen.lock().unwrap().started.insert(path.clone());
         let mut body = req.into_body().into_data_stream();
-        let mut md5 = md5::Md5::new();
-        let mut sha = sha2::Sha256::new();
+        let mut crc = 0u32;
         let mut size = 0usize;
         while let Some(chunk) = body.next().await {
             let Ok(chunk) = chunk else {
@@ -1170,23 +1297,15 @@ pub(crate) mod tests {
             if node.fake.fail_after.is_some_and(|n| size >= n) {
                 return StatusCode::INTERNAL_SERVER_ERROR.into_response();
             }
-            md5.update(&chunk);
-            sha2::Digest::update(&mut sha, &chunk);
+            crc = crc32c_append(crc, &chunk);
         }
         if node.fake.full_at_end {
             return StatusCode::INSUFFICIENT_STORAGE.into_response();
         }
         node.seen.lock().unwrap().stored.insert(path);
-        use base64::Engine as _;
-        let md5 = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
-        let sha: String = sha2::Digest::finalize(sha)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Response::builder()
             .status(StatusCode::CREATED)
-            .header(storage_api::COMPUTED_MD5_HEADER, md5)
-            .header(storage_api::COMPUTED_SHA256_HEADER, sha)
+            .header(storage_api::COMPUTED_CRC32C_HEADER, crc32c_hex(crc))
             .body(Body::from(format!("{{\"size\":{size}}}")))
             .unwrap()
     }
@@ -1476,7 +1595,7 @@ pub(crate) mod tests {
         assert_eq!(o.object_id, up.object_id());
         assert_eq!(o.content_length, up.stored().size);
         assert_eq!(o.content_md5, up.stored().md5);
-        assert_eq!(o.sha256, up.stored().sha256);
+        assert_eq!(o.crc32c, up.stored().crc32c);
         assert_eq!(o.sharks, up.stored().sharks);
         assert_eq!(o.content_disposition.as_deref(), Some("inline"));
         assert_eq!(

@@ -685,9 +685,13 @@ impl Repairer {
         let md5 = storage_api::digest::parse_md5_base64(&info.content_md5)
             .ok_or_else(|| format!("record has no valid MD5 ({:?})", info.content_md5))?;
         let to = self.fd.sharks.node(&target.url);
+        let crc = info
+            .crc32c
+            .as_deref()
+            .and_then(storage_api::blocks::parse_crc32c_hex);
         if let Ok(have) = to.head(key).await
-            && have.md5 == Some(md5)
             && have.size == info.content_length
+            && (have.md5 == Some(md5) || (crc.is_some() && have.crc32c == crc))
         {
             return Ok(0);
         }
@@ -749,7 +753,7 @@ impl Repairer {
             }
         }
         let d = put.finish().await.map_err(|e| e.to_string())?;
-        if d.md5 != md5 {
+        if d.md5 != Some(md5) {
             return Err("the copy written differs from the record".into());
         }
         Ok(())

@@ -49,9 +49,14 @@ pub struct ObjectInfo {
     /// For links: the key of the source at the time of linking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_from: Option<String>,
-    /// Hex SHA-256 of the bytes (an addition to the original's record).
+    /// Hex SHA-256 of the bytes (an addition to the original's record; objects written before
+    /// CRC32C block sums).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// CRC32C of the bytes, 8 hex digits (an addition to the original's record): what a read
+    /// checks the bytes it serves against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
 }
 
 /// Fields only directories have.
@@ -219,6 +224,7 @@ mod tests {
                 }],
                 created_from: None,
                 sha256: None,
+                crc32c: None,
             }),
             request_id: None,
         }

@@ -41,13 +41,15 @@ use manta_types::ErrorBody;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::blocks::parse_crc32c_hex;
 use crate::digest::{Digests, md5_base64, parse_hex32, parse_md5_base64};
 use crate::error::{BoxError, ClientError};
 use crate::key::ObjectKey;
 use crate::range::ByteRange;
 use crate::{
-    COMMIT_PATH, COMPUTED_MD5_HEADER, COMPUTED_SHA256_HEADER, CONTENT_MD5_HEADER, CommitRequest,
-    CommitResult, MD5_MISMATCH_STATUS, QUARANTINED_HEADER,
+    COMMIT_PATH, COMPUTE_MD5_HEADER, COMPUTED_CRC32C_HEADER, COMPUTED_MD5_HEADER,
+    COMPUTED_SHA256_HEADER, CONTENT_MD5_HEADER, CommitRequest, CommitResult, MD5_MISMATCH_STATUS,
+    QUARANTINED_HEADER,
 };
 
 /// Body chunks queued for one storage node's connection by [`PutStream::send`]. Small on
@@ -302,6 +304,7 @@ pub struct PutRequest {
     body: ReqBody,
     content_length: Option<u64>,
     content_md5: Option<[u8; 16]>,
+    compute_md5: bool,
 }
 
 impl PutRequest {
@@ -314,6 +317,7 @@ impl PutRequest {
                 .map_err(|e| match e {})
                 .boxed_unsync(),
             content_md5: None,
+            compute_md5: false,
         }
     }
 
@@ -329,12 +333,20 @@ impl PutRequest {
             body: http_body_util::StreamBody::new(frames).boxed_unsync(),
             content_length,
             content_md5: None,
+            compute_md5: false,
         }
     }
 
     /// Asks the node to verify the body's MD5.
     pub fn content_md5(mut self, md5: [u8; 16]) -> PutRequest {
         self.content_md5 = Some(md5);
+        self
+    }
+
+    /// Asks the node to compute the body's MD5 and report it (a node computes only its block
+    /// sums otherwise).
+    pub fn compute_md5(mut self) -> PutRequest {
+        self.compute_md5 = true;
         self
     }
 }
@@ -344,9 +356,12 @@ impl PutRequest {
 pub struct ObjectInfo {
     /// Size of the whole object.
     pub size: u64,
-    /// SHA-256 of the whole object.
-    pub sha256: [u8; 32],
-    /// MD5 of the whole object (absent on a 206, whose Content-MD5 would describe a slice).
+    /// CRC32C of the whole object (copies written by this version).
+    pub crc32c: Option<u32>,
+    /// SHA-256 of the whole object (copies written by earlier versions).
+    pub sha256: Option<[u8; 32]>,
+    /// MD5 of the whole object, when the node holds one (never on a 206, whose Content-MD5
+    /// would describe a slice).
     pub md5: Option<[u8; 16]>,
 }
 
@@ -639,11 +654,14 @@ impl StorageClient {
     /// [`ClientError::Md5Mismatch`], [`ClientError::Status`] (e.g. 413), transport errors.
     pub async fn put(&self, key: &ObjectKey, put: PutRequest) -> Result<Digests, ClientError> {
         let md5 = put.content_md5.map(|m| md5_base64(&m));
-        let req = put_headers(
+        let mut req = put_headers(
             self.pooled(Method::PUT, &key.to_string()),
             put.content_length,
             md5.as_deref(),
         );
+        if put.compute_md5 {
+            req = req.header(COMPUTE_MD5_HEADER, "true");
+        }
         let resp = self.send(req, put.body, None).await?;
         self.stored(resp).await
     }
@@ -694,18 +712,24 @@ impl StorageClient {
     async fn stored(&self, resp: Response<Incoming>) -> Result<Digests, ClientError> {
         let resp = self.check(resp).await?;
         let h = resp.headers();
-        let md5 = header(h, COMPUTED_MD5_HEADER)
-            .and_then(parse_md5_base64)
-            .ok_or_else(|| ClientError::InvalidResponse(format!("no {COMPUTED_MD5_HEADER}")))?;
-        let sha256 = header(h, COMPUTED_SHA256_HEADER)
-            .and_then(parse_hex32)
-            .ok_or_else(|| ClientError::InvalidResponse(format!("no {COMPUTED_SHA256_HEADER}")))?;
+        let (crc32c, sha256) = whole_object_sums(h)?;
+        let md5 = match header(h, COMPUTED_MD5_HEADER) {
+            None => None,
+            Some(v) => Some(parse_md5_base64(v).ok_or_else(|| {
+                ClientError::InvalidResponse(format!("bad {COMPUTED_MD5_HEADER} {v:?}"))
+            })?),
+        };
         let body: serde_json::Value = serde_json::from_slice(&self.small_body(resp).await?)
             .map_err(|e| ClientError::InvalidResponse(format!("unreadable answer: {e}")))?;
         let size = body["size"]
             .as_u64()
             .ok_or_else(|| ClientError::InvalidResponse(format!("no size in {body}")))?;
-        Ok(Digests { md5, sha256, size })
+        Ok(Digests {
+            size,
+            crc32c,
+            md5,
+            sha256,
+        })
     }
 
     /// Starts reading an object (or one range of it) over the pool.
@@ -880,15 +904,33 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name)?.to_str().ok()
 }
 
+/// The whole object's CRC32C and SHA-256 from a node's answer: at least one is there (a copy
+/// written by this version has a CRC32C, an older one a SHA-256).
+fn whole_object_sums(h: &HeaderMap) -> Result<(Option<u32>, Option<[u8; 32]>), ClientError> {
+    let bad = |name: &str, v: &str| ClientError::InvalidResponse(format!("bad {name} {v:?}"));
+    let crc32c = match header(h, COMPUTED_CRC32C_HEADER) {
+        None => None,
+        Some(v) => Some(parse_crc32c_hex(v).ok_or_else(|| bad(COMPUTED_CRC32C_HEADER, v))?),
+    };
+    let sha256 = match header(h, COMPUTED_SHA256_HEADER) {
+        None => None,
+        Some(v) => Some(parse_hex32(v).ok_or_else(|| bad(COMPUTED_SHA256_HEADER, v))?),
+    };
+    if crc32c.is_none() && sha256.is_none() {
+        return Err(ClientError::InvalidResponse(format!(
+            "neither {COMPUTED_CRC32C_HEADER} nor {COMPUTED_SHA256_HEADER} in the answer"
+        )));
+    }
+    Ok((crc32c, sha256))
+}
+
 /// What the headers of a GET or HEAD answer say about the object, and the range of a 206.
 fn info_of(
     status: StatusCode,
     h: &HeaderMap,
     content_length: u64,
 ) -> Result<(ObjectInfo, Option<(u64, u64)>), ClientError> {
-    let sha256 = header(h, COMPUTED_SHA256_HEADER)
-        .and_then(parse_hex32)
-        .ok_or_else(|| ClientError::InvalidResponse(format!("no {COMPUTED_SHA256_HEADER}")))?;
+    let (crc32c, sha256) = whole_object_sums(h)?;
     if status == StatusCode::PARTIAL_CONTENT {
         let cr = header(h, "content-range").unwrap_or_default();
         let parsed = (|| {
@@ -901,6 +943,7 @@ fn info_of(
         return Ok((
             ObjectInfo {
                 size: total,
+                crc32c,
                 sha256,
                 md5: None,
             },
@@ -911,6 +954,7 @@ fn info_of(
     Ok((
         ObjectInfo {
             size: content_length,
+            crc32c,
             sha256,
             md5,
         },
@@ -988,7 +1032,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(stored.size, 5);
-        assert_eq!(stored.md5_base64(), "XUFAKrxLKna5cZ2REBfFkg==");
+        assert_eq!(
+            stored.md5_base64().as_deref(),
+            Some("XUFAKrxLKna5cZ2REBfFkg==")
+        );
         let req = served.await.unwrap();
         assert!(
             req.starts_with(&format!("PUT {} HTTP/1.1\r\n", key())),

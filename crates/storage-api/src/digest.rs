@@ -1,40 +1,54 @@
 //! The digests a node reports for an object, and their wire forms: MD5 as base64 (the form of
-//! `Content-MD5`, RFC 1864) and SHA-256 as lowercase hex.
+//! `Content-MD5`, RFC 1864), SHA-256 as lowercase hex, CRC32C as 8 lowercase hex digits.
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-/// MD5 and SHA-256 of an object's bytes, and their count.
+use crate::blocks::crc32c_hex;
+
+/// What a node knows of an object's bytes: their count, and the checksums it holds.
+///
+/// Copies written by this version carry a CRC32C (of the whole object; the node also keeps one
+/// per block, see [`crate::blocks`]) and an MD5 only when the writer asked the node to check one.
+/// Copies written by earlier versions carry MD5 and SHA-256 and no CRC32C.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Digests {
-    /// MD5 (what `Content-MD5` and the metadata record carry).
-    pub md5: [u8; 16],
-    /// SHA-256 (stronger; what scrub trusts).
-    pub sha256: [u8; 32],
     /// Size in bytes.
     pub size: u64,
+    /// CRC32C of the whole object.
+    pub crc32c: Option<u32>,
+    /// MD5, when the node computed one.
+    pub md5: Option<[u8; 16]>,
+    /// SHA-256 (copies written by earlier versions).
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl Digests {
     /// MD5 as base64, the form of `Content-MD5` (RFC 1864).
-    pub fn md5_base64(&self) -> String {
-        md5_base64(&self.md5)
+    pub fn md5_base64(&self) -> Option<String> {
+        self.md5.as_ref().map(md5_base64)
     }
 
     /// SHA-256 as lowercase hex.
-    pub fn sha256_hex(&self) -> String {
-        to_hex(&self.sha256)
+    pub fn sha256_hex(&self) -> Option<String> {
+        self.sha256.as_ref().map(|s| to_hex(s))
+    }
+
+    /// CRC32C as 8 lowercase hex digits.
+    pub fn crc32c_hex(&self) -> Option<String> {
+        self.crc32c.map(crc32c_hex)
     }
 }
 
 impl fmt::Debug for Digests {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Digests")
+            .field("size", &self.size)
+            .field("crc32c", &self.crc32c_hex())
             .field("md5", &self.md5_base64())
             .field("sha256", &self.sha256_hex())
-            .field("size", &self.size)
             .finish()
     }
 }

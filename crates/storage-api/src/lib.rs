@@ -12,10 +12,12 @@
 //!   its [`HasErrorCode`](manta_types::HasErrorCode) mapping.
 //! - [`key`]: [`ObjectKey`], the `<owner>/<objectId>` name of an object on a node and in its
 //!   dataset (`objects/<owner>/<objectId>`).
-//! - [`digest`]: [`Digests`] and the wire forms of MD5 (base64) and SHA-256 (hex).
+//! - [`blocks`]: the per-block CRC32C checksums that protect bytes at rest and in flight.
+//! - [`digest`]: [`Digests`] and the wire forms of MD5 (base64), SHA-256 and CRC32C (hex).
 //! - [`range`]: the `Range` header.
 //! - [`CommitRequest`], [`CommitResult`]: the body and answer of `POST /mpu/commit`.
-//! - Header names and statuses: [`COMPUTED_MD5_HEADER`], [`COMPUTED_SHA256_HEADER`],
+//! - Header names and statuses: [`COMPUTED_MD5_HEADER`], [`COMPUTED_CRC32C_HEADER`],
+//!   [`COMPUTED_SHA256_HEADER`],
 //!   [`QUARANTINED_HEADER`], [`MD5_MISMATCH_STATUS`].
 //!
 //! # Guarantees
@@ -40,6 +42,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blocks;
 pub mod client;
 pub mod digest;
 pub mod error;
@@ -57,11 +60,21 @@ pub use key::{InvalidObjectKey, OBJECTS_DIR, ObjectKey};
 pub use range::{ByteRange, RangeError};
 
 /// Response header of a PUT (and of a commit): the base64 MD5 the node computed over the
-/// bytes it stored.
+/// bytes it stored, when it was asked to check one (`Content-MD5`), and of a GET or HEAD of a
+/// copy whose MD5 the node holds.
 pub const COMPUTED_MD5_HEADER: &str = "x-joyent-computed-content-md5";
 
-/// Response header of a PUT, commit, GET and HEAD: the hex SHA-256 of the whole object.
+/// Response header of a PUT, commit, GET and HEAD: the CRC32C of the whole object, 8 hex
+/// digits (absent for copies written before CRC32C block sums).
+pub const COMPUTED_CRC32C_HEADER: &str = "x-manta-computed-crc32c";
+
+/// Response header of a GET and HEAD of a copy written before CRC32C block sums: the hex
+/// SHA-256 of the whole object.
 pub const COMPUTED_SHA256_HEADER: &str = "x-manta-computed-sha256";
+
+/// The request header (`true`) asking the node to compute and report the body's MD5 (which it
+/// otherwise computes only to check a `Content-MD5`).
+pub const COMPUTE_MD5_HEADER: &str = "x-manta-compute-md5";
 
 /// The request header asking the node to verify the body's MD5 (base64, RFC 1864).
 pub const CONTENT_MD5_HEADER: &str = "content-md5";
@@ -91,13 +104,14 @@ pub struct CommitRequest {
     pub parts: Vec<String>,
 }
 
-/// The answer to a commit: the digests of the result, as a PUT answers.
+/// The answer to a commit: the digests of the result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitResult {
-    /// Base64 MD5.
+    /// Base64 MD5 (a joined object's MD5 is what its metadata record carries).
     pub md5: String,
-    /// Hex SHA-256.
-    pub sha256: String,
+    /// Hex CRC32C (absent for a result joined by an earlier version, retried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc32c: Option<String>,
     /// Size in bytes.
     pub size: u64,
 }

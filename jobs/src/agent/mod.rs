@@ -1024,7 +1024,8 @@ impl Agent {
         // The condition is read while the bytes go to the node; bytes whose record may not be
         // written are removed again.
         let (d, cond) = tokio::join!(
-            self.storage.put(&object, PutRequest::stream(body, len)),
+            self.storage
+                .put(&object, PutRequest::stream(body, len).compute_md5()),
             cond
         );
         let d = d.context("write the output to this storage node")?;
@@ -1035,8 +1036,10 @@ impl Agent {
                 return Err(e);
             }
         };
-        let md5 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, d.md5);
-        let sha: String = d.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let Some(md5) = d.md5_base64() else {
+            self.remove_bytes(&object).await;
+            anyhow::bail!("the storage node reported no MD5 for a task output");
+        };
         let rec = MetadataRecord {
             version: manta_types::record::RECORD_VERSION,
             dirname: manta_types::path::dirname(&key).to_owned(),
@@ -1059,7 +1062,8 @@ impl Agent {
                     manta_storage_id: self.cfg.storage_id.clone(),
                 }],
                 created_from: None,
-                sha256: Some(sha),
+                sha256: d.sha256_hex(),
+                crc32c: d.crc32c_hex(),
             }),
             request_id: manta_util::http::current_request_id(),
         };

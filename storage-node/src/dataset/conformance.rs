@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{Dataset, DatasetError};
-use crate::digest::{Digests, DigestsExt as _, Hasher};
+use crate::digest::{Checksums, Digests};
+use storage_api::blocks::{BlockSums, block_size_for};
 
 /// A failed conformance check.
 #[derive(Debug, thiserror::Error)]
@@ -124,19 +125,30 @@ pub async fn check_xattrs_survive_rename(ds: &dyn Dataset) -> Result<(), Failure
     let a = scratch(ds, "xattr");
     let subdir = scratch(ds, "xattr-dir");
     let b = subdir.join("moved");
-    let mut h = Hasher::new();
-    h.update(b"checksummed");
-    let digests = h.finish();
+    // The largest table an object can have (512 block sums): what the attribute must hold.
+    let size = 1u64 << 40;
+    let blocks = BlockSums::new(block_size_for(size), size, (0..512).collect())
+        .expect("512 sums cover a 1 TiB object");
+    let digests = Checksums {
+        digests: Digests {
+            size,
+            crc32c: Some(blocks.whole()),
+            md5: Some([7; 16]),
+            sha256: None,
+        },
+        blocks: Some(blocks),
+    };
+    let written = digests.clone();
     let (a2, b2, sub2) = (a.clone(), b.clone(), subdir.clone());
     let read = manta_util::blocking(move || {
         let mut f = fs::File::create(&a2)?;
         f.write_all(b"checksummed")?;
-        digests.write_to(&f)?;
+        written.write_to(&f)?;
         f.sync_all()?;
         drop(f);
         fs::create_dir(&sub2)?;
         fs::rename(&a2, &b2)?;
-        let read = Digests::read_from(&fs::File::open(&b2)?);
+        let read = Checksums::read_from(&fs::File::open(&b2)?);
         fs::remove_dir_all(&sub2)?;
         Ok(read)
     })

@@ -272,3 +272,8 @@ pub fn md5_b64(data: &[u8]) -> String {
 pub fn sha_hex(data: &[u8]) -> String {
     storage_api::digest::to_hex(&sha2::Sha256::digest(data))
 }
+
+/// The hex CRC32C of `data`, as nodes report it.
+pub fn crc_hex(data: &[u8]) -> String {
+    storage_api::blocks::crc32c_hex(storage_api::blocks::crc32c(data))
+}

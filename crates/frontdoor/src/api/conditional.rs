@@ -126,6 +126,7 @@ mod tests {
                     sharks: vec![],
                     created_from: None,
                     sha256: None,
+                    crc32c: None,
                 }),
                 request_id: None,
             },

@@ -119,7 +119,7 @@ pub async fn join_on(
                 sharks: sharks.to_vec(),
                 md5: r.md5,
                 size: r.size,
-                sha256: Some(r.sha256),
+                crc32c: r.crc32c,
             };
             Ok(Uncommitted::adopt(fd, owner, object_id, nodes, stored))
         }
