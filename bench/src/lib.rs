@@ -367,6 +367,97 @@ pub fn fill_noise(buf: &mut [u8], x: &mut u64) {
     }
 }
 
+/// `dd if=/dev/zero of=FILE bs=1M count=N conv=fsync` into `dir`, `streams` at once,
+/// `per_stream` files each (the raw disk baseline of a PUT); returns MiB/s. `dir` is removed
+/// afterwards.
+///
+/// # Errors
+/// When dd cannot run or fails.
+pub fn dd_write(
+    dir: &std::path::Path,
+    size_mib: u64,
+    streams: usize,
+    per_stream: usize,
+) -> anyhow::Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let t = Instant::now();
+    let handles: Vec<_> = (0..streams)
+        .map(|s| {
+            let dir = dir.to_owned();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                for i in 0..per_stream {
+                    let st = std::process::Command::new("dd")
+                        .arg("if=/dev/zero")
+                        .arg(format!("of={}", dir.join(format!("dd-{s}-{i}")).display()))
+                        .args([
+                            "bs=1M",
+                            &format!("count={size_mib}"),
+                            "conv=fsync",
+                            "status=none",
+                        ])
+                        .status()?;
+                    anyhow::ensure!(st.success(), "dd failed");
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join()
+            .map_err(|_| anyhow::anyhow!("dd thread panicked"))??;
+    }
+    let bytes = size_mib * MIB as u64 * (streams * per_stream) as u64;
+    let r = bytes as f64 / MIB as f64 / t.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(dir)?;
+    Ok(r)
+}
+
+/// An S3 client (`object_store`, unsigned payloads) of bucket `bench` on the region's S3
+/// listener at `endpoint`, with a fresh key of the region's account; the bucket is created.
+///
+/// # Errors
+/// When the key cannot be made or the bucket created.
+pub async fn s3_bench_bucket(
+    region: &testkit::TestRegion,
+    endpoint: &str,
+) -> anyhow::Result<object_store::aws::AmazonS3> {
+    use anyhow::Context as _;
+    let out = region
+        .manta_adm()?
+        .args(["s3-key", "create", &region.account.login, "--json"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "manta-adm s3-key create failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let ak = v["accessKeyId"].as_str().context("key id")?;
+    let sk = v["secretAccessKey"].as_str().context("secret")?;
+    // `object_store` does not create buckets: `PUT /bench` with a presigned URL.
+    let url = testkit::s3::Presign {
+        base: endpoint,
+        method: "PUT",
+        path: "/bench",
+        access_key: ak,
+        secret_key: sk,
+        expires: 300,
+        now: std::time::SystemTime::now(),
+    }
+    .url();
+    let created = reqwest::Client::new().put(url).send().await?;
+    anyhow::ensure!(
+        created.status().is_success(),
+        "could not create the bench bucket: {}",
+        created.status()
+    );
+    Ok(object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region("us-east-1")
+        .with_bucket_name("bench")
+        .with_access_key_id(ak)
+        .with_secret_access_key(sk)
+        .with_unsigned_payload(true)
+        .build()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

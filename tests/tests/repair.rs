@@ -146,13 +146,15 @@ async fn all_have_two_good_copies(
     Ok(())
 }
 
-/// Stores `bytes` at `<dir>/victim` and flips a bit of its copy on the first node its record
-/// names. Returns the nodes the record names, that node's index, and the corrupt bytes.
+/// Stores `bytes` at `<dir>/victim` and flips a run of 16 bytes from `at` of its copy on the
+/// first node its record names. Returns the nodes the record names, that node's index, and the
+/// corrupt bytes.
 async fn corrupt_a_copy(
     region: &TestRegion,
     c: &MantaClient,
     dir: &str,
     bytes: &[u8],
+    at: usize,
 ) -> (Vec<String>, usize, Vec<u8>) {
     c.mkdir(dir).await.unwrap();
     put_object(c, &format!("{dir}/victim"), bytes.to_vec())
@@ -168,7 +170,9 @@ async fn corrupt_a_copy(
         .pop()
         .unwrap();
     let mut flipped = bytes.to_vec();
-    flipped[3] ^= 0x20;
+    for b in &mut flipped[at..(at + 16).min(bytes.len())] {
+        *b ^= 0x20;
+    }
     std::fs::write(&file, &flipped).unwrap();
     (named, i, flipped)
 }
@@ -233,7 +237,7 @@ async fn a_copy_flipped_on_disk_is_found_by_scrub_and_replaced() {
     let c = client(&region, &region.account).await;
     let dir = format!("/{}/stor/flip", region.account.login);
     let bytes = body(7, 0);
-    let (before, node, flipped) = corrupt_a_copy(&region, &c, &dir, &bytes).await;
+    let (before, node, flipped) = corrupt_a_copy(&region, &c, &dir, &bytes, 3).await;
     let node = &region.storage[node];
 
     let want: BTreeMap<String, Vec<u8>> = [("victim".to_owned(), bytes.clone())].into();
@@ -263,50 +267,52 @@ async fn a_copy_flipped_on_disk_is_found_by_scrub_and_replaced() {
 }
 
 #[tokio::test]
-async fn a_copy_found_corrupt_by_a_read_is_replaced() {
-    // No scrub: only the front door's read can notice.
+async fn every_read_succeeds_past_a_corrupt_copy_and_the_first_that_meets_it_queues_its_repair() {
+    // No scrub: only a read can notice.
     let region = TestRegion::start_with(options("1h", &[])).await.unwrap();
     let c = client(&region, &region.account).await;
     let dir = format!("/{}/stor/read", region.account.login);
-    let bytes = body(11, 0);
+    // 2 MB with a run of bytes flipped in the second 1 MiB block of one copy.
+    let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let path = format!("{dir}/victim");
-    let (before, node, flipped) = corrupt_a_copy(&region, &c, &dir, &bytes).await;
+    let (before, node, flipped) = corrupt_a_copy(&region, &c, &dir, &bytes, 1_500_000).await;
     let node = &region.storage[node];
 
-    // Reads pick a copy at random; read until one was served from the corrupt copy (and cut).
-    let mut cut = 0;
-    for _ in 0..40 {
-        match c.get_bytes(&path).await {
-            Ok(got) => assert_eq!(got.as_ref(), bytes.as_slice(), "corrupt bytes served"),
-            Err(_) => {
-                cut += 1;
-                break;
-            }
-        }
+    // Reads pick a copy at random. Every one succeeds with the right bytes: one that meets the
+    // bad block goes on from the good copy at the same offset.
+    let resumed = || async {
+        let m = testkit::metrics(&region.url).await;
+        m.lines()
+            .find(|l| l.starts_with("frontdoor_reads_resumed_total"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let mut reads = 0;
+    while reads < 10 || (resumed().await == 0.0 && reads < 40) {
+        let got = c.get_bytes(&path).await.expect("every read succeeds");
+        assert!(
+            got.as_ref() == bytes.as_slice(),
+            "read {reads}: other bytes served"
+        );
+        reads += 1;
     }
-    assert_eq!(cut, 1, "no read came from the corrupt copy");
+    assert_eq!(
+        resumed().await,
+        1.0,
+        "one read met the bad copy and went on from the other"
+    );
+    // That node quarantined its copy at once: later reads never try it.
+    assert!(
+        testkit::region::files_holding(&node.data, &flipped)
+            .iter()
+            .all(|p| !p.components().any(|c| c.as_os_str() == "objects"))
+    );
     let want: BTreeMap<String, Vec<u8>> = [("victim".to_owned(), bytes.clone())].into();
     wait_for(
         "the corrupt copy is replaced",
         Duration::from_secs(60),
         || async { all_have_two_good_copies(&region, &c, &dir, &want, &before[0]).await },
-    )
-    .await;
-    // The node's corrupt copy is no longer named, so its garbage collection removes it.
-    wait_for(
-        "the corrupt bytes are collected",
-        Duration::from_secs(30),
-        || async {
-            let left: Vec<PathBuf> = testkit::region::files_holding(&node.data, &flipped)
-                .into_iter()
-                .filter(|p| p.components().any(|c| c.as_os_str() == "objects"))
-                .collect();
-            if left.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("{left:?}"))
-            }
-        },
     )
     .await;
 }

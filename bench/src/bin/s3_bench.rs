@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use manta_auth::KeySigner;
 use manta_bench::{Case, MIB, count_bytes, median, shared_chunks};
 use manta_client::{ClientConfig, MantaClient, PutOptions};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload, WriteMultipart};
 use testkit::{RegionOptions, TestRegion};
@@ -71,19 +71,6 @@ async fn get(ctx: Arc<Ctx>, api: Api, name: String) -> Result<u64> {
     }
 }
 
-fn s3_key(region: &TestRegion) -> Result<(String, String)> {
-    let out = region
-        .manta_adm()?
-        .args(["s3-key", "create", &region.account.login, "--json"])
-        .output()?;
-    anyhow::ensure!(out.status.success(), "manta-adm s3-key create failed");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    Ok((
-        v["accessKeyId"].as_str().context("key id")?.to_owned(),
-        v["secretAccessKey"].as_str().context("secret")?.to_owned(),
-    ))
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
@@ -101,21 +88,8 @@ async fn main() -> Result<()> {
     };
     let manta = MantaClient::with_signer(cfg, Some(Arc::new(KeySigner::from_file(&acct.key)?)))?;
     manta.mkdir("~~/stor/bench").await?;
-    let (ak, sk) = s3_key(&region)?;
     let endpoint = format!("http://127.0.0.1:{port}");
-    let s3 = AmazonS3Builder::new()
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_bucket_name("bench")
-        .with_access_key_id(&ak)
-        .with_secret_access_key(&sk)
-        .with_unsigned_payload(true)
-        .build()?;
-    // Make the bucket with a signed request of the same client family.
-    let http = reqwest::Client::new();
-    let created = create_bucket(&http, &endpoint, &ak, &sk).await?;
-    anyhow::ensure!(created, "could not create the bench bucket");
+    let s3 = manta_bench::s3_bench_bucket(&region, &endpoint).await?;
     let ctx = Arc::new(Ctx { manta, s3 });
 
     println!("S3 API vs Manta API, same region and data path (durability 2), medians of rounds");
@@ -187,19 +161,4 @@ async fn main() -> Result<()> {
         m / s * 100.0
     );
     Ok(())
-}
-
-/// `PUT /bench` with a SigV4 presigned URL (`object_store` does not create buckets).
-async fn create_bucket(http: &reqwest::Client, endpoint: &str, ak: &str, sk: &str) -> Result<bool> {
-    let url = testkit::s3::Presign {
-        base: endpoint,
-        method: "PUT",
-        path: "/bench",
-        access_key: ak,
-        secret_key: sk,
-        expires: 300,
-        now: std::time::SystemTime::now(),
-    }
-    .url();
-    Ok(http.put(url).send().await?.status().is_success())
 }

@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use clap::Parser;
 use futures_util::StreamExt as _;
-use manta_bench::{fill_noise, median};
+use manta_bench::{dd_write, fill_noise, median};
 use manta_pki::Role;
 use storage_api::{ObjectKey, PutRequest, StorageClient};
 
@@ -195,44 +195,6 @@ async fn get_case(node: &Node, keys: &[ObjectKey], streams: usize) -> Result<f64
         total += t.await??;
     }
     Ok(mibps(total, t.elapsed()))
-}
-
-/// `dd if=/dev/zero of=FILE bs=1M count=N conv=fsync`, `streams` at once, `per_stream` files
-/// each; returns MiB/s.
-fn dd_write(dir: &Path, size_mib: u64, streams: usize, per_stream: usize) -> Result<f64> {
-    std::fs::create_dir_all(dir)?;
-    let t = Instant::now();
-    let handles: Vec<_> = (0..streams)
-        .map(|s| {
-            let dir = dir.to_owned();
-            std::thread::spawn(move || -> Result<()> {
-                for i in 0..per_stream {
-                    let st = Command::new("dd")
-                        .arg("if=/dev/zero")
-                        .arg(format!("of={}", dir.join(format!("dd-{s}-{i}")).display()))
-                        .args([
-                            "bs=1M",
-                            &format!("count={size_mib}"),
-                            "conv=fsync",
-                            "status=none",
-                        ])
-                        .status()?;
-                    if !st.success() {
-                        bail!("dd failed");
-                    }
-                }
-                Ok(())
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join()
-            .map_err(|_| anyhow::anyhow!("dd thread panicked"))??;
-    }
-    let bytes = size_mib * MIB * (streams * per_stream) as u64;
-    let r = mibps(bytes, t.elapsed());
-    std::fs::remove_dir_all(dir)?;
-    Ok(r)
 }
 
 /// Reads `files` in this process with 1 MiB reads (no per-file process start, unlike dd),
