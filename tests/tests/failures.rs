@@ -234,3 +234,68 @@ async fn limits_answer_with_their_codes() {
         .await;
     assert_eq!(code(e), "NotEnoughSpace");
 }
+
+/// Unmounts (lazily: the node may still hold it) the filesystem at its path when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_large_uploads_never_overfill_a_small_node() {
+    let mut region = TestRegion::start().await.unwrap();
+    // The first node's dataset on a 64 MiB filesystem of its own.
+    let data = region.storage[0].data.clone();
+    region.storage[0].kill();
+    let st = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64m,mode=0700",
+            "manta-small-node",
+        ])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount a tmpfs on {}", data.display());
+    let _mounted = Mounted(data.clone());
+    region.restart_storage_node(0).await.unwrap();
+    // Its next heartbeat shows the small filesystem; the front door reads it within a second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Eight 20 MiB uploads at once, two copies each: placed one after another, every one
+    // would see the small node's 64 MiB free, and together they would need more than twice
+    // that there. Each upload's bytes count against its nodes from the moment it is placed,
+    // so the small node takes no more than it holds, and every upload succeeds.
+    let c = client(&region, &region.account).await;
+    let body = bytes::Bytes::from(vec![b'z'; 20 * 1024 * 1024]);
+    let puts: Vec<_> = (0..8)
+        .map(|i| {
+            let (c, body) = (c.clone(), body.clone());
+            tokio::spawn(async move {
+                c.put_bytes(&format!("~~/stor/big-{i}"), body, PutOptions::default())
+                    .await
+            })
+        })
+        .collect();
+    for (i, p) in puts.into_iter().enumerate() {
+        let r = p.await.unwrap();
+        assert!(r.is_ok(), "upload {i}: {r:?}");
+    }
+    let on_small = object_files(&data.join("objects")).len();
+    assert!(
+        on_small <= 3,
+        "{on_small} copies of 20 MiB on a 64 MiB node"
+    );
+    for i in 0..8 {
+        let info = c.info(&format!("~~/stor/big-{i}")).await.unwrap();
+        assert_eq!(info.header("durability-level"), Some("2"));
+    }
+}

@@ -18,6 +18,7 @@
 //! figures from the same kind of run on this machine (Garage v2.0.0, 3 nodes, replication 2,
 //! no fsync of data; not re-measured here: it is not installed).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,8 @@ enum Target {
 struct Ctx {
     s3: AmazonS3,
     node: StorageClient,
+    /// The front door's Manta API (its `/metrics`).
+    door_url: String,
 }
 
 /// `size` bytes as chunks of one shared buffer (no big allocation).
@@ -116,6 +119,56 @@ fn garage(label: &str, op: &str) -> f64 {
     }
 }
 
+/// The cumulative counts of `frontdoor_step_seconds` buckets in a `/metrics` text, by
+/// (op, step), as (upper bound, count) pairs in bound order.
+fn step_buckets(metrics: &str) -> BTreeMap<(String, String), Vec<(f64, f64)>> {
+    let mut out: BTreeMap<(String, String), Vec<(f64, f64)>> = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("frontdoor_step_seconds_bucket{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+        };
+        let (Some(op), Some(step), Some(le)) = (label("op"), label("step"), label("le")) else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        if let Ok(v) = value.trim().parse::<f64>() {
+            out.entry((op, step)).or_default().push((le, v));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+/// The bucket bound (ms) under which a fraction `q` of the observations between two scrapes
+/// fell: an upper estimate of that percentile.
+fn quantile_ms(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let count =
+        |v: &[(f64, f64)], le: f64| v.iter().find(|(b, _)| *b == le).map_or(0.0, |(_, c)| *c);
+    let total = after.last()?.1 - before.last().map_or(0.0, |x| x.1);
+    if total <= 0.0 {
+        return None;
+    }
+    after
+        .iter()
+        .find(|(le, c)| c - count(before, *le) >= q * total)
+        .map(|(le, _)| le * 1e3)
+}
+
 /// One measured cell: rate, latency, CPU.
 struct Cell {
     ops_s: f64,
@@ -125,6 +178,8 @@ struct Cell {
     /// CPU seconds per GiB moved: the front door's, the storage nodes'.
     cpu_door: f64,
     cpu_nodes: f64,
+    /// The front door's steps of this operation: name, p50 and p99 (ms, bucket bounds).
+    steps: Vec<(String, f64, f64)>,
 }
 
 async fn measure(
@@ -134,9 +189,26 @@ async fn measure(
     op: &str,
     rounds: usize,
 ) -> Result<Cell> {
+    let steps_before = step_buckets(&testkit::metrics(&ctx.door_url).await);
     let before = cpu_snapshot();
     let r = case.rounds(op, rounds, ctx, t, put, get).await?;
     let (by, _) = cpu_delta(&before, &cpu_snapshot());
+    let steps_after = step_buckets(&testkit::metrics(&ctx.door_url).await);
+    let mut steps = Vec::new();
+    for ((o, step), after) in &steps_after {
+        if !o.eq_ignore_ascii_case(op) {
+            continue;
+        }
+        let before = steps_before
+            .get(&(o.clone(), step.clone()))
+            .map_or(&[][..], Vec::as_slice);
+        if let (Some(p50), Some(p99)) = (
+            quantile_ms(before, after, 0.5),
+            quantile_ms(before, after, 0.99),
+        ) {
+            steps.push((step.clone(), p50, p99));
+        }
+    }
     let gib = (case.size * case.count * rounds) as f64 / (1024.0 * MIB as f64);
     let cpu = |name: &str| {
         by.iter()
@@ -153,6 +225,7 @@ async fn measure(
         p99_ms: lat.p99.as_secs_f64() * 1e3,
         cpu_door: cpu("frontdoor"),
         cpu_nodes: cpu("storage-node"),
+        steps,
     })
 }
 
@@ -197,7 +270,11 @@ async fn main() -> Result<()> {
         )?)
         .build()
         .node(region.storage[0].url.clone());
-    let ctx = Arc::new(Ctx { s3, node });
+    let ctx = Arc::new(Ctx {
+        s3,
+        node,
+        door_url: region.url.clone(),
+    });
 
     // The raw disk, on the filesystem of the region's datasets, in the PUT rows' shapes.
     let scratch = region.dir().join("dd");
@@ -222,6 +299,7 @@ async fn main() -> Result<()> {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut node_large_put = 0.0;
+    let mut steps = Vec::new();
     for &(size, label, conc, count) in rows {
         for op in ["PUT", "GET"] {
             let case = Case::new(label, size, conc, count);
@@ -243,6 +321,7 @@ async fn main() -> Result<()> {
             if label == "64MiB" && op == "PUT" {
                 node_large_put = n.mib_s;
             }
+            steps.push((format!("{label}, {conc} {op}"), d.steps.clone()));
             let g = garage(label, op);
             println!(
                 "| {label}, {conc} | {op} | {} | {:.1} / {:.1} | {} | {:.2}x | {g:.0} | {:.2}x | {:.2} + {:.2} |",
@@ -256,6 +335,15 @@ async fn main() -> Result<()> {
                 d.cpu_nodes,
             );
         }
+    }
+    println!();
+    println!("Steps through the front door, p50 / p99 ms (histogram bucket bounds):");
+    for (row, st) in &steps {
+        let cells: Vec<String> = st
+            .iter()
+            .map(|(name, p50, p99)| format!("{name} {p50} / {p99}"))
+            .collect();
+        println!("- {row}: {}", cells.join(", "));
     }
     println!();
     println!(

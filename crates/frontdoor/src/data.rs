@@ -263,7 +263,7 @@ pub async fn store(
     body: impl UploadBody,
 ) -> ApiResult<Uncommitted> {
     let cfg = &fd.cfg;
-    let mut limit = len.exact.or(len.max).unwrap_or(cfg.max_streaming_size);
+    let limit = len.exact.or(len.max).unwrap_or(cfg.max_streaming_size);
     // A body of unknown length is placed where at least `chunked_reserve` is free, and may then
     // grow to the free space of the fullest node chosen (and no further than the limit).
     let placement = len
@@ -275,6 +275,37 @@ pub async fn store(
         return empty_upload(fd, creator, object_id, content_md5);
     }
     let key = object_key(creator, &object_id.to_string())?;
+    let (streams, reservation, limit) = fd
+        .step(
+            "put",
+            "place",
+            place(fd, copies, len, limit, placement, &key),
+        )
+        .await?;
+    let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
+    let stored = fd
+        .step(
+            "put",
+            "stream",
+            pump(fd, streams, &key, len, limit, content_md5, body),
+        )
+        .await?;
+    drop(reservation);
+    Ok(Uncommitted::adopt(fd, creator, object_id, nodes, stored))
+}
+
+/// Chooses the nodes of a new upload of `key` and connects to each (trying up to three sets),
+/// reserving `placement` bytes on them. Answers the uploads started, the reservation, and the
+/// limit on the body's size (lowered, for a body of unknown length, to the room on the
+/// fullest node chosen).
+async fn place(
+    fd: &Arc<Frontdoor>,
+    copies: u32,
+    len: BodyLength,
+    mut limit: u64,
+    placement: u64,
+    key: &ObjectKey,
+) -> ApiResult<(Vec<NodeUpload>, crate::picker::Reservation, u64)> {
     fd.picker
         .ensure_loaded()
         .await
@@ -291,7 +322,7 @@ pub async fn store(
         };
         // Counted against the nodes at once, so uploads placed meanwhile see it.
         reservation = Some(fd.picker.reserve(&set, placement));
-        let (ok, failed) = start_all(fd, &set, &key, len).await;
+        let (ok, failed) = start_all(fd, &set, key, len).await;
         for (node, e) in &failed {
             warn!(error = %e, node = %node.storage_id, "storage node unavailable; placing elsewhere");
             fd.picker.mark_down(&node.storage_id);
@@ -311,16 +342,13 @@ pub async fn store(
         }
         abort_all(ok).await;
     }
-    let Some(streams) = streams else {
-        return Err(err(
+    match (streams, reservation) {
+        (Some(streams), Some(reservation)) => Ok((streams, reservation, limit)),
+        _ => Err(err(
             ErrorCode::ServiceUnavailable,
             "No storage nodes available for this request",
-        ));
-    };
-    let nodes: Vec<_> = streams.iter().map(|s| s.node.clone()).collect();
-    let stored = pump(fd, streams, &key, len, limit, content_md5, body).await?;
-    drop(reservation);
-    Ok(Uncommitted::adopt(fd, creator, object_id, nodes, stored))
+        )),
+    }
 }
 
 /// An upload of zero bytes as object `object_id` of `creator`: nothing is stored, anywhere.
@@ -369,6 +397,14 @@ pub async fn store_on(
         return empty_upload(fd, creator, object_id, content_md5);
     }
     let key = object_key(creator, &object_id.to_string())?;
+    // The part's bytes count against its nodes like any upload's, so uploads placed meanwhile
+    // go elsewhere when these nodes are filling up.
+    let reservation = fd.picker.reserve(
+        nodes,
+        len.exact
+            .or(len.max)
+            .unwrap_or(fd.cfg.chunked_reserve.min(limit)),
+    );
     let (ok, failed) = start_all(fd, nodes, &key, len).await;
     for (node, e) in &failed {
         warn!(error = %e, node = %node.storage_id, "storage node of a fixed set unavailable");
@@ -382,6 +418,7 @@ pub async fn store_on(
         ));
     }
     let stored = pump(fd, ok, &key, len, limit, content_md5, body).await?;
+    drop(reservation);
     Ok(Uncommitted::adopt(
         fd,
         creator,
@@ -824,7 +861,7 @@ impl Uncommitted {
         write: impl Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
         self.state = Commit::Writing;
-        let written = write.await;
+        let written = self.fd.step("put", "commit", write).await;
         match &written {
             Err(e) if e.refused() => {
                 // Nothing points at the new copies: take them back.
@@ -912,6 +949,17 @@ pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = io::Result<Bytes>> + S
 /// # Errors
 /// `ServiceUnavailable` when no copy answers.
 pub async fn fetch(
+    fd: &Arc<Frontdoor>,
+    obj: &ObjectInfo,
+    creator: &str,
+    range: Option<ByteRange>,
+) -> ApiResult<(StatusCode, Option<String>, ByteStream)> {
+    fd.step("get", "open", open_read(fd, obj, creator, range))
+        .await
+}
+
+/// [`fetch`], untimed.
+async fn open_read(
     fd: &Arc<Frontdoor>,
     obj: &ObjectInfo,
     creator: &str,

@@ -74,7 +74,37 @@ async fn connect_moray(cfg: &Config, tls: &moray::Tls) -> Result<ShardedClient> 
     })
 }
 
+/// The buckets of `frontdoor_step_seconds`: finer than a request's, as each step of a small
+/// request takes well under a millisecond to a few milliseconds.
+pub const STEP_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,
+    0.256, 1.0, 10.0,
+];
+
 impl Frontdoor {
+    /// Runs `fut` as step `step` of an object request of kind `op` (`put`, `get`), timing it in
+    /// the histogram `frontdoor_step_seconds{op,step}`: where a request's time goes (`check`:
+    /// the metadata read and checks before a write; `place`: choosing nodes and connecting;
+    /// `stream`: the bytes to every node, fsynced; `commit`: the record write; `lookup`: the
+    /// record read of a read; `open`: a node's first answer).
+    pub async fn step<T>(
+        &self,
+        op: &'static str,
+        step: &'static str,
+        fut: impl std::future::Future<Output = T>,
+    ) -> T {
+        let t = std::time::Instant::now();
+        let out = fut.await;
+        self.metrics.observe_in(
+            "frontdoor_step_seconds",
+            "Time spent in each step of object requests.",
+            STEP_BUCKETS,
+            &[("op", op), ("step", step)],
+            t.elapsed().as_secs_f64(),
+        );
+        out
+    }
+
     /// Connects to the metadata tier and prepares its buckets, waiting up to `wait` for Moray to
     /// answer (services of a region start together).
     ///

@@ -221,7 +221,10 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         .unwrap_or("application/octet-stream")
         .to_owned();
 
-    let target = WriteTarget::for_put(ctx).await?;
+    let target = ctx
+        .fd
+        .step("put", "check", WriteTarget::for_put(ctx))
+        .await?;
 
     let upload = crate::data::store(
         &ctx.fd,

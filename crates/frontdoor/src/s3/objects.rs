@@ -424,8 +424,10 @@ pub async fn put_object(
     let fields = new_object_headers!(i)?;
     let md5 = content_md5(i.content_md5.as_deref())?;
     let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
-    let cond = object_write_condition!(api, &owner, i).await?;
     let fd = &api.fd;
+    let cond = fd
+        .step("put", "check", object_write_condition!(api, &owner, i))
+        .await?;
     let body = body_stream(i.body);
     let bytes = data::store(fd, &owner, fd.cfg.default_copies, len, md5.as_deref(), body)
         .await
@@ -543,7 +545,7 @@ macro_rules! read_object {
             if_modified_since: i.if_modified_since.as_ref(),
             if_unmodified_since: i.if_unmodified_since.as_ref(),
         };
-        let (entry, span) = read_entry(
+        let read = read_entry(
             $api,
             &b.rec,
             &i.key,
@@ -551,8 +553,8 @@ macro_rules! read_object {
             &cond,
             i.range.as_ref(),
             i.part_number,
-        )
-        .await?;
+        );
+        let (entry, span) = $api.fd.step("get", "lookup", read).await?;
         (entry.rec, span)
     }};
 }
