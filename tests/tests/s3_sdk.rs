@@ -656,3 +656,34 @@ async fn large_completions_keep_the_connection_alive() {
     assert_eq!(code, "ServiceUnavailable");
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_front_door_that_caches_buckets_forgets_its_own_changes_at_once() {
+    // Buckets read for object requests are cached for 30 s here (2 s by default).
+    let s3 = start_with(&["--account-cache-ttl", "30s"], &[]).await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "cached").await;
+    b.put("k", ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_of(b.get("k").send().await.unwrap()).await, b"v");
+    // The bucket is now in the cache. Deleted through this front door, it is gone at once.
+    b.delete("k").send().await.unwrap();
+    c.delete_bucket().bucket("cached").send().await.unwrap();
+    assert_eq!(
+        code_of(b.get("k").send().await),
+        ("NoSuchBucket".into(), 404)
+    );
+    assert_eq!(
+        code_of(b.put("k", ByteStream::from_static(b"v")).send().await),
+        ("NoSuchBucket".into(), 404)
+    );
+    // Made again, it is used at once.
+    Bucket::create(&c, "cached").await;
+    b.put("k", ByteStream::from_static(b"w"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body_of(b.get("k").send().await.unwrap()).await, b"w");
+}

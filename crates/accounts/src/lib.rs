@@ -9,12 +9,11 @@
 //! short time (`account_cache_ttl`) so each request does not cost a metadata round trip, which
 //! bounds how long a removed key keeps working.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use manta_auth::{Account, AccountKey, AccountStore, Limits, S3Key, StoreError};
+use manta_util::cache::TtlCache;
 use moray::types::{BucketConfig, FindOptions, IndexSpec, IndexType, PutOptions};
 use moray::{EtagCondition, MorayClient};
 use serde_json::Value;
@@ -56,7 +55,7 @@ fn from_value(v: Value) -> Result<Account, StoreError> {
 pub struct MorayAccounts {
     moray: MorayClient,
     ttl: Duration,
-    cache: Mutex<HashMap<String, (Instant, Account)>>,
+    cache: TtlCache<Account>,
 }
 
 impl MorayAccounts {
@@ -65,28 +64,20 @@ impl MorayAccounts {
         MorayAccounts {
             moray,
             ttl,
-            cache: Mutex::new(HashMap::new()),
+            cache: TtlCache::new(100_000),
         }
     }
 
     fn cached(&self, k: &str) -> Option<Account> {
-        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        c.get(k)
-            .filter(|(t, _)| t.elapsed() < self.ttl)
-            .map(|(_, a)| a.clone())
+        self.cache.get(k, self.ttl)
     }
 
     fn remember(&self, a: &Account) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if c.len() > 100_000 {
-            c.clear();
-        }
-        let now = Instant::now();
-        c.insert(format!("login:{}", a.login), (now, a.clone()));
-        c.insert(format!("uuid:{}", a.uuid), (now, a.clone()));
+        self.cache.insert(&format!("login:{}", a.login), a.clone());
+        self.cache.insert(&format!("uuid:{}", a.uuid), a.clone());
     }
 
     async fn find_one(&self, filter: &str) -> Result<Option<Account>, StoreError> {

@@ -8,6 +8,7 @@
 //! - [`http`]: the `observe` middleware (request id, span, access log, metrics),
 //!   `with_observability` (adds `/ping` and `/metrics`), error responses, and `serve`.
 //! - [`metrics`]: a small labelled registry rendered in the Prometheus text format.
+//! - [`cache`]: a small read cache whose entries expire (accounts, buckets).
 //! - [`proc`]: child processes as an unprivileged user, bound to the parent's life.
 //! - [`cli`]: what every command-line tool shares (a closed stdout ends it quietly).
 //! - [`secret`]: passwords kept in private files (the region's Postgres roles).
@@ -32,6 +33,7 @@
 //! # }
 //! ```
 
+pub mod cache;
 pub mod cli;
 pub mod http;
 pub mod logging;

@@ -12,12 +12,12 @@
 //! another account `AccessDenied`. It leaves the [`Caller`] and the [`BucketRef`] in the
 //! request's extensions for the operation, and names the operation for the metrics.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use manta_auth::{Account, AccountStore as _};
+use manta_util::cache::TtlCache;
 use s3s::S3ErrorCode;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -88,9 +88,17 @@ pub fn static_op(name: &str) -> &'static str {
 }
 
 /// Accounts by access key id, with the time they were read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyCache {
-    map: Mutex<HashMap<String, (Instant, Account)>>,
+    map: TtlCache<Account>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache {
+            map: TtlCache::new(100_000),
+        }
+    }
 }
 
 impl KeyCache {
@@ -105,31 +113,17 @@ impl KeyCache {
         access_key: &str,
         max_age: Duration,
     ) -> S3Result<Option<Account>> {
-        if let Some((t, a)) = self
-            .map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(access_key)
-            && t.elapsed() <= max_age
-        {
-            return Ok(Some(a.clone()));
+        if let Some(a) = self.map.get(access_key, max_age) {
+            return Ok(Some(a));
         }
         let found = fd
             .accounts
             .by_s3_key(access_key)
             .await
             .map_err(|e| unavailable(format!("account store: {e}")))?;
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 100_000 {
-            m.clear();
-        }
         match &found {
-            Some(a) => {
-                m.insert(access_key.to_owned(), (Instant::now(), a.clone()));
-            }
-            None => {
-                m.remove(access_key);
-            }
+            Some(a) => self.map.insert(access_key, a.clone()),
+            None => self.map.remove(access_key),
         }
         Ok(found)
     }
@@ -228,9 +222,15 @@ impl S3Access for Owners {
             // Whether the name is free is the operation's answer to give.
             return Ok(());
         }
+        // An object's bucket may come from the short read cache (what it guards is checked
+        // again after a write lands); operations on the bucket itself read it fresh.
+        let max_age = match cx.s3_path() {
+            S3Path::Object { .. } => self.fd.cfg.account_cache_ttl,
+            _ => Duration::ZERO,
+        };
         let b = self
             .meta
-            .bucket(&bucket)
+            .bucket_recent(&bucket, max_age)
             .await?
             .ok_or_else(|| no_such_bucket(&bucket))?;
         if b.rec.owner != uuid {

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 
 use manta_types::MetadataRecord;
+use manta_util::cache::TtlCache;
 use moray::filter::Filter;
 use moray::types::{
     BatchOp, BucketConfig, DelOptions, FindOptions, IndexSpec, IndexType, ObjectRecord, PutOptions,
@@ -149,6 +150,9 @@ pub struct Versioned<T> {
 pub struct Meta {
     moray: ShardedClient,
     ready: OnceCell<()>,
+    /// Bucket records recently read ([`Meta::bucket_recent`]); forgotten when this front door
+    /// changes one.
+    buckets: TtlCache<Versioned<BucketRecord>>,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(v: Value, what: &str) -> S3Result<T> {
@@ -229,6 +233,7 @@ impl Meta {
         Meta {
             moray,
             ready: OnceCell::new(),
+            buckets: TtlCache::new(10_000),
         }
     }
 
@@ -238,6 +243,7 @@ impl Meta {
         Meta {
             moray,
             ready: OnceCell::new_with(Some(())),
+            buckets: TtlCache::new(10_000),
         }
     }
 
@@ -280,6 +286,28 @@ impl Meta {
         found(got, |v| parse(v, "bucket"))
     }
 
+    /// A bucket by name, from a read less than `max_age` old when there is one. Only for checks
+    /// that are made again where it matters: a bucket deleted or given up meanwhile may still
+    /// be seen for `max_age` (by another front door; this one forgets its own changes).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn bucket_recent(
+        &self,
+        name: &str,
+        max_age: std::time::Duration,
+    ) -> S3Result<Option<Versioned<BucketRecord>>> {
+        if let Some(b) = self.buckets.get(name, max_age) {
+            return Ok(Some(b));
+        }
+        let b = self.bucket(name).await?;
+        match &b {
+            Some(b) if !max_age.is_zero() => self.buckets.insert(name, b.clone()),
+            _ => self.buckets.remove(name),
+        }
+        Ok(b)
+    }
+
     /// Writes a bucket record on condition `cond`; `Ok(false)` when the condition failed.
     ///
     /// # Errors
@@ -292,6 +320,7 @@ impl Meta {
             .system()
             .put_object(BUCKETS, &rec.name, value, PutOptions { etag: cond })
             .await;
+        self.buckets.remove(&rec.name);
         applied(put)
     }
 
@@ -305,6 +334,7 @@ impl Meta {
             .system()
             .del_object(BUCKETS, name, DelOptions::if_match(etag))
             .await;
+        self.buckets.remove(name);
         applied(deleted)
     }
 
