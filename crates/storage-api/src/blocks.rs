@@ -183,11 +183,14 @@ impl BlockSums {
         }
     }
 
-    /// The whole object's CRC32C.
+    /// The whole object's CRC32C (for an object of one block, that block's sum: no combining).
     pub fn whole(&self) -> u32 {
-        let mut acc = 0u32;
-        for (i, &s) in self.sums.iter().enumerate() {
-            let (_, len) = self.extent(i);
+        let Some((&first, rest)) = self.sums.split_first() else {
+            return 0;
+        };
+        let mut acc = first;
+        for (i, &s) in rest.iter().enumerate() {
+            let (_, len) = self.extent(i + 1);
             acc = ::crc32c::crc32c_combine(acc, s, len as usize);
         }
         acc
