@@ -5,7 +5,7 @@
 //! Properties checked, besides "no panic": what parses renders back to text that parses to the
 //! same value (paths, `Authorization` headers, key ids, presigned queries, Moray filters, job
 //! JSON, ranges, S3 XML bodies); parsed values keep their invariants (path and name limits,
-//! ranges inside the object, job sizes from the allowed lists, filter depth); a filter's SQL
+//! ranges inside the object, checksum tables that cover their object, job sizes from the allowed lists, filter depth); a filter's SQL
 //! holds none of the filter's text; a request authenticates only within the date skew, before
 //! its expiry and never for a blocked account; and the S3 service never answers an unsigned
 //! request with success.
@@ -25,6 +25,7 @@
 //! - [`jobs`]: the job JSON users submit.
 //! - [`images`]: the OCI image archives phases run in, as an agent unpacks them.
 //! - [`ranges`]: `Range` headers (Manta API and storage nodes; S3 reads and part copies).
+//! - [`storage`]: the checksum attribute a storage node stores with each object.
 //! - [`s3`]: the XML bodies the S3 API accepts, and whole S3 requests through `s3s` as the
 //!   listener configures it (SigV4/SigV2 headers and presigned queries, paths, headers, bodies).
 
@@ -35,6 +36,7 @@ pub mod jobs;
 pub mod paths;
 pub mod ranges;
 pub mod s3;
+pub mod storage;
 
 /// A fuzz target: panics when the input breaks a property.
 pub type Target = fn(&[u8]);
@@ -51,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("s3_xml", s3::s3_xml),
     ("s3_request", s3::s3_request),
     ("oci_image", images::oci_image),
+    ("checksum_attribute", storage::checksum_attribute),
 ];
 
 /// The target named `name`.
