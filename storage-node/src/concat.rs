@@ -38,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode};
 use manta_types::ErrorCode;
 use sha2::Digest as _;
-use storage_api::blocks::{BlockSums, crc32c_append, crc32c_hex};
+use storage_api::blocks::{BlockSums, crc32c_append};
 
 use crate::dataset::dir::sync_dir;
 use crate::digest::{Checksums, Digests, StreamHasher};
@@ -358,20 +358,10 @@ impl PartCheck {
                 let end = at + chunk.len() as u64;
                 if end.is_multiple_of(blocks.block_size()) || end == blocks.size() {
                     let i = blocks.block_of(at);
-                    let want = blocks.sums().get(i).copied();
-                    if want != Some(*crc) {
-                        let (offset, _) = blocks.extent(i);
-                        let mut note = QuarantineNote::new(
-                            key,
-                            format!("block {i} (at byte {offset}) fails its stored CRC32C"),
-                        )
-                        .sums(
-                            want.map(|w| format!("crc32c:{}", crc32c_hex(w))),
-                            Some(format!("crc32c:{}", crc32c_hex(*crc))),
-                        );
-                        note.offset = Some(offset);
-                        return Err(Box::new(note));
-                    }
+                    let (_, len) = blocks.extent(i);
+                    blocks.verify(i, *crc, len).map_err(|bad| {
+                        Box::new(QuarantineNote::new(key, format!("{bad}")).bad_block(&bad))
+                    })?;
                     *crc = 0;
                 }
                 Ok(())

@@ -259,17 +259,7 @@ pub fn check_block(file: &File, blocks: &BlockSums, i: usize) -> Result<(), Read
         crc = storage_api::blocks::crc32c_append(crc, &buf[..n]);
         done += n as u64;
     }
-    let expected = blocks.sums()[i];
-    if crc == expected {
-        Ok(())
-    } else {
-        Err(ReadError::Bad(BadBlock {
-            index: i,
-            offset: start,
-            expected,
-            actual: crc,
-        }))
-    }
+    blocks.verify(i, crc, len).map_err(ReadError::Bad)
 }
 
 /// The object files of one dataset.

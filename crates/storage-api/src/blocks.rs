@@ -168,10 +168,18 @@ impl BlockSums {
     /// # Errors
     /// [`BadBlock`] when they differ from the stored sum (or the length is wrong).
     pub fn check(&self, index: usize, data: &[u8]) -> Result<(), BadBlock> {
-        let (offset, len) = self.extent(index);
-        let actual = crc32c(data);
+        self.verify(index, crc32c(data), data.len() as u64)
+    }
+
+    /// Checks that block `index`, whose `len` bytes were hashed (as they were read) to
+    /// `actual`, is what was stored.
+    ///
+    /// # Errors
+    /// [`BadBlock`] when the sum differs from the stored one (or the length is wrong).
+    pub fn verify(&self, index: usize, actual: u32, len: u64) -> Result<(), BadBlock> {
+        let (offset, want_len) = self.extent(index);
         let expected = self.sums.get(index).copied().unwrap_or(!actual);
-        if actual == expected && data.len() as u64 == len {
+        if actual == expected && len == want_len {
             Ok(())
         } else {
             Err(BadBlock {
