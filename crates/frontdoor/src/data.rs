@@ -201,22 +201,10 @@ async fn start_all(
 }
 
 /// What a node's failure to store its copy means for the client: the one place the front
-/// door turns a storage client error into an API error. `md5` is what the body hashed to.
-fn upload_failure(
-    fd: &Frontdoor,
-    node: &Node,
-    e: &ClientError,
-    md5: &str,
-    content_md5: Option<&str>,
-) -> MantaError {
+/// door turns a storage client error into an API error. (Nodes are never asked to check a
+/// `Content-MD5`: the front door checks it, in [`finish_copies`].)
+fn upload_failure(fd: &Frontdoor, node: &Node, e: &ClientError) -> MantaError {
     match e.code() {
-        ErrorCode::ContentMD5Mismatch => err(
-            ErrorCode::ContentMD5Mismatch,
-            format!(
-                "Content-MD5 expected {}, but was {md5}",
-                content_md5.unwrap_or_default()
-            ),
-        ),
         ErrorCode::NotEnoughSpace => {
             node_full(fd, &node.storage_id);
             out_of_space()
@@ -598,7 +586,7 @@ async fn finish_copies(
                 ));
             }
             Err(e) => {
-                let f = upload_failure(fd, node, e, &md5, content_md5);
+                let f = upload_failure(fd, node, e);
                 if f.code == ErrorCode::ServiceUnavailable {
                     failure.get_or_insert(f);
                 } else {
