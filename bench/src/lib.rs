@@ -367,6 +367,20 @@ pub fn fill_noise(buf: &mut [u8], x: &mut u64) {
     }
 }
 
+/// The storage node key a benchmark object name stands for (a UUID derived from the name), so
+/// the front door and node baselines of one case use the same names.
+pub fn node_key(name: &str) -> storage_api::ObjectKey {
+    use md5::Digest as _;
+    let id = uuid::Uuid::from_bytes(md5::Md5::digest(name.as_bytes()).into());
+    storage_api::ObjectKey {
+        owner: uuid::Uuid::nil(),
+        id: id
+            .to_string()
+            .parse()
+            .expect("a UUID's text is an object id"),
+    }
+}
+
 /// `dd if=/dev/zero of=FILE bs=1M count=N conv=fsync` into `dir`, `streams` at once,
 /// `per_stream` files each (the raw disk baseline of a PUT); returns MiB/s. `dir` is removed
 /// afterwards.

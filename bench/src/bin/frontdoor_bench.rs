@@ -19,9 +19,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use manta_auth::KeySigner;
-use manta_bench::{Case, MIB, count_bytes, shared_chunks};
+use manta_bench::{Case, MIB, count_bytes, node_key, shared_chunks};
 use manta_client::{ClientConfig, MantaClient, PutOptions};
-use storage_api::{ObjectKey, PutRequest, StorageClient};
+use storage_api::{PutRequest, StorageClient};
 use testkit::TestRegion;
 
 /// `size` bytes as a stream of one shared 1 MiB chunk (no big allocation).
@@ -58,7 +58,7 @@ async fn put(ctx: Arc<Ctx>, t: Target, name: String, size: usize) -> Result<()> 
         }
         Target::StorageNode => {
             let body = PutRequest::stream(body_stream(size), Some(size as u64));
-            ctx.node.put(&node_key(&name)?, body).await?;
+            ctx.node.put(&node_key(&name), body).await?;
         }
     }
     Ok(())
@@ -77,19 +77,9 @@ async fn get(ctx: Arc<Ctx>, t: Target, name: String) -> Result<u64> {
             .await
         }
         Target::StorageNode => {
-            count_bytes(ctx.node.get(&node_key(&name)?, None).await?.into_stream()).await
+            count_bytes(ctx.node.get(&node_key(&name), None).await?.into_stream()).await
         }
     }
-}
-
-/// The storage node key a benchmark object name stands for (a UUID derived from the name).
-fn node_key(name: &str) -> Result<ObjectKey> {
-    use md5::Digest as _;
-    let id = uuid::Uuid::from_bytes(md5::Md5::digest(name.as_bytes()).into());
-    Ok(ObjectKey {
-        owner: uuid::Uuid::nil(),
-        id: id.to_string().parse()?,
-    })
 }
 
 fn vm_hwm_kib(pid: u32) -> Option<u64> {

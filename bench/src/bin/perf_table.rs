@@ -23,12 +23,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use bytes::Bytes;
-use manta_bench::{Case, MIB, count_bytes, cpu_delta, cpu_snapshot, dd_write, fill_noise, median};
+use manta_bench::{
+    Case, MIB, count_bytes, cpu_delta, cpu_snapshot, dd_write, fill_noise, median, node_key,
+    shared_chunks,
+};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt as _, PutPayload};
-use storage_api::{ObjectKey, PutRequest, StorageClient};
+use storage_api::{PutRequest, StorageClient};
 use testkit::{RegionOptions, TestRegion};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,20 +48,16 @@ struct Ctx {
     door_url: String,
 }
 
-/// `size` bytes as chunks of one shared buffer (no big allocation).
-fn chunks(size: usize) -> Vec<Bytes> {
-    manta_bench::shared_chunks(size)
-}
-
 async fn put(ctx: Arc<Ctx>, t: Target, name: String, size: usize) -> Result<()> {
     match t {
         Target::Door => {
-            let payload: PutPayload = chunks(size).into_iter().collect();
+            let payload: PutPayload = shared_chunks(size).into_iter().collect();
             ctx.s3.put(&Path::from(name), payload).await?;
         }
         Target::Node => {
-            let body =
-                futures_util::stream::iter(chunks(size).into_iter().map(Ok::<_, std::io::Error>));
+            let body = futures_util::stream::iter(
+                shared_chunks(size).into_iter().map(Ok::<_, std::io::Error>),
+            );
             ctx.node
                 .put(
                     &node_key(&name),
@@ -77,19 +75,6 @@ async fn get(ctx: Arc<Ctx>, t: Target, name: String) -> Result<u64> {
         Target::Node => {
             count_bytes(ctx.node.get(&node_key(&name), None).await?.into_stream()).await
         }
-    }
-}
-
-/// The storage node key a benchmark object name stands for (a UUID derived from the name).
-fn node_key(name: &str) -> ObjectKey {
-    use md5::Digest as _;
-    let id = uuid::Uuid::from_bytes(md5::Md5::digest(name.as_bytes()).into());
-    ObjectKey {
-        owner: uuid::Uuid::nil(),
-        id: id
-            .to_string()
-            .parse()
-            .expect("a UUID's text is an object id"),
     }
 }
 
