@@ -1031,19 +1031,25 @@ impl Agent {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // The socket appears when the agent binds it, a moment before it listens: ssh-add is
+        // retried until the agent takes the key (for up to 2 s).
+        let mut added = false;
         for _ in 0..100 {
             if sock.exists() {
-                break;
+                let st = std::process::Command::new("ssh-add")
+                    .arg(key)
+                    .env("SSH_AUTH_SOCK", &sock)
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                if st.success() {
+                    added = true;
+                    break;
+                }
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let st = std::process::Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &sock)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(st.success(), "ssh-add failed");
+        assert!(added, "ssh-add failed");
         Agent {
             child,
             sock,
