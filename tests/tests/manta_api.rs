@@ -869,3 +869,61 @@ async fn operations_surface_request_ids_and_metrics() {
     assert!(metrics.contains("frontdoor_bytes_in_total"), "{metrics}");
     assert!(metrics.contains("frontdoor_bytes_out_total"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_door_that_caches_directories_never_writes_into_a_removed_one() {
+    // A write's parent directory is reused for 30 s here (2 s by default).
+    let region = TestRegion::start_with(testkit::RegionOptions {
+        frontdoor_args: vec!["--account-cache-ttl".into(), "30s".into()],
+        ..testkit::RegionOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&region, &region.account).await;
+
+    // Removed through this front door: forgotten at once.
+    c.mkdir("~~/stor/mine").await.unwrap();
+    put_object(&c, "~~/stor/mine/a", "a").await.unwrap(); // the directory is now cached
+    c.rm("~~/stor/mine/a").await.unwrap();
+    c.rm("~~/stor/mine").await.unwrap();
+    assert_eq!(
+        code(put_object(&c, "~~/stor/mine/b", "b").await),
+        "DirectoryDoesNotExist"
+    );
+
+    // Removed behind its back (as another front door would): the write streams, finds the
+    // directory gone once it lands, is taken back and fails.
+    c.mkdir("~~/stor/theirs").await.unwrap();
+    put_object(&c, "~~/stor/theirs/a", "a").await.unwrap();
+    c.rm("~~/stor/theirs/a").await.unwrap();
+    let moray = region.moray().unwrap().system(); // the test region has one shard
+    let dirs = moray
+        .find_objects(
+            "manta",
+            "(&(type=directory)(name=theirs))",
+            moray::FindOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    moray
+        .del_object("manta", &dirs[0].key, moray::DelOptions::default())
+        .await
+        .unwrap();
+    match put_object(&c, "~~/stor/theirs/b", "written into a removed directory").await {
+        // "was removed": the cached check let it through and the check after landing caught it.
+        Err(manta_client::Error::Api { code, message, .. }) => {
+            assert_eq!(code, "DirectoryDoesNotExist");
+            assert!(message.contains("was removed"), "{message}");
+        }
+        other => panic!("a write into a removed directory: {other:?}"),
+    }
+    assert_eq!(
+        code(c.info("~~/stor/theirs/b").await),
+        "ResourceNotFound",
+        "no entry outlives its directory"
+    );
+    // Made again, it is used at once.
+    c.mkdir("~~/stor/theirs").await.unwrap();
+    put_object(&c, "~~/stor/theirs/b", "b").await.unwrap();
+}

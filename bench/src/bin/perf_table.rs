@@ -2,6 +2,8 @@
 //!
 //! `cargo build --release --bins && cargo run --release -p manta-bench --bin perf_table [-- --quick]`
 //!
+//! `--only 1MiB` (or `4KiB`, `64MiB`) measures one size alone, e.g. to profile it.
+//!
 //! In one run on one machine it measures:
 //! - the baselines: the raw disk (`dd bs=1M conv=fsync`, in the shapes of the PUT rows, on the
 //!   filesystem the region's datasets live on) and raw hashing on one core (MD5, SHA-256,
@@ -216,7 +218,26 @@ async fn measure(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = match args.iter().position(|a| a == "--only") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .context("--only wants a size: 4KiB, 1MiB or 64MiB")?
+                .clone(),
+        ),
+        None => None,
+    };
+    if let Some(a) = args
+        .iter()
+        .enumerate()
+        .find(|&(i, a)| a != "--quick" && a != "--only" && (i == 0 || args[i - 1] != "--only"))
+        .map(|(_, a)| a)
+    {
+        anyhow::bail!(
+            "unknown argument {a:?}; usage: perf_table [--quick] [--only 4KiB|1MiB|64MiB]"
+        );
+    }
     let rounds = if quick { 1 } else { 3 };
 
     // Raw hashing on one core.
@@ -285,7 +306,15 @@ async fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut node_large_put = 0.0;
     let mut steps = Vec::new();
+    if let Some(o) = &only
+        && !rows.iter().any(|r| r.1 == o)
+    {
+        anyhow::bail!("--only {o}: no such row (4KiB, 1MiB, 64MiB)");
+    }
     for &(size, label, conc, count) in rows {
+        if only.as_deref().is_some_and(|o| o != label) {
+            continue;
+        }
         for op in ["PUT", "GET"] {
             let case = Case::new(label, size, conc, count);
             let d = measure(&ctx, Target::Door, case, op, rounds).await?;

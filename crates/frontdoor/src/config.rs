@@ -80,8 +80,9 @@ pub struct Config {
     pub picker_refresh: Duration,
     /// Allowed difference between a signed request's `Date` and our clock.
     pub clock_skew: Duration,
-    /// How long a looked-up account, and the bucket of an S3 object request, is reused before
-    /// it is read again (a front door forgets its own bucket changes at once).
+    /// How long a looked-up account, the bucket of an S3 object request and the parent
+    /// directory of a Manta write are reused before they are read again (a front door forgets
+    /// its own bucket and directory removals at once).
     pub account_cache_ttl: Duration,
     /// Secret for tokens the front door issues (jobs act for their owner with them).
     pub token_secret: Vec<u8>,

@@ -42,10 +42,17 @@ pub struct Frontdoor {
     pub in_flight: crate::limits::InFlight,
     /// The jobs API (job state lives in Moray's system shard).
     pub jobs: manta_jobs_api::api::JobsApi,
+    /// Directories recently read as such, by storage key: a write's parent check reuses them for
+    /// `account_cache_ttl`. Safe because the check is made again after the write lands
+    /// (`objects::save`); this front door forgets a directory it removes at once.
+    pub dirs: manta_util::cache::TtlCache<()>,
     /// Work a request leaves behind: the discards of uploads dropped uncommitted
     /// ([`crate::data::Uncommitted`]). Waited for (up to the drain deadline) at shutdown.
     pub background: TaskTracker,
 }
+
+/// How many directories [`Frontdoor::dirs`] holds before it starts over.
+const DIR_CACHE_ENTRIES: usize = 100_000;
 
 /// The front door's region identity as a client's TLS configuration (none: plain HTTP).
 fn internal_tls(cfg: &Config) -> Result<moray::Tls> {
@@ -173,6 +180,7 @@ impl Frontdoor {
             picker,
             sharks,
             metrics: Arc::new(Metrics::new()),
+            dirs: manta_util::cache::TtlCache::new(DIR_CACHE_ENTRIES),
             background: TaskTracker::new(),
         }
     }

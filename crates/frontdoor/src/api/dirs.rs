@@ -319,6 +319,9 @@ pub async fn delete_entry(ctx: &Ctx) -> ApiResult<Response> {
     };
     ctx.check_conditions(Some(&entry))?;
     let cond = if entry.rec.is_directory() {
+        // Writes checked against this front door's cache would stream their bytes before
+        // learning the directory went: forget it now.
+        ctx.fd.dirs.remove(&key);
         // Mark, check it is empty, then delete only if the mark is unchanged: a write landing
         // in it meanwhile sees the mark and waits for the outcome (objects::save).
         let marked = mark_removing(ctx, &key, &entry).await?;
@@ -341,7 +344,11 @@ pub async fn delete_entry(ctx: &Ctx) -> ApiResult<Response> {
         .del_object("manta", &key, DelOptions { etag: cond })
         .await
     {
-        Ok(()) | Err(moray::Error::ObjectNotFound { .. }) => Ok(no_content()),
+        Ok(()) | Err(moray::Error::ObjectNotFound { .. }) => {
+            // A write that read the marked directory meanwhile may have cached it again.
+            ctx.fd.dirs.remove(&key);
+            Ok(no_content())
+        }
         Err(e) => Err(from_moray(e, &ctx.path.to_string())),
     }
 }

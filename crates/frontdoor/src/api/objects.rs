@@ -15,7 +15,10 @@ use super::{Ctx, Entry, cors, is_virtual_dir, load, no_content};
 use crate::data::ObjectMeta;
 use crate::error::{ApiResult, err, from_moray};
 
-/// Checks the parent of `ctx`'s path: it must exist and be a directory.
+/// Checks the parent of `ctx`'s path: it must exist and be a directory. A parent read as a
+/// directory less than `account_cache_ttl` ago is not read again: this check only spares
+/// streaming bytes into a path that cannot hold them, and [`save`] checks the parent again
+/// once the write has landed.
 ///
 /// # Errors
 /// `DirectoryDoesNotExist` or `ParentNotDirectory`.
@@ -27,7 +30,20 @@ pub async fn ensure_parent(ctx: &Ctx) -> ApiResult<()> {
     if is_virtual_dir(&parent) {
         return Ok(());
     }
-    match load(&ctx.fd, &parent.storage_key(&ctx.owner.uuid)).await? {
+    let key = parent.storage_key(&ctx.owner.uuid);
+    if ctx
+        .fd
+        .dirs
+        .get(&key, ctx.fd.cfg.account_cache_ttl)
+        .is_some()
+    {
+        return Ok(());
+    }
+    let found = load(&ctx.fd, &key).await?;
+    if !found.as_ref().is_some_and(|e| e.rec.is_directory()) {
+        ctx.fd.dirs.remove(&key);
+    }
+    match found {
         None => Err(err(
             ErrorCode::DirectoryDoesNotExist,
             format!("{parent} does not exist"),
@@ -36,7 +52,14 @@ pub async fn ensure_parent(ctx: &Ctx) -> ApiResult<()> {
             ErrorCode::ParentNotDirectory,
             format!("{parent} is not a directory"),
         )),
-        Some(_) => Ok(()),
+        Some(e) => {
+            let being_removed =
+                matches!(&e.rec.kind, EntryKind::Directory(d) if d.removing.is_some());
+            if !being_removed && !ctx.fd.cfg.account_cache_ttl.is_zero() {
+                ctx.fd.dirs.insert(&key, ());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -169,6 +192,7 @@ async fn settle_in_parent(ctx: &Ctx, key: &str, etag: &str) -> ApiResult<()> {
             }),
             _ => {
                 // Gone (or replaced by an object): take the write back.
+                ctx.fd.dirs.remove(&parent_key);
                 let undo = DelOptions {
                     etag: moray::EtagCondition::MustMatch(etag.to_owned()),
                 };

@@ -71,8 +71,8 @@ struct Args {
     /// Heartbeats older than this take a node out of placement.
     #[arg(long, env = "MANTA_HEARTBEAT_MAX_AGE", default_value = "60s", value_parser = humantime::parse_duration)]
     heartbeat_max_age: Duration,
-    /// How long a looked-up account (and its keys), and the bucket of an S3 object request, is
-    /// reused before it is read again.
+    /// How long a looked-up account (and its keys), the bucket of an S3 object request and the
+    /// parent directory of a Manta write are reused before they are read again.
     #[arg(long, env = "MANTA_ACCOUNT_CACHE_TTL", default_value = "2s", value_parser = humantime::parse_duration)]
     account_cache_ttl: Duration,
     /// File holding the secret for tokens issued to jobs (shared by all front doors).
