@@ -10,7 +10,9 @@ mod s3_common;
 use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Output;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::MetadataDirective;
+use futures_util::StreamExt as _;
 use s3_common::*;
+use std::time::Duration;
 
 /// Keys that must round-trip and list in order: flat keys where `a` and `a/b` coexist, and
 /// characters that need escaping.
@@ -686,4 +688,244 @@ async fn a_front_door_that_caches_buckets_forgets_its_own_changes_at_once() {
         .await
         .unwrap();
     assert_eq!(body_of(b.get("k").send().await.unwrap()).await, b"w");
+}
+
+/// `DeleteObject` with `If-Match`, `x-amz-if-match-last-modified-time` and
+/// `x-amz-if-match-size`, and the same conditions per key in `DeleteObjects`.
+#[tokio::test]
+async fn conditional_deletes_check_etag_time_and_size() {
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "conditional").await;
+    let put = b.put("a", ByteStream::from_static(b"hello")).send().await;
+    let etag = put.unwrap().e_tag().unwrap().to_owned();
+    let modified = *b.head("a").send().await.unwrap().last_modified().unwrap();
+    let later = aws_sdk_s3::primitives::DateTime::from_secs(modified.secs() + 1);
+
+    let refused = [
+        b.delete("a").if_match("\"0123\""),
+        b.delete("a").if_match_size(4),
+        b.delete("a").if_match_last_modified_time(later),
+        // All must hold.
+        b.delete("a")
+            .if_match(&etag)
+            .if_match_size(5)
+            .if_match_size(6),
+    ];
+    for d in refused {
+        assert_eq!(code_of(d.send().await), ("PreconditionFailed".into(), 412));
+    }
+    assert_eq!(
+        b.bytes("a").await,
+        b"hello",
+        "a refused delete deletes nothing"
+    );
+    b.delete("a")
+        .if_match(&etag)
+        .if_match_size(5)
+        .if_match_last_modified_time(modified)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(b.head("a").send().await).1, 404);
+    // Conditions on nothing: 404; no condition: 204 as always.
+    assert_eq!(
+        code_of(b.delete("a").if_match(&etag).send().await),
+        ("NoSuchKey".into(), 404)
+    );
+    assert_eq!(
+        code_of(b.delete("a").if_match_size(5).send().await),
+        ("NoSuchKey".into(), 404)
+    );
+    b.delete("a").send().await.unwrap();
+
+    // DeleteObjects: each key's own conditions.
+    for k in ["x", "y", "z"] {
+        b.put(k, ByteStream::from_static(b"12345"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let id = |k: &str| aws_sdk_s3::types::ObjectIdentifier::builder().key(k);
+    let delete = aws_sdk_s3::types::Delete::builder()
+        .objects(id("x").e_tag("\"0123\"").build().unwrap())
+        .objects(id("y").e_tag(&etag).size(5).build().unwrap()) // "hello" and "12345" share no ETag
+        .objects(id("z").size(5).last_modified_time(later).build().unwrap())
+        .objects(id("w").size(5).build().unwrap())
+        .build()
+        .unwrap();
+    let out = c
+        .delete_objects()
+        .bucket("conditional")
+        .delete(delete)
+        .send()
+        .await
+        .unwrap();
+    let mut failed: Vec<(&str, &str)> = out
+        .errors()
+        .iter()
+        .map(|e| (e.key().unwrap(), e.code().unwrap()))
+        .collect();
+    failed.sort_unstable();
+    let y_etag = b
+        .head("y")
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        failed,
+        [
+            ("w", "NoSuchKey"),
+            ("x", "PreconditionFailed"),
+            ("y", "PreconditionFailed"),
+            ("z", "PreconditionFailed")
+        ]
+    );
+    assert!(out.deleted().is_empty());
+    // With the right conditions they go.
+    let z_modified = *b.head("z").send().await.unwrap().last_modified().unwrap();
+    let delete = aws_sdk_s3::types::Delete::builder()
+        .objects(id("y").e_tag(&y_etag).size(5).build().unwrap())
+        .objects(id("z").last_modified_time(z_modified).build().unwrap())
+        .objects(id("x").build().unwrap())
+        .build()
+        .unwrap();
+    let out = c
+        .delete_objects()
+        .bucket("conditional")
+        .delete(delete)
+        .send()
+        .await
+        .unwrap();
+    assert!(out.errors().is_empty(), "{:?}", out.errors());
+    assert_eq!(out.deleted().len(), 3);
+    let left = b.list().send().await.unwrap();
+    assert_eq!(left.key_count(), Some(0));
+}
+
+/// A conditional PUT whose object changes between the check and the write: `If-Match` is
+/// told to retry (409 `ConditionalRequestConflict`), `If-None-Match: *` that it failed (412),
+/// and neither overwrites the object that won.
+#[tokio::test]
+async fn a_conditional_put_that_loses_a_race_stores_nothing() {
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "race").await;
+    let put = b.put("k", ByteStream::from_static(b"v1")).send().await;
+    let etag = put.unwrap().e_tag().unwrap().to_owned();
+    let http = reqwest::Client::new();
+    for (cond, want) in [
+        (
+            ("if-match", etag.as_str()),
+            (409, "ConditionalRequestConflict"),
+        ),
+        (("if-none-match", "*"), (412, "PreconditionFailed")),
+    ] {
+        let key = if cond.0 == "if-match" { "k" } else { "fresh" };
+        let mut builder = c.put_object().bucket("race").key(key);
+        builder = if cond.0 == "if-match" {
+            builder.if_match(cond.1)
+        } else {
+            builder.if_none_match(cond.1)
+        };
+        let p = builder
+            .presigned(
+                aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(300))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        // The body's first half is sent, then it waits until the object has been written
+        // by someone else: by then the front door has checked the condition (before any
+        // byte goes to a storage node).
+        let (go, wait) = tokio::sync::oneshot::channel::<()>();
+        let half = bytes::Bytes::from_static(b"loser's ");
+        let rest = bytes::Bytes::from_static(b"bytes...");
+        let body = futures_util::stream::once(async move { Ok::<_, std::io::Error>(half) }).chain(
+            futures_util::stream::once(async move {
+                let _ = wait.await;
+                Ok(rest)
+            }),
+        );
+        let mut req = http
+            .put(p.uri())
+            .header("content-length", "16")
+            .body(reqwest::Body::wrap_stream(body));
+        for (k, v) in p.headers() {
+            req = req.header(k, v);
+        }
+        let sent = tokio::spawn(req.send());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.put(key, ByteStream::from_static(b"winner"))
+            .send()
+            .await
+            .unwrap();
+        go.send(()).unwrap();
+        let resp = sent.await.unwrap().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, want.0, "{text}");
+        assert!(text.contains(&format!("<Code>{}</Code>", want.1)), "{text}");
+        assert_eq!(b.bytes(key).await, b"winner");
+    }
+}
+
+/// `CompleteMultipartUpload` with `If-None-Match: *` and `If-Match`, against the object at the
+/// key when the upload completes (not when it started).
+#[tokio::test]
+async fn conditional_multipart_completions() {
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "mpu-cond").await;
+    let upload = |key: &'static str| {
+        let b = &b;
+        async move {
+            let id = b.upload_id(key).await;
+            let p = b.part((key, &id), 1, ByteStream::from_static(b"joined"));
+            let etag = p.send().await.unwrap().e_tag().unwrap().to_owned();
+            (id, vec![completed(1, &etag)])
+        }
+    };
+
+    // Create-only: refused once the key exists, even if it was written after the upload began.
+    let (id, parts) = upload("k").await;
+    let first = b.put("k", ByteStream::from_static(b"first")).send().await;
+    let first = first.unwrap().e_tag().unwrap().to_owned();
+    let create_only = b.complete(("k", &id), parts).if_none_match("*");
+    assert_eq!(
+        code_of(create_only.send().await),
+        ("PreconditionFailed".into(), 412)
+    );
+    assert_eq!(b.bytes("k").await, b"first");
+
+    // Replace-only-this-version.
+    let (id, parts) = upload("k").await;
+    let stale = b.complete(("k", &id), parts.clone()).if_match("\"0123\"");
+    assert_eq!(
+        code_of(stale.send().await),
+        ("PreconditionFailed".into(), 412)
+    );
+    assert_eq!(b.bytes("k").await, b"first");
+    let (id, parts) = upload("k").await;
+    b.complete(("k", &id), parts)
+        .if_match(&first)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.bytes("k").await, b"joined");
+
+    // If-Match on nothing: 404; If-None-Match on nothing: written.
+    let (id, parts) = upload("absent").await;
+    let on_nothing = b.complete(("absent", &id), parts).if_match(&first);
+    assert_eq!(code_of(on_nothing.send().await), ("NoSuchKey".into(), 404));
+    let (id, parts) = upload("new").await;
+    b.complete(("new", &id), parts)
+        .if_none_match("*")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.bytes("new").await, b"joined");
 }

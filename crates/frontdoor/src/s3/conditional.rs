@@ -9,11 +9,18 @@
 //!   `If-Match: <etag>` "only if present with that ETag"; a missing object fails `If-Match`
 //!   with 404 `NoSuchKey`. The caller makes the write itself conditional on the Moray etag
 //!   of the state checked here ([`WriteCondition`]), so the check and the write are atomic.
+//!   When that Moray condition fails (the object changed between the check and the write),
+//!   `If-None-Match: *` answers 412 (another write created it first) and `If-Match`
+//!   409 `ConditionalRequestConflict` (the client retries and learns the new state).
+//! - Deletes (`DeleteObject`, each key of `DeleteObjects`): `If-Match`,
+//!   `x-amz-if-match-last-modified-time` and `x-amz-if-match-size`, alone or together, each
+//!   a 412 when it fails and a 404 `NoSuchKey` when there is no object; the delete is
+//!   conditional on the Moray etag checked, a race answering 409 as for writes.
 
 use s3s::S3ErrorCode;
 use s3s::dto::{ETagCondition, Timestamp};
 
-use super::error::{S3Result, no_such_key, precondition_failed, s3err};
+use super::error::{S3Result, conditional_conflict, no_such_key, precondition_failed, s3err};
 
 /// The state a condition is checked against.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +140,70 @@ impl WriteCondition {
             WriteCondition::Absent => moray::EtagCondition::MustNotExist,
             WriteCondition::Unchanged(e) => moray::EtagCondition::MustMatch(e.clone()),
         }
+    }
+}
+
+impl WriteCondition {
+    /// The answer when the write's Moray condition failed: the object changed after the
+    /// check. `If-None-Match: *` now fails outright (it exists); for `If-Match` the client
+    /// retries (the new object may or may not match).
+    pub fn lost(&self) -> s3s::S3Error {
+        match self {
+            WriteCondition::Absent => precondition_failed(),
+            WriteCondition::Any | WriteCondition::Unchanged(_) => conditional_conflict(),
+        }
+    }
+}
+
+/// The conditions of a delete (`DeleteObject` headers, or one key's fields in
+/// `DeleteObjects`).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteConditions {
+    /// `If-Match` (`*` matches any object), or a key's `ETag`.
+    pub if_match: Option<ETagCondition>,
+    /// `x-amz-if-match-last-modified-time`, or a key's `LastModifiedTime`: compared to the
+    /// second.
+    pub last_modified: Option<Timestamp>,
+    /// `x-amz-if-match-size`, or a key's `Size`.
+    pub size: Option<i64>,
+}
+
+impl DeleteConditions {
+    /// Whether any condition is given.
+    pub fn any(&self) -> bool {
+        self.if_match.is_some() || self.last_modified.is_some() || self.size.is_some()
+    }
+}
+
+/// Checks a delete's conditions against the current object (`None` when absent) of size
+/// `size`.
+///
+/// # Errors
+/// `NoSuchKey` when a condition is given and there is no object; `PreconditionFailed` when
+/// one does not hold.
+pub fn check_delete(
+    current: Option<(&Current<'_>, u64)>,
+    cond: &DeleteConditions,
+    key: &str,
+) -> S3Result<()> {
+    if !cond.any() {
+        return Ok(());
+    }
+    let Some((c, size)) = current else {
+        return Err(no_such_key(key));
+    };
+    let etag_ok = cond.if_match.as_ref().is_none_or(|m| matches(m, c.etag));
+    let time_ok = cond
+        .last_modified
+        .as_ref()
+        .is_none_or(|t| epoch_secs(t) == Some(c.mtime_ms / 1000));
+    let size_ok = cond
+        .size
+        .is_none_or(|s| u64::try_from(s).is_ok_and(|s| s == size));
+    if etag_ok && time_ok && size_ok {
+        Ok(())
+    } else {
+        Err(precondition_failed())
     }
 }
 
@@ -263,6 +334,58 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code().as_str(), "PreconditionFailed");
+    }
+
+    #[test]
+    fn deletes() {
+        let c = cur();
+        let t = MTIME / 1000;
+        let m = tag("abc");
+        let other = tag("nope");
+        let any = ETagCondition::Any;
+        let (same, later) = (secs(t), secs(t + 1));
+        let present = Some((&c, 42));
+        let ok = || Ok(());
+        let failed = || Err("PreconditionFailed".to_owned());
+        // (object, If-Match, last-modified time, size), what is answered.
+        for ((current, if_match, last_modified, size), want) in [
+            ((present, None, None, None), ok()),
+            ((None, None, None, None), ok()),
+            ((present, Some(&m), None, None), ok()),
+            ((present, Some(&any), None, None), ok()),
+            ((present, Some(&other), None, None), failed()),
+            ((present, None, Some(&same), None), ok()),
+            ((present, None, Some(&later), None), failed()),
+            ((present, None, None, Some(42)), ok()),
+            ((present, None, None, Some(41)), failed()),
+            ((present, None, None, Some(-1)), failed()),
+            ((present, Some(&m), Some(&same), Some(42)), ok()),
+            ((present, Some(&m), Some(&same), Some(7)), failed()),
+            ((None, Some(&m), None, None), Err("NoSuchKey".to_owned())),
+            ((None, None, None, Some(42)), Err("NoSuchKey".to_owned())),
+        ] {
+            let cond = DeleteConditions {
+                if_match: if_match.cloned(),
+                last_modified: last_modified.cloned(),
+                size,
+            };
+            assert_eq!(
+                outcome(check_delete(current, &cond, "k")),
+                want,
+                "{current:?} {cond:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_lost_race_is_a_conflict_unless_the_object_had_to_be_absent() {
+        assert_eq!(
+            WriteCondition::Absent.lost().code().as_str(),
+            "PreconditionFailed"
+        );
+        let e = WriteCondition::Unchanged("E1".into()).lost();
+        assert_eq!(e.code().as_str(), "ConditionalRequestConflict");
+        assert_eq!(e.status_code(), Some(http::StatusCode::CONFLICT));
     }
 
     #[test]

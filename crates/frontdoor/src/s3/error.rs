@@ -137,6 +137,17 @@ pub fn precondition_failed() -> S3Error {
     )
 }
 
+/// `ConditionalRequestConflict` (409): a conditional write or delete whose condition held
+/// when it was checked met a concurrent change before it landed; the client retries.
+pub fn conditional_conflict() -> S3Error {
+    let mut e = s3err(
+        S3ErrorCode::Custom("ConditionalRequestConflict".into()),
+        "A conflicting operation occurred. If using PutObject you can retry the request. If using multipart upload you should initiate another CreateMultipartUpload request and re-upload each part.",
+    );
+    e.set_status_code(http::StatusCode::CONFLICT);
+    e
+}
+
 /// `AccessDenied`.
 pub fn access_denied(message: impl Into<String>) -> S3Error {
     s3err(S3ErrorCode::AccessDenied, message)

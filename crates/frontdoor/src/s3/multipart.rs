@@ -711,7 +711,7 @@ async fn finish(api: &S3Api, plan: Plan) -> S3Result<CompleteMultipartUploadOutp
                     super::objects::settle_in_bucket(api, at, &u.owner, &written).await
                 }
                 Err(Ended::Upload) => Err(no_such_upload(&u.upload_id)),
-                Err(Ended::Object) => Err(super::error::precondition_failed()),
+                Err(Ended::Object) => Err(plan.cond.lost()),
             }
         })
         .await?;

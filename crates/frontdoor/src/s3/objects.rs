@@ -21,10 +21,12 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response};
 use tracing::warn;
 
-use super::conditional::{self, Conditions, Current, ReadOutcome, WriteCondition, timestamp};
+use super::conditional::{
+    self, Conditions, Current, DeleteConditions, ReadOutcome, WriteCondition, timestamp,
+};
 use super::error::{
-    S3Result, from_manta, internal, invalid_argument, no_such_key, not_implemented,
-    precondition_failed, s3err,
+    S3Result, conditional_conflict, from_manta, internal, invalid_argument, no_such_key,
+    not_implemented, s3err,
 };
 use super::meta::{BucketRecord, Versioned};
 use super::names;
@@ -367,7 +369,7 @@ async fn commit_object(
     let rec = bytes.record(place(bucket, key), meta);
     let write = async {
         let Some(written) = api.meta.put_object(&rec, cond.moray()).await? else {
-            return Err(precondition_failed());
+            return Err(cond.lost());
         };
         settle_in_bucket(api, (bucket, key), &rec.owner, &written).await
     };
@@ -656,31 +658,33 @@ pub async fn head_object(
     )))
 }
 
-/// Deletes one key: `Ok(())` whether or not it existed (as S3).
+/// Deletes one key: `Ok(())` whether or not it existed (as S3), unless conditions are given:
+/// then the object must exist and meet them, and the delete applies only to the record they
+/// were checked against.
 async fn delete_key(
     api: &S3Api,
     owner: &str,
     bucket: &str,
     key: &str,
-    if_match: Option<&ETagCondition>,
+    cond: &DeleteConditions,
 ) -> S3Result<()> {
     names::check_key(key)?;
-    let cond = match if_match {
-        None => moray::EtagCondition::Any,
-        Some(m) => {
-            let e = existing(api, owner, bucket, key).await?;
-            let c = current(&e.rec)?;
-            if let ETagCondition::ETag(t) = m
-                && t.value() != c.etag
-            {
-                return Err(precondition_failed());
-            }
-            moray::EtagCondition::MustMatch(e.etag)
-        }
+    let moray_cond = if cond.any() {
+        let e = api.meta.object(owner, bucket, key).await?;
+        let cur = match &e {
+            Some(e) => Some((current(&e.rec)?, object_of(&e.rec)?.content_length)),
+            None => None,
+        };
+        conditional::check_delete(cur.as_ref().map(|(c, n)| (c, *n)), cond, key)?;
+        let e = e.expect("check_delete refuses conditions on a missing object");
+        moray::EtagCondition::MustMatch(e.etag)
+    } else {
+        moray::EtagCondition::Any
     };
-    let conditional = !matches!(cond, moray::EtagCondition::Any);
-    if !api.meta.delete_object(bucket, key, cond).await? && conditional {
-        return Err(precondition_failed());
+    let conditional = !matches!(moray_cond, moray::EtagCondition::Any);
+    if !api.meta.delete_object(bucket, key, moray_cond).await? && conditional {
+        // Changed or deleted since the check.
+        return Err(conditional_conflict());
     }
     Ok(())
 }
@@ -696,7 +700,12 @@ pub async fn delete_object(
     let b = bucket_of(&req, &req.input.bucket)?;
     let i = &req.input;
     check_version(i.version_id.as_deref())?;
-    delete_key(api, &b.rec.owner, &i.bucket, &i.key, i.if_match.as_ref()).await?;
+    let cond = DeleteConditions {
+        if_match: i.if_match.clone(),
+        last_modified: i.if_match_last_modified_time.clone(),
+        size: i.if_match_size,
+    };
+    delete_key(api, &b.rec.owner, &i.bucket, &i.key, &cond).await?;
     Ok(S3Response::new(DeleteObjectOutput {
         version_id: i.version_id.clone(),
         ..DeleteObjectOutput::default()
@@ -731,7 +740,14 @@ pub async fn delete_objects(
         futures_util::stream::iter(objects.iter().cloned())
             .map(|o| async move {
                 let r = match check_version(o.version_id.as_deref()) {
-                    Ok(()) => delete_key(api, owner, bucket, &o.key, None).await,
+                    Ok(()) => {
+                        let cond = DeleteConditions {
+                            if_match: o.e_tag.clone().map(ETagCondition::ETag),
+                            last_modified: o.last_modified_time.clone(),
+                            size: o.size,
+                        };
+                        delete_key(api, owner, bucket, &o.key, &cond).await
+                    }
                     Err(e) => Err(e),
                 };
                 (o, r)
