@@ -42,14 +42,16 @@ async fn buckets_are_created_once_and_listed() {
     let c = s3.client();
 
     c.create_bucket().bucket("photos").send().await.unwrap();
-    assert_eq!(
-        code_of(c.create_bucket().bucket("photos").send().await),
-        ("BucketAlreadyOwnedByYou".into(), 409)
-    );
-    assert_eq!(
-        code_of(c.create_bucket().bucket("Bad_Name").send().await).0,
-        "InvalidBucketName"
-    );
+    // Again, by its owner: 200 in us-east-1 (409 `BucketAlreadyOwnedByYou` elsewhere).
+    let again = c.create_bucket().bucket("photos").send().await.unwrap();
+    assert_eq!(again.location(), Some("/photos"));
+    for bad in ["Bad_Name", "a.-b", "a-.b", "sthree-x"] {
+        assert_eq!(
+            code_of(c.create_bucket().bucket(bad).send().await),
+            ("InvalidBucketName".into(), 400),
+            "{bad}"
+        );
+    }
     c.head_bucket().bucket("photos").send().await.unwrap();
     assert_eq!(
         code_of(c.head_bucket().bucket("nothere").send().await).1,
@@ -928,4 +930,88 @@ async fn conditional_multipart_completions() {
         .await
         .unwrap();
     assert_eq!(b.bytes("new").await, b"joined");
+}
+
+/// `ListBuckets` a page at a time, and `x-amz-expected-bucket-owner` on bucket and object
+/// operations (and its copy-source twin).
+#[tokio::test]
+async fn buckets_page_and_answer_only_their_expected_owner() {
+    let s3 = start().await;
+    let c = s3.client();
+    for n in ["b-1", "b-2", "b-3", "b-4", "b-5", "other"] {
+        c.create_bucket().bucket(n).send().await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let page = c
+            .list_buckets()
+            .prefix("b-")
+            .max_buckets(2)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        assert!(page.buckets().len() <= 2);
+        names.extend(page.buckets().iter().map(|b| b.name().unwrap().to_owned()));
+        token = page.continuation_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(names, ["b-1", "b-2", "b-3", "b-4", "b-5"]);
+    let all = c.list_buckets().send().await.unwrap();
+    assert_eq!(all.buckets().len(), 6);
+    assert_eq!(all.continuation_token(), None);
+    assert_eq!(
+        code_of(c.list_buckets().max_buckets(0).send().await),
+        ("InvalidArgument".into(), 400)
+    );
+
+    // The expected owner: the ID ListBuckets answers as the owner.
+    let me = all.owner().unwrap().id().unwrap().to_owned();
+    let b = Bucket::new(&c, "b-1");
+    b.put("k", ByteStream::from_static(b"v"))
+        .expected_bucket_owner(&me)
+        .send()
+        .await
+        .unwrap();
+    c.head_bucket()
+        .bucket("b-1")
+        .expected_bucket_owner(&me)
+        .send()
+        .await
+        .unwrap();
+    let someone = "123456789012";
+    assert_eq!(
+        code_of(b.get("k").expected_bucket_owner(someone).send().await),
+        ("AccessDenied".into(), 403)
+    );
+    assert_eq!(
+        code_of(
+            c.head_bucket()
+                .bucket("b-1")
+                .expected_bucket_owner(someone)
+                .send()
+                .await
+        )
+        .1,
+        403
+    );
+    assert_eq!(
+        code_of(b.delete("k").expected_bucket_owner(someone).send().await),
+        ("AccessDenied".into(), 403)
+    );
+    assert_eq!(b.bytes("k").await, b"v", "a refused delete deletes nothing");
+    let copy = b.copy("copied", "b-1/k");
+    assert_eq!(
+        code_of(copy.expected_source_bucket_owner(someone).send().await),
+        ("AccessDenied".into(), 403)
+    );
+    b.copy("copied", "b-1/k")
+        .expected_source_bucket_owner(&me)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.bytes("copied").await, b"v");
 }

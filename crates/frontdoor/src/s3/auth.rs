@@ -215,6 +215,9 @@ impl S3Access for Owners {
         })?;
         cx.extensions_mut().insert(Arc::new(slot));
         cx.extensions_mut().insert(Caller(account));
+        // A copy source is only ever the caller's own bucket (checked where it is read), so
+        // a source owner the client expects to be someone else is refused here.
+        expect_owner(cx.headers(), "x-amz-source-expected-bucket-owner", &uuid)?;
         let Some(bucket) = bucket else {
             return Ok(());
         };
@@ -236,10 +239,27 @@ impl S3Access for Owners {
         if b.rec.owner != uuid {
             return Err(access_denied("Access Denied"));
         }
+        expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
         if b.rec.state == BucketState::Deleting && op != "DeleteBucket" {
             return Err(no_such_bucket(&bucket));
         }
         cx.extensions_mut().insert(BucketRef(b));
         Ok(())
+    }
+}
+
+/// Checks an expected-owner header (`x-amz-expected-bucket-owner` and its copy-source twin),
+/// which every bucket and object operation accepts: when given, it must name `owner` (the
+/// account id S3 answers as an owner's `ID`).
+///
+/// # Errors
+/// `AccessDenied` (403) when it names another account or is not text.
+fn expect_owner(headers: &http::HeaderMap, name: &str, owner: &str) -> S3Result<()> {
+    match headers.get(name) {
+        None => Ok(()),
+        Some(v) if v.to_str().is_ok_and(|v| v.trim() == owner) => Ok(()),
+        Some(_) => Err(access_denied(format!(
+            "Access Denied: the bucket is not owned by the account {name} names"
+        ))),
     }
 }

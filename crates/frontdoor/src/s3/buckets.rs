@@ -28,35 +28,68 @@ use moray::EtagCondition;
 /// Most keys a listing page holds.
 pub const MAX_KEYS: i32 = 1000;
 
-/// `ListBuckets`: the caller's buckets, by name.
+/// `ListBuckets`: the caller's buckets, by name, a page of `max-buckets` at a time (all of
+/// them when not given), with `prefix` and `bucket-region` filters.
 ///
 /// # Errors
-/// When Moray fails.
+/// `InvalidArgument` for a bad `max-buckets` or continuation token; Moray failures.
 pub async fn list_buckets(
     api: &S3Api,
     req: S3Request<ListBucketsInput>,
 ) -> S3Result<S3Response<ListBucketsOutput>> {
     let acct = caller(&req)?;
-    let prefix = req.input.prefix.clone().unwrap_or_default();
-    let buckets = api
+    let i = &req.input;
+    let prefix = i.prefix.clone().unwrap_or_default();
+    let most = match i.max_buckets {
+        None => MAX_BUCKETS_LISTED,
+        Some(n) if (1..=MAX_BUCKETS_LISTED).contains(&n) => n,
+        Some(_) => {
+            return Err(invalid_argument(format!(
+                "max-buckets must be from 1 to {MAX_BUCKETS_LISTED}"
+            )));
+        }
+    };
+    let after = match i.continuation_token.as_deref() {
+        Some(t) => Some(list::parse_continuation_token(t)?),
+        None => None,
+    };
+    // An account owns a bounded number of buckets (`TooManyBuckets`): all are read, in name
+    // order, and the page is cut from them.
+    let mut matching = api
         .meta
         .buckets_of(&acct.uuid)
         .await?
         .into_iter()
-        .filter(|b| b.state == BucketState::Active && b.name.starts_with(&prefix))
-        .map(|b| Bucket {
+        .filter(|b| {
+            b.state == BucketState::Active
+                && b.name.starts_with(&prefix)
+                && after.as_ref().is_none_or(|a| b.name.as_str() > a.as_str())
+                && i.bucket_region.as_ref().is_none_or(|r| &b.region == r)
+        })
+        .peekable();
+    let mut buckets = Vec::new();
+    while buckets.len() < usize::try_from(most).unwrap_or(usize::MAX) {
+        let Some(b) = matching.next() else { break };
+        buckets.push(Bucket {
             name: Some(b.name),
             creation_date: Some(timestamp(b.created)),
             bucket_region: Some(b.region),
-        })
-        .collect();
+        });
+    }
+    let continuation_token = match (matching.peek(), buckets.last()) {
+        (Some(_), Some(last)) => last.name.as_deref().map(list::continuation_token),
+        _ => None,
+    };
     Ok(S3Response::new(ListBucketsOutput {
         buckets: Some(buckets),
         owner: Some(owner(&acct.uuid, &acct.login)),
         prefix: req.input.prefix,
-        continuation_token: None,
+        continuation_token,
     }))
 }
+
+/// Most buckets in one `ListBuckets` page (S3's bound on `max-buckets`).
+pub const MAX_BUCKETS_LISTED: i32 = 10_000;
 
 /// The S3 owner element of an account.
 pub fn owner(uuid: &str, login: &str) -> Owner {
@@ -66,10 +99,11 @@ pub fn owner(uuid: &str, login: &str) -> Owner {
     }
 }
 
-/// `CreateBucket`.
+/// `CreateBucket`. Creating a bucket one already owns succeeds (and changes nothing) in
+/// `us-east-1`, as there.
 ///
 /// # Errors
-/// `BucketAlreadyOwnedByYou`, `BucketAlreadyExists`, `InvalidLocationConstraint`,
+/// `BucketAlreadyOwnedByYou` (outside `us-east-1`), `BucketAlreadyExists`, `InvalidLocationConstraint`,
 /// `InvalidBucketName`.
 pub async fn create_bucket(
     api: &S3Api,
@@ -129,6 +163,13 @@ pub async fn create_bucket(
             .bucket(&name)
             .await?
             .is_some_and(|b| b.rec.owner == acct.uuid);
+        // us-east-1 answers the owner's repeated create with 200 (and changes nothing); every
+        // other region with 409 `BucketAlreadyOwnedByYou`.
+        if mine && api.region() == "us-east-1" {
+            return Ok(S3Response::new(CreateBucketOutput {
+                location: Some(format!("/{name}")),
+            }));
+        }
         return Err(if mine {
             s3err(
                 S3ErrorCode::BucketAlreadyOwnedByYou,

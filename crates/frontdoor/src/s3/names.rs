@@ -35,9 +35,16 @@ pub fn check_key(key: &str) -> S3Result<()> {
 }
 
 /// The S3 bucket naming rules (3 to 63 of `a-z 0-9 . -`, starting and ending with a letter
-/// or digit, no `..`, not an IP address, not `xn--...`).
+/// or digit, no `..`, `.-` or `-.`, not an IP address, none of the prefixes and suffixes S3
+/// keeps for itself: `xn--`, `sthree-`, `-s3alias`, `--ol-s3`, `--x-s3`, `.mrap`).
 pub fn valid_bucket_name(name: &str) -> bool {
+    const RESERVED_PREFIXES: [&str; 3] = ["xn--", "sthree-", "amzn-s3-demo-"];
+    const RESERVED_SUFFIXES: [&str; 5] = ["-s3alias", "--ol-s3", "--x-s3", ".mrap", "--table-s3"];
     s3s::path::check_bucket_name(name)
+        && !name.contains(".-")
+        && !name.contains("-.")
+        && !RESERVED_PREFIXES.iter().any(|p| name.starts_with(p))
+        && !RESERVED_SUFFIXES.iter().any(|p| name.ends_with(p))
 }
 
 /// The Moray key of an object.
@@ -127,6 +134,12 @@ mod tests {
             "a..b",
             "192.168.1.1",
             "xn--abc",
+            "a.-b",
+            "a-.b",
+            "sthree-abc",
+            "abc-s3alias",
+            "abc--ol-s3",
+            "abc--x-s3",
             &"a".repeat(64),
         ] {
             assert!(!valid_bucket_name(bad), "{bad}");
