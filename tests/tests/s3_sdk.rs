@@ -1015,3 +1015,20 @@ async fn buckets_page_and_answer_only_their_expected_owner() {
         .unwrap();
     assert_eq!(b.bytes("copied").await, b"v");
 }
+
+/// An empty `Content-MD5` is a digest that cannot match: refused, nothing stored.
+#[tokio::test]
+async fn an_empty_content_md5_is_an_invalid_digest() {
+    let s3 = start().await;
+    let b = Bucket::create(&s3.client(), "md5").await;
+    let put = b
+        .put("k", ByteStream::from_static(b"v"))
+        .customize()
+        .mutate_request(|r| {
+            r.headers_mut().insert("content-md5", "");
+        })
+        .send()
+        .await;
+    assert_eq!(code_of(put), ("InvalidDigest".into(), 400));
+    assert_eq!(code_of(b.head("k").send().await).1, 404);
+}

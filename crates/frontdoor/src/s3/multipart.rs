@@ -39,8 +39,8 @@ use super::list::rollup;
 use super::meta::{Ended, S3_RECORD_VERSION, UPLOAD_TYPE, UploadRecord, Versioned};
 use super::names;
 use super::objects::{
-    body_length, body_stream, commit_unless_failed, content_md5, copy_source_conditions, md5_hex,
-    new_object_headers, object_of, object_write_condition, place, read_source,
+    body_length, body_stream, commit_unless_failed, content_md5_of, copy_source_conditions,
+    md5_hex, new_object_headers, object_of, object_write_condition, place, read_source,
 };
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
 use crate::api::headers::BodyLength;
@@ -259,10 +259,10 @@ pub async fn upload_part(
     req: S3Request<UploadPartInput>,
 ) -> S3Result<S3Response<UploadPartOutput>> {
     bucket_of(&req, &req.input.bucket)?;
+    let md5 = content_md5_of(&req.headers)?;
     let i = req.input;
     let part = names::check_part_number(i.part_number)?;
     let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
-    let md5 = content_md5(i.content_md5.as_deref())?;
     let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
     let rec = store_part(api, &upload, part, len, md5.as_deref(), body_stream(i.body)).await?;
     Ok(S3Response::new(UploadPartOutput {

@@ -203,6 +203,18 @@ pub fn md5_hex(b64: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The request's `Content-MD5`, checked. Read from the headers as sent: an empty value (which
+/// the request parser drops as absent) is a digest, and no body matches it.
+///
+/// # Errors
+/// `InvalidDigest`.
+pub fn content_md5_of(headers: &http::HeaderMap) -> S3Result<Option<String>> {
+    match headers.get("content-md5") {
+        None => Ok(None),
+        Some(v) => content_md5(Some(v.to_str().unwrap_or(""))),
+    }
+}
+
 /// Checks `Content-MD5`: the base64 of 16 bytes.
 ///
 /// # Errors
@@ -421,10 +433,10 @@ pub async fn put_object(
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let owner = caller(&req)?.uuid.clone();
     bucket_of(&req, &req.input.bucket)?;
+    let md5 = content_md5_of(&req.headers)?;
     let i = req.input;
     names::check_key(&i.key)?;
     let fields = new_object_headers!(i)?;
-    let md5 = content_md5(i.content_md5.as_deref())?;
     let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
     let fd = &api.fd;
     let cond = fd
