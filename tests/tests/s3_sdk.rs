@@ -1032,3 +1032,25 @@ async fn an_empty_content_md5_is_an_invalid_digest() {
     assert_eq!(code_of(put), ("InvalidDigest".into(), 400));
     assert_eq!(code_of(b.head("k").send().await).1, 404);
 }
+
+/// An upload framed as `aws-chunked` (the SDK's streaming checksums) keeps the object's own
+/// `Content-Encoding`, without the framing.
+#[tokio::test]
+async fn aws_chunked_framing_is_not_the_objects_encoding() {
+    let s3 = start().await;
+    let b = Bucket::create(&s3.client(), "framing").await;
+    let path = s3.region.dir().join("framed.bin");
+    let body = data(300_000, 3);
+    std::fs::write(&path, &body).unwrap();
+    for (key, encoding) in [("plain", None), ("zipped", Some("gzip"))] {
+        b.put(key, ByteStream::from_path(&path).await.unwrap())
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Crc32)
+            .set_content_encoding(encoding.map(str::to_owned))
+            .send()
+            .await
+            .unwrap();
+        let got = b.get(key).send().await.unwrap();
+        assert_eq!(got.content_encoding(), encoding, "{key}");
+        assert_eq!(body_of(got).await, body, "{key}");
+    }
+}

@@ -98,12 +98,29 @@ pub fn stored_headers(
     };
     put("cache-control", &content.cache_control);
     put("content-disposition", &content.content_disposition);
-    put("content-encoding", &content.content_encoding);
+    put(
+        "content-encoding",
+        &content
+            .content_encoding
+            .as_deref()
+            .and_then(stored_encoding),
+    );
     put("content-language", &content.content_language);
     if let Some(e) = content.expires.as_ref().and_then(http_date) {
         h.insert("expires".into(), e);
     }
     Ok(h)
+}
+
+/// The `Content-Encoding` an object keeps: what the client sent without `aws-chunked`, which
+/// describes the request's framing (undone by the time the bytes are stored), not the object.
+fn stored_encoding(sent: &str) -> Option<String> {
+    let kept: Vec<&str> = sent
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
 }
 
 /// The `Content-Type` and stored headers ([`stored_headers`]) of a new object, from the
@@ -981,6 +998,19 @@ mod tests {
     /// Found by the `range_header` fuzz target: `bytes=-5` on an empty object gave the empty
     /// span 0..0, whose `Content-Range` underflowed (`bytes 0-18446744073709551615/0` in a
     /// release build, a panic in a debug one).
+    #[test]
+    fn the_stored_encoding_drops_the_request_framing() {
+        for (sent, kept) in [
+            ("aws-chunked", None),
+            ("aws-chunked,gzip", Some("gzip")),
+            ("gzip, AWS-CHUNKED", Some("gzip")),
+            ("gzip,br", Some("gzip,br")),
+            ("", None),
+        ] {
+            assert_eq!(stored_encoding(sent).as_deref(), kept, "{sent}");
+        }
+    }
+
     #[test]
     fn a_suffix_range_of_an_empty_object_reads_all_of_it() {
         assert_eq!(read_span(&Range::Suffix { length: 5 }, 0).unwrap(), None);

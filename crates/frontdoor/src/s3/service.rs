@@ -460,6 +460,7 @@ async fn serve(st: &Adapter, mut req: Request) -> (Response, &'static str) {
     if let Some(e) = precheck(&req, SystemTime::now()) {
         return (error_response(e), "S3Refused");
     }
+    join_repeated(req.headers_mut(), http::header::CONTENT_ENCODING);
     let slot = OpSlot::default();
     req.extensions_mut().insert(slot.clone());
     let req = req.map(s3s::Body::http_body_unsync);
@@ -485,6 +486,25 @@ async fn serve(st: &Adapter, mut req: Request) -> (Response, &'static str) {
         resp = Response::from_parts(parts, drop_late_declaration(body));
     }
     (resp, op)
+}
+
+/// Joins the lines of a list-valued header sent more than once into one (`a,b`), as HTTP
+/// defines them and as SigV4 signs them, so the signature still holds. The AWS SDKs send
+/// `Content-Encoding` twice when an object with its own encoding is uploaded `aws-chunked`;
+/// `s3s` refuses repeated headers.
+fn join_repeated(headers: &mut http::HeaderMap, name: http::HeaderName) {
+    if headers.get_all(&name).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<u8> = headers
+        .get_all(&name)
+        .iter()
+        .map(|v| v.as_bytes().trim_ascii())
+        .collect::<Vec<_>>()
+        .join(&b',');
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(name, v);
+    }
 }
 
 /// A long completion answers 200, an XML declaration, whitespace while the nodes work, then
@@ -673,6 +693,21 @@ impl S3 for S3Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repeated_list_headers_are_joined_as_sigv4_signs_them() {
+        let mut h = http::HeaderMap::new();
+        h.append("content-encoding", HeaderValue::from_static("gzip"));
+        join_repeated(&mut h, http::header::CONTENT_ENCODING);
+        assert_eq!(h.get_all("content-encoding").iter().count(), 1);
+        h.append(
+            "content-encoding",
+            HeaderValue::from_static(" aws-chunked "),
+        );
+        join_repeated(&mut h, http::header::CONTENT_ENCODING);
+        let all: Vec<_> = h.get_all("content-encoding").iter().collect();
+        assert_eq!(all, ["gzip,aws-chunked"]);
+    }
 
     #[test]
     fn virtual_hosts() {
