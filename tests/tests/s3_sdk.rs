@@ -85,7 +85,7 @@ async fn photos() -> (S3Region, aws_sdk_s3::Client, Bucket) {
 /// paging, start-after, URL encoding, and versions.
 #[tokio::test]
 async fn objects_round_trip_and_list_in_order() {
-    let (_s3, c, b) = photos().await;
+    let (s3, c, b) = photos().await;
 
     // Objects: keys are flat; `a` and `a/b` coexist; odd characters round-trip.
     let keys = KEYS;
@@ -177,6 +177,20 @@ async fn objects_round_trip_and_list_in_order() {
         .unwrap();
     assert_eq!(l.encoding_type(), Some(&url));
     assert_eq!(keys_and_prefixes(&l).0, ["b%20c", "b%26c", "b%2Bc"]);
+    // An empty delimiter groups nothing.
+    let l = b.list().delimiter("").send().await.unwrap();
+    assert_eq!(l.contents().len(), keys.len());
+    assert!(l.common_prefixes().is_empty());
+    // The owner: always in v1, in v2 only with fetch-owner; the account's ID and name.
+    let me = c.list_buckets().send().await.unwrap();
+    let me = me.owner().unwrap();
+    let v1 = c.list_objects().bucket("photos").send().await.unwrap();
+    assert!(v1.contents().iter().all(|o| o.owner() == Some(me)), "{v1:?}");
+    let without = b.list().send().await.unwrap();
+    assert!(without.contents().iter().all(|o| o.owner().is_none()));
+    let with = b.list().fetch_owner(true).send().await.unwrap();
+    assert!(with.contents().iter().all(|o| o.owner() == Some(me)));
+    assert_eq!(me.display_name(), Some(s3.region.account.login.as_str()));
     // Versions: each object once, VersionId "null".
     let v = b.versions().send().await.unwrap();
     assert_eq!(v.versions().len(), keys.len());
