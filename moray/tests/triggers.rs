@@ -43,6 +43,7 @@ fn object(key: &str, sharks: &[&str]) -> (MetadataRecord, ObjectId) {
             created_from: None,
             sha256: None,
             crc32c: None,
+            parts: None,
         }),
         request_id: None,
     };

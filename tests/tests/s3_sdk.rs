@@ -185,7 +185,10 @@ async fn objects_round_trip_and_list_in_order() {
     let me = c.list_buckets().send().await.unwrap();
     let me = me.owner().unwrap();
     let v1 = c.list_objects().bucket("photos").send().await.unwrap();
-    assert!(v1.contents().iter().all(|o| o.owner() == Some(me)), "{v1:?}");
+    assert!(
+        v1.contents().iter().all(|o| o.owner() == Some(me)),
+        "{v1:?}"
+    );
     let without = b.list().send().await.unwrap();
     assert!(without.contents().iter().all(|o| o.owner().is_none()));
     let with = b.list().fetch_owner(true).send().await.unwrap();
@@ -1067,4 +1070,122 @@ async fn aws_chunked_framing_is_not_the_objects_encoding() {
         assert_eq!(got.content_encoding(), encoding, "{key}");
         assert_eq!(body_of(got).await, body, "{key}");
     }
+}
+
+/// `GetObject`/`HeadObject` with `partNumber`, and `GetObjectAttributes`, of an object made
+/// from three parts and of one put whole.
+#[tokio::test]
+async fn parts_of_a_multipart_object_are_read_and_listed_by_number() {
+    const MIB: usize = 1024 * 1024;
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "parts").await;
+    let sizes = [5 * MIB, 5 * MIB, 1000];
+    let body = data(sizes.iter().sum(), 11);
+    let id = b.upload_id("big").await;
+    let mut done = Vec::new();
+    let mut at = 0;
+    for (n, size) in (1..).zip(sizes) {
+        let chunk = body[at..at + size].to_vec();
+        at += size;
+        let p = b.part(("big", &id), n, chunk).send().await.unwrap();
+        done.push(completed(n, p.e_tag().unwrap()));
+    }
+    let etag = b.complete(("big", &id), done).send().await.unwrap();
+    let etag = etag.e_tag().unwrap().to_owned();
+
+    let mut at = 0;
+    for (n, size) in (1..).zip(sizes) {
+        let h = b.head("big").part_number(n).send().await.unwrap();
+        assert_eq!(h.parts_count(), Some(3));
+        assert_eq!(h.content_length(), Some(size as i64), "part {n}");
+        assert_eq!(h.e_tag(), Some(etag.as_str()));
+        let g = b.get("big").part_number(n).send().await.unwrap();
+        assert_eq!(g.parts_count(), Some(3));
+        let want_range = format!("bytes {at}-{}/{}", at + size - 1, body.len());
+        assert_eq!(g.content_range(), Some(want_range.as_str()));
+        assert_eq!(body_of(g).await, &body[at..at + size], "part {n}");
+        at += size;
+    }
+    assert_eq!(
+        code_of(b.get("big").part_number(4).send().await),
+        ("InvalidPartNumber".into(), 416)
+    );
+    assert_eq!(
+        code_of(b.get("big").part_number(1).range("bytes=0-9").send().await),
+        ("InvalidRequest".into(), 400)
+    );
+
+    // An object put whole is its own part 1.
+    b.put("small", ByteStream::from_static(b"whole"))
+        .send()
+        .await
+        .unwrap();
+    let g = b.get("small").part_number(1).send().await.unwrap();
+    assert_eq!(body_of(g).await, b"whole");
+    assert_eq!(code_of(b.head("small").part_number(2).send().await).1, 416);
+
+    // Attributes, the parts a page at a time.
+    use aws_sdk_s3::types::ObjectAttributes as A;
+    let attrs = |key: &str| {
+        c.get_object_attributes()
+            .bucket("parts")
+            .key(key)
+            .object_attributes(A::Etag)
+            .object_attributes(A::ObjectSize)
+            .object_attributes(A::StorageClass)
+            .object_attributes(A::ObjectParts)
+    };
+    let a = attrs("big").max_parts(2).send().await.unwrap();
+    assert_eq!(Some(a.e_tag().unwrap()), etag.get(1..etag.len() - 1));
+    assert_eq!(a.object_size(), Some(body.len() as i64));
+    assert_eq!(
+        a.storage_class(),
+        Some(&aws_sdk_s3::types::StorageClass::Standard)
+    );
+    let p = a.object_parts().unwrap();
+    assert_eq!(p.total_parts_count(), Some(3));
+    assert_eq!(p.is_truncated(), Some(true));
+    let listed: Vec<_> = p
+        .parts()
+        .iter()
+        .map(|x| (x.part_number(), x.size()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (Some(1), Some(5 * MIB as i64)),
+            (Some(2), Some(5 * MIB as i64))
+        ]
+    );
+    let marker = p.next_part_number_marker().unwrap();
+    let a = attrs("big")
+        .part_number_marker(marker)
+        .send()
+        .await
+        .unwrap();
+    let p = a.object_parts().unwrap();
+    assert_eq!(p.is_truncated(), Some(false));
+    let listed: Vec<_> = p
+        .parts()
+        .iter()
+        .map(|x| (x.part_number(), x.size()))
+        .collect();
+    assert_eq!(listed, [(Some(3), Some(1000))]);
+    let a = attrs("small").send().await.unwrap();
+    assert_eq!(a.object_size(), Some(5));
+    assert!(a.object_parts().is_none());
+    let only_size = c
+        .get_object_attributes()
+        .bucket("parts")
+        .key("small")
+        .object_attributes(A::ObjectSize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_size.e_tag(), None);
+    assert_eq!(
+        code_of(attrs("nothing").send().await),
+        ("NoSuchKey".into(), 404)
+    );
 }

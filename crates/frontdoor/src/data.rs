@@ -823,6 +823,7 @@ impl Uncommitted {
             created_from: None,
             sha256: None,
             crc32c: s.crc32c.clone(),
+            parts: None,
         };
         place.record(
             &self.creator,

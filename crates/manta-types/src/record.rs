@@ -57,6 +57,64 @@ pub struct ObjectInfo {
     /// checks the bytes it serves against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crc32c: Option<String>,
+    /// For an object joined from the parts of a multipart upload: their sizes, in order (an
+    /// addition to the original's record). Reads of one part and part listings use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<PartSizes>,
+}
+
+/// The sizes of an object's parts, in order, kept as runs of equal sizes (`[[size, count],
+/// ...]`): uploads mostly use one part size and a smaller last part, so even 10 000 parts
+/// take a few bytes of the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartSizes(Vec<(u64, u32)>);
+
+impl PartSizes {
+    /// The runs of `sizes`.
+    pub fn of(sizes: impl IntoIterator<Item = u64>) -> PartSizes {
+        let mut runs: Vec<(u64, u32)> = Vec::new();
+        for size in sizes {
+            match runs.last_mut() {
+                Some((s, n)) if *s == size && *n < u32::MAX => *n += 1,
+                _ => runs.push((size, 1)),
+            }
+        }
+        PartSizes(runs)
+    }
+
+    /// How many parts.
+    pub fn count(&self) -> u64 {
+        self.0.iter().map(|&(_, n)| u64::from(n)).sum()
+    }
+
+    /// Each part's number (from 1), size and first byte in the object, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.0
+            .iter()
+            .flat_map(|&(size, n)| std::iter::repeat_n(size, n as usize))
+            .scan((0u64, 0u64), |(number, offset), size| {
+                *number += 1;
+                let start = *offset;
+                *offset = offset.saturating_add(size);
+                Some((*number, size, start))
+            })
+    }
+
+    /// The bytes of part `number` (from 1) in the object; `None` past the last part.
+    pub fn range(&self, number: u64) -> Option<std::ops::Range<u64>> {
+        let mut start = 0u64;
+        let mut first = 1u64;
+        for &(size, n) in &self.0 {
+            let n = u64::from(n);
+            if number < first + n && number >= first {
+                let s = start + (number - first) * size;
+                return Some(s..s + size);
+            }
+            start += size * n;
+            first += n;
+        }
+        None
+    }
 }
 
 /// Fields only directories have.
@@ -225,8 +283,42 @@ mod tests {
                 created_from: None,
                 sha256: None,
                 crc32c: None,
+                parts: None,
             }),
             request_id: None,
+        }
+    }
+
+    #[test]
+    fn part_sizes_are_runs_and_answer_each_parts_bytes() {
+        let p = PartSizes::of([5, 5, 5, 2]);
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            serde_json::json!([[5, 3], [2, 1]])
+        );
+        assert_eq!(p.count(), 4);
+        assert_eq!(p.range(1), Some(0..5));
+        assert_eq!(p.range(3), Some(10..15));
+        assert_eq!(p.range(4), Some(15..17));
+        assert_eq!(p.range(0), None);
+        assert_eq!(p.range(5), None);
+        let all: Vec<_> = p.iter().collect();
+        assert_eq!(all, [(1, 5, 0), (2, 5, 5), (3, 5, 10), (4, 2, 15)]);
+        assert_eq!(PartSizes::of([]).count(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn part_ranges_tile_the_object(sizes in proptest::collection::vec(0u64..20, 0..50)) {
+            let p = PartSizes::of(sizes.iter().copied());
+            proptest::prop_assert_eq!(p.count(), sizes.len() as u64);
+            let mut at = 0;
+            for (i, &size) in sizes.iter().enumerate() {
+                let r = p.range(i as u64 + 1).unwrap();
+                proptest::prop_assert_eq!(r.clone(), at..at + size);
+                at = r.end;
+            }
+            proptest::prop_assert!(p.range(sizes.len() as u64 + 1).is_none());
         }
     }
 

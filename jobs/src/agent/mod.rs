@@ -1064,6 +1064,7 @@ impl Agent {
                 created_from: None,
                 sha256: d.sha256_hex(),
                 crc32c: d.crc32c_hex(),
+                parts: None,
             }),
             request_id: manta_util::http::current_request_id(),
         };

@@ -127,6 +127,7 @@ mod tests {
                     created_from: None,
                     sha256: None,
                     crc32c: None,
+                    parts: None,
                 }),
                 request_id: None,
             },

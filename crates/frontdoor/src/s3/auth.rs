@@ -64,6 +64,7 @@ pub const OPERATIONS: &[&str] = &[
     "GetBucketLocation",
     "GetBucketVersioning",
     "GetObject",
+    "GetObjectAttributes",
     "HeadBucket",
     "HeadObject",
     "ListBuckets",

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use manta_types::record::ObjectInfo;
+use manta_types::record::{EntryKind, ObjectInfo, PartSizes};
 use manta_types::{MetadataRecord, ObjectId, SharkRef};
 use md5::Digest as _;
 use s3s::dto::*;
@@ -561,6 +561,8 @@ struct Plan {
     /// Object ids of the non-empty parts, in order.
     ids: Vec<String>,
     total: u64,
+    /// Every listed part's size, in order (empty parts too: they keep their numbers).
+    sizes: PartSizes,
     etag: String,
 }
 
@@ -649,6 +651,7 @@ pub async fn complete(
             .map(|o| o.object_id.to_string())
             .collect(),
         total: chosen.iter().map(|o| o.content_length).sum(),
+        sizes: PartSizes::of(chosen.iter().map(|o| o.content_length)),
         upload,
         bucket: i.bucket,
         key: i.key,
@@ -696,7 +699,10 @@ async fn finish(api: &S3Api, plan: Plan) -> S3Result<CompleteMultipartUploadOutp
         content_type: u.content_type.clone(),
         headers: u.headers.clone(),
     };
-    let rec = joined.record(place(&plan.bucket, &plan.key), meta);
+    let mut rec = joined.record(place(&plan.bucket, &plan.key), meta);
+    if let EntryKind::Object(o) = &mut rec.kind {
+        o.parts = Some(plan.sizes.clone());
+    }
     joined
         .commit(async {
             match api

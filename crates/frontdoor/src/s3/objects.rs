@@ -521,16 +521,51 @@ async fn read_entry(
     if conditional::check_read(&current(&entry.rec)?, cond)? == ReadOutcome::NotModified {
         return Err(not_modified(&entry.rec, &o.etag));
     }
-    match part_number {
-        None => {}
-        Some(1) if !o.etag.contains('-') => {}
-        Some(_) => return Err(not_implemented("Reading one part of a multipart object")),
-    }
-    let span = match range {
-        None => None,
-        Some(r) => read_span(r, o.content_length)?,
+    let span = match (part_number, range) {
+        (Some(_), Some(_)) => {
+            return Err(s3err(
+                S3ErrorCode::InvalidRequest,
+                "Cannot specify both Range header and partNumber query parameter",
+            ));
+        }
+        (Some(n), None) => part_span(o, n)?,
+        (None, Some(r)) => read_span(r, o.content_length)?,
+        (None, None) => None,
     };
     Ok((entry, span))
+}
+
+/// The bytes of part `n` of an object (`?partNumber=`): `None` for all of them (part 1 of
+/// an object not made from parts is the whole object).
+///
+/// # Errors
+/// `InvalidArgument` outside 1 to 10 000; `InvalidPartNumber` (416) past the last part (or
+/// for an empty part of a non-empty object, which no `Content-Range` can name);
+/// `NotImplemented` for a multipart object completed before part sizes were recorded.
+fn part_span(o: &ObjectInfo, n: i32) -> S3Result<Option<std::ops::Range<u64>>> {
+    let n = names::check_part_number(n)?;
+    let past_the_last = || {
+        let mut e = s3err(
+            S3ErrorCode::Custom("InvalidPartNumber".into()),
+            "The requested partnumber is not satisfiable",
+        );
+        e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
+        e
+    };
+    match &o.parts {
+        Some(parts) => match parts.range(u64::from(n)) {
+            Some(r) if r.is_empty() && o.content_length == 0 => Ok(None),
+            Some(r) if r.is_empty() => Err(past_the_last()),
+            Some(r) if r.start == 0 && r.end == o.content_length => Ok(None),
+            Some(r) => Ok(Some(r)),
+            None => Err(past_the_last()),
+        },
+        None if parts_count(&o.etag).is_some() => Err(not_implemented(
+            "Reading one part of a multipart object completed before part sizes were recorded",
+        )),
+        None if n == 1 => Ok(None),
+        None => Err(past_the_last()),
+    }
 }
 
 /// The bytes of an object of `total` bytes that a read's `Range` asks for: `None` for all
@@ -609,7 +644,11 @@ macro_rules! object_output {
             content_encoding: ch.content_encoding,
             content_language: ch.content_language,
             expires: ch.expires,
-            parts_count: parts_count(&$o.etag),
+            parts_count: $o
+                .parts
+                .as_ref()
+                .map(|p| i32::try_from(p.count()).unwrap_or(i32::MAX))
+                .or_else(|| parts_count(&$o.etag)),
             $($field: $value,)*
             ..$ty::default()
         }
@@ -660,6 +699,115 @@ pub async fn get_object(
         body: Some(body),
         storage_class: None,
     )))
+}
+
+/// `GetObjectAttributes`: the attributes asked for (`x-amz-object-attributes`) of an
+/// object: `ETag`, `ObjectSize`, `StorageClass`, and `ObjectParts` (the parts of an object
+/// made by a multipart upload, `max-parts` at a time after `part-number-marker`). `Checksum`
+/// is answered with nothing: no S3 checksum is kept.
+///
+/// # Errors
+/// `NoSuchKey`, `InvalidArgument` (no attributes, an unknown one, bad paging),
+/// `NotImplemented` for the parts of a multipart object completed before part sizes were
+/// recorded.
+pub async fn get_object_attributes(
+    api: &S3Api,
+    req: S3Request<GetObjectAttributesInput>,
+) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+    let b = bucket_of(&req, &req.input.bucket)?;
+    let i = &req.input;
+    check_version(i.version_id.as_deref())?;
+    let wants: Vec<&str> = i
+        .object_attributes
+        .iter()
+        .map(ObjectAttributes::as_str)
+        .collect();
+    if wants.is_empty() {
+        return Err(invalid_argument(
+            "x-amz-object-attributes must name at least one attribute",
+        ));
+    }
+    const KNOWN: [&str; 5] = [
+        ObjectAttributes::CHECKSUM,
+        ObjectAttributes::ETAG,
+        ObjectAttributes::OBJECT_PARTS,
+        ObjectAttributes::OBJECT_SIZE,
+        ObjectAttributes::STORAGE_CLASS,
+    ];
+    if let Some(bad) = wants.iter().find(|w| !KNOWN.contains(w)) {
+        return Err(invalid_argument(format!(
+            "Invalid attribute name specified: {bad}"
+        )));
+    }
+    let wanted = |a: &str| wants.contains(&a);
+    let entry = existing(api, &b.rec.owner, &b.rec.name, &i.key).await?;
+    let o = object_of(&entry.rec)?;
+    let object_parts = if wanted(ObjectAttributes::OBJECT_PARTS) {
+        object_parts(o, i.part_number_marker, i.max_parts)?
+    } else {
+        None
+    };
+    Ok(S3Response::new(GetObjectAttributesOutput {
+        e_tag: wanted(ObjectAttributes::ETAG).then(|| ETag::Strong(o.etag.clone())),
+        object_size: wanted(ObjectAttributes::OBJECT_SIZE)
+            .then(|| i64::try_from(o.content_length).unwrap_or(i64::MAX)),
+        storage_class: wanted(ObjectAttributes::STORAGE_CLASS)
+            .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+        object_parts,
+        last_modified: Some(timestamp(entry.rec.mtime)),
+        ..GetObjectAttributesOutput::default()
+    }))
+}
+
+/// Most parts one `GetObjectAttributes` lists.
+const MAX_PARTS_LISTED: i32 = 1000;
+
+/// The `ObjectParts` of an object: `None` for one not made from parts (as S3 answers).
+fn object_parts(
+    o: &ObjectInfo,
+    marker: Option<i32>,
+    max: Option<i32>,
+) -> S3Result<Option<GetObjectAttributesParts>> {
+    let marker = match marker {
+        None => 0,
+        Some(n) if n < 0 => return Err(invalid_argument("part-number-marker must be >= 0")),
+        Some(n) => u64::from(n.unsigned_abs()),
+    };
+    let max = match max {
+        None => MAX_PARTS_LISTED,
+        Some(n) if n < 0 => return Err(invalid_argument("max-parts must be >= 0")),
+        Some(n) => n.min(MAX_PARTS_LISTED),
+    };
+    let Some(sizes) = &o.parts else {
+        if parts_count(&o.etag).is_some() {
+            return Err(not_implemented(
+                "Listing the parts of a multipart object completed before part sizes were recorded",
+            ));
+        }
+        return Ok(None);
+    };
+    let mut after = sizes.iter().filter(|&(n, _, _)| n > marker).peekable();
+    let mut parts = Vec::new();
+    while parts.len() < usize::try_from(max).unwrap_or(0) {
+        let Some((n, size, _)) = after.next() else {
+            break;
+        };
+        parts.push(ObjectPart {
+            part_number: i32::try_from(n).ok(),
+            size: i64::try_from(size).ok(),
+            ..ObjectPart::default()
+        });
+    }
+    let truncated = after.peek().is_some();
+    let next = parts.last().and_then(|p| p.part_number);
+    Ok(Some(GetObjectAttributesParts {
+        total_parts_count: i32::try_from(sizes.count()).ok(),
+        part_number_marker: i32::try_from(marker).ok(),
+        next_part_number_marker: if truncated { next } else { None },
+        max_parts: Some(max),
+        is_truncated: Some(truncated),
+        parts: Some(parts),
+    }))
 }
 
 /// The part count of a multipart ETag (`...-N`).
