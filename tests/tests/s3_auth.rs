@@ -427,3 +427,174 @@ async fn virtual_hosted_style_under_a_domain() {
     assert_eq!(status, 404);
     assert_eq!(xml_code(&body, &id), "NoSuchKey");
 }
+
+/// An anonymous request's status and error code (empty for a success).
+async fn anonymous(http: &reqwest::Client, method: reqwest::Method, url: &str) -> (u16, String) {
+    let (status, id, body) = raw(http.request(method, url)).await;
+    let code = if status < 300 || body.is_empty() {
+        String::new()
+    } else {
+        xml_code(&body, &id)
+    };
+    (status, code)
+}
+
+/// Canned ACLs: `public-read` objects are readable by anyone, private ones by nobody but the
+/// owner; a `public-read` bucket can be listed by anyone; the ACLs are set at creation or
+/// later and read back; what is not kept is refused, not ignored.
+#[tokio::test]
+async fn canned_acls_open_what_their_owner_made_public_and_nothing_else() {
+    use aws_sdk_s3::types::{BucketCannedAcl, ObjectCannedAcl, Permission, Type};
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "pub").await;
+    let http = reqwest::Client::new();
+    let url = |k: &str| format!("{}/pub/{k}", s3.endpoint);
+    let get = |k: &str| {
+        let u = url(k);
+        let http = http.clone();
+        async move { anonymous(&http, reqwest::Method::GET, &u).await }
+    };
+    let denied = (403, "AccessDenied".to_owned());
+    let fine = (200, String::new());
+
+    b.put("open.txt", ByteStream::from_static(b"for everyone"))
+        .acl(ObjectCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    b.put("closed.txt", ByteStream::from_static(b"for me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get("open.txt").await, fine);
+    let body = http.get(url("open.txt")).send().await.unwrap();
+    assert_eq!(body.text().await.unwrap(), "for everyone");
+    assert_eq!(
+        anonymous(&http, reqwest::Method::HEAD, &url("open.txt"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(get("closed.txt").await, denied);
+    // Whether a key exists is not told to those who may not list the bucket.
+    assert_eq!(get("missing").await, denied);
+    assert_eq!(get("").await, denied, "listing a private bucket");
+    for m in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        assert_eq!(anonymous(&http, m, &url("open.txt")).await, denied);
+    }
+
+    // Read back.
+    let acl = c
+        .get_object_acl()
+        .bucket("pub")
+        .key("open.txt")
+        .send()
+        .await
+        .unwrap();
+    let me = acl.owner().unwrap().id().unwrap().to_owned();
+    let grants: Vec<_> = acl
+        .grants()
+        .iter()
+        .map(|g| {
+            let who = g.grantee().unwrap();
+            (
+                who.r#type().clone(),
+                who.id().map(str::to_owned).or(who.uri().map(str::to_owned)),
+                g.permission().unwrap().clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        grants,
+        [
+            (
+                Type::CanonicalUser,
+                Some(me.clone()),
+                Permission::FullControl
+            ),
+            (
+                Type::Group,
+                Some("http://acs.amazonaws.com/groups/global/AllUsers".to_owned()),
+                Permission::Read
+            )
+        ]
+    );
+    let closed = c.get_object_acl().bucket("pub").key("closed.txt").send();
+    assert_eq!(closed.await.unwrap().grants().len(), 1);
+
+    // Changed later.
+    let set = |k: &'static str, acl: ObjectCannedAcl| {
+        c.put_object_acl().bucket("pub").key(k).acl(acl).send()
+    };
+    set("closed.txt", ObjectCannedAcl::PublicRead)
+        .await
+        .unwrap();
+    set("open.txt", ObjectCannedAcl::Private).await.unwrap();
+    assert_eq!(get("closed.txt").await, fine);
+    assert_eq!(get("open.txt").await, denied);
+    // A copy gets the request's ACL, private by default.
+    b.copy("copy.txt", "pub/closed.txt").send().await.unwrap();
+    assert_eq!(get("copy.txt").await, denied);
+    // A public bucket can be listed (its objects stay as they are).
+    c.put_bucket_acl()
+        .bucket("pub")
+        .acl(BucketCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    let bucket_acl = c.get_bucket_acl().bucket("pub").send().await.unwrap();
+    assert_eq!(bucket_acl.grants().len(), 2);
+    let listing = http.get(url("")).send().await.unwrap();
+    assert_eq!(listing.status(), 200);
+    assert!(
+        listing
+            .text()
+            .await
+            .unwrap()
+            .contains("<Key>closed.txt</Key>")
+    );
+    assert_eq!(get("open.txt").await, denied);
+    assert_eq!(get("missing").await, (404, "NoSuchKey".to_owned()));
+    // Public at creation, for buckets and multipart objects.
+    c.create_bucket()
+        .bucket("born-public")
+        .acl(BucketCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    let listing = http
+        .get(format!("{}/born-public", s3.endpoint))
+        .send()
+        .await;
+    assert_eq!(listing.unwrap().status(), 200);
+    let up = b
+        .start_upload("joined.txt")
+        .acl(ObjectCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let p = b.part(("joined.txt", id), 1, ByteStream::from_static(b"joined"));
+    let etag = p.send().await.unwrap().e_tag().unwrap().to_owned();
+    b.complete(("joined.txt", id), vec![completed(1, &etag)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get("joined.txt").await, fine);
+
+    // Not kept: refused rather than ignored; nothing written.
+    let rw = b
+        .put("rw.txt", ByteStream::from_static(b"x"))
+        .acl(ObjectCannedAcl::PublicReadWrite)
+        .send()
+        .await;
+    assert_eq!(code_of(rw), ("NotImplemented".into(), 501));
+    assert_eq!(code_of(b.head("rw.txt").send().await).1, 404);
+    let granted = b
+        .put("granted.txt", ByteStream::from_static(b"x"))
+        .grant_read("uri=http://acs.amazonaws.com/groups/global/AllUsers")
+        .send()
+        .await;
+    assert_eq!(code_of(granted), ("NotImplemented".into(), 501));
+}

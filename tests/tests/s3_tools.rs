@@ -13,7 +13,7 @@ use s3_common::*;
 use testkit::tools::{boto3_python, require};
 
 const BOTO3_SCRIPT: &str = r#"
-import os, sys, hashlib, io
+import os, sys, hashlib, io, urllib.request, urllib.error
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
@@ -71,13 +71,41 @@ assert rng == blob[100:200]
 s3.copy_object(Bucket="boto-bucket", Key="copy", CopySource={"Bucket": "boto-bucket", "Key": "plain"})
 assert s3.get_object(Bucket="boto-bucket", Key="copy")["Body"].read() == b"plain"
 assert code(lambda: s3.get_object(Bucket="boto-bucket", Key="nope")) == ("NoSuchKey", 404)
+
+# Reads by part, and attributes.
+part2 = s3.get_object(Bucket="boto-bucket", Key="big.bin", PartNumber=2)
+assert part2["PartsCount"] == 3 and part2["Body"].read() == blob[5 * 1024 * 1024:10 * 1024 * 1024]
+attrs = s3.get_object_attributes(Bucket="boto-bucket", Key="big.bin",
+                                 ObjectAttributes=["ETag", "ObjectSize", "ObjectParts"])
+assert attrs["ObjectSize"] == len(blob) and attrs["ObjectParts"]["TotalPartsCount"] == 3, attrs
+assert '"' + attrs["ETag"] + '"' == head["ETag"], attrs
+
+# Conditional deletes.
+etag = s3.head_object(Bucket="boto-bucket", Key="copy")["ETag"]
+assert code(lambda: s3.delete_object(Bucket="boto-bucket", Key="copy", IfMatch='"0123"')) == ("PreconditionFailed", 412)
+s3.delete_object(Bucket="boto-bucket", Key="copy", IfMatch=etag)
+assert code(lambda: s3.head_object(Bucket="boto-bucket", Key="copy"))[1] == 404
+
+# Canned ACLs: anyone may read a public-read object, nobody a private one.
+s3.put_object(Bucket="boto-bucket", Key="copy", Body=b"open", ACL="public-read")
+def anonymous_get(key):
+    try:
+        with urllib.request.urlopen(os.environ["S3_ENDPOINT"] + "/boto-bucket/" + key) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+assert anonymous_get("copy") == 200
+assert anonymous_get("plain") == 403
+assert [g["Permission"] for g in s3.get_object_acl(Bucket="boto-bucket", Key="copy")["Grants"]] == ["FULL_CONTROL", "READ"]
+s3.put_object_acl(Bucket="boto-bucket", Key="copy", ACL="private")
+assert anonymous_get("copy") == 403
 assert code(lambda: s3.delete_bucket(Bucket="boto-bucket")) == ("BucketNotEmpty", 409)
 
 # Clean up the way test suites do: every version, then the bucket.
 versions = s3.list_object_versions(Bucket="boto-bucket")
 objs = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in versions.get("Versions", [])]
 assert all(o["VersionId"] == "null" for o in objs)
-assert len(objs) == len(keys) + 2
+assert len(objs) == len(keys) + 2, objs
 r = s3.delete_objects(Bucket="boto-bucket", Delete={"Objects": objs}, BypassGovernanceRetention=True)
 assert len(r["Deleted"]) == len(objs) and not r.get("Errors"), r
 s3.delete_bucket(Bucket="boto-bucket")

@@ -7,22 +7,49 @@ use manta_types::{Area, ErrorCode, MantaError, MantaPath};
 
 use crate::account::{Account, Caller, Via};
 
-/// May `caller` perform `method` on `path` in `owner`'s namespace?
-///
-/// Anyone may read `/:login/public`. An account may do anything in its own namespace except
-/// write where only the system writes (`reports`, job outputs, the uploads tree). Nobody else
-/// may touch it.
+/// What the owner of an entry granted everyone, beyond what its area allows: an S3 canned ACL
+/// (`public-read` on an object lets anyone read it; on a bucket, list it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Grant {
+    /// Nothing beyond the area's rules.
+    #[default]
+    None,
+    /// Anyone may read (`GET`, `HEAD`).
+    PublicRead,
+}
+
+/// May `caller` perform `method` on `path` in `owner`'s namespace? As [`authorize_granted`]
+/// with no grant.
 ///
 /// # Errors
-/// `AuthorizationRequired` (401) for anonymous callers, `AuthorizationFailed` (403) otherwise.
+/// As [`authorize_granted`].
 pub fn authorize(
     caller: &Caller,
     owner: &Account,
     path: &MantaPath,
     method: &Method,
 ) -> Result<(), MantaError> {
+    authorize_granted(caller, owner, path, method, Grant::None)
+}
+
+/// May `caller` perform `method` on `path` in `owner`'s namespace, given what the owner
+/// granted everyone on it?
+///
+/// Anyone may read `/:login/public`, and an entry granted [`Grant::PublicRead`]. An account
+/// may do anything in its own namespace except write where only the system writes
+/// (`reports`, job outputs, the uploads tree). Nobody else may touch it.
+///
+/// # Errors
+/// `AuthorizationRequired` (401) for anonymous callers, `AuthorizationFailed` (403) otherwise.
+pub fn authorize_granted(
+    caller: &Caller,
+    owner: &Account,
+    path: &MantaPath,
+    method: &Method,
+    grant: Grant,
+) -> Result<(), MantaError> {
     let read_only = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if read_only && path.area() == Some(Area::Public) {
+    if read_only && (path.area() == Some(Area::Public) || grant == Grant::PublicRead) {
         return Ok(());
     }
     let Some(account) = caller.account() else {
@@ -84,6 +111,32 @@ mod tests {
 
     fn code(r: Result<(), MantaError>) -> Option<ErrorCode> {
         r.err().map(|e| e.code)
+    }
+
+    #[test]
+    fn a_public_read_grant_lets_anyone_read_and_nobody_else_write() {
+        let jill = Account::new("jill");
+        let bob = Account::new("bob");
+        let p = MantaPath::parse("/jill/buckets/pics/objects/a.png").unwrap();
+        let anon = Caller::Anonymous;
+        let read = |c: &Caller, g| code(authorize_granted(c, &jill, &p, &Method::GET, g));
+        assert_eq!(read(&anon, Grant::PublicRead), None);
+        assert_eq!(read(&as_(&bob, Via::Signature), Grant::PublicRead), None);
+        assert_eq!(
+            read(&anon, Grant::None),
+            Some(ErrorCode::AuthorizationRequired)
+        );
+        assert_eq!(
+            read(&as_(&bob, Via::Signature), Grant::None),
+            Some(ErrorCode::AuthorizationFailed)
+        );
+        for m in [Method::PUT, Method::DELETE, Method::POST] {
+            assert_eq!(
+                code(authorize_granted(&anon, &jill, &p, &m, Grant::PublicRead)),
+                Some(ErrorCode::AuthorizationRequired),
+                "{m}"
+            );
+        }
     }
 
     #[test]

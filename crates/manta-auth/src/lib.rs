@@ -41,7 +41,7 @@ pub use account::{
     Account, AccountKey, AccountStore, AuthError, Authenticator, Caller, Limits, MemoryAccounts,
     RequestInfo, S3Key, StoreError, TokenClaims, TokenKey, Via,
 };
-pub use authz::authorize;
+pub use authz::{Grant, authorize, authorize_granted};
 pub use keys::{Algorithm, KeyType, SshPublicKey};
 pub use signer::{KeySigner, SignerError};
 

@@ -61,9 +61,11 @@ pub const OPERATIONS: &[&str] = &[
     "DeleteBucket",
     "DeleteObject",
     "DeleteObjects",
+    "GetBucketAcl",
     "GetBucketLocation",
     "GetBucketVersioning",
     "GetObject",
+    "GetObjectAcl",
     "GetObjectAttributes",
     "HeadBucket",
     "HeadObject",
@@ -74,7 +76,9 @@ pub const OPERATIONS: &[&str] = &[
     "ListObjectsV2",
     "ListParts",
     "PostObject",
+    "PutBucketAcl",
     "PutObject",
+    "PutObjectAcl",
     "UploadPart",
     "UploadPartCopy",
 ];
@@ -182,6 +186,87 @@ pub struct Owners {
 /// just verified against a fresh enough copy, and a key never changes account.
 const MAPPING_MAX_AGE: Duration = Duration::from_secs(60);
 
+/// An anonymous request that may read what the bucket's owner made `public-read` (in the
+/// request extensions, with the owner).
+#[derive(Debug, Clone)]
+pub struct Anonymous(pub Account);
+
+/// The Manta path an S3 bucket or object is known by (`/:login/buckets/<bucket>[/objects/<key>]`),
+/// for the decision function; the bucket's when a key is not a path the Manta API can name.
+pub fn manta_path(
+    login: &str,
+    bucket: &str,
+    key: Option<&str>,
+) -> S3Result<manta_types::MantaPath> {
+    let bucket_path = format!("/{login}/buckets/{bucket}");
+    if let Some(k) = key
+        && let Ok(p) = manta_types::MantaPath::parse(&format!("{bucket_path}/objects/{k}"))
+    {
+        return Ok(p);
+    }
+    manta_types::MantaPath::parse(&bucket_path)
+        .map_err(|e| super::error::internal(format!("bucket {bucket} has no Manta path: {e}")))
+}
+
+impl Owners {
+    /// An anonymous request: it may list a `public-read` bucket, and read (`GetObject`,
+    /// `HeadObject`) an object of any bucket, to be allowed once the object's own ACL is
+    /// read (`objects::read_entry`). It counts against the bucket owner's share of this front
+    /// door. Anything else is refused.
+    async fn anonymous(&self, cx: &mut S3AccessContext<'_>, op: &'static str) -> S3Result<()> {
+        let denied = || access_denied("Anonymous access is forbidden for this operation");
+        let (bucket, is_object) = match cx.s3_path() {
+            S3Path::Root => return Err(denied()),
+            S3Path::Bucket { bucket } => (bucket.to_string(), false),
+            S3Path::Object { bucket, .. } => (bucket.to_string(), true),
+        };
+        let listing = !is_object && matches!(op, "ListObjects" | "ListObjectsV2");
+        let reading = is_object && matches!(op, "GetObject" | "HeadObject");
+        if !listing && !reading {
+            return Err(denied());
+        }
+        let b = self
+            .meta
+            .bucket_recent(&bucket, self.fd.cfg.account_cache_ttl)
+            .await?
+            .ok_or_else(|| no_such_bucket(&bucket))?;
+        if b.rec.state == BucketState::Deleting {
+            return Err(no_such_bucket(&bucket));
+        }
+        let owner = self
+            .fd
+            .accounts
+            .by_uuid(&b.rec.owner)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| no_such_bucket(&bucket))?;
+        if listing {
+            let path = manta_path(&owner.login, &bucket, None)?;
+            manta_auth::authorize_granted(
+                &manta_auth::Caller::Anonymous,
+                &owner,
+                &path,
+                &http::Method::GET,
+                b.rec.acl.grant(),
+            )
+            .map_err(|_| access_denied("Access Denied"))?;
+        }
+        expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
+        let slot = crate::limits::enter(&self.fd, &owner).map_err(|most| {
+            s3err(
+                S3ErrorCode::SlowDown,
+                format!(
+                    "Please reduce your request rate: this bucket's owner may have {most} requests in progress."
+                ),
+            )
+        })?;
+        cx.extensions_mut().insert(Arc::new(slot));
+        cx.extensions_mut().insert(Anonymous(owner));
+        cx.extensions_mut().insert(BucketRef(b));
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl S3Access for Owners {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
@@ -190,9 +275,7 @@ impl S3Access for Owners {
             slot.set(op);
         }
         let Some(cred) = cx.credentials() else {
-            return Err(access_denied(
-                "Anonymous access is forbidden for this operation",
-            ));
+            return self.anonymous(cx, op).await;
         };
         let access_key = cred.access_key.clone();
         let account = self

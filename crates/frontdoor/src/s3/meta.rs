@@ -97,6 +97,9 @@ pub struct BucketRecord {
     /// Lifecycle state.
     #[serde(default)]
     pub state: BucketState,
+    /// Canned ACL (private when absent).
+    #[serde(default, skip_serializing_if = "super::acl::CannedAcl::is_private")]
+    pub acl: super::acl::CannedAcl,
 }
 
 fn one() -> u32 {

@@ -73,6 +73,7 @@
 //! # }
 //! ```
 
+pub mod acl;
 pub mod auth;
 pub mod buckets;
 pub mod conditional;

@@ -31,7 +31,7 @@ use tracing::instrument::WithSubscriber as _;
 use super::auth::{BucketRef, Caller, KeyCache, Keys, OpSlot, Owners};
 use super::error::{S3Result, s3err};
 use super::meta::{BucketRecord, Meta, Versioned};
-use super::{buckets, multipart, objects};
+use super::{acl, buckets, multipart, objects};
 use crate::state::Frontdoor;
 
 /// Largest single PUT (and part), as S3.
@@ -660,6 +660,34 @@ impl S3 for S3Api {
         req: S3Request<DeleteObjectsInput>,
     ) -> s3s::S3Result<S3Response<DeleteObjectsOutput>> {
         objects::delete_objects(self, req).await
+    }
+
+    async fn get_bucket_acl(
+        &self,
+        req: S3Request<GetBucketAclInput>,
+    ) -> s3s::S3Result<S3Response<GetBucketAclOutput>> {
+        acl::get_bucket_acl(self, req).await
+    }
+
+    async fn put_bucket_acl(
+        &self,
+        req: S3Request<PutBucketAclInput>,
+    ) -> s3s::S3Result<S3Response<PutBucketAclOutput>> {
+        acl::put_bucket_acl(self, req).await
+    }
+
+    async fn get_object_acl(
+        &self,
+        req: S3Request<GetObjectAclInput>,
+    ) -> s3s::S3Result<S3Response<GetObjectAclOutput>> {
+        acl::get_object_acl(self, req).await
+    }
+
+    async fn put_object_acl(
+        &self,
+        req: S3Request<PutObjectAclInput>,
+    ) -> s3s::S3Result<S3Response<PutObjectAclOutput>> {
+        acl::put_object_acl(self, req).await
     }
 
     async fn get_object_attributes(
