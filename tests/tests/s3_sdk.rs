@@ -1189,3 +1189,109 @@ async fn parts_of_a_multipart_object_are_read_and_listed_by_number() {
         ("NoSuchKey".into(), 404)
     );
 }
+
+/// Object tags: set on put, copy (kept or replaced) and multipart upload, or later; read,
+/// counted on GET, removed; bad sets refused.
+#[tokio::test]
+async fn objects_carry_their_tags() {
+    use aws_sdk_s3::types::{Tag, Tagging, TaggingDirective};
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "tagged").await;
+    let tags_of = |key: &'static str| {
+        let c = c.clone();
+        async move {
+            let out = c
+                .get_object_tagging()
+                .bucket("tagged")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            out.tag_set()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+
+    b.put("k", ByteStream::from_static(b"v"))
+        .tagging("project=blue&owner=jill%20smith")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        tags_of("k").await,
+        pairs(&[("project", "blue"), ("owner", "jill smith")])
+    );
+    let got = b.get("k").send().await.unwrap();
+    assert_eq!(got.tag_count(), Some(2));
+
+    // Copies keep the source's tags unless told to replace them.
+    b.copy("kept", "tagged/k").send().await.unwrap();
+    assert_eq!(tags_of("kept").await, tags_of("k").await);
+    b.copy("replaced", "tagged/k")
+        .tagging_directive(TaggingDirective::Replace)
+        .tagging("stage=copy")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags_of("replaced").await, pairs(&[("stage", "copy")]));
+
+    // Set and removed later.
+    let set = Tagging::builder()
+        .tag_set(Tag::builder().key("a").value("1").build().unwrap())
+        .build()
+        .unwrap();
+    c.put_object_tagging()
+        .bucket("tagged")
+        .key("k")
+        .tagging(set)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags_of("k").await, pairs(&[("a", "1")]));
+    assert_eq!(b.bytes("k").await, b"v", "tagging leaves the bytes alone");
+    c.delete_object_tagging()
+        .bucket("tagged")
+        .key("k")
+        .send()
+        .await
+        .unwrap();
+    assert!(tags_of("k").await.is_empty());
+    assert_eq!(b.get("k").send().await.unwrap().tag_count(), None);
+
+    // Multipart uploads tag the object they make.
+    let up = b
+        .start_upload("mp")
+        .tagging("from=mpu")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    let p = b.part(("mp", id), 1, ByteStream::from_static(b"joined"));
+    let etag = p.send().await.unwrap().e_tag().unwrap().to_owned();
+    b.complete(("mp", id), vec![completed(1, &etag)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags_of("mp").await, pairs(&[("from", "mpu")]));
+
+    // Refused, nothing written.
+    let eleven: String = (0..11).map(|i| format!("k{i}=v&")).collect();
+    for bad in [eleven.as_str(), "a=1&a=2", "aws:reserved=1"] {
+        let put = b
+            .put("bad", ByteStream::from_static(b"x"))
+            .tagging(bad)
+            .send();
+        assert_eq!(code_of(put.await), ("InvalidTag".into(), 400), "{bad}");
+    }
+    assert_eq!(code_of(b.head("bad").send().await).1, 404);
+    let missing = c.get_object_tagging().bucket("tagged").key("nope").send();
+    assert_eq!(code_of(missing.await), ("NoSuchKey".into(), 404));
+}

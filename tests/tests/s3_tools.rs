@@ -99,6 +99,14 @@ assert anonymous_get("plain") == 403
 assert [g["Permission"] for g in s3.get_object_acl(Bucket="boto-bucket", Key="copy")["Grants"]] == ["FULL_CONTROL", "READ"]
 s3.put_object_acl(Bucket="boto-bucket", Key="copy", ACL="private")
 assert anonymous_get("copy") == 403
+
+# Tags (boto3 writes x-amz-tagging form-encoded).
+s3.put_object(Bucket="boto-bucket", Key="copy", Body=b"tagged", Tagging="team=data ops&tier=1")
+t = s3.get_object_tagging(Bucket="boto-bucket", Key="copy")["TagSet"]
+assert t == [{"Key": "team", "Value": "data ops"}, {"Key": "tier", "Value": "1"}], t
+assert s3.get_object(Bucket="boto-bucket", Key="copy")["TagCount"] == 2
+s3.delete_object_tagging(Bucket="boto-bucket", Key="copy")
+assert s3.get_object_tagging(Bucket="boto-bucket", Key="copy")["TagSet"] == []
 assert code(lambda: s3.delete_bucket(Bucket="boto-bucket")) == ("BucketNotEmpty", 409)
 
 # Clean up the way test suites do: every version, then the bucket.

@@ -52,6 +52,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("range_header", ranges::range_header),
     ("s3_xml", s3::s3_xml),
     ("s3_request", s3::s3_request),
+    ("tagging_header", s3::tagging_header),
     ("oci_image", images::oci_image),
     ("checksum_attribute", storage::checksum_attribute),
 ];

@@ -149,3 +149,15 @@ pub fn s3_request(data: &[u8]) {
         );
     }
 }
+
+/// An `x-amz-tagging` header value, as `PutObject`, `CopyObject` and `CreateMultipartUpload`
+/// take it: what parses is a valid tag set that encodes back to the same tags.
+pub fn tagging_header(data: &[u8]) {
+    use frontdoor::s3::tagging::{MAX_TAGS, check, encode, parse};
+    let s = crate::text(data);
+    if let Ok(tags) = parse(&s) {
+        assert!(tags.len() <= MAX_TAGS);
+        assert!(check(&tags).is_ok());
+        assert_eq!(parse(&encode(&tags)).ok(), Some(tags), "{s:?}");
+    }
+}

@@ -250,6 +250,7 @@ short_runs!(
     range_header,
     s3_xml,
     s3_request,
+    tagging_header,
     checksum_attribute,
 );
 

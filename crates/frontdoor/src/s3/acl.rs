@@ -25,7 +25,7 @@ use s3s::dto::{
 use s3s::{S3Request, S3Response};
 use serde::{Deserialize, Serialize};
 
-use super::error::{S3Result, conditional_conflict, internal, not_implemented};
+use super::error::{S3Result, conditional_conflict, not_implemented};
 use super::service::{S3Api, bucket_of};
 
 /// The stored header holding an object's canned ACL (only `public-read` is stored).
@@ -278,19 +278,7 @@ pub async fn put_object_acl(
         &grants,
         &b.owner,
     )?;
-    let e = super::objects::existing(api, &b.owner, &b.name, &i.key).await?;
-    let mut rec = e.rec.clone();
-    acl.store(&mut rec.headers);
-    let written = api
-        .meta
-        .put_object(&rec, moray::EtagCondition::MustMatch(e.etag.clone()))
-        .await?;
-    if written.is_none() {
-        return Err(conditional_conflict());
-    }
-    if rec.owner != b.owner {
-        return Err(internal("an object record of another owner was rewritten"));
-    }
+    super::objects::rewrite_headers(api, &b, &i.key, |h| acl.store(h)).await?;
     Ok(S3Response::new(PutObjectAclOutput::default()))
 }
 

@@ -60,6 +60,7 @@ pub const OPERATIONS: &[&str] = &[
     "CreateMultipartUpload",
     "DeleteBucket",
     "DeleteObject",
+    "DeleteObjectTagging",
     "DeleteObjects",
     "GetBucketAcl",
     "GetBucketLocation",
@@ -67,6 +68,7 @@ pub const OPERATIONS: &[&str] = &[
     "GetObject",
     "GetObjectAcl",
     "GetObjectAttributes",
+    "GetObjectTagging",
     "HeadBucket",
     "HeadObject",
     "ListBuckets",
@@ -79,6 +81,7 @@ pub const OPERATIONS: &[&str] = &[
     "PutBucketAcl",
     "PutObject",
     "PutObjectAcl",
+    "PutObjectTagging",
     "UploadPart",
     "UploadPartCopy",
 ];

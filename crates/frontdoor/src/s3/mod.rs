@@ -84,6 +84,7 @@ pub mod multipart;
 pub mod names;
 pub mod objects;
 pub mod service;
+pub mod tagging;
 
 use std::sync::Arc;
 

@@ -145,15 +145,21 @@ macro_rules! new_object_headers {
                 $i.grant_write_acp.as_ref(),
             ],
         );
-        acl.and_then(|acl| {
-            $crate::s3::objects::stored_headers($i.metadata.as_ref(), &content).map(
-                |mut headers| {
-                    acl.store(&mut headers);
-                    let default = || $crate::s3::objects::DEFAULT_CONTENT_TYPE.to_owned();
-                    ($i.content_type.unwrap_or_else(default), headers)
-                },
-            )
-        })
+        let tags = match $i.tagging.as_deref() {
+            Some(t) => $crate::s3::tagging::parse(t),
+            None => Ok(Vec::new()),
+        };
+        acl.and_then(|acl| tags.map(|tags| (acl, tags)))
+            .and_then(|(acl, tags)| {
+                $crate::s3::objects::stored_headers($i.metadata.as_ref(), &content).map(
+                    |mut headers| {
+                        acl.store(&mut headers);
+                        $crate::s3::tagging::store(&mut headers, &tags);
+                        let default = || $crate::s3::objects::DEFAULT_CONTENT_TYPE.to_owned();
+                        ($i.content_type.unwrap_or_else(default), headers)
+                    },
+                )
+            })
     }};
 }
 pub(crate) use new_object_headers;
@@ -749,6 +755,10 @@ pub async fn get_object(
         content_range,
         body: Some(body),
         storage_class: None,
+        tag_count: match super::tagging::of(&rec).len() {
+            0 => None,
+            n => i32::try_from(n).ok(),
+        },
     )))
 }
 
@@ -887,6 +897,30 @@ pub async fn head_object(
         len,
         content_range,
     )))
+}
+
+/// Rewrites the stored headers of object `key` in `bucket` with `change` (ACLs, tags), if the
+/// record is still the one read.
+///
+/// # Errors
+/// `NoSuchKey`; `ConditionalRequestConflict` when the object changed meanwhile.
+pub(crate) async fn rewrite_headers(
+    api: &S3Api,
+    bucket: &BucketRecord,
+    key: &str,
+    change: impl FnOnce(&mut BTreeMap<String, String>),
+) -> S3Result<()> {
+    let e = existing(api, &bucket.owner, &bucket.name, key).await?;
+    let mut rec = e.rec;
+    change(&mut rec.headers);
+    let written = api
+        .meta
+        .put_object(&rec, moray::EtagCondition::MustMatch(e.etag))
+        .await?;
+    if written.is_none() {
+        return Err(conditional_conflict());
+    }
+    Ok(())
 }
 
 /// Deletes one key: `Ok(())` whether or not it existed (as S3), unless conditions are given:
@@ -1145,12 +1179,25 @@ pub async fn copy_object(
             i.grant_write_acp.as_ref(),
         ],
     )?;
+    // Tags: the source's, unless the request replaces them.
+    let tags = match i.tagging_directive.as_ref().map(TaggingDirective::as_str) {
+        None => super::tagging::of(&src.rec),
+        Some(d) if d.eq_ignore_ascii_case(TaggingDirective::COPY) => super::tagging::of(&src.rec),
+        Some(d) if d.eq_ignore_ascii_case(TaggingDirective::REPLACE) => {
+            match i.tagging.as_deref() {
+                Some(t) => super::tagging::parse(t)?,
+                None => Vec::new(),
+            }
+        }
+        Some(_) => return Err(invalid_argument("Unknown tagging directive.")),
+    };
     let (content_type, mut headers) = if replace {
         new_object_headers!(i)?
     } else {
         (so.content_type.clone(), src.rec.headers.clone())
     };
     acl.store(&mut headers);
+    super::tagging::store(&mut headers, &tags);
     let same = src_bucket == i.bucket && src_key == i.key;
     if same {
         if !replace {

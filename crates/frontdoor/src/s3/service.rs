@@ -31,7 +31,7 @@ use tracing::instrument::WithSubscriber as _;
 use super::auth::{BucketRef, Caller, KeyCache, Keys, OpSlot, Owners};
 use super::error::{S3Result, s3err};
 use super::meta::{BucketRecord, Meta, Versioned};
-use super::{acl, buckets, multipart, objects};
+use super::{acl, buckets, multipart, objects, tagging};
 use crate::state::Frontdoor;
 
 /// Largest single PUT (and part), as S3.
@@ -688,6 +688,27 @@ impl S3 for S3Api {
         req: S3Request<PutObjectAclInput>,
     ) -> s3s::S3Result<S3Response<PutObjectAclOutput>> {
         acl::put_object_acl(self, req).await
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<GetObjectTaggingInput>,
+    ) -> s3s::S3Result<S3Response<GetObjectTaggingOutput>> {
+        tagging::get_object_tagging(self, req).await
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<PutObjectTaggingInput>,
+    ) -> s3s::S3Result<S3Response<PutObjectTaggingOutput>> {
+        tagging::put_object_tagging(self, req).await
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<DeleteObjectTaggingInput>,
+    ) -> s3s::S3Result<S3Response<DeleteObjectTaggingOutput>> {
+        tagging::delete_object_tagging(self, req).await
     }
 
     async fn get_object_attributes(
