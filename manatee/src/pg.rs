@@ -74,6 +74,9 @@ pub enum ConfRole {
     Primary {
         /// The sync's id (`synchronous_standby_names`), none for no synchronous standby.
         sync: Option<String>,
+        /// While the sync changes: the other standby that must also acknowledge every commit
+        /// (see [`sync_names`]).
+        also: Option<String>,
         /// `default_transaction_read_only`.
         read_only: bool,
     },
@@ -85,6 +88,16 @@ pub enum ConfRole {
     /// A standby with no upstream: replays the local WAL and waits. Used to finish a crashed
     /// primary's recovery without writing any WAL before `pg_rewind` looks at it.
     Recover,
+}
+
+/// The value of `synchronous_standby_names` for `sync` (and, while the sync changes, `also`:
+/// then both must acknowledge every commit, `FIRST 2 (...)`).
+pub fn sync_names(sync: Option<&str>, also: Option<&str>) -> String {
+    match (sync, also) {
+        (Some(s), Some(a)) if s != a => format!("FIRST 2 (\"{s}\", \"{a}\")"),
+        (Some(s), _) | (None, Some(s)) => format!("\"{s}\""),
+        (None, None) => String::new(),
+    }
 }
 
 fn quote(v: &str) -> String {
@@ -173,11 +186,12 @@ impl PgSetup {
         set("logging_collector", "off".into());
         set("log_line_prefix", quote("%m [%p] "));
         match role {
-            ConfRole::Primary { sync, read_only } => {
-                let names = sync
-                    .as_ref()
-                    .map(|id| format!("\"{id}\""))
-                    .unwrap_or_default();
+            ConfRole::Primary {
+                sync,
+                also,
+                read_only,
+            } => {
+                let names = sync_names(sync.as_deref(), also.as_deref());
                 set("synchronous_standby_names", quote(&names));
                 set(
                     "default_transaction_read_only",
@@ -531,6 +545,7 @@ impl PgSetup {
         manta_util::blocking(move || {
             me.write_conf(&ConfRole::Primary {
                 sync: None,
+                also: None,
                 read_only: true,
             })?;
             me.tool(
@@ -1001,9 +1016,18 @@ mod tests {
         let up = Peer::new([127, 0, 0, 1].into(), 5432, 9001);
         let p = setup.conf_text(&ConfRole::Primary {
             sync: Some(up.id.clone()),
+            also: None,
             read_only: true,
         });
         assert!(p.contains("synchronous_standby_names = '\"127.0.0.1:5432:9001\"'"));
+        let both = setup.conf_text(&ConfRole::Primary {
+            sync: Some(up.id.clone()),
+            also: Some("127.0.0.1:5434:9002".into()),
+            read_only: false,
+        });
+        assert!(both.contains(
+            "synchronous_standby_names = 'FIRST 2 (\"127.0.0.1:5432:9001\", \"127.0.0.1:5434:9002\")'"
+        ));
         assert!(p.contains("default_transaction_read_only = on"));
         assert!(p.contains("primary_conninfo = ''"));
         assert!(p.contains("work_mem = '4MB'"));

@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::coord::{Coord, Snapshot, Versioned};
+use crate::lsn::Lsn;
 use crate::pg::{ConfRole, PgConn, PgSetup, Postmaster, Probe};
 use crate::state::{ClusterState, NoTakeover, Peer, Registration, Role};
 
@@ -827,12 +828,60 @@ impl Sitter {
                 live.insert(self.me.id.clone(), self.me.clone());
                 // Until its sync has streamed once, a new primary gives it time to be built.
                 let grace_over = writable || self.primary_since.elapsed() > SYNC_GRACE;
-                if let Some(next) = st.primary_upkeep(&live, wal, SystemTime::now(), grace_over) {
+                if let Some(mut next) = st.primary_upkeep(&live, wal, SystemTime::now(), grace_over)
+                {
+                    // A new sync while the old one lives: from the moment the new state is
+                    // written until postgres names the new sync, a commit acknowledged by the
+                    // old sync alone would be missing on the new one if this primary died
+                    // then, and the new sync would take over without it. So both must
+                    // acknowledge commits until the switch, and the new generation's initWal
+                    // is read only once they do (the probe's WAL may be behind commits the
+                    // old sync acknowledged since).
+                    let old = want_sync.clone();
+                    let new = next.sync.as_ref().map(|p| p.id.clone());
+                    let handover = old != new && old.as_ref().is_some_and(|o| live.contains_key(o));
+                    if old != new {
+                        if handover
+                            && let Err(e) = self
+                                .reconfigure_primary_with(new.clone(), old.clone(), !writable)
+                                .await
+                        {
+                            self.trouble("require both syncs during the handover", &e);
+                            self.restore_sync(old, writable).await;
+                            return;
+                        }
+                        if handover {
+                            self.note(format!(
+                                "handing the sync over from {} to {}: both acknowledge commits until the new state is written",
+                                old.as_deref().unwrap_or("-"),
+                                new.as_deref().unwrap_or("-")
+                            ));
+                        }
+                        match self.current_wal().await {
+                            Ok(now) => next.init_wal = next.init_wal.max(now),
+                            Err(e) => {
+                                self.trouble("read the WAL position for the handover", &e);
+                                if handover {
+                                    self.restore_sync(old, writable).await;
+                                }
+                                return;
+                            }
+                        }
+                    }
                     let what = describe_change(st, &next);
                     match self.coord.cas(v.revision, &next).await {
                         Ok(true) => self.note(what),
-                        Ok(false) => {}
-                        Err(e) => self.trouble("write the state", &e),
+                        Ok(false) => {
+                            if handover {
+                                self.restore_sync(old, writable).await;
+                            }
+                        }
+                        Err(e) => {
+                            self.trouble("write the state", &e);
+                            if handover {
+                                self.restore_sync(old, writable).await;
+                            }
+                        }
                     }
                 }
             }
@@ -880,6 +929,22 @@ impl Sitter {
         false
     }
 
+    /// After a handover that was not written: the old sync alone again (as the state says).
+    async fn restore_sync(&mut self, sync: Option<String>, writable: bool) {
+        if let Err(e) = self.reconfigure_primary(sync, !writable).await {
+            self.trouble(
+                "name the sync again after a handover that was not written",
+                &e,
+            );
+        }
+    }
+
+    /// The primary's WAL position now.
+    async fn current_wal(&self) -> Result<Lsn, Error> {
+        let conn = self.setup.connect_local().await?;
+        Ok(conn.probe().await?.wal())
+    }
+
     /// Creates or updates the replication and client roles (see [`PgConn::ensure_roles`]).
     async fn ensure_roles(&mut self) -> Result<(), Error> {
         let conn = self.setup.connect_local().await?;
@@ -896,9 +961,22 @@ impl Sitter {
         sync: Option<String>,
         read_only: bool,
     ) -> Result<(), Error> {
+        self.reconfigure_primary_with(sync, None, read_only).await
+    }
+
+    /// [`Self::reconfigure_primary`], with `also` a second standby every commit must reach
+    /// (while the sync changes).
+    async fn reconfigure_primary_with(
+        &mut self,
+        sync: Option<String>,
+        also: Option<String>,
+        read_only: bool,
+    ) -> Result<(), Error> {
         let s = self.setup.clone();
+        let want_names = crate::pg::sync_names(sync.as_deref(), also.as_deref());
         let role = ConfRole::Primary {
             sync: sync.clone(),
+            also,
             read_only,
         };
         manta_util::blocking(move || s.write_conf(&role))
@@ -907,7 +985,6 @@ impl Sitter {
         let conn = self.setup.connect_local().await?;
         conn.client.simple_query("SELECT pg_reload_conf()").await?;
         let want_ro = if read_only { "on" } else { "off" };
-        let want_names = sync.map(|id| format!("\"{id}\"")).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             // Backends read the new file at their next command once the postmaster has.
@@ -937,6 +1014,7 @@ impl Sitter {
         let s = self.setup.clone();
         let role = ConfRole::Primary {
             sync: sync.clone(),
+            also: None,
             read_only: true,
         };
         manta_util::blocking(move || s.write_settings(&role))
@@ -1001,6 +1079,7 @@ impl Sitter {
         self.start_pg(
             ConfRole::Primary {
                 sync: sync.clone(),
+                also: None,
                 read_only: true,
             },
             "primary",

@@ -247,6 +247,12 @@ async fn planned_promotion_and_rebuild() -> Result<()> {
     )
     .await?;
     ensure!(s1.primary == st.primary && s1.promote.is_none());
+    // The primary required both the old and the new sync to acknowledge commits until the new
+    // state was written (a commit acknowledged by the old sync alone could be missing on the
+    // new one when it takes over, as it does next).
+    let log = data_dir_of(shard.dir.path(), shard.index_of(&st.primary.id)).join("sitter.log");
+    let log = std::fs::read_to_string(&log)?;
+    ensure!(log.contains("handing the sync over"), "{log}");
 
     // Promote the sync: it becomes primary, the old primary is deposed, rewound, rejoins.
     shard.adm(&["promote", "--peer", &a0.id])?;
