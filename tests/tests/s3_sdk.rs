@@ -720,6 +720,9 @@ async fn conditional_deletes_check_etag_time_and_size() {
     let etag = put.unwrap().e_tag().unwrap().to_owned();
     let modified = *b.head("a").send().await.unwrap().last_modified().unwrap();
     let later = aws_sdk_s3::primitives::DateTime::from_secs(modified.secs() + 1);
+    // A time no object here was written at (z is written later than `a`: possibly in the
+    // second after it).
+    let long_ago = aws_sdk_s3::primitives::DateTime::from_secs(1_000_000_000);
 
     let refused = [
         b.delete("a").if_match("\"0123\""),
@@ -769,7 +772,13 @@ async fn conditional_deletes_check_etag_time_and_size() {
     let delete = aws_sdk_s3::types::Delete::builder()
         .objects(id("x").e_tag("\"0123\"").build().unwrap())
         .objects(id("y").e_tag(&etag).size(5).build().unwrap()) // "hello" and "12345" share no ETag
-        .objects(id("z").size(5).last_modified_time(later).build().unwrap())
+        .objects(
+            id("z")
+                .size(5)
+                .last_modified_time(long_ago)
+                .build()
+                .unwrap(),
+        )
         .objects(id("w").size(5).build().unwrap())
         .build()
         .unwrap();
@@ -877,7 +886,7 @@ async fn a_conditional_put_that_loses_a_race_stores_nothing() {
             req = req.header(k, v);
         }
         let sent = tokio::spawn(req.send());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         b.put(key, ByteStream::from_static(b"winner"))
             .send()
             .await

@@ -80,6 +80,41 @@ impl CannedAcl {
     }
 }
 
+/// The `x-amz-grant-*` fields of a request's input (distinct types with the same fields,
+/// hence a macro): those of an object write, or with `write` also `x-amz-grant-write` (buckets
+/// and `Put*Acl`).
+macro_rules! grants_of {
+    ($i:expr) => {
+        [
+            $i.grant_full_control.as_ref(),
+            $i.grant_read.as_ref(),
+            $i.grant_read_acp.as_ref(),
+            $i.grant_write_acp.as_ref(),
+        ]
+    };
+    ($i:expr, write) => {
+        [
+            $i.grant_full_control.as_ref(),
+            $i.grant_read.as_ref(),
+            $i.grant_read_acp.as_ref(),
+            $i.grant_write.as_ref(),
+            $i.grant_write_acp.as_ref(),
+        ]
+    };
+}
+pub(crate) use grants_of;
+
+/// [`requested`] for a request's input: its `acl` and its grants ([`grants_of`]).
+macro_rules! requested_acl {
+    ($i:expr $(, $write:ident)?) => {
+        $crate::s3::acl::requested(
+            $i.acl.as_ref().map(|a| a.as_str()),
+            &$crate::s3::acl::grants_of!($i $(, $write)?),
+        )
+    };
+}
+pub(crate) use requested_acl;
+
 /// The ACL a request asks for: its canned `x-amz-acl` (private when absent), refusing
 /// `x-amz-grant-*` headers.
 ///
@@ -210,17 +245,10 @@ pub async fn put_bucket_acl(
 ) -> S3Result<S3Response<PutBucketAclOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?;
     let i = &req.input;
-    let grants = [
-        i.grant_full_control.as_ref(),
-        i.grant_read.as_ref(),
-        i.grant_read_acp.as_ref(),
-        i.grant_write.as_ref(),
-        i.grant_write_acp.as_ref(),
-    ];
     let acl = put_request(
         i.acl.as_ref().map(|a| a.as_str()),
         i.access_control_policy.as_ref(),
-        &grants,
+        &grants_of!(i, write),
         &b.rec.owner,
     )?;
     let mut rec = b.rec.clone();
@@ -265,17 +293,10 @@ pub async fn put_object_acl(
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = &req.input;
     super::objects::check_version(i.version_id.as_deref())?;
-    let grants = [
-        i.grant_full_control.as_ref(),
-        i.grant_read.as_ref(),
-        i.grant_read_acp.as_ref(),
-        i.grant_write.as_ref(),
-        i.grant_write_acp.as_ref(),
-    ];
     let acl = put_request(
         i.acl.as_ref().map(|a| a.as_str()),
         i.access_control_policy.as_ref(),
-        &grants,
+        &grants_of!(i, write),
         &b.owner,
     )?;
     super::objects::rewrite_headers(api, &b, &i.key, |h| acl.store(h)).await?;

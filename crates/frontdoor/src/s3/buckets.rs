@@ -117,17 +117,7 @@ pub async fn create_bucket(
             "The specified bucket is not valid.",
         ));
     }
-    let i = &req.input;
-    let acl = super::acl::requested(
-        i.acl.as_ref().map(|a| a.as_str()),
-        &[
-            i.grant_full_control.as_ref(),
-            i.grant_read.as_ref(),
-            i.grant_read_acp.as_ref(),
-            i.grant_write.as_ref(),
-            i.grant_write_acp.as_ref(),
-        ],
-    )?;
+    let acl = super::acl::requested_acl!(req.input, write)?;
     let region = api.region().to_owned();
     if let Some(lc) = req
         .input

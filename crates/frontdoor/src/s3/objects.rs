@@ -136,15 +136,7 @@ macro_rules! new_object_headers {
             content_language: $i.content_language,
             expires: $i.expires,
         };
-        let acl = $crate::s3::acl::requested(
-            $i.acl.as_ref().map(|a| a.as_str()),
-            &[
-                $i.grant_full_control.as_ref(),
-                $i.grant_read.as_ref(),
-                $i.grant_read_acp.as_ref(),
-                $i.grant_write_acp.as_ref(),
-            ],
-        );
+        let acl = $crate::s3::acl::requested_acl!($i);
         let tags = match $i.tagging.as_deref() {
             Some(t) => $crate::s3::tagging::parse(t),
             None => Ok(Vec::new()),
@@ -1170,15 +1162,7 @@ pub async fn copy_object(
     };
     let so = object_of(&src.rec)?.clone();
     // The copy gets the request's ACL (private by default), never the source's.
-    let acl = super::acl::requested(
-        i.acl.as_ref().map(|a| a.as_str()),
-        &[
-            i.grant_full_control.as_ref(),
-            i.grant_read.as_ref(),
-            i.grant_read_acp.as_ref(),
-            i.grant_write_acp.as_ref(),
-        ],
-    )?;
+    let acl = super::acl::requested_acl!(i)?;
     // Tags: the source's, unless the request replaces them.
     let tags = match i.tagging_directive.as_ref().map(TaggingDirective::as_str) {
         None => super::tagging::of(&src.rec),
