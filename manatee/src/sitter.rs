@@ -841,14 +841,16 @@ impl Sitter {
                     let new = next.sync.as_ref().map(|p| p.id.clone());
                     let handover = old != new && old.as_ref().is_some_and(|o| live.contains_key(o));
                     if old != new {
-                        if handover
-                            && let Err(e) = self
-                                .reconfigure_primary_with(new.clone(), old.clone(), !writable)
-                                .await
-                        {
-                            self.trouble("require both syncs during the handover", &e);
-                            self.restore_sync(old, writable).await;
-                            return;
+                        let both = handover.then(|| (new.clone(), old.clone()));
+                        match self.prepare_sync_change(both, writable).await {
+                            Ok(now) => next.init_wal = next.init_wal.max(now),
+                            Err((what, e)) => {
+                                self.trouble(what, &e);
+                                if handover {
+                                    self.restore_sync(old, writable).await;
+                                }
+                                return;
+                            }
                         }
                         if handover {
                             self.note(format!(
@@ -857,31 +859,21 @@ impl Sitter {
                                 new.as_deref().unwrap_or("-")
                             ));
                         }
-                        match self.current_wal().await {
-                            Ok(now) => next.init_wal = next.init_wal.max(now),
-                            Err(e) => {
-                                self.trouble("read the WAL position for the handover", &e);
-                                if handover {
-                                    self.restore_sync(old, writable).await;
-                                }
-                                return;
-                            }
-                        }
                     }
                     let what = describe_change(st, &next);
-                    match self.coord.cas(v.revision, &next).await {
-                        Ok(true) => self.note(what),
-                        Ok(false) => {
-                            if handover {
-                                self.restore_sync(old, writable).await;
-                            }
+                    let written = match self.coord.cas(v.revision, &next).await {
+                        Ok(true) => {
+                            self.note(what);
+                            true
                         }
+                        Ok(false) => false,
                         Err(e) => {
                             self.trouble("write the state", &e);
-                            if handover {
-                                self.restore_sync(old, writable).await;
-                            }
+                            false
                         }
+                    };
+                    if handover && !written {
+                        self.restore_sync(old, writable).await;
                     }
                 }
             }
@@ -927,6 +919,24 @@ impl Sitter {
             }
         }
         false
+    }
+
+    /// Before a new sync is written into the state: while `both` (the new and the old sync)
+    /// are given, require both to acknowledge commits; then read the WAL position the new
+    /// generation's initWal must cover.
+    async fn prepare_sync_change(
+        &mut self,
+        both: Option<(Option<String>, Option<String>)>,
+        writable: bool,
+    ) -> Result<Lsn, (&'static str, Error)> {
+        if let Some((new, old)) = both {
+            self.reconfigure_primary_with(new, old, !writable)
+                .await
+                .map_err(|e| ("require both syncs during the handover", e))?;
+        }
+        self.current_wal()
+            .await
+            .map_err(|e| ("read the WAL position for the handover", e))
     }
 
     /// After a handover that was not written: the old sync alone again (as the state says).

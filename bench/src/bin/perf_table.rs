@@ -218,25 +218,21 @@ async fn measure(
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    let only = match args.iter().position(|a| a == "--only") {
-        Some(i) => Some(
-            args.get(i + 1)
-                .context("--only wants a size: 4KiB, 1MiB or 64MiB")?
-                .clone(),
-        ),
-        None => None,
-    };
-    if let Some(a) = args
-        .iter()
-        .enumerate()
-        .find(|&(i, a)| a != "--quick" && a != "--only" && (i == 0 || args[i - 1] != "--only"))
-        .map(|(_, a)| a)
-    {
-        anyhow::bail!(
-            "unknown argument {a:?}; usage: perf_table [--quick] [--only 4KiB|1MiB|64MiB]"
-        );
+    let (mut quick, mut only) = (false, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--only" => {
+                only = Some(
+                    args.next()
+                        .context("--only wants a size: 4KiB, 1MiB or 64MiB")?,
+                );
+            }
+            _ => anyhow::bail!(
+                "unknown argument {a:?}; usage: perf_table [--quick] [--only 4KiB|1MiB|64MiB]"
+            ),
+        }
     }
     let rounds = if quick { 1 } else { 3 };
 

@@ -40,7 +40,13 @@ pub async fn ensure_parent(ctx: &Ctx) -> ApiResult<()> {
         return Ok(());
     }
     let found = load(&ctx.fd, &key).await?;
-    if !found.as_ref().is_some_and(|e| e.rec.is_directory()) {
+    // Only a directory no removal has marked is worth reusing.
+    let reusable = found
+        .as_ref()
+        .is_some_and(|e| matches!(&e.rec.kind, EntryKind::Directory(d) if d.removing.is_none()));
+    if reusable && !ctx.fd.cfg.account_cache_ttl.is_zero() {
+        ctx.fd.dirs.insert(&key, ());
+    } else {
         ctx.fd.dirs.remove(&key);
     }
     match found {
@@ -52,14 +58,7 @@ pub async fn ensure_parent(ctx: &Ctx) -> ApiResult<()> {
             ErrorCode::ParentNotDirectory,
             format!("{parent} is not a directory"),
         )),
-        Some(e) => {
-            let being_removed =
-                matches!(&e.rec.kind, EntryKind::Directory(d) if d.removing.is_some());
-            if !being_removed && !ctx.fd.cfg.account_cache_ttl.is_zero() {
-                ctx.fd.dirs.insert(&key, ());
-            }
-            Ok(())
-        }
+        Some(_) => Ok(()),
     }
 }
 

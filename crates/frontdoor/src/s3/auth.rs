@@ -211,6 +211,28 @@ pub fn manta_path(
         .map_err(|e| super::error::internal(format!("bucket {bucket} has no Manta path: {e}")))
 }
 
+/// May an anonymous caller read (`GET`) `owner`'s bucket (list it) or object `key` in it,
+/// given what the owner granted on it? Decided by the Manta API's decision function.
+///
+/// # Errors
+/// `AccessDenied`.
+pub fn anonymous_read(
+    owner: &Account,
+    bucket: &str,
+    key: Option<&str>,
+    grant: manta_auth::Grant,
+) -> S3Result<()> {
+    let path = manta_path(&owner.login, bucket, key)?;
+    manta_auth::authorize_granted(
+        &manta_auth::Caller::Anonymous,
+        owner,
+        &path,
+        &http::Method::GET,
+        grant,
+    )
+    .map_err(|_| access_denied("Access Denied"))
+}
+
 impl Owners {
     /// An anonymous request: it may list a `public-read` bucket, and read (`GetObject`,
     /// `HeadObject`) an object of any bucket, to be allowed once the object's own ACL is
@@ -244,15 +266,7 @@ impl Owners {
             .map_err(unavailable)?
             .ok_or_else(|| no_such_bucket(&bucket))?;
         if listing {
-            let path = manta_path(&owner.login, &bucket, None)?;
-            manta_auth::authorize_granted(
-                &manta_auth::Caller::Anonymous,
-                &owner,
-                &path,
-                &http::Method::GET,
-                b.rec.acl.grant(),
-            )
-            .map_err(|_| access_denied("Access Denied"))?;
+            anonymous_read(&owner, &bucket, None, b.rec.acl.grant())?;
         }
         expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
         let slot = crate::limits::enter(&self.fd, &owner).map_err(|most| {

@@ -67,15 +67,15 @@ pub async fn list_buckets(
                 && i.bucket_region.as_ref().is_none_or(|r| &b.region == r)
         })
         .peekable();
-    let mut buckets = Vec::new();
-    while buckets.len() < usize::try_from(most).unwrap_or(usize::MAX) {
-        let Some(b) = matching.next() else { break };
-        buckets.push(Bucket {
+    let buckets: Vec<Bucket> = matching
+        .by_ref()
+        .take(usize::try_from(most).unwrap_or(usize::MAX))
+        .map(|b| Bucket {
             name: Some(b.name),
             creation_date: Some(timestamp(b.created)),
             bucket_region: Some(b.region),
-        });
-    }
+        })
+        .collect();
     let continuation_token = match (matching.peek(), buckets.last()) {
         (Some(_), Some(last)) => last.name.as_deref().map(list::continuation_token),
         _ => None,

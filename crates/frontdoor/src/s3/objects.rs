@@ -137,10 +137,7 @@ macro_rules! new_object_headers {
             expires: $i.expires,
         };
         let acl = $crate::s3::acl::requested_acl!($i);
-        let tags = match $i.tagging.as_deref() {
-            Some(t) => $crate::s3::tagging::parse(t),
-            None => Ok(Vec::new()),
-        };
+        let tags = $crate::s3::tagging::parse($i.tagging.as_deref().unwrap_or_default());
         acl.and_then(|acl| tags.map(|tags| (acl, tags)))
             .and_then(|(acl, tags)| {
                 $crate::s3::objects::stored_headers($i.metadata.as_ref(), &content).map(
@@ -553,15 +550,8 @@ async fn read_entry(
     };
     if let Some(super::auth::Anonymous(owner)) = anonymous {
         // Decided now that the object's ACL is known.
-        let path = super::auth::manta_path(&owner.login, &bucket.name, Some(key))?;
-        manta_auth::authorize_granted(
-            &manta_auth::Caller::Anonymous,
-            owner,
-            &path,
-            &http::Method::GET,
-            super::acl::CannedAcl::of_object(&entry.rec).grant(),
-        )
-        .map_err(|_| super::error::access_denied("Access Denied"))?;
+        let grant = super::acl::CannedAcl::of_object(&entry.rec).grant();
+        super::auth::anonymous_read(owner, &bucket.name, Some(key), grant)?;
     }
     let o = object_of(&entry.rec)?;
     if conditional::check_read(&current(&entry.rec)?, cond)? == ReadOutcome::NotModified {
@@ -598,7 +588,7 @@ fn part_span(o: &ObjectInfo, n: i32) -> S3Result<Option<std::ops::Range<u64>>> {
         e.set_status_code(http::StatusCode::RANGE_NOT_SATISFIABLE);
         e
     };
-    match &o.parts {
+    match recorded_parts(o)? {
         Some(parts) => match parts.range(u64::from(n)) {
             Some(r) if r.is_empty() && o.content_length == 0 => Ok(None),
             Some(r) if r.is_empty() => Err(past_the_last()),
@@ -606,11 +596,22 @@ fn part_span(o: &ObjectInfo, n: i32) -> S3Result<Option<std::ops::Range<u64>>> {
             Some(r) => Ok(Some(r)),
             None => Err(past_the_last()),
         },
-        None if parts_count(&o.etag).is_some() => Err(not_implemented(
-            "Reading one part of a multipart object completed before part sizes were recorded",
-        )),
         None if n == 1 => Ok(None),
         None => Err(past_the_last()),
+    }
+}
+
+/// The part sizes of an object made from parts; `None` for an object put whole.
+///
+/// # Errors
+/// `NotImplemented` for a multipart object completed before part sizes were recorded.
+fn recorded_parts(o: &ObjectInfo) -> S3Result<Option<&manta_types::record::PartSizes>> {
+    match &o.parts {
+        Some(p) => Ok(Some(p)),
+        None if parts_count(&o.etag).is_some() => Err(not_implemented(
+            "Parts of a multipart object completed before part sizes were recorded",
+        )),
+        None => Ok(None),
     }
 }
 
@@ -834,26 +835,19 @@ fn object_parts(
         Some(n) if n < 0 => return Err(invalid_argument("max-parts must be >= 0")),
         Some(n) => n.min(MAX_PARTS_LISTED),
     };
-    let Some(sizes) = &o.parts else {
-        if parts_count(&o.etag).is_some() {
-            return Err(not_implemented(
-                "Listing the parts of a multipart object completed before part sizes were recorded",
-            ));
-        }
+    let Some(sizes) = recorded_parts(o)? else {
         return Ok(None);
     };
     let mut after = sizes.iter().filter(|&(n, _, _)| n > marker).peekable();
-    let mut parts = Vec::new();
-    while parts.len() < usize::try_from(max).unwrap_or(0) {
-        let Some((n, size, _)) = after.next() else {
-            break;
-        };
-        parts.push(ObjectPart {
+    let parts: Vec<ObjectPart> = after
+        .by_ref()
+        .take(usize::try_from(max).unwrap_or(0))
+        .map(|(n, size, _)| ObjectPart {
             part_number: i32::try_from(n).ok(),
             size: i64::try_from(size).ok(),
             ..ObjectPart::default()
-        });
-    }
+        })
+        .collect();
     let truncated = after.peek().is_some();
     let next = parts.last().and_then(|p| p.part_number);
     Ok(Some(GetObjectAttributesParts {
@@ -1168,10 +1162,7 @@ pub async fn copy_object(
         None => super::tagging::of(&src.rec),
         Some(d) if d.eq_ignore_ascii_case(TaggingDirective::COPY) => super::tagging::of(&src.rec),
         Some(d) if d.eq_ignore_ascii_case(TaggingDirective::REPLACE) => {
-            match i.tagging.as_deref() {
-                Some(t) => super::tagging::parse(t)?,
-                None => Vec::new(),
-            }
+            super::tagging::parse(i.tagging.as_deref().unwrap_or_default())?
         }
         Some(_) => return Err(invalid_argument("Unknown tagging directive.")),
     };
