@@ -6,8 +6,9 @@
 //!   so all entries of one directory live on one shard and listing a directory is one query;
 //! - bucket `manta_uploads`: the parent directory of the object path after `<uploadId>:`, so an
 //!   upload's finalizing record lands beside the object it creates;
-//! - buckets `manta_s3_objects` and `manta_s3_uploads` (`<s3 bucket>/<rest>`): the S3 bucket
-//!   name, so one S3 bucket's objects and uploads share a shard;
+//! - buckets `manta_s3_objects`, `manta_s3_versions` and `manta_s3_uploads`
+//!   (`<s3 bucket>/<rest>`): the S3 bucket name, so one S3 bucket's objects, versions and
+//!   uploads share a shard;
 //! - any other bucket: the key itself.
 //!
 //! The vnode count never changes after the ring is created (it would move almost every key).
@@ -65,10 +66,13 @@ pub fn hashkey<'a>(bucket: &str, key: &'a str) -> &'a str {
             Some((_, path)) => dirname(path),
             None => key,
         },
-        // The S3 API's objects and multipart uploads (`<bucket>/<rest>`): every record of
-        // one S3 bucket on the bucket's shard, so a listing is one query and completing an
-        // upload is one transaction (bucket names never contain `/`).
-        "manta_s3_objects" | "manta_s3_uploads" => key.split_once('/').map_or(key, |(b, _)| b),
+        // The S3 API's objects, their older versions and multipart uploads
+        // (`<bucket>/<rest>`): every record of one S3 bucket on the bucket's shard, so a
+        // listing is one query, and completing an upload or replacing a version is one
+        // transaction (bucket names never contain `/`).
+        "manta_s3_objects" | "manta_s3_uploads" | "manta_s3_versions" => {
+            key.split_once('/').map_or(key, |(b, _)| b)
+        }
         _ => key,
     }
 }
@@ -394,6 +398,7 @@ mod tests {
         assert_eq!(hashkey("other", "/u/stor/d/f"), "/u/stor/d/f");
         assert_eq!(hashkey("manta_s3_objects", "bkt/a/b/c"), "bkt");
         assert_eq!(hashkey("manta_s3_uploads", "bkt/upload-id/00001"), "bkt");
+        assert_eq!(hashkey("manta_s3_versions", "bkt/0123abcd"), "bkt");
     }
 
     #[test]

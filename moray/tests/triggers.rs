@@ -46,6 +46,7 @@ fn object(key: &str, sharks: &[&str]) -> (MetadataRecord, ObjectId) {
             parts: None,
         }),
         request_id: None,
+        version_id: None,
     };
     (rec, id)
 }
@@ -64,6 +65,7 @@ fn directory(key: &str) -> MetadataRecord {
         roles: vec![],
         kind: EntryKind::Directory(DirectoryInfo::default()),
         request_id: None,
+        version_id: None,
     }
 }
 

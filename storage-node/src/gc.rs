@@ -6,9 +6,10 @@
 //! this node, on every shard:
 //! 1. finds entries naming it, `(&(sharks=<id>)(_mtime<=now-min_age))`; the minimum age lets a
 //!    SnapLink committed at the same moment as the delete become visible first;
-//! 2. asks every shard's `manta` bucket for `(objectId=<id>)`: when any record still names
-//!    this node among the object's copies (a SnapLink shares its source's object id and
-//!    nodes), the bytes stay. A record of the same object that names other nodes only (repair
+//! 2. asks every shard's `manta`, `manta_s3_objects` and `manta_s3_versions` buckets for
+//!    `(objectId=<id>)`: when any record still names this node among the object's copies (a
+//!    SnapLink shares its source's object id and nodes; an S3 object replaced in a bucket with
+//!    versioning lives on as an older version), the bytes stay. A record of the same object that names other nodes only (repair
 //!    moved this copy away) does not keep them;
 //! 3. otherwise moves `objects/<creator>/<objectId>` to `tombstone/<YYYY-MM-DD>/`;
 //! 4. removes its id from the entry's `sharks` with a put conditional on the entry's etag
@@ -206,26 +207,33 @@ impl Gc {
             return Ok(false);
         };
         let mut referenced = false;
-        for s in all {
-            let found = s
-                .find_objects(
-                    moray::schema::MANTA,
-                    &format!("(objectId={})", moray::filter::escape(&key.id.to_string())),
-                    FindOptions {
-                        limit: Some(10_000),
-                        no_count: true,
-                        ..FindOptions::default()
-                    },
-                )
-                .await
-                .map_err(|e| moray_err("look for records of the object", e))?;
-            let names_me = |r: &ObjectRecord| {
-                moray::schema::stored_object(&r.value)
-                    .is_some_and(|(_, sharks)| sharks.contains(&self.storage_id))
-            };
-            if found.iter().any(names_me) {
-                referenced = true;
-                break;
+        'shards: for s in all {
+            for bucket in manta_types::s3::OBJECT_RECORD_BUCKETS {
+                let found = s
+                    .find_objects(
+                        bucket,
+                        &format!("(objectId={})", moray::filter::escape(&key.id.to_string())),
+                        FindOptions {
+                            limit: Some(10_000),
+                            no_count: true,
+                            ..FindOptions::default()
+                        },
+                    )
+                    .await;
+                let found = match found {
+                    Ok(f) => f,
+                    // No S3 request has made this bucket yet on that shard.
+                    Err(moray::Error::BucketNotFound { .. }) => continue,
+                    Err(e) => return Err(moray_err("look for records of the object", e)),
+                };
+                let names_me = |r: &ObjectRecord| {
+                    moray::schema::stored_object(&r.value)
+                        .is_some_and(|(_, sharks)| sharks.contains(&self.storage_id))
+                };
+                if found.iter().any(names_me) {
+                    referenced = true;
+                    break 'shards;
+                }
             }
         }
         if referenced {

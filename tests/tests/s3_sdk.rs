@@ -1304,3 +1304,183 @@ async fn objects_carry_their_tags() {
     let missing = c.get_object_tagging().bucket("tagged").key("nope").send();
     assert_eq!(code_of(missing.await), ("NoSuchKey".into(), 404));
 }
+
+/// Versioning: versions kept on overwrite, read and copied by id, delete markers, deleting a
+/// version for good (the next newest becomes current), suspending, listings with paging, and
+/// a bucket that keeps older versions is not empty.
+#[tokio::test]
+async fn versions_are_kept_read_restored_and_deleted() {
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "history").await;
+    let status = || async {
+        let out = c
+            .get_bucket_versioning()
+            .bucket("history")
+            .send()
+            .await
+            .unwrap();
+        out.status().map(|s| s.as_str().to_owned())
+    };
+    assert_eq!(status().await, None, "never enabled");
+    let put = |body: &'static str| {
+        let req = b.put("k", ByteStream::from_static(body.as_bytes())).send();
+        async move { req.await.unwrap().version_id().map(str::to_owned) }
+    };
+    let read = |vid: Option<&str>| {
+        let req = b.get("k").set_version_id(vid.map(str::to_owned)).send();
+        async move {
+            let out = req.await.unwrap();
+            let vid = out.version_id().map(str::to_owned);
+            (String::from_utf8(body_of(out).await).unwrap(), vid)
+        }
+    };
+
+    // Before versioning: the null version, no version id answered.
+    assert_eq!(put("v0").await, None);
+    b.set_versioning("Enabled").await;
+    assert_eq!(status().await.as_deref(), Some("Enabled"));
+
+    // Every write is a new version; the current one is read without an id.
+    let v1 = put("v1").await.expect("a version id");
+    let v2 = put("v2").await.expect("a version id");
+    assert_ne!(v1, v2);
+    assert_eq!(read(None).await, ("v2".into(), Some(v2.clone())));
+    assert_eq!(read(Some(&v1)).await, ("v1".into(), Some(v1.clone())));
+    assert_eq!(read(Some("null")).await, ("v0".into(), Some("null".into())));
+    let head = b.head("k").version_id(&v1).send().await.unwrap();
+    assert_eq!(head.content_length(), Some(2));
+    assert_eq!(head.version_id(), Some(v1.as_str()));
+    assert_eq!(
+        code_of(
+            b.get("k")
+                .version_id("0123456789abcdef0123456789abcdef")
+                .send()
+                .await
+        ),
+        ("NoSuchVersion".into(), 404)
+    );
+    assert_eq!(
+        code_of(b.get("k").version_id("not-a-version").send().await),
+        ("InvalidArgument".into(), 400)
+    );
+    // Newest first; only the current one is the latest.
+    let listed = b.versions().send().await.unwrap();
+    let ids: Vec<(&str, bool)> = listed
+        .versions()
+        .iter()
+        .map(|v| (v.version_id().unwrap(), v.is_latest().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        [(v2.as_str(), true), (v1.as_str(), false), ("null", false)]
+    );
+
+    // A delete without an id leaves a delete marker: the key is gone from reads and listings
+    // but every version stays.
+    let del = b.delete("k").send().await.unwrap();
+    assert_eq!(del.delete_marker(), Some(true));
+    let marker = del.version_id().unwrap().to_owned();
+    assert_eq!(code_of(b.get("k").send().await), ("NoSuchKey".into(), 404));
+    assert_eq!(
+        code_of(b.get("k").version_id(&marker).send().await),
+        ("MethodNotAllowed".into(), 405)
+    );
+    assert!(b.list().send().await.unwrap().contents().is_empty());
+    assert_eq!(read(Some(&v2)).await.0, "v2");
+    let all = b.all_versions(1000).await;
+    assert!(all.contains(&("k".into(), marker.clone(), true, true)));
+    assert!(all.contains(&("k".into(), v2.clone(), false, false)));
+    assert_eq!(all.len(), 4);
+
+    // Restoring an older version is copying it onto its key: a new version.
+    let copied = b
+        .copy("k", &format!("history/k?versionId={v1}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copied.copy_source_version_id(), Some(v1.as_str()));
+    let v3 = copied.version_id().unwrap().to_owned();
+    assert_eq!(read(None).await, ("v1".into(), Some(v3.clone())));
+
+    // Deleting the current version for good: the next newest (the marker) hides the key
+    // again; deleting the marker brings v2 back.
+    let gone = b.delete("k").version_id(&v3).send().await.unwrap();
+    assert_eq!(gone.version_id(), Some(v3.as_str()));
+    assert_eq!(code_of(b.get("k").send().await), ("NoSuchKey".into(), 404));
+    let unmarked = b.delete("k").version_id(&marker).send().await.unwrap();
+    assert_eq!(unmarked.delete_marker(), Some(true));
+    assert_eq!(read(None).await, ("v2".into(), Some(v2.clone())));
+
+    // Listing pages of one entry see the same versions as one page (several keys, markers).
+    for k in ["a", "b/c", "b/d"] {
+        b.put(k, ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+        b.put(k, ByteStream::from_static(b"y"))
+            .send()
+            .await
+            .unwrap();
+    }
+    b.delete("a").send().await.unwrap();
+    let whole = b.all_versions(1000).await;
+    let mut paged = b.all_versions(1).await;
+    let mut sorted = whole.clone();
+    sorted.sort();
+    paged.sort();
+    assert_eq!(paged, sorted);
+    assert_eq!(whole.len(), 3 + 3 + 2 + 2);
+    let latest: Vec<&str> = whole.iter().filter(|v| v.2).map(|v| v.0.as_str()).collect();
+    assert_eq!(latest.len(), 4, "one latest per key: {whole:?}");
+    let rolled = b.versions().delimiter("/").send().await.unwrap();
+    let prefixes: Vec<&str> = rolled
+        .common_prefixes()
+        .iter()
+        .filter_map(|p| p.prefix())
+        .collect();
+    assert_eq!(prefixes, ["b/"]);
+
+    // Suspended: writes make the null version, replacing the older null one.
+    b.set_versioning("Suspended").await;
+    assert_eq!(status().await.as_deref(), Some("Suspended"));
+    assert_eq!(put("v4").await.as_deref(), Some("null"));
+    assert_eq!(read(Some("null")).await.0, "v4");
+    let of_k: Vec<String> = b
+        .all_versions(1000)
+        .await
+        .into_iter()
+        .filter(|v| v.0 == "k")
+        .map(|v| v.1)
+        .collect();
+    assert_eq!(of_k, ["null".to_owned(), v2.clone(), v1.clone()]);
+
+    // Older versions keep the bucket from being deleted; DeleteObjects with version ids
+    // empties it.
+    let del = c.delete_bucket().bucket("history").send().await;
+    assert_eq!(code_of(del), ("BucketNotEmpty".into(), 409));
+    use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+    let ids = b
+        .all_versions(1000)
+        .await
+        .into_iter()
+        .map(|(k, v, _, _)| {
+            ObjectIdentifier::builder()
+                .key(k)
+                .version_id(v)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let out = c
+        .delete_objects()
+        .bucket("history")
+        .delete(Delete::builder().set_objects(Some(ids)).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(out.errors().is_empty(), "{:?}", out.errors());
+    assert!(b.all_versions(1000).await.is_empty());
+    c.delete_bucket().bucket("history").send().await.unwrap();
+    drop(s3);
+}

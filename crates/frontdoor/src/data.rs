@@ -682,6 +682,7 @@ impl Place {
             roles: Vec::new(),
             kind,
             request_id: manta_util::http::current_request_id(),
+            version_id: None,
         }
     }
 
@@ -696,6 +697,7 @@ impl Place {
             owner: owner.to_owned(),
             mtime: manta_types::time::now_ms(),
             request_id: manta_util::http::current_request_id(),
+            version_id: None,
             ..rec
         }
     }

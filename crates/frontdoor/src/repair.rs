@@ -22,8 +22,8 @@
 //! record, so their garbage collection removes the old copies (an evacuated node empties this
 //! way); a copy another record still names there stays.
 //!
-//! Passes scan every shard's `manta` and `manta_s3_objects` buckets in `_id` order, a batch
-//! at a time; the cursor and the pass's counts are saved in `manta_repair` after each batch,
+//! Passes scan every shard's `manta`, `manta_s3_objects` and `manta_s3_versions` buckets in
+//! `_id` order, a batch at a time; the cursor and the pass's counts are saved in `manta_repair` after each batch,
 //! so a restarted repairer (or the one that takes over) goes on from there. A rewritten record
 //! gets a new `_id`, beyond the cursor, so a pass also sees records written during it.
 //!
@@ -82,7 +82,7 @@ impl Default for RepairConfig {
 }
 
 /// The buckets holding object records with copies.
-const OBJECT_BUCKETS: [&str; 2] = [moray::schema::MANTA, manta_types::s3::OBJECTS_BUCKET];
+const OBJECT_BUCKETS: [&str; 3] = manta_types::s3::OBJECT_RECORD_BUCKETS;
 
 /// What a named copy is worth (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -171,6 +171,10 @@ pub struct MetadataRecord {
     /// The request that wrote this record, for tracing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The S3 version id of this object, in a bucket with versioning (none for the "null"
+    /// version: an object written before versioning was enabled, or while it is suspended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_id: Option<String>,
 }
 
 fn version_one() -> u32 {
@@ -204,6 +208,7 @@ impl MetadataRecord {
             roles: Vec::new(),
             kind: EntryKind::Directory(DirectoryInfo::default()),
             request_id: None,
+            version_id: None,
         }
     }
 
@@ -286,6 +291,7 @@ mod tests {
                 parts: None,
             }),
             request_id: None,
+            version_id: None,
         }
     }
 

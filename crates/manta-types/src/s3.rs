@@ -10,6 +10,15 @@
 /// The Moray bucket of S3 object records.
 pub const OBJECTS_BUCKET: &str = "manta_s3_objects";
 
+/// The Moray bucket of the older versions and delete markers of S3 objects in buckets with
+/// versioning (keyed `<bucket>/<version order>`; the current version stays in
+/// [`OBJECTS_BUCKET`]).
+pub const VERSIONS_BUCKET: &str = "manta_s3_versions";
+
+/// Every Moray bucket whose records name object copies on storage nodes: what garbage
+/// collection must find no record in before it reclaims a copy, and what repair keeps whole.
+pub const OBJECT_RECORD_BUCKETS: [&str; 3] = ["manta", OBJECTS_BUCKET, VERSIONS_BUCKET];
+
 /// The Moray key of the record of `key` in S3 bucket `bucket`.
 pub fn object_key(bucket: &str, key: &str) -> String {
     format!("{bucket}/{key}")

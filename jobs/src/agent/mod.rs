@@ -1067,6 +1067,7 @@ impl Agent {
                 parts: None,
             }),
             request_id: manta_util::http::current_request_id(),
+            version_id: None,
         };
         let w = Written {
             path: path.to_owned(),

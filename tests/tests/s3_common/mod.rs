@@ -188,6 +188,56 @@ impl Bucket {
         self.client.list_object_versions().bucket(&self.name)
     }
 
+    /// PutBucketVersioning of the bucket to `status` (`Enabled` or `Suspended`).
+    pub async fn set_versioning(&self, status: &str) {
+        use aws_sdk_s3::types::{BucketVersioningStatus, VersioningConfiguration};
+        let conf = VersioningConfiguration::builder()
+            .status(BucketVersioningStatus::from(status))
+            .build();
+        self.client
+            .put_bucket_versioning()
+            .bucket(&self.name)
+            .versioning_configuration(conf)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Every (key, version id, latest, delete marker) of the bucket, listed a page of `page`
+    /// at a time (each page's versions, then its delete markers).
+    pub async fn all_versions(&self, page: i32) -> Vec<(String, String, bool, bool)> {
+        let mut out = Vec::new();
+        let (mut key, mut vid): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let l = self
+                .versions()
+                .max_keys(page)
+                .set_key_marker(key.clone())
+                .set_version_id_marker(vid.clone())
+                .send()
+                .await
+                .unwrap();
+            let n = l.versions().len() + l.delete_markers().len() + l.common_prefixes().len();
+            assert!(
+                n <= usize::try_from(page).unwrap(),
+                "{n} entries in a page of {page}"
+            );
+            for v in l.versions() {
+                let (k, id) = (v.key().unwrap(), v.version_id().unwrap());
+                out.push((k.into(), id.into(), v.is_latest().unwrap(), false));
+            }
+            for m in l.delete_markers() {
+                let (k, id) = (m.key().unwrap(), m.version_id().unwrap());
+                out.push((k.into(), id.into(), m.is_latest().unwrap(), true));
+            }
+            if !l.is_truncated().unwrap() {
+                return out;
+            }
+            key = l.next_key_marker().map(str::to_owned);
+            vid = l.next_version_id_marker().map(str::to_owned);
+        }
+    }
+
     /// GetBucketLocation of the bucket.
     pub fn location(&self) -> GetBucketLocationFluentBuilder {
         self.client.get_bucket_location().bucket(&self.name)

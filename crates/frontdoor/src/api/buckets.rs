@@ -330,6 +330,7 @@ mod tests {
             roles: vec![],
             kind: manta_types::record::EntryKind::Directory(Default::default()),
             request_id: None,
+            version_id: None,
         };
         rec.headers
             .insert(format!("{META_PREFIX}color"), "red".into());

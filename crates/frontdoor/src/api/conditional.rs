@@ -130,6 +130,7 @@ mod tests {
                     parts: None,
                 }),
                 request_id: None,
+                version_id: None,
             },
             etag: "moray".into(),
         }

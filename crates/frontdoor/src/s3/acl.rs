@@ -271,8 +271,8 @@ pub async fn get_object_acl(
 ) -> S3Result<S3Response<GetObjectAclOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = &req.input;
-    super::objects::check_version(i.version_id.as_deref())?;
-    let e = super::objects::existing(api, &b.owner, &b.name, &i.key).await?;
+    let version = i.version_id.as_deref();
+    let e = super::objects::existing_version(api, &b.owner, &b.name, &i.key, version).await?;
     let owner = super::buckets::owner(&b.owner, &b.owner_login);
     Ok(S3Response::new(GetObjectAclOutput {
         grants: Some(grants(&owner, CannedAcl::of_object(&e.rec))),
@@ -292,14 +292,14 @@ pub async fn put_object_acl(
 ) -> S3Result<S3Response<PutObjectAclOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = &req.input;
-    super::objects::check_version(i.version_id.as_deref())?;
     let acl = put_request(
         i.acl.as_ref().map(|a| a.as_str()),
         i.access_control_policy.as_ref(),
         &grants_of!(i, write),
         &b.owner,
     )?;
-    super::objects::rewrite_headers(api, &b, &i.key, |h| acl.store(h)).await?;
+    super::objects::rewrite_headers(api, &b, (&i.key, i.version_id.as_deref()), |h| acl.store(h))
+        .await?;
     Ok(S3Response::new(PutObjectAclOutput::default()))
 }
 

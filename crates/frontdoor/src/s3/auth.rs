@@ -79,6 +79,7 @@ pub const OPERATIONS: &[&str] = &[
     "ListParts",
     "PostObject",
     "PutBucketAcl",
+    "PutBucketVersioning",
     "PutObject",
     "PutObjectAcl",
     "PutObjectTagging",

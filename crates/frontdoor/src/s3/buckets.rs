@@ -22,6 +22,7 @@ use super::list::{self, Entry, Query};
 use super::meta::{BucketRecord, BucketState, S3_RECORD_VERSION};
 use super::names;
 use super::service::{S3Api, bucket_of, caller};
+use super::versioning::{self, Versioning};
 use manta_types::MetadataRecord;
 use moray::EtagCondition;
 
@@ -154,6 +155,7 @@ pub async fn create_bucket(
         region,
         state: BucketState::Active,
         acl,
+        versioning: Versioning::Off,
     };
     if !api
         .meta
@@ -246,7 +248,9 @@ pub async fn delete_bucket(
     let Some(now) = api.meta.bucket(&name).await? else {
         return Err(super::error::no_such_bucket(&name));
     };
-    if api.meta.has_objects(&now.rec.owner, &name).await? {
+    if api.meta.has_objects(&now.rec.owner, &name).await?
+        || api.meta.has_versions(&now.rec.owner, &name).await?
+    {
         let mut back = now.rec.clone();
         back.state = BucketState::Active;
         api.meta
@@ -447,10 +451,13 @@ pub async fn list_objects_v2(
     }))
 }
 
-/// `ListObjectVersions`: every object is its only version, `VersionId` "null".
+/// `ListObjectVersions`: every version and delete marker, by key and newest first within a
+/// key, with `key-marker` and `version-id-marker` paging (a bucket that never had versioning
+/// lists each object as its "null" version).
 ///
 /// # Errors
-/// `InvalidArgument` for bad parameters; Moray failures.
+/// `InvalidArgument` for bad parameters (a version id marker without a key marker); Moray
+/// failures.
 pub async fn list_object_versions(
     api: &S3Api,
     req: S3Request<ListObjectVersionsInput>,
@@ -460,47 +467,136 @@ pub async fn list_object_versions(
     let url = url_encoding(i.encoding_type.as_ref())?;
     let max = max_keys(i.max_keys)?;
     let prefix = i.prefix.clone().unwrap_or_default();
+    check_text("prefix", &prefix)?;
+    let key_marker = i.key_marker.as_deref().filter(|m| !m.is_empty());
+    let vid_marker = i.version_id_marker.as_deref().filter(|m| !m.is_empty());
+    if let Some(k) = key_marker {
+        check_text("key-marker", k)?;
+    } else if vid_marker.is_some() {
+        return Err(invalid_argument(
+            "A version-id marker cannot be specified without a key marker.",
+        ));
+    }
     let q = Query {
         prefix: &prefix,
         delimiter: delimiter(i.delimiter.as_ref()),
-        after: i.key_marker.as_deref().filter(|m| !m.is_empty()),
+        after: key_marker,
         max,
     };
-    let p = page(api, &b.rec.owner, &i.bucket, &q).await?;
-    let truncated = p.truncated;
-    let next = p.last.clone().filter(|_| truncated);
+    let at = (b.rec.owner.as_str(), b.rec.name.as_str());
+    let p = versioning::page(api, at, &q, vid_marker).await?;
     let own = owner(&b.rec.owner, &b.rec.owner_login);
-    let (objects, prefixes) = split(p, url, Some(&own))?;
-    let versions = objects
-        .into_iter()
-        .map(|o| ObjectVersion {
-            e_tag: o.e_tag,
-            is_latest: Some(true),
-            key: o.key,
-            last_modified: o.last_modified,
-            owner: o.owner,
-            size: o.size,
-            storage_class: Some(ObjectVersionStorageClass::from_static(
-                ObjectVersionStorageClass::STANDARD,
-            )),
-            version_id: Some("null".into()),
-            ..ObjectVersion::default()
-        })
-        .collect();
+    let mut versions = Vec::new();
+    let mut markers = Vec::new();
+    let mut prefixes = Vec::new();
+    for e in p.entries {
+        let listed = match e {
+            Entry::Prefix(cp) => {
+                prefixes.push(CommonPrefix {
+                    prefix: Some(enc(url, cp)),
+                });
+                continue;
+            }
+            Entry::Object(l) => l,
+        };
+        let vid = listed.version.vid().to_owned();
+        match listed.version {
+            versioning::Version::Object(rec, _) => {
+                let o = s3_object(*rec, url, Some(&own))?;
+                versions.push(ObjectVersion {
+                    e_tag: o.e_tag,
+                    is_latest: Some(listed.latest),
+                    key: o.key,
+                    last_modified: o.last_modified,
+                    owner: o.owner,
+                    size: o.size,
+                    storage_class: Some(ObjectVersionStorageClass::from_static(
+                        ObjectVersionStorageClass::STANDARD,
+                    )),
+                    version_id: Some(vid),
+                    ..ObjectVersion::default()
+                });
+            }
+            versioning::Version::Marker(m) => markers.push(DeleteMarkerEntry {
+                is_latest: Some(listed.latest),
+                key: Some(enc(url, m.name)),
+                last_modified: Some(timestamp(m.mtime)),
+                owner: Some(own.clone()),
+                version_id: Some(vid),
+            }),
+        }
+    }
+    let (next_key, next_vid) = match p.next.filter(|_| p.truncated) {
+        Some((k, v)) => (Some(enc(url, k)), v),
+        None => (None, None),
+    };
     Ok(S3Response::new(ListObjectVersionsOutput {
         common_prefixes: Some(prefixes),
-        delete_markers: None,
+        delete_markers: Some(markers),
         delimiter: i.delimiter.clone().map(|d| enc(url, d)),
         encoding_type: i.encoding_type.clone(),
-        is_truncated: Some(truncated),
+        is_truncated: Some(p.truncated),
         key_marker: Some(enc(url, i.key_marker.clone().unwrap_or_default())),
         max_keys: Some(max as i32),
         name: Some(i.bucket.clone()),
-        next_key_marker: next.clone().map(|n| enc(url, n)),
-        next_version_id_marker: next.map(|_| "null".into()),
+        next_key_marker: next_key,
+        next_version_id_marker: next_vid,
         prefix: Some(enc(url, prefix)),
         request_charged: None,
         version_id_marker: i.version_id_marker.clone(),
         versions: Some(versions),
     }))
+}
+
+/// `GetBucketVersioning`: the bucket's status (none for a bucket that never had versioning).
+///
+/// # Errors
+/// `NoSuchBucket`, `AccessDenied`.
+pub async fn get_bucket_versioning(
+    req: S3Request<GetBucketVersioningInput>,
+) -> S3Result<S3Response<GetBucketVersioningOutput>> {
+    let b = bucket_of(&req, &req.input.bucket)?;
+    Ok(S3Response::new(GetBucketVersioningOutput {
+        status: b.rec.versioning.status(),
+        mfa_delete: None,
+    }))
+}
+
+/// `PutBucketVersioning`: `Enabled` or `Suspended` (a bucket can never go back to having no
+/// versioning, as S3). MFA delete is not offered.
+///
+/// # Errors
+/// `MalformedXML` for a missing or unknown status, `NotImplemented` for MFA delete,
+/// `OperationAborted` when the bucket changed meanwhile.
+pub async fn put_bucket_versioning(
+    api: &S3Api,
+    req: S3Request<PutBucketVersioningInput>,
+) -> S3Result<S3Response<PutBucketVersioningOutput>> {
+    let b = bucket_of(&req, &req.input.bucket)?;
+    let c = &req.input.versioning_configuration;
+    if c.mfa_delete
+        .as_ref()
+        .is_some_and(|m| m.as_str() == "Enabled")
+        || req.input.mfa.is_some()
+    {
+        return Err(super::error::not_implemented("MFA delete"));
+    }
+    let wanted = Versioning::requested(c.status.as_ref().map(|s| s.as_str()))?;
+    if b.rec.versioning == wanted {
+        return Ok(S3Response::new(PutBucketVersioningOutput {}));
+    }
+    let mut rec = b.rec.clone();
+    rec.versioning = wanted;
+    if !api
+        .meta
+        .put_bucket(&rec, EtagCondition::MustMatch(b.etag.clone()))
+        .await?
+    {
+        return Err(s3err(
+            S3ErrorCode::OperationAborted,
+            "A conflicting conditional operation is currently in progress against this resource. Please try again.",
+        ));
+    }
+    tracing::info!(bucket = %rec.name, versioning = ?wanted, "bucket versioning changed");
+    Ok(S3Response::new(PutBucketVersioningOutput {}))
 }

@@ -25,6 +25,8 @@ use super::names;
 pub const BUCKETS: &str = "manta_s3_buckets";
 /// Object records, keyed `<bucket>/<key>`.
 pub const OBJECTS: &str = manta_types::s3::OBJECTS_BUCKET;
+/// Older versions and delete markers (buckets with versioning), keyed `<bucket>/<order>`.
+pub const VERSIONS: &str = manta_types::s3::VERSIONS_BUCKET;
 /// Multipart uploads and parts, keyed `<bucket>/<uploadId>[/<part>]`.
 pub const UPLOADS: &str = "manta_s3_uploads";
 
@@ -61,6 +63,16 @@ pub fn uploads_config() -> BucketConfig {
     objects_config()
         .with_index("uploadId", s())
         .with_index("bucket", s())
+}
+
+/// The configuration of [`VERSIONS`]: as [`objects_config`] (its records are object
+/// records, and the delete-log trigger reclaims a version's bytes when it is deleted for
+/// good) plus the version's order and id.
+pub fn versions_config() -> BucketConfig {
+    let s = || IndexSpec::new(IndexType::String);
+    objects_config()
+        .with_index(super::versioning::ORDER, s())
+        .with_index(super::versioning::VID, s())
 }
 
 /// The lifecycle state of a bucket.
@@ -100,6 +112,9 @@ pub struct BucketRecord {
     /// Canned ACL (private when absent).
     #[serde(default, skip_serializing_if = "super::acl::CannedAcl::is_private")]
     pub acl: super::acl::CannedAcl,
+    /// Versioning (never enabled when absent).
+    #[serde(default, skip_serializing_if = "super::versioning::Versioning::is_off")]
+    pub versioning: super::versioning::Versioning,
 }
 
 fn one() -> u32 {
@@ -269,6 +284,7 @@ impl Meta {
                 // The delete-log trigger writes into manta_delete_log, which the front door
                 // creates at start-up (Frontdoor::new) before any request is served.
                 self.moray.put_bucket(OBJECTS, objects_config()).await?;
+                self.moray.put_bucket(VERSIONS, versions_config()).await?;
                 self.moray.put_bucket(UPLOADS, uploads_config()).await?;
                 Ok::<(), moray::Error>(())
             })
@@ -496,12 +512,150 @@ impl Meta {
         options: FindOptions,
         read: impl Fn(Value) -> S3Result<T>,
     ) -> S3Result<Vec<T>> {
+        let found = self.find_versioned(moray_bucket, filter, hashkey, options, read);
+        Ok(found.await?.into_iter().map(|v| v.rec).collect())
+    }
+
+    /// As [`Meta::find`], with each record's etag.
+    async fn find_versioned<T>(
+        &self,
+        moray_bucket: &str,
+        filter: &Filter,
+        hashkey: &str,
+        options: FindOptions,
+        read: impl Fn(Value) -> S3Result<T>,
+    ) -> S3Result<Vec<Versioned<T>>> {
         let found = self
             .moray
             .find_objects(moray_bucket, &filter.to_string(), hashkey, options)
             .await;
         let found = none_if_no_bucket(found)?;
-        found.into_iter().map(|r| read(r.value)).collect()
+        found
+            .into_iter()
+            .map(|r| {
+                Ok(Versioned {
+                    rec: read(r.value)?,
+                    etag: r.etag,
+                })
+            })
+            .collect()
+    }
+
+    // ---- versions ------------------------------------------------------------------------
+
+    /// The older versions and delete markers of `key` in `bucket` (owned by `owner`), newest
+    /// first, at most `limit`.
+    ///
+    /// # Errors
+    /// When Moray fails or a record is unreadable.
+    pub async fn versions_of(
+        &self,
+        owner: &str,
+        bucket: &str,
+        key: &str,
+        limit: u64,
+    ) -> S3Result<Vec<Versioned<super::versioning::Version>>> {
+        self.ensure().await?;
+        let filter = Filter::and(vec![
+            Filter::eq("dirname", bucket),
+            Filter::eq("name", key),
+            Filter::eq("owner", owner),
+        ]);
+        let options = listing(limit, vec![Sort::asc(super::versioning::ORDER)]);
+        let read = super::versioning::Version::from_value;
+        self.find_versioned(VERSIONS, &filter, bucket, options, read)
+            .await
+    }
+
+    /// The older version or delete marker `vid` ("null" too) of `key` in `bucket`.
+    ///
+    /// # Errors
+    /// When Moray fails or the record is unreadable.
+    pub async fn version(
+        &self,
+        owner: &str,
+        bucket: &str,
+        key: &str,
+        vid: &str,
+    ) -> S3Result<Option<Versioned<super::versioning::Version>>> {
+        self.ensure().await?;
+        let read = super::versioning::Version::from_value;
+        let found = if vid == super::versioning::NULL {
+            let filter = Filter::and(vec![
+                Filter::eq("dirname", bucket),
+                Filter::eq("name", key),
+                Filter::eq(super::versioning::VID, vid),
+            ]);
+            let options = listing(1, Vec::new());
+            let mut found = self
+                .find_versioned(VERSIONS, &filter, bucket, options, read)
+                .await?;
+            found.pop()
+        } else {
+            let mkey = super::versioning::moray_key(bucket, vid);
+            self.get(VERSIONS, &mkey, read).await?
+        };
+        Ok(found.filter(|v| v.rec.name() == key && v.rec.owner() == owner))
+    }
+
+    /// Up to `limit` older versions and delete markers of `bucket` whose keys start with
+    /// `prefix`, from position `from` (a key, and an order within it: inclusive) on, by key
+    /// then newest first.
+    ///
+    /// # Errors
+    /// When Moray fails or a record is unreadable.
+    pub async fn scan_versions(
+        &self,
+        owner: &str,
+        bucket: &str,
+        (from, order): (&str, &str),
+        prefix: &str,
+        limit: u64,
+    ) -> S3Result<Vec<super::versioning::Version>> {
+        self.ensure().await?;
+        let mut parts = vec![Filter::eq("dirname", bucket), Filter::eq("owner", owner)];
+        if !from.is_empty() {
+            // name > from, or name = from and order >= order.
+            parts.push(Filter::ge("name", from));
+            parts.push(Filter::or(vec![
+                Filter::negate(Filter::eq("name", from)),
+                Filter::ge(super::versioning::ORDER, order),
+            ]));
+        }
+        let filter = named_under(parts, prefix);
+        let sort = vec![Sort::asc("name"), Sort::asc(super::versioning::ORDER)];
+        let read = super::versioning::Version::from_value;
+        self.find(VERSIONS, &filter, bucket, listing(limit, sort), read)
+            .await
+    }
+
+    /// True when the bucket holds at least one older version or delete marker.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn has_versions(&self, owner: &str, bucket: &str) -> S3Result<bool> {
+        let one = self.scan_versions(owner, bucket, ("", ""), "", 1).await?;
+        Ok(!one.is_empty())
+    }
+
+    /// Runs `ops` as one transaction: the results, or `Err(bucket)` naming the Moray bucket
+    /// whose etag condition failed (or whose record was gone).
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn transact(
+        &self,
+        ops: Vec<BatchOp>,
+    ) -> S3Result<Result<moray::types::BatchResult, String>> {
+        self.ensure().await?;
+        match self.moray.batch(ops).await {
+            Ok(r) => Ok(Ok(r)),
+            Err(
+                moray::Error::EtagConflict { bucket, .. }
+                | moray::Error::ObjectNotFound { bucket, .. },
+            ) => Ok(Err(bucket)),
+            Err(e) => Err(from_moray(e)),
+        }
     }
 
     /// True when the bucket (owned by `owner`) holds at least one object.
@@ -622,24 +776,18 @@ impl Meta {
             .await
     }
 
-    /// Ends an upload in one transaction: removes its record (if still at `upload.etag`) and
-    /// every part record (their bytes go to GC), and writes `object` (on condition `cond`)
-    /// when given, answering its new etag. `Err(Ended::Upload)` when the upload was already ended,
-    /// `Err(Ended::Object)` when the object's condition failed.
+    /// The operations that end an upload (in one transaction, with the object's write when
+    /// it completes): removing its record (if still at `upload.etag`, so an upload ends
+    /// once) and every part record (their bytes go to GC).
     ///
     /// # Errors
-    /// When Moray fails.
-    pub async fn end_upload(
-        &self,
-        upload: &Versioned<UploadRecord>,
-        object: Option<(&MetadataRecord, EtagCondition)>,
-    ) -> S3Result<Result<Option<String>, Ended>> {
+    /// `InternalError` when the record cannot be written out.
+    pub fn end_upload_ops(upload: &Versioned<UploadRecord>) -> S3Result<Vec<BatchOp>> {
         let u = &upload.rec;
-        let ukey = names::upload_key(&u.bucket, &u.upload_id);
-        let mut ops = vec![
+        Ok(vec![
             BatchOp::Delete {
                 bucket: UPLOADS.into(),
-                key: ukey.clone(),
+                key: names::upload_key(&u.bucket, &u.upload_id),
                 options: DelOptions::if_match(upload.etag.clone()),
             },
             BatchOp::DeleteMany {
@@ -650,30 +798,7 @@ impl Meta {
                 ])
                 .to_string(),
             },
-        ];
-        let writes_object = object.is_some();
-        if let Some((rec, cond)) = object {
-            ops.push(BatchOp::Put {
-                bucket: OBJECTS.into(),
-                key: rec.key.clone(),
-                value: rec.to_value(),
-                options: PutOptions { etag: cond },
-            });
-        }
-        match self.moray.batch(ops).await {
-            Ok(r) => Ok(Ok(writes_object
-                .then(|| r.results.last().and_then(|o| o.etag.clone()))
-                .flatten())),
-            Err(
-                moray::Error::EtagConflict { bucket, .. }
-                | moray::Error::ObjectNotFound { bucket, .. },
-            ) => Ok(Err(if bucket == OBJECTS {
-                Ended::Object
-            } else {
-                Ended::Upload
-            })),
-            Err(e) => Err(from_moray(e)),
-        }
+        ])
     }
 
     /// Removes every upload and part record of a bucket (their bytes go to GC).
@@ -689,13 +814,4 @@ impl Meta {
             .map(|c| c.count)
             .map_err(from_moray)
     }
-}
-
-/// Why [`Meta::end_upload`] wrote nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// The upload was completed or aborted by another request.
-    Upload,
-    /// The object's condition (`If-Match`/`If-None-Match`) failed.
-    Object,
 }

@@ -16,6 +16,7 @@
 //! - [`buckets`], [`objects`], [`multipart`]: the operations.
 //! - [`list`]: listing with prefix, delimiter and markers over Moray range queries.
 //! - [`conditional`]: `If-*` and `x-amz-copy-source-if-*` evaluation.
+//! - [`versioning`]: versions, delete markers, and listing them.
 //! - [`names`], [`error`]: key rules, S3 error codes.
 //! - The read-only view of buckets through the Manta API
 //!   (`/:login/buckets/<bucket>/objects/<key>`) is the Manta API's
@@ -32,6 +33,8 @@
 //!   bucket, `name` = the key, `etag` = the S3 ETag), so storage-node GC and jobs understand
 //!   them; the bucket carries the `manta_delete_log` trigger, so overwritten and deleted
 //!   objects are logged for garbage collection in the transaction that drops them.
+//! - In a bucket with versioning, older versions and delete markers live in
+//!   `manta_s3_versions` (same hashing; see [`versioning`]).
 //! - Multipart uploads live in `manta_s3_uploads` (same hashing): the upload
 //!   (`<bucket>/<uploadId>`, type `upload`, with the storage nodes chosen at creation) and its
 //!   parts (`<bucket>/<uploadId>/<part number>`, object records with the `uploadId`).
@@ -58,9 +61,9 @@
 //! # Limits
 //! Single PUTs and parts up to 5 GiB, at most 10 000 parts of at least 5 MiB (except the
 //! last), XML bodies up to 4 MiB, 1000 keys per `DeleteObjects`, 2 KiB of user metadata,
-//! presigned URLs valid 1 s to 7 days. Versioning, ACLs, policies, tagging, lifecycle and
-//! server-side encryption are not offered (`NotImplemented`); every object has
-//! `VersionId` "null".
+//! presigned URLs valid 1 s to 7 days. ACLs other than the canned `private` and
+//! `public-read`, policies, lifecycle rules and server-side encryption are not offered
+//! (`NotImplemented`).
 //!
 //! # Example
 //! ```no_run
@@ -85,6 +88,7 @@ pub mod names;
 pub mod objects;
 pub mod service;
 pub mod tagging;
+pub mod versioning;
 
 use std::sync::Arc;
 

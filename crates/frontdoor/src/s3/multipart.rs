@@ -36,11 +36,12 @@ use super::error::{
     S3Result, from_manta, internal, invalid_argument, no_such_upload, s3err, unavailable,
 };
 use super::list::rollup;
-use super::meta::{Ended, S3_RECORD_VERSION, UPLOAD_TYPE, UploadRecord, Versioned};
+use super::meta::{BucketRecord, Meta, S3_RECORD_VERSION, UPLOAD_TYPE, UploadRecord, Versioned};
 use super::names;
 use super::objects::{
-    body_length, body_stream, commit_unless_failed, content_md5_of, copy_source_conditions,
-    md5_hex, new_object_headers, object_of, object_write_condition, place, read_source,
+    body_length, body_stream, commit_record, commit_unless_failed, content_md5_of,
+    copy_source_conditions, md5_hex, new_object_headers, object_of, object_write_condition, place,
+    read_source,
 };
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
 use crate::api::headers::BodyLength;
@@ -554,7 +555,7 @@ pub fn composite_etag(part_md5s_b64: &[&str]) -> String {
 /// What a completion has decided before any node works.
 struct Plan {
     upload: Versioned<UploadRecord>,
-    bucket: String,
+    bucket: BucketRecord,
     key: String,
     cond: WriteCondition,
     object_id: ObjectId,
@@ -653,7 +654,7 @@ pub async fn complete(
         total: chosen.iter().map(|o| o.content_length).sum(),
         sizes: PartSizes::of(chosen.iter().map(|o| o.content_length)),
         upload,
-        bucket: i.bucket,
+        bucket: b.rec,
         key: i.key,
         cond,
         object_id: ObjectId::random(),
@@ -699,40 +700,34 @@ async fn finish(api: &S3Api, plan: Plan) -> S3Result<CompleteMultipartUploadOutp
         content_type: u.content_type.clone(),
         headers: u.headers.clone(),
     };
-    let mut rec = joined.record(place(&plan.bucket, &plan.key), meta);
+    let mut rec = joined.record(place(&plan.bucket.name, &plan.key), meta);
     if let EntryKind::Object(o) = &mut rec.kind {
         o.parts = Some(plan.sizes.clone());
     }
+    let ending = Meta::end_upload_ops(&plan.upload)?;
     joined
         .commit(async {
-            match api
-                .meta
-                .end_upload(&plan.upload, Some((&rec, plan.cond.moray())))
-                .await?
-            {
-                Ok(written) => {
-                    let written =
-                        written.ok_or_else(|| internal("the object's write answered no etag"))?;
-                    let at = (plan.bucket.as_str(), plan.key.as_str());
-                    super::objects::settle_in_bucket(api, at, &u.owner, &written).await
-                }
-                Err(Ended::Upload) => Err(no_such_upload(&u.upload_id)),
-                Err(Ended::Object) => Err(plan.cond.lost()),
+            let b = &plan.bucket;
+            match commit_record(api, b, &mut rec, &plan.cond, &ending).await? {
+                Ok(()) => Ok(()),
+                // The upload was completed or aborted by another request.
+                Err(_) => Err(no_such_upload(&u.upload_id)),
             }
         })
         .await?;
     tracing::info!(
-        bucket = %plan.bucket,
+        bucket = %plan.bucket.name,
         key = %plan.key,
         parts = plan.ids.len(),
         size = plan.total,
         "multipart upload completed"
     );
     Ok(CompleteMultipartUploadOutput {
-        bucket: Some(plan.bucket.clone()),
+        bucket: Some(plan.bucket.name.clone()),
         key: Some(plan.key.clone()),
         e_tag: Some(ETag::Strong(plan.etag)),
-        location: Some(format!("/{}/{}", plan.bucket, plan.key)),
+        location: Some(format!("/{}/{}", plan.bucket.name, plan.key)),
+        version_id: super::objects::answered_version(&plan.bucket, &rec),
         ..CompleteMultipartUploadOutput::default()
     })
 }
@@ -749,7 +744,7 @@ pub async fn abort(
     bucket_of(&req, &req.input.bucket)?;
     let i = &req.input;
     let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
-    match api.meta.end_upload(&upload, None).await? {
+    match api.meta.transact(Meta::end_upload_ops(&upload)?).await? {
         Ok(_) => Ok(S3Response::new(AbortMultipartUploadOutput::default())),
         Err(_) => Err(no_such_upload(&i.upload_id)),
     }

@@ -31,6 +31,7 @@ use super::error::{
 use super::meta::{BucketRecord, Versioned};
 use super::names;
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
+use super::versioning;
 use crate::api::headers::BodyLength;
 use crate::data::{self, ObjectMeta, Place, Stored, Uncommitted};
 use crate::state::Frontdoor;
@@ -331,6 +332,27 @@ pub(crate) async fn existing(
         .ok_or_else(|| no_such_key(key))
 }
 
+/// Version `version` of object `key` in `bucket` (the current one when `None`).
+///
+/// # Errors
+/// `NoSuchKey`, `NoSuchVersion`, `InvalidArgument` (a malformed id), `MethodNotAllowed` (a
+/// delete marker).
+pub(crate) async fn existing_version(
+    api: &S3Api,
+    owner: &str,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+) -> S3Result<Versioned<MetadataRecord>> {
+    match version {
+        None => existing(api, owner, bucket, key).await,
+        Some(vid) => match versioning::find(api, (owner, bucket, key), vid).await? {
+            versioning::Found::Object(v) => Ok(*v),
+            versioning::Found::Marker(m) => Err(versioning::marker_read(&m)),
+        },
+    }
+}
+
 impl S3Api {
     /// How a write of `key` in `bucket` must be conditioned for its `If-Match` and
     /// `If-None-Match` (the current object is read only when either is given).
@@ -382,19 +404,13 @@ pub async fn commit_unless_failed(
         .await
 }
 
-pub(crate) fn check_version(v: Option<&str>) -> S3Result<()> {
-    match v {
-        None | Some("null") => Ok(()),
-        Some(_) => Err(invalid_argument("Invalid version id specified")),
-    }
-}
-
-/// Writes the record of `bytes` as object `key` in `bucket` (content type and stored headers
-/// as given) on condition `cond`, or discards them: the record and the S3 ETag.
+/// Writes the record of `bytes` as object `key` in bucket `b` (content type and stored
+/// headers as given) on condition `cond` (a new version, when `b` has versioning), or
+/// discards them: the record and the S3 ETag.
 async fn commit_object(
     api: &S3Api,
     bytes: Uncommitted,
-    (bucket, key): (&str, &str),
+    (b, key): (&BucketRecord, &str),
     (content_type, headers): (String, BTreeMap<String, String>),
     cond: &WriteCondition,
 ) -> S3Result<(MetadataRecord, String)> {
@@ -404,15 +420,38 @@ async fn commit_object(
         content_type,
         headers,
     };
-    let rec = bytes.record(place(bucket, key), meta);
+    let mut rec = bytes.record(place(&b.name, key), meta);
     let write = async {
-        let Some(written) = api.meta.put_object(&rec, cond.moray()).await? else {
-            return Err(cond.lost());
-        };
-        settle_in_bucket(api, (bucket, key), &rec.owner, &written).await
+        commit_record(api, b, &mut rec, cond, &[])
+            .await?
+            .map_err(|other| internal(format!("an object's write failed on {other}")))
     };
     bytes.commit(write).await?;
     Ok((rec, etag))
+}
+
+/// Writes `rec` as the current version of its key in bucket `b` on condition `cond`, in one
+/// transaction with `with` (see [`versioning::write_current`]), then makes sure the bucket
+/// is still there ([`settle_in_bucket`]). A failed condition on the object is `cond.lost()`;
+/// one on another Moray bucket is handed back as `Ok(Err(bucket))`.
+///
+/// # Errors
+/// `cond.lost()`, `NoSuchBucket`, Moray failures.
+pub async fn commit_record(
+    api: &S3Api,
+    b: &BucketRecord,
+    rec: &mut MetadataRecord,
+    cond: &WriteCondition,
+    with: &[moray::types::BatchOp],
+) -> S3Result<Result<(), String>> {
+    match versioning::write_current(api, b.versioning, rec, cond, with).await? {
+        Ok(written) => {
+            settle_in_bucket(api, (&b.name, &rec.name), &rec.owner, &written).await?;
+            Ok(Ok(()))
+        }
+        Err(bucket) if bucket == super::meta::OBJECTS => Err(cond.lost()),
+        Err(bucket) => Ok(Err(bucket)),
+    }
 }
 
 /// After object `key` of `owner` (now at Moray etag `written`) has landed in `bucket`: the bucket must
@@ -458,7 +497,7 @@ pub async fn put_object(
     req: S3Request<PutObjectInput>,
 ) -> S3Result<S3Response<PutObjectOutput>> {
     let owner = caller(&req)?.uuid.clone();
-    bucket_of(&req, &req.input.bucket)?;
+    let b = bucket_of(&req, &req.input.bucket)?.rec;
     let md5 = content_md5_of(&req.headers)?;
     let i = req.input;
     names::check_key(&i.key)?;
@@ -472,10 +511,11 @@ pub async fn put_object(
     let bytes = data::store(fd, &owner, fd.cfg.default_copies, len, md5.as_deref(), body)
         .await
         .map_err(from_manta)?;
-    let (rec, etag) = commit_object(api, bytes, (&i.bucket, &i.key), fields, &cond).await?;
+    let (rec, etag) = commit_object(api, bytes, (&b, &i.key), fields, &cond).await?;
     let size = object_of(&rec)?.content_length;
     Ok(S3Response::new(PutObjectOutput {
         e_tag: Some(ETag::Strong(etag)),
+        version_id: answered_version(&b, &rec),
         size: Some(i64::try_from(size).unwrap_or(i64::MAX)),
         ..PutObjectOutput::default()
     }))
@@ -536,8 +576,7 @@ async fn read_entry(
         range,
         part_number,
     } = want;
-    check_version(version)?;
-    let entry = match existing(api, &bucket.owner, &bucket.name, key).await {
+    let entry = match existing_version(api, &bucket.owner, &bucket.name, key, version).await {
         // Whether a key exists is only told to those who may list the bucket.
         Err(e)
             if anonymous.is_some()
@@ -545,6 +584,14 @@ async fn read_entry(
                 && bucket.acl != super::acl::CannedAcl::PublicRead =>
         {
             return Err(super::error::access_denied("Access Denied"));
+        }
+        // A key whose newest version is a delete marker says so.
+        Err(e) if e.code() == &S3ErrorCode::NoSuchKey && !bucket.versioning.is_off() => {
+            let at = (bucket.owner.as_str(), bucket.name.as_str(), key);
+            return Err(match versioning::hiding_marker(api, at).await? {
+                Some(m) => versioning::mark(e, &m),
+                None => e,
+            });
         }
         other => other?,
     };
@@ -671,7 +718,7 @@ macro_rules! read_object {
             $req.extensions.get::<$crate::s3::auth::Anonymous>(),
         );
         let (entry, span) = $api.fd.step("get", "lookup", read).await?;
-        (entry.rec, span)
+        (b.rec, entry.rec, span)
     }};
 }
 
@@ -726,7 +773,7 @@ pub async fn get_object(
     api: &S3Api,
     req: S3Request<GetObjectInput>,
 ) -> S3Result<S3Response<GetObjectOutput>> {
-    let (rec, span) = read_object!(api, req);
+    let (b, rec, span) = read_object!(api, req);
     let o = object_of(&rec)?.clone();
     let (len, content_range) = span_of(o.content_length, span.as_ref());
     let body = if len == 0 {
@@ -748,6 +795,7 @@ pub async fn get_object(
         content_range,
         body: Some(body),
         storage_class: None,
+        version_id: answered_version(&b, &rec),
         tag_count: match super::tagging::of(&rec).len() {
             0 => None,
             n => i32::try_from(n).ok(),
@@ -770,7 +818,6 @@ pub async fn get_object_attributes(
 ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?;
     let i = &req.input;
-    check_version(i.version_id.as_deref())?;
     // One header line per attribute, or one comma-separated line (as boto3 sends it).
     let wants: Vec<&str> = i
         .object_attributes
@@ -797,7 +844,8 @@ pub async fn get_object_attributes(
         )));
     }
     let wanted = |a: &str| wants.contains(&a);
-    let entry = existing(api, &b.rec.owner, &b.rec.name, &i.key).await?;
+    let version = i.version_id.as_deref();
+    let entry = existing_version(api, &b.rec.owner, &b.rec.name, &i.key, version).await?;
     let o = object_of(&entry.rec)?;
     let object_parts = if wanted(ObjectAttributes::OBJECT_PARTS) {
         object_parts(o, i.part_number_marker, i.max_parts)?
@@ -812,6 +860,7 @@ pub async fn get_object_attributes(
             .then(|| StorageClass::from_static(StorageClass::STANDARD)),
         object_parts,
         last_modified: Some(timestamp(entry.rec.mtime)),
+        version_id: answered_version(&b.rec, &entry.rec),
         ..GetObjectAttributesOutput::default()
     }))
 }
@@ -873,7 +922,7 @@ pub async fn head_object(
     api: &S3Api,
     req: S3Request<HeadObjectInput>,
 ) -> S3Result<S3Response<HeadObjectOutput>> {
-    let (rec, span) = read_object!(api, req);
+    let (b, rec, span) = read_object!(api, req);
     let o = object_of(&rec)?;
     let (len, content_range) = span_of(o.content_length, span.as_ref());
     Ok(S3Response::new(object_output!(
@@ -882,21 +931,36 @@ pub async fn head_object(
         o,
         len,
         content_range,
+        version_id: answered_version(&b, &rec),
     )))
 }
 
 /// Rewrites the stored headers of object `key` in `bucket` with `change` (ACLs, tags), if the
-/// record is still the one read.
+/// record is still the one read. Only the current version can be changed (`version`, when
+/// given, must be its id).
 ///
 /// # Errors
-/// `NoSuchKey`; `ConditionalRequestConflict` when the object changed meanwhile.
+/// `NoSuchKey`; `ConditionalRequestConflict` when the object changed meanwhile;
+/// `NotImplemented` for an older version.
 pub(crate) async fn rewrite_headers(
     api: &S3Api,
     bucket: &BucketRecord,
-    key: &str,
+    (key, version): (&str, Option<&str>),
     change: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> S3Result<()> {
-    let e = existing(api, &bucket.owner, &bucket.name, key).await?;
+    let cur = api.meta.object(&bucket.owner, &bucket.name, key).await?;
+    let e = match (cur, version) {
+        (Some(c), None) => c,
+        (Some(c), Some(v)) if versioning::vid_of(&c.rec) == v => c,
+        (_, Some(v)) => {
+            // An older version (or none: then the error says which).
+            existing_version(api, &bucket.owner, &bucket.name, key, Some(v)).await?;
+            return Err(not_implemented(
+                "Changing the ACL or tags of an older version",
+            ));
+        }
+        (None, None) => return Err(no_such_key(key)),
+    };
     let mut rec = e.rec;
     change(&mut rec.headers);
     let written = api
@@ -909,17 +973,46 @@ pub(crate) async fn rewrite_headers(
     Ok(())
 }
 
-/// Deletes one key: `Ok(())` whether or not it existed (as S3), unless conditions are given:
-/// then the object must exist and meet them, and the delete applies only to the record they
-/// were checked against.
+/// What the delete of one key did.
+#[derive(Debug, Default)]
+struct Deleted {
+    /// The version deleted for good, or the delete marker made.
+    version_id: Option<String>,
+    /// True when a delete marker was made or deleted.
+    marker: bool,
+}
+
+/// Deletes one key of bucket `b`: `Ok` whether or not it existed (as S3), unless conditions
+/// are given: then the object must exist and meet them, and the delete applies only to the
+/// record they were checked against. With a version id that version goes for good; without
+/// one, in a bucket with versioning, a delete marker is made.
 async fn delete_key(
     api: &S3Api,
-    owner: &str,
-    bucket: &str,
-    key: &str,
+    b: &BucketRecord,
+    (key, version): (&str, Option<&str>),
     cond: &DeleteConditions,
-) -> S3Result<()> {
+) -> S3Result<Deleted> {
     names::check_key(key)?;
+    let at = (b.owner.as_str(), b.name.as_str(), key);
+    let version = version.filter(|v| !(b.versioning.is_off() && *v == versioning::NULL));
+    if let Some(v) = version {
+        if cond.any() {
+            return Err(not_implemented("A conditional delete of a version"));
+        }
+        let found = versioning::delete_version(api, at, v).await?;
+        return Ok(Deleted {
+            version_id: Some(v.to_owned()),
+            marker: found == Some(true),
+        });
+    }
+    if !b.versioning.is_off() {
+        let vid = versioning::delete_current(api, b.versioning, at, cond).await?;
+        return Ok(Deleted {
+            version_id: Some(vid),
+            marker: true,
+        });
+    }
+    let (owner, bucket) = (b.owner.as_str(), b.name.as_str());
     let moray_cond = if cond.any() {
         let e = api.meta.object(owner, bucket, key).await?;
         let cur = match &e {
@@ -937,28 +1030,30 @@ async fn delete_key(
         // Changed or deleted since the check.
         return Err(conditional_conflict());
     }
-    Ok(())
+    Ok(Deleted::default())
 }
 
-/// `DeleteObject`: 204 whether or not the key existed; `VersionId` may only be "null".
+/// `DeleteObject`: 204 whether or not the key existed. With versioning, see [`delete_key`]:
+/// the answer names the version deleted or the delete marker made.
 ///
 /// # Errors
-/// `InvalidArgument` for another version id, `PreconditionFailed` for a failed `If-Match`.
+/// `InvalidArgument` for a malformed version id, `PreconditionFailed` for a failed `If-Match`.
 pub async fn delete_object(
     api: &S3Api,
     req: S3Request<DeleteObjectInput>,
 ) -> S3Result<S3Response<DeleteObjectOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?;
     let i = &req.input;
-    check_version(i.version_id.as_deref())?;
     let cond = DeleteConditions {
         if_match: i.if_match.clone(),
         last_modified: i.if_match_last_modified_time.clone(),
         size: i.if_match_size,
     };
-    delete_key(api, &b.rec.owner, &i.bucket, &i.key, &cond).await?;
+    let at = (i.key.as_str(), i.version_id.as_deref());
+    let d = delete_key(api, &b.rec, at, &cond).await?;
     Ok(S3Response::new(DeleteObjectOutput {
-        version_id: i.version_id.clone(),
+        version_id: d.version_id.or_else(|| i.version_id.clone()),
+        delete_marker: d.marker.then_some(true),
         ..DeleteObjectOutput::default()
     }))
 }
@@ -966,8 +1061,9 @@ pub async fn delete_object(
 /// Most keys in one `DeleteObjects`.
 pub const MAX_DELETE_KEYS: usize = 1000;
 
-/// `DeleteObjects`: up to 1000 keys, 16 at a time; a `VersionId` of "null" (and the
-/// bypass-governance header) is accepted and ignored. With `Quiet`, only failures are listed.
+/// `DeleteObjects`: up to 1000 keys (each with its version id and conditions, as
+/// [`delete_key`]), 16 at a time; the bypass-governance header is accepted and ignored (no
+/// object is ever locked). With `Quiet`, only failures are listed.
 ///
 /// # Errors
 /// `MalformedXML` for no keys or more than 1000.
@@ -975,8 +1071,8 @@ pub async fn delete_objects(
     api: &S3Api,
     req: S3Request<DeleteObjectsInput>,
 ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-    let b = bucket_of(&req, &req.input.bucket)?;
-    let owner = b.rec.owner.as_str();
+    let b = bucket_of(&req, &req.input.bucket)?.rec;
+    let b = &b;
     let i = &req.input;
     let objects = &i.delete.objects;
     if objects.is_empty() || objects.len() > MAX_DELETE_KEYS {
@@ -986,21 +1082,16 @@ pub async fn delete_objects(
         ));
     }
     let quiet = i.delete.quiet.unwrap_or(false);
-    let bucket = i.bucket.as_str();
-    let results: Vec<(ObjectIdentifier, S3Result<()>)> =
+    let results: Vec<(ObjectIdentifier, S3Result<Deleted>)> =
         futures_util::stream::iter(objects.iter().cloned())
             .map(|o| async move {
-                let r = match check_version(o.version_id.as_deref()) {
-                    Ok(()) => {
-                        let cond = DeleteConditions {
-                            if_match: o.e_tag.clone().map(ETagCondition::ETag),
-                            last_modified: o.last_modified_time.clone(),
-                            size: o.size,
-                        };
-                        delete_key(api, owner, bucket, &o.key, &cond).await
-                    }
-                    Err(e) => Err(e),
+                let cond = DeleteConditions {
+                    if_match: o.e_tag.clone().map(ETagCondition::ETag),
+                    last_modified: o.last_modified_time.clone(),
+                    size: o.size,
                 };
+                let at = (o.key.as_str(), o.version_id.as_deref());
+                let r = delete_key(api, b, at, &cond).await;
                 (o, r)
             })
             .buffered(16)
@@ -1010,12 +1101,15 @@ pub async fn delete_objects(
     let mut errors = Vec::new();
     for (o, r) in results {
         match r {
-            Ok(()) => {
+            Ok(d) => {
                 if !quiet {
+                    // A marker made answers its id apart; one deleted is the version named.
+                    let made = d.marker && o.version_id.is_none();
                     deleted.push(DeletedObject {
                         key: Some(o.key),
+                        delete_marker: d.marker.then_some(true),
+                        delete_marker_version_id: if made { d.version_id } else { None },
                         version_id: o.version_id,
-                        ..DeletedObject::default()
                     });
                 }
             }
@@ -1034,19 +1128,23 @@ pub async fn delete_objects(
     }))
 }
 
-/// The bucket and key of a copy source (`<bucket>/<key>`; a version id only if "null").
+/// The bucket, key and version id (if named) of a copy source
+/// (`<bucket>/<key>[?versionId=<id>]`).
 ///
 /// # Errors
-/// `NotImplemented` for access point sources, `InvalidArgument` for other version ids.
-pub fn copy_source(src: &CopySource) -> S3Result<(String, String)> {
+/// `NotImplemented` for access point sources, `InvalidArgument` for malformed version ids.
+pub fn copy_source(src: &CopySource) -> S3Result<(String, String, Option<String>)> {
     match src {
         CopySource::Bucket {
             bucket,
             key,
             version_id,
         } => {
-            check_version(version_id.as_deref())?;
-            Ok((bucket.to_string(), key.to_string()))
+            if let Some(v) = version_id {
+                versioning::check_version_id(v)?;
+            }
+            let version = version_id.as_deref().map(str::to_owned);
+            Ok((bucket.to_string(), key.to_string(), version))
         }
         _ => Err(not_implemented("Copying from an access point")),
     }
@@ -1062,7 +1160,7 @@ pub async fn read_source(
     src: &CopySource,
     cond: &Conditions<'_>,
 ) -> S3Result<Versioned<MetadataRecord>> {
-    let (bucket, key) = copy_source(src)?;
+    let (bucket, key, version) = copy_source(src)?;
     let b = api
         .meta
         .bucket(&bucket)
@@ -1071,7 +1169,7 @@ pub async fn read_source(
     if b.rec.owner != owner {
         return Err(super::error::access_denied("Access Denied"));
     }
-    let entry = existing(api, &b.rec.owner, &bucket, &key).await?;
+    let entry = existing_version(api, &b.rec.owner, &bucket, &key, version.as_deref()).await?;
     conditional::check_copy_source(&current(&entry.rec)?, cond)?;
     Ok(entry)
 }
@@ -1142,12 +1240,14 @@ pub async fn copy_object(
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let owner = caller(&req)?.uuid.clone();
-    bucket_of(&req, &req.input.bucket)?;
+    let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = req.input;
     names::check_key(&i.key)?;
     let cond = copy_source_conditions!(i);
     let src = read_source(api, &owner, &i.copy_source, &cond).await?;
-    let (src_bucket, src_key) = copy_source(&i.copy_source)?;
+    let (src_bucket, src_key, src_version) = copy_source(&i.copy_source)?;
+    // The source's version, as answered (none from a bucket that never had versioning).
+    let copied_version = src_version.clone().or_else(|| src.rec.version_id.clone());
     let replace = match i.metadata_directive.as_ref().map(MetadataDirective::as_str) {
         None => false,
         Some(d) if d.eq_ignore_ascii_case(MetadataDirective::COPY) => false,
@@ -1173,7 +1273,12 @@ pub async fn copy_object(
     };
     acl.store(&mut headers);
     super::tagging::store(&mut headers, &tags);
-    let same = src_bucket == i.bucket && src_key == i.key;
+    // Copying an older version onto its own key is how one is restored: a new object.
+    let mut same = src_bucket == i.bucket && src_key == i.key;
+    if same && src_version.is_some() {
+        let cur = api.meta.object(&b.owner, &b.name, &i.key).await?;
+        same = cur.is_some_and(|c| c.etag == src.etag);
+    }
     if same {
         if !replace {
             return Err(s3err(
@@ -1189,36 +1294,53 @@ pub async fn copy_object(
             o.content_type = content_type;
             o.content_disposition = rec.headers.get("content-disposition").cloned();
         }
-        let Some(written) = api
-            .meta
-            .put_object(&rec, moray::EtagCondition::MustMatch(src.etag.clone()))
-            .await?
-        else {
-            return Err(s3err(
-                S3ErrorCode::OperationAborted,
-                "A conflicting operation is in progress against this object. Please try again.",
-            ));
-        };
-        settle_in_bucket(api, (&i.bucket, &i.key), &rec.owner, &written).await?;
-        return Ok(copied(so.etag.clone(), rec.mtime));
+        // With versioning this is a new version sharing the bytes of the one it replaces
+        // (garbage collection keeps bytes any version names).
+        let unchanged = WriteCondition::Unchanged(src.etag.clone());
+        match commit_record(api, &b, &mut rec, &unchanged, &[]).await {
+            Ok(Ok(())) => {}
+            Ok(Err(other)) => return Err(internal(format!("a self-copy failed on {other}"))),
+            Err(e) if e.status_code() == Some(http::StatusCode::CONFLICT) => {
+                return Err(s3err(
+                    S3ErrorCode::OperationAborted,
+                    "A conflicting operation is in progress against this object. Please try again.",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        return Ok(copied(so.etag.clone(), &b, &rec, copied_version));
     }
     let copy = copy_bytes(&api.fd, &so, &src.rec.creator, &owner).await?;
     let fields = (content_type, headers);
-    let to = (i.bucket.as_str(), i.key.as_str());
+    let to = (&b, i.key.as_str());
     let (rec, etag) = commit_object(api, copy, to, fields, &WriteCondition::Any).await?;
-    Ok(copied(etag, rec.mtime))
+    Ok(copied(etag, &b, &rec, copied_version))
 }
 
-/// The answer to a `CopyObject` that made an object with `etag` at `mtime_ms`.
-fn copied(etag: String, mtime_ms: u64) -> S3Response<CopyObjectOutput> {
+/// The answer to a `CopyObject` that made `rec` (ETag `etag`) in bucket `b` from the source
+/// version `source_version`.
+fn copied(
+    etag: String,
+    b: &BucketRecord,
+    rec: &MetadataRecord,
+    source_version: Option<String>,
+) -> S3Response<CopyObjectOutput> {
     S3Response::new(CopyObjectOutput {
         copy_object_result: Some(CopyObjectResult {
             e_tag: Some(ETag::Strong(etag)),
-            last_modified: Some(timestamp(mtime_ms)),
+            last_modified: Some(timestamp(rec.mtime)),
             ..CopyObjectResult::default()
         }),
+        version_id: answered_version(b, rec),
+        copy_source_version_id: source_version,
         ..CopyObjectOutput::default()
     })
+}
+
+/// The version id to answer for object `rec` of bucket `b`: none in a bucket that never had
+/// versioning.
+pub fn answered_version(b: &BucketRecord, rec: &MetadataRecord) -> Option<String> {
+    (!b.versioning.is_off() || rec.version_id.is_some()).then(|| versioning::vid_of(rec).to_owned())
 }
 
 /// The storage nodes of a record, for logs.

@@ -600,10 +600,16 @@ impl S3 for S3Api {
 
     async fn get_bucket_versioning(
         &self,
-        _req: S3Request<GetBucketVersioningInput>,
+        req: S3Request<GetBucketVersioningInput>,
     ) -> s3s::S3Result<S3Response<GetBucketVersioningOutput>> {
-        // Versioning is never enabled: the empty configuration says so.
-        Ok(S3Response::new(GetBucketVersioningOutput::default()))
+        buckets::get_bucket_versioning(req).await
+    }
+
+    async fn put_bucket_versioning(
+        &self,
+        req: S3Request<PutBucketVersioningInput>,
+    ) -> s3s::S3Result<S3Response<PutBucketVersioningOutput>> {
+        buckets::put_bucket_versioning(self, req).await
     }
 
     async fn list_objects(

@@ -131,8 +131,8 @@ pub async fn get_object_tagging(
 ) -> S3Result<S3Response<GetObjectTaggingOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = &req.input;
-    super::objects::check_version(i.version_id.as_deref())?;
-    let e = super::objects::existing(api, &b.owner, &b.name, &i.key).await?;
+    let version = i.version_id.as_deref();
+    let e = super::objects::existing_version(api, &b.owner, &b.name, &i.key, version).await?;
     let tag_set = of(&e.rec)
         .into_iter()
         .map(|(k, v)| Tag {
@@ -142,7 +142,7 @@ pub async fn get_object_tagging(
         .collect();
     Ok(S3Response::new(GetObjectTaggingOutput {
         tag_set,
-        version_id: None,
+        version_id: super::objects::answered_version(&b, &e.rec),
     }))
 }
 
@@ -156,7 +156,6 @@ pub async fn put_object_tagging(
 ) -> S3Result<S3Response<PutObjectTaggingOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = &req.input;
-    super::objects::check_version(i.version_id.as_deref())?;
     let tags: Vec<Pair> = i
         .tagging
         .tag_set
@@ -169,7 +168,10 @@ pub async fn put_object_tagging(
         })
         .collect();
     check(&tags)?;
-    super::objects::rewrite_headers(api, &b, &i.key, |h| store(h, &tags)).await?;
+    super::objects::rewrite_headers(api, &b, (&i.key, i.version_id.as_deref()), |h| {
+        store(h, &tags)
+    })
+    .await?;
     Ok(S3Response::new(PutObjectTaggingOutput::default()))
 }
 
@@ -183,8 +185,10 @@ pub async fn delete_object_tagging(
 ) -> S3Result<S3Response<DeleteObjectTaggingOutput>> {
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = &req.input;
-    super::objects::check_version(i.version_id.as_deref())?;
-    super::objects::rewrite_headers(api, &b, &i.key, |h| store(h, &[])).await?;
+    super::objects::rewrite_headers(api, &b, (&i.key, i.version_id.as_deref()), |h| {
+        store(h, &[])
+    })
+    .await?;
     Ok(S3Response::new(DeleteObjectTaggingOutput::default()))
 }
 
