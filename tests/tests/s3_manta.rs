@@ -304,3 +304,65 @@ async fn garbage_collection_reclaims_replaced_deleted_joined_and_aborted_bytes()
         .unwrap();
     assert!(settles(&s3, 0).await, "{:?}", files(&s3));
 }
+
+/// Garbage collection keeps the bytes of every version a bucket with versioning holds, and
+/// reclaims a version's bytes once it is deleted for good (or replaced while suspended).
+#[tokio::test]
+async fn garbage_collection_keeps_older_versions_until_they_are_deleted() {
+    let s3 = start_with(&[], &["--gc-interval", "1s", "--gc-min-age", "1s"]).await;
+    let c = s3.client();
+    let v = Bucket::create(&c, "kept").await;
+    let other = Bucket::create(&c, "churn").await;
+    // Proof that garbage collection has run since: a replaced object's copies go.
+    let churned = |want: usize| {
+        let other = other.clone();
+        let s3 = &s3;
+        async move {
+            let n = manta_types::time::now_ms();
+            other.put("x", data(1000, n)).send().await.unwrap();
+            assert!(settles(s3, want).await, "{:?}", files(s3));
+        }
+    };
+    v.set_versioning("Enabled").await;
+    let mut ids = Vec::new();
+    for n in 1..=3u64 {
+        let out = v.put("k", data(200_000, n)).send().await.unwrap();
+        ids.push(out.version_id().unwrap().to_owned());
+    }
+    // A metadata-only self-copy is a new version sharing the bytes of the one it replaces.
+    let same = v
+        .copy("k", "kept/k")
+        .metadata_directive(aws_sdk_s3::types::MetadataDirective::Replace)
+        .content_type("text/plain")
+        .send()
+        .await
+        .unwrap();
+    let shared = same.version_id().unwrap().to_owned();
+    v.delete("k").send().await.unwrap();
+    other.put("x", data(1000, 0)).send().await.unwrap();
+    // 3 versions with bytes, 2 copies each, plus the churned object.
+    churned(3 * 2 + 2).await;
+    for (n, id) in ids.iter().enumerate() {
+        let got = v.get("k").version_id(id).send().await.unwrap();
+        assert!(body_of(got).await == data(200_000, n as u64 + 1));
+    }
+
+    // The version sharing its bytes goes: they stay for the other one.
+    v.delete("k").version_id(&ids[2]).send().await.unwrap();
+    churned(3 * 2 + 2).await;
+    let got = v.get("k").version_id(&shared).send().await.unwrap();
+    assert!(body_of(got).await == data(200_000, 3));
+    v.delete("k").version_id(&shared).send().await.unwrap();
+    churned(2 * 2 + 2).await;
+
+    // Suspended: a write replaces the null version, whose bytes go; the rest stay.
+    v.set_versioning("Suspended").await;
+    v.put("k", data(200_000, 7)).send().await.unwrap();
+    v.put("k", data(200_000, 8)).send().await.unwrap();
+    churned(3 * 2 + 2).await;
+    for id in &ids[..2] {
+        v.delete("k").version_id(id).send().await.unwrap();
+    }
+    churned(2 + 2).await;
+    assert!(v.bytes("k").await == data(200_000, 8));
+}
