@@ -262,3 +262,217 @@ async fn rclone() {
     .await
     .unwrap();
 }
+
+/// Every file under `dir`, by path relative to it.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// `aws s3 sync` and `rclone sync` round trips of a tree (many small files, a few multipart
+/// ones) into a bucket with versioning, with a file changed and one removed between syncs;
+/// then the overwritten file is read and restored by its version id (the AWS CLI), and copied
+/// back under its version name (rclone's `--s3-versions`).
+#[tokio::test]
+async fn sync_round_trips_with_versioning() {
+    require("rclone", "rclone");
+    let s3 = start().await;
+    let c = s3.client();
+    Bucket::create(&c, "synced")
+        .await
+        .set_versioning("Enabled")
+        .await;
+    let aws = tokio::task::spawn_blocking(testkit::tools::aws_cli)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    for i in 0..120 {
+        let d = src.join(format!("small/d{}", i % 6));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join(format!("{i}.txt")),
+            format!("file {i}\n").repeat(i + 1),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(src.join("big")).unwrap();
+    for i in 0..2 {
+        let big = data(9 * 1024 * 1024 + i, 40 + i as u64);
+        std::fs::write(src.join(format!("big/{i}.bin")), big).unwrap();
+    }
+    let aws_config = dir.path().join("aws-config");
+    std::fs::write(&aws_config, "[default]\ns3 =\n  addressing_style = path\n").unwrap();
+    let rclone_config = dir.path().join("rclone.conf");
+    std::fs::write(&rclone_config, "").unwrap();
+    let (endpoint, ak, sk) = (
+        s3.endpoint.clone(),
+        s3.access_key.clone(),
+        s3.secret_key.clone(),
+    );
+    let d = dir.path().to_path_buf();
+    let changed = "small/d1/7.txt";
+    let original = std::fs::read(src.join(changed)).unwrap();
+    let removed = "small/d2/8.txt";
+    tokio::task::spawn_blocking(move || {
+        let aws = |args: &[&str]| {
+            let mut c = Command::new(&aws);
+            c.arg("--endpoint-url")
+                .arg(&endpoint)
+                .args(args)
+                .env("AWS_ACCESS_KEY_ID", &ak)
+                .env("AWS_SECRET_ACCESS_KEY", &sk)
+                .env("AWS_DEFAULT_REGION", "us-east-1")
+                .env("AWS_CONFIG_FILE", &aws_config)
+                .env_remove("AWS_PROFILE")
+                .env_remove("AWS_CA_BUNDLE");
+            String::from_utf8(testkit::process::run_ok(&mut c).stdout).unwrap()
+        };
+        let rclone = |args: &[&str]| {
+            let mut c = Command::new("rclone");
+            c.args(args)
+                .arg("--config")
+                .arg(&rclone_config)
+                .env("RCLONE_CONFIG_M_TYPE", "s3")
+                .env("RCLONE_CONFIG_M_PROVIDER", "Other")
+                .env("RCLONE_CONFIG_M_ACCESS_KEY_ID", &ak)
+                .env("RCLONE_CONFIG_M_SECRET_ACCESS_KEY", &sk)
+                .env("RCLONE_CONFIG_M_ENDPOINT", &endpoint)
+                .env("RCLONE_CONFIG_M_REGION", "us-east-1")
+                .env("RCLONE_CONFIG_M_FORCE_PATH_STYLE", "true")
+                .env_remove("AWS_CA_BUNDLE");
+            String::from_utf8(testkit::process::run_ok(&mut c).stdout).unwrap()
+        };
+        let s = src.display().to_string();
+        // First syncs, then a change and a removal, synced again (with deletes).
+        aws(&["s3", "sync", "--only-show-errors", &s, "s3://synced/aws"]);
+        rclone(&["sync", &s, "m:synced/rc"]);
+        std::fs::write(src.join(changed), b"changed\n").unwrap();
+        std::fs::remove_file(src.join(removed)).unwrap();
+        aws(&[
+            "s3",
+            "sync",
+            "--only-show-errors",
+            "--delete",
+            &s,
+            "s3://synced/aws",
+        ]);
+        rclone(&["sync", &s, "m:synced/rc"]);
+        // Both trees come back as they are now.
+        let want = tree(&src);
+        let back_aws = d.join("back-aws");
+        aws(&[
+            "s3",
+            "sync",
+            "--only-show-errors",
+            "s3://synced/aws",
+            &back_aws.display().to_string(),
+        ]);
+        assert!(tree(&back_aws) == want, "aws s3 sync round trip differs");
+        let back_rc = d.join("back-rc");
+        rclone(&["sync", "m:synced/rc", &back_rc.display().to_string()]);
+        assert!(tree(&back_rc) == want, "rclone sync round trip differs");
+
+        // The AWS CLI: the overwritten file's older version, read and restored by its id.
+        let key = format!("aws/{changed}");
+        let listed = aws(&[
+            "s3api",
+            "list-object-versions",
+            "--bucket",
+            "synced",
+            "--prefix",
+            &key,
+        ]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let versions = listed["Versions"].as_array().unwrap();
+        assert_eq!(versions.len(), 2, "{listed}");
+        let old = versions.iter().find(|v| v["IsLatest"] == false).unwrap();
+        let old_id = old["VersionId"].as_str().unwrap();
+        let out = d.join("old-version");
+        let o = out.display().to_string();
+        aws(&[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "synced",
+            "--key",
+            &key,
+            "--version-id",
+            old_id,
+            &o,
+        ]);
+        assert_eq!(std::fs::read(&out).unwrap(), original);
+        let source = format!("synced/{key}?versionId={old_id}");
+        aws(&[
+            "s3api",
+            "copy-object",
+            "--bucket",
+            "synced",
+            "--key",
+            &key,
+            "--copy-source",
+            &source,
+        ]);
+        let restored = d.join("restored");
+        aws(&[
+            "s3",
+            "cp",
+            "--only-show-errors",
+            &format!("s3://synced/{key}"),
+            &restored.display().to_string(),
+        ]);
+        assert_eq!(std::fs::read(&restored).unwrap(), original);
+        // The removed file is behind a delete marker, its bytes kept.
+        let gone = format!("aws/{removed}");
+        let listed = aws(&[
+            "s3api",
+            "list-object-versions",
+            "--bucket",
+            "synced",
+            "--prefix",
+            &gone,
+        ]);
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed["DeleteMarkers"][0]["IsLatest"], true, "{listed}");
+        assert_eq!(
+            listed["Versions"].as_array().map(Vec::len),
+            Some(1),
+            "{listed}"
+        );
+
+        // rclone: older versions appear under their version names, and can be read back.
+        let ls = rclone(&["ls", "--s3-versions", "m:synced/rc/small/d1"]);
+        let old_name = ls
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .find(|n| n.starts_with("7-v") && n.ends_with(".txt"))
+            .unwrap_or_else(|| panic!("no older version of 7.txt listed: {ls}"))
+            .to_owned();
+        let restore = d.join("rc-restore");
+        let r = restore.display().to_string();
+        rclone(&[
+            "copy",
+            "--s3-versions",
+            "--include",
+            "7-v*",
+            "m:synced/rc/small/d1",
+            &r,
+        ]);
+        let old = std::fs::read(restore.join(&old_name)).unwrap();
+        assert_eq!(old, original);
+    })
+    .await
+    .unwrap();
+}

@@ -1,5 +1,5 @@
-//! Client tools the tests drive besides our own: boto3 (from PyPI into a virtualenv under
-//! `target/`), the original npm `manta` client (installed under `target/node-manta` by
+//! Client tools the tests drive besides our own: boto3 and the AWS CLI (from PyPI into a
+//! virtualenv under `target/`), the original npm `manta` client (installed under `target/node-manta` by
 //! `./run-tests`), and Debian-packaged tools that must be present.
 
 use std::path::{Path, PathBuf};
@@ -26,19 +26,28 @@ pub fn require(tool: &str, package: &str) {
     );
 }
 
-/// A Python with boto3: a virtualenv made once under `target/` (serialised with a lock file
-/// so parallel tests share it).
-pub fn boto3_python() -> PathBuf {
+/// The virtualenv of the Python S3 tools (boto3, and the AWS CLI `aws`), made once under
+/// `target/` (serialised with a lock file so parallel tests share it).
+fn s3_tools_venv() -> PathBuf {
     let venv = target_dir().join("s3-tools-venv");
-    let python = venv.join("bin/python");
-    let ready = venv.join(".boto3-ready");
+    let ready = venv.join(".s3-tools-ready");
     let lock = target_dir().join("s3-tools-venv.lock");
     crate::process::run_ok(Command::new("flock").arg(&lock).arg("sh").arg("-c").arg(format!(
-        "test -e {ready} || {{ python3 -m venv {venv} && {venv}/bin/pip install --quiet --disable-pip-version-check 'boto3>=1.34' && touch {ready}; }}",
+        "test -e {ready} || {{ python3 -m venv {venv} && {venv}/bin/pip install --quiet --disable-pip-version-check 'boto3>=1.34' 'awscli>=1.32' && touch {ready}; }}",
         ready = ready.display(),
         venv = venv.display(),
     )));
-    python
+    venv
+}
+
+/// A Python with boto3.
+pub fn boto3_python() -> PathBuf {
+    s3_tools_venv().join("bin/python")
+}
+
+/// The AWS CLI (`aws s3 sync`, `aws s3api ...`).
+pub fn aws_cli() -> PathBuf {
+    s3_tools_venv().join("bin/aws")
 }
 
 /// The original npm client's `tool` (`mls`, `mput`, ...); panics when it is not installed.
