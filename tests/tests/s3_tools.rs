@@ -118,6 +118,28 @@ r = s3.delete_objects(Bucket="boto-bucket", Delete={"Objects": objs}, BypassGove
 assert len(r["Deleted"]) == len(objs) and not r.get("Errors"), r
 s3.delete_bucket(Bucket="boto-bucket")
 assert code(lambda: s3.head_bucket(Bucket="boto-bucket"))[1] == 404
+
+# Versioning: versions by id, delete markers, suites' clean-up of every version and marker.
+s3.create_bucket(Bucket="boto-versions")
+assert "Status" not in s3.get_bucket_versioning(Bucket="boto-versions")
+s3.put_bucket_versioning(Bucket="boto-versions", VersioningConfiguration={"Status": "Enabled"})
+assert s3.get_bucket_versioning(Bucket="boto-versions")["Status"] == "Enabled"
+v1 = s3.put_object(Bucket="boto-versions", Key="doc", Body=b"one")["VersionId"]
+v2 = s3.put_object(Bucket="boto-versions", Key="doc", Body=b"two")["VersionId"]
+assert v1 != v2
+assert s3.get_object(Bucket="boto-versions", Key="doc", VersionId=v1)["Body"].read() == b"one"
+assert s3.head_object(Bucket="boto-versions", Key="doc")["VersionId"] == v2
+d = s3.delete_object(Bucket="boto-versions", Key="doc")
+assert d["DeleteMarker"] is True, d
+assert code(lambda: s3.get_object(Bucket="boto-versions", Key="doc")) == ("NoSuchKey", 404)
+lv = s3.list_object_versions(Bucket="boto-versions")
+assert [v["VersionId"] for v in lv["Versions"]] == [v2, v1], lv
+assert [(m["VersionId"], m["IsLatest"]) for m in lv["DeleteMarkers"]] == [(d["VersionId"], True)], lv
+everything = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in lv["Versions"] + lv["DeleteMarkers"]]
+r = s3.delete_objects(Bucket="boto-versions", Delete={"Objects": everything})
+assert len(r["Deleted"]) == 3 and not r.get("Errors"), r
+assert [x["VersionId"] for x in r["Deleted"] if x.get("DeleteMarker")] == [d["VersionId"]], r
+s3.delete_bucket(Bucket="boto-versions")
 print("boto3 ok")
 "#;
 
