@@ -230,6 +230,29 @@ async fn s3cmd() {
     .unwrap();
 }
 
+/// Runs rclone with `args`, the region at `endpoint` (with access key `ak`, secret `sk`) as
+/// its remote `m:`, and `conf` as its (empty) configuration file.
+fn run_rclone(
+    conf: &std::path::Path,
+    (endpoint, ak, sk): (&str, &str, &str),
+    args: &[&str],
+) -> std::process::Output {
+    let mut c = Command::new("rclone");
+    c.args(args)
+        .arg("--config")
+        .arg(conf)
+        .env("RCLONE_CONFIG_M_TYPE", "s3")
+        .env("RCLONE_CONFIG_M_PROVIDER", "Other")
+        .env("RCLONE_CONFIG_M_ACCESS_KEY_ID", ak)
+        .env("RCLONE_CONFIG_M_SECRET_ACCESS_KEY", sk)
+        .env("RCLONE_CONFIG_M_ENDPOINT", endpoint)
+        .env("RCLONE_CONFIG_M_REGION", "us-east-1")
+        .env("RCLONE_CONFIG_M_FORCE_PATH_STYLE", "true")
+        // rclone 1.60 fails when AWS_CA_BUNDLE is set (as on this machine).
+        .env_remove("AWS_CA_BUNDLE");
+    testkit::process::run_ok(&mut c)
+}
+
 #[tokio::test]
 async fn rclone() {
     require("rclone", "rclone");
@@ -247,21 +270,8 @@ async fn rclone() {
     std::fs::write(&conf, "").unwrap();
     tokio::task::spawn_blocking(move || {
         let rclone = |args: &[&str]| {
-            let mut c = Command::new("rclone");
-            c.args(args)
-                .arg("--config")
-                .arg(&conf)
-                .args(["--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M"])
-                .env("RCLONE_CONFIG_M_TYPE", "s3")
-                .env("RCLONE_CONFIG_M_PROVIDER", "Other")
-                .env("RCLONE_CONFIG_M_ACCESS_KEY_ID", &ak)
-                .env("RCLONE_CONFIG_M_SECRET_ACCESS_KEY", &sk)
-                .env("RCLONE_CONFIG_M_ENDPOINT", &endpoint)
-                .env("RCLONE_CONFIG_M_REGION", "us-east-1")
-                .env("RCLONE_CONFIG_M_FORCE_PATH_STYLE", "true")
-                // rclone 1.60 fails when AWS_CA_BUNDLE is set (as on this machine).
-                .env_remove("AWS_CA_BUNDLE");
-            testkit::process::run_ok(&mut c)
+            let chunks = ["--s3-upload-cutoff", "5M", "--s3-chunk-size", "5M"];
+            run_rclone(&conf, (&endpoint, &ak, &sk), &[args, &chunks].concat())
         };
         rclone(&["mkdir", "m:rclone-bucket"]);
         rclone(&["copy", &src.display().to_string(), "m:rclone-bucket/tree"]);
@@ -363,19 +373,8 @@ async fn sync_round_trips_with_versioning() {
             String::from_utf8(testkit::process::run_ok(&mut c).stdout).unwrap()
         };
         let rclone = |args: &[&str]| {
-            let mut c = Command::new("rclone");
-            c.args(args)
-                .arg("--config")
-                .arg(&rclone_config)
-                .env("RCLONE_CONFIG_M_TYPE", "s3")
-                .env("RCLONE_CONFIG_M_PROVIDER", "Other")
-                .env("RCLONE_CONFIG_M_ACCESS_KEY_ID", &ak)
-                .env("RCLONE_CONFIG_M_SECRET_ACCESS_KEY", &sk)
-                .env("RCLONE_CONFIG_M_ENDPOINT", &endpoint)
-                .env("RCLONE_CONFIG_M_REGION", "us-east-1")
-                .env("RCLONE_CONFIG_M_FORCE_PATH_STYLE", "true")
-                .env_remove("AWS_CA_BUNDLE");
-            String::from_utf8(testkit::process::run_ok(&mut c).stdout).unwrap()
+            let out = run_rclone(&rclone_config, (&endpoint, &ak, &sk), args);
+            String::from_utf8(out.stdout).unwrap()
         };
         let s = src.display().to_string();
         // First syncs, then a change and a removal, synced again (with deletes).

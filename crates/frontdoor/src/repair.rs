@@ -23,8 +23,8 @@
 //! way); a copy another record still names there stays.
 //!
 //! Passes scan every shard's `manta`, `manta_s3_objects` and `manta_s3_versions` buckets in
-//! `_id` order, a batch at a time; the cursor and the pass's counts are saved in `manta_repair` after each batch,
-//! so a restarted repairer (or the one that takes over) goes on from there. A rewritten record
+//! `_id` order, a batch at a time; the cursor and the pass's counts are saved in
+//! `manta_repair` after each batch, so a restarted repairer (or the one that takes over) goes on from there. A rewritten record
 //! gets a new `_id`, beyond the cursor, so a pass also sees records written during it.
 //!
 //! Every front door runs a repairer, but only the holder of the lease in `manta_repair` acts:
