@@ -261,10 +261,11 @@ pub async fn upload_part(
 ) -> S3Result<S3Response<UploadPartOutput>> {
     bucket_of(&req, &req.input.bucket)?;
     let md5 = content_md5_of(&req.headers)?;
+    let declared = super::service::declared_length(&req, req.input.content_length);
     let i = req.input;
     let part = names::check_part_number(i.part_number)?;
     let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
-    let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
+    let len = body_length(declared, MAX_OBJECT_SIZE)?;
     let rec = store_part(api, &upload, part, len, md5.as_deref(), body_stream(i.body)).await?;
     Ok(S3Response::new(UploadPartOutput {
         e_tag: Some(ETag::Strong(object_of(&rec)?.etag.clone())),

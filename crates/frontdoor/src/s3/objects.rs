@@ -30,7 +30,7 @@ use super::error::{
 };
 use super::meta::{BucketRecord, Versioned};
 use super::names;
-use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
+use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller, declared_length};
 use super::versioning;
 use crate::api::headers::BodyLength;
 use crate::data::{self, ObjectMeta, Place, Stored, Uncommitted};
@@ -499,10 +499,11 @@ pub async fn put_object(
     let owner = caller(&req)?.uuid.clone();
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let md5 = content_md5_of(&req.headers)?;
+    let declared = declared_length(&req, req.input.content_length);
     let i = req.input;
     names::check_key(&i.key)?;
     let fields = new_object_headers!(i)?;
-    let len = body_length(i.content_length, MAX_OBJECT_SIZE)?;
+    let len = body_length(declared, MAX_OBJECT_SIZE)?;
     let fd = &api.fd;
     let cond = fd
         .step("put", "check", object_write_condition!(api, &owner, i))

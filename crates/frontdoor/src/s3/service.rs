@@ -256,6 +256,55 @@ fn error_response(e: s3s::S3Error) -> Response {
     }
 }
 
+/// Marks an object or part upload whose body is `Transfer-Encoding: chunked` with no
+/// `Content-Length`: the operation reads it to its end (up to its size limit) and takes the
+/// length from there, ignoring the declared one (see [`admit_unknown_length`]).
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownLength;
+
+/// The length a request declares for its body, unless the adapter marked it unknown.
+pub fn declared_length<T>(req: &S3Request<T>, content_length: Option<i64>) -> Option<i64> {
+    match req.extensions.get::<UnknownLength>() {
+        Some(UnknownLength) => None,
+        None => content_length,
+    }
+}
+
+/// `PutObject` and `UploadPart` with a chunked body and an unsigned payload
+/// (`x-amz-content-sha256: UNSIGNED-PAYLOAD`) have no length until the body ends; `s3s`
+/// refuses every unsigned body without one. Such a request gets a placeholder
+/// `Content-Length` (not covered by its signature: the header was absent when it was signed)
+/// and the [`UnknownLength`] mark, which the operations honour. Requests with other bodies
+/// (XML documents, signed payloads whose hash needs the length) are left as they are, and
+/// still answer 411 `MissingContentLength`.
+pub fn admit_unknown_length(req: &mut Request) {
+    let h = req.headers();
+    if req.method() != http::Method::PUT
+        || h.contains_key(http::header::CONTENT_LENGTH)
+        || h.contains_key("x-amz-copy-source")
+        || h.get("x-amz-content-sha256")
+            .is_none_or(|v| v != "UNSIGNED-PAYLOAD")
+    {
+        return;
+    }
+    let chunked = h.get_all(http::header::TRANSFER_ENCODING).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    });
+    // Only uploads of bytes: no sub-resource but a part's number and upload id.
+    let bytes_upload = req.uri().query().unwrap_or_default().split('&').all(|p| {
+        let name = p.split('=').next().unwrap_or_default();
+        name.is_empty() || name == "partNumber" || name == "uploadId"
+    });
+    if chunked && bytes_upload {
+        req.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from(MAX_OBJECT_SIZE),
+        );
+        req.extensions_mut().insert(UnknownLength);
+    }
+}
+
 /// How far a SigV2 request's date may be from the server's clock, as AWS allows.
 pub const MAX_V2_SKEW_SECS: u64 = 15 * 60;
 
@@ -461,6 +510,7 @@ async fn serve(st: &Adapter, mut req: Request) -> (Response, &'static str) {
         return (error_response(e), "S3Refused");
     }
     join_repeated(req.headers_mut(), http::header::CONTENT_ENCODING);
+    admit_unknown_length(&mut req);
     let slot = OpSlot::default();
     req.extensions_mut().insert(slot.clone());
     let req = req.map(s3s::Body::http_body_unsync);
@@ -784,6 +834,29 @@ impl S3 for S3Api {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_chunked_uploads_of_unsigned_bytes_get_an_unknown_length() {
+        let req = |uri: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().method("PUT").uri(uri);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            let mut r = b.body(axum::body::Body::empty()).unwrap();
+            admit_unknown_length(&mut r);
+            r.extensions().get::<UnknownLength>().is_some()
+        };
+        let chunked = ("transfer-encoding", "chunked");
+        let unsigned = ("x-amz-content-sha256", "UNSIGNED-PAYLOAD");
+        assert!(req("/b/k", &[chunked, unsigned]));
+        assert!(req("/b/k?partNumber=2&uploadId=u", &[chunked, unsigned]));
+        assert!(!req("/b/k", &[unsigned]), "not chunked");
+        assert!(!req("/b/k", &[chunked, ("x-amz-content-sha256", "abc")]));
+        assert!(!req("/b/k?tagging", &[chunked, unsigned]), "an XML body");
+        let copy = ("x-amz-copy-source", "b/j");
+        assert!(!req("/b/k", &[chunked, unsigned, copy]));
+        assert!(!req("/b/k", &[chunked, unsigned, ("content-length", "3")]));
+    }
 
     #[test]
     fn repeated_list_headers_are_joined_as_sigv4_signs_them() {
