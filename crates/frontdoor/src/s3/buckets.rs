@@ -489,8 +489,14 @@ pub async fn list_object_versions(
     let mut versions = Vec::new();
     let mut markers = Vec::new();
     let mut prefixes = Vec::new();
+    // Where the next page starts: the last entry's key (or prefix) and version id.
+    let next = match p.entries.last().filter(|_| p.truncated) {
+        Some(Entry::Prefix(cp)) => Some((cp.clone(), None)),
+        Some(Entry::Object((v, _))) => Some((v.name().to_owned(), Some(v.vid().to_owned()))),
+        None => None,
+    };
     for e in p.entries {
-        let listed = match e {
+        let (version, latest) = match e {
             Entry::Prefix(cp) => {
                 prefixes.push(CommonPrefix {
                     prefix: Some(enc(url, cp)),
@@ -499,13 +505,13 @@ pub async fn list_object_versions(
             }
             Entry::Object(l) => l,
         };
-        let vid = listed.version.vid().to_owned();
-        match listed.version {
+        let vid = version.vid().to_owned();
+        match version {
             versioning::Version::Object(rec, _) => {
                 let o = s3_object(*rec, url, Some(&own))?;
                 versions.push(ObjectVersion {
                     e_tag: o.e_tag,
-                    is_latest: Some(listed.latest),
+                    is_latest: Some(latest),
                     key: o.key,
                     last_modified: o.last_modified,
                     owner: o.owner,
@@ -518,7 +524,7 @@ pub async fn list_object_versions(
                 });
             }
             versioning::Version::Marker(m) => markers.push(DeleteMarkerEntry {
-                is_latest: Some(listed.latest),
+                is_latest: Some(latest),
                 key: Some(enc(url, m.name)),
                 last_modified: Some(timestamp(m.mtime)),
                 owner: Some(own.clone()),
@@ -526,7 +532,7 @@ pub async fn list_object_versions(
             }),
         }
     }
-    let (next_key, next_vid) = match p.next.filter(|_| p.truncated) {
+    let (next_key, next_vid) = match next {
         Some((k, v)) => (Some(enc(url, k)), v),
         None => (None, None),
     };

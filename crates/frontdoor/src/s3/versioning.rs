@@ -634,18 +634,9 @@ pub async fn hiding_marker(
 
 // ---- listing ---------------------------------------------------------------------------
 
-/// One entry of a version listing.
-#[derive(Debug, Clone)]
-pub struct Listed {
-    /// The version: a current object is `Version::Object` with an empty order.
-    pub version: Version,
-    /// True for the key's newest version.
-    pub latest: bool,
-}
-
 /// A position in a version listing: a key, then an order within it (the current version has
 /// the empty order, before every other).
-type Pos = (String, String);
+pub type Pos = (String, String);
 
 /// After every version of a key.
 const PAST_KEY: &str = "~";
@@ -674,19 +665,18 @@ async fn start(
     )
 }
 
-/// A page of a version listing: entries, truncated, and the markers of the next page.
-pub struct VersionPage {
+/// A page of a version listing.
+pub struct VersionPage<T> {
     /// Versions, delete markers and common prefixes, in key order, newest first within a key.
-    pub entries: Vec<Entry<Listed>>,
+    pub entries: Vec<Entry<(T, bool)>>,
     /// True when more follow.
     pub truncated: bool,
-    /// Where the next page starts: a key (or common prefix) and a version id.
-    pub next: Option<(String, Option<String>)>,
 }
 
 /// Lists one page of the versions of a bucket: `q.after` is the key marker, `vid_marker` the
 /// version id marker. Current versions come from `manta_s3_objects` and the others from
-/// `manta_s3_versions`, merged; keys under a common prefix are skipped by restarting past it.
+/// `manta_s3_versions`, merged ([`merged_page`]). Each entry is a version and whether it is
+/// its key's latest.
 ///
 /// # Errors
 /// `InvalidArgument` for a malformed version id marker; Moray failures.
@@ -695,74 +685,97 @@ pub async fn page(
     (owner, bucket): (&str, &str),
     q: &Query<'_>,
     vid_marker: Option<&str>,
-) -> S3Result<VersionPage> {
+) -> S3Result<VersionPage<Version>> {
+    let after = match q.after.filter(|a| *a >= q.prefix) {
+        Some(a) if list::rollup(a, q.prefix, q.delimiter).is_none() => {
+            Some(start(api, (owner, bucket), a, vid_marker).await?)
+        }
+        _ => None,
+    };
+    let meta = &api.meta;
+    let prefix = q.prefix;
+    let currents = |from: String, limit| async move {
+        let found = meta.scan(owner, bucket, &from, prefix, limit).await?;
+        Ok(found
+            .into_iter()
+            .map(|r| Version::Object(Box::new(r), String::new()))
+            .collect())
+    };
+    let older = |(from, order): Pos, limit| async move {
+        meta.scan_versions(owner, bucket, (&from, &order), prefix, limit)
+            .await
+    };
+    let pos = |v: &Version| (v.name().to_owned(), v.order().to_owned());
+    merged_page(q, after, pos, currents, older).await
+}
+
+/// One page of a listing merged from two sources, each in position order (a key, then an
+/// order within it; the current version's order is empty, before every other):
+/// `currents(from, limit)` answers up to `limit` items with keys `>= from`, and
+/// `older(pos, limit)` up to `limit` with positions `>= pos`, all under the query's prefix.
+/// The page starts after `after` (a position, exclusive) or, without one, at the query's
+/// marker (a common prefix: after it) or prefix. Only what both sources have covered is
+/// listed from each pair of batches; keys under a common prefix are skipped by restarting
+/// past it. An entry is its key's latest when it opens its key.
+///
+/// # Errors
+/// As the sources.
+pub async fn merged_page<T, FC, FV, FutC, FutV>(
+    q: &Query<'_>,
+    after: Option<Pos>,
+    pos: impl Fn(&T) -> Pos,
+    mut currents: FC,
+    mut older: FV,
+) -> S3Result<VersionPage<T>>
+where
+    FC: FnMut(String, u64) -> FutC,
+    FV: FnMut(Pos, u64) -> FutV,
+    FutC: std::future::Future<Output = S3Result<Vec<T>>>,
+    FutV: std::future::Future<Output = S3Result<Vec<T>>>,
+{
     let mut out = VersionPage {
         entries: Vec::new(),
         truncated: false,
-        next: None,
     };
     if q.max == 0 {
         return Ok(out);
     }
     // `lower`: exclusive when `exclusive`; the listing holds positions after it.
-    let (mut lower, mut exclusive) = match q.after.filter(|a| *a >= q.prefix) {
-        Some(after) => match list::rollup(after, q.prefix, q.delimiter) {
+    let (mut lower, mut exclusive) = match (after, q.after.filter(|a| *a >= q.prefix)) {
+        (Some(p), _) => (p, true),
+        (None, Some(a)) => match list::rollup(a, q.prefix, q.delimiter) {
             Some(cp) => match list::successor(cp) {
                 Some(s) => ((s, String::new()), false),
                 None => return Ok(out),
             },
-            None => (start(api, (owner, bucket), after, vid_marker).await?, true),
+            None => ((a.to_owned(), PAST_KEY.to_owned()), true),
         },
-        None => ((q.prefix.to_owned(), String::new()), false),
+        (None, None) => ((q.prefix.to_owned(), String::new()), false),
     };
     // The key of the previous entry seen (a version is the newest only if it opens its key).
     let mut prev_key: Option<String> = exclusive.then(|| lower.0.clone());
     let mut last_prefix: Option<String> = None;
     loop {
         let want = (q.max - out.entries.len()) as u64 + 2;
-        let limit = want.clamp(1, 1000);
-        let currents = api
-            .meta
-            .scan(owner, bucket, &lower.0, q.prefix, limit)
-            .await?;
-        let older = api
-            .meta
-            .scan_versions(owner, bucket, (&lower.0, &lower.1), q.prefix, limit)
-            .await?;
+        let limit = want.clamp(2, 1000);
+        let a = currents(lower.0.clone(), limit).await?;
+        let b = older(lower.clone(), limit).await?;
         // Only what both sources have fully covered is certain.
-        let horizon = [
-            (currents.len() as u64 == limit)
-                .then(|| currents.last().map(|r| (r.name.clone(), String::new())))
-                .flatten(),
-            (older.len() as u64 == limit)
-                .then(|| {
-                    older
-                        .last()
-                        .map(|v| (v.name().to_owned(), v.order().to_owned()))
-                })
-                .flatten(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let mut merged: Vec<(Pos, Version)> = currents
+        let full_end = |batch: &[T]| {
+            (batch.len() as u64 == limit)
+                .then(|| batch.last().map(&pos))
+                .flatten()
+        };
+        let horizon = [full_end(&a), full_end(&b)].into_iter().flatten().min();
+        let mut merged: Vec<(Pos, T)> = a
             .into_iter()
-            .map(|r| {
-                (
-                    (r.name.clone(), String::new()),
-                    Version::Object(Box::new(r), String::new()),
-                )
-            })
-            .chain(
-                older
-                    .into_iter()
-                    .map(|v| ((v.name().to_owned(), v.order().to_owned()), v)),
-            )
+            .chain(b)
+            .map(|t| (pos(&t), t))
             .filter(|(p, _)| if exclusive { *p > lower } else { *p >= lower })
             .filter(|(p, _)| horizon.as_ref().is_none_or(|h| p <= h))
             .collect();
-        merged.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((name, _), v) in merged {
+        merged.sort_by(|x, y| x.0.cmp(&y.0));
+        for ((name, _), t) in merged {
             if !name.starts_with(q.prefix) {
                 return Ok(out);
             }
@@ -778,17 +791,10 @@ pub async fn page(
             match list::rollup(&name, q.prefix, q.delimiter) {
                 Some(cp) => {
                     let cp = cp.to_owned();
-                    out.next = Some((cp.clone(), None));
                     last_prefix = Some(cp.clone());
                     out.entries.push(Entry::Prefix(cp));
                 }
-                None => {
-                    out.next = Some((name, Some(v.vid().to_owned())));
-                    out.entries.push(Entry::Object(Listed {
-                        version: v,
-                        latest: opens,
-                    }));
-                }
+                None => out.entries.push(Entry::Object((t, opens))),
             }
         }
         let Some(h) = horizon else {
@@ -813,6 +819,112 @@ pub async fn page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Every page of a listing of `items` (positions; an empty order is a current version)
+    /// with pages of `max`, as a client pages with the next markers.
+    fn all_pages(
+        items: &[Pos],
+        prefix: &str,
+        delimiter: Option<&str>,
+        max: usize,
+    ) -> Vec<Entry<(Pos, bool)>> {
+        let mut sorted = items.to_vec();
+        sorted.sort();
+        let currents = |from: String, limit: u64| {
+            let found = sorted
+                .iter()
+                .filter(|p| p.1.is_empty() && p.0 >= from && p.0.starts_with(prefix))
+                .take(limit as usize)
+                .cloned()
+                .collect();
+            std::future::ready(Ok(found))
+        };
+        let older = |from: Pos, limit: u64| {
+            let found = sorted
+                .iter()
+                .filter(|p| !p.1.is_empty() && **p >= from && p.0.starts_with(prefix))
+                .take(limit as usize)
+                .cloned()
+                .collect();
+            std::future::ready(Ok(found))
+        };
+        let mut got = Vec::new();
+        let (mut key_marker, mut after): (Option<String>, Option<Pos>) = (None, None);
+        for _ in 0..10_000 {
+            let q = Query {
+                prefix,
+                delimiter,
+                after: key_marker.as_deref(),
+                max,
+            };
+            let p = run(merged_page(&q, after.clone(), Pos::clone, currents, older)).unwrap();
+            assert!(p.entries.len() <= max);
+            match p.entries.last() {
+                Some(Entry::Prefix(cp)) => (key_marker, after) = (Some(cp.clone()), None),
+                Some(Entry::Object((pos, _))) => {
+                    (key_marker, after) = (Some(pos.0.clone()), Some(pos.clone()))
+                }
+                None => {}
+            }
+            got.extend(p.entries);
+            if !p.truncated {
+                return got;
+            }
+        }
+        panic!("listing did not end");
+    }
+
+    /// What a listing must hold, the slow and obvious way.
+    fn expected(items: &[Pos], prefix: &str, delimiter: Option<&str>) -> Vec<Entry<(Pos, bool)>> {
+        let mut sorted = items.to_vec();
+        sorted.sort();
+        let mut out = Vec::new();
+        let mut prev: Option<String> = None;
+        for p in sorted.into_iter().filter(|p| p.0.starts_with(prefix)) {
+            let opens = prev.as_deref() != Some(p.0.as_str());
+            prev = Some(p.0.clone());
+            match list::rollup(&p.0, prefix, delimiter) {
+                Some(cp) => {
+                    let e = Entry::Prefix(cp.to_owned());
+                    if out.last() != Some(&e) {
+                        out.push(e);
+                    }
+                }
+                None => out.push(Entry::Object((p, opens))),
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn version_pages_list_every_version_once_in_order(
+            keys in proptest::collection::btree_map("[ab/]{1,4}", (any::<bool>(), proptest::collection::btree_set("[0-9a-f]{2}", 0..4)), 1..12),
+            prefix in "[ab/]{0,2}",
+            slash in any::<bool>(),
+            max in 1usize..5,
+        ) {
+            let mut items = Vec::new();
+            for (k, (current, older)) in &keys {
+                if *current || older.is_empty() {
+                    items.push((k.clone(), String::new()));
+                }
+                items.extend(older.iter().map(|o| (k.clone(), o.clone())));
+            }
+            let delimiter = slash.then_some("/");
+            let want = expected(&items, &prefix, delimiter);
+            prop_assert_eq!(all_pages(&items, &prefix, delimiter, max), want.clone());
+            prop_assert_eq!(all_pages(&items, &prefix, delimiter, 1000), want);
+        }
+    }
 
     #[test]
     fn version_ids_sort_newest_first_and_parse() {
