@@ -1100,3 +1100,79 @@ async fn tls_insecure_accepts_a_self_signed_front_door() {
         noise(3, 100_000)
     );
 }
+
+/// `muntar` extracts a tar of the local tree (every file with bytes, in nested directories
+/// made as needed) and prints each object; `mget -r` brings the same files back; `mmd5` prints
+/// what `md5sum` would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muntar_extracts_a_tree_and_mmd5_prints_digests() {
+    let cli = Cli::start().await;
+    let src = local_tree(&cli);
+    let tarball = cli.work().join("tree.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
+    b.append_dir_all("tree", &src).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let t = tarball.to_str().unwrap();
+    let out = cli.run("muntar", &["-f", t, "-p", "4", "~~/stor/x"]).await;
+    let mut printed = out.lines();
+    printed.sort_unstable();
+    let u = cli.user().to_owned();
+    let mut want: Vec<String> = read_tree(&src)
+        .into_iter()
+        .filter(|(_, bytes)| !bytes.is_empty())
+        .map(|(rel, _)| format!("/{u}/stor/x/tree/{rel}"))
+        .collect();
+    want.sort_unstable();
+    assert_eq!(printed, want, "{}", out.stderr);
+    let back = cli.work().join("back");
+    let args = ["-r", "-o", back.to_str().unwrap(), "~~/stor/x/tree"];
+    cli.run("mget", &args).await.ok();
+    let mut expected = read_tree(&src);
+    expected.retain(|_, bytes| !bytes.is_empty());
+    assert_eq!(read_tree(&back), expected);
+
+    let blob = std::fs::read(src.join("big/blob.bin")).unwrap();
+    let md5: String = md5_digest(&blob)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = format!("/{u}/stor/x/tree/big/blob.bin");
+    assert_eq!(
+        cli.run("mmd5", &["~~/stor/x/tree/big/blob.bin"]).await.ok(),
+        format!("{md5}  {path}\n")
+    );
+    let dir = cli.run("mmd5", &["~~/stor/x/tree/big"]).await;
+    assert!(dir.fails().contains("is a directory"), "{}", dir.stderr);
+
+    // A member naming a path outside the directory fails the whole extraction up front.
+    let evil = cli.work().join("evil.tar");
+    let mut b = tar::Builder::new(std::fs::File::create(&evil).unwrap());
+    let mut h = tar::Header::new_old();
+    h.as_old_mut().name[..9].copy_from_slice(b"../escape");
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    b.finish().unwrap();
+    drop(b);
+    let refused = cli
+        .run("muntar", &["-f", evil.to_str().unwrap(), "~~/stor/y"])
+        .await;
+    assert!(
+        refused.fails().contains("outside the directory"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        cli.run("mls", &["~~/stor/y"])
+            .await
+            .fails()
+            .contains("NotFound")
+    );
+}
+
+fn md5_digest(b: &[u8]) -> [u8; 16] {
+    use md5::Digest as _;
+    md5::Md5::digest(b).into()
+}

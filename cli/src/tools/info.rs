@@ -1,4 +1,5 @@
-//! `minfo`: show the HTTP status line and headers of a `HEAD` on each path.
+//! `minfo`: show the HTTP status line and headers of a `HEAD` on each path; `mmd5`: the MD5
+//! the server holds for each object, as `md5sum` prints it.
 
 use std::process::ExitCode;
 
@@ -7,7 +8,9 @@ use bytes::Bytes;
 use clap::Parser;
 use http::Method;
 
-use super::common::{Conn, describe_client, parse_and_run};
+use base64::Engine as _;
+
+use super::common::{Conn, describe_client, exit_after_failures, parse_and_run};
 use super::ls::json_object;
 
 /// Show the HTTP headers of Manta objects and directories.
@@ -88,5 +91,45 @@ async fn minfo(a: Args) -> Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// Print the MD5 of Manta objects (as the server recorded it), as md5sum prints it.
+#[derive(Debug, Parser)]
+#[command(name = "mmd5", version)]
+struct Md5Args {
+    #[command(flatten)]
+    conn: Conn,
+    /// Objects.
+    #[arg(value_name = "PATH", required = true)]
+    paths: Vec<String>,
+}
+
+/// `mmd5`: `<hex md5>  <path>` per object, from a `HEAD` (no bytes are read). A directory,
+/// or an object without an MD5, is a failure.
+pub fn mmd5(args: Vec<String>) -> ExitCode {
+    parse_and_run("mmd5", args, |a: Md5Args| async move {
+        let paths = a.conn.resolve_all(&a.paths)?;
+        let client = a.conn.client().await?;
+        let mut failures = Vec::new();
+        for p in &paths {
+            match client.info(p).await {
+                Err(e) => failures.push(describe_client(&e)),
+                Ok(i) if i.is_directory() => failures.push(format!("{p}: {p} is a directory")),
+                Ok(i) => {
+                    let md5 = i
+                        .header("content-md5")
+                        .and_then(|m| base64::engine::general_purpose::STANDARD.decode(m).ok());
+                    match md5 {
+                        Some(md5) => {
+                            let hex: String = md5.iter().map(|b| format!("{b:02x}")).collect();
+                            println!("{hex}  {p}");
+                        }
+                        None => failures.push(format!("{p}: missing MD5")),
+                    }
+                }
+            }
+        }
+        Ok(exit_after_failures("mmd5", &failures))
     })
 }

@@ -11,9 +11,9 @@
 //! - [`common`]: connection options, path resolution (`~~`, relative paths under `~~/stor`),
 //!   header parsing, error reporting, sizes, progress bars.
 //! - one module per tool: [`ls`] (`mls`), [`put`] (`mput`), [`get`] (`mget`), [`find`]
-//!   (`mfind`), [`sign`] (`msign`), [`info`] (`minfo`), [`simple`] (`mmkdir`, `mrmdir`, `mrm`,
-//!   `mln`, `mchattr`), [`sync`] (`msync`), [`login`] (`mlogin`); [`mime`] guesses content
-//!   types for `mput`.
+//!   (`mfind`), [`sign`] (`msign`), [`info`] (`minfo`, `mmd5`), [`simple`] (`mmkdir`,
+//!   `mrmdir`, `mrm`, `mln`, `mchattr`), [`sync`] (`msync`), [`untar`] (`muntar`), [`login`]
+//!   (`mlogin`); [`mime`] guesses content types for `mput` and `muntar`.
 //!
 //! # Guarantees
 //! - Exit code 0 when everything asked for was done, 1 otherwise (usage errors included);
@@ -46,6 +46,7 @@ pub mod put;
 pub mod sign;
 pub mod simple;
 pub mod sync;
+pub mod untar;
 
 /// The tools, by the name they are invoked as.
 pub const TOOLS: &[(&str, &str)] = &[
@@ -63,11 +64,13 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("mln", "make a SnapLink of an object"),
     ("mlogin", "open a shell in a compute container on an object"),
     ("mls", "list directories"),
+    ("mmd5", "print the MD5 the server holds for objects"),
     ("mmkdir", "make directories"),
     ("mput", "upload an object (or a tree with -r)"),
     ("mrm", "remove objects (or trees with -r)"),
     ("mrmdir", "remove empty directories"),
     ("msign", "make a presigned URL"),
+    ("muntar", "extract a local tar archive into a directory"),
     (
         "msync",
         "synchronise a local directory and a Manta directory",
@@ -133,6 +136,8 @@ fn dispatch(tool: &str, args: Vec<String>) -> ExitCode {
         "mfind" => find::main(args),
         "msign" => sign::main(args),
         "minfo" => info::main(args),
+        "mmd5" => info::mmd5(args),
+        "muntar" => untar::main(args),
         "mmkdir" => simple::mmkdir(args),
         "mrmdir" => simple::mrmdir(args),
         "mrm" => simple::mrm(args),

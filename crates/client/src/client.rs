@@ -231,7 +231,8 @@ pub(crate) enum Payload {
     /// A local file, read again from the start on each attempt.
     File {
         path: PathBuf,
-        len: u64,
+        /// Where the bytes start in the file, and how many there are.
+        span: (u64, u64),
         progress: Option<Progress>,
     },
     /// A stream that can be sent once.
@@ -256,10 +257,10 @@ impl Payload {
             }
             Payload::File {
                 path,
-                len,
+                span,
                 progress,
             } => (
-                transfer::file_body(path.clone(), *len, progress.clone()),
+                transfer::file_body(path.clone(), *span, progress.clone()),
                 true,
             ),
             Payload::Stream(s) => (
@@ -634,10 +635,8 @@ impl MantaClient {
         local: &Path,
         opts: PutOptions,
     ) -> Result<PutResult, Error> {
-        let p = self.path(path)?;
-        let local = local.to_owned();
         let meta = {
-            let local = local.clone();
+            let local = local.to_owned();
             manta_util::blocking(move || std::fs::metadata(local)).await?
         };
         if !meta.is_file() {
@@ -646,11 +645,28 @@ impl MantaClient {
                 format!("{} is not a file", local.display()),
             )));
         }
+        self.put_file_span(path, local, (0, meta.len()), opts).await
+    }
+
+    /// Writes an object from `len` bytes of a local file starting at `offset` (a member of an
+    /// archive, say), streamed from a reader thread; retried when safe, reading those bytes
+    /// again. A file that ends before them fails the upload.
+    ///
+    /// # Errors
+    /// The server's refusal, a transport failure, or the file cannot be read.
+    pub async fn put_file_span(
+        &self,
+        path: &str,
+        local: &Path,
+        (offset, len): (u64, u64),
+        opts: PutOptions,
+    ) -> Result<PutResult, Error> {
+        let p = self.path(path)?;
         let mut opts = opts;
-        opts.content_length = Some(meta.len());
+        opts.content_length = Some(len);
         let payload = Payload::File {
-            path: local,
-            len: meta.len(),
+            path: local.to_owned(),
+            span: (offset, len),
             progress: opts.progress.clone(),
         };
         let resp = self

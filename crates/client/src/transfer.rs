@@ -75,10 +75,17 @@ fn pump(
 }
 
 /// A body streaming exactly `len` bytes of a local file from a blocking thread.
-pub(crate) fn file_body(path: PathBuf, len: u64, progress: Option<Progress>) -> reqwest::Body {
+pub(crate) fn file_body(
+    path: PathBuf,
+    (offset, len): (u64, u64),
+    progress: Option<Progress>,
+) -> reqwest::Body {
     let (tx, rx) = mpsc::channel(DEPTH);
     tokio::task::spawn_blocking(move || {
-        let result = std::fs::File::open(&path).and_then(|f| pump(f, Some(len), progress, &tx));
+        let result = std::fs::File::open(&path).and_then(|mut f| {
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(offset))?;
+            pump(f, Some(len), progress, &tx)
+        });
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(std::io::Error::new(
                 e.kind(),
