@@ -150,8 +150,8 @@ from botocore.credentials import Credentials
 s3.create_bucket(Bucket="boto-chunked")
 class Signer(S3SigV4Auth):
     # botocore hashes the (here absent) body itself: sign the stated payload hash instead.
-    def __init__(self, sha):
-        super().__init__(Credentials(os.environ["S3_KEY"], os.environ["S3_SECRET"]), "s3", "us-east-1")
+    def __init__(self, sha, secret=os.environ["S3_SECRET"]):
+        super().__init__(Credentials(os.environ["S3_KEY"], secret), "s3", "us-east-1")
         self.sha = sha
     def payload(self, request):
         return self.sha
@@ -179,7 +179,34 @@ assert got["ContentLength"] == 6000 + 21000 and got["Body"].read() == b"first " 
 whole = b"first " * 1000 + b"second " * 3000
 status, body = chunked_put("signed", hashlib.sha256(whole).hexdigest())
 assert status == 411 and b"MissingContentLength" in body, (status, body)
-s3.delete_object(Bucket="boto-chunked", Key="streamed")
+
+# Expect: 100-continue: the go-ahead comes before any byte of the body is sent; a request
+# that is refused is answered at once, and its body is never sent.
+import socket
+def expect_put(key, body, secret=os.environ["S3_SECRET"]):
+    url = os.environ["S3_ENDPOINT"] + "/boto-chunked/" + key
+    req = AWSRequest(method="PUT", url=url, headers={"Content-Length": str(len(body)), "Expect": "100-continue"})
+    Signer("UNSIGNED-PAYLOAD", secret).add_auth(req)
+    u = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=10)
+    head = "PUT %s HTTP/1.1\r\nHost: %s\r\n" % (u.path, u.netloc)
+    head += "".join("%s: %s\r\n" % kv for kv in req.headers.items()) + "\r\n"
+    sock.sendall(head.encode())
+    first = sock.recv(65536)
+    if not first.startswith(b"HTTP/1.1 100"):
+        return first, None
+    sock.sendall(body)
+    rest = b""
+    while b"\r\n\r\n" not in rest:
+        rest += sock.recv(65536)
+    return first, rest
+first, final = expect_put("continued", b"after the go-ahead")
+assert final is not None and final.startswith(b"HTTP/1.1 200"), (first, final)
+assert s3.get_object(Bucket="boto-chunked", Key="continued")["Body"].read() == b"after the go-ahead"
+first, final = expect_put("refused", b"never sent", secret="wrong" * 8)
+assert final is None and first.startswith(b"HTTP/1.1 403"), first
+for k in ["streamed", "continued"]:
+    s3.delete_object(Bucket="boto-chunked", Key=k)
 s3.delete_bucket(Bucket="boto-chunked")
 print("boto3 ok")
 "#;
