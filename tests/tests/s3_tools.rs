@@ -475,16 +475,19 @@ async fn sync_round_trips_with_versioning() {
         assert!(tree(&back_rc) == want, "rclone sync round trip differs");
 
         // The AWS CLI: the overwritten file's older version, read and restored by its id.
+        let versions_of = |key: &str| -> serde_json::Value {
+            let args = [
+                "s3api",
+                "list-object-versions",
+                "--bucket",
+                "synced",
+                "--prefix",
+                key,
+            ];
+            serde_json::from_str(&aws(&args)).unwrap()
+        };
         let key = format!("aws/{changed}");
-        let listed = aws(&[
-            "s3api",
-            "list-object-versions",
-            "--bucket",
-            "synced",
-            "--prefix",
-            &key,
-        ]);
-        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let listed = versions_of(&key);
         let versions = listed["Versions"].as_array().unwrap();
         assert_eq!(versions.len(), 2, "{listed}");
         let old = versions.iter().find(|v| v["IsLatest"] == false).unwrap();
@@ -524,16 +527,7 @@ async fn sync_round_trips_with_versioning() {
         ]);
         assert_eq!(std::fs::read(&restored).unwrap(), original);
         // The removed file is behind a delete marker, its bytes kept.
-        let gone = format!("aws/{removed}");
-        let listed = aws(&[
-            "s3api",
-            "list-object-versions",
-            "--bucket",
-            "synced",
-            "--prefix",
-            &gone,
-        ]);
-        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let listed = versions_of(&format!("aws/{removed}"));
         assert_eq!(listed["DeleteMarkers"][0]["IsLatest"], true, "{listed}");
         assert_eq!(
             listed["Versions"].as_array().map(Vec::len),

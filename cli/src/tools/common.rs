@@ -10,7 +10,7 @@ use base64::Engine as _;
 use clap::Args;
 use clap::builder::FalseyValueParser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use manta_client::{ClientConfig, MantaClient, Progress};
+use manta_client::{ClientConfig, MantaClient, Progress, PutOptions};
 use manta_types::MantaPath;
 use md5::{Digest as _, Md5};
 
@@ -511,6 +511,55 @@ impl indicatif::TermLike for StderrTerm {
     fn flush(&self) -> std::io::Result<()> {
         use std::io::Write as _;
         std::io::stderr().flush()
+    }
+}
+
+/// What every upload takes (`mput`, `muntar`): copies, headers and role tags.
+#[derive(Debug, Clone, Args)]
+pub struct UploadFlags {
+    /// Number of copies to make (the server's default, 2, when absent).
+    #[arg(short = 'c', long, value_name = "COPIES",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub copies: Option<u32>,
+    /// HTTP header to send, as 'name: value' (repeat for more).
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub header: Vec<String>,
+    /// Role tags to apply to the object.
+    #[arg(long = "role-tag", value_name = "TAG,TAG...")]
+    pub role_tag: Vec<String>,
+}
+
+impl UploadFlags {
+    /// The headers for an upload: `-H`, `--role-tag`.
+    ///
+    /// # Errors
+    /// A header not in the form `name: value`.
+    pub fn headers(&self) -> Result<Vec<(String, String)>> {
+        let mut h = parse_headers(&self.header)?;
+        h.extend(role_tag(&self.role_tag));
+        Ok(h)
+    }
+
+    /// The options of an upload to `remote` with `headers`: the copies, and a content type
+    /// guessed from the name unless a header gives one.
+    pub fn options(&self, headers: &[(String, String)], remote: &str) -> PutOptions {
+        upload_options(self.copies, headers, remote)
+    }
+}
+
+/// The options of an upload to `remote` with `copies` and `headers`, with a content type
+/// guessed from the name unless a header gives one.
+pub fn upload_options(
+    copies: Option<u32>,
+    headers: &[(String, String)],
+    remote: &str,
+) -> PutOptions {
+    let explicit = headers.iter().any(|(k, _)| k == "content-type");
+    PutOptions {
+        copies,
+        content_type: (!explicit).then(|| super::mime::content_type_for(remote)),
+        headers: headers.to_vec(),
+        ..PutOptions::default()
     }
 }
 

@@ -10,13 +10,12 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use clap::Parser;
 use futures_util::StreamExt as _;
 use indicatif::ProgressBar;
-use manta_client::{MantaClient, Progress, PutOptions};
+use manta_client::{MantaClient, Progress};
 
 use super::common::{
-    Conn, bar_progress, describe_client, exit_after_failures, file_md5, parse_and_run,
-    parse_headers, progress_bar, resolve, role_tag, want_progress,
+    Conn, UploadFlags, bar_progress, describe_client, exit_after_failures, file_md5, parse_and_run,
+    progress_bar, resolve, want_progress,
 };
-use super::mime::content_type_for;
 
 /// Upload a file (or stdin) to a Manta object; with -r, a directory tree.
 #[derive(Debug, Parser)]
@@ -24,16 +23,11 @@ use super::mime::content_type_for;
 struct Args {
     #[command(flatten)]
     conn: Conn,
-    /// Number of copies to make (the server's default, 2, when absent).
-    #[arg(short = 'c', long, value_name = "COPIES",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    copies: Option<u32>,
+    #[command(flatten)]
+    upload: UploadFlags,
     /// Local file to upload (with -r, the local directory).
     #[arg(short = 'f', long, value_name = "FILE")]
     file: Option<PathBuf>,
-    /// HTTP header to send, as 'name: value' (repeat for more).
-    #[arg(short = 'H', long = "header", value_name = "HEADER")]
-    header: Vec<String>,
     /// Compute the MD5 first and have the server verify it (requires -f).
     #[arg(short = 'm', long)]
     md5: bool,
@@ -46,9 +40,6 @@ struct Args {
     /// Draw the progress bar even when stderr is not a terminal.
     #[arg(long)]
     progress: bool,
-    /// Role tags to apply to the object.
-    #[arg(long = "role-tag", value_name = "TAG,TAG...")]
-    role_tag: Vec<String>,
     /// Upload a local directory tree: `mput -r LOCALDIR REMOTEDIR` (or `-f LOCALDIR REMOTEDIR`).
     #[arg(short = 'r', long)]
     recursive: bool,
@@ -72,23 +63,6 @@ pub fn main(args: Vec<String>) -> ExitCode {
     })
 }
 
-/// The headers for an upload: `-H`, `--role-tag`.
-fn headers(a: &Args) -> Result<Vec<(String, String)>> {
-    let mut h = parse_headers(&a.header)?;
-    h.extend(role_tag(&a.role_tag));
-    Ok(h)
-}
-
-fn options(a: &Args, headers: &[(String, String)], remote: &str) -> PutOptions {
-    let explicit = headers.iter().any(|(k, _)| k == "content-type");
-    PutOptions {
-        copies: a.copies,
-        content_type: (!explicit).then(|| content_type_for(remote)),
-        headers: headers.to_vec(),
-        ..PutOptions::default()
-    }
-}
-
 /// The original's wording for the refusals people hit most.
 fn explain(e: manta_client::Error) -> anyhow::Error {
     match e.code_str() {
@@ -109,7 +83,7 @@ async fn put_one(a: Args) -> Result<ExitCode> {
     }
     let account = a.conn.account()?.to_owned();
     let mut path = resolve(raw, &account)?;
-    let headers = headers(&a)?;
+    let headers = a.upload.headers()?;
     let client = a.conn.client().await?;
 
     if let Some(f) = &a.file {
@@ -139,7 +113,7 @@ async fn put_one(a: Args) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     }
 
-    let mut opts = options(&a, &headers, &path);
+    let mut opts = a.upload.options(&headers, &path);
     let bar = want_progress(a.quiet, a.progress).then(|| {
         let size = a
             .file
@@ -274,7 +248,7 @@ async fn put_tree(a: Args) -> Result<ExitCode> {
     };
     let account = a.conn.account()?.to_owned();
     let remote = resolve(&remote, &account)?;
-    let headers = headers(&a)?;
+    let headers = a.upload.headers()?;
     let meta = std::fs::metadata(&local).with_context(|| local.display().to_string())?;
     if !meta.is_dir() {
         bail!("{} is not a directory", local.display());
@@ -330,7 +304,7 @@ async fn upload_tree(
         .map(|(rel, _)| {
             let path = format!("{remote}/{rel}");
             let file = local.join(rel);
-            let mut opts = options(a, headers, &path);
+            let mut opts = a.upload.options(headers, &path);
             opts.progress = bar.as_ref().map(shared_progress);
             async move {
                 client

@@ -11,13 +11,12 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures_util::StreamExt as _;
-use manta_client::{DownloadOptions, EntryType, MantaClient, PutOptions, WalkOptions};
+use manta_client::{DownloadOptions, EntryType, MantaClient, WalkOptions};
 
 use super::common::{
     Conn, describe_client, file_md5, parse_and_run, parse_headers, resolve, si_size,
 };
 use super::get::{persist, temp_beside};
-use super::mime::content_type_for;
 use super::put::scan_local;
 
 /// Synchronise a local directory to a Manta directory (or back, with -r).
@@ -467,13 +466,7 @@ impl Ctx<'_> {
         } else {
             let path = format!("{}/{rel}", self.remote);
             let file = self.local.join(rel);
-            let explicit = self.headers.iter().any(|(k, _)| k == "content-type");
-            let opts = PutOptions {
-                copies: self.a.copies,
-                content_type: (!explicit).then(|| content_type_for(&path)),
-                headers: self.headers.to_vec(),
-                ..PutOptions::default()
-            };
+            let opts = super::common::upload_options(self.a.copies, self.headers, &path);
             let mut r = self.client.put_file(&path, &file, opts.clone()).await;
             if matches!(&r, Err(e) if e.code_str() == Some("DirectoryDoesNotExist")) {
                 self.client

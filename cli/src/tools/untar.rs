@@ -13,15 +13,10 @@
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
+use super::common::{Conn, UploadFlags, describe_client, exit_after_failures, parse_and_run};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures_util::StreamExt as _;
-use manta_client::PutOptions;
-
-use super::common::{
-    Conn, describe_client, exit_after_failures, parse_and_run, parse_headers, role_tag,
-};
-use super::mime::content_type_for;
 
 /// Extract a tar archive into a Manta directory.
 #[derive(Debug, Parser)]
@@ -29,16 +24,11 @@ use super::mime::content_type_for;
 struct Args {
     #[command(flatten)]
     conn: Conn,
-    /// Number of copies to make of each object (the server's default, 2, when absent).
-    #[arg(short = 'c', long, value_name = "COPIES",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    copies: Option<u32>,
+    #[command(flatten)]
+    upload: UploadFlags,
     /// The tar archive to extract (required).
     #[arg(short = 'f', long, value_name = "FILE", required = true)]
     file: PathBuf,
-    /// HTTP header to send with every object, as 'name: value' (repeat for more).
-    #[arg(short = 'H', long = "header", value_name = "HEADER")]
-    header: Vec<String>,
     /// Uploads in flight at once.
     #[arg(short = 'p', long, value_name = "NUM", default_value_t = 20,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -46,9 +36,6 @@ struct Args {
     /// Retries of an upload that fails with a server error (5xx).
     #[arg(short = 'r', long, value_name = "RETRIES", default_value_t = 3)]
     retries: u32,
-    /// Role tags to apply to every object.
-    #[arg(long = "role-tag", value_name = "TAG,TAG...")]
-    role_tag: Vec<String>,
     /// The Manta directory to extract into.
     #[arg(value_name = "PATH")]
     path: String,
@@ -121,24 +108,17 @@ async fn muntar(a: Args) -> Result<ExitCode> {
     let account = a.conn.account()?.to_owned();
     let dir = super::common::resolve(&a.path, &account)?;
     let dir = dir.trim_end_matches('/').to_owned();
-    let mut headers = parse_headers(&a.header)?;
-    headers.extend(role_tag(&a.role_tag));
+    let headers = a.upload.headers()?;
     let file = a.file.clone();
     let listed = {
         let file = file.clone();
         tokio::task::spawn_blocking(move || members(&file)).await??
     };
     let client = a.conn.client().await?.with_retries(a.retries);
-    let explicit_type = headers.iter().any(|(k, _)| k == "content-type");
     let failures: Vec<String> = futures_util::stream::iter(listed)
         .map(|m| {
             let path = format!("{dir}/{}", m.path);
-            let opts = PutOptions {
-                copies: a.copies,
-                content_type: (!explicit_type).then(|| content_type_for(&path)),
-                headers: headers.clone(),
-                ..PutOptions::default()
-            };
+            let opts = a.upload.options(&headers, &path);
             let (client, file) = (&client, &file);
             async move {
                 let span = (m.offset, m.len);
