@@ -556,6 +556,20 @@ async fn canned_acls_open_what_their_owner_made_public_and_nothing_else() {
     );
     assert_eq!(get("open.txt").await, denied);
     assert_eq!(get("missing").await, (404, "NoSuchKey".to_owned()));
+    // A bucket that does not exist yet is remembered as absent for anonymous callers, and
+    // forgotten when it is made here.
+    let later = format!("{}/later/x", s3.endpoint);
+    for _ in 0..2 {
+        let got = anonymous(&http, reqwest::Method::GET, &later).await;
+        assert_eq!(got, (404, "NoSuchBucket".to_owned()));
+    }
+    let l = Bucket::create(&c, "later").await;
+    l.put("x", ByteStream::from_static(b"now"))
+        .acl(ObjectCannedAcl::PublicRead)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous(&http, reqwest::Method::GET, &later).await, fine);
     // Public at creation, for buckets and multipart objects.
     c.create_bucket()
         .bucket("born-public")

@@ -253,7 +253,7 @@ impl Owners {
         }
         let b = self
             .meta
-            .bucket_recent(&bucket, self.fd.cfg.account_cache_ttl)
+            .bucket_for_anonymous(&bucket, self.fd.cfg.account_cache_ttl)
             .await?
             .ok_or_else(|| no_such_bucket(&bucket))?;
         if b.rec.state == BucketState::Deleting {

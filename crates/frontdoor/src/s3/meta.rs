@@ -171,6 +171,9 @@ pub struct Meta {
     /// Bucket records recently read ([`Meta::bucket_recent`]); forgotten when this front door
     /// changes one.
     buckets: TtlCache<Versioned<BucketRecord>>,
+    /// Bucket names recently found not to exist, for anonymous requests only
+    /// ([`Meta::bucket_for_anonymous`]); forgotten when this front door creates one.
+    absent: TtlCache<()>,
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(v: Value, what: &str) -> S3Result<T> {
@@ -252,6 +255,7 @@ impl Meta {
             moray,
             ready: OnceCell::new(),
             buckets: TtlCache::new(10_000),
+            absent: TtlCache::new(10_000),
         }
     }
 
@@ -262,6 +266,7 @@ impl Meta {
             moray,
             ready: OnceCell::new_with(Some(())),
             buckets: TtlCache::new(10_000),
+            absent: TtlCache::new(10_000),
         }
     }
 
@@ -327,6 +332,28 @@ impl Meta {
         Ok(b)
     }
 
+    /// As [`Meta::bucket_recent`] for an unauthenticated request, which also remembers (for
+    /// `max_age`) that a name has no bucket: anyone on the network can ask for made-up
+    /// names, and a name asked for again costs no Moray read. A bucket created through
+    /// another front door meanwhile is seen by anonymous callers here within `max_age`.
+    ///
+    /// # Errors
+    /// When Moray fails.
+    pub async fn bucket_for_anonymous(
+        &self,
+        name: &str,
+        max_age: std::time::Duration,
+    ) -> S3Result<Option<Versioned<BucketRecord>>> {
+        if self.absent.get(name, max_age).is_some() {
+            return Ok(None);
+        }
+        let b = self.bucket_recent(name, max_age).await?;
+        if b.is_none() && !max_age.is_zero() {
+            self.absent.insert(name, ());
+        }
+        Ok(b)
+    }
+
     /// Writes a bucket record on condition `cond`; `Ok(false)` when the condition failed.
     ///
     /// # Errors
@@ -340,6 +367,7 @@ impl Meta {
             .put_object(BUCKETS, &rec.name, value, PutOptions { etag: cond })
             .await;
         self.buckets.remove(&rec.name);
+        self.absent.remove(&rec.name);
         applied(put)
     }
 
