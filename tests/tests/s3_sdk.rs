@@ -1382,6 +1382,11 @@ async fn versions_are_kept_read_restored_and_deleted() {
     assert_eq!(del.delete_marker(), Some(true));
     let marker = del.version_id().unwrap().to_owned();
     assert_eq!(code_of(b.get("k").send().await), ("NoSuchKey".into(), 404));
+    // The answer says a delete marker hides the key, and which.
+    let hidden = b.get("k").send().await.unwrap_err();
+    let h = hidden.raw_response().unwrap().headers();
+    assert_eq!(h.get("x-amz-delete-marker"), Some("true"));
+    assert_eq!(h.get("x-amz-version-id"), Some(marker.as_str()));
     assert_eq!(
         code_of(b.get("k").version_id(&marker).send().await),
         ("MethodNotAllowed".into(), 405)
