@@ -307,10 +307,7 @@ pub async fn put_object_acl(
 mod tests {
     use super::*;
 
-    fn code<T: std::fmt::Debug>(r: S3Result<T>) -> String {
-        r.map(|v| format!("{v:?}"))
-            .unwrap_or_else(|e| e.code().as_str().to_owned())
-    }
+    use crate::s3::testing::code;
 
     #[test]
     fn canned_acls_kept_refused_or_private() {

@@ -235,12 +235,7 @@ mod tests {
         out
     }
 
-    fn run<F: Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use crate::s3::testing::run;
 
     fn all_pages(
         keys: &[String],

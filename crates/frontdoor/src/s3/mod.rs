@@ -102,3 +102,21 @@ pub use service::S3Api;
 pub fn router(fd: Arc<Frontdoor>) -> Router {
     service::router(fd)
 }
+
+/// What the unit tests of this module's parts share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// The code of a failed operation, or the debug form of its answer.
+    pub fn code<T: std::fmt::Debug>(r: super::error::S3Result<T>) -> String {
+        r.map(|v| format!("{v:?}"))
+            .unwrap_or_else(|e| e.code().as_str().to_owned())
+    }
+
+    /// Runs `f` to completion on a runtime of its own.
+    pub fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(f)
+    }
+}

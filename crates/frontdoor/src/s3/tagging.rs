@@ -198,10 +198,7 @@ mod tests {
 
     use super::*;
 
-    fn code<T: std::fmt::Debug>(r: S3Result<T>) -> String {
-        r.map(|v| format!("{v:?}"))
-            .unwrap_or_else(|e| e.code().as_str().to_owned())
-    }
+    use crate::s3::testing::code;
 
     #[test]
     fn headers_parse_as_the_sdks_write_them() {

@@ -821,12 +821,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn run<F: std::future::Future>(f: F) -> F::Output {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(f)
-    }
+    use crate::s3::testing::run;
 
     /// Every page of a listing of `items` (positions; an empty order is a current version)
     /// with pages of `max`, as a client pages with the next markers.
