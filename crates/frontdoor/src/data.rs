@@ -31,7 +31,7 @@ use manta_types::{ErrorCode, HasErrorCode as _, MantaError, MetadataRecord, Obje
 use md5::Digest as _;
 use rand::seq::SliceRandom as _;
 use storage_api::blocks::{crc32c_append, crc32c_hex, parse_crc32c_hex};
-use storage_api::{ByteRange, ClientError, ObjectKey, PutStream};
+use storage_api::{ByteRange, ClientError, CommitRequest, CommitResult, ObjectKey, PutStream};
 use tracing::{error, warn};
 
 use crate::api::headers::BodyLength;
@@ -645,6 +645,100 @@ async fn discard_key(fd: &Frontdoor, nodes: &[Node], key: &ObjectKey) {
         let _ = fd.sharks.node(&n.url).delete(key).await;
     }))
     .await;
+}
+
+/// The nodes of `sharks`, with their current addresses.
+///
+/// # Errors
+/// `ServiceUnavailable` when a node is unknown (no heartbeat was ever seen).
+pub async fn nodes_of(fd: &Frontdoor, sharks: &[SharkRef]) -> ApiResult<Vec<Node>> {
+    if fd.picker.ensure_loaded().await.is_err() {
+        warn!("cannot read storage heartbeats; using the last known node addresses");
+    }
+    sharks
+        .iter()
+        .map(|s| {
+            fd.picker.node(&s.manta_storage_id).ok_or_else(|| {
+                err(ErrorCode::ServiceUnavailable, format!("storage node {} is unknown", s.manta_storage_id))
+            })
+        })
+        .collect()
+}
+
+/// Asks one node to join `parts` into `object_id`.
+async fn join_one(
+    fd: &Frontdoor,
+    node: &Node,
+    owner: &str,
+    object_id: &str,
+    parts: &[String],
+) -> Result<CommitResult, String> {
+    let req = CommitRequest {
+        owner: owner.to_owned(),
+        object_id: object_id.to_owned(),
+        parts: parts.to_vec(),
+    };
+    fd.sharks
+        .node(&node.url)
+        .commit(&req)
+        .await
+        .map_err(|e| format!("{}: {e}", node.storage_id))
+}
+
+/// Asks every node of `sharks` to join `parts` (object ids of `owner`'s, in order) into
+/// `object_id`, in parallel: multipart uploads of both APIs end this way, the bytes never
+/// crossing the network again. They must all succeed with the same result, which comes back
+/// uncommitted. On failure the joined copies
+/// are discarded on every node.
+///
+/// # Errors
+/// `ServiceUnavailable` when a node fails or is unknown, `InternalError` when nodes disagree.
+pub async fn join_on(
+    fd: &Arc<Frontdoor>,
+    sharks: &[SharkRef],
+    owner: &str,
+    object_id: ObjectId,
+    parts: &[String],
+) -> ApiResult<Uncommitted> {
+    let nodes = nodes_of(fd, sharks).await?;
+    let oid = object_id.to_string();
+    let results =
+        futures_util::future::join_all(nodes.iter().map(|n| join_one(fd, n, owner, &oid, parts)))
+            .await;
+    match agree(results) {
+        Ok(r) => {
+            let stored = Stored {
+                sharks: sharks.to_vec(),
+                md5: r.md5,
+                size: r.size,
+                crc32c: r.crc32c,
+            };
+            Ok(Uncommitted::adopt(fd, owner, object_id, nodes, stored))
+        }
+        Err(e) => {
+            discard(fd, &nodes, owner, &oid).await;
+            Err(e)
+        }
+    }
+}
+
+/// The one result every node's join must have given.
+fn agree(results: Vec<Result<CommitResult, String>>) -> ApiResult<CommitResult> {
+    let mut first: Option<CommitResult> = None;
+    for r in results {
+        let r = r.map_err(|e| err(ErrorCode::ServiceUnavailable, e))?;
+        match &first {
+            None => first = Some(r),
+            Some(f) if *f == r => {}
+            Some(f) => {
+                return Err(err(
+                    ErrorCode::InternalError,
+                    format!("storage nodes joined different bytes ({} vs {})", f.md5, r.md5),
+                ));
+            }
+        }
+    }
+    first.ok_or_else(|| err(ErrorCode::InternalError, "an upload without storage nodes"))
 }
 
 /// Where a record is written: its Moray key, the directory (bucket, or upload) it is listed
@@ -1643,4 +1737,61 @@ pub(crate) mod tests {
         );
         up.commit(async { Ok::<_, MantaError>(()) }).await.unwrap();
     }
+
+    fn sharks(n: usize) -> Vec<SharkRef> {
+        (0..n)
+            .map(|i| SharkRef {
+                datacenter: format!("dc-node{i}"),
+                manta_storage_id: format!("node{i}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failed_join_discards_the_joined_copies_on_every_node() {
+        
+        let joins = Fake {
+            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
+            ..Fake::OK
+        };
+        // One node cannot join; then two nodes that joined different bytes.
+        for fakes in [
+            [joins, Fake::OK],
+            [
+                joins,
+                Fake {
+                    joins: Some("x"),
+                    ..joins
+                },
+            ],
+        ] {
+            let (fd, nodes) = region(&fakes).await;
+            let id = ObjectId::random();
+            let parts = [ObjectId::random().to_string()];
+            let r = join_on(&fd, &sharks(2), CREATOR, id, &parts).await;
+            assert!(r.is_err());
+            assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_join_comes_back_uncommitted_and_a_failed_record_write_discards_it() {
+        
+        let joins = Fake {
+            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
+            ..Fake::OK
+        };
+        let (fd, nodes) = region(&[joins, joins]).await;
+        let id = ObjectId::random();
+        let parts = [ObjectId::random().to_string()];
+        let joined = join_on(&fd, &sharks(2), CREATOR, id, &parts).await.unwrap();
+        assert_eq!(joined.stored().sharks, sharks(2));
+        assert!(nodes.iter().all(|n| n.seen(|s| s.deleted.is_empty())));
+        let r = joined
+            .commit(async { Err::<(), _>(refused()) })
+            .await;
+        assert!(r.is_err());
+        assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
+    }
+
 }

@@ -37,7 +37,7 @@ pub fn authorize(
 ///
 /// Anyone may read `/:login/public`, and an entry granted [`Grant::PublicRead`]. An account
 /// may do anything in its own namespace except write where only the system writes
-/// (`reports`, job outputs, the uploads tree). Nobody else may touch it.
+/// (`reports`, job outputs, the uploads tree but its parts). Nobody else may touch it.
 ///
 /// # Errors
 /// `AuthorizationRequired` (401) for anonymous callers, `AuthorizationFailed` (403) otherwise.
@@ -75,7 +75,14 @@ pub fn authorize_granted(
             format!("this URL does not allow {method}"),
         ));
     }
+    // The uploads tree takes parts (`PUT …/<id>/<n>`); what else it holds only the system
+    // writes.
+    let part = matches!(
+        manta_types::uploads::target(path),
+        Some(manta_types::uploads::Target::Part { .. })
+    );
     let restricted_write = *method == Method::PUT
+        && !part
         && matches!(
             path.area(),
             Some(Area::Reports | Area::Jobs | Area::Uploads)

@@ -35,6 +35,7 @@ pub mod record;
 pub mod repair;
 pub mod s3;
 pub mod time;
+pub mod uploads;
 
 pub use error::{ErrorBody, ErrorCode, HasErrorCode, JobErrorCode, MantaError};
 pub use ids::{Etag, InvalidId, ObjectId};

@@ -19,7 +19,6 @@
 //! their parts.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use manta_types::record::{EntryKind, ObjectInfo, PartSizes};
@@ -27,8 +26,7 @@ use manta_types::{MetadataRecord, ObjectId, SharkRef};
 use md5::Digest as _;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
-use storage_api::{ByteRange, CommitRequest, CommitResult};
-use tracing::warn;
+use storage_api::ByteRange;
 
 use super::buckets::owner as owner_el;
 use super::conditional::{WriteCondition, timestamp};
@@ -46,8 +44,6 @@ use super::objects::{
 use super::service::{MAX_OBJECT_SIZE, S3Api, bucket_of, caller};
 use crate::api::headers::BodyLength;
 use crate::data::{self, ObjectMeta, Place, Stored, Uncommitted};
-use crate::picker::Node;
-use crate::state::Frontdoor;
 
 /// Smallest part but the last, as S3.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -57,98 +53,6 @@ pub const PLACEMENT_ESTIMATE: u64 = 64 * 1024 * 1024;
 
 /// Completions joining more bytes than this keep the connection alive while they run.
 pub const KEEPALIVE_ABOVE: u64 = 64 * 1024 * 1024;
-
-/// The nodes of `sharks`, with their current addresses.
-///
-/// # Errors
-/// `ServiceUnavailable` when a node is unknown (no heartbeat was ever seen).
-pub async fn nodes_of(fd: &Frontdoor, sharks: &[SharkRef]) -> S3Result<Vec<Node>> {
-    if fd.picker.ensure_loaded().await.is_err() {
-        warn!("cannot read storage heartbeats; using the last known node addresses");
-    }
-    sharks
-        .iter()
-        .map(|s| {
-            fd.picker.node(&s.manta_storage_id).ok_or_else(|| {
-                unavailable(format!("storage node {} is unknown", s.manta_storage_id))
-            })
-        })
-        .collect()
-}
-
-/// Asks one node to join `parts` into `object_id`.
-async fn join_one(
-    fd: &Frontdoor,
-    node: &Node,
-    owner: &str,
-    object_id: &str,
-    parts: &[String],
-) -> Result<CommitResult, String> {
-    let req = CommitRequest {
-        owner: owner.to_owned(),
-        object_id: object_id.to_owned(),
-        parts: parts.to_vec(),
-    };
-    fd.sharks
-        .node(&node.url)
-        .commit(&req)
-        .await
-        .map_err(|e| format!("{}: {e}", node.storage_id))
-}
-
-/// Asks every node of `sharks` to join `parts` into `object_id` (in parallel); they must all
-/// succeed with the same result, which comes back uncommitted. On failure the joined copies
-/// are discarded on every node.
-///
-/// # Errors
-/// `ServiceUnavailable` when a node fails or is unknown, `InternalError` when nodes disagree.
-pub async fn join_on(
-    fd: &Arc<Frontdoor>,
-    sharks: &[SharkRef],
-    owner: &str,
-    object_id: ObjectId,
-    parts: &[String],
-) -> S3Result<Uncommitted> {
-    let nodes = nodes_of(fd, sharks).await?;
-    let oid = object_id.to_string();
-    let results =
-        futures_util::future::join_all(nodes.iter().map(|n| join_one(fd, n, owner, &oid, parts)))
-            .await;
-    match agree(results) {
-        Ok(r) => {
-            let stored = Stored {
-                sharks: sharks.to_vec(),
-                md5: r.md5,
-                size: r.size,
-                crc32c: r.crc32c,
-            };
-            Ok(Uncommitted::adopt(fd, owner, object_id, nodes, stored))
-        }
-        Err(e) => {
-            data::discard(fd, &nodes, owner, &oid).await;
-            Err(e)
-        }
-    }
-}
-
-/// The one result every node's join must have given.
-fn agree(results: Vec<Result<CommitResult, String>>) -> S3Result<CommitResult> {
-    let mut first: Option<CommitResult> = None;
-    for r in results {
-        let r = r.map_err(unavailable)?;
-        match &first {
-            None => first = Some(r),
-            Some(f) if *f == r => {}
-            Some(f) => {
-                return Err(internal(format!(
-                    "storage nodes joined different bytes ({} vs {})",
-                    f.md5, r.md5
-                )));
-            }
-        }
-    }
-    first.ok_or_else(|| internal("an upload without storage nodes"))
-}
 
 /// Reads an upload of `key` in `bucket`.
 async fn load(
@@ -230,7 +134,9 @@ async fn store_part(
     body: impl data::UploadBody,
 ) -> S3Result<MetadataRecord> {
     let u = &upload.rec;
-    let nodes = nodes_of(&api.fd, &u.sharks).await?;
+    let nodes = data::nodes_of(&api.fd, &u.sharks)
+        .await
+        .map_err(from_manta)?;
     let bytes = data::store_on(&api.fd, &nodes, &u.owner, len, md5, body)
         .await
         .map_err(from_manta)?;
@@ -685,7 +591,9 @@ async fn finish(api: &S3Api, plan: Plan) -> S3Result<CompleteMultipartUploadOutp
             Stored::empty(),
         )
     } else {
-        let joined = join_on(&api.fd, &u.sharks, &u.owner, plan.object_id, &plan.ids).await?;
+        let joined = data::join_on(&api.fd, &u.sharks, &u.owner, plan.object_id, &plan.ids)
+            .await
+            .map_err(from_manta)?;
         let size = joined.stored().size;
         if size != plan.total {
             joined.abort().await;
@@ -768,62 +676,6 @@ mod tests {
             e,
             format!("{}-2", super::super::objects::hex(&h.finalize()))
         );
-    }
-
-    fn sharks(n: usize) -> Vec<SharkRef> {
-        (0..n)
-            .map(|i| SharkRef {
-                datacenter: format!("dc-node{i}"),
-                manta_storage_id: format!("node{i}"),
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn a_failed_join_discards_the_joined_copies_on_every_node() {
-        use crate::data::tests::{CREATOR, Fake, assert_discarded_everywhere, region};
-        let joins = Fake {
-            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
-            ..Fake::OK
-        };
-        // One node cannot join; then two nodes that joined different bytes.
-        for fakes in [
-            [joins, Fake::OK],
-            [
-                joins,
-                Fake {
-                    joins: Some("x"),
-                    ..joins
-                },
-            ],
-        ] {
-            let (fd, nodes) = region(&fakes).await;
-            let id = ObjectId::random();
-            let parts = [ObjectId::random().to_string()];
-            let r = join_on(&fd, &sharks(2), CREATOR, id, &parts).await;
-            assert!(r.is_err());
-            assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
-        }
-    }
-
-    #[tokio::test]
-    async fn a_join_comes_back_uncommitted_and_a_failed_record_write_discards_it() {
-        use crate::data::tests::{CREATOR, Fake, assert_discarded_everywhere, region};
-        let joins = Fake {
-            joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
-            ..Fake::OK
-        };
-        let (fd, nodes) = region(&[joins, joins]).await;
-        let id = ObjectId::random();
-        let parts = [ObjectId::random().to_string()];
-        let joined = join_on(&fd, &sharks(2), CREATOR, id, &parts).await.unwrap();
-        assert_eq!(joined.stored().sharks, sharks(2));
-        assert!(nodes.iter().all(|n| n.seen(|s| s.deleted.is_empty())));
-        let r = joined
-            .commit(async { Err::<(), _>(crate::data::tests::refused()) })
-            .await;
-        assert!(r.is_err());
-        assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
     }
 
     fn hex_to_bytes(s: &str) -> Vec<u8> {

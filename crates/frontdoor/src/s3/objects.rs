@@ -1199,7 +1199,7 @@ pub async fn copy_bytes(
     }
     if src_creator == owner {
         let parts = [src.object_id.to_string()];
-        let joined = super::multipart::join_on(fd, &src.sharks, owner, ObjectId::random(), &parts);
+        let joined = data::join_on(fd, &src.sharks, owner, ObjectId::random(), &parts);
         match joined.await {
             Ok(copy) if copy.stored().md5 == src.content_md5 => return Ok(copy),
             Ok(copy) => {
