@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 
 use testkit::{RegionOptions, TestRegion};
 
+mod common;
+
 fn client_dir() -> PathBuf {
     let dir = std::env::var_os("MANTA_NODE_CLIENT")
         .map(PathBuf::from)
@@ -57,6 +59,31 @@ impl Cli<'_> {
             si.write_all(data).unwrap();
         }
         child.wait_with_output().unwrap()
+    }
+
+    /// Starts a command without waiting for it.
+    fn spawn(&self, cmd: &str, args: &[&str]) -> std::process::Child {
+        let mut c = Command::new("node");
+        c.arg(self.bin.join(cmd))
+            .args(args)
+            .current_dir(self.work.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in self.region.cli_env(&self.region.account) {
+            if !v.is_empty() {
+                c.env(k, v);
+            }
+        }
+        c.spawn().expect("run node")
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    fn fails(&self, cmd: &str, args: &[&str]) -> String {
+        let out = self.run(cmd, args, None);
+        assert!(!out.status.success(), "{cmd} {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     /// Runs a command that must succeed; returns its stdout.
@@ -168,4 +195,199 @@ async fn the_npm_client_works_over_tls() {
     .unwrap();
     assert!(region.url.starts_with("https://"));
     drive_every_command(&region).await;
+}
+
+/// Live object files on every storage node of `region`.
+fn files_everywhere(region: &TestRegion) -> usize {
+    region
+        .storage
+        .iter()
+        .map(|n| common::live_files(&n.data).len())
+        .sum()
+}
+
+/// Waits until `region`'s nodes hold `want` object files (garbage collection runs every
+/// second in these regions).
+async fn wait_for_files(region: &TestRegion, want: usize, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let have = files_everywhere(region);
+        if have == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {have} object files on the nodes, expected {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+fn collected_region() -> RegionOptions {
+    RegionOptions {
+        storage_args: ["--gc-interval", "1s", "--gc-min-age", "1s"]
+            .map(String::from)
+            .to_vec(),
+        ..RegionOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mmpu_uploads_parts_in_parallel_commits_and_aborts() {
+    let region = TestRegion::start_with(collected_region()).await.unwrap();
+    let cli = Cli {
+        region: &region,
+        bin: client_dir().join("bin"),
+        work: tempfile::tempdir().unwrap(),
+    };
+    let before = files_everywhere(&region);
+    cli.ok("mmkdir", &["~~/stor/mpu"]);
+    let id = cli
+        .ok("mmpu", &["create", "~~/stor/mpu/big"])
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 36, "{id}");
+
+    // Three parts, uploaded at once: two of 5 MiB (the least but the last may hold), and a
+    // small last one.
+    let sizes = [5 << 20, 5 << 20, 12_345];
+    let mut whole = Vec::new();
+    let mut children = Vec::new();
+    for (n, size) in sizes.iter().enumerate() {
+        let bytes: Vec<u8> = (0..*size).map(|i| ((i * 7 + n * 13) % 251) as u8).collect();
+        let path = cli.work.path().join(format!("part{n}"));
+        std::fs::write(&path, &bytes).unwrap();
+        whole.extend_from_slice(&bytes);
+        let (num, file) = (n.to_string(), path.to_str().unwrap().to_owned());
+        children.push(cli.spawn("mmpu", &["upload", &id, &num, "-f", &file]));
+    }
+    let etags: Vec<String> = children
+        .into_iter()
+        .map(|c| {
+            let out =
+                testkit::process::assert_success("mmpu upload", c.wait_with_output().unwrap());
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        })
+        .collect();
+    assert!(etags.iter().all(|e| e.len() == 36), "{etags:?}");
+
+    let listed = cli.ok("mmpu", &["list"]);
+    assert!(listed.lines().any(|l| l.ends_with(&id)), "{listed}");
+    let parts = cli.ok("mmpu", &["parts", &id]);
+    assert_eq!(parts.lines().count(), 3, "{parts}");
+    let state: serde_json::Value = serde_json::from_str(&cli.ok("mmpu", &["get", &id])).unwrap();
+    assert_eq!(state["state"], "created");
+    assert_eq!(state["numCopies"], 2);
+    assert!(
+        state["targetObject"]
+            .as_str()
+            .unwrap()
+            .ends_with("/stor/mpu/big")
+    );
+
+    // A wrong etag is refused with the original's error, and nothing is committed.
+    let mut wrong = etags.clone();
+    wrong[1] = etags[0].clone();
+    let mut args = vec!["commit", id.as_str()];
+    args.extend(wrong.iter().map(String::as_str));
+    let err = cli.fails("mmpu", &args);
+    assert!(
+        err.contains(&format!(
+            "upload {id}: [part 1] invalid etag \"{}\"",
+            etags[0]
+        )),
+        "{err}"
+    );
+    cli.fails("mget", &["~~/stor/mpu/big"]);
+
+    let mut args = vec!["commit", id.as_str()];
+    args.extend(etags.iter().map(String::as_str));
+    cli.ok("mmpu", &args);
+    // Committing the same parts again answers as the first commit did.
+    cli.ok("mmpu", &args);
+    let out = cli.work.path().join("big.out");
+    cli.ok("mget", &["-o", out.to_str().unwrap(), "~~/stor/mpu/big"]);
+    assert!(
+        std::fs::read(&out).unwrap() == whole,
+        "mget differs from the parts joined"
+    );
+    let info = cli.ok("minfo", &["~~/stor/mpu/big"]);
+    use base64::Engine as _;
+    use md5::Digest as _;
+    let md5 = base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&whole));
+    assert!(info.contains(&md5), "{info}");
+    let state: serde_json::Value = serde_json::from_str(&cli.ok("mmpu", &["get", &id])).unwrap();
+    assert_eq!(state["state"], "done");
+    assert_eq!(state["result"], "committed");
+    assert!(state["partsMD5Summary"].is_string());
+    // The parts went once joined; the object's two copies stay.
+    wait_for_files(&region, before + 2, "after a commit").await;
+    assert_eq!(cli.ok("mmpu", &["parts", &id]).trim(), "");
+    let err = cli.fails("mmpu", &["upload", &id, "3", "-f", out.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("upload {id}: already committed")),
+        "{err}"
+    );
+
+    // An aborted upload leaves nothing on any node, and cannot be committed.
+    let id2 = cli
+        .ok("mmpu", &["create", "~~/stor/mpu/never"])
+        .trim()
+        .to_owned();
+    let part = cli.work.path().join("part0");
+    cli.ok("mmpu", &["upload", &id2, "0", "-f", part.to_str().unwrap()]);
+    wait_for_files(&region, before + 4, "after a part").await;
+    cli.ok("mmpu", &["abort", &id2]);
+    let state: serde_json::Value = serde_json::from_str(&cli.ok("mmpu", &["get", &id2])).unwrap();
+    assert_eq!(state["result"], "aborted");
+    wait_for_files(&region, before + 2, "after an abort").await;
+    let err = cli.fails("mmpu", &["commit", &id2]);
+    assert!(
+        err.contains(&format!("upload {id2}: already aborted")),
+        "{err}"
+    );
+    cli.fails("mget", &["~~/stor/mpu/never"]);
+    // What the uploads tree is, only its uploads change.
+    let err = cli.fails("mmkdir", &["~~/uploads/mine"]);
+    assert!(
+        err.contains("AuthorizationFailed") || err.contains("not allowed"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_uploads_are_swept_with_their_parts() {
+    let mut opts = collected_region();
+    opts.frontdoor_args = ["--upload-max-age", "3s", "--repair-interval", "1s"]
+        .map(String::from)
+        .to_vec();
+    let region = TestRegion::start_with(opts).await.unwrap();
+    let cli = Cli {
+        region: &region,
+        bin: client_dir().join("bin"),
+        work: tempfile::tempdir().unwrap(),
+    };
+    let before = files_everywhere(&region);
+    let id = cli
+        .ok("mmpu", &["create", "~~/stor/left"])
+        .trim()
+        .to_owned();
+    let part = cli.work.path().join("part");
+    std::fs::write(&part, b"abandoned").unwrap();
+    cli.ok("mmpu", &["upload", &id, "0", "-f", part.to_str().unwrap()]);
+    // Swept: the upload is gone, and its part's bytes with it.
+    wait_for_files(&region, before, "after the sweep").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = cli.run("mmpu", &["get", &id], None);
+        if !out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload was never swept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(!cli.ok("mmpu", &["list"]).contains(&id));
 }

@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{client, object_files, put_object};
+use common::{client, live_files, put_object};
 use manta_client::MantaClient;
 use testkit::{RegionOptions, TestRegion};
 
@@ -54,14 +53,6 @@ async fn sharks_of(region: &TestRegion, name: &str) -> Vec<String> {
         .unwrap()
         .iter()
         .map(|s| s["manta_storage_id"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Files of live objects (not tombstoned or quarantined) under a node's dataset.
-fn live_files(data: &Path) -> Vec<PathBuf> {
-    object_files(data)
-        .into_iter()
-        .filter(|p| p.components().any(|c| c.as_os_str() == "objects"))
         .collect()
 }
 

@@ -95,6 +95,8 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// The repairer ([`crate::repair`]).
     pub repair: crate::repair::RepairConfig,
+    /// Age at which a multipart upload of the Manta API is swept ([`crate::api::uploads::sweep`]).
+    pub upload_max_age: Duration,
 }
 
 impl Config {
@@ -126,6 +128,7 @@ impl Config {
             drain: Duration::from_secs(10),
             s3: None,
             repair: crate::repair::RepairConfig::default(),
+            upload_max_age: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

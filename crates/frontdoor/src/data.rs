@@ -659,7 +659,10 @@ pub async fn nodes_of(fd: &Frontdoor, sharks: &[SharkRef]) -> ApiResult<Vec<Node
         .iter()
         .map(|s| {
             fd.picker.node(&s.manta_storage_id).ok_or_else(|| {
-                err(ErrorCode::ServiceUnavailable, format!("storage node {} is unknown", s.manta_storage_id))
+                err(
+                    ErrorCode::ServiceUnavailable,
+                    format!("storage node {} is unknown", s.manta_storage_id),
+                )
             })
         })
         .collect()
@@ -733,7 +736,10 @@ fn agree(results: Vec<Result<CommitResult, String>>) -> ApiResult<CommitResult> 
             Some(f) => {
                 return Err(err(
                     ErrorCode::InternalError,
-                    format!("storage nodes joined different bytes ({} vs {})", f.md5, r.md5),
+                    format!(
+                        "storage nodes joined different bytes ({} vs {})",
+                        f.md5, r.md5
+                    ),
                 ));
             }
         }
@@ -1749,7 +1755,6 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_failed_join_discards_the_joined_copies_on_every_node() {
-        
         let joins = Fake {
             joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
             ..Fake::OK
@@ -1776,7 +1781,6 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_join_comes_back_uncommitted_and_a_failed_record_write_discards_it() {
-        
         let joins = Fake {
             joins: Some("AAAAAAAAAAAAAAAAAAAAAA=="),
             ..Fake::OK
@@ -1787,11 +1791,8 @@ pub(crate) mod tests {
         let joined = join_on(&fd, &sharks(2), CREATOR, id, &parts).await.unwrap();
         assert_eq!(joined.stored().sharks, sharks(2));
         assert!(nodes.iter().all(|n| n.seen(|s| s.deleted.is_empty())));
-        let r = joined
-            .commit(async { Err::<(), _>(refused()) })
-            .await;
+        let r = joined.commit(async { Err::<(), _>(refused()) }).await;
         assert!(r.is_err());
         assert_discarded_everywhere(&nodes, &format!("/{CREATOR}/{id}"));
     }
-
 }

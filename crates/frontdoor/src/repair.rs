@@ -27,6 +27,9 @@
 //! `manta_repair` after each batch, so a restarted repairer (or the one that takes over) goes on from there. A rewritten record
 //! gets a new `_id`, beyond the cursor, so a pass also sees records written during it.
 //!
+//! The lease holder also sweeps old multipart uploads ([`crate::api::uploads::sweep`]) before
+//! each pass.
+//!
 //! Every front door runs a repairer, but only the holder of the lease in `manta_repair` acts:
 //! the lease is taken and renewed by compare-and-swap and lapses after a few seconds without
 //! renewal, so exactly one repairer acts on an object at a time. Copying is throttled to a
@@ -318,6 +321,11 @@ impl Repairer {
         let idle = self.cfg.interval.min(self.cfg.lease_ttl / 2);
         loop {
             let pause = if self.hold_lease().await {
+                match crate::api::uploads::sweep(&self.fd, self.fd.cfg.upload_max_age).await {
+                    Ok(0) => {}
+                    Ok(n) => info!(uploads = n, "old multipart uploads swept"),
+                    Err(e) => warn!(error = %e, "cannot sweep old multipart uploads"),
+                }
                 match self.pass(&shutdown).await {
                     Ok(true) => self.cfg.interval,
                     Ok(false) => idle,

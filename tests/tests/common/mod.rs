@@ -101,3 +101,11 @@ pub fn object_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Files of live objects (not tombstoned or quarantined) under a node's dataset.
+pub fn live_files(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+    object_files(data)
+        .into_iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "objects"))
+        .collect()
+}

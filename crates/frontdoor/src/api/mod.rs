@@ -18,6 +18,7 @@ pub mod headers;
 pub mod links;
 pub mod mlogin;
 pub mod objects;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -253,6 +254,11 @@ async fn dispatch(
     // S3 buckets (`/:login/buckets/...`): every method, OPTIONS included, is theirs to answer.
     if let Some(target) = bucket {
         return buckets::handle(&ctx, target, route).await;
+    }
+    if let Some(t) = manta_types::uploads::target(&ctx.path)
+        && uploads::takes(&ctx.method, &t)
+    {
+        return uploads::handle(&ctx, t, body, route).await;
     }
     match ctx.method {
         Method::OPTIONS => {

@@ -173,7 +173,7 @@ const REMOVAL_MARK_TTL_MS: u64 = 10_000;
 ///
 /// # Errors
 /// `DirectoryDoesNotExist` when the directory went; Moray failures.
-async fn settle_in_parent(ctx: &Ctx, key: &str, etag: &str) -> ApiResult<()> {
+pub(crate) async fn settle_in_parent(ctx: &Ctx, key: &str, etag: &str) -> ApiResult<()> {
     let Some(parent) = ctx.path.parent() else {
         return Ok(());
     };
@@ -219,18 +219,35 @@ async fn settle_in_parent(ctx: &Ctx, key: &str, etag: &str) -> ApiResult<()> {
     }
 }
 
+/// Where the copies of a new object go.
+#[derive(Debug)]
+pub enum Placement {
+    /// On this many nodes the picker chooses.
+    Choose(u32),
+    /// On exactly these nodes (a multipart upload's parts, which its nodes join at the end).
+    On(Vec<crate::picker::Node>),
+}
+
 /// `PUT` of an object.
 ///
 /// # Errors
 /// The API's errors for bad headers, missing parents, preconditions, placement and streaming.
 pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
+    let copies = headers::durability(&ctx.headers, &ctx.fd.cfg)?;
+    put_object_at(ctx, body, Placement::Choose(copies)).await
+}
+
+/// `PUT` of an object whose copies go where `placement` says.
+///
+/// # Errors
+/// As [`put_object`].
+pub async fn put_object_at(ctx: &Ctx, body: Body, placement: Placement) -> ApiResult<Response> {
     if is_virtual_dir(&ctx.path) {
         return Err(err(
             ErrorCode::OperationNotAllowedOnRootDirectory,
             format!("PUT is not allowed on {}", ctx.path),
         ));
     }
-    let copies = headers::durability(&ctx.headers, &ctx.fd.cfg)?;
     let len = headers::body_length(&ctx.headers)?;
     let md5 = headers::content_md5(&ctx.headers)?;
     let mut stored_headers = headers::stored_headers(&ctx.headers)?;
@@ -249,15 +266,15 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         .step("put", "check", WriteTarget::for_put(ctx))
         .await?;
 
-    let upload = crate::data::store(
-        &ctx.fd,
-        &ctx.owner.uuid,
-        copies,
-        len,
-        md5.as_deref(),
-        body.into_data_stream(),
-    )
-    .await?;
+    let (fd, owner, body) = (&ctx.fd, &ctx.owner.uuid, body.into_data_stream());
+    let upload = match placement {
+        Placement::Choose(copies) => {
+            crate::data::store(fd, owner, copies, len, md5.as_deref(), body).await?
+        }
+        Placement::On(nodes) => {
+            crate::data::store_on(fd, &nodes, owner, len, md5.as_deref(), body).await?
+        }
+    };
     let oid = upload.object_id().to_string();
     let computed_md5 = upload.stored().md5.clone();
     let meta = ObjectMeta {
@@ -269,12 +286,24 @@ pub async fn put_object(ctx: &Ctx, body: Body) -> ApiResult<Response> {
     upload
         .commit(save(ctx, &rec, target.condition(ctx)))
         .await?;
+    Ok(written(
+        &oid,
+        rec.mtime,
+        &computed_md5,
+        StatusCode::NO_CONTENT,
+    ))
+}
+
+/// The answer to a write of an object: `status` with its `Etag`, `Last-Modified` and
+/// `Computed-MD5`.
+pub fn written(etag: &str, mtime: u64, md5: &str, status: StatusCode) -> Response {
     let mut resp = no_content();
+    *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::ETAG, hv(&oid));
-    h.insert(header::LAST_MODIFIED, hv(&http_date(rec.mtime)));
-    h.insert("computed-md5", hv(&computed_md5));
-    Ok(resp)
+    h.insert(header::ETAG, hv(etag));
+    h.insert(header::LAST_MODIFIED, hv(&http_date(mtime)));
+    h.insert("computed-md5", hv(md5));
+    resp
 }
 
 fn hv(s: &str) -> HeaderValue {

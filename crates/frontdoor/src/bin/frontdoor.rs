@@ -98,6 +98,10 @@ struct Args {
     /// to another after this).
     #[arg(long, env = "MANTA_REPAIR_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     repair_lease: Duration,
+    /// Age at which a multipart upload of the Manta API is swept: aborted if unfinished, and
+    /// its parts directory and state removed (by the front door holding the repair lease).
+    #[arg(long, env = "MANTA_UPLOAD_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    upload_max_age: Duration,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -145,6 +149,7 @@ async fn main() -> Result<()> {
     cfg.repair.interval = args.repair_interval;
     cfg.repair.rate_bytes_per_sec = args.repair_rate;
     cfg.repair.lease_ttl = args.repair_lease;
+    cfg.upload_max_age = args.upload_max_age;
     if args.repair_lease < Duration::from_secs(1) {
         bail!("--repair-lease must be at least 1s");
     }
