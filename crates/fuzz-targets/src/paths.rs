@@ -18,6 +18,7 @@ pub fn manta_path(data: &[u8]) {
         assert_eq!(MantaPath::parse(&p.to_string()).as_ref(), Ok(&p));
         assert_eq!(MantaPath::from_url_path(&p.to_url_path()).as_ref(), Ok(&p));
         family(&p);
+        upload_target(&p);
     }
     if let Some(b) = BucketObjectPath::parse(&s) {
         assert!(!b.login.is_empty() && !b.bucket.is_empty() && !b.key.is_empty());
@@ -98,5 +99,45 @@ fn family(p: &MantaPath) {
         assert_eq!(parent.join(cur.name()).as_ref(), Ok(&cur));
         assert_eq!(parent.login(), p.login());
         cur = parent;
+    }
+}
+
+/// What a path under `/:login/uploads` addresses: ids and part numbers read from it render
+/// back to the same path, and an upload's parts directory addresses that upload.
+fn upload_target(p: &MantaPath) {
+    use manta_types::uploads::{self as u, Target as T};
+    let Some(t) = u::target(p) else {
+        assert_ne!(p.area(), Some(Area::Uploads), "{p}");
+        return;
+    };
+    let login = p.login();
+    let dir = |id: &str| {
+        assert!(u::is_upload_id(id), "{p}: {id}");
+        let d = MantaPath::parse(&u::parts_directory(login, id)).expect("a parts directory parses");
+        assert_eq!(u::target(&d), Some(T::Upload { id: id.to_owned() }), "{p}");
+        d
+    };
+    match t {
+        T::Root => assert!(p.is_area_root()),
+        T::Short { id, rest } => {
+            dir(&id);
+            let short = format!("/{login}/uploads/{id}");
+            let want = rest.map_or(short.clone(), |r| format!("{short}/{r}"));
+            assert_eq!(p.to_string(), want);
+        }
+        T::Upload { id } => assert_eq!(dir(&id), *p),
+        T::Action { id, action } => {
+            let name = match action {
+                u::Action::State => "state",
+                u::Action::Commit => "commit",
+                u::Action::Abort => "abort",
+            };
+            assert_eq!(dir(&id).join(name).as_ref(), Ok(p));
+        }
+        T::Part { id, number } => {
+            assert!(number <= u::MAX_PART_NUMBER);
+            assert_eq!(dir(&id).join(&number.to_string()).as_ref(), Ok(p));
+        }
+        T::Other => {}
     }
 }

@@ -227,4 +227,37 @@ mod tests {
             Some(ErrorCode::InvalidQueryStringAuthentication)
         );
     }
+
+    #[test]
+    fn the_uploads_tree_takes_parts_and_nothing_else() {
+        let jill = Account::new("jill");
+        let bob = Account::new("bob");
+        let id = "b2c5d1e2-0000-4000-8000-000000000003";
+        let put = |who: &Account, path: &str| {
+            let p = MantaPath::parse(path).unwrap();
+            code(authorize(
+                &as_(who, Via::Signature),
+                &jill,
+                &p,
+                &Method::PUT,
+            ))
+        };
+        assert_eq!(put(&jill, &format!("/jill/uploads/b2c/{id}/0")), None);
+        assert_eq!(
+            put(&bob, &format!("/jill/uploads/b2c/{id}/0")),
+            Some(ErrorCode::AuthorizationFailed)
+        );
+        for other in [
+            format!("/jill/uploads/b2c/{id}"),
+            format!("/jill/uploads/b2c/{id}/state"),
+            "/jill/uploads/b2c".to_owned(),
+            "/jill/uploads/mine".to_owned(),
+        ] {
+            assert_eq!(
+                put(&jill, &other),
+                Some(ErrorCode::AuthorizationFailed),
+                "{other}"
+            );
+        }
+    }
 }
