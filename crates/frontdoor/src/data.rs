@@ -613,13 +613,7 @@ async fn finish_copies(
         discard_key(fd, &nodes, key).await;
         return Ok(Stored::empty());
     }
-    let sharks = nodes
-        .iter()
-        .map(|n| SharkRef {
-            datacenter: n.datacenter.clone(),
-            manta_storage_id: n.storage_id.clone(),
-        })
-        .collect();
+    let sharks = nodes.iter().map(Node::shark_ref).collect();
     Ok(Stored {
         sharks,
         md5,

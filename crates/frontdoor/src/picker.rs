@@ -54,6 +54,14 @@ impl Node {
     pub fn draining(&self) -> bool {
         self.retired || self.state.is_some()
     }
+
+    /// How an object's record names a copy on it.
+    pub fn shark_ref(&self) -> manta_types::SharkRef {
+        manta_types::SharkRef {
+            datacenter: self.datacenter.clone(),
+            manta_storage_id: self.storage_id.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]

@@ -440,13 +440,7 @@ async fn create(ctx: &Ctx, body: Body) -> ApiResult<Response> {
         object_path: object_path.to_string(),
         object_path_key: octx.key(),
         headers: h.all,
-        sharks: nodes
-            .iter()
-            .map(|n| SharkRef {
-                datacenter: n.datacenter.clone(),
-                manta_storage_id: n.storage_id.clone(),
-            })
-            .collect(),
+        sharks: nodes.iter().map(crate::picker::Node::shark_ref).collect(),
         creation_time_ms: now,
     };
     drop(h.object);

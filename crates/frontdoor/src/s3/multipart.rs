@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use manta_types::record::{EntryKind, ObjectInfo, PartSizes};
-use manta_types::{MetadataRecord, ObjectId, SharkRef};
+use manta_types::{MetadataRecord, ObjectId};
 use md5::Digest as _;
 use s3s::dto::*;
 use s3s::{S3ErrorCode, S3Request, S3Response};
@@ -105,13 +105,7 @@ pub async fn create(
         owner: acct.uuid.clone(),
         owner_login: acct.login.clone(),
         initiated: manta_types::time::now_ms(),
-        sharks: nodes
-            .iter()
-            .map(|n| SharkRef {
-                datacenter: n.datacenter.clone(),
-                manta_storage_id: n.storage_id.clone(),
-            })
-            .collect(),
+        sharks: nodes.iter().map(crate::picker::Node::shark_ref).collect(),
         content_type,
         headers,
     };
