@@ -8,7 +8,8 @@
 //! | `manta_storage` | storage node id | manta_storage_id, datacenter, availableMB, percentUsed, timestamp | |
 //! | `manta_uploads` | `<uploadId>:<object path>` | uploadId, finalizingType | |
 //! | `manta_storage_states` | storage node id | manta_storage_id, state | |
-//! | `manta_repair` | `lease`, `progress` | | |
+//! | `manta_repair` | `lease`, `progress`, `reports` | | |
+//! | `manta_access_spool` | `<period>/<owner>/<front door>/<seq>` | period (number), owner | |
 //!
 //! Records in `manta` are [`manta_types::MetadataRecord`] JSON. The two triggers keep, in the
 //! same transaction as the write:
@@ -39,6 +40,9 @@ pub const UPLOADS: &str = "manta_uploads";
 pub const STORAGE_STATES: &str = manta_types::repair::STORAGE_STATES_BUCKET;
 /// Bucket of the repairer's lease and progress.
 pub const REPAIR: &str = manta_types::repair::REPAIR_BUCKET;
+
+/// Bucket of access log lines waiting to be reported (written to the system shard).
+pub const ACCESS_SPOOL: &str = "manta_access_spool";
 
 /// Trigger name: directory entry counts.
 pub const TRIGGER_DIRCOUNT: &str = "manta_dircount";
@@ -137,6 +141,12 @@ pub fn manta_buckets() -> Vec<(&'static str, BucketConfig)> {
                 .with_index("state", s()),
         ),
         (REPAIR, BucketConfig::new(1)),
+        (
+            ACCESS_SPOOL,
+            BucketConfig::new(1)
+                .with_index("period", n())
+                .with_index("owner", s()),
+        ),
     ]
 }
 

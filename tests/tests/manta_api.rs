@@ -927,3 +927,139 @@ async fn a_front_door_that_caches_directories_never_writes_into_a_removed_one() 
     c.mkdir("~~/stor/theirs").await.unwrap();
     put_object(&c, "~~/stor/theirs/b", "b").await.unwrap();
 }
+
+/// Every object under `dir` (recursively), as `(path, bytes)`.
+async fn objects_under(c: &manta_client::MantaClient, dir: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = c.ls_all(&d).await else {
+            continue;
+        };
+        for e in entries {
+            let p = format!("{d}/{}", e.name);
+            match e.kind {
+                manta_client::EntryType::Directory => todo.push(p),
+                manta_client::EntryType::Object if e.name != "latest" => {
+                    out.push((p.clone(), c.get_bytes(&p).await.unwrap().to_vec()));
+                }
+                manta_client::EntryType::Object => {}
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_count_what_an_account_did() {
+    let region = TestRegion::start_with(testkit::RegionOptions {
+        frontdoor_args: [
+            "--report-period",
+            "3s",
+            "--access-log-flush",
+            "1s",
+            "--repair-interval",
+            "1s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..testkit::RegionOptions::default()
+    })
+    .await
+    .unwrap();
+    let c = client(&region, &region.account).await;
+    let login = &region.account.login;
+    let traffic = format!("/{login}/stor/traffic");
+    c.mkdir("~~/stor/traffic").await.unwrap();
+    let sizes = [1000usize, 2000, 3000];
+    for (i, n) in sizes.iter().enumerate() {
+        put_object(&c, &format!("~~/stor/traffic/{i}"), vec![b'x'; *n])
+            .await
+            .unwrap();
+    }
+    for i in 0..sizes.len() {
+        c.get_bytes(&format!("~~/stor/traffic/{i}")).await.unwrap();
+    }
+    let total: usize = sizes.iter().sum();
+
+    // Reports come once each period is over: wait for the traffic's access lines and request
+    // counts (reading the reports is traffic too, but only of GETs and LISTs).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let (lines, puts, bytes_in) = loop {
+        let lines: Vec<serde_json::Value> =
+            objects_under(&c, &format!("/{login}/reports/access-logs"))
+                .await
+                .into_iter()
+                .flat_map(|(_, b)| {
+                    String::from_utf8(b)
+                        .unwrap()
+                        .lines()
+                        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .filter(|l| l["path"].as_str().is_some_and(|p| p.starts_with(&traffic)))
+                .collect();
+        let (mut puts, mut bytes_in) = (0u64, 0u64);
+        for (_, b) in objects_under(&c, &format!("/{login}/reports/usage/request")).await {
+            let r: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            let n = |v: &serde_json::Value| v.as_str().unwrap().parse::<u64>().unwrap();
+            puts += n(&r["requests"]["type"]["PUT"]);
+            bytes_in += n(&r["requests"]["bandwidth"]["in"]);
+        }
+        if lines.len() == 1 + 2 * sizes.len() && puts == 1 + sizes.len() as u64 {
+            break (lines, puts, bytes_in);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reports never showed the traffic: {} access lines, {puts} PUTs",
+            lines.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(puts, 4);
+    assert_eq!(bytes_in, total as u64, "bytes received by PUTs");
+    let of = |op: &'static str| lines.iter().filter(move |l| l["billable_operation"] == op);
+    assert_eq!(of("PUT").count(), 4);
+    assert_eq!(
+        of("PUT")
+            .map(|l| l["bytesIn"].as_u64().unwrap())
+            .sum::<u64>(),
+        total as u64
+    );
+    assert_eq!(of("GET").count(), 3);
+    assert_eq!(
+        of("GET")
+            .map(|l| l["bytesOut"].as_u64().unwrap())
+            .sum::<u64>(),
+        total as u64
+    );
+    for l in &lines {
+        assert!(l["status"].as_u64().unwrap() < 300, "{l}");
+        assert_eq!(l["caller"], login.as_str());
+        assert_eq!(l["remoteAddress"], "127.0.0.1");
+        assert!(
+            l["requestId"].as_str().is_some_and(|r| r.len() == 36),
+            "{l}"
+        );
+        assert!(l["latency"].is_u64() && l["time"].is_string(), "{l}");
+    }
+
+    // Storage usage: the three objects and the directory, and the reports themselves.
+    let storage: serde_json::Value = serde_json::from_slice(
+        &c.get_bytes("~~/reports/usage/storage/latest")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let stor = &storage["storage"]["stor"];
+    assert_eq!(stor["objects"], "3", "{storage}");
+    assert_eq!(stor["keys"], "3", "{storage}");
+    assert_eq!(stor["directories"], "1", "{storage}");
+    assert_eq!(stor["bytes"], total.to_string(), "{storage}");
+    assert_ne!(storage["storage"]["reports"]["objects"], "0", "{storage}");
+    // The account cannot write its own reports.
+    assert_eq!(
+        code(put_object(&c, "~~/reports/usage/forged", "x").await),
+        "AuthorizationFailed"
+    );
+}

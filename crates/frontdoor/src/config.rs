@@ -97,6 +97,8 @@ pub struct Config {
     pub repair: crate::repair::RepairConfig,
     /// Age at which a multipart upload of the Manta API is swept ([`crate::api::uploads::sweep`]).
     pub upload_max_age: Duration,
+    /// Access logs and usage reports ([`crate::reports`]).
+    pub reports: crate::reports::ReportConfig,
 }
 
 impl Config {
@@ -129,6 +131,7 @@ impl Config {
             s3: None,
             repair: crate::repair::RepairConfig::default(),
             upload_max_age: Duration::from_secs(7 * 24 * 3600),
+            reports: crate::reports::ReportConfig::default(),
         }
     }
 }

@@ -58,6 +58,7 @@ pub mod error;
 pub mod limits;
 pub mod picker;
 pub mod repair;
+pub mod reports;
 pub mod s3;
 pub mod state;
 

@@ -27,8 +27,8 @@
 //! `manta_repair` after each batch, so a restarted repairer (or the one that takes over) goes on from there. A rewritten record
 //! gets a new `_id`, beyond the cursor, so a pass also sees records written during it.
 //!
-//! The lease holder also sweeps old multipart uploads ([`crate::api::uploads::sweep`]) before
-//! each pass.
+//! The lease holder also sweeps old multipart uploads ([`crate::api::uploads::sweep`]) and
+//! writes the usage reports that are due ([`crate::reports::report_due`]) before each pass.
 //!
 //! Every front door runs a repairer, but only the holder of the lease in `manta_repair` acts:
 //! the lease is taken and renewed by compare-and-swap and lapses after a few seconds without
@@ -325,6 +325,9 @@ impl Repairer {
                     Ok(0) => {}
                     Ok(n) => info!(uploads = n, "old multipart uploads swept"),
                     Err(e) => warn!(error = %e, "cannot sweep old multipart uploads"),
+                }
+                if let Err(e) = crate::reports::report_due(&self.fd).await {
+                    warn!(error = %e.message, "cannot write usage reports; trying again later");
                 }
                 match self.pass(&shutdown).await {
                     Ok(true) => self.cfg.interval,

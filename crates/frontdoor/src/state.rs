@@ -49,6 +49,8 @@ pub struct Frontdoor {
     /// Work a request leaves behind: the discards of uploads dropped uncommitted
     /// ([`crate::data::Uncommitted`]). Waited for (up to the drain deadline) at shutdown.
     pub background: TaskTracker,
+    /// Access log lines not yet written to the spool ([`crate::reports`]).
+    pub access: crate::reports::AccessLog,
 }
 
 /// How many directories [`Frontdoor::dirs`] holds before it starts over.
@@ -182,6 +184,7 @@ impl Frontdoor {
             metrics: Arc::new(Metrics::new()),
             dirs: manta_util::cache::TtlCache::new(DIR_CACHE_ENTRIES),
             background: TaskTracker::new(),
+            access: crate::reports::AccessLog::default(),
         }
     }
 
@@ -201,6 +204,10 @@ impl Frontdoor {
     pub fn router(self: &Arc<Self>) -> Router {
         let api = Router::new()
             .fallback(crate::api::handle)
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                crate::reports::record,
+            ))
             .with_state(self.clone());
         let obs = Arc::new(Observer {
             service: "frontdoor",
@@ -270,6 +277,11 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
         let r = crate::repair::Repairer::new(fd.clone(), fd.cfg.repair.clone(), holder);
         tokio::spawn(r.run(shutdown.clone()))
     });
+    let flusher = fd
+        .cfg
+        .reports
+        .enabled
+        .then(|| tokio::spawn(crate::reports::run_flusher(fd.clone(), shutdown.clone())));
     let app = fd.router();
     info!(%addr, tls = tls.is_some(), "front door listening (Manta API)");
     let s3_task = s3_listener.map(|l| {
@@ -295,6 +307,10 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<Running> 
         if let Some(r) = repairer {
             // It stops at the shutdown signal, after giving up its lease.
             let _ = tokio::time::timeout(drain, r).await;
+        }
+        if let Some(f) = flusher {
+            // It writes what it holds once more after the shutdown signal.
+            let _ = tokio::time::timeout(drain, f).await;
         }
         background.close();
         if tokio::time::timeout(drain, background.wait())

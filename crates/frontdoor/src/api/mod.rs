@@ -191,7 +191,8 @@ pub async fn handle(State(fd): State<Arc<Frontdoor>>, req: Request) -> Response 
         ));
     };
     let mut route = "other";
-    let result = dispatch(&fd, req, &mut route).await;
+    let mut who = None;
+    let result = dispatch(&fd, req, &mut route, &mut who).await;
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -202,13 +203,19 @@ pub async fn handle(State(fd): State<Arc<Frontdoor>>, req: Request) -> Response 
         }
     };
     resp.extensions_mut().insert(RouteName(route));
+    if let Some(w) = who {
+        resp.extensions_mut().insert(w);
+    }
     resp
 }
 
+/// Serves one request; sets `route` to its name and, once the caller is admitted, `who` to
+/// the account whose access log it goes in.
 async fn dispatch(
     fd: &Arc<Frontdoor>,
     req: Request,
     route: &mut &'static str,
+    who: &mut Option<crate::reports::AccessOwner>,
 ) -> ApiResult<Response> {
     let (parts, body) = req.into_parts();
     let (path, bucket) = parse_path(parts.uri.path())?;
@@ -220,6 +227,10 @@ async fn dispatch(
         parts.method.clone()
     };
     let (caller, owner) = admit(fd, &parts, &path, &method).await?;
+    *who = Some(crate::reports::AccessOwner {
+        owner: owner.uuid.clone(),
+        caller: caller.account().map(|a| a.login.clone()),
+    });
     if session {
         *route = "Mlogin";
         return mlogin::start(fd, parts, &path, &caller, &owner).await;

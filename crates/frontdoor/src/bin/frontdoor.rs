@@ -102,6 +102,16 @@ struct Args {
     /// its parts directory and state removed (by the front door holding the repair lease).
     #[arg(long, env = "MANTA_UPLOAD_MAX_AGE", default_value = "7d", value_parser = humantime::parse_duration)]
     upload_max_age: Duration,
+    /// Collect no access logs and write no usage reports.
+    #[arg(long, env = "MANTA_NO_REPORTS")]
+    no_reports: bool,
+    /// Length of a report period (access logs, request and storage usage under
+    /// `/:login/reports`).
+    #[arg(long, env = "MANTA_REPORT_PERIOD", default_value = "1h", value_parser = humantime::parse_duration)]
+    report_period: Duration,
+    /// How often access log lines are written from memory to the metadata tier.
+    #[arg(long, env = "MANTA_ACCESS_LOG_FLUSH", default_value = "60s", value_parser = humantime::parse_duration)]
+    access_log_flush: Duration,
     #[command(flatten)]
     log: LogArgs,
     #[command(flatten)]
@@ -150,6 +160,14 @@ async fn main() -> Result<()> {
     cfg.repair.rate_bytes_per_sec = args.repair_rate;
     cfg.repair.lease_ttl = args.repair_lease;
     cfg.upload_max_age = args.upload_max_age;
+    cfg.reports = frontdoor::reports::ReportConfig {
+        enabled: !args.no_reports,
+        period: args.report_period,
+        flush: args.access_log_flush,
+    };
+    if args.report_period < Duration::from_secs(1) || args.access_log_flush.is_zero() {
+        bail!("--report-period must be at least 1s and --access-log-flush above zero");
+    }
     if args.repair_lease < Duration::from_secs(1) {
         bail!("--repair-lease must be at least 1s");
     }
