@@ -109,6 +109,7 @@ async fn setup_is_idempotent_and_concurrent_safe() {
         bucket_names(c).await,
         vec![
             "manta",
+            "manta_access_spool",
             "manta_delete_log",
             "manta_directory_counts",
             "manta_repair",

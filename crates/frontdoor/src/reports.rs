@@ -930,7 +930,9 @@ mod tests {
         assert!(log.push(0, "o", "b"));
         log.put_back(taken);
         assert_eq!(log.take()[&(0, "o".to_owned())], "a\nb\n");
+        assert!(log.push(0, "o", "c"));
         let big = "x".repeat(MAX_HELD);
-        assert!(!log.push(0, "o", &big));
+        assert!(!log.push(0, "o", &big), "past the bound");
+        assert_eq!(log.take()[&(0, "o".to_owned())], "c\n");
     }
 }
