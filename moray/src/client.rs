@@ -460,6 +460,46 @@ impl MorayClient {
         Ok(out)
     }
 
+    /// Every record of `bucket` matching `filter`, in `_id` order, fetched `page` at a time and
+    /// handed to `each`; a bucket that does not exist has none. Records written during the
+    /// scan get new ids beyond the cursor, so they are seen too.
+    ///
+    /// # Errors
+    /// As [`MorayClient::find_objects`], but for `BucketNotFound`.
+    pub async fn scan(
+        &self,
+        bucket: &str,
+        filter: &str,
+        page: u64,
+        mut each: impl FnMut(ObjectRecord),
+    ) -> Result<()> {
+        let mut from = 0i64;
+        loop {
+            let opts = FindOptions {
+                limit: Some(page),
+                sort: vec![crate::types::Sort::asc("_id")],
+                no_count: true,
+                ..FindOptions::default()
+            };
+            let batch = match self
+                .find_objects(bucket, &format!("(&{filter}(_id>={from}))"), opts)
+                .await
+            {
+                Ok(b) => b,
+                Err(crate::Error::BucketNotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let full = batch.len() as u64 >= page;
+            for r in batch {
+                from = r.id + 1;
+                each(r);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
     /// Records matching `filter`, as they arrive (one JSON record per line on the wire).
     ///
     /// # Errors

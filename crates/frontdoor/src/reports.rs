@@ -43,7 +43,7 @@ use manta_types::record::EntryKind;
 use manta_types::{ErrorCode, MantaPath, MetadataRecord};
 use manta_util::http::{PeerAddr, RouteName};
 use moray::MorayClient;
-use moray::types::{FindOptions, PutOptions, Sort};
+use moray::types::PutOptions;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -568,67 +568,33 @@ pub async fn report_due(fd: &Arc<Frontdoor>) -> ApiResult<()> {
             break;
         }
         report_period(fd, next).await?;
-        let progress = json!({ "lastPeriod": next, "at": manta_types::time::now_ms() });
-        system
-            .put_object(
-                manta_types::repair::REPAIR_BUCKET,
-                PROGRESS_KEY,
-                progress,
-                PutOptions::any(),
-            )
-            .await
-            .map_err(|e| from_moray(e, "report progress"))?;
+        save_progress(&system, next).await?;
         next += p;
     }
     if last.is_none() && next == period_of(now, cfg.period) {
         // Remember where reports begin, so that a period missed later is caught up.
-        let progress = json!({ "lastPeriod": next - p, "at": manta_types::time::now_ms() });
-        system
-            .put_object(
-                manta_types::repair::REPAIR_BUCKET,
-                PROGRESS_KEY,
-                progress,
-                PutOptions::any(),
-            )
-            .await
-            .map_err(|e| from_moray(e, "report progress"))?;
+        save_progress(&system, next - p).await?;
     }
     Ok(())
 }
 
-/// Every record of `bucket` on `shard` matching `filter`, a page at a time, in `_id` order.
-async fn scan(
-    shard: &MorayClient,
-    bucket: &str,
-    filter: &str,
-    mut each: impl FnMut(moray::types::ObjectRecord),
-) -> Result<(), moray::Error> {
-    let mut from = 0i64;
-    loop {
-        let opts = FindOptions {
-            limit: Some(1_000),
-            sort: vec![Sort::asc("_id")],
-            no_count: true,
-            ..FindOptions::default()
-        };
-        let page = match shard
-            .find_objects(bucket, &format!("(&{filter}(_id>={from}))"), opts)
-            .await
-        {
-            Ok(p) => p,
-            Err(moray::Error::BucketNotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let full = page.len() >= 1_000;
-        for r in page {
-            from = r.id + 1;
-            each(r);
-        }
-        if !full {
-            return Ok(());
-        }
-    }
+/// Records that the period starting at `last` is reported.
+async fn save_progress(system: &MorayClient, last: u64) -> ApiResult<()> {
+    let progress = json!({ "lastPeriod": last, "at": manta_types::time::now_ms() });
+    system
+        .put_object(
+            manta_types::repair::REPAIR_BUCKET,
+            PROGRESS_KEY,
+            progress,
+            PutOptions::any(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| from_moray(e, "report progress"))
 }
+
+/// Records read per page while reports scan.
+const SCAN_PAGE: u64 = 1_000;
 
 async fn report_period(fd: &Arc<Frontdoor>, start: u64) -> ApiResult<()> {
     let period = fd.cfg.reports.period;
@@ -637,18 +603,20 @@ async fn report_period(fd: &Arc<Frontdoor>, start: u64) -> ApiResult<()> {
     let system = fd.moray.system();
     // Access logs and request usage, from the spool.
     let mut by_owner: HashMap<String, Vec<String>> = HashMap::new();
-    scan(&system, SPOOL_BUCKET, &format!("(period={start})"), |r| {
-        let owner = r.value.get("owner").and_then(Value::as_str);
-        let lines = r.value.get("lines").and_then(Value::as_str);
-        if let (Some(o), Some(l)) = (owner, lines) {
-            by_owner
-                .entry(o.to_owned())
-                .or_default()
-                .extend(l.lines().map(str::to_owned));
-        }
-    })
-    .await
-    .map_err(|e| from_moray(e, "the access log spool"))?;
+    let filter = format!("(period={start})");
+    system
+        .scan(SPOOL_BUCKET, &filter, SCAN_PAGE, |r| {
+            let owner = r.value.get("owner").and_then(Value::as_str);
+            let lines = r.value.get("lines").and_then(Value::as_str);
+            if let (Some(o), Some(l)) = (owner, lines) {
+                by_owner
+                    .entry(o.to_owned())
+                    .or_default()
+                    .extend(l.lines().map(str::to_owned));
+            }
+        })
+        .await
+        .map_err(|e| from_moray(e, "the access log spool"))?;
     let mut accounts = 0;
     for (owner, mut lines) in by_owner {
         let Some(account) = account(fd, &owner).await? else {
@@ -673,19 +641,20 @@ async fn report_period(fd: &Arc<Frontdoor>, start: u64) -> ApiResult<()> {
     for shard in fd.moray.shards() {
         for bucket in manta_types::s3::OBJECT_RECORD_BUCKETS {
             let manta = bucket == "manta";
-            scan(&shard, bucket, "(type=*)", |r| {
-                let Ok(rec) = MetadataRecord::from_value(r.value) else {
-                    return;
-                };
-                let area = if manta {
-                    rec.key.split('/').nth(2).unwrap_or("").to_owned()
-                } else {
-                    "buckets".to_owned()
-                };
-                storage.add(&rec.owner, &area, &rec);
-            })
-            .await
-            .map_err(|e| from_moray(e, bucket))?;
+            shard
+                .scan(bucket, "(type=*)", SCAN_PAGE, |r| {
+                    let Ok(rec) = MetadataRecord::from_value(r.value) else {
+                        return;
+                    };
+                    let area = if manta {
+                        rec.key.split('/').nth(2).unwrap_or("").to_owned()
+                    } else {
+                        "buckets".to_owned()
+                    };
+                    storage.add(&rec.owner, &area, &rec);
+                })
+                .await
+                .map_err(|e| from_moray(e, bucket))?;
         }
     }
     for (owner, areas) in storage.finish() {

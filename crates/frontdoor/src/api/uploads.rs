@@ -44,7 +44,7 @@ use manta_types::uploads::{self as paths, Action, Target};
 use manta_types::{Area, ErrorCode, MantaError, MantaPath, MetadataRecord, ObjectId, SharkRef};
 use md5::Digest as _;
 use moray::filter::Filter;
-use moray::types::{BatchOp, DelOptions, FindOptions, PutOptions, Sort};
+use moray::types::{BatchOp, DelOptions, PutOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -974,27 +974,17 @@ pub async fn sweep(fd: &Frontdoor, max_age: std::time::Duration) -> Result<u64, 
     let cutoff = manta_types::time::now_ms().saturating_sub(max_age.as_millis() as u64);
     let mut removed = 0;
     for shard in fd.moray.shards() {
-        let opts = FindOptions {
-            limit: Some(1_000),
-            sort: vec![Sort::asc("_id")],
-            no_count: true,
-            ..FindOptions::default()
-        };
-        let records = match shard
-            .find_objects(UPLOADS_BUCKET, "(uploadId=*)", opts)
-            .await
-        {
-            Ok(r) => r,
-            Err(moray::Error::BucketNotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
-        for r in records {
-            let Ok(state) = serde_json::from_value::<UploadState>(r.value) else {
-                continue;
-            };
-            if state.creation_time_ms > cutoff {
-                continue;
-            }
+        let mut old = Vec::new();
+        shard
+            .scan(UPLOADS_BUCKET, "(uploadId=*)", 1_000, |r| {
+                if let Ok(state) = serde_json::from_value::<UploadState>(r.value.clone())
+                    && state.creation_time_ms <= cutoff
+                {
+                    old.push((r, state));
+                }
+            })
+            .await?;
+        for (r, state) in old {
             if state.finalizing_type.is_none() {
                 let mut done = state.clone();
                 done.finalizing_type = Some(FINALIZED_ABORT.into());
