@@ -11,8 +11,9 @@
 //! - [`config`]: [`Config`], built once.
 //! - [`state`]: [`Frontdoor`] (the shared clients), [`start`] and [`run`].
 //! - [`api`]: routing, authorisation and the handlers (objects, directories, links, CORS,
-//!   conditional requests, headers, and the read-only view of S3 buckets under
-//!   `/:login/buckets`); jobs routes go to `manta_jobs_api::api::handle`.
+//!   conditional requests, headers, multipart uploads under `/:login/uploads`, and the
+//!   read-only view of S3 buckets under `/:login/buckets`); jobs routes go to
+//!   `manta_jobs_api::api::handle`.
 //! - [`s3`]: the S3 API (its own listener, SigV4/SigV2, buckets, objects, multipart), over the
 //!   same data path and metadata; its metadata access also feeds `/:login/buckets`.
 //! - [`error`]: errors of the front door and how they map to the Manta error codes.
@@ -21,7 +22,10 @@
 //!   and [`data::Place`] / [`data::Uncommitted::record`] build every new entry's record.
 //! - [`picker`]: placement from heartbeats and the operator's node states.
 //! - [`repair`]: the repairer, which restores lost, corrupt and evacuated copies (one front
-//!   door at a time acts, by a lease in Moray).
+//!   door at a time acts, by a lease in Moray); the lease holder also sweeps old multipart
+//!   uploads and writes the reports that are due.
+//! - [`reports`]: access logs (every front door collects its requests' lines) and usage
+//!   reports under `/:login/reports`.
 //! - Storage nodes are reached through the `storage-api` crate's client; [`Frontdoor`]
 //!   holds its connector (settings and connection pool).
 //!
