@@ -406,6 +406,7 @@ impl Sup {
                 account: me,
                 via: manta_auth::Via::Token,
                 methods: None,
+                user: None,
             };
             if let Err(e) = manta_auth::authorize(&caller, &other, &p, &http::Method::GET) {
                 return Ok(Err((

@@ -180,6 +180,7 @@ pub fn authenticate(data: &[u8]) {
         account,
         via,
         methods,
+        user: _,
     }) = req.authenticate()
     else {
         return;
@@ -230,5 +231,29 @@ pub fn authenticate(data: &[u8]) {
                 .expect("a valid token");
             assert_eq!(claims.uuid, account.uuid);
         }
+    }
+}
+
+/// Policy rules (`CAN getobject WHEN sourceip = 10.0.0.0/8`), as an account's policies are
+/// read: what parses renders back to a rule that parses the same, and deciding with it never
+/// panics.
+pub fn policy_rule(data: &[u8]) {
+    let s = crate::text(data);
+    let Ok(rule) = manta_auth::rbac::parse_rule(&s) else {
+        return;
+    };
+    let again = manta_auth::rbac::parse_rule(&rule.render());
+    assert_eq!(
+        again.as_ref(),
+        Ok(&rule),
+        "{s:?} renders as {:?}",
+        rule.render()
+    );
+    let ctx = manta_auth::rbac::Conditions {
+        source_ip: Some(std::net::IpAddr::from([10, 1, 2, 3])),
+        now_ms: crate::NOW_SECS * 1000,
+    };
+    for a in manta_auth::rbac::Action::ALL {
+        let _ = rule.allows(a, &ctx);
     }
 }

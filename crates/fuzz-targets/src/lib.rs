@@ -19,8 +19,8 @@
 //!
 //! # Layout
 //! - [`paths`]: request paths of the Manta API, Manta paths, S3 objects' Manta paths.
-//! - [`auth`]: `Authorization: Signature` and key ids, presigned URL queries, and the whole
-//!   authentication of a request (signatures, presigned URLs, tokens).
+//! - [`auth`]: `Authorization: Signature` and key ids, presigned URL queries, the whole
+//!   authentication of a request (signatures, presigned URLs, tokens), and policy rules.
 //! - [`filters`]: Moray filters, and the SQL the server compiles them to.
 //! - [`jobs`]: the job JSON users submit.
 //! - [`images`]: the OCI image archives phases run in, as an agent unpacks them.
@@ -53,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("s3_xml", s3::s3_xml),
     ("s3_request", s3::s3_request),
     ("tagging_header", s3::tagging_header),
+    ("policy_rule", auth::policy_rule),
     ("oci_image", images::oci_image),
     ("checksum_attribute", storage::checksum_attribute),
 ];

@@ -251,6 +251,7 @@ short_runs!(
     s3_xml,
     s3_request,
     tagging_header,
+    policy_rule,
     checksum_attribute,
 );
 

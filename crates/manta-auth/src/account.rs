@@ -83,6 +83,15 @@ pub struct Account {
     /// What this account may use at most; unset limits are the region's defaults.
     #[serde(default, skip_serializing_if = "Limits::is_unset")]
     pub limits: Limits,
+    /// Sub-users ([`crate::rbac`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<crate::rbac::SubUser>,
+    /// Roles.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<crate::rbac::Role>,
+    /// Policies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::rbac::Policy>,
 }
 
 /// An account's own limits, each overriding the region's default when set
@@ -133,7 +142,15 @@ impl Account {
             blocked: false,
             created: manta_types::time::now_ms(),
             limits: Limits::default(),
+            users: Vec::new(),
+            roles: Vec::new(),
+            policies: Vec::new(),
         }
+    }
+
+    /// The sub-user with this login.
+    pub fn user(&self, login: &str) -> Option<&crate::rbac::SubUser> {
+        self.users.iter().find(|u| u.login == login)
     }
 
     /// The key with this fingerprint (either form).
@@ -219,9 +236,12 @@ pub enum AuthError {
     /// No such account.
     #[error("account {0} does not exist")]
     AccountDoesNotExist(String),
-    /// Sub-users are not supported, or no such sub-user.
+    /// No such sub-user.
     #[error("user {0} does not exist")]
     UserDoesNotExist(String),
+    /// A role the request asks for is not one the sub-user may take.
+    #[error("{0}")]
+    InvalidRole(String),
     /// The account is blocked.
     #[error("account {0} is blocked")]
     AccountBlocked(String),
@@ -256,6 +276,7 @@ impl HasErrorCode for AuthError {
             AuthError::InvalidKeyId(_) => ErrorCode::InvalidKeyId,
             AuthError::AccountDoesNotExist(_) => ErrorCode::AccountDoesNotExist,
             AuthError::UserDoesNotExist(_) => ErrorCode::UserDoesNotExist,
+            AuthError::InvalidRole(_) => ErrorCode::InvalidRole,
             AuthError::AccountBlocked(_) => ErrorCode::AccountBlocked,
             AuthError::KeyDoesNotExist(_) => ErrorCode::KeyDoesNotExist,
             AuthError::InvalidAlgorithm(_) => ErrorCode::InvalidAlgorithm,
@@ -292,6 +313,8 @@ pub enum Caller {
         via: Via,
         /// For presigned URLs: the methods the URL allows.
         methods: Option<Vec<String>>,
+        /// A sub-user of the account acting through its roles; `None` for the account itself.
+        user: Option<Box<crate::rbac::Acting>>,
     },
 }
 
@@ -301,6 +324,23 @@ impl Caller {
         match self {
             Caller::Anonymous => None,
             Caller::Account { account, .. } => Some(account),
+        }
+    }
+
+    /// The sub-user acting, when it is one.
+    pub fn user(&self) -> Option<&crate::rbac::Acting> {
+        match self {
+            Caller::Account { user: Some(u), .. } => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Who is calling, for messages and logs: `login`, `login/user` or `anonymous`.
+    pub fn name(&self) -> String {
+        match (self.account(), self.user()) {
+            (None, _) => "anonymous".into(),
+            (Some(a), None) => a.login.clone(),
+            (Some(a), Some(u)) => format!("{}/{}", a.login, u.login),
         }
     }
 }
@@ -454,20 +494,61 @@ impl Authenticator {
         Ok(Caller::Anonymous)
     }
 
-    async fn account_for(&self, key_id: &str) -> Result<(Account, KeyId), AuthError> {
+    /// The account (and sub-user) a key id names, and the key's record.
+    async fn account_for(
+        &self,
+        key_id: &str,
+    ) -> Result<(Account, Option<crate::rbac::SubUser>, AccountKey, KeyId), AuthError> {
         let kid = KeyId::parse(key_id).ok_or_else(|| AuthError::InvalidKeyId(key_id.to_owned()))?;
         let account = self
             .store
             .by_login(&kid.login)
             .await?
             .ok_or_else(|| AuthError::AccountDoesNotExist(kid.login.clone()))?;
-        if let Some(sub) = &kid.subuser {
-            return Err(AuthError::UserDoesNotExist(format!("{}/{sub}", kid.login)));
-        }
         if account.blocked {
             return Err(AuthError::AccountBlocked(account.login));
         }
-        Ok((account, kid))
+        let (user, key) = match &kid.subuser {
+            Some(sub) => {
+                let u = account
+                    .user(sub)
+                    .cloned()
+                    .ok_or_else(|| AuthError::UserDoesNotExist(format!("{}/{sub}", kid.login)))?;
+                let k = u.key(&kid.fingerprint).cloned();
+                (Some(u), k)
+            }
+            None => (None, account.key(&kid.fingerprint).cloned()),
+        };
+        let key = key.ok_or_else(|| AuthError::KeyDoesNotExist(kid.render()))?;
+        Ok((account, user, key, kid))
+    }
+
+    /// The caller `account` (acting as `user`, with the roles `asked`) is.
+    fn caller(
+        account: Account,
+        user: Option<crate::rbac::SubUser>,
+        asked: Option<&str>,
+        via: Via,
+        methods: Option<Vec<String>>,
+    ) -> Result<Caller, AuthError> {
+        let user = match user {
+            None => None,
+            Some(u) => {
+                let roles = crate::rbac::active_roles(&account, &u, asked)
+                    .map_err(|e| AuthError::InvalidRole(e.message))?;
+                Some(Box::new(crate::rbac::Acting {
+                    login: u.login,
+                    uuid: u.uuid,
+                    roles,
+                }))
+            }
+        };
+        Ok(Caller::Account {
+            account,
+            via,
+            methods,
+            user,
+        })
     }
 
     async fn signature(
@@ -476,10 +557,7 @@ impl Authenticator {
         p: httpsig::SignatureParams,
         now: SystemTime,
     ) -> Result<Caller, AuthError> {
-        let (account, kid) = self.account_for(&p.key_id).await?;
-        let key = account
-            .key(&kid.fingerprint)
-            .ok_or_else(|| AuthError::KeyDoesNotExist(kid.render()))?;
+        let (account, user, key, _) = self.account_for(&p.key_id).await?;
         let pk = SshPublicKey::parse(&key.key)
             .map_err(|e| AuthError::InvalidSignature(e.to_string()))?;
         let alg = Algorithm::parse(&p.algorithm).ok_or_else(|| {
@@ -519,11 +597,7 @@ impl Authenticator {
                 KeyError::AlgorithmMismatch { .. } => AuthError::InvalidAlgorithm(e.to_string()),
                 _ => AuthError::InvalidSignature("the signature does not verify".into()),
             })?;
-        Ok(Caller::Account {
-            account,
-            via: Via::Signature,
-            methods: None,
-        })
+        Self::caller(account, user, req.header("role"), Via::Signature, None)
     }
 
     async fn presigned(
@@ -542,13 +616,10 @@ impl Authenticator {
                 req.method
             )));
         }
-        let (account, kid) = self.account_for(&p.key_id).await.map_err(|e| match e {
+        let (account, user, key, _) = self.account_for(&p.key_id).await.map_err(|e| match e {
             AuthError::Store(s) => AuthError::Store(s),
             other => AuthError::Presign(other.to_string()),
         })?;
-        let key = account
-            .key(&kid.fingerprint)
-            .ok_or_else(|| AuthError::Presign(format!("key {} does not exist", kid.render())))?;
         let pk = SshPublicKey::parse(&key.key).map_err(|e| AuthError::Presign(e.to_string()))?;
         let alg = Algorithm::parse(&p.algorithm).ok_or_else(|| {
             AuthError::Presign(format!("{} is not a supported algorithm", p.algorithm))
@@ -559,11 +630,19 @@ impl Authenticator {
         let line = p.signing_line(req.method, host, req.path);
         pk.verify(alg, line.as_bytes(), &p.signature)
             .map_err(|_| AuthError::Presign("the signature does not verify".into()))?;
-        Ok(Caller::Account {
+        // The signed `role` parameter names the roles a sub-user's URL acts in.
+        let role = p
+            .params
+            .iter()
+            .find(|(k, _)| k == "role")
+            .map(|(_, v)| v.clone());
+        Self::caller(
             account,
-            via: Via::Presigned,
-            methods: Some(methods),
-        })
+            user,
+            role.as_deref(),
+            Via::Presigned,
+            Some(methods),
+        )
     }
 
     async fn token(&self, token: &str, now: SystemTime) -> Result<Caller, AuthError> {
@@ -584,6 +663,7 @@ impl Authenticator {
             account,
             via: Via::Token,
             methods: None,
+            user: None,
         })
     }
 }

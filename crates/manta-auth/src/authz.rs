@@ -6,6 +6,7 @@ use http::Method;
 use manta_types::{Area, ErrorCode, MantaError, MantaPath};
 
 use crate::account::{Account, Caller, Via};
+use crate::rbac::{self, Action, Allowed, Conditions};
 
 /// What the owner of an entry granted everyone, beyond what its area allows: an S3 canned ACL
 /// (`public-read` on an object lets anyone read it; on a bucket, list it).
@@ -104,6 +105,43 @@ pub fn authorize_granted(
     Ok(())
 }
 
+/// What a sub-user's request acts on: the action, and the role tags of the entry that
+/// decides it (the entry itself to read, change or delete it; its parent directory to make
+/// a new entry).
+#[derive(Debug, Clone, Copy)]
+pub struct Resource<'a> {
+    /// The action.
+    pub action: Action,
+    /// The deciding entry's role tags.
+    pub tags: &'a [String],
+}
+
+/// The whole decision for a request whose resource is known: [`authorize_granted`] for
+/// everyone; then, for a sub-user, the roles ([`rbac::decide`]), unless the request reads what
+/// anyone may read. Answers the rule that let a sub-user in (`None` for everyone else).
+///
+/// # Errors
+/// As [`authorize_granted`], then `NoMatchingRoleTag` or `MissingPermission`.
+pub fn authorize_resource(
+    caller: &Caller,
+    owner: &Account,
+    path: &MantaPath,
+    method: &Method,
+    grant: Grant,
+    resource: Resource<'_>,
+    ctx: &Conditions,
+) -> Result<Option<Allowed>, MantaError> {
+    authorize_granted(caller, owner, path, method, grant)?;
+    let read_only = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if read_only && (path.area() == Some(Area::Public) || grant == Grant::PublicRead) {
+        return Ok(None);
+    }
+    match caller.user() {
+        None => Ok(None),
+        Some(u) => rbac::decide(owner, u, resource.action, resource.tags, ctx).map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +151,7 @@ mod tests {
             account: account.clone(),
             via,
             methods: None,
+            user: None,
         }
     }
 
@@ -219,6 +258,7 @@ mod tests {
             account: jill.clone(),
             via: Via::Presigned,
             methods: Some(vec!["GET".into()]),
+            user: None,
         };
         let p = MantaPath::parse("/jill/stor/a").unwrap();
         assert_eq!(code(authorize(&url, &jill, &p, &Method::GET)), None);
@@ -259,5 +299,136 @@ mod tests {
                 "{other}"
             );
         }
+    }
+
+    /// Every caller over every action, on a resource tagged with both roles and on an
+    /// untagged one: the one decision function's table.
+    #[test]
+    fn the_decision_matrix() {
+        use crate::rbac::{Acting, Policy, Role, SubUser};
+        let mut jill = Account::new("jill");
+        jill.users = vec![SubUser::new("bob"), SubUser::new("carl")];
+        let role = |name: &str, default: bool, policy: &str| Role {
+            name: name.into(),
+            members: vec!["bob".into()],
+            default_members: if default { vec!["bob".into()] } else { vec![] },
+            policies: vec![policy.into()],
+        };
+        jill.roles = vec![role("reader", true, "read"), role("writer", false, "write")];
+        jill.policies = vec![
+            Policy {
+                name: "read".into(),
+                rules: vec!["CAN getobject, getdirectory".into()],
+            },
+            Policy {
+                name: "write".into(),
+                rules: vec!["CAN putobject, putdirectory, deleteobject".into()],
+            },
+        ];
+        let eve = Account::new("eve");
+        let acting = |login: &str, asked: Option<&str>| {
+            let u = jill.user(login).unwrap().clone();
+            let roles = rbac::active_roles(&jill, &u, asked).unwrap();
+            Caller::Account {
+                account: jill.clone(),
+                via: Via::Signature,
+                methods: None,
+                user: Some(Box::new(Acting {
+                    login: u.login,
+                    uuid: u.uuid,
+                    roles,
+                })),
+            }
+        };
+        let reads = [Action::GetObject, Action::GetDirectory];
+        let writes = [
+            Action::PutObject,
+            Action::PutDirectory,
+            Action::DeleteObject,
+        ];
+        let callers: Vec<(&str, Caller, Box<dyn Fn(Action) -> bool>)> = vec![
+            ("owner", as_(&jill, Via::Signature), Box::new(|_| true)),
+            (
+                "bob (default roles)",
+                acting("bob", None),
+                Box::new(move |a| reads.contains(&a)),
+            ),
+            (
+                "bob as writer",
+                acting("bob", Some("writer")),
+                Box::new(move |a| writes.contains(&a)),
+            ),
+            (
+                "bob with every role",
+                acting("bob", Some("*")),
+                Box::new(move |a| reads.contains(&a) || writes.contains(&a)),
+            ),
+            ("carl (no role)", acting("carl", None), Box::new(|_| false)),
+        ];
+        let ctx = Conditions {
+            source_ip: None,
+            now_ms: 0,
+        };
+        let p = MantaPath::parse("/jill/stor/x").unwrap();
+        let tagged = vec!["reader".to_owned(), "writer".to_owned()];
+        for action in Action::ALL {
+            let method = match action {
+                Action::GetObject | Action::GetDirectory => Method::GET,
+                Action::DeleteObject | Action::DeleteDirectory => Method::DELETE,
+                _ => Method::PUT,
+            };
+            let decide = |c: &Caller, tags: &[String]| {
+                let r = Resource { action, tags };
+                code(authorize_resource(c, &jill, &p, &method, Grant::None, r, &ctx).map(|_| ()))
+            };
+            for (who, caller, allowed) in &callers {
+                let want = if allowed(action) {
+                    None
+                } else if caller.user().is_some_and(|u| u.roles.is_empty()) {
+                    Some(ErrorCode::NoMatchingRoleTag)
+                } else {
+                    Some(ErrorCode::MissingPermission)
+                };
+                assert_eq!(decide(caller, &tagged), want, "{who} {action:?} tagged");
+                let untagged = if caller.user().is_some() {
+                    Some(ErrorCode::NoMatchingRoleTag)
+                } else {
+                    None
+                };
+                assert_eq!(decide(caller, &[]), untagged, "{who} {action:?} untagged");
+            }
+            assert_eq!(
+                decide(&as_(&eve, Via::Signature), &tagged),
+                Some(ErrorCode::AuthorizationFailed),
+                "other account {action:?}"
+            );
+            assert_eq!(
+                decide(&Caller::Anonymous, &tagged),
+                Some(ErrorCode::AuthorizationRequired),
+                "anonymous {action:?}"
+            );
+        }
+        // Anyone reads /public, sub-users without roles too.
+        let public = MantaPath::parse("/jill/public/x").unwrap();
+        let r = Resource {
+            action: Action::GetObject,
+            tags: &[],
+        };
+        let carl = acting("carl", None);
+        assert_eq!(
+            code(
+                authorize_resource(&carl, &jill, &public, &Method::GET, Grant::None, r, &ctx)
+                    .map(|_| ())
+            ),
+            None
+        );
+        // A role the user is not a member of is refused when asked for.
+        let carl_user = jill.user("carl").unwrap().clone();
+        assert_eq!(
+            rbac::active_roles(&jill, &carl_user, Some("reader"))
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidRole
+        );
     }
 }

@@ -14,6 +14,8 @@
 //! - [`signer`]: private keys from files or ssh-agent; signing.
 //! - [`account`]: accounts, the store trait, tokens, and [`Authenticator`].
 //! - [`authz`]: [`authorize`], what a caller may do to a path.
+//! - [`rbac`]: sub-users, roles, policies and their rule language, and the decision for a
+//!   sub-user's request.
 //!
 //! # Guarantees
 //! - A request is an account's only when a key of that account signed it, within the clock
@@ -35,6 +37,7 @@ pub mod authz;
 pub mod httpsig;
 pub mod keys;
 pub mod presign;
+pub mod rbac;
 pub mod signer;
 
 pub use account::{
