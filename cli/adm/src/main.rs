@@ -148,6 +148,15 @@ enum Cmd {
     /// Manage S3 access keys.
     #[command(subcommand, name = "s3-key")]
     S3Key(S3KeyCmd),
+    /// Manage an account's sub-users (they sign with `keyId=/ACCOUNT/USER/keys/...`).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage an account's roles (what `role-tag` and the `Role` header name).
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Manage an account's policies (rules such as `CAN getobject WHEN sourceip = 10.0.0.0/8`).
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Describe a region across hosts in a config file, and change it.
     #[command(subcommand)]
     Region(RegionCmd),
@@ -351,6 +360,339 @@ enum AccountCmd {
         #[command(flatten)]
         target: MorayTarget,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a sub-user with one or more SSH public keys.
+    Create {
+        /// The account.
+        account: String,
+        /// The user's login.
+        user: String,
+        /// An SSH public key file (repeat for several).
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// List an account's sub-users.
+    List {
+        /// The account.
+        account: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Show one sub-user (JSON), with its roles.
+    Get {
+        /// The account.
+        account: String,
+        /// The user.
+        user: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Add an SSH public key to a sub-user.
+    AddKey {
+        /// The account.
+        account: String,
+        /// The user.
+        user: String,
+        /// The public key file.
+        key: PathBuf,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Delete a sub-user (it leaves every role).
+    Delete {
+        /// The account.
+        account: String,
+        /// The user.
+        user: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+}
+
+/// What a role is made of, as given on the command line.
+#[derive(Debug, clap::Args)]
+struct RoleSpec {
+    /// The account.
+    account: String,
+    /// The role's name.
+    role: String,
+    /// A sub-user who may take the role (repeat for several).
+    #[arg(long = "member")]
+    members: Vec<String>,
+    /// A member whose requests take the role unless they name their roles (repeat).
+    #[arg(long = "default-member")]
+    default_members: Vec<String>,
+    /// A policy of the role (repeat).
+    #[arg(long = "policy")]
+    policies: Vec<String>,
+    #[command(flatten)]
+    target: MorayTarget,
+}
+
+#[derive(Debug, Subcommand)]
+enum RoleCmd {
+    /// Create a role.
+    Create(RoleSpec),
+    /// Replace a role's members, default members and policies.
+    Update(RoleSpec),
+    /// List an account's roles.
+    List {
+        /// The account.
+        account: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Show one role (JSON).
+    Get {
+        /// The account.
+        account: String,
+        /// The role.
+        role: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Delete a role.
+    Delete {
+        /// The account.
+        account: String,
+        /// The role.
+        role: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+}
+
+/// A policy as given on the command line.
+#[derive(Debug, clap::Args)]
+struct PolicySpec {
+    /// The account.
+    account: String,
+    /// The policy's name.
+    policy: String,
+    /// A rule, e.g. `CAN getobject, getdirectory` (repeat for several).
+    #[arg(long = "rule", required = true)]
+    rules: Vec<String>,
+    #[command(flatten)]
+    target: MorayTarget,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Create a policy.
+    Create(PolicySpec),
+    /// Replace a policy's rules.
+    Update(PolicySpec),
+    /// List an account's policies.
+    List {
+        /// The account.
+        account: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Show one policy (JSON).
+    Get {
+        /// The account.
+        account: String,
+        /// The policy.
+        policy: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+    /// Delete a policy no role has.
+    Delete {
+        /// The account.
+        account: String,
+        /// The policy.
+        policy: String,
+        #[command(flatten)]
+        target: MorayTarget,
+    },
+}
+
+/// The sub-user, role and policy commands.
+#[derive(Debug)]
+enum Access {
+    User(UserCmd),
+    Role(RoleCmd),
+    Policy(PolicyCmd),
+}
+
+async fn access(cmd: Access) -> Result<()> {
+    let json = |v: &serde_json::Value| -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    };
+    match cmd {
+        Access::User(UserCmd::Create {
+            account,
+            user,
+            keys,
+            target,
+        }) => {
+            let lines = keys.iter().map(read_key).collect::<Result<Vec<_>>>()?;
+            let u = target
+                .admin()
+                .await?
+                .create_user(&account, &user, &lines)
+                .await?;
+            println!("created user {account}/{} ({})", u.login, u.uuid);
+        }
+        Access::User(UserCmd::List { account, target }) => {
+            let (a, _) = target.admin().await?.get(&account).await?;
+            println!("{:<24} {:<38} KEYS", "LOGIN", "UUID");
+            for u in &a.users {
+                println!("{:<24} {:<38} {}", u.login, u.uuid, u.keys.len());
+            }
+        }
+        Access::User(UserCmd::Get {
+            account,
+            user,
+            target,
+        }) => {
+            let (a, _) = target.admin().await?.get(&account).await?;
+            let u = a
+                .user(&user)
+                .with_context(|| format!("{account} has no user {user}"))?;
+            let roles: Vec<&str> = a
+                .roles
+                .iter()
+                .filter(|r| r.members.contains(&user))
+                .map(|r| r.name.as_str())
+                .collect();
+            let v = serde_json::json!({
+                "login": u.login, "uuid": u.uuid, "roles": roles,
+                "keys": u.keys.iter().map(|k| &k.fingerprint).collect::<Vec<_>>(),
+            });
+            json(&v)?;
+        }
+        Access::User(UserCmd::AddKey {
+            account,
+            user,
+            key,
+            target,
+        }) => {
+            let k = target
+                .admin()
+                .await?
+                .add_user_key(&account, &user, &read_key(&key)?)
+                .await?;
+            println!("added key {} to {account}/{user}", k.fingerprint);
+        }
+        Access::User(UserCmd::Delete {
+            account,
+            user,
+            target,
+        }) => {
+            target.admin().await?.delete_user(&account, &user).await?;
+            println!("deleted user {account}/{user}");
+        }
+        Access::Role(RoleCmd::Create(s)) => put_role(s, true).await?,
+        Access::Role(RoleCmd::Update(s)) => put_role(s, false).await?,
+        Access::Role(RoleCmd::List { account, target }) => {
+            let (a, _) = target.admin().await?.get(&account).await?;
+            println!("{:<24} {:<24} POLICIES", "ROLE", "MEMBERS");
+            for r in &a.roles {
+                println!(
+                    "{:<24} {:<24} {}",
+                    r.name,
+                    r.members.join(","),
+                    r.policies.join(",")
+                );
+            }
+        }
+        Access::Role(RoleCmd::Get {
+            account,
+            role,
+            target,
+        }) => {
+            let (a, _) = target.admin().await?.get(&account).await?;
+            let r = a
+                .roles
+                .iter()
+                .find(|r| r.name == role)
+                .with_context(|| format!("{account} has no role {role}"))?;
+            json(&serde_json::to_value(r)?)?;
+        }
+        Access::Role(RoleCmd::Delete {
+            account,
+            role,
+            target,
+        }) => {
+            target.admin().await?.delete_role(&account, &role).await?;
+            println!("deleted role {role} of {account}");
+        }
+        Access::Policy(PolicyCmd::Create(s)) => put_policy(s, true).await?,
+        Access::Policy(PolicyCmd::Update(s)) => put_policy(s, false).await?,
+        Access::Policy(PolicyCmd::List { account, target }) => {
+            let (a, _) = target.admin().await?.get(&account).await?;
+            for p in &a.policies {
+                println!("{}: {}", p.name, p.rules.join(" | "));
+            }
+        }
+        Access::Policy(PolicyCmd::Get {
+            account,
+            policy,
+            target,
+        }) => {
+            let (a, _) = target.admin().await?.get(&account).await?;
+            let p = a
+                .policies
+                .iter()
+                .find(|p| p.name == policy)
+                .with_context(|| format!("{account} has no policy {policy}"))?;
+            json(&serde_json::to_value(p)?)?;
+        }
+        Access::Policy(PolicyCmd::Delete {
+            account,
+            policy,
+            target,
+        }) => {
+            target
+                .admin()
+                .await?
+                .delete_policy(&account, &policy)
+                .await?;
+            println!("deleted policy {policy} of {account}");
+        }
+    }
+    Ok(())
+}
+
+async fn put_role(s: RoleSpec, create: bool) -> Result<()> {
+    let role = manta_auth::rbac::Role {
+        name: s.role.clone(),
+        members: s.members,
+        default_members: s.default_members,
+        policies: s.policies,
+    };
+    s.target
+        .admin()
+        .await?
+        .put_role(&s.account, role, create)
+        .await?;
+    let did = if create { "created" } else { "updated" };
+    println!("{did} role {} of {}", s.role, s.account);
+    Ok(())
+}
+
+async fn put_policy(s: PolicySpec, create: bool) -> Result<()> {
+    let policy = manta_auth::rbac::Policy {
+        name: s.policy.clone(),
+        rules: s.rules,
+    };
+    s.target
+        .admin()
+        .await?
+        .put_policy(&s.account, policy, create)
+        .await?;
+    let did = if create { "created" } else { "updated" };
+    println!("{did} policy {} of {}", s.policy, s.account);
+    Ok(())
 }
 
 /// A limit as given on the command line: a number, or `None` for the region's default.
@@ -770,6 +1112,21 @@ async fn main() -> Result<()> {
         }
         Cmd::Account(cmd) => {
             if let Err(e) = account(cmd).await {
+                bail!("{e:#}");
+            }
+        }
+        Cmd::User(cmd) => {
+            if let Err(e) = access(Access::User(cmd)).await {
+                bail!("{e:#}");
+            }
+        }
+        Cmd::Role(cmd) => {
+            if let Err(e) = access(Access::Role(cmd)).await {
+                bail!("{e:#}");
+            }
+        }
+        Cmd::Policy(cmd) => {
+            if let Err(e) = access(Access::Policy(cmd)).await {
                 bail!("{e:#}");
             }
         }

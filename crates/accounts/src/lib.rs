@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use manta_auth::rbac::{Policy, Role, SubUser};
 use manta_auth::{Account, AccountKey, AccountStore, Limits, S3Key, StoreError};
 use manta_util::cache::TtlCache;
 use moray::types::{BucketConfig, FindOptions, IndexSpec, IndexType, PutOptions};
@@ -167,6 +168,9 @@ pub enum AdminError {
         /// The key asked for.
         fingerprint: String,
     },
+    /// A sub-user, role or policy change that cannot be made (named in the message).
+    #[error("{0}")]
+    Access(String),
     /// Moray failed.
     #[error("metadata tier: {0}")]
     Moray(#[from] moray::Error),
@@ -348,6 +352,244 @@ impl AccountAdmin {
         })
         .await?;
         Ok(key)
+    }
+
+    /// Creates a sub-user of `login` with the given SSH public keys (OpenSSH lines).
+    ///
+    /// # Errors
+    /// When the account does not exist, the user exists, its name is invalid or a key is not
+    /// a supported SSH key.
+    pub async fn create_user(
+        &self,
+        login: &str,
+        user: &str,
+        keys: &[String],
+    ) -> Result<SubUser, AdminError> {
+        manta_types::path::validate_login(user)
+            .map_err(|e| AdminError::InvalidLogin(e.to_string()))?;
+        let mut u = SubUser::new(user);
+        for k in keys {
+            let key = AccountKey::from_openssh(k, None)
+                .map_err(|e| AdminError::InvalidKey(e.to_string()))?;
+            if !u.keys.iter().any(|x| x.fingerprint == key.fingerprint) {
+                u.keys.push(key);
+            }
+        }
+        let u2 = u.clone();
+        self.update(login, move |a| {
+            if a.user(&u2.login).is_some() {
+                return Err(AdminError::Access(format!(
+                    "{} already has a user {}",
+                    a.login, u2.login
+                )));
+            }
+            a.users.push(u2.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(u)
+    }
+
+    /// Adds an SSH key to a sub-user.
+    ///
+    /// # Errors
+    /// When the account or user does not exist, or the key is invalid or present.
+    pub async fn add_user_key(
+        &self,
+        login: &str,
+        user: &str,
+        key_line: &str,
+    ) -> Result<AccountKey, AdminError> {
+        let key = AccountKey::from_openssh(key_line, None)
+            .map_err(|e| AdminError::InvalidKey(e.to_string()))?;
+        let k2 = key.clone();
+        self.update(login, move |a| {
+            let account = a.login.clone();
+            let u = a
+                .users
+                .iter_mut()
+                .find(|u| u.login == user)
+                .ok_or_else(|| AdminError::Access(format!("{account} has no user {user}")))?;
+            if u.keys.iter().any(|x| x.fingerprint == k2.fingerprint) {
+                return Err(AdminError::DuplicateKey {
+                    login: format!("{account}/{user}"),
+                    fingerprint: k2.fingerprint.clone(),
+                });
+            }
+            u.keys.push(k2.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(key)
+    }
+
+    /// Removes a sub-user (and its role memberships).
+    ///
+    /// # Errors
+    /// When the account or user does not exist.
+    pub async fn delete_user(&self, login: &str, user: &str) -> Result<(), AdminError> {
+        self.update(login, |a| {
+            if a.user(user).is_none() {
+                return Err(AdminError::Access(format!(
+                    "{} has no user {user}",
+                    a.login
+                )));
+            }
+            a.users.retain(|u| u.login != user);
+            for r in &mut a.roles {
+                r.members.retain(|m| m != user);
+                r.default_members.retain(|m| m != user);
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates (`create`) or replaces (otherwise) a role. Its members must be users of the
+    /// account, its default members among its members, its policies the account's.
+    ///
+    /// # Errors
+    /// When any of those does not hold, or the role exists (create) or not (replace).
+    pub async fn put_role(&self, login: &str, role: Role, create: bool) -> Result<(), AdminError> {
+        self.update(login, |a| {
+            let exists = a.roles.iter().any(|r| r.name == role.name);
+            if role.name.is_empty()
+                || role.name.contains([',', '*'])
+                || role.name.trim() != role.name
+            {
+                return Err(AdminError::Access(format!(
+                    "{:?} is not a role name",
+                    role.name
+                )));
+            }
+            match (create, exists) {
+                (true, true) => {
+                    return Err(AdminError::Access(format!(
+                        "{} already has a role {}",
+                        a.login, role.name
+                    )));
+                }
+                (false, false) => {
+                    return Err(AdminError::Access(format!(
+                        "{} has no role {}",
+                        a.login, role.name
+                    )));
+                }
+                _ => {}
+            }
+            if let Some(m) = role.members.iter().find(|m| a.user(m).is_none()) {
+                return Err(AdminError::Access(format!("{} has no user {m}", a.login)));
+            }
+            if let Some(m) = role
+                .default_members
+                .iter()
+                .find(|m| !role.members.contains(m))
+            {
+                return Err(AdminError::Access(format!(
+                    "default member {m} is not a member of {}",
+                    role.name
+                )));
+            }
+            if let Some(p) = role
+                .policies
+                .iter()
+                .find(|p| !a.policies.iter().any(|x| x.name == **p))
+            {
+                return Err(AdminError::Access(format!("{} has no policy {p}", a.login)));
+            }
+            a.roles.retain(|r| r.name != role.name);
+            a.roles.push(role.clone());
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes a role (entries tagged with it keep the tag, which then grants nothing).
+    ///
+    /// # Errors
+    /// When the account or role does not exist.
+    pub async fn delete_role(&self, login: &str, role: &str) -> Result<(), AdminError> {
+        self.update(login, |a| {
+            if !a.roles.iter().any(|r| r.name == role) {
+                return Err(AdminError::Access(format!(
+                    "{} has no role {role}",
+                    a.login
+                )));
+            }
+            a.roles.retain(|r| r.name != role);
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates (`create`) or replaces a policy; every rule must parse.
+    ///
+    /// # Errors
+    /// When a rule does not parse, or the policy exists (create) or not (replace).
+    pub async fn put_policy(
+        &self,
+        login: &str,
+        policy: Policy,
+        create: bool,
+    ) -> Result<(), AdminError> {
+        for r in &policy.rules {
+            manta_auth::rbac::parse_rule(r).map_err(AdminError::Access)?;
+        }
+        self.update(login, |a| {
+            let exists = a.policies.iter().any(|p| p.name == policy.name);
+            if policy.name.is_empty() {
+                return Err(AdminError::Access("a policy needs a name".into()));
+            }
+            match (create, exists) {
+                (true, true) => Err(AdminError::Access(format!(
+                    "{} already has a policy {}",
+                    a.login, policy.name
+                ))),
+                (false, false) => Err(AdminError::Access(format!(
+                    "{} has no policy {}",
+                    a.login, policy.name
+                ))),
+                _ => {
+                    a.policies.retain(|p| p.name != policy.name);
+                    a.policies.push(policy.clone());
+                    Ok(())
+                }
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes a policy no role has.
+    ///
+    /// # Errors
+    /// When the account or policy does not exist, or a role still has it.
+    pub async fn delete_policy(&self, login: &str, policy: &str) -> Result<(), AdminError> {
+        self.update(login, |a| {
+            if !a.policies.iter().any(|p| p.name == policy) {
+                return Err(AdminError::Access(format!(
+                    "{} has no policy {policy}",
+                    a.login
+                )));
+            }
+            if let Some(r) = a
+                .roles
+                .iter()
+                .find(|r| r.policies.iter().any(|p| p == policy))
+            {
+                return Err(AdminError::Access(format!(
+                    "role {} has policy {policy}: take it off the role first",
+                    r.name
+                )));
+            }
+            a.policies.retain(|p| p.name != policy);
+            Ok(())
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Every account, by login.

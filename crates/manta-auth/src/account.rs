@@ -301,6 +301,8 @@ pub enum Via {
 }
 
 /// Who is making a request.
+// One per request, moved rarely: the size of the account in it does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Caller {
     /// No credentials.

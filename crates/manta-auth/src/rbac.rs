@@ -499,12 +499,12 @@ pub fn active_roles(
     user: &SubUser,
     asked: Option<&str>,
 ) -> Result<Vec<String>, MantaError> {
-    let member_of = |r: &&Role| r.members.iter().any(|m| *m == user.login);
+    let member_of = |r: &&Role| r.members.contains(&user.login);
     match asked.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(account
             .roles
             .iter()
-            .filter(|r| r.default_members.iter().any(|m| *m == user.login) && member_of(r))
+            .filter(|r| r.default_members.contains(&user.login) && member_of(r))
             .map(|r| r.name.clone())
             .collect()),
         Some("*") => Ok(account

@@ -64,6 +64,7 @@ fn listing_response(
                 .unwrap_or(HeaderValue::from_static("")),
         );
         cors::add_stored_headers(h, &rec.headers, ctx.header("origin"), ctx.method.as_str());
+        super::roles::add_role_tag(h, rec);
     }
     resp
 }
@@ -219,22 +220,25 @@ pub async fn put_directory(ctx: &Ctx) -> ApiResult<Response> {
         return Ok(no_content());
     }
     let stored = headers::stored_headers(&ctx.headers)?;
+    let tags = super::roles::requested_tags(ctx)?.unwrap_or_default();
     let target = WriteTarget::read(ctx).await?;
     let existing = target.existing.clone();
     ctx.check_conditions(existing.as_ref())?;
     if let Some(e) = &existing
         && e.rec.is_directory()
         && e.rec.headers == stored
+        && e.rec.roles == tags
     {
         return Ok(no_content());
     }
     target.ensure_room(ctx)?;
-    let rec = ctx.place().record(
+    let mut rec = ctx.place().record(
         &ctx.owner.uuid,
         &ctx.owner.uuid,
         stored,
         EntryKind::Directory(DirectoryInfo::default()),
     );
+    rec.roles = tags;
     save(ctx, &rec, target.condition(ctx)).await?;
     let mut resp = no_content();
     resp.headers_mut().insert(

@@ -72,8 +72,26 @@ pub async fn put_link(ctx: &Ctx) -> ApiResult<Response> {
         ));
     }
 
+    if ctx.caller.user().is_some() && src_owner.uuid != ctx.owner.uuid {
+        return Err(err(
+            ErrorCode::AuthorizationFailed,
+            format!(
+                "{} is a sub-user; it may link only its account's objects",
+                ctx.caller.name()
+            ),
+        ));
+    }
+    super::roles::check_link_source(ctx, &src, &source.rec)?;
+    let tags = super::roles::requested_tags(ctx)?;
     let target = WriteTarget::for_put(ctx).await?;
     let mut rec = ctx.place().relink(source.rec.clone(), &ctx.owner.uuid);
+    // A link's tags: those asked for, else the source's when it is the same account's (another
+    // account's role names mean nothing here).
+    rec.roles = match tags {
+        Some(t) => t,
+        None if src_owner.uuid == ctx.owner.uuid => source.rec.roles.clone(),
+        None => Vec::new(),
+    };
     // Headers given with the link request add to (and override) the source's.
     rec.headers.extend(headers::stored_headers(&ctx.headers)?);
     if let manta_types::EntryKind::Object(o) = &mut rec.kind {

@@ -18,6 +18,7 @@ pub mod headers;
 pub mod links;
 pub mod mlogin;
 pub mod objects;
+pub mod roles;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct Ctx {
     pub caller: Caller,
     /// The account whose namespace the path is in.
     pub owner: Account,
+    /// The client's address (what policies' `sourceip` conditions test).
+    pub source_ip: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -233,6 +236,12 @@ async fn dispatch(
     });
     if session {
         *route = "Mlogin";
+        if caller.user().is_some() {
+            return Err(err(
+                ErrorCode::AuthorizationFailed,
+                "sub-users may not start mlogin sessions",
+            ));
+        }
         return mlogin::start(fd, parts, &path, &caller, &owner).await;
     }
     // The share of this front door of the account making the request (the owner's for
@@ -254,6 +263,7 @@ async fn dispatch(
         return jobs(fd, parts, body, &path, &caller, owner).await;
     }
     let ctx = Ctx {
+        source_ip: parts.extensions.get::<PeerAddr>().map(|p| p.0.ip()),
         fd: fd.clone(),
         method: parts.method,
         path,
@@ -262,6 +272,8 @@ async fn dispatch(
         caller,
         owner,
     };
+    // A sub-user acts through its roles, decided on the entry the request acts on.
+    roles::check(&ctx).await?;
     // S3 buckets (`/:login/buckets/...`): every method, OPTIONS included, is theirs to answer.
     if let Some(target) = bucket {
         return buckets::handle(&ctx, target, route).await;
@@ -369,8 +381,10 @@ async fn jobs(
     owner: Account,
 ) -> ApiResult<Response> {
     // authorize() already refused everyone but the owner's own callers; of those, only the
-    // account itself may use its jobs API.
-    if caller.account().map(|a| a.uuid.as_str()) != Some(owner.uuid.as_str()) {
+    // account itself may use its jobs API (not its sub-users).
+    if caller.account().map(|a| a.uuid.as_str()) != Some(owner.uuid.as_str())
+        || caller.user().is_some()
+    {
         return Err(err(
             ErrorCode::AuthorizationRequired,
             "Authorization is required",

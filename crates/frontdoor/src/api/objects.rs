@@ -260,6 +260,7 @@ pub async fn put_object_at(ctx: &Ctx, body: Body, placement: Placement) -> ApiRe
         .header("content-type")
         .unwrap_or("application/octet-stream")
         .to_owned();
+    let tags = super::roles::requested_tags(ctx)?;
 
     let target = ctx
         .fd
@@ -282,7 +283,8 @@ pub async fn put_object_at(ctx: &Ctx, body: Body, placement: Placement) -> ApiRe
         content_type,
         headers: stored_headers,
     };
-    let rec = upload.record(ctx.place(), meta);
+    let mut rec = upload.record(ctx.place(), meta);
+    rec.roles = tags.unwrap_or_default();
     upload
         .commit(save(ctx, &rec, target.condition(ctx)))
         .await?;
@@ -322,6 +324,7 @@ pub fn object_headers(ctx: &Ctx, rec: &MetadataRecord, o: &ObjectInfo, out: &mut
         out.insert("x-manta-content-sha256", hv(sha));
     }
     cors::add_stored_headers(out, &rec.headers, ctx.header("origin"), ctx.method.as_str());
+    super::roles::add_role_tag(out, rec);
 }
 
 /// Whether a read refuses an object whose content type the request's `Accept` does not admit.
@@ -476,6 +479,10 @@ pub async fn put_metadata(ctx: &Ctx) -> ApiResult<Response> {
     ctx.check_conditions(Some(&entry))?;
     let mut rec = entry.rec.clone();
     rec.headers = headers::stored_headers(&ctx.headers)?;
+    // Role tags change only when the request names them (`mchmod`).
+    if let Some(tags) = super::roles::requested_tags(ctx)? {
+        rec.roles = tags;
+    }
     rec.mtime = manta_types::time::now_ms();
     rec.request_id = manta_util::http::current_request_id();
     if let EntryKind::Object(o) = &mut rec.kind {

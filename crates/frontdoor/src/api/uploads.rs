@@ -376,6 +376,7 @@ fn object_ctx(ctx: &Ctx, object_path: MantaPath) -> Ctx {
         headers: HeaderMap::new(),
         caller: ctx.caller.clone(),
         owner: ctx.owner.clone(),
+        source_ip: ctx.source_ip,
     }
 }
 
