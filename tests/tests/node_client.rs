@@ -391,3 +391,225 @@ async fn old_uploads_are_swept_with_their_parts() {
     }
     assert!(!cli.ok("mmpu", &["list"]).contains(&id));
 }
+
+/// Runs `manta-adm` against `region`; it must succeed.
+fn adm(region: &TestRegion, args: &[&str]) {
+    let out = region.manta_adm().unwrap().args(args).output().unwrap();
+    testkit::process::assert_success(&format!("manta-adm {args:?}"), out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_user_acts_only_through_its_roles_and_the_role_tags() {
+    let region = TestRegion::start().await.unwrap();
+    let owner = Cli {
+        region: &region,
+        bin: client_dir().join("bin"),
+        work: tempfile::tempdir().unwrap(),
+    };
+    let login = region.account.login.clone();
+    // A sub-user, bob, with a key of his own.
+    let home = owner.work.path().join("bob-home");
+    let ssh = home.join(".ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let key = ssh.join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "bob", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let fp = Command::new("ssh-keygen")
+        .args(["-E", "md5", "-l", "-f"])
+        .arg(key.with_extension("pub"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.strip_prefix("MD5:"))
+        .unwrap()
+        .to_owned();
+    let pubkey = key.with_extension("pub");
+    adm(
+        &region,
+        &[
+            "user",
+            "create",
+            &login,
+            "bob",
+            "--key",
+            pubkey.to_str().unwrap(),
+        ],
+    );
+    adm(
+        &region,
+        &[
+            "policy",
+            "create",
+            &login,
+            "read",
+            "--rule",
+            "CAN getobject, getdirectory",
+        ],
+    );
+    adm(
+        &region,
+        &[
+            "policy",
+            "create",
+            &login,
+            "write",
+            "--rule",
+            "CAN putobject",
+        ],
+    );
+    adm(
+        &region,
+        &[
+            "role",
+            "create",
+            &login,
+            "reader",
+            "--member",
+            "bob",
+            "--default-member",
+            "bob",
+            "--policy",
+            "read",
+        ],
+    );
+    adm(
+        &region,
+        &[
+            "role", "create", &login, "writer", "--member", "bob", "--policy", "write",
+        ],
+    );
+    let bob = |args: &[&str]| {
+        let mut c = Command::new("node");
+        c.arg(owner.bin.join(args[0]))
+            .args(&args[1..])
+            .current_dir(owner.work.path())
+            .stdin(std::process::Stdio::null());
+        for (k, v) in region.cli_env(&region.account) {
+            if !v.is_empty() {
+                c.env(k, v);
+            }
+        }
+        c.env_remove("SSH_AUTH_SOCK")
+            .env("HOME", &home)
+            .env("MANTA_SUBUSER", "bob")
+            .env("MANTA_KEY_ID", &fp);
+        c.output().unwrap()
+    };
+    let denied = |out: Output, what: &str| {
+        assert!(!out.status.success(), "bob could {what}");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains("NoMatchingRoleTag")
+                || err.contains("MissingPermission")
+                || err.contains("Forbidden")
+                || err.contains("role")
+                || err.contains("may not"),
+            "{what}: {err}"
+        );
+    };
+    let allowed = |out: Output, what: &str| testkit::process::assert_success(what, out).stdout;
+
+    owner.ok("mmkdir", &["~~/stor/shared"]);
+    let file = owner.work.path().join("doc.txt");
+    std::fs::write(&file, "for readers\n").unwrap();
+    owner.ok(
+        "mput",
+        &["-f", file.to_str().unwrap(), "~~/stor/shared/doc.txt"],
+    );
+
+    // Untagged: bob reaches nothing, though his default role may read.
+    denied(
+        bob(&["mget", "~~/stor/shared/doc.txt"]),
+        "read an untagged object",
+    );
+    denied(
+        bob(&["mls", "~~/stor/shared"]),
+        "list an untagged directory",
+    );
+
+    // Tagged for readers: bob reads it, and lists the directory once it is tagged too.
+    owner.ok("mchmod", &["--", "+reader", "~~/stor/shared/doc.txt"]);
+    let info = owner.ok("minfo", &["~~/stor/shared/doc.txt"]);
+    assert!(
+        info.to_ascii_lowercase().contains("role-tag: reader"),
+        "{info}"
+    );
+    let got = allowed(
+        bob(&["mget", "~~/stor/shared/doc.txt"]),
+        "bob reads a reader object",
+    );
+    assert_eq!(String::from_utf8_lossy(&got), "for readers\n");
+    owner.ok("mchmod", &["--", "+reader", "~~/stor/shared"]);
+    let ls = allowed(bob(&["mls", "~~/stor/shared"]), "bob lists");
+    assert_eq!(String::from_utf8_lossy(&ls).trim(), "doc.txt");
+
+    // Writing needs the writer role, taken with --role, and a directory tagged for writers.
+    let mine = owner.work.path().join("mine.txt");
+    std::fs::write(&mine, "bob's\n").unwrap();
+    let mine = mine.to_str().unwrap();
+    denied(
+        bob(&["mput", "-f", mine, "~~/stor/shared/mine.txt"]),
+        "write as a reader",
+    );
+    denied(
+        bob(&[
+            "mput",
+            "--role",
+            "writer",
+            "-f",
+            mine,
+            "~~/stor/shared/mine.txt",
+        ]),
+        "write into a directory not tagged for writers",
+    );
+    owner.ok("mchmod", &["--", "+writer", "~~/stor/shared"]);
+    allowed(
+        bob(&[
+            "mput",
+            "--role",
+            "writer",
+            "-f",
+            mine,
+            "~~/stor/shared/mine.txt",
+        ]),
+        "bob writes as a writer",
+    );
+    assert_eq!(owner.ok("mget", &["~~/stor/shared/mine.txt"]), "bob's\n");
+    // A role bob is not a member of cannot be taken.
+    let out = bob(&["mls", "--role", "admin", "~~/stor/shared"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InvalidRole")
+            || String::from_utf8_lossy(&out.stderr).contains("not a role")
+    );
+
+    // Removing the tag denies the read again; the owner is never held by tags.
+    owner.ok("mchmod", &["--", "-reader", "~~/stor/shared/doc.txt"]);
+    denied(
+        bob(&["mget", "~~/stor/shared/doc.txt"]),
+        "read after the tag was removed",
+    );
+    assert_eq!(
+        owner.ok("mget", &["~~/stor/shared/doc.txt"]),
+        "for readers\n"
+    );
+    // A tag naming no role of the account is refused.
+    let err = owner.fails("mchmod", &["--", "+nosuch", "~~/stor/shared/doc.txt"]);
+    assert!(
+        err.contains("InvalidRoleTag") || err.contains("not a role"),
+        "{err}"
+    );
+    // The front door logged each decision with the rule that allowed it.
+    let log = region.frontdoor_log();
+    assert!(
+        log.contains("rule=CAN putobject") || log.contains("rule=\"CAN putobject\""),
+        "no allowing rule logged"
+    );
+    assert!(log.contains("denied"), "no denial logged");
+}
