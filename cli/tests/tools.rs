@@ -574,6 +574,61 @@ async fn mln_mchattr_mrm_and_mrmdir() {
         e.stderr
     );
 
+    // mchmod adds and removes role tags, keeping the stored headers; a role the account does
+    // not have is refused; msign refuses role tags it could not honour.
+    let login = cli.region.account.login.clone();
+    for args in [
+        vec![
+            "policy",
+            "create",
+            &login,
+            "read",
+            "--rule",
+            "CAN getobject",
+        ],
+        vec!["role", "create", &login, "reader", "--policy", "read"],
+    ] {
+        let out = cli
+            .region
+            .manta_adm()
+            .unwrap()
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    cli.run("mchmod", &["--", "+reader", "~~/stor/a/piped.bin"])
+        .await
+        .ok();
+    let j: serde_json::Value =
+        serde_json::from_str(cli.run("minfo", &["-j", "~~/stor/a/piped.bin"]).await.ok()).unwrap();
+    assert_eq!(j["role-tag"], "reader", "{j}");
+    assert_eq!(j["m-flavor"], "mint", "{j}");
+    cli.run("mchmod", &["--", "-reader", "~~/stor/a/piped.bin"])
+        .await
+        .ok();
+    let j: serde_json::Value =
+        serde_json::from_str(cli.run("minfo", &["-j", "~~/stor/a/piped.bin"]).await.ok()).unwrap();
+    assert!(j.get("role-tag").is_none(), "{j}");
+    let e = cli
+        .run("mchmod", &["--", "+nosuch", "~~/stor/a/piped.bin"])
+        .await;
+    assert!(e.fails().contains("InvalidRoleTag"), "{}", e.stderr);
+    let e = cli.run("mchmod", &["reader", "~~/stor/a/piped.bin"]).await;
+    assert!(e.fails().contains("[+-=]role"), "{}", e.stderr);
+    let e = cli
+        .run("msign", &["--role-tag", "reader", "~~/stor/a/piped.bin"])
+        .await;
+    assert!(
+        e.fails().contains("--role-tag is not supported"),
+        "{}",
+        e.stderr
+    );
+
     // mrm / mrmdir refuse the wrong kind of entry; mrm -r removes a tree.
     let e = cli.run("mrm", &["~~/stor/a/b"]).await;
     assert_eq!(e.fails(), format!("mrm: /{u}/stor/a/b is not an object\n"));

@@ -54,6 +54,7 @@ pub const TOOLS: &[(&str, &str)] = &[
         "mchattr",
         "change an object's or directory's stored headers",
     ),
+    ("mchmod", "change the role tags of objects or directories"),
     (
         "mfind",
         "walk a directory tree, printing entries that match",
@@ -143,6 +144,7 @@ fn dispatch(tool: &str, args: Vec<String>) -> ExitCode {
         "mrm" => simple::mrm(args),
         "mln" => simple::mln(args),
         "mchattr" => simple::mchattr(args),
+        "mchmod" => simple::mchmod(args),
         "msync" => sync::main(args),
         "mjob" => crate::mjob::main(args),
         "mlogin" => login::main(args),

@@ -35,7 +35,8 @@ struct Args {
     /// HTTP method the URL allows (repeat for several; default GET).
     #[arg(short = 'm', long = "method", value_name = "METHOD")]
     method: Vec<String>,
-    /// Accepted for compatibility; presigned URLs carry no role tags.
+    /// Not supported: refused (presigned URLs carry no role tags; tag the object with
+    /// `mchmod` once it is uploaded).
     #[arg(long = "role-tag", value_name = "TAG,TAG...")]
     role_tag: Vec<String>,
     /// Objects to sign URLs for.
@@ -71,6 +72,17 @@ pub fn parse_relative(s: &str) -> Option<u64> {
 }
 
 async fn msign(a: Args) -> Result<ExitCode> {
+    if !a.role_tag.is_empty() {
+        bail!(
+            "--role-tag is not supported: presigned URLs carry no role tags (tag the object \
+             with mchmod once it is uploaded)"
+        );
+    }
+    if !a.conn.role.is_empty() {
+        bail!(
+            "--role is not supported by msign: a URL made by a sub-user acts in its default roles"
+        );
+    }
     let mut methods = Vec::new();
     for m in if a.method.is_empty() {
         vec!["GET".to_owned()]

@@ -199,3 +199,121 @@ pub fn mchattr(args: Vec<String>) -> ExitCode {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// Change the role tags of Manta objects or directories.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mchmod",
+    version,
+    override_usage = "mchmod [OPTIONS] -- [+-=]ROLE,... PATH..."
+)]
+struct ChmodArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// `+a,b` adds the roles, `-a,b` removes them, `=a,b` sets exactly them (`=` alone: none).
+    #[arg(value_name = "[+-=]ROLE,...", allow_hyphen_values = true)]
+    mode: String,
+    /// Objects or directories.
+    #[arg(value_name = "PATH", required = true)]
+    paths: Vec<String>,
+}
+
+/// How `mchmod` changes a set of tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChmodMode {
+    /// Add these.
+    Add(Vec<String>),
+    /// Remove these.
+    Remove(Vec<String>),
+    /// Exactly these.
+    Set(Vec<String>),
+}
+
+impl ChmodMode {
+    /// Parses `+a,b`, `-a`, `=a,b` or `=`.
+    ///
+    /// # Errors
+    /// When the mode does not start with `+`, `-` or `=`, or `+`/`-` names no role.
+    pub fn parse(s: &str) -> Result<ChmodMode> {
+        let mut chars = s.chars();
+        let op = chars.next();
+        let roles: Vec<String> = chars
+            .as_str()
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match op {
+            Some('+') if !roles.is_empty() => Ok(ChmodMode::Add(roles)),
+            Some('-') if !roles.is_empty() => Ok(ChmodMode::Remove(roles)),
+            Some('=') => Ok(ChmodMode::Set(roles)),
+            _ => anyhow::bail!("role list must be [+-=]role,... (got {s:?})"),
+        }
+    }
+
+    /// The tags `current` becomes.
+    pub fn apply(&self, current: &str) -> Vec<String> {
+        let mut tags: Vec<String> = current
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+            .collect();
+        match self {
+            ChmodMode::Add(r) => {
+                for x in r {
+                    if !tags.contains(x) {
+                        tags.push(x.clone());
+                    }
+                }
+            }
+            ChmodMode::Remove(r) => tags.retain(|t| !r.contains(t)),
+            ChmodMode::Set(r) => tags.clone_from(r),
+        }
+        tags
+    }
+}
+
+/// `mchmod`.
+pub fn mchmod(args: Vec<String>) -> ExitCode {
+    parse_and_run("mchmod", args, |a: ChmodArgs| async move {
+        let mode = ChmodMode::parse(&a.mode)?;
+        let paths = a.conn.resolve_all(&a.paths)?;
+        let client = a.conn.client().await?;
+        for p in &paths {
+            let current = client
+                .info(p)
+                .await?
+                .header("role-tag")
+                .unwrap_or_default()
+                .to_owned();
+            let tags = mode.apply(&current);
+            client
+                .chattr(p, &[("role-tag".to_owned(), tags.join(","))])
+                .await?;
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod chmod_tests {
+    use super::*;
+
+    #[test]
+    fn modes_add_remove_and_set_roles() {
+        let add = ChmodMode::parse("+reader,writer").unwrap();
+        assert_eq!(add.apply("reader"), ["reader", "writer"]);
+        let rm = ChmodMode::parse("-reader").unwrap();
+        assert_eq!(rm.apply("reader, writer"), ["writer"]);
+        assert_eq!(
+            ChmodMode::parse("=").unwrap().apply("a,b"),
+            Vec::<String>::new()
+        );
+        assert_eq!(ChmodMode::parse("=b").unwrap().apply("a"), ["b"]);
+        for bad in ["", "reader", "+", "-", "*a"] {
+            assert!(ChmodMode::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

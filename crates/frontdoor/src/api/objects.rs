@@ -478,10 +478,16 @@ pub async fn put_metadata(ctx: &Ctx) -> ApiResult<Response> {
     };
     ctx.check_conditions(Some(&entry))?;
     let mut rec = entry.rec.clone();
-    rec.headers = headers::stored_headers(&ctx.headers)?;
-    // Role tags change only when the request names them (`mchmod`).
-    if let Some(tags) = super::roles::requested_tags(ctx)? {
-        rec.roles = tags;
+    let stored = headers::stored_headers(&ctx.headers)?;
+    // Role tags change only when the request names them; a request that names only them
+    // (`mchmod`) keeps the other stored headers.
+    match super::roles::requested_tags(ctx)? {
+        Some(tags) if stored.is_empty() => rec.roles = tags,
+        Some(tags) => {
+            rec.roles = tags;
+            rec.headers = stored;
+        }
+        None => rec.headers = stored,
     }
     rec.mtime = manta_types::time::now_ms();
     rec.request_id = manta_util::http::current_request_id();
