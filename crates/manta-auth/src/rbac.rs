@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use manta_types::{ErrorCode, MantaError};
 use serde::{Deserialize, Serialize};
 
-use crate::account::{Account, AccountKey, S3Key};
+use crate::account::{Account, AccountKey};
 
 /// A sub-user of an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,9 +34,6 @@ pub struct SubUser {
     /// Its SSH keys.
     #[serde(default)]
     pub keys: Vec<AccountKey>,
-    /// Its S3 access keys.
-    #[serde(default)]
-    pub s3_keys: Vec<S3Key>,
     /// Creation time, epoch ms.
     #[serde(default)]
     pub created: u64,
@@ -49,7 +46,6 @@ impl SubUser {
             uuid: uuid::Uuid::new_v4().to_string(),
             login: login.to_owned(),
             keys: Vec::new(),
-            s3_keys: Vec::new(),
             created: manta_types::time::now_ms(),
         }
     }
