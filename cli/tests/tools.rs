@@ -601,6 +601,19 @@ async fn mln_mchattr_mrm_and_mrmdir() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let bad = cli
+        .region
+        .manta_adm()
+        .unwrap()
+        .args(["policy", "create", &login, "fly", "--rule", "CAN fly"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("\"fly\" is not an action"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     cli.run("mchmod", &["--", "+reader", "~~/stor/a/piped.bin"])
         .await
         .ok();

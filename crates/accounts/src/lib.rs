@@ -51,6 +51,26 @@ fn from_value(v: Value) -> Result<Account, StoreError> {
     serde_json::from_value(v).map_err(|e| StoreError(format!("malformed account record: {e}")))
 }
 
+/// Checks that a role or policy (`kind`) named `name` of `account` is absent before it is
+/// created, or present before it is replaced or deleted (`want_present`).
+fn presence(
+    account: &str,
+    kind: &str,
+    name: &str,
+    present: bool,
+    want_present: bool,
+) -> Result<(), AdminError> {
+    match (present, want_present) {
+        (true, false) => Err(AdminError::Access(format!(
+            "{account} already has a {kind} {name}"
+        ))),
+        (false, true) => Err(AdminError::Access(format!(
+            "{account} has no {kind} {name}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The account store over Moray, with a short read cache.
 #[derive(Debug)]
 pub struct MorayAccounts {
@@ -463,21 +483,7 @@ impl AccountAdmin {
                     role.name
                 )));
             }
-            match (create, exists) {
-                (true, true) => {
-                    return Err(AdminError::Access(format!(
-                        "{} already has a role {}",
-                        a.login, role.name
-                    )));
-                }
-                (false, false) => {
-                    return Err(AdminError::Access(format!(
-                        "{} has no role {}",
-                        a.login, role.name
-                    )));
-                }
-                _ => {}
-            }
+            presence(&a.login, "role", &role.name, exists, !create)?;
             if let Some(m) = role.members.iter().find(|m| a.user(m).is_none()) {
                 return Err(AdminError::Access(format!("{} has no user {m}", a.login)));
             }
@@ -512,12 +518,8 @@ impl AccountAdmin {
     /// When the account or role does not exist.
     pub async fn delete_role(&self, login: &str, role: &str) -> Result<(), AdminError> {
         self.update(login, |a| {
-            if !a.roles.iter().any(|r| r.name == role) {
-                return Err(AdminError::Access(format!(
-                    "{} has no role {role}",
-                    a.login
-                )));
-            }
+            let present = a.roles.iter().any(|r| r.name == role);
+            presence(&a.login, "role", role, present, true)?;
             a.roles.retain(|r| r.name != role);
             Ok(())
         })
@@ -543,21 +545,10 @@ impl AccountAdmin {
             if policy.name.is_empty() {
                 return Err(AdminError::Access("a policy needs a name".into()));
             }
-            match (create, exists) {
-                (true, true) => Err(AdminError::Access(format!(
-                    "{} already has a policy {}",
-                    a.login, policy.name
-                ))),
-                (false, false) => Err(AdminError::Access(format!(
-                    "{} has no policy {}",
-                    a.login, policy.name
-                ))),
-                _ => {
-                    a.policies.retain(|p| p.name != policy.name);
-                    a.policies.push(policy.clone());
-                    Ok(())
-                }
-            }
+            presence(&a.login, "policy", &policy.name, exists, !create)?;
+            a.policies.retain(|p| p.name != policy.name);
+            a.policies.push(policy.clone());
+            Ok(())
         })
         .await
         .map(|_| ())
@@ -569,12 +560,8 @@ impl AccountAdmin {
     /// When the account or policy does not exist, or a role still has it.
     pub async fn delete_policy(&self, login: &str, policy: &str) -> Result<(), AdminError> {
         self.update(login, |a| {
-            if !a.policies.iter().any(|p| p.name == policy) {
-                return Err(AdminError::Access(format!(
-                    "{} has no policy {policy}",
-                    a.login
-                )));
-            }
+            let present = a.policies.iter().any(|p| p.name == policy);
+            presence(&a.login, "policy", policy, present, true)?;
             if let Some(r) = a
                 .roles
                 .iter()
