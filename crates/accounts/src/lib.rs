@@ -51,6 +51,19 @@ fn from_value(v: Value) -> Result<Account, StoreError> {
     serde_json::from_value(v).map_err(|e| StoreError(format!("malformed account record: {e}")))
 }
 
+/// SSH public keys (OpenSSH lines) as key records, each fingerprint once.
+fn parse_keys(lines: &[String]) -> Result<Vec<AccountKey>, AdminError> {
+    let mut keys: Vec<AccountKey> = Vec::new();
+    for k in lines {
+        let key =
+            AccountKey::from_openssh(k, None).map_err(|e| AdminError::InvalidKey(e.to_string()))?;
+        if !keys.iter().any(|x| x.fingerprint == key.fingerprint) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
 /// Checks that a role or policy (`kind`) named `name` of `account` is absent before it is
 /// created, or present before it is replaced or deleted (`want_present`).
 fn presence(
@@ -238,13 +251,7 @@ impl AccountAdmin {
         manta_types::path::validate_login(login)
             .map_err(|e| AdminError::InvalidLogin(e.to_string()))?;
         let mut a = Account::new(login);
-        for k in keys {
-            let key = AccountKey::from_openssh(k, None)
-                .map_err(|e| AdminError::InvalidKey(e.to_string()))?;
-            if !a.keys.iter().any(|x| x.fingerprint == key.fingerprint) {
-                a.keys.push(key);
-            }
-        }
+        a.keys = parse_keys(keys)?;
         match self
             .moray
             .put_object(BUCKET, &a.uuid, to_value(&a), PutOptions::must_not_exist())
@@ -388,13 +395,7 @@ impl AccountAdmin {
         manta_types::path::validate_login(user)
             .map_err(|e| AdminError::InvalidLogin(e.to_string()))?;
         let mut u = SubUser::new(user);
-        for k in keys {
-            let key = AccountKey::from_openssh(k, None)
-                .map_err(|e| AdminError::InvalidKey(e.to_string()))?;
-            if !u.keys.iter().any(|x| x.fingerprint == key.fingerprint) {
-                u.keys.push(key);
-            }
-        }
+        u.keys = parse_keys(keys)?;
         let u2 = u.clone();
         self.update(login, move |a| {
             if a.user(&u2.login).is_some() {

@@ -754,6 +754,18 @@ pub struct Place {
 }
 
 impl Place {
+    /// The place of `path` in `owner`'s namespace.
+    pub fn of(path: &manta_types::MantaPath, owner: &str) -> Place {
+        let key = path.storage_key(owner);
+        Place {
+            dirname: manta_types::path::dirname(&key).to_owned(),
+            name: path.name().to_owned(),
+            key,
+        }
+    }
+}
+
+impl Place {
     /// A new record of `kind` at this place, owned by `owner`, whose bytes (if any) belong to
     /// `creator`, stamped with the time now and the current request's id. Every record of a
     /// new entry the front door writes is built here.

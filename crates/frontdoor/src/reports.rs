@@ -695,7 +695,7 @@ async fn publish(
     let rec = put_object(fd, account, &path, body).await?;
     let latest = MantaPath::parse(&format!("/{}/reports/{category}/latest", account.login))
         .map_err(|e| err(ErrorCode::InternalError, e.to_string()))?;
-    let mut link = place_of(&latest, &account.uuid).relink(rec.clone(), &account.uuid);
+    let mut link = Place::of(&latest, &account.uuid).relink(rec.clone(), &account.uuid);
     if let EntryKind::Object(o) = &mut link.kind {
         o.created_from = Some(rec.key.clone());
     }
@@ -704,15 +704,6 @@ async fn publish(
         .await
         .map_err(|e| from_moray(e, &latest.to_string()))?;
     Ok(())
-}
-
-fn place_of(path: &MantaPath, owner: &str) -> Place {
-    let key = path.storage_key(owner);
-    Place {
-        dirname: manta_types::path::dirname(&key).to_owned(),
-        name: path.name().to_owned(),
-        key,
-    }
 }
 
 /// Makes every directory above `path` below its area root that is missing.
@@ -774,7 +765,7 @@ async fn put_object(
         content_type: "application/x-json-stream".into(),
         headers: BTreeMap::new(),
     };
-    let rec = upload.record(place_of(path, &account.uuid), meta);
+    let rec = upload.record(Place::of(path, &account.uuid), meta);
     upload
         .commit(async {
             fd.moray

@@ -89,12 +89,7 @@ impl Ctx {
 
     /// Where the record of the path is written.
     pub fn place(&self) -> crate::data::Place {
-        let key = self.key();
-        crate::data::Place {
-            dirname: manta_types::path::dirname(&key).to_owned(),
-            name: self.path.name().to_owned(),
-            key,
-        }
+        crate::data::Place::of(&self.path, &self.owner.uuid)
     }
 
     /// A query parameter.
