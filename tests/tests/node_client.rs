@@ -599,7 +599,32 @@ async fn a_sub_user_acts_only_through_its_roles_and_the_role_tags() {
         owner.ok("mget", &["~~/stor/shared/doc.txt"]),
         "for readers\n"
     );
+    // The area root's tags live on the account: tagged for writers, bob writes at its top.
+    denied(
+        bob(&["mput", "--role", "writer", "-f", mine, "~~/stor/top.txt"]),
+        "write at the top of an untagged stor",
+    );
+    owner.ok("mchmod", &["--", "+writer", "~~/stor"]);
+    let info = owner.ok("minfo", &["~~/stor"]);
+    assert!(
+        info.to_ascii_lowercase().contains("role-tag: writer"),
+        "{info}"
+    );
+    allowed(
+        bob(&["mput", "--role", "writer", "-f", mine, "~~/stor/top.txt"]),
+        "bob writes at the top of stor tagged for writers",
+    );
+    owner.ok("mchmod", &["--", "-writer", "~~/stor"]);
+    denied(
+        bob(&["mput", "--role", "writer", "-f", mine, "~~/stor/top2.txt"]),
+        "write at the top of stor once its tag is removed",
+    );
     // A tag naming no role of the account is refused.
+    let err = owner.fails("mchmod", &["--", "+nosuch", "~~/stor"]);
+    assert!(
+        err.contains("InvalidRoleTag") || err.contains("not a role"),
+        "{err}"
+    );
     let err = owner.fails("mchmod", &["--", "+nosuch", "~~/stor/shared/doc.txt"]);
     assert!(
         err.contains("InvalidRoleTag") || err.contains("not a role"),

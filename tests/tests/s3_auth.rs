@@ -612,3 +612,359 @@ async fn canned_acls_open_what_their_owner_made_public_and_nothing_else() {
         .await;
     assert_eq!(code_of(granted), ("NotImplemented".into(), 501));
 }
+
+/// What an SDK call came to: `ok`, `denied` (403), or the code and status of another failure.
+fn outcome<T, E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    r: Result<T, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> String {
+    use aws_sdk_s3::error::ProvideErrorMetadata as _;
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => match e.raw_response().map(|r| r.status().as_u16()) {
+            Some(403) => "denied".into(),
+            s => format!("{} {s:?}", e.code().unwrap_or("<none>")),
+        },
+    }
+}
+
+/// Runs `manta-adm` in the region; panics when it fails.
+fn adm(s3: &S3Region, args: &[&str]) -> Vec<u8> {
+    testkit::process::run_ok(s3.region.manta_adm().unwrap().args(args)).stdout
+}
+
+/// An S3 client signing with a new access key of `login`'s sub-user `user`.
+fn sub_user_client(s3: &S3Region, login: &str, user: &str) -> aws_sdk_s3::Client {
+    let out = adm(s3, &["s3-key", "create", login, "--user", user, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    sdk(
+        &s3.endpoint,
+        v["accessKeyId"].as_str().unwrap(),
+        v["secretAccessKey"].as_str().unwrap(),
+    )
+}
+
+/// The decision matrix over S3: the account, its sub-users with a role the bucket is tagged
+/// with (one reading, one editing), one whose role is not on the bucket, another account and
+/// anonymous callers, over every kind of operation. The bucket's tags are set and removed
+/// with `mchmod`'s request through the Manta API.
+#[tokio::test]
+async fn sub_users_reach_a_bucket_only_through_its_role_tags() {
+    let s3 = start().await;
+    let login = s3.region.account.login.clone();
+    let owner = s3.client();
+    let b = Bucket::create(&owner, "team").await;
+    for k in [
+        "doc.txt",
+        "victim-owner",
+        "victim-alice",
+        "victim-carol",
+        "victim-dave",
+    ] {
+        b.put(k, ByteStream::from_static(b"team data"))
+            .send()
+            .await
+            .unwrap();
+    }
+    for u in ["alice", "carol", "dave"] {
+        adm(&s3, &["user", "create", &login, u]);
+    }
+    adm(
+        &s3,
+        &[
+            "policy",
+            "create",
+            &login,
+            "read",
+            "--rule",
+            "CAN getobject, getdirectory",
+        ],
+    );
+    adm(
+        &s3,
+        &["policy", "create", &login, "edit", "--rule", "CAN *"],
+    );
+    for (role, user, policy) in [
+        ("readers", "alice", "read"),
+        ("editors", "carol", "edit"),
+        ("others", "dave", "edit"),
+    ] {
+        adm(
+            &s3,
+            &[
+                "role",
+                "create",
+                &login,
+                role,
+                "--member",
+                user,
+                "--default-member",
+                user,
+                "--policy",
+                policy,
+            ],
+        );
+    }
+    let alice = sub_user_client(&s3, &login, "alice");
+    let carol = sub_user_client(&s3, &login, "carol");
+    let dave = sub_user_client(&s3, &login, "dave");
+    let (other, _) = other_account(&s3).await;
+    let anon = reqwest::Client::new();
+
+    // Untagged, the bucket is the account's alone.
+    let doc = |c: &aws_sdk_s3::Client| c.get_object().bucket("team").key("doc.txt").send();
+    assert_eq!(outcome(doc(&alice).await), "denied");
+    assert_eq!(outcome(doc(&carol).await), "denied");
+
+    let manta = s3.region.client(&s3.region.account).await.unwrap();
+    let bucket_path = format!("/{login}/buckets/team");
+    let tag = |tags: &'static str| {
+        let (manta, p) = (&manta, bucket_path.clone());
+        async move {
+            manta
+                .chattr(&p, &[("role-tag".to_owned(), tags.to_owned())])
+                .await
+                .unwrap();
+        }
+    };
+    tag("readers,editors").await;
+    let info = manta.info(&bucket_path).await.unwrap();
+    assert_eq!(info.header("role-tag"), Some("readers,editors"));
+    // A tag must name a role of the account.
+    let bad = manta
+        .chattr(
+            &bucket_path,
+            &[("role-tag".to_owned(), "nobody".to_owned())],
+        )
+        .await;
+    assert!(format!("{bad:?}").contains("InvalidRoleTag"), "{bad:?}");
+
+    // Each caller over each operation: what the roles say, and nothing else.
+    let callers: [(&str, Option<&aws_sdk_s3::Client>); 6] = [
+        ("owner", Some(&owner)),
+        ("alice", Some(&alice)),
+        ("carol", Some(&carol)),
+        ("dave", Some(&dave)),
+        ("other", Some(&other)),
+        ("anonymous", None),
+    ];
+    let mut got: Vec<(String, &str, String)> = Vec::new();
+    for (who, client) in callers {
+        let Some(c) = client else {
+            let url = |p: &str| format!("{}/{p}", s3.endpoint);
+            let status = |r: (u16, String)| {
+                if r.0 < 300 {
+                    "ok".to_owned()
+                } else if r.0 == 403 {
+                    "denied".into()
+                } else {
+                    format!("{r:?}")
+                }
+            };
+            use reqwest::Method;
+            for (op, m, p) in [
+                ("list", Method::GET, "team"),
+                ("get", Method::GET, "team/doc.txt"),
+                ("head", Method::HEAD, "team/doc.txt"),
+                ("put", Method::PUT, "team/new-anonymous"),
+                ("delete", Method::DELETE, "team/doc.txt"),
+                ("list-buckets", Method::GET, ""),
+                ("create-bucket", Method::PUT, "b-anonymous"),
+            ] {
+                got.push((who.into(), op, status(anonymous(&anon, m, &url(p)).await)));
+            }
+            continue;
+        };
+        let list = c.list_objects_v2().bucket("team").send().await;
+        got.push((who.into(), "list", outcome(list)));
+        got.push((who.into(), "get", outcome(doc(c).await)));
+        let head = c.head_object().bucket("team").key("doc.txt").send().await;
+        got.push((who.into(), "head", outcome(head)));
+        let put = c
+            .put_object()
+            .bucket("team")
+            .key(format!("new-{who}"))
+            .body(ByteStream::from_static(b"mine"))
+            .send()
+            .await;
+        got.push((who.into(), "put", outcome(put)));
+        let copy = c
+            .copy_object()
+            .bucket("team")
+            .key(format!("copy-{who}"))
+            .copy_source("team/doc.txt")
+            .send()
+            .await;
+        got.push((who.into(), "copy", outcome(copy)));
+        let del = c
+            .delete_object()
+            .bucket("team")
+            .key(format!("victim-{who}"))
+            .send()
+            .await;
+        got.push((who.into(), "delete", outcome(del)));
+        got.push((
+            who.into(),
+            "list-buckets",
+            outcome(c.list_buckets().send().await),
+        ));
+        let mk = c.create_bucket().bucket(format!("b-{who}")).send().await;
+        got.push((who.into(), "create-bucket", outcome(mk)));
+        let acl = c
+            .put_bucket_acl()
+            .bucket("team")
+            .acl(aws_sdk_s3::types::BucketCannedAcl::Private)
+            .send()
+            .await;
+        got.push((who.into(), "put-bucket-acl", outcome(acl)));
+    }
+    let want = |who: &str, op: &str| -> &str {
+        let sdk_only = matches!(op, "copy" | "put-bucket-acl");
+        match (who, op) {
+            ("anonymous", _) if sdk_only => unreachable!(),
+            ("owner", _) => "ok",
+            ("other", "list-buckets" | "create-bucket") => "ok",
+            ("alice", "list" | "get" | "head") => "ok",
+            ("carol", "list" | "get" | "head" | "put" | "copy" | "delete") => "ok",
+            _ => "denied",
+        }
+    };
+    let wrong: Vec<_> = got
+        .iter()
+        .filter(|(who, op, out)| out != want(who, op))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "not as the roles say: {wrong:?}\nall: {got:?}"
+    );
+    // What was refused did not happen.
+    assert_eq!(
+        outcome(b.head("new-alice").send().await),
+        "NotFound Some(404)"
+    );
+    assert_eq!(outcome(b.head("victim-alice").send().await), "ok");
+    assert_eq!(
+        outcome(b.head("victim-carol").send().await),
+        "NotFound Some(404)"
+    );
+
+    // The tags removed, the sub-users are shut out again.
+    tag("").await;
+    assert_eq!(outcome(doc(&alice).await), "denied");
+    assert_eq!(outcome(doc(&carol).await), "denied");
+    assert_eq!(outcome(doc(&owner).await), "ok");
+    // Removing a user removes its keys.
+    adm(&s3, &["user", "delete", &login, "carol"]);
+    tag("editors").await;
+    let gone = carol.list_objects_v2().bucket("team").send().await;
+    assert_eq!(code_of(gone), ("InvalidAccessKeyId".into(), 403));
+}
+
+/// Bucket policies: public read of a prefix, or listing, maps onto the same decision as a
+/// `public-read` ACL; what is not kept is refused, not stored; the document reads back.
+#[tokio::test]
+async fn a_bucket_policy_opens_a_prefix_to_anyone_and_nothing_more() {
+    let s3 = start().await;
+    let c = s3.client();
+    let b = Bucket::create(&c, "site").await;
+    for k in ["www/index.html", "www/a/b.css", "private.txt"] {
+        b.put(k, ByteStream::from_static(b"<p>hi</p>"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let http = reqwest::Client::new();
+    let get = |k: &str| {
+        let (http, u) = (http.clone(), format!("{}/site/{k}", s3.endpoint));
+        async move { anonymous(&http, reqwest::Method::GET, &u).await }
+    };
+    let denied = (403, "AccessDenied".to_owned());
+    let fine = (200, String::new());
+    assert_eq!(get("www/index.html").await, denied);
+    let none = c.get_bucket_policy().bucket("site").send().await;
+    assert_eq!(code_of(none), ("NoSuchBucketPolicy".into(), 404));
+
+    let policy = r#"{"Version":"2012-10-17","Statement":[{"Sid":"site","Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":"arn:aws:s3:::site/www/*"}]}"#;
+    c.put_bucket_policy()
+        .bucket("site")
+        .policy(policy)
+        .send()
+        .await
+        .unwrap();
+    let back = c.get_bucket_policy().bucket("site").send().await.unwrap();
+    assert_eq!(back.policy(), Some(policy));
+    assert_eq!(get("www/index.html").await, fine);
+    assert_eq!(get("www/a/b.css").await, fine);
+    assert_eq!(get("private.txt").await, denied);
+    assert_eq!(
+        get("www/missing").await,
+        denied,
+        "a missing key is not told without listing"
+    );
+    assert_eq!(get("").await, denied, "listing is not granted");
+    for m in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let u = format!("{}/site/www/index.html", s3.endpoint);
+        assert_eq!(anonymous(&http, m, &u).await, denied);
+    }
+
+    // Listing, added.
+    let both = r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"*"},"Action":["s3:ListBucket"],"Resource":"arn:aws:s3:::site"},{"Effect":"Allow","Principal":"*","Action":"s3:GetObject","Resource":["arn:aws:s3:::site/www/*"]}]}"#;
+    c.put_bucket_policy()
+        .bucket("site")
+        .policy(both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get("").await, fine);
+    assert_eq!(get("www/missing").await, (404, "NoSuchKey".to_owned()));
+
+    // Not kept: refused, and the policy in force stays.
+    for (bad, code) in [
+        (policy.replace("Allow", "Deny"), "NotImplemented"),
+        (
+            policy.replace("s3:GetObject", "s3:PutObject"),
+            "NotImplemented",
+        ),
+        (
+            policy.replace(
+                r#""Principal":"*""#,
+                r#""Principal":{"AWS":"arn:aws:iam::1:root"}"#,
+            ),
+            "NotImplemented",
+        ),
+        (
+            policy.replace("site/www", "elsewhere/www"),
+            "MalformedPolicy",
+        ),
+        ("not json".to_owned(), "MalformedPolicy"),
+    ] {
+        let r = c
+            .put_bucket_policy()
+            .bucket("site")
+            .policy(bad.clone())
+            .send()
+            .await;
+        assert_eq!(code_of(r).0, code, "{bad}");
+    }
+    assert_eq!(
+        c.get_bucket_policy()
+            .bucket("site")
+            .send()
+            .await
+            .unwrap()
+            .policy(),
+        Some(both)
+    );
+
+    // Another account may not set or read it.
+    let (other, _) = other_account(&s3).await;
+    let r = other.get_bucket_policy().bucket("site").send().await;
+    assert_eq!(code_of(r).1, 403);
+
+    c.delete_bucket_policy()
+        .bucket("site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(get("www/index.html").await, denied);
+    assert_eq!(get("").await, denied);
+}

@@ -236,17 +236,21 @@ enum ImageCmd {
 
 #[derive(Debug, Subcommand)]
 enum S3KeyCmd {
-    /// Create an access key pair for an account (the secret is shown once).
+    /// Create an access key pair for an account or one of its sub-users (the secret is
+    /// shown once).
     Create {
         /// The login.
         login: String,
+        /// Make the key a sub-user's: its S3 requests act with that user's roles.
+        #[arg(long)]
+        user: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         target: MorayTarget,
     },
-    /// List an account's access key ids.
+    /// List an account's access key ids, and its sub-users'.
     List {
         /// The login.
         login: String,
@@ -259,10 +263,15 @@ async fn s3_key(cmd: S3KeyCmd) -> Result<()> {
     match cmd {
         S3KeyCmd::Create {
             login,
+            user,
             json,
             target,
         } => {
-            let k = target.admin().await?.create_s3_key(&login).await?;
+            let k = target
+                .admin()
+                .await?
+                .create_s3_key(&login, user.as_deref())
+                .await?;
             if json {
                 println!(
                     "{}",
@@ -275,10 +284,15 @@ async fn s3_key(cmd: S3KeyCmd) -> Result<()> {
         }
         S3KeyCmd::List { login, target } => {
             let (a, _) = target.admin().await?.get(&login).await?;
-            println!("{:<24} CREATED", "ACCESS KEY ID");
-            for k in a.s3_keys {
+            println!("{:<24} {:<24} USER", "ACCESS KEY ID", "CREATED");
+            let own = a.s3_keys.iter().map(|k| (k, "-"));
+            let users = a
+                .users
+                .iter()
+                .flat_map(|u| u.s3_keys.iter().map(|k| (k, u.login.as_str())));
+            for (k, user) in own.chain(users) {
                 println!(
-                    "{:<24} {}",
+                    "{:<24} {:<24} {user}",
                     k.access_key_id,
                     manta_types::time::iso8601_ms(k.created)
                 );
@@ -364,14 +378,15 @@ enum AccountCmd {
 
 #[derive(Debug, Subcommand)]
 enum UserCmd {
-    /// Create a sub-user with one or more SSH public keys.
+    /// Create a sub-user, with SSH public keys for the Manta API (none: it acts only
+    /// through S3 access keys, `s3-key create ACCOUNT --user USER`).
     Create {
         /// The account.
         account: String,
         /// The user's login.
         user: String,
         /// An SSH public key file (repeat for several).
-        #[arg(long = "key", required = true)]
+        #[arg(long = "key")]
         keys: Vec<PathBuf>,
         #[command(flatten)]
         target: MorayTarget,

@@ -782,7 +782,7 @@ impl Region {
         if let Some(k) = account.s3_keys.first() {
             return Ok(k.clone());
         }
-        let k = admin.create_s3_key(login).await?;
+        let k = admin.create_s3_key(login, None).await?;
         println!(
             "  created S3 access key {} for {login} (also in env.sh)",
             k.access_key_id

@@ -39,11 +39,7 @@ pub async fn ensure_bucket(moray: &MorayClient) -> moray::Result<()> {
 
 fn to_value(a: &Account) -> Value {
     let mut v = serde_json::to_value(a).expect("accounts serialise");
-    v["s3AccessKeyIds"] = a
-        .s3_keys
-        .iter()
-        .map(|k| Value::String(k.access_key_id.clone()))
-        .collect();
+    v["s3AccessKeyIds"] = a.s3_key_ids().map(|k| Value::String(k.into())).collect();
     v
 }
 
@@ -352,11 +348,16 @@ impl AccountAdmin {
         .map(|_| ())
     }
 
-    /// Creates an S3 access key pair for the account.
+    /// Creates an S3 access key pair for the account, or for its sub-user `user` (whose
+    /// S3 requests then act with that user's roles).
     ///
     /// # Errors
-    /// When the account does not exist.
-    pub async fn create_s3_key(&self, login: &str) -> Result<S3Key, AdminError> {
+    /// When the account or the user does not exist.
+    pub async fn create_s3_key(
+        &self,
+        login: &str,
+        user: Option<&str>,
+    ) -> Result<S3Key, AdminError> {
         use rand::RngExt as _;
         let mut rng = rand::rng();
         const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -374,7 +375,19 @@ impl AccountAdmin {
         };
         let k2 = key.clone();
         self.update(login, move |a| {
-            a.s3_keys.push(k2.clone());
+            let account = a.login.clone();
+            let keys = match user {
+                None => &mut a.s3_keys,
+                Some(user) => {
+                    &mut a
+                        .users
+                        .iter_mut()
+                        .find(|u| u.login == user)
+                        .ok_or_else(|| AdminError::Access(format!("{account} has no user {user}")))?
+                        .s3_keys
+                }
+            };
+            keys.push(k2.clone());
             Ok(())
         })
         .await?;
@@ -442,6 +455,34 @@ impl AccountAdmin {
         })
         .await?;
         Ok(key)
+    }
+
+    /// Sets the role tags of an area root (`stor`, `public`) of `login`: every tag must be
+    /// a role of the account. Gives the account as written.
+    ///
+    /// # Errors
+    /// When the account does not exist or a tag is not one of its roles.
+    pub async fn set_area_roles(
+        &self,
+        login: &str,
+        area: &str,
+        tags: &[String],
+    ) -> Result<Account, AdminError> {
+        self.update(login, |a| {
+            if let Some(t) = tags.iter().find(|t| !a.roles.iter().any(|r| r.name == **t)) {
+                return Err(AdminError::Access(format!(
+                    "{t} is not a role of {}",
+                    a.login
+                )));
+            }
+            if tags.is_empty() {
+                a.area_roles.remove(area);
+            } else {
+                a.area_roles.insert(area.to_owned(), tags.to_vec());
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Removes a sub-user (and its role memberships).

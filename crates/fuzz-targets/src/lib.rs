@@ -53,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("s3_xml", s3::s3_xml),
     ("s3_request", s3::s3_request),
     ("tagging_header", s3::tagging_header),
+    ("bucket_policy", s3::bucket_policy),
     ("policy_rule", auth::policy_rule),
     ("oci_image", images::oci_image),
     ("checksum_attribute", storage::checksum_attribute),

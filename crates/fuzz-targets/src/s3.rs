@@ -161,3 +161,20 @@ pub fn tagging_header(data: &[u8]) {
         assert_eq!(parse(&encode(&tags)).ok(), Some(tags), "{s:?}");
     }
 }
+
+/// A bucket policy document, as `PutBucketPolicy` takes it: nothing panics, what parses keeps
+/// the document as given and opens exactly the keys under the prefixes it grants.
+pub fn bucket_policy(data: &[u8]) {
+    use frontdoor::s3::policy::parse;
+    let s = crate::text(data);
+    if let Ok(p) = parse("fuzz", &s) {
+        assert_eq!(p.text, s);
+        for k in ["", "a", "a/b", "zzz"] {
+            let open = p.grant(Some(k)) == manta_auth::Grant::PublicRead;
+            assert_eq!(
+                open,
+                p.read_prefixes.iter().any(|x| k.starts_with(x.as_str()))
+            );
+        }
+    }
+}

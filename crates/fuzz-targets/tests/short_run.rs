@@ -251,6 +251,7 @@ short_runs!(
     s3_xml,
     s3_request,
     tagging_header,
+    bucket_policy,
     policy_rule,
     checksum_attribute,
 );

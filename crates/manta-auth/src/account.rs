@@ -71,6 +71,10 @@ pub struct Account {
     /// SSH keys.
     #[serde(default)]
     pub keys: Vec<AccountKey>,
+    /// Role tags of the account's area roots (`stor`, `public`), which have no entry of
+    /// their own to keep them, by area name.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub area_roles: std::collections::BTreeMap<String, Vec<String>>,
     /// S3 access keys.
     #[serde(default)]
     pub s3_keys: Vec<S3Key>,
@@ -138,6 +142,7 @@ impl Account {
             uuid: uuid::Uuid::new_v4().to_string(),
             login: login.to_owned(),
             keys: Vec::new(),
+            area_roles: std::collections::BTreeMap::new(),
             s3_keys: Vec::new(),
             blocked: false,
             created: manta_types::time::now_ms(),
@@ -159,6 +164,32 @@ impl Account {
         self.keys
             .iter()
             .find(|k| k.fingerprint.eq_ignore_ascii_case(md5) || k.sha256 == fingerprint)
+    }
+
+    /// The S3 access key with this id, and the sub-user holding it (`None`: the account's
+    /// own key).
+    pub fn s3_key(&self, access_key_id: &str) -> Option<(&S3Key, Option<&crate::rbac::SubUser>)> {
+        let own = self
+            .s3_keys
+            .iter()
+            .find(|k| k.access_key_id == access_key_id);
+        own.map(|k| (k, None)).or_else(|| {
+            self.users.iter().find_map(|u| {
+                u.s3_keys
+                    .iter()
+                    .find(|k| k.access_key_id == access_key_id)
+                    .map(|k| (k, Some(u)))
+            })
+        })
+    }
+
+    /// Every S3 access key id of the account and its sub-users (what the account store
+    /// indexes).
+    pub fn s3_key_ids(&self) -> impl Iterator<Item = &str> {
+        self.s3_keys
+            .iter()
+            .chain(self.users.iter().flat_map(|u| u.s3_keys.iter()))
+            .map(|k| k.access_key_id.as_str())
     }
 }
 
@@ -214,9 +245,7 @@ impl AccountStore for MemoryAccounts {
     }
     async fn by_s3_key(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let v = self.0.read().unwrap_or_else(|p| p.into_inner());
-        Ok(v.iter()
-            .find(|a| a.s3_keys.iter().any(|k| k.access_key_id == id))
-            .cloned())
+        Ok(v.iter().find(|a| a.s3_key(id).is_some()).cloned())
     }
 }
 

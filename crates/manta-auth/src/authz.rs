@@ -142,6 +142,56 @@ pub fn authorize_resource(
     }
 }
 
+/// [`authorize_resource`], logged (in the caller's span, which carries the request id): a
+/// sub-user's request with the role, policy and rule that allowed it, and every denial of a
+/// sub-user with its active roles, the resource's tags and the reason. Both the Manta API and
+/// S3 decide through this.
+///
+/// # Errors
+/// As [`authorize_resource`].
+#[allow(clippy::too_many_arguments)]
+pub fn authorize_logged(
+    caller: &Caller,
+    owner: &Account,
+    path: &MantaPath,
+    method: &Method,
+    grant: Grant,
+    resource: Resource<'_>,
+    ctx: &Conditions,
+) -> Result<(), MantaError> {
+    let action = resource.action.as_str();
+    match authorize_resource(caller, owner, path, method, grant, resource, ctx) {
+        Ok(Some(allowed)) => {
+            tracing::info!(
+                caller = %caller.name(),
+                action,
+                path = %path,
+                role = %allowed.role,
+                policy = %allowed.policy,
+                rule = %allowed.rule,
+                "allowed"
+            );
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            if let Some(u) = caller.user() {
+                tracing::warn!(
+                    caller = %caller.name(),
+                    action,
+                    path = %path,
+                    roles = ?u.roles,
+                    tags = ?resource.tags,
+                    code = ?e.code,
+                    "denied: {}",
+                    e.message
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,9 @@ pub struct SubUser {
     /// Its SSH keys.
     #[serde(default)]
     pub keys: Vec<AccountKey>,
+    /// Its S3 access keys (S3 requests signed with one act with its roles).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub s3_keys: Vec<crate::account::S3Key>,
     /// Creation time, epoch ms.
     #[serde(default)]
     pub created: u64,
@@ -46,6 +49,7 @@ impl SubUser {
             uuid: uuid::Uuid::new_v4().to_string(),
             login: login.to_owned(),
             keys: Vec::new(),
+            s3_keys: Vec::new(),
             created: manta_types::time::now_ms(),
         }
     }

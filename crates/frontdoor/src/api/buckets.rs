@@ -4,7 +4,7 @@
 //! | path | GET / HEAD |
 //! |---|---|
 //! | `/:login/buckets` | the account's buckets, one JSON object per line (`name`, `type` `bucket`, `mtime`) |
-//! | `/:login/buckets/<bucket>` | the bucket as one JSON object |
+//! | `/:login/buckets/<bucket>` | the bucket as one JSON object, its role tags as `role-tag` |
 //! | `/:login/buckets/<bucket>/objects` | its objects in key order (`name`, `type` `bucketobject`, `etag`, `size`, `contentType`, `contentMD5`, `mtime`), and `type` `group` entries for common prefixes; query `prefix`, `delimiter`, `marker` (exclusive), `limit` (default and most 1024); `next-marker` header when more follow |
 //! | `/:login/buckets/<bucket>/objects/<key>` | the object, answered as every Manta object ([`objects::read_object`]: its headers, conditional requests, one `Range`), with S3 user metadata as `m-<name>` |
 //!
@@ -14,7 +14,10 @@
 //! area root `/:login/buckets` and the [`Target`] below it. The caller is authenticated, the
 //! owner found, secure transport enforced and the caller authorised for that area root as for
 //! every Manta path, so only the owning account reads it; then [`handle`] serves the target.
-//! Writes are `MethodNotAllowed`: buckets are written through S3.
+//! Writes are `MethodNotAllowed`: buckets are written through S3. The one exception is a
+//! bucket's role tags (`PUT /:login/buckets/<bucket>?metadata=true` with `role-tag`, which
+//! `mchmod` sends; `HEAD` answers them as `role-tag`): they decide what the account's
+//! sub-users may do to the bucket through S3.
 //!
 //! The records come from the S3 API's metadata ([`Meta`], listed by [`crate::s3::list`]);
 //! this module is only their Manta face.
@@ -132,6 +135,13 @@ fn json_lines(ctx: &Ctx, lines: Vec<serde_json::Value>) -> Response {
 /// `MethodNotAllowed` for anything but `GET`/`HEAD`, `ResourceNotFound`, `InvalidParameter`,
 /// those of [`objects::read_object`], `ServiceUnavailable` when the metadata tier is.
 pub async fn handle(ctx: &Ctx, target: Target, route: &mut &'static str) -> ApiResult<Response> {
+    let meta = Meta::existing(ctx.fd.moray.clone());
+    if let (true, Some("true"), Target::Bucket(name)) =
+        (ctx.method == Method::PUT, ctx.param("metadata"), &target)
+    {
+        *route = "PutBucketMetadata";
+        return set_role_tags(ctx, &meta, name).await;
+    }
     if !matches!(ctx.method, Method::GET | Method::HEAD) {
         *route = "BucketsMethodNotAllowed";
         return Err(err(
@@ -143,7 +153,6 @@ pub async fn handle(ctx: &Ctx, target: Target, route: &mut &'static str) -> ApiR
             ),
         ));
     }
-    let meta = Meta::existing(ctx.fd.moray.clone());
     match &target {
         Target::Buckets => {
             *route = "ListBuckets";
@@ -158,7 +167,13 @@ pub async fn handle(ctx: &Ctx, target: Target, route: &mut &'static str) -> ApiR
         Target::Bucket(name) => {
             *route = "HeadBucket";
             let b = bucket(ctx, &meta, name).await?;
-            Ok(json_lines(ctx, vec![bucket_line(&b)]))
+            let mut r = json_lines(ctx, vec![bucket_line(&b)]);
+            if !b.roles.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&b.roles.join(","))
+            {
+                r.headers_mut().insert("role-tag", v);
+            }
+            Ok(r)
         }
         Target::Objects(name) => {
             *route = "ListBucketObjects";
@@ -178,6 +193,34 @@ pub async fn handle(ctx: &Ctx, target: Target, route: &mut &'static str) -> ApiR
             objects::read_object(ctx, &entry, &path, Negotiation::Ignore).await
         }
     }
+}
+
+/// `PUT /:login/buckets/<bucket>?metadata=true` (what `mchmod` sends): the bucket's role tags
+/// become those of the `role-tag` header (none when it is absent), for the sub-users' S3
+/// requests ([`crate::s3::auth`]). Nothing else of a bucket changes here.
+async fn set_role_tags(ctx: &Ctx, meta: &Meta, name: &str) -> ApiResult<Response> {
+    let tags = super::roles::requested_tags(ctx)?.unwrap_or_default();
+    // Another change to the bucket (its ACL, versioning) may land between the read and the
+    // write; the write is conditional, so read again.
+    for _ in 0..3 {
+        let b = match lift(meta.bucket(name).await)? {
+            Some(b) if b.rec.owner == ctx.owner.uuid && b.rec.state == BucketState::Active => b,
+            _ => return Err(not_found(&format!("bucket {name}"))),
+        };
+        let mut rec = b.rec.clone();
+        rec.roles.clone_from(&tags);
+        let cond = moray::EtagCondition::MustMatch(b.etag.clone());
+        if lift(meta.put_bucket(&rec, cond).await)? {
+            tracing::info!(bucket = %name, roles = ?tags, "bucket role tags set");
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = http::StatusCode::NO_CONTENT;
+            return Ok(r);
+        }
+    }
+    Err(err(
+        ErrorCode::ConcurrentRequest,
+        format!("bucket {name} kept changing while its role tags were set; try again"),
+    ))
 }
 
 /// The owner's active bucket `name`.

@@ -65,6 +65,8 @@ fn listing_response(
         );
         cors::add_stored_headers(h, &rec.headers, ctx.header("origin"), ctx.method.as_str());
         super::roles::add_role_tag(h, rec);
+    } else {
+        super::roles::add_tags(h, super::roles::area_tags(&ctx.owner, &ctx.path));
     }
     resp
 }

@@ -465,9 +465,21 @@ pub async fn put_metadata(ctx: &Ctx) -> ApiResult<Response> {
         ));
     }
     if is_virtual_dir(&ctx.path) {
+        // An area root keeps only role tags (on the account).
+        let stored = headers::stored_headers(&ctx.headers)?;
+        if let Some(tags) = super::roles::requested_tags(ctx)?
+            && stored.is_empty()
+            && super::roles::taggable_root(&ctx.path)
+        {
+            super::roles::set_area_tags(ctx, &tags).await?;
+            return Ok(no_content());
+        }
         return Err(err(
             ErrorCode::OperationNotAllowedOnRootDirectory,
-            format!("PUT is not allowed on {}", ctx.path),
+            format!(
+                "PUT is not allowed on {} (its role tags may be set, alone)",
+                ctx.path
+            ),
         ));
     }
     let Some(entry) = load(&ctx.fd, &ctx.key()).await? else {

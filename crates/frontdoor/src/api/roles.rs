@@ -7,12 +7,13 @@
 //! change its metadata (`putmetadata`) or to delete it (`deleteobject`, `deletedirectory`);
 //! the parent directory to make an entry in it (`putobject`, `putdirectory`, `putsnaplink`),
 //! overwrites included. A path with no entry is decided as a read or delete of an object by its
-//! parent's tags (so a sub-user learns nothing of a directory its roles cannot read). Area
-//! roots carry no tags. Sub-users may not use the jobs API, multipart uploads or the
+//! parent's tags (so a sub-user learns nothing of a directory its roles cannot read). The area
+//! roots `/:login/stor` and `/:login/public` have no entry; their tags are kept on the account
+//! ([`set_area_tags`]), so `mchmod +ROLE /:login/stor` lets a role work at the top of it. Sub-users may not use the jobs API, multipart uploads or the
 //! `/:login/buckets` view.
 
 use http::{HeaderMap, HeaderValue, Method};
-use manta_auth::authz::{Grant, Resource, authorize_resource};
+use manta_auth::authz::{Grant, Resource, authorize_logged};
 use manta_auth::rbac::{Action, Conditions};
 use manta_types::{Area, ErrorCode, MantaPath, MetadataRecord};
 use tracing::{info, warn};
@@ -34,21 +35,65 @@ pub fn requested_tags(ctx: &Ctx) -> ApiResult<Option<Vec<String>>> {
 
 /// Adds `role-tag` to a read's headers when the entry has tags.
 pub fn add_role_tag(out: &mut HeaderMap, rec: &MetadataRecord) {
-    if !rec.roles.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&rec.roles.join(","))
+    add_tags(out, &rec.roles);
+}
+
+/// Adds `role-tag` to a read's headers when `tags` are some.
+pub fn add_tags(out: &mut HeaderMap, tags: &[String]) {
+    if !tags.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&tags.join(","))
     {
         out.insert("role-tag", v);
     }
 }
 
-/// The tags of the entry at `key` (none for an area root or a missing entry), and whether it
-/// is a directory (`None`: no entry).
+/// The role tags of an area root of the account (kept on the account: the roots have no
+/// entry); none for any other path.
+pub fn area_tags<'a>(owner: &'a manta_auth::Account, path: &MantaPath) -> &'a [String] {
+    match path.area() {
+        Some(area) if path.is_area_root() => owner
+            .area_roles
+            .get(area.as_str())
+            .map_or(&[], Vec::as_slice),
+        _ => &[],
+    }
+}
+
+/// Whether an area root may be tagged: those a sub-user may write in.
+pub fn taggable_root(path: &MantaPath) -> bool {
+    path.is_area_root() && matches!(path.area(), Some(Area::Stor | Area::Public))
+}
+
+/// `PUT <area root>?metadata=true` naming only `role-tag` (what `mchmod` sends): the root's
+/// tags are kept on the account.
+///
+/// # Errors
+/// `InvalidRoleTag`; `ServiceUnavailable` when the account cannot be written.
+pub async fn set_area_tags(ctx: &Ctx, tags: &[String]) -> ApiResult<()> {
+    let area = ctx.path.area().map_or("", |a| a.as_str());
+    let admin = manta_accounts::AccountAdmin::new(ctx.fd.moray.system());
+    admin
+        .set_area_roles(&ctx.owner.login, area, tags)
+        .await
+        .map_err(|e| match e {
+            manta_accounts::AdminError::Access(m) => err(ErrorCode::InvalidRoleTag, m),
+            other => err(
+                ErrorCode::ServiceUnavailable,
+                format!("account store: {other}"),
+            ),
+        })?;
+    info!(path = %ctx.path, roles = ?tags, "area root role tags set");
+    Ok(())
+}
+
+/// The tags of the entry at `key` (an area root's are the account's; none for a missing
+/// entry), and whether it is a directory (`None`: no entry).
 async fn tags_at(
     ctx: &Ctx,
     path: &manta_types::MantaPath,
 ) -> ApiResult<(Vec<String>, Option<bool>)> {
     if path.is_account_root() || is_virtual_dir(path) {
-        return Ok((Vec::new(), Some(true)));
+        return Ok((area_tags(&ctx.owner, path).to_vec(), Some(true)));
     }
     Ok(
         match load(&ctx.fd, &path.storage_key(&ctx.owner.uuid)).await? {
@@ -142,7 +187,6 @@ pub fn check_link_source(ctx: &Ctx, path: &MantaPath, source: &MetadataRecord) -
 /// The decision for `action` on `path` tagged `tags`, logged with the request id (the span's)
 /// and the rule that allowed it or the reason it was denied.
 fn decide(ctx: &Ctx, path: &MantaPath, action: Action, tags: &[String]) -> ApiResult<()> {
-    let who = ctx.caller.name();
     let conditions = Conditions {
         source_ip: ctx.source_ip,
         now_ms: manta_types::time::now_ms(),
@@ -153,7 +197,7 @@ fn decide(ctx: &Ctx, path: &MantaPath, action: Action, tags: &[String]) -> ApiRe
         ctx.method.clone()
     };
     let r = Resource { action, tags };
-    match authorize_resource(
+    authorize_logged(
         &ctx.caller,
         &ctx.owner,
         path,
@@ -161,35 +205,5 @@ fn decide(ctx: &Ctx, path: &MantaPath, action: Action, tags: &[String]) -> ApiRe
         Grant::None,
         r,
         &conditions,
-    ) {
-        Ok(Some(allowed)) => {
-            info!(
-                caller = %who,
-                action = action.as_str(),
-                path = %path,
-                role = %allowed.role,
-                policy = %allowed.policy,
-                rule = %allowed.rule,
-                "allowed"
-            );
-            Ok(())
-        }
-        Ok(None) => {
-            info!(caller = %who, action = action.as_str(), path = %path, "allowed: anyone may read this");
-            Ok(())
-        }
-        Err(e) => {
-            warn!(
-                caller = %who,
-                action = action.as_str(),
-                path = %path,
-                roles = ?ctx.caller.user().map(|u| u.roles.clone()),
-                tags = ?tags,
-                code = ?e.code,
-                "denied: {}",
-                e.message
-            );
-            Err(e)
-        }
-    }
+    )
 }

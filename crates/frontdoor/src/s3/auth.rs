@@ -1,6 +1,7 @@
 //! Who is calling, and whether they may touch the bucket: the `s3s` authentication hook
-//! (the secret of an access key, from the account that holds it) and access hook (an
-//! account reaches only the buckets it owns).
+//! (the secret of an access key, from the account that holds it, for itself or for one of
+//! its sub-users) and access hook (an account reaches only the buckets it owns; its
+//! sub-users only what their roles allow).
 //!
 //! Signatures are verified by `s3s` with the secret [`Keys`] returns. A looked-up account is
 //! reused for `account_cache_ttl` (the same bound on how long a removed key keeps working as
@@ -11,6 +12,16 @@
 //! there are no public buckets), a bucket that does not exist is `NoSuchBucket`, one owned by
 //! another account `AccessDenied`. It leaves the [`Caller`] and the [`BucketRef`] in the
 //! request's extensions for the operation, and names the operation for the metrics.
+//!
+//! A sub-user's key acts with the sub-user's active roles (those its `role` header names,
+//! else its default roles). S3 has no directories: the bucket is what is tagged. The owner
+//! tags it with `mchmod +ROLE /:login/buckets/<bucket>`, and a sub-user may do to the bucket
+//! and its objects what one of its active roles, named in the bucket's tags, has a rule for
+//! ([`check_sub_user`], through the Manta API's decision function): `getobject` to read an
+//! object, `getdirectory` to list, `putobject` to write (copies and multipart uploads too),
+//! `deleteobject`, `putmetadata` for tags and ACLs. A copy also reads its source, decided by
+//! the source bucket's tags. Making, removing and configuring buckets, and listing them, are
+//! the account's alone.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,10 +37,97 @@ use s3s::path::S3Path;
 use super::error::{S3Result, access_denied, no_such_bucket, s3err, unavailable};
 use super::meta::{BucketRecord, BucketState, Meta, Versioned};
 use crate::state::Frontdoor;
+use manta_auth::rbac::Action;
 
-/// The authenticated account of a request (in the request extensions).
+/// Who signed a request (in the request extensions): the account, or a sub-user of it
+/// acting through its roles, as the decision function knows them.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Account);
+pub struct Caller {
+    /// The caller.
+    pub who: manta_auth::Caller,
+    /// The client's address, for the conditions of roles' rules.
+    pub source_ip: Option<std::net::IpAddr>,
+}
+
+impl Caller {
+    /// The account (the caller's, or its sub-user's).
+    pub fn account(&self) -> Option<&Account> {
+        self.who.account()
+    }
+}
+
+/// What a sub-user's S3 operation does, in the words of the roles' rules: the action, and the
+/// method it is decided as. `None`: only the account itself may (making and removing buckets,
+/// their ACLs, policies and versioning, listing the account's buckets).
+fn sub_user_action(op: &str) -> Option<(Action, http::Method)> {
+    use http::Method;
+    Some(match op {
+        "GetObject"
+        | "HeadObject"
+        | "GetObjectAttributes"
+        | "GetObjectTagging"
+        | "GetObjectAcl" => (Action::GetObject, Method::GET),
+        "ListObjects"
+        | "ListObjectsV2"
+        | "ListObjectVersions"
+        | "ListMultipartUploads"
+        | "HeadBucket"
+        | "GetBucketLocation" => (Action::GetDirectory, Method::GET),
+        "PutObject"
+        | "CopyObject"
+        | "PostObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
+        | "CompleteMultipartUpload"
+        | "AbortMultipartUpload"
+        | "ListParts" => (Action::PutObject, Method::PUT),
+        "DeleteObject" | "DeleteObjects" => (Action::DeleteObject, Method::DELETE),
+        "PutObjectTagging" | "DeleteObjectTagging" | "PutObjectAcl" => {
+            (Action::PutMetadata, Method::PUT)
+        }
+        _ => return None,
+    })
+}
+
+/// Decides a sub-user's `action` on `bucket` (its object `key`, if any) by the bucket's role
+/// tags and the roles' rules, through the one decision function (which logs it). Nothing to
+/// decide for the account itself.
+///
+/// # Errors
+/// `AccessDenied`, with the reason.
+pub fn check_sub_user(
+    caller: &Caller,
+    bucket: &BucketRecord,
+    key: Option<&str>,
+    (action, method): (Action, http::Method),
+) -> S3Result<()> {
+    let Some(owner) = caller.account() else {
+        return Err(access_denied("Access Denied"));
+    };
+    if caller.who.user().is_none() {
+        return Ok(());
+    }
+    let path = manta_path(&owner.login, &bucket.name, key)?;
+    let conditions = manta_auth::rbac::Conditions {
+        source_ip: caller.source_ip,
+        now_ms: manta_types::time::now_ms(),
+    };
+    let resource = manta_auth::authz::Resource {
+        action,
+        tags: &bucket.roles,
+    };
+    manta_auth::authz::authorize_logged(
+        &caller.who,
+        owner,
+        &path,
+        &method,
+        manta_auth::Grant::None,
+        resource,
+        &conditions,
+    )
+    .map_err(|e| access_denied(format!("Access Denied: {}", e.message)))
+}
 
 /// The bucket a request addresses, as read by the access check (in the request extensions).
 #[derive(Debug, Clone)]
@@ -59,11 +157,13 @@ pub const OPERATIONS: &[&str] = &[
     "CreateBucket",
     "CreateMultipartUpload",
     "DeleteBucket",
+    "DeleteBucketPolicy",
     "DeleteObject",
     "DeleteObjectTagging",
     "DeleteObjects",
     "GetBucketAcl",
     "GetBucketLocation",
+    "GetBucketPolicy",
     "GetBucketVersioning",
     "GetObject",
     "GetObjectAcl",
@@ -79,6 +179,7 @@ pub const OPERATIONS: &[&str] = &[
     "ListParts",
     "PostObject",
     "PutBucketAcl",
+    "PutBucketPolicy",
     "PutBucketVersioning",
     "PutObject",
     "PutObjectAcl",
@@ -166,11 +267,7 @@ impl S3Auth for Keys {
         if account.blocked {
             return Err(access_denied("This account is blocked"));
         }
-        let key = account
-            .s3_keys
-            .iter()
-            .find(|k| k.access_key_id == access_key)
-            .ok_or_else(unknown_key)?;
+        let (key, _) = account.s3_key(access_key).ok_or_else(unknown_key)?;
         Ok(SecretKey::from(key.secret_access_key.as_str()))
     }
 }
@@ -267,7 +364,7 @@ impl Owners {
             .map_err(unavailable)?
             .ok_or_else(|| no_such_bucket(&bucket))?;
         if listing {
-            anonymous_read(&owner, &bucket, None, b.rec.acl.grant())?;
+            anonymous_read(&owner, &bucket, None, super::policy::granted(&b.rec, None))?;
         }
         expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
         let slot = crate::limits::enter(&self.fd, &owner).map_err(|most| {
@@ -301,9 +398,25 @@ impl S3Access for Owners {
             .account(&self.fd, &access_key, MAPPING_MAX_AGE)
             .await?
             .ok_or_else(unknown_key)?;
-        let bucket = match cx.s3_path() {
-            S3Path::Root => None,
-            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => Some(bucket.to_string()),
+        // A sub-user's key acts with the roles the request names (`role`), else its defaults.
+        let user = match account.s3_key(&access_key) {
+            None => return Err(unknown_key()),
+            Some((_, None)) => None,
+            Some((_, Some(u))) => {
+                let asked = cx.headers().get("role").and_then(|v| v.to_str().ok());
+                let roles = manta_auth::rbac::active_roles(&account, u, asked)
+                    .map_err(|e| access_denied(e.message))?;
+                Some(Box::new(manta_auth::rbac::Acting {
+                    login: u.login.clone(),
+                    uuid: u.uuid.clone(),
+                    roles,
+                }))
+            }
+        };
+        let (bucket, key) = match cx.s3_path() {
+            S3Path::Root => (None, None),
+            S3Path::Bucket { bucket } => (Some(bucket.to_string()), None),
+            S3Path::Object { bucket, key } => (Some(bucket.to_string()), Some(key.to_string())),
         };
         let uuid = account.uuid.clone();
         // The account's share of this front door, held until the operation is done.
@@ -315,8 +428,28 @@ impl S3Access for Owners {
                 ),
             )
         })?;
+        let caller = Caller {
+            who: manta_auth::Caller::Account {
+                account,
+                via: manta_auth::Via::Signature,
+                methods: None,
+                user,
+            },
+            source_ip: cx
+                .extensions_mut()
+                .get::<manta_util::http::PeerAddr>()
+                .map(|p| p.0.ip()),
+        };
+        let acts = sub_user_action(op);
+        if caller.who.user().is_some() && (acts.is_none() || bucket.is_none()) {
+            tracing::warn!(caller = %caller.who.name(), op, "denied: only the account may do this");
+            return Err(access_denied(format!(
+                "Access Denied: {} is a sub-user; only the account may {op}",
+                caller.who.name()
+            )));
+        }
         cx.extensions_mut().insert(Arc::new(slot));
-        cx.extensions_mut().insert(Caller(account));
+        cx.extensions_mut().insert(caller.clone());
         // A copy source is only ever the caller's own bucket (checked where it is read), so
         // a source owner the client expects to be someone else is refused here.
         expect_owner(cx.headers(), "x-amz-source-expected-bucket-owner", &uuid)?;
@@ -344,6 +477,9 @@ impl S3Access for Owners {
         expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
         if b.rec.state == BucketState::Deleting && op != "DeleteBucket" {
             return Err(no_such_bucket(&bucket));
+        }
+        if let Some(acts) = acts {
+            check_sub_user(&caller, &b.rec, key.as_deref(), acts)?;
         }
         cx.extensions_mut().insert(BucketRef(b));
         Ok(())

@@ -156,6 +156,8 @@ pub async fn create_bucket(
         state: BucketState::Active,
         acl,
         versioning: Versioning::Off,
+        roles: Vec::new(),
+        policy: None,
     };
     if !api
         .meta

@@ -115,6 +115,13 @@ pub struct BucketRecord {
     /// Versioning (never enabled when absent).
     #[serde(default, skip_serializing_if = "super::versioning::Versioning::is_off")]
     pub versioning: super::versioning::Versioning,
+    /// Role tags: the roles whose sub-users may act on the bucket and its objects, as their
+    /// policies allow (set by the owner with `mchmod` on `/:login/buckets/<bucket>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// The bucket policy, when one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<super::policy::BucketPolicy>,
 }
 
 fn one() -> u32 {

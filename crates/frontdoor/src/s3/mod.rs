@@ -11,7 +11,9 @@
 //!
 //! # Layout
 //! - [`service`]: the axum adapter, limits, request ids, route names for metrics.
-//! - [`auth`]: access keys to accounts, bucket ownership checks.
+//! - [`auth`]: access keys to accounts and sub-users, bucket ownership checks, the decision
+//!   for a sub-user's operation.
+//! - [`acl`], [`policy`]: canned ACLs and bucket policies (what anyone may read).
 //! - [`meta`]: the Moray buckets and records (buckets, objects, multipart uploads and parts).
 //! - [`buckets`], [`objects`], [`multipart`]: the operations.
 //! - [`list`]: listing with prefix, delimiter and markers over Moray range queries.
@@ -62,8 +64,8 @@
 //! Single PUTs and parts up to 5 GiB, at most 10 000 parts of at least 5 MiB (except the
 //! last), XML bodies up to 4 MiB, 1000 keys per `DeleteObjects`, 2 KiB of user metadata,
 //! presigned URLs valid 1 s to 7 days. ACLs other than the canned `private` and
-//! `public-read`, policies, lifecycle rules and server-side encryption are not offered
-//! (`NotImplemented`).
+//! `public-read`, bucket policies beyond public reads ([`policy`]), lifecycle rules and
+//! server-side encryption are not offered (`NotImplemented`).
 //!
 //! # Example
 //! ```no_run
@@ -86,6 +88,7 @@ pub mod meta;
 pub mod multipart;
 pub mod names;
 pub mod objects;
+pub mod policy;
 pub mod service;
 pub mod tagging;
 pub mod versioning;

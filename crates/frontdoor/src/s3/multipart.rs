@@ -182,13 +182,13 @@ pub async fn upload_part_copy(
     api: &S3Api,
     req: S3Request<UploadPartCopyInput>,
 ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-    let owner = caller(&req)?.uuid.clone();
+    let signer = super::service::signer(&req)?.clone();
     bucket_of(&req, &req.input.bucket)?;
     let i = req.input;
     let part = names::check_part_number(i.part_number)?;
     let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
     let cond = copy_source_conditions!(i);
-    let src = read_source(api, &owner, &i.copy_source, &cond).await?;
+    let src = read_source(api, &signer, &i.copy_source, &cond).await?;
     let so = object_of(&src.rec)?.clone();
     let span = match i.copy_source_range.as_deref() {
         None => 0..so.content_length,

@@ -582,7 +582,7 @@ async fn read_entry(
         Err(e)
             if anonymous.is_some()
                 && e.code() == &S3ErrorCode::NoSuchKey
-                && bucket.acl != super::acl::CannedAcl::PublicRead =>
+                && super::policy::granted(bucket, None) != manta_auth::Grant::PublicRead =>
         {
             return Err(super::error::access_denied("Access Denied"));
         }
@@ -598,7 +598,8 @@ async fn read_entry(
     };
     if let Some(super::auth::Anonymous(owner)) = anonymous {
         // Decided now that the object's ACL is known.
-        let grant = super::acl::CannedAcl::of_object(&entry.rec).grant();
+        let acl = super::acl::CannedAcl::of_object(&entry.rec);
+        let grant = super::policy::granted(bucket, Some((key, acl)));
         super::auth::anonymous_read(owner, &bucket.name, Some(key), grant)?;
     }
     let o = object_of(&entry.rec)?;
@@ -1151,13 +1152,14 @@ pub fn copy_source(src: &CopySource) -> S3Result<(String, String, Option<String>
     }
 }
 
-/// Reads a copy source the caller may read: its bucket must be the caller's.
+/// Reads a copy source the caller may read: its bucket must be the caller's account's, and
+/// a sub-user's roles must let it read there.
 ///
 /// # Errors
 /// `NoSuchBucket`, `AccessDenied`, `NoSuchKey`, `PreconditionFailed`.
 pub async fn read_source(
     api: &S3Api,
-    owner: &str,
+    caller: &super::auth::Caller,
     src: &CopySource,
     cond: &Conditions<'_>,
 ) -> S3Result<Versioned<MetadataRecord>> {
@@ -1167,9 +1169,11 @@ pub async fn read_source(
         .bucket(&bucket)
         .await?
         .ok_or_else(|| super::error::no_such_bucket(&bucket))?;
-    if b.rec.owner != owner {
+    if caller.account().is_none_or(|a| a.uuid != b.rec.owner) {
         return Err(super::error::access_denied("Access Denied"));
     }
+    let read = (manta_auth::rbac::Action::GetObject, http::Method::GET);
+    super::auth::check_sub_user(caller, &b.rec, Some(&key), read)?;
     let entry = existing_version(api, &b.rec.owner, &bucket, &key, version.as_deref()).await?;
     conditional::check_copy_source(&current(&entry.rec)?, cond)?;
     Ok(entry)
@@ -1241,11 +1245,12 @@ pub async fn copy_object(
     req: S3Request<CopyObjectInput>,
 ) -> S3Result<S3Response<CopyObjectOutput>> {
     let owner = caller(&req)?.uuid.clone();
+    let signer = super::service::signer(&req)?.clone();
     let b = bucket_of(&req, &req.input.bucket)?.rec;
     let i = req.input;
     names::check_key(&i.key)?;
     let cond = copy_source_conditions!(i);
-    let src = read_source(api, &owner, &i.copy_source, &cond).await?;
+    let src = read_source(api, &signer, &i.copy_source, &cond).await?;
     let (src_bucket, src_key, src_version) = copy_source(&i.copy_source)?;
     // The source's version, as answered (none from a bucket that never had versioning).
     let copied_version = src_version.clone().or_else(|| src.rec.version_id.clone());

@@ -31,7 +31,7 @@ use tracing::instrument::WithSubscriber as _;
 use super::auth::{BucketRef, Caller, KeyCache, Keys, OpSlot, Owners};
 use super::error::{S3Result, s3err};
 use super::meta::{BucketRecord, Meta, Versioned};
-use super::{acl, buckets, multipart, objects, tagging};
+use super::{acl, buckets, multipart, objects, policy, tagging};
 use crate::state::Frontdoor;
 
 /// Largest single PUT (and part), as S3.
@@ -69,9 +69,18 @@ impl S3Api {
 /// # Errors
 /// `AccessDenied` when the access check did not run (never for routed operations).
 pub fn caller<T>(req: &S3Request<T>) -> S3Result<&manta_auth::Account> {
+    signer(req)?
+        .account()
+        .ok_or_else(|| s3err(S3ErrorCode::AccessDenied, "Access Denied"))
+}
+
+/// Who signed a request: the account, or its sub-user.
+///
+/// # Errors
+/// `AccessDenied` when the access check did not run (never for routed operations).
+pub fn signer<T>(req: &S3Request<T>) -> S3Result<&Caller> {
     req.extensions
         .get::<Caller>()
-        .map(|c| &c.0)
         .ok_or_else(|| s3err(S3ErrorCode::AccessDenied, "Access Denied"))
 }
 
@@ -730,6 +739,27 @@ impl S3 for S3Api {
         req: S3Request<PutBucketAclInput>,
     ) -> s3s::S3Result<S3Response<PutBucketAclOutput>> {
         acl::put_bucket_acl(self, req).await
+    }
+
+    async fn put_bucket_policy(
+        &self,
+        req: S3Request<PutBucketPolicyInput>,
+    ) -> s3s::S3Result<S3Response<PutBucketPolicyOutput>> {
+        policy::put_bucket_policy(self, req).await
+    }
+
+    async fn get_bucket_policy(
+        &self,
+        req: S3Request<GetBucketPolicyInput>,
+    ) -> s3s::S3Result<S3Response<GetBucketPolicyOutput>> {
+        policy::get_bucket_policy(self, req).await
+    }
+
+    async fn delete_bucket_policy(
+        &self,
+        req: S3Request<DeleteBucketPolicyInput>,
+    ) -> s3s::S3Result<S3Response<DeleteBucketPolicyOutput>> {
+        policy::delete_bucket_policy(self, req).await
     }
 
     async fn get_object_acl(
