@@ -987,6 +987,56 @@ async fn a_signed_url_opens_no_other_method_and_nothing_once_tampered_with() {
     assert_eq!(status_of(http.get(&tampered)).await, 403);
 }
 
+/// A sub-user's URL acts in the roles `--role` names (the signed `role` parameter), else in
+/// its default roles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_users_url_acts_in_the_roles_it_was_signed_with() {
+    let cli = Cli::with_secret().await;
+    let login = cli.user().to_owned();
+    let pubkey = cli.region.account.key.with_extension("pub");
+    let adm = |args: &[&str]| {
+        let out = cli.region.manta_adm().unwrap().args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    adm(&[
+        "user",
+        "create",
+        &login,
+        "bob",
+        "--key",
+        pubkey.to_str().unwrap(),
+    ]);
+    adm(&[
+        "policy",
+        "create",
+        &login,
+        "read",
+        "--rule",
+        "CAN getobject",
+    ]);
+    adm(&[
+        "role", "create", &login, "reader", "--member", "bob", "--policy", "read",
+    ]);
+    cli.run("mchmod", &["--", "+reader", "~~/stor/secret.txt"])
+        .await
+        .ok();
+    let as_bob = [("MANTA_SUBUSER", "bob")];
+    let plain = cli.msign(&["~~/stor/secret.txt"], &as_bob).await;
+    assert!(!plain.contains("role="), "{plain}");
+    // bob has no default role: his plain URL opens nothing.
+    assert_eq!(status_of(reqwest::Client::new().get(&plain)).await, 403);
+    let url = cli
+        .msign(&["--role", "reader", "~~/stor/secret.txt"], &as_bob)
+        .await;
+    assert!(url.contains("role=reader"), "{url}");
+    let resp = reqwest::get(&url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "for your eyes only");
+    // The role is signed: changing it breaks the URL.
+    let swapped = url.replace("role=reader", "role=writer");
+    assert_eq!(status_of(reqwest::Client::new().get(&swapped)).await, 403);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msign_m_names_the_methods() {
     let cli = Cli::with_secret().await;

@@ -78,11 +78,6 @@ async fn msign(a: Args) -> Result<ExitCode> {
              with mchmod once it is uploaded)"
         );
     }
-    if !a.conn.role.is_empty() {
-        bail!(
-            "--role is not supported by msign: a URL made by a sub-user acts in its default roles"
-        );
-    }
     let mut methods = Vec::new();
     for m in if a.method.is_empty() {
         vec!["GET".to_owned()]

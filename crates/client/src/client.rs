@@ -1019,6 +1019,8 @@ impl MantaClient {
         let key_id = self.key_id(signer);
         let alg = signer.algorithm().to_string();
         let url_path = p.to_url_path();
+        // A sub-user's URL acts in the roles this client takes (`--role`), signed with it.
+        let roles = self.roles.join(",");
         let req = PresignRequest {
             methods: methods.iter().map(|m| (*m).to_owned()).collect(),
             host: &self.host,
@@ -1029,6 +1031,7 @@ impl MantaClient {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            role: Some(roles.as_str()),
         };
         let (params, line) = req.to_sign();
         let sig = signer.sign(line.as_bytes()).await?;

@@ -353,6 +353,7 @@ E62deH7A8ot2SOcU0nq6AAAADWZ1enotdGVzdC1rZXk=
             key_id: &key_id,
             algorithm: "ED25519-SHA512",
             expires: fuzz_targets::NOW_SECS + 3600,
+            role: None,
         };
         let (params, line) = req.to_sign();
         let sig = sign(&signer, &line);

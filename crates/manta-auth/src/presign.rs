@@ -153,6 +153,9 @@ pub struct PresignRequest<'a> {
     pub algorithm: &'a str,
     /// Expiry, Unix seconds.
     pub expires: u64,
+    /// The roles a sub-user's URL acts in (the signed `role` parameter); `None`: its
+    /// default roles.
+    pub role: Option<&'a str>,
 }
 
 impl PresignRequest<'_> {
@@ -173,6 +176,9 @@ impl PresignRequest<'_> {
         ];
         if methods.len() > 1 {
             params.push(("method".to_owned(), joined.clone()));
+        }
+        if let Some(r) = self.role.filter(|r| !r.is_empty()) {
+            params.push(("role".to_owned(), r.to_owned()));
         }
         let line = signing_line(&joined, self.host, self.path, &params);
         (params, line)
@@ -203,6 +209,7 @@ mod tests {
             key_id: "/jill/keys/8e:36",
             algorithm: "rsa-sha256",
             expires: 1_354_201_912,
+            role: None,
         };
         let (params, line) = req.to_sign();
         assert_eq!(
@@ -231,6 +238,7 @@ mod tests {
             key_id: "/a/keys/f",
             algorithm: "RSA-SHA256",
             expires: 5,
+            role: None,
         };
         let (params, line) = req.to_sign();
         assert!(line.starts_with("GET,PUT\nh\n/a/stor/x\n"));

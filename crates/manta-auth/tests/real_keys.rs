@@ -281,6 +281,7 @@ async fn presigned_urls() {
         key_id: &key_id,
         algorithm: &alg,
         expires,
+        role: None,
     };
     let (params, line) = pr.to_sign();
     let url = pr.url_path(&params, &signer.sign(line.as_bytes()).await.unwrap());
