@@ -381,7 +381,12 @@ async fn error_documents() {
     assert_eq!(xml_code(&body, &id), "EntityTooLarge");
     // Operations this service does not offer say so.
     assert_eq!(
-        code_of(c.get_bucket_policy().bucket("errs").send().await),
+        code_of(
+            c.get_bucket_lifecycle_configuration()
+                .bucket("errs")
+                .send()
+                .await
+        ),
         ("NotImplemented".into(), 501)
     );
 }
@@ -955,10 +960,35 @@ async fn a_bucket_policy_opens_a_prefix_to_anyone_and_nothing_more() {
         Some(both)
     );
 
-    // Another account may not set or read it.
+    // Another account may not set or read it, but reads what it opens as anyone does.
     let (other, _) = other_account(&s3).await;
     let r = other.get_bucket_policy().bucket("site").send().await;
     assert_eq!(code_of(r).1, 403);
+    let r = other
+        .put_bucket_policy()
+        .bucket("site")
+        .policy(policy)
+        .send()
+        .await;
+    assert_eq!(code_of(r).1, 403);
+    let read = other
+        .get_object()
+        .bucket("site")
+        .key("www/index.html")
+        .send();
+    assert_eq!(body_of(read.await.unwrap()).await, b"<p>hi</p>");
+    let private = other.get_object().bucket("site").key("private.txt").send();
+    assert_eq!(code_of(private.await), ("AccessDenied".into(), 403));
+    let listed = other.list_objects_v2().bucket("site").send().await.unwrap();
+    assert_eq!(listed.contents().len(), 3);
+    let write = other
+        .put_object()
+        .bucket("site")
+        .key("www/evil.html")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await;
+    assert_eq!(code_of(write), ("AccessDenied".into(), 403));
 
     c.delete_bucket_policy()
         .bucket("site")

@@ -723,15 +723,7 @@ async fn make_parents(fd: &Frontdoor, path: &MantaPath, owner: &str) -> ApiResul
         if known.contains(&key) || fd.dirs.get(&key, fd.cfg.account_cache_ttl).is_some() {
             continue;
         }
-        let rec = MetadataRecord::directory(&key, owner, manta_types::time::now_ms());
-        match fd
-            .moray
-            .put_object("manta", &key, rec.to_value(), PutOptions::must_not_exist())
-            .await
-        {
-            Ok(_) | Err(moray::Error::EtagConflict { .. }) => {}
-            Err(e) => return Err(from_moray(e, &d.to_string())),
-        }
+        crate::api::dirs::make_system_dir(fd, &key, owner).await?;
         known.insert(key);
     }
     Ok(())

@@ -71,6 +71,25 @@ fn listing_response(
     resp
 }
 
+/// Makes the directory `key` of `owner` for the system (report directories, upload prefix
+/// directories), if it is missing: a must-not-exist put, so one made meanwhile by another
+/// request is as good.
+///
+/// # Errors
+/// When Moray fails.
+pub async fn make_system_dir(fd: &Frontdoor, key: &str, owner: &str) -> ApiResult<()> {
+    let mut rec = MetadataRecord::directory(key, owner, manta_types::time::now_ms());
+    rec.request_id = manta_util::http::current_request_id();
+    match fd
+        .moray
+        .put_object("manta", key, rec.to_value(), PutOptions::must_not_exist())
+        .await
+    {
+        Ok(_) | Err(moray::Error::EtagConflict { .. }) => Ok(()),
+        Err(e) => Err(from_moray(e, key)),
+    }
+}
+
 /// `GET /:login`: the five areas as directories.
 ///
 /// # Errors

@@ -524,20 +524,7 @@ async fn ensure_prefix_dir(ctx: &Ctx, key: &str) -> ApiResult<()> {
             ErrorCode::InternalError,
             format!("{key} is not a directory"),
         )),
-        None => {
-            let mut rec =
-                MetadataRecord::directory(key, &ctx.owner.uuid, manta_types::time::now_ms());
-            rec.request_id = manta_util::http::current_request_id();
-            match fd
-                .moray
-                .put_object("manta", key, rec.to_value(), PutOptions::must_not_exist())
-                .await
-            {
-                // Made by a concurrent create: as good.
-                Ok(_) | Err(moray::Error::EtagConflict { .. }) => Ok(()),
-                Err(e) => Err(from_moray(e, key)),
-            }
-        }
+        None => super::dirs::make_system_dir(fd, key, &ctx.owner.uuid).await,
     }
 }
 

@@ -9,8 +9,9 @@
 //! (a key never moves between accounts), so a request costs one account lookup at most.
 //!
 //! [`Owners::check`] runs for every operation: unsigned requests are refused (`AccessDenied`;
-//! there are no public buckets), a bucket that does not exist is `NoSuchBucket`, one owned by
-//! another account `AccessDenied`. It leaves the [`Caller`] and the [`BucketRef`] in the
+//! there are no public buckets), a bucket that does not exist is `NoSuchBucket`; of one owned
+//! by another account, a signed caller may do only what an unsigned one may (list it, read its
+//! objects, as their owner granted everyone), and anything else is `AccessDenied`. It leaves the [`Caller`] and the [`BucketRef`] in the
 //! request's extensions for the operation, and names the operation for the metrics.
 //!
 //! A sub-user's key acts with the sub-user's active roles (those its `role` header names,
@@ -331,23 +332,51 @@ pub fn anonymous_read(
     .map_err(|_| access_denied("Access Denied"))
 }
 
+/// What anyone may ask of a bucket that is not theirs: to list it (`Some(true)`: decided by
+/// what its owner granted on the bucket) or to read an object in it (`Some(false)`: decided
+/// once the object's ACL is read). `None`: nothing.
+fn public_op(path: &S3Path, op: &str) -> Option<bool> {
+    match path {
+        S3Path::Bucket { .. } if matches!(op, "ListObjects" | "ListObjectsV2") => Some(true),
+        S3Path::Object { .. } if matches!(op, "GetObject" | "HeadObject") => Some(false),
+        _ => None,
+    }
+}
+
 impl Owners {
+    /// The owner of a bucket someone else reads (unsigned, or signed by another account),
+    /// once a listing (`listing`) is known to be granted to everyone; reading an object is
+    /// decided once its ACL is read.
+    ///
+    /// # Errors
+    /// `NoSuchBucket` when the owner is gone; `AccessDenied`.
+    async fn public_reading(&self, b: &BucketRecord, listing: bool) -> S3Result<Account> {
+        let owner = self
+            .fd
+            .accounts
+            .by_uuid(&b.owner)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| no_such_bucket(&b.name))?;
+        if listing {
+            anonymous_read(&owner, &b.name, None, super::policy::granted(b, None))?;
+        }
+        Ok(owner)
+    }
+
     /// An anonymous request: it may list a `public-read` bucket, and read (`GetObject`,
     /// `HeadObject`) an object of any bucket, to be allowed once the object's own ACL is
     /// read (`objects::read_entry`). It counts against the bucket owner's share of this front
     /// door. Anything else is refused.
     async fn anonymous(&self, cx: &mut S3AccessContext<'_>, op: &'static str) -> S3Result<()> {
         let denied = || access_denied("Anonymous access is forbidden for this operation");
-        let (bucket, is_object) = match cx.s3_path() {
-            S3Path::Root => return Err(denied()),
-            S3Path::Bucket { bucket } => (bucket.to_string(), false),
-            S3Path::Object { bucket, .. } => (bucket.to_string(), true),
-        };
-        let listing = !is_object && matches!(op, "ListObjects" | "ListObjectsV2");
-        let reading = is_object && matches!(op, "GetObject" | "HeadObject");
-        if !listing && !reading {
+        let Some(listing) = public_op(cx.s3_path(), op) else {
             return Err(denied());
-        }
+        };
+        let bucket = match cx.s3_path() {
+            S3Path::Bucket { bucket } | S3Path::Object { bucket, .. } => bucket.to_string(),
+            S3Path::Root => return Err(denied()),
+        };
         let b = self
             .meta
             .bucket_for_anonymous(&bucket, self.fd.cfg.account_cache_ttl)
@@ -356,16 +385,7 @@ impl Owners {
         if b.rec.state == BucketState::Deleting {
             return Err(no_such_bucket(&bucket));
         }
-        let owner = self
-            .fd
-            .accounts
-            .by_uuid(&b.rec.owner)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| no_such_bucket(&bucket))?;
-        if listing {
-            anonymous_read(&owner, &bucket, None, super::policy::granted(&b.rec, None))?;
-        }
+        let owner = self.public_reading(&b.rec, listing).await?;
         expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
         let slot = crate::limits::enter(&self.fd, &owner).map_err(|most| {
             s3err(
@@ -472,7 +492,16 @@ impl S3Access for Owners {
             .await?
             .ok_or_else(|| no_such_bucket(&bucket))?;
         if b.rec.owner != uuid {
-            return Err(access_denied("Access Denied"));
+            // Another account's bucket: only what anyone may read of it, as for an unsigned
+            // request (S3's "everyone" includes other accounts).
+            let Some(listing) = public_op(cx.s3_path(), op) else {
+                return Err(access_denied("Access Denied"));
+            };
+            let owner = self.public_reading(&b.rec, listing).await?;
+            expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
+            cx.extensions_mut().insert(Anonymous(owner));
+            cx.extensions_mut().insert(BucketRef(b));
+            return Ok(());
         }
         expect_owner(cx.headers(), "x-amz-expected-bucket-owner", &b.rec.owner)?;
         if b.rec.state == BucketState::Deleting && op != "DeleteBucket" {
