@@ -981,6 +981,29 @@ async fn a_bucket_policy_opens_a_prefix_to_anyone_and_nothing_more() {
     assert_eq!(code_of(private.await), ("AccessDenied".into(), 403));
     let listed = other.list_objects_v2().bucket("site").send().await.unwrap();
     assert_eq!(listed.contents().len(), 3);
+    // It may copy what is open into a bucket of its own, and nothing else.
+    let mine = Bucket::create(&other, "mine").await;
+    mine.copy("index.html", "site/www/index.html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.bytes("index.html").await, b"<p>hi</p>");
+    let stolen = mine.copy("stolen", "site/private.txt").send().await;
+    assert_eq!(code_of(stolen), ("AccessDenied".into(), 403));
+    let owner_id = c.get_bucket_acl().bucket("site").send().await.unwrap();
+    let owner_id = owner_id.owner().unwrap().id().unwrap().to_owned();
+    let named = mine
+        .copy("again", "site/www/index.html")
+        .expected_source_bucket_owner(&owner_id)
+        .send()
+        .await;
+    assert!(named.is_ok(), "{named:?}");
+    let misnamed = mine
+        .copy("again", "site/www/index.html")
+        .expected_source_bucket_owner("someone-else")
+        .send()
+        .await;
+    assert_eq!(code_of(misnamed), ("AccessDenied".into(), 403));
     let write = other
         .put_object()
         .bucket("site")

@@ -188,7 +188,8 @@ pub async fn upload_part_copy(
     let part = names::check_part_number(i.part_number)?;
     let upload = load(api, &i.bucket, &i.key, &i.upload_id).await?;
     let cond = copy_source_conditions!(i);
-    let src = read_source(api, &signer, &i.copy_source, &cond).await?;
+    let expected = i.expected_source_bucket_owner.as_deref();
+    let src = read_source(api, &signer, &i.copy_source, expected, &cond).await?;
     let so = object_of(&src.rec)?.clone();
     let span = match i.copy_source_range.as_deref() {
         None => 0..so.content_length,

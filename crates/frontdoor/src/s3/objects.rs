@@ -1152,8 +1152,9 @@ pub fn copy_source(src: &CopySource) -> S3Result<(String, String, Option<String>
     }
 }
 
-/// Reads a copy source the caller may read: its bucket must be the caller's account's, and
-/// a sub-user's roles must let it read there.
+/// Reads a copy source the caller may read: in its account's bucket (a sub-user's roles must
+/// let it read there), or what the owner of another account's bucket opened to everyone. A
+/// source owner the client expects (`x-amz-source-expected-bucket-owner`) must own it.
 ///
 /// # Errors
 /// `NoSuchBucket`, `AccessDenied`, `NoSuchKey`, `PreconditionFailed`.
@@ -1161,20 +1162,46 @@ pub async fn read_source(
     api: &S3Api,
     caller: &super::auth::Caller,
     src: &CopySource,
+    expected_owner: Option<&str>,
     cond: &Conditions<'_>,
 ) -> S3Result<Versioned<MetadataRecord>> {
+    use manta_auth::Grant;
     let (bucket, key, version) = copy_source(src)?;
     let b = api
         .meta
         .bucket(&bucket)
         .await?
+        .filter(|b| b.rec.state == super::meta::BucketState::Active)
         .ok_or_else(|| super::error::no_such_bucket(&bucket))?;
-    if caller.account().is_none_or(|a| a.uuid != b.rec.owner) {
-        return Err(super::error::access_denied("Access Denied"));
+    if expected_owner.is_some_and(|o| o.trim() != b.rec.owner) {
+        return Err(super::error::access_denied(
+            "Access Denied: the source bucket is not owned by the account \
+             x-amz-source-expected-bucket-owner names",
+        ));
     }
-    let read = (manta_auth::rbac::Action::GetObject, http::Method::GET);
-    super::auth::check_sub_user(caller, &b.rec, Some(&key), read)?;
-    let entry = existing_version(api, &b.rec.owner, &bucket, &key, version.as_deref()).await?;
+    let mine = caller.account().is_some_and(|a| a.uuid == b.rec.owner);
+    if mine {
+        let read = (manta_auth::rbac::Action::GetObject, http::Method::GET);
+        super::auth::check_sub_user(caller, &b.rec, Some(&key), read)?;
+    }
+    let found = existing_version(api, &b.rec.owner, &bucket, &key, version.as_deref()).await;
+    let entry = match found {
+        // Whether a key exists is told to strangers only when they may list the bucket.
+        Err(e)
+            if !mine
+                && e.code() == &S3ErrorCode::NoSuchKey
+                && super::policy::granted(&b.rec, None) != Grant::PublicRead =>
+        {
+            return Err(super::error::access_denied("Access Denied"));
+        }
+        other => other?,
+    };
+    if !mine {
+        let acl = super::acl::CannedAcl::of_object(&entry.rec);
+        if super::policy::granted(&b.rec, Some((&key, acl))) != Grant::PublicRead {
+            return Err(super::error::access_denied("Access Denied"));
+        }
+    }
     conditional::check_copy_source(&current(&entry.rec)?, cond)?;
     Ok(entry)
 }
@@ -1250,7 +1277,8 @@ pub async fn copy_object(
     let i = req.input;
     names::check_key(&i.key)?;
     let cond = copy_source_conditions!(i);
-    let src = read_source(api, &signer, &i.copy_source, &cond).await?;
+    let expected = i.expected_source_bucket_owner.as_deref();
+    let src = read_source(api, &signer, &i.copy_source, expected, &cond).await?;
     let (src_bucket, src_key, src_version) = copy_source(&i.copy_source)?;
     // The source's version, as answered (none from a bucket that never had versioning).
     let copied_version = src_version.clone().or_else(|| src.rec.version_id.clone());
