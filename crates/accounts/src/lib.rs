@@ -60,6 +60,15 @@ fn parse_keys(lines: &[String]) -> Result<Vec<AccountKey>, AdminError> {
     Ok(keys)
 }
 
+/// The sub-user `user` of `a`, to change.
+fn user_mut<'a>(a: &'a mut Account, user: &str) -> Result<&'a mut SubUser, AdminError> {
+    let account = a.login.clone();
+    a.users
+        .iter_mut()
+        .find(|u| u.login == user)
+        .ok_or_else(|| AdminError::Access(format!("{account} has no user {user}")))
+}
+
 /// Checks that a role or policy (`kind`) named `name` of `account` is absent before it is
 /// created, or present before it is replaced or deleted (`want_present`).
 fn presence(
@@ -375,17 +384,9 @@ impl AccountAdmin {
         };
         let k2 = key.clone();
         self.update(login, move |a| {
-            let account = a.login.clone();
             let keys = match user {
                 None => &mut a.s3_keys,
-                Some(user) => {
-                    &mut a
-                        .users
-                        .iter_mut()
-                        .find(|u| u.login == user)
-                        .ok_or_else(|| AdminError::Access(format!("{account} has no user {user}")))?
-                        .s3_keys
-                }
+                Some(user) => &mut user_mut(a, user)?.s3_keys,
             };
             keys.push(k2.clone());
             Ok(())
@@ -439,11 +440,7 @@ impl AccountAdmin {
         let k2 = key.clone();
         self.update(login, move |a| {
             let account = a.login.clone();
-            let u = a
-                .users
-                .iter_mut()
-                .find(|u| u.login == user)
-                .ok_or_else(|| AdminError::Access(format!("{account} has no user {user}")))?;
+            let u = user_mut(a, user)?;
             if u.keys.iter().any(|x| x.fingerprint == k2.fingerprint) {
                 return Err(AdminError::DuplicateKey {
                     login: format!("{account}/{user}"),
@@ -469,12 +466,8 @@ impl AccountAdmin {
         tags: &[String],
     ) -> Result<Account, AdminError> {
         self.update(login, |a| {
-            if let Some(t) = tags.iter().find(|t| !a.roles.iter().any(|r| r.name == **t)) {
-                return Err(AdminError::Access(format!(
-                    "{t} is not a role of {}",
-                    a.login
-                )));
-            }
+            manta_auth::rbac::parse_role_tags(a, &tags.join(","))
+                .map_err(|e| AdminError::Access(e.message))?;
             if tags.is_empty() {
                 a.area_roles.remove(area);
             } else {

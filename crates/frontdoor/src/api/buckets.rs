@@ -168,11 +168,7 @@ pub async fn handle(ctx: &Ctx, target: Target, route: &mut &'static str) -> ApiR
             *route = "HeadBucket";
             let b = bucket(ctx, &meta, name).await?;
             let mut r = json_lines(ctx, vec![bucket_line(&b)]);
-            if !b.roles.is_empty()
-                && let Ok(v) = HeaderValue::from_str(&b.roles.join(","))
-            {
-                r.headers_mut().insert("role-tag", v);
-            }
+            super::roles::add_tags(r.headers_mut(), &b.roles);
             Ok(r)
         }
         Target::Objects(name) => {
@@ -212,9 +208,7 @@ async fn set_role_tags(ctx: &Ctx, meta: &Meta, name: &str) -> ApiResult<Response
         let cond = moray::EtagCondition::MustMatch(b.etag.clone());
         if lift(meta.put_bucket(&rec, cond).await)? {
             tracing::info!(bucket = %name, roles = ?tags, "bucket role tags set");
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = http::StatusCode::NO_CONTENT;
-            return Ok(r);
+            return Ok(super::no_content());
         }
     }
     Err(err(

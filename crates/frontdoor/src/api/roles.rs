@@ -9,8 +9,8 @@
 //! overwrites included. A path with no entry is decided as a read or delete of an object by its
 //! parent's tags (so a sub-user learns nothing of a directory its roles cannot read). The area
 //! roots `/:login/stor` and `/:login/public` have no entry; their tags are kept on the account
-//! ([`set_area_tags`]), so `mchmod +ROLE /:login/stor` lets a role work at the top of it. Sub-users may not use the jobs API, multipart uploads or the
-//! `/:login/buckets` view.
+//! ([`set_area_tags`]), so `mchmod +ROLE /:login/stor` lets a role work at the top of it.
+//! Sub-users may not use the jobs API, multipart uploads or the `/:login/buckets` view.
 
 use http::{HeaderMap, HeaderValue, Method};
 use manta_auth::authz::{Grant, Resource, authorize_logged};

@@ -8,11 +8,12 @@
 //! the Manta API has); [`Owners`] then maps the verified key to its account from that cache
 //! (a key never moves between accounts), so a request costs one account lookup at most.
 //!
-//! [`Owners::check`] runs for every operation: unsigned requests are refused (`AccessDenied`;
-//! there are no public buckets), a bucket that does not exist is `NoSuchBucket`; of one owned
-//! by another account, a signed caller may do only what an unsigned one may (list it, read its
-//! objects, as their owner granted everyone), and anything else is `AccessDenied`. It leaves the [`Caller`] and the [`BucketRef`] in the
-//! request's extensions for the operation, and names the operation for the metrics.
+//! [`Owners::check`] runs for every operation. A bucket that does not exist is
+//! `NoSuchBucket`. Of a bucket owned by another account, an unsigned caller, or one signed by
+//! another account, may do only what the owner granted everyone (list it, read its objects,
+//! by ACL or bucket policy); anything else is `AccessDenied`. It leaves the [`Caller`] and the
+//! [`BucketRef`] in the request's extensions for the operation, and names the operation for
+//! the metrics.
 //!
 //! A sub-user's key acts with the sub-user's active roles (those its `role` header names,
 //! else its default roles). S3 has no directories: the bucket is what is tagged. The owner
